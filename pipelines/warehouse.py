@@ -1,0 +1,61 @@
+"""DuckDB connections for the zones.
+
+DuckDB lets only one process open a database file for writing. Airflow may run two
+tasks of the same holder at once (and a Celery worker may be killed mid-write), so every
+writer takes an exclusive advisory lock on ``<db>.lock`` first and waits for it instead
+of failing with DuckDB's "could not set lock" error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+#: How long a writer waits for another writer of the same file before giving up.
+LOCK_TIMEOUT_S = 600.0
+
+
+class WarehouseLockTimeout(RuntimeError):
+    """Another process held the database for longer than LOCK_TIMEOUT_S."""
+
+
+@contextmanager
+def write_connection(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An exclusive read-write connection to the DuckDB file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as lock_file:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseLockTimeout(f"{path.name} stayed locked for {timeout_s:.0f} s") from None
+                time.sleep(0.2)
+        try:
+            con = duckdb.connect(str(path))
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextmanager
+def read_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; waits for a writer of the same file to finish."""
+    with write_connection(path) as _:
+        pass  # wait until no writer holds the file, then open read-only
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
