@@ -7,25 +7,29 @@ them lazily so that ``hdp --help`` stays fast (Airflow and Great Expectations im
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
-# command name -> "module:attribute" of a click command or group
-SUBCOMMANDS: dict[str, str] = {
-    "generate": "synthetic_data.cli:generate",
-    "run": "pipelines.cli:run",
-    "demo": "pipelines.cli:demo",
-    "keys": "pipelines.identity.cli:keys",
-    "reid": "pipelines.identity.cli:reid",
-    "fhir": "pipelines.fhir.cli:fhir",
-    "quality": "pipelines.quality.cli:quality",
-    "request": "governance.cli:request",
-    "consent": "governance.cli:consent",
-    "user": "governance.cli:user",
-    "governance": "governance.cli:governance",
-    "serve": "access.cli:serve",
-    "query": "access.cli:query",
-    "audit": "access.cli:audit",
+from hdp.settings import REPO_ROOT, get_settings
+
+# command name -> ("module:attribute" of a click command or group, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipelines.cli:demo", "Everything end to end: generate, run the DAGs, approve, release, query."),
+    "generate": ("synthetic_data.cli:generate", "Generate synthetic deliveries for every data holder."),
+    "run": ("pipelines.cli:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
+    "status": ("pipelines.cli:status", "Latest pipeline runs and their figures."),
+    "keys": ("pipelines.identity.cli:keys", "Key store: list keys, rotate the key-encryption key."),
+    "reid": ("pipelines.identity.cli:reid", "Authorised re-identification (two approvals)."),
+    "fhir": ("pipelines.fhir.cli:fhir", "FHIR ingestion, validation and SQL-on-FHIR conformance."),
+    "quality": ("pipelines.quality.cli:quality", "Quality checks, Data Docs and history."),
+    "request": ("governance.cli:request", "Extract requests: file, submit, decide, amend, revoke."),
+    "consent": ("governance.cli:consent", "Consent and opt-out registry."),
+    "user": ("governance.cli:user", "Users, roles and API tokens."),
+    "governance": ("governance.cli:governance", "Store migrations, overdue requests, key figures, transparency."),
+    "serve": ("access.cli:serve", "Serve the access layer (API and web pages)."),
+    "query": ("access.cli:query", "Query a release as a researcher."),
+    "audit": ("access.cli:audit", "Verify the audit chain; access follow-up report."),
 }
 
 
@@ -34,13 +38,27 @@ class LazyGroup(click.Group):
         return sorted(SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = SUBCOMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in SUBCOMMANDS:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every area (Airflow and GX take seconds to import).
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+
+def configure_environment() -> None:
+    """Defaults that must be in place before Airflow or Great Expectations is imported."""
+    settings = get_settings()
+    os.environ.setdefault("AIRFLOW_HOME", str(settings.airflow_home))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 @click.group(cls=LazyGroup)
 def main() -> None:
     """Health-data platform: generate, ingest, pseudonymise, validate, govern, release, query."""
+    configure_environment()
