@@ -1,0 +1,276 @@
+"""Build, gate and publish the release of an approved extract request.
+
+A release joins the research zones of every holder in scope. Each holder's pseudonyms are
+mapped, inside the restricted boundary, to the release's own project-domain pseudonym, so
+the same person links across holders within a release and cannot be linked between two
+projects' releases. Persons excluded by the consent registry at build time are left out;
+rows whose person cannot be resolved are left out too (fail closed), and both are counted.
+
+The release is assembled in a staging directory, passed through the release quality gate
+and only then renamed into place, so a half-built or failing release is never visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from hdp.settings import REPO_ROOT, Settings, get_settings
+
+#: The column that places each research table's rows in time (for the request's period).
+EVENT_DATE_COLUMN = {
+    "register_visit": "visit_date",
+    "prom_response": "visit_date",
+    "encounter": "start_time",
+    "condition": "recorded_date",
+    "observation": "effective_time",
+    "medication_request": "authored_on",
+    "procedure": "performed_date",
+    "eq5d_response": "authored",
+}
+RELEASE_DB = "release.duckdb"
+CONSENT_LINK = "consent_link.parquet"
+MANIFEST = "manifest.json"
+
+
+class ReleaseError(RuntimeError):
+    """The release cannot be built as requested."""
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What the release builder needs to know about an approved request."""
+
+    request_id: int
+    project: str
+    purpose: str
+    holders: tuple[str, ...]
+    variables: tuple[str, ...]  # "table.column"
+    output_tier: str = "record"
+    approvals: tuple[dict[str, Any], ...] = ()
+    period: tuple[Any, Any] = (None, None)
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    release_id: str
+    request_id: int
+    path: str
+    rows: dict[str, int] = field(default_factory=dict)
+    persons: int = 0
+    excluded_persons_consent: int = 0
+    excluded_rows_unlinked: int = 0
+
+
+def release_id_for(request_id: int) -> str:
+    return f"rel-{request_id:05d}"
+
+
+def release_domain(request_id: int) -> str:
+    """Key domain of the release's pseudonyms: one per request, never shared between projects."""
+    return f"release:{release_id_for(request_id)}"
+
+
+def variables_by_table(variables: tuple[str, ...]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for variable in variables:
+        table, _, column = variable.partition(".")
+        if not table or not column or not table.isidentifier() or not column.isidentifier():
+            raise ReleaseError(f"variable {variable!r} is not of the form table.column")
+        if column in ("person_id", "holder"):
+            continue  # always present
+        grouped.setdefault(table, []).append(column)
+    return grouped
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"hdp {version('hdp')}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def assemble(
+    request: ReleaseRequest,
+    *,
+    person_map: pa.Table,
+    excluded_consent_keys: frozenset[str],
+    staging: Path,
+    settings: Settings,
+) -> ReleaseResult:
+    """Write the release's tables into ``staging``. Pure apart from reading research zones."""
+    staging.mkdir(parents=True)
+    con = duckdb.connect()
+    # One thread: the same input must give byte-identical Parquet files on every run.
+    con.execute("SET threads = 1")
+    con.register("person_map", person_map)
+    con.register("excluded", pa.table({"consent_key": pa.array(sorted(excluded_consent_keys), pa.string())}))
+    con.execute("""
+        CREATE TEMP TABLE eligible AS
+        SELECT holder, person_id, release_person_id, consent_key FROM person_map
+        WHERE consent_key NOT IN (SELECT consent_key FROM excluded)
+    """)
+    excluded_persons = con.execute("""
+        SELECT count(DISTINCT release_person_id) FROM person_map
+        WHERE consent_key IN (SELECT consent_key FROM excluded)
+    """).fetchone()[0]
+
+    for holder_id in request.holders:
+        path = settings.research_db(holder_id)
+        if not path.exists():
+            raise ReleaseError(f"holder {holder_id} has no research zone yet; run its pseudonymisation first")
+        con.execute(f"ATTACH '{path}' AS \"h_{holder_id}\" (READ_ONLY)")
+
+    start, end = request.period
+    rows: dict[str, int] = {}
+    unlinked = 0
+    for table, columns in sorted(variables_by_table(request.variables).items()):
+        parts = []
+        for holder_id in request.holders:
+            present = {r[0] for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+                [f"h_{holder_id}", table]).fetchall()}
+            if not present:
+                continue
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise ReleaseError(f"{table} of {holder_id} has no column(s) {missing}")
+            where = []
+            date_col = EVENT_DATE_COLUMN.get(table)
+            if date_col and start:
+                where.append(f"CAST(t.\"{date_col}\" AS DATE) >= DATE '{start}'")
+            if date_col and end:
+                where.append(f"CAST(t.\"{date_col}\" AS DATE) <= DATE '{end}'")
+            source = f'"h_{holder_id}"."{table}" t'
+            cols = ", ".join(f't."{c}"' for c in columns)
+            unlinked += con.execute(
+                f"SELECT count(*) FROM {source} WHERE t.person_id IS NULL OR t.person_id NOT IN "
+                f"(SELECT person_id FROM person_map WHERE holder = '{holder_id}')"
+                + (f" AND {' AND '.join(where)}" if where else "")
+            ).fetchone()[0]
+            parts.append(
+                f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
+                f"JOIN eligible e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
+                + (f" WHERE {' AND '.join(where)}" if where else "")
+            )
+        if not parts:
+            raise ReleaseError(f"no holder in scope has table {table}")
+        con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL')
+        rows[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        con.execute(f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
+
+    con.execute("CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
+                + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows) + ")")
+    released_persons = con.execute("SELECT count(*) FROM released_persons").fetchone()[0]
+    con.execute(f"""
+        COPY (SELECT DISTINCT release_person_id AS person_id, consent_key FROM eligible
+              WHERE release_person_id IN (SELECT person_id FROM released_persons) ORDER BY ALL)
+        TO '{staging / CONSENT_LINK}' (FORMAT parquet)
+    """)
+    # The access layer opens this file read-only; researchers never see consent keys.
+    con.execute(f"ATTACH '{staging / RELEASE_DB}' AS rel")
+    for table in rows:
+        con.execute(f'CREATE TABLE rel."{table}" AS SELECT * FROM "{table}"')
+    con.execute("DETACH rel")
+    con.close()
+    return ReleaseResult(
+        release_id=release_id_for(request.request_id), request_id=request.request_id, path=str(staging),
+        rows=rows, persons=int(released_persons), excluded_persons_consent=int(excluded_persons),
+        excluded_rows_unlinked=int(unlinked),
+    )
+
+
+def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult, *,
+                   policy: Any, quality: Any) -> dict[str, Any]:
+    files = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(staging.glob("*.parquet"))
+    }
+    manifest = {
+        "release_id": result.release_id,
+        "request": {
+            "request_id": request.request_id, "project": request.project, "purpose": request.purpose,
+            "holders": list(request.holders), "variables": list(request.variables),
+            "output_tier": request.output_tier,
+            "period": [str(p) if p else None for p in request.period],
+        },
+        "approvals": list(request.approvals),
+        "rows": result.rows,
+        "persons": result.persons,
+        "excluded": {"persons_by_consent": result.excluded_persons_consent,
+                     "rows_without_linkable_person": result.excluded_rows_unlinked},
+        "files": files,
+        "code_version": code_version(),
+        "policy": policy,
+        "quality": quality,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n",
+                                    encoding="utf-8")
+    return manifest
+
+
+def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None = None) -> ReleaseResult:
+    """Build the release of an approved request, gate it, publish it atomically, record it."""
+    from governance import service, store
+    from hdp.audit import AuditLog
+    from pipelines.identity import release_person_map
+    from pipelines.quality.gate import raise_for_blocking, run_gate
+    from pipelines.quality.label import quality_label
+
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    with store.session_scope(settings.governance_url) as session:
+        ready = {r.request_id: r for r in service.requests_ready_for_release(session)}
+        if request_id not in ready:
+            raise ReleaseError(f"request {request_id} is not approved by every holder in scope, or already released")
+        approved = ready[request_id]
+        excluded = service.excluded_consent_keys(session, purpose=approved.purpose, at=now)
+    request = ReleaseRequest(
+        request_id=approved.request_id, project=approved.project, purpose=approved.purpose,
+        holders=tuple(approved.holders), variables=tuple(approved.variables),
+        output_tier=approved.output_tier, approvals=tuple(approved.approvals), period=tuple(approved.period),
+    )
+    rid = release_id_for(request_id)
+    staging = settings.releases_dir / f".staging-{rid}"
+    if staging.exists():  # left over from an interrupted attempt
+        shutil.rmtree(staging)
+    person_map = release_person_map(holder_ids=request.holders, release_domain=release_domain(request_id),
+                                    settings=settings)
+    result = assemble(request, person_map=person_map, excluded_consent_keys=frozenset(excluded),
+                      staging=staging, settings=settings)
+    raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
+    manifest = write_manifest(staging, request, result, policy=None, quality=quality_label(staging))
+    final = settings.releases_dir / rid
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    manifest_sha = sha256_file(final / MANIFEST)
+    with store.session_scope(settings.governance_url) as session:
+        service.record_release(session, request_id=request_id, release_id=rid, manifest_sha256=manifest_sha)
+    AuditLog(settings.audit_dir / "audit.jsonl").append({
+        "kind": "release.published", "release_id": rid, "request_id": request_id, "run_id": run_id,
+        "manifest_sha256": manifest_sha, "rows": manifest["rows"],
+    })
+    return ReleaseResult(**{**result.__dict__, "path": str(final)})

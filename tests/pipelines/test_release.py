@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.release import ReleaseError, ReleaseRequest, assemble, variables_by_table
+
+
+def _research(settings, holder, rows):
+    path = settings.research_db(holder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE register_visit (person_id VARCHAR, birth_year INTEGER, visit_date DATE, hba1c_mmol_mol DOUBLE)")
+    if rows:
+        con.executemany("INSERT INTO register_visit VALUES (?, ?, ?, ?)", rows)
+    con.close()
+
+
+PERSON_MAP = pa.table({
+    "holder": ["ndr", "ndr", "ndr", "region_uppsala"],
+    "person_id": ["a1", "a2", "a3", "u1"],
+    "release_person_id": ["P1", "P2", "P3", "P1"],
+    "consent_key": ["c1", "c2", "c3", "c1"],
+})
+
+
+def _request(**kw):
+    base = dict(request_id=7, project="p", purpose="scientific_research", holders=("ndr", "region_uppsala"),
+                variables=("register_visit.birth_year", "register_visit.hba1c_mmol_mol"))
+    return ReleaseRequest(**{**base, **kw})
+
+
+def test_assemble_links_holders_excludes_opted_out_and_unlinked(hdp_home):
+    _research(hdp_home, "ndr", [("a1", 1950, "2024-01-01", 50.0), ("a2", 1960, "2024-02-01", 60.0),
+                                ("a3", 1970, "2024-03-01", 70.0), (None, 1980, "2024-03-01", 80.0)])
+    _research(hdp_home, "region_uppsala", [("u1", 1950, "2024-05-01", 55.0)])
+    staging = hdp_home.releases_dir / ".staging"
+    result = assemble(_request(), person_map=PERSON_MAP, excluded_consent_keys=frozenset({"c2"}),
+                      staging=staging, settings=hdp_home)
+    table = pq.read_table(staging / "register_visit.parquet")
+    assert set(table.column_names) == {"person_id", "holder", "birth_year", "hba1c_mmol_mol"}
+    assert sorted(table.column("person_id").to_pylist()) == ["P1", "P1", "P3"]  # P2 opted out
+    assert result.excluded_persons_consent == 1
+    assert result.excluded_rows_unlinked == 1
+    assert result.persons == 2
+    link = pq.read_table(staging / "consent_link.parquet").to_pylist()
+    assert link == [{"person_id": "P1", "consent_key": "c1"}, {"person_id": "P3", "consent_key": "c3"}]
+    con = duckdb.connect(str(staging / "release.duckdb"), read_only=True)
+    assert con.execute("select count(*) from register_visit").fetchone()[0] == 3
+
+
+def test_assemble_is_byte_identical_on_rerun(hdp_home):
+    _research(hdp_home, "ndr", [(f"a{i}", 1950 + i % 30, "2024-01-01", 40.0 + i) for i in range(1, 4)])
+    _research(hdp_home, "region_uppsala", [("u1", 1950, "2024-05-01", 55.0)])
+    digests = []
+    for n in range(2):
+        staging = hdp_home.releases_dir / f".staging{n}"
+        assemble(_request(), person_map=PERSON_MAP, excluded_consent_keys=frozenset(), staging=staging,
+                 settings=hdp_home)
+        digests.append((staging / "register_visit.parquet").read_bytes())
+    assert digests[0] == digests[1]
+
+
+def test_period_filter(hdp_home):
+    _research(hdp_home, "ndr", [("a1", 1950, "2023-01-01", 50.0), ("a2", 1960, "2024-02-01", 60.0)])
+    _research(hdp_home, "region_uppsala", [])
+    staging = hdp_home.releases_dir / ".s"
+    result = assemble(_request(period=("2024-01-01", "2024-12-31")), person_map=PERSON_MAP,
+                      excluded_consent_keys=frozenset(), staging=staging, settings=hdp_home)
+    assert result.rows == {"register_visit": 1}
+
+
+def test_unknown_column_and_bad_variable_are_refused(hdp_home):
+    _research(hdp_home, "ndr", [])
+    _research(hdp_home, "region_uppsala", [])
+    with pytest.raises(ReleaseError, match="no column"):
+        assemble(_request(variables=("register_visit.secret",)), person_map=PERSON_MAP,
+                 excluded_consent_keys=frozenset(), staging=hdp_home.releases_dir / ".x", settings=hdp_home)
+    with pytest.raises(ReleaseError, match="table.column"):
+        variables_by_table(("register_visit; DROP",))
