@@ -1,0 +1,146 @@
+"""The whole product on one machine: what ``make demo`` shows a new user.
+
+1. generate synthetic deliveries for every data holder (with a few injected defects);
+2. run the ingest and pseudonymise DAGs of every holder through Airflow;
+3. create users (a researcher, stewards of each holder), record three citizens' opt-outs;
+4. a researcher files a request over three holders; each holder's steward(s) approve it;
+5. run the release DAG: the release is built, gated and published;
+6. the researcher queries the release through the access layer; another researcher is refused.
+
+Re-running the demo on the same data home re-uses the users and files a fresh request.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from hdp.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+RESEARCHER = "anna.forskare"
+OTHER_RESEARCHER = "bertil.forskare"
+STEWARDS = {
+    "ndr": ["stina.ndr"],
+    "region_uppsala": ["ulf.uppsala"],
+    "region_orebro": ["olga.orebro", "oskar.orebro"],  # Örebro requires two reviewers
+    "region_skane": ["sara.skane"],
+}
+DEMO_REQUEST = {
+    "project": "HbA1c, livskvalitet och vårdkontakter vid diabetes i Mellansverige",
+    "purpose": "scientific_research",
+    "legal_basis": "gdpr_6_1_e__9_2_j",
+    "ethics_ref": "2025-01234-01",
+    "holders": ["ndr", "region_uppsala", "region_orebro"],
+    "variables": [
+        "register_visit.birth_year", "register_visit.sex", "register_visit.visit_date",
+        "register_visit.diabetes_type", "register_visit.hba1c_mmol_mol", "register_visit.bmi",
+        "prom_response.visit_date", "prom_response.eq_vas", "prom_response.eq5d_mobility",
+        "condition.code", "condition.recorded_date",
+    ],
+    "period": ("2022-01-01", "2026-10-31"),
+    "data_form": "pseudonymised",
+    "pseudonymisation_justification": (
+        "Longitudinal linkage of register visits, PROM answers and journal diagnoses per person is "
+        "the core of the study design; aggregates cannot answer the question."
+    ),
+    "output_tier": "record",
+}
+DEMO_QUERY = (
+    "SELECT diabetes_type, count(DISTINCT person_id) AS persons, count(*) AS visits, "
+    "round(avg(hba1c_mmol_mol), 1) AS mean_hba1c FROM register_visit GROUP BY diabetes_type ORDER BY persons DESC"
+)
+
+
+def _ensure_users(session: Any) -> dict[str, str]:
+    """Create the demo's users if missing; returns fresh tokens for the two researchers."""
+    from governance import service
+
+    existing = {u.name for u in service.list_users(session)}
+    wanted = [(RESEARCHER, ["researcher"], []), (OTHER_RESEARCHER, ["researcher"], [])]
+    wanted += [(name, ["steward"], [holder]) for holder, names in STEWARDS.items() for name in names]
+    for name, roles, holder_ids in wanted:
+        if name not in existing:
+            service.create_user(session, name=name, roles=roles, holder_ids=holder_ids, actor="demo")
+    return {name: service.issue_token(session, user_name=name) for name in (RESEARCHER, OTHER_RESEARCHER)}
+
+
+def _record_opt_outs(session: Any, count: int = 3) -> int:
+    """Three persons from the register extract opt out of secondary use (EHDS art. 71).
+
+    Reads identifiers inside the restricted zone and stores only their consent keys.
+    """
+    from governance import consent
+    from pipelines.identity import consent_key
+
+    path = get_settings().landing_dir("ndr") / "register" / "ndr_visits.csv"
+    keys: list[str] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter=";"):
+            try:
+                key = consent_key(row["personnummer"])
+            except ValueError:
+                continue  # an injected invalid identifier: it cannot opt out through this path
+            if key not in keys:
+                keys.append(key)
+            if len(keys) == count:
+                break
+    for key in keys:
+        consent.record_consent(session, consent_key=key, scope="secondary_use", choice="opt_out",
+                               source_ref="demo-blankett-1177", actor="demo")
+    return len(keys)
+
+
+def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from access.app import create_app
+    from governance import service, store
+    from pipelines import orchestrate
+    from synthetic_data.generate import generate
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    summary: dict[str, Any] = {}
+
+    generated = generate(settings, seed=seed, persons=persons, defect_rate=defect_rate)
+    summary["generated_defects"] = dict(generated.defects_by_class)
+
+    orchestrate.migrate_metadata_db()
+    ingest_runs = orchestrate.run_dags(orchestrate.pipeline_dag_ids("ingest") + orchestrate.pipeline_dag_ids("pseudonymise"))
+    summary["dag_runs"] = {o.dag_id: o.state for o in ingest_runs}
+
+    store.upgrade(settings.governance_url)
+    with store.session_scope(settings.governance_url) as session:
+        tokens = _ensure_users(session)
+        summary["opted_out_persons"] = _record_opt_outs(session)
+        request_id = service.file_request(session, applicant=RESEARCHER, **DEMO_REQUEST)
+        service.submit_request(session, request_id=request_id, actor=RESEARCHER)
+    for holder, names in STEWARDS.items():
+        if holder not in DEMO_REQUEST["holders"]:
+            continue
+        for name in names:
+            with store.session_scope(settings.governance_url) as session:
+                service.decide(session, request_id=request_id, holder_id=holder, reviewer=name, decision="approve",
+                               justification="Ethics approval and variable list match the purpose; data minimised.")
+    summary["request_id"] = request_id
+
+    release_runs = orchestrate.run_dags(["release"])
+    summary["dag_runs"].update({o.dag_id: o.state for o in release_runs})
+    with store.session_scope(settings.governance_url) as session:
+        permit = service.permit_for_request(session, request_id=request_id, at=datetime.now(UTC))
+    release_id = permit.release_id if permit else None
+    summary["release_id"] = release_id
+
+    client = TestClient(create_app())
+    answer = client.post(f"/releases/{release_id}/query", json={"sql": DEMO_QUERY, "format": "json"},
+                         headers={"Authorization": f"Bearer {tokens[RESEARCHER]}"})
+    summary["researcher_query"] = {"status": answer.status_code, "sql": DEMO_QUERY, "result": answer.json()}
+    refused = client.post(f"/releases/{release_id}/query", json={"sql": DEMO_QUERY, "format": "json"},
+                          headers={"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"})
+    summary["other_researcher_status"] = refused.status_code
+    summary["researcher_token"] = tokens[RESEARCHER]
+    return summary
