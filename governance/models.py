@@ -1,0 +1,197 @@
+"""SQLAlchemy 2 models of the governance store (SQLite by default, Postgres in production).
+
+The schema itself is owned by the Alembic migrations in ``governance/migrations``; a test checks
+that these models and the migrations agree. Lists (variables, holders, members) are stored as
+sorted JSON arrays so that equality and hashing are deterministic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the governance store; pass a timezone-aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserRow(Base):
+    __tablename__ = "gov_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    holder_ids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "gov_api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("gov_user.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the token: the plain token is shown once and never stored.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RequestRow(Base):
+    __tablename__ = "gov_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Optimistic lock: every UPDATE checks and bumps it (a second line of defence behind FOR UPDATE).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("gov_request.id"), nullable=True, index=True)
+    applicant: Mapped[str] = mapped_column(String(64), index=True)
+    members: Mapped[list[str]] = mapped_column(JSON)
+    project: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(64))
+    legal_basis: Mapped[str] = mapped_column(String(64))
+    ethics_ref: Mapped[str] = mapped_column(String(32))
+    variables: Mapped[list[str]] = mapped_column(JSON)
+    holders: Mapped[list[str]] = mapped_column(JSON)
+    cohort_criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+    period_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    period_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    data_form: Mapped[str] = mapped_column(String(16))
+    pseudonymisation_justification: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_tier: Mapped[str] = mapped_column(String(16))
+    access_days: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    review_round: Mapped[int] = mapped_column(Integer, default=0)
+    amendment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class HolderReviewRow(Base):
+    """One holder's review of one round of a request (the holder decides independently)."""
+
+    __tablename__ = "gov_holder_review"
+    __table_args__ = (UniqueConstraint("request_id", "holder_id", "review_round"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("gov_request.id", ondelete="CASCADE"))
+    holder_id: Mapped[str] = mapped_column(String(64))
+    review_round: Mapped[int] = mapped_column(Integer)
+    reviewers_required: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DecisionRow(Base):
+    __tablename__ = "gov_decision"
+    # One decision per reviewer per holder per round: a second click cannot count twice.
+    __table_args__ = (UniqueConstraint("request_id", "holder_id", "review_round", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("gov_request.id", ondelete="CASCADE"), index=True)
+    holder_id: Mapped[str] = mapped_column(String(64))
+    review_round: Mapped[int] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    justification: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PermitRow(Base):
+    __tablename__ = "gov_permit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # unique: one permit per request, one permit per release (no double release).
+    request_id: Mapped[int] = mapped_column(ForeignKey("gov_request.id"), unique=True)
+    release_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    users: Mapped[list[str]] = mapped_column(JSON)
+    variables: Mapped[list[str]] = mapped_column(JSON)
+    holders: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(64))
+    output_tier: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deletion_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RequestEventRow(Base):
+    """Append-only history of a request: every transition and amendment, with its actor."""
+
+    __tablename__ = "gov_request_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("gov_request.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ConsentRow(Base):
+    """One consent decision of one person (by consent-domain pseudonym, never the identifier)."""
+
+    __tablename__ = "gov_consent"
+    __table_args__ = (Index("ix_gov_consent_key_scope", "consent_key", "scope"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    consent_key: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(64))  # "secondary_use" or a purpose code
+    choice: Mapped[str] = mapped_column(String(8))  # "opt_out" | "opt_in"
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    source_ref: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigRow(Base):
+    """Store-held settings that stewards change at run time (decision deadlines)."""
+
+    __tablename__ = "gov_config"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)

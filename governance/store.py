@@ -1,0 +1,114 @@
+"""Engine, sessions and migrations of the governance store.
+
+SQLite (default, ``$HDP_HOME/governance.sqlite``) and Postgres (production) behave the same for
+the service layer:
+
+* Postgres: the service takes ``SELECT ... FOR UPDATE`` row locks on the request it changes, so two
+  stewards deciding at once are serialised; the ``version`` column catches any writer that slipped
+  past the lock.
+* SQLite has no row locks: every transaction starts with ``BEGIN IMMEDIATE`` (one writer at a time,
+  others wait up to the busy timeout), which gives the same serialisation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: How long SQLite waits for another writer before failing (seconds).
+SQLITE_BUSY_TIMEOUT_S = 30
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _normalise(url: str) -> str:
+    # Plain "postgresql://" would pick psycopg2, which is not installed; psycopg 3 is.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy, not the driver, issue BEGIN, so that we can make it IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process (engines own connection pools; reuse them)."""
+    url = _normalise(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+                _configure_sqlite(engine)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    """Close every pooled connection (tests; before forking)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any exception (nothing partial stored)."""
+    session = sessionmaker(bind=engine_for(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str):  # type: ignore[no-untyped-def]
+    """Programmatic Alembic config (governance/alembic.ini is the same for the alembic CLI)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation: a literal % in a URL (encoded option) must be doubled.
+    cfg.set_main_option("sqlalchemy.url", _normalise(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the migrations up to ``revision``; a no-op when already there (safe to call at start)."""
+    from alembic import command
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine_for(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,159 @@
+"""Frozen value objects returned by the service (never ORM objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+ROLES: frozenset[str] = frozenset({"researcher", "steward", "operator", "admin", "reid_approver"})
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    roles: frozenset[str]
+    holder_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    holder_id: str
+    reviewer: str
+    decision: str
+    justification: str
+    decided_at: datetime
+    review_round: int
+
+
+@dataclass(frozen=True)
+class HolderReview:
+    holder_id: str
+    review_round: int
+    reviewers_required: int
+    verdict: str
+    opened_at: datetime
+    due_at: datetime
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    status: str
+    applicant: str
+    members: tuple[str, ...]
+    project: str
+    purpose: str
+    legal_basis: str
+    ethics_ref: str
+    variables: tuple[str, ...]
+    holders: tuple[str, ...]
+    cohort_criteria: dict[str, Any]
+    period: tuple[date | None, date | None]
+    data_form: str
+    pseudonymisation_justification: str | None
+    output_tier: str
+    access_days: int
+    review_round: int
+    parent_id: int | None
+    amendment: dict[str, Any] | None
+    created_at: datetime
+    submitted_at: datetime | None
+    decided_at: datetime | None
+    released_at: datetime | None
+    reviews: tuple[HolderReview, ...] = ()
+    decisions: tuple[DecisionView, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApprovedRequest:
+    request_id: int
+    project: str
+    purpose: str
+    holders: tuple[str, ...]
+    variables: tuple[str, ...]
+    output_tier: str
+    approvals: tuple[dict[str, Any], ...]
+    period: tuple[date | None, date | None]
+    data_form: str = "anonymised"
+    cohort_criteria: dict[str, Any] = field(default_factory=dict)
+    users: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Permit:
+    id: int
+    request_id: int
+    release_id: str | None
+    users: frozenset[str]
+    variables: frozenset[str]
+    holders: tuple[str, ...]
+    purpose: str
+    output_tier: str
+    expires_at: datetime
+    issued_at: datetime | None = None
+    released_at: datetime | None = None
+    revoked_at: datetime | None = None
+    status: str = "active"
+    project: str = ""
+
+    def is_active(self, at: datetime) -> bool:
+        """True only for a released, unrevoked permit within its validity (fails closed)."""
+        return (
+            self.release_id is not None
+            and self.revoked_at is None
+            and self.issued_at is not None
+            and self.issued_at <= at < self.expires_at
+        )
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    id: int
+    scope: str
+    choice: str
+    valid_from: datetime
+    valid_to: datetime | None
+    source_ref: str
+    recorded_at: datetime
+    recorded_by: str
+
+
+@dataclass(frozen=True)
+class Overdue:
+    request_id: int
+    holder_id: str
+    project: str
+    due_at: datetime
+    days_overdue: float
+
+
+@dataclass(frozen=True)
+class KeyFigure:
+    holder_id: str
+    period: str
+    submitted: int
+    decided: int
+    approved: int
+    rejected: int
+    returned: int
+    released: int
+    median_days_to_decision: float | None
+    median_days_decision_to_release: float | None
+
+
+@dataclass(frozen=True)
+class TransparencyEntry:
+    """One permit in the public register: no personal data (no user names, no applicant)."""
+
+    permit_id: int
+    request_id: int
+    project: str
+    purpose: str
+    purpose_description: str
+    holders: tuple[str, ...]
+    issued_on: date
+    expires_on: date
+    released_on: date | None
+    status: str
