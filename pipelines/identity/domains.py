@@ -1,0 +1,56 @@
+"""Pseudonym domains and the keyed pseudonyms computed in them.
+
+* ``holder:<id>``: the research-zone ``person_id`` of one data holder (stable across runs).
+* ``release:<id>``: a release's own ``person_id``, computed from the normalised identifier,
+  so the same person links across holders inside one release but not between releases.
+* ``consent``: the consent registry's key for a person, shared by governance and releases.
+
+Resource ids (FHIR ``Encounter`` ids, ...) are pseudonymised in the holder domain with a
+type prefix, so they can never collide with a person pseudonym.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hdp.settings import Settings, get_settings
+from pipelines.identity.keys import KeyStore
+from pipelines.identity.personnummer import parse
+from pipelines.identity.pseudonym import Pseudonymiser
+
+CONSENT_DOMAIN = "consent"
+RESOURCE_SEPARATOR = "\x1f"  # unit separator: never part of a FHIR id or a personnummer
+
+
+def holder_domain(holder_id: str) -> str:
+    return f"holder:{holder_id}"
+
+
+def release_domain_name(release: str) -> str:
+    """``release:<id>`` for a release id, or the domain unchanged if already prefixed."""
+    return release if release.startswith("release:") else f"release:{release}"
+
+
+def resource_message(resource_type: str, resource_id: str) -> str:
+    """The HMAC input for a resource id: type-prefixed, disjoint from 12-digit identifiers."""
+    return f"{resource_type}{RESOURCE_SEPARATOR}{resource_id}"
+
+
+def pseudonymiser(domain: str, *, settings: Settings | None = None, create: bool = True) -> Pseudonymiser:
+    """The :class:`Pseudonymiser` of a domain's active key (key generated on first use).
+
+    Not cached across calls on purpose: a rotation by another process must take effect,
+    and unwrapping one key costs microseconds.
+    """
+    store = KeyStore(settings or get_settings())
+    dk = store.active_key(domain, create=create)
+    return Pseudonymiser(dk.secret, key_id=dk.info.key_id)
+
+
+def consent_key(personnummer: str, *, reference_date: date | None = None, settings: Settings | None = None) -> str:
+    """Consent-domain pseudonym of an identifier in any accepted form.
+
+    Raises :class:`~pipelines.identity.personnummer.InvalidIdentifier` for an invalid one.
+    """
+    ident = parse(personnummer, reference_date=reference_date)
+    return pseudonymiser(CONSENT_DOMAIN, settings=settings).one(ident.normalised)
