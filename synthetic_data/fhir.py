@@ -8,6 +8,7 @@ person has different Patient ids in different regions (as separate journal syste
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from collections.abc import Iterator
@@ -58,13 +59,24 @@ def local_datetime(d: date, minute_of_day: int) -> str:
 
 
 class IdFactory:
-    """Deterministic resource ids for one seed and region."""
+    """Deterministic resource ids for one seed and region.
+
+    ``IdFactory(seed, region)(*parts) == str(uuid.uuid5(_NAMESPACE, f"{seed}:{region}:" + ":".join(parts)))``;
+    computed from a pre-hashed SHA-1 state because ``uuid.uuid5`` was the generator's single
+    largest cost (about 14 µs per id, against about 2 µs here).
+    """
 
     def __init__(self, seed: int, region: str) -> None:
-        self._prefix = f"{seed}:{region}:"
+        self._state = hashlib.sha1(_NAMESPACE.bytes + f"{seed}:{region}:".encode(), usedforsecurity=False)
 
     def __call__(self, *parts: object) -> str:
-        return str(uuid.uuid5(_NAMESPACE, self._prefix + ":".join(map(str, parts))))
+        h = self._state.copy()
+        h.update(":".join(map(str, parts)).encode())
+        b = bytearray(h.digest()[:16])
+        b[6] = (b[6] & 0x0F) | 0x50  # version 5
+        b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+        x = b.hex()
+        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _ref(kind: str, rid: str) -> dict[str, str]:
