@@ -1,0 +1,13 @@
+"""Run monitoring: per-task run metrics, ``hdp status``, Prometheus metrics, failure alerts.
+
+Public API:
+
+* :mod:`pipelines.monitoring.callbacks` — ``CALLBACKS`` for a DAG's ``default_args``
+* :func:`pipelines.monitoring.store.record`, ``latest_runs``, ``metrics_url``
+* :func:`pipelines.monitoring.prometheus.render_exposition` (pure) and ``metrics_payload``
+  (``(body, content_type)`` for ``GET /metrics``)
+* :func:`pipelines.monitoring.alerts.build_alert` / ``send_alert`` (``HDP_ALERT_WEBHOOK``)
+* ``hdp status`` → :data:`pipelines.monitoring.cli.status`
+
+Nothing here imports Airflow: callbacks read the task context by attribute names.
+"""
