@@ -14,7 +14,7 @@ integer, decimal, boolean, ``{}``, ``@date``), ``$this``, ``%constant``, ``%rowI
 operators ``. [] unary- * / div mod + - & | < <= > >= = != ~ !~ in contains and or xor
 implies is as``, and the functions ``where exists empty first last tail skip take count
 not ofType as is extension join select distinct hasValue getResourceKey getReferenceKey
-lowBoundary highBoundary toString``.
+lowBoundary highBoundary toString toInteger toDecimal iif``.
 """
 
 from __future__ import annotations
@@ -510,6 +510,8 @@ _DT_RE = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?)?)?)?"
     r"(Z|[+-]\d{2}:\d{2})?$"
 )
+_INT_RE = re.compile(r"^[+-]?\d{1,18}$")
+_DEC_RE = re.compile(r"^[+-]?\d{1,28}(\.\d{1,28})?$")
 _TIME_RE = re.compile(r"^(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
 
 
@@ -882,6 +884,24 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             r = _boundary(item, high, precision)
             return [] if r is None else [r]
         return boundary
+    if name in ("toInteger", "toDecimal"):
+        nargs(0)
+        want_int = name == "toInteger"
+
+        def convert(focus: list[Any], env: Env) -> list[Any]:
+            v = _singleton(focus, name + "()")
+            if v is None:
+                return []
+            if type(v) is bool:
+                return [int(v)] if want_int else [Decimal(int(v))]
+            if type(v) is int:
+                return [v] if want_int else [Decimal(v)]
+            if want_int:
+                return [int(v)] if type(v) is str and _INT_RE.match(v) else []
+            if type(v) in (float, Decimal):
+                return [_num(v)]
+            return [Decimal(v)] if type(v) is str and _DEC_RE.match(v) else []
+        return convert
     if name == "iif":
         nargs(2, 3)
         cond, then = _compile(args[0]), _compile(args[1])

@@ -1,0 +1,576 @@
+"""FHIR ingestion: landing NDJSON / Bundles -> validated ``fhir_resource`` + flattened ``fhir_*`` tables.
+
+Flow for one holder (``ingest_fhir``):
+
+1. Every ``fhir/*.ndjson``, ``fhir/*.ndjson.gz`` (one file per resource type, Bulk Data) and
+   every ``fhir/bundles/*.json`` (collection / transaction / searchset) is read as a stream.
+2. Each line (or bundle entry) is decoded, checked against the file's resource type,
+   validated (:mod:`pipelines.fhir.validation`), flattened by every ViewDefinition in
+   ``schemas/views/`` (:mod:`pipelines.fhir.viewdef`) and checked for unknown codes —
+   all in worker processes, in chunks, because validation and flattening are CPU-bound
+   Python and the machine has two cores.
+3. The main process keeps the order (first occurrence of a ``Type/id`` wins, later ones are
+   ``fhir.duplicate_id``), and loads rows in Arrow batches into ``raw.duckdb``.
+4. Links: references to Patient / Encounter that resolve to no ingested resource are
+   flagged in ``fhir_flag`` (``fhir.dangling_reference``); nothing is dropped for it.
+
+Bad input never stops the run: it goes to ``quarantine`` (stage ``ingest``, source ``fhir``)
+with a reason code and a detail that names paths only; ``original`` holds the raw bytes.
+Re-running replaces the tables and this stage's quarantine rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import multiprocessing as mp
+import os
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from hdp.settings import SCHEMAS_DIR, Settings, get_settings
+from pipelines import quarantine
+from pipelines.fhir.terminology import code_lists, unknown_code_paths
+from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
+from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_views
+from pipelines.warehouse import write_connection
+
+log = logging.getLogger(__name__)
+
+VIEWS_DIR = SCHEMAS_DIR / "views"
+STAGE = "ingest"
+SOURCE = "fhir"
+BUNDLE_TYPES = ("collection", "transaction", "searchset")
+
+#: Lines per worker task: large enough that pickling and scheduling cost little per
+#: resource, small enough that two workers stay busy and memory per task stays ~1-2 MB.
+CHUNK_LINES = 2000
+#: Resources buffered in the main process before one Arrow insert into DuckDB.
+FLUSH_RESOURCES = 100_000
+
+# ViewDefinition column type -> DuckDB type. Dates stay VARCHAR on purpose: FHIR dates may be
+# partial ("1970-06") and dateTimes carry their offset; the raw zone keeps them as delivered.
+_DUCK_TYPES = {"boolean": "BOOLEAN", "integer": "BIGINT", "positiveInt": "BIGINT", "unsignedInt": "BIGINT",
+               "integer64": "BIGINT", "decimal": "DOUBLE"}
+
+FLAG_DDL = """CREATE TABLE fhir_flag (resource_type VARCHAR, resource_key VARCHAR, flag_code VARCHAR,
+    path VARCHAR)"""
+RESOURCE_DDL = """CREATE TABLE fhir_resource (resource_type VARCHAR, id VARCHAR, resource JSON,
+    _source_file VARCHAR, _line_no BIGINT)"""
+
+
+@dataclass(frozen=True)
+class FhirIngestResult:
+    """Counts only (travels as an XCom): never an identifier or a value."""
+
+    holder: str
+    files: int
+    resources_read: dict[str, int] = field(default_factory=dict)
+    resources_valid: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)  # by reason code
+    quarantined_by_type: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # per flattened table
+    dangling_references: int = 0
+    unknown_codes: int = 0
+    view_errors: int = 0
+
+
+class FhirIngestError(RuntimeError):
+    """The FHIR landing area or the view definitions cannot be used at all."""
+
+
+# --------------------------------------------------------------------------- per-resource logic
+@dataclass
+class _Outcome:
+    """Result of one resource; exactly one of ``valid`` / ``reason`` is set."""
+
+    rtype: str | None = None
+    rid: str | None = None
+    valid: bool = False
+    reason: str | None = None
+    detail: str = ""
+    rows: dict[str, list[tuple[Any, ...]]] | None = None
+    flags: list[tuple[str, str]] | None = None  # (flag_code, path)
+
+
+_state: dict[str, Any] = {}
+
+
+def _init_worker(views_dir: str) -> None:
+    views = load_views(Path(views_dir))
+    by_type: dict[str, list[CompiledView]] = {}
+    for v in views.values():
+        by_type.setdefault(v.resource, []).append(v)
+    _state["views_by_type"] = by_type
+    _state["codes"] = code_lists()
+
+
+def _record_key(rtype: Any, rid: Any) -> str | None:
+    if isinstance(rtype, str) and isinstance(rid, str) and len(rid) <= 64 and rtype in RESOURCE_TYPES:
+        return f"{rtype}/{rid}"
+    return None
+
+
+def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
+    """Validate, flatten and terminology-check one decoded resource (pure, no I/O)."""
+    if type(obj) is not dict:
+        return _Outcome(reason="fhir.invalid", detail="resource: not a JSON object")
+    rtype = obj.get("resourceType")
+    if type(rtype) is not str:
+        return _Outcome(reason="fhir.invalid", detail="resourceType: required element missing")
+    if expected is not None and rtype != expected:
+        return _Outcome(rtype=rtype, reason="fhir.wrong_resource_type",
+                        detail=f"resourceType: not the file's resource type ({expected})")
+    if rtype not in RESOURCE_TYPES:
+        return _Outcome(rtype=None, reason="fhir.wrong_resource_type",
+                        detail="resourceType: not a resource type this platform ingests")
+    rid = obj.get("id")
+    issues = validate_resource(obj, raw)
+    if issues:
+        detail = "; ".join(str(i) for i in issues[:5]) + (f" (+{len(issues) - 5} more)" if len(issues) > 5 else "")
+        return _Outcome(rtype=rtype, rid=rid if isinstance(rid, str) else None, reason="fhir.invalid", detail=detail)
+    if type(rid) is not str:
+        return _Outcome(rtype=rtype, reason="fhir.invalid", detail=f"{rtype}.id: required for ingestion")
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    flags: list[tuple[str, str]] = []
+    for view in _state["views_by_type"].get(rtype, ()):
+        try:
+            rows[view.name] = view.rows(obj)
+        except ViewDefinitionError:
+            # The resource is valid FHIR but breaks the view's assumptions (e.g. a
+            # repeated element where the view expects one): keep it, flag it.
+            flags.append(("view.error", view.name))
+    for path in unknown_code_paths(obj, _state["codes"]):
+        flags.append(("code.unknown", path))
+    return _Outcome(rtype=rtype, rid=rid, valid=True, rows=rows, flags=flags)
+
+
+_decode = msgspec.json.Decoder().decode
+
+
+def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Outcome | None:
+    body = line.rstrip(b"\r\n")
+    if not body.strip():
+        return None
+    try:
+        obj = _decode(body)
+    except msgspec.DecodeError:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _Outcome(reason="encoding.not_utf8", detail="line: not valid UTF-8")
+        if unterminated:
+            return _Outcome(reason="file.truncated", detail="last line: incomplete (file cut mid-record)")
+        return _Outcome(reason="json.malformed", detail="line: not valid JSON")
+    return classify(obj, body, expected)
+
+
+# A chunk travels to a worker as (source_file, expected_type, first_line_no, lines, last_unterminated).
+_Chunk = tuple[str, str | None, int, list[bytes], bool]
+
+
+def _process_chunk(chunk: _Chunk) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Worker: returns (source_file, valid, quarantined) for one chunk of lines.
+
+    valid: (line_no, rtype, rid, text, rows_by_view, flags); quarantined:
+    (line_no, reason, detail, record_key, rtype, original bytes).
+    """
+    source_file, expected, first, lines, last_unterminated = chunk
+    valid: list[tuple[Any, ...]] = []
+    quar: list[tuple[Any, ...]] = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        out = _classify_line(line, expected, last_unterminated and i == last)
+        if out is None:
+            continue
+        line_no = first + i
+        if out.valid:
+            valid.append((line_no, out.rtype, out.rid, line.rstrip(b"\r\n").decode("utf-8"), out.rows, out.flags))
+        else:
+            quar.append((line_no, out.reason, out.detail, _record_key(out.rtype, out.rid),
+                         out.rtype or expected, line.rstrip(b"\r\n")))
+    return source_file, valid, quar
+
+
+# --------------------------------------------------------------------------- reading files
+def _expected_type(path: Path) -> str | None:
+    stem = path.name.split(".", 1)[0]
+    return stem if stem in RESOURCE_TYPES else None
+
+
+class _TruncatedGzip(Exception):
+    def __init__(self, line_no: int) -> None:
+        self.line_no = line_no
+
+
+def _ndjson_chunks(path: Path, rel: str, chunk_lines: int, file_problems: list[tuple[Any, ...]]) -> Iterator[_Chunk]:
+    expected = _expected_type(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    lines: list[bytes] = []
+    first = 1
+    line_no = 0
+    try:
+        with opener(path, "rb") as f:
+            for line in f:
+                line_no += 1
+                if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                lines.append(line)
+                if len(lines) >= chunk_lines:
+                    yield rel, expected, first, lines, not lines[-1].endswith(b"\n")
+                    first += len(lines)
+                    lines = []
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
+        # Compressed stream cut or corrupt: what was decoded is kept; the rest is a file-level issue.
+        file_problems.append((rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt",
+                              expected))
+        if lines:
+            # The last decoded line may be partial: treat it as the truncated record.
+            yield rel, expected, first, lines, True
+        return
+    if lines:
+        yield rel, expected, first, lines, not lines[-1].endswith(b"\n")
+
+
+def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
+    ndjson = sorted(p for p in landing.glob("*") if p.is_file() and (p.name.endswith(".ndjson")
+                                                                    or p.name.endswith(".ndjson.gz")))
+    bundles = sorted(p for p in (landing / "bundles").glob("*.json") if p.is_file())
+    return ndjson, bundles
+
+
+# --------------------------------------------------------------------------- bundles
+def _rewrite_refs(node: Any, urls: dict[str, str]) -> Any:
+    """Resolve intra-bundle ``urn:uuid:`` references to ``Type/id`` (what a FHIR server does)."""
+    if type(node) is dict:
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and type(v) is str and v in urls:
+                out[k] = urls[v]
+            else:
+                out[k] = _rewrite_refs(v, urls)
+        return out
+    if type(node) is list:
+        return [_rewrite_refs(x, urls) for x in node]
+    return node
+
+
+def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[int | None, str, str]]]:
+    """Entries of a Bundle as (index, resource, raw_json) and bundle-level problems (index, reason, detail).
+
+    Transaction entries without an id get the uuid of their ``urn:uuid:`` fullUrl as id, so
+    that re-runs give the same keys; references between entries are rewritten accordingly.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return [], [(None, "encoding.not_utf8", "file: not valid UTF-8")]
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError:
+        return [], [(None, "json.malformed", "file: not valid JSON")]
+    if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
+        return [], [(None, "fhir.wrong_resource_type", "resourceType: a file under bundles/ must be a Bundle")]
+    if bundle.get("type") not in BUNDLE_TYPES:
+        return [], [(None, "fhir.invalid", "Bundle.type: not collection, transaction or searchset")]
+    entries = bundle.get("entry") or []
+    if type(entries) is not list:
+        return [], [(None, "fhir.invalid", "Bundle.entry: not an array")]
+    urls: dict[str, str] = {}
+    prepared: list[tuple[int, Any]] = []
+    problems: list[tuple[int | None, str, str]] = []
+    for i, e in enumerate(entries):
+        if type(e) is not dict:
+            problems.append((i, "fhir.invalid", f"Bundle.entry[{i}]: not an object"))
+            continue
+        req = e.get("request")
+        if type(req) is dict and req.get("method") == "DELETE":
+            continue
+        if type(e.get("search")) is dict and e["search"].get("mode") == "outcome":
+            continue  # OperationOutcome of a search: not data
+        res = e.get("resource")
+        if res is None:
+            problems.append((i, "fhir.invalid", f"Bundle.entry[{i}].resource: required element missing"))
+            continue
+        full_url = e.get("fullUrl")
+        if type(res) is dict and type(res.get("resourceType")) is str:
+            if "id" not in res and type(full_url) is str and full_url.startswith("urn:uuid:"):
+                res = dict(res, id=full_url[len("urn:uuid:"):])
+            if type(full_url) is str and type(res.get("id")) is str:
+                urls[full_url] = f"{res['resourceType']}/{res['id']}"
+        prepared.append((i, res))
+    out = []
+    for i, res in prepared:
+        res = _rewrite_refs(res, urls) if urls else res
+        out.append((i, res, json.dumps(res, ensure_ascii=False, separators=(",", ":"))))
+    return out, problems
+
+
+# --------------------------------------------------------------------------- loading
+class _Loader:
+    """Buffers rows and writes them to DuckDB in Arrow batches."""
+
+    def __init__(self, con: Any, views: dict[str, CompiledView]) -> None:
+        import pyarrow as pa
+
+        self.pa = pa
+        self.con = con
+        self.views = views
+        self.res: list[list[Any]] = [[], [], [], [], []]
+        self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in views}
+        self.flags: list[list[Any]] = [[], [], [], []]
+        self.row_counts: Counter[str] = Counter()
+        self.pending = 0
+
+    def add(self, rtype: str, rid: str, text: str, source_file: str, line_no: int | None,
+            rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]]) -> None:
+        for col, v in zip(self.res, (rtype, rid, text, source_file, line_no), strict=True):
+            col.append(v)
+        for name, rs in rows.items():
+            self.rows[name].extend(rs)
+        for code, path in flags:
+            for col, v in zip(self.flags, (rtype, rid, code, path), strict=True):
+                col.append(v)
+        self.pending += 1
+        if self.pending >= FLUSH_RESOURCES:
+            self.flush()
+
+    def flush(self) -> None:
+        pa = self.pa
+        if self.res[0]:
+            t = pa.table({"resource_type": self.res[0], "id": self.res[1], "resource": self.res[2],
+                          "_source_file": self.res[3], "_line_no": pa.array(self.res[4], pa.int64())})
+            self.con.register("_fhir_batch", t)
+            self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
+                             " _line_no FROM _fhir_batch")
+            self.con.unregister("_fhir_batch")
+        for name, rows in self.rows.items():
+            if not rows:
+                continue
+            view = self.views[name]
+            cols = list(zip(*rows, strict=True))
+            arrays = {}
+            for c, values in zip(view.columns, cols, strict=True):
+                arrays[c.name] = pa.array(values, type=_arrow_type(pa, c.type))
+            self.con.register("_fhir_batch", pa.table(arrays))
+            self.con.execute(f'INSERT INTO "{name}" SELECT * FROM _fhir_batch')
+            self.con.unregister("_fhir_batch")
+            self.row_counts[name] += len(rows)
+        if self.flags[0]:
+            t = pa.table({"resource_type": self.flags[0], "resource_key": self.flags[1],
+                          "flag_code": self.flags[2], "path": self.flags[3]})
+            self.con.register("_fhir_batch", t)
+            self.con.execute("INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
+            self.con.unregister("_fhir_batch")
+        self.res = [[], [], [], [], []]
+        self.rows = {n: [] for n in self.views}
+        self.flags = [[], [], [], []]
+        self.pending = 0
+
+
+def _arrow_type(pa: Any, fhir_type: str | None) -> Any:
+    duck = _DUCK_TYPES.get(fhir_type or "")
+    if duck == "BOOLEAN":
+        return pa.bool_()
+    if duck == "BIGINT":
+        return pa.int64()
+    if duck == "DOUBLE":
+        return pa.float64()
+    return pa.string()
+
+
+def _create_tables(con: Any, views: dict[str, CompiledView]) -> None:
+    con.execute("DROP TABLE IF EXISTS fhir_resource")
+    con.execute(RESOURCE_DDL)
+    con.execute("DROP TABLE IF EXISTS fhir_flag")
+    con.execute(FLAG_DDL)
+    for name, view in views.items():
+        cols = ", ".join(f'"{c.name}" {_DUCK_TYPES.get(c.type or "", "VARCHAR")}' for c in view.columns)
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')
+        con.execute(f'CREATE TABLE "{name}" ({cols})')
+
+
+# (table, resource type, column, referenced table, key, path) for the link check.
+_LINKS = (
+    ("fhir_encounter", "Encounter", "encounter_id", "patient_id", "fhir_patient", "patient_id", "Encounter.subject"),
+    ("fhir_condition", "Condition", "condition_id", "patient_id", "fhir_patient", "patient_id", "Condition.subject"),
+    ("fhir_condition", "Condition", "condition_id", "encounter_id", "fhir_encounter", "encounter_id",
+     "Condition.encounter"),
+    ("fhir_observation", "Observation", "observation_id", "patient_id", "fhir_patient", "patient_id",
+     "Observation.subject"),
+    ("fhir_observation", "Observation", "observation_id", "encounter_id", "fhir_encounter", "encounter_id",
+     "Observation.encounter"),
+    ("fhir_medication_request", "MedicationRequest", "medication_request_id", "patient_id", "fhir_patient",
+     "patient_id", "MedicationRequest.subject"),
+    ("fhir_medication_request", "MedicationRequest", "medication_request_id", "encounter_id", "fhir_encounter",
+     "encounter_id", "MedicationRequest.encounter"),
+    ("fhir_procedure", "Procedure", "procedure_id", "patient_id", "fhir_patient", "patient_id", "Procedure.subject"),
+    ("fhir_procedure", "Procedure", "procedure_id", "encounter_id", "fhir_encounter", "encounter_id",
+     "Procedure.encounter"),
+    ("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id", "patient_id", "fhir_patient",
+     "patient_id", "QuestionnaireResponse.subject"),
+    ("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id", "encounter_id", "fhir_encounter",
+     "encounter_id", "QuestionnaireResponse.encounter"),
+)
+
+
+def _flag_dangling(con: Any, views: dict[str, CompiledView]) -> int:
+    total = 0
+    for table, rtype, key, col, target, target_key, path in _LINKS:
+        if table not in views or target not in views:
+            continue
+        n = con.execute(
+            f"""INSERT INTO fhir_flag
+                SELECT ?, t."{key}", 'fhir.dangling_reference', ?
+                FROM "{table}" t
+                WHERE t."{col}" IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM "{target}" r WHERE r."{target_key}" = t."{col}")""",
+            [rtype, path],
+        ).fetchone()
+        total += int(n[0]) if n else 0
+    return total
+
+
+def _worker_count(requested: int | None) -> int:
+    if requested is not None:
+        return max(0, requested)
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: int | None = None,
+                chunk_lines: int = CHUNK_LINES) -> FhirIngestResult:
+    """Ingest ``restricted/<holder>/landing/fhir/`` into ``restricted/<holder>/raw.duckdb``.
+
+    ``workers=0`` runs everything in this process (tests, debugging).
+    """
+    settings = settings or get_settings()
+    landing = settings.landing_dir(holder_id) / "fhir"
+    views = load_views(VIEWS_DIR)
+    if not views:
+        raise FhirIngestError(f"no ViewDefinitions found in {VIEWS_DIR}")
+    ndjson, bundles = landing_files(landing) if landing.is_dir() else ([], [])
+
+    read: Counter[str] = Counter()
+    valid_n: Counter[str] = Counter()
+    q_reason: Counter[str] = Counter()
+    q_type: Counter[str] = Counter()
+    seen: set[tuple[str, str]] = set()
+    qrecords: list[quarantine.QuarantineRecord] = []
+    unknown_codes = 0
+    view_errors = 0
+
+    def q(source_file: str, line_no: int | None, reason: str, detail: str, record_key: str | None,
+          rtype: str | None, original: bytes | None, original_path: str | None = None) -> None:
+        q_reason[reason] += 1
+        q_type[rtype or "unknown"] += 1
+        qrecords.append(quarantine.QuarantineRecord(
+            stage=STAGE, holder=holder_id, source=SOURCE, reason_code=reason, detail=detail,
+            source_file=source_file, line_no=line_no, record_key=record_key, original=original,
+            original_path=original_path))
+
+    with write_connection(settings.raw_db(holder_id)) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _create_tables(con, views)
+            quarantine.reset(con, stage=STAGE, source=SOURCE)
+            loader = _Loader(con, views)
+
+            def accept(source_file: str, line_no: int | None, rtype: str, rid: str, text: str,
+                       rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]],
+                       original: bytes) -> None:
+                nonlocal unknown_codes, view_errors
+                read[rtype] += 1
+                key = (rtype, rid)
+                if key in seen:
+                    q(source_file, line_no, "fhir.duplicate_id", f"{rtype}.id: already delivered earlier in this extract",
+                      f"{rtype}/{rid}", rtype, original)
+                    return
+                seen.add(key)
+                valid_n[rtype] += 1
+                unknown_codes += sum(1 for c, _ in flags if c == "code.unknown")
+                view_errors += sum(1 for c, _ in flags if c == "view.error")
+                loader.add(rtype, rid, text, source_file, line_no, rows, flags)
+
+            file_problems: list[tuple[Any, ...]] = []
+
+            def chunks() -> Iterator[_Chunk]:
+                for p in ndjson:
+                    yield from _ndjson_chunks(p, str(p.relative_to(settings.landing_dir(holder_id))),
+                                              chunk_lines, file_problems)
+
+            n_workers = _worker_count(workers)
+            if n_workers == 0:
+                _init_worker(str(VIEWS_DIR))
+                results: Iterator[Any] = map(_process_chunk, chunks())
+                pool = None
+            else:
+                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+                pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(str(VIEWS_DIR),))
+                results = pool.imap(_process_chunk, chunks(), chunksize=1)
+            try:
+                for source_file, valid, quar in results:
+                    for line_no, reason, detail, record_key, rtype, original in quar:
+                        read[rtype or "unknown"] += 1
+                        q(source_file, line_no, reason, detail, record_key, rtype, original)
+                    for line_no, rtype, rid, text, rows, flags in valid:
+                        accept(source_file, line_no, rtype, rid, text, rows, flags, text.encode("utf-8"))
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+            for rel, line_no, reason, detail, rtype in file_problems:
+                kept = quarantine.keep_original_file(settings.landing_dir(holder_id) / rel,
+                                                     settings.quarantine_dir(holder_id), rel)
+                q(rel, line_no, reason, detail, None, rtype, None, str(kept))
+
+            if "views_by_type" not in _state:
+                _init_worker(str(VIEWS_DIR))
+            for p in bundles:
+                rel = str(p.relative_to(settings.landing_dir(holder_id)))
+                data = p.read_bytes()
+                entries, problems = bundle_entries(data)
+                for idx, reason, detail in problems:
+                    if idx is None:
+                        kept = quarantine.keep_original_file(p, settings.quarantine_dir(holder_id), rel)
+                        q(rel, None, reason, detail, None, "Bundle", None, str(kept))
+                    else:
+                        q(rel, None, reason, detail, None, None, None)
+                for idx, res, raw in entries:
+                    out = classify(res, raw, None)
+                    if out.valid:
+                        accept(rel, None, out.rtype or "", out.rid or "", raw, out.rows or {}, out.flags or [],
+                               raw.encode("utf-8"))
+                    else:
+                        read[out.rtype or "unknown"] += 1
+                        q(rel, None, out.reason or "fhir.invalid", f"Bundle.entry[{idx}].resource: {out.detail}",
+                          _record_key(out.rtype, out.rid), out.rtype, raw.encode("utf-8"))
+            loader.flush()
+            quarantine.add(con, qrecords)
+            dangling = _flag_dangling(con, views)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    result = FhirIngestResult(
+        holder=holder_id,
+        files=len(ndjson) + len(bundles),
+        resources_read=dict(sorted(read.items())),
+        resources_valid=dict(sorted(valid_n.items())),
+        quarantined=dict(sorted(q_reason.items())),
+        quarantined_by_type=dict(sorted(q_type.items())),
+        rows=dict(sorted(loader.row_counts.items())),
+        dangling_references=dangling,
+        unknown_codes=unknown_codes,
+        view_errors=view_errors,
+    )
+    log.info("fhir ingest %s: %d files, %d valid, %d quarantined, %d dangling references, %d unknown codes",
+             holder_id, result.files, sum(valid_n.values()), sum(q_reason.values()), dangling, unknown_codes)
+    return result

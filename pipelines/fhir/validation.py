@@ -1,0 +1,448 @@
+"""Validation of FHIR R4 resources: exact like the reference, fast where it can be.
+
+**Reference.** ``fhir.resources`` 8.x is R5 at its top level; the team's reference for R4
+is its ``fhir.resources.R4B`` package (R4B shares R4's resources used here). A resource is
+valid when ``R4B.<Type>.model_validate_json`` accepts it **and** every coded element
+with a required binding holds one of the codes the R4B model itself declares
+(``enum_values`` in the field metadata). fhir.resources 8.3 declares those codes but does
+not enforce them (it accepts ``gender: "bogus"``); a bad code must still reach
+quarantine (ARCHITECTURE.md: defect ``fhir.invalid``), so the one rule is added from the
+reference's own metadata. Value sets marked open (``"+"``) are not checked.
+
+**Fast path.** :func:`fast_accept` walks the decoded resource against a schema derived
+once from the same R4B models (element names, cardinality, primitive types, required
+elements, choice groups, codes). It only ever *accepts*: whenever it is not certain
+(an unusual primitive, a ``_element`` extension, ``null``, an empty array, a contained
+resource ...), it answers "undecided" and the reference decides. Exactness therefore
+rests on one law — fast-accept implies reference-accept — which
+``tests/fhir/test_validation_differential.py`` checks over generated valid and mutated
+resources.
+
+Issues carry an element path and a fixed reason phrase, never a value from the resource.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+__all__ = [
+    "Issue",
+    "RESOURCE_TYPES",
+    "fast_accept",
+    "reference_issues",
+    "code_issues",
+    "validate_resource",
+]
+
+#: Resource types this platform ingests.
+RESOURCE_TYPES = (
+    "Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Procedure",
+    "QuestionnaireResponse",
+)
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+# --------------------------------------------------------------------------- primitive checks
+# Each is deliberately at least as strict as fhir_core's type (proved by the differential
+# test); anything they refuse goes to the reference validator, so strictness costs only time.
+_DATE_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12]\d|3[01]))?)?$")
+_DT_RE = re.compile(
+    r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+    r"(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)$"
+)
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?$")
+_CODE_RE = re.compile(r"^[^\s]+( [^\s]+)*$")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e]+$")
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?$")
+_OID_RE = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$")
+_UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_INT32 = (-2147483648, 2147483647)
+
+
+def _valid_ymd(y: str, m: str | None, d: str | None) -> bool:
+    if int(y) < 1:
+        return False
+    if d is None:
+        return True
+    try:
+        _dt.date(int(y), int(m or 1), int(d))
+    except ValueError:
+        return False
+    return True
+
+
+def _p_string(v: Any) -> bool:
+    return type(v) is str and v != "" and not v.isspace() and v.isprintable()
+
+
+def _p_code(v: Any) -> bool:
+    return type(v) is str and v.isascii() and _CODE_RE.match(v) is not None
+
+
+def _p_id(v: Any) -> bool:
+    return type(v) is str and _ID_RE.match(v) is not None
+
+
+def _p_uri(v: Any) -> bool:
+    return type(v) is str and _URI_RE.match(v) is not None
+
+
+def _p_url(v: Any) -> bool:
+    return type(v) is str and _URL_RE.match(v) is not None
+
+
+def _p_oid(v: Any) -> bool:
+    return type(v) is str and _OID_RE.match(v) is not None
+
+
+def _p_uuid(v: Any) -> bool:
+    return type(v) is str and _UUID_RE.match(v) is not None
+
+
+def _p_bool(v: Any) -> bool:
+    return type(v) is bool
+
+
+def _p_decimal(v: Any) -> bool:
+    return (type(v) is int and _INT32[0] <= v <= _INT32[1]) or (type(v) is float and v == v and abs(v) < 1e15)
+
+
+def _p_integer(v: Any) -> bool:
+    return type(v) is int and _INT32[0] <= v <= _INT32[1]
+
+
+def _p_unsigned(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= _INT32[1]
+
+
+def _p_positive(v: Any) -> bool:
+    return type(v) is int and 1 <= v <= _INT32[1]
+
+
+def _p_date(v: Any) -> bool:
+    if type(v) is not str:
+        return False
+    m = _DATE_RE.match(v)
+    return m is not None and _valid_ymd(*m.groups())
+
+
+def _p_datetime(v: Any) -> bool:
+    if type(v) is not str:
+        return False
+    if "T" not in v:
+        return _p_date(v)
+    m = _DT_RE.match(v)
+    return m is not None and _valid_ymd(m.group(1), m.group(2), m.group(3))
+
+
+def _p_instant(v: Any) -> bool:
+    if type(v) is not str:
+        return False
+    m = _DT_RE.match(v)
+    return m is not None and _valid_ymd(m.group(1), m.group(2), m.group(3))
+
+
+def _p_time(v: Any) -> bool:
+    return type(v) is str and _TIME_RE.match(v) is not None
+
+
+_PRIMITIVE_CHECKS = {
+    "String": _p_string, "Markdown": _p_string, "Code": _p_code, "Id": _p_id, "Uri": _p_uri,
+    "Url": _p_url, "Canonical": _p_url, "Oid": _p_oid, "Uuid": _p_uuid, "Decimal": _p_decimal,
+    "Integer": _p_integer, "UnsignedInt": _p_unsigned, "PositiveInt": _p_positive,
+    "Date": _p_date, "DateTime": _p_datetime, "Instant": _p_instant, "Time": _p_time,
+}
+
+
+def _never(v: Any) -> bool:
+    return False
+
+
+# --------------------------------------------------------------------------- schema from the models
+@dataclass
+class _Element:
+    key: str
+    is_list: bool
+    check: Any  # a primitive check function, a _Type, or None (always undecided)
+    enum: frozenset[str] | None
+    ref_types: frozenset[str] | None
+
+
+@dataclass
+class _Type:
+    name: str
+    elements: dict[str, _Element]
+    required: tuple[str, ...]
+    choice_groups: dict[str, tuple[tuple[str, ...], bool]]  # group -> (keys, required)
+    element_of_key: dict[str, str]  # json key -> choice group name (if any)
+
+
+def _unwrap_annotation(ann: Any) -> tuple[bool, Any]:
+    """(is_list, innermost annotation) of a field annotation."""
+    is_list = False
+    while True:
+        origin = typing.get_origin(ann)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(args) != 1:
+                return is_list, None
+            ann = args[0]
+        elif origin in (list, typing.List):  # noqa: UP006 - the models use typing.List
+            is_list = True
+            ann = typing.get_args(ann)[0]
+        else:
+            return is_list, ann
+
+
+def _model_class(name: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    return get_fhir_model_class(name)
+
+
+@cache
+def _type_spec(model_name: str) -> _Type:
+    spec = _Type(model_name, {}, (), {}, {})
+    _build(spec, _model_class(model_name))
+    return spec
+
+
+def _build(spec: _Type, cls: Any) -> None:
+    required: list[str] = []
+    for fname, field in cls.model_fields.items():
+        key = field.alias or fname
+        if fname.endswith("__ext") or fname in ("fhir_comments", "resource_type"):
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        is_list, inner = _unwrap_annotation(field.annotation)
+        check: Any = None
+        if inner is bool:
+            check = _p_bool
+        elif typing.get_origin(inner) is typing.Annotated:
+            meta = typing.get_args(inner)[1:]
+            names = [type(m).__name__ if not isinstance(m, type) else m.__name__ for m in meta]
+            check = next((_PRIMITIVE_CHECKS[n] for n in names if n in _PRIMITIVE_CHECKS), None)
+        elif isinstance(inner, type) and hasattr(inner, "get_model_klass"):
+            target = inner.get_model_klass()
+            tname = target.__name__
+            # Contained / nested resources are left to the reference validator.
+            if tname not in ("Resource", "DomainResource"):
+                check = _Lazy(tname)
+        enum_values = extra.get("enum_values")
+        enum = frozenset(enum_values) if enum_values and "+" not in enum_values else None
+        refs = extra.get("enum_reference_types")
+        spec.elements[key] = _Element(key, is_list, check, enum, frozenset(refs) if refs else None)
+        if field.is_required() or extra.get("element_required"):
+            required.append(key)
+        group = extra.get("one_of_many")
+        if group:
+            keys, req = spec.choice_groups.get(group, ((), False))
+            spec.choice_groups[group] = (keys + (key,), req or bool(extra.get("one_of_many_required")))
+            spec.element_of_key[key] = group
+    spec.required = tuple(required)
+
+
+class _Lazy:
+    """A complex type resolved on first use (types are recursive: Extension, Identifier ...)."""
+
+    __slots__ = ("name", "_spec")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._spec: _Type | None = None
+
+    @property
+    def spec(self) -> _Type:
+        if self._spec is None:
+            self._spec = _type_spec(self.name)
+        return self._spec
+
+
+_REF_RE = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}$")
+
+
+def _fast_complex(obj: Any, spec: _Type) -> bool:
+    if type(obj) is not dict or not obj:
+        return False
+    elements = spec.elements
+    groups_seen: set[str] | None = None
+    for key, value in obj.items():
+        el = elements.get(key)
+        if el is None:
+            return False  # unknown element, "_x" extension, resourceType in a datatype ...
+        check = el.check
+        if check is None:
+            return False
+        if el.is_list:
+            if type(value) is not list or not value:
+                return False
+            items = value
+        else:
+            if type(value) is list:
+                return False
+            items = (value,)
+        if type(check) is _Lazy:
+            sub = check.spec
+            for it in items:
+                if not _fast_complex(it, sub):
+                    return False
+        else:
+            enum = el.enum
+            for it in items:
+                if not check(it):
+                    return False
+                if enum is not None and it not in enum:
+                    return False
+        if el.ref_types is not None and type(check) is _Lazy:
+            for it in items:
+                ref = it.get("reference")
+                if ref is not None:
+                    m = _REF_RE.match(ref) if type(ref) is str else None
+                    if m is None or m.group(1) not in el.ref_types:
+                        return False
+        if key in spec.element_of_key:
+            if groups_seen is None:
+                groups_seen = set()
+            g = spec.element_of_key[key]
+            if g in groups_seen:
+                return False
+            groups_seen.add(g)
+    for key in spec.required:
+        if key not in obj:
+            return False
+    for g, (_keys, req) in spec.choice_groups.items():
+        if req and (groups_seen is None or g not in groups_seen):
+            return False
+    return True
+
+
+def fast_accept(resource: Any) -> bool:
+    """True only if the resource is certainly valid; False means "ask the reference"."""
+    if type(resource) is not dict:
+        return False
+    rtype = resource.get("resourceType")
+    if rtype not in RESOURCE_TYPES:
+        return False
+    body = {k: v for k, v in resource.items() if k != "resourceType"}
+    return _fast_complex(body, _type_spec(rtype))
+
+
+# --------------------------------------------------------------------------- reference path
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# Reason phrases by pydantic error type: fixed text, so no value can leak into `detail`.
+_REASONS = {
+    "missing": "required element missing",
+    "model_field_validation.missing": "required element missing",
+    "extra_forbidden": "unknown element",
+    "string_type": "not a string",
+    "string_pattern_mismatch": "does not match the type's pattern",
+    "string_too_short": "empty string",
+    "string_too_long": "too long",
+    "list_type": "not an array",
+    "dict_type": "not an object",
+    "model_type": "not an object",
+    "model_attributes_type": "not an object",
+    "bool_type": "not a boolean",
+    "bool_parsing": "not a boolean",
+    "int_type": "not an integer",
+    "int_parsing": "not an integer",
+    "int_from_float": "not an integer",
+    "decimal_type": "not a decimal",
+    "decimal_parsing": "not a decimal",
+    "less_than_equal": "out of range",
+    "greater_than_equal": "out of range",
+    "date_type": "not a valid date",
+    "date_parsing": "not a valid date",
+    "date_from_datetime_parsing": "not a valid date",
+    "datetime_type": "not a valid dateTime",
+    "datetime_parsing": "not a valid dateTime",
+    "datetime_from_date_parsing": "not a valid dateTime",
+    "time_type": "not a valid time",
+    "time_parsing": "not a valid time",
+    "json_invalid": "not valid JSON",
+    "value_error": "invalid value (type rule or choice constraint)",
+}
+
+
+def _path(rtype: str, loc: tuple[Any, ...]) -> str:
+    out = rtype
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and _SAFE_NAME.match(part):
+            out += "." + part
+        else:
+            out += ".<element>"
+    return out
+
+
+def reference_issues(rtype: str, raw_json: bytes | str) -> list[Issue]:
+    """Issues found by ``fhir.resources.R4B.<rtype>.model_validate_json``."""
+    from pydantic import ValidationError
+
+    cls = _model_class(rtype)
+    try:
+        cls.model_validate_json(raw_json)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            loc = tuple(p for p in err.get("loc", ()) if p not in ("function-after", "function-before"))
+            etype = str(err.get("type", "invalid"))
+            reason = _REASONS.get(etype, etype if _SAFE_NAME.match(etype.replace(".", "_")) else "invalid")
+            issues.append(Issue(_path(rtype, loc), reason))
+        return issues or [Issue(rtype, "invalid")]
+    except ValueError:
+        # Some fhir_core validators raise outside pydantic's error wrapping.
+        return [Issue(rtype, "invalid value")]
+    return []
+
+
+def code_issues(resource: Any) -> list[Issue]:
+    """Codes outside a required binding's value set (the rule the reference declares but skips)."""
+    rtype = resource.get("resourceType") if type(resource) is dict else None
+    if rtype not in RESOURCE_TYPES:
+        return []
+    issues: list[Issue] = []
+    _codes(resource, _type_spec(rtype), rtype, issues)
+    return issues
+
+
+def _codes(obj: Any, spec: _Type, path: str, issues: list[Issue]) -> None:
+    if type(obj) is not dict:
+        return
+    for key, value in obj.items():
+        el = spec.elements.get(key)
+        if el is None or el.check is None:
+            continue
+        items = value if type(value) is list else [value]
+        for i, it in enumerate(items):
+            p = f"{path}.{key}" + (f"[{i}]" if el.is_list else "")
+            if type(el.check) is _Lazy:
+                _codes(it, el.check.spec, p, issues)
+            elif el.enum is not None and type(it) is str and it not in el.enum:
+                issues.append(Issue(p, "not a permitted code"))
+
+
+def validate_resource(resource: Any, raw_json: bytes | str) -> list[Issue]:
+    """All issues of one decoded resource (``raw_json`` is the same resource as text)."""
+    if fast_accept(resource):
+        return []
+    rtype = resource.get("resourceType") if type(resource) is dict else None
+    if rtype not in RESOURCE_TYPES:
+        return [Issue("resourceType", "not a supported resource type")]
+    return reference_issues(rtype, raw_json) or code_issues(resource)
