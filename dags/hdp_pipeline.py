@@ -15,12 +15,15 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from hdp.settings import Holder, holders
+from pipelines.monitoring.callbacks import CALLBACKS
 
 # Every task touches files or databases: retry transient failures, never hang forever.
+# The callbacks record each task's run metrics (its returned counts) and alert on failure.
 DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": timedelta(seconds=20),
     "execution_timeout": timedelta(minutes=30),
+    **CALLBACKS,
 }
 START = datetime(2026, 1, 1)
 
