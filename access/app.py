@@ -1,0 +1,128 @@
+"""FastAPI application: thin routes over ``AccessService``.
+
+``create_app(settings=None, governance=None)`` builds the app; with no arguments it reads
+``AccessSettings.from_env()`` and talks to the governance store at ``HDP_GOVERNANCE_URL``.
+Every refusal is a JSON body ``{"error": <reason code>, "message": <text>}`` with status
+400 (bad query), 401 (no/invalid token), 403 (not allowed), 404 (unknown), 422 (limit hit)
+or 503 (a dependency could not be asked, so the layer refused).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Annotated aliases.
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from access.errors import Forbidden, Refusal
+from access.formats import chunks
+from access.ports import Governance, User
+from access.service import AccessService, AccessSettings
+from hdp import settings as hdp_settings
+from hdp.audit import build_report
+
+
+class QueryBody(BaseModel):
+    sql: str = Field(max_length=100_000)
+    format: Literal["json", "csv", "arrow", "parquet"] = "json"
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def create_app(settings: AccessSettings | None = None, governance: Governance | None = None) -> Any:
+    settings = settings or AccessSettings.from_env()
+    if governance is None:
+        from access.governance_adapter import ServiceGovernance
+
+        governance = ServiceGovernance(hdp_settings.get_settings().governance_url)
+    service = AccessService(settings, governance)
+    app = FastAPI(title="Health-data platform: access layer", version="1")
+    app.state.service = service
+
+    def get_service() -> AccessService:
+        return service
+
+    Service = Annotated[AccessService, Depends(get_service)]
+
+    def current_user(request: Request, svc: Service) -> User:
+        return svc.authenticate(_bearer(request), endpoint=request.url.path)
+
+    CurrentUser = Annotated[User, Depends(current_user)]
+
+    @app.exception_handler(Refusal)
+    def _refusal(_: Request, exc: Refusal) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.reason, "message": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/me")
+    def me(user: CurrentUser) -> dict[str, Any]:
+        return {"name": user.name, "roles": sorted(user.roles), "holder_ids": sorted(user.holder_ids)}
+
+    @app.get("/releases")
+    def releases(user: CurrentUser, svc: Service) -> list[dict[str, Any]]:
+        return svc.my_releases(user)
+
+    @app.get("/releases/{release_id}/schema")
+    def schema(release_id: str, user: CurrentUser, svc: Service) -> dict[str, Any]:
+        return svc.schema(user, release_id)
+
+    @app.post("/releases/{release_id}/query")
+    def query(release_id: str, body: QueryBody, user: CurrentUser, svc: Service) -> Response:
+        result = svc.query(user, release_id, body.sql, body.format)
+        headers = {
+            "X-HDP-Rows": str(result.rows),
+            "X-HDP-Result-SHA256": result.sha256,
+            "X-HDP-Permit": str(result.permit_id),
+        }
+        if body.format in ("arrow", "parquet"):
+            def stream() -> Iterator[bytes]:
+                yield from chunks(result.body)
+
+            return StreamingResponse(stream(), media_type=result.media_type, headers=headers)
+        return Response(result.body, media_type=result.media_type, headers=headers)
+
+    def require_operator(user: CurrentUser) -> User:
+        if not user.roles & {"operator", "admin"}:
+            raise Forbidden("role.not_operator", "only operators and admins read the audit log")
+        return user
+
+    Operator = Annotated[User, Depends(require_operator)]
+
+    @app.get("/audit/verify")
+    def audit_verify(_: Operator, svc: Service) -> dict[str, Any]:
+        r = svc.audit.verify()
+        return {"ok": r.ok, "entries": r.entries, "first_bad_seq": r.first_bad_seq, "reason": r.reason}
+
+    @app.get("/audit/report")
+    def audit_report(_: Operator, svc: Service) -> dict[str, Any]:
+        return build_report(svc.audit.entries())
+
+    _mount_governance(app, current_user)
+    app.router.on_shutdown.append(service.close)
+    return app
+
+
+def _mount_governance(app: FastAPI, current_user: Any) -> None:
+    """Include the governance routes (access/routes_governance.py) when that module exists."""
+    if importlib.util.find_spec("access.routes_governance") is None:
+        return
+    from access.routes_governance import make_router  # type: ignore[import-not-found]
+
+    def get_session() -> Iterator[Any]:
+        from governance.store import session_scope
+
+        with session_scope(hdp_settings.get_settings().governance_url) as session:
+            yield session
+
+    app.include_router(make_router(get_session, current_user))

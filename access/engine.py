@@ -1,0 +1,306 @@
+"""Query engine: one locked-down in-memory DuckDB per (release, permit).
+
+Layout of each engine database::
+
+    rel.<table>              the release file, ATTACHed READ_ONLY (never named by researchers)
+    hdp_sys.consent_link     release person_id -> consent key (from consent_link.parquet)
+    hdp_sys.unlinked         release persons without a consent link (always excluded: the
+                             layer cannot evaluate their consent, so it fails closed)
+    hdp_sys.excluded_person  persons excluded right now (unlinked + withdrawn / opted out)
+    main.<table>             one view per permitted table: the permitted columns (plus
+                             person_id and holder) of the rows whose person is not excluded
+
+After building, external access is disabled, Python replacement scans and extension
+autoloading are off and the configuration is locked, so even a query that got past the SQL
+sandbox could not read files, attach databases or change a limit. What DuckDB's settings do
+not stop (reading ``rel.*`` or ``hdp_sys.*`` directly, DML on ``hdp_sys``) is the sandbox's
+job: only single SELECTs over ``main.<view>`` names ever reach ``run``.
+
+Consent is re-evaluated at every query: the service passes the current excluded consent keys
+to ``refresh_exclusions`` before each query, which rewrites ``excluded_person`` in one
+transaction when the set changed. DuckDB's MVCC gives every query a consistent snapshot, so a
+query that starts after a withdrawal was read never sees the withdrawn person.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from access.errors import NotFound, QueryCutOff, QueryRefused, Refusal
+from access.ports import Permit
+
+RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Arrow batch size for fetching: big enough to amortise per-batch overhead, small enough that
+#: the row limit is enforced within ~64k rows of the cut-off without materialising more.
+FETCH_BATCH_ROWS = 65_536
+STRUCTURAL_COLUMNS = ("person_id", "holder")
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0
+    max_rows: int = 1_000_000
+    memory_limit: str = "1GB"
+    threads: int = 2
+
+
+class ReleaseUnavailable(NotFound):
+    pass
+
+
+def release_dir(releases_dir: Path, release_id: str) -> Path:
+    """The directory of ``release_id``; refuses ids that are not plain names (no traversal)."""
+    if not RELEASE_ID_RE.match(release_id) or ".." in release_id:
+        raise ReleaseUnavailable("release.unknown", "no such release")
+    return releases_dir / release_id
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def permitted_columns(permit: Permit) -> dict[str, set[str]]:
+    """table -> permitted column names, from the permit's ``table.column`` variables."""
+    out: dict[str, set[str]] = {}
+    for var in permit.variables:
+        table, sep, column = var.partition(".")
+        if not sep or not table or not column:
+            continue  # a malformed variable grants nothing
+        out.setdefault(table.lower(), set()).add(column.lower())
+    return out
+
+
+def map_duckdb_error(err: duckdb.Error) -> Refusal:
+    """Turn an engine error into a refusal without quoting data.
+
+    Conversion and range errors can quote a value from the data (for an aggregate-only permit
+    that would be a disclosure), so their text is withheld; binder and parser errors name only
+    tables, columns and functions and are passed on.
+    """
+    if isinstance(err, duckdb.InterruptException):
+        return QueryCutOff("limit.time", "the query ran longer than the time limit and was stopped")
+    if isinstance(err, duckdb.OutOfMemoryException):
+        return QueryCutOff("limit.memory", "the query needed more memory than the limit and was stopped")
+    if isinstance(err, duckdb.PermissionException):
+        return QueryRefused("sql.forbidden_construct", "the engine refused an operation outside the sandbox")
+    if isinstance(err, duckdb.BinderException | duckdb.CatalogException | duckdb.ParserException):
+        first = str(err).splitlines()[0][:300]
+        return QueryRefused("sql.invalid", first)
+    return QueryRefused(
+        "sql.runtime_error",
+        f"the query failed while running ({type(err).__name__}); the engine's message is withheld "
+        "because it may quote data",
+    )
+
+
+class ReleaseEngine:
+    """The locked-down database for one permit on one release."""
+
+    def __init__(self, directory: Path, permit: Permit, limits: Limits) -> None:
+        db_path = directory / "release.duckdb"
+        link_path = directory / "consent_link.parquet"
+        if not db_path.is_file():
+            raise ReleaseUnavailable("release.unknown", "the release has no database")
+        if not link_path.is_file():
+            # Without the consent link no withdrawal could be applied: refuse the whole release.
+            raise QueryRefused("release.no_consent_link", "the release has no consent link", status=503)
+        self.permit = permit
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._excluded_keys: frozenset[str] | None = None
+        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+        try:
+            con.execute(f"ATTACH {_sql_str(str(db_path))} AS rel (READ_ONLY)")
+            con.execute("CREATE SCHEMA hdp_sys")
+            con.execute(
+                "CREATE TABLE hdp_sys.consent_link AS SELECT CAST(person_id AS VARCHAR) AS person_id, "
+                f"CAST(consent_key AS VARCHAR) AS consent_key FROM read_parquet({_sql_str(str(link_path))})"
+            )
+            con.execute("CREATE TABLE hdp_sys.excluded_person (person_id VARCHAR)")
+            self.views = self._create_views(con)
+            self._create_exclusions(con)
+            for stmt in (
+                "SET python_enable_replacements = false",
+                "SET autoload_known_extensions = false",
+                "SET autoinstall_known_extensions = false",
+                "SET allow_community_extensions = false",
+                "SET enable_external_access = false",
+                f"SET memory_limit = {_sql_str(limits.memory_limit)}",
+                f"SET threads = {int(limits.threads)}",
+                "SET lock_configuration = true",
+            ):
+                con.execute(stmt)
+        except Exception:
+            con.close()
+            raise
+        self.con = con
+
+    def _create_views(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+        wanted = permitted_columns(self.permit)
+        cols = con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = 'rel' ORDER BY table_name, column_index"
+        ).fetchall()
+        by_table: dict[str, list[tuple[str, str]]] = {}
+        for table, column, dtype in cols:
+            by_table.setdefault(table.lower(), []).append((column, dtype))
+        views: dict[str, list[tuple[str, str]]] = {}
+        for table, allowed in sorted(wanted.items()):
+            columns = by_table.get(table)
+            if not columns:
+                continue
+            names = {c.lower() for c, _ in columns}
+            if "person_id" not in names:
+                continue  # consent cannot be applied to a table without persons: never exposed
+            chosen = [(c, t) for c, t in columns if c.lower() in allowed or c.lower() in STRUCTURAL_COLUMNS]
+            select = ", ".join(_q(c) for c, _ in chosen)
+            con.execute(
+                f"CREATE VIEW main.{_q(table)} AS SELECT {select} FROM rel.{_q(table)} AS t "
+                "WHERE t.person_id IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM hdp_sys.excluded_person e WHERE e.person_id = t.person_id)"
+            )
+            views[table] = chosen
+        return views
+
+    def _create_exclusions(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.views:
+            con.execute("CREATE TABLE hdp_sys.unlinked (person_id VARCHAR)")
+            return
+        persons = " UNION ".join(
+            f"SELECT CAST(person_id AS VARCHAR) AS person_id FROM rel.{_q(t)}" for t in self.views
+        )
+        con.execute(
+            f"CREATE TABLE hdp_sys.unlinked AS SELECT person_id FROM ({persons}) p "
+            "WHERE person_id IS NOT NULL AND person_id NOT IN "
+            "(SELECT person_id FROM hdp_sys.consent_link WHERE consent_key IS NOT NULL)"
+        )
+        con.execute("INSERT INTO hdp_sys.excluded_person SELECT person_id FROM hdp_sys.unlinked")
+
+    @property
+    def unlinked_count(self) -> int:
+        return int(self.con.cursor().execute("SELECT count(*) FROM hdp_sys.unlinked").fetchone()[0])
+
+    def refresh_exclusions(self, keys: frozenset[str]) -> None:
+        """Make ``excluded_person`` match ``keys`` (the current opt-outs) before a query runs."""
+        with self._lock:
+            if keys == self._excluded_keys:
+                return
+            cur = self.con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("DELETE FROM hdp_sys.excluded_person")
+                cur.execute("INSERT INTO hdp_sys.excluded_person SELECT person_id FROM hdp_sys.unlinked")
+                if keys:
+                    cur.execute(
+                        "INSERT INTO hdp_sys.excluded_person SELECT DISTINCT cl.person_id "
+                        "FROM hdp_sys.consent_link cl "
+                        "JOIN (SELECT unnest(?::VARCHAR[]) AS k) x ON x.k = cl.consent_key",
+                        [sorted(keys)],
+                    )
+                cur.execute("COMMIT")
+            except duckdb.Error:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+            self._excluded_keys = keys
+
+    def run(self, statements: Sequence[str], *, limits: Limits | None = None) -> list[pa.Table]:
+        """Run validated SELECTs in one snapshot, under the time and row limits."""
+        limits = limits or self.limits
+        cur = self.con.cursor()
+        timer = threading.Timer(limits.timeout_s, cur.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            out = [self._fetch(cur, sql, limits.max_rows) for sql in statements]
+            cur.execute("COMMIT")
+            return out
+        except duckdb.Error as err:
+            raise map_duckdb_error(err) from None
+        finally:
+            timer.cancel()
+            cur.close()
+
+    @staticmethod
+    def _fetch(cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> pa.Table:
+        reader = cur.sql(sql).to_arrow_reader(FETCH_BATCH_ROWS)
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > max_rows:
+                raise QueryCutOff(
+                    "limit.rows",
+                    f"the result has more than {max_rows} rows; aggregate or filter, or narrow the query",
+                )
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class EngineCache:
+    """Engines by (release, permit, release files' identity), least recently used first out.
+
+    Building an engine costs a scan of the release (unlinked persons); queries reuse it.
+    The key includes the files' size and mtime so a rebuilt release gets a fresh engine.
+    """
+
+    def __init__(self, releases_dir: Path, limits: Limits, capacity: int = 16) -> None:
+        self.releases_dir = releases_dir
+        self.limits = limits
+        self.capacity = capacity
+        self._engines: OrderedDict[tuple, ReleaseEngine] = OrderedDict()
+        self._lock = threading.Lock()
+        self._build_locks: dict[tuple, threading.Lock] = {}
+
+    def get(self, permit: Permit) -> ReleaseEngine:
+        directory = release_dir(self.releases_dir, permit.release_id)
+        stamp = []
+        for name in ("release.duckdb", "consent_link.parquet"):
+            try:
+                st = (directory / name).stat()
+                stamp.append((st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                stamp.append(None)
+        key = (permit.release_id, permit.id, permit.variables, tuple(stamp))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        with build_lock:  # one build per key even when 20 researchers arrive at once
+            with self._lock:
+                engine = self._engines.get(key)
+                if engine is not None:
+                    return engine
+            engine = ReleaseEngine(directory, permit, self.limits)
+            with self._lock:
+                self._engines[key] = engine
+                self._build_locks.pop(key, None)
+                while len(self._engines) > self.capacity:
+                    _, old = self._engines.popitem(last=False)
+                    old.close()
+            return engine
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.close()
+            self._engines.clear()

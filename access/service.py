@@ -1,0 +1,252 @@
+"""The access layer's core: authenticate, authorise, sandbox, run, control disclosure, audit.
+
+HTTP routes and the CLI are thin wrappers around ``AccessService``. Every decision fails
+closed: anything that cannot be evaluated (governance down, no permit, unknown tier, no
+consent link, a cell without statistics) is refused with a reason code. Every request is
+appended to the hash-chained audit log, whatever the outcome, with ids, counts, the masked
+query and the result hash only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from access import aggregate
+from access.auth import (
+    Authenticator,
+    ChainAuthenticator,
+    LocalTokenAuthenticator,
+    OIDCAuthenticator,
+    jwks_from_url,
+)
+from access.engine import EngineCache, Limits, release_dir
+from access.errors import Forbidden, NotFound, QueryRefused, Refusal, Unauthenticated
+from access.formats import MEDIA_TYPES, serialise
+from access.ports import AGGREGATE, RECORD, Governance, Permit, User
+from access.sandbox import MAX_SQL_LENGTH, validate
+from hdp import settings as hdp_settings
+from hdp.audit import AuditLog
+
+AUDIT_FILE = "access.jsonl"
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    releases_dir: Path
+    audit_path: Path
+    limits: Limits = field(default_factory=Limits)
+    max_sql_length: int = MAX_SQL_LENGTH
+    dominance_n: int = 2
+    dominance_k: float = 0.9
+    rounding_base: int = 0
+    engine_cache_size: int = 16
+    audit_fsync: bool = True
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> AccessSettings:
+        """From ``hdp.settings`` plus ``HDP_ACCESS_*`` / ``HDP_OIDC_*`` variables."""
+        s = hdp_settings.get_settings()
+        env = os.environ
+        return cls(
+            releases_dir=s.releases_dir,
+            audit_path=s.audit_dir / AUDIT_FILE,
+            limits=Limits(
+                timeout_s=float(env.get("HDP_ACCESS_TIMEOUT_S", "10")),
+                max_rows=int(env.get("HDP_ACCESS_MAX_ROWS", "1000000")),
+                memory_limit=env.get("HDP_ACCESS_MEMORY_LIMIT", "1GB"),
+                threads=int(env.get("HDP_ACCESS_THREADS", "2")),
+            ),
+            rounding_base=int(env.get("HDP_ACCESS_ROUNDING_BASE", "0")),
+            oidc_issuer=env.get("HDP_OIDC_ISSUER"),
+            oidc_audience=env.get("HDP_OIDC_AUDIENCE"),
+            oidc_jwks_url=env.get("HDP_OIDC_JWKS_URL"),
+        )
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    body: bytes
+    media_type: str
+    rows: int
+    sha256: str
+    permit_id: int
+    summary: dict[str, Any]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_authenticator(settings: AccessSettings, governance: Governance) -> Authenticator:
+    oidc = None
+    if settings.oidc_issuer and settings.oidc_audience and settings.oidc_jwks_url:
+        oidc = OIDCAuthenticator(
+            issuer=settings.oidc_issuer, audience=settings.oidc_audience, jwks=jwks_from_url(settings.oidc_jwks_url)
+        )
+    return ChainAuthenticator(local=LocalTokenAuthenticator(governance), oidc=oidc)
+
+
+class AccessService:
+    def __init__(
+        self,
+        settings: AccessSettings,
+        governance: Governance,
+        *,
+        authenticator: Authenticator | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self.governance = governance
+        self.authenticator = authenticator or default_authenticator(settings, governance)
+        self.clock = clock
+        self.engines = EngineCache(settings.releases_dir, settings.limits, settings.engine_cache_size)
+        self.audit = AuditLog(settings.audit_path, fsync=settings.audit_fsync)
+        self._thresholds = {h.id: h.min_cell_count for h in hdp_settings.holders()}
+        self._audit_lock = threading.Lock()
+
+    # -- helpers -----------------------------------------------------------
+    def _log(self, **event: Any) -> None:
+        self.audit.append(event)
+
+    def _governance(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Refusal:
+            raise
+        except Exception as err:  # noqa: BLE001 - any governance failure must refuse, not serve
+            raise Refusal(
+                "governance.unavailable",
+                f"the governance service could not be asked ({what}: {type(err).__name__}); try again",
+                status=503,
+            ) from None
+
+    # -- authentication ------------------------------------------------------
+    def authenticate(self, token: str | None, *, endpoint: str = "") -> User:
+        if not token:
+            self._log(event="access.auth", decision="refused", reason="auth.missing_token", endpoint=endpoint)
+            raise Unauthenticated("auth.missing_token", "send an 'Authorization: Bearer <token>' header")
+        user = self._governance("authenticate", lambda: self.authenticator.authenticate(token))
+        if user is None:
+            self._log(event="access.auth", decision="refused", reason="auth.invalid_token", endpoint=endpoint)
+            raise Unauthenticated("auth.invalid_token", "the token is unknown, expired or invalid")
+        return user
+
+    # -- authorisation -----------------------------------------------------------
+    def _permit(self, user: User, release_id: str, now: datetime) -> Permit:
+        release_dir(self.settings.releases_dir, release_id)  # refuses path tricks early
+        if "researcher" not in user.roles:
+            raise Forbidden("role.not_researcher", "only researchers query releases")
+        permit = self._governance(
+            "active_permit",
+            lambda: self.governance.active_permit(user_name=user.name, release_id=release_id, at=now),
+        )
+        if permit is None:
+            raise Forbidden("permit.none", "you have no active permit for this release")
+        # Re-check what the permit says rather than trusting the lookup alone.
+        if permit.release_id != release_id or user.name not in permit.users:
+            raise Forbidden("permit.mismatch", "the permit does not name you for this release")
+        if not permit.expires_at > now:
+            raise Forbidden("permit.expired", "your permit for this release has expired")
+        if permit.output_tier not in (RECORD, AGGREGATE):
+            raise Forbidden("permit.unknown_tier", "the permit's output tier is not one this layer knows")
+        return permit
+
+    def my_releases(self, user: User) -> list[dict[str, Any]]:
+        now = self.clock()
+        permits = self._governance(
+            "releases_for_user", lambda: self.governance.releases_for_user(user_name=user.name, at=now)
+        )
+        self._log(event="access.list", user=user.name, decision="allowed", rows=len(permits))
+        return [
+            {
+                "release_id": p.release_id, "permit_id": p.id, "request_id": p.request_id,
+                "purpose": p.purpose, "output_tier": p.output_tier, "holders": sorted(p.holders),
+                "expires_at": p.expires_at.isoformat(),
+            }
+            for p in permits
+            if p.expires_at > now
+        ]
+
+    def schema(self, user: User, release_id: str) -> dict[str, Any]:
+        now = self.clock()
+        try:
+            permit = self._permit(user, release_id, now)
+            engine = self.engines.get(permit)
+        except Refusal as r:
+            self._log(event="access.schema", user=user.name, release_id=release_id, decision="refused",
+                      reason=r.reason)
+            raise
+        self._log(event="access.schema", user=user.name, release_id=release_id, permit_id=permit.id,
+                  decision="allowed")
+        return {
+            "release_id": release_id,
+            "permit_id": permit.id,
+            "output_tier": permit.output_tier,
+            "tables": {t: [{"name": c, "type": ty} for c, ty in cols] for t, cols in engine.views.items()},
+        }
+
+    # -- queries ------------------------------------------------------------------
+    def query(self, user: User, release_id: str, sql: str, fmt: str = "json") -> QueryResult:
+        started = time.perf_counter()
+        now = self.clock()
+        event: dict[str, Any] = {
+            "event": "access.query", "user": user.name, "release_id": release_id, "format": fmt,
+            "permit_id": None, "query_masked": None, "query_sha256": None,
+        }
+        try:
+            if fmt not in MEDIA_TYPES:
+                raise QueryRefused("format.unknown", f"format must be one of {sorted(MEDIA_TYPES)}")
+            permit = self._permit(user, release_id, now)
+            event["permit_id"] = permit.id
+            event["tier"] = permit.output_tier
+            engine = self.engines.get(permit)
+            # Consent at the moment of the query: read the current opt-outs every time.
+            keys = self._governance(
+                "excluded_consent_keys",
+                lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
+            )
+            engine.refresh_exclusions(frozenset(keys))
+            tables = {t: [c for c, _ in cols] for t, cols in engine.views.items()}
+            checked = validate(sql, tables=tables, max_length=self.settings.max_sql_length)
+            event["query_masked"] = checked.masked
+            event["query_sha256"] = checked.masked_sha256
+            summary: dict[str, Any] = {}
+            if permit.output_tier == RECORD:
+                (table,) = engine.run([checked.sql])
+            else:
+                plan = aggregate.plan(checked.tree, dominance_n=self.settings.dominance_n)
+                raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+                table, summary = aggregate.apply(
+                    plan, raw, stats,
+                    aggregate.DisclosureSettings(
+                        thresholds=self._thresholds, dominance_n=self.settings.dominance_n,
+                        dominance_k=self.settings.dominance_k, rounding_base=self.settings.rounding_base,
+                    ),
+                )
+            body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": permit.output_tier,
+                                               "disclosure": summary} if fmt == "json" else None)
+            digest = hashlib.sha256(body).hexdigest()
+        except Refusal as r:
+            self._log(**event, decision="refused", reason=r.reason, rows=0,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            raise
+        self._log(**event, decision="allowed", rows=table.num_rows, result_sha256=digest,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 1), **summary)
+        return QueryResult(body, MEDIA_TYPES[fmt], table.num_rows, digest, permit.id, summary)
+
+    def close(self) -> None:
+        self.engines.close()
+
+
+__all__ = ["AccessService", "AccessSettings", "QueryResult", "NotFound"]

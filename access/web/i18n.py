@@ -1,0 +1,282 @@
+"""Swedish and English text of the web pages.
+
+Every string a page shows comes from ``STRINGS`` (key -> {"sv": ..., "en": ...}); a test checks
+that each key has both languages, so a page is never half translated. Swedish is the default:
+the platform serves Swedish regions; English is for visiting researchers and reviewers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+LANGUAGES = ("sv", "en")
+DEFAULT_LANGUAGE = "sv"
+LANG_COOKIE = "hdp_lang"
+
+STRINGS: Mapping[str, Mapping[str, str]] = {
+    # --- layout
+    "site_name": {"sv": "Hälsodataplattformen", "en": "Health data platform"},
+    "skip_to_content": {"sv": "Hoppa till innehållet", "en": "Skip to content"},
+    "main_navigation": {"sv": "Huvudmeny", "en": "Main navigation"},
+    "language": {"sv": "Språk", "en": "Language"},
+    "nav_review_queue": {"sv": "Granskningskö", "en": "Review queue"},
+    "nav_researcher": {"sv": "Mina ansökningar och uttag", "en": "My requests and releases"},
+    "nav_transparency": {"sv": "Offentligt register", "en": "Public register"},
+    "nav_login": {"sv": "Logga in", "en": "Log in"},
+    "logout": {"sv": "Logga ut", "en": "Log out"},
+    "signed_in_as": {"sv": "Inloggad som", "en": "Signed in as"},
+    "none": {"sv": "Inga", "en": "None"},
+    "not_applicable": {"sv": "–", "en": "–"},
+    "yes": {"sv": "Ja", "en": "Yes"},
+    "no": {"sv": "Nej", "en": "No"},
+    # --- login
+    "login_title": {"sv": "Logga in", "en": "Log in"},
+    "login_intro": {
+        "sv": "Klistra in din API-nyckel (token). Den visas bara en gång när den skapas "
+              "(hdp user token). Nyckeln sparas inte i webbläsaren.",
+        "en": "Paste your API token. It is shown only once, when it is issued (hdp user token). "
+              "The token is not stored in your browser.",
+    },
+    "token_label": {"sv": "API-nyckel", "en": "API token"},
+    "login_button": {"sv": "Logga in", "en": "Log in"},
+    "login_failed": {
+        "sv": "Inloggningen misslyckades: okänd, återkallad eller felaktig nyckel.",
+        "en": "Login failed: unknown, revoked or malformed token.",
+    },
+    "logged_out": {"sv": "Du är utloggad.", "en": "You are logged out."},
+    "session_expired": {
+        "sv": "Din session har gått ut eller nyckeln har återkallats. Logga in igen.",
+        "en": "Your session has expired or the token was revoked. Please log in again.",
+    },
+    "csrf_failed": {
+        "sv": "Formuläret kunde inte verifieras (sessionen har bytts). Ladda om sidan och försök igen.",
+        "en": "The form could not be verified (the session changed). Reload the page and try again.",
+    },
+    "forbidden": {
+        "sv": "Du har inte behörighet till den här sidan.",
+        "en": "You are not allowed to see this page.",
+    },
+    "not_found": {"sv": "Sidan eller ansökan finns inte.", "en": "The page or request does not exist."},
+    # --- steward queue
+    "queue_title": {"sv": "Granskningskö", "en": "Review queue"},
+    "queue_intro": {
+        "sv": "Ansökningar som rör dina dataägare ({holders}). Du ser bara ansökningar där minst en "
+              "av dina dataägare ingår.",
+        "en": "Requests involving your data holders ({holders}). You only see requests in which at "
+              "least one of your data holders is in scope.",
+    },
+    "awaiting_decision": {"sv": "Väntar på beslut", "en": "Awaiting decision"},
+    "other_requests": {"sv": "Övriga ansökningar", "en": "Other requests"},
+    "no_requests_waiting": {"sv": "Inga ansökningar väntar på ditt beslut.", "en": "No requests await your decision."},
+    "col_request": {"sv": "Ansökan", "en": "Request"},
+    "col_project": {"sv": "Projekt", "en": "Project"},
+    "col_applicant": {"sv": "Sökande", "en": "Applicant"},
+    "col_status": {"sv": "Status", "en": "Status"},
+    "col_holders": {"sv": "Dataägare", "en": "Data holders"},
+    "col_due": {"sv": "Beslut senast", "en": "Decision due"},
+    "col_submitted": {"sv": "Inskickad", "en": "Submitted"},
+    "col_your_holder": {"sv": "Din dataägare", "en": "Your data holder"},
+    "open_request": {"sv": "Öppna ansökan {id}", "en": "Open request {id}"},
+    # --- request page
+    "request_title": {"sv": "Ansökan {id}: {project}", "en": "Request {id}: {project}"},
+    "request_details": {"sv": "Ansökan", "en": "Request"},
+    "field_purpose": {"sv": "Ändamål", "en": "Purpose"},
+    "field_legal_basis": {"sv": "Rättslig grund", "en": "Legal basis"},
+    "field_ethics_ref": {"sv": "Etikprövning (diarienummer)", "en": "Ethics approval (reference)"},
+    "field_members": {"sv": "Projektmedlemmar", "en": "Project members"},
+    "field_period": {"sv": "Period", "en": "Period"},
+    "field_data_form": {"sv": "Dataform", "en": "Data form"},
+    "field_pseudonymisation_justification": {
+        "sv": "Motivering för pseudonymiserade data", "en": "Justification for pseudonymised data"},
+    "field_output_tier": {"sv": "Utdatanivå", "en": "Output tier"},
+    "field_access_days": {"sv": "Åtkomst (dagar)", "en": "Access (days)"},
+    "field_cohort_criteria": {"sv": "Urvalskriterier", "en": "Cohort criteria"},
+    "field_variables": {"sv": "Variabler", "en": "Variables"},
+    "field_review_round": {"sv": "Granskningsomgång", "en": "Review round"},
+    "data_form_anonymised": {"sv": "anonymiserade", "en": "anonymised"},
+    "data_form_pseudonymised": {"sv": "pseudonymiserade", "en": "pseudonymised"},
+    "tier_record": {"sv": "radnivå", "en": "record level"},
+    "tier_aggregate": {"sv": "endast aggregat", "en": "aggregates only"},
+    "col_variable": {"sv": "Variabel", "en": "Variable"},
+    "col_sensitivity": {"sv": "Känslighet", "en": "Sensitivity"},
+    "sens_pseudonym": {"sv": "pseudonym (länknyckel)", "en": "pseudonym (linkage key)"},
+    "sens_quasi_identifier": {"sv": "indirekt identifierande", "en": "quasi-identifier"},
+    "sens_health": {"sv": "hälsouppgift", "en": "health data"},
+    "sens_administrative": {"sv": "administrativ", "en": "administrative"},
+    "sens_unknown": {"sv": "okänd (ej i katalogen)", "en": "unknown (not in catalogue)"},
+    "reviews_title": {"sv": "Dataägarnas granskning", "en": "Data holders' review"},
+    "col_verdict": {"sv": "Utfall", "en": "Verdict"},
+    "col_reviewers_required": {"sv": "Granskare som krävs", "en": "Reviewers required"},
+    "decisions_title": {"sv": "Beslut", "en": "Decisions"},
+    "col_reviewer": {"sv": "Granskare", "en": "Reviewer"},
+    "col_decision": {"sv": "Beslut", "en": "Decision"},
+    "col_justification": {"sv": "Motivering", "en": "Justification"},
+    "col_when": {"sv": "Tidpunkt", "en": "When"},
+    "no_decisions": {"sv": "Inga beslut ännu.", "en": "No decisions yet."},
+    # statuses and verdicts
+    "status_draft": {"sv": "utkast", "en": "draft"},
+    "status_submitted": {"sv": "inskickad", "en": "submitted"},
+    "status_under_review": {"sv": "under granskning", "en": "under review"},
+    "status_approved": {"sv": "godkänd", "en": "approved"},
+    "status_rejected": {"sv": "avslagen", "en": "rejected"},
+    "status_returned": {"sv": "återsänd för komplettering", "en": "returned for changes"},
+    "status_released": {"sv": "utlämnad", "en": "released"},
+    "status_expired": {"sv": "utgången", "en": "expired"},
+    "status_revoked": {"sv": "återkallad", "en": "revoked"},
+    "status_active": {"sv": "aktiv", "en": "active"},
+    "status_pending": {"sv": "väntar", "en": "pending"},
+    "decision_approve": {"sv": "Godkänn", "en": "Approve"},
+    "decision_reject": {"sv": "Avslå", "en": "Reject"},
+    "decision_return": {"sv": "Återsänd för komplettering", "en": "Return for changes"},
+    "past_approve": {"sv": "godkänt", "en": "approved"},
+    "past_reject": {"sv": "avslaget", "en": "rejected"},
+    "past_return": {"sv": "återsänt", "en": "returned"},
+    # quality
+    "quality_title": {"sv": "Datakvalitet", "en": "Data quality"},
+    "quality_release_label": {"sv": "Kvalitetsetikett för utlämnandet", "en": "Quality label of the release"},
+    "quality_latest_gate": {
+        "sv": "Senaste kvalitetskontroll (forskningszon), {holder}", "en": "Latest quality gate (research zone), {holder}"},
+    "quality_none": {"sv": "Inga kvalitetsresultat ännu.", "en": "No quality results yet."},
+    "quality_unavailable": {
+        "sv": "Kvalitetsresultaten kunde inte läsas ({reason}).", "en": "Quality results could not be read ({reason})."},
+    "quality_run": {"sv": "Körning {run} ({at})", "en": "Run {run} ({at})"},
+    "quality_counts": {
+        "sv": "{pass} godkända, {warn} varningar, {fail} underkända, {error} fel, {skipped} hoppade över",
+        "en": "{pass} passed, {warn} warnings, {fail} failed, {error} errors, {skipped} skipped"},
+    "quality_blocking": {"sv": "Blockerande fel", "en": "Blocking failures"},
+    "col_check": {"sv": "Kontroll", "en": "Check"},
+    "col_severity": {"sv": "Allvarlighet", "en": "Severity"},
+    "col_failed_rows": {"sv": "Underkända rader", "en": "Failed rows"},
+    "col_threshold": {"sv": "Tolererat", "en": "Tolerated"},
+    "quality_not_passed_checks": {"sv": "Kontroller som inte klarades", "en": "Checks that did not pass"},
+    # disclosure pre-check
+    "precheck_title": {"sv": "Röjandekontroll i förväg", "en": "Disclosure pre-check"},
+    "precheck_intro": {
+        "sv": "Vilka begärda variabler som är indirekt identifierande eller pseudonymer, dataägarnas "
+              "gränsvärden och minsta gruppstorlek över de begärda indirekt identifierande variablerna "
+              "i dataägarnas forskningszoner (endast antal).",
+        "en": "Which requested variables are quasi-identifiers or pseudonyms, the data holders' "
+              "thresholds, and the smallest group size over the requested quasi-identifiers in the "
+              "holders' research zones (counts only).",
+    },
+    "precheck_caveat": {
+        "sv": "Beräknat på hela forskningszonens tabell före urval och före utlämnandets generalisering: "
+              "urvalet kan göra grupper mindre, generaliseringen större.",
+        "en": "Computed over the whole research-zone table, before cohort selection and before the "
+              "release's generalisation: selection can make groups smaller, generalisation larger.",
+    },
+    "precheck_thresholds": {"sv": "Dataägarnas gränsvärden", "en": "Data holders' thresholds"},
+    "col_min_cell_count": {"sv": "Minsta cellstorlek", "en": "Minimum cell count"},
+    "col_k_anonymity": {"sv": "k-anonymitet", "en": "k-anonymity"},
+    "precheck_groups": {"sv": "Gruppstorlekar", "en": "Group sizes"},
+    "col_table": {"sv": "Tabell", "en": "Table"},
+    "col_quasi_identifiers": {"sv": "Indirekt identifierande", "en": "Quasi-identifiers"},
+    "col_persons": {"sv": "Personer", "en": "Persons"},
+    "col_groups": {"sv": "Grupper", "en": "Groups"},
+    "col_smallest_group": {"sv": "Minsta grupp", "en": "Smallest group"},
+    "col_groups_below_k": {"sv": "Grupper under k", "en": "Groups below k"},
+    "col_persons_below_k": {"sv": "Personer i grupper under k", "en": "Persons in groups below k"},
+    "col_assessment": {"sv": "Bedömning", "en": "Assessment"},
+    "risk_ok": {"sv": "uppfyller k", "en": "meets k"},
+    "risk_at_risk": {"sv": "RISK: grupper under k", "en": "AT RISK: groups below k"},
+    "risk_no_quasi": {"sv": "inga indirekt identifierande variabler", "en": "no quasi-identifiers requested"},
+    "risk_no_data": {"sv": "ingen forskningszon ännu", "en": "no research zone yet"},
+    "risk_unavailable": {"sv": "kunde inte beräknas", "en": "could not be computed"},
+    "precheck_no_tables": {
+        "sv": "Inga begärda tabeller hos dataägarna i omfånget.", "en": "No requested tables at the holders in scope."},
+    # decision form
+    "decide_title": {"sv": "Fatta beslut", "en": "Decide"},
+    "decide_for_holder": {"sv": "Beslut för dataägare", "en": "Decision for data holder"},
+    "decision_legend": {"sv": "Beslut", "en": "Decision"},
+    "justification_label": {"sv": "Motivering (krävs, minst 10 tecken)", "en": "Justification (required, at least 10 characters)"},
+    "justification_help": {
+        "sv": "Motiveringen sparas i ansökans historik och visas för den sökande.",
+        "en": "The justification is kept in the request's history and shown to the applicant.",
+    },
+    "submit_decision": {"sv": "Registrera beslut", "en": "Record decision"},
+    "decision_recorded": {
+        "sv": "Beslutet är registrerat. Ansökans status: {status}.", "en": "Decision recorded. Request status: {status}."},
+    "decision_error": {"sv": "Beslutet kunde inte registreras: {message}", "en": "The decision could not be recorded: {message}"},
+    "nothing_to_decide": {
+        "sv": "Det finns inget beslut för dig att fatta i den här omgången.",
+        "en": "There is no decision for you to take in this round.",
+    },
+    # researcher page
+    "researcher_title": {"sv": "Mina ansökningar och uttag", "en": "My requests and releases"},
+    "my_requests": {"sv": "Mina ansökningar", "en": "My requests"},
+    "no_my_requests": {"sv": "Du har inga ansökningar.", "en": "You have no requests."},
+    "my_releases": {"sv": "Mina uttag", "en": "My releases"},
+    "no_my_releases": {"sv": "Du har inga aktiva uttag.", "en": "You have no active releases."},
+    "col_release": {"sv": "Uttag", "en": "Release"},
+    "col_expires": {"sv": "Giltigt till", "en": "Valid until"},
+    "col_tier": {"sv": "Utdatanivå", "en": "Output tier"},
+    "col_variables_count": {"sv": "Variabler", "en": "Variables"},
+    "howto_title": {"sv": "Så frågar du ditt uttag", "en": "How to query your release"},
+    "howto_intro": {
+        "sv": "Frågor körs i plattformens säkra miljö. Du ser bara variablerna i ditt tillstånd; "
+              "personer som har dragit tillbaka sitt samtycke tas bort vid varje fråga, små antal "
+              "döljs och varje fråga loggas.",
+        "en": "Queries run inside the platform's secure environment. You see only the variables in "
+              "your permit; persons who withdrew consent are removed at every query, small counts "
+              "are suppressed and every query is logged.",
+    },
+    "howto_curl": {"sv": "Med curl", "en": "With curl"},
+    "howto_python": {"sv": "Med Python-klienten (access.client)", "en": "With the Python client (access.client)"},
+    "howto_sql": {"sv": "SQL-exempel", "en": "SQL examples"},
+    "howto_token_note": {
+        "sv": "Sätt miljövariabeln HDP_TOKEN till din API-nyckel; skriv aldrig nyckeln i skript som delas.",
+        "en": "Set the environment variable HDP_TOKEN to your API token; never write the token into shared scripts.",
+    },
+    "howto_release_placeholder": {"sv": "UTTAGS-ID", "en": "RELEASE-ID"},
+    # transparency
+    "transparency_title": {"sv": "Offentligt register över datatillstånd", "en": "Public register of data permits"},
+    "transparency_intro": {
+        "sv": "Alla tillstånd att använda hälsodata för sekundära ändamål som plattformen har utfärdat: "
+              "projekt, ändamål, dataägare och giltighet. Registret innehåller inga personuppgifter.",
+        "en": "Every permit to use health data for secondary purposes that the platform has issued: "
+              "project, purpose, data holders and validity. The register holds no personal data.",
+    },
+    "transparency_json": {"sv": "Registret som JSON", "en": "The register as JSON"},
+    "transparency_empty": {"sv": "Inga tillstånd har utfärdats ännu.", "en": "No permits have been issued yet."},
+    "col_permit": {"sv": "Tillstånd", "en": "Permit"},
+    "col_issued": {"sv": "Utfärdat", "en": "Issued"},
+    "col_released": {"sv": "Utlämnat", "en": "Released"},
+    "col_purpose": {"sv": "Ändamål", "en": "Purpose"},
+    "transparency_caption": {
+        "sv": "{count} tillstånd, äldst först", "en": "{count} permits, oldest first"},
+    "error_title": {"sv": "Något gick fel", "en": "Something went wrong"},
+    "back_to_start": {"sv": "Till startsidan", "en": "Back to the start page"},
+}
+
+
+def negotiate(query_lang: str | None, cookie_lang: str | None, accept_language: str | None) -> str:
+    """The page language: explicit choice (query), then remembered choice (cookie), then the browser.
+
+    >>> negotiate("en", "sv", None)
+    'en'
+    >>> negotiate(None, None, "en-GB,en;q=0.9,sv;q=0.5")
+    'en'
+    >>> negotiate("xx", None, "de")
+    'sv'
+    """
+    for candidate in (query_lang, cookie_lang):
+        if candidate in LANGUAGES:
+            return candidate  # type: ignore[return-value]
+    if accept_language:
+        for part in accept_language.split(","):
+            code = part.split(";")[0].strip().lower()[:2]
+            if code in LANGUAGES:
+                return code
+    return DEFAULT_LANGUAGE
+
+
+def translator(lang: str) -> Callable[..., str]:
+    """``t(key, **fields)`` in ``lang``; a missing key raises KeyError (caught by the tests)."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {lang!r}")
+
+    def t(key: str, **fields: object) -> str:
+        text = STRINGS[key][lang]
+        return text.format(**fields) if fields else text
+
+    return t

@@ -1,0 +1,193 @@
+"""Disclosure pre-check shown to a steward before deciding: counts only, never a value.
+
+Three parts:
+
+* ``classify_variables``: each requested "table.column" with its sensitivity from
+  schemas/variables.json (pseudonym, quasi-identifier, health, administrative).
+* the thresholds of each holder in scope (schemas/holders.json: min_cell_count, k_anonymity);
+* ``group_sizes``: for each holder in scope and each requested table it holds, the persons per
+  combination of the requested quasi-identifiers in ``research/<holder>.duckdb`` (opened
+  read-only): number of groups, the smallest group, and how many groups (and persons) fall
+  below the holder's k. A smallest group of 1 means the requested combination singles someone
+  out. Only aggregate counts leave the database; no group key is ever read into Python.
+
+The research zone is counted before cohort selection and before the release's generalisation,
+so the figures are a guide, not the release's final risk (the page says so).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+PSEUDONYM, QUASI, HEALTH, ADMIN, UNKNOWN = "pseudonym", "quasi_identifier", "health", "administrative", "unknown"
+OK, AT_RISK, NO_QUASI, NO_DATA, UNAVAILABLE = "ok", "at_risk", "no_quasi", "no_data", "unavailable"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class VariableRisk:
+    name: str
+    table: str
+    column: str
+    sensitivity: str
+
+
+@dataclass(frozen=True)
+class HolderThresholds:
+    holder_id: str
+    name: str
+    min_cell_count: int
+    k_anonymity: int
+
+
+@dataclass(frozen=True)
+class GroupRisk:
+    """Group sizes of one table at one holder over the requested quasi-identifiers."""
+
+    holder_id: str
+    table: str
+    quasi_identifiers: tuple[str, ...]
+    k: int
+    status: str  # ok | at_risk | no_quasi | no_data | unavailable
+    persons: int | None = None
+    groups: int | None = None
+    smallest_group: int | None = None
+    groups_below_k: int | None = None
+    persons_below_k: int | None = None
+    reason: str = ""  # why unavailable: an exception type or a missing column name, never a value
+
+
+@dataclass(frozen=True)
+class PreCheck:
+    variables: tuple[VariableRisk, ...]
+    thresholds: tuple[HolderThresholds, ...]
+    groups: tuple[GroupRisk, ...]
+
+    @property
+    def quasi_identifiers(self) -> tuple[VariableRisk, ...]:
+        return tuple(v for v in self.variables if v.sensitivity == QUASI)
+
+    @property
+    def pseudonyms(self) -> tuple[VariableRisk, ...]:
+        return tuple(v for v in self.variables if v.sensitivity == PSEUDONYM)
+
+
+def classify_variables(variables: Iterable[str], catalogue: Mapping[str, Mapping[str, str]]) -> tuple[VariableRisk, ...]:
+    """Each requested variable with its sensitivity; variables missing from the catalogue are ``unknown``."""
+    out = []
+    for name in sorted(set(variables)):
+        entry = catalogue.get(name)
+        if entry is None:
+            table, _, column = name.partition(".")
+            out.append(VariableRisk(name, table, column, UNKNOWN))
+        else:
+            out.append(VariableRisk(name, entry["table"], entry["column"], entry["sensitivity"]))
+    return tuple(out)
+
+
+def _quote(name: str) -> str:
+    # Names come from the catalogue, but the SQL is built from them: accept plain identifiers only.
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f'"{name}"'
+
+
+def group_size_sql(table: str, quasi_identifiers: tuple[str, ...], k: int) -> str:
+    """One aggregate query: persons, groups, smallest group, groups and persons below ``k``.
+
+    Persons are counted as distinct ``person_id`` per group (a person with many visits is still
+    one person); NULL quasi-identifier values form their own group, as they would in a release.
+
+    >>> "GROUP BY \\"sex\\", \\"county\\"" in group_size_sql("patient", ("sex", "county"), 5)
+    True
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError("k must be a positive integer")
+    cols = ", ".join(_quote(c) for c in quasi_identifiers)
+    return (
+        f"WITH g AS (SELECT count(DISTINCT person_id) AS n FROM {_quote(table)} GROUP BY {cols}) "
+        f"SELECT (SELECT count(DISTINCT person_id) FROM {_quote(table)}), count(*), min(n), "
+        f"count(*) FILTER (WHERE n < {k}), coalesce(sum(n) FILTER (WHERE n < {k}), 0) FROM g"
+    )
+
+
+def _table_groups(con: duckdb.DuckDBPyConnection, holder_id: str, table: str, qis: tuple[str, ...],
+                  k: int) -> GroupRisk:
+    present = {r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ?", [table]
+    ).fetchall()}
+    if not present:
+        return GroupRisk(holder_id, table, qis, k, NO_DATA, reason=f"table {table} missing")
+    missing = [c for c in (*qis, "person_id") if c not in present]
+    if missing:
+        return GroupRisk(holder_id, table, qis, k, UNAVAILABLE, reason=f"column(s) missing: {', '.join(missing)}")
+    persons, groups, smallest, below, persons_below = con.execute(group_size_sql(table, qis, k)).fetchone()
+    if not groups:
+        return GroupRisk(holder_id, table, qis, k, NO_DATA, persons=0, groups=0, reason="table is empty")
+    return GroupRisk(holder_id, table, qis, k, AT_RISK if below else OK, persons=int(persons), groups=int(groups),
+                     smallest_group=int(smallest), groups_below_k=int(below), persons_below_k=int(persons_below))
+
+
+def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[HolderThresholds, ...],
+                table_holders: Mapping[str, Iterable[str]], research_db: callable) -> tuple[GroupRisk, ...]:  # type: ignore[valid-type]
+    """Group sizes for each (holder in scope, requested table the holder delivers).
+
+    ``research_db(holder_id) -> Path`` locates the research zone (``Settings.research_db``).
+    A database that is missing gives ``no_data``; one that cannot be opened (a writer holds the
+    lock, a corrupt file) gives ``unavailable`` with the exception type only.
+    """
+    by_table: dict[str, list[VariableRisk]] = {}
+    for v in variables:
+        if v.sensitivity != UNKNOWN:
+            by_table.setdefault(v.table, []).append(v)
+    out: list[GroupRisk] = []
+    for th in thresholds:
+        tables = [t for t in sorted(by_table) if th.holder_id in set(table_holders.get(t, ()))]
+        if not tables:
+            continue
+        path: Path = research_db(th.holder_id)
+        qis_of = {t: tuple(v.column for v in by_table[t] if v.sensitivity == QUASI) for t in tables}
+        if not path.exists():
+            out.extend(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, NO_DATA if qis_of[t] else NO_QUASI)
+                       for t in tables)
+            continue
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            out.extend(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE, reason=type(exc).__name__)
+                       for t in tables)
+            continue
+        try:
+            for t in tables:
+                if not qis_of[t]:
+                    out.append(GroupRisk(th.holder_id, t, (), th.k_anonymity, NO_QUASI))
+                    continue
+                try:
+                    out.append(_table_groups(con, th.holder_id, t, qis_of[t], th.k_anonymity))
+                except duckdb.Error as exc:
+                    # The type only: DuckDB messages can quote values.
+                    out.append(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
+                                         reason=type(exc).__name__))
+        finally:
+            con.close()
+    return tuple(out)
+
+
+def precheck(variables: Iterable[str], holder_ids: Iterable[str], *, catalogue: Mapping[str, Mapping[str, str]],
+             holders: Iterable[object], table_holders: Mapping[str, Iterable[str]],
+             research_db: callable, compute_groups: bool = True) -> PreCheck:  # type: ignore[valid-type]
+    """The full pre-check for a request (see the module docstring)."""
+    wanted = set(holder_ids)
+    thresholds = tuple(
+        HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)  # type: ignore[attr-defined]
+        for h in holders if h.id in wanted  # type: ignore[attr-defined]
+    )
+    classified = classify_variables(variables, catalogue)
+    groups = group_sizes(variables=classified, thresholds=thresholds, table_holders=table_holders,
+                         research_db=research_db) if compute_groups else ()
+    return PreCheck(classified, thresholds, groups)

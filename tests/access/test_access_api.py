@@ -1,0 +1,84 @@
+"""The HTTP API end to end through FastAPI's test client (real app, in-memory governance)."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from conftest import auth
+
+
+def q(client, token, release, sql, fmt="json"):
+    return client.post(f"/releases/{release}/query", json={"sql": sql, "format": fmt}, headers=auth(token))
+
+
+def test_health_and_me(client, world):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/me").status_code == 401
+    r = client.get("/me", headers=auth("nope"))
+    assert r.status_code == 401 and r.json()["error"] == "auth.invalid_token"
+    assert client.get("/me", headers=auth(world.alice)).json()["name"] == "alice"
+
+
+def test_releases_and_schema_are_own_only(client, world):
+    rel = client.get("/releases", headers=auth(world.alice)).json()
+    assert sorted(r["release_id"] for r in rel) == ["r_agg", "r_rec"]
+    schema = client.get("/releases/r_rec/schema", headers=auth(world.alice)).json()
+    assert set(schema["tables"]) == {"patient", "register_visit"}
+    cols = [c["name"] for c in schema["tables"]["register_visit"]]
+    assert "smoking" not in cols and "hba1c_mmol_mol" in cols and "person_id" in cols
+    r = client.get("/releases/r_bob/schema", headers=auth(world.alice))
+    assert r.status_code == 403 and r.json()["error"] == "permit.none"
+    assert client.get("/releases/..%2Fx/schema", headers=auth(world.alice)).status_code in (403, 404)
+
+
+def test_record_query_formats(client, world):
+    sql = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
+    j = q(client, world.alice, "r_rec", sql).json()
+    assert [row[0] for row in j["rows"]] == ["F", "M"]
+    csv = q(client, world.alice, "r_rec", sql, "csv")
+    assert csv.text.splitlines()[0] == '"sex","n"'
+    arrow = q(client, world.alice, "r_rec", sql, "arrow")
+    t = ipc.open_stream(io.BytesIO(arrow.content)).read_all()
+    assert t.num_rows == 2 and arrow.headers["X-HDP-Rows"] == "2"
+    pqr = q(client, world.alice, "r_rec", "SELECT * FROM register_visit", "parquet")
+    assert pq.read_table(io.BytesIO(pqr.content)).num_rows > 1000
+
+
+def test_unpermitted_column_and_other_release(client, world):
+    r = q(client, world.alice, "r_rec", "SELECT smoking FROM register_visit")
+    assert r.status_code == 400 and r.json()["error"] == "sql.invalid"
+    r = q(client, world.bob, "r_rec", "SELECT 1")
+    assert r.status_code == 403 and r.json()["error"] == "permit.none"
+    r = q(client, world.olga, "r_rec", "SELECT 1")
+    assert r.status_code == 403 and r.json()["error"] == "role.not_researcher"
+
+
+def test_revoked_permit_refused_at_next_query(client, world):
+    assert q(client, world.bob, "r_bob", "SELECT count(*) FROM patient").status_code == 200
+    world.gov.revoke(3)
+    r = q(client, world.bob, "r_bob", "SELECT count(*) FROM patient")
+    assert r.status_code == 403 and r.json()["error"] == "permit.none"
+
+
+def test_aggregate_tier_suppresses(client, world):
+    r = q(client, world.alice, "r_agg",
+          "SELECT county, sex, count(*) AS n FROM register_visit GROUP BY county, sex ORDER BY county, sex")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = [c["name"] for c in body["columns"]]
+    assert names == ["county", "sex", "n", "hdp_suppressed"]
+    r = q(client, world.alice, "r_agg", "SELECT * FROM register_visit")
+    assert r.status_code == 400 and r.json()["error"] == "aggregate.shape"
+    r = q(client, world.alice, "r_agg", "SELECT sex, max(hba1c_mmol_mol) FROM register_visit GROUP BY sex")
+    assert r.json()["error"] == "aggregate.unsupported_expression"
+
+
+def test_operator_audit_endpoints(client, world):
+    q(client, world.alice, "r_rec", "SELECT 1")
+    assert client.get("/audit/verify", headers=auth(world.alice)).status_code == 403
+    v = client.get("/audit/verify", headers=auth(world.olga)).json()
+    assert v["ok"] and v["entries"] >= 1
+    rep = client.get("/audit/report", headers=auth(world.olga)).json()
+    assert any(u["user"] == "alice" for u in rep["users"])
