@@ -245,6 +245,8 @@ def _build(spec: _Type, cls: Any) -> None:
         enum_values = extra.get("enum_values")
         enum = frozenset(enum_values) if enum_values and "+" not in enum_values else None
         refs = extra.get("enum_reference_types")
+        if refs and "Resource" in refs:
+            refs = None  # any resource type may be referenced
         spec.elements[key] = _Element(key, is_list, check, enum, frozenset(refs) if refs else None)
         if field.is_required() or extra.get("element_required"):
             required.append(key)
@@ -395,7 +397,10 @@ def reference_issues(rtype: str, raw_json: bytes | str) -> list[Issue]:
     """Issues found by ``fhir.resources.R4B.<rtype>.model_validate_json``."""
     from pydantic import ValidationError
 
-    cls = _model_class(rtype)
+    try:
+        cls = _model_class(rtype)
+    except ValueError:
+        return [Issue("resourceType", "not a supported resource type")]
     try:
         cls.model_validate_json(raw_json)
     except ValidationError as exc:
@@ -406,9 +411,10 @@ def reference_issues(rtype: str, raw_json: bytes | str) -> list[Issue]:
             reason = _REASONS.get(etype, etype if _SAFE_NAME.match(etype.replace(".", "_")) else "invalid")
             issues.append(Issue(_path(rtype, loc), reason))
         return issues or [Issue(rtype, "invalid")]
-    except ValueError:
-        # Some fhir_core validators raise outside pydantic's error wrapping.
-        return [Issue(rtype, "invalid value")]
+    except (ValueError, TypeError, AttributeError, KeyError):
+        # Some fhir.resources validators fail outside pydantic's error wrapping (e.g. a
+        # primitive extension "_x" that is not an object): the reference did not accept it.
+        return [Issue(rtype, "invalid structure (rejected by the reference model)")]
     return []
 
 
