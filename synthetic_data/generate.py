@@ -222,7 +222,7 @@ def generate(
         files=tuple(files),
         defects={c: counts[c] for c in DEFECT_CLASSES},
         manifest_path=settings.defect_manifest,
-        seconds=time.perf_counter() - started,
+        seconds=round(time.perf_counter() - started, 2),
     )
 
 
