@@ -1,0 +1,199 @@
+"""Declarative policies: research-zone pseudonymisation and release quasi-identifier rules.
+
+Files in ``schemas/policies/``:
+
+* ``pseudonymise.json``: raw-zone table -> research-zone table, column by column;
+* ``release.json``: per-variable quasi-identifier generalisation applied to every release;
+* ``postcode_county.json``: postal-code prefix -> county (län) code.
+
+Loading validates the files (unknown actions, missing fields) so a broken policy stops the
+run before any data moves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hdp.settings import SCHEMAS_DIR
+
+POLICY_DIR = SCHEMAS_DIR / "policies"
+
+RESEARCH_ACTIONS = frozenset({"person_id", "birth_year", "sex", "id_type", "county", "year",
+                              "resource_pseudonym", "keep"})
+RELEASE_ACTIONS = frozenset({"keep", "drop", "year", "band5", "month", "shift", "top_code", "county"})
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be applied safely."""
+
+
+# --------------------------------------------------------------------------------------
+# Research zone
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    name: str
+    action: str
+    source: str | None = None          # raw column read ('from'); defaults to name for keep
+    resource_type: str | None = None
+
+
+@dataclass(frozen=True)
+class TableRule:
+    name: str                          # research table
+    source: str                        # raw table
+    source_name: str                   # 'register', 'prom', 'fhir' (quarantine 'source')
+    identifier: str | None             # raw identifier column (direct person tables)
+    via_patient: str | None            # raw patient reference column (FHIR tables)
+    record_key: tuple[str, str] | None  # (resource_type, id column) for quarantine record keys
+    columns: tuple[ColumnRule, ...]
+    drop: frozenset[str]
+
+    def used_source_columns(self) -> set[str]:
+        used = {c.source for c in self.columns if c.source}
+        used |= {x for x in (self.identifier, self.via_patient) if x}
+        if self.record_key:
+            used.add(self.record_key[1])
+        return used
+
+
+@dataclass(frozen=True)
+class PseudonymisePolicy:
+    version: int
+    tables: tuple[TableRule, ...]
+    path: str
+
+
+def _col(raw: dict[str, Any], table: str) -> ColumnRule:
+    action = raw.get("action")
+    if action not in RESEARCH_ACTIONS:
+        raise PolicyError(f"table {table}: column {raw.get('name')!r} has unknown action {action!r}")
+    source = raw.get("from")
+    if action in ("keep", "resource_pseudonym") and source is None:
+        source = raw["name"]
+    if action in ("county", "year") and source is None:
+        raise PolicyError(f"table {table}: column {raw['name']!r} ({action}) needs 'from'")
+    if action == "resource_pseudonym" and not raw.get("resource_type"):
+        raise PolicyError(f"table {table}: column {raw['name']!r} needs 'resource_type'")
+    return ColumnRule(name=raw["name"], action=action, source=source, resource_type=raw.get("resource_type"))
+
+
+def load_pseudonymise_policy(path: Path | None = None) -> PseudonymisePolicy:
+    path = path or POLICY_DIR / "pseudonymise.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    tables = []
+    for name, spec in doc["tables"].items():
+        identifier, via = spec.get("identifier"), spec.get("via_patient")
+        if (identifier is None) == (via is None):
+            raise PolicyError(f"table {name}: give exactly one of 'identifier' or 'via_patient'")
+        cols = tuple(_col(c, name) for c in spec["columns"])
+        if not any(c.action == "person_id" for c in cols):
+            raise PolicyError(f"table {name}: no person_id column")
+        if via and any(c.action in ("birth_year", "sex", "id_type") for c in cols):
+            raise PolicyError(f"table {name}: identifier-derived columns need 'identifier'")
+        rk = spec.get("record_key")
+        tables.append(TableRule(
+            name=name, source=spec["source"], source_name=spec["source_name"], identifier=identifier,
+            via_patient=via, record_key=(rk["resource_type"], rk["column"]) if rk else None,
+            columns=cols, drop=frozenset(spec.get("drop", ())),
+        ))
+    return PseudonymisePolicy(version=int(doc["version"]), tables=tuple(tables), path=str(path))
+
+
+# --------------------------------------------------------------------------------------
+# Postal code -> county
+# --------------------------------------------------------------------------------------
+
+
+@cache
+def county_prefixes(path: Path | None = None) -> dict[str, str]:
+    """Every three-digit postal prefix with a known county -> county code."""
+    doc = json.loads((path or POLICY_DIR / "postcode_county.json").read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    for p2, county in doc["prefix2"].items():
+        for d in "0123456789":
+            out[p2 + d] = county
+    out.update(doc["prefix3"])
+    unknown = set(out.values()) - set(doc["counties"])
+    if unknown:
+        raise PolicyError(f"postcode_county.json maps to unknown county codes {sorted(unknown)}")
+    return out
+
+
+def postcode_to_county(postal_code: str | None) -> str | None:
+    """County (län) code of a Swedish postal code, or None when unknown.
+
+    >>> postcode_to_county("751 05"), postcode_to_county("21119"), postcode_to_county("x")
+    ('03', '12', None)
+    """
+    if postal_code is None:
+        return None
+    digits = postal_code.replace(" ", "").strip()
+    if len(digits) != 5 or not digits.isascii() or not digits.isdigit():
+        return None
+    return county_prefixes().get(digits[:3])
+
+
+# --------------------------------------------------------------------------------------
+# Release policy
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseRule:
+    """One variable's rule: ``table.column`` (or ``*.column``) -> action and parameters."""
+
+    variable: str
+    action: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def param(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    version: int
+    default_action: str
+    rules: tuple[ReleaseRule, ...]
+    path: str
+
+    def rule_for(self, table: str, column: str) -> ReleaseRule:
+        exact = {r.variable: r for r in self.rules}
+        return exact.get(f"{table}.{column}") or exact.get(f"*.{column}") or ReleaseRule(
+            variable=f"{table}.{column}", action=self.default_action)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for the release manifest."""
+        return {
+            "policy_file": Path(self.path).name, "version": self.version, "default_action": self.default_action,
+            "rules": [{"variable": r.variable, "action": r.action, **dict(r.params)} for r in self.rules],
+        }
+
+
+def load_release_policy(path: Path | None = None) -> ReleasePolicy:
+    path = path or POLICY_DIR / "release.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    default = doc.get("default_action", "keep")
+    if default not in RELEASE_ACTIONS:
+        raise PolicyError(f"release policy: unknown default_action {default!r}")
+    rules = []
+    for variable, spec in doc["variables"].items():
+        action = spec.get("action")
+        if action not in RELEASE_ACTIONS:
+            raise PolicyError(f"release policy: {variable} has unknown action {action!r}")
+        if "." not in variable:
+            raise PolicyError(f"release policy: variable {variable!r} must be 'table.column' or '*.column'")
+        params = tuple(sorted((k, v) for k, v in spec.items() if k != "action"))
+        if action == "top_code" and "min_count" not in dict(params):
+            raise PolicyError(f"release policy: {variable} top_code needs min_count")
+        if action == "shift" and int(dict(params).get("max_days", 0)) <= 0:
+            raise PolicyError(f"release policy: {variable} shift needs max_days > 0")
+        rules.append(ReleaseRule(variable=variable, action=action, params=params))
+    return ReleasePolicy(version=int(doc["version"]), default_action=default, rules=tuple(rules), path=str(path))

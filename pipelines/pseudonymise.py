@@ -1,0 +1,353 @@
+"""Pseudonymisation stage: raw zone -> research zone, for one data holder.
+
+Reads ``restricted/<holder>/raw.duckdb``, validates every person identifier, replaces it with
+the holder-domain keyed pseudonym, generalises quasi-identifiers and writes
+``research/<holder>.duckdb`` as declared in ``schemas/policies/pseudonymise.json``.
+
+Speed comes from doing the expensive work once per *distinct* value, not per row: distinct
+identifiers are validated with the vectorised parser and hashed with precomputed HMAC
+states; distinct postal codes and encounter ids likewise; DuckDB then joins the small maps
+onto the big tables and writes the result. Key material never reaches DuckDB: only
+pseudonyms do.
+
+Rows whose identifier is invalid go to the raw zone's ``quarantine`` table (stage
+``pseudonymise``, reason ``identifier.*``, the whole raw row as JSON in ``original``). FHIR
+rows whose patient cannot be resolved keep ``person_id`` NULL and are counted, not dropped.
+The research database is rebuilt from scratch in a temporary file and renamed into place,
+so a re-run gives the same result and readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hdp.settings import Settings, get_settings
+from pipelines import quarantine
+from pipelines.identity.domains import holder_domain, pseudonymiser, resource_message
+from pipelines.identity.personnummer import _REASON_TEXT, parse_batch
+from pipelines.identity.policy import (
+    PseudonymisePolicy,
+    TableRule,
+    county_prefixes,
+    load_pseudonymise_policy,
+)
+from pipelines.identity.pseudonym import Pseudonymiser
+from pipelines.warehouse import write_connection
+
+log = logging.getLogger(__name__)
+
+STAGE = "pseudonymise"
+
+
+class PseudonymiseError(RuntimeError):
+    """The stage cannot run for this holder (no raw zone, broken policy, ...)."""
+
+
+@dataclass(frozen=True)
+class PseudonymiseResult:
+    """Counts only: safe for logs, XComs and asset extras."""
+
+    holder: str
+    rows_in: int
+    rows_out: int
+    persons: int
+    quarantined: int
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    unresolved_person_rows: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+    key_id: str = ""
+    research_db: str = ""
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'main'").fetchall()}
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+
+
+def reference_date_for(holder_id: str, settings: Settings) -> date:
+    """The delivery's extract date (decides the century of 10-digit identifiers).
+
+    Using the extract date rather than today keeps a re-run's result identical.
+    """
+    manifest = settings.landing_dir(holder_id) / "delivery.json"
+    try:
+        return date.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["extract_date"])
+    except FileNotFoundError:
+        log.warning("holder %s: no delivery.json; using today as reference date for 10-digit identifiers", holder_id)
+        return date.today()
+    except (KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise PseudonymiseError(f"{manifest} has no valid extract_date ({type(exc).__name__})") from None
+
+
+# --------------------------------------------------------------------------------------
+# Pure maps (Arrow in, Arrow out)
+# --------------------------------------------------------------------------------------
+
+
+def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date) -> pa.Table:
+    """Distinct raw identifier values -> validity, pseudonym and derived attributes."""
+    parsed = parse_batch(raw_values, reference_date=reference_date)
+    valid = pc.is_valid(parsed["normalised"])
+    normalised = parsed["normalised"]
+    # hash each distinct normalised identifier once (several raw forms may share one)
+    uniq = pc.unique(normalised.filter(valid)) if len(raw_values) else pa.array([], pa.string())
+    pids = pseudo.many(uniq)
+    idx = pc.index_in(normalised, value_set=uniq)
+    person_id = pids.take(idx) if len(uniq) else pa.nulls(len(raw_values), pa.string())
+    return pa.table({
+        "raw_value": raw_values,
+        "normalised": normalised,
+        "person_id": person_id,
+        "birth_year": pc.year(parsed["birth_date"]).cast(pa.int32()),
+        "sex": parsed["sex"],
+        "id_type": parsed["kind"],
+        "reason_code": parsed["reason_code"],
+    })
+
+
+def county_map(postal_codes: pa.Array) -> pa.Table:
+    """Distinct postal codes -> county code (NULL when unknown or malformed)."""
+    prefixes = county_prefixes()
+    values = postal_codes.to_pylist()
+    out = []
+    for v in values:
+        d = v.replace(" ", "") if v is not None else ""
+        out.append(prefixes.get(d[:3]) if len(d) == 5 and d.isascii() and d.isdigit() else None)
+    return pa.table({"postal_code": postal_codes, "county": pa.array(out, pa.string())})
+
+
+def resource_map(ids: pa.Array, resource_type: str, pseudo: Pseudonymiser) -> pa.Table:
+    messages = pa.array([resource_message(resource_type, v) for v in ids.to_pylist()], pa.string())
+    return pa.table({"resource_id": ids, "pseudonym": pseudo.many(messages)})
+
+
+# --------------------------------------------------------------------------------------
+# SQL for one table
+# --------------------------------------------------------------------------------------
+
+
+def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
+    """(FROM ... joins, SELECT list) producing the research table from raw table alias r."""
+    joins = [f"{_q(rule.source)} r"]
+    if rule.identifier:
+        joins.append(f"LEFT JOIN _pm pm ON r.{_q(rule.identifier)} = pm.raw_value")
+        person = "pm"
+    else:
+        joins.append(f"LEFT JOIN _patient_map pm ON r.{_q(rule.via_patient or '')} = pm.patient_id")
+        person = "pm"
+    select = []
+    for i, c in enumerate(rule.columns):
+        if c.source and c.source not in cols:
+            select.append(f"NULL AS {_q(c.name)}")  # holder did not deliver this column
+            continue
+        if c.action == "person_id":
+            expr = f"{person}.person_id"
+        elif c.action in ("birth_year", "sex", "id_type"):
+            expr = f"{person}.{c.action}"
+        elif c.action == "county":
+            joins.append(f"LEFT JOIN _county c{i} ON r.{_q(c.source or '')} = c{i}.postal_code")
+            expr = f"c{i}.county"
+        elif c.action == "year":
+            expr = f"TRY_CAST(left(CAST(r.{_q(c.source or '')} AS VARCHAR), 4) AS INTEGER)"
+        elif c.action == "resource_pseudonym":
+            joins.append(f"LEFT JOIN {_q('_res_' + (c.resource_type or ''))} x{i} "
+                         f"ON r.{_q(c.source or '')} = x{i}.resource_id")
+            expr = f"x{i}.pseudonym"
+        else:  # keep
+            expr = f"r.{_q(c.source or c.name)}"
+        select.append(f"{expr} AS {_q(c.name)}")
+    return " ".join(joins), ", ".join(select)
+
+
+# --------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """The same advisory lock pipelines.warehouse uses, without opening the database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
+    if not parts:
+        return pa.array([], pa.string())
+    sql = " UNION ".join(parts)
+    col = con.sql(f"SELECT DISTINCT v FROM ({sql}) WHERE v IS NOT NULL").to_arrow_table()["v"]
+    arr = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
+    return arr.cast(pa.string())
+
+
+def pseudonymise_holder(
+    holder_id: str, *, settings: Settings | None = None, policy: PseudonymisePolicy | None = None,
+) -> PseudonymiseResult:
+    """Build ``research/<holder>.duckdb`` (and ``person_link``, quarantine) from the raw zone."""
+    settings = settings or get_settings()
+    policy = policy or load_pseudonymise_policy()
+    raw_path = settings.raw_db(holder_id)
+    if not raw_path.exists():
+        raise PseudonymiseError(f"holder {holder_id} has no raw zone at {raw_path}; run its ingestion first")
+    ref = reference_date_for(holder_id, settings)
+    pseudo = pseudonymiser(holder_domain(holder_id), settings=settings)
+    research_path = settings.research_db(holder_id)
+    tmp_path = research_path.with_name(f".{research_path.name}.{os.getpid()}.tmp")
+
+    with write_connection(raw_path) as con:
+        con.execute("SET preserve_insertion_order = false")  # parallel writes; row order carries no meaning
+        present = _tables(con)
+        rules = [r for r in policy.tables if r.source in present]
+        cols = {r.source: set(_columns(con, r.source)) for r in rules}
+        for r in rules:
+            unexpected = sorted(cols[r.source] - r.used_source_columns() - r.drop)
+            if unexpected:
+                log.warning("holder %s: %s has columns not in the policy, dropped: %s",
+                            holder_id, r.source, ", ".join(unexpected))
+
+        # 1. distinct identifiers -> person map
+        id_parts = [f"SELECT CAST({_q(r.identifier)} AS VARCHAR) AS v FROM {_q(r.source)}"
+                    for r in rules if r.identifier and r.identifier in cols[r.source]]
+        pm = person_map(_distinct(con, id_parts), pseudo, reference_date=ref)
+        con.register("_pm_arrow", pm)
+        con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
+        con.unregister("_pm_arrow")
+        # NULL identifiers never join: give them an explicit reason via a sentinel row-less path
+        # (handled in the quarantine query with coalesce).
+
+        # 2. FHIR patients -> person (valid identifiers only)
+        patient_rule = next((r for r in rules if r.source == "fhir_patient"), None)
+        if patient_rule is not None and "patient_id" in cols["fhir_patient"]:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
+                SELECT DISTINCT p.patient_id, pm.person_id FROM fhir_patient p
+                JOIN _pm pm ON p.{_q(patient_rule.identifier or 'personnummer')} = pm.raw_value
+                WHERE pm.person_id IS NOT NULL""")
+            dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][0]
+            if dup:
+                raise PseudonymiseError(f"holder {holder_id}: {dup} FHIR patient ids map to more than one person")
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
+
+        # 3. distinct postal codes -> county; distinct resource ids -> pseudonyms
+        pc_parts = [f"SELECT CAST({_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)}"
+                    for r in rules for c in r.columns if c.action == "county" and c.source in cols[r.source]]
+        con.register("_county_arrow", county_map(_distinct(con, pc_parts)))
+        con.execute("CREATE OR REPLACE TEMP TABLE _county AS SELECT * FROM _county_arrow")
+        con.unregister("_county_arrow")
+        for rtype in sorted({c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}):
+            parts = [f"SELECT CAST({_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)}"
+                     for r in rules for c in r.columns
+                     if c.resource_type == rtype and c.source in cols[r.source]]
+            con.register("_res_arrow", resource_map(_distinct(con, parts), rtype or "", pseudo))
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow")
+            con.unregister("_res_arrow")
+
+        # 4. quarantine rows with invalid identifiers (re-run replaces earlier records)
+        quarantine.ensure_table(con)
+        for source_name in sorted({r.source_name for r in rules if r.identifier}):
+            quarantine.reset(con, stage=STAGE, source=source_name)
+        reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
+        for r in rules:
+            if not r.identifier or r.identifier not in cols[r.source]:
+                continue
+            has_pos = {"_source_file", "_line_no"} <= cols[r.source]
+            sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
+            key = (f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
+                   if r.record_key and r.record_key[1] in cols[r.source] else "NULL")
+            original = "encode(CAST(to_json(r) AS VARCHAR))"
+            if r.record_key and "fhir_resource" in present:
+                # keep the resource exactly as delivered, and its position in the delivery
+                con.execute(f"""INSERT INTO quarantine
+                    SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
+                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
+                           encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
+                    FROM {_q(r.source)} r
+                    LEFT JOIN _pm pm ON r.{_q(r.identifier)} = pm.raw_value
+                    CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q
+                    LEFT JOIN fhir_resource fr ON fr.resource_type = '{r.record_key[0]}'
+                         AND fr.id = r.{_q(r.record_key[1])}
+                    WHERE pm.person_id IS NULL""", [holder_id])
+            else:
+                con.execute(f"""INSERT INTO quarantine
+                    SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
+                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
+                    FROM {_q(r.source)} r
+                    LEFT JOIN _pm pm ON r.{_q(r.identifier)} = pm.raw_value
+                    CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q
+                    WHERE pm.person_id IS NULL""", [holder_id])
+        by_reason = dict(con.execute(
+            "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
+            [STAGE, holder_id]).fetchall())
+
+        # 5. person_link (restricted): holder pseudonym -> normalised identifier
+        con.execute("""CREATE OR REPLACE TABLE person_link AS
+            SELECT DISTINCT person_id, normalised AS personnummer FROM _pm WHERE person_id IS NOT NULL""")
+        persons = con.execute("SELECT count(*) FROM person_link").fetchall()[0][0]
+
+        # 6. research zone, rebuilt from scratch in a temporary file
+        for stale in (tmp_path, tmp_path.with_name(tmp_path.name + ".wal")):
+            stale.unlink(missing_ok=True)
+        research_path.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"ATTACH '{tmp_path}' AS research")
+        counts: dict[str, int] = {}
+        rows_in = unresolved = 0
+        try:
+            for r in rules:
+                joins, select = _select_sql(r, cols[r.source])
+                where = "WHERE pm.person_id IS NOT NULL" if r.identifier else ""
+                con.execute(f"CREATE TABLE research.{_q(r.name)} AS SELECT {select} FROM {joins} {where}")
+                counts[r.name] = con.execute(f"SELECT count(*) FROM research.{_q(r.name)}").fetchall()[0][0]
+                rows_in += con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0]
+                if r.via_patient:
+                    unresolved += con.execute(
+                        f"SELECT count(*) FROM research.{_q(r.name)} WHERE person_id IS NULL").fetchall()[0][0]
+            con.execute("CHECKPOINT research")
+        finally:
+            con.execute("DETACH research")
+        for name in ("_pm", "_patient_map", "_county"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+
+    with _exclusive(research_path):
+        os.replace(tmp_path, research_path)
+        research_path.with_name(research_path.name + ".wal").unlink(missing_ok=True)
+    result = PseudonymiseResult(
+        holder=holder_id, rows_in=int(rows_in), rows_out=int(sum(counts.values())), persons=int(persons),
+        quarantined=int(sum(by_reason.values())), quarantined_by_reason={k: int(v) for k, v in by_reason.items()},
+        unresolved_person_rows=int(unresolved), tables={k: int(v) for k, v in counts.items()},
+        key_id=pseudo.key_id, research_db=str(research_path),
+    )
+    log.info("pseudonymised holder %s: %d rows in, %d out, %d persons, %d quarantined, %d unresolved",
+             holder_id, result.rows_in, result.rows_out, result.persons, result.quarantined,
+             result.unresolved_person_rows)
+    return result
+
+
+__all__ = ["PseudonymiseError", "PseudonymiseResult", "person_map", "pseudonymise_holder"]
