@@ -51,9 +51,10 @@ def _returned_counts(context: Mapping[str, Any]) -> object:
 
 
 def _exception_figures(exc: object) -> TaskFigures:
-    """Counts an exception chose to carry (e.g. a quality gate's ``counts`` or ``summary()``)."""
-    for attr in ("counts", "summary"):
-        value = getattr(exc, attr, None)
+    """Counts an exception chose to carry: ``counts``/``summary()`` on it or on its ``result``
+    (``pipelines.quality.results.QualityGateFailed`` carries the gate result)."""
+    for owner, attr in ((exc, "counts"), (exc, "summary"), (getattr(exc, "result", None), "summary")):
+        value = getattr(owner, attr, None)
         if callable(value):
             try:
                 value = value()

@@ -28,11 +28,12 @@ _CODE = re.compile(r"^[a-z][a-z0-9_.:/-]{0,79}$")
 # Names the stages use for the headline figures, in order of preference.
 ROWS_IN_KEYS = ("rows_in", "lines_read", "rows_read", "records_read", "resources_read", "rows_checked")
 ROWS_OUT_KEYS = ("rows_out", "rows_loaded", "rows_written", "rows_released", "resources_loaded", "rows")
-QUARANTINE_KEYS = ("quarantined", "rows_quarantined", "quarantine")
-CHECKS_FAILED_KEYS = ("checks_failed", "failed_checks", "blocking_failed")
+QUARANTINE_KEYS = ("quarantined", "rows_quarantined", "quarantined_rows", "quarantine")
+# The quality gate's summary lists the ids of failed checks under "failed".
+CHECKS_FAILED_KEYS = ("checks_failed", "failed_checks", "blocking_failed", "failed")
 
 #: Keys that identify rather than count; never stored as figures.
-ID_KEYS = frozenset({"holder", "source", "zone", "run_id", "release_id", "request_id", "stage"})
+ID_KEYS = frozenset({"holder", "source", "zone", "scope", "run_id", "release_id", "request_id", "stage"})
 
 
 def is_code(value: object) -> bool:
@@ -113,6 +114,8 @@ def _flatten(prefix: str, value: object, out: dict[tuple[str, str], float], dept
             if not is_code(key):
                 continue
             num = _number(inner)
+            if num is None and depth == 0 and isinstance(inner, list | tuple):
+                num = len(inner)  # e.g. the ids of warned checks: keep how many, not which
             if num is not None:
                 out[(prefix, key) if prefix else (key, "")] = float(num)
             elif isinstance(inner, Mapping):

@@ -76,3 +76,20 @@ def test_alert_still_sent_when_the_metrics_store_is_down(hdp_home, monkeypatch):
 def test_heartbeat_timeout_reason_from_the_dag_processor(metrics_sqlite):
     callbacks.on_failure(_context(exception="Task Instance Heartbeat Timeout ..."))
     assert store.latest_runs()[0].tasks[0].error_type == "TaskInstanceHeartbeatTimeout"
+
+
+class _Result:
+    def summary(self):
+        return {"failed": ["plausibility.hba1c", "unit.hba1c"], "quarantined_rows": 4, "scope": "ndr"}
+
+
+class QualityGateLike(RuntimeError):
+    def __init__(self):
+        super().__init__("gate")
+        self.result = _Result()
+
+
+def test_quality_gate_exception_result_summary_is_used(metrics_sqlite):
+    callbacks.on_failure(_context(task_id="validate_raw", exception=QualityGateLike()))
+    (t,) = store.latest_runs()[0].tasks
+    assert (t.checks_failed, t.rows_quarantined, t.error_type) == (2, 4, "QualityGateLike")

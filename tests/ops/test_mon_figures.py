@@ -78,3 +78,13 @@ def test_identity_from_airflow_like_context():
     assert (release.stage, release.dag_holder, release.task_source) == ("release", None, None)
     with pytest.raises(ValueError, match="task instance"):
         identity_from_context({})
+
+
+def test_quality_gate_summary():
+    f = figures_from_counts({"run_id": "r", "zone": "raw", "scope": "ndr", "passed": False,
+                             "checks": {"pass": 50, "warn": 2, "fail": 1, "skipped": 0, "error": 0},
+                             "failed": ["plausibility.hba1c"], "warned": ["a", "b"], "errored": [],
+                             "quarantined_rows": 17, "docs_path": "/x/index.html", "duration_s": 0.2})
+    assert f.checks_failed == 1 and f.quarantined == {"unspecified": 17}
+    assert f.extra[("checks", "pass")] == 50 and f.extra[("warned", "")] == 2
+    assert f.extra[("duration_s", "")] == 0.2 and ("docs_path", "") not in f.extra
