@@ -1,0 +1,192 @@
+"""Data Docs: a static HTML site per run, rendered by Great Expectations, with no raw values.
+
+The gate computes its verdicts itself (DuckDB pushdown over the check library); GX renders
+them. Each check becomes the closest GX expectation (``expect_column_values_to_be_between``
+for a range check, ``unexpected_rows_expectation`` for SQL-level checks) whose result holds
+counts only: ``partial_unexpected_list`` is always empty and no row is ever handed to GX, so
+the site cannot show a value however GX's result format is set.
+
+The site lives at ``$HDP_HOME/quality/docs/<run>/index.html``; GX's own project files
+(``great_expectations.yml``, the validation-results store) at ``$HDP_HOME/quality/gx/<run>/``,
+never in the repository. Usage analytics are switched off before GX is imported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.quality.catalog import Check
+from pipelines.quality.results import ERROR, PASS, SKIPPED, CheckResult, GateResult
+from pipelines.quality.store import safe_name
+
+
+def docs_index(quality_dir: Path, run_id: str) -> Path:
+    return quality_dir / "docs" / safe_name(run_id) / "index.html"
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _expectation(check: Check | None, res: CheckResult) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(GX expectation type, kwargs, result dict) for one check result: counts only."""
+    mostly = max(0.0, min(1.0, 1.0 - res.max_failed_share))
+    p = dict(check.params) if check else {}
+    column_result = {
+        "element_count": res.total_rows, "unexpected_count": res.failed_rows,
+        "unexpected_percent": round(100.0 * res.failed_share, 4), "missing_count": 0,
+        "partial_unexpected_list": [],
+    }
+    kind = res.kind
+    if kind == "not_null":
+        return "expect_column_values_to_not_be_null", {"column": p["column"], "mostly": mostly}, column_result
+    if kind == "in_set":
+        return ("expect_column_values_to_be_in_set", {"column": p["column"], "value_set": list(p["values"]),
+                                                       "mostly": mostly}, column_result)
+    if kind == "range":
+        return ("expect_column_values_to_be_between", {"column": p["column"], "min_value": p["min"],
+                                                        "max_value": p["max"], "mostly": mostly}, column_result)
+    if kind == "regex":
+        return ("expect_column_values_to_match_regex", {"column": p["column"], "regex": p["pattern"],
+                                                         "mostly": mostly}, column_result)
+    if kind == "unique" and len(p.get("columns", ())) == 1:
+        return "expect_column_values_to_be_unique", {"column": p["columns"][0], "mostly": mostly}, column_result
+    if kind == "unique":
+        return "expect_compound_columns_to_be_unique", {"column_list": list(p["columns"]), "mostly": mostly}, column_result
+    if kind == "row_count_min":
+        return ("expect_table_row_count_to_be_between", {"min_value": p["min_rows"], "max_value": None},
+                {"observed_value": res.total_rows})
+    description = {
+        "code_list": f"{res.column} in code list {p.get('code_list')}",
+        "personnummer": f"{res.column} is a valid personnummer/samordningsnummer (date, Luhn check digit)",
+        "predicate": str(p.get("description", "")),
+        "join_predicate": str(p.get("description", "")),
+        "foreign_key": f"({', '.join(p.get('columns', ()))}) found in {p.get('ref_table')}",
+        "match_within": f"matching {p.get('ref_table')} row within {p.get('window_days')} days",
+        "quarantine_reason": f"records quarantined at ingestion ({', '.join(p.get('reason_codes', ()))})",
+        "columns_absent": "no direct-identifier columns",
+        "no_identifier_values": "no personnummer-shaped text",
+    }.get(kind, kind)
+    query = f"SELECT * FROM {{batch}} -- {res.id}: rows failing '{description}' in {res.table}"
+    return ("unexpected_rows_expectation", {"unexpected_rows_query": query, "description": description},
+            {"observed_value": res.failed_rows, "details": {"total_rows": res.total_rows}})
+
+
+def _rule(etype: str, kwargs: dict[str, Any]) -> str:
+    col = kwargs.get("column")
+    if etype == "expect_column_values_to_not_be_null":
+        return f"{col} is not empty"
+    if etype == "expect_column_values_to_be_in_set":
+        return f"{col} in {{{', '.join(map(str, kwargs['value_set']))}}}"
+    if etype == "expect_column_values_to_be_between":
+        return f"{col} between {kwargs['min_value']} and {kwargs['max_value']}"
+    if etype == "expect_column_values_to_match_regex":
+        return f"{col} matches {kwargs['regex']}"
+    if etype == "expect_column_values_to_be_unique":
+        return f"{col} is unique"
+    if etype == "expect_compound_columns_to_be_unique":
+        return f"({', '.join(kwargs['column_list'])}) is unique"
+    if etype == "expect_table_row_count_to_be_between":
+        return f"at least {kwargs['min_value']} rows"
+    return etype
+
+
+def _description(res: CheckResult, rule: str) -> str:
+    """What GX shows for the expectation: check id, rule, verdict and counts (never a value)."""
+    limit = f"{res.max_failed_share:.2%}" + (f" and {res.max_failed_count} rows" if res.max_failed_count is not None else "")
+    text = (f"{res.id} [{res.severity}] {res.verdict.upper()}: {rule}. "
+            f"{res.failed_rows} of {res.total_rows} rows failed ({res.failed_share:.2%}); tolerated {limit}.")
+    if res.quarantined_rows:
+        text += f" {res.quarantined_rows} rows copied to quarantine."
+    if res.reason:
+        text += f" ({res.reason})"
+    return text
+
+
+def _meta(check: Check | None, res: CheckResult) -> dict[str, Any]:
+    lines = [f"**{res.id}** ({res.category}/{res.subcategory}, {res.severity}): verdict **{res.verdict}**, "
+             f"{res.failed_rows} of {res.total_rows} rows failed; tolerated {res.max_failed_share:.2%}"
+             + (f" and at most {res.max_failed_count} rows" if res.max_failed_count is not None else "") + "."]
+    if check is not None:
+        lines.append(check.note)
+    if res.reason:
+        lines.append(f"Note: {res.reason}.")
+    if res.quarantined_rows:
+        lines.append(f"{res.quarantined_rows} rows copied to the raw zone's quarantine with this check id.")
+    return {"check_id": res.id, "severity": res.severity, "verdict": res.verdict, "table": res.table,
+            "notes": {"format": "markdown", "content": lines}}
+
+
+def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> Path:
+    """Add ``result`` to its run's Data Docs site and rebuild the site; returns index.html."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before the import: GX reads it at start-up
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    run = safe_name(result.run_id)
+    site_dir = quality_dir / "docs" / run
+    run_time = datetime.fromisoformat(result.started_at).astimezone(UTC)
+    by_table: dict[str, list[CheckResult]] = {}
+    for res in result.checks:
+        by_table.setdefault(res.table, []).append(res)
+    suites = []
+    for table in sorted(by_table):
+        evrs = []
+        for res in sorted(by_table[table], key=lambda r: r.id):
+            check = checks.get(res.id)
+            etype, kwargs, res_dict = _expectation(check, res)
+            kwargs["description"] = _description(res, kwargs.pop("description", None) or _rule(etype, kwargs))
+            config = ExpectationConfiguration(type=etype, kwargs=kwargs, meta=_meta(check, res))
+            evrs.append(ExpectationValidationResult(
+                success=res.verdict in (PASS, SKIPPED), expectation_config=config, result=res_dict,
+                exception_info={"raised_exception": res.verdict == ERROR, "exception_message": res.reason or None,
+                                "exception_traceback": None}))
+        ok = sum(1 for e in evrs if e.success)
+        blocked = any(r.blocks for r in by_table[table])
+        suite_name = f"{result.zone}.{safe_name(result.scope)}.{table if table != '*' else 'all_tables'}"
+        suites.append((suite_name, table, ExpectationSuiteValidationResult(
+            success=not blocked, results=evrs, suite_name=suite_name,
+            statistics={"evaluated_expectations": len(evrs), "successful_expectations": ok,
+                        "unsuccessful_expectations": len(evrs) - ok,
+                        "success_percent": round(100.0 * ok / len(evrs), 2) if evrs else 100.0},
+            meta={"run_id": {"run_name": result.run_id, "run_time": run_time.isoformat()},
+                  "active_batch_definition": {"datasource_name": "hdp", "data_asset_name": f"{result.zone}/{result.scope}",
+                                              "batch_definition_name": table},
+                  "batch_spec": {}, "batch_markers": {}, "hdp_library_version": result.library_version},
+        )))
+    with _locked(quality_dir / "docs" / f"{run}.lock"):
+        context = gx.get_context(mode="file", project_root_dir=str(quality_dir / "gx" / run))
+        site_name = "hdp_run"
+        if site_name not in (context.get_config().data_docs_sites or {}):
+            context.add_data_docs_site(site_name=site_name, site_config={
+                "class_name": "SiteBuilder", "show_how_to_buttons": False,
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
+            })
+        for suite_name, table, suite_result in suites:
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+                run_id=RunIdentifier(run_name=result.run_id, run_time=run_time),
+                batch_identifier=table if table != "*" else "all_tables",
+            )
+            context.validation_results_store.set(key, suite_result)
+        context.build_data_docs(site_names=[site_name])
+    return site_dir / "index.html"
