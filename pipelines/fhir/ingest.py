@@ -161,7 +161,7 @@ def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Ou
         return None
     try:
         obj = _decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
@@ -433,8 +433,8 @@ def _flag_dangling(con: Any, views: dict[str, CompiledView]) -> int:
                 WHERE t."{col}" IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM "{target}" r WHERE r."{target_key}" = t."{col}")""",
             [rtype, path],
-        ).fetchone()
-        total += int(n[0]) if n else 0
+        ).fetchall()
+        total += int(n[0][0]) if n else 0
     return total
 
 

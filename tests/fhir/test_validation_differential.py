@@ -14,12 +14,18 @@ import json
 import random
 from typing import Any
 
+import fhir_factory as factory
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.fhir.validation import RESOURCE_TYPES, code_issues, fast_accept, reference_issues, validate_resource
-import fhir_factory as factory
+from pipelines.fhir.validation import (
+    RESOURCE_TYPES,
+    code_issues,
+    fast_accept,
+    reference_issues,
+    validate_resource,
+)
 
 _SAMPLES = factory.rich_samples()
 
