@@ -109,6 +109,9 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
         return build_report(svc.audit.entries())
 
     _mount_governance(app, current_user)
+    from access.web import build_router as build_web_router  # server-rendered pages under /web
+
+    app.include_router(build_web_router())
     app.router.on_shutdown.append(service.close)
     return app
 
