@@ -62,7 +62,9 @@ def _target(zone: str, holder_id: str | None, release_dir: Path | None,
     if zone == "release":
         if release_dir is None or holder_id is not None:
             raise ValueError("the release gate needs release_dir (and no holder_id)")
-        return Path(release_dir) / "release.duckdb", Path(release_dir).name, None, datetime.now(UTC).date()
+        # the release builder gates its staging directory (.staging-<release_id>) before publishing
+        scope = Path(release_dir).name.removeprefix(".staging-")
+        return Path(release_dir) / "release.duckdb", scope, None, datetime.now(UTC).date()
     raise ValueError(f"zone must be one of {catalog.ZONES}, not {zone!r}")
 
 
