@@ -18,7 +18,7 @@ so the figures are a guide, not the release's final risk (the page says so).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ def _table_groups(con: duckdb.DuckDBPyConnection, holder_id: str, table: str, qi
 
 
 def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[HolderThresholds, ...],
-                table_holders: Mapping[str, Iterable[str]], research_db: callable) -> tuple[GroupRisk, ...]:  # type: ignore[valid-type]
+                table_holders: Mapping[str, Iterable[str]], research_db: Callable[[str], Path]) -> tuple[GroupRisk, ...]:
     """Group sizes for each (holder in scope, requested table the holder delivers).
 
     ``research_db(holder_id) -> Path`` locates the research zone (``Settings.research_db``).
@@ -180,7 +180,7 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
 
 def precheck(variables: Iterable[str], holder_ids: Iterable[str], *, catalogue: Mapping[str, Mapping[str, str]],
              holders: Iterable[object], table_holders: Mapping[str, Iterable[str]],
-             research_db: callable, compute_groups: bool = True) -> PreCheck:  # type: ignore[valid-type]
+             research_db: Callable[[str], Path], compute_groups: bool = True) -> PreCheck:
     """The full pre-check for a request (see the module docstring)."""
     wanted = set(holder_ids)
     thresholds = tuple(

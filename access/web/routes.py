@@ -1,0 +1,490 @@
+"""Server-rendered pages: steward review queue and request page, researcher page, public register.
+
+Mounted by ``access.app`` with ``app.include_router(build_router())``; every path is under
+``/web``. The governance store is the only data source, read through ``governance.service``
+inside ``governance.store.session_scope``; pages never show a patient identifier or a health
+value (only request metadata, thresholds, and counts).
+
+Security model (see also ``access.web.sessions``):
+
+* Login: the user pastes their API token into a form; it is checked with
+  ``service.authenticate_token`` and kept in server memory only. The browser gets an opaque,
+  HttpOnly, SameSite=Strict session cookie (Secure when served over HTTPS or in production).
+* Every page re-authenticates the session's token, so revocation takes effect at once.
+* Every POST form carries the session's CSRF token; a missing or wrong one is refused (403).
+* Jinja autoescaping is on for every template; a strict Content-Security-Policy forbids inline
+  script and style and any third-party origin; authenticated pages are ``Cache-Control: no-store``.
+* Stewards see only requests with one of their holders in scope; others get 404, not 403, so
+  the page does not reveal that a request exists. Separation of duties (no decision on one's own
+  request) is enforced by governance; the page shows governance's error text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from access.web import i18n, precheck, quality
+from access.web.sessions import COOKIE_NAME, SessionStore, WebSession
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+PREFIX = "/web"
+IN_REVIEW = ("submitted", "under_review")
+DECISIONS = ("approve", "reject", "return")
+MAX_JUSTIFICATION = 4000  # characters; longer text is refused before it reaches the store
+
+SECURITY_HEADERS = {
+    # No script at all on these pages; styles only from our own stylesheet.
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _fmt_date(value: date | datetime | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value.tzinfo else value.strftime("%Y-%m-%d %H:%M")
+    return value.isoformat()
+
+
+def _fmt_day(value: date | datetime | None) -> str:
+    if value is None:
+        return "–"
+    return (value.date() if isinstance(value, datetime) else value).isoformat()
+
+
+def make_environment() -> Environment:
+    """The Jinja environment: autoescape on for everything, undefined names are errors."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["dt"] = _fmt_date
+    env.filters["day"] = _fmt_day
+    return env
+
+
+def safe_next(target: str | None) -> str | None:
+    """A post-login redirect target only if it is a local web page (no open redirect).
+
+    >>> safe_next("/web/requests/3"), safe_next("//evil.example/web"), safe_next("https://x/web")
+    ('/web/requests/3', None, None)
+    """
+    if not target or not target.startswith(PREFIX + "/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ch in target for ch in "\r\n") or "//" in target:
+        return None
+    return target
+
+
+@dataclass
+class Page:
+    """What a handler knows about the caller: language, session, authenticated user."""
+
+    request: Request
+    lang: str
+    t: Callable[..., str]
+    session: WebSession | None
+    session_id: str | None
+    user: Any = None  # governance.values.User when logged in
+    set_lang_cookie: bool = False
+    new_cookie: str | None = None  # a session id to set on the response
+    flashes: list[tuple[str, str]] = field(default_factory=list)
+    expired: bool = False  # the session's token was revoked or its user disabled
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.user.roles) if self.user else frozenset()
+
+
+class WebApp:
+    """The page handlers with their dependencies (session store, governance URL, settings)."""
+
+    def __init__(self, *, sessions: SessionStore | None = None, governance_url: Callable[[], str] | None = None,
+                 settings: Callable[[], Any] | None = None, api_base_url: str | None = None,
+                 transparency_json_url: str = PREFIX + "/transparency.json", precheck_groups: bool = True) -> None:
+        from hdp.settings import get_settings
+
+        self.sessions = sessions or SessionStore()
+        self._settings = settings or get_settings
+        self._governance_url = governance_url or (lambda: self._settings().governance_url)
+        self.api_base_url = api_base_url
+        self.transparency_json_url = transparency_json_url
+        self.precheck_groups = precheck_groups
+        self.env = make_environment()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def store(self):  # type: ignore[no-untyped-def]
+        from governance.store import session_scope
+
+        return session_scope(self._governance_url())
+
+    def page(self, request: Request) -> Page:
+        lang = i18n.negotiate(request.query_params.get("lang"), request.cookies.get(i18n.LANG_COOKIE),
+                              request.headers.get("accept-language"))
+        session_id = request.cookies.get(COOKIE_NAME)
+        session = self.sessions.get(session_id)
+        p = Page(request=request, lang=lang, t=i18n.translator(lang), session=session,
+                 session_id=session_id if session else None,
+                 set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES)
+        if session is not None and session.authenticated:
+            from governance.service import authenticate_token
+
+            with self.store() as s:
+                user = authenticate_token(s, session.token)  # type: ignore[arg-type]
+            if user is None or user.name != session.user_name:
+                # Token revoked or user disabled since login: end the session (fails closed).
+                self.sessions.delete(session_id)
+                p.session, p.session_id, p.expired = None, None, True
+            else:
+                p.user = user
+        if p.session is not None and p.session.flash:
+            p.flashes.extend(p.session.flash)
+            p.session.flash.clear()
+        return p
+
+    def ensure_session(self, p: Page) -> WebSession:
+        """The caller's session, creating an anonymous one (for the login form's CSRF token)."""
+        if p.session is None:
+            p.new_cookie, p.session = self.sessions.create()
+            p.session_id = p.new_cookie
+        return p.session
+
+    def _secure(self, request: Request) -> bool:
+        return request.url.scheme == "https" or bool(getattr(self._settings(), "is_production", False))
+
+    def finish(self, p: Page, response: Response) -> Response:
+        for k, v in SECURITY_HEADERS.items():
+            response.headers[k] = v
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = "Cookie, Accept-Language"
+        secure = self._secure(p.request)
+        if p.new_cookie:
+            response.set_cookie(COOKIE_NAME, p.new_cookie, httponly=True, samesite="strict", secure=secure,
+                                path="/", max_age=int(self.sessions.absolute_timeout.total_seconds()))
+        if p.set_lang_cookie:
+            response.set_cookie(i18n.LANG_COOKIE, p.lang, httponly=True, samesite="strict", secure=secure,
+                                path="/", max_age=365 * 86400)
+        return response
+
+    def render(self, p: Page, template: str, *, status: int = 200, **context: Any) -> Response:
+        csrf = p.session.csrf_token if p.session is not None else ""
+        html = self.env.get_template(template).render(
+            t=p.t, lang=p.lang, user=p.user, roles=p.roles, csrf_token=csrf, flashes=p.flashes,
+            path=p.request.url.path, prefix=PREFIX, **context,
+        )
+        return self.finish(p, HTMLResponse(html, status_code=status))
+
+    def redirect(self, p: Page, url: str) -> Response:
+        return self.finish(p, RedirectResponse(url, status_code=303))
+
+    def login_redirect(self, p: Page) -> Response:
+        from urllib.parse import quote
+
+        notice = "&notice=session_expired" if p.expired else ""
+        return self.redirect(p, f"{PREFIX}/login?next={quote(p.request.url.path, safe='/')}{notice}")
+
+    def error(self, p: Page, status: int, key: str) -> Response:
+        return self.render(p, "error.html", status=status, title=p.t("error_title"), message=p.t(key))
+
+    def csrf_ok(self, p: Page, submitted: str | None) -> bool:
+        return p.session is not None and p.session.check_csrf(submitted)
+
+    # -- pages -------------------------------------------------------------------------------
+    def home(self, request: Request) -> Response:
+        p = self.page(request)
+        if p.user is None:
+            return self.login_form(request, page=p)
+        if "steward" in p.roles:
+            return self.redirect(p, f"{PREFIX}/steward")
+        return self.redirect(p, f"{PREFIX}/researcher")
+
+    def login_form(self, request: Request, *, page: Page | None = None, status: int = 200,
+                   error: str | None = None) -> Response:
+        p = page or self.page(request)
+        if p.user is not None and error is None:
+            return self.redirect(p, safe_next(request.query_params.get("next")) or f"{PREFIX}/")
+        self.ensure_session(p)
+        notice = request.query_params.get("notice")
+        if notice == "logged_out":
+            p.flashes.append(("info", p.t("logged_out")))
+        elif notice == "session_expired" or p.expired:
+            p.flashes.append(("error", p.t("session_expired")))
+        return self.render(p, "login.html", status=status, title=p.t("login_title"), error=error,
+                           next=safe_next(request.query_params.get("next")) or "")
+
+    def login(self, request: Request, token: str, csrf_token: str, next_url: str) -> Response:
+        from governance.service import authenticate_token
+
+        p = self.page(request)
+        if not self.csrf_ok(p, csrf_token):
+            # A fresh anonymous session for the re-rendered form (the old one may be forged).
+            self.sessions.delete(p.session_id)
+            p.session = None
+            return self.login_form(request, page=p, status=403, error=p.t("csrf_failed"))
+        with self.store() as s:
+            user = authenticate_token(s, token.strip())
+        if user is None:
+            log.info("web login failed")  # nothing about the token, not even its length
+            return self.login_form(request, page=p, status=401, error=p.t("login_failed"))
+        # Session fixation: the anonymous session is dropped, the logged-in one gets a new id.
+        self.sessions.delete(p.session_id)
+        p.new_cookie, p.session = self.sessions.create(user_name=user.name, token=token.strip())
+        log.info("web login user=%s", user.name)
+        default = f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
+        return self.redirect(p, safe_next(next_url) or default)
+
+    def logout(self, request: Request, csrf_token: str) -> Response:
+        p = self.page(request)
+        if p.session is None:
+            return self.redirect(p, f"{PREFIX}/login")
+        if not self.csrf_ok(p, csrf_token):
+            return self.error(p, 403, "csrf_failed")
+        self.sessions.delete(p.session_id)
+        response = self.redirect(p, f"{PREFIX}/login?notice=logged_out")
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self._secure(request))
+        return response
+
+    def steward_queue(self, request: Request) -> Response:
+        from governance import service
+
+        p = self.page(request)
+        if p.user is None:
+            return self.login_redirect(p)
+        if "steward" not in p.roles:
+            return self.error(p, 403, "forbidden")
+        mine = sorted(p.user.holder_ids)
+        seen: dict[int, Any] = {}
+        with self.store() as s:
+            for h in mine:
+                for r in service.list_requests(s, holder_id=h):
+                    seen.setdefault(r.id, r)
+        awaiting, others = [], []
+        for r in sorted(seen.values(), key=lambda r: r.id):
+            if r.status == "draft":
+                continue  # not submitted: not the holders' business yet
+            pending = pending_holders(r, p.user)
+            if pending:
+                due = min(rv.due_at for rv in r.reviews if rv.review_round == r.review_round and rv.holder_id in pending)
+                awaiting.append({"request": r, "holders": pending, "due": due})
+            else:
+                others.append(r)
+        others.sort(key=lambda r: r.id, reverse=True)
+        return self.render(p, "steward_queue.html", title=p.t("queue_title"), my_holders=mine,
+                           awaiting=awaiting, others=others)
+
+    def _visible_request(self, p: Page, request_id: int):  # type: ignore[no-untyped-def]
+        """The request if the caller may see it (steward of a holder in scope, applicant, member)."""
+        from governance import service
+        from governance.errors import NotFound
+
+        try:
+            with self.store() as s:
+                r = service.get_request(s, request_id=request_id)
+                permit = service.permit_for_request(s, request_id=request_id)
+        except NotFound:
+            return None, None
+        as_steward = "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders)) and r.status != "draft"
+        as_member = p.user.name == r.applicant or p.user.name in r.members
+        if not (as_steward or as_member):
+            return None, None
+        return r, permit
+
+    def request_page(self, request: Request, request_id: int, *, page: Page | None = None, status: int = 200,
+                     error: str | None = None, form: dict[str, str] | None = None) -> Response:
+        p = page or self.page(request)
+        if p.user is None:
+            return self.login_redirect(p)
+        r, permit = self._visible_request(p, request_id)
+        if r is None:
+            return self.error(p, 404, "not_found")
+        steward_view = "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders))
+        context: dict[str, Any] = {"r": r, "permit": permit, "steward_view": steward_view, "error": error,
+                                   "form": form or {}}
+        from governance.catalogue import load_catalogue, table_holders
+        from governance.purposes import LEGAL_BASES, PURPOSES
+        from hdp.settings import holders
+
+        settings = self._settings()
+        context["purpose_text"] = PURPOSES.get(r.purpose, "")
+        context["legal_basis_text"] = LEGAL_BASES.get(r.legal_basis, "")
+        context["holder_names"] = {h.id: h.name for h in holders()}
+        context["current_reviews"] = [rv for rv in r.reviews if rv.review_round == r.review_round]
+        if steward_view:
+            context["pending"] = pending_holders(r, p.user)
+            context["check"] = precheck.precheck(
+                r.variables, r.holders, catalogue=load_catalogue(), holders=holders(),
+                table_holders=table_holders(), research_db=settings.research_db,
+                compute_groups=self.precheck_groups)
+            context["gates"] = [quality.latest_gate(settings.quality_dir, zone="research", scope=h)
+                                for h in r.holders]
+            label = quality.release_label(settings.releases_dir, permit.release_id if permit else None)
+            context["release_label"] = quality.flatten_label(label) if label else None
+        else:
+            context["variables"] = precheck.classify_variables(r.variables, load_catalogue())
+        return self.render(p, "request.html", status=status,
+                           title=p.t("request_title", id=r.id, project=r.project), **context)
+
+    def decide(self, request: Request, request_id: int, *, csrf_token: str, holder_id: str, decision: str,
+               justification: str) -> Response:
+        from governance import service
+        from governance.errors import GovernanceError
+
+        p = self.page(request)
+        if p.user is None:
+            return self.login_redirect(p)
+        if not self.csrf_ok(p, csrf_token):
+            return self.error(p, 403, "csrf_failed")
+        r, _ = self._visible_request(p, request_id)
+        if r is None or "steward" not in p.roles:
+            return self.error(p, 404, "not_found")
+        form = {"holder_id": holder_id, "decision": decision, "justification": justification}
+        if len(justification) > MAX_JUSTIFICATION:
+            msg = p.t("decision_error", message=f"justification longer than {MAX_JUSTIFICATION} characters")
+            return self.request_page(request, request_id, page=p, status=422, error=msg, form=form)
+        try:
+            with self.store() as s:
+                new_status = service.decide(s, request_id=request_id, holder_id=holder_id, reviewer=p.user.name,
+                                            decision=decision, justification=justification)
+        except GovernanceError as exc:
+            # Governance messages name fields, states and ids, never a personal identifier.
+            log.info("web decision refused request=%s code=%s", request_id, exc.code)
+            return self.request_page(request, request_id, page=p, status=exc.http_status,
+                                     error=p.t("decision_error", message=exc.message), form=form)
+        log.info("web decision request=%s holder=%s decision=%s status=%s", request_id, holder_id, decision, new_status)
+        assert p.session is not None
+        p.session.flash.append(("success", p.t("decision_recorded", status=p.t(f"status_{new_status}"))))
+        return self.redirect(p, f"{PREFIX}/requests/{request_id}")
+
+    def researcher(self, request: Request) -> Response:
+        from governance import service
+
+        p = self.page(request)
+        if p.user is None:
+            return self.login_redirect(p)
+        now = datetime.now(UTC)
+        with self.store() as s:
+            requests = [r for r in service.list_requests(s, user_name=p.user.name)]
+            releases = service.releases_for_user(s, user_name=p.user.name, at=now)
+        base = self.api_base_url or str(request.base_url).rstrip("/")
+        example_release = releases[0].release_id if releases else p.t("howto_release_placeholder")
+        return self.render(p, "researcher.html", title=p.t("researcher_title"), requests=requests,
+                           releases=releases, api_base=base, example_release=example_release)
+
+    def transparency(self, request: Request) -> Response:
+        from governance.service import transparency_register
+
+        p = self.page(request)
+        with self.store() as s:
+            entries = transparency_register(s)
+        from hdp.settings import holders
+
+        response = self.render(p, "transparency.html", title=p.t("transparency_title"), entries=entries,
+                               holder_names={h.id: h.name for h in holders()},
+                               json_url=self.transparency_json_url)
+        if p.user is None:
+            # Public and identical for every anonymous visitor: may be cached briefly.
+            response.headers["Cache-Control"] = "public, max-age=60"
+        return response
+
+    def transparency_json(self) -> Response:
+        """The public register as JSON (same entries as the page; no personal data)."""
+        from dataclasses import asdict
+
+        from governance.service import transparency_register
+
+        with self.store() as s:
+            entries = [asdict(e) for e in transparency_register(s)]
+        body = json.dumps({"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "permits": entries},
+                          default=str, ensure_ascii=False)
+        return Response(body, media_type="application/json",
+                        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff",
+                                 "Access-Control-Allow-Origin": "*"})
+
+    def stylesheet(self) -> Response:
+        css = (STATIC_DIR / "style.css").read_text(encoding="utf-8")
+        return Response(css, media_type="text/css",
+                        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
+def pending_holders(r: Any, user: Any) -> list[str]:
+    """The steward's holders that still await a decision from this steward in the current round."""
+    if r.status not in IN_REVIEW:
+        return []
+    decided_by_me = {d.holder_id for d in r.decisions if d.review_round == r.review_round and d.reviewer == user.name}
+    return sorted(
+        rv.holder_id for rv in r.reviews
+        if rv.review_round == r.review_round and rv.verdict == "pending"
+        and rv.holder_id in user.holder_ids and rv.holder_id not in decided_by_me
+    )
+
+
+def build_router(**options: Any) -> APIRouter:
+    """The ``/web`` pages as a router; ``options`` go to ``WebApp`` (tests pass a session store)."""
+    web = WebApp(**options)
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    router.web = web  # type: ignore[attr-defined]  # tests reach the session store through it
+
+    @router.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> Response:
+        return web.home(request)
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request) -> Response:
+        return web.login_form(request)
+
+    @router.post("/login", response_class=HTMLResponse)
+    def login(request: Request, token: str = Form(""), csrf_token: str = Form(""),
+              next: str = Form("")) -> Response:  # noqa: A002 - the form field's name
+        return web.login(request, token, csrf_token, next)
+
+    @router.post("/logout")
+    def logout(request: Request, csrf_token: str = Form("")) -> Response:
+        return web.logout(request, csrf_token)
+
+    @router.get("/steward", response_class=HTMLResponse)
+    def steward_queue(request: Request) -> Response:
+        return web.steward_queue(request)
+
+    @router.get("/requests/{request_id}", response_class=HTMLResponse)
+    def request_page(request: Request, request_id: int) -> Response:
+        return web.request_page(request, request_id)
+
+    @router.post("/requests/{request_id}/decide", response_class=HTMLResponse)
+    def decide(request: Request, request_id: int, csrf_token: str = Form(""), holder_id: str = Form(""),
+               decision: str = Form(""), justification: str = Form("")) -> Response:
+        return web.decide(request, request_id, csrf_token=csrf_token, holder_id=holder_id, decision=decision,
+                          justification=justification)
+
+    @router.get("/researcher", response_class=HTMLResponse)
+    def researcher(request: Request) -> Response:
+        return web.researcher(request)
+
+    @router.get("/transparency", response_class=HTMLResponse)
+    def transparency(request: Request) -> Response:
+        return web.transparency(request)
+
+    @router.get("/transparency.json")
+    def transparency_json() -> Response:
+        return web.transparency_json()
+
+    @router.get("/static/style.css")
+    def stylesheet() -> Response:
+        return web.stylesheet()
+
+    return router
