@@ -24,7 +24,8 @@ from typing import Any
 from hdp.settings import SCHEMAS_DIR
 
 CHECKS_DIR = SCHEMAS_DIR / "checks"
-CODES_DIR = CHECKS_DIR / "codes"
+#: Code lists shared with the FHIR terminology check (one source of truth).
+CODES_DIR = SCHEMAS_DIR / "codes"
 
 ZONES = ("raw", "research", "release")
 SEVERITIES = ("blocking", "warning")
@@ -57,6 +58,7 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                    "window_days"}), frozenset()),
     "row_count_min": (frozenset({"min_rows"}), frozenset()),
     "quarantine_reason": (frozenset({"reason_codes"}), frozenset()),
+    "flag_count": (frozenset({"flag_codes"}), frozenset()),
     "columns_absent": (frozenset({"columns"}), frozenset()),
     "no_identifier_values": (frozenset(), frozenset({"exclude_columns"})),
 }
@@ -283,8 +285,8 @@ def library() -> tuple[Check, ...]:
 def library_version(directory: Path = CHECKS_DIR) -> str:
     """SHA-256 over the library files (checks and code lists): recorded with every result."""
     digest = hashlib.sha256()
-    for path in sorted([*directory.glob("*.json"), *(directory / "codes").glob("*.csv")]):
-        digest.update(path.relative_to(directory).as_posix().encode())
+    for path in sorted([*directory.glob("*.json"), *CODES_DIR.glob("*.csv")]):
+        digest.update(path.relative_to(directory.parent).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -299,7 +301,7 @@ def checks_for(zone: str, sources: Iterable[str] | None, checks: Iterable[Check]
 
 @cache
 def code_list(name: str) -> frozenset[str]:
-    """Codes of ``schemas/checks/codes/<name>.csv`` (header ``code,display``)."""
+    """Codes of ``schemas/codes/<name>.csv`` (header ``code,display``)."""
     if not _IDENT.match(name):
         raise CheckLibraryError(f"code list name {name!r} is not a plain identifier")
     path = CODES_DIR / f"{name}.csv"

@@ -22,6 +22,8 @@ from pipelines.quality.results import ERROR, FAIL, PASS, SKIPPED, WARN, CheckRes
 log = logging.getLogger(__name__)
 
 QUARANTINE_TABLE = "quarantine"
+#: Written by FHIR ingestion: (resource_type, resource_key, flag_code, path) per flagged resource.
+FLAG_TABLE = "fhir_flag"
 #: Tables that are bookkeeping, not data: never scanned by table "*" checks.
 INTERNAL_TABLES = frozenset({QUARANTINE_TABLE, "person_link", "fhir_flag"})
 
@@ -116,7 +118,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: s
     row_checks: dict[str, list[Check]] = defaultdict(list)
     set_checks: list[Check] = []
     for check in checks:
-        if check.kind in ("quarantine_reason", "columns_absent", "no_identifier_values"):
+        if check.kind in ("quarantine_reason", "flag_count", "columns_absent", "no_identifier_values"):
             set_checks.append(check)
             continue
         own, refs = _columns_needed(check)
@@ -201,6 +203,15 @@ def _evaluate_set_check(con: duckdb.DuckDBPyConnection, check: Check, zone: str,
         if check.kind == "quarantine_reason":
             failed, total = _quarantine_counts(con, check, schema, source_tables)
             return _result(check, zone, failed, total)
+        if check.kind == "flag_count":
+            total = con.execute(f"SELECT count(*) FROM {sql.ident(check.table)}").fetchone()[0] \
+                if check.table in schema.tables else 0
+            failed = 0
+            if FLAG_TABLE in schema.tables:
+                codes = list(check.params["flag_codes"])
+                marks = ", ".join("?" for _ in codes)
+                failed = con.execute(f"SELECT count(*) FROM {FLAG_TABLE} WHERE flag_code IN ({marks})", codes).fetchone()[0]
+            return _result(check, zone, int(failed), int(total))
         if check.kind == "columns_absent":
             forbidden = set(check.params["columns"])
             failed = total = 0
