@@ -57,19 +57,19 @@ class Issue:
 
 # --------------------------------------------------------------------------- primitive checks
 # Each is deliberately at least as strict as fhir_core's type (proved by the differential
-# test); anything they refuse goes to the reference validator, so strictness costs only time.
-_DATE_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12]\d|3[01]))?)?$")
+# test; anchored with \Z, since '$' would also match before a trailing newline); anything they refuse goes to the reference validator, so strictness costs only time.
+_DATE_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12]\d|3[01]))?)?\Z")
 _DT_RE = re.compile(
     r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
-    r"(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)$"
+    r"(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)\Z"
 )
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?$")
-_CODE_RE = re.compile(r"^[^\s]+( [^\s]+)*$")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e]+$")
-_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?$")
-_OID_RE = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$")
-_UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?\Z")
+_CODE_RE = re.compile(r"^[^\s]+( [^\s]+)*\Z")
+_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e]+\Z")
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?\Z")
+_OID_RE = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+\Z")
+_UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _INT32 = (-2147483648, 2147483647)
 
 
@@ -274,7 +274,7 @@ class _Lazy:
         return self._spec
 
 
-_REF_RE = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}$")
+_REF_RE = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}\Z")
 
 
 def _fast_complex(obj: Any, spec: _Type) -> bool:
@@ -344,7 +344,7 @@ def fast_accept(resource: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- reference path
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 # Reason phrases by pydantic error type: fixed text, so no value can leak into `detail`.
 _REASONS = {

@@ -33,7 +33,7 @@ _ODD_VALUES: list[Any] = [
     "", " ", "  padded  ", "a b", "male ", "bogus", "x" * 70, "x" * 300, "1970-06", "1970-02-30", "2023-13-01",
     "0000", "2020-01-01T10:00:00", "2020-01-01T10:00:00Z", "2020-01-01T24:00:00+01:00", "10:61:00", "12:00:00",
     "urn:oid:1.2", "urn:uuid:53fefa32-fcbb-4ff8-8a92-55ee120877b7", "http://x y", "http://example.org/a",
-    "Patient/p1", "Group/g1", "tab\there", "new\nline", "\u00e5\u00e4\u00f6", "true", "12", "1.5",
+    "Patient/p1", "Group/g1", "tab\there", "new\nline", "p1\n", "male\n", "1970-01-01\n", "urn:oid:1.2.3\n", "\u00e5\u00e4\u00f6", "true", "12", "1.5",
     0, 1, -1, 2**31, 1.5, 2.0, 1e20, True, False, None, [], {}, ["x"], [{}], {"a": 1},
 ]
 
