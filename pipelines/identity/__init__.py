@@ -5,6 +5,7 @@ Public API (imported lazily so ``import pipelines.identity.personnummer`` stays 
 * :func:`consent_key` - consent-domain pseudonym of an identifier in any form
 * :func:`release_person_map` - holder pseudonyms -> a release's own pseudonyms (+ consent keys)
 * :func:`apply_release_policy` - quasi-identifier generalisation for a release
+* :func:`describe_release_policy` - the policy as applied, for the release manifest
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _EXPORTS = {
     "release_domain_name": "pipelines.identity.domains",
     "release_person_map": "pipelines.identity.release",
     "apply_release_policy": "pipelines.identity.release",
+    "describe_release_policy": "pipelines.identity.release",
     "load_release_policy": "pipelines.identity.policy",
 }
 

@@ -196,4 +196,9 @@ def load_release_policy(path: Path | None = None) -> ReleasePolicy:
         if action == "shift" and int(dict(params).get("max_days", 0)) <= 0:
             raise PolicyError(f"release policy: {variable} shift needs max_days > 0")
         rules.append(ReleaseRule(variable=variable, action=action, params=params))
+    ranges = {int(r.param("max_days")) for r in rules if r.action == "shift"}
+    if len(ranges) > 1:
+        # One offset per person keeps the intervals between *all* of a person's dates, in
+        # every table of the release; several ranges would give one person several offsets.
+        raise PolicyError(f"release policy uses several shift ranges {sorted(ranges)}; use one max_days")
     return ReleasePolicy(version=int(doc["version"]), default_action=default, rules=tuple(rules), path=str(path))

@@ -6,8 +6,7 @@ import duckdb
 import pytest
 
 from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
-
-from .conftest import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
+from pseudonymise.raw_fixtures import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
 
 RESEARCH = {
     "register_visit": ["person_id", "birth_year", "sex", "id_type", "county", "visit_date", "diabetes_type",
