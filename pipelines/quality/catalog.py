@@ -47,7 +47,7 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "range": (frozenset({"column", "min", "max"}), frozenset({"where"})),
     "regex": (frozenset({"column", "pattern"}), frozenset()),
     "personnummer": (frozenset({"column"}), frozenset()),
-    "predicate": (frozenset({"columns", "fail_when", "description"}), frozenset()),
+    "predicate": (frozenset({"columns", "fail_when", "description"}), frozenset({"where"})),
     # set-level: one query each
     "unique": (frozenset({"columns"}), frozenset()),
     "foreign_key": (frozenset({"columns", "ref_table", "ref_columns"}), frozenset()),
