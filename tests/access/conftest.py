@@ -21,8 +21,8 @@ RECORD_VARS = frozenset({
 class World:
     """A data home with two releases (r_rec record-level, r_agg aggregate-only)."""
 
-    def __init__(self, home, *, persons: int = 300, visits: int = 1_500, unlinked: int = 5) -> None:
-        self.home = home
+    def __init__(self, base, *, persons: int = 300, visits: int = 1_500, unlinked: int = 5) -> None:
+        releases = base / "releases"
         self.gov = InMemoryGovernance()
         self.now = datetime.now(UTC)
         self.gov.add_user("alice", {"researcher"})
@@ -31,7 +31,6 @@ class World:
         self.alice = self.gov.issue_token("alice")
         self.bob = self.gov.issue_token("bob")
         self.olga = self.gov.issue_token("olga")
-        releases = home.releases_dir
         write_release(releases / "r_rec", persons=persons, visits=visits, seed=1, unlinked=unlinked)
         write_release(releases / "r_agg", persons=persons, visits=visits, seed=2, unlinked=unlinked)
         write_release(releases / "r_bob", persons=50, visits=100, seed=3)
@@ -45,7 +44,7 @@ class World:
         self.gov.add_permit(Permit(3, 12, "r_bob", frozenset({"bob"}), RECORD_VARS, frozenset({"ndr"}),
                                    "other-purpose", "record", exp))
         self.settings = AccessSettings(
-            releases_dir=releases, audit_path=home.audit_dir / "access.jsonl",
+            releases_dir=releases, audit_path=base / "audit" / "access.jsonl",
             limits=Limits(timeout_s=2.0, max_rows=100_000, memory_limit="512MB", threads=2),
             audit_fsync=False,
         )
@@ -54,13 +53,12 @@ class World:
 
 @pytest.fixture
 def world(hdp_home):
-    w = World(hdp_home)
+    w = World(hdp_home.home)
     yield w
     w.service.close()
 
 
-@pytest.fixture
-def client(world):
+def _client(world):
     from fastapi.testclient import TestClient
 
     from access.app import create_app
@@ -69,6 +67,25 @@ def client(world):
     with TestClient(app) as c:
         yield c
     app.state.service.close()
+
+
+@pytest.fixture
+def client(world):
+    yield from _client(world)
+
+
+@pytest.fixture(scope="module")
+def shared_world(tmp_path_factory):
+    """One world for a whole module of read-only tests (building releases takes a second).
+    All paths are explicit and under a temporary directory, never the checkout's var/."""
+    w = World(tmp_path_factory.mktemp("access_home"))
+    yield w
+    w.service.close()
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_world):
+    yield from _client(shared_world)
 
 
 def auth(token: str) -> dict[str, str]:
