@@ -224,6 +224,16 @@ def _diabetes_type(rng: random.Random, age: int) -> str:
     return "typ2"
 
 
+def _weekday(d: date, lo: date, hi: date, pick: int) -> date:
+    """Clinics see NDR patients on weekdays: move a weekend day to weekday ``pick`` (0-4) of the
+    same week, if that stays within [lo, hi]."""
+    wd = d.weekday()
+    if wd < 5:
+        return d
+    moved = d - timedelta(days=wd - pick)
+    return moved if lo <= moved <= hi else d
+
+
 def _clip(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
 
@@ -362,7 +372,8 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         n = rng.choices((1, 2, 3, 4), weights=weights)[0]
         n = max(1, round(n * span / 365)) if span < 365 else n
         n = min(n, span)
-        visit_days.extend(sorted(lo + timedelta(days=d) for d in rng.sample(range(span), n)))
+        days = {_weekday(lo + timedelta(days=d), lo, hi, rng.randrange(5)) for d in rng.sample(range(span), n)}
+        visit_days.extend(sorted(days))
     if not visit_days:  # diagnosed (or died) at the edge of the period: one visit
         visit_days = [min(start, end) if start <= end else end]
 
