@@ -50,7 +50,8 @@ def ingest(holder_id: str, source: str) -> dict:
     return stages.ingest_source(holder_id, source)
 
 
-@task
+# A quality verdict is a function of the data: retrying it cannot change it, only delay the alert.
+@task(retries=0)
 def validate(zone: str, holder_id: str | None = None) -> dict:
     from pipelines import stages
 

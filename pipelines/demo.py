@@ -107,7 +107,7 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     summary: dict[str, Any] = {}
 
     generated = generate(settings, seed=seed, persons=persons, defect_rate=defect_rate)
-    summary["generated_defects"] = dict(generated.defects_by_class)
+    summary["generated_defects"] = {k: v for k, v in generated.defects.items() if v}
 
     orchestrate.migrate_metadata_db()
     ingest_runs = orchestrate.run_dags(orchestrate.pipeline_dag_ids("ingest") + orchestrate.pipeline_dag_ids("pseudonymise"))
