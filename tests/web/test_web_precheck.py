@@ -1,0 +1,105 @@
+"""Disclosure pre-check: classification and the group-size query, checked against brute force."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from webtest_helpers import write_research_zone
+
+from access.web import precheck
+from access.web.precheck import group_size_sql
+
+
+def test_classify_uses_the_catalogue():
+    from governance.catalogue import load_catalogue
+
+    out = {v.name: v.sensitivity for v in precheck.classify_variables(
+        ["register_visit.person_id", "register_visit.birth_year", "register_visit.hba1c_mmol_mol",
+         "encounter.status", "nope.nothing"], load_catalogue())}
+    assert out == {"register_visit.person_id": "pseudonym", "register_visit.birth_year": "quasi_identifier",
+                   "register_visit.hba1c_mmol_mol": "health", "encounter.status": "administrative",
+                   "nope.nothing": "unknown"}
+
+
+def test_sql_refuses_non_identifiers():
+    with pytest.raises(ValueError):
+        group_size_sql("t; DROP TABLE x", ("sex",), 5)
+    with pytest.raises(ValueError):
+        group_size_sql("patient", ('sex" FROM x --',), 5)
+    with pytest.raises(ValueError):
+        group_size_sql("patient", ("sex",), 0)
+
+
+rows_strategy = st.lists(
+    st.tuples(st.integers(0, 15), st.sampled_from(["F", "M", None]), st.integers(1950, 1953)),
+    min_size=1, max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_strategy, k=st.integers(1, 6))
+def test_group_sizes_match_brute_force(rows, k):
+    """For all tables: persons, groups, smallest group, groups/persons below k equal a Python count."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE patient (person_id VARCHAR, sex VARCHAR, birth_year INTEGER)")
+    con.executemany("INSERT INTO patient VALUES (?, ?, ?)", [(f"p{p}", s, y) for p, s, y in rows])
+    persons_per_group: dict[tuple, set] = defaultdict(set)
+    for p, s, y in rows:
+        persons_per_group[(s, y)].add(p)
+    sizes = Counter({g: len(ps) for g, ps in persons_per_group.items()})
+    got = con.execute(group_size_sql("patient", ("sex", "birth_year"), k)).fetchone()
+    expected = (len({p for p, _, _ in rows}), len(sizes), min(sizes.values()),
+                sum(1 for n in sizes.values() if n < k), sum(n for n in sizes.values() if n < k))
+    assert tuple(got) == expected
+
+
+def _thresholds(*ids):
+    from hdp.settings import holders
+
+    return tuple(precheck.HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)
+                 for h in holders() if h.id in ids)
+
+
+def test_group_sizes_over_research_zones(tmp_path):
+    from governance.catalogue import load_catalogue, table_holders
+
+    paths = {"ndr": tmp_path / "ndr.duckdb"}
+    write_research_zone(paths["ndr"])
+    variables = precheck.classify_variables(
+        ["register_visit.sex", "register_visit.county", "register_visit.hba1c_mmol_mol", "patient.sex"], load_catalogue())
+    out = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr", "region_skane"),
+                               table_holders=table_holders(),
+                               research_db=lambda h: paths.get(h, tmp_path / f"{h}.duckdb"))
+    by = {(g.holder_id, g.table): g for g in out}
+    assert set(by) == {("ndr", "register_visit"), ("region_skane", "patient")}
+    ndr = by[("ndr", "register_visit")]
+    assert (ndr.status, ndr.persons, ndr.groups, ndr.smallest_group, ndr.groups_below_k) == ("at_risk", 61, 3, 1, 1)
+    assert by[("region_skane", "patient")].status == "no_data"  # no research zone yet
+
+
+def test_locked_or_broken_research_zone_is_unavailable_not_an_error(tmp_path):
+    from governance.catalogue import load_catalogue, table_holders
+
+    bad = tmp_path / "ndr.duckdb"
+    bad.write_bytes(b"not a duckdb file" * 100)
+    variables = precheck.classify_variables(["register_visit.sex"], load_catalogue())
+    [g] = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
+                               research_db=lambda h: bad)
+    assert g.status == "unavailable" and g.reason and " " not in g.reason  # an exception type only
+
+
+def test_missing_column_is_reported_by_name(tmp_path):
+    from governance.catalogue import load_catalogue, table_holders
+
+    path = tmp_path / "ndr.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE register_visit (person_id VARCHAR, sex VARCHAR)")
+    con.close()
+    variables = precheck.classify_variables(["register_visit.sex", "register_visit.county"], load_catalogue())
+    [g] = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
+                               research_db=lambda h: path)
+    assert g.status == "unavailable" and g.reason == "column(s) missing: county"
