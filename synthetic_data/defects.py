@@ -125,6 +125,7 @@ def csv_lines(
     picker = _Picker(n, rng, reserved)
     tags: dict[int, Tag] = {}
 
+    plan: tuple[str, ...]
     if schema.source == "register":
         plan = ("identifier.bad_checksum", "identifier.impossible_date", "value.out_of_range",
                 "value.wrong_unit", "row.duplicate", "field.missing_required")
@@ -204,6 +205,7 @@ FHIR_PLAN: dict[str, tuple[str, ...]] = {
 }
 
 _HBA1C_CODES = {cs.HBA1C_NPU[0], cs.HBA1C_LOINC[0]}
+_OUT_OF_RANGE_CODES = _HBA1C_CODES | {cs.BMI_LOINC[0]}
 
 
 def dumps(resource: Resource) -> str:
@@ -280,8 +282,7 @@ def fhir_lines(
                         r["item"][5]["answer"][0]["valueInteger"] = 150
                         tags[i] = Tag(defect, "eq_vas", key(r))
             else:
-                eligible = [i for i in range(n) if _obs_code(resources[i]) in _HBA1C_CODES | {cs.BMI_LOINC[0]}]
-                for i in picker.take(k, lambda i, e=set(eligible): i in e):
+                for i in picker.take(k, lambda i: _obs_code(resources[i]) in _OUT_OF_RANGE_CODES):
                     r = resources[i]
                     r["valueQuantity"]["value"] = 900 if _obs_code(r) in _HBA1C_CODES else 3
                     tags[i] = Tag(defect, "value", key(r))

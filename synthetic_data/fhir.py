@@ -369,7 +369,9 @@ def person_resources(person: Person, region: str, *, seed: int, new_id: IdFactor
     return out
 
 
-def _blood_pressure(new_id: IdFactory, k: int, key: int, pid: str, eid: str, sys_: int, dia: int, when: str):
+def _blood_pressure(
+    new_id: IdFactory, k: int, key: int | str, pid: str, eid: str, sys_: int, dia: int, when: str,
+) -> tuple[Resource, Resource]:
     return (
         observation_resource(
             new_id("Observation", k, key, "sys"), pid, eid, system=cs.LOINC_SYSTEM, code=cs.SYSTOLIC_LOINC[0],
