@@ -62,3 +62,7 @@ def configure_environment() -> None:
 def main() -> None:
     """Health-data platform: generate, ingest, pseudonymise, validate, govern, release, query."""
     configure_environment()
+
+
+if __name__ == "__main__":
+    main()

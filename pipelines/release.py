@@ -231,35 +231,42 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
     return manifest
 
 
-def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None = None) -> ReleaseResult:
-    """Build the release of an approved request, gate it, publish it atomically, record it."""
-    from governance import service, store
-    from hdp.audit import AuditLog
+def _build(request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings) -> ReleaseResult:
     from pipelines.identity import release_person_map
-    from pipelines.quality.gate import raise_for_blocking, run_gate
-    from pipelines.quality.label import quality_label
 
-    settings = settings or get_settings()
-    now = datetime.now(UTC)
-    with store.session_scope(settings.governance_url) as session:
-        ready = {r.request_id: r for r in service.requests_ready_for_release(session)}
-        if request_id not in ready:
-            raise ReleaseError(f"request {request_id} is not approved by every holder in scope, or already released")
-        approved = ready[request_id]
-        excluded = service.excluded_consent_keys(session, purpose=approved.purpose, at=now)
-    request = ReleaseRequest(
+    if staging.exists():  # left over from an interrupted attempt
+        shutil.rmtree(staging)
+    person_map = release_person_map(holder_ids=request.holders, release_domain=release_domain(request.request_id),
+                                    settings=settings)
+    return assemble(request, person_map=person_map, excluded_consent_keys=excluded, staging=staging,
+                    settings=settings)
+
+
+def _release_request(approved: Any) -> ReleaseRequest:
+    return ReleaseRequest(
         request_id=approved.request_id, project=approved.project, purpose=approved.purpose,
         holders=tuple(approved.holders), variables=tuple(approved.variables),
         output_tier=approved.output_tier, approvals=tuple(approved.approvals), period=tuple(approved.period),
     )
+
+
+def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None = None) -> ReleaseResult:
+    """Build the release of an approved request, gate it, publish it atomically, record it."""
+    from governance import service, store
+    from hdp.audit import AuditLog
+    from pipelines.quality.gate import raise_for_blocking, run_gate
+    from pipelines.quality.label import quality_label
+
+    settings = settings or get_settings()
+    with store.session_scope(settings.governance_url) as session:
+        ready = {r.request_id: r for r in service.requests_ready_for_release(session)}
+        if request_id not in ready:
+            raise ReleaseError(f"request {request_id} is not approved by every holder in scope, or already released")
+        request = _release_request(ready[request_id])
+        excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
     rid = release_id_for(request_id)
     staging = settings.releases_dir / f".staging-{rid}"
-    if staging.exists():  # left over from an interrupted attempt
-        shutil.rmtree(staging)
-    person_map = release_person_map(holder_ids=request.holders, release_domain=release_domain(request_id),
-                                    settings=settings)
-    result = assemble(request, person_map=person_map, excluded_consent_keys=frozenset(excluded),
-                      staging=staging, settings=settings)
+    result = _build(request, frozenset(excluded), staging, settings)
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
     manifest = write_manifest(staging, request, result, policy=None, quality=quality_label(staging))
     final = settings.releases_dir / rid
@@ -274,3 +281,22 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
         "manifest_sha256": manifest_sha, "rows": manifest["rows"],
     })
     return ReleaseResult(**{**result.__dict__, "path": str(final)})
+
+
+def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Settings | None = None) -> dict[str, int]:
+    """Rebuild an already released request into ``destination`` (not published, not recorded).
+
+    For operators and tests to check that a release is reproducible from the research zones
+    and keys: the Parquet files must be byte-identical to the published ones.
+    """
+    from governance import service, store
+
+    settings = settings or get_settings()
+    with store.session_scope(settings.governance_url) as session:
+        view = service.get_request(session, request_id=request_id)
+        request = ReleaseRequest(
+            request_id=view.id, project=view.project, purpose=view.purpose, holders=tuple(view.holders),
+            variables=tuple(view.variables), output_tier=view.output_tier, period=tuple(view.period),
+        )
+        excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
+    return _build(request, frozenset(excluded), destination, settings).rows
