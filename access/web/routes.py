@@ -381,10 +381,15 @@ class WebApp:
         with self.store() as s:
             requests = [r for r in service.list_requests(s, user_name=p.user.name)]
             releases = service.releases_for_user(s, user_name=p.user.name, at=now)
+            # Permits do not always carry the project title; the request does.
+            projects = {r.id: r.project for r in requests}
+            for permit in releases:
+                if not permit.project and permit.request_id not in projects:
+                    projects[permit.request_id] = service.get_request(s, request_id=permit.request_id).project
         base = self.api_base_url or str(request.base_url).rstrip("/")
         example_release = releases[0].release_id if releases else p.t("howto_release_placeholder")
         return self.render(p, "researcher.html", title=p.t("researcher_title"), requests=requests,
-                           releases=releases, api_base=base, example_release=example_release)
+                           releases=releases, projects=projects, api_base=base, example_release=example_release)
 
     def transparency(self, request: Request) -> Response:
         from governance.service import transparency_register

@@ -176,9 +176,11 @@ def test_approve_then_researcher_sees_request_and_release(client, world, hdp_hom
     client.cookies.clear()
     page = login(client, world.tokens["alice"])
     assert "godkänd" in page.text and "Du har inga aktiva uttag." in page.text
-    release(world, world.request_id)
+    permit = release(world, world.request_id)
     page = client.get("/web/researcher").text
-    assert "rel-web-000001" in page and "HbA1c trajectories" in page
+    rows = re.search(r'data-testid="my-releases">(.*?)</table>', page, re.S).group(1)
+    assert "rel-web-000001" in rows and "HbA1c trajectories" in rows
+    assert f"<td>{permit.expires_at.date().isoformat()}</td>" in rows  # valid until
     assert "/releases/rel-web-000001/query" in page  # the how-to uses the real release id
     # bob is a member: sees it too; carol does not.
     client.cookies.clear()
