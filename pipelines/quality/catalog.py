@@ -285,8 +285,9 @@ def library() -> tuple[Check, ...]:
 def library_version(directory: Path = CHECKS_DIR) -> str:
     """SHA-256 over the library files (checks and code lists): recorded with every result."""
     digest = hashlib.sha256()
-    for path in sorted([*directory.glob("*.json"), *CODES_DIR.glob("*.csv")]):
-        digest.update(path.relative_to(directory.parent).as_posix().encode())
+    for label, path in sorted([*((f"checks/{p.name}", p) for p in directory.glob("*.json")),
+                               *((f"codes/{p.name}", p) for p in CODES_DIR.glob("*.csv"))]):
+        digest.update(label.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

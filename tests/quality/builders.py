@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -43,6 +43,25 @@ def valid_pnrs(n: int) -> list[str]:
     return out
 
 
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list) -> None:
+    """Bulk insert (DuckDB's executemany is row by row and slow)."""
+    import pyarrow as pa
+
+    if not rows:
+        return
+    cols = [c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()]
+    types = [t for (t,) in con.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()]
+    data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    tmp = pa.table({c: pa.array(v, from_pandas=True) if any(x is not None for x in v) else pa.nulls(len(v))
+                    for c, v in data.items()})
+    con.register("_rows", tmp)
+    casts = ", ".join(f'CAST("{c}" AS {t})' for c, t in zip(cols, types, strict=True))
+    con.execute(f"INSERT INTO {table} SELECT {casts} FROM _rows")
+    con.unregister("_rows")
+
+
 def write_delivery(landing: Path, holder: str) -> None:
     landing.mkdir(parents=True, exist_ok=True)
     (landing / "delivery.json").write_text(json.dumps({"holder": holder, "extract_date": EXTRACT.isoformat(),
@@ -73,7 +92,7 @@ def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, 
         family_name VARCHAR, postal_code VARCHAR, visit_date DATE, diabetes_type VARCHAR, hba1c_mmol_mol DOUBLE,
         bmi DOUBLE, systolic_bp INTEGER, diastolic_bp INTEGER, smoking VARCHAR, treatment VARCHAR,
         _source_file VARCHAR, _line_no BIGINT)""")
-    con.executemany("INSERT INTO register_visit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    _insert(con, "register_visit", rows)
     con.execute("""CREATE OR REPLACE TABLE prom_response (personnummer VARCHAR, visit_date DATE,
         eq5d_mobility INTEGER, eq5d_self_care INTEGER, eq5d_usual_activities INTEGER, eq5d_pain_discomfort INTEGER,
         eq5d_anxiety_depression INTEGER, eq_vas INTEGER, prem_respect VARCHAR, prem_involvement VARCHAR,
@@ -86,7 +105,7 @@ def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, 
         prom[4][2] = 7                      # EQ-5D level 7
         prom[6][7] = 151                    # VAS 151
         lines["prom.out_of_range"] = [prom[4][14], prom[6][14]]
-    con.executemany("INSERT INTO prom_response VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", prom)
+    _insert(con, "prom_response", prom)
     quarantine.ensure_table(con)
     con.execute("DELETE FROM quarantine")
     if defects:
@@ -127,28 +146,28 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         encounter_id VARCHAR, authored DATE, mobility INTEGER, self_care INTEGER, usual_activities INTEGER,
         pain_discomfort INTEGER, anxiety_depression INTEGER, eq_vas INTEGER)""")
     keys: dict[str, list[str]] = {}
-    line = 0
+    acc: dict[str, list] = {t: [] for t in ("fhir_patient", "fhir_resource", "fhir_encounter", "fhir_condition",
+                                           "fhir_observation", "fhir_medication_request", "fhir_procedure",
+                                           "fhir_eq5d_response")}
     for i, pnr in enumerate(pnrs):
         pid = f"p{i}"
         birth = date(int(pnr[:4]), int(pnr[4:6]), int(pnr[6:8]))
-        con.execute("INSERT INTO fhir_patient VALUES (?, 'http://electronichealth.se/identifier/personnummer', ?, "
-                    "'Svensson', 'Anna', 'female', ?, '752 37', NULL)", [pid, pnr, birth])
-        line += 1
-        con.execute("INSERT INTO fhir_resource VALUES ('Patient', ?, ?, 'fhir/Patient.ndjson', ?)",
-                    [pid, json.dumps({"resourceType": "Patient", "id": pid}), line])
-        start = date(2018, 1, 1) + timedelta(days=i * 7)
-        con.execute("INSERT INTO fhir_encounter VALUES (?, ?, 'finished', 'AMB', ?, ?)",
-                    [f"e{i}", pid, start, start + timedelta(hours=1)])
-        con.execute("INSERT INTO fhir_resource VALUES ('Encounter', ?, '{}', 'fhir/Encounter.ndjson', ?)", [f"e{i}", i + 1])
-        con.execute("INSERT INTO fhir_condition VALUES (?, ?, ?, 'http://hl7.org/fhir/sid/icd-10-se', 'E11.9', ?)",
-                    [f"c{i}", pid, f"e{i}", start])
-        con.execute("INSERT INTO fhir_observation VALUES (?, ?, ?, 'http://www.npu-terminology.org', 'NPU27300', ?, "
-                    "'mmol/mol', ?)", [f"o{i}", pid, f"e{i}", 48.0 + i % 20, start])
-        con.execute("INSERT INTO fhir_medication_request VALUES (?, ?, ?, 'http://www.whocc.no/atc', 'A10BA02', ?, "
-                    "'active')", [f"m{i}", pid, f"e{i}", start])
-        con.execute("INSERT INTO fhir_procedure VALUES (?, ?, ?, 'urn:oid:1.2.752.116.1.3.2.1.4', 'AF037', ?)",
-                    [f"x{i}", pid, f"e{i}", start])
-        con.execute("INSERT INTO fhir_eq5d_response VALUES (?, ?, ?, ?, 1, 1, 2, 2, 1, 75)", [f"q{i}", pid, f"e{i}", start])
+        acc["fhir_patient"].append((pid, "http://electronichealth.se/identifier/personnummer", pnr, "Svensson", "Anna",
+                                    "female", birth, "752 37", None))
+        acc["fhir_resource"].append(("Patient", pid, json.dumps({"resourceType": "Patient", "id": pid}),
+                                     "fhir/Patient.ndjson", i + 1))
+        start = datetime(2018, 1, 1) + timedelta(days=i * 7)
+        acc["fhir_encounter"].append((f"e{i}", pid, "finished", "AMB", start, start + timedelta(hours=1)))
+        acc["fhir_resource"].append(("Encounter", f"e{i}", "{}", "fhir/Encounter.ndjson", i + 1))
+        acc["fhir_condition"].append((f"c{i}", pid, f"e{i}", "http://hl7.org/fhir/sid/icd-10-se", "E11.9", start.date()))
+        acc["fhir_observation"].append((f"o{i}", pid, f"e{i}", "http://www.npu-terminology.org", "NPU27300",
+                                        48.0 + i % 20, "mmol/mol", start))
+        acc["fhir_medication_request"].append((f"m{i}", pid, f"e{i}", "http://www.whocc.no/atc", "A10BA02", start.date(),
+                                               "active"))
+        acc["fhir_procedure"].append((f"x{i}", pid, f"e{i}", "urn:oid:1.2.752.116.1.3.2.1.4", "AF037", start.date()))
+        acc["fhir_eq5d_response"].append((f"q{i}", pid, f"e{i}", start.date(), 1, 1, 2, 2, 1, 75))
+    for table, rows in acc.items():
+        _insert(con, table, rows)
     if defects:
         con.execute("UPDATE fhir_encounter SET patient_id = 'ghost' WHERE encounter_id = 'e3'")
         keys["fhir.dangling_reference"] = ["Encounter/e3"]
