@@ -182,6 +182,19 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
     return " ".join(joins), ", ".join(select)
 
 
+def _bad_rows(rule: TableRule) -> str:
+    """FROM clause of the raw rows whose identifier is invalid or missing, with reason ``q.reason``.
+
+    A semi-join against the (small) set of invalid values, rather than a join of every row
+    with the person map: the quarantine pass then costs one cheap scan of the table.
+    """
+    ident = f"r.{_q(rule.identifier or '')}"
+    return (f"(SELECT * FROM {_q(rule.source)} WHERE {_q(rule.identifier or '')} IS NULL "
+            f"OR {_q(rule.identifier or '')} IN (SELECT raw_value FROM _pm WHERE person_id IS NULL)) r "
+            f"LEFT JOIN _pm pm ON {ident} = pm.raw_value "
+            f"CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q")
+
+
 # --------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------
@@ -289,20 +302,14 @@ def pseudonymise_holder(
                     SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
                            encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
-                    FROM {_q(r.source)} r
-                    LEFT JOIN _pm pm ON r.{_q(r.identifier)} = pm.raw_value
-                    CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q
+                    FROM {_bad_rows(r)}
                     LEFT JOIN fhir_resource fr ON fr.resource_type = '{r.record_key[0]}'
-                         AND fr.id = r.{_q(r.record_key[1])}
-                    WHERE pm.person_id IS NULL""", [holder_id])
+                         AND fr.id = r.{_q(r.record_key[1])}""", [holder_id])
             else:
                 con.execute(f"""INSERT INTO quarantine
                     SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
-                    FROM {_q(r.source)} r
-                    LEFT JOIN _pm pm ON r.{_q(r.identifier)} = pm.raw_value
-                    CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q
-                    WHERE pm.person_id IS NULL""", [holder_id])
+                    FROM {_bad_rows(r)}""", [holder_id])
         by_reason = dict(con.execute(
             "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
             [STAGE, holder_id]).fetchall())
