@@ -319,10 +319,11 @@ def pseudonymise_holder(
             SELECT DISTINCT person_id, normalised AS personnummer FROM _pm WHERE person_id IS NOT NULL""")
         persons = con.execute("SELECT count(*) FROM person_link").fetchall()[0][0]
 
-        # 6. research zone, rebuilt from scratch in a temporary file
-        for stale in (tmp_path, tmp_path.with_name(tmp_path.name + ".wal")):
-            stale.unlink(missing_ok=True)
+        # 6. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
+        # write lock, so no other run of this holder is writing: leftovers of a killed run go.
         research_path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in research_path.parent.glob(f".{research_path.name}.*.tmp*"):
+            stale.unlink(missing_ok=True)
         con.execute(f"ATTACH '{tmp_path}' AS research")
         counts: dict[str, int] = {}
         rows_in = unresolved = 0

@@ -153,3 +153,38 @@ def test_missing_identifier_is_quarantined(hdp_home, kek_env):
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined_by_reason == {"identifier.missing": 2}
     assert result.tables == {"register_visit": 0, "prom_response": 0}
+
+
+def test_no_key_material_in_any_file_or_log(hdp_home, kek_env, caplog):
+    import base64
+    import logging
+    import os
+
+    from pipelines.identity import release_person_map
+    from pipelines.identity.keys import KeyStore
+
+    with caplog.at_level(logging.DEBUG):
+        build_ndr(hdp_home)
+        build_region(hdp_home)
+        pseudonymise_holder("ndr", settings=hdp_home)
+        pseudonymise_holder("region_uppsala", settings=hdp_home)
+        release_person_map(holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-1", settings=hdp_home)
+    store = KeyStore(hdp_home)
+    secrets_ = [store.key(k.key_id).secret for k in store.list()]
+    assert len(secrets_) == 4                         # two holders, the release, consent
+    secrets_.append(base64.b64decode(os.environ["HDP_KEK"]))
+    needles = [n for k in secrets_ for n in (k, k.hex().encode(), base64.b64encode(k))]
+    for path in hdp_home.home.rglob("*"):
+        if path.is_file() and path != store.path:
+            blob = path.read_bytes()
+            assert not [n for n in needles if n in blob], path
+    assert not [n for n in needles if n.decode("latin-1") in caplog.text]
+
+
+def test_stale_temporary_research_files_are_removed(hdp_home, kek_env):
+    build_ndr(hdp_home)
+    stale = hdp_home.research_db("ndr").with_name(".ndr.duckdb.999999.tmp")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"left over from a killed run")
+    pseudonymise_holder("ndr", settings=hdp_home)
+    assert not stale.exists()
