@@ -7,8 +7,9 @@ Layout of each engine database::
     hdp_sys.unlinked         release persons without a consent link (always excluded: the
                              layer cannot evaluate their consent, so it fails closed)
     hdp_sys.excluded_person  persons excluded right now (unlinked + withdrawn / opted out)
-    main.<table>             one view per permitted table: the permitted columns (plus
-                             person_id and holder) of the rows whose person is not excluded
+    hdp_sys.data_<table>     the permitted columns (plus person_id and holder) of the rows
+                             whose person is not excluded, materialised in memory
+    main.<table>             one view per permitted table over hdp_sys.data_<table>
 
 After building, external access is disabled, Python replacement scans and extension
 autoloading are off and the configuration is locked, so even a query that got past the SQL
@@ -17,9 +18,16 @@ not stop (reading ``rel.*`` or ``hdp_sys.*`` directly, DML on ``hdp_sys``) is th
 job: only single SELECTs over ``main.<view>`` names ever reach ``run``.
 
 Consent is re-evaluated at every query: the service passes the current excluded consent keys
-to ``refresh_exclusions`` before each query, which rewrites ``excluded_person`` in one
-transaction when the set changed. DuckDB's MVCC gives every query a consistent snapshot, so a
-query that starts after a withdrawal was read never sees the withdrawn person.
+to ``refresh_exclusions`` before each query, which, when the set changed, rewrites
+``excluded_person`` and re-materialises the filtered tables in one transaction before the
+query runs. DuckDB's MVCC gives every query a consistent snapshot, so a query that starts
+after a withdrawal was read never sees the withdrawn person.
+
+Why materialise instead of filtering in the view: an anti-join of a 1,000,000-row table
+against the excluded persons on 64-character pseudonyms costs 5-10x the query itself on
+every query (measured: 12 ms direct, 90-360 ms through a filtering view). Withdrawals are
+rare and queries frequent, so the filter is paid once per change of the excluded set
+(about a second per million rows) and queries run at in-memory speed.
 """
 
 from __future__ import annotations
@@ -104,7 +112,9 @@ def map_duckdb_error(err: duckdb.Error) -> Refusal:
 class ReleaseEngine:
     """The locked-down database for one permit on one release."""
 
-    def __init__(self, directory: Path, permit: Permit, limits: Limits) -> None:
+    def __init__(
+        self, directory: Path, permit: Permit, limits: Limits, excluded_keys: frozenset[str] = frozenset()
+    ) -> None:
         db_path = directory / "release.duckdb"
         link_path = directory / "consent_link.parquet"
         if not db_path.is_file():
@@ -125,8 +135,11 @@ class ReleaseEngine:
                 f"CAST(consent_key AS VARCHAR) AS consent_key FROM read_parquet({_sql_str(str(link_path))})"
             )
             con.execute("CREATE TABLE hdp_sys.excluded_person (person_id VARCHAR)")
-            self.views = self._create_views(con)
+            self.views = self._columns(con)
             self._create_exclusions(con)
+            self._materialise(con, excluded_keys)
+            for table in self.views:
+                con.execute(f"CREATE VIEW main.{_q(table)} AS SELECT * FROM hdp_sys.{_q('data_' + table)}")
             for stmt in (
                 "SET python_enable_replacements = false",
                 "SET autoload_known_extensions = false",
@@ -143,7 +156,8 @@ class ReleaseEngine:
             raise
         self.con = con
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+    def _columns(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+        """Permitted tables -> their permitted columns (plus person_id and holder)."""
         wanted = permitted_columns(self.permit)
         cols = con.execute(
             "SELECT table_name, column_name, data_type FROM duckdb_columns() "
@@ -160,15 +174,34 @@ class ReleaseEngine:
             names = {c.lower() for c, _ in columns}
             if "person_id" not in names:
                 continue  # consent cannot be applied to a table without persons: never exposed
-            chosen = [(c, t) for c, t in columns if c.lower() in allowed or c.lower() in STRUCTURAL_COLUMNS]
-            select = ", ".join(_q(c) for c, _ in chosen)
-            con.execute(
-                f"CREATE VIEW main.{_q(table)} AS SELECT {select} FROM rel.{_q(table)} AS t "
-                "WHERE t.person_id IS NOT NULL AND NOT EXISTS "
-                "(SELECT 1 FROM hdp_sys.excluded_person e WHERE e.person_id = t.person_id)"
-            )
-            views[table] = chosen
+            views[table] = [(c, t) for c, t in columns if c.lower() in allowed or c.lower() in STRUCTURAL_COLUMNS]
         return views
+
+    def _materialise(self, con: duckdb.DuckDBPyConnection, keys: frozenset[str]) -> None:
+        """(Re)compute excluded persons for ``keys`` and the filtered tables, in one transaction."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM hdp_sys.excluded_person")
+            con.execute("INSERT INTO hdp_sys.excluded_person SELECT person_id FROM hdp_sys.unlinked")
+            if keys:
+                con.execute(
+                    "INSERT INTO hdp_sys.excluded_person SELECT DISTINCT cl.person_id "
+                    "FROM hdp_sys.consent_link cl "
+                    "JOIN (SELECT unnest(?::VARCHAR[]) AS k) x ON x.k = cl.consent_key",
+                    [sorted(keys)],
+                )
+            for table, chosen in self.views.items():
+                select = ", ".join(f"t.{_q(c)}" for c, _ in chosen)
+                con.execute(
+                    f"CREATE OR REPLACE TABLE hdp_sys.{_q('data_' + table)} AS SELECT {select} "
+                    f"FROM rel.{_q(table)} AS t ANTI JOIN hdp_sys.excluded_person e ON e.person_id = t.person_id "
+                    "WHERE t.person_id IS NOT NULL"
+                )
+            con.execute("COMMIT")
+        except duckdb.Error:
+            con.execute("ROLLBACK")
+            raise
+        self._excluded_keys = keys
 
     def _create_exclusions(self, con: duckdb.DuckDBPyConnection) -> None:
         if not self.views:
@@ -182,36 +215,21 @@ class ReleaseEngine:
             "WHERE person_id IS NOT NULL AND person_id NOT IN "
             "(SELECT person_id FROM hdp_sys.consent_link WHERE consent_key IS NOT NULL)"
         )
-        con.execute("INSERT INTO hdp_sys.excluded_person SELECT person_id FROM hdp_sys.unlinked")
 
     @property
     def unlinked_count(self) -> int:
         return int(self.con.cursor().execute("SELECT count(*) FROM hdp_sys.unlinked").fetchone()[0])
 
     def refresh_exclusions(self, keys: frozenset[str]) -> None:
-        """Make ``excluded_person`` match ``keys`` (the current opt-outs) before a query runs."""
+        """Make the released rows match ``keys`` (the current opt-outs) before a query runs."""
         with self._lock:
             if keys == self._excluded_keys:
                 return
             cur = self.con.cursor()
             try:
-                cur.execute("BEGIN TRANSACTION")
-                cur.execute("DELETE FROM hdp_sys.excluded_person")
-                cur.execute("INSERT INTO hdp_sys.excluded_person SELECT person_id FROM hdp_sys.unlinked")
-                if keys:
-                    cur.execute(
-                        "INSERT INTO hdp_sys.excluded_person SELECT DISTINCT cl.person_id "
-                        "FROM hdp_sys.consent_link cl "
-                        "JOIN (SELECT unnest(?::VARCHAR[]) AS k) x ON x.k = cl.consent_key",
-                        [sorted(keys)],
-                    )
-                cur.execute("COMMIT")
-            except duckdb.Error:
-                cur.execute("ROLLBACK")
-                raise
+                self._materialise(cur, keys)
             finally:
                 cur.close()
-            self._excluded_keys = keys
 
     def run(self, statements: Sequence[str], *, limits: Limits | None = None) -> list[pa.Table]:
         """Run validated SELECTs in one snapshot, under the time and row limits."""
@@ -269,7 +287,7 @@ class EngineCache:
         self._lock = threading.Lock()
         self._build_locks: dict[tuple, threading.Lock] = {}
 
-    def get(self, permit: Permit) -> ReleaseEngine:
+    def get(self, permit: Permit, excluded_keys: frozenset[str] = frozenset()) -> ReleaseEngine:
         directory = release_dir(self.releases_dir, permit.release_id)
         stamp = []
         for name in ("release.duckdb", "consent_link.parquet"):
@@ -290,7 +308,7 @@ class EngineCache:
                 engine = self._engines.get(key)
                 if engine is not None:
                     return engine
-            engine = ReleaseEngine(directory, permit, self.limits)
+            engine = ReleaseEngine(directory, permit, self.limits, excluded_keys)
             with self._lock:
                 self._engines[key] = engine
                 self._build_locks.pop(key, None)

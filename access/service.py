@@ -210,13 +210,13 @@ class AccessService:
             permit = self._permit(user, release_id, now)
             event["permit_id"] = permit.id
             event["tier"] = permit.output_tier
-            engine = self.engines.get(permit)
             # Consent at the moment of the query: read the current opt-outs every time.
-            keys = self._governance(
+            keys = frozenset(self._governance(
                 "excluded_consent_keys",
                 lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
-            )
-            engine.refresh_exclusions(frozenset(keys))
+            ))
+            engine = self.engines.get(permit, keys)
+            engine.refresh_exclusions(keys)
             tables = {t: [c for c, _ in cols] for t, cols in engine.views.items()}
             checked = validate(sql, tables=tables, max_length=self.settings.max_sql_length)
             event["query_masked"] = checked.masked

@@ -1,0 +1,129 @@
+"""CLI: ``hdp serve``, ``hdp query``, ``hdp audit verify|report``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from hdp.audit import AuditLog, build_report, render_report
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="uvicorn worker processes (each keeps its own release engines)")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the access layer (FastAPI on uvicorn)."""
+    import uvicorn
+
+    uvicorn.run("access.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)  # uvicorn's access log would hold URLs only,
+    # but the audit log is the record of access; keep one.
+
+
+@click.command()
+@click.option("--release", "-r", required=True, help="release id")
+@click.option("--token", "-t", envvar="HDP_TOKEN", required=True, help="API token (or $HDP_TOKEN)")
+@click.option("--url", envvar="HDP_URL", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "arrow", "parquet"]), default="csv",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write to a file")
+@click.option("--in-process", is_flag=True, help="run in this process against $HDP_HOME, no server")
+@click.argument("sql")
+def query(release: str, token: str, url: str, fmt: str, output: Path | None, in_process: bool, sql: str) -> None:
+    """Run SQL against a release you hold a permit for."""
+    from access.errors import Refusal
+
+    if in_process:
+        from access.governance_adapter import ServiceGovernance
+        from access.service import AccessService, AccessSettings
+        from hdp.settings import get_settings
+
+        svc = AccessService(AccessSettings.from_env(), ServiceGovernance(get_settings().governance_url))
+        try:
+            user = svc.authenticate(token, endpoint="cli")
+            body = svc.query(user, release, sql, fmt).body
+        except Refusal as r:
+            raise click.ClickException(f"refused ({r.reason}): {r.message}") from None
+        finally:
+            svc.close()
+    else:
+        from access.client import AccessError, Client
+
+        with Client(url, token) as c:
+            try:
+                body = c.raw(sql, release=release, format=fmt).content
+            except AccessError as e:
+                raise click.ClickException(f"refused ({e.reason}): {e.message}") from None
+    if output:
+        output.write_bytes(body)
+        click.echo(f"wrote {len(body)} bytes to {output}", err=True)
+    elif fmt in ("arrow", "parquet"):
+        raise click.UsageError("binary formats need --output")
+    else:
+        sys.stdout.write(body.decode())
+
+
+def _audit_paths(path: Path | None) -> list[Path]:
+    if path:
+        return [path]
+    from hdp.settings import get_settings
+
+    return sorted(get_settings().audit_dir.glob("*.jsonl"))
+
+
+@click.group()
+def audit() -> None:
+    """Verify the hash-chained audit logs; report unusual access."""
+
+
+@audit.command()
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="one log (default: every log)")
+def verify(path: Path | None) -> None:
+    """Check every entry's hash, link and sequence, and the anchored head."""
+    paths = _audit_paths(path)
+    if not paths:
+        click.echo("no audit logs found")
+        return
+    bad = 0
+    for p in paths:
+        r = AuditLog(p).verify()
+        if r.ok:
+            click.echo(f"OK    {p.name}: {r.entries} entries")
+        else:
+            bad += 1
+            click.echo(f"FAIL  {p.name}: first bad entry seq {r.first_bad_seq}: {r.reason} "
+                       f"({r.entries} entries verified before it)")
+    if bad:
+        sys.exit(1)
+
+
+def _when(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@audit.command()
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="log (default: access.jsonl)")
+@click.option("--since", help="ISO date/time")
+@click.option("--until", help="ISO date/time")
+@click.option("--json", "as_json", is_flag=True)
+def report(path: Path | None, since: str | None, until: str | None, as_json: bool) -> None:
+    """Follow-up of access (Patient Data Act): per-user volume, time of day, refusals."""
+    if path is None:
+        from access.service import AUDIT_FILE
+        from hdp.settings import get_settings
+
+        path = get_settings().audit_dir / AUDIT_FILE
+    rep = build_report(AuditLog(path).entries(), since=_when(since), until=_when(until))
+    click.echo(json.dumps(rep, indent=2) if as_json else render_report(rep))
+
+
+__all__ = ["serve", "query", "audit"]

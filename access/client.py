@@ -1,0 +1,95 @@
+"""A small Python client for the access layer.
+
+    >>> from access.client import Client                              # doctest: +SKIP
+    >>> c = Client("http://127.0.0.1:8000", token, release="rel_2026_0001")
+    >>> df = c.query("SELECT sex, count(*) AS n FROM register_visit GROUP BY sex", as_="pandas")
+
+Results travel as Arrow IPC (fast, typed); ``as_="arrow"`` returns a ``pyarrow.Table``.
+Refusals raise ``AccessError`` carrying the server's reason code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any, Literal
+
+import httpx
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+
+class AccessError(RuntimeError):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        release: str | None = None,
+        timeout_s: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.release = release
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _check(self, r: httpx.Response) -> httpx.Response:
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                raise AccessError(r.status_code, body.get("error", "unknown"), body.get("message", ""))
+            except ValueError:
+                raise AccessError(r.status_code, "http.error", r.text[:200]) from None
+        return r
+
+    def me(self) -> dict[str, Any]:
+        return self._check(self._http.get("/me")).json()
+
+    def releases(self) -> list[dict[str, Any]]:
+        return self._check(self._http.get("/releases")).json()
+
+    def schema(self, release: str | None = None) -> dict[str, Any]:
+        return self._check(self._http.get(f"/releases/{self._release(release)}/schema")).json()
+
+    def _release(self, release: str | None) -> str:
+        rel = release or self.release
+        if not rel:
+            raise ValueError("name a release: Client(..., release=...) or query(..., release=...)")
+        return rel
+
+    def raw(self, sql: str, *, release: str | None = None, format: str = "arrow") -> httpx.Response:
+        r = self._http.post(f"/releases/{self._release(release)}/query", json={"sql": sql, "format": format})
+        r = self._check(r)
+        expected = r.headers.get("X-HDP-Result-SHA256")
+        if expected and hashlib.sha256(r.content).hexdigest() != expected:
+            raise AccessError(r.status_code, "client.hash_mismatch", "the result does not match its audited hash")
+        return r
+
+    def query(
+        self, sql: str, *, release: str | None = None, as_: Literal["arrow", "pandas"] = "arrow"
+    ) -> pa.Table | Any:
+        """Run ``sql`` on the release; a ``pyarrow.Table`` (or pandas DataFrame with ``as_="pandas"``)."""
+        r = self.raw(sql, release=release, format="arrow")
+        table = ipc.open_stream(io.BytesIO(r.content)).read_all()
+        return table.to_pandas() if as_ == "pandas" else table
