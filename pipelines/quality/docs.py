@@ -174,6 +174,10 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
         )))
     with _locked(quality_dir / "docs" / f"{run}.lock"):
         context = gx.get_context(mode="file", project_root_dir=str(quality_dir / "gx" / run))
+        if context.variables.analytics_enabled is not False:
+            # recorded in the project file too, so nothing later re-enables it from a default
+            context.variables.analytics_enabled = False
+            context.variables.save()
         site_name = "hdp_run"
         if site_name not in (context.get_config().data_docs_sites or {}):
             context.add_data_docs_site(site_name=site_name, site_config={
@@ -181,6 +185,7 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                 "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
             })
+        keys = []
         for suite_name, table, suite_result in suites:
             key = ValidationResultIdentifier(
                 expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
@@ -188,5 +193,7 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
                 batch_identifier=table if table != "*" else "all_tables",
             )
             context.validation_results_store.set(key, suite_result)
-        context.build_data_docs(site_names=[site_name])
+            keys.append(key)
+        # only this gate's pages are (re)built; the index still lists every page of the run
+        context.build_data_docs(site_names=[site_name], resource_identifiers=keys)
     return site_dir / "index.html"
