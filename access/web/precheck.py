@@ -18,8 +18,10 @@ so the figures are a guide, not the release's final risk (the page says so).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -133,6 +135,24 @@ def _table_groups(con: duckdb.DuckDBPyConnection, holder_id: str, table: str, qi
                      smallest_group=int(smallest), groups_below_k=int(below), persons_below_k=int(persons_below))
 
 
+#: Group sizes per (research file version, table, quasi-identifiers, k). A research zone changes
+#: only when a pseudonymise run rewrites it (new mtime/size), while stewards reload request pages
+#: often; caching keeps a page view from re-scanning a large table. Bounded, thread-safe.
+_CACHE: OrderedDict[tuple, GroupRisk] = OrderedDict()
+_CACHE_MAX = 256
+_CACHE_LOCK = threading.Lock()
+
+
+def _file_version(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[HolderThresholds, ...],
                 table_holders: Mapping[str, Iterable[str]], research_db: Callable[[str], Path]) -> tuple[GroupRisk, ...]:
     """Group sizes for each (holder in scope, requested table the holder delivers).
@@ -156,25 +176,46 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
             out.extend(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, NO_DATA if qis_of[t] else NO_QUASI)
                        for t in tables)
             continue
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-        except duckdb.Error as exc:
-            out.extend(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE, reason=type(exc).__name__)
-                       for t in tables)
-            continue
-        try:
-            for t in tables:
-                if not qis_of[t]:
-                    out.append(GroupRisk(th.holder_id, t, (), th.k_anonymity, NO_QUASI))
-                    continue
-                try:
-                    out.append(_table_groups(con, th.holder_id, t, qis_of[t], th.k_anonymity))
-                except duckdb.Error as exc:
-                    # The type only: DuckDB messages can quote values.
-                    out.append(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
-                                         reason=type(exc).__name__))
-        finally:
-            con.close()
+        version = _file_version(path)
+        results: dict[str, GroupRisk] = {}
+        todo = []
+        for t in tables:
+            if not qis_of[t]:
+                results[t] = GroupRisk(th.holder_id, t, (), th.k_anonymity, NO_QUASI)
+                continue
+            with _CACHE_LOCK:
+                hit = _CACHE.get((version, t, qis_of[t], th.k_anonymity))
+            if hit is not None:
+                results[t] = replace(hit, holder_id=th.holder_id)
+            else:
+                todo.append(t)
+        if todo:
+            try:
+                con = duckdb.connect(str(path), read_only=True)
+            except duckdb.Error as exc:
+                # A writer holds the lock, or the file is damaged: the type only, never the message.
+                for t in todo:
+                    results[t] = GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
+                                           reason=type(exc).__name__)
+                todo = []
+            try:
+                for t in todo:
+                    try:
+                        risk = _table_groups(con, th.holder_id, t, qis_of[t], th.k_anonymity)
+                    except duckdb.Error as exc:
+                        # The type only: DuckDB messages can quote values.
+                        results[t] = GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
+                                               reason=type(exc).__name__)
+                        continue
+                    results[t] = risk
+                    with _CACHE_LOCK:
+                        _CACHE[(version, t, qis_of[t], th.k_anonymity)] = risk
+                        while len(_CACHE) > _CACHE_MAX:
+                            _CACHE.popitem(last=False)
+            finally:
+                if todo:
+                    con.close()
+        out.extend(results[t] for t in tables)
     return tuple(out)
 
 

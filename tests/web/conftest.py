@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from webtest_helpers import seed
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory):
+    """A migrated SQLite governance store that each test copies (migrating once is faster)."""
+    from governance.store import dispose_all, upgrade
+
+    path = tmp_path_factory.mktemp("web_gov") / "template.sqlite"
+    upgrade(f"sqlite:///{path}")
+    dispose_all()
+    return path
+
+
 @pytest.fixture
-def world(hdp_home):
+def world(hdp_home, migrated_store):
     from governance.store import dispose_all
 
-    w = seed(hdp_home.governance_url)
+    assert hdp_home.governance_url == f"sqlite:///{hdp_home.home / 'governance.sqlite'}"
+    shutil.copy(migrated_store, hdp_home.home / "governance.sqlite")
+    w = seed(hdp_home.governance_url, migrate=False)
     yield w
     dispose_all()
 

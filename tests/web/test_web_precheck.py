@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,13 +41,15 @@ rows_strategy = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(rows=rows_strategy, k=st.integers(1, 6))
 def test_group_sizes_match_brute_force(rows, k):
     """For all tables: persons, groups, smallest group, groups/persons below k equal a Python count."""
     con = duckdb.connect()
-    con.execute("CREATE TABLE patient (person_id VARCHAR, sex VARCHAR, birth_year INTEGER)")
-    con.executemany("INSERT INTO patient VALUES (?, ?, ?)", [(f"p{p}", s, y) for p, s, y in rows])
+    data = pa.table({"person_id": [f"p{p}" for p, _, _ in rows], "sex": pa.array([s for _, s, _ in rows], pa.string()),
+                     "birth_year": [y for _, _, y in rows]})
+    con.register("data", data)
+    con.execute("CREATE TABLE patient AS SELECT * FROM data")
     persons_per_group: dict[tuple, set] = defaultdict(set)
     for p, s, y in rows:
         persons_per_group[(s, y)].add(p)
@@ -103,3 +106,23 @@ def test_missing_column_is_reported_by_name(tmp_path):
     [g] = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
                                research_db=lambda h: path)
     assert g.status == "unavailable" and g.reason == "column(s) missing: county"
+
+
+def test_group_sizes_are_cached_until_the_research_zone_changes(tmp_path, monkeypatch):
+    from governance.catalogue import load_catalogue, table_holders
+
+    precheck.clear_cache()
+    path = tmp_path / "ndr.duckdb"
+    write_research_zone(path, singleton=True)
+    variables = precheck.classify_variables(["register_visit.sex", "register_visit.birth_year"], load_catalogue())
+    args = dict(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
+                research_db=lambda h: path)
+    [first] = precheck.group_sizes(**args)
+    calls = []
+    real = precheck._table_groups
+    monkeypatch.setattr(precheck, "_table_groups", lambda *a: calls.append(a) or real(*a))
+    assert precheck.group_sizes(**args) == (first,) and calls == []  # served from the cache
+    path.unlink()
+    write_research_zone(path, singleton=False)  # a new pseudonymise run rewrote the zone
+    [second] = precheck.group_sizes(**args)
+    assert len(calls) == 1 and first.smallest_group == 1 and second.smallest_group > 1

@@ -37,11 +37,12 @@ def request_fields(**over):
     return fields
 
 
-def seed(url: str) -> World:
+def seed(url: str, *, migrate: bool = True) -> World:
     from governance import service
     from governance.store import session_scope, upgrade
 
-    upgrade(url)
+    if migrate:
+        upgrade(url)
     world = World(url=url)
     with session_scope(url) as s:
         for name in ("alice", "bob", "carol"):
