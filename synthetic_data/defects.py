@@ -208,9 +208,13 @@ _HBA1C_CODES = {cs.HBA1C_NPU[0], cs.HBA1C_LOINC[0]}
 _OUT_OF_RANGE_CODES = _HBA1C_CODES | {cs.BMI_LOINC[0]}
 
 
+# one encoder for all lines: json.dumps with non-default options builds a new one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(resource: Resource) -> str:
     """One NDJSON line: compact, UTF-8, key order as built."""
-    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(resource)
 
 
 def _obs_code(r: Resource) -> str:

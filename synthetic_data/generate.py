@@ -54,12 +54,14 @@ from synthetic_data.fhir import (
     observation_resource,
     person_resources,
 )
-from synthetic_data.population import Population, build_population
+from synthetic_data.population import FIRST_YEAR, Population, build_population
 
 NDR = "ndr"
 SUPPLEMENT_FILE = "register/ndr_visits_tillagg.csv"
 SUPPLEMENT_ENCODING = "cp1252"
 MAX_DEFECT_RATE = 0.2
+#: Visits start on 1 January FIRST_YEAR; an extract needs a few months of them.
+EARLIEST_EXTRACT_DATE = date(FIRST_YEAR, 4, 1)
 #: Share of region NDJSON files delivered gzip-compressed (at least one always is).
 GZIP_SHARE = 0.2
 
@@ -156,6 +158,10 @@ def generate(
         raise GenerationError(f"persons must be at least 1 (got {persons})")
     if not 0 <= defect_rate <= MAX_DEFECT_RATE:
         raise GenerationError(f"defect_rate must be between 0 and {MAX_DEFECT_RATE} (got {defect_rate})")
+    if extract_date < EARLIEST_EXTRACT_DATE:
+        raise GenerationError(
+            f"extract_date must be on or after {EARLIEST_EXTRACT_DATE.isoformat()} (visits start in {FIRST_YEAR})"
+        )
     settings = settings or get_settings()
     regions = [h.id for h in holders() if h.kind == "region"]
     if tuple(regions) != geo.REGIONS:

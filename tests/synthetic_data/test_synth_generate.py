@@ -317,3 +317,5 @@ def test_rejects_bad_arguments(hdp_home):
         generate(persons=10, defect_rate=0.5)
     with pytest.raises(GenerationError, match="persons"):
         generate(persons=0)
+    with pytest.raises(GenerationError, match="extract_date"):
+        generate(persons=10, extract_date=date(2021, 12, 31))

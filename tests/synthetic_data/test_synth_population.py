@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synthetic_data import geo
 from synthetic_data import identifiers as ids
@@ -92,3 +94,19 @@ def test_falls_back_to_generated_numbers_when_list_is_too_small(monkeypatch):
     assert len(generated) == 40
     assert all(ids.is_valid_luhn(x.number) for x in generated)
     assert len({x.number for x in p.persons}) == len(p.persons)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**31), persons=st.integers(min_value=1, max_value=30),
+       extract=st.dates(min_value=date(2023, 1, 1), max_value=date(2027, 12, 31)))
+def test_population_laws_hold_for_any_seed(seed, persons, extract):
+    p = pop.build_population.__wrapped__(seed=seed, persons=persons, extract_date=extract)
+    numbers = [x.number for x in p.persons]
+    assert len(set(numbers)) == persons
+    for x in p.persons:
+        assert ids.is_valid_luhn(x.number)
+        assert x.birth_date == ids.birth_date(x.number) and x.sex == ids.sex(x.number)
+        assert x.id_type == ("samordningsnummer" if int(x.number[6:8]) > 60 else "personnummer")
+        assert x.visits and all(date(2022, 1, 1) <= v.day < extract for v in x.visits)
+        assert all(v.region in x.regions for v in x.visits)
+        assert all(o.region in x.regions for o in x.other_encounters)
