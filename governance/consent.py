@@ -33,18 +33,19 @@ from governance.values import ConsentRecord
 
 CHOICES = ("opt_out", "opt_in")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-# A consent key must never be a personnummer or samordningsnummer (10 or 12 digits, +/- separator).
-_PNR_LIKE = re.compile(r"^\d{6,8}[-+]?\d{4}$")
+# A consent key is a keyed hash, never a personnummer/samordningsnummer: anything made only of digits
+# and separators is refused (a hex HMAC-SHA256 is all digits with probability 0.625**64).
+_PNR_LIKE = re.compile(r"^[\d+ -]+$")
 
 
 def _check_key(consent_key: str) -> None:
-    if not isinstance(consent_key, str) or not _KEY.match(consent_key):
-        raise InvalidConsent("consent key must be a consent-domain pseudonym (16-128 chars of A-Z a-z 0-9 _ -)",
-                             code="consent.bad_key")
-    if _PNR_LIKE.match(consent_key):
+    if isinstance(consent_key, str) and _PNR_LIKE.match(consent_key):
         raise InvalidConsent("that looks like a personal identity number, not a consent key; "
                              "derive the key with pipelines.identity.consent_key in the restricted zone",
                              code="consent.plain_identifier")
+    if not isinstance(consent_key, str) or not _KEY.match(consent_key):
+        raise InvalidConsent("consent key must be a consent-domain pseudonym (16-128 chars of A-Z a-z 0-9 _ -)",
+                             code="consent.bad_key")
 
 
 def _check_scope(scope: str) -> None:

@@ -8,12 +8,16 @@ skipped, unless CI is set: then they fail.
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from govtest_helpers import seed_users
+
+# The helpers module sits beside this file; make it importable under any --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from govtest_helpers import fresh_store, seed_users  # noqa: E402
 
 PG_BASE = os.environ.get("HDP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -61,26 +65,6 @@ def sqlite_template(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("gov") / "template.sqlite"
     upgrade(f"sqlite:///{path}")
     return str(path)
-
-
-TABLES = ("gov_request_event", "gov_decision", "gov_holder_review", "gov_permit", "gov_request",
-          "gov_api_token", "gov_user", "gov_consent", "gov_config")
-
-
-def fresh_store(backend: str, request: pytest.FixtureRequest, tmp_path) -> str:
-    """Empty, migrated store for one test (or one Hypothesis example)."""
-    if backend == "sqlite":
-        target = tmp_path / f"gov-{uuid.uuid4().hex[:8]}.sqlite"
-        shutil.copy(request.getfixturevalue("sqlite_template"), target)
-        return f"sqlite:///{target}"
-    url = request.getfixturevalue("pg_schema_url")
-    from sqlalchemy import text
-
-    from governance.store import engine_for
-
-    with engine_for(url).begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-    return url
 
 
 BACKENDS = [

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
+
+import pytest
+
 RESEARCHERS = ("alice", "bob", "carol")
 STEWARDS = {
     "s-ndr-1": ("ndr",), "s-ndr-2": ("ndr",),
@@ -42,3 +47,23 @@ def request_fields(**over):
     )
     fields.update(over)
     return fields
+
+
+TABLES = ("gov_request_event", "gov_decision", "gov_holder_review", "gov_permit", "gov_request",
+          "gov_api_token", "gov_user", "gov_consent", "gov_config")
+
+
+def fresh_store(backend: str, request: pytest.FixtureRequest, tmp_path) -> str:
+    """Empty, migrated store for one test (or one Hypothesis example)."""
+    if backend == "sqlite":
+        target = tmp_path / f"gov-{uuid.uuid4().hex[:8]}.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url = request.getfixturevalue("pg_schema_url")
+    from sqlalchemy import text
+
+    from governance.store import engine_for
+
+    with engine_for(url).begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return url
