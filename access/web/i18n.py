@@ -243,7 +243,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "col_released": {"sv": "Utlämnat", "en": "Released"},
     "col_purpose": {"sv": "Ändamål", "en": "Purpose"},
     "transparency_caption": {
-        "sv": "{count} tillstånd, äldst först", "en": "{count} permits, oldest first"},
+        "sv": "Tillstånd: {count}, äldst först", "en": "Permits: {count}, oldest first"},
+    "purposes_title": {"sv": "Ändamål (EHDS art. 53.1)", "en": "Purposes (EHDS art. 53(1))"},
     "error_title": {"sv": "Något gick fel", "en": "Something went wrong"},
     "back_to_start": {"sv": "Till startsidan", "en": "Back to the start page"},
 }

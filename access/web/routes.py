@@ -401,6 +401,7 @@ class WebApp:
 
         response = self.render(p, "transparency.html", title=p.t("transparency_title"), entries=entries,
                                holder_names={h.id: h.name for h in holders()},
+                               purposes=sorted({(e.purpose, e.purpose_description) for e in entries}),
                                json_url=self.transparency_json_url)
         if p.user is None:
             # Public and identical for every anonymous visitor: may be cached briefly.
