@@ -319,3 +319,19 @@ def test_rejects_bad_arguments(hdp_home):
         generate(persons=0)
     with pytest.raises(GenerationError, match="extract_date"):
         generate(persons=10, extract_date=date(2021, 12, 31))
+
+
+def test_summary_says_when_numbers_were_generated(hdp_home, monkeypatch):
+    from synthetic_data import population as pop
+
+    small = tuple(n for n in ids.test_numbers() if int(n[:4]) == 1950)
+    monkeypatch.setattr(pop.ids, "test_numbers", lambda: small)
+    pop.build_population.cache_clear()
+    try:
+        summary = generate(seed=1, persons=len(small) + 5, defect_rate=0.0)
+    finally:
+        pop.build_population.cache_clear()
+    assert summary.persons_generated_numbers == 5
+    assert summary.persons_from_test_list == len(small)
+    assert summary.note is not None and "generated numbers" in summary.note
+    assert any(line.startswith("NOTE:") for line in summary.lines())
