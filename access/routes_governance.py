@@ -1,0 +1,378 @@
+"""Governance workflows over HTTP: the same service functions as ``hdp request|consent|...``.
+
+``make_router(get_session, current_user)`` returns an ``APIRouter`` (paths under ``/governance``):
+
+* ``get_session``: a FastAPI dependency yielding a SQLAlchemy ``Session`` on the governance store;
+* ``current_user``: a dependency returning the authenticated user (``name``, ``roles``,
+  ``holder_ids``) or refusing with 401 itself.
+
+Every mutation commits on success and rolls back on any error, so nothing partial is stored.
+Refusals are JSON ``{"error": <code>, "message": <text>, "problems": [[code, text], ...]}`` with a
+4xx status (404 unknown or not visible to you, 403 not allowed, 409 invalid transition or
+conflict, 422 malformed request); malformed bodies get FastAPI's 422 naming the field.
+The transparency register (JSON and an HTML page) is public and holds no personal data.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the Annotated aliases at runtime.
+
+import html
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from governance import service
+from governance.catalogue import load_catalogue
+from governance.errors import GovernanceError, NotFound
+from governance.purposes import LEGAL_BASES, PURPOSES
+
+STAFF = frozenset({"steward", "admin", "operator"})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileBody(_Body):
+    project: str = Field(max_length=200)
+    purpose: str
+    legal_basis: str
+    ethics_ref: str = Field(max_length=32)
+    variables: list[str] = Field(max_length=500)
+    holders: list[str] = Field(max_length=50)
+    members: list[str] = Field(default_factory=list, max_length=100)
+    cohort_criteria: dict[str, Any] = Field(default_factory=dict)
+    period: tuple[date | None, date | None] = (None, None)
+    data_form: Literal["anonymised", "pseudonymised"] = "anonymised"
+    pseudonymisation_justification: str | None = Field(default=None, max_length=5000)
+    output_tier: Literal["aggregate", "record"] = "aggregate"
+    access_days: int = 365
+    submit: bool = False
+
+
+class EditBody(_Body):
+    project: str | None = Field(default=None, max_length=200)
+    purpose: str | None = None
+    legal_basis: str | None = None
+    ethics_ref: str | None = Field(default=None, max_length=32)
+    variables: list[str] | None = Field(default=None, max_length=500)
+    holders: list[str] | None = Field(default=None, max_length=50)
+    members: list[str] | None = Field(default=None, max_length=100)
+    cohort_criteria: dict[str, Any] | None = None
+    period: tuple[date | None, date | None] | None = None
+    data_form: Literal["anonymised", "pseudonymised"] | None = None
+    pseudonymisation_justification: str | None = Field(default=None, max_length=5000)
+    output_tier: Literal["aggregate", "record"] | None = None
+    access_days: int | None = None
+
+
+class DecisionBody(_Body):
+    holder_id: str
+    decision: Literal["approve", "reject", "return"]
+    justification: str = Field(max_length=5000)
+
+
+class AmendBody(_Body):
+    changes: EditBody
+    reason: str = Field(max_length=5000)
+
+
+class RevokeBody(_Body):
+    justification: str = Field(max_length=5000)
+
+
+class ConsentBody(_Body):
+    consent_key: str = Field(max_length=128)
+    scope: str
+    choice: Literal["opt_out", "opt_in"]
+    source_ref: str = Field(max_length=128)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+
+class WithdrawBody(_Body):
+    consent_key: str = Field(max_length=128)
+    scope: str = "secondary_use"
+    source_ref: str = Field(max_length=128)
+
+
+class UserBody(_Body):
+    name: str = Field(max_length=64)
+    roles: list[str]
+    holder_ids: list[str] = Field(default_factory=list)
+
+
+class DeadlineBody(_Body):
+    days: int
+    holder_id: str | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, frozenset | set):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def _refusal(exc: GovernanceError) -> JSONResponse:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+    if problems := getattr(exc, "problems", None):
+        body["problems"] = [list(p) for p in problems]
+    return JSONResponse(body, status_code=exc.http_status)
+
+
+def _deny(message: str, code: str = "auth.forbidden", status: int = 403) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def _run(session: Any, fn: Callable[[], Any], *, status: int = 200, mutate: bool = True) -> Any:
+    """Call the service; commit a mutation, or roll back and answer the refusal."""
+    try:
+        result = fn()
+        if mutate:
+            session.commit()
+    except GovernanceError as exc:
+        session.rollback()
+        return _refusal(exc)
+    return JSONResponse(_jsonable(result), status_code=status)
+
+
+def _roles(user: Any) -> frozenset[str]:
+    return frozenset(user.roles)
+
+
+def _may_see(user: Any, view: Any) -> bool:
+    roles = _roles(user)
+    if user.name == view.applicant or user.name in view.members or roles & {"admin", "operator"}:
+        return True
+    # Stewards see submitted requests that concern one of their holders (not others' drafts).
+    return "steward" in roles and view.status != "draft" and bool(set(user.holder_ids) & set(view.holders))
+
+
+def _visible(session: Any, user: Any, request_id: int) -> Any:
+    view = service.get_request(session, request_id=request_id)
+    if not _may_see(user, view):
+        # Same answer as for a missing request: do not reveal that it exists.
+        raise NotFound(f"request {request_id} does not exist", code="request.not_found")
+    return view
+
+
+def _transparency_html(entries: list[Any]) -> str:
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            e.permit_id, e.project, e.purpose, ", ".join(e.holders), e.issued_on, e.expires_on,
+            e.released_on or "-", e.status)) + "</tr>"
+        for e in entries
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Transparency register</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'></head><body>"
+        "<main><h1>Data permits (transparency register)</h1>"
+        "<p>Every data permit issued for secondary use of health data: project, purpose, data holders, "
+        "dates and status. No personal data is published. Machine-readable: "
+        "<a href='transparency'>JSON</a>.</p>"
+        "<table><thead><tr><th scope='col'>Permit</th><th scope='col'>Project</th><th scope='col'>Purpose</th>"
+        "<th scope='col'>Data holders</th><th scope='col'>Issued</th><th scope='col'>Expires</th>"
+        "<th scope='col'>Released</th><th scope='col'>Status</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></main></body></html>"
+    )
+
+
+def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any]) -> APIRouter:
+    """The governance API; mount with ``app.include_router(make_router(get_session, current_user))``."""
+    router = APIRouter(prefix="/governance", tags=["governance"])
+    Session = Annotated[Any, Depends(get_session)]
+    CurrentUser = Annotated[Any, Depends(current_user)]
+
+    # ------------------------------------------------------------------ public
+
+    @router.get("/purposes")
+    def purposes() -> dict[str, Any]:
+        return {"purposes": dict(PURPOSES), "legal_bases": dict(LEGAL_BASES)}
+
+    @router.get("/variables")
+    def variables() -> list[dict[str, str]]:
+        return list(load_catalogue().values())
+
+    @router.get("/transparency")
+    def transparency(session: Session) -> Any:
+        return _run(session, lambda: service.transparency_register(session), mutate=False)
+
+    @router.get("/transparency.html", response_class=HTMLResponse)
+    def transparency_page(session: Session) -> HTMLResponse:
+        return HTMLResponse(_transparency_html(service.transparency_register(session)))
+
+    # ------------------------------------------------------------------ requests
+
+    @router.post("/requests", status_code=201)
+    def file_request(body: FileBody, session: Session, user: CurrentUser) -> Any:
+        if "researcher" not in _roles(user):
+            return _deny("filing a request needs the researcher role")
+        fields = body.model_dump(exclude={"submit"})
+
+        def go() -> dict[str, Any]:
+            rid = service.file_request(session, applicant=user.name, **fields)
+            if body.submit:
+                service.submit_request(session, request_id=rid, actor=user.name)
+            return {"request_id": rid, "status": "submitted" if body.submit else "draft"}
+
+        return _run(session, go, status=201)
+
+    @router.get("/requests")
+    def list_requests(session: Session, user: CurrentUser, status: str | None = None,
+                      holder_id: str | None = None) -> Any:
+        def go() -> list[dict[str, Any]]:
+            try:
+                views = service.list_requests(session, status=status, holder_id=holder_id)
+            except ValueError:
+                raise NotFound(f"unknown status {status!r}", code="request.bad_status") from None
+            return [{"id": v.id, "status": v.status, "project": v.project, "purpose": v.purpose,
+                     "holders": v.holders, "applicant": v.applicant, "submitted_at": v.submitted_at}
+                    for v in views if _may_see(user, v)]
+        return _run(session, go, mutate=False)
+
+    @router.get("/requests/{request_id}")
+    def get_request(request_id: int, session: Session, user: CurrentUser) -> Any:
+        def go() -> dict[str, Any]:
+            view = _visible(session, user, request_id)
+            return {"request": view, "permit": service.permit_for_request(session, request_id=request_id),
+                    "history": service.request_history(session, request_id=request_id)}
+        return _run(session, go, mutate=False)
+
+    @router.patch("/requests/{request_id}")
+    def edit_request(request_id: int, body: EditBody, session: Session, user: CurrentUser) -> Any:
+        changes = body.model_dump(exclude_unset=True)
+
+        def go() -> Any:
+            _visible(session, user, request_id)
+            return service.update_draft(session, request_id=request_id, actor=user.name, **changes)
+        return _run(session, go)
+
+    @router.post("/requests/{request_id}/submit")
+    def submit_request(request_id: int, session: Session, user: CurrentUser) -> Any:
+        def go() -> dict[str, Any]:
+            _visible(session, user, request_id)
+            service.submit_request(session, request_id=request_id, actor=user.name)
+            return {"request_id": request_id, "status": service.get_request(session, request_id=request_id).status}
+        return _run(session, go)
+
+    @router.post("/requests/{request_id}/decisions")
+    def decide(request_id: int, body: DecisionBody, session: Session, user: CurrentUser) -> Any:
+        def go() -> dict[str, Any]:
+            _visible(session, user, request_id)
+            status = service.decide(session, request_id=request_id, holder_id=body.holder_id, reviewer=user.name,
+                                    decision=body.decision, justification=body.justification)
+            return {"request_id": request_id, "status": status}
+        return _run(session, go)
+
+    @router.post("/requests/{request_id}/amendments", status_code=201)
+    def amend(request_id: int, body: AmendBody, session: Session, user: CurrentUser) -> Any:
+        changes = body.changes.model_dump(exclude_unset=True)
+
+        def go() -> dict[str, Any]:
+            _visible(session, user, request_id)
+            new_id = service.amend_request(session, request_id=request_id, actor=user.name, changes=changes,
+                                           reason=body.reason)
+            return {"request_id": new_id, "amends": request_id, "separate_request": new_id != request_id}
+        return _run(session, go, status=201)
+
+    @router.post("/requests/{request_id}/revoke")
+    def revoke(request_id: int, body: RevokeBody, session: Session, user: CurrentUser) -> Any:
+        def go() -> Any:
+            _visible(session, user, request_id)
+            return service.revoke_permit(session, request_id=request_id, actor=user.name,
+                                         justification=body.justification)
+        return _run(session, go)
+
+    @router.get("/permits")
+    def my_permits(session: Session, user: CurrentUser) -> Any:
+        return _run(session, lambda: service.releases_for_user(session, user_name=user.name, at=datetime.now(UTC)),
+                    mutate=False)
+
+    # ------------------------------------------------------------------ consent (stewards)
+
+    def _steward(user: Any) -> JSONResponse | None:
+        if not _roles(user) & {"steward", "admin"}:
+            return _deny("consent records are kept by stewards")
+        return None
+
+    @router.post("/consent", status_code=201)
+    def record_consent(body: ConsentBody, session: Session, user: CurrentUser) -> Any:
+        if (denied := _steward(user)) is not None:
+            return denied
+        return _run(session, lambda: {"consent_record_id": service.record_consent(
+            session, consent_key=body.consent_key, scope=body.scope, choice=body.choice, source_ref=body.source_ref,
+            actor=user.name, valid_from=body.valid_from, valid_to=body.valid_to)}, status=201)
+
+    @router.post("/consent/withdraw", status_code=201)
+    def withdraw_consent(body: WithdrawBody, session: Session, user: CurrentUser) -> Any:
+        if (denied := _steward(user)) is not None:
+            return denied
+        return _run(session, lambda: {"consent_record_id": service.withdraw_consent(
+            session, consent_key=body.consent_key, scope=body.scope, source_ref=body.source_ref, actor=user.name)},
+            status=201)
+
+    @router.get("/consent/{consent_key}")
+    def show_consent(consent_key: str, session: Session, user: CurrentUser) -> Any:
+        if (denied := _steward(user)) is not None:
+            return denied
+        now = datetime.now(UTC)
+
+        def go() -> dict[str, Any]:
+            records = service.consent_records(session, consent_key=consent_key)
+            state = {p: service.is_excluded(session, consent_key=consent_key, purpose=p, at=now) for p in PURPOSES}
+            return {"records": records, "excluded_now": state}
+        return _run(session, go, mutate=False)
+
+    # ------------------------------------------------------------------ follow-up (staff)
+
+    @router.get("/overdue")
+    def overdue(session: Session, user: CurrentUser) -> Any:
+        if not _roles(user) & STAFF:
+            return _deny("overdue reviews are for stewards, operators and admins")
+        return _run(session, lambda: service.overdue_reviews(session, at=datetime.now(UTC)), mutate=False)
+
+    @router.get("/figures")
+    def figures(session: Session, user: CurrentUser,
+                period: Annotated[Literal["month", "quarter", "year"], Query()] = "month") -> Any:
+        if not _roles(user) & STAFF:
+            return _deny("key figures are for stewards, operators and admins")
+        return _run(session, lambda: service.key_figures(session, period=period), mutate=False)
+
+    # ------------------------------------------------------------------ administration
+
+    @router.post("/users", status_code=201)
+    def add_user(body: UserBody, session: Session, user: CurrentUser) -> Any:
+        if "admin" not in _roles(user):
+            return _deny("creating users needs the admin role")
+        return _run(session, lambda: service.create_user(session, name=body.name, roles=body.roles,
+                                                         holder_ids=body.holder_ids, actor=user.name), status=201)
+
+    @router.post("/users/{name}/tokens", status_code=201)
+    def new_token(name: str, session: Session, user: CurrentUser) -> Any:
+        if "admin" not in _roles(user):
+            return _deny("issuing tokens needs the admin role")
+        # The plain token is in this one response only; the store keeps its hash.
+        return _run(session, lambda: {"user": name, "token": service.issue_token(session, user_name=name)},
+                    status=201)
+
+    @router.put("/deadline")
+    def deadline(body: DeadlineBody, session: Session, user: CurrentUser) -> Any:
+        if "admin" not in _roles(user):
+            return _deny("changing decision deadlines needs the admin role")
+        return _run(session, lambda: service.set_decision_deadline(session, days=body.days, holder_id=body.holder_id,
+                                                                   actor=user.name) or {"days": body.days,
+                                                                                         "holder_id": body.holder_id})
+
+    return router
