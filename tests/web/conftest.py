@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
-from webtest_helpers import seed
+
+# The helpers module sits beside this file; make it importable under any --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webtest_helpers import seed  # noqa: E402
 
 
 @pytest.fixture(scope="session")
