@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -115,8 +116,11 @@ def consent_records(session: Session, *, consent_key: str) -> list[ConsentRecord
             for r in rows]
 
 
-def _resolve(records: Iterable[ConsentRow], purpose: str) -> bool:
-    """True when the records (all valid at the same moment, one person) exclude the person."""
+def _resolve(records: Iterable[Any], purpose: str) -> bool:
+    """True when the records (all valid at the same moment, one person) exclude the person.
+
+    ``records`` need ``scope``, ``choice``, ``valid_from`` and ``id`` (rows or ORM objects).
+    """
     specific = [r for r in records if r.scope == purpose]
     general = [r for r in records if r.scope == SECONDARY_USE]
     for group in (specific, general):
@@ -126,15 +130,17 @@ def _resolve(records: Iterable[ConsentRow], purpose: str) -> bool:
     return False
 
 
-def _valid_at(session: Session, purpose: str, at: datetime, consent_key: str | None = None) -> list[ConsentRow]:
-    q = select(ConsentRow).where(
+def _valid_at(session: Session, purpose: str, at: datetime, consent_key: str | None = None) -> list[Any]:
+    # Plain column tuples, not ORM objects: a register holds up to millions of opt-outs.
+    q = select(ConsentRow.consent_key, ConsentRow.scope, ConsentRow.choice, ConsentRow.valid_from,
+               ConsentRow.id).where(
         ConsentRow.scope.in_([SECONDARY_USE, purpose]),
         ConsentRow.valid_from <= at,
         or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > at),
     )
     if consent_key is not None:
         q = q.where(ConsentRow.consent_key == consent_key)
-    return list(session.execute(q).scalars())
+    return list(session.execute(q).all())
 
 
 def excluded_consent_keys(session: Session, *, purpose: str, at: datetime) -> frozenset[str]:
@@ -142,7 +148,7 @@ def excluded_consent_keys(session: Session, *, purpose: str, at: datetime) -> fr
     if purpose not in PURPOSES:
         raise InvalidConsent(f"unknown purpose {purpose!r}", code="consent.bad_scope")
     _aware(at, "at")
-    by_key: dict[str, list[ConsentRow]] = {}
+    by_key: dict[str, list[Any]] = {}
     for r in _valid_at(session, purpose, at):
         by_key.setdefault(r.consent_key, []).append(r)
     return frozenset(k for k, recs in by_key.items() if _resolve(recs, purpose))
