@@ -182,6 +182,23 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
     return " ".join(joins), ", ".join(select)
 
 
+#: Keyed pseudonyms are random hex: no compression scheme gains more than the hex encoding's
+#: factor two, and DuckDB's automatic analysis of such strings costs more than the rest of
+#: the write together (measured: 3.4 s vs 0.8 s for 2 M rows). Store them uncompressed.
+_UNCOMPRESSED_ACTIONS = frozenset({"person_id", "resource_pseudonym"})
+
+
+def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -> str:
+    """CREATE TABLE for the research table, types from the query, pseudonyms uncompressed."""
+    types = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {query}").fetchall()}
+    cols = []
+    for c in rule.columns:
+        dtype = "VARCHAR" if types[c.name] == '"NULL"' else types[c.name]
+        using = " USING COMPRESSION uncompressed" if c.action in _UNCOMPRESSED_ACTIONS else ""
+        cols.append(f"{_q(c.name)} {dtype}{using}")
+    return f"CREATE TABLE research.{_q(rule.name)} ({', '.join(cols)})"
+
+
 def _bad_rows(rule: TableRule) -> str:
     """FROM clause of the raw rows whose identifier is invalid or missing, with reason ``q.reason``.
 
@@ -331,7 +348,9 @@ def pseudonymise_holder(
             for r in rules:
                 joins, select = _select_sql(r, cols[r.source])
                 where = "WHERE pm.person_id IS NOT NULL" if r.identifier else ""
-                con.execute(f"CREATE TABLE research.{_q(r.name)} AS SELECT {select} FROM {joins} {where}")
+                query = f"SELECT {select} FROM {joins} {where}"
+                con.execute(_research_ddl(con, r, query))
+                con.execute(f"INSERT INTO research.{_q(r.name)} {query}")
                 counts[r.name] = con.execute(f"SELECT count(*) FROM research.{_q(r.name)}").fetchall()[0][0]
                 rows_in += con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0]
                 if r.via_patient:
