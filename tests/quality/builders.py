@@ -174,10 +174,13 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         con.execute("UPDATE fhir_condition SET code = 'E19.9' WHERE condition_id = 'c4'")
         con.execute("UPDATE fhir_medication_request SET atc_code = 'C99ZZ01' WHERE medication_request_id = 'm5'")
         keys["code.unknown"] = ["Condition/c4", "MedicationRequest/m5"]
-        con.execute("UPDATE fhir_observation SET value = 7.13, unit = '%' WHERE observation_id = 'o6'")
-        keys["value.wrong_unit"] = ["Observation/o6"]
-        con.execute("UPDATE fhir_eq5d_response SET eq_vas = 157 WHERE questionnaire_response_id = 'q7'")
-        keys["value.out_of_range"] = ["QuestionnaireResponse/q7"]
+        # Checks that quarantine their failing rows block only on a systemic share (> 5 %), so the
+        # unit and VAS errors hit 4 of 60 rows: enough to block, as a switched unit would.
+        wrong_unit, bad_vas = ["o6", "o10", "o11", "o12"], ["q7", "q20", "q21", "q22"]
+        con.execute(f"UPDATE fhir_observation SET value = 7.13, unit = '%' WHERE observation_id IN {tuple(wrong_unit)}")
+        keys["value.wrong_unit"] = [f"Observation/{k}" for k in wrong_unit]
+        con.execute(f"UPDATE fhir_eq5d_response SET eq_vas = 157 WHERE questionnaire_response_id IN {tuple(bad_vas)}")
+        keys["value.out_of_range"] = [f"QuestionnaireResponse/{k}" for k in bad_vas]
     quarantine.ensure_table(con)
     con.execute("DELETE FROM quarantine")
     if defects:

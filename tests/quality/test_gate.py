@@ -75,7 +75,7 @@ def test_blocking_failure_raises_with_ids_and_counts_only(zones):
     with pytest.raises(QualityGateFailed) as info:
         raise_for_blocking(result)
     msg = str(info.value)
-    assert "fhir.observation.hba1c.unit" in msg and "1/" in msg
+    assert "fhir.observation.hba1c.unit" in msg and "4/" in msg
     for value in ("7.13", "157", "ghost", "E19.9", "C99ZZ01"):
         assert value not in msg
     assert info.value.result.summary()["failed"]
