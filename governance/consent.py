@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from governance import auditing
@@ -144,14 +144,36 @@ def _valid_at(session: Session, purpose: str, at: datetime, consent_key: str | N
 
 
 def excluded_consent_keys(session: Session, *, purpose: str, at: datetime) -> frozenset[str]:
-    """Consent keys of persons opted out of secondary use in general or of ``purpose`` at ``at``."""
+    """Consent keys of persons opted out of secondary use in general or of ``purpose`` at ``at``.
+
+    Resolved in the database (one window-function query; the same rule as ``_resolve``, which
+    ``is_excluded`` and the tests use as the reference): per person, the valid record for this
+    purpose if any, else the valid general record, latest first; excluded if it is an opt-out.
+    """
     if purpose not in PURPOSES:
         raise InvalidConsent(f"unknown purpose {purpose!r}", code="consent.bad_scope")
     _aware(at, "at")
-    by_key: dict[str, list[Any]] = {}
-    for r in _valid_at(session, purpose, at):
-        by_key.setdefault(r.consent_key, []).append(r)
-    return frozenset(k for k, recs in by_key.items() if _resolve(recs, purpose))
+    if at is None:
+        raise InvalidConsent("at is required", code="consent.naive_time")
+    specific_first = case((ConsentRow.scope == purpose, 0), else_=1)
+    ranked = (
+        select(
+            ConsentRow.consent_key,
+            ConsentRow.choice,
+            func.row_number().over(
+                partition_by=ConsentRow.consent_key,
+                order_by=(specific_first, ConsentRow.valid_from.desc(), ConsentRow.id.desc()),
+            ).label("rn"),
+        )
+        .where(
+            ConsentRow.scope.in_([SECONDARY_USE, purpose]),
+            ConsentRow.valid_from <= at,
+            or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > at),
+        )
+        .subquery()
+    )
+    q = select(ranked.c.consent_key).where(ranked.c.rn == 1, ranked.c.choice == "opt_out")
+    return frozenset(session.execute(q).scalars())
 
 
 def is_excluded(session: Session, *, consent_key: str, purpose: str, at: datetime) -> bool:

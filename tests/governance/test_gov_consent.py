@@ -111,3 +111,23 @@ def test_withdrawal_law_property(url, ops, withdraw_at, scope, probe):
         for later in (0, 1, 17, 400):
             for purpose in purposes:
                 assert key in service.excluded_consent_keys(s, purpose=purpose, at=withdraw_at + timedelta(days=later))
+
+
+_record = st.tuples(st.sampled_from(KEYS_FOR_MODEL := ["m" * 20 + str(i) for i in range(4)]),
+                    _scopes, st.sampled_from(["opt_in", "opt_out"]), _times, st.none() | st.integers(1, 40))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(_record, max_size=12), probe=_times, purpose=st.sampled_from(["scientific_research", "education"]),
+       salt=st.integers(0, 10**6))
+def test_sql_resolution_matches_reference(url, records, probe, purpose, salt):
+    """The window-function query gives exactly the per-person reference rule, for any register."""
+    keys = {k: f"{k}x{salt}" for k in KEYS_FOR_MODEL}  # fresh persons per example (shared store)
+    with session_scope(url) as s:
+        for k, sc, choice, start, length in records:
+            service.record_consent(s, consent_key=keys[k], scope=sc, choice=choice, source_ref="f", actor="s",
+                                   valid_from=start, valid_to=None if length is None else start + timedelta(days=length))
+    with session_scope(url) as s:
+        got = service.excluded_consent_keys(s, purpose=purpose, at=probe) & set(keys.values())
+        expected = {v for v in keys.values() if service.is_excluded(s, consent_key=v, purpose=purpose, at=probe)}
+    assert got == expected
