@@ -26,6 +26,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -37,9 +38,11 @@ import msgspec
 
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
 from pipelines import quarantine
+from pipelines.fhir.fastvalid import fast_decode, sql_safe, struct_unknown_code_paths
 from pipelines.fhir.terminology import code_lists, unknown_code_paths
 from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
-from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_views
+from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_view
+from pipelines.fhir.viewsql import SQL_MACROS, Unsupported, compile_view_sql
 from pipelines.warehouse import write_connection
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,11 @@ BUNDLE_TYPES = ("collection", "transaction", "searchset")
 CHUNK_LINES = 2000
 #: Resources buffered in the main process before one Arrow insert into DuckDB.
 FLUSH_RESOURCES = 100_000
+#: Input limits: a line (resource) larger than this is quarantined as ``fhir.too_large``, one
+#: nested deeper than MAX_JSON_DEPTH as ``json.too_deep`` (before any recursive processing).
+#: Real resources of the ingested types are a few kB and a few dozen levels deep at most.
+MAX_RESOURCE_BYTES = 16 * 2**20
+MAX_JSON_DEPTH = 100
 
 # ViewDefinition column type -> DuckDB type. Dates stay VARCHAR on purpose: FHIR dates may be
 # partial ("1970-06") and dateTimes carry their offset; the raw zone keeps them as delivered.
@@ -98,17 +106,48 @@ class _Outcome:
     detail: str = ""
     rows: dict[str, list[tuple[Any, ...]]] | None = None
     flags: list[tuple[str, str]] | None = None  # (flag_code, path)
+    sql_flat: bool = False  # rows of the SQL-compiled views come from DuckDB, not from ``rows``
 
 
 _state: dict[str, Any] = {}
 
 
+@dataclass(frozen=True)
+class ViewPlan:
+    """Which views run as compiled SQL in DuckDB and which in Python (per resource)."""
+
+    views: dict[str, CompiledView]
+    sql: dict[str, str]            # view name -> INSERT ... SELECT (over fhir_resource)
+    python_only: dict[str, str]    # view name -> why the SQL compiler could not take it
+
+
+_PYFLAT = "_fhir_pyflat"  # temp table: resources whose rows came from the Python evaluator
+
+
+def view_plan(views_dir: Path) -> ViewPlan:
+    views: dict[str, CompiledView] = {}
+    sql: dict[str, str] = {}
+    python_only: dict[str, str] = {}
+    for p in sorted(views_dir.glob("*.json")):
+        raw, cv = load_view(p)
+        views[cv.name] = cv
+        try:
+            sql[cv.name] = compile_view_sql(raw, cv, exclude=_PYFLAT)
+        except Unsupported as exc:
+            python_only[cv.name] = str(exc)
+    return ViewPlan(views, sql, python_only)
+
+
 def _init_worker(views_dir: str) -> None:
-    views = load_views(Path(views_dir))
+    plan = view_plan(Path(views_dir))
     by_type: dict[str, list[CompiledView]] = {}
-    for v in views.values():
+    py_by_type: dict[str, list[CompiledView]] = {}
+    for v in plan.views.values():
         by_type.setdefault(v.resource, []).append(v)
+        if v.name in plan.python_only:
+            py_by_type.setdefault(v.resource, []).append(v)
     _state["views_by_type"] = by_type
+    _state["py_views_by_type"] = py_by_type
     _state["codes"] = code_lists()
 
 
@@ -140,6 +179,54 @@ def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
         return _Outcome(rtype=rtype, reason="fhir.invalid", detail=f"{rtype}.id: required for ingestion")
     rows: dict[str, list[tuple[Any, ...]]] = {}
     flags: list[tuple[str, str]] = []
+    _python_rows(obj, rtype, rows, flags)
+    return _Outcome(rtype=rtype, rid=rid, valid=True, rows=rows, flags=flags)
+
+
+_decode = msgspec.json.Decoder().decode
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes) -> int:
+    """Maximum nesting depth of JSON text (brackets inside strings ignored; any input)."""
+    depth = best = 0
+    for b in _BRACKETS.findall(_STRINGS.sub(b"", body)):
+        if b in (b"[", b"{"):
+            depth += 1
+            best = max(best, depth)
+        else:
+            depth -= 1
+    return best
+
+
+def _fast_outcome(body: bytes, expected: str) -> _Outcome | None:
+    """The fast path: a certainly valid resource (rows left to SQL where possible), or None."""
+    struct = fast_decode(body, expected)
+    if struct is None:
+        return None
+    flags = [("code.unknown", p) for p in struct_unknown_code_paths(expected, struct, _state["codes"])]
+    if sql_safe(body, struct):
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        py_views = _state["py_views_by_type"].get(expected, ())
+        if py_views:
+            obj = _decode(body)
+            for view in py_views:
+                try:
+                    rows[view.name] = view.rows(obj)
+                except ViewDefinitionError:
+                    flags.append(("view.error", view.name))
+        return _Outcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags, sql_flat=True)
+    # Valid, but possibly with duplicate keys (DuckDB would read another value): Python views.
+    obj = _decode(body)
+    rows = {}
+    flags = []
+    _python_rows(obj, expected, rows, flags)
+    return _Outcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags)
+
+
+def _python_rows(obj: dict[str, Any], rtype: str, rows: dict[str, list[tuple[Any, ...]]],
+                 flags: list[tuple[str, str]]) -> None:
     for view in _state["views_by_type"].get(rtype, ()):
         try:
             rows[view.name] = view.rows(obj)
@@ -149,16 +236,21 @@ def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
             flags.append(("view.error", view.name))
     for path in unknown_code_paths(obj, _state["codes"]):
         flags.append(("code.unknown", path))
-    return _Outcome(rtype=rtype, rid=rid, valid=True, rows=rows, flags=flags)
-
-
-_decode = msgspec.json.Decoder().decode
 
 
 def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Outcome | None:
     body = line.rstrip(b"\r\n")
     if not body.strip():
         return None
+    if len(body) > MAX_RESOURCE_BYTES:
+        return _Outcome(reason="fhir.too_large", detail=f"line: larger than {MAX_RESOURCE_BYTES} bytes")
+    # Cheap bound first: depth cannot exceed the number of opening brackets.
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
+        return _Outcome(reason="json.too_deep", detail=f"line: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if expected is not None and not unterminated:
+        fast = _fast_outcome(body, expected)
+        if fast is not None:
+            return fast
     try:
         obj = _decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
@@ -179,7 +271,7 @@ _Chunk = tuple[str, str | None, int, list[bytes], bool]
 def _process_chunk(chunk: _Chunk) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Worker: returns (source_file, valid, quarantined) for one chunk of lines.
 
-    valid: (line_no, rtype, rid, text, rows_by_view, flags); quarantined:
+    valid: (line_no, rtype, rid, raw bytes, rows_by_view, flags, sql_flat); quarantined:
     (line_no, reason, detail, record_key, rtype, original bytes).
     """
     source_file, expected, first, lines, last_unterminated = chunk
@@ -192,7 +284,7 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, list[tuple[Any, ...]], list[tupl
             continue
         line_no = first + i
         if out.valid:
-            valid.append((line_no, out.rtype, out.rid, line.rstrip(b"\r\n").decode("utf-8"), out.rows, out.flags))
+            valid.append((line_no, out.rtype, out.rid, line.rstrip(b"\r\n"), out.rows, out.flags, out.sql_flat))
         else:
             quar.append((line_no, out.reason, out.detail, _record_key(out.rtype, out.rid),
                          out.rtype or expected, line.rstrip(b"\r\n")))
@@ -329,7 +421,7 @@ class _Loader:
         self.row_counts: Counter[str] = Counter()
         self.pending = 0
 
-    def add(self, rtype: str, rid: str, text: str, source_file: str, line_no: int | None,
+    def add(self, rtype: str, rid: str, text: bytes, source_file: str, line_no: int | None,
             rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]]) -> None:
         for col, v in zip(self.res, (rtype, rid, text, source_file, line_no), strict=True):
             col.append(v)
@@ -345,7 +437,8 @@ class _Loader:
     def flush(self) -> None:
         pa = self.pa
         if self.res[0]:
-            t = pa.table({"resource_type": self.res[0], "id": self.res[1], "resource": self.res[2],
+            t = pa.table({"resource_type": self.res[0], "id": self.res[1],
+                          "resource": pa.array(self.res[2], pa.string()),  # bytes, checked as UTF-8
                           "_source_file": self.res[3], "_line_no": pa.array(self.res[4], pa.int64())})
             self.con.register("_fhir_batch", t)
             self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
@@ -438,6 +531,22 @@ def _flag_dangling(con: Any, views: dict[str, CompiledView]) -> int:
     return total
 
 
+def _flatten_sql(con: Any, plan: ViewPlan, pyflat: list[list[str]], row_counts: Counter[str]) -> None:
+    """Run the SQL-compiled views over ``fhir_resource`` (all but the Python-flattened resources)."""
+    import pyarrow as pa
+
+    for macro in SQL_MACROS:
+        con.execute(macro)
+    con.register("_fhir_pyflat_batch", pa.table({"resource_type": pa.array(pyflat[0], pa.string()),
+                                                 "id": pa.array(pyflat[1], pa.string())}))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_PYFLAT} AS SELECT * FROM _fhir_pyflat_batch")
+    con.unregister("_fhir_pyflat_batch")
+    for name, sql in plan.sql.items():
+        n = con.execute(sql).fetchall()
+        row_counts[name] += int(n[0][0]) if n else 0
+    con.execute(f"DROP TABLE {_PYFLAT}")
+
+
 def _worker_count(requested: int | None) -> int:
     if requested is not None:
         return max(0, requested)
@@ -452,9 +561,12 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
     """
     settings = settings or get_settings()
     landing = settings.landing_dir(holder_id) / "fhir"
-    views = load_views(VIEWS_DIR)
+    plan = view_plan(VIEWS_DIR)
+    views = plan.views
     if not views:
         raise FhirIngestError(f"no ViewDefinitions found in {VIEWS_DIR}")
+    if plan.python_only:
+        log.info("fhir views evaluated in Python (not compiled to SQL): %s", sorted(plan.python_only))
     ndjson, bundles = landing_files(landing) if landing.is_dir() else ([], [])
 
     read: Counter[str] = Counter()
@@ -482,17 +594,22 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
             quarantine.reset(con, stage=STAGE, source=SOURCE)
             loader = _Loader(con, views)
 
-            def accept(source_file: str, line_no: int | None, rtype: str, rid: str, text: str,
+            pyflat: list[list[str]] = [[], []]  # (resource_type, id) whose rows all came from Python
+
+            def accept(source_file: str, line_no: int | None, rtype: str, rid: str, text: bytes,
                        rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]],
-                       original: bytes) -> None:
+                       sql_flat: bool) -> None:
                 nonlocal unknown_codes, view_errors
                 read[rtype] += 1
                 key = (rtype, rid)
                 if key in seen:
                     q(source_file, line_no, "fhir.duplicate_id", f"{rtype}.id: already delivered earlier in this extract",
-                      f"{rtype}/{rid}", rtype, original)
+                      f"{rtype}/{rid}", rtype, text)
                     return
                 seen.add(key)
+                if not sql_flat:
+                    pyflat[0].append(rtype)
+                    pyflat[1].append(rid)
                 valid_n[rtype] += 1
                 unknown_codes += sum(1 for c, _ in flags if c == "code.unknown")
                 view_errors += sum(1 for c, _ in flags if c == "view.error")
@@ -519,8 +636,8 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                     for line_no, reason, detail, record_key, rtype, original in quar:
                         read[rtype or "unknown"] += 1
                         q(source_file, line_no, reason, detail, record_key, rtype, original)
-                    for line_no, rtype, rid, text, rows, flags in valid:
-                        accept(source_file, line_no, rtype, rid, text, rows, flags, text.encode("utf-8"))
+                    for line_no, rtype, rid, text, rows, flags, sql_flat in valid:
+                        accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
             finally:
                 if pool is not None:
                     pool.close()
@@ -545,13 +662,14 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                 for idx, res, raw in entries:
                     out = classify(res, raw, None)
                     if out.valid:
-                        accept(rel, None, out.rtype or "", out.rid or "", raw, out.rows or {}, out.flags or [],
-                               raw.encode("utf-8"))
+                        accept(rel, None, out.rtype or "", out.rid or "", raw.encode("utf-8"), out.rows or {},
+                               out.flags or [], False)
                     else:
                         read[out.rtype or "unknown"] += 1
                         q(rel, None, out.reason or "fhir.invalid", f"Bundle.entry[{idx}].resource: {out.detail}",
                           _record_key(out.rtype, out.rid), out.rtype, raw.encode("utf-8"))
             loader.flush()
+            _flatten_sql(con, plan, pyflat, loader.row_counts)
             quarantine.add(con, qrecords)
             dangling = _flag_dangling(con, views)
             con.execute("COMMIT")

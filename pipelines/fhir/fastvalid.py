@@ -1,0 +1,241 @@
+"""Validation at C speed: msgspec Structs generated from the R4B-derived schema of :mod:`validation`.
+
+:func:`pipelines.fhir.validation.fast_accept` walks a decoded dict in Python (~50 µs per
+resource). This module turns the very same schema (``validation._type_spec``: element names,
+cardinality, primitive types, required elements, choice groups, required-binding codes,
+reference target types) into ``msgspec.Struct`` types once per process, so that decoding a
+line *is* validating it, in C:
+
+* unknown elements, ``_element`` extensions, ``null``, contained resources, and elements of a
+  primitive type the fast path does not model are unknown fields -> decoding fails;
+* primitives carry patterns at least as strict as the ``_p_*`` checks in :mod:`validation`
+  (dates are exact, leap years included, so no Python post-check is needed);
+* required-binding codes are ``Literal`` types; lists must be non-empty;
+* choice groups (``value[x]``) are checked by a generated ``__post_init__`` on the few
+  Structs that have them;
+* empty objects / arrays (which the reference may treat differently) are refused by a byte
+  pre-scan before decoding.
+
+It only ever *accepts*: :func:`fast_decode` returns ``None`` whenever decoding fails for any
+reason, and the caller then asks the reference validator. The law "fast-accept implies
+reference-accept" is checked by ``tests/fhir/test_validation_differential.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import typing
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from pipelines.fhir import validation as v
+
+__all__ = ["decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
+
+# --------------------------------------------------------------------------- primitive patterns
+# msgspec applies ``pattern`` with ``re.search``: every pattern is anchored with ^ and \Z.
+# Character classes are ASCII-explicit ([0-9], not \d, which would match other scripts' digits).
+_Y = r"(?!0000)[0-9]{4}"
+_MD = (r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+       r"|(?:0[13-9]|1[0-2])-(?:29|30)"
+       r"|(?:0[13578]|1[02])-31)")
+_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29"
+_FULL_DATE = rf"(?:{_Y}-{_MD}|(?!0000){_LEAP})"
+_DATE = rf"(?:{_Y}(?:-(?:0[1-9]|1[0-2]))?|{_FULL_DATE})"
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_TZ = r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+# Printable, not all blank: ASCII, Latin-1 and Latin Extended-A letters, general punctuation.
+# Stricter than str.isprintable() (anything else is simply left to the reference).
+_PRINTABLE = r" -~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e"
+
+PATTERNS: dict[str, str] = {
+    "_p_string": rf"^ *[!-~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e][{_PRINTABLE}]*\Z",
+    "_p_code": r"^[!-~]+(?: [!-~]+)*\Z",
+    "_p_id": r"^[A-Za-z0-9\-.]{1,64}\Z",
+    "_p_uri": r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]+\Z",
+    "_p_url": r"^https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?\Z",
+    "_p_oid": r"^urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+\Z",
+    "_p_uuid": r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z",
+    "_p_date": rf"^{_DATE}\Z",
+    "_p_datetime": rf"^(?:{_DATE}|{_FULL_DATE}T{_TIME}{_TZ})\Z",
+    "_p_instant": rf"^{_FULL_DATE}T{_TIME}{_TZ}\Z",
+    "_p_time": rf"^{_TIME}\Z",
+}
+_I32 = (-2147483648, 2147483647)
+_NUMERIC: dict[str, Any] = {
+    "_p_integer": Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],
+    "_p_unsigned": Annotated[int, msgspec.Meta(ge=0, le=_I32[1])],
+    "_p_positive": Annotated[int, msgspec.Meta(ge=1, le=_I32[1])],
+    "_p_decimal": Union[Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],  # noqa: UP007
+                        Annotated[float, msgspec.Meta(gt=-1e15, lt=1e15)]],
+    "_p_bool": bool,
+}
+
+#: Lines with an empty object or array anywhere (even inside a string: then we are merely
+#: cautious) go to the reference: FHIR forbids them, and the fast path does not model that.
+EMPTY_CONTAINER = re.compile(rb"[{\[]\s*[}\]]")
+_BLANK_AFTER_BRACKET = tuple(b + w for b in (b"{", b"[") for w in (b" ", b"\t", b"\n", b"\r"))
+
+
+def _primitive_type(check: Any, enum: frozenset[str] | None) -> Any:
+    name = getattr(check, "__name__", "")
+    if name in _NUMERIC:
+        return _NUMERIC[name] if enum is None else None
+    pat = PATTERNS.get(name)
+    if pat is None:
+        return None
+    if enum is not None:
+        # A required binding: only codes that also pass the primitive check.
+        ok = sorted(c for c in enum if check(c) and re.search(pat, c))
+        return Literal[tuple(ok)] if ok else None
+    return Annotated[str, msgspec.Meta(pattern=pat)]
+
+
+# --------------------------------------------------------------------------- struct generation
+_MODULE_NAME = "pipelines.fhir._fast_structs"
+_mod = types.ModuleType(_MODULE_NAME)
+sys.modules[_MODULE_NAME] = _mod
+_REF_PAT = r"^(?:{types})/[A-Za-z0-9\-.]{{1,64}}\Z"
+
+
+def _choice_post_init(groups: tuple[tuple[tuple[str, ...], bool], ...]) -> Any:
+    """``__post_init__`` enforcing choice-type exclusivity (and presence when required).
+
+    Generated as straight-line code (no loop, no getattr): it runs for every Observation.
+    """
+    lines = ["def __post_init__(self):"]
+    for keys, required in groups:
+        count = " + ".join(f"(self.{k} is not U)" for k in keys) or "0"
+        cond = "n > 1 or n == 0" if required else "n > 1"
+        lines += [f"    n = {count}", f"    if {cond}:", "        raise ValueError('choice group')"]
+    ns: dict[str, Any] = {"U": msgspec.UNSET}
+    exec("\n".join(lines), ns)  # noqa: S102 - code built from model field names only
+    return ns["__post_init__"]
+
+
+def _attr(key: str) -> str:
+    # Python keywords / builtins clash: "class" (Encounter.class) is renamed, its JSON name kept.
+    return key + "_" if key in ("class", "for", "import", "global", "from", "id_") else key
+
+
+@cache
+def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
+    """Name (in the generated module) of the Struct for ``type_name`` (built on first use)."""
+    cname = type_name if ref_types is None else f"{type_name}__{'_'.join(sorted(ref_types))}"
+    if hasattr(_mod, cname):
+        return cname
+    setattr(_mod, cname, None)  # placeholder: recursion through Extension etc. resolves lazily
+    spec = v._type_spec(type_name)
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    renames: dict[str, str] = {}
+    choice_groups = []
+    for key, el in spec.elements.items():
+        check = el.check
+        if check is None:
+            continue  # not modelled: if present, the line is left to the reference
+        if type(check) is v._Lazy:
+            sub_refs = el.ref_types if check.name == "Reference" else None
+            tp: Any = _struct(check.name, sub_refs)
+        else:
+            tp = _primitive_type(check, el.enum)
+            if tp is None:
+                continue
+        if type_name == "Reference" and key == "reference" and ref_types is not None:
+            tp = Annotated[str, msgspec.Meta(pattern=_REF_PAT.format(types="|".join(sorted(ref_types))))]
+        if el.is_list:
+            # typing.List, not list[...]: it turns the struct names into resolvable forward refs.
+            tp = Annotated[typing.List[tp], msgspec.Meta(min_length=1)]  # noqa: UP006
+        attr = _attr(key)
+        if attr != key:
+            renames[attr] = key
+        # The platform needs an id: a resource without one takes the reference path.
+        if key in spec.required or (key == "id" and type_name in v.RESOURCE_TYPES):
+            fields.append((attr, tp))
+        else:
+            fields.append((attr, Union[tp, msgspec.UnsetType], msgspec.UNSET))  # noqa: UP007
+    for keys, req in spec.choice_groups.values():
+        present = tuple(_attr(k) for k in keys if any(f[0] == _attr(k) for f in fields))
+        if len(present) > 1 or req:
+            choice_groups.append((present, req))
+    ns: dict[str, Any] = {}
+    if choice_groups:
+        ns["__post_init__"] = _choice_post_init(tuple(choice_groups))
+    kwargs: dict[str, Any] = {}
+    if type_name in v.RESOURCE_TYPES:
+        kwargs.update(tag_field="resourceType", tag=type_name)
+    cls = msgspec.defstruct(cname, fields, kw_only=True, forbid_unknown_fields=True, omit_defaults=True,
+                            module=_MODULE_NAME, namespace=ns, rename=renames or None, **kwargs)
+    setattr(_mod, cname, cls)
+    return cname
+
+
+def _resolve(name: str) -> Any:
+    return getattr(_mod, name)
+
+
+@cache
+def decoder(expected: str | None) -> msgspec.json.Decoder:
+    """A decoder for one resource type (a Bulk Data file), or for any ingested type (bundles)."""
+    if expected is not None:
+        return msgspec.json.Decoder(_resolve(_struct(expected)))
+    union = Union[tuple(_resolve(_struct(t)) for t in v.RESOURCE_TYPES)]  # noqa: UP007
+    return msgspec.json.Decoder(union)
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def sql_safe(line: bytes, struct: Any) -> bool:
+    """True if the line certainly has no duplicate object keys (so DuckDB, which keeps the first
+    of two equal keys, reads the same resource as the validator, which keeps the last).
+
+    Without a backslash in the line, re-encoding the decoded Struct changes only key order,
+    whitespace and number formatting, none of which touch a quote character; every duplicate
+    key removes at least two quotes. So equal quote counts prove there is no duplicate key.
+    """
+    if b"\\" in line:
+        return False
+    return line.count(b'"') == _ENCODE(struct).count(b'"')
+
+
+def fast_decode(line: bytes | str, expected: str | None) -> Any:
+    """The validated Struct if the line is certainly a valid resource (of ``expected``), else None."""
+    if type(line) is str:
+        line = line.encode("utf-8")
+    if b"{}" in line or b"[]" in line:  # type: ignore[operator]
+        return None
+    # The regex (empty containers with blanks inside) only where a blank follows a bracket.
+    if any(p in line for p in _BLANK_AFTER_BRACKET) and EMPTY_CONTAINER.search(line):  # type: ignore[operator,arg-type]
+        return None
+    try:
+        return decoder(expected).decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- terminology on Structs
+_CODED = {"Condition": "code", "Observation": "code", "Procedure": "code",
+          "MedicationRequest": "medicationCodeableConcept"}
+
+
+def struct_unknown_code_paths(rtype: str, s: Any, lists: dict[str, frozenset[str]]) -> list[str]:
+    """Same result as :func:`pipelines.fhir.terminology.unknown_code_paths`, on a validated Struct."""
+    key = _CODED.get(rtype)
+    if key is None:
+        return []
+    cc = getattr(s, key, msgspec.UNSET)
+    if cc is msgspec.UNSET:
+        return []
+    codings = cc.coding
+    if codings is msgspec.UNSET:
+        return []
+    out = []
+    for i, c in enumerate(codings):
+        known = lists.get(c.system) if c.system is not msgspec.UNSET else lists.get(None)  # type: ignore[arg-type]
+        if known is not None and (c.code if c.code is not msgspec.UNSET else None) not in known:
+            out.append(f"{rtype}.{key}.coding[{i}]")
+    return out
