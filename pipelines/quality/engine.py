@@ -150,9 +150,11 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
     types = schema.tables[table]
     items: list[tuple[str, str]] = []
     compiled: dict[str, tuple[str, str]] = {}
+    derived: dict[str, str] = {}
     for i, check in enumerate(checks):
         try:
             fail, scope = sql.row_fail_expr(check, ctx, types), sql.row_scope_expr(check, ctx)
+            derived.update(sql.row_derived(check, ctx))
         except CheckLibraryError as exc:  # e.g. a code list that is not shipped
             out[check.id] = _result(check, zone, 0, 0, ERROR, str(exc).split(":")[0] + ": code list missing")
             continue
@@ -167,7 +169,7 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
             by_column[check.column].append(compiled[check.id][0])
     union_items = [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()]
     try:
-        row = con.execute(sql.table_scan_sql(table, items + union_items)).fetchone()
+        row = con.execute(sql.table_scan_sql(table, items + union_items, derived)).fetchone()
         names = ["__total"] + [a for a, _ in items + union_items]
         values = dict(zip(names, row, strict=True))
     except duckdb.Error:
@@ -180,7 +182,8 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
                 continue
             fail, scope = compiled[check.id]
             try:
-                r = con.execute(sql.table_scan_sql(table, [("f", fail), ("s", scope)])).fetchone()
+                r = con.execute(sql.table_scan_sql(table, [("f", fail), ("s", scope)],
+                                                   sql.row_derived(check, ctx))).fetchone()
                 values["__total"], values[f"f{i}"], values[f"s{i}"] = r[0], r[1], r[2]
             except duckdb.Error as exc:
                 out[check.id] = _result(check, zone, 0, 0, ERROR, _error_reason(exc))

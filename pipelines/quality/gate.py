@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -35,6 +36,16 @@ from pipelines.warehouse import read_connection, write_connection
 log = logging.getLogger(__name__)
 
 __all__ = ["GateInputMissing", "GateResult", "QualityGateFailed", "raise_for_blocking", "run_gate", "evaluate_zone"]
+
+
+#: DuckDB memory cap for the gate's connection. DuckDB's default is 80% of RAM; the gate shares the
+#: worker with other tasks, and spilling to disk (uniqueness, references) is cheaper than an OOM kill.
+MEMORY_LIMIT = os.environ.get("HDP_QUALITY_MEMORY_LIMIT", "2GB")
+
+
+def _configure(con) -> None:
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT.replace(chr(39), '')}'")
+    con.execute("SET preserve_insertion_order = false")  # quarantine copies need no order; saves memory
 
 
 class GateInputMissing(FileNotFoundError):
@@ -73,6 +84,7 @@ def evaluate_zone(zone: str, db: Path, *, sources: tuple[str, ...] | None, extra
     """Evaluate the zone's checks on ``db`` read-only, with no side effects (used by the label)."""
     selected = checks if checks is not None else catalog.checks_for(zone, sources)
     with read_connection(db) as con:
+        _configure(con)
         return engine.evaluate(con, selected, zone=zone, ctx=RunContext(extract_date), missing_is_error=zone != "release")
 
 
@@ -97,12 +109,14 @@ def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | Non
     quarantined: dict[str, int] = {}
     if zone == "raw":
         with write_connection(db) as con:
+            _configure(con)
             evaluation = engine.evaluate(con, checks, zone=zone, ctx=ctx, missing_is_error=True)
             by_id = {r.id: r for r in evaluation.results}
             quarantined = quarantine_failures(con, checks, by_id, holder=scope, ctx=ctx,
                                               sources=[c.source for c in checks if c.quarantine])
     else:
         with read_connection(db) as con:
+            _configure(con)
             evaluation = engine.evaluate(con, checks, zone=zone, ctx=ctx, missing_is_error=zone != "release")
     results = tuple(replace(r, quarantined_rows=quarantined.get(r.id, 0)) for r in evaluation.results)
     passed = not any(r.blocks for r in results)

@@ -23,35 +23,40 @@ from pipelines.quality.catalog import Check, code_list
 #: longer run of letters/digits (so hex pseudonyms and OIDs do not match).
 IDENTIFIER_PATTERN = r"(^|[^0-9A-Za-z])([0-9]{2})?[0-9]{6}[-+]?[0-9]{4}([^0-9A-Za-z]|$)"
 
+# Luhn over the 10 right-most digits of n, in integer arithmetic (vectorised; far faster than
+# per-character string functions). Digit k counted from the right has weight 2 when k is odd; a doubled
+# digit x contributes 2x - 9 when x >= 5, i.e. 2x - 9 * (x // 5).
 _LUHN_TERMS = " + ".join(
-    (f"(2 * (ascii(substr(d, {i}, 1)) - 48) - CASE WHEN ascii(substr(d, {i}, 1)) >= 53 THEN 9 ELSE 0 END)"
-     if i % 2 == 1 else f"(ascii(substr(d, {i}, 1)) - 48)")
-    for i in range(1, 11)
+    (f"(2 * ((n // {10 ** k}) % 10) - 9 * (((n // {10 ** k}) % 10) // 5))" if k % 2 else f"((n // {10 ** k}) % 10)")
+    for k in range(10)
 )
+_Y, _M, _D = "(n // 100000000)", "((n // 1000000) % 100)", "(((n // 10000) % 100) % 60)"
 
 #: Temporary macros every check may use. Defined per connection; they write nothing to the file.
+#: Cheap string functions (replace, substr) rather than regular expressions wherever the shape has
+#: already been checked: personnummer validation runs on every row of the largest tables.
 MACROS: tuple[str, ...] = (
     # the date part of a DATE, TIMESTAMP or ISO-8601 string (FHIR dateTimes may be partial)
     "CREATE OR REPLACE TEMP MACRO hdp_date(x) AS TRY_CAST(left(CAST(x AS VARCHAR), 10) AS DATE)",
-    "CREATE OR REPLACE TEMP MACRO hdp_pnr_digits(s) AS regexp_replace(s, '[^0-9]', '', 'g')",
-    # Luhn over the 10-digit form: weights 2,1,2,...; a doubled digit >= 5 contributes 2x - 9
-    f"CREATE OR REPLACE TEMP MACRO hdp_luhn10(d) AS length(d) = 10 AND ({_LUHN_TERMS}) % 10 = 0",
-    # the full birth year: 12-digit forms carry it; 10-digit forms take the latest year <= ref_year
-    # ending in YY, minus 100 when the separator is '+' (aged 100 or more)
-    "CREATE OR REPLACE TEMP MACRO hdp_pnr_year(s, ref_year) AS CASE "
-    "WHEN length(hdp_pnr_digits(s)) = 12 THEN TRY_CAST(left(hdp_pnr_digits(s), 4) AS INTEGER) "
-    "ELSE ref_year - ((ref_year - TRY_CAST(left(hdp_pnr_digits(s), 2) AS INTEGER)) % 100) "
-    "- CASE WHEN contains(s, '+') THEN 100 ELSE 0 END END",
-    # birth date; samordningsnummer carry day + 60, so the day is taken modulo 60
-    "CREATE OR REPLACE TEMP MACRO hdp_pnr_birth_date(s, ref_year) AS CAST(try_strptime("
-    "lpad(CAST(hdp_pnr_year(s, ref_year) AS VARCHAR), 4, '0') || substr(right(hdp_pnr_digits(s), 10), 3, 2) || "
-    "lpad(CAST(TRY_CAST(substr(right(hdp_pnr_digits(s), 10), 5, 2) AS INTEGER) % 60 AS VARCHAR), 2, '0'), "
-    "'%Y%m%d') AS DATE)",
-    "CREATE OR REPLACE TEMP MACRO hdp_pnr_valid(s, ref_year) AS "
-    "regexp_full_match(s, '([0-9]{6}|[0-9]{8})[-+]?[0-9]{4}') "
-    "AND hdp_luhn10(right(hdp_pnr_digits(s), 10)) "
-    "AND hdp_pnr_birth_date(s, ref_year) IS NOT NULL "
-    "AND hdp_pnr_birth_date(s, ref_year) <= make_date(ref_year, 12, 31)",
+    "CREATE OR REPLACE TEMP MACRO hdp_pnr_digits(s) AS replace(replace(s, '-', ''), '+', '')",
+    # canonical 12 digits (YYYYMMDDNNNC) of a well-shaped identifier as a number, else NULL. 10-digit forms
+    # take the latest year <= ref_year ending in YY, minus 100 when the separator is '+' (aged 100 or more)
+    "CREATE OR REPLACE TEMP MACRO hdp_pnr_num(s, ref_year) AS CASE "
+    "WHEN NOT regexp_full_match(s, '([0-9]{6}|[0-9]{8})[-+]?[0-9]{4}') THEN NULL "
+    "WHEN length(hdp_pnr_digits(s)) = 12 THEN TRY_CAST(hdp_pnr_digits(s) AS BIGINT) "
+    "ELSE (ref_year - ((ref_year - CAST(left(s, 2) AS BIGINT)) % 100) - CASE WHEN contains(s, '+') THEN 100 ELSE 0 END) "
+    "* 100000000 + CAST(right(hdp_pnr_digits(s), 8) AS BIGINT) END",
+    f"CREATE OR REPLACE TEMP MACRO hdp_luhn_num(n) AS ({_LUHN_TERMS}) % 10 = 0",
+    # a real calendar date; samordningsnummer carry day + 60, so the day is taken modulo 60
+    f"CREATE OR REPLACE TEMP MACRO hdp_pnr_num_date_ok(n) AS {_M} BETWEEN 1 AND 12 AND {_D} BETWEEN 1 AND CASE "
+    f"WHEN {_M} IN (4, 6, 9, 11) THEN 30 WHEN {_M} = 2 THEN CASE WHEN ({_Y} % 4 = 0 AND {_Y} % 100 <> 0) "
+    f"OR {_Y} % 400 = 0 THEN 29 ELSE 28 END ELSE 31 END",
+    "CREATE OR REPLACE TEMP MACRO hdp_pnr_num_valid(n, ref_year) AS n IS NOT NULL AND hdp_luhn_num(n) "
+    f"AND hdp_pnr_num_date_ok(n) AND {_Y} <= ref_year",
+    f"CREATE OR REPLACE TEMP MACRO hdp_pnr_num_birth(n) AS CASE WHEN hdp_pnr_num_date_ok(n) "
+    f"THEN make_date(CAST({_Y} AS INTEGER), CAST({_M} AS INTEGER), CAST({_D} AS INTEGER)) END",
+    "CREATE OR REPLACE TEMP MACRO hdp_pnr_birth_date(s, ref_year) AS hdp_pnr_num_birth(hdp_pnr_num(s, ref_year))",
+    "CREATE OR REPLACE TEMP MACRO hdp_pnr_valid(s, ref_year) AS hdp_pnr_num_valid(hdp_pnr_num(s, ref_year), ref_year)",
 )
 
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
@@ -113,7 +118,9 @@ def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -
     elif kind == "regex":
         expr = f"{col} IS NOT NULL AND NOT regexp_full_match(CAST({col} AS VARCHAR), {literal(p['pattern'])})"
     elif kind == "personnummer":
-        expr = f"{col} IS NOT NULL AND NOT coalesce(hdp_pnr_valid({col}, {ctx.extract_date.year}), FALSE)"
+        # __pnr_<col> is computed once per row in the scan's inner projection (row_derived)
+        expr = (f"{col} IS NOT NULL AND NOT coalesce(hdp_pnr_num_valid({ident('__pnr_' + p['column'])}, "
+                f"{ctx.extract_date.year}), FALSE)")
     elif kind == "predicate":
         expr = ctx.render(p["fail_when"])
     else:
@@ -123,6 +130,23 @@ def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -
     return f"coalesce(({expr}), FALSE)"
 
 
+def row_derived(check: Check, ctx: RunContext) -> dict[str, str]:
+    """Per-row values a row-level check needs, computed once per row in the scan (alias -> SQL)."""
+    if check.kind == "personnummer":
+        col = check.params["column"]
+        return {f"__pnr_{col}": f"hdp_pnr_num({ident(col)}, {ctx.extract_date.year})"}
+    return {}
+
+
+def derived_from(table: str, derived: Mapping[str, str], *, rowid: bool = False) -> str:
+    """FROM-clause source: the table, plus the derived per-row columns when there are any."""
+    if not derived and not rowid:
+        return ident(table)
+    extra = ", ".join(f"{expr} AS {ident(alias)}" for alias, expr in derived.items())
+    head = "rowid AS __rid, *" if rowid else "*"
+    return f"(SELECT {head}{', ' + extra if extra else ''} FROM {ident(table)})"
+
+
 def row_scope_expr(check: Check, ctx: RunContext) -> str:
     """Boolean SQL: rows the check is about (its denominator)."""
     if "where" in check.params:
@@ -130,10 +154,10 @@ def row_scope_expr(check: Check, ctx: RunContext) -> str:
     return "TRUE"
 
 
-def table_scan_sql(table: str, items: Sequence[tuple[str, str]]) -> str:
+def table_scan_sql(table: str, items: Sequence[tuple[str, str]], derived: Mapping[str, str] | None = None) -> str:
     """One scan counting every (alias, boolean expression) pair, plus ``__total``."""
     cols = ", ".join(f"count_if({expr}) AS {ident(alias)}" for alias, expr in items)
-    return f"SELECT count(*) AS __total{', ' + cols if cols else ''} FROM {ident(table)}"
+    return f"SELECT count(*) AS __total{', ' + cols if cols else ''} FROM {derived_from(table, derived or {})}"
 
 
 def _and_join(left: str, right: str, lcols: Sequence[str], rcols: Sequence[str]) -> str:
