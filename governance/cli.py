@@ -403,6 +403,17 @@ def user_token(name: str) -> None:
     click.echo(token)
 
 
+@user.command("disable")
+@click.argument("name")
+def user_disable(name: str) -> None:
+    """Disable a user at once: tokens stop working, access to every release ends."""
+    from governance import service
+
+    with _session() as s:
+        service.disable_user(s, name=name, actor="cli")
+    click.echo(f"user {name} disabled")
+
+
 @user.command("list")
 def user_list() -> None:
     from governance import service

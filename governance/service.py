@@ -180,6 +180,16 @@ def list_users(session: Session) -> list[User]:
     return [_user_value(r) for r in rows]
 
 
+def disable_user(session: Session, *, name: str, actor: str, now: datetime | None = None) -> None:
+    """Disable an account at once: its tokens stop working and it loses access to every release."""
+    row = _user_row(session, name)
+    if row is None:
+        raise NotFound(f"no user named {name!r}", code="user.not_found")
+    row.disabled_at = row.disabled_at or _now(now)
+    _flush(session)
+    auditing.queue(session, event="governance.user_disabled", user=name, actor=actor)
+
+
 def has_role(session: Session, user_name: str, role: str) -> bool:
     row = _user_row(session, user_name)
     return row is not None and row.disabled_at is None and role in row.roles
@@ -791,6 +801,10 @@ def record_release(session: Session, *, request_id: int, release_id: str, manife
     return _permit_value(permit, now, row.project)
 
 
+def _project(session: Session, request_id: int) -> str:
+    return session.execute(select(RequestRow.project).where(RequestRow.id == request_id)).scalar_one()
+
+
 def active_permit(session: Session, *, user_name: str, release_id: str, at: datetime) -> Permit | None:
     """The permit letting ``user_name`` use ``release_id`` at ``at``, or None (fails closed)."""
     p = session.execute(
@@ -798,7 +812,7 @@ def active_permit(session: Session, *, user_name: str, release_id: str, at: date
     ).scalar_one_or_none()
     if p is None or user_name not in p.users:
         return None
-    value = _permit_value(p, at)
+    value = _permit_value(p, at, _project(session, p.request_id))
     if not value.is_active(at) or not has_role(session, user_name, "researcher"):
         return None
     return value
@@ -808,15 +822,16 @@ def releases_for_user(session: Session, *, user_name: str, at: datetime) -> list
     if not has_role(session, user_name, "researcher"):
         return []
     rows = session.execute(
-        select(PermitRow).where(PermitRow.release_id.is_not(None), PermitRow.revoked_at.is_(None))
+        select(PermitRow, RequestRow.project).join(RequestRow, RequestRow.id == PermitRow.request_id)
+        .where(PermitRow.release_id.is_not(None), PermitRow.revoked_at.is_(None))
         .order_by(PermitRow.id)
-    ).scalars()
-    return [v for p in rows if user_name in p.users and (v := _permit_value(p, at)).is_active(at)]
+    ).all()
+    return [v for p, project in rows if user_name in p.users and (v := _permit_value(p, at, project)).is_active(at)]
 
 
 def permit_for_request(session: Session, *, request_id: int, at: datetime | None = None) -> Permit | None:
     p = _permit_row(session, request_id)
-    return None if p is None else _permit_value(p, at)
+    return None if p is None else _permit_value(p, at, _project(session, request_id))
 
 
 def revoke_permit(session: Session, *, request_id: int, actor: str, justification: str,

@@ -79,7 +79,8 @@ def test_full_workflow_to_access(seeded):
         assert service.active_permit(s, user_name="bob", release_id="rel-1", at=at) is not None
         assert service.active_permit(s, user_name="carol", release_id="rel-1", at=at) is None
         assert service.active_permit(s, user_name="alice", release_id="rel-2", at=at) is None
-        assert [p.release_id for p in service.releases_for_user(s, user_name="bob", at=at)] == ["rel-1"]
+        assert [(p.release_id, p.project) for p in service.releases_for_user(s, user_name="bob", at=at)] == [
+            ("rel-1", request_fields()["project"])]
         with pytest.raises(AlreadyReleased):
             service.record_release(s, request_id=rid, release_id="rel-1b", manifest_sha256=SHA)
         history = [e["action"] for e in service.request_history(s, request_id=rid)]
@@ -325,6 +326,9 @@ def test_users_tokens_roles(seeded):
         assert service.create_user(s, name="tc", roles=["reid_approver"]).roles == frozenset({"reid_approver"})
         assert service.revoke_tokens(s, user_name="alice") == 1
         assert service.authenticate_token(s, token) is None
+        bob_token = service.issue_token(s, user_name="bob")
+        service.disable_user(s, name="bob", actor="admin")
+        assert service.authenticate_token(s, bob_token) is None and not service.has_role(s, "bob", "researcher")
 
 
 def test_overdue_and_deadlines(seeded):
