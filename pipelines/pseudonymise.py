@@ -107,8 +107,12 @@ def reference_date_for(holder_id: str, settings: Settings) -> date:
 # --------------------------------------------------------------------------------------
 
 
-def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date) -> pa.Table:
-    """Distinct raw identifier values -> validity, pseudonym and derived attributes."""
+def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date) -> tuple[pa.Table, pa.Table]:
+    """Distinct raw identifier values -> validity, pseudonym and derived attributes.
+
+    Returns ``(map, link)``: one row per raw value, and the ``person_link`` rows (one per
+    distinct normalised identifier).
+    """
     parsed = parse_batch(raw_values, reference_date=reference_date)
     valid = pc.is_valid(parsed["normalised"])
     normalised = parsed["normalised"]
@@ -117,6 +121,7 @@ def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: d
     pids = pseudo.many(uniq)
     idx = pc.index_in(normalised, value_set=uniq)
     person_id = pids.take(idx) if len(uniq) else pa.nulls(len(raw_values), pa.string())
+    link = pa.table({"person_id": pids, "personnummer": uniq})
     return pa.table({
         "raw_value": raw_values,
         "normalised": normalised,
@@ -125,18 +130,21 @@ def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: d
         "sex": parsed["sex"],
         "id_type": parsed["kind"],
         "reason_code": parsed["reason_code"],
-    })
+    }), link
 
 
-def county_map(postal_codes: pa.Array) -> pa.Table:
-    """Distinct postal codes -> county code (NULL when unknown or malformed)."""
+def county_sql(column: str) -> str:
+    """SQL mapping a postal-code column to its county code (NULL unless exactly 5 ASCII digits).
+
+    A constant 1,000-entry list indexed by the three-digit prefix: no join and no extra pass
+    over the table. Same result as :func:`pipelines.identity.policy.postcode_to_county`.
+    """
     prefixes = county_prefixes()
-    values = postal_codes.to_pylist()
-    out = []
-    for v in values:
-        d = v.replace(" ", "") if v is not None else ""
-        out.append(prefixes.get(d[:3]) if len(d) == 5 and d.isascii() and d.isdigit() else None)
-    return pa.table({"postal_code": postal_codes, "county": pa.array(out, pa.string())})
+    lookup = "[" + ", ".join(f"'{prefixes[f'{i:03d}']}'" if f"{i:03d}" in prefixes else "NULL"
+                             for i in range(1000)) + "]"
+    digits = f"replace(CAST({column} AS VARCHAR), ' ', '')"
+    return (f"CASE WHEN regexp_full_match({digits}, '[0-9]{{5}}') "
+            f"THEN {lookup}[CAST(left({digits}, 3) AS INTEGER) + 1] END")
 
 
 def resource_map(ids: pa.Array, resource_type: str, pseudo: Pseudonymiser) -> pa.Table:
@@ -168,8 +176,7 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
         elif c.action in ("birth_year", "sex", "id_type"):
             expr = f"{person}.{c.action}"
         elif c.action == "county":
-            joins.append(f"LEFT JOIN _county c{i} ON r.{_q(c.source or '')} = c{i}.postal_code")
-            expr = f"c{i}.county"
+            expr = county_sql(f"r.{_q(c.source or '')}")
         elif c.action == "year":
             expr = f"TRY_CAST(left(CAST(r.{_q(c.source or '')} AS VARCHAR), 4) AS INTEGER)"
         elif c.action == "resource_pseudonym":
@@ -266,7 +273,7 @@ def pseudonymise_holder(
         # 1. distinct identifiers -> person map
         id_parts = [f"SELECT CAST({_q(r.identifier)} AS VARCHAR) AS v FROM {_q(r.source)}"
                     for r in rules if r.identifier and r.identifier in cols[r.source]]
-        pm = person_map(_distinct(con, id_parts), pseudo, reference_date=ref)
+        pm, link = person_map(_distinct(con, id_parts), pseudo, reference_date=ref)
         con.register("_pm_arrow", pm)
         con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
         con.unregister("_pm_arrow")
@@ -286,12 +293,7 @@ def pseudonymise_holder(
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
 
-        # 3. distinct postal codes -> county; distinct resource ids -> pseudonyms
-        pc_parts = [f"SELECT CAST({_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)}"
-                    for r in rules for c in r.columns if c.action == "county" and c.source in cols[r.source]]
-        con.register("_county_arrow", county_map(_distinct(con, pc_parts)))
-        con.execute("CREATE OR REPLACE TEMP TABLE _county AS SELECT * FROM _county_arrow")
-        con.unregister("_county_arrow")
+        # 3. distinct resource ids -> pseudonyms
         for rtype in sorted({c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}):
             parts = [f"SELECT CAST({_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)}"
                      for r in rules for c in r.columns
@@ -332,9 +334,10 @@ def pseudonymise_holder(
             [STAGE, holder_id]).fetchall())
 
         # 5. person_link (restricted): holder pseudonym -> normalised identifier
-        con.execute("""CREATE OR REPLACE TABLE person_link AS
-            SELECT DISTINCT person_id, normalised AS personnummer FROM _pm WHERE person_id IS NOT NULL""")
-        persons = con.execute("SELECT count(*) FROM person_link").fetchall()[0][0]
+        con.register("_link_arrow", link)
+        con.execute("CREATE OR REPLACE TABLE person_link AS SELECT person_id, personnummer FROM _link_arrow")
+        con.unregister("_link_arrow")
+        persons = link.num_rows
 
         # 6. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
         # write lock, so no other run of this holder is writing: leftovers of a killed run go.
@@ -359,7 +362,7 @@ def pseudonymise_holder(
             con.execute("CHECKPOINT research")
         finally:
             con.execute("DETACH research")
-        for name in ("_pm", "_patient_map", "_county"):
+        for name in ("_pm", "_patient_map"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
 
     with _exclusive(research_path):

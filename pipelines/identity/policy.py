@@ -134,7 +134,7 @@ def postcode_to_county(postal_code: str | None) -> str | None:
     """
     if postal_code is None:
         return None
-    digits = postal_code.replace(" ", "").strip()
+    digits = postal_code.replace(" ", "")
     if len(digits) != 5 or not digits.isascii() or not digits.isdigit():
         return None
     return county_prefixes().get(digits[:3])
