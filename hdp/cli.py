@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.cli:demo", "Everything end to end: generate, run the DAGs, approve, release, query."),
     "generate": ("synthetic_data.cli:generate", "Generate synthetic deliveries for every data holder."),
     "run": ("pipelines.cli:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
-    "status": ("pipelines.cli:status", "Latest pipeline runs and their figures."),
+    "status": ("pipelines.monitoring.cli:status", "Latest pipeline runs and their figures."),
     "keys": ("pipelines.identity.cli:keys", "Key store: list keys, rotate the key-encryption key."),
     "reid": ("pipelines.identity.cli:reid", "Authorised re-identification (two approvals)."),
     "fhir": ("pipelines.fhir.cli:fhir", "FHIR ingestion, validation and SQL-on-FHIR conformance."),
