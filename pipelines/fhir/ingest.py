@@ -38,6 +38,7 @@ import msgspec
 
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
 from pipelines import quarantine
+from pipelines.fhir.fastvalid import decoder as fast_decoder
 from pipelines.fhir.fastvalid import fast_decode, sql_safe, struct_unknown_code_paths
 from pipelines.fhir.terminology import code_lists, unknown_code_paths
 from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
@@ -266,29 +267,68 @@ def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Ou
 
 # A chunk travels to a worker as (source_file, expected_type, first_line_no, lines, last_unterminated).
 _Chunk = tuple[str, str | None, int, list[bytes], bool]
+# Fast-path resources of a chunk, column-wise (cheap to pickle, no per-resource work in the main
+# process): line_nos, ids, raw lines, flags [(index, flag_code, path)], rows of Python-only views
+# {index: {view: rows}}.
+_FastCols = tuple[list[int], list[str], list[bytes], list[tuple[int, str, str]],
+                  dict[int, dict[str, list[tuple[Any, ...]]]]]
 
 
-def _process_chunk(chunk: _Chunk) -> tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Worker: returns (source_file, valid, quarantined) for one chunk of lines.
+def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Worker: returns (source_file, expected, fast, valid, quarantined) for one chunk of lines.
 
-    valid: (line_no, rtype, rid, raw bytes, rows_by_view, flags, sql_flat); quarantined:
-    (line_no, reason, detail, record_key, rtype, original bytes).
+    fast: the resources the fast validator accepted and SQL can flatten (see ``_FastCols``);
+    valid: other valid ones, (line_no, rtype, rid, raw bytes, rows_by_view, flags, sql_flat);
+    quarantined: (line_no, reason, detail, record_key, rtype, original bytes).
     """
     source_file, expected, first, lines, last_unterminated = chunk
     valid: list[tuple[Any, ...]] = []
     quar: list[tuple[Any, ...]] = []
-    last = len(lines) - 1
+    line_nos: list[int] = []
+    ids: list[str] = []
+    texts: list[bytes] = []
+    fflags: list[tuple[int, str, str]] = []
+    pyrows: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    dec = fast_decoder(expected) if expected is not None else None
+    codes = _state["codes"]
+    py_views = _state["py_views_by_type"].get(expected, ()) if expected is not None else ()
+    last = len(lines) - 1 if last_unterminated else -1
     for i, line in enumerate(lines):
-        out = _classify_line(line, expected, last_unterminated and i == last)
+        body = line.rstrip(b"\r\n")
+        # The hot loop: the same checks as _classify_line + _fast_outcome, inlined.
+        if (dec is not None and i != last and len(body) <= MAX_RESOURCE_BYTES
+                and body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH):
+            try:
+                struct = dec.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                struct = None
+            if struct is not None and sql_safe(body, struct):
+                idx = len(ids)
+                line_nos.append(first + i)
+                ids.append(struct.id)
+                texts.append(body)
+                for path in struct_unknown_code_paths(expected, struct, codes):  # type: ignore[arg-type]
+                    fflags.append((idx, "code.unknown", path))
+                if py_views:
+                    obj = _decode(body)
+                    rows: dict[str, list[tuple[Any, ...]]] = {}
+                    for view in py_views:
+                        try:
+                            rows[view.name] = view.rows(obj)
+                        except ViewDefinitionError:
+                            fflags.append((idx, "view.error", view.name))
+                    pyrows[idx] = rows
+                continue
+        out = _classify_line(line, expected, last_unterminated and i == len(lines) - 1)
         if out is None:
             continue
         line_no = first + i
         if out.valid:
-            valid.append((line_no, out.rtype, out.rid, line.rstrip(b"\r\n"), out.rows, out.flags, out.sql_flat))
+            valid.append((line_no, out.rtype, out.rid, body, out.rows, out.flags, out.sql_flat))
         else:
             quar.append((line_no, out.reason, out.detail, _record_key(out.rtype, out.rid),
-                         out.rtype or expected, line.rstrip(b"\r\n")))
-    return source_file, valid, quar
+                         out.rtype or expected, body))
+    return source_file, expected, (line_nos, ids, texts, fflags, pyrows), valid, quar
 
 
 # --------------------------------------------------------------------------- reading files
@@ -434,6 +474,25 @@ class _Loader:
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
+    def add_columns(self, rtype: str, ids: list[str], texts: list[bytes], source_file: str, line_nos: list[int],
+                    rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
+                    flags: list[tuple[int, str, str]]) -> None:
+        n = len(ids)
+        self.res[0].extend([rtype] * n)
+        self.res[1].extend(ids)
+        self.res[2].extend(texts)
+        self.res[3].extend([source_file] * n)
+        self.res[4].extend(line_nos)
+        for rows in rows_by_idx.values():
+            for name, rs in rows.items():
+                self.rows[name].extend(rs)
+        for idx, code, path in flags:
+            for col, v in zip(self.flags, (rtype, ids[idx], code, path), strict=True):
+                col.append(v)
+        self.pending += n
+        if self.pending >= FLUSH_RESOURCES:
+            self.flush()
+
     def flush(self) -> None:
         pa = self.pa
         if self.res[0]:
@@ -573,7 +632,7 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
     valid_n: Counter[str] = Counter()
     q_reason: Counter[str] = Counter()
     q_type: Counter[str] = Counter()
-    seen: set[tuple[str, str]] = set()
+    seen: dict[str, set[str]] = {t: set() for t in RESOURCE_TYPES}  # ids delivered so far, by type
     qrecords: list[quarantine.QuarantineRecord] = []
     unknown_codes = 0
     view_errors = 0
@@ -601,12 +660,12 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                        sql_flat: bool) -> None:
                 nonlocal unknown_codes, view_errors
                 read[rtype] += 1
-                key = (rtype, rid)
-                if key in seen:
+                seen_ids = seen[rtype]
+                if rid in seen_ids:
                     q(source_file, line_no, "fhir.duplicate_id", f"{rtype}.id: already delivered earlier in this extract",
                       f"{rtype}/{rid}", rtype, text)
                     return
-                seen.add(key)
+                seen_ids.add(rid)
                 if not sql_flat:
                     pyflat[0].append(rtype)
                     pyflat[1].append(rid)
@@ -614,6 +673,29 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                 unknown_codes += sum(1 for c, _ in flags if c == "code.unknown")
                 view_errors += sum(1 for c, _ in flags if c == "view.error")
                 loader.add(rtype, rid, text, source_file, line_no, rows, flags)
+
+            def accept_fast(source_file: str, rtype: str, cols: _FastCols) -> None:
+                """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
+                nonlocal unknown_codes, view_errors
+                line_nos, ids, texts, fflags, pyrows = cols
+                seen_ids = seen[rtype]
+                if not seen_ids.isdisjoint(ids) or len(set(ids)) != len(ids):
+                    by_idx: dict[int, list[tuple[str, str]]] = {}
+                    for idx, code, path in fflags:
+                        by_idx.setdefault(idx, []).append((code, path))
+                    for i in range(len(ids)):
+                        accept(source_file, line_nos[i], rtype, ids[i], texts[i], pyrows.get(i, {}),
+                               by_idx.get(i, []), True)
+                    return
+                seen_ids.update(ids)
+                read[rtype] += len(ids)
+                valid_n[rtype] += len(ids)
+                for _idx, code, _path in fflags:
+                    if code == "code.unknown":
+                        unknown_codes += 1
+                    else:
+                        view_errors += 1
+                loader.add_columns(rtype, ids, texts, source_file, line_nos, pyrows, fflags)
 
             file_problems: list[tuple[Any, ...]] = []
 
@@ -623,6 +705,8 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                                               chunk_lines, file_problems)
 
             n_workers = _worker_count(workers)
+            for t in {_expected_type(p) for p in ndjson} - {None}:
+                fast_decoder(t)  # build the Structs once, before forking: workers inherit them
             if n_workers == 0:
                 _init_worker(str(VIEWS_DIR))
                 results: Iterator[Any] = map(_process_chunk, chunks())
@@ -632,11 +716,23 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                 pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(str(VIEWS_DIR),))
                 results = pool.imap(_process_chunk, chunks(), chunksize=1)
             try:
-                for source_file, valid, quar in results:
+                for source_file, expected, fast, valid, quar in results:
                     for line_no, reason, detail, record_key, rtype, original in quar:
                         read[rtype or "unknown"] += 1
                         q(source_file, line_no, reason, detail, record_key, rtype, original)
-                    for line_no, rtype, rid, text, rows, flags, sql_flat in valid:
+                    if not valid:
+                        if fast[1]:
+                            accept_fast(source_file, expected, fast)
+                        continue
+                    # Mixed chunk (rare): accept in line order, so the first delivery of an id wins.
+                    line_nos, ids, texts, fflags, pyrows = fast
+                    by_idx: dict[int, list[tuple[str, str]]] = {}
+                    for idx, code, path in fflags:
+                        by_idx.setdefault(idx, []).append((code, path))
+                    merged = valid + [(line_nos[i], expected, ids[i], texts[i], pyrows.get(i, {}), by_idx.get(i, []),
+                                       True) for i in range(len(ids))]
+                    merged.sort(key=lambda r: r[0])
+                    for line_no, rtype, rid, text, rows, flags, sql_flat in merged:
                         accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
             finally:
                 if pool is not None:

@@ -22,6 +22,7 @@ to hold at most one value, so the Python evaluator's "more than one value" error
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,9 +92,28 @@ class _Compiler:
     def __init__(self, resource: str, root: str, constants: dict[str, Any]) -> None:
         self.resource = resource
         self.root = root
+        # Wildcard-free JSONPaths from the root, extracted together in one parse per resource
+        # (json_extract with a list of paths); ``_p[i]`` refers to the i-th (1-based).
+        self.paths: list[str] = []
         self.constants = constants
 
     # -- collections -------------------------------------------------------------------
+    def at(self, path: str) -> str:
+        """SQL for the JSON at a root path (shared extraction when it has no wildcard)."""
+        if "[*]" in path:
+            return f"json_extract({self.root}, {_q(path)})"
+        # A placeholder: only paths that end up in the SQL are extracted (see ``finish``).
+        return f"t._p[\x00{path}\x00]"
+
+    def finish(self, sql: str) -> str:
+        """Number the extracted paths that ``sql`` uses (in order of first use)."""
+        def number(m: re.Match[str]) -> str:
+            path = m.group(1)
+            if path not in self.paths:
+                self.paths.append(path)
+            return str(self.paths.index(path) + 1)
+        return re.sub("\x00([^\x00]*)\x00", number, sql)
+
     def root_coll(self) -> _Coll:
         return _Coll(self.root, False, self.resource, path="$")
 
@@ -102,7 +122,7 @@ class _Compiler:
         if coll.path is not None:
             path = coll.path + "." + step + ("[*]" if many_step else "")
             many = coll.many or many_step
-            return _Coll(f"json_extract({self.root}, {_q(path)})", many, "", path=path)
+            return _Coll(self.at(path), many, "", path=path)
         if not coll.many:
             if many_step:
                 return _Coll(f"CAST(json_extract({coll.sql}, {_q('$.' + step)}) AS JSON[])", True, "")
@@ -166,7 +186,7 @@ class _Compiler:
             return coll
         if coll.path is not None and coll.path.count("[*]") == 1 and coll.path.endswith("[*]"):
             path = coll.path[:-3] + "[0]"
-            return _Coll(f"json_extract({self.root}, {_q(path)})", False, coll.ftype, path=path)
+            return _Coll(self.at(path), False, coll.ftype, path=path)
         return _Coll(f"({coll.sql})[1]", False, coll.ftype)
 
     # -- expressions -------------------------------------------------------------------
@@ -238,7 +258,7 @@ class _Compiler:
         if name == "getResourceKey" and not args:
             if focus.path != "$":
                 raise Unsupported("getResourceKey() not on the resource")
-            return _Coll(f"json_extract({self.root}, '$.id')", False, "_key", path="$.id")
+            return _Coll(self.at("$.id"), False, "_key", path="$.id")
         if name == "getReferenceKey" and len(args) <= 1:
             if focus.many or focus.ftype != "Reference":
                 raise Unsupported("getReferenceKey() on a collection")
@@ -303,8 +323,6 @@ class _Compiler:
                 raise Unsupported("string value in a non-string column")
             if ft == "_key" and coll.path is None:
                 return coll.sql  # already a VARCHAR (_fhir_ref_key)
-            if coll.path is not None:
-                return f"json_extract_string({self.root}, {_q(coll.path)})"
             return f"json_extract_string({coll.sql}, '$')"
         if ft in _INT_CHECKS and out == "int":
             return f"CAST({coll.sql} AS BIGINT)"
@@ -343,8 +361,8 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
     _columns(view.get("select") or [], cols)
     if [c[0] for c in cols] != compiled.column_names:
         raise Unsupported("column order")
-    exprs = [f'{comp.column(path, ctype)} AS "{name}"' for name, path, ctype in cols]
-    wheres = [f"t.resource_type = {_q(compiled.resource)}"]
+    exprs = [comp.finish(f'{comp.column(path, ctype)} AS "{name}"') for name, path, ctype in cols]
+    wheres = []
     for w in view.get("where") or []:
         try:
             node = _Parser(w["path"]).parse()
@@ -352,9 +370,12 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
             raise Unsupported(str(exc)) from None
         if not (node[0] == "bin" and node[1] in ("=", "and", "or")):
             raise Unsupported("view where other than comparisons")
-        cond = comp.condition(node, "t.resource", compiled.resource)
+        cond = comp.finish(comp.condition(node, "t.resource", compiled.resource))
         wheres.append(f"coalesce({cond}, false)")
     if exclude:
         wheres.append(f"NOT EXISTS (SELECT 1 FROM {exclude} e WHERE e.resource_type = t.resource_type AND e.id = t.id)")
-    return (f'INSERT INTO "{compiled.name}" SELECT {", ".join(exprs)} FROM {source} AS t '
-            f"WHERE {' AND '.join(wheres)}")
+    paths = ", ".join(_q(p) for p in comp.paths) or "'$.id'"
+    inner = (f"SELECT t.resource_type, t.id, t.resource, json_extract(t.resource, [{paths}]) AS _p "
+             f"FROM {source} AS t WHERE t.resource_type = {_q(compiled.resource)}")
+    return (f'INSERT INTO "{compiled.name}" SELECT {", ".join(exprs)} FROM ({inner}) AS t'
+            + (f" WHERE {' AND '.join(wheres)}" if wheres else ""))
