@@ -6,8 +6,11 @@ the service layer:
 * Postgres: the service takes ``SELECT ... FOR UPDATE`` row locks on the request it changes, so two
   stewards deciding at once are serialised; the ``version`` column catches any writer that slipped
   past the lock.
-* SQLite has no row locks: every transaction starts with ``BEGIN IMMEDIATE`` (one writer at a time,
-  others wait up to the busy timeout), which gives the same serialisation.
+* SQLite has no row locks: every read-write transaction starts with ``BEGIN IMMEDIATE`` (one
+  writer at a time, others wait up to the busy timeout), which gives the same serialisation. The
+  database runs in WAL mode, so ``session_scope(url, readonly=True)`` sessions (plain deferred
+  ``BEGIN``; what the access layer needs per query) read a consistent snapshot without waiting for
+  writers and without blocking them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: How long SQLite waits for another writer before failing (seconds).
 SQLITE_BUSY_TIMEOUT_S = 30
+
+READONLY_OPTION = "hdp_readonly"
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -43,11 +48,14 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = conn.get_execution_options().get(READONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def engine_for(url: str) -> Engine:
@@ -74,12 +82,21 @@ def dispose_all() -> None:
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any exception (nothing partial stored)."""
-    session = sessionmaker(bind=engine_for(url), expire_on_commit=False)()
+def session_scope(url: str, *, readonly: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any exception (nothing partial stored).
+
+    ``readonly=True``: for lookups only (token, permit, exclusion set); it never waits for a
+    writer on SQLite, and it always ends with a rollback, so an accidental write is discarded.
+    """
+    engine = engine_for(url)
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    session = sessionmaker(bind=bind, expire_on_commit=False)()
     try:
         yield session
-        session.commit()
+        if readonly:
+            session.rollback()
+        else:
+            session.commit()
     except BaseException:
         session.rollback()
         raise

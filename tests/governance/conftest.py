@@ -60,10 +60,13 @@ def pg_schema_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory) -> str:
     """A migrated SQLite file that each test copies (migrating once is faster)."""
-    from governance.store import upgrade
+    from governance.store import engine_for, upgrade
 
     path = tmp_path_factory.mktemp("gov") / "template.sqlite"
     upgrade(f"sqlite:///{path}")
+    # WAL mode: closing the last connection checkpoints the log into the file we copy.
+    engine_for(f"sqlite:///{path}").dispose()
+    assert not path.with_name(path.name + "-wal").exists()
     return str(path)
 
 

@@ -23,3 +23,36 @@ def test_fresh_sqlite_file_is_created(tmp_path):
     url = f"sqlite:///{tmp_path / 'sub' / 'gov.sqlite'}"
     upgrade(url)
     assert current_revision(url) == "0001"
+
+
+def test_readonly_session_reads_while_a_writer_holds_the_lock(url):
+    """A read-only session is not blocked by an open write transaction, and writes in it are discarded."""
+    import threading
+
+    from governance import service
+    from governance.store import session_scope
+
+    with session_scope(url) as s:
+        service.create_user(s, name="reader", roles=["researcher"])
+    started, release = threading.Event(), threading.Event()
+
+    def writer():
+        with session_scope(url) as s:
+            service.create_user(s, name="writer", roles=["researcher"])
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert started.wait(10)
+        with session_scope(url, readonly=True) as s:
+            assert service.has_role(s, "reader", "researcher")
+            assert not service.has_role(s, "writer", "researcher")  # uncommitted: invisible
+    finally:
+        release.set()
+        t.join()
+    with session_scope(url, readonly=True) as s:
+        service.create_user(s, name="ghost", roles=["researcher"])
+    with session_scope(url) as s:
+        assert service.has_role(s, "writer", "researcher") and not service.has_role(s, "ghost", "researcher")
