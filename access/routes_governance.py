@@ -371,8 +371,9 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     def deadline(body: DeadlineBody, session: Session, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("changing decision deadlines needs the admin role")
-        return _run(session, lambda: service.set_decision_deadline(session, days=body.days, holder_id=body.holder_id,
-                                                                   actor=user.name) or {"days": body.days,
-                                                                                         "holder_id": body.holder_id})
+        def go() -> dict[str, Any]:
+            service.set_decision_deadline(session, days=body.days, holder_id=body.holder_id, actor=user.name)
+            return {"days": body.days, "holder_id": body.holder_id}
+        return _run(session, go)
 
     return router

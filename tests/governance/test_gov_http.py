@@ -134,3 +134,6 @@ def test_http_consent_and_staff_reports(api):
     assert tok.startswith("hdp_")
     assert api("POST", "/users", "s-ndr-1", json={"name": "eve", "roles": ["admin"]}).status_code == 403
     assert set(api("GET", "/purposes").json()["purposes"]) >= {"scientific_research", "public_health"}
+    assert api("PUT", "/deadline", "admin", json={"days": 10}).json() == {"days": 10, "holder_id": None}
+    assert api("PUT", "/deadline", "admin", json={"days": 0}).status_code == 422
+    assert api("PUT", "/deadline", "s-ndr-1", json={"days": 10}).status_code == 403
