@@ -167,3 +167,62 @@ def test_rerun_is_idempotent_and_workers_agree(hdp_home, landing):
     second = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
     assert first == second
     assert snapshot() == a
+
+
+def test_oversized_and_too_deep_lines_are_quarantined(hdp_home, landing, monkeypatch):
+    import pipelines.fhir.ingest as ing
+
+    monkeypatch.setattr(ing, "MAX_RESOURCE_BYTES", 2000)
+    monkeypatch.setattr(ing, "MAX_JSON_DEPTH", 12)
+    big = f.patient("big")
+    big["name"][0]["given"] = ["G" * 3000]
+    deep = f.patient("deep")
+    ext: dict = {"url": "http://e.org/x", "valueString": "v"}
+    for _ in range(8):
+        ext = {"url": "http://e.org/x", "extension": [ext]}
+    deep["extension"] = [ext]
+    _write(landing, "Patient.ndjson", _line(f.patient("ok")) + _line(big) + _line(deep))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.quarantined == {"fhir.too_large": 1, "json.too_deep": 1}
+    con = _db(hdp_home)
+    q = con.sql("SELECT line_no, reason_code, detail, original IS NOT NULL FROM quarantine ORDER BY line_no").fetchall()
+    assert [(r[0], r[1], r[3]) for r in q] == [(2, "fhir.too_large", True), (3, "json.too_deep", True)]
+    assert "G" * 10 not in " ".join(r[2] for r in q)
+    assert con.sql("SELECT patient_id FROM fhir_patient").fetchall() == [("ok",)]
+
+
+def test_json_depth_ignores_brackets_in_strings():
+    from pipelines.fhir.ingest import json_depth
+
+    assert json_depth(b'{"a":[{"b":"[[[{{{"}]}') == 3
+    assert json_depth(b'{"a":"\\"[[["}') == 1
+    assert json_depth(b"[]") == 1
+
+
+def test_duplicate_keys_flatten_as_the_validator_reads_them(hdp_home, landing):
+    # DuckDB's JSON functions keep the first of two equal keys, the validators the last:
+    # such a resource is flattened by the Python evaluator, so rows match what was validated.
+    line = '{"resourceType":"Patient","id":"d1","gender":"male","birthDate":"1990-01-01","gender":"female"}\n'
+    escaped = '{"resourceType":"Patient","id":"d2","name":[{"family":"\\u00c5berg"}]}\n'
+    _write(landing, "Patient.ndjson", line + escaped + _line(f.patient("p1")))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.resources_valid == {"Patient": 3}
+    con = _db(hdp_home)
+    rows = dict(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall())
+    assert rows == {"d1": "female", "d2": None, "p1": "male"}
+    assert con.sql("SELECT family_name FROM fhir_patient WHERE patient_id = 'd2'").fetchall() == [("\u00c5berg",)]
+    # stored as delivered
+    assert con.sql("SELECT resource::VARCHAR FROM fhir_resource WHERE id = 'd1'").fetchall()[0][0] == line.strip()
+
+
+def test_duplicate_id_across_fast_and_reference_paths_keeps_the_first(hdp_home, landing):
+    first = f.patient("p1", gender="female")
+    first["name"][0]["family"] = "\u00c5"
+    odd = json.dumps(first, ensure_ascii=True) + "\n"  # \u escapes: valid, but rows come from Python
+    _write(landing, "Patient.ndjson", odd + _line(f.patient("p1")) + _line(f.patient("p2")))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0, chunk_lines=2)
+    assert res.quarantined == {"fhir.duplicate_id": 1}
+    con = _db(hdp_home)
+    assert sorted(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall()) == [("p1", "female"),
+                                                                                        ("p2", "male")]
+    assert con.sql("SELECT line_no FROM quarantine").fetchall() == [(2,)]
