@@ -94,6 +94,7 @@ DATA_FORMS = ("anonymised", "pseudonymised")
 OUTPUT_TIERS = ("record", "aggregate")
 #: Fields of a permitted request that an amendment may change (new member, extension).
 PERMIT_AMENDABLE = frozenset({"members", "access_days"})
+_FREE_TEXT = frozenset({"justification", "reason"})
 REQUEST_FIELDS = (
     "project", "purpose", "legal_basis", "ethics_ref", "variables", "holders", "members",
     "cohort_criteria", "period", "data_form", "pseudonymisation_justification", "output_tier",
@@ -386,8 +387,11 @@ def _event(session: Session, row: RequestRow, *, actor: str, action: str, from_s
            now: datetime, **detail: Any) -> None:
     session.add(RequestEventRow(request_id=row.id, at=now, actor=actor, action=action,
                                 from_status=from_status, to_status=row.status, detail=detail))
+    # The audit log gets ids and decisions only: free text (justifications, reasons) stays in the
+    # store's request history, where it belongs to the case.
     auditing.queue(session, event=f"governance.request.{action}", request_id=row.id, actor=actor,
-                   from_status=from_status, to_status=row.status, **detail)
+                   from_status=from_status, to_status=row.status,
+                   **{k: v for k, v in detail.items() if k not in _FREE_TEXT})
 
 
 def _lock_request(session: Session, request_id: int) -> RequestRow:

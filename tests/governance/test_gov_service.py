@@ -397,4 +397,8 @@ def test_audit_log_records_decisions_without_consent_keys(seeded, hdp_home):
     assert [(e["request_id"], e["holder_id"], e["decision"]) for e in decisions] == [
         (rid, "ndr", "approve"), (rid, "region_uppsala", "approve")]
     assert any(e.get("event") == "governance.permit_issued" for e in entries)
-    assert key not in (hdp_home.audit_dir / "audit.jsonl").read_text()
+    with session_scope(seeded) as s:
+        service.revoke_permit(s, request_id=rid, actor="admin", justification="Free-text reason XYZZY here.")
+    text_ = (hdp_home.audit_dir / "audit.jsonl").read_text()
+    assert key not in text_ and "XYZZY" not in text_ and J not in text_
+    assert any(e.get("event") == "governance.request.revoke" for e in AuditLog(hdp_home.audit_dir / "audit.jsonl").entries())
