@@ -28,10 +28,16 @@ def run(stage: str) -> None:
 @click.option("--persons", default=2000, show_default=True, help="Size of the synthetic population.")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--defect-rate", default=0.01, show_default=True)
-def demo(persons: int, seed: int, defect_rate: float) -> None:
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Also write the summary to this file (for scripts and tests).")
+def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) -> None:
     """Generate data, run every DAG, file and approve a request, release it and query it."""
     from pipelines import demo as demo_flow
 
     summary = demo_flow.run_demo(persons=persons, seed=seed, defect_rate=defect_rate)
-    click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    text = json.dumps(summary, indent=2, ensure_ascii=False, default=str)
+    if summary_json:
+        with open(summary_json, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    click.echo(text)
     click.echo(f"\nData home: {get_settings().home}")

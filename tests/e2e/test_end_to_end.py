@@ -50,8 +50,10 @@ def _hdp(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.Comp
 def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "hdp_home"
     env = _env(home, base64.b64encode(os.urandom(32)).decode())
-    proc = _hdp(env, "demo", "--persons", str(PERSONS), "--defect-rate", str(DEFECT_RATE))
-    summary = json.loads(proc.stdout[proc.stdout.index("{"): proc.stdout.rindex("}") + 1])
+    summary_path = home.parent / "summary.json"
+    proc = _hdp(env, "demo", "--persons", str(PERSONS), "--defect-rate", str(DEFECT_RATE),
+                "--summary-json", str(summary_path))
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
     return home, env, summary, proc
 
 
