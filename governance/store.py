@@ -119,6 +119,16 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Run the migrations up to ``revision``; a no-op when already there (safe to call at start)."""
     from alembic import command
 
+    # Alembic keeps its migration context in module globals: one upgrade per process at a time.
+    # Across processes, BEGIN IMMEDIATE (SQLite) or an advisory lock (Postgres, env.py) serialises.
+    with _upgrade_lock:
+        _upgrade(command, url, revision)
+
+
+_upgrade_lock = threading.Lock()
+
+
+def _upgrade(command, url: str, revision: str) -> None:  # type: ignore[no-untyped-def]
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)

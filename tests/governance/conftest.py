@@ -17,9 +17,8 @@ import pytest
 
 # The helpers module sits beside this file; make it importable under any --import-mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from govtest_helpers import fresh_store, seed_users  # noqa: E402
+from govtest_helpers import PG_BASE, fresh_store, seed_users  # noqa: E402
 
-PG_BASE = os.environ.get("HDP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 def _pg_reachable() -> str | None:
     import psycopg

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 
 import pytest
+
+#: Postgres used by the tests (database ``test``, trust auth); each session gets its own schema.
+PG_BASE = os.environ.get("HDP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 RESEARCHERS = ("alice", "bob", "carol")
 STEWARDS = {

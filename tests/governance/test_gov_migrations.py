@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -56,3 +57,50 @@ def test_readonly_session_reads_while_a_writer_holds_the_lock(url):
         service.create_user(s, name="ghost", roles=["researcher"])
     with session_scope(url) as s:
         assert service.has_role(s, "writer", "researcher") and not service.has_role(s, "ghost", "researcher")
+
+
+@pytest.mark.slow
+def test_concurrent_upgrades_of_a_fresh_store(backend, request, tmp_path):
+    """API and scheduler starting together both call upgrade(): one migrates, the others wait.
+
+    Separate processes, as in production (threads of one process are serialised by a lock too).
+    """
+    import subprocess
+    import sys
+    import threading
+    import uuid
+
+    from govtest_helpers import PG_BASE
+
+    cleanup = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    else:
+        import psycopg
+
+        request.getfixturevalue("pg_schema_url")  # skips/fails cleanly when no server
+        schema = f"gov_race_{uuid.uuid4().hex[:8]}"
+        plain = PG_BASE.replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+
+        def cleanup():
+            engine_for(url).dispose()
+            with psycopg.connect(plain, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    code = "import sys; from governance.store import upgrade; upgrade(sys.argv[1])"
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        threads = [threading.Thread(target=upgrade, args=(url,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        outcomes = [(p.wait(120), p.stderr.read()) for p in procs]
+        assert all(rc == 0 for rc, _ in outcomes), outcomes
+        assert current_revision(url) == "0001"
+    finally:
+        if cleanup:
+            cleanup()
