@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from access.errors import Forbidden, Refusal
@@ -107,6 +107,18 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     @app.get("/audit/report")
     def audit_report(_: Operator, svc: Service) -> dict[str, Any]:
         return build_report(svc.audit.entries())
+
+    @app.get("/metrics")
+    def metrics(_: Operator) -> Response:
+        """Pipeline run figures in the Prometheus text format (scrape with an operator token)."""
+        from pipelines.monitoring.prometheus import metrics_payload
+
+        body, content_type = metrics_payload()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/web/")
 
     _mount_governance(app, current_user)
     from access.web import build_router as build_web_router  # server-rendered pages under /web

@@ -609,6 +609,9 @@ def _flatten_sql(con: Any, plan: ViewPlan, pyflat: list[list[str]], row_counts: 
 def _worker_count(requested: int | None) -> int:
     if requested is not None:
         return max(0, requested)
+    # A daemonic process (a Celery prefork worker runs tasks in one) may not start a pool.
+    if mp.current_process().daemon:
+        return 0
     return max(1, min(os.cpu_count() or 1, 8))
 
 
