@@ -22,9 +22,12 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+
+import duckdb
 
 from hdp.settings import Settings, get_settings, holder
 from pipelines.quality import catalog, docs, engine, store
@@ -79,11 +82,26 @@ def _target(zone: str, holder_id: str | None, release_dir: Path | None,
     raise ValueError(f"zone must be one of {catalog.ZONES}, not {zone!r}")
 
 
+@contextmanager
+def _reader(zone: str, db: Path):
+    """Read-only connection. A release is written once, before it is gated, by the same task; taking the
+    warehouse lock would leave a ``release.duckdb.lock`` file inside the release (and its manifest)."""
+    if zone == "release":
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+    else:
+        with read_connection(db) as con:
+            yield con
+
+
 def evaluate_zone(zone: str, db: Path, *, sources: tuple[str, ...] | None, extract_date: date,
                   checks: list[catalog.Check] | None = None) -> engine.Evaluation:
     """Evaluate the zone's checks on ``db`` read-only, with no side effects (used by the label)."""
     selected = checks if checks is not None else catalog.checks_for(zone, sources)
-    with read_connection(db) as con:
+    with _reader(zone, db) as con:
         _configure(con)
         return engine.evaluate(con, selected, zone=zone, ctx=RunContext(extract_date), missing_is_error=zone != "release")
 
@@ -115,7 +133,7 @@ def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | Non
             quarantined = quarantine_failures(con, checks, by_id, holder=scope, ctx=ctx,
                                               sources=[c.source for c in checks if c.quarantine])
     else:
-        with read_connection(db) as con:
+        with _reader(zone, db) as con:
             _configure(con)
             evaluation = engine.evaluate(con, checks, zone=zone, ctx=ctx, missing_is_error=zone != "release")
     results = tuple(replace(r, quarantined_rows=quarantined.get(r.id, 0)) for r in evaluation.results)

@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from hdp.settings import Settings, get_settings
 from pipelines.quality import catalog, store
 from pipelines.quality.engine import Schema
 from pipelines.quality.gate import evaluate_zone
 from pipelines.quality.results import ERROR, FAIL, PASS, SKIPPED, WARN
 from pipelines.quality.sql import ident
-from pipelines.warehouse import read_connection
 
 LABEL_SCHEMA = "hdp.quality_label/1"
 STAGING_PREFIX = ".staging-"
@@ -45,7 +46,7 @@ def quality_label(release_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no release.duckdb in {release_dir}")
     evaluation = evaluate_zone("release", db, sources=None, extract_date=datetime.now(UTC).date())
     results = evaluation.results
-    with read_connection(db) as con:
+    with duckdb.connect(str(db), read_only=True) as con:  # no lock file inside the release (see gate._reader)
         schema = Schema.read(con)
         variables: dict[str, dict[str, Any]] = {}
         coverage: list[dict[str, Any]] = []

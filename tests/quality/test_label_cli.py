@@ -15,6 +15,8 @@ def test_label_is_json_serialisable_deterministic_and_value_free(zones):
     label = quality_label(zones["release_dir"])
     assert json.loads(json.dumps(label)) == label
     assert quality_label(zones["release_dir"]) == label
+    run_gate("release", release_dir=zones["release_dir"], run_id="lbl", render_docs=False)
+    assert sorted(p.name for p in zones["release_dir"].iterdir()) == ["release.duckdb"]  # nothing left behind
     assert label["release_id"] == "rel-test"
     assert label["passed"] is False  # the region's HbA1c unit defect blocks
     assert "fhir.observation.hba1c.unit" in {f["id"] for f in label["failed"]}
