@@ -456,6 +456,7 @@ class _Loader:
         self.con = con
         self.views = views
         self.res: list[list[Any]] = [[], [], [], [], []]
+        self.batches: list[Any] = []  # fhir_resource record batches built column-wise (add_columns)
         self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in views}
         self.flags: list[list[Any]] = [[], [], [], []]
         self.row_counts: Counter[str] = Counter()
@@ -477,12 +478,15 @@ class _Loader:
     def add_columns(self, rtype: str, ids: list[str], texts: list[bytes], source_file: str, line_nos: list[int],
                     rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
                     flags: list[tuple[int, str, str]]) -> None:
+        pa = self.pa
         n = len(ids)
-        self.res[0].extend([rtype] * n)
-        self.res[1].extend(ids)
-        self.res[2].extend(texts)
-        self.res[3].extend([source_file] * n)
-        self.res[4].extend(line_nos)
+        self.batches.append(pa.record_batch({
+            "resource_type": pa.repeat(pa.scalar(rtype, pa.string()), n),
+            "id": pa.array(ids, pa.string()),
+            "resource": _string_array(pa, texts),
+            "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
+            "_line_no": pa.array(line_nos, pa.int64()),
+        }))
         for rows in rows_by_idx.values():
             for name, rs in rows.items():
                 self.rows[name].extend(rs)
@@ -496,9 +500,12 @@ class _Loader:
     def flush(self) -> None:
         pa = self.pa
         if self.res[0]:
-            t = pa.table({"resource_type": self.res[0], "id": self.res[1],
-                          "resource": pa.array(self.res[2], pa.string()),  # bytes, checked as UTF-8
-                          "_source_file": self.res[3], "_line_no": pa.array(self.res[4], pa.int64())})
+            self.batches.append(pa.record_batch({
+                "resource_type": pa.array(self.res[0], pa.string()), "id": pa.array(self.res[1], pa.string()),
+                "resource": _string_array(pa, self.res[2]), "_source_file": pa.array(self.res[3], pa.string()),
+                "_line_no": pa.array(self.res[4], pa.int64())}))
+        if self.batches:
+            t = pa.Table.from_batches(self.batches)
             self.con.register("_fhir_batch", t)
             self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
                              " _line_no FROM _fhir_batch")
@@ -522,9 +529,23 @@ class _Loader:
             self.con.execute("INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
             self.con.unregister("_fhir_batch")
         self.res = [[], [], [], [], []]
+        self.batches = []
         self.rows = {n: [] for n in self.views}
         self.flags = [[], [], [], []]
         self.pending = 0
+
+
+def _string_array(pa: Any, texts: list[bytes]) -> Any:
+    """An Arrow string array over UTF-8 byte strings, built from one buffer (10x faster than
+    ``pa.array(texts, pa.string())``, which converts object by object); UTF-8 is still checked."""
+    import numpy as np
+
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=offsets[1:])
+    arr = pa.Array.from_buffers(pa.large_string(), len(texts), [None, pa.py_buffer(offsets),
+                                                                pa.py_buffer(b"".join(texts))])
+    arr.validate(full=True)  # raises on invalid UTF-8: never expected (every line was decoded)
+    return arr
 
 
 def _arrow_type(pa: Any, fhir_type: str | None) -> Any:
