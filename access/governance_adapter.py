@@ -19,7 +19,10 @@ class ServiceGovernance:
     def _scope(self):  # type: ignore[no-untyped-def]
         from governance.store import session_scope
 
-        return session_scope(self.url)
+        # Read-only sessions: on SQLite a plain deferred BEGIN in WAL mode, so a lookup never
+        # queues behind a writer (BEGIN IMMEDIATE would serialise every query with every
+        # steward's decision), and any accidental write is rolled back.
+        return session_scope(self.url, readonly=True)
 
     def authenticate_token(self, token: str) -> User | None:
         from governance import service
