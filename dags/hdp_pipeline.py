@@ -72,6 +72,13 @@ def ready_requests() -> list[int]:
     return stages.requests_ready_for_release()
 
 
+@task
+def delete_ended_releases() -> dict:
+    from pipelines import stages
+
+    return stages.delete_ended_releases()
+
+
 @task(outlets=[RELEASE_ASSET])
 def build_release(request_id: int) -> dict:
     from pipelines import stages
@@ -102,9 +109,10 @@ def pseudonymise_dag(holder: Holder):
 
 @dag(dag_id="release", schedule=[research_asset(h.id) for h in holders()], start_date=START, catchup=False,
      default_args=DEFAULT_ARGS, tags=["release"],
-     doc_md="Build, gate and publish the release of every request approved by all its holders.")
+     doc_md="Delete releases whose permit ended; build, gate and publish the release of every request "
+            "approved by all its holders.")
 def release_dag():
-    build_release.expand(request_id=ready_requests())
+    delete_ended_releases() >> build_release.expand(request_id=ready_requests())
 
 
 for _holder in holders():

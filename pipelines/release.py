@@ -300,3 +300,27 @@ def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Sett
         )
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
     return _build(request, frozenset(excluded), destination, settings).rows
+
+
+def delete_ended_releases(*, settings: Settings | None = None) -> dict[str, int]:
+    """Expire permits past their end, then delete the files of every release whose permit ended.
+
+    Access already stops at the moment a permit expires or is revoked (the access layer checks
+    the permit at every query); this removes the data itself, as the permit promised.
+    """
+    from governance import service, store
+
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    with store.session_scope(settings.governance_url) as session:
+        expired = service.expire_permits(session, at=now)
+        due = [p.release_id for p in service.releases_due_for_deletion(session, at=now) if p.release_id]
+    deleted = 0
+    for release_id in due:
+        path = settings.releases_dir / release_id
+        if path.exists():
+            shutil.rmtree(path)
+            deleted += 1
+        with store.session_scope(settings.governance_url) as session:
+            service.mark_release_deleted(session, release_id=release_id, now=now)
+    return {"permits_expired": len(expired), "releases_deleted": deleted, "releases_marked_deleted": len(due)}

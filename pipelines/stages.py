@@ -56,3 +56,10 @@ def build_release(request_id: int, *, run_id: str) -> dict[str, Any]:
     from pipelines.release import build_and_publish
 
     return asdict(build_and_publish(request_id, run_id=run_id))
+
+
+def delete_ended_releases() -> dict[str, Any]:
+    """Expire permits past their end and delete the releases of ended permits."""
+    from pipelines.release import delete_ended_releases as delete
+
+    return delete()

@@ -80,3 +80,35 @@ def test_unknown_column_and_bad_variable_are_refused(hdp_home):
                  excluded_consent_keys=frozenset(), staging=hdp_home.releases_dir / ".x", settings=hdp_home)
     with pytest.raises(ReleaseError, match="table.column"):
         variables_by_table(("register_visit; DROP",))
+
+
+def test_revoked_release_is_deleted_and_marked(hdp_home):
+    from governance import service, store
+    from pipelines.release import delete_ended_releases
+
+    url = hdp_home.governance_url
+    store.upgrade(url)
+    with store.session_scope(url) as s:
+        service.create_user(s, name="rita", roles=["researcher"])
+        service.create_user(s, name="stig", roles=["steward"], holder_ids=["ndr"])
+        rid = service.file_request(
+            s, applicant="rita", project="Release deletion test", purpose="scientific_research",
+            legal_basis="gdpr_6_1_e__9_2_j", ethics_ref="2025-01234-01", holders=["ndr"],
+            variables=["register_visit.birth_year"], output_tier="aggregate")
+        service.submit_request(s, request_id=rid, actor="rita")
+    with store.session_scope(url) as s:
+        service.decide(s, request_id=rid, holder_id="ndr", reviewer="stig", decision="approve",
+                       justification="Fits the stated purpose.")
+    release_dir = hdp_home.releases_dir / "rel-00001"
+    release_dir.mkdir(parents=True)
+    (release_dir / "register_visit.parquet").write_bytes(b"x")
+    with store.session_scope(url) as s:
+        service.record_release(s, request_id=rid, release_id="rel-00001", manifest_sha256="0" * 64)
+    assert delete_ended_releases(settings=hdp_home)["releases_deleted"] == 0  # still in force
+    assert release_dir.exists()
+    with store.session_scope(url) as s:
+        service.revoke_permit(s, request_id=rid, actor="stig", justification="Ethics approval withdrawn.")
+    assert delete_ended_releases(settings=hdp_home) == {
+        "permits_expired": 0, "releases_deleted": 1, "releases_marked_deleted": 1}
+    assert not release_dir.exists()
+    assert delete_ended_releases(settings=hdp_home)["releases_marked_deleted"] == 0  # idempotent
