@@ -72,6 +72,7 @@ def validate(file: Path) -> None:
         _ndjson_chunks,
         bundle_entries,
         classify,
+        split_lines,
     )
 
     _init_worker(str(VIEWS_DIR))
@@ -79,7 +80,8 @@ def validate(file: Path) -> None:
     bad = 0
     if file.name.endswith(".ndjson") or file.name.endswith(".ndjson.gz"):
         problems: list[tuple] = []
-        for _rel, expected, first, lines, unterminated in _ndjson_chunks(file, file.name, 2000, problems):
+        for _rel, expected, first, blob, unterminated in _ndjson_chunks(file, file.name, 2000, problems):
+            lines = split_lines(blob)
             for i, line in enumerate(lines):
                 out = _classify_line(line, expected, unterminated and i == len(lines) - 1)
                 if out is None:

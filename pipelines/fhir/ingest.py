@@ -56,6 +56,8 @@ BUNDLE_TYPES = ("collection", "transaction", "searchset")
 #: Lines per worker task: large enough that pickling and scheduling cost little per
 #: resource, small enough that two workers stay busy and memory per task stays ~1-2 MB.
 CHUNK_LINES = 2000
+#: Plain files are cut into chunks of ``chunk_lines * _AVG_LINE_BYTES`` bytes (whole lines).
+_AVG_LINE_BYTES = 512
 #: Resources buffered in the main process before one Arrow insert into DuckDB.
 FLUSH_RESOURCES = 100_000
 #: Input limits: a line (resource) larger than this is quarantined as ``fhir.too_large``, one
@@ -265,13 +267,22 @@ def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Ou
     return classify(obj, body, expected)
 
 
-# A chunk travels to a worker as (source_file, expected_type, first_line_no, lines, last_unterminated).
-_Chunk = tuple[str, str | None, int, list[bytes], bool]
+# A chunk travels to a worker as (source_file, expected_type, first_line_no, whole lines as one
+# bytes object, last_unterminated).
+_Chunk = tuple[str, str | None, int, bytes, bool]
 # Fast-path resources of a chunk, column-wise (cheap to pickle, no per-resource work in the main
-# process): line_nos, ids, raw lines, flags [(index, flag_code, path)], rows of Python-only views
-# {index: {view: rows}}.
-_FastCols = tuple[list[int], list[str], list[bytes], list[tuple[int, str, str]],
+# process): line_nos, ids, the raw lines concatenated, their int64 Arrow offsets, flags
+# [(index, flag_code, path)], rows of Python-only views {index: {view: rows}}.
+_FastCols = tuple[list[int], list[str], bytes, Any, list[tuple[int, str, str]],
                   dict[int, dict[str, list[tuple[Any, ...]]]]]
+
+
+def split_lines(blob: bytes) -> list[bytes]:
+    """The lines of a chunk (without their ``\\n``; a ``\\r`` is stripped later)."""
+    lines = blob.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the blob ends with a line end
+    return lines
 
 
 def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -281,7 +292,8 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
     valid: other valid ones, (line_no, rtype, rid, raw bytes, rows_by_view, flags, sql_flat);
     quarantined: (line_no, reason, detail, record_key, rtype, original bytes).
     """
-    source_file, expected, first, lines, last_unterminated = chunk
+    source_file, expected, first, blob, last_unterminated = chunk
+    lines = split_lines(blob)
     valid: list[tuple[Any, ...]] = []
     quar: list[tuple[Any, ...]] = []
     line_nos: list[int] = []
@@ -328,7 +340,15 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
         else:
             quar.append((line_no, out.reason, out.detail, _record_key(out.rtype, out.rid),
                          out.rtype or expected, body))
-    return source_file, expected, (line_nos, ids, texts, fflags, pyrows), valid, quar
+    return source_file, expected, (line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows), valid, quar
+
+
+def _offsets(texts: list[bytes]) -> Any:
+    import numpy as np
+
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=offsets[1:])
+    return offsets
 
 
 # --------------------------------------------------------------------------- reading files
@@ -343,20 +363,51 @@ class _TruncatedGzip(Exception):
 
 
 def _ndjson_chunks(path: Path, rel: str, chunk_lines: int, file_problems: list[tuple[Any, ...]]) -> Iterator[_Chunk]:
+    """Chunks of whole lines as one bytes object each (pickled to a worker as a single copy).
+
+    Plain files are read in blocks of about ``chunk_lines`` average lines and cut after the last
+    newline; compressed files line by line, so that a cut or corrupt stream keeps every line
+    decoded before the damage.
+    """
     expected = _expected_type(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
+    if path.name.endswith(".gz"):
+        yield from _gzip_chunks(path, rel, expected, chunk_lines, file_problems)
+        return
+    block = max(1, chunk_lines) * _AVG_LINE_BYTES
+    first = 1
+    pending = b""
+    with open(path, "rb") as f:
+        data = f.read(block)
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        while data:
+            data = pending + data if pending else data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no line end yet (a very long line): read on
+                pending = data
+            else:
+                blob, pending = data[:cut], data[cut:]
+                yield rel, expected, first, blob, False
+                first += blob.count(b"\n")
+            data = f.read(block)
+    if pending:
+        yield rel, expected, first, pending, True  # the last line has no line end: maybe cut
+
+
+def _gzip_chunks(path: Path, rel: str, expected: str | None, chunk_lines: int,
+                 file_problems: list[tuple[Any, ...]]) -> Iterator[_Chunk]:
     lines: list[bytes] = []
     first = 1
     line_no = 0
     try:
-        with opener(path, "rb") as f:
+        with gzip.open(path, "rb") as f:
             for line in f:
                 line_no += 1
                 if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]
                 lines.append(line)
                 if len(lines) >= chunk_lines:
-                    yield rel, expected, first, lines, not lines[-1].endswith(b"\n")
+                    yield rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n")
                     first += len(lines)
                     lines = []
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
@@ -365,10 +416,10 @@ def _ndjson_chunks(path: Path, rel: str, chunk_lines: int, file_problems: list[t
                               expected))
         if lines:
             # The last decoded line may be partial: treat it as the truncated record.
-            yield rel, expected, first, lines, True
+            yield rel, expected, first, b"".join(lines), True
         return
     if lines:
-        yield rel, expected, first, lines, not lines[-1].endswith(b"\n")
+        yield rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n")
 
 
 def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
@@ -475,15 +526,16 @@ class _Loader:
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
-    def add_columns(self, rtype: str, ids: list[str], texts: list[bytes], source_file: str, line_nos: list[int],
+    def add_columns(self, rtype: str, ids: list[str], data: bytes, offsets: Any, source_file: str,
+                    line_nos: list[int],
                     rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
                     flags: list[tuple[int, str, str]]) -> None:
         pa = self.pa
         n = len(ids)
         self.batches.append(pa.record_batch({
             "resource_type": pa.repeat(pa.scalar(rtype, pa.string()), n),
-            "id": pa.array(ids, pa.string()),
-            "resource": _string_array(pa, texts),
+            "id": _ascii_string_array(pa, ids),
+            "resource": _buffer_string_array(pa, data, offsets),
             "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
             "_line_no": pa.array(line_nos, pa.int64()),
         }))
@@ -501,7 +553,7 @@ class _Loader:
         pa = self.pa
         if self.res[0]:
             self.batches.append(pa.record_batch({
-                "resource_type": pa.array(self.res[0], pa.string()), "id": pa.array(self.res[1], pa.string()),
+                "resource_type": pa.array(self.res[0], pa.string()), "id": pa.array(self.res[1], pa.large_string()),
                 "resource": _string_array(pa, self.res[2]), "_source_file": pa.array(self.res[3], pa.string()),
                 "_line_no": pa.array(self.res[4], pa.int64())}))
         if self.batches:
@@ -538,14 +590,26 @@ class _Loader:
 def _string_array(pa: Any, texts: list[bytes]) -> Any:
     """An Arrow string array over UTF-8 byte strings, built from one buffer (10x faster than
     ``pa.array(texts, pa.string())``, which converts object by object); UTF-8 is still checked."""
-    import numpy as np
+    return _buffer_string_array(pa, b"".join(texts), _offsets(texts))
 
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=offsets[1:])
-    arr = pa.Array.from_buffers(pa.large_string(), len(texts), [None, pa.py_buffer(offsets),
-                                                                pa.py_buffer(b"".join(texts))])
+
+def _buffer_string_array(pa: Any, data: bytes, offsets: Any) -> Any:
+    arr = pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets),
+                                                                     pa.py_buffer(data)])
     arr.validate(full=True)  # raises on invalid UTF-8: never expected (every line was decoded)
     return arr
+
+
+def _ascii_string_array(pa: Any, strings: list[str]) -> Any:
+    """Like :func:`_string_array` for ``str`` values that are ASCII (FHIR ids on the fast path)."""
+    import numpy as np
+
+    data = "".join(strings).encode("utf-8")
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, strings), np.int64, len(strings)), out=offsets[1:])
+    if offsets[-1] != len(data):  # some value was not ASCII: character and byte lengths differ
+        return pa.array(strings, pa.large_string())
+    return pa.Array.from_buffers(pa.large_string(), len(strings), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _arrow_type(pa: Any, fhir_type: str | None) -> Any:
@@ -701,15 +765,15 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
             def accept_fast(source_file: str, rtype: str, cols: _FastCols) -> None:
                 """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
                 nonlocal unknown_codes, view_errors
-                line_nos, ids, texts, fflags, pyrows = cols
+                line_nos, ids, data, offsets, fflags, pyrows = cols
                 seen_ids = seen[rtype]
                 if not seen_ids.isdisjoint(ids) or len(set(ids)) != len(ids):
                     by_idx: dict[int, list[tuple[str, str]]] = {}
                     for idx, code, path in fflags:
                         by_idx.setdefault(idx, []).append((code, path))
                     for i in range(len(ids)):
-                        accept(source_file, line_nos[i], rtype, ids[i], texts[i], pyrows.get(i, {}),
-                               by_idx.get(i, []), True)
+                        accept(source_file, line_nos[i], rtype, ids[i], data[offsets[i]:offsets[i + 1]],
+                               pyrows.get(i, {}), by_idx.get(i, []), True)
                     return
                 seen_ids.update(ids)
                 read[rtype] += len(ids)
@@ -719,7 +783,7 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                         unknown_codes += 1
                     else:
                         view_errors += 1
-                loader.add_columns(rtype, ids, texts, source_file, line_nos, pyrows, fflags)
+                loader.add_columns(rtype, ids, data, offsets, source_file, line_nos, pyrows, fflags)
 
             file_problems: list[tuple[Any, ...]] = []
 
@@ -749,12 +813,12 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                             accept_fast(source_file, expected, fast)
                         continue
                     # Mixed chunk (rare): accept in line order, so the first delivery of an id wins.
-                    line_nos, ids, texts, fflags, pyrows = fast
+                    line_nos, ids, data, offsets, fflags, pyrows = fast
                     by_idx: dict[int, list[tuple[str, str]]] = {}
                     for idx, code, path in fflags:
                         by_idx.setdefault(idx, []).append((code, path))
-                    merged = valid + [(line_nos[i], expected, ids[i], texts[i], pyrows.get(i, {}), by_idx.get(i, []),
-                                       True) for i in range(len(ids))]
+                    merged = valid + [(line_nos[i], expected, ids[i], data[offsets[i]:offsets[i + 1]],
+                                       pyrows.get(i, {}), by_idx.get(i, []), True) for i in range(len(ids))]
                     merged.sort(key=lambda r: r[0])
                     for line_no, rtype, rid, text, rows, flags, sql_flat in merged:
                         accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
