@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from governance import auditing
+from governance import auditing, cohort
 from governance.catalogue import load_catalogue, table_holders
 from governance.consent import (  # noqa: F401  (re-exported: part of the service API)
     consent_records,
@@ -321,6 +321,11 @@ def _clean_fields(session: Session, applicant: str, fields: Mapping[str, Any], n
         criteria = {}
     elif bad := [k for k in criteria if k not in catalogue]:
         p.append(("request.cohort_criteria", f"cohort criteria on unknown variable(s) {bad[:10]}"))
+    else:
+        try:
+            cohort.parse(criteria)  # the release builder applies exactly what is accepted here
+        except cohort.InvalidCriteria as exc:
+            p.append(("request.cohort_criteria", str(exc)))
     out["cohort_criteria"] = dict(criteria)
 
     period = fields.get("period") or (None, None)

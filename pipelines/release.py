@@ -58,6 +58,7 @@ class ReleaseRequest:
     output_tier: str = "record"
     approvals: tuple[dict[str, Any], ...] = ()
     period: tuple[Any, Any] = (None, None)
+    cohort_criteria: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,39 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> None:
+    """Temp table ``cohort``: the eligible persons who meet the request's cohort criteria.
+
+    A person qualifies when, in every table the criteria name, at least one of their rows (in
+    any holder in scope) meets all of that table's conditions. Values are bound parameters.
+    """
+    from governance import cohort
+
+    try:
+        conditions = cohort.by_table(cohort.parse(request.cohort_criteria))
+    except cohort.InvalidCriteria as exc:
+        raise ReleaseError(f"cohort criteria cannot be applied: {exc}") from None
+    con.execute("CREATE TEMP TABLE cohort AS SELECT * FROM eligible")
+    for table, conds in sorted(conditions.items()):
+        selects, params = [], []
+        for holder_id in request.holders:
+            columns = {r[0] for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+                [f"h_{holder_id}", table]).fetchall()}
+            if not columns:
+                continue
+            if missing := sorted({c.column for c in conds} - columns):
+                raise ReleaseError(f"cohort criteria name {table} column(s) {missing} that {holder_id} does not have")
+            selects.append(
+                f"SELECT e.release_person_id FROM \"h_{holder_id}\".\"{table}\" t JOIN eligible e "
+                f"ON e.holder = '{holder_id}' AND e.person_id = t.person_id WHERE "
+                + " AND ".join(c.sql("t") for c in conds))
+            params += [v for c in conds for v in c.operands if c.op != "is_null"]
+        if not selects:
+            raise ReleaseError(f"cohort criteria name table {table}, which no holder in scope has")
+        con.execute(f"DELETE FROM cohort WHERE release_person_id NOT IN ({' UNION '.join(selects)})", params)
+
+
 def assemble(
     request: ReleaseRequest,
     *,
@@ -142,6 +176,8 @@ def assemble(
             raise ReleaseError(f"holder {holder_id} has no research zone yet; run its pseudonymisation first")
         con.execute(f"ATTACH '{path}' AS \"h_{holder_id}\" (READ_ONLY)")
 
+    _select_cohort(con, request)
+
     start, end = request.period
     rows: dict[str, int] = {}
     unlinked = 0
@@ -171,7 +207,7 @@ def assemble(
             ).fetchone()[0]
             parts.append(
                 f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
-                f"JOIN eligible e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
+                f"JOIN cohort e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
                 + (f" WHERE {' AND '.join(where)}" if where else "")
             )
         if not parts:
@@ -214,6 +250,7 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
             "holders": list(request.holders), "variables": list(request.variables),
             "output_tier": request.output_tier,
             "period": [str(p) if p else None for p in request.period],
+            "cohort_criteria": request.cohort_criteria,
         },
         "approvals": list(request.approvals),
         "rows": result.rows,
@@ -247,6 +284,7 @@ def _release_request(approved: Any) -> ReleaseRequest:
         request_id=approved.request_id, project=approved.project, purpose=approved.purpose,
         holders=tuple(approved.holders), variables=tuple(approved.variables),
         output_tier=approved.output_tier, approvals=tuple(approved.approvals), period=tuple(approved.period),
+        cohort_criteria=dict(approved.cohort_criteria),
     )
 
 
@@ -297,6 +335,7 @@ def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Sett
         request = ReleaseRequest(
             request_id=view.id, project=view.project, purpose=view.purpose, holders=tuple(view.holders),
             variables=tuple(view.variables), output_tier=view.output_tier, period=tuple(view.period),
+            cohort_criteria=dict(view.cohort_criteria),
         )
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
     return _build(request, frozenset(excluded), destination, settings).rows

@@ -191,6 +191,9 @@ def test_malformed_request_lists_problems_and_stores_nothing(seeded):
     ({"variables": ["register_visit.bmi"]}, "request.holder_without_variables"),
     ({"ethics_ref": "1899-01234-01"}, "request.ethics_ref"),
     ({"cohort_criteria": {"nonsense": 1}}, "request.cohort_criteria"),
+    ({"cohort_criteria": {"register_visit.bmi": {"like": "%"}}}, "request.cohort_criteria"),
+    ({"cohort_criteria": {"register_visit.bmi": {"between": [20]}}}, "request.cohort_criteria"),
+    ({"cohort_criteria": {"register_visit.bmi": {"between": [20, 30]}}}, None),
     ({"applicant_is": None}, "request.unknown_field"),
 ])
 def test_request_validation(seeded, over, code):

@@ -112,3 +112,30 @@ def test_revoked_release_is_deleted_and_marked(hdp_home):
         "permits_expired": 0, "releases_deleted": 1, "releases_marked_deleted": 1}
     assert not release_dir.exists()
     assert delete_ended_releases(settings=hdp_home)["releases_marked_deleted"] == 0  # idempotent
+
+
+def test_cohort_criteria_keep_only_persons_with_a_qualifying_row(hdp_home):
+    _research(hdp_home, "ndr", [("a1", 1950, "2024-01-01", 50.0), ("a2", 1960, "2024-02-01", 60.0),
+                                ("a2", 1960, "2024-03-01", 40.0), ("a3", 1970, "2024-03-01", 70.0)])
+    _research(hdp_home, "region_uppsala", [("u1", 1950, "2024-05-01", 65.0)])
+    request = _request(cohort_criteria={"register_visit.hba1c_mmol_mol": {">=": 60},
+                                        "register_visit.birth_year": {"between": [1955, 1975]}})
+    staging = hdp_home.releases_dir / ".c"
+    assemble(request, person_map=PERSON_MAP, excluded_consent_keys=frozenset(), staging=staging, settings=hdp_home)
+    # P1 (a1 + u1) has a row >= 60 (u1) but born 1950: out; P2 keeps *all* its rows, P3 in.
+    rows = pq.read_table(staging / "register_visit.parquet").to_pylist()
+    assert sorted((r["person_id"], r["hba1c_mmol_mol"]) for r in rows) == [("P2", 40.0), ("P2", 60.0), ("P3", 70.0)]
+
+
+@pytest.mark.parametrize("criteria", [
+    {"register_visit.hba1c_mmol_mol": {"like": "%"}},
+    {"register_visit.hba1c_mmol_mol": {">=": [1, 2]}},
+    {"register_visit.hba1c_mmol_mol; DROP TABLE x": {">=": 1}},
+    {"register_visit.secret": {">=": 1}},
+])
+def test_cohort_criteria_that_cannot_be_applied_are_refused(hdp_home, criteria):
+    _research(hdp_home, "ndr", [("a1", 1950, "2024-01-01", 50.0)])
+    _research(hdp_home, "region_uppsala", [])
+    with pytest.raises(ReleaseError, match="cohort criteria"):
+        assemble(_request(cohort_criteria=criteria), person_map=PERSON_MAP, excluded_consent_keys=frozenset(),
+                 staging=hdp_home.releases_dir / ".bad", settings=hdp_home)
