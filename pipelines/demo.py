@@ -42,6 +42,7 @@ DEMO_REQUEST = {
         "condition.code", "condition.recorded_date",
     ],
     "period": ("2022-01-01", "2026-10-31"),
+    "cohort_criteria": {"register_visit.diabetes_type": {"in": ["typ1", "typ2"]}},
     "data_form": "pseudonymised",
     "pseudonymisation_justification": (
         "Longitudinal linkage of register visits, PROM answers and journal diagnoses per person is "
