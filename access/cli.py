@@ -21,6 +21,11 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the access layer (FastAPI on uvicorn)."""
     import uvicorn
 
+    from governance import store
+    from hdp.settings import get_settings
+
+    store.upgrade(get_settings().governance_url)  # idempotent; a fresh data home works at once
+
     uvicorn.run("access.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)  # uvicorn's access log would hold URLs only,
     # but the audit log is the record of access; keep one.
