@@ -4,14 +4,22 @@ Flow for one holder (``ingest_fhir``):
 
 1. Every ``fhir/*.ndjson``, ``fhir/*.ndjson.gz`` (one file per resource type, Bulk Data) and
    every ``fhir/bundles/*.json`` (collection / transaction / searchset) is read as a stream.
-2. Each line (or bundle entry) is decoded, checked against the file's resource type,
-   validated (:mod:`pipelines.fhir.validation`), flattened by every ViewDefinition in
-   ``schemas/views/`` (:mod:`pipelines.fhir.viewdef`) and checked for unknown codes —
-   all in worker processes, in chunks, because validation and flattening are CPU-bound
-   Python and the machine has two cores.
+2. Worker processes (chunks of whole lines; the machine has two cores) check each line's size
+   and nesting depth (``fhir.too_large``, ``json.too_deep``), then validate it:
+   * fast path (:mod:`pipelines.fhir.fastvalid`): decoding into msgspec Structs generated
+     from the R4B models *is* the validation, in C; it only ever accepts;
+   * otherwise the reference (:mod:`pipelines.fhir.validation`: ``fhir.resources`` R4B plus
+     required-binding codes) decides, and gives the quarantine reason;
+   and check codes against the shipped code lists (``code.unknown`` flags).
 3. The main process keeps the order (first occurrence of a ``Type/id`` wins, later ones are
-   ``fhir.duplicate_id``), and loads rows in Arrow batches into ``raw.duckdb``.
-4. Links: references to Patient / Encounter that resolve to no ingested resource are
+   ``fhir.duplicate_id``), and loads ``fhir_resource`` in Arrow batches into ``raw.duckdb``.
+4. Flattening by the ViewDefinitions in ``schemas/views/``: each view is compiled to one DuckDB
+   ``INSERT ... SELECT`` over ``fhir_resource`` (:mod:`pipelines.fhir.viewsql`) and run after
+   loading, for every resource the fast path accepted with ``sql_safe``; the Python evaluator
+   (:mod:`pipelines.fhir.viewdef`, the conformance reference) gives the rows of every other
+   resource (reference-validated, or with JSON escapes / duplicate keys) and of any view the
+   compiler cannot translate (logged by name). Both give identical rows (differential test).
+5. Links: references to Patient / Encounter that resolve to no ingested resource are
    flagged in ``fhir_flag`` (``fhir.dangling_reference``); nothing is dropped for it.
 
 Bad input never stops the run: it goes to ``quarantine`` (stage ``ingest``, source ``fhir``)
@@ -129,7 +137,9 @@ class ViewPlan:
     python_only: dict[str, str]    # view name -> why the SQL compiler could not take it
 
 
-_PYFLAT = "_fhir_pyflat"  # temp table: resources whose rows came from the Python evaluator
+#: The compiled views read from this name: at each flush, the Arrow batch of the resources whose
+#: rows come from SQL (fast path, ``sql_safe``), so flattening runs batch by batch during loading.
+_FLAT_SOURCE = "_fhir_flat_batch"
 
 
 def view_plan(views_dir: Path) -> ViewPlan:
@@ -140,7 +150,7 @@ def view_plan(views_dir: Path) -> ViewPlan:
         raw, cv = load_view(p)
         views[cv.name] = cv
         try:
-            sql[cv.name] = compile_view_sql(raw, cv, exclude=_PYFLAT)
+            sql[cv.name] = compile_view_sql(raw, cv, source=_FLAT_SOURCE)
         except Unsupported as exc:
             python_only[cv.name] = str(exc)
     return ViewPlan(views, sql, python_only)
@@ -505,13 +515,20 @@ def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[
 class _Loader:
     """Buffers rows and writes them to DuckDB in Arrow batches."""
 
-    def __init__(self, con: Any, views: dict[str, CompiledView]) -> None:
+    def __init__(self, con: Any, plan: ViewPlan) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         self.pa = pa
+        self.pc = pc
         self.con = con
-        self.views = views
-        self.res: list[list[Any]] = [[], [], [], [], []]
+        self.views = plan.views
+        self.sql = plan.sql
+        views = plan.views
+        for macro in SQL_MACROS:
+            con.execute(macro)
+        # One-by-one resources: [rtype, id, text, source_file, line_no, rows come from SQL?]
+        self.res: list[list[Any]] = [[], [], [], [], [], []]
         self.batches: list[Any] = []  # fhir_resource record batches built column-wise (add_columns)
         self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in views}
         self.flags: list[list[Any]] = [[], [], [], []]
@@ -519,8 +536,8 @@ class _Loader:
         self.pending = 0
 
     def add(self, rtype: str, rid: str, text: bytes, source_file: str, line_no: int | None,
-            rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]]) -> None:
-        for col, v in zip(self.res, (rtype, rid, text, source_file, line_no), strict=True):
+            rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]], sql_flat: bool) -> None:
+        for col, v in zip(self.res, (rtype, rid, text, source_file, line_no, sql_flat), strict=True):
             col.append(v)
         for name, rs in rows.items():
             self.rows[name].extend(rs)
@@ -556,14 +573,27 @@ class _Loader:
 
     def flush(self) -> None:
         pa = self.pa
+        python_flat = None
         if self.res[0]:
-            self.batches.append(pa.record_batch({
+            single = pa.record_batch({
                 "resource_type": pa.array(self.res[0], pa.string()), "id": pa.array(self.res[1], pa.large_string()),
                 "resource": _string_array(pa, self.res[2]), "_source_file": pa.array(self.res[3], pa.string()),
-                "_line_no": pa.array(self.res[4], pa.int64())}))
+                "_line_no": pa.array(self.res[4], pa.int64())})
+            sql_mask = pa.array(self.res[5], pa.bool_())
+            self.batches.append(single.filter(sql_mask))
+            python_flat = single.filter(self.pc.invert(sql_mask))
         if self.batches:
-            t = pa.Table.from_batches(self.batches)
-            self.con.register("_fhir_batch", t)
+            # Rows of the SQL-compiled views, from this batch (Python gave the rest, see self.rows).
+            flat = pa.Table.from_batches(self.batches)
+            self.con.register(_FLAT_SOURCE, flat)
+            for name, sql in self.sql.items():
+                n = self.con.execute(sql).fetchall()
+                self.row_counts[name] += int(n[0][0]) if n else 0
+            self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
+                             " _line_no FROM _fhir_flat_batch")
+            self.con.unregister(_FLAT_SOURCE)
+        if python_flat is not None and python_flat.num_rows:
+            self.con.register("_fhir_batch", python_flat)
             self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
                              " _line_no FROM _fhir_batch")
             self.con.unregister("_fhir_batch")
@@ -585,7 +615,7 @@ class _Loader:
             self.con.register("_fhir_batch", t)
             self.con.execute("INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
             self.con.unregister("_fhir_batch")
-        self.res = [[], [], [], [], []]
+        self.res = [[], [], [], [], [], []]
         self.batches = []
         self.rows = {n: [] for n in self.views}
         self.flags = [[], [], [], []]
@@ -680,22 +710,6 @@ def _flag_dangling(con: Any, views: dict[str, CompiledView]) -> int:
     return total
 
 
-def _flatten_sql(con: Any, plan: ViewPlan, pyflat: list[list[str]], row_counts: Counter[str]) -> None:
-    """Run the SQL-compiled views over ``fhir_resource`` (all but the Python-flattened resources)."""
-    import pyarrow as pa
-
-    for macro in SQL_MACROS:
-        con.execute(macro)
-    con.register("_fhir_pyflat_batch", pa.table({"resource_type": pa.array(pyflat[0], pa.string()),
-                                                 "id": pa.array(pyflat[1], pa.string())}))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {_PYFLAT} AS SELECT * FROM _fhir_pyflat_batch")
-    con.unregister("_fhir_pyflat_batch")
-    for name, sql in plan.sql.items():
-        n = con.execute(sql).fetchall()
-        row_counts[name] += int(n[0][0]) if n else 0
-    con.execute(f"DROP TABLE {_PYFLAT}")
-
-
 def _worker_count(requested: int | None) -> int:
     if requested is not None:
         return max(0, requested)
@@ -746,9 +760,7 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
         try:
             _create_tables(con, views)
             quarantine.reset(con, stage=STAGE, source=SOURCE)
-            loader = _Loader(con, views)
-
-            pyflat: list[list[str]] = [[], []]  # (resource_type, id) whose rows all came from Python
+            loader = _Loader(con, plan)
 
             def accept(source_file: str, line_no: int | None, rtype: str, rid: str, text: bytes,
                        rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]],
@@ -761,13 +773,10 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                       f"{rtype}/{rid}", rtype, text)
                     return
                 seen_ids.add(rid)
-                if not sql_flat:
-                    pyflat[0].append(rtype)
-                    pyflat[1].append(rid)
                 valid_n[rtype] += 1
                 unknown_codes += sum(1 for c, _ in flags if c == "code.unknown")
                 view_errors += sum(1 for c, _ in flags if c == "view.error")
-                loader.add(rtype, rid, text, source_file, line_no, rows, flags)
+                loader.add(rtype, rid, text, source_file, line_no, rows, flags, sql_flat)
 
             def accept_fast(source_file: str, rtype: str, cols: _FastCols) -> None:
                 """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
@@ -860,7 +869,6 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                         q(rel, None, out.reason or "fhir.invalid", f"Bundle.entry[{idx}].resource: {out.detail}",
                           _record_key(out.rtype, out.rid), out.rtype, raw.encode("utf-8"))
             loader.flush()
-            _flatten_sql(con, plan, pyflat, loader.row_counts)
             quarantine.add(con, qrecords)
             dangling = _flag_dangling(con, views)
             con.execute("COMMIT")

@@ -344,12 +344,10 @@ def _columns(select: list[Any], out: list[tuple[str, str, str | None]]) -> None:
         _columns(sel.get("select") or [], out)
 
 
-def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: str = "fhir_resource",
-                     exclude: str | None = None) -> str:
+def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: str = "fhir_resource") -> str:
     """``INSERT INTO <view> SELECT ...`` for one ViewDefinition (raises :class:`Unsupported`).
 
-    ``exclude`` names a table ``(resource_type, id)`` of resources to skip (their rows come
-    from the Python evaluator).
+    ``source`` is a table or view with columns ``resource_type`` and ``resource`` (JSON text).
     """
     if compiled.resource not in v.RESOURCE_TYPES:
         raise Unsupported("resource type outside the validated set")
@@ -372,8 +370,6 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
             raise Unsupported("view where other than comparisons")
         cond = comp.finish(comp.condition(node, "t.resource", compiled.resource))
         wheres.append(f"coalesce({cond}, false)")
-    if exclude:
-        wheres.append(f"NOT EXISTS (SELECT 1 FROM {exclude} e WHERE e.resource_type = t.resource_type AND e.id = t.id)")
     paths = ", ".join(_q(p) for p in comp.paths) or "'$.id'"
     inner = (f"SELECT t.resource_type, t.id, t.resource, json_extract(t.resource, [{paths}]) AS _p "
              f"FROM {source} AS t WHERE t.resource_type = {_q(compiled.resource)}")

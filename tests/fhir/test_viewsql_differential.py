@@ -58,8 +58,10 @@ def compare(resources: list[dict[str, Any]]) -> dict[str, int]:
     ing._create_tables(con, PLAN.views)
     for m in SQL_MACROS:
         con.execute(m)
-    con.execute(f"CREATE TEMP TABLE {ing._PYFLAT} (resource_type VARCHAR, id VARCHAR)")
-    con.executemany("INSERT INTO fhir_resource VALUES (?, ?, ?::JSON, 'f', 1)",
+    # What ingest registers at each flush: the batch of fast-path resources (JSON as text).
+    con.execute(f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
+                " _source_file VARCHAR, _line_no BIGINT)")
+    con.executemany(f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
                     [(r["resourceType"], r["id"], _line(r).decode()) for r in resources])
     counts = {}
     for name, view in PLAN.views.items():
