@@ -105,12 +105,15 @@ def _error_reason(exc: BaseException) -> str:
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: str, ctx: sql.RunContext,
-             missing_is_error: bool, source_tables: Mapping[str, str] | None = None) -> Evaluation:
+             missing_is_error: bool, source_tables: Mapping[str, str] | None = None,
+             column_unions: bool = False) -> Evaluation:
     """Run ``checks`` (already resolved for ``zone``) against ``con``; results in library order.
 
     ``missing_is_error``: a missing table/column fails closed (raw, research) or is skipped
     (release, where the request decides which tables and columns exist).
     ``source_tables``: source -> loaded table, for quarantine_reason denominators.
+    ``column_unions``: also count, per column, rows failing any of its value checks (the quality
+    label's plausibility pass rate); off for the gate, where it would only add work to the scan.
     """
     install_macros(con)
     schema = Schema.read(con)
@@ -137,7 +140,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: s
 
     evaluation = Evaluation(results=[])
     for table, table_checks in row_checks.items():
-        _evaluate_row_checks(con, table, table_checks, zone, ctx, schema, out, evaluation)
+        _evaluate_row_checks(con, table, table_checks, zone, ctx, schema, out, evaluation, column_unions)
     for check in set_checks:
         out[check.id] = _evaluate_set_check(con, check, zone, ctx, schema, source_tables or {})
     evaluation.results = [out[c.id] for c in checks]
@@ -146,7 +149,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: s
 
 def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: list[Check], zone: str,
                          ctx: sql.RunContext, schema: Schema, out: dict[str, CheckResult],
-                         evaluation: Evaluation) -> None:
+                         evaluation: Evaluation, column_unions: bool) -> None:
     types = schema.tables[table]
     items: list[tuple[str, str]] = []
     compiled: dict[str, tuple[str, str]] = {}
@@ -167,7 +170,7 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
     for check in checks:
         if check.id in compiled and check.column and check.category in ("plausibility", "conformance"):
             by_column[check.column].append(compiled[check.id][0])
-    union_items = [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()]
+    union_items = [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()] if column_unions else []
     try:
         row = con.execute(sql.table_scan_sql(table, items + union_items, derived)).fetchone()
         names = ["__total"] + [a for a, _ in items + union_items]

@@ -103,7 +103,8 @@ def evaluate_zone(zone: str, db: Path, *, sources: tuple[str, ...] | None, extra
     selected = checks if checks is not None else catalog.checks_for(zone, sources)
     with _reader(zone, db) as con:
         _configure(con)
-        return engine.evaluate(con, selected, zone=zone, ctx=RunContext(extract_date), missing_is_error=zone != "release")
+        return engine.evaluate(con, selected, zone=zone, ctx=RunContext(extract_date),
+                               missing_is_error=zone != "release", column_unions=True)
 
 
 def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | None = None, run_id: str,
