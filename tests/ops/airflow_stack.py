@@ -103,6 +103,7 @@ class AirflowStack:
         return {
             **{k: v for k, v in os.environ.items() if k in keep},
             procs.MARK: self.token,
+            procs.OWNER: str(os.getpid()),
             "AIRFLOW_HOME": str(self.root / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

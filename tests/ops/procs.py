@@ -23,6 +23,8 @@ import psutil
 
 #: The environment variable that tags every process of one stack (value: a random token).
 MARK = "HDP_IT_STACK_TOKEN"
+#: The pid of the test process that owns the stack (to find stacks whose test was killed).
+OWNER = "HDP_IT_OWNER_PID"
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -81,6 +83,20 @@ def sweep(token: str, *, timeout_s: float = 10) -> list[int]:
         signal_all(procs, signal.SIGKILL)
         psutil.wait_procs(procs, timeout=2)
     return sorted(set(pids))
+
+
+def reap_orphaned_stacks() -> list[int]:
+    """Kill processes of stacks whose owning test process is gone (a test run that was itself
+    SIGKILLed could not clean up). Stacks of live test runs, e.g. a colleague's, are left alone."""
+    orphans = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ValueError):
+            env = proc.environ()
+            if MARK in env and not psutil.pid_exists(int(env.get(OWNER, "0"))):
+                orphans.append(proc)
+    signal_all(orphans, signal.SIGKILL)
+    psutil.wait_procs(orphans, timeout=5)
+    return [p.pid for p in orphans]
 
 
 def alive(pids: list[int]) -> list[int]:

@@ -7,7 +7,9 @@ reason. Without ``CI`` the tests skip with that reason; with ``CI`` set they fai
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator
@@ -52,11 +54,12 @@ def redis_reachable() -> str | None:
 
 @contextmanager
 def temporary_postgres_database(prefix: str = "hdp_it") -> Iterator[str]:
-    """Create ``<prefix>_<random>`` on the local server; drop it (and its sessions) afterwards."""
+    """Create ``<prefix>_<pid>_<random>`` on the local server; drop it (and its sessions)
+    afterwards. The pid lets ``reap_stale_databases`` find databases of killed test runs."""
     import psycopg
     from psycopg import sql
 
-    name = f"{prefix}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True) as con:
         con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -68,3 +71,24 @@ def temporary_postgres_database(prefix: str = "hdp_it") -> Iterator[str]:
         with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB,
                              autocommit=True) as con:
             con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def reap_stale_databases(prefix: str = "hdp_it") -> list[str]:
+    """Drop ``<prefix>_<pid>_*`` databases left by test runs that were killed before their
+    clean-up: the owning pid is gone and nobody is connected (a live run always is)."""
+    import psutil
+    import psycopg
+    from psycopg import sql
+
+    dropped = []
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True) as con:
+        names = [r[0] for r in con.execute(
+            "SELECT d.datname FROM pg_database d WHERE d.datname LIKE %s AND NOT EXISTS "
+            "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)", [prefix.replace("_", r"\_") + r"\_%"])]
+        for name in names:
+            match = re.fullmatch(rf"{re.escape(prefix)}_(\d+)_[0-9a-f]{{8}}", name)
+            if match and not psutil.pid_exists(int(match[1])):
+                with contextlib.suppress(psycopg.Error):  # another run reaping the same one
+                    con.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                    dropped.append(name)
+    return dropped

@@ -77,8 +77,13 @@ def stack(tmp_path_factory):
     from hdp.settings import get_settings
     from pipelines.monitoring import store
 
+    from . import procs
     from .airflow_stack import Budget, airflow_stack
+    from .services import reap_stale_databases
 
+    # Leftovers of a run that was killed before it could clean up (never a live run's).
+    procs.reap_orphaned_stacks()
+    reap_stale_databases()
     budget = Budget(BUDGET_S)
     root = tmp_path_factory.mktemp("celery_stack")
     home = root / "hdp_home"

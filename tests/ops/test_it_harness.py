@@ -78,3 +78,45 @@ def test_sweep_kills_orphans_that_carry_the_stack_token():
     assert child in procs.sweep(token)
     assert procs.alive([child]) == []
     assert procs.sweep(os.urandom(6).hex()) == []  # an unknown token touches nothing
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_reap_orphaned_stacks_kills_only_stacks_whose_test_process_is_gone():
+    mine, theirs = os.urandom(6).hex(), os.urandom(6).hex()
+    owned = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                             env={**os.environ, procs.MARK: mine, procs.OWNER: str(os.getpid())})
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                              env={**os.environ, procs.MARK: theirs, procs.OWNER: str(_dead_pid())})
+    try:
+        time.sleep(0.2)  # environ is readable once the interpreter has started
+        assert orphan.pid in procs.reap_orphaned_stacks()
+        assert procs.alive([orphan.pid]) == []
+        assert procs.alive([owned.pid]) == [owned.pid]
+    finally:
+        procs.kill_tree(owned.pid)
+        procs.kill_tree(orphan.pid)
+
+
+@pytest.mark.postgres
+def test_reap_stale_databases_drops_only_databases_of_dead_test_runs():
+    import psycopg
+    from psycopg import sql
+
+    reason = services.postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    stale = f"hdp_it_{_dead_pid()}_{os.urandom(4).hex()}"
+    with psycopg.connect(host=services.PG_HOST, port=services.PG_PORT, user=services.PG_USER,
+                         dbname=services.PG_ADMIN_DB, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
+        with services.temporary_postgres_database() as live_url:
+            live = live_url.rsplit("/", 1)[1]
+            assert stale in services.reap_stale_databases()
+            exists = {r[0] for r in con.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)",
+                                                [stale, live])}
+            assert exists == {live}
