@@ -50,6 +50,35 @@ RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: the row limit is enforced within ~64k rows of the cut-off without materialising more.
 FETCH_BATCH_ROWS = 65_536
 STRUCTURAL_COLUMNS = ("person_id", "holder")
+#: Validated queries kept per engine: researchers repeat the same queries (notebooks re-run
+#: cells, dashboards poll); 256 covers a working session without holding many parse trees.
+PREPARED_CACHE_SIZE = 256
+
+
+class LRUCache:
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[object, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: object, value: object) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 @dataclass(frozen=True)
@@ -124,6 +153,9 @@ class ReleaseEngine:
             raise QueryRefused("release.no_consent_link", "the release has no consent link", status=503)
         self.permit = permit
         self.limits = limits
+        #: Validated queries of this permit (see ``AccessService._prepare``): validation depends
+        #: only on the SQL text and this engine's views, so the cache lives and dies with it.
+        self.prepared = LRUCache(PREPARED_CACHE_SIZE)
         self._lock = threading.Lock()
         self._excluded_keys: frozenset[str] | None = None
         con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
@@ -223,7 +255,9 @@ class ReleaseEngine:
     def refresh_exclusions(self, keys: frozenset[str]) -> None:
         """Make the released rows match ``keys`` (the current opt-outs) before a query runs."""
         with self._lock:
-            if keys == self._excluded_keys:
+            # Identity first: the consent cache hands back the same frozenset while nothing
+            # changed, and comparing 10,000 keys per query is measurable.
+            if keys is self._excluded_keys or keys == self._excluded_keys:
                 return
             cur = self.con.cursor()
             try:

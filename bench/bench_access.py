@@ -1,18 +1,42 @@
-"""Access-layer load benchmark.
+"""Access-layer load benchmark: 20 concurrent researchers against a 1,000,000-row release.
 
-20 concurrent researchers send typical queries over real HTTP to a real uvicorn server
-(a subprocess) serving a 1,000,000-row release; the same queries run directly in DuckDB on
-the release file, with the same concurrency, in the same run. Prints throughput, p50 and p99
-through HTTP, and the ratio of the HTTP p50 to the direct p50.
+What runs (all in one run, same machine, same moment):
 
-    python bench/run.py access          # or: python bench/bench_access.py [--rows N]
+* a real uvicorn server (subprocess) built by ``access.app.create_app()`` exactly as in
+  production: the governance store is a real Alembic-migrated SQLite file (users, hashed
+  tokens, a request approved by its holder, the release bound to the permit, 1 % of the
+  persons opted out), audit appends are fsync'ed, settings come from ``HDP_ACCESS_*``;
+* a release in the contract layout: ``register_visit`` with ``--rows`` rows (default
+  1,000,000) and ``patient`` with one row per person (``--rows``/10);
+* the baseline: the same queries run directly in DuckDB on the release file, with the same
+  number of concurrent researchers and the same DuckDB threads per query.
+
+The "typical query" mix (each researcher cycles through it from its own starting point):
+counts and grouped aggregates over coded columns, a time-filtered aggregate, one person's
+visit history (a point filter), a filtered record fetch with LIMIT, and a join of the two
+release tables.
+
+Two load shapes, each measured for both the layer and the direct baseline:
+
+* ``think``: researchers think between queries, exponential think time with mean
+  ``--think-mean`` seconds (default 1 s; people read a result before asking the next
+  question). This is the headline: it is what "20 concurrent researchers" means.
+* ``saturated``: closed loop, no think time: 20 requests always in flight. This is a stress
+  figure; queueing dominates its latencies on a 2-core machine for both sides.
+
+Printed: throughput, p50, p99, p99 of the queries whose serial direct time is under 50 ms,
+and the ratio of the layer's p50 to the direct p50 under the same load. The last line is
+``BENCH access qps=... p50_ms=... p99_ms=... p99_fast_ms=... ... ratio=...`` (think mode;
+``sat_*`` are the saturated figures).
+
+    python bench/run.py access       # or: python bench/bench_access.py [--rows N] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -20,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,58 +54,111 @@ sys.path.insert(0, str(REPO))
 
 RESEARCHERS = 20
 RELEASE = "bench_release"
-PURPOSE = "bench-purpose"
+SEED = 7
+PURPOSE = "scientific_research"
 VARIABLES = sorted(
-    f"register_visit.{c}"
-    for c in ("sex", "birth_year", "county", "visit_date", "diabetes_type", "hba1c_mmol_mol", "bmi",
-              "systolic_bp", "smoking", "treatment")
+    [f"register_visit.{c}" for c in ("person_id", "sex", "birth_year", "county", "visit_date", "diabetes_type",
+                                     "hba1c_mmol_mol", "bmi", "systolic_bp", "smoking", "treatment")]
+    + [f"patient.{c}" for c in ("person_id", "birth_year", "sex", "county")]
 )
 
 
-def typical_queries(sample_person: str) -> list[str]:
+def typical_queries(sample_person: str) -> list[tuple[str, str]]:
+    """(label, SQL) of the mix; labels name the shape, for the per-query table."""
     return [
-        "SELECT count(*) AS n FROM register_visit WHERE diabetes_type = 1",
-        "SELECT sex, avg(hba1c_mmol_mol) AS mean_hba1c, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex",
-        "SELECT county, count(*) AS n, avg(bmi) AS mean_bmi FROM register_visit "
-        "WHERE visit_date >= DATE '2020-01-01' GROUP BY county ORDER BY county",
-        f"SELECT visit_date, hba1c_mmol_mol, bmi FROM register_visit WHERE person_id = '{sample_person}' "
-        "ORDER BY visit_date",
-        "SELECT year(visit_date) AS y, count(*) AS visits FROM register_visit GROUP BY y ORDER BY y",
-        "SELECT smoking, treatment, count(*) AS n FROM register_visit WHERE hba1c_mmol_mol > 70 "
-        "GROUP BY smoking, treatment ORDER BY smoking, treatment",
-        "SELECT person_id, visit_date, hba1c_mmol_mol FROM register_visit WHERE bmi > 40 AND county = '03' LIMIT 500",
+        ("count", "SELECT count(*) AS n FROM register_visit WHERE diabetes_type = 1"),
+        ("group_sex", "SELECT sex, avg(hba1c_mmol_mol) AS mean_hba1c, count(*) AS n FROM register_visit "
+                      "GROUP BY sex ORDER BY sex"),
+        ("group_county_period", "SELECT county, count(*) AS n, avg(bmi) AS mean_bmi FROM register_visit "
+                                "WHERE visit_date >= DATE '2020-01-01' GROUP BY county ORDER BY county"),
+        ("person_history", f"SELECT visit_date, hba1c_mmol_mol, bmi FROM register_visit "
+                           f"WHERE person_id = '{sample_person}' ORDER BY visit_date"),
+        ("group_year", "SELECT year(visit_date) AS y, count(*) AS visits FROM register_visit GROUP BY y ORDER BY y"),
+        ("group_2d_filtered", "SELECT smoking, treatment, count(*) AS n FROM register_visit "
+                              "WHERE hba1c_mmol_mol > 70 GROUP BY smoking, treatment ORDER BY smoking, treatment"),
+        ("records_limit", "SELECT person_id, visit_date, hba1c_mmol_mol FROM register_visit "
+                          "WHERE bmi > 40 AND county = '03' LIMIT 500"),
+        ("join", "SELECT p.county, count(DISTINCT r.person_id) AS persons, avg(r.hba1c_mmol_mol) AS mean_hba1c "
+                 "FROM register_visit r JOIN patient p ON p.person_id = r.person_id "
+                 "WHERE p.birth_year < 1960 AND r.visit_date >= DATE '2022-01-01' GROUP BY p.county ORDER BY p.county"),
     ]
 
 
-# -- server side (runs in the subprocess) -------------------------------------------------
+# -- setup ---------------------------------------------------------------------------------
 
 
-def serve(workdir: Path, port: int) -> None:
+def build_world(work: Path, rows: int) -> dict[str, str]:
+    """Release files plus a governance store with researchers, an approved request, the
+    release bound to its permit and 1 % opted out. Returns researcher -> token."""
+    os.environ["HDP_HOME"] = str(work)
+    from hdp.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    from sqlalchemy import insert
+
+    from access.demo_release import consent_key, write_release
+    from governance import service
+    from governance.models import ConsentRow
+    from governance.store import dispose_all, session_scope, upgrade
+
+    persons = max(rows // 10, 10)
+    write_release(settings.releases_dir / RELEASE, persons=persons, visits=rows, seed=SEED)
+    url = settings.governance_url
+    upgrade(url)
+    now = datetime.now(UTC)
+    names = [f"researcher{i:02d}" for i in range(RESEARCHERS)]
+    with session_scope(url) as s:
+        for n in names:
+            service.create_user(s, name=n, roles=["researcher"])
+        service.create_user(s, name="steward-ndr", roles=["steward"], holder_ids=["ndr"])
+        tokens = {n: service.issue_token(s, user_name=n) for n in names}
+    with session_scope(url) as s:
+        rid = service.file_request(
+            s, applicant=names[0], now=now, project="Benchmark: HbA1c by county and age",
+            purpose=PURPOSE, legal_basis="gdpr_6_1_e__9_2_j", ethics_ref="2024-01234-01",
+            variables=VARIABLES, holders=["ndr", "region_uppsala"], members=names[1:], cohort_criteria={},
+            period=(None, None), data_form="pseudonymised",
+            pseudonymisation_justification="Repeated visits of one person must be linked over time.",
+            output_tier="record", access_days=30,
+        )
+        service.submit_request(s, request_id=rid, actor=names[0], now=now)
+    with session_scope(url) as s:
+        service.create_user(s, name="steward-upp", roles=["steward"], holder_ids=["region_uppsala"])
+    for holder, steward in (("ndr", "steward-ndr"), ("region_uppsala", "steward-upp")):
+        with session_scope(url) as s:
+            service.decide(s, request_id=rid, holder_id=holder, reviewer=steward, decision="approve",
+                           justification="Proportionate; ethics approval on file.", now=now)
+    with session_scope(url) as s:
+        service.record_release(s, request_id=rid, release_id=RELEASE, manifest_sha256="b" * 64)
+    # 1 % of the persons opted out. Inserted in bulk: the benchmark measures queries, not
+    # 10,000 individually audited consent registrations.
+    with session_scope(url) as s:
+        s.execute(insert(ConsentRow), [
+            {"consent_key": consent_key(i, SEED), "scope": "secondary_use", "choice": "opt_out",
+             "valid_from": now - timedelta(days=1), "valid_to": None, "source_ref": "bench",
+             "recorded_at": now - timedelta(days=1), "recorded_by": "steward-ndr"}
+            for i in range(0, persons, 100)
+        ])
+    dispose_all()
+    return tokens
+
+
+def app_factory():  # type: ignore[no-untyped-def]
+    """The production app, for uvicorn (``--factory``); configured by the environment."""
+    from access.app import create_app
+
+    return create_app()
+
+
+def serve(port: int, workers: int) -> None:
     import uvicorn
 
-    from access.app import create_app
-    from access.engine import Limits
-    from access.ports import InMemoryGovernance, Permit
-    from access.service import AccessSettings
-
-    cfg = json.loads((workdir / "server.json").read_text())
-    gov = InMemoryGovernance()
-    for name, token in cfg["tokens"].items():
-        gov.add_user(name, {"researcher"})
-        gov._tokens[__import__("hashlib").sha256(token.encode()).hexdigest()] = name
-    gov.add_permit(Permit(1, 1, RELEASE, frozenset(cfg["tokens"]), frozenset(VARIABLES),
-                          frozenset({"ndr"}), PURPOSE, "record", datetime.now(UTC) + timedelta(days=1)))
-    for key in cfg["opted_out"]:
-        gov.opt_out(key, datetime.now(UTC) - timedelta(days=1))
-    settings = AccessSettings(
-        releases_dir=workdir / "releases", audit_path=workdir / "audit" / "access.jsonl",
-        limits=Limits(timeout_s=30, max_rows=1_000_000, memory_limit="1GB", threads=2),
-    )
-    app = create_app(settings, gov)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run("bench_access:app_factory", factory=True, host="127.0.0.1", port=port, workers=workers,
+                log_level="warning", access_log=False, app_dir=str(Path(__file__).resolve().parent))
 
 
-# -- client side ------------------------------------------------------------------------------
+# -- load ------------------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -94,61 +172,110 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def run_load(fn, queries: list[str], rounds: int) -> tuple[list[tuple[str, float]], float]:
-    """Each of RESEARCHERS threads runs every query ``rounds`` times, back to back (no think
-    time: a closed-loop stress test), each thread starting at a different query."""
-    latencies: list[tuple[str, float]] = []
+Sample = tuple[str, float]  # (query label, latency ms)
+
+
+def closed_loop(fn: Callable[[int, str], None], queries: list[tuple[str, str]], rounds: int
+                ) -> tuple[list[Sample], float]:
+    """Saturated: every researcher runs the whole mix ``rounds`` times back to back."""
+    out: list[Sample] = []
     lock = threading.Lock()
 
     def researcher(i: int) -> None:
-        order = [queries[(i + k) % len(queries)] for k in range(len(queries) * rounds)]
         mine = []
-        for sql in order:
+        for k in range(len(queries) * rounds):
+            label, sql = queries[(i + k) % len(queries)]
             t0 = time.perf_counter()
             fn(i, sql)
-            mine.append((sql, (time.perf_counter() - t0) * 1000))
+            mine.append((label, (time.perf_counter() - t0) * 1000))
         with lock:
-            latencies.extend(mine)
+            out.extend(mine)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(RESEARCHERS) as pool:
         list(pool.map(researcher, range(RESEARCHERS)))
-    return latencies, time.perf_counter() - t0
+    return out, time.perf_counter() - t0
+
+
+def thinking(fn: Callable[[int, str], None], queries: list[tuple[str, str]], duration_s: float,
+             think_mean_s: float, seed: int) -> tuple[list[Sample], float]:
+    """Researchers with exponential think time (mean ``think_mean_s``) between queries, for
+    ``duration_s`` seconds. Each researcher has its own seeded RNG, so the layer and the
+    baseline see the same sequence of pauses and queries."""
+    out: list[Sample] = []
+    lock = threading.Lock()
+    t_start = time.perf_counter()
+
+    def researcher(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        mine = []
+        k = i
+        time.sleep(rng.uniform(0, think_mean_s))  # do not all start in the same millisecond
+        while time.perf_counter() - t_start < duration_s:
+            label, sql = queries[k % len(queries)]
+            k += 1
+            t0 = time.perf_counter()
+            fn(i, sql)
+            mine.append((label, (time.perf_counter() - t0) * 1000))
+            time.sleep(rng.expovariate(1 / think_mean_s))
+        with lock:
+            out.extend(mine)
+
+    with ThreadPoolExecutor(RESEARCHERS) as pool:
+        list(pool.map(researcher, range(RESEARCHERS)))
+    return out, time.perf_counter() - t_start
+
+
+def summarise(samples: list[Sample], wall: float, fast: set[str]) -> dict[str, float]:
+    all_ms = [ms for _, ms in samples]
+    fast_ms = [ms for label, ms in samples if label in fast] or all_ms
+    return {"n": len(all_ms), "qps": len(all_ms) / wall, "p50": statistics.median(all_ms),
+            "p99": _pct(all_ms, 99), "p99_fast": _pct(fast_ms, 99), "p50_fast": statistics.median(fast_ms)}
+
+
+def per_label(samples: list[Sample]) -> dict[str, float]:
+    by: dict[str, list[float]] = {}
+    for label, ms in samples:
+        by.setdefault(label, []).append(ms)
+    return {k: statistics.median(v) for k, v in by.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3, help="saturated mode: passes over the mix per researcher")
+    ap.add_argument("--think-mean", type=float, default=1.0, help="mean think time between queries (s)")
+    ap.add_argument("--think-duration", type=float, default=45.0, help="think mode: seconds per side")
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("HDP_BENCH_WORKERS", "1")))
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("HDP_ACCESS_THREADS", "1")),
+                    help="DuckDB threads per query, for the layer and the baseline alike")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(Path(args.serve), args.port)
+        serve(args.port, args.workers)
         return 0
 
     import duckdb
     import httpx
 
-    from access.demo_release import consent_key, person_id, write_release
+    from access.demo_release import person_id
 
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hdp_bench_access_") as tmp:
         work = Path(tmp)
-        persons = max(args.rows // 10, 10)
         t0 = time.perf_counter()
-        write_release(work / "releases" / RELEASE, persons=persons, visits=args.rows, seed=7)
-        print(f"release: {args.rows} rows, {persons} persons, built in {time.perf_counter() - t0:.1f} s")
-        import secrets
-
-        tokens = {f"researcher{i:02d}": "hdp_" + secrets.token_urlsafe(24) for i in range(RESEARCHERS)}
-        opted_out = [consent_key(i, seed=7) for i in range(0, persons, 100)]  # 1 % withdrew
-        (work / "server.json").write_text(json.dumps({"tokens": tokens, "opted_out": opted_out}))
+        tokens = build_world(work, args.rows)
+        print(f"release: {args.rows} register_visit rows, {max(args.rows // 10, 10)} persons, 1 % opted out; "
+              f"governance store (SQLite) and release built in {time.perf_counter() - t0:.1f} s")
         port = _free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(work), "--port", str(port)], env=env)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HDP_HOME": str(work), "HDP_ACCESS_TIMEOUT_S": "60",
+               "HDP_ACCESS_THREADS": str(args.threads)}
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(port),
+                                 "--workers", str(args.workers)], env=env)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 60
+            deadline = time.time() + 90
             while True:
                 try:
                     if httpx.get(base + "/health", timeout=1).status_code == 200:
@@ -160,60 +287,73 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             names = list(tokens)
-            clients = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[n]}"}, timeout=60)
+            clients = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[n]}"}, timeout=120)
                        for n in names]
-            queries = typical_queries(person_id(123, seed=7))
+            queries = typical_queries(person_id(123, seed=SEED))
 
             def via_http(i: int, sql: str) -> None:
                 r = clients[i].post(f"/releases/{RELEASE}/query", json={"sql": sql, "format": "json"})
                 if r.status_code != 200:
                     raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
 
-            # warm-up: builds the release engine once (a cold start is not what we measure)
+            # Warm-up: every worker builds its release engine once (a cold start is not measured).
             t0 = time.perf_counter()
-            for sql in queries:
-                via_http(0, sql)
-            print(f"first requests (engine build + warm-up): {time.perf_counter() - t0:.2f} s")
+            with ThreadPoolExecutor(RESEARCHERS) as pool:
+                list(pool.map(lambda i: [via_http(i, sql) for _, sql in queries], range(RESEARCHERS)))
+            print(f"warm-up (engine builds + one pass per researcher): {time.perf_counter() - t0:.1f} s")
 
             direct_con = duckdb.connect(str(work / "releases" / RELEASE / "release.duckdb"), read_only=True)
-            direct_con.execute("SET threads = 2")
+            direct_con.execute(f"SET threads = {args.threads}")
             cursors = [direct_con.cursor() for _ in range(RESEARCHERS)]
 
             def direct(i: int, sql: str) -> None:
                 cursors[i].sql(sql).fetchall()
 
-            for sql in queries:
+            for _, sql in queries:
                 direct(0, sql)
-            # Serial direct timings, per query: which queries are "under 50 ms direct".
-            serial = {sql: statistics.median(
-                [(lambda t: (direct(0, sql), (time.perf_counter() - t) * 1000)[1])(time.perf_counter())
-                 for _ in range(5)]) for sql in queries}
-            d_lat, d_wall = run_load(direct, queries, args.rounds)
-            h_lat, h_wall = run_load(via_http, queries, args.rounds)
+            serial: dict[str, float] = {}
+            for label, sql in queries:
+                xs = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    direct(0, sql)
+                    xs.append((time.perf_counter() - t) * 1000)
+                serial[label] = statistics.median(xs)
+            fast = {label for label, ms in serial.items() if ms < 50}
+
+            results = {}
+            results["direct_sat"] = closed_loop(direct, queries, args.rounds)
+            results["http_sat"] = closed_loop(via_http, queries, args.rounds)
+            results["direct_think"] = thinking(direct, queries, args.think_duration, args.think_mean, seed=1)
+            results["http_think"] = thinking(via_http, queries, args.think_duration, args.think_mean, seed=1)
             for c in clients:
                 c.close()
             direct_con.close()
         finally:
             proc.terminate()
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
+    load_end = os.getloadavg()
 
-    fast = {sql for sql, ms in serial.items() if ms < 50}
-    print(f"queries: {len(queries)} typical, {len(fast)} of them under 50 ms direct "
-          f"(serial medians ms: {', '.join(f'{v:.1f}' for v in serial.values())})")
-
-    def stats(lat: list[tuple[str, float]], wall: float) -> tuple[float, float, float, float]:
-        all_ms = [ms for _, ms in lat]
-        fast_ms = [ms for sql, ms in lat if sql in fast] or all_ms
-        return len(all_ms) / wall, statistics.median(all_ms), _pct(all_ms, 99), _pct(fast_ms, 99)
-
-    d_qps, d_p50, d_p99, d_p99f = stats(d_lat, d_wall)
-    h_qps, h_p50, h_p99, h_p99f = stats(h_lat, h_wall)
-    print(f"direct DuckDB, {RESEARCHERS} concurrent: {d_qps:.1f} q/s, p50 {d_p50:.1f} ms, "
-          f"p99 {d_p99:.1f} ms (fast queries {d_p99f:.1f} ms)")
-    print(f"HTTP access layer, {RESEARCHERS} concurrent: {h_qps:.1f} q/s, p50 {h_p50:.1f} ms, "
-          f"p99 {h_p99:.1f} ms (fast queries {h_p99f:.1f} ms)")
-    print(f"BENCH access qps={h_qps:.1f} p50_ms={h_p50:.1f} p99_ms={h_p99:.1f} p99_fast_ms={h_p99f:.1f} "
-          f"direct_p50_ms={d_p50:.1f} ratio={h_p50 / d_p50:.2f}")
+    print(f"machine: {os.cpu_count()} cores, load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end; "
+          f"server: {args.workers} uvicorn worker(s), DuckDB threads per query: {args.threads}")
+    print(f"mix: {len(queries)} queries, {len(fast)} under 50 ms direct (serial medians: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in serial.items()) + " ms)")
+    s = {k: summarise(*v, fast) for k, v in results.items()}
+    for key, what in (("direct_sat", "direct DuckDB, saturated"), ("http_sat", "HTTP layer,   saturated"),
+                      ("direct_think", f"direct DuckDB, think {args.think_mean:g} s"),
+                      ("http_think", f"HTTP layer,   think {args.think_mean:g} s")):
+        r = s[key]
+        print(f"{what:32s} n={r['n']:5d} {r['qps']:6.1f} q/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  "
+              f"fast: p50 {r['p50_fast']:6.1f} p99 {r['p99_fast']:7.1f} ms")
+    ht, dt = per_label(results["http_think"][0]), per_label(results["direct_think"][0])
+    print("think mode, median per query (http / direct ms): "
+          + ", ".join(f"{k} {ht[k]:.1f}/{dt[k]:.1f}" for k in ht))
+    t, d, st, sd = s["http_think"], s["direct_think"], s["http_sat"], s["direct_sat"]
+    print(f"BENCH access qps={t['qps']:.1f} p50_ms={t['p50']:.1f} p99_ms={t['p99']:.1f} "
+          f"p99_fast_ms={t['p99_fast']:.1f} direct_p50_ms={d['p50']:.1f} "
+          f"sat_qps={st['qps']:.1f} sat_p50_ms={st['p50']:.1f} sat_p99_ms={st['p99']:.1f} "
+          f"sat_p99_fast_ms={st['p99_fast']:.1f} sat_ratio={st['p50'] / sd['p50']:.2f} "
+          f"ratio={t['p50'] / d['p50']:.2f}")
     return 0
 
 
