@@ -35,6 +35,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ CHUNK_LINES = 2000
 COMPRESS_RAW_STRINGS = False
 #: Plain files are cut into chunks of ``chunk_lines * _AVG_LINE_BYTES`` bytes (whole lines).
 _AVG_LINE_BYTES = 512
+#: Chunks read ahead of the main process (bounds memory: ~IN_FLIGHT_CHUNKS x 1 MiB per side).
+IN_FLIGHT_CHUNKS = 8
 #: Resources buffered in the main process before one Arrow insert into DuckDB.
 FLUSH_RESOURCES = 100_000
 #: Input limits: a line (resource) larger than this is quarantined as ``fhir.too_large``, one
@@ -804,10 +807,19 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
 
             file_problems: list[tuple[Any, ...]] = []
 
+            # Pool.imap pulls its input as fast as it can: without a bound, whole files would sit
+            # in memory, queued for the workers. At most IN_FLIGHT chunks are read ahead.
+            in_flight = threading.BoundedSemaphore(IN_FLIGHT_CHUNKS)
+            stop = threading.Event()
+
             def chunks() -> Iterator[_Chunk]:
                 for p in ndjson:
-                    yield from _ndjson_chunks(p, str(p.relative_to(settings.landing_dir(holder_id))),
-                                              chunk_lines, file_problems)
+                    for chunk in _ndjson_chunks(p, str(p.relative_to(settings.landing_dir(holder_id))),
+                                                chunk_lines, file_problems):
+                        while not in_flight.acquire(timeout=0.2):
+                            if stop.is_set():  # the consumer gave up: let the pool shut down
+                                return
+                        yield chunk
 
             n_workers = _worker_count(workers)
             for t in {_expected_type(p) for p in ndjson} - {None}:
@@ -823,6 +835,7 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                 results = pool.imap(_process_chunk, chunks(), chunksize=1)
             try:
                 for source_file, expected, fast, valid, quar in results:
+                    in_flight.release()
                     for line_no, reason, detail, record_key, rtype, original in quar:
                         read[rtype or "unknown"] += 1
                         q(source_file, line_no, reason, detail, record_key, rtype, original)
@@ -840,7 +853,13 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                     merged.sort(key=lambda r: r[0])
                     for line_no, rtype, rid, text, rows, flags, sql_flat in merged:
                         accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
+            except BaseException:
+                stop.set()
+                if pool is not None:
+                    pool.terminate()
+                raise
             finally:
+                stop.set()
                 if pool is not None:
                     pool.close()
                     pool.join()

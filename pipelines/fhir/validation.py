@@ -18,6 +18,10 @@ rests on one law — fast-accept implies reference-accept — which
 ``tests/fhir/test_validation_differential.py`` checks over generated valid and mutated
 resources.
 
+Ingestion first tries :mod:`pipelines.fhir.fastvalid`, which turns the same schema into msgspec
+Structs (validation at C speed while decoding); this module is what decides, and explains, every
+line that path does not accept.
+
 Issues carry an element path and a fixed reason phrase, never a value from the resource.
 """
 

@@ -226,3 +226,20 @@ def test_duplicate_id_across_fast_and_reference_paths_keeps_the_first(hdp_home, 
     assert sorted(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall()) == [("p1", "female"),
                                                                                         ("p2", "male")]
     assert con.sql("SELECT line_no FROM quarantine").fetchall() == [(2,)]
+
+
+@pytest.mark.slow
+def test_a_failure_mid_run_stops_the_workers_and_rolls_back(hdp_home, landing, monkeypatch):
+    import pipelines.fhir.ingest as ing
+
+    _write(landing, "Patient.ndjson", "".join(_line(f.patient(f"p{i}")) for i in range(400)))
+    ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ing._Loader, "add_columns", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest_fhir(HOLDER, settings=hdp_home, workers=2, chunk_lines=2)  # many chunks in flight
+    con = _db(hdp_home)
+    assert con.sql("SELECT count(*) FROM fhir_patient").fetchall() == [(400,)]  # the earlier run stands
