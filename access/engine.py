@@ -35,7 +35,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,8 @@ STRUCTURAL_COLUMNS = ("person_id", "holder")
 #: Validated queries kept per engine: researchers repeat the same queries (notebooks re-run
 #: cells, dashboards poll); 256 covers a working session without holding many parse trees.
 PREPARED_CACHE_SIZE = 256
+#: Tries to lease an engine that keeps being evicted before giving up (only under thrashing).
+LEASE_ATTEMPTS = 5
 
 
 class LRUCache:
@@ -157,6 +160,13 @@ class ReleaseEngine:
         #: only on the SQL text and this engine's views, so the cache lives and dies with it.
         self.prepared = LRUCache(PREPARED_CACHE_SIZE)
         self._lock = threading.Lock()
+        # Lease counting: an engine evicted from the cache while queries still run on it is
+        # only *retired*; the last lease to end closes it (closing under a running query
+        # would fail that query with an engine error).
+        self._lease_lock = threading.Lock()
+        self._leases = 0
+        self._retired = False
+        self.closed = False
         self._excluded_keys: frozenset[str] | None = None
         con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
         try:
@@ -298,8 +308,39 @@ class ReleaseEngine:
             batches.append(batch)
         return pa.Table.from_batches(batches, schema=reader.schema)
 
+    def acquire(self) -> bool:
+        """Take a lease; False when the engine is already retired (get a fresh one)."""
+        with self._lease_lock:
+            if self._retired:
+                return False
+            self._leases += 1
+            return True
+
+    def release(self) -> None:
+        with self._lease_lock:
+            self._leases -= 1
+            close_now = self._retired and self._leases == 0 and not self.closed
+            if close_now:
+                self.closed = True
+        if close_now:
+            self.con.close()
+
+    def retire(self) -> None:
+        """Stop new leases; close now if idle, else when the last running query ends."""
+        with self._lease_lock:
+            self._retired = True
+            close_now = self._leases == 0 and not self.closed
+            if close_now:
+                self.closed = True
+        if close_now:
+            self.con.close()
+
+    @property
+    def leases(self) -> int:
+        return self._leases
+
     def close(self) -> None:
-        self.con.close()
+        self.retire()
 
 
 def _sql_str(value: str) -> str:
@@ -348,11 +389,26 @@ class EngineCache:
                 self._build_locks.pop(key, None)
                 while len(self._engines) > self.capacity:
                     _, old = self._engines.popitem(last=False)
-                    old.close()
+                    old.retire()  # closes once the queries running on it have finished
             return engine
+
+    @contextmanager
+    def lease(self, permit: Permit, excluded_keys: frozenset[str] = frozenset()) -> Iterator[ReleaseEngine]:
+        """The engine for ``permit``, guaranteed open until the block ends even if it is
+        evicted meanwhile (eviction retires it; the last lease closes it)."""
+        for _ in range(LEASE_ATTEMPTS):
+            engine = self.get(permit, excluded_keys)
+            if engine.acquire():
+                break
+        else:  # evicted between lookup and lease every time: the cache is thrashing
+            raise QueryRefused("engine.busy", "the release engine was replaced repeatedly; try again", status=503)
+        try:
+            yield engine
+        finally:
+            engine.release()
 
     def close(self) -> None:
         with self._lock:
             for engine in self._engines.values():
-                engine.close()
+                engine.retire()
             self._engines.clear()

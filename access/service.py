@@ -217,16 +217,17 @@ class AccessService:
                 "excluded_consent_keys",
                 lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
             ))
-            engine = self.engines.get(permit, keys)
-            engine.refresh_exclusions(keys)
-            checked, plan = self._prepare(engine, sql, permit.output_tier)
-            event["query_masked"] = checked.masked
-            event["query_sha256"] = checked.masked_sha256
-            summary: dict[str, Any] = {}
-            if plan is None:
-                (table,) = engine.run([checked.sql])
-            else:
-                raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+            with self.engines.lease(permit, keys) as engine:
+                engine.refresh_exclusions(keys)
+                checked, plan = self._prepare(engine, sql, permit.output_tier)
+                event["query_masked"] = checked.masked
+                event["query_sha256"] = checked.masked_sha256
+                summary: dict[str, Any] = {}
+                if plan is None:
+                    (table,) = engine.run([checked.sql])
+                else:
+                    raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+            if plan is not None:
                 table, summary = aggregate.apply(
                     plan, raw, stats,
                     aggregate.DisclosureSettings(
