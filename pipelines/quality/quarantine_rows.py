@@ -134,3 +134,23 @@ def quarantine_failures(con: duckdb.DuckDBPyConnection, checks: Iterable[Check],
     for table, table_checks in by_table.items():
         copied.update(_quarantine_row_checks(con, table, table_checks, schema, holder, ctx))
     return copied
+
+
+def not_quarantined_sql(table: str, alias: str = "t") -> str:
+    """SQL condition over ``alias`` (a row of raw ``table``): the gate did not quarantine this row.
+
+    For the pseudonymisation stage, so that rows a quality check quarantined do not flow into the
+    research zone (docs/ARCHITECTURE.md, "Quality thresholds")::
+
+        SELECT ... FROM register_visit AS t WHERE {not_quarantined_sql("register_visit")}
+
+    CSV rows are matched by (file, line), FHIR rows by resource key. Needs the ``quarantine`` table
+    (``pipelines.quarantine.ensure_table``).
+    """
+    a = sql.ident(alias)
+    if table in FHIR_TABLES:
+        rtype, id_col = FHIR_TABLES[table]
+        match = f"q.record_key = {sql.literal(rtype + '/')} || {a}.{sql.ident(id_col)}"
+    else:
+        match = f"q.source_file = {a}._source_file AND q.line_no = {a}._line_no"
+    return f"NOT EXISTS (SELECT 1 FROM quarantine AS q WHERE q.stage = {sql.literal(STAGE)} AND {match})"

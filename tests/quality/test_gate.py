@@ -163,3 +163,21 @@ def test_history_keeps_every_run(zones):
     assert [r["run_id"] for r in rows] == ["h1", "h2"]
     assert all(r["failed_rows"] == 2 and r["total_rows"] == 400 for r in rows)
     assert store.latest(s.quality_dir, zone="raw", scope="ndr")[0]["run_id"] == "h2"
+
+
+def test_quarantined_rows_can_be_kept_out_of_the_research_zone(zones):
+    from pipelines.quality.quarantine_rows import not_quarantined_sql
+
+    s = zones["settings"]
+    run_gate("raw", holder_id="ndr", run_id="q1", render_docs=False)
+    run_gate("raw", holder_id="region_uppsala", run_id="q1", render_docs=False)
+    with duckdb.connect(str(s.raw_db("ndr")), read_only=True) as con:
+        quarantined = con.execute("SELECT count(DISTINCT line_no) FROM quarantine WHERE stage = 'quality' "
+                                  "AND source = 'register'").fetchone()[0]
+        kept = con.execute(f"SELECT count(*), max(hba1c_mmol_mol) FROM register_visit AS t "
+                           f"WHERE {not_quarantined_sql('register_visit')}").fetchone()
+    assert quarantined >= 4 and kept[0] == 400 - quarantined and kept[1] < 200
+    with duckdb.connect(str(s.raw_db("region_uppsala")), read_only=True) as con:
+        left = con.execute(f"SELECT count(*) FROM fhir_observation AS o WHERE unit = '%' AND "
+                           f"{not_quarantined_sql('fhir_observation', 'o')}").fetchone()[0]
+    assert left == 0
