@@ -82,6 +82,9 @@ class _Coll:
     path: str | None = None
     choice: tuple[str, str] | None = None
     shadow: tuple[str, ...] = field(default_factory=tuple)  # types of longer same-prefix elements
+    #: The same 0..1 primitive as VARCHAR, when it can be had straight from the shared extraction
+    #: of leaf strings (no JSON fragment to re-parse).
+    str_sql: str | None = None
 
 
 def _ftype(el: Any) -> str:
@@ -93,8 +96,10 @@ class _Compiler:
         self.resource = resource
         self.root = root
         # Wildcard-free JSONPaths from the root, extracted together in one parse per resource
-        # (json_extract with a list of paths); ``_p[i]`` refers to the i-th (1-based).
+        # (json_extract with a list of paths); ``_p[i]`` refers to the i-th (1-based). The same
+        # for leaf values as strings (json_extract_string): ``_s[i]``.
         self.paths: list[str] = []
+        self.str_paths: list[str] = []
         self.constants = constants
 
     # -- collections -------------------------------------------------------------------
@@ -105,14 +110,19 @@ class _Compiler:
         # A placeholder: only paths that end up in the SQL are extracted (see ``finish``).
         return f"t._p[\x00{path}\x00]"
 
+    def at_str(self, path: str) -> str | None:
+        """SQL for the leaf value at a wildcard-free root path as VARCHAR (None: has a wildcard)."""
+        return None if "[*]" in path else f"t._s[\x01{path}\x01]"
+
     def finish(self, sql: str) -> str:
         """Number the extracted paths that ``sql`` uses (in order of first use)."""
-        def number(m: re.Match[str]) -> str:
+        def number(m: re.Match[str], paths: list[str]) -> str:
             path = m.group(1)
-            if path not in self.paths:
-                self.paths.append(path)
-            return str(self.paths.index(path) + 1)
-        return re.sub("\x00([^\x00]*)\x00", number, sql)
+            if path not in paths:
+                paths.append(path)
+            return str(paths.index(path) + 1)
+        sql = re.sub("\x00([^\x00]*)\x00", lambda m: number(m, self.paths), sql)
+        return re.sub("\x01([^\x01]*)\x01", lambda m: number(m, self.str_paths), sql)
 
     def root_coll(self) -> _Coll:
         return _Coll(self.root, False, self.resource, path="$")
@@ -152,6 +162,8 @@ class _Compiler:
         out = self._extract(coll, name, el.is_list)
         out.ftype = _ftype(el)
         out.choice = coll.choice if not el.is_list else None
+        if not out.many and out.path is not None and out.ftype.startswith("_p_"):
+            out.str_sql = self.at_str(out.path)
         # (Elements the fast path does not model cannot be present in the resources SQL sees;
         # a required element is present whenever its owner is, so nothing can shadow it.)
         out.shadow = () if name in spec.required else tuple(_ftype(e) for k, e in spec.elements.items()
@@ -179,6 +191,8 @@ class _Compiler:
         out = self._extract(coll, key, False)
         out.ftype = _ftype(el)
         out.choice = None if coll.many else (coll.sql, name)
+        if not out.many and out.path is not None and out.ftype.startswith("_p_"):
+            out.str_sql = self.at_str(out.path)
         return out
 
     def first(self, coll: _Coll) -> _Coll:
@@ -186,7 +200,8 @@ class _Compiler:
             return coll
         if coll.path is not None and coll.path.count("[*]") == 1 and coll.path.endswith("[*]"):
             path = coll.path[:-3] + "[0]"
-            return _Coll(self.at(path), False, coll.ftype, path=path)
+            return _Coll(self.at(path), False, coll.ftype, path=path,
+                         str_sql=self.at_str(path) if coll.ftype.startswith("_p_") else None)
         return _Coll(f"({coll.sql})[1]", False, coll.ftype)
 
     # -- expressions -------------------------------------------------------------------
@@ -237,14 +252,21 @@ class _Compiler:
                 raise Unsupported("union of different types")
             parts = [c.sql if c.many else f"CASE WHEN {c.sql} IS NULL THEN []::JSON[] ELSE [{c.sql}] END"
                      for c in colls]
-            return _Coll(f"list_concat({', '.join(parts)})[1]", False, colls[0].ftype)
+            out = _Coll(f"list_concat({', '.join(parts)})[1]", False, colls[0].ftype)
+            if all(c.str_sql for c in colls):
+                # Single-valued branches: the first of the concatenation is the first non-empty one.
+                out.str_sql = f"coalesce({', '.join(c.str_sql for c in colls)})"  # type: ignore[misc]
+            return out
         # Without first(): only branches of one choice group on one base (at most one present).
         origins = {c.choice for c in colls}
         if any(c.many for c in colls) or len(origins) != 1 or None in origins:
             raise Unsupported("union that may hold more than one value")
         if len({t for t in types}) != 1 and not all(t in _STRING_CHECKS for t in types):
             raise Unsupported("union of different types")
-        return _Coll(f"coalesce({', '.join(c.sql for c in colls)})", False, colls[0].ftype, choice=colls[0].choice)
+        out = _Coll(f"coalesce({', '.join(c.sql for c in colls)})", False, colls[0].ftype, choice=colls[0].choice)
+        if all(c.str_sql for c in colls):
+            out.str_sql = f"coalesce({', '.join(c.str_sql for c in colls)})"  # type: ignore[misc]
+        return out
 
     def call(self, focus: _Coll, name: str, args: list[tuple]) -> _Coll:
         if name == "first" and not args:
@@ -258,7 +280,7 @@ class _Compiler:
         if name == "getResourceKey" and not args:
             if focus.path != "$":
                 raise Unsupported("getResourceKey() not on the resource")
-            return _Coll(self.at("$.id"), False, "_key", path="$.id")
+            return _Coll(self.at("$.id"), False, "_key", path="$.id", str_sql=self.at_str("$.id"))
         if name == "getReferenceKey" and len(args) <= 1:
             if focus.many or focus.ftype != "Reference":
                 raise Unsupported("getReferenceKey() on a collection")
@@ -267,11 +289,13 @@ class _Compiler:
                 if args[0][0] != "member":
                     raise Unsupported("getReferenceKey() needs a type name")
                 t = _q(args[0][1])
-            return _Coll(f"_fhir_ref_key(json_extract_string({focus.sql}, '$.reference'), {t})", False, "_key")
+            ref = (self.at_str(focus.path + ".reference") if focus.path is not None else None) \
+                or f"json_extract_string({focus.sql}, '$.reference')"
+            return _Coll(f"_fhir_ref_key({ref}, {t})", False, "_key")
         if name == "toInteger" and not args:
             if focus.many or focus.ftype not in _ASCII_CHECKS:
                 raise Unsupported("toInteger() on something other than one ASCII code")
-            s = f"json_extract_string({focus.sql}, '$')"
+            s = focus.str_sql or f"json_extract_string({focus.sql}, '$')"
             return _Coll(f"CASE WHEN regexp_full_match({s}, '[+-]?[0-9]{{1,18}}') THEN CAST({s} AS BIGINT) END",
                          False, "_int_value")
         raise Unsupported(f"function {name}()")
@@ -321,13 +345,16 @@ class _Compiler:
         if ft == "_key" or ft in _STRING_CHECKS:
             if out != "string":
                 raise Unsupported("string value in a non-string column")
+            if coll.str_sql:
+                return coll.str_sql
             if ft == "_key" and coll.path is None:
                 return coll.sql  # already a VARCHAR (_fhir_ref_key)
             return f"json_extract_string({coll.sql}, '$')"
+        # A JSON number's text is a valid DuckDB numeric literal: cast the string when we have it.
         if ft in _INT_CHECKS and out == "int":
-            return f"CAST({coll.sql} AS BIGINT)"
+            return f"CAST({coll.str_sql or coll.sql} AS BIGINT)"
         if ft == "_p_decimal" and out == "decimal":
-            return f"CAST({coll.sql} AS DOUBLE)"
+            return f"CAST({coll.str_sql or coll.sql} AS DOUBLE)"
         if ft == "_p_bool" and out == "bool":
             return f"CAST({coll.sql} AS BOOLEAN)"
         raise Unsupported(f"value of type {ft} in a {col_type} column")
@@ -370,8 +397,12 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
             raise Unsupported("view where other than comparisons")
         cond = comp.finish(comp.condition(node, "t.resource", compiled.resource))
         wheres.append(f"coalesce({cond}, false)")
-    paths = ", ".join(_q(p) for p in comp.paths) or "'$.id'"
-    inner = (f"SELECT t.resource_type, t.id, t.resource, json_extract(t.resource, [{paths}]) AS _p "
+    extracted = ""
+    if comp.paths:
+        extracted += f", json_extract(t.resource, [{', '.join(_q(p) for p in comp.paths)}]) AS _p"
+    if comp.str_paths:
+        extracted += f", json_extract_string(t.resource, [{', '.join(_q(p) for p in comp.str_paths)}]) AS _s"
+    inner = (f"SELECT t.resource_type, t.id, t.resource{extracted} "
              f"FROM {source} AS t WHERE t.resource_type = {_q(compiled.resource)}")
     return (f'INSERT INTO "{compiled.name}" SELECT {", ".join(exprs)} FROM ({inner}) AS t'
             + (f" WHERE {' AND '.join(wheres)}" if wheres else ""))
