@@ -556,6 +556,8 @@ class _Loader:
                     line_nos: list[int],
                     rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
                     flags: list[tuple[int, str, str]]) -> None:
+        import numpy as np
+
         pa = self.pa
         n = len(ids)
         self.batches.append(pa.record_batch({
@@ -563,7 +565,8 @@ class _Loader:
             "id": _ascii_string_array(pa, ids),
             "resource": _buffer_string_array(pa, data, offsets),
             "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
-            "_line_no": pa.array(line_nos, pa.int64()),
+            # (numpy first: pyarrow converts a list of Python ints ~20x slower)
+            "_line_no": pa.array(np.fromiter(line_nos, np.int64, len(line_nos))),
         }))
         for rows in rows_by_idx.values():
             for name, rs in rows.items():
