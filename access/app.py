@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
 from access.ports import Governance, User
-from access.service import AccessService, AccessSettings
+from access.service import AccessService, AccessSettings, StreamedResult
 from hdp import settings as hdp_settings
 from hdp.audit import build_report
 
@@ -79,7 +79,11 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
 
     @app.post("/releases/{release_id}/query")
     def query(release_id: str, body: QueryBody, user: CurrentUser, svc: Service) -> Response:
-        result = svc.query(user, release_id, body.sql, body.format)
+        # Arrow results are streamed when large (bounded server memory); see AccessService.query.
+        result = svc.query(user, release_id, body.sql, body.format, stream=body.format == "arrow")
+        if isinstance(result, StreamedResult):
+            return StreamingResponse(result.chunks, media_type=result.media_type,
+                                     headers={"X-HDP-Permit": str(result.permit_id), "X-HDP-Streamed": "1"})
         headers = {
             "X-HDP-Rows": str(result.rows),
             "X-HDP-Result-SHA256": result.sha256,

@@ -79,7 +79,13 @@ class Client:
         return rel
 
     def raw(self, sql: str, *, release: str | None = None, format: str = "arrow") -> httpx.Response:
-        r = self._http.post(f"/releases/{self._release(release)}/query", json={"sql": sql, "format": format})
+        try:
+            r = self._http.post(f"/releases/{self._release(release)}/query", json={"sql": sql, "format": format})
+        except httpx.RemoteProtocolError:
+            # A streamed result is cut off when the server stops it (row or time limit):
+            # never hand back a silently shortened table.
+            raise AccessError(0, "result.incomplete", "the result stream was cut off (row or time limit); "
+                              "aggregate or filter, or narrow the query") from None
         r = self._check(r)
         expected = r.headers.get("X-HDP-Result-SHA256")
         if expected and hashlib.sha256(r.content).hexdigest() != expected:

@@ -293,6 +293,13 @@ class ReleaseEngine:
             timer.cancel()
             cur.close()
 
+    def open_stream(self, sql: str, *, limits: Limits | None = None) -> ResultStream:
+        """Start a validated SELECT and return its batches on demand (for large results).
+
+        The caller must hold a lease for as long as the stream is open and must ``close`` it.
+        """
+        return ResultStream(self.con, sql, limits or self.limits)
+
     @staticmethod
     def _fetch(cur: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> pa.Table:
         reader = cur.sql(sql).to_arrow_reader(FETCH_BATCH_ROWS)
@@ -341,6 +348,54 @@ class ReleaseEngine:
 
     def close(self) -> None:
         self.retire()
+
+
+class ResultStream:
+    """An open query whose Arrow batches are pulled one at a time, in one snapshot, under the
+    time limit (the timer keeps running while the client reads: a slow reader cannot hold
+    a snapshot for longer than the limit). The row limit is the caller's to enforce, as it
+    counts what it sends."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, limits: Limits) -> None:
+        self._cur = con.cursor()
+        self._timer = threading.Timer(limits.timeout_s, self._cur.interrupt)
+        self._timer.daemon = True
+        self._timer.start()
+        self._closed = False
+        try:
+            self._cur.execute("BEGIN TRANSACTION")
+            self._reader = self._cur.sql(sql).to_arrow_reader(FETCH_BATCH_ROWS)
+        except duckdb.Error as err:
+            self.close()
+            raise map_duckdb_error(err) from None
+        self.schema = self._reader.schema
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """The next batch, or None at the end."""
+        try:
+            return self._reader.read_next_batch()
+        except StopIteration:
+            return None
+        except duckdb.Error as err:
+            raise map_duckdb_error(err) from None
+        except pa.ArrowException:
+            # DuckDB errors raised while Arrow pulls a batch arrive wrapped (the time limit's
+            # interrupt among them); the text is withheld, as for any runtime error.
+            raise QueryCutOff(
+                "stream.aborted", "the query stopped while its result was being read (time limit or runtime error)"
+            ) from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._timer.cancel()
+        try:
+            self._cur.execute("ROLLBACK")  # read-only snapshot: nothing to keep
+        except duckdb.Error:
+            pass  # already aborted (interrupt); closing the cursor is all that is left
+        finally:
+            self._cur.close()
 
 
 def _sql_str(value: str) -> str:

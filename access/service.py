@@ -10,14 +10,18 @@ query and the result hash only.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from access import aggregate
 from access.auth import (
@@ -27,8 +31,8 @@ from access.auth import (
     OIDCAuthenticator,
     jwks_from_url,
 )
-from access.engine import EngineCache, Limits, ReleaseEngine, release_dir
-from access.errors import Forbidden, NotFound, QueryRefused, Refusal, Unauthenticated
+from access.engine import EngineCache, Limits, ReleaseEngine, ResultStream, release_dir
+from access.errors import Forbidden, NotFound, QueryCutOff, QueryRefused, Refusal, Unauthenticated
 from access.formats import MEDIA_TYPES, serialise
 from access.ports import AGGREGATE, RECORD, Governance, Permit, User
 from access.sandbox import MAX_SQL_LENGTH, ValidatedQuery, validate
@@ -38,6 +42,9 @@ from hdp.audit import AuditLog
 AUDIT_FILE = "access.jsonl"
 #: Queries longer than this are validated every time instead of being cached.
 PREPARED_MAX_SQL = 4_000
+#: With streaming asked for, results up to this many rows are still sent whole (with their
+#: row count and hash in the headers); bigger ones are streamed. One fetch batch.
+STREAM_AFTER_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,29 @@ class QueryResult:
     sha256: str
     permit_id: int
     summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StreamedResult:
+    """A large result sent as it is read (Arrow IPC); its row count and hash are only known
+    at the end, so they are in the audit log's ``access.query_end`` entry, not in headers."""
+
+    media_type: str
+    permit_id: int
+    chunks: Iterator[bytes]
+
+
+def _prefetch(rs: ResultStream, rows: int) -> tuple[list[pa.RecordBatch], bool]:
+    """Up to about ``rows`` rows of ``rs``; (batches, whether the result ended within them)."""
+    head: list[pa.RecordBatch] = []
+    seen = 0
+    while seen <= rows:
+        batch = rs.next_batch()
+        if batch is None:
+            return head, True
+        head.append(batch)
+        seen += batch.num_rows
+    return head, False
 
 
 def _now() -> datetime:
@@ -199,13 +229,23 @@ class AccessService:
         }
 
     # -- queries ------------------------------------------------------------------
-    def query(self, user: User, release_id: str, sql: str, fmt: str = "json") -> QueryResult:
+    def query(
+        self, user: User, release_id: str, sql: str, fmt: str = "json", *, stream: bool = False
+    ) -> QueryResult | StreamedResult:
+        """Run ``sql`` for ``user`` on ``release_id``; the serialised result, audited.
+
+        ``stream=True`` (record-level permits, Arrow format): a result larger than
+        ``STREAM_AFTER_ROWS`` is not collected but sent batch by batch as it is read
+        (``StreamedResult``), so memory stays bounded by a few batches whatever the size.
+        Smaller results come back whole, as without streaming.
+        """
         started = time.perf_counter()
         now = self.clock()
         event: dict[str, Any] = {
             "event": "access.query", "user": user.name, "release_id": release_id, "format": fmt,
             "permit_id": None, "query_masked": None, "query_sha256": None,
         }
+        stack = ExitStack()
         try:
             if fmt not in MEDIA_TYPES:
                 raise QueryRefused("format.unknown", f"format must be one of {sorted(MEDIA_TYPES)}")
@@ -217,16 +257,28 @@ class AccessService:
                 "excluded_consent_keys",
                 lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
             ))
-            with self.engines.lease(permit, keys) as engine:
-                engine.refresh_exclusions(keys)
-                checked, plan = self._prepare(engine, sql, permit.output_tier)
-                event["query_masked"] = checked.masked
-                event["query_sha256"] = checked.masked_sha256
-                summary: dict[str, Any] = {}
-                if plan is None:
-                    (table,) = engine.run([checked.sql])
-                else:
-                    raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+            engine = stack.enter_context(self.engines.lease(permit, keys))
+            engine.refresh_exclusions(keys)
+            checked, plan = self._prepare(engine, sql, permit.output_tier)
+            event["query_masked"] = checked.masked
+            event["query_sha256"] = checked.masked_sha256
+            summary: dict[str, Any] = {}
+            if plan is None and stream and fmt == "arrow":
+                rs = engine.open_stream(checked.sql)
+                stack.callback(rs.close)
+                head, complete = _prefetch(rs, STREAM_AFTER_ROWS)
+                if not complete:
+                    # Logged before the first byte leaves; the end (rows, hash) is logged too.
+                    self._log(**event, decision="allowed", streamed=True, rows=None,
+                              duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                    owned = stack.pop_all()  # the lease and the stream now belong to the generator
+                    return StreamedResult(MEDIA_TYPES[fmt], permit.id, self._stream(rs, head, owned, event))
+                table = pa.Table.from_batches(head, schema=rs.schema)
+            elif plan is None:
+                (table,) = engine.run([checked.sql])
+            else:
+                raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+            stack.close()  # lease ends before the Python-side work below
             if plan is not None:
                 table, summary = aggregate.apply(
                     plan, raw, stats,
@@ -239,12 +291,66 @@ class AccessService:
                                                "disclosure": summary} if fmt == "json" else None)
             digest = hashlib.sha256(body).hexdigest()
         except Refusal as r:
+            stack.close()
             self._log(**event, decision="refused", reason=r.reason, rows=0,
                       duration_ms=round((time.perf_counter() - started) * 1000, 1))
             raise
+        finally:
+            stack.close()
         self._log(**event, decision="allowed", rows=table.num_rows, result_sha256=digest,
                   duration_ms=round((time.perf_counter() - started) * 1000, 1), **summary)
         return QueryResult(body, MEDIA_TYPES[fmt], table.num_rows, digest, permit.id, summary)
+
+    def _stream(
+        self, rs: ResultStream, head: list[pa.RecordBatch], owned: ExitStack, event: dict[str, Any]
+    ) -> Iterator[bytes]:
+        """Arrow IPC stream of ``head`` and then the rest of ``rs``; logs the end either way.
+
+        Past the row limit, or on any error, the stream stops *without* its end-of-stream
+        marker and the generator raises, so the server cuts the connection and the client
+        sees an incomplete transfer rather than a silently shortened result.
+        """
+        started = time.perf_counter()
+        digest = hashlib.sha256()
+        rows = 0
+        outcome: dict[str, Any] = {"completed": False, "reason": "stream.client_gone"}
+        buf = io.BytesIO()
+
+        def drain() -> bytes:
+            data = buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+            digest.update(data)
+            return data
+
+        try:
+            writer = pa.ipc.new_stream(buf, rs.schema)
+            yield drain()
+            pending = iter(head)
+            while True:
+                batch = next(pending, None)
+                if batch is None:
+                    batch = rs.next_batch()
+                if batch is None:
+                    break
+                rows += batch.num_rows
+                if rows > self.settings.limits.max_rows:
+                    outcome = {"completed": False, "reason": "limit.rows"}
+                    raise QueryCutOff("limit.rows", "the result exceeded the row limit while streaming")
+                writer.write_batch(batch)
+                yield drain()
+            writer.close()
+            yield drain()
+            outcome = {"completed": True}
+        except Refusal as r:
+            outcome = {"completed": False, "reason": r.reason}
+            raise
+        finally:
+            owned.close()
+            self._log(event="access.query_end", user=event["user"], release_id=event["release_id"],
+                      permit_id=event["permit_id"], query_sha256=event["query_sha256"], rows=rows,
+                      result_sha256=digest.hexdigest(), streamed=True,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 1), **outcome)
 
     def _prepare(
         self, engine: ReleaseEngine, sql: str, tier: str
@@ -271,4 +377,4 @@ class AccessService:
         self.engines.close()
 
 
-__all__ = ["AccessService", "AccessSettings", "QueryResult", "NotFound"]
+__all__ = ["AccessService", "AccessSettings", "QueryResult", "StreamedResult", "NotFound"]
