@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from hdp.settings import REPO_ROOT, Settings, get_settings
+from hdp.settings import REPO_ROOT, Settings, get_settings, holder
 
 #: The column that places each research table's rows in time (for the request's period).
 EVENT_DATE_COLUMN = {
@@ -70,6 +70,7 @@ class ReleaseResult:
     persons: int = 0
     excluded_persons_consent: int = 0
     excluded_rows_unlinked: int = 0
+    disclosure: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def release_id_for(request_id: int) -> str:
@@ -145,6 +146,55 @@ def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> N
         con.execute(f"DELETE FROM cohort WHERE release_person_id NOT IN ({' UNION '.join(selects)})", params)
 
 
+#: Quasi-identifiers that describe the person rather than an event: k-anonymity is checked on
+#: these (event dates are shifted per person by the release policy instead).
+PERSON_QUASI_IDENTIFIERS = ("birth_year", "sex", "id_type", "county", "deceased_year")
+
+
+def _generalise(con: duckdb.DuckDBPyConnection, table: str, request: ReleaseRequest, settings: Settings) -> None:
+    """Apply the release policy (schemas/policies/release.json) to one assembled table, in place."""
+    from pipelines.identity import apply_release_policy
+
+    generalised = apply_release_policy(con.sql(f'SELECT * FROM "{table}"').to_arrow_table(), table_name=table,
+                                       release_domain=release_domain(request.request_id), settings=settings)
+    con.register("_generalised", generalised)
+    con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS SELECT * FROM _generalised ORDER BY ALL')
+    con.unregister("_generalised")
+
+
+def _enforce_k_anonymity(con: duckdb.DuckDBPyConnection, table: str, *, k: int) -> dict[str, Any]:
+    """Make a record-level table k-anonymous on its person-level quasi-identifiers.
+
+    Local suppression, as ARX does it: persons in an equivalence class of fewer than ``k``
+    persons get their quasi-identifiers set to NULL; if the class of suppressed values is
+    itself smaller than ``k``, those rows are dropped. The result is verified with the access
+    layer's k-anonymity check and the release fails closed if it does not hold.
+    """
+    from access.disclosure import check_k_anonymity
+
+    columns = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
+    qis = [c for c in PERSON_QUASI_IDENTIFIERS if c in columns]
+    report: dict[str, Any] = {"k": k, "quasi_identifiers": qis, "persons_suppressed": 0, "rows_dropped": 0}
+    if not qis:
+        return report
+    quoted = ", ".join(f'"{c}"' for c in qis)
+    match = " AND ".join(f't."{c}" IS NOT DISTINCT FROM s."{c}"' for c in qis)
+    small = f'SELECT {quoted} FROM "{table}" GROUP BY ALL HAVING count(DISTINCT person_id) < {int(k)}'
+    report["persons_suppressed"] = con.execute(
+        f'SELECT count(DISTINCT person_id) FROM "{table}" t WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})'
+    ).fetchall()[0][0]
+    con.execute(f'UPDATE "{table}" AS t SET {", ".join(f"{c} = NULL" for c in quoted.split(", "))} '
+                f"WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})")
+    before = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+    con.execute(f'DELETE FROM "{table}" AS t WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})')
+    report["rows_dropped"] = before - con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+    persons = con.sql(f'SELECT DISTINCT person_id, {quoted} FROM "{table}"').to_arrow_table()
+    verdict = check_k_anonymity(persons, qis, k)
+    if not verdict.ok:
+        raise ReleaseError(f"{table} is not {k}-anonymous on {qis} after suppression; release refused")
+    return report
+
+
 def assemble(
     request: ReleaseRequest,
     *,
@@ -168,7 +218,7 @@ def assemble(
     excluded_persons = con.execute("""
         SELECT count(DISTINCT release_person_id) FROM person_map
         WHERE consent_key IN (SELECT consent_key FROM excluded)
-    """).fetchone()[0]
+    """).fetchall()[0][0]
 
     for holder_id in request.holders:
         path = settings.research_db(holder_id)
@@ -180,6 +230,7 @@ def assemble(
 
     start, end = request.period
     rows: dict[str, int] = {}
+    disclosure: dict[str, dict[str, Any]] = {}
     unlinked = 0
     for table, columns in sorted(variables_by_table(request.variables).items()):
         parts = []
@@ -204,7 +255,7 @@ def assemble(
                 f"SELECT count(*) FROM {source} WHERE t.person_id IS NULL OR t.person_id NOT IN "
                 f"(SELECT person_id FROM person_map WHERE holder = '{holder_id}')"
                 + (f" AND {' AND '.join(where)}" if where else "")
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             parts.append(
                 f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
                 f"JOIN cohort e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
@@ -213,12 +264,15 @@ def assemble(
         if not parts:
             raise ReleaseError(f"no holder in scope has table {table}")
         con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL')
-        rows[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        _generalise(con, table, request, settings)
+        if request.output_tier == "record":
+            disclosure[table] = _enforce_k_anonymity(con, table, k=max(holder(h).k_anonymity for h in request.holders))
+        rows[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
         con.execute(f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
 
     con.execute("CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
                 + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows) + ")")
-    released_persons = con.execute("SELECT count(*) FROM released_persons").fetchone()[0]
+    released_persons = con.execute("SELECT count(*) FROM released_persons").fetchall()[0][0]
     con.execute(f"""
         COPY (SELECT DISTINCT release_person_id AS person_id, consent_key FROM eligible
               WHERE release_person_id IN (SELECT person_id FROM released_persons) ORDER BY ALL)
@@ -233,7 +287,7 @@ def assemble(
     return ReleaseResult(
         release_id=release_id_for(request.request_id), request_id=request.request_id, path=str(staging),
         rows=rows, persons=int(released_persons), excluded_persons_consent=int(excluded_persons),
-        excluded_rows_unlinked=int(unlinked),
+        excluded_rows_unlinked=int(unlinked), disclosure=disclosure,
     )
 
 
@@ -258,6 +312,7 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
         "excluded": {"persons_by_consent": result.excluded_persons_consent,
                      "rows_without_linkable_person": result.excluded_rows_unlinked},
         "files": files,
+        "disclosure": result.disclosure,
         "code_version": code_version(),
         "policy": policy,
         "quality": quality,
@@ -292,6 +347,7 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
     """Build the release of an approved request, gate it, publish it atomically, record it."""
     from governance import service, store
     from hdp.audit import AuditLog
+    from pipelines.identity import describe_release_policy
     from pipelines.quality.gate import raise_for_blocking, run_gate
     from pipelines.quality.label import quality_label
 
@@ -306,7 +362,8 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
     staging = settings.releases_dir / f".staging-{rid}"
     result = _build(request, frozenset(excluded), staging, settings)
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
-    manifest = write_manifest(staging, request, result, policy=None, quality=quality_label(staging))
+    manifest = write_manifest(staging, request, result, policy=describe_release_policy(),
+                              quality=quality_label(staging))
     final = settings.releases_dir / rid
     if final.exists():
         shutil.rmtree(final)

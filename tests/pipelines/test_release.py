@@ -28,7 +28,7 @@ PERSON_MAP = pa.table({
 
 def _request(**kw):
     base = dict(request_id=7, project="p", purpose="scientific_research", holders=("ndr", "region_uppsala"),
-                variables=("register_visit.birth_year", "register_visit.hba1c_mmol_mol"))
+                variables=("register_visit.birth_year", "register_visit.hba1c_mmol_mol"), output_tier="aggregate")
     return ReleaseRequest(**{**base, **kw})
 
 
@@ -139,3 +139,33 @@ def test_cohort_criteria_that_cannot_be_applied_are_refused(hdp_home, criteria):
     with pytest.raises(ReleaseError, match="cohort criteria"):
         assemble(_request(cohort_criteria=criteria), person_map=PERSON_MAP, excluded_consent_keys=frozenset(),
                  staging=hdp_home.releases_dir / ".bad", settings=hdp_home)
+
+
+def test_release_policy_generalises_birth_year_to_five_year_bands(hdp_home):
+    _research(hdp_home, "ndr", [("a1", 1953, "2024-01-01", 50.0)])
+    _research(hdp_home, "region_uppsala", [])
+    staging = hdp_home.releases_dir / ".g"
+    assemble(_request(), person_map=PERSON_MAP, excluded_consent_keys=frozenset(), staging=staging, settings=hdp_home)
+    assert pq.read_table(staging / "register_visit.parquet").column("birth_year").to_pylist() == [1950]
+
+
+def test_record_level_release_is_made_k_anonymous_by_local_suppression(hdp_home):
+    from hdp.settings import holder
+
+    k = max(holder("ndr").k_anonymity, holder("region_uppsala").k_anonymity)
+    persons = [f"a{i}" for i in range(k + 1)]
+    person_map = pa.table({
+        "holder": ["ndr"] * len(persons), "person_id": persons,
+        "release_person_id": [f"P{i}" for i in range(len(persons))], "consent_key": [f"c{i}" for i in range(len(persons))],
+    })
+    # k persons share a band; one is alone in 1990-1994: their birth year must not be released.
+    rows = [(p, 1950, "2024-01-01", 50.0) for p in persons[:-1]] + [(persons[-1], 1991, "2024-01-01", 50.0)]
+    _research(hdp_home, "ndr", rows)
+    _research(hdp_home, "region_uppsala", [])
+    staging = hdp_home.releases_dir / ".k"
+    result = assemble(_request(output_tier="record"), person_map=person_map, excluded_consent_keys=frozenset(),
+                      staging=staging, settings=hdp_home)
+    years = pq.read_table(staging / "register_visit.parquet").column("birth_year").to_pylist()
+    assert 1990 not in years and years.count(1950) == k
+    report = result.disclosure["register_visit"]
+    assert report["k"] == k and report["persons_suppressed"] == 1 and report["rows_dropped"] == 1
