@@ -9,7 +9,10 @@ line *is* validating it, in C:
 * unknown elements, ``_element`` extensions, ``null``, contained resources, and elements of a
   primitive type the fast path does not model are unknown fields -> decoding fails;
 * primitives carry patterns at least as strict as the ``_p_*`` checks in :mod:`validation`
-  (dates are exact, leap years included, so no Python post-check is needed);
+  (dates are exact, leap years included, so no Python post-check is needed). These regex calls
+  are most of the decoding time (about 0.5 µs each); a line-level proof that would let a
+  decoder skip the string/code patterns was tried and measured: the proof (four scans for
+  quote/blank pairs) cost as much as it saved on the generated mix, so it was dropped;
 * required-binding codes are ``Literal`` types; lists must be non-empty;
 * choice groups (``value[x]``) are checked by a generated ``__post_init__`` on the few
   Structs that have them;
@@ -34,7 +37,7 @@ import msgspec
 
 from pipelines.fhir import validation as v
 
-__all__ = ["decoder", "fast_decode", "plain_ascii", "sql_safe", "struct_unknown_code_paths"]
+__all__ = ["decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
 
 # --------------------------------------------------------------------------- primitive patterns
 # msgspec applies ``pattern`` with ``re.search``: every pattern is anchored with ^ and \Z.
@@ -77,29 +80,8 @@ _NUMERIC: dict[str, Any] = {
 
 
 
-#: Primitive checks a line-level proof can stand in for (see :func:`plain_ascii`).
-_RELAXABLE = ("_p_string", "_p_code")
-
-
-def plain_ascii(line: bytes) -> bool:
-    """True if every JSON string in the line is proven to pass the string and code patterns.
-
-    The line is printable ASCII (raw control characters inside JSON strings are malformed JSON,
-    DEL is excluded here), has no backslash (so every string is exactly its raw bytes), and
-    contains no ``""`` (empty string), ``'" '`` (a string starting with a blank), ``' "'`` (one
-    ending with a blank) or two blanks in a row. Then every string is non-empty, printable
-    ASCII, single-spaced and trimmed: it matches both ``PATTERNS["_p_string"]`` and
-    ``PATTERNS["_p_code"]``, so the decoder may skip those two (the costliest: one regex call
-    per value). Compact NDJSON passes; anything else simply keeps the full patterns.
-    """
-    return (line.isascii() and b"\\" not in line and b"\x7f" not in line and b'""' not in line
-            and b'" ' not in line and b' "' not in line and b"  " not in line)
-
-
-def _primitive_type(check: Any, enum: frozenset[str] | None, relaxed: bool = False) -> Any:
+def _primitive_type(check: Any, enum: frozenset[str] | None) -> Any:
     name = getattr(check, "__name__", "")
-    if relaxed and enum is None and name in _RELAXABLE:
-        return str
     if name in _NUMERIC:
         return _NUMERIC[name] if enum is None else None
     pat = PATTERNS.get(name)
@@ -140,14 +122,9 @@ def _attr(key: str) -> str:
 
 
 @cache
-def _struct(type_name: str, ref_types: frozenset[str] | None = None, relaxed: bool = False) -> str:
-    """Name (in the generated module) of the Struct for ``type_name`` (built on first use).
-
-    ``relaxed`` Structs leave string and code values unchecked: only for lines that pass
-    :func:`plain_ascii`, which proves those checks.
-    """
+def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
+    """Name (in the generated module) of the Struct for ``type_name`` (built on first use)."""
     cname = type_name if ref_types is None else f"{type_name}__{'_'.join(sorted(ref_types))}"
-    cname += "__relaxed" if relaxed else ""
     if hasattr(_mod, cname):
         return cname
     setattr(_mod, cname, None)  # placeholder: recursion through Extension etc. resolves lazily
@@ -161,9 +138,9 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None, relaxed: bo
             continue  # not modelled: if present, the line is left to the reference
         if type(check) is v._Lazy:
             sub_refs = el.ref_types if check.name == "Reference" else None
-            tp: Any = _struct(check.name, sub_refs, relaxed)
+            tp: Any = _struct(check.name, sub_refs)
         else:
-            tp = _primitive_type(check, el.enum, relaxed)
+            tp = _primitive_type(check, el.enum)
             if tp is None:
                 continue
         if type_name == "Reference" and key == "reference" and ref_types is not None:
@@ -200,14 +177,11 @@ def _resolve(name: str) -> Any:
 
 
 @cache
-def decoder(expected: str | None, relaxed: bool = False) -> msgspec.json.Decoder:
-    """A decoder for one resource type (a Bulk Data file), or for any ingested type (bundles).
-
-    ``relaxed``: only for lines that pass :func:`plain_ascii`.
-    """
+def decoder(expected: str | None) -> msgspec.json.Decoder:
+    """A decoder for one resource type (a Bulk Data file), or for any ingested type (bundles)."""
     if expected is not None:
-        return msgspec.json.Decoder(_resolve(_struct(expected, None, relaxed)))
-    union = Union[tuple(_resolve(_struct(t, None, relaxed)) for t in v.RESOURCE_TYPES)]  # noqa: UP007
+        return msgspec.json.Decoder(_resolve(_struct(expected)))
+    union = Union[tuple(_resolve(_struct(t)) for t in v.RESOURCE_TYPES)]  # noqa: UP007
     return msgspec.json.Decoder(union)
 
 
@@ -232,7 +206,7 @@ def fast_decode(line: bytes | str, expected: str | None) -> Any:
     if type(line) is str:
         line = line.encode("utf-8")
     try:
-        return decoder(expected, plain_ascii(line)).decode(line)  # type: ignore[arg-type]
+        return decoder(expected).decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
 

@@ -48,7 +48,7 @@ import msgspec
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
 from pipelines import quarantine
 from pipelines.fhir.fastvalid import decoder as fast_decoder
-from pipelines.fhir.fastvalid import fast_decode, plain_ascii, sql_safe, struct_unknown_code_paths
+from pipelines.fhir.fastvalid import fast_decode, sql_safe, struct_unknown_code_paths
 from pipelines.fhir.terminology import code_lists, unknown_code_paths
 from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
 from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_view
@@ -320,7 +320,6 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
     fflags: list[tuple[int, str, str]] = []
     pyrows: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
     dec = fast_decoder(expected) if expected is not None else None
-    dec_plain = fast_decoder(expected, True) if expected is not None else None
     codes = _state["codes"]
     py_views = _state["py_views_by_type"].get(expected, ()) if expected is not None else ()
     last = len(lines) - 1 if last_unterminated else -1
@@ -330,7 +329,7 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
         if (dec is not None and i != last and len(body) <= MAX_RESOURCE_BYTES
                 and body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH):
             try:
-                struct = (dec_plain if plain_ascii(body) else dec).decode(body)  # type: ignore[union-attr]
+                struct = dec.decode(body)
             except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                 struct = None
             if struct is not None and sql_safe(body, struct):
@@ -827,7 +826,6 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
             n_workers = _worker_count(workers)
             for t in {_expected_type(p) for p in ndjson} - {None}:
                 fast_decoder(t)  # build the Structs once, before forking: workers inherit them
-                fast_decoder(t, True)
             if n_workers == 0:
                 _init_worker(str(VIEWS_DIR))
                 results: Iterator[Any] = map(_process_chunk, chunks())
