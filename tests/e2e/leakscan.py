@@ -62,12 +62,23 @@ def _cells_sqlite(path: Path) -> Iterable[tuple[str, str]]:
         con.close()
 
 
+#: Candidate tokens: any identifier-shaped digit run, and every pair of capitalised words (a
+#: name). Extracting candidates and looking them up in a set keeps the scan linear in the data,
+#: where a regex alternation of thousands of needles would backtrack at every position.
+ID_TOKEN = re.compile(r"(?<![0-9A-Za-z])(?:\d{6}|\d{8})[-+]?\d{4}(?![0-9A-Za-z])")
+NAME_PAIR = re.compile(r"(?=\b([A-ZÅÄÖÉÜ][\w'-]+ [A-ZÅÄÖÉÜ][\w'-]+))")
+
+
+def _hits(text: str, needles: set[str]) -> bool:
+    if text in needles:
+        return True
+    return any(m.group(0) in needles for m in ID_TOKEN.finditer(text)) or any(
+        m.group(1) in needles for m in NAME_PAIR.finditer(text))
+
+
 def find_leaks(home: Path, needles: set[str]) -> list[str]:
-    """Paths (and columns) outside restricted/ where any needle occurs."""
+    """Paths (and columns) outside restricted/ where any needle (identifier form or full name) occurs."""
     restricted = home / "restricted"
-    # Word boundaries: a 10-digit form must not "match" inside a hex pseudonym or a hash.
-    alternatives = "|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True))
-    pattern = re.compile(f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])".encode())
     hits: list[str] = []
     for path in sorted(p for p in home.rglob("*") if p.is_file()):
         if restricted in path.parents or path.suffix in (".lock", ".wal"):
@@ -80,12 +91,11 @@ def find_leaks(home: Path, needles: set[str]) -> list[str]:
         elif head.startswith(b"SQLite format 3"):
             cells = _cells_sqlite(path)
         else:
-            found = pattern.search(path.read_bytes())
-            if found:
+            if _hits(path.read_bytes().decode("utf-8", errors="replace"), needles):
                 hits.append(f"{path.relative_to(home)} (bytes)")
             continue
         for where, value in cells:
-            if pattern.search(value.encode()):
+            if _hits(value, needles):
                 hits.append(f"{path.relative_to(home)}:{where}")
                 break
     return hits
