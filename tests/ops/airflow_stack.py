@@ -150,6 +150,9 @@ class AirflowStack:
             "HDP_KEK": self._kek,
             "GX_ANALYTICS_ENABLED": "false",
             "PYTHONUNBUFFERED": "1",
+            # As docker-compose.yml: Airflow's Celery defaults plus the workers' library preload.
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "hdp_celery_config.CELERY_CONFIG",
+            "PYTHONPATH": str(REPO_ROOT / "deploy" / "celery"),
         }
 
     def __post_init__(self) -> None:

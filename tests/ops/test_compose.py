@@ -58,6 +58,10 @@ def test_compose_config_is_valid_and_has_the_production_shape(tmp_path):
         assert e["AIRFLOW__API_AUTH__JWT_SECRET"] == "dummy-airflow_jwt_secret"  # one key everywhere
         assert e["HDP_METRICS_URL"].startswith("postgresql+psycopg://") and e["HDP_ENV"] == "production"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        # The workers' Celery config (library preload); the scheduler builds the same Celery app.
+        assert e["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "hdp_celery_config.CELERY_CONFIG"
+        assert (REPO_ROOT / "deploy" / "celery" / "hdp_celery_config.py").is_file()
+        assert e["PYTHONPATH"] == "/opt/hdp/deploy/celery"
     worker = services["airflow-worker"]
     assert "container_name" not in worker and "ports" not in worker  # scalable with --scale
     assert {s["source"] for s in worker["secrets"]} >= {"hdp_kek"}
