@@ -258,10 +258,12 @@ class AirflowStack:
             time.sleep(interval_s)
 
     def wait_healthy(self) -> None:
+        """Until the scheduler reports healthy and the execution API (what workers call) answers."""
         def healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
                 r = httpx.get(f"{self.api}/api/v2/monitor/health", timeout=5)
-                return r.status_code == 200 and r.json()["scheduler"]["status"] == "healthy"
+                ok = r.status_code == 200 and r.json()["scheduler"]["status"] == "healthy"
+                return ok and httpx.get(f"{self.api}/execution/health", timeout=5).status_code == 200
             return False
 
         self._until("api-server/scheduler not healthy", healthy, cap_s=240, interval_s=1)
@@ -344,4 +346,7 @@ def airflow_stack(root: Path, hdp_home: Path, budget: Budget,
             stack.start(during_migration=(lambda: during_migration(stack)) if during_migration else None)
             yield stack
         finally:
-            stack.stop()
+            stopping = time.monotonic()
+            swept = stack.stop()
+            print(f"\nstack stopped in {time.monotonic() - stopping:.0f} s"
+                  + (f"; swept {len(swept)} stray processes" if swept else ""))
