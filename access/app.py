@@ -46,7 +46,9 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     app = FastAPI(title="Health-data platform: access layer", version="1")
     app.state.service = service
 
-    def get_service() -> AccessService:
+    # async: no I/O here, and a sync dependency costs a threadpool round trip per request
+    # (measured on the loaded 2-core machine: each hop adds milliseconds at p50).
+    async def get_service() -> AccessService:
         return service
 
     Service = Annotated[AccessService, Depends(get_service)]

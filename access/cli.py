@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +16,9 @@ from hdp.audit import AuditLog, build_report, render_report
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int,
-              help="uvicorn worker processes (each keeps its own release engines)")
+@click.option("--workers", default=lambda: int(os.environ.get("HDP_ACCESS_WORKERS", "2")), show_default="2",
+              type=int, help="uvicorn worker processes (each keeps its own release engines and memory); "
+              "2 on the 2-core reference machine halves p50 under 20 researchers (bench/bench_access.py)")
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the access layer (FastAPI on uvicorn)."""
     import uvicorn

@@ -246,7 +246,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="saturated mode: passes over the mix per researcher")
     ap.add_argument("--think-mean", type=float, default=1.0, help="mean think time between queries (s)")
     ap.add_argument("--think-duration", type=float, default=45.0, help="think mode: seconds per side")
-    ap.add_argument("--workers", type=int, default=int(os.environ.get("HDP_BENCH_WORKERS", "1")))
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("HDP_ACCESS_WORKERS", "2")),
+                    help="uvicorn workers (default 2, as `hdp serve`)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("HDP_ACCESS_THREADS", "1")),
                     help="DuckDB threads per query, for the layer and the baseline alike")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
