@@ -274,6 +274,12 @@ class AccessService:
                     owned = stack.pop_all()  # the lease and the stream now belong to the generator
                     return StreamedResult(MEDIA_TYPES[fmt], permit.id, self._stream(rs, head, owned, event))
                 table = pa.Table.from_batches(head, schema=rs.schema)
+                if table.num_rows > self.settings.limits.max_rows:  # a limit below the threshold
+                    raise QueryCutOff(
+                        "limit.rows",
+                        f"the result has more than {self.settings.limits.max_rows} rows; aggregate or filter, "
+                        "or narrow the query",
+                    )
             elif plan is None:
                 (table,) = engine.run([checked.sql])
             else:

@@ -103,3 +103,17 @@ def test_abandoned_stream_releases_its_engine(big_world, small_batches):
     assert engine.leases == 0
     end = _entries(svc, "access.query_end")[-1]
     assert end["completed"] is False and end["reason"] == "stream.client_gone"
+
+
+def test_row_limit_below_stream_threshold_still_applies(big_world, monkeypatch):
+    monkeypatch.setattr(service_mod, "STREAM_AFTER_ROWS", 100_000)  # everything fits the prefetch
+    settings = dataclasses.replace(big_world.settings, limits=Limits(timeout_s=5, max_rows=1_000,
+                                                                     memory_limit="256MB", threads=1))
+    svc = AccessService(settings, big_world.gov)
+    try:
+        with pytest.raises(QueryCutOff) as err:
+            svc.query(big_world.gov.users["alice"], "r_rec", SQL, "arrow", stream=True)
+        assert err.value.reason == "limit.rows"
+        assert _entries(svc, "access.query")[-1]["decision"] == "refused"
+    finally:
+        svc.close()
