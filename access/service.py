@@ -103,6 +103,32 @@ class StreamedResult:
     chunks: Iterator[bytes]
 
 
+class _Body:
+    """The chunks of a streamed result. A generator that never started runs no ``finally``,
+    so a body dropped before its first chunk (client gone before the response began) would
+    keep its engine lease; this wrapper releases it on ``close`` or garbage collection."""
+
+    def __init__(self, gen: Iterator[bytes], owned: ExitStack) -> None:
+        self._gen = gen
+        self._owned = owned
+        self._started = False
+
+    def __iter__(self) -> _Body:
+        return self
+
+    def __next__(self) -> bytes:
+        self._started = True
+        return next(self._gen)
+
+    def close(self) -> None:
+        if not self._started:
+            self._owned.close()  # releases the lease and closes the DuckDB stream
+        self._gen.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def _prefetch(rs: ResultStream, rows: int) -> tuple[list[pa.RecordBatch], bool]:
     """Up to about ``rows`` rows of ``rs``; (batches, whether the result ended within them)."""
     head: list[pa.RecordBatch] = []
@@ -271,8 +297,9 @@ class AccessService:
                     # Logged before the first byte leaves; the end (rows, hash) is logged too.
                     self._log(**event, decision="allowed", streamed=True, rows=None,
                               duration_ms=round((time.perf_counter() - started) * 1000, 1))
-                    owned = stack.pop_all()  # the lease and the stream now belong to the generator
-                    return StreamedResult(MEDIA_TYPES[fmt], permit.id, self._stream(rs, head, owned, event))
+                    owned = stack.pop_all()  # the lease and the stream now belong to the body
+                    return StreamedResult(MEDIA_TYPES[fmt], permit.id,
+                                          _Body(self._stream(rs, head, owned, event), owned))
                 table = pa.Table.from_batches(head, schema=rs.schema)
                 if table.num_rows > self.settings.limits.max_rows:  # a limit below the threshold
                     raise QueryCutOff(

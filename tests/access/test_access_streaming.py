@@ -117,3 +117,15 @@ def test_row_limit_below_stream_threshold_still_applies(big_world, monkeypatch):
         assert _entries(svc, "access.query")[-1]["decision"] == "refused"
     finally:
         svc.close()
+
+
+def test_stream_dropped_before_first_chunk_releases_its_engine(big_world, small_batches):
+    svc = big_world.service
+    result = svc.query(big_world.gov.users["alice"], "r_rec", SQL, "arrow", stream=True)
+    (engine,) = [e for k, e in svc.engines._engines.items() if k[0] == "r_rec"]
+    assert engine.leases == 1
+    del result  # never iterated
+    import gc
+
+    gc.collect()
+    assert engine.leases == 0
