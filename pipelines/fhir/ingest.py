@@ -528,6 +528,8 @@ class _Loader:
         self.con = con
         self.views = plan.views
         self.sql = plan.sql
+        self.sql_types = {plan.views[name].resource for name in plan.sql}
+        self.json_type = pa.json_(pa.large_string())
         views = plan.views
         for macro in SQL_MACROS:
             con.execute(macro)
@@ -592,11 +594,22 @@ class _Loader:
         if self.batches:
             # Rows of the SQL-compiled views, from this batch (Python gave the rest, see self.rows).
             flat = pa.Table.from_batches(self.batches)
+            types = set(self.pc.unique(flat.column("resource_type")).to_pylist())
+            parsed = types <= self.sql_types
+            if parsed:
+                # Every row is about to be parsed by DuckDB's JSON reader in a view below (which
+                # fails the run on anything it cannot read): tag the text as JSON, so that the
+                # insert does not parse all of it a second time for the ::JSON cast.
+                i = flat.schema.get_field_index("resource")
+                flat = flat.set_column(i, "resource", self.pa.chunked_array(
+                    [pa.ExtensionArray.from_storage(self.json_type, c) for c in flat.column(i).chunks],
+                    type=self.json_type))
             self.con.register(_FLAT_SOURCE, flat)
             for name, sql in self.sql.items():
                 n = self.con.execute(sql).fetchall()
                 self.row_counts[name] += int(n[0][0]) if n else 0
-            self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
+            cast = "" if parsed else "::JSON"
+            self.con.execute(f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
                              " _line_no FROM _fhir_flat_batch")
             self.con.unregister(_FLAT_SOURCE)
         if python_flat is not None and python_flat.num_rows:

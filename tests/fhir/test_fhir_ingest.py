@@ -243,3 +243,25 @@ def test_a_failure_mid_run_stops_the_workers_and_rolls_back(hdp_home, landing, m
         ingest_fhir(HOLDER, settings=hdp_home, workers=2, chunk_lines=2)  # many chunks in flight
     con = _db(hdp_home)
     assert con.sql("SELECT count(*) FROM fhir_patient").fetchall() == [(400,)]  # the earlier run stands
+
+
+def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
+    """The flat batch is inserted without a second ::JSON parse only because the compiled views
+    parse every row first; text DuckDB cannot read must fail the load, never be stored."""
+    import numpy as np
+
+    import pipelines.fhir.ingest as ing
+
+    plan = ing.view_plan(ing.VIEWS_DIR)
+    con = duckdb.connect()
+    ing._create_tables(con, plan.views)
+    loader = ing._Loader(con, plan)
+    good = json.dumps(f.patient("ok"), separators=(",", ":")).encode()
+    loader.add_columns("Patient", ["ok"], good, np.array([0, len(good)], np.int64), "f", [1], {}, [])
+    loader.flush()
+    assert con.sql("SELECT resource::VARCHAR, typeof(resource) FROM fhir_resource").fetchall() == [
+        (good.decode(), "JSON")]
+    bad = b'{"resourceType":"Patient","id":"bad",'
+    loader.add_columns("Patient", ["bad"], bad, np.array([0, len(bad)], np.int64), "f", [2], {}, [])
+    with pytest.raises(duckdb.Error):
+        loader.flush()
