@@ -22,6 +22,7 @@ if pid == 0:
     os.setpgid(0, 0)
     time.sleep(120)
     os._exit(0)
+os.setpgid(pid, pid)  # from both sides, as Airflow does: the group exists before we report it
 print(pid, flush=True)
 if sys.argv[1] == "exit":
     os._exit(0)  # the child is orphaned, re-parented to init (or a subreaper)
