@@ -213,7 +213,7 @@ class AirflowStack:
             proc.wait(timeout=10)
         return pids
 
-    def stop(self, grace_s: float = 8) -> list[int]:
+    def stop(self, grace_s: float = 4) -> list[int]:
         """Stop everything: SIGTERM to each component's tree, SIGKILL after ``grace_s``, then
         sweep whatever still carries the stack's token. Returns the pids the sweep had to kill."""
         trees = [p for proc in self.procs.values() for p in procs.tree(proc.pid)]

@@ -218,7 +218,8 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
     run_id = stack.trigger("release")
 
     # Kill every worker, with all its processes and no warning, while the task is writing the
-    # release (its staging directory exists: the tables are written, the gate runs next).
+    # release: from the moment its staging directory exists until the atomic rename it writes
+    # the tables, runs the release gate and writes the manifest.
     _wait_for(staging, stack, cap_s=300)
     killed = [pid for worker in stack.workers() for pid in stack.kill(worker)]
     assert not final.exists(), "the release was published before the kill: nothing was interrupted"
