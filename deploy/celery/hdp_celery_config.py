@@ -39,6 +39,8 @@ def preload_task_libraries(**_: object) -> None:
     """Import ``PRELOAD`` in the worker's main process (Celery's ``worker_init`` signal)."""
     # Great Expectations reads this at import; the compose file and the image set it too.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # Its import logs one INFO line per decorated function (hundreds): noise in the worker log.
+    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
     started = time.perf_counter()
     for name in PRELOAD:
         importlib.import_module(name)
