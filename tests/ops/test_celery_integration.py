@@ -2,8 +2,9 @@
 Redis, the api-server, scheduler, dag-processor, triggerer and a Celery worker as separate
 processes. One stack serves the module:
 
-1. the whole pipeline runs through the real scheduler (each ingest DAG's scheduled run on
-   unpausing, pseudonymise and release triggered by assets) and the release is checked;
+1. the whole pipeline runs once through the real scheduler (fixture ``pipeline``: each ingest
+   DAG's scheduled run on unpausing, pseudonymise and release triggered by assets) and the
+   release is checked;
 2. a second request's release is triggered, every Celery worker is SIGKILLed (with its task
    processes) while ``build_release`` is writing, a new worker is started, and the retried
    task publishes a release whose Parquet files are byte-identical to an uninterrupted build
@@ -40,8 +41,6 @@ RESEARCHER = "it.researcher"
 #: raw gate's 5 % systemic threshold (150 persons give 2/33 = 6 % in Örebro and block).
 PERSONS, SEED = 300, 11
 BUDGET_S = float(os.environ.get("HDP_IT_BUDGET_S", "1200"))
-#: What the first test leaves for the second (one stack per module).
-STATE: dict[str, object] = {}
 
 
 def _prepare(stack, mp) -> None:
@@ -143,12 +142,10 @@ def _failures(stack, runs: dict[str, dict]) -> dict:
             for d, r in runs.items() if r["state"] != "success"}
 
 
-def test_full_pipeline_through_scheduler_and_celery(stack):
-    from click.testing import CliRunner
-
-    from pipelines.monitoring import prometheus, store
-    from pipelines.monitoring.cli import status
-
+@pytest.fixture(scope="module")
+def pipeline(stack) -> dict:
+    """The whole pipeline, once per module: a request approved, every DAG unpaused, every run
+    finished. Both tests use it (the kill test needs its research zones)."""
     started = time.monotonic()
     request_id = approve_request()
     for dag_id in [*PSEUDONYMISE, "release", *INGEST]:  # downstream first: no asset event is missed
@@ -157,6 +154,16 @@ def test_full_pipeline_through_scheduler_and_celery(stack):
     # at once, so nothing is triggered by hand (that would double-run ingest); assets do the rest.
     runs = stack.wait_runs(ALL_DAGS)
     print(f"\npipeline: {time.monotonic() - started:.0f} s from unpausing to the release\n{stack.timeline()}")
+    return {"request_id": request_id, "runs": runs}
+
+
+def test_full_pipeline_through_scheduler_and_celery(stack, pipeline):
+    from click.testing import CliRunner
+
+    from pipelines.monitoring import prometheus, store
+    from pipelines.monitoring.cli import status
+
+    request_id, runs = pipeline["request_id"], pipeline["runs"]
     states = {d: r["state"] for d, r in runs.items()}
     assert states == dict.fromkeys(ALL_DAGS, "success"), _failures(stack, runs)
     assert {runs[d]["run_type"] for d in INGEST} == {"scheduled"}
@@ -164,7 +171,6 @@ def test_full_pipeline_through_scheduler_and_celery(stack):
     assert all(len([r for r in stack.all_runs() if r["dag_id"] == d]) == 1 for d in ALL_DAGS), "a DAG ran twice"
 
     manifest = check_release(release_dir(request_id))
-    STATE["pipeline_request"] = request_id
     assert set(manifest["request"]["holders"]) == {"ndr", "region_uppsala", "region_orebro"}
 
     # Run metrics recorded by the task callbacks inside the Celery workers, in Postgres.
@@ -196,7 +202,7 @@ def _wait_for(path: Path, stack, cap_s: float) -> None:
         time.sleep(0.02)
 
 
-def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack):
+def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack, pipeline):
     """The issue's "same release files": a release's person_id is a keyed pseudonym of its own
     domain (``release:<release_id>``), so two requests' releases differ by design. What a killed
     worker must not change is the release of the *same* request: the Parquet files that the
@@ -207,7 +213,8 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
 
     from . import procs
 
-    assert "pipeline_request" in STATE, "needs the research zones of the full-pipeline test, which did not finish"
+    failed = {d: r["state"] for d, r in pipeline["runs"].items() if r["state"] != "success"}
+    assert not failed, f"needs the research zones of a successful pipeline run; these DAG runs failed: {failed}"
     started = time.monotonic()
     # Nothing but this release may run meanwhile (an @daily ingest crossing midnight would).
     for dag_id in [*INGEST, *PSEUDONYMISE]:
