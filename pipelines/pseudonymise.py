@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -256,6 +257,30 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: DuckDB memory cap for the stage's connection (override: HDP_PSEUDONYMISE_MEMORY_LIMIT).
+MEMORY_LIMIT = "2GB"
+
+
+def _memory_limit() -> str:
+    value = os.environ.get("HDP_PSEUDONYMISE_MEMORY_LIMIT", MEMORY_LIMIT).strip()
+    if not value.replace(".", "").isalnum():
+        raise PseudonymiseError("HDP_PSEUDONYMISE_MEMORY_LIMIT must look like '2GB'")
+    return value
+
+
+class _PhaseTimer:
+    """Debug log of how long each phase took (phase names and seconds only)."""
+
+    def __init__(self, holder_id: str) -> None:
+        self.holder_id = holder_id
+        self.t, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, phase: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        log.debug("pseudonymise %s: %s in %.2f s (cpu %.2f s)", self.holder_id, phase, now - self.t, cpu - self.cpu)
+        self.t, self.cpu = now, cpu
+
+
 def _distinct_flagged(con: duckdb.DuckDBPyConnection, parts: list[str]) -> tuple[pa.Array, pa.Array]:
     """Distinct values ``v`` of the union of ``parts`` and, per value, whether any of its rows
     has ``keep`` true (columns ``v``, ``keep`` in every part)."""
@@ -293,7 +318,13 @@ def pseudonymise_holder(
     tmp_path = research_path.with_name(f".{research_path.name}.{os.getpid()}.tmp")
 
     with write_connection(raw_path) as con:
-        con.execute("SET preserve_insertion_order = false")  # parallel writes; row order carries no meaning
+        # Row order in the research zone carries no meaning (its values are deterministic, its
+        # order is not promised), so DuckDB may write in parallel without reordering.
+        con.execute("SET preserve_insertion_order = false")
+        # Bounded memory: joins and aggregates spill rather than grow with the delivery (the
+        # 10 M-row benchmark peaks under 4 GiB with the default).
+        con.execute(f"SET memory_limit = '{_memory_limit()}'")
+        timer = _PhaseTimer(holder_id)
         present = _tables(con)
         rules = [r for r in policy.tables if r.source in present]
         cols = {r.source: set(_columns(con, r.source)) for r in rules}
@@ -315,6 +346,7 @@ def pseudonymise_holder(
                     f"FROM {_q(r.source)} r"
                     for r in rules if r.identifier and r.identifier in cols[r.source]]
         values, used = _distinct_flagged(con, id_parts)
+        timer.lap(f"{len(values)} distinct identifiers")
         pm, link = person_map(values, pseudo, reference_date=ref, used=used)
         con.register("_pm_arrow", pm)
         con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
@@ -322,6 +354,7 @@ def pseudonymise_holder(
         # NULL identifiers never join: give them an explicit reason via a sentinel row-less path
         # (handled in the quarantine query with coalesce).
 
+        timer.lap("identifiers validated and pseudonymised")
         # 2. FHIR patients -> person (valid identifiers only)
         patient_rule = next((r for r in rules if r.source == "fhir_patient"), None)
         if patient_rule is not None and "patient_id" in cols["fhir_patient"]:
@@ -352,10 +385,12 @@ def pseudonymise_holder(
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow")
             con.unregister("_res_arrow")
 
+        timer.lap("patient, county and resource maps")
         # 4. quarantine rows with invalid identifiers (re-run replaces earlier records)
         for source_name in sorted({r.source_name for r in rules if r.identifier}):
             quarantine.reset(con, stage=STAGE, source=source_name)
         reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
+        quarantined_rows: dict[str, int] = {}
         for r in rules:
             if not r.identifier or r.identifier not in cols[r.source]:
                 continue
@@ -366,22 +401,27 @@ def pseudonymise_holder(
             original = "encode(CAST(to_json(r) AS VARCHAR))"
             if r.record_key and "fhir_resource" in present:
                 # keep the resource exactly as delivered, and its position in the delivery
-                con.execute(f"""INSERT INTO quarantine
+                # (one record per row even if the id occurs twice in fhir_resource)
+                cur = con.execute(f"""INSERT INTO quarantine
                     SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
                            encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
                     FROM {_bad_rows(r)}
-                    LEFT JOIN fhir_resource fr ON fr.resource_type = '{r.record_key[0]}'
-                         AND fr.id = r.{_q(r.record_key[1])}""", [holder_id])
+                    LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
+                                      arg_min(resource, _line_no) AS resource
+                               FROM fhir_resource WHERE resource_type = '{r.record_key[0]}' GROUP BY id) fr
+                         ON fr.id = r.{_q(r.record_key[1])}""", [holder_id])
             else:
-                con.execute(f"""INSERT INTO quarantine
+                cur = con.execute(f"""INSERT INTO quarantine
                     SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
                     FROM {_bad_rows(r)}""", [holder_id])
+            quarantined_rows[r.source] = int(cur.fetchone()[0])
         by_reason = dict(con.execute(
             "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
             [STAGE, holder_id]).fetchall())
 
+        timer.lap("identifier quarantine")
         # 5. person_link (restricted): holder pseudonym -> normalised identifier
         con.register("_link_arrow", link)
         con.execute("CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
@@ -390,6 +430,7 @@ def pseudonymise_holder(
         con.unregister("_link_arrow")
         persons = link.num_rows
 
+        timer.lap("person_link")
         # 6. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
         # write lock, so no other run of this holder is writing: leftovers of a killed run go.
         research_path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,15 +446,18 @@ def pseudonymise_holder(
                 valid = "pm.person_id IS NOT NULL" if r.identifier else "true"
                 query = f"SELECT {select} FROM {joins} WHERE {valid} AND {keep[r.source]}"
                 con.execute(_research_ddl(con, r, query))
-                con.execute(f"INSERT INTO research.{_q(r.name)} {query}")
-                counts[r.name] = con.execute(f"SELECT count(*) FROM research.{_q(r.name)}").fetchall()[0][0]
-                rows_in += con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0]
-                excluded[r.name] = con.execute(
-                    f"SELECT count(*) FROM {joins} WHERE {valid} AND NOT {keep[r.source]}").fetchall()[0][0]
+                counts[r.name] = int(con.execute(f"INSERT INTO research.{_q(r.name)} {query}").fetchone()[0])
+                n_in = int(con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchone()[0])
+                rows_in += n_in
+                # every raw row is written, quarantined for its identifier, or excluded by the gate
+                excluded[r.name] = n_in - counts[r.name] - quarantined_rows.get(r.source, 0)
+                if excluded[r.name] < 0:  # would mean a row was counted twice: never report a wrong count
+                    raise PseudonymiseError(f"holder {holder_id}: inconsistent row counts for {r.name}")
                 if r.via_patient:
                     unresolved += con.execute(
                         f"SELECT count(*) FROM research.{_q(r.name)} WHERE person_id IS NULL").fetchall()[0][0]
             con.execute("CHECKPOINT research")
+            timer.lap("research tables written")
         finally:
             con.execute("DETACH research")
         for name in ("_pm", "_patient_map", "_county"):

@@ -219,13 +219,14 @@ def parse_batch(
         arr = arr.cast(pa.string())
     n = len(arr)
     stripped = pc.utf8_trim(arr, characters=_WS)
-    missing = np.asarray(pc.fill_null(pc.equal(stripped, ""), True), dtype=bool)
+    missing = np.asarray(pc.fill_null(pc.equal(pc.binary_length(stripped), 0), True), dtype=bool)
     form_ok = np.asarray(
         pc.fill_null(pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False), dtype=bool
     ) & ~missing
     sep_arr = np.asarray(pc.fill_null(pc.match_substring(stripped, "+"), False), dtype=bool)
-    digits_only = pc.replace_substring_regex(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")),
-                                             r"[-+]", "")
+    # plain substring replaces: a regex replace costs several times more on a million values
+    digits_only = pc.replace_substring(
+        pc.replace_substring(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")), "-", ""), "+", "")
     lengths = np.asarray(pc.utf8_length(digits_only), dtype=np.int64)
     twelve = lengths == 12
     # Left-pad 10-digit forms with "00" so every row is 12 ASCII digits, then view as a matrix.
@@ -233,9 +234,12 @@ def parse_batch(
     buf = padded.buffers()[2]
     offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=n + 1, offset=padded.offset * 4)
     raw = np.frombuffer(buf, dtype=np.uint8)
-    if n:
-        idx = offsets[:-1, None] + np.arange(12)[None, :]
+    if n and offsets[n] - offsets[0] == 12 * n and bool(np.all(np.diff(offsets) == 12)):
+        # every value is 12 bytes (the usual case): the data buffer *is* an n x 12 matrix.
         # int32 digits: small enough to be cheap, wide enough for year arithmetic below
+        dm = raw[offsets[0]:offsets[n]].reshape(n, 12).astype(np.int32) - 48
+    elif n:
+        idx = offsets[:-1, None] + np.arange(12)[None, :]
         dm = raw[idx].astype(np.int32) - 48
     else:
         dm = np.zeros((0, 12), dtype=np.int32)

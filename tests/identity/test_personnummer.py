@@ -190,3 +190,23 @@ def test_batch_agrees_with_scalar(value):
     else:
         assert row == {"normalised": scalar.normalised, "kind": scalar.kind, "sex": scalar.sex,
                        "birth_date": scalar.birth_date, "reason_code": None}
+
+
+_values = st.one_of(st.none(), st.text(max_size=16), st.from_regex(r"\A\s?\d{6,8}[-+]?\d{4}\s?\Z"),
+                    identifiers().map(lambda item: item[0]),
+                    identifiers().map(lambda item: f"{item[0][2:8]}{'+' if item[1].year < 1927 else '-'}{item[0][8:]}"))
+
+
+@given(st.lists(_values, max_size=60), st.dates(min_value=date(1990, 1, 1), max_value=date(2030, 12, 31)))
+@settings(max_examples=200, deadline=None)
+def test_batch_of_many_agrees_with_scalar(values, ref):
+    """Whole arrays (mixed forms, nulls, junk; any reference date): row i equals parse(values[i])."""
+    rows = parse_batch(values, reference_date=ref).to_pylist()
+    assert len(rows) == len(values)
+    for value, row in zip(values, rows, strict=True):
+        scalar = try_parse(value, reference_date=ref)
+        if isinstance(scalar, str):
+            assert row == {"normalised": None, "kind": None, "sex": None, "birth_date": None, "reason_code": scalar}
+        else:
+            assert row == {"normalised": scalar.normalised, "kind": scalar.kind, "sex": scalar.sex,
+                           "birth_date": scalar.birth_date, "reason_code": None}
