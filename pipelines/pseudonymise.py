@@ -52,6 +52,7 @@ from pipelines.identity.policy import (
     load_pseudonymise_policy,
 )
 from pipelines.identity.pseudonym import Pseudonymiser
+from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
 from pipelines.quality.quarantine_rows import not_quarantined_sql
 from pipelines.warehouse import write_connection
 
@@ -281,17 +282,22 @@ class _PhaseTimer:
         self.t, self.cpu = now, cpu
 
 
-def _distinct_flagged(con: duckdb.DuckDBPyConnection, parts: list[str]) -> tuple[pa.Array, pa.Array]:
-    """Distinct values ``v`` of the union of ``parts`` and, per value, whether any of its rows
-    has ``keep`` true (columns ``v``, ``keep`` in every part)."""
+def _distinct_flagged(con: duckdb.DuckDBPyConnection, parts: list[str]) -> tuple[pa.Array, pa.Array, bool]:
+    """Distinct non-null values ``v`` of the union of ``parts``; per value, whether any of its
+    rows has ``keep`` true (columns ``v``, ``keep`` in every part); whether any ``v`` was NULL.
+
+    One aggregation over the rows: NULL is grouped like any value and split off afterwards.
+    """
     if not parts:
-        return pa.array([], pa.string()), pa.array([], pa.bool_())
-    t = con.sql(f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) "
-                "WHERE v IS NOT NULL GROUP BY v").to_arrow_table()
+        return pa.array([], pa.string()), pa.array([], pa.bool_()), False
+    t = con.sql(f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) GROUP BY v").to_arrow_table()
     t = t.combine_chunks()
+    has_null = t.num_rows > 0 and t["v"].null_count > 0
+    if has_null:
+        t = t.filter(pc.is_valid(t["v"]))
     if not t.num_rows:
-        return pa.array([], pa.string()), pa.array([], pa.bool_())
-    return t["v"].chunk(0).cast(pa.string()), t["keep"].chunk(0)
+        return pa.array([], pa.string()), pa.array([], pa.bool_()), has_null
+    return t["v"].chunk(0).cast(pa.string()), t["keep"].chunk(0), has_null
 
 
 def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
@@ -337,7 +343,9 @@ def pseudonymise_holder(
         # Rows the raw-zone quality gate quarantined (stage 'quality') never reach the research
         # zone: every read that feeds it carries this condition (alias r).
         quarantine.ensure_table(con)
-        keep = {r.source: not_quarantined_sql(r.source, "r") for r in rules}
+        gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = ?", [QUALITY_STAGE]).fetchall()[0][0]
+        # (with no quality records the condition is true for every row: skip the anti-join)
+        keep = {r.source: not_quarantined_sql(r.source, "r") if gated else "true" for r in rules}
 
         # 1. distinct identifiers -> person map. Every delivered value is validated (a row
         #    with an invalid identifier gets its identifier.* quarantine record even when a
@@ -345,7 +353,7 @@ def pseudonymise_holder(
         id_parts = [f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {keep[r.source]} AS keep "
                     f"FROM {_q(r.source)} r"
                     for r in rules if r.identifier and r.identifier in cols[r.source]]
-        values, used = _distinct_flagged(con, id_parts)
+        values, used, null_identifiers = _distinct_flagged(con, id_parts)
         timer.lap(f"{len(values)} distinct identifiers")
         pm, link = person_map(values, pseudo, reference_date=ref, used=used)
         con.register("_pm_arrow", pm)
@@ -391,8 +399,11 @@ def pseudonymise_holder(
             quarantine.reset(con, stage=STAGE, source=source_name)
         reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
         quarantined_rows: dict[str, int] = {}
+        # Finding the rows of bad values is a scan of every identifier column; with no invalid
+        # value and no NULL among the distinct identifiers there is nothing to find.
+        any_bad = null_identifiers or pm["person_id"].null_count > 0
         for r in rules:
-            if not r.identifier or r.identifier not in cols[r.source]:
+            if not any_bad or not r.identifier or r.identifier not in cols[r.source]:
                 continue
             has_pos = {"_source_file", "_line_no"} <= cols[r.source]
             sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
@@ -416,7 +427,7 @@ def pseudonymise_holder(
                     SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
                     FROM {_bad_rows(r)}""", [holder_id])
-            quarantined_rows[r.source] = int(cur.fetchone()[0])
+            quarantined_rows[r.source] = int(cur.fetchall()[0][0])
         by_reason = dict(con.execute(
             "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
             [STAGE, holder_id]).fetchall())
@@ -446,8 +457,8 @@ def pseudonymise_holder(
                 valid = "pm.person_id IS NOT NULL" if r.identifier else "true"
                 query = f"SELECT {select} FROM {joins} WHERE {valid} AND {keep[r.source]}"
                 con.execute(_research_ddl(con, r, query))
-                counts[r.name] = int(con.execute(f"INSERT INTO research.{_q(r.name)} {query}").fetchone()[0])
-                n_in = int(con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchone()[0])
+                counts[r.name] = int(con.execute(f"INSERT INTO research.{_q(r.name)} {query}").fetchall()[0][0])
+                n_in = int(con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0])
                 rows_in += n_in
                 # every raw row is written, quarantined for its identifier, or excluded by the gate
                 excluded[r.name] = n_in - counts[r.name] - quarantined_rows.get(r.source, 0)

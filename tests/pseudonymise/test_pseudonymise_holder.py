@@ -188,3 +188,22 @@ def test_stale_temporary_research_files_are_removed(hdp_home, kek_env):
     stale.write_bytes(b"left over from a killed run")
     pseudonymise_holder("ndr", settings=hdp_home)
     assert not stale.exists()
+
+
+def test_null_identifier_among_valid_ones_is_quarantined(hdp_home, kek_env):
+    """Every distinct value is valid, one row has none: that row is still found and quarantined."""
+    build_ndr(hdp_home, register_rows=[(ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80,
+                                        "aldrig", "kost"),
+                                       (None, "A", "B", "75105", "2024-01-02", "typ2", 50.0, 25.0, 120, 80,
+                                        "aldrig", "kost")], prom_rows=[])
+    result = pseudonymise_holder("ndr", settings=hdp_home)
+    assert result.quarantined_by_reason == {"identifier.missing": 1}
+    assert result.tables == {"register_visit": 1, "prom_response": 0}
+    assert _read(hdp_home.raw_db("ndr"), "SELECT line_no FROM quarantine") == [(3,)]
+
+
+def test_all_valid_identifiers_quarantine_nothing(hdp_home, kek_env):
+    build_ndr(hdp_home, register_rows=[(ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80,
+                                        "aldrig", "kost")])
+    result = pseudonymise_holder("ndr", settings=hdp_home)
+    assert result.quarantined == 0 and result.rows_out == result.rows_in == 3
