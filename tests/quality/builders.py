@@ -81,7 +81,7 @@ def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, 
     if defects:
         rows[5][6] = 913.37                # HbA1c out of range
         lines["value.out_of_range"] = [rows[5][13]]
-        rows[7][6] = 6.83                  # HbA1c in DCCT %
+        rows[7][6] = 6.837                  # HbA1c in DCCT %
         lines["value.wrong_unit"] = [rows[7][13]]
         rows[9][0] = rows[9][0][:-1] + str((int(rows[9][0][-1]) + 1) % 10)  # Luhn digit wrong
         lines["identifier.bad_checksum"] = [rows[9][13]]
@@ -177,7 +177,7 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         # Checks that quarantine their failing rows block only on a systemic share (> 5 %), so the
         # unit and VAS errors hit 4 of 60 rows: enough to block, as a switched unit would.
         wrong_unit, bad_vas = ["o6", "o10", "o11", "o12"], ["q7", "q20", "q21", "q22"]
-        con.execute(f"UPDATE fhir_observation SET value = 7.13, unit = '%' WHERE observation_id IN {tuple(wrong_unit)}")
+        con.execute(f"UPDATE fhir_observation SET value = 7.137, unit = '%' WHERE observation_id IN {tuple(wrong_unit)}")
         keys["value.wrong_unit"] = [f"Observation/{k}" for k in wrong_unit]
         con.execute(f"UPDATE fhir_eq5d_response SET eq_vas = 157 WHERE questionnaire_response_id IN {tuple(bad_vas)}")
         keys["value.out_of_range"] = [f"QuestionnaireResponse/{k}" for k in bad_vas]

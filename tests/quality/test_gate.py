@@ -30,7 +30,7 @@ def test_raw_gate_catches_defects_and_quarantines_rows_with_check_ids(zones):
     s = zones["settings"]
     result = run_gate("raw", holder_id="ndr", run_id="r1", render_docs=False)
     checks = by_id(result)
-    assert checks["register.hba1c_mmol_mol.range"].failed_rows == 2     # 913.37 and the DCCT 6.83
+    assert checks["register.hba1c_mmol_mol.range"].failed_rows == 2     # 913.37 and the DCCT 6.837
     assert checks["register.hba1c_mmol_mol.unit"].failed_rows == 1
     assert checks["register.personnummer.valid"].failed_rows == 2       # bad Luhn digit, month 13
     assert checks["prom.eq5d_mobility.range"].failed_rows == 1
@@ -49,7 +49,7 @@ def test_raw_gate_catches_defects_and_quarantines_rows_with_check_ids(zones):
     assert ("register.personnummer.valid", lines["identifier.impossible_date"][0]) in got
     for check_id, reason, source_file, _line, detail, original in rows:
         assert reason == f"check.{check_id}" and source_file and original  # original kept for the operator
-        assert "913" not in detail and "6.83" not in detail
+        assert "913" not in detail and "6.837" not in detail
     assert result.quarantined_rows == len(rows)
 
 
@@ -76,7 +76,7 @@ def test_blocking_failure_raises_with_ids_and_counts_only(zones):
         raise_for_blocking(result)
     msg = str(info.value)
     assert "fhir.observation.hba1c.unit" in msg and "4/" in msg
-    for value in ("7.13", "157", "ghost", "E19.9", "C99ZZ01"):
+    for value in ("7.137", "157", "ghost", "E19.9", "C99ZZ01"):
         assert value not in msg
     assert info.value.result.summary()["failed"]
 

@@ -11,9 +11,10 @@ import pytest
 from pipelines.quality.gate import run_gate
 from pipelines.quality.results import QualityGateFailed, raise_for_blocking
 
-# Distinctive health values planted by builders.py (HbA1c 913.37 and 6.83 %, HbA1c 7.13 % in FHIR,
+# Distinctive health values planted by builders.py (HbA1c 913.37 and 6.837 %, HbA1c 7.137 % in FHIR,
 # EQ VAS 151/157) and codes that exist in no code list.
-HEALTH_VALUES = ("913.37", "913,37", "6.83", "6,83", "7.13", "7,13", "E19.9", "C99ZZ01")
+# Three decimals: the docs print shares and rates with two, so a sentinel cannot collide with them.
+HEALTH_VALUES = ("913.37", "913,37", "6.837", "6,837", "7.137", "7,137", "E19.9", "C99ZZ01")
 
 
 def _identifiers(settings) -> set[str]:
