@@ -81,8 +81,9 @@ def test_hostile_query_refused_and_server_keeps_serving(shared_client, shared_wo
         ("SELECT count(*) FROM register_visit a, register_visit b, register_visit c, register_visit d",
          "limit.time"),
         ("SELECT a.* FROM register_visit a, register_visit b", "limit.rows"),
-        ("SELECT count(*) FROM (SELECT list(x) FROM (SELECT a.person_id || b.person_id AS x "
-         "FROM register_visit a, register_visit b, register_visit c))", "limit.time"),
+        # length(list(...)) rather than count(*): the optimiser may drop an aggregate whose value is unused.
+        ("SELECT length(list(x)) FROM (SELECT a.person_id || b.person_id AS x "
+         "FROM register_visit a, register_visit b, register_visit c)", "limit.time"),
     ],
 )
 def test_bombs_are_cut_off(shared_client, shared_world, sql, reason):
