@@ -1,40 +1,57 @@
-"""deploy/celery/hdp_celery_config.py: Airflow's Celery defaults plus the workers' library preload."""
+"""deploy/celery/hdp_celery_config.py: Airflow's Celery defaults plus the workers' library preload.
+
+The module imports Airflow, which configures itself once per process from ``AIRFLOW_HOME``;
+importing it here would fix that configuration for every later test in this pytest process
+(e.g. ``test_mon_dag_run`` points Airflow at its own home). So each check runs in a child
+interpreter, the way a worker imports it: from ``PYTHONPATH``.
+"""
 
 from __future__ import annotations
 
-import importlib
-import logging
+import json
+import os
+import subprocess
 import sys
-
-import pytest
 
 from hdp.settings import REPO_ROOT
 
+CONFIG_DIR = REPO_ROOT / "deploy" / "celery"
 
-@pytest.fixture
-def config_module(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "deploy" / "celery"))
-    sys.modules.pop("hdp_celery_config", None)
-    module = importlib.import_module("hdp_celery_config")
-    yield module
-    sys.modules.pop("hdp_celery_config", None)
+PROBE = """
+import json, logging, sys
+import hdp_celery_config as m
+logged = []
+handler = logging.Handler()
+handler.emit = lambda record: logged.append(record.getMessage())
+logging.getLogger("hdp_celery_config").addHandler(handler)
+logging.getLogger("hdp_celery_config").setLevel(logging.INFO)
+from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+from celery.signals import worker_init
+m.PRELOAD = ("wave", "json")
+before = "wave" in sys.modules
+for receiver in worker_init._live_receivers(None):
+    receiver(sender=None)
+print(json.dumps({
+    "is_default": m.CELERY_CONFIG is DEFAULT_CELERY_CONFIG,
+    "acks_late": m.CELERY_CONFIG["task_acks_late"],
+    "preload_is_receiver": m.preload_task_libraries in worker_init._live_receivers(None),
+    "imported_by_signal": not before and "wave" in sys.modules,
+    "logged": logged,
+    "shipped_preload": list(__import__("importlib").reload(m).PRELOAD),
+}))
+"""
 
 
-def test_config_is_airflows_default_and_preloads_on_worker_init(config_module):
-    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
-    from celery.signals import worker_init
-
-    assert config_module.CELERY_CONFIG is DEFAULT_CELERY_CONFIG
-    assert config_module.CELERY_CONFIG["task_acks_late"] is True  # a killed worker's task is not lost
-    assert config_module.preload_task_libraries in worker_init._live_receivers(None)
+def test_config_is_airflows_default_and_preloads_on_worker_init(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(CONFIG_DIR), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "GX_ANALYTICS_ENABLED": "false"}
+    result = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["is_default"] and found["acks_late"] is True  # a killed worker's task is not lost
+    assert found["preload_is_receiver"] and found["imported_by_signal"]
+    assert [line.rsplit(" in ", 1)[0] for line in found["logged"]] == ["preloaded wave, json"]
     # Only third-party libraries: a worker must run the DAG code of the task it is given.
-    assert not {m.split(".")[0] for m in config_module.PRELOAD} & {"hdp", "pipelines", "governance", "dags"}
-
-
-def test_preload_imports_each_library_and_logs_only_names(config_module, monkeypatch, caplog):
-    monkeypatch.setattr(config_module, "PRELOAD", ("colorsys", "json"))
-    sys.modules.pop("colorsys", None)
-    with caplog.at_level(logging.INFO, logger="hdp_celery_config"):
-        config_module.preload_task_libraries(sender=None)
-    assert "colorsys" in sys.modules
-    assert "preloaded colorsys, json in" in caplog.text
+    assert "great_expectations" in found["shipped_preload"]
+    assert not {m.split(".")[0] for m in found["shipped_preload"]} & {"hdp", "pipelines", "governance", "dags"}
