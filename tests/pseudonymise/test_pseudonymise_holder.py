@@ -207,3 +207,12 @@ def test_all_valid_identifiers_quarantine_nothing(hdp_home, kek_env):
                                         "aldrig", "kost")])
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined == 0 and result.rows_out == result.rows_in == 3
+
+
+def test_memory_limit_setting_is_validated(hdp_home, kek_env, monkeypatch):
+    build_ndr(hdp_home)
+    monkeypatch.setenv("HDP_PSEUDONYMISE_MEMORY_LIMIT", "1GB'; DROP TABLE person_link; --")
+    with pytest.raises(PseudonymiseError, match="HDP_PSEUDONYMISE_MEMORY_LIMIT"):
+        pseudonymise_holder("ndr", settings=hdp_home)
+    monkeypatch.setenv("HDP_PSEUDONYMISE_MEMORY_LIMIT", "512MB")
+    assert pseudonymise_holder("ndr", settings=hdp_home).rows_out == 6
