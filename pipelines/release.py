@@ -352,22 +352,35 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
     from pipelines.quality.label import quality_label
 
     settings = settings or get_settings()
+    rid = release_id_for(request_id)
+    final = settings.releases_dir / rid
     with store.session_scope(settings.governance_url) as session:
         ready = {r.request_id: r for r in service.requests_ready_for_release(session)}
         if request_id not in ready:
+            permit = service.permit_for_request(session, request_id=request_id)
+            if permit is not None and permit.release_id == rid and (final / MANIFEST).exists():
+                # A retry after the release was published and recorded (the worker died before
+                # reporting success): the work is done, report it instead of failing the run.
+                manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+                return ReleaseResult(release_id=rid, request_id=request_id, path=str(final),
+                                     rows=manifest["rows"], persons=manifest["persons"])
             raise ReleaseError(f"request {request_id} is not approved by every holder in scope, or already released")
         request = _release_request(ready[request_id])
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
-    rid = release_id_for(request_id)
     staging = settings.releases_dir / f".staging-{rid}"
     result = _build(request, frozenset(excluded), staging, settings)
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
     manifest = write_manifest(staging, request, result, policy=describe_release_policy(),
                               quality=quality_label(staging))
-    final = settings.releases_dir / rid
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    if final.exists():  # an unrecorded earlier attempt: move it aside first, so a crash never loses both
+        previous = settings.releases_dir / f".previous-{rid}"
+        if previous.exists():
+            shutil.rmtree(previous)
+        final.rename(previous)
+        staging.rename(final)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(final)
     manifest_sha = sha256_file(final / MANIFEST)
     with store.session_scope(settings.governance_url) as session:
         service.record_release(session, request_id=request_id, release_id=rid, manifest_sha256=manifest_sha)

@@ -196,3 +196,13 @@ def test_rerun_gives_identical_pseudonyms_and_release_files(demo):
                    check=True, capture_output=True, text=True)
     rebuilt = {p.name: p.read_bytes() for p in rebuilt_dir.glob("*.parquet")}
     assert rebuilt.keys() == published.keys() and rebuilt == published
+    # A retried release task (the worker died after publishing) reports the published release.
+    code = (
+        "import json,sys\nfrom pipelines.release import build_and_publish\n"
+        "print(json.dumps(build_and_publish(int(sys.argv[1]), run_id='retry').rows))"
+    )
+    retried = subprocess.run([sys.executable, "-c", code, str(summary["request_id"])], env=env, check=True,
+                             capture_output=True, text=True)
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert json.loads(retried.stdout.strip().splitlines()[-1]) == manifest["rows"]
+    assert {p.name: p.read_bytes() for p in release.glob("*.parquet")} == published
