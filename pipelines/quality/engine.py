@@ -63,6 +63,17 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(macro)
 
 
+def _sql_columns(predicate: str) -> list[str]:
+    """Column names an SQL predicate reads ({placeholders} stand for run constants)."""
+    import re
+
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(re.sub(r"\{\w+\}", "NULL", predicate), read="duckdb")
+    return sorted({c.name for c in tree.find_all(exp.Column)})
+
+
 def _columns_needed(check: Check) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """(columns of check.table, [(ref_table, ref columns)]) the check reads."""
     p = check.params
@@ -73,6 +84,8 @@ def _columns_needed(check: Check) -> tuple[list[str], list[tuple[str, list[str]]
             own.append(p[key])
     if "columns" in p and check.kind != "columns_absent":
         own.extend(p["columns"])
+    if "where" in p:  # a release may hold the checked column but not the one the filter reads
+        own.extend(c for c in _sql_columns(p["where"]) if c not in own)
     if check.kind == "foreign_key":
         refs.append((p["ref_table"], list(p["ref_columns"])))
     elif check.kind == "join_predicate":
