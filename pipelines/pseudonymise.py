@@ -121,37 +121,42 @@ def reference_date_for(holder_id: str, settings: Settings) -> date:
 # --------------------------------------------------------------------------------------
 
 
-def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date,
-               used: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
-    """Distinct raw identifier values -> validity, pseudonym and derived attributes.
+def person_rows(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date) -> pa.Table:
+    """Distinct raw identifier values -> validity, pseudonym and derived attributes, one row each.
 
-    Returns ``(map, link)``: one row per raw value, and the ``person_link`` rows (one per
-    distinct normalised identifier). ``used`` (boolean, one per value; default all true)
-    marks the values that occur in at least one row carried into the research zone: only
-    those persons go to ``person_link``; the others are still validated (their rows may need
-    an ``identifier.*`` quarantine record) and hashed.
+    Columns ``raw_value, normalised, person_id, birth_year, sex, id_type, reason_code``
+    (``normalised`` and ``person_id`` NULL and ``reason_code`` set for an invalid value). Each
+    valid value is hashed as it comes: a person delivered in two forms (``19811218-9876`` and
+    ``198112189876``) is hashed twice, which is rare and cheaper than deduplicating a million
+    values first; both rows get the same pseudonym.
     """
     parsed = parse_batch(raw_values, reference_date=reference_date)
-    valid = pc.is_valid(parsed["normalised"])
     normalised = parsed["normalised"]
-    # hash each distinct normalised identifier once (several raw forms may share one)
-    uniq = pc.unique(normalised.filter(valid)) if len(raw_values) else pa.array([], pa.string())
-    pids = pseudo.many(uniq)
-    idx = pc.index_in(normalised, value_set=uniq)
-    person_id = pids.take(idx) if len(uniq) else pa.nulls(len(raw_values), pa.string())
-    link = pa.table({"person_id": pids, "personnummer": uniq})
-    if used is not None and len(uniq):
-        in_use = pc.unique(normalised.filter(pc.and_(valid, pc.fill_null(used, False))))
-        link = link.filter(pc.is_in(link["personnummer"], value_set=in_use))
     return pa.table({
         "raw_value": raw_values,
         "normalised": normalised,
-        "person_id": person_id,
+        "person_id": pseudo.many(normalised),
         "birth_year": pc.year(parsed["birth_date"]).cast(pa.int32()),
         "sex": parsed["sex"],
         "id_type": parsed["kind"],
         "reason_code": parsed["reason_code"],
-    }), link
+    })
+
+
+def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date,
+               used: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
+    """:func:`person_rows` and the ``person_link`` rows (one per distinct normalised identifier).
+
+    ``used`` (boolean, one per value; default all true) marks the values that occur in at
+    least one row carried into the research zone: only those persons go to the link.
+    """
+    rows = person_rows(raw_values, pseudo, reference_date=reference_date)
+    keep = pc.is_valid(rows["person_id"])
+    if used is not None:
+        keep = pc.and_(keep, pc.fill_null(used, False))
+    link = (rows.filter(keep).select(["person_id", "normalised"]).group_by(["person_id", "normalised"])
+            .aggregate([]).rename_columns(["person_id", "personnummer"]))
+    return rows, link
 
 
 def county_sql(column: str) -> str:
@@ -355,7 +360,7 @@ def pseudonymise_holder(
                     for r in rules if r.identifier and r.identifier in cols[r.source]]
         values, used, null_identifiers = _distinct_flagged(con, id_parts)
         timer.lap(f"{len(values)} distinct identifiers")
-        pm, link = person_map(values, pseudo, reference_date=ref, used=used)
+        pm = person_rows(values, pseudo, reference_date=ref).append_column("used", used)
         con.register("_pm_arrow", pm)
         con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
         con.unregister("_pm_arrow")
@@ -434,12 +439,10 @@ def pseudonymise_holder(
 
         timer.lap("identifier quarantine")
         # 5. person_link (restricted): holder pseudonym -> normalised identifier
-        con.register("_link_arrow", link)
         con.execute("CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
                     "personnummer VARCHAR)")
-        con.execute("INSERT INTO person_link SELECT person_id, personnummer FROM _link_arrow")
-        con.unregister("_link_arrow")
-        persons = link.num_rows
+        persons = con.execute("INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
+                              "WHERE used AND person_id IS NOT NULL").fetchall()[0][0]
 
         timer.lap("person_link")
         # 6. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
@@ -490,4 +493,4 @@ def pseudonymise_holder(
     return result
 
 
-__all__ = ["PseudonymiseError", "PseudonymiseResult", "person_map", "pseudonymise_holder"]
+__all__ = ["PseudonymiseError", "PseudonymiseResult", "person_map", "person_rows", "pseudonymise_holder"]
