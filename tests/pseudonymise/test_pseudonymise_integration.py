@@ -35,3 +35,36 @@ def test_identifier_defects_match_the_defect_manifest(hdp_home, kek_env):
         assert expected and got == expected
         assert result["quarantined"] == len(expected)
         assert result["rows_out"] == result["rows_in"] - result["quarantined"]
+
+
+@pytest.mark.slow
+def test_quality_gate_then_pseudonymise_accounts_for_every_row(hdp_home, kek_env):
+    """Generated deliveries -> ingestion -> raw quality gate -> pseudonymisation: every raw row is written,
+    quarantined for its identifier, or excluded because the gate quarantined it; never two of these."""
+    from click.testing import CliRunner
+
+    from pipelines import stages
+    from pipelines.quality.gate import run_gate
+    from synthetic_data.cli import generate
+
+    out = CliRunner().invoke(generate, ["--persons", "300", "--seed", "12", "--defect-rate", "0.03"])
+    assert out.exit_code == 0, out.output
+    for holder, sources in (("ndr", ("register", "prom")), ("region_orebro", ("fhir",))):
+        for source in sources:
+            stages.ingest_source(holder, source)
+        run_gate("raw", holder_id=holder, run_id=f"it-{holder}", render_docs=False)
+        result = stages.pseudonymise(holder)
+        con = duckdb.connect(str(hdp_home.raw_db(holder)), read_only=True)
+        try:
+            gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = 'quality'").fetchall()[0][0]
+        finally:
+            con.close()
+        assert gated > 0 and sum(result["excluded_by_quality"].values()) > 0, holder
+        assert result["rows_in"] == (result["rows_out"] + result["quarantined"]
+                                     + sum(result["excluded_by_quality"].values())), holder
+        research = duckdb.connect(str(hdp_home.research_db(holder)), read_only=True)
+        try:
+            for table, written in result["tables"].items():
+                assert research.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0] == written
+        finally:
+            research.close()
