@@ -132,7 +132,10 @@ def person_rows(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: 
     ``198112189876``) is hashed twice, which is rare and cheaper than deduplicating a million
     values first; both rows get the same pseudonym.
     """
-    parsed = parse_batch(raw_values, reference_date=reference_date)
+    return _person_table(raw_values, parse_batch(raw_values, reference_date=reference_date), pseudo)
+
+
+def _person_table(raw_values: pa.Array, parsed: pa.Table, pseudo: Pseudonymiser) -> pa.Table:
     normalised = parsed["normalised"]
     return pa.table({
         "raw_value": raw_values,
@@ -238,14 +241,75 @@ def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -
 def _bad_rows(rule: TableRule) -> str:
     """FROM clause of the raw rows whose identifier is invalid or missing, with reason ``q.reason``.
 
-    A semi-join against the (small) set of invalid values, rather than a join of every row
-    with the person map: the quarantine pass then costs one cheap scan of the table.
+    A semi-join against the (small) set ``_bad(raw_value, reason_code)`` of invalid values,
+    rather than a join of every row with the person map: one cheap scan of the table.
     """
     ident = f"r.{_q(rule.identifier or '')}"
     return (f"(SELECT * FROM {_q(rule.source)} WHERE {_q(rule.identifier or '')} IS NULL "
-            f"OR {_q(rule.identifier or '')} IN (SELECT raw_value FROM _pm WHERE person_id IS NULL)) r "
-            f"LEFT JOIN _pm pm ON {ident} = pm.raw_value "
-            f"CROSS JOIN LATERAL (SELECT coalesce(pm.reason_code, 'identifier.missing') AS reason) q")
+            f"OR {_q(rule.identifier or '')} IN (SELECT raw_value FROM _bad)) r "
+            f"LEFT JOIN _bad b ON {ident} = b.raw_value "
+            f"CROSS JOIN LATERAL (SELECT coalesce(b.reason_code, 'identifier.missing') AS reason) q")
+
+
+def _county_map(con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]],
+                keep: dict[str, str]) -> None:
+    """Temp table ``_county``: distinct postal codes of kept rows -> county.
+
+    The regex runs per distinct code, the join per row: measured 2.4 s for the regex on 10 M
+    rows vs about 1 s for distinct + join.
+    """
+    pc_parts = [f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
+                for r in rules for c in r.columns if c.action == "county" and c.source in cols[r.source]]
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _county AS
+        SELECT v AS postal_code, {county_sql('v')} AS county
+        FROM (SELECT DISTINCT v FROM ({' UNION ALL '.join(pc_parts) if pc_parts else 'SELECT NULL::VARCHAR AS v'})
+              WHERE v IS NOT NULL)""")
+
+
+def _quarantine_identifiers(con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]],
+                            present: set[str], holder_id: str, bad: pa.Table, null_identifiers: bool) -> dict[str, int]:
+    """Replace this stage's quarantine records: every raw row whose identifier is invalid or
+    missing, with its reason and the row (FHIR: the resource) as delivered. ``bad`` holds the
+    invalid distinct values and their reasons. Returns raw table -> rows quarantined."""
+    for source_name in sorted({r.source_name for r in rules if r.identifier}):
+        quarantine.reset(con, stage=STAGE, source=source_name)
+    reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
+    quarantined_rows: dict[str, int] = {}
+    # Finding the rows of bad values is a scan of every identifier column; with no invalid
+    # value and no NULL among the distinct identifiers there is nothing to find.
+    if not null_identifiers and not bad.num_rows:
+        return quarantined_rows
+    con.register("_bad", bad)
+    try:
+        for r in rules:
+            if not r.identifier or r.identifier not in cols[r.source]:
+                continue
+            has_pos = {"_source_file", "_line_no"} <= cols[r.source]
+            sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
+            key = (f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
+                   if r.record_key and r.record_key[1] in cols[r.source] else "NULL")
+            original = "encode(CAST(to_json(r) AS VARCHAR))"
+            if r.record_key and "fhir_resource" in present:
+                # keep the resource exactly as delivered, and its position in the delivery
+                # (one record per row even if the id occurs twice in fhir_resource)
+                cur = con.execute(f"""INSERT INTO quarantine
+                    SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
+                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
+                           encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
+                    FROM {_bad_rows(r)}
+                    LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
+                                      arg_min(resource, _line_no) AS resource
+                               FROM fhir_resource WHERE resource_type = '{r.record_key[0]}' GROUP BY id) fr
+                         ON fr.id = r.{_q(r.record_key[1])}""", [holder_id])
+            else:
+                cur = con.execute(f"""INSERT INTO quarantine
+                    SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
+                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
+                    FROM {_bad_rows(r)}""", [holder_id])
+            quarantined_rows[r.source] = int(cur.fetchall()[0][0])
+    finally:
+        con.unregister("_bad")
+    return quarantined_rows
 
 
 # --------------------------------------------------------------------------------------
@@ -362,15 +426,23 @@ def pseudonymise_holder(
                     for r in rules if r.identifier and r.identifier in cols[r.source]]
         values, used, null_identifiers = _distinct_flagged(con, id_parts)
         timer.lap(f"{len(values)} distinct identifiers")
-        pm = person_rows(values, pseudo, reference_date=ref).append_column("used", used)
+        parsed = parse_batch(values, reference_date=ref)
+        bad = pa.table({"raw_value": values, "reason_code": parsed["reason_code"]}).filter(
+            pc.is_valid(parsed["reason_code"]))
+        # 2. Identifier quarantine (replacing earlier records) and county map, then the HMACs.
+        #    Measured: running the two DuckDB steps in a worker thread while this thread hashes
+        #    gains nothing on two cores (the hashing slows from 1.4 to 2.4 s), so they run in turn.
+        quarantined_rows = _quarantine_identifiers(con, rules, cols, present, holder_id, bad, null_identifiers)
+        _county_map(con, rules, cols, keep)
+        pm = _person_table(values, parsed, pseudo).append_column("used", used)
+        by_reason = dict(con.execute(
+            "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
+            [STAGE, holder_id]).fetchall())
+        timer.lap("identifiers validated, rows quarantined, county map, pseudonyms")
         con.register("_pm_arrow", pm)
         con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
         con.unregister("_pm_arrow")
-        # NULL identifiers never join: give them an explicit reason via a sentinel row-less path
-        # (handled in the quarantine query with coalesce).
-
-        timer.lap("identifiers validated and pseudonymised")
-        # 2. FHIR patients -> person (valid identifiers only)
+        # 3. FHIR patients -> person (valid identifiers only)
         patient_rule = next((r for r in rules if r.source == "fhir_patient"), None)
         if patient_rule is not None and "patient_id" in cols["fhir_patient"]:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
@@ -383,14 +455,6 @@ def pseudonymise_holder(
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
 
-        # 3. distinct postal codes -> county (the regex runs per distinct code, the join per row:
-        #    measured 2.4 s for the regex on 10 M rows vs about 1 s for distinct + join)
-        pc_parts = [f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
-                    for r in rules for c in r.columns if c.action == "county" and c.source in cols[r.source]]
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _county AS
-            SELECT v AS postal_code, {county_sql('v')} AS county
-            FROM (SELECT DISTINCT v FROM ({' UNION ALL '.join(pc_parts) if pc_parts else 'SELECT NULL::VARCHAR AS v'})
-                  WHERE v IS NOT NULL)""")
         #    distinct resource ids -> pseudonyms
         for rtype in sorted({c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}):
             parts = [f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
@@ -400,54 +464,15 @@ def pseudonymise_holder(
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow")
             con.unregister("_res_arrow")
 
-        timer.lap("patient, county and resource maps")
-        # 4. quarantine rows with invalid identifiers (re-run replaces earlier records)
-        for source_name in sorted({r.source_name for r in rules if r.identifier}):
-            quarantine.reset(con, stage=STAGE, source=source_name)
-        reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
-        quarantined_rows: dict[str, int] = {}
-        # Finding the rows of bad values is a scan of every identifier column; with no invalid
-        # value and no NULL among the distinct identifiers there is nothing to find.
-        any_bad = null_identifiers or pm["person_id"].null_count > 0
-        for r in rules:
-            if not any_bad or not r.identifier or r.identifier not in cols[r.source]:
-                continue
-            has_pos = {"_source_file", "_line_no"} <= cols[r.source]
-            sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
-            key = (f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
-                   if r.record_key and r.record_key[1] in cols[r.source] else "NULL")
-            original = "encode(CAST(to_json(r) AS VARCHAR))"
-            if r.record_key and "fhir_resource" in present:
-                # keep the resource exactly as delivered, and its position in the delivery
-                # (one record per row even if the id occurs twice in fhir_resource)
-                cur = con.execute(f"""INSERT INTO quarantine
-                    SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
-                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
-                           encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
-                    FROM {_bad_rows(r)}
-                    LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
-                                      arg_min(resource, _line_no) AS resource
-                               FROM fhir_resource WHERE resource_type = '{r.record_key[0]}' GROUP BY id) fr
-                         ON fr.id = r.{_q(r.record_key[1])}""", [holder_id])
-            else:
-                cur = con.execute(f"""INSERT INTO quarantine
-                    SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
-                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
-                    FROM {_bad_rows(r)}""", [holder_id])
-            quarantined_rows[r.source] = int(cur.fetchall()[0][0])
-        by_reason = dict(con.execute(
-            "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
-            [STAGE, holder_id]).fetchall())
-
-        timer.lap("identifier quarantine")
-        # 5. person_link (restricted): holder pseudonym -> normalised identifier
+        timer.lap("patient and resource maps")
+        # 4. person_link (restricted): holder pseudonym -> normalised identifier
         con.execute("CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
                     "personnummer VARCHAR)")
         persons = con.execute("INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
                               "WHERE used AND person_id IS NOT NULL").fetchall()[0][0]
 
         timer.lap("person_link")
-        # 6. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
+        # 5. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
         # write lock, so no other run of this holder is writing: leftovers of a killed run go.
         research_path.parent.mkdir(parents=True, exist_ok=True)
         for stale in research_path.parent.glob(f".{research_path.name}.*.tmp*"):
