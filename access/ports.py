@@ -15,16 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from governance.values import User  # one user type for governance and access
+
 ROLES = frozenset({"researcher", "steward", "operator", "admin"})
 RECORD = "record"
 AGGREGATE = "aggregate"
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    roles: frozenset[str]
-    holder_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import io
 
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from conftest import auth
+from access_support import auth
 
 
 def q(client, token, release, sql, fmt="json"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import auth
+from access_support import auth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import auth
+from access_support import auth
 
 from access.demo_release import consent_key, person_id, write_release
 from access.engine import Limits

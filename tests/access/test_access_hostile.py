@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import auth
+from access_support import auth
 
 GOOD = "SELECT count(*) AS n FROM register_visit"
 

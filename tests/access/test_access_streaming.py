@@ -9,7 +9,7 @@ import io
 
 import pyarrow.ipc as ipc
 import pytest
-from conftest import World, auth
+from access_support import World, auth
 
 import access.engine as engine_mod
 import access.service as service_mod
