@@ -113,6 +113,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _holder_columns(con: duckdb.DuckDBPyConnection, holder_id: str, table: str) -> set[str]:
+    """Columns of ``table`` in the attached research zone of ``holder_id`` (empty if it has none)."""
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+        [f"h_{holder_id}", table]).fetchall()}
+
+
 def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> None:
     """Temp table ``cohort``: the eligible persons who meet the request's cohort criteria.
 
@@ -129,9 +136,7 @@ def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> N
     for table, conds in sorted(conditions.items()):
         selects, params = [], []
         for holder_id in request.holders:
-            columns = {r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
-                [f"h_{holder_id}", table]).fetchall()}
+            columns = _holder_columns(con, holder_id, table)
             if not columns:
                 continue
             if missing := sorted({c.column for c in conds} - columns):
@@ -235,9 +240,7 @@ def assemble(
     for table, columns in sorted(variables_by_table(request.variables).items()):
         parts = []
         for holder_id in request.holders:
-            present = {r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
-                [f"h_{holder_id}", table]).fetchall()}
+            present = _holder_columns(con, holder_id, table)
             if not present:
                 continue
             missing = [c for c in columns if c not in present]
