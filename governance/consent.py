@@ -176,6 +176,20 @@ def excluded_consent_keys(session: Session, *, purpose: str, at: datetime) -> fr
     return frozenset(session.execute(q).scalars())
 
 
+def next_validity_boundary(session: Session, *, after: datetime) -> datetime | None:
+    """The first moment after ``after`` at which any record starts or ends (None: none does).
+
+    Until then, and while no record is written, every resolution made at ``after`` holds: a
+    cache of ``excluded_consent_keys`` may serve [after, boundary).
+    """
+    _aware(after, "after")
+    starts = select(func.min(ConsentRow.valid_from)).where(ConsentRow.valid_from > after).scalar_subquery()
+    ends = select(func.min(ConsentRow.valid_to)).where(ConsentRow.valid_to > after).scalar_subquery()
+    first_start, first_end = session.execute(select(starts, ends)).one()
+    found = [t for t in (first_start, first_end) if t is not None]
+    return min(found) if found else None
+
+
 def is_excluded(session: Session, *, consent_key: str, purpose: str, at: datetime) -> bool:
     _check_key(consent_key)
     if purpose not in PURPOSES:

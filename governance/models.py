@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     ForeignKey,
@@ -186,6 +187,23 @@ class ConsentRow(Base):
     source_ref: Mapped[str] = mapped_column(String(128))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+#: Change-counter scope -> the tables whose writes bump it (triggers, migration 0002). A cache
+#: of anything read from these tables is current exactly while its scope's version is unchanged.
+CHANGE_SCOPES: dict[str, tuple[str, ...]] = {
+    "access": ("gov_user", "gov_api_token", "gov_request", "gov_permit"),
+    "consent": ("gov_consent",),
+}
+
+
+class ChangeCounterRow(Base):
+    """One version number per scope of ``CHANGE_SCOPES``; only the triggers write it."""
+
+    __tablename__ = "gov_change"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class ConfigRow(Base):

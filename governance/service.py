@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -33,6 +33,7 @@ from governance.consent import (  # noqa: F401  (re-exported: part of the servic
     consent_records,
     excluded_consent_keys,
     is_excluded,
+    next_validity_boundary,
     record_consent,
     withdraw_consent,
 )
@@ -48,6 +49,7 @@ from governance.errors import (
 )
 from governance.models import (
     ApiTokenRow,
+    ChangeCounterRow,
     ConfigRow,
     DecisionRow,
     HolderReviewRow,
@@ -245,6 +247,15 @@ def authenticate_token(session: Session, token: str) -> User | None:
     if tok.revoked_at is not None or user.disabled_at is not None:
         return None
     return _user_value(user)
+
+
+def change_versions(session: Session | Connection) -> dict[str, int]:
+    """Scope -> current version of the change counters (``governance.models.CHANGE_SCOPES``).
+
+    Every committed write to a scope's tables has bumped its version (triggers), so a value
+    read after a version was read is current for as long as the version stays the same.
+    """
+    return {scope: int(v) for scope, v in session.execute(select(ChangeCounterRow.scope, ChangeCounterRow.version))}
 
 
 # --------------------------------------------------------------------------- request validation

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -79,6 +79,24 @@ def dispose_all() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _factories.clear()
+
+
+_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
+
+
+def _session_factory(url: str, readonly: bool) -> sessionmaker[Session]:
+    """One session factory per (URL, read-only) per engine. Building one per session made
+    SQLAlchemy set up a new Session subclass (and a new option engine) every time: about a
+    third of each governance lookup the access layer makes per query."""
+    engine = engine_for(url)
+    key = (_normalise(url), readonly)
+    with _engines_lock:
+        factory = _factories.get(key)
+        if factory is None or factory.kw["bind"].engine is not engine:  # engine disposed and rebuilt
+            bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+            factory = _factories[key] = sessionmaker(bind=bind, expire_on_commit=False)
+        return factory
 
 
 @contextmanager
@@ -88,20 +106,55 @@ def session_scope(url: str, *, readonly: bool = False) -> Iterator[Session]:
     ``readonly=True``: for lookups only (token, permit, exclusion set); it never waits for a
     writer on SQLite, and it always ends with a rollback, so an accidental write is discarded.
     """
-    engine = engine_for(url)
-    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
-    session = sessionmaker(bind=bind, expire_on_commit=False)()
+    if readonly:
+        with _idle_readonly_session(url) as session:
+            yield session
+        return
+    session = _session_factory(url, readonly)()
     try:
         yield session
-        if readonly:
-            session.rollback()
-        else:
-            session.commit()
+        session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def readonly_connection(url: str) -> Iterator[Connection]:
+    """A read-only Core connection, for single-row reads on a hot path (the access layer's
+    change-counter check at every lookup): 0.06 ms against 0.25 ms through an ORM session."""
+    with _session_factory(url, True).kw["bind"].connect() as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+_idle = threading.local()
+
+
+@contextmanager
+def _idle_readonly_session(url: str) -> Iterator[Session]:
+    """A read-only session reused by this thread (taken while in use, so a nested scope gets
+    its own). A new ``Session`` sets up its event dispatch on first use, which costs as much
+    as the indexed lookup itself; the access layer makes three lookups per query. ``close``
+    after each use returns the connection to the pool and empties the identity map, so no
+    state survives from one use to the next."""
+    key = _normalise(url)
+    idle: dict[str, Session] = _idle.__dict__.setdefault("sessions", {})
+    session = idle.pop(key, None)
+    if session is None or session.get_bind().engine is not engine_for(url):
+        session = _session_factory(url, True)()
+    try:
+        yield session
+    finally:
+        try:
+            session.rollback()  # an accidental write is discarded
+        finally:
+            session.close()
+            idle[key] = session
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

@@ -135,6 +135,34 @@ def test_member_allowed_non_member_refused_then_revoked(app_client, gov_world):
     assert app_client.get("/releases", headers=auth(t["alice"])).json() == []
 
 
+@pytest.mark.parametrize("change", ["revoke_tokens", "disable_user", "drop_member", "raw_sql_revocation"])
+def test_every_governance_change_bites_on_the_next_query(app_client, gov_world, change):
+    """Token, user and permit answers are cached between queries; a committed change of any
+    of them, by the service or by anything else writing the tables, is seen at once."""
+    t = gov_world.tokens
+    for _ in range(3):  # warm: later lookups are answered from the cache
+        assert _query(app_client, t["bob"], "SELECT count(*) FROM register_visit").status_code == 200
+    gov = app_client.hdp_app.state.service.governance
+    assert gov._tokens.hits >= 2 and gov._permits.hits >= 2
+    with session_scope(gov_world.url) as s:
+        if change == "revoke_tokens":
+            service.revoke_tokens(s, user_name="bob")
+        elif change == "disable_user":
+            service.disable_user(s, name="bob", actor="admin")
+        elif change == "drop_member":  # an operator's direct SQL: no service code involved
+            from sqlalchemy import text
+            s.execute(text("UPDATE gov_permit SET users = :u WHERE id = :i"),
+                      {"u": '["alice"]', "i": gov_world.permit.id})
+        else:
+            from sqlalchemy import text
+            s.execute(text("UPDATE gov_permit SET revoked_at = :t WHERE id = :i"),
+                      {"t": datetime.now(UTC).replace(tzinfo=None), "i": gov_world.permit.id})
+    r = _query(app_client, t["bob"], "SELECT count(*) FROM register_visit")
+    assert r.status_code in (401, 403), r.text
+    if change in ("drop_member", "raw_sql_revocation"):
+        assert r.json()["error"] == "permit.none"
+
+
 def test_refused_after_expiry(app_client, gov_world):
     t = gov_world.tokens
     assert _query(app_client, t["bob"], "SELECT count(*) FROM register_visit").status_code == 200

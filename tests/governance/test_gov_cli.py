@@ -23,7 +23,7 @@ def cli(hdp_home, monkeypatch):
             assert result.exit_code == 0, result.output
         return result
 
-    assert run("governance", "upgrade").output.strip() == "governance store at revision 0001"
+    assert run("governance", "upgrade").output.strip() == "governance store at revision 0002"
     return run
 
 

@@ -1,9 +1,9 @@
-"""The exclusion-set cache never answers differently from the consent registry itself.
+"""Cached governance answers never differ from governance itself.
 
-Unit tests drive ``ConsentCache`` with a fake registry; the property test drives the real
+Unit tests drive ``VersionedCache`` with a fake counter; the property test drives the real
 governance store (SQLite) through random sequences of consent writes and clock steps and
 compares the cached answer with an uncached ``governance.consent.excluded_consent_keys`` after
-every step.
+every step; further tests revoke tokens and permits and disable users between two lookups.
 """
 
 from __future__ import annotations
@@ -16,56 +16,78 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from access.consent_cache import ConsentCache, Probe
 from access.governance_adapter import ServiceGovernance
+from access.governance_cache import Answer, VersionedCache
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
-class FakeRegistry:
+class FakeCounter:
     def __init__(self) -> None:
         self.version = 0
-        self.boundaries: list[datetime] = []
-        self.keys: frozenset[str] = frozenset()
         self.loads = 0
 
-    def probe(self, since: datetime, at: datetime) -> Probe:
-        return Probe(self.version, sum(1 for b in self.boundaries if since < b <= at))
+    def __call__(self) -> int:
+        return self.version
 
-    def load(self, purpose: str, at: datetime):
-        self.loads += 1
-        return self.version, frozenset(k for k in self.keys)
-
-
-def test_cache_hits_only_while_nothing_changed():
-    reg = FakeRegistry()
-    cache = ConsentCache(reg.probe, reg.load)
-    reg.keys = frozenset({"a"})
-    first = cache.get("p", T0)
-    assert first == {"a"} and reg.loads == 1
-    assert cache.get("p", T0 + timedelta(seconds=1)) is first and reg.loads == 1  # hit: same object
-    reg.keys, reg.version = frozenset({"a", "b"}), 1  # a write
-    assert cache.get("p", T0 + timedelta(seconds=2)) == {"a", "b"} and reg.loads == 2
-    reg.boundaries.append(T0 + timedelta(seconds=5))  # a record starts/ends at +5 s, no write
-    assert cache.get("p", T0 + timedelta(seconds=4)) is not None and reg.loads == 2
-    cache.get("p", T0 + timedelta(seconds=5))
-    assert reg.loads == 3  # crossing the boundary forces a reload
-    cache.get("p", T0)  # a clock earlier than the cached moment: reload, never reuse
-    assert reg.loads == 4
-    cache.get("other-purpose", T0 + timedelta(seconds=6))
-    assert reg.loads == 5  # per purpose
+    def loader(self, value, *, valid_from=None, valid_until=None, cacheable=True):
+        def load():
+            self.loads += 1
+            return Answer(value, self.version, valid_from, valid_until, cacheable)
+        return load
 
 
-def test_probe_failure_propagates():
-    reg = FakeRegistry()
+def test_cache_hits_only_while_nothing_changed_and_within_the_window():
+    c = FakeCounter()
+    cache = VersionedCache(c)
+    first = cache.get("p", c.loader(frozenset({"a"}), valid_from=T0, valid_until=T0 + timedelta(seconds=5)), at=T0)
+    assert first == {"a"} and c.loads == 1
+    again = cache.get("p", c.loader(frozenset({"x"})), at=T0 + timedelta(seconds=1))
+    assert again is first and c.loads == 1  # hit: the same object, no load
+    c.version = 1  # a write
+    assert cache.get("p", c.loader(frozenset({"a", "b"}), valid_from=T0 + timedelta(seconds=2),
+                                   valid_until=T0 + timedelta(seconds=5)), at=T0 + timedelta(seconds=2)) == {"a", "b"}
+    assert c.loads == 2
+    cache.get("p", c.loader(frozenset()), at=T0 + timedelta(seconds=4))
+    assert c.loads == 2  # still inside the window
+    t5 = T0 + timedelta(seconds=5)
+    cache.get("p", c.loader(frozenset(), valid_from=t5), at=t5)
+    assert c.loads == 3  # the window's end (a record starts or ends) forces a reload
+    cache.get("p", c.loader(frozenset(), valid_from=T0), at=T0)
+    assert c.loads == 4  # a clock before the window: reload, never reuse
+    cache.get("other-purpose", c.loader(frozenset()), at=T0)
+    assert c.loads == 5  # per key
 
-    def broken(since, at):
+
+def test_refusals_are_not_cached_and_evict_the_key():
+    c = FakeCounter()
+    cache = VersionedCache(c)
+    assert cache.get("tok", c.loader("alice")) == "alice"
+    assert cache.get("tok", c.loader(None, cacheable=False)) == "alice"  # version unchanged: hit
+    c.version = 1
+    assert cache.get("tok", c.loader(None, cacheable=False)) is None
+    assert cache.get("tok", c.loader(None, cacheable=False)) is None
+    assert c.loads == 3  # a refusal is asked again every time
+
+
+def test_capacity_is_bounded():
+    c = FakeCounter()
+    cache = VersionedCache(c, capacity=3)
+    for i in range(10):
+        cache.get(i, c.loader(i))
+    assert len(cache._entries) == 3
+
+
+def test_version_read_failure_propagates():
+    c = FakeCounter()
+
+    def broken():
         raise OSError("store down")
 
-    cache = ConsentCache(broken, reg.load)
-    cache.get("p", T0)
+    cache = VersionedCache(broken)
+    cache.get("p", c.loader("v"))
     with pytest.raises(OSError):
-        cache.get("p", T0 + timedelta(seconds=1))
+        cache.get("p", c.loader("v"))
 
 
 # -- the real store -----------------------------------------------------------------------
