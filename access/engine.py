@@ -353,6 +353,8 @@ class ReleaseEngine:
         timer.daemon = True
         timer.start()
         try:
+            if len(statements) == 1:  # one statement is its own snapshot: no transaction to open
+                return [self._fetch(cur, statements[0], limits.max_rows)]
             cur.execute("BEGIN TRANSACTION")
             out = [self._fetch(cur, sql, limits.max_rows) for sql in statements]
             cur.execute("COMMIT")

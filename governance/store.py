@@ -82,7 +82,7 @@ def dispose_all() -> None:
         _factories.clear()
 
 
-_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
+_factories: dict[tuple[str, bool], tuple[Engine, sessionmaker[Session]]] = {}
 
 
 def _session_factory(url: str, readonly: bool) -> sessionmaker[Session]:
@@ -92,11 +92,11 @@ def _session_factory(url: str, readonly: bool) -> sessionmaker[Session]:
     engine = engine_for(url)
     key = (_normalise(url), readonly)
     with _engines_lock:
-        factory = _factories.get(key)
-        if factory is None or factory.kw["bind"].engine is not engine:  # engine disposed and rebuilt
+        built = _factories.get(key)
+        if built is None or built[0] is not engine:  # engine disposed and rebuilt
             bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
-            factory = _factories[key] = sessionmaker(bind=bind, expire_on_commit=False)
-        return factory
+            built = _factories[key] = (engine, sessionmaker(bind=bind, expire_on_commit=False))
+        return built[1]
 
 
 @contextmanager
@@ -145,8 +145,9 @@ def _idle_readonly_session(url: str) -> Iterator[Session]:
     key = _normalise(url)
     idle: dict[str, Session] = _idle.__dict__.setdefault("sessions", {})
     session = idle.pop(key, None)
-    if session is None or session.get_bind().engine is not engine_for(url):
-        session = _session_factory(url, True)()
+    factory = _session_factory(url, True)
+    if session is None or session.get_bind() is not factory.kw["bind"]:  # engine rebuilt meanwhile
+        session = factory()
     try:
         yield session
     finally:

@@ -80,11 +80,15 @@ class AuditLog:
             )
         self.anchor_path = anchor_path
         self.fsync = fsync
+        self._dirs_made = False  # made on first append, not checked on every one (hot path)
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
         """Append one event; returns the stored entry (with seq, ts, prev, hash)."""
         event = dict(event)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._dirs_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.anchor_path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs_made = True
         with open(self.path, "a+b") as fh:
             # An exclusive lock makes read-last-then-append atomic across processes.
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -109,7 +113,6 @@ class AuditLog:
         return entry
 
     def _write_anchor(self, entry: dict[str, Any]) -> None:
-        self.anchor_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.anchor_path.with_name(self.anchor_path.name + ".tmp")
         tmp.write_text(json.dumps({"seq": entry["seq"], "hash": entry["hash"]}), encoding="utf-8")
         os.replace(tmp, self.anchor_path)  # atomic: the anchor is never half-written
