@@ -55,6 +55,7 @@ import pyarrow as pa
 
 from access.errors import NotFound, QueryCutOff, QueryRefused, Refusal
 from access.ports import Permit
+from access.watchdog import WATCHDOG
 
 RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: Arrow batch size for fetching: big enough to amortise per-batch overhead, small enough that
@@ -349,9 +350,7 @@ class ReleaseEngine:
         limits = limits or self.limits
         self._query_started()
         cur = self.con.cursor()
-        timer = threading.Timer(limits.timeout_s, cur.interrupt)
-        timer.daemon = True
-        timer.start()
+        deadline = WATCHDOG.watch(limits.timeout_s, cur.interrupt)
         try:
             if len(statements) == 1:  # one statement is its own snapshot: no transaction to open
                 return [self._fetch(cur, statements[0], limits.max_rows)]
@@ -362,7 +361,7 @@ class ReleaseEngine:
         except duckdb.Error as err:
             raise map_duckdb_error(err) from None
         finally:
-            timer.cancel()
+            WATCHDOG.cancel(deadline)
             cur.close()
             self._query_ended()
 
@@ -439,9 +438,7 @@ class ResultStream:
     ) -> None:
         self._on_close = on_close
         self._cur = con.cursor()
-        self._timer = threading.Timer(limits.timeout_s, self._cur.interrupt)
-        self._timer.daemon = True
-        self._timer.start()
+        self._deadline = WATCHDOG.watch(limits.timeout_s, self._cur.interrupt)
         self._closed = False
         try:
             self._cur.execute("BEGIN TRANSACTION")
@@ -470,7 +467,7 @@ class ResultStream:
         if self._closed:
             return
         self._closed = True
-        self._timer.cancel()
+        WATCHDOG.cancel(self._deadline)
         try:
             self._cur.execute("ROLLBACK")  # read-only snapshot: nothing to keep
         except duckdb.Error:

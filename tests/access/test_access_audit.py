@@ -80,6 +80,40 @@ def test_missing_anchor_fails(tmp_path):
     assert not log.verify().ok
 
 
+def test_verify_during_concurrent_appends_never_false_alarms(tmp_path):
+    """Appends from another process-like writer while an operator verifies: every verify sees
+    the log and its anchor as of one moment (no 'tail removed' between the two reads)."""
+    import threading
+
+    log = AuditLog(tmp_path / "a.jsonl")
+    log.append({"event": "start"})
+    stop = threading.Event()
+
+    def writer() -> None:
+        writer_log = AuditLog(tmp_path / "a.jsonl")  # its own instance, as another worker has
+        while not stop.is_set():
+            writer_log.append({"event": "access.query", "rows": 1})
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        results = [log.verify() for _ in range(200)]
+    finally:
+        stop.set()
+        t.join()
+    assert all(r.ok for r in results), next(r for r in results if not r.ok)
+    assert results[-1].entries > results[0].entries  # the writer really ran meanwhile
+
+
+def test_anchor_rewritten_in_place_stays_parseable(tmp_path):
+    log = AuditLog(tmp_path / "a.jsonl")
+    for i in range(1, 12):  # seq grows from 1 to 2 digits: the record keeps its width
+        log.append({"event": "e", "i": i})
+    raw = (tmp_path / "a.jsonl.head").read_bytes()
+    assert json.loads(raw)["seq"] == 11 and len(raw) == 160
+    assert log.verify().ok
+
+
 def test_query_literals_never_reach_the_log(world):
     from access.ports import User
 
