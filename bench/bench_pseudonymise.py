@@ -98,10 +98,13 @@ con = duckdb.connect(sys.argv[1], read_only=True)
 con.execute("SET preserve_insertion_order = false")
 cols = [r[0] for r in con.execute("DESCRIBE register_visit").fetchall()
         if r[0] not in ("personnummer", "first_name", "family_name")]
+con.close()
 t0, c0 = time.perf_counter(), time.process_time()
-con.execute(f"ATTACH '{sys.argv[2]}' AS out")
-con.execute(f"CREATE TABLE out.copy AS SELECT {', '.join(cols)} FROM register_visit")
-con.execute("CHECKPOINT out")
+con = duckdb.connect(sys.argv[2])
+con.execute("SET preserve_insertion_order = false")
+con.execute(f"ATTACH '{sys.argv[1]}' AS raw (READ_ONLY)")
+con.execute(f"CREATE TABLE copy AS SELECT {', '.join(cols)} FROM raw.register_visit")
+con.execute("CHECKPOINT")
 elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 print(json.dumps({"elapsed": elapsed, "cpu": cpu}))
 """
