@@ -16,6 +16,10 @@ Next to the researcher's query the layer runs a statistics query in the same sna
 cell the number of distinct persons (``person_id`` of the first table in FROM), the holders
 contributing (each holder's own ``min_cell_count`` applies) and, for every SUM/AVG, the
 per-person contributions for the dominance rule.
+
+Suppressed cells (primary and secondary) are left out of the published table entirely, keys
+and all; the summary (JSON ``meta.disclosure`` and the ``X-HDP-Cells-Suppressed`` header)
+says how many.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from access.errors import QueryRefused
 COUNT_AGGS = (exp.Count, exp.CountIf)
 SUM_AGGS = (exp.Sum, exp.Avg)
 OTHER_AGGS = (exp.Stddev, exp.StddevSamp, exp.StddevPop, exp.Variance, exp.VariancePop)
-SUPPRESSED_COLUMN = "hdp_suppressed"
 MAX_CELLS = 50_000
 
 
@@ -53,7 +56,6 @@ class AggregatePlan:
     n_keys: int
     n_outputs: int
     count_positions: tuple[int, ...]
-    measure_positions: tuple[int, ...]
     n_dominance: int
 
 
@@ -195,7 +197,6 @@ def plan(tree: exp.Expression, *, dominance_n: int = 2) -> AggregatePlan:
         n_keys=len(keys),
         n_outputs=len(selects),
         count_positions=tuple(count_pos),
-        measure_positions=tuple(measure_pos),
         n_dominance=len(dominance),
     )
 
@@ -247,24 +248,24 @@ def apply(plan_: AggregatePlan, result: pa.Table, stats: pa.Table, settings: Dis
             "disclosure.unprotectable",
             f"{len(sup.unprotected)} small cells cannot be protected in this table; group more coarsely",
         )
-    hidden = sup.all
+    # A suppressed cell is withheld whole, its keys included: the keys are whatever the
+    # researcher grouped by, and grouping by a pseudonym, a date and a lab value would make
+    # every key a record (each such cell is below threshold, so nulling its count alone
+    # would publish the microdata it protects).
+    published = [r for r in range(n_rows) if r not in sup.all]
     arrays = []
     fields = []
     for pos in range(plan_.n_outputs):
-        values = data[pos]
-        if pos in plan_.measure_positions:
-            values = [None if r in hidden else v for r, v in enumerate(values)]
+        values = [data[pos][r] for r in published]
         if pos in plan_.count_positions:
             values = [round_to_base(v, settings.rounding_base) for v in values]
         field = result.schema.field(pos)
         arrays.append(pa.array(values, type=field.type))
         fields.append(field)
-    if SUPPRESSED_COLUMN not in result.column_names[: plan_.n_outputs]:
-        arrays.append(pa.array([r in hidden for r in range(n_rows)], type=pa.bool_()))
-        fields.append(pa.field(SUPPRESSED_COLUMN, pa.bool_()))
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
     summary = {
         "cells": n_rows,
+        "published": len(published),
         "suppressed_primary": len(sup.primary),
         "suppressed_secondary": len(sup.secondary),
         "unmatched": unmatched,

@@ -68,11 +68,31 @@ def test_aggregate_tier_suppresses(client, world):
     assert r.status_code == 200, r.text
     body = r.json()
     names = [c["name"] for c in body["columns"]]
-    assert names == ["county", "sex", "n", "hdp_suppressed"]
+    assert names == ["county", "sex", "n"]
+    d = body["disclosure"]
+    assert d["published"] == len(body["rows"]) == d["cells"] - d["suppressed_primary"] - d["suppressed_secondary"]
+    assert r.headers["X-HDP-Cells-Suppressed"] == str(d["suppressed_primary"] + d["suppressed_secondary"])
+    assert all(n is not None and n >= 5 for *_, n in body["rows"])  # nothing small, nothing blanked
     r = q(client, world.alice, "r_agg", "SELECT * FROM register_visit")
     assert r.status_code == 400 and r.json()["error"] == "aggregate.shape"
     r = q(client, world.alice, "r_agg", "SELECT sex, max(hba1c_mmol_mol) FROM register_visit GROUP BY sex")
     assert r.json()["error"] == "aggregate.unsupported_expression"
+
+
+def test_aggregate_tier_never_publishes_the_keys_of_small_cells(client, world):
+    """A key that singles out persons (here: the pseudonym and visit of everyone with a very
+    high HbA1c, everyone else in one big cell) makes each small cell one person's record:
+    nulling its count would still publish the record as its key. Small cells go whole."""
+    r = q(client, world.alice, "r_agg",
+          "SELECT CASE WHEN hba1c_mmol_mol > 85 THEN person_id || ' ' || CAST(visit_date AS VARCHAR) "
+          "ELSE 'everyone else' END AS who, count(*) AS n FROM register_visit GROUP BY who")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    d = body["disclosure"]
+    assert d["suppressed_primary"] > 5  # the singled-out visits
+    assert [row[0] for row in body["rows"]] in ([], ["everyone else"])  # (the big cell may go too: secondary)
+    assert len(body["rows"]) == d["published"] == d["cells"] - d["suppressed_primary"] - d["suppressed_secondary"]
+    assert r.headers["X-HDP-Cells-Suppressed"] == str(d["cells"] - d["published"])
 
 
 def test_operator_audit_endpoints(client, world):

@@ -148,3 +148,45 @@ def test_no_small_cell_recoverable(cells):
     if sup.unprotected:
         return  # the service refuses such a result outright
     assert not (_recoverable(cells, sup.all) & small)
+
+
+# -- disclosure: every published cell of a real result is large enough -----------------------
+
+GROUP_COLUMNS = ["sex", "birth_year", "county", "visit_date", "diabetes_type", "hba1c_mmol_mol", "person_id"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.sampled_from(GROUP_COLUMNS), min_size=1, max_size=3, unique=True),
+       cutoff=st.integers(20, 120))
+def test_every_published_aggregate_cell_has_enough_persons(consent_world, keys, cutoff):
+    """Whatever a researcher groups by (coarse codes or a pseudonym, a date, a lab value),
+    each published row stands for at least the threshold's number of distinct persons, so
+    no group key of a published row singles anyone out."""
+    import duckdb
+
+    from hdp.settings import holders
+
+    w = consent_world
+    alice = User("alice", frozenset({"researcher"}))
+    w.gov._optouts.clear()
+    cols = ", ".join(keys)
+    sql = f"SELECT {cols}, count(*) AS n FROM register_visit WHERE hba1c_mmol_mol < {cutoff} GROUP BY {cols}"
+    try:
+        result = w.service.query(alice, "r_agg", sql, "arrow")
+    except Exception as err:  # noqa: BLE001 - a refusal publishes nothing, which satisfies the law
+        assert getattr(err, "reason", "").startswith("disclosure."), err
+        return
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(result.body).read_all()
+    threshold = min(h.min_cell_count for h in holders())
+    con = duckdb.connect(str(w.settings.releases_dir / "r_agg" / "release.duckdb"), read_only=True)
+    try:
+        for row in table.to_pylist():
+            where = " AND ".join(f"{k} IS NOT DISTINCT FROM ?" for k in keys)
+            (persons,) = con.execute(
+                f"SELECT count(DISTINCT person_id) FROM register_visit WHERE hba1c_mmol_mol < {cutoff} AND {where}",
+                [row[k] for k in keys]).fetchall()[0]
+            assert persons >= threshold, (keys, row)
+    finally:
+        con.close()
