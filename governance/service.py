@@ -367,6 +367,12 @@ def _clean_fields(session: Session, applicant: str, fields: Mapping[str, Any], n
     tier = fields.get("output_tier") or "aggregate"
     if tier not in OUTPUT_TIERS:
         p.append(("request.output_tier", f"output tier must be one of {OUTPUT_TIERS}"))
+    if tier == "record" and data_form != "pseudonymised":
+        # Record-level rows carry each person's release pseudonym (the access layer needs it to
+        # apply withdrawals), so they are pseudonymised data whatever the request calls them.
+        p.append(("request.record_needs_pseudonymised",
+                  "record-level output carries each person's release pseudonym: ask for pseudonymised "
+                  "data and justify it, or choose aggregate output"))
     out["output_tier"] = tier
 
     access_days = fields.get("access_days", DEFAULT_ACCESS_DAYS)
@@ -428,7 +434,8 @@ def file_request(session: Session, *, applicant: str, now: datetime | None = Non
     ethics_ref (``2024-01234-01``), variables ("table.column" from schemas/variables.json), holders,
     members (user names), cohort_criteria ({variable: condition}), period ((start, end) dates),
     data_form ("anonymised" default | "pseudonymised" + pseudonymisation_justification),
-    output_tier ("aggregate" default | "record"), access_days (365 default).
+    output_tier ("aggregate" default | "record", which needs data_form "pseudonymised": record
+    rows carry the release pseudonym), access_days (365 default).
     """
     _check_field_names(fields, REQUEST_FIELDS)
     now = _now(now)

@@ -195,6 +195,9 @@ def test_malformed_request_lists_problems_and_stores_nothing(seeded):
     ({"cohort_criteria": {"register_visit.bmi": {"between": [20]}}}, "request.cohort_criteria"),
     ({"cohort_criteria": {"register_visit.bmi": {"between": [20, 30]}}}, None),
     ({"applicant_is": None}, "request.unknown_field"),
+    ({"output_tier": "record"}, "request.record_needs_pseudonymised"),
+    ({"output_tier": "record", "data_form": "pseudonymised",
+      "pseudonymisation_justification": "Repeated measures per person need a stable linkage key."}, None),
 ])
 def test_request_validation(seeded, over, code):
     with session_scope(seeded) as s:
