@@ -21,6 +21,9 @@ HOSTILE = [
     ("SELECT * FROM query('SELECT * FROM hdp_sys.consent_link')", "sql.table_function"),
     ("SELECT * FROM hdp_sys.consent_link", "sql.table_not_allowed"),
     ("SELECT * FROM rel.register_visit", "sql.table_not_allowed"),
+    ("SELECT * FROM hdp_gen_1.register_visit", "sql.table_not_allowed"),  # the unfiltered-looking copy
+    ("SELECT * FROM hdp_gen_1.main.register_visit", "sql.table_not_allowed"),
+    ("SELECT * FROM pragma_storage_info('hdp_gen_1.main.register_visit')", "sql.table_function"),
     ("SELECT * FROM consent_link", "sql.table_not_allowed"),
     ("SELECT * FROM register_visit, hdp_sys.excluded_person", "sql.table_not_allowed"),
     ("SELECT * FROM information_schema.tables", "sql.table_not_allowed"),
