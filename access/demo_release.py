@@ -44,26 +44,25 @@ def write_release(
     con = duckdb.connect(str(db_path))
     try:
         con.execute(f"SELECT setseed({(seed % 1000) / 1000.0})")
+        # One row of attributes per person; both tables take them from here, so a visit
+        # always agrees with its patient row.
         con.execute(
             f"""
-            CREATE TABLE patient AS
-            SELECT sha256('release-person-{seed}-' || i) AS person_id,
+            CREATE TEMP TABLE person AS
+            SELECT i, sha256('release-person-{seed}-' || i) AS person_id,
                    ['ndr','region_uppsala','region_orebro','region_skane'][1 + (i % 4)] AS holder,
                    1930 + (hash(i * 7 + {seed}) % 75)::INTEGER AS birth_year,
                    CASE WHEN hash(i + {seed}) % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
-                   lpad(((hash(i * 3 + {seed}) % 21) + 1)::VARCHAR, 2, '0') AS county,
-                   NULL::INTEGER AS deceased_year
+                   lpad(((hash(i * 3 + {seed}) % 21) + 1)::VARCHAR, 2, '0') AS county
             FROM range({persons}) r(i)
             """
         )
+        con.execute("CREATE TABLE patient AS SELECT person_id, holder, birth_year, sex, county, "
+                    "NULL::INTEGER AS deceased_year FROM person ORDER BY i")
         con.execute(
             f"""
             CREATE TABLE register_visit AS
-            SELECT sha256('release-person-{seed}-' || p) AS person_id,
-                   ['ndr','region_uppsala','region_orebro','region_skane'][1 + (p % 4)] AS holder,
-                   1930 + (hash(p * 7 + {seed}) % 75)::INTEGER AS birth_year,
-                   CASE WHEN hash(p + {seed}) % 2 = 0 THEN 'F' ELSE 'M' END AS sex,
-                   lpad(((hash(p * 3 + {seed}) % 21) + 1)::VARCHAR, 2, '0') AS county,
+            SELECT a.person_id, a.holder, a.birth_year, a.sex, a.county,
                    DATE '2015-01-01' + (hash(j + {seed}) % 3650)::INTEGER AS visit_date,
                    CASE WHEN hash(p * 11) % 10 = 0 THEN 1 ELSE 2 END AS diabetes_type,
                    round(35 + (hash(j * 13 + {seed}) % 600) / 10.0, 1)::DOUBLE AS hba1c_mmol_mol,
@@ -72,7 +71,9 @@ def write_release(
                    (60 + hash(j * 23) % 40)::INTEGER AS diastolic_bp,
                    ['never','former','current'][(1 + hash(p * 29) % 3)::BIGINT] AS smoking,
                    ['diet','tablets','insulin'][(1 + hash(p * 31) % 3)::BIGINT] AS treatment
-            FROM (SELECT j, j % {persons} AS p FROM range({visits}) r(j))
+            FROM (SELECT j, j % {persons} AS p FROM range({visits}) r(j)) v
+            JOIN person a ON a.i = v.p
+            ORDER BY j
             """
         )
         counts = {
@@ -81,9 +82,8 @@ def write_release(
         linked = max(persons - unlinked, 0)
         con.execute(
             f"""
-            COPY (SELECT sha256('release-person-{seed}-' || i) AS person_id,
-                         sha256('consent-{seed}-' || i) AS consent_key
-                  FROM range({linked}) r(i))
+            COPY (SELECT person_id, sha256('consent-{seed}-' || i) AS consent_key
+                  FROM person WHERE i < {linked} ORDER BY i)
             TO '{directory / "consent_link.parquet"}' (FORMAT parquet)
             """
         )
