@@ -115,7 +115,7 @@ def make_identifiers(persons: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     # distinct (birth day, serial) pairs: spread birth dates over 1920..2019
     days = rng.integers(0, 36500, size=persons * 2)
-    serial = rng.integers(0, 1000, size=persons * 2)
+    serial = rng.integers(1, 1000, size=persons * 2)  # serial 000 is never issued
     keys = np.unique(days * 1000 + serial)[:persons]
     rng.shuffle(keys)
     days, serial = keys // 1000, keys % 1000

@@ -47,7 +47,7 @@ SELECT count(*),
            + (2 * (n // 100000 % 10) - 9 * (n // 100000 % 10 // 5)) + n // 1000000 % 10
            + (2 * (n // 10000000 % 10) - 9 * (n // 10000000 % 10 // 5)) + n // 100000000 % 10
            + (2 * (n // 1000000000 % 10) - 9 * (n // 1000000000 % 10 // 5))) % 10 = 0
-      AND date_ok AND y <= {ref_year}, FALSE)),
+      AND date_ok AND y <= {ref_year} AND n // 10 % 1000 <> 0, FALSE)),
   count_if(visit_date IS NULL),
   count_if(visit_date > DATE '{extract}'),
   count_if(visit_date < DATE '1996-01-01'),
@@ -108,7 +108,7 @@ def build(home: Path) -> None:
     day = date(1930, 1, 1)
     for i in range(POOL):
         d = day + timedelta(days=i % 24000)
-        stem = d.strftime("%y%m%d") + f"{(i // 24000) * 37 % 1000:03d}"
+        stem = d.strftime("%y%m%d") + f"{((i // 24000) * 37 + 1) % 1000:03d}"  # never serial 000
         pnrs.append(d.strftime("%Y") + stem[2:] + _luhn_digit(stem))
     db = home / "restricted" / "ndr" / "raw.duckdb"
     db.parent.mkdir(parents=True, exist_ok=True)

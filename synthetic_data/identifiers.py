@@ -114,7 +114,10 @@ def test_numbers() -> tuple[str, ...]:
 def generated_number(born: date, serial: int) -> str:
     """A Luhn-valid personnummer that is *not* from the test list (fallback only).
 
-    Serial numbers are taken from the top of the range downwards; callers must skip any
-    value that collides with a number already in use.
+    ``serial`` is 1..999: Skatteverket never issues serial 000, and the parser refuses it
+    (``identifier.invalid_serial``), so a generated 000 would be an undeclared defect.
+    Callers must skip any value that collides with a number already in use.
     """
+    if not 1 <= serial <= 999:
+        raise ValueError("serial number must be 1..999 (000 is never issued)")
     return with_check_digit(f"{born:%Y%m%d}{serial:03d}")

@@ -189,7 +189,10 @@ def _choose_numbers(seed: int, n: int, extract_date: date) -> tuple[list[tuple[s
             if rng.random() * 9.0 >= _age_weight(extract_date.year - year):
                 continue
             born = date(year, 1, 1) + timedelta(days=rng.randrange(365))
-            number = ids.generated_number(born, rng.randrange(1000))
+            serial = rng.randrange(1000)
+            if serial == 0:  # never issued (identifier.invalid_serial): draw again
+                continue
+            number = ids.generated_number(born, serial)
             if number not in used:
                 used.add(number)
                 chosen.append((number, False))

@@ -10,7 +10,10 @@ Accepted forms (surrounding whitespace ignored)::
 
 ``C`` is a Luhn check digit over the 10-digit form ``YYMMDDNNN``. The ninth digit (last
 of ``NNN``) is odd for men, even for women. A samordningsnummer (coordination number)
-adds 60 to the day of month.
+adds 60 to the day of month. The serial number ``NNN`` runs from 001 to 999: Skatteverket
+never issues 000, so a Luhn-valid number with serial 000 is refused as
+``identifier.invalid_serial`` (checked after the date and the check digit, so a mistyped
+number is still reported as a checksum error).
 
 Errors never contain the value itself (it is a direct identifier): only a reason code.
 
@@ -40,13 +43,15 @@ BAD_CHECKSUM = "identifier.bad_checksum"
 IMPOSSIBLE_DATE = "identifier.impossible_date"
 UNKNOWN_FORMAT = "identifier.unknown_format"
 MISSING = "identifier.missing"
-REASON_CODES = frozenset({BAD_CHECKSUM, IMPOSSIBLE_DATE, UNKNOWN_FORMAT, MISSING})
+INVALID_SERIAL = "identifier.invalid_serial"
+REASON_CODES = frozenset({BAD_CHECKSUM, IMPOSSIBLE_DATE, UNKNOWN_FORMAT, MISSING, INVALID_SERIAL})
 
 _REASON_TEXT = {
     BAD_CHECKSUM: "check digit does not match (Luhn)",
     IMPOSSIBLE_DATE: "birth date part is not a possible date",
     UNKNOWN_FORMAT: "not a personnummer/samordningsnummer in any accepted form",
     MISSING: "identifier is empty",
+    INVALID_SERIAL: "serial number 000 is never issued",
 }
 
 #: Whitespace tolerated around a value (ASCII only: anything more exotic is a format error).
@@ -160,6 +165,8 @@ def parse(value: str | None, *, reference_date: date | None = None) -> Identifie
         raise InvalidIdentifier(IMPOSSIBLE_DATE)
     if not luhn_ok(yymmdd + tail):
         raise InvalidIdentifier(BAD_CHECKSUM)
+    if tail[:3] == "000":
+        raise InvalidIdentifier(INVALID_SERIAL)
     return Identifier(
         normalised=f"{year:04d}{yymmdd[2:]}{tail}",
         kind=kind,
@@ -277,16 +284,19 @@ def parse_batch(
     dbl = np.where(dbl > 9, dbl - 9, dbl)
     luhn = (dbl.sum(axis=1) + ten[:, 1:10:2].sum(axis=1)) % 10 == 0
 
+    serial_ok = (dm[:, 8] | dm[:, 9] | dm[:, 10]) != 0
+
     valid_form = ~missing & ~unknown
     bad_date = valid_form & ~date_ok
     bad_sum = valid_form & date_ok & ~luhn
-    ok = valid_form & date_ok & luhn
+    bad_serial = valid_form & date_ok & luhn & ~serial_ok
+    ok = valid_form & date_ok & luhn & serial_ok
 
     # reason codes as a dictionary-free string array built from masks (no per-value Python)
     null_str = pa.scalar(None, pa.string())
     reason = pa.nulls(n, pa.string())
-    for mask, code in ((bad_sum, BAD_CHECKSUM), (bad_date, IMPOSSIBLE_DATE), (unknown, UNKNOWN_FORMAT),
-                       (missing, MISSING)):
+    for mask, code in ((bad_serial, INVALID_SERIAL), (bad_sum, BAD_CHECKSUM), (bad_date, IMPOSSIBLE_DATE),
+                       (unknown, UNKNOWN_FORMAT), (missing, MISSING)):
         if mask.any():
             reason = pc.if_else(pa.array(mask), pa.scalar(code), reason)
 

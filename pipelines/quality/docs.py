@@ -70,7 +70,7 @@ def _expectation(check: Check | None, res: CheckResult) -> tuple[str, dict[str, 
                 {"observed_value": res.total_rows})
     description = {
         "code_list": f"{res.column} in code list {p.get('code_list')}",
-        "personnummer": f"{res.column} is a valid personnummer/samordningsnummer (date, Luhn check digit)",
+        "personnummer": f"{res.column} is a valid personnummer/samordningsnummer (date, Luhn check digit, serial not 000)",
         "predicate": str(p.get("description", "")),
         "join_predicate": str(p.get("description", "")),
         "foreign_key": f"({', '.join(p.get('columns', ()))}) found in {p.get('ref_table')}",

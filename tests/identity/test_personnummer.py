@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pipelines.identity.personnummer import (
     BAD_CHECKSUM,
     IMPOSSIBLE_DATE,
+    INVALID_SERIAL,
     MISSING,
     PERSONNUMMER,
     SAMORDNINGSNUMMER,
@@ -27,6 +28,8 @@ from pipelines.identity.personnummer import (
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_LIST = REPO / "synthetic_data" / "skatteverket_testpersonnummer.txt"
+#: the shared copy of Skatteverket's list (the project's copy must be the same file)
+SHARED_TEST_LIST = REPO.parent / "shared" / "testdata" / "skatteverket_testpersonnummer.txt"
 REF = date(2026, 1, 1)
 
 
@@ -52,6 +55,21 @@ def test_every_skatteverket_test_number_is_valid_in_every_form():
         assert table["reason_code"].null_count == len(forms)
     assert parse_batch(forms_10, reference_date=REF)["normalised"].to_pylist() == numbers
     assert parse_batch(forms_12sep, reference_date=REF)["normalised"].to_pylist() == numbers
+
+
+def test_official_list_has_no_serial_000_and_matches_the_shared_copy():
+    numbers = _official()
+    assert not [n for n in numbers if n[8:11] == "000"]
+    if SHARED_TEST_LIST.exists():
+        assert SHARED_TEST_LIST.read_bytes() == TEST_LIST.read_bytes()
+
+
+def test_invalid_corpus_values_are_what_they_claim():
+    """The serial-000 entries are Luhn-valid (so the serial alone is wrong)."""
+    for value, reason in INVALID:
+        if reason == INVALID_SERIAL:
+            digits = value.replace("-", "").replace("+", "")[-10:]
+            assert luhn_ok(digits) and digits[6:9] == "000"
 
 
 def test_known_values():
@@ -103,6 +121,15 @@ INVALID = [
     ("19010229-1234", IMPOSSIBLE_DATE),       # 1901 not a leap year
     ("19000229-1234", IMPOSSIBLE_DATE),       # 1900 not a leap year
     ("20990101-1234", IMPOSSIBLE_DATE),       # born after the reference date
+    ("811218-0008", INVALID_SERIAL),          # serial 000 is never issued (Luhn-valid)
+    ("8112180008", INVALID_SERIAL),
+    ("19811218-0008", INVALID_SERIAL),
+    ("198112180008", INVALID_SERIAL),
+    ("811218+0008", INVALID_SERIAL),
+    ("701063-0007", INVALID_SERIAL),          # samordningsnummer with serial 000
+    ("197010630007", INVALID_SERIAL),
+    ("811218-0009", BAD_CHECKSUM),            # serial 000 and a wrong check digit: the checksum wins
+    ("811318-0007", IMPOSSIBLE_DATE),         # serial 000 and month 13: the date wins
 ]
 
 
@@ -144,7 +171,7 @@ dates = st.dates(min_value=date(1880, 1, 1), max_value=REF)
 def identifiers(draw):
     birth = draw(dates)
     samord = draw(st.booleans())
-    serial = draw(st.integers(0, 999))
+    serial = draw(st.integers(1, 999))
     day = birth.day + (60 if samord else 0)
     nine = f"{birth:%y%m}{day:02d}{serial:03d}"
     return f"{birth.year // 100:02d}{nine}{luhn_digit(nine)}", birth, samord, serial
@@ -164,6 +191,28 @@ def test_round_trip_between_forms(item):
     for form in forms:
         assert parse(form, reference_date=REF) == ident
     assert parse_batch(forms, reference_date=REF)["normalised"].to_pylist() == [twelve] * len(forms)
+
+
+@given(dates, st.booleans(), st.sampled_from(["12", "12-", "10"]))
+@settings(max_examples=300, deadline=None)
+def test_serial_000_is_never_valid(birth, samord, form):
+    """Any Luhn-valid number with serial 000, in any form, personnummer or samordningsnummer."""
+    day = birth.day + (60 if samord else 0)
+    nine = f"{birth:%y%m}{day:02d}000"
+    twelve = f"{birth.year // 100:02d}{nine}{luhn_digit(nine)}"
+    if form == "12":
+        value = twelve
+    elif form == "12-":
+        value = f"{twelve[:8]}-{twelve[8:]}"
+    else:
+        age = REF.year - birth.year - ((REF.month, REF.day) < (birth.month, birth.day))
+        value = f"{twelve[2:8]}{'+' if age >= 100 else '-'}{twelve[8:]}"
+    assert try_parse(value, reference_date=REF) == INVALID_SERIAL
+    assert parse_batch([value], reference_date=REF).to_pylist()[0] == {
+        "normalised": None, "kind": None, "sex": None, "birth_date": None, "reason_code": INVALID_SERIAL}
+    with pytest.raises(InvalidIdentifier) as exc:
+        parse(value, reference_date=REF)
+    assert twelve[2:8] not in str(exc.value)
 
 
 @given(identifiers(), st.integers(0, 11), st.integers(1, 9))
@@ -193,6 +242,7 @@ def test_batch_agrees_with_scalar(value):
 
 
 _values = st.one_of(st.none(), st.text(max_size=16), st.from_regex(r"\A\s?\d{6,8}[-+]?\d{4}\s?\Z"),
+                    st.from_regex(r"\A\d{6,8}[-+]?000\d\Z"),
                     identifiers().map(lambda item: item[0]),
                     identifiers().map(lambda item: f"{item[0][2:8]}{'+' if item[1].year < 1927 else '-'}{item[0][8:]}"))
 

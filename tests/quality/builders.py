@@ -34,8 +34,9 @@ def valid_pnrs(n: int) -> list[str]:
     serial = 0
     while len(out) < n:
         serial = (serial + 7) % 1000
-        if serial == 0:
+        if serial == 0:  # never issued (identifier.invalid_serial)
             day += timedelta(days=1)
+            continue
         stem = day.strftime("%y%m%d") + f"{serial:03d}"
         check = next(d for d in range(10) if luhn_ok(stem + str(d)))
         out.append(day.strftime("%Y") + stem[2:] + str(check))

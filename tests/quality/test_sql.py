@@ -45,7 +45,8 @@ def reference_valid(pnr: str, ref_year: int) -> bool:
         return False
     digits = "".join(ch for ch in pnr if ch.isdigit())
     born = reference_birth_date(pnr, ref_year)
-    return luhn_ok(digits[-10:]) and born is not None and born <= date(ref_year, 12, 31)
+    return (luhn_ok(digits[-10:]) and born is not None and born <= date(ref_year, 12, 31)
+            and digits[-4:-1] != "000")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,12 @@ def test_known_test_personnummer_are_valid_and_altered_ones_are_not(con):
     assert rows[0] == 0
     bad = [n[:-1] + str((int(n[-1]) + 1) % 10) for n in numbers]
     assert con.execute("SELECT count_if(hdp_pnr_valid(s, 2026)) FROM (SELECT unnest(?) AS s)", [bad]).fetchone()[0] == 0
+
+
+def test_serial_000_is_invalid_like_the_parser(con):
+    # Luhn-valid, possible dates, serial 000 (never issued): identifier.invalid_serial in the parser
+    for value in ("811218-0008", "198112180008", "701063-0007", "811218+0008"):
+        assert con.execute("SELECT hdp_pnr_valid(?, 2026)", [value]).fetchone()[0] is False
 
 
 def test_samordningsnummer_day_plus_sixty(con):
