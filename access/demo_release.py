@@ -2,7 +2,8 @@
 
 It writes exactly what the release builder writes (docs/ARCHITECTURE.md, "Releases"):
 ``release.duckdb`` with research tables carrying ``person_id`` (release pseudonym) and
-``holder``, plus ``consent_link.parquet`` (person_id -> consent key) and ``manifest.json``.
+``holder`` and ``manifest.json``; in the restricted zone, ``consent_link.parquet`` (person_id ->
+consent key) and ``cell_keys.duckdb`` (perturbation keys).
 Values are random and carry no meaning; pseudonyms are random hex, not derived from anyone.
 """
 
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.cellkeys import CELL_KEYS, write_cell_keys
+
 HOLDERS = ("ndr", "region_uppsala", "region_orebro", "region_skane")
+
+
+def default_private_dir(directory: Path) -> Path:
+    """The release's restricted files, by the data home's layout: ``<home>/releases/<id>`` has
+    its consent link and perturbation keys in ``<home>/restricted/releases/<id>``."""
+    return directory.parent.parent / "restricted" / "releases" / directory.name
 
 
 def person_id(i: int, seed: int = 0) -> str:
@@ -32,12 +41,17 @@ def write_release(
     visits: int = 5_000,
     seed: int = 0,
     unlinked: int = 0,
+    private_dir: Path | None = None,
 ) -> dict:
     """Write a synthetic release under ``directory``; returns the manifest.
 
     ``unlinked`` persons (the last ones) get no consent link, to exercise fail-closed handling.
+    The consent link and the perturbation keys go to ``private_dir`` (by default where the data
+    home keeps them, see ``default_private_dir``), never beside the release.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    private = private_dir or default_private_dir(directory)
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
     db_path = directory / "release.duckdb"
     if db_path.exists():
         db_path.unlink()
@@ -84,11 +98,12 @@ def write_release(
             f"""
             COPY (SELECT person_id, sha256('consent-{seed}-' || i) AS consent_key
                   FROM person WHERE i < {linked} ORDER BY i)
-            TO '{directory / "consent_link.parquet"}' (FORMAT parquet)
+            TO '{private / "consent_link.parquet"}' (FORMAT parquet)
             """
         )
     finally:
         con.close()
+    write_cell_keys(db_path, private / CELL_KEYS)
     manifest = {
         "release_id": directory.name,
         "tables": counts,

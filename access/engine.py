@@ -54,7 +54,7 @@ import duckdb
 import pyarrow as pa
 
 from access.errors import NotFound, QueryCutOff, QueryRefused, Refusal
-from access.ports import Permit
+from access.ports import AGGREGATE, Permit
 from access.watchdog import WATCHDOG
 
 RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -62,6 +62,16 @@ RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: the row limit is enforced within ~64k rows of the cut-off without materialising more.
 FETCH_BATCH_ROWS = 65_536
 STRUCTURAL_COLUMNS = ("person_id", "holder")
+#: Where the release builder keeps a release's restricted files (``release_private_dir``).
+CONSENT_LINK = "consent_link.parquet"
+CELL_KEYS = "cell_keys.duckdb"
+#: Views over the current generation *with* the perturbation keys; only SQL the layer itself
+#: compiles (``access.aggregate``) names them.
+KEYED_SCHEMA = "hdp_ck"
+#: A row whose holder is not in the release's list (cannot happen for a built release) gets
+#: this bit, which maps to the strictest default threshold.
+MAX_HOLDER_BITS = 30
+UNKNOWN_HOLDER_BIT = 1 << 31
 #: Validated queries kept per engine: researchers repeat the same queries (notebooks re-run
 #: cells, dashboards poll); 256 covers a working session without holding many parse trees.
 PREPARED_CACHE_SIZE = 256
@@ -114,6 +124,12 @@ def release_dir(releases_dir: Path, release_id: str) -> Path:
     return releases_dir / release_id
 
 
+def default_private_root(releases_dir: Path) -> Path:
+    """Where a data home keeps its releases' restricted files (``hdp.settings``:
+    ``<home>/releases`` and ``<home>/restricted/releases``)."""
+    return releases_dir.parent / "restricted" / "releases"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -162,15 +178,32 @@ class ReleaseEngine:
     """The locked-down database for one permit on one release."""
 
     def __init__(
-        self, directory: Path, permit: Permit, limits: Limits, excluded_keys: frozenset[str] = frozenset()
+        self,
+        directory: Path,
+        permit: Permit,
+        limits: Limits,
+        excluded_keys: frozenset[str] = frozenset(),
+        *,
+        private_directory: Path,
     ) -> None:
         db_path = directory / "release.duckdb"
-        link_path = directory / "consent_link.parquet"
+        link_path = private_directory / CONSENT_LINK
+        keys_path = private_directory / CELL_KEYS
         if not db_path.is_file():
             raise ReleaseUnavailable("release.unknown", "the release has no database")
         if not link_path.is_file():
             # Without the consent link no withdrawal could be applied: refuse the whole release.
             raise QueryRefused("release.no_consent_link", "the release has no consent link", status=503)
+        #: Aggregate permits need the perturbation keys (without them no count could be
+        #: perturbed: refuse rather than publish exact counts).
+        self.cell_keys = keys_path.is_file()
+        if permit.output_tier == AGGREGATE and not self.cell_keys:
+            raise QueryRefused("release.no_cell_keys", "the release has no perturbation keys; rebuild it",
+                               status=503)
+        #: holder id -> its bit in a cell's holder mask (see ``access.aggregate``)
+        self.holder_bits: dict[str, int] = {}
+        #: table -> the most rows one person has in it (bounds one person's share of a cell)
+        self.max_rows_per_person: dict[str, int] = {}
         self.permit = permit
         self.limits = limits
         #: Validated queries of this permit (see ``AccessService._prepare``): validation depends
@@ -194,13 +227,18 @@ class ReleaseEngine:
         con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
         try:
             con.execute(f"ATTACH {_sql_str(str(db_path))} AS rel (READ_ONLY)")
+            if self.cell_keys:
+                con.execute(f"ATTACH {_sql_str(str(keys_path))} AS hdp_keys (READ_ONLY)")
             con.execute("CREATE SCHEMA hdp_sys")
+            con.execute(f"CREATE SCHEMA {KEYED_SCHEMA}")
             con.execute(
                 "CREATE TABLE hdp_sys.consent_link AS SELECT CAST(person_id AS VARCHAR) AS person_id, "
                 f"CAST(consent_key AS VARCHAR) AS consent_key FROM read_parquet({_sql_str(str(link_path))})"
             )
             con.execute("CREATE TABLE hdp_sys.excluded_person (person_id VARCHAR)")
             self.views = self._columns(con)
+            if self.cell_keys:
+                self.holder_bits = self._holder_bits(con)
             self._create_exclusions(con)
             self._materialise(con, excluded_keys)
             for stmt in (
@@ -264,16 +302,34 @@ class ReleaseEngine:
             for table, chosen in self.views.items():
                 columns = ", ".join(f"{_q(c)} {ty}{_PSEUDONYM_STORAGE if c.lower() == 'person_id' else ''}"
                                     for c, ty in chosen)
-                con.execute(f"CREATE TABLE {gen}.main.{_q(table)} ({columns})")
+                hidden_types = "".join(f", {name} {ty}" for name, ty, _ in self._hidden_columns(table))
+                con.execute(f"CREATE TABLE {gen}.main.{_q(table)} ({columns}{hidden_types})")
+                hidden = "".join(f", {expr}" for _, _, expr in self._hidden_columns(table))
+                keys_join = (
+                    f"JOIN hdp_keys.{_q('record_key__' + table)} k ON k.row_no = t.rowid "
+                    "JOIN hdp_keys.person_key pk ON pk.person_id = t.person_id "
+                ) if self.cell_keys else ""
                 con.execute(
-                    f"INSERT INTO {gen}.main.{_q(table)} SELECT {', '.join(f't.{_q(c)}' for c, _ in chosen)} "
-                    f"FROM rel.{_q(table)} AS t ANTI JOIN hdp_sys.excluded_person e ON e.person_id = t.person_id "
+                    f"INSERT INTO {gen}.main.{_q(table)} SELECT {', '.join(f't.{_q(c)}' for c, _ in chosen)}{hidden} "
+                    f"FROM rel.{_q(table)} AS t {keys_join}"
+                    "ANTI JOIN hdp_sys.excluded_person e ON e.person_id = t.person_id "
                     "WHERE t.person_id IS NOT NULL"
                 )
             con.execute(f"CHECKPOINT {gen}")  # compresses; nothing else has touched {gen} yet
+            if self.cell_keys:
+                self.max_rows_per_person = {
+                    table: int(con.execute(
+                        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {gen}.main.{_q(table)} "
+                        "GROUP BY __pn)").fetchall()[0][0])
+                    for table in self.views
+                }
             con.execute("BEGIN TRANSACTION")
-            for table in self.views:
-                con.execute(f"CREATE OR REPLACE VIEW main.{_q(table)} AS SELECT * FROM {gen}.main.{_q(table)}")
+            for table, chosen in self.views.items():
+                # Researchers' views show the permitted columns only; the keyed views, which the
+                # sandbox keeps out of reach (no qualified names), add the perturbation keys.
+                listed = ", ".join(_q(c) for c, _ in chosen)
+                con.execute(f"CREATE OR REPLACE VIEW main.{_q(table)} AS SELECT {listed} FROM {gen}.main.{_q(table)}")
+                con.execute(f"CREATE OR REPLACE VIEW {KEYED_SCHEMA}.{_q(table)} AS SELECT * FROM {gen}.main.{_q(table)}")
             con.execute("COMMIT")
         except duckdb.Error:
             try:
@@ -288,6 +344,34 @@ class ReleaseEngine:
             self._generation += 1
         self._excluded_keys = keys
         self._detach_unread(con)
+
+    def _hidden_columns(self, table: str) -> list[tuple[str, str, str]]:
+        """(name, type, expression) of the perturbation columns of a generation's table:
+        record key, person number, person key, both combined (unique per person), the
+        person's bit in a 64-bit cell signature, and the row's holder bit."""
+        if not self.cell_keys:
+            return []
+        holder_case = " ".join(f"WHEN {_sql_str(h)} THEN {1 << bit}" for h, bit in self.holder_bits.items())
+        return [
+            ("__rk", "UTINYINT", "k.record_key"),
+            ("__pn", "INTEGER", "pk.person_no"),
+            ("__pk", "UTINYINT", "pk.person_key"),
+            ("__pnk", "BIGINT", "pk.person_no::BIGINT * 256 + pk.person_key"),
+            ("__pb", "UBIGINT", "(1::UBIGINT << (pk.person_no % 64))"),
+            ("__hb", "UINTEGER", f"(CASE t.holder {holder_case} ELSE {UNKNOWN_HOLDER_BIT} END)::UINTEGER"),
+        ]
+
+    def _holder_bits(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        """holder id -> bit number, for the holders present in the permitted tables."""
+        holders: set[str] = set()
+        for table, cols in self.views.items():
+            if any(c.lower() == "holder" for c, _ in cols):
+                holders.update(r[0] for r in con.execute(
+                    f"SELECT DISTINCT CAST(holder AS VARCHAR) FROM rel.{_q(table)} WHERE holder IS NOT NULL").fetchall())
+        if len(holders) > MAX_HOLDER_BITS:
+            raise QueryRefused("release.too_many_holders", f"more than {MAX_HOLDER_BITS} holders in one release",
+                               status=503)
+        return {h: i for i, h in enumerate(sorted(holders))}
 
     def _detach_unread(self, con: duckdb.DuckDBPyConnection) -> None:
         """Detach replaced generations once no query is running (a query that started before
@@ -489,8 +573,10 @@ class EngineCache:
     The key includes the files' size and mtime so a rebuilt release gets a fresh engine.
     """
 
-    def __init__(self, releases_dir: Path, limits: Limits, capacity: int = 16) -> None:
+    def __init__(self, releases_dir: Path, limits: Limits, capacity: int = 16, *,
+                 private_dir: Path | None = None) -> None:
         self.releases_dir = releases_dir
+        self.private_dir = private_dir or default_private_root(releases_dir)
         self.limits = limits
         self.capacity = capacity
         self._engines: OrderedDict[tuple, ReleaseEngine] = OrderedDict()
@@ -499,10 +585,11 @@ class EngineCache:
 
     def get(self, permit: Permit, excluded_keys: frozenset[str] = frozenset()) -> ReleaseEngine:
         directory = release_dir(self.releases_dir, permit.release_id)
+        private = release_dir(self.private_dir, permit.release_id)
         stamp = []
-        for name in ("release.duckdb", "consent_link.parquet"):
+        for path in (directory / "release.duckdb", private / CONSENT_LINK, private / CELL_KEYS):
             try:
-                st = (directory / name).stat()
+                st = path.stat()
                 stamp.append((st.st_size, st.st_mtime_ns))
             except FileNotFoundError:
                 stamp.append(None)
@@ -518,7 +605,7 @@ class EngineCache:
                 engine = self._engines.get(key)
                 if engine is not None:
                     return engine
-            engine = ReleaseEngine(directory, permit, self.limits, excluded_keys)
+            engine = ReleaseEngine(directory, permit, self.limits, excluded_keys, private_directory=private)
             with self._lock:
                 self._engines[key] = engine
                 self._build_locks.pop(key, None)

@@ -51,6 +51,9 @@ STREAM_AFTER_ROWS = 65_536
 class AccessSettings:
     releases_dir: Path
     audit_path: Path
+    #: the releases' restricted files (consent link, perturbation keys); by default the data
+    #: home's ``restricted/releases`` beside ``releases_dir``
+    private_dir: Path | None = None
     limits: Limits = field(default_factory=Limits)
     max_sql_length: int = MAX_SQL_LENGTH
     dominance_n: int = 2
@@ -69,6 +72,7 @@ class AccessSettings:
         env = os.environ
         return cls(
             releases_dir=s.releases_dir,
+            private_dir=s.release_private_dir,
             audit_path=s.audit_dir / AUDIT_FILE,
             limits=Limits(
                 timeout_s=float(env.get("HDP_ACCESS_TIMEOUT_S", "10")),
@@ -168,7 +172,8 @@ class AccessService:
         self.governance = governance
         self.authenticator = authenticator or default_authenticator(settings, governance)
         self.clock = clock
-        self.engines = EngineCache(settings.releases_dir, settings.limits, settings.engine_cache_size)
+        self.engines = EngineCache(settings.releases_dir, settings.limits, settings.engine_cache_size,
+                                   private_dir=settings.private_dir)
         self.audit = AuditLog(settings.audit_path, fsync=settings.audit_fsync)
         self._thresholds = {h.id: h.min_cell_count for h in hdp_settings.holders()}
         self._audit_lock = threading.Lock()

@@ -83,6 +83,12 @@ class Settings:
     def quarantine_dir(self, holder_id: str) -> Path:
         return self.holder_dir(holder_id) / "quarantine"
 
+    @property
+    def release_private_dir(self) -> Path:
+        """Per-release files researchers must never read: the consent link (release pseudonym ->
+        cross-release consent key) and the perturbation keys, under ``<this>/<release_id>/``."""
+        return self.restricted / "releases"
+
     # -- outside the restricted zone: no direct identifiers ----------------
     def research_db(self, holder_id: str) -> Path:
         return self.home / "research" / f"{holder_id}.duckdb"

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from hdp.settings import REPO_ROOT, Settings, get_settings, holder
+from pipelines.cellkeys import CELL_KEYS, write_cell_keys
 
 #: The column that places each research table's rows in time (for the request's period).
 EVENT_DATE_COLUMN = {
@@ -276,10 +277,16 @@ def assemble(
     con.execute("CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
                 + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows) + ")")
     released_persons = con.execute("SELECT count(*) FROM released_persons").fetchall()[0][0]
+    # The consent link maps every release pseudonym to the one cross-release consent key, so
+    # it lives in the restricted zone, never beside the release files researchers may read.
+    private = private_staging_dir(settings, release_id_for(request.request_id))
+    if private.exists():
+        shutil.rmtree(private)
+    private.mkdir(parents=True, mode=0o700)
     con.execute(f"""
         COPY (SELECT DISTINCT release_person_id AS person_id, consent_key FROM eligible
               WHERE release_person_id IN (SELECT person_id FROM released_persons) ORDER BY ALL)
-        TO '{staging / CONSENT_LINK}' (FORMAT parquet)
+        TO '{private / CONSENT_LINK}' (FORMAT parquet)
     """)
     # The access layer opens this file read-only; researchers never see consent keys.
     con.execute(f"ATTACH '{staging / RELEASE_DB}' AS rel")
@@ -287,6 +294,7 @@ def assemble(
         con.execute(f'CREATE TABLE rel."{table}" AS SELECT * FROM "{table}"')
     con.execute("DETACH rel")
     con.close()
+    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
     return ReleaseResult(
         release_id=release_id_for(request.request_id), request_id=request.request_id, path=str(staging),
         rows=rows, persons=int(released_persons), excluded_persons_consent=int(excluded_persons),
@@ -324,6 +332,25 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n",
                                     encoding="utf-8")
     return manifest
+
+
+def private_staging_dir(settings: Settings, release_id: str) -> Path:
+    """Where a release's restricted files (consent link, perturbation keys) are assembled."""
+    return settings.release_private_dir / f".staging-{release_id}"
+
+
+def _publish_dir(staging: Path, final: Path) -> None:
+    """Rename ``staging`` to ``final``; an unrecorded earlier attempt is moved aside first, so
+    a crash never loses both."""
+    if final.exists():
+        previous = final.with_name(f".previous-{final.name}")
+        if previous.exists():
+            shutil.rmtree(previous)
+        final.rename(previous)
+        staging.rename(final)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(final)
 
 
 def _build(request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings) -> ReleaseResult:
@@ -375,15 +402,9 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
     manifest = write_manifest(staging, request, result, policy=describe_release_policy(),
                               quality=quality_label(staging))
-    if final.exists():  # an unrecorded earlier attempt: move it aside first, so a crash never loses both
-        previous = settings.releases_dir / f".previous-{rid}"
-        if previous.exists():
-            shutil.rmtree(previous)
-        final.rename(previous)
-        staging.rename(final)
-        shutil.rmtree(previous)
-    else:
-        staging.rename(final)
+    # Restricted files first: the access layer refuses a release whose consent link is missing.
+    _publish_dir(private_staging_dir(settings, rid), settings.release_private_dir / rid)
+    _publish_dir(staging, final)
     manifest_sha = sha256_file(final / MANIFEST)
     with store.session_scope(settings.governance_url) as session:
         service.record_release(session, request_id=request_id, release_id=rid, manifest_sha256=manifest_sha)
@@ -411,7 +432,10 @@ def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Sett
             cohort_criteria=dict(view.cohort_criteria),
         )
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
-    return _build(request, frozenset(excluded), destination, settings).rows
+    try:
+        return _build(request, frozenset(excluded), destination, settings).rows
+    finally:  # the rebuilt consent link and keys are not needed for a comparison of the files
+        shutil.rmtree(private_staging_dir(settings, release_id_for(request_id)), ignore_errors=True)
 
 
 def delete_ended_releases(*, settings: Settings | None = None) -> dict[str, int]:
@@ -433,6 +457,7 @@ def delete_ended_releases(*, settings: Settings | None = None) -> dict[str, int]
         if path.exists():
             shutil.rmtree(path)
             deleted += 1
+        shutil.rmtree(settings.release_private_dir / release_id, ignore_errors=True)
         with store.session_scope(settings.governance_url) as session:
             service.mark_release_deleted(session, release_id=release_id, now=now)
     return {"permits_expired": len(expired), "releases_deleted": deleted, "releases_marked_deleted": len(due)}

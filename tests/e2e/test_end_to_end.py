@@ -164,7 +164,9 @@ def test_opted_out_persons_are_absent_from_the_release(demo):
     )
     keys = json.loads(subprocess.run([sys.executable, "-c", code, json.dumps(opted_out)], env=env, check=True,
                                      capture_output=True, text=True).stdout)
-    released_keys = set(pq.read_table(release / "consent_link.parquet").column("consent_key").to_pylist())
+    assert not (release / "consent_link.parquet").exists()  # restricted: never beside the release
+    link = home / "restricted" / "releases" / release.name / "consent_link.parquet"
+    released_keys = set(pq.read_table(link).column("consent_key").to_pylist())
     assert released_keys and not released_keys & set(keys)
 
 

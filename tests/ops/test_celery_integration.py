@@ -247,7 +247,7 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
     published = sorted(p.name for p in final.glob("*.parquet"))
     assert published == sorted(p.name for p in rebuilt.glob("*.parquet"))
     assert set(manifest["files"]) == set(published)
-    for name in published:  # consent_link.parquet too: it maps the same pseudonyms
+    for name in published:
         assert (final / name).read_bytes() == (rebuilt / name).read_bytes(), f"{name} differs after the retry"
 
     # The retry replaced its metrics row: one row, the successful try.

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.release import ReleaseError, ReleaseRequest, assemble, variables_by_table
+from pipelines.release import ReleaseError, ReleaseRequest, assemble, private_staging_dir, variables_by_table
 
 
 def _research(settings, holder, rows):
@@ -45,8 +45,14 @@ def test_assemble_links_holders_excludes_opted_out_and_unlinked(hdp_home):
     assert result.excluded_persons_consent == 1
     assert result.excluded_rows_unlinked == 1
     assert result.persons == 2
-    link = pq.read_table(staging / "consent_link.parquet").to_pylist()
+    assert not (staging / "consent_link.parquet").exists()  # never beside what researchers may read
+    private = private_staging_dir(hdp_home, "rel-00007")
+    link = pq.read_table(private / "consent_link.parquet").to_pylist()
     assert link == [{"person_id": "P1", "consent_key": "c1"}, {"person_id": "P3", "consent_key": "c3"}]
+    keys = duckdb.connect(str(private / "cell_keys.duckdb"), read_only=True)
+    assert keys.execute("SELECT count(*), count(DISTINCT person_no) FROM person_key").fetchone() == (2, 2)
+    assert keys.execute("SELECT count(*), min(record_key) >= 0, max(record_key) <= 255 "
+                        "FROM record_key__register_visit").fetchone() == (3, True, True)
     con = duckdb.connect(str(staging / "release.duckdb"), read_only=True)
     assert con.execute("select count(*) from register_visit").fetchone()[0] == 3
 
