@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from governance import auditing, cohort
+from governance import text as free_text
 from governance.catalogue import load_catalogue, table_holders
 from governance.consent import (  # noqa: F401  (re-exported: part of the service API)
     consent_records,
@@ -266,8 +267,11 @@ def _clean_fields(session: Session, applicant: str, fields: Mapping[str, Any], n
     p: list[tuple[str, str]] = []
     out: dict[str, Any] = {}
 
-    project = str(fields.get("project") or "").strip()
-    if not 3 <= len(project) <= 200:
+    project, problem = free_text.check(str(fields.get("project") or "").strip(), code="request.project",
+                                       label="project title")
+    if problem:
+        p.append(problem)
+    elif not 3 <= len(project) <= 200:
         p.append(("request.project", "project title must be 3-200 characters"))
     out["project"] = project
 
@@ -352,6 +356,11 @@ def _clean_fields(session: Session, applicant: str, fields: Mapping[str, Any], n
 
     data_form = fields.get("data_form") or "anonymised"
     justification = (fields.get("pseudonymisation_justification") or "").strip() or None
+    if justification is not None:
+        justification, problem = free_text.check(justification, code="request.pseudonymisation_justification",
+                                                 label="pseudonymisation justification", multiline=True)
+        if problem:
+            p.append(problem)
     if data_form not in DATA_FORMS:
         p.append(("request.data_form", f"data form must be one of {DATA_FORMS}"))
     if data_form == "pseudonymised" and len(justification or "") < MIN_PSEUDONYMISATION_JUSTIFICATION:
@@ -544,6 +553,11 @@ def decide(session: Session, *, request_id: int, holder_id: str, reviewer: str, 
         problems.append(("decision.unknown", f"decision must be approve, reject or return, not {decision!r}"))
     if len((justification or "").strip()) < MIN_JUSTIFICATION:
         problems.append(("decision.justification", f"every decision needs a justification (at least {MIN_JUSTIFICATION} characters)"))
+    else:
+        justification, problem = free_text.check(justification, code="decision.justification",
+                                                 label="justification", multiline=True)
+        if problem:
+            problems.append(problem)
     if problems:
         raise InvalidRequest(problems)
     row = _lock_request(session, request_id)
@@ -642,6 +656,9 @@ def amend_request(session: Session, *, request_id: int, actor: str, changes: Map
     now = _now(now)
     if len((reason or "").strip()) < MIN_JUSTIFICATION:
         raise InvalidRequest([("amendment.reason", f"an amendment needs a reason (at least {MIN_JUSTIFICATION} characters)")])
+    reason, problem = free_text.check(reason, code="amendment.reason", label="amendment reason", multiline=True)
+    if problem:
+        raise InvalidRequest([problem])
     if not changes:
         raise InvalidRequest([("amendment.empty", "an amendment must change at least one field")])
     _check_field_names(changes, REQUEST_FIELDS)
@@ -867,6 +884,10 @@ def revoke_permit(session: Session, *, request_id: int, actor: str, justificatio
     now = _now(now)
     if len((justification or "").strip()) < MIN_JUSTIFICATION:
         raise InvalidRequest([("revoke.justification", f"revocation needs a justification (at least {MIN_JUSTIFICATION} characters)")])
+    justification, problem = free_text.check(justification, code="revoke.justification", label="justification",
+                                             multiline=True)
+    if problem:
+        raise InvalidRequest([problem])
     row = _lock_request(session, request_id)
     user = _user_row(session, actor)
     allowed = user is not None and user.disabled_at is None and (

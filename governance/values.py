@@ -1,10 +1,18 @@
-"""Frozen value objects returned by the service (never ORM objects)."""
+"""Frozen value objects returned by the service (never ORM objects).
+
+Free text in a value (project titles, justifications) is display-safe: the service refuses
+control and invisible format characters at input (``governance.text``), and a value built from
+text stored before that rule shows each such character as U+FFFD instead, so no register entry,
+web page, CLI table or JSON answer can carry a bidi override or a NUL to its reader.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+
+from governance.text import display_text
 
 ROLES: frozenset[str] = frozenset({"researcher", "steward", "operator", "admin", "reid_approver"})
 
@@ -24,6 +32,9 @@ class DecisionView:
     justification: str
     decided_at: datetime
     review_round: int
+
+    def __post_init__(self) -> None:
+        _display_safe(self, multiline=("justification",))
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class RequestView:
     reviews: tuple[HolderReview, ...] = ()
     decisions: tuple[DecisionView, ...] = ()
 
+    def __post_init__(self) -> None:
+        _display_safe(self, single=("project",), multiline=("pseudonymisation_justification",))
+
 
 @dataclass(frozen=True)
 class ApprovedRequest:
@@ -98,6 +112,9 @@ class Permit:
     status: str = "active"
     project: str = ""
 
+    def __post_init__(self) -> None:
+        _display_safe(self, single=("project",))
+
     def is_active(self, at: datetime) -> bool:
         """True only for a released, unrevoked permit within its validity (fails closed)."""
         return (
@@ -128,6 +145,9 @@ class Overdue:
     due_at: datetime
     days_overdue: float
 
+    def __post_init__(self) -> None:
+        _display_safe(self, single=("project",))
+
 
 @dataclass(frozen=True)
 class KeyFigure:
@@ -157,3 +177,17 @@ class TransparencyEntry:
     expires_on: date
     released_on: date | None
     status: str
+
+    def __post_init__(self) -> None:
+        _display_safe(self, single=("project", "purpose", "purpose_description"))
+
+
+def _display_safe(obj: Any, *, single: tuple[str, ...] = (), multiline: tuple[str, ...] = ()) -> None:
+    """Replace forbidden characters in the named text fields of a frozen value (see governance.text)."""
+    for names, multi in ((single, False), (multiline, True)):
+        for name in names:
+            value = getattr(obj, name)
+            if isinstance(value, str):
+                safe = display_text(value, multiline=multi)
+                if safe is not value:
+                    object.__setattr__(obj, name, safe)
