@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -213,3 +214,70 @@ class ConfigRow(Base):
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+
+class OutputExceptionRow(Base):
+    """A steward's justified exception on a permit: row-level outputs of pseudonymised data may
+    be requested under it (still checked by two output checkers). Withdrawn, never deleted."""
+
+    __tablename__ = "gov_output_exception"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    permit_id: Mapped[int] = mapped_column(ForeignKey("gov_permit.id"), index=True)
+    holder_id: Mapped[str] = mapped_column(String(64))
+    steward: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    withdrawn_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class OutputRequestRow(Base):
+    """A result that is to leave the secure environment (the airlock): facts of its stored file,
+    the requester's context, its state (``governance.outputs``). Never the data itself."""
+
+    __tablename__ = "gov_output_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Optimistic lock: two checkers deciding at once cannot both count against stale state.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    permit_id: Mapped[int] = mapped_column(ForeignKey("gov_permit.id"), index=True)
+    release_id: Mapped[str] = mapped_column(String(128))
+    requester: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    review_round: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    context: Mapped[str] = mapped_column(Text)
+    query_masked: Mapped[str] = mapped_column(Text)
+    query_sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    file_name: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    columns: Mapped[list[str]] = mapped_column(JSON)
+    row_level: Mapped[bool] = mapped_column(Boolean)
+    row_level_reasons: Mapped[list[str]] = mapped_column(JSON)
+    exception_id: Mapped[int | None] = mapped_column(ForeignKey("gov_output_exception.id"), nullable=True)
+    consent_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class OutputCheckRow(Base):
+    """One output checker's decision on one round of an output request."""
+
+    __tablename__ = "gov_output_check"
+    # One decision per checker per round: the same person cannot count twice.
+    __table_args__ = (UniqueConstraint("output_id", "review_round", "checker"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("gov_output_request.id", ondelete="CASCADE"), index=True)
+    review_round: Mapped[int] = mapped_column(Integer)
+    checker: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
