@@ -95,8 +95,7 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
             "X-HDP-Permit": str(result.permit_id),
         }
         if result.summary:  # aggregate tier: how many cells disclosure control withheld
-            headers["X-HDP-Cells-Suppressed"] = str(
-                result.summary.get("suppressed_primary", 0) + result.summary.get("suppressed_secondary", 0))
+            headers["X-HDP-Cells-Suppressed"] = str(result.summary["cells"] - result.summary["published"])
         if body.format in ("arrow", "parquet"):
             def stream() -> Iterator[bytes]:
                 yield from chunks(result.body)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 KEY_RANGE = 256  # record, person and cell keys are 0..255
 MAX_PCV = 750  # ptable rows 1..750; larger counts reuse rows 501..750 (ONS convention)
@@ -86,6 +87,21 @@ class PerturbationSettings:
             raise PerturbationSettingsError(f"max_noise ({d}) must be at least rounding_base - 1 ({b - 1})")
         if self.variance < 0 or self.magnitude < 0:
             raise PerturbationSettingsError("variance and magnitude cannot be negative")
+
+    @classmethod
+    def for_holder(cls, threshold: int, declared: Mapping[str, float]) -> PerturbationSettings:
+        """A holder's settings from its ``min_cell_count`` and declared ``perturbation``; what it
+        leaves out defaults to the strict side (the smallest base >= threshold that divides 250,
+        noise up to two bases)."""
+        base = int(declared.get("rounding_base", 0)) or next(b for b in (1, 2, 5, 10, 25, 50, 125, 250)
+                                                             if b >= threshold)
+        return cls(
+            threshold=int(threshold),
+            rounding_base=base,
+            max_noise=int(declared.get("max_noise", 2 * base - 1)),
+            variance=float(declared.get("variance", base * base / 2)),
+            magnitude=float(declared.get("magnitude", 0.5)),
+        )
 
     def public(self) -> dict[str, float | int]:
         """What stewards and researchers may read (never a key)."""
@@ -140,8 +156,10 @@ def _noise_distribution(n: int, s: PerturbationSettings) -> list[tuple[int, floa
     return sorted((v, p) for v, p in mix.items() if p > 0)
 
 
+@lru_cache(maxsize=16)
 def build_ptable(s: PerturbationSettings) -> dict[tuple[int, int], int]:
-    """(pcv, cell key) -> noise, for pcv 1..750 and cell keys 0..255.
+    """(pcv, cell key) -> noise, for pcv 1..750 and cell keys 0..255 (cached per settings:
+    building it takes about 0.1 s; callers must not modify it).
 
     Cell key k stands for the quantile (k + 0.5) / 256 of the noise distribution, so the 256
     keys split it into equal-probability slices.

@@ -47,8 +47,8 @@ MAX_SQL_LENGTH = 20_000
 ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
     {
         # aggregates
-        "count", "count_if", "sum", "avg", "min", "max", "median", "mode", "stddev",
-        "stddev_samp", "stddev_pop", "variance", "var_samp", "var_pop", "corr", "covar_samp",
+        "count", "count_if", "sum", "avg", "mean", "min", "max", "median", "mode", "stddev",
+        "stddev_samp", "stddev_pop", "variance", "var_samp", "var_pop", "variance_pop", "corr", "covar_samp",
         "covar_pop", "approx_distinct", "percentile_cont", "percentile_disc", "quantile_cont",
         "quantile_disc", "quantile", "bool_and", "bool_or", "logical_and", "logical_or",
         "regr_slope", "regr_intercept", "regr_r2", "string_agg", "group_concat", "array_agg",
@@ -59,7 +59,7 @@ ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
         # conditional / casts
         "case", "if", "coalesce", "nullif", "ifnull", "greatest", "least", "cast", "try_cast",
         # numeric
-        "abs", "round", "floor", "ceil", "ceiling", "sqrt", "power", "pow", "exp", "ln", "log",
+        "abs", "round", "width_bucket", "floor", "ceil", "ceiling", "sqrt", "power", "pow", "exp", "ln", "log",
         "log10", "log2", "sign", "trunc", "mod", "div",
         # text
         "lower", "upper", "length", "substring", "substr", "left", "right", "trim", "ltrim",
@@ -73,7 +73,7 @@ ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
         "day_of_month", "date_diff", "datediff", "date_add", "dateadd", "date_sub", "age",
         "make_date", "date_from_parts", "strftime", "time_to_str", "str_to_time", "strptime",
         "to_date", "date", "ts_or_ds_to_date", "epoch", "time_to_unix", "last_day",
-        "yearweek", "isodow",
+        "yearweek", "isodow", "week_of_year", "dayofweek_iso", "year_of_week",
         # misc
         "typeof", "struct", "unnest", "array", "exists", "list_value",
     }

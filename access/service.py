@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from access import aggregate
+from access import aggregate, cellkey, grammar
 from access.auth import (
     Authenticator,
     ChainAuthenticator,
@@ -31,7 +31,7 @@ from access.auth import (
     OIDCAuthenticator,
     jwks_from_url,
 )
-from access.engine import EngineCache, Limits, ReleaseEngine, ResultStream, release_dir
+from access.engine import KEYED_SCHEMA, EngineCache, Limits, ReleaseEngine, ResultStream, release_dir
 from access.errors import Forbidden, NotFound, QueryCutOff, QueryRefused, Refusal, Unauthenticated
 from access.formats import MEDIA_TYPES, serialise
 from access.ports import AGGREGATE, RECORD, Governance, Permit, User
@@ -58,7 +58,6 @@ class AccessSettings:
     max_sql_length: int = MAX_SQL_LENGTH
     dominance_n: int = 2
     dominance_k: float = 0.9
-    rounding_base: int = 0
     engine_cache_size: int = 16
     audit_fsync: bool = True
     oidc_issuer: str | None = None
@@ -80,7 +79,6 @@ class AccessSettings:
                 memory_limit=env.get("HDP_ACCESS_MEMORY_LIMIT", "1GB"),
                 threads=int(env.get("HDP_ACCESS_THREADS", "2")),
             ),
-            rounding_base=int(env.get("HDP_ACCESS_ROUNDING_BASE", "0")),
             oidc_issuer=env.get("HDP_OIDC_ISSUER"),
             oidc_audience=env.get("HDP_OIDC_AUDIENCE"),
             oidc_jwks_url=env.get("HDP_OIDC_JWKS_URL"),
@@ -176,6 +174,11 @@ class AccessService:
                                    private_dir=settings.private_dir)
         self.audit = AuditLog(settings.audit_path, fsync=settings.audit_fsync)
         self._thresholds = {h.id: h.min_cell_count for h in hdp_settings.holders()}
+        self._default_threshold = max([10, *self._thresholds.values()])
+        self._perturbation = {
+            h.id: cellkey.PerturbationSettings.for_holder(h.min_cell_count, dict(h.perturbation))
+            for h in hdp_settings.holders()
+        }
         self._audit_lock = threading.Lock()
 
     # -- helpers -----------------------------------------------------------
@@ -290,11 +293,11 @@ class AccessService:
             ))
             engine = stack.enter_context(self.engines.lease(permit, keys))
             engine.refresh_exclusions(keys)
-            checked, plan = self._prepare(engine, sql, permit.output_tier)
+            checked, compiled = self._prepare(engine, sql, permit.output_tier)
             event["query_masked"] = checked.masked
             event["query_sha256"] = checked.masked_sha256
             summary: dict[str, Any] = {}
-            if plan is None and stream and fmt == "arrow":
+            if compiled is None and stream and fmt == "arrow":
                 rs = engine.open_stream(checked.sql)
                 stack.callback(rs.close)
                 head, complete = _prefetch(rs, STREAM_AFTER_ROWS)
@@ -312,19 +315,18 @@ class AccessService:
                         f"the result has more than {self.settings.limits.max_rows} rows; aggregate or filter, "
                         "or narrow the query",
                     )
-            elif plan is None:
+            elif compiled is None:
                 (table,) = engine.run([checked.sql])
             else:
-                raw, stats = engine.run([plan.result_sql, plan.stats_sql])
+                disclosure = self._disclosure_settings(permit)
+                (stats,) = engine.run([compiled.stats_sql])
+                exact = None
+                if aggregate.needs_exact(compiled, stats, disclosure):
+                    # Same snapshot for both: a consent change between them cannot mix two states.
+                    stats, exact = engine.run([compiled.stats_sql, compiled.exact_sql])
             stack.close()  # lease ends before the Python-side work below
-            if plan is not None:
-                table, summary = aggregate.apply(
-                    plan, raw, stats,
-                    aggregate.DisclosureSettings(
-                        thresholds=self._thresholds, dominance_n=self.settings.dominance_n,
-                        dominance_k=self.settings.dominance_k, rounding_base=self.settings.rounding_base,
-                    ),
-                )
+            if compiled is not None:
+                table, summary = aggregate.publish(compiled, stats, exact, disclosure)
             body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": permit.output_tier,
                                                "disclosure": summary} if fmt == "json" else None)
             digest = hashlib.sha256(body).hexdigest()
@@ -390,10 +392,24 @@ class AccessService:
                       result_sha256=digest.hexdigest(), streamed=True,
                       duration_ms=round((time.perf_counter() - started) * 1000, 1), **outcome)
 
+    def _disclosure_settings(self, permit: Permit) -> aggregate.DisclosureSettings:
+        """Each holder's threshold for the cells it is in; one ptable per release, the strictest
+        of its holders' (see ``access.cellkey.strictest``). Unknown holders count as strict."""
+        perturbation = cellkey.strictest(
+            self._perturbation.get(h) or cellkey.PerturbationSettings.for_holder(self._default_threshold, {})
+            for h in sorted(permit.holders)
+        )
+        return aggregate.DisclosureSettings(
+            thresholds=self._thresholds, perturbation=perturbation, ptable=cellkey.build_ptable(perturbation),
+            default_threshold=self._default_threshold, dominance_n=self.settings.dominance_n,
+            dominance_k=self.settings.dominance_k,
+        )
+
     def _prepare(
         self, engine: ReleaseEngine, sql: str, tier: str
-    ) -> tuple[ValidatedQuery, aggregate.AggregatePlan | None]:
-        """Sandbox check (and the aggregate plan) of ``sql`` for this engine's permit, cached.
+    ) -> tuple[ValidatedQuery, aggregate.CompiledQuery | None]:
+        """Sandbox check (and, for the aggregate tier, the grammar check and the compiled
+        statistics queries) of ``sql`` for this engine's permit, cached.
 
         Validation is a pure function of the SQL text, the permitted views and the settings,
         so an identical query on the same engine reuses it (it costs 1-2 ms of parsing and
@@ -406,10 +422,15 @@ class AccessService:
             return hit  # type: ignore[return-value]
         tables = {t: [c for c, _ in cols] for t, cols in engine.views.items()}
         checked = validate(sql, tables=tables, max_length=self.settings.max_sql_length)
-        plan = None if tier == RECORD else aggregate.plan(checked.tree, dominance_n=self.settings.dominance_n)
+        compiled = None
+        if tier != RECORD:
+            compiled = aggregate.compile_query(
+                grammar.parse(checked.tree, engine.views), keyed_schema=KEYED_SCHEMA,
+                holder_bits=engine.holder_bits, max_rows_per_person=engine.max_rows_per_person,
+            )
         if cacheable:
-            engine.prepared.put(key, (checked, plan))
-        return checked, plan
+            engine.prepared.put(key, (checked, compiled))
+        return checked, compiled
 
     def close(self) -> None:
         self.engines.close()

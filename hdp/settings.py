@@ -50,6 +50,9 @@ class Holder:
     k_anonymity: int
     reviewers_required: int
     county_code: str | None = None
+    #: cell-key perturbation of aggregate results (``access.cellkey.PerturbationSettings``
+    #: fields other than the threshold, which is ``min_cell_count``); readable by everyone
+    perturbation: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ def holders() -> tuple[Holder, ...]:
             k_anonymity=int(h["k_anonymity"]),
             reviewers_required=int(h["reviewers_required"]),
             county_code=h.get("county_code"),
+            perturbation=tuple(sorted((k, float(v)) for k, v in h.get("perturbation", {}).items())),
         )
         for h in raw["holders"]
     )

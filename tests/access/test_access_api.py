@@ -62,7 +62,7 @@ def test_revoked_permit_refused_at_next_query(client, world):
     assert r.status_code == 403 and r.json()["error"] == "permit.none"
 
 
-def test_aggregate_tier_suppresses(client, world):
+def test_aggregate_tier_suppresses_and_perturbs(client, world):
     r = q(client, world.alice, "r_agg",
           "SELECT county, sex, count(*) AS n FROM register_visit GROUP BY county, sex ORDER BY county, sex")
     assert r.status_code == 200, r.text
@@ -70,29 +70,29 @@ def test_aggregate_tier_suppresses(client, world):
     names = [c["name"] for c in body["columns"]]
     assert names == ["county", "sex", "n"]
     d = body["disclosure"]
-    assert d["published"] == len(body["rows"]) == d["cells"] - d["suppressed_primary"] - d["suppressed_secondary"]
-    assert r.headers["X-HDP-Cells-Suppressed"] == str(d["suppressed_primary"] + d["suppressed_secondary"])
-    assert all(n is not None and n >= 5 for *_, n in body["rows"])  # nothing small, nothing blanked
+    withheld = d["suppressed_persons"] + d["suppressed_dominance"] + d["suppressed_after_perturbation"]
+    assert d["published"] == len(body["rows"]) == d["cells"] - withheld
+    assert r.headers["X-HDP-Cells-Suppressed"] == str(withheld)
+    # Nothing small, nothing blanked; every count on the release's grid (multiples of 10:
+    # region_skane, in this release, rounds to 10).
+    assert all(n is not None and n >= 10 and n % 10 == 0 for *_, n in body["rows"])
+    assert [tuple(row[:2]) for row in body["rows"]] == sorted(tuple(row[:2]) for row in body["rows"])
     r = q(client, world.alice, "r_agg", "SELECT * FROM register_visit")
     assert r.status_code == 400 and r.json()["error"] == "aggregate.shape"
     r = q(client, world.alice, "r_agg", "SELECT sex, max(hba1c_mmol_mol) FROM register_visit GROUP BY sex")
-    assert r.json()["error"] == "aggregate.unsupported_expression"
+    assert r.json()["error"] == "aggregate.aggregate_not_allowed"
+    assert "Hint:" in r.json()["message"]
 
 
-def test_aggregate_tier_never_publishes_the_keys_of_small_cells(client, world):
-    """A key that singles out persons (here: the pseudonym and visit of everyone with a very
-    high HbA1c, everyone else in one big cell) makes each small cell one person's record:
-    nulling its count would still publish the record as its key. Small cells go whole."""
+def test_aggregate_tier_refuses_keys_that_can_be_records(client, world):
+    """A key that singles out persons (the pseudonym and visit of everyone with a very high
+    HbA1c) would make each small cell one person's record: the grammar refuses it outright,
+    since the pseudonym may appear only inside count(DISTINCT person_id)."""
     r = q(client, world.alice, "r_agg",
           "SELECT CASE WHEN hba1c_mmol_mol > 85 THEN person_id || ' ' || CAST(visit_date AS VARCHAR) "
           "ELSE 'everyone else' END AS who, count(*) AS n FROM register_visit GROUP BY who")
-    assert r.status_code == 200, r.text
-    body = r.json()
-    d = body["disclosure"]
-    assert d["suppressed_primary"] > 5  # the singled-out visits
-    assert [row[0] for row in body["rows"]] in ([], ["everyone else"])  # (the big cell may go too: secondary)
-    assert len(body["rows"]) == d["published"] == d["cells"] - d["suppressed_primary"] - d["suppressed_secondary"]
-    assert r.headers["X-HDP-Cells-Suppressed"] == str(d["cells"] - d["published"])
+    assert r.status_code == 400
+    assert r.json()["error"] == "aggregate.group_key"
 
 
 def test_operator_audit_endpoints(client, world):
