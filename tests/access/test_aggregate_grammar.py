@@ -143,7 +143,7 @@ def test_grammar_refuses_with_a_reason_and_a_hint(gworld, sql, reason):
 
 def test_attacks_are_refused_over_http_and_audited(client, world):
     """The issue's five attack shapes, through the API as a researcher would send them."""
-    pid = "0" * 64
+    pid = "d15c105e" * 8  # looks like a pseudonym; must never reach the audit log
     attacks = [
         "SELECT (SELECT string_agg(person_id, ',') FROM register_visit) AS v, count(*) FROM register_visit GROUP BY 1",
         f"SELECT b.visit_date, count(*) FROM register_visit a JOIN register_visit b ON a.person_id = b.person_id "
