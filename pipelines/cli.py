@@ -31,7 +31,7 @@ def run(stage: str) -> None:
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
               help="Also write the summary to this file (for scripts and tests).")
 def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) -> None:
-    """Generate data, run every DAG, file and approve a request, release it and query it."""
+    """Generate data, run every DAG, file and approve a record-level and an aggregate-only request, release and query both."""
     from pipelines import demo as demo_flow
 
     summary = demo_flow.run_demo(persons=persons, seed=seed, defect_rate=defect_rate)

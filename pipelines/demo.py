@@ -3,11 +3,16 @@
 1. generate synthetic deliveries for every data holder (with a few injected defects);
 2. run the ingest and pseudonymise DAGs of every holder through Airflow;
 3. create users (a researcher, stewards of each holder), record three citizens' opt-outs;
-4. a researcher files a request over three holders; each holder's steward(s) approve it;
-5. run the release DAG: the release is built, gated and published;
-6. the researcher queries the release through the access layer; another researcher is refused.
+4. the researcher files two requests, one per output tier, and each holder's steward(s) approve them:
+   * record-level (pseudonymised microdata, justified) over three holders;
+   * aggregate-only (anonymised: no linkage variable, answers are disclosure-controlled cells);
+5. run the release DAG: both releases are built, gated and published;
+6. the researcher queries both through the access layer (the aggregate one with a grouped query);
+   another researcher is refused.
 
-Re-running the demo on the same data home re-uses the users and files a fresh request.
+The summary names both release ids, with a ready ``hdp query`` command for each, so both tiers
+can be tried at once. Re-running the demo on the same data home re-uses the users and files a
+fresh pair of requests (earlier releases stay until their permits end).
 """
 
 from __future__ import annotations
@@ -50,6 +55,30 @@ DEMO_REQUEST = {
     ),
     "output_tier": "record",
 }
+#: The aggregate-only request: anonymised data (no linkage variable, so no pseudonymisation
+#: justification), answers only as disclosure-controlled cells. Two holders, so two stewards decide.
+AGGREGATE_REQUEST = {
+    "project": "HbA1c och BMI per kön och diabetestyp – aggregerad uppföljning i NDR och Region Skåne",
+    "purpose": "scientific_research",
+    "legal_basis": "gdpr_6_1_e__9_2_j",
+    "ethics_ref": "2025-01234-01",
+    "holders": ["ndr", "region_skane"],
+    "variables": [
+        "register_visit.birth_year", "register_visit.sex", "register_visit.visit_date",
+        "register_visit.diabetes_type", "register_visit.hba1c_mmol_mol", "register_visit.bmi",
+        "patient.birth_year", "patient.sex", "patient.county",
+    ],
+    "period": ("2022-01-01", "2026-10-31"),
+    "data_form": "anonymised",
+    "output_tier": "aggregate",
+}
+#: A grouped query the aggregate tier answers (kept to the closed grammar: plain group key,
+#: persons, rows and a mean).
+AGGREGATE_QUERY = (
+    "SELECT sex, count(DISTINCT person_id) AS persons, count(*) AS visits, avg(hba1c_mmol_mol) AS mean_hba1c "
+    "FROM register_visit GROUP BY sex"
+)
+TIERS = {"record": DEMO_REQUEST, "aggregate": AGGREGATE_REQUEST}
 DEMO_QUERY = (
     "SELECT diabetes_type, count(DISTINCT person_id) AS persons, count(*) AS visits, "
     "round(avg(hba1c_mmol_mol), 1) AS mean_hba1c FROM register_visit GROUP BY diabetes_type ORDER BY persons DESC"
@@ -95,6 +124,24 @@ def _record_opt_outs(session: Any, count: int = 3) -> int:
     return len(keys)
 
 
+def _file_and_approve(url: str, fields: dict[str, Any]) -> int:
+    """The researcher files and submits the request; every steward of every holder in scope approves."""
+    from governance import service, store
+
+    with store.session_scope(url) as session:
+        request_id = service.file_request(session, applicant=RESEARCHER, **fields)
+        service.submit_request(session, request_id=request_id, actor=RESEARCHER)
+    why = ("Aggregate-only output of anonymised data; ethics approval and variables match the purpose."
+           if fields["output_tier"] == "aggregate" else
+           "Ethics approval and variable list match the purpose; data minimised.")
+    for holder in fields["holders"]:
+        for name in STEWARDS[holder]:
+            with store.session_scope(url) as session:
+                service.decide(session, request_id=request_id, holder_id=holder, reviewer=name, decision="approve",
+                               justification=why)
+    return request_id
+
+
 def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
@@ -118,30 +165,38 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     with store.session_scope(settings.governance_url) as session:
         tokens = _ensure_users(session)
         summary["opted_out_persons"] = _record_opt_outs(session)
-        request_id = service.file_request(session, applicant=RESEARCHER, **DEMO_REQUEST)
-        service.submit_request(session, request_id=request_id, actor=RESEARCHER)
-    for holder, names in STEWARDS.items():
-        if holder not in DEMO_REQUEST["holders"]:
-            continue
-        for name in names:
-            with store.session_scope(settings.governance_url) as session:
-                service.decide(session, request_id=request_id, holder_id=holder, reviewer=name, decision="approve",
-                               justification="Ethics approval and variable list match the purpose; data minimised.")
-    summary["request_id"] = request_id
+    request_ids = {tier: _file_and_approve(settings.governance_url, fields) for tier, fields in TIERS.items()}
+    summary["request_id"] = request_ids["record"]
+    summary["aggregate_request_id"] = request_ids["aggregate"]
 
-    release_runs = orchestrate.run_dags(["release"])
+    release_runs = orchestrate.run_dags(["release"])  # builds every approved request: both tiers
     summary["dag_runs"].update({o.dag_id: o.state for o in release_runs})
+    release_ids: dict[str, str | None] = {}
     with store.session_scope(settings.governance_url) as session:
-        permit = service.permit_for_request(session, request_id=request_id, at=datetime.now(UTC))
-    release_id = permit.release_id if permit else None
-    summary["release_id"] = release_id
+        for tier, request_id in request_ids.items():
+            permit = service.permit_for_request(session, request_id=request_id, at=datetime.now(UTC))
+            release_ids[tier] = permit.release_id if permit else None
+    summary["release_id"] = release_ids["record"]
+    summary["aggregate_release_id"] = release_ids["aggregate"]
 
     client = TestClient(create_app())
-    answer = client.post(f"/releases/{release_id}/query", json={"sql": DEMO_QUERY, "format": "json"},
-                         headers={"Authorization": f"Bearer {tokens[RESEARCHER]}"})
+    researcher = {"Authorization": f"Bearer {tokens[RESEARCHER]}"}
+
+    def query(release_id: str | None, sql: str, headers: dict[str, str]) -> Any:
+        return client.post(f"/releases/{release_id}/query", json={"sql": sql, "format": "json"}, headers=headers)
+
+    answer = query(release_ids["record"], DEMO_QUERY, researcher)
     summary["researcher_query"] = {"status": answer.status_code, "sql": DEMO_QUERY, "result": answer.json()}
-    refused = client.post(f"/releases/{release_id}/query", json={"sql": DEMO_QUERY, "format": "json"},
-                          headers={"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"})
+    answer = query(release_ids["aggregate"], AGGREGATE_QUERY, researcher)
+    summary["aggregate_query"] = {"status": answer.status_code, "sql": AGGREGATE_QUERY, "result": answer.json()}
+    refused = query(release_ids["record"], DEMO_QUERY, {"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"})
     summary["other_researcher_status"] = refused.status_code
     summary["researcher_token"] = tokens[RESEARCHER]
+    # Both tiers at once: one token ($HDP_TOKEN), two releases, a command for each (no server needed).
+    summary["releases"] = {
+        tier: {"release_id": release_ids[tier], "request_id": request_ids[tier], "output_tier": tier,
+               "try": f"HDP_TOKEN=<researcher_token> .venv/bin/hdp query --in-process --release {release_ids[tier]} "
+                      f"\"{sql}\""}
+        for tier, sql in (("record", DEMO_QUERY), ("aggregate", AGGREGATE_QUERY))
+    }
     return summary

@@ -101,6 +101,31 @@ def test_demo_query_succeeds_for_the_permitted_researcher_and_is_refused_for_ano
     assert summary["other_researcher_status"] == 403
 
 
+def test_demo_builds_both_tiers_and_the_aggregate_release_answers_a_grouped_query(demo):
+    home, _, summary, proc = demo
+    releases = summary["releases"]
+    assert set(releases) == {"record", "aggregate"}
+    record, aggregate = releases["record"]["release_id"], releases["aggregate"]["release_id"]
+    assert (record, aggregate) == (summary["release_id"], summary["aggregate_release_id"]) and record != aggregate
+    for tier, release_id in (("record", record), ("aggregate", aggregate)):
+        manifest = json.loads((home / "releases" / release_id / "manifest.json").read_text())
+        assert manifest["request"]["output_tier"] == tier
+        assert manifest["request"]["request_id"] == releases[tier]["request_id"]
+        assert release_id in releases[tier]["try"]
+    assert not [v for v in json.loads((home / "releases" / aggregate / "manifest.json").read_text())["request"]
+                ["variables"] if v.endswith(".person_id")]  # anonymised: no linkage variable requested
+    answer = summary["aggregate_query"]
+    assert answer["status"] == 200 and "GROUP BY sex" in answer["sql"]
+    result = answer["result"]
+    assert (result["release_id"], result["output_tier"]) == (aggregate, "aggregate")
+    assert [c["name"] for c in result["columns"]] == ["sex", "persons", "visits", "mean_hba1c"]
+    assert {row[0] for row in result["rows"]} == {"F", "M"}  # one published cell per sex
+    assert result["disclosure"]["published"] == result["row_count"] == 2
+    assert all(persons > 0 and visits >= persons for _, persons, visits, _ in result["rows"])
+    # the printed summary names both releases, so a user can try both at once
+    assert record in proc.stdout and aggregate in proc.stdout
+
+
 def test_no_identifier_or_name_outside_the_restricted_zone(demo):
     home, _, _, proc = demo
     ids, names = _landing_identifiers_and_names(home)
