@@ -99,3 +99,60 @@ class Client:
         r = self.raw(sql, release=release, format="arrow")
         table = ipc.open_stream(io.BytesIO(r.content)).read_all()
         return table.to_pandas() if as_ == "pandas" else table
+
+    # -- the airlock: record-level results leave only as checked outputs ----------------
+    def request_output(self, sql: str, *, title: str, context: str, format: str = "csv",
+                       release: str | None = None) -> dict[str, Any]:
+        """File an output request: the server runs ``sql``, keeps the result file, and two output
+        checkers decide. ``context``: what it is and why it is not disclosive (cell counts...)."""
+        r = self._http.post(f"/releases/{self._release(release)}/outputs",
+                            json={"sql": sql, "format": format, "title": title, "context": context})
+        return self._check(r).json()
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """Your output requests, newest first."""
+        return self._check(self._http.get("/outputs")).json()
+
+    def output(self, output_id: int) -> dict[str, Any]:
+        return self._check(self._http.get(f"/outputs/{output_id}")).json()
+
+    def output_queue(self, *, all: bool = False) -> list[dict[str, Any]]:  # noqa: A002
+        """Outputs awaiting your check (output checkers, stewards); ``all=True``: every one you may check."""
+        return self._check(self._http.get("/outputs/check", params={"all": "true"} if all else None)).json()
+
+    def output_preview(self, output_id: int) -> dict[str, Any]:
+        return self._check(self._http.get(f"/outputs/{output_id}/preview")).json()
+
+    def check_output(self, output_id: int, decision: Literal["approve", "reject", "return"],
+                     comment: str) -> dict[str, Any]:
+        return self._check(self._http.post(f"/outputs/{output_id}/checks",
+                                           json={"decision": decision, "comment": comment})).json()
+
+    def resubmit_output(self, output_id: int, *, context: str, sql: str | None = None,
+                        format: str | None = None) -> dict[str, Any]:
+        body = {"context": context, **({"sql": sql} if sql else {}), **({"format": format} if format else {})}
+        return self._check(self._http.post(f"/outputs/{output_id}/resubmit", json=body)).json()
+
+    def withdraw_output(self, output_id: int) -> dict[str, Any]:
+        return self._check(self._http.post(f"/outputs/{output_id}/withdraw")).json()
+
+    def download_output(self, output_id: int, path: str | None = None) -> bytes:
+        """The approved output's bytes (written to ``path`` too, if given); checked against the
+        SHA-256 the server filed and the checkers saw."""
+        r = self._check(self._http.get(f"/outputs/{output_id}/download"))
+        expected = r.headers.get("X-HDP-Output-SHA256", "")
+        if hashlib.sha256(r.content).hexdigest() != expected:
+            raise AccessError(r.status_code, "client.hash_mismatch", "the download does not match its checked hash")
+        if path:
+            with open(path, "wb") as fh:
+                fh.write(r.content)
+        return r.content
+
+    def output_exceptions(self, permit_id: int) -> list[dict[str, Any]]:
+        return self._check(self._http.get(f"/permits/{permit_id}/output-exceptions")).json()
+
+    def record_output_exception(self, permit_id: int, justification: str,
+                                holder_id: str | None = None) -> dict[str, Any]:
+        """(Stewards) allow row-level outputs on a permit, with a justification."""
+        body = {"justification": justification, **({"holder_id": holder_id} if holder_id else {})}
+        return self._check(self._http.post(f"/permits/{permit_id}/output-exceptions", json=body)).json()

@@ -102,3 +102,80 @@ class ServiceGovernance:
             return Answer(keys, version, valid_from=at, valid_until=boundary)
 
         return self._consent.get(purpose, load, at=at)
+
+    # -- the airlock (access.ports.OutputGovernance) over governance.service -------------
+    # Each call is one transaction: a refusal (GovernanceError) rolls it back whole.
+    def _write(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+        from governance.store import session_scope
+
+        with session_scope(self.url) as session:
+            return fn(session, **kwargs)
+
+    def _read(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+        with self._scope() as session:
+            return fn(session, **kwargs)
+
+    def file_output(self, *, at: datetime, **facts: object):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.file_output_request, now=at, **facts)
+
+    def get_output(self, *, output_id: int):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._read(service.get_output_request, output_id=output_id)
+
+    def list_outputs(self, *, requester: str):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._read(service.list_output_requests, requester=requester)
+
+    def outputs_for_checker(self, *, checker: str):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._read(service.outputs_for_checker, checker=checker)
+
+    def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]:
+        from governance import service
+
+        return self._read(service.output_permit_scope, permit_id=permit_id)
+
+    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.check_output, output_id=output_id, checker=checker, decision=decision,
+                           comment=comment, now=at)
+
+    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
+                        at: datetime):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.resubmit_output_request, output_id=output_id, actor=actor, context=context,
+                           replacement=replacement, now=at)
+
+    def withdraw_output(self, *, output_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.withdraw_output_request, output_id=output_id, actor=actor, now=at)
+
+    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.record_output_download, output_id=output_id, actor=actor, sha256=sha256, now=at)
+
+    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
+                                holder_id: str | None = None):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.record_output_exception, permit_id=permit_id, steward=steward,
+                           justification=justification, holder_id=holder_id, now=at)
+
+    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._write(service.withdraw_output_exception, exception_id=exception_id, actor=actor, now=at)
+
+    def output_exceptions(self, *, permit_id: int):  # type: ignore[no-untyped-def]
+        from governance import service
+
+        return self._read(service.output_exceptions, permit_id=permit_id)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from governance.outputs import OutputException, OutputRequest  # the airlock's values
 from governance.values import User  # one user type for governance and access
 
-ROLES = frozenset({"researcher", "steward", "operator", "admin"})
+ROLES = frozenset({"researcher", "steward", "operator", "admin", "output_checker"})
 RECORD = "record"
 AGGREGATE = "aggregate"
 
@@ -44,6 +45,41 @@ class Governance(Protocol):
     def releases_for_user(self, *, user_name: str, at: datetime) -> list[Permit]: ...
 
     def excluded_consent_keys(self, *, purpose: str, at: datetime) -> frozenset[str]: ...
+
+
+@runtime_checkable
+class OutputGovernance(Protocol):
+    """The airlock's port (``access.outputs``): output requests, their checks, downloads and
+    stewards' row-level exceptions. Rules live in ``governance.outputs``; both implementations
+    (the store through ``ServiceGovernance``, and ``InMemoryGovernance``) only apply them.
+    Refusals are ``governance.errors.GovernanceError`` (code and HTTP status)."""
+
+    def file_output(self, *, at: datetime, **facts: object) -> OutputRequest: ...
+
+    def get_output(self, *, output_id: int) -> OutputRequest: ...
+
+    def list_outputs(self, *, requester: str) -> list[OutputRequest]: ...
+
+    def outputs_for_checker(self, *, checker: str) -> list[OutputRequest]: ...
+
+    def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]: ...
+
+    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str,
+                     at: datetime) -> OutputRequest: ...
+
+    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
+                        at: datetime) -> OutputRequest: ...
+
+    def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest: ...
+
+    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime) -> OutputRequest: ...
+
+    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
+                                holder_id: str | None = None) -> OutputException: ...
+
+    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime) -> OutputException: ...
+
+    def output_exceptions(self, *, permit_id: int) -> list[OutputException]: ...
 
 
 def to_user(obj: object) -> User:
@@ -87,6 +123,7 @@ class InMemoryGovernance:
     _tokens: dict[str, str] = field(default_factory=dict)
     _optouts: list[tuple[str, str | None, datetime]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _airlock: dict = field(default_factory=dict, repr=False)  # outputs, exceptions (the airlock)
 
     def add_user(self, name: str, roles: set[str] | frozenset[str], holder_ids: tuple[str, ...] = ()) -> User:
         unknown = set(roles) - ROLES
@@ -138,3 +175,216 @@ class InMemoryGovernance:
             return frozenset(
                 key for key, p, since in self._optouts if since <= at and (p is None or p == purpose)
             )
+
+    # -- the airlock (OutputGovernance), the same rules as the store --------------------
+    def _outputs(self) -> dict:
+        return self._airlock.setdefault("outputs", {})
+
+    def _exceptions(self) -> list[OutputException]:
+        return self._airlock.setdefault("exceptions", [])
+
+    def _permit_by_id(self, permit_id: int) -> Permit:
+        from governance.errors import NotFound
+
+        for p in self.permits:
+            if p.id == permit_id:
+                return p
+        raise NotFound(f"permit {permit_id} does not exist", code="permit.not_found")
+
+    def _party(self, name: str):  # type: ignore[no-untyped-def]
+        from governance import outputs as out
+
+        user = self.users.get(name)
+        return out.party(user) if user else out.Party(name, frozenset())
+
+    def _exception_in_force(self, permit_id: int, at: datetime) -> OutputException | None:
+        live = [e for e in self._exceptions() if e.permit_id == permit_id and e.in_force(at)]
+        return live[-1] if live else None
+
+    def _locked_output(self, output_id: int) -> OutputRequest:
+        from governance.errors import NotFound
+
+        o = self._outputs().get(output_id)
+        if o is None:
+            raise NotFound(f"output {output_id} does not exist", code="output.not_found")
+        return o
+
+    def _require_permit(self, permit_id: int, user: str, at: datetime, code: str) -> Permit:
+        from governance.errors import PermissionDenied
+
+        p = self._permit_by_id(permit_id)
+        u = self.users.get(user)
+        if user not in p.users or u is None or "researcher" not in u.roles or not at < p.expires_at:
+            raise PermissionDenied(f"permit {permit_id} is not in force for {user!r}", code=code)
+        return p
+
+    def file_output(self, *, at: datetime, **facts: object) -> OutputRequest:
+        from governance import outputs as out
+        from governance.errors import PermissionDenied
+
+        with self._lock:
+            permit_id = int(facts["permit_id"])  # type: ignore[arg-type]
+            p = self._require_permit(permit_id, str(facts["requester"]), at, "output.not_on_permit")
+            exception = self._exception_in_force(permit_id, at) if facts.get("row_level") else None
+            if facts.get("row_level") and exception is None:
+                raise PermissionDenied("a row-level output needs a steward's exception in force on the permit",
+                                       code="output.row_level_needs_exception")
+            oid = len(self._outputs()) + 1
+            o = out.OutputRequest(
+                id=oid, permit_id=permit_id, release_id=p.release_id, requester=str(facts["requester"]),
+                status=out.OutputStatus.SUBMITTED.value, round=1,
+                title=out.clean_text(str(facts["title"]), field="title", minimum=3, maximum=200, multiline=False),
+                context=out.clean_text(str(facts["context"]), field="context", minimum=out.MIN_CONTEXT),
+                query_masked=str(facts["query_masked"]), query_sha256=str(facts["query_sha256"]),
+                format=str(facts["format"]), file_name=str(facts["file_name"]), sha256=str(facts["sha256"]),
+                size_bytes=int(facts["size_bytes"]), rows=int(facts["rows"]),  # type: ignore[arg-type]
+                columns=tuple(facts["columns"]), row_level=bool(facts.get("row_level")),  # type: ignore[arg-type]
+                row_level_reasons=tuple(facts.get("row_level_reasons") or ()),  # type: ignore[arg-type]
+                exception_id=exception.id if exception else None,
+                consent_sha256=str(facts.get("consent_sha256") or "0" * 64), created_at=at, updated_at=at,
+            )
+            self._outputs()[oid] = o
+            return o
+
+    def get_output(self, *, output_id: int) -> OutputRequest:
+        with self._lock:
+            return self._locked_output(output_id)
+
+    def list_outputs(self, *, requester: str) -> list[OutputRequest]:
+        with self._lock:
+            return sorted((o for o in self._outputs().values() if o.requester == requester), key=lambda o: -o.id)
+
+    def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]:
+        with self._lock:
+            p = self._permit_by_id(permit_id)
+            return frozenset(p.users), frozenset(p.holders)
+
+    def outputs_for_checker(self, *, checker: str) -> list[OutputRequest]:
+        from governance import outputs as out
+
+        with self._lock:
+            who = self._party(checker)
+            found = []
+            for o in sorted(self._outputs().values(), key=lambda o: -o.id):
+                try:
+                    p = self._permit_by_id(o.permit_id)
+                except Exception:  # noqa: BLE001 - a revoked permit's outputs are nobody's to check
+                    continue
+                if out.check_refusal(who, requester=o.requester, permit_users=p.users, permit_holders=p.holders) is None:
+                    found.append(o)
+            return found
+
+    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str,
+                     at: datetime) -> OutputRequest:
+        from governance import outputs as out
+
+        with self._lock:
+            o = self._locked_output(output_id)
+            p = self._permit_by_id(o.permit_id)
+            o = out.decide(o, self._party(checker), decision, comment, permit_users=p.users,
+                           permit_holders=p.holders, at=at)
+            self._outputs()[output_id] = o
+            return o
+
+    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
+                        at: datetime) -> OutputRequest:
+        from dataclasses import replace
+
+        from governance import outputs as out
+        from governance.errors import PermissionDenied
+
+        with self._lock:
+            repl = dict(replacement or {})
+            if "columns" in repl:
+                repl["columns"] = tuple(repl["columns"])
+            if "row_level_reasons" in repl:
+                repl["row_level_reasons"] = tuple(repl["row_level_reasons"])
+            o = out.resubmit(self._locked_output(output_id), actor, context, at=at, **repl)
+            self._require_permit(o.permit_id, actor, at, "output.permit_inactive")
+            if o.row_level:
+                exception = self._exception_in_force(o.permit_id, at)
+                if exception is None:
+                    raise PermissionDenied("a row-level output needs a steward's exception in force on the permit",
+                                           code="output.row_level_needs_exception")
+                o = replace(o, exception_id=exception.id)
+            self._outputs()[output_id] = o
+            return o
+
+    def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest:
+        from governance import outputs as out
+
+        with self._lock:
+            o = out.withdraw(self._locked_output(output_id), actor, at=at)
+            self._outputs()[output_id] = o
+            return o
+
+    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime) -> OutputRequest:
+        import hmac
+        from dataclasses import replace
+
+        from governance import outputs as out
+        from governance.errors import InvalidTransition, PermissionDenied
+
+        with self._lock:
+            o = self._locked_output(output_id)
+            if (refusal := out.download_refusal(o, actor)) is not None:
+                raise refusal
+            try:
+                self._require_permit(o.permit_id, actor, at, "output.permit_inactive")
+            except Exception as exc:  # a revoked permit is gone from memory: same refusal
+                raise PermissionDenied(f"permit {o.permit_id} is not in force for {actor!r}",
+                                       code="output.permit_inactive") from exc
+            if o.row_level and self._exception_in_force(o.permit_id, at) is None:
+                raise PermissionDenied("the steward's exception for row-level outputs is no longer in force",
+                                       code="output.exception_withdrawn")
+            if not hmac.compare_digest(sha256 or "", o.sha256):
+                raise InvalidTransition("the stored file is not the file that was checked", code="output.integrity")
+            o = replace(o, downloads=o.downloads + 1)
+            self._outputs()[output_id] = o
+            return o
+
+    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
+                                holder_id: str | None = None) -> OutputException:
+        from governance import outputs as out
+
+        with self._lock:
+            p = self._permit_by_id(permit_id)
+            who = self._party(steward)
+            holder = holder_id or next(iter(sorted(who.holder_ids & set(p.holders))), "")
+            if (refusal := out.exception_refusal(who, holder_id=holder, permit_users=p.users,
+                                                 permit_holders=p.holders)) is not None:
+                raise refusal
+            e = OutputException(id=len(self._exceptions()) + 1, permit_id=permit_id, steward=steward,
+                                holder_id=holder, recorded_at=at,
+                                justification=out.clean_text(justification, field="justification",
+                                                             minimum=out.MIN_EXCEPTION_JUSTIFICATION))
+            self._exceptions().append(e)
+            return e
+
+    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime) -> OutputException:
+        from dataclasses import replace
+
+        from governance import outputs as out
+        from governance.errors import NotFound, PermissionDenied
+
+        with self._lock:
+            found = [i for i, e in enumerate(self._exceptions()) if e.id == exception_id]
+            if not found:
+                raise NotFound(f"exception {exception_id} does not exist", code="exception.not_found")
+            e = self._exceptions()[found[0]]
+            p = self._permit_by_id(e.permit_id)
+            who = self._party(actor)
+            mine = sorted(who.holder_ids & set(p.holders))
+            refusal = (out.exception_refusal(who, holder_id=mine[0], permit_users=p.users, permit_holders=p.holders)
+                       if mine else PermissionDenied(f"{actor!r} is not a steward of a holder in the permit",
+                                                     code="exception.not_steward"))
+            if refusal is not None:
+                raise refusal
+            if e.withdrawn_at is None:
+                e = replace(e, withdrawn_at=at, withdrawn_by=actor)
+                self._exceptions()[found[0]] = e
+            return e
+
+    def output_exceptions(self, *, permit_id: int) -> list[OutputException]:
+        with self._lock:
+            return [e for e in self._exceptions() if e.permit_id == permit_id]

@@ -162,22 +162,21 @@ def party(user: object) -> Party:
 # --------------------------------------------------------------------------- text rules
 
 
-_FORBIDDEN_CHARS = {"\x00"} | {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+def clean_text(value: str | None, *, field: str, minimum: int, maximum: int = MAX_TEXT,
+               multiline: bool = True) -> str:
+    """Stripped, normalised text of ``minimum``-``maximum`` characters; control and invisible
+    format characters (bidi overrides, NUL, zero-width ...) are refused as everywhere in
+    governance (``governance.text``): a checker must read exactly what was written."""
+    from governance import text as free_text
 
-
-def clean_text(value: str | None, *, field: str, minimum: int, maximum: int = MAX_TEXT) -> str:
-    """Stripped text of ``minimum``-``maximum`` characters without NUL, other control characters
-    (except newline and tab) or bidirectional overrides (which can make a page lie about order)."""
-    text = (value or "").strip()
-    problems = []
-    if not minimum <= len(text) <= maximum:
+    cleaned, problem = free_text.check((value or "").strip(), code=f"output.{field}", label=field,
+                                       multiline=multiline)
+    problems = [problem] if problem else []
+    if not minimum <= len(cleaned) <= maximum:
         problems.append((f"output.{field}", f"{field} must be {minimum}-{maximum} characters"))
-    if any(ch in _FORBIDDEN_CHARS or (ord(ch) < 32 and ch not in "\n\t\r") for ch in text):
-        problems.append((f"output.{field}_characters",
-                         f"{field} must not contain NUL, control or bidirectional override characters"))
     if problems:
         raise InvalidRequest(problems)
-    return text
+    return cleaned
 
 
 # --------------------------------------------------------------------------- who may do what

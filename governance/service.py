@@ -1109,7 +1109,7 @@ def file_output_request(
     now = _now(now)
     problems = _file_facts(file_name, sha256, size_bytes, rows, columns, format)
     try:
-        clean_title = _out.clean_text(title, field="title", minimum=3, maximum=200)
+        clean_title = _out.clean_text(title, field="title", minimum=3, maximum=200, multiline=False)
     except InvalidRequest as exc:
         problems += list(exc.problems)
         clean_title = ""

@@ -37,13 +37,18 @@ def test_record_query_formats(client, world):
     sql = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
     j = q(client, world.alice, "r_rec", sql).json()
     assert [row[0] for row in j["rows"]] == ["F", "M"]
-    csv = q(client, world.alice, "r_rec", sql, "csv")
-    assert csv.text.splitlines()[0] == '"sex","n"'
     arrow = q(client, world.alice, "r_rec", sql, "arrow")
     t = ipc.open_stream(io.BytesIO(arrow.content)).read_all()
     assert t.num_rows == 2 and arrow.headers["X-HDP-Rows"] == "2"
-    pqr = q(client, world.alice, "r_rec", "SELECT * FROM register_visit", "parquet")
-    assert pq.read_table(io.BytesIO(pqr.content)).num_rows > 1000
+    # Record level: files and results beyond a preview leave only as checked outputs (access.outputs).
+    for fmt, query in (("csv", sql), ("parquet", "SELECT * FROM register_visit"), ("json", "SELECT * FROM patient")):
+        r = q(client, world.alice, "r_rec", query, fmt)
+        assert r.status_code == 403 and r.json()["error"] == "output.review_required"
+    # The aggregate tier's results are disclosure-controlled and leave directly, in any format.
+    csv = q(client, world.alice, "r_agg", sql, "csv")
+    assert csv.status_code == 200 and csv.text.splitlines()[0] == '"sex","n"'
+    pqr = q(client, world.alice, "r_agg", sql, "parquet")
+    assert pq.read_table(io.BytesIO(pqr.content)).num_rows == 2
 
 
 def test_unpermitted_column_and_other_release(client, world):

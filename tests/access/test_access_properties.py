@@ -38,6 +38,13 @@ def consent_world(tmp_path_factory):
     w.service.close()
 
 
+@pytest.fixture(autouse=True)
+def _whole_results(monkeypatch):
+    """These laws are about what whole results hold: read record-level results beyond the
+    preview bound (a development-only loosening of the export rule, see access.outputs)."""
+    monkeypatch.setenv("HDP_ACCESS_PREVIEW_ROWS", "1000000")
+
+
 def _text(result) -> str:
     return result.body.decode()
 

@@ -20,6 +20,15 @@ from access.service import AccessService, StreamedResult
 SQL = "SELECT person_id, visit_date, hba1c_mmol_mol FROM register_visit ORDER BY person_id, visit_date"
 
 
+@pytest.fixture(autouse=True)
+def _exports_allowed(monkeypatch):
+    """Streaming is about the engine: record-level files and results beyond the preview bound
+    (which otherwise leave only as checked outputs, access.outputs) are allowed here, as a
+    development setting may; production refuses such a rule."""
+    monkeypatch.setenv("HDP_ACCESS_PREVIEW_ROWS", "10000000")
+    monkeypatch.setenv("HDP_ACCESS_PREVIEW_FORMATS", "json,arrow,csv,parquet")
+
+
 @pytest.fixture
 def small_batches(monkeypatch):
     # Tiny batches and threshold, so a few thousand rows exercise the streaming path.
