@@ -14,16 +14,19 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from access import audit_http
+from access.audit_http import AuditEveryRequest, request_validation_handler
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
 from access.ports import Governance, User
-from access.routes_outputs import mount as mount_outputs
 from access.service import AccessService, AccessSettings, StreamedResult
 from hdp import settings as hdp_settings
 from hdp.audit import build_report
+from pipelines.identity.audit_key import configure as configure_audit_key
 
 
 class QueryBody(BaseModel):
@@ -39,13 +42,24 @@ def _bearer(request: Request) -> str | None:
 
 def create_app(settings: AccessSettings | None = None, governance: Governance | None = None) -> Any:
     settings = settings or AccessSettings.from_env()
+    # This process's edge: logs under $HDP_HOME/audit are keyed with the key store's audit key
+    # (loaded once, on the first append). See pipelines/identity/audit_key.py.
+    configure_audit_key()
+    real_store = governance is None
     if governance is None:
         from access.governance_adapter import ServiceGovernance
 
         governance = ServiceGovernance(hdp_settings.get_settings().governance_url)
     service = AccessService(settings, governance)
+    if real_store:  # the audit log's head checkpoints go to the same governance store
+        from governance.auditing import StoreCheckpoints
+
+        service.audit.checkpoints = StoreCheckpoints(hdp_settings.get_settings().governance_url)
     app = FastAPI(title="Health-data platform: access layer", version="1")
     app.state.service = service
+    # Every request leaves an audit entry (its own, or access.http); 500s are JSON, audited.
+    app.add_middleware(AuditEveryRequest, service=service)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)  # no input echoed
 
     # async: no I/O here, and a sync dependency costs a threadpool round trip per request
     # (measured on the loaded 2-core machine: each hop adds milliseconds at p50).
@@ -55,12 +69,15 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     Service = Annotated[AccessService, Depends(get_service)]
 
     def current_user(request: Request, svc: Service) -> User:
-        return svc.authenticate(_bearer(request), endpoint=request.url.path)
+        user = svc.authenticate(_bearer(request), endpoint=request.url.path)
+        request.scope[audit_http.USER] = user.name  # for the request's audit entry
+        return user
 
     CurrentUser = Annotated[User, Depends(current_user)]
 
     @app.exception_handler(Refusal)
-    def _refusal(_: Request, exc: Refusal) -> JSONResponse:
+    def _refusal(request: Request, exc: Refusal) -> JSONResponse:
+        request.scope[audit_http.REASON] = exc.reason
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": exc.reason, "message": exc.message}, status_code=exc.status, headers=headers)
 
@@ -133,10 +150,10 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
         return RedirectResponse("/web/")
 
     _mount_governance(app, current_user)
-    mount_outputs(app, service, current_user)  # the airlock: output requests (access/routes_outputs.py)
     from access.web import build_router as build_web_router  # server-rendered pages under /web
 
     app.include_router(build_web_router())
+    app.router.on_shutdown.append(service.audit.close)  # checkpoint the head this worker left
     app.router.on_shutdown.append(service.close)
     return app
 

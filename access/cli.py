@@ -86,26 +86,86 @@ def _audit_paths(path: Path | None) -> list[Path]:
 
 @click.group()
 def audit() -> None:
-    """Verify the hash-chained audit logs; report unusual access."""
+    """Verify the keyed audit logs against their anchors and checkpoints; report unusual access."""
+
+
+def _audit_backends(no_checkpoints: bool):  # type: ignore[no-untyped-def]
+    """The data home's audit key ring and checkpoint store (None: checked without)."""
+    from governance.auditing import StoreCheckpoints, checkpoint_table_exists
+    from hdp.settings import get_settings
+    from pipelines.identity.audit_key import key_ring
+    from pipelines.identity.keys import KeyStoreError
+
+    settings = get_settings()
+    try:
+        ring = key_ring(settings)
+    except KeyStoreError as err:
+        raise click.ClickException(f"the audit key cannot be read: {err}") from None
+    if no_checkpoints:
+        click.echo("note: not compared with the governance store's checkpoints (--no-checkpoints)", err=True)
+        return ring, None
+    if not checkpoint_table_exists(settings.governance_url):
+        raise click.ClickException("the governance store has no audit checkpoints table: run 'hdp governance "
+                                   "upgrade' (or pass --no-checkpoints to check against the anchors only)")
+    return ring, StoreCheckpoints(settings.governance_url)
+
+
+_NO_CHECKPOINTS = click.option("--no-checkpoints", is_flag=True,
+                               help="do not compare with the governance store's checkpoints")
 
 
 @audit.command()
 @click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="one log (default: every log)")
-def verify(path: Path | None) -> None:
-    """Check every entry's hash, link and sequence, and the anchored head."""
+@_NO_CHECKPOINTS
+def verify(path: Path | None, no_checkpoints: bool) -> None:
+    """Check every entry's keyed hash, link and sequence, the keyed anchor and the checkpoints."""
+    ring, checkpoints = _audit_backends(no_checkpoints)
     paths = _audit_paths(path)
+    if path is None and checkpoints is not None:  # a log deleted from the folder still counts
+        from hdp.settings import get_settings
+
+        audit_dir = get_settings().audit_dir
+        paths = sorted({*paths, *(audit_dir / name for name in checkpoints.log_ids())})
     if not paths:
         click.echo("no audit logs found")
         return
     bad = 0
     for p in paths:
-        r = AuditLog(p).verify()
+        r = AuditLog(p, key=ring, checkpoints=checkpoints).verify()
         if r.ok:
-            click.echo(f"OK    {p.name}: {r.entries} entries")
+            click.echo(f"OK    {p.name}: {r.entries} entries, keyed, {r.checkpoints} checkpoints agree")
         else:
             bad += 1
             click.echo(f"FAIL  {p.name}: first bad entry seq {r.first_bad_seq}: {r.reason} "
                        f"({r.entries} entries verified before it)")
+    if bad:
+        sys.exit(1)
+
+
+@audit.command()
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="one log (default: every log)")
+@_NO_CHECKPOINTS
+def seal(path: Path | None, no_checkpoints: bool) -> None:
+    """Key the head of logs written before audit keys (once their plain chain checks out).
+
+    The seal is a keyed entry; its keyed hash covers the link to the entries before it, so
+    from then on they cannot be re-chained either.
+    """
+    ring, checkpoints = _audit_backends(no_checkpoints)
+    bad = 0
+    for p in _audit_paths(path):
+        log = AuditLog(p, key=ring, checkpoints=checkpoints)
+        if log.verify().ok:
+            click.echo(f"keyed {p.name}: nothing to seal")
+            continue
+        plain = AuditLog(p, key=None).verify()
+        if not plain.ok:
+            bad += 1
+            click.echo(f"FAIL  {p.name}: not sealed, its chain is broken at seq {plain.first_bad_seq}: {plain.reason}")
+            continue
+        entry = log.append({"event": "audit.sealed", "sealed_entries": plain.entries})
+        log.close()
+        click.echo(f"sealed {p.name}: {plain.entries} entries, seal at seq {entry['seq']}")
     if bad:
         sys.exit(1)
 

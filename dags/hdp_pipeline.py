@@ -15,7 +15,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from hdp.settings import Holder, holders
+from pipelines.identity.audit_key import configure as configure_audit_key
 from pipelines.monitoring.callbacks import CALLBACKS
+
+# This process's edge: audit logs under $HDP_HOME/audit are keyed with the key store's audit key.
+configure_audit_key()
 
 # Every task touches files or databases: retry transient failures, never hang forever.
 # The callbacks record each task's run metrics (its returned counts) and alert on failure.

@@ -281,3 +281,19 @@ class OutputCheckRow(Base):
     decision: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditCheckpointRow(Base):
+    """A head of an audit log, kept outside the host's audit folder (``governance.auditing``).
+
+    One row per (log, seq), never updated: a second, different hash for a seq already recorded
+    is evidence that the log was replaced, and the first record is the one kept.
+    """
+
+    __tablename__ = "gov_audit_checkpoint"
+
+    log_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+

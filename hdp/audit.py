@@ -1,36 +1,158 @@
-"""Append-only, hash-chained audit log (JSON lines), with a head anchor and an operator report.
+"""Append-only audit log (JSON lines): hash-chained, keyed, anchored, checkpointed; operator report.
 
-Each entry carries ``seq``, ``prev`` (the previous entry's hash) and ``hash`` (SHA-256 over the
-canonical JSON of the entry without ``hash``), so editing, removing or reordering any entry
-breaks the chain from that point on. Cutting entries off the *end* leaves a valid shorter
-chain, so every append also rewrites a small head anchor (``<log>.head``: last seq and hash,
-kept apart from the log; point ``HDP_AUDIT_ANCHOR_DIR`` at another volume or WORM storage in
-production) and ``verify`` checks the chain reaches the anchored head.
+Each entry carries ``seq``, ``prev`` (the previous entry's hash) and ``hash``, so editing,
+removing or reordering any entry breaks the chain from that point on.
+
+**Keyed entries.** A plain SHA-256 chain can be recomputed by anyone who can write the file, so
+the log is *keyed*: ``hash`` is HMAC-SHA256 under the audit key (``mac_key`` names the key
+version), over the entry and the log's name. The key lives in the key store (domain ``audit``,
+wrapped under the key-encryption key outside ``$HDP_HOME``), never in the audit folder, so
+whoever can write the audit folder but not read the key cannot re-chain the log. This module
+imports nothing above ``hdp``: the key is handed in by the caller (``AuditLog(key=...)``) or by
+the process's edge (``set_key_source``: ``hdp.cli``, ``access.app``, the DAG file), which knows
+the key store (``pipelines.identity.audit_key``).
+
+**Head anchor.** Cutting entries off the *end* leaves a valid shorter chain, so every append
+also rewrites a small head anchor (``<log>.head``: last seq and hash, keyed too; point
+``HDP_AUDIT_ANCHOR_DIR`` at another volume or WORM storage in production), and ``verify``
+checks the chain reaches the anchored head. An anchor written without the key does not verify.
+
+**Checkpoints.** An anchor copied away earlier can be put back after cutting the log to it,
+and a deleted log with its anchor can be started afresh. So heads are also recorded outside
+the host's audit folder, in a :class:`CheckpointStore` (the governance store:
+``governance.auditing``), every ``checkpoint_every`` entries and on ``close``; ``verify``
+fails when the log is shorter than a checkpoint or a checkpointed hash is not in its chain.
+Entries after the last checkpoint are protected by the keyed chain and anchor only.
+
+**Old logs.** Entries written before keys existed have a plain SHA-256 ``hash`` and no
+``mac_key``. With a key, ``verify`` accepts such entries only as a prefix that a keyed entry
+follows (the first keyed entry's MAC covers the link to them, so they cannot be re-chained
+either); the head must be keyed and so must the anchor, and an unkeyed entry after a keyed one
+fails. A log that is unkeyed to its head fails until a keyed entry seals it (``hdp audit
+seal``). A keyed log is always verified keyed: without the key, ``verify`` fails on it.
 
 Entries hold who/what/when/ids/counts only, never an identifier or a health value: callers
-pass ids (request, release, permit, check), counts, reason codes and masked query text.
+pass ids (request, release, permit, check), counts, reason codes and masked query text, and
+:meth:`AuditLog.text_mac` for a keyed digest of a text that must not be logged.
 """
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import hashlib
+import hmac
 import json
+import logging
 import os
 import statistics
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+log = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
-#: Bytes of the head anchor record (JSON padded with spaces): always overwritten whole.
-_ANCHOR_WIDTH = 160
+#: Bytes of the head anchor record (JSON padded with spaces): always overwritten whole, in
+#: one write that lies within one disk sector.
+_ANCHOR_WIDTH = 256
+#: Domain separation of the three things the audit key authenticates.
+_ENTRY_CONTEXT = b"hdp-audit-entry-v1\x00"
+_ANCHOR_CONTEXT = b"hdp-audit-anchor-v1\x00"
+_TEXT_CONTEXT = b"hdp-audit-text-v1\x00"
+#: Default: a head checkpoint every this many entries (and on close).
+CHECKPOINT_EVERY = int(os.environ.get("HDP_AUDIT_CHECKPOINT_EVERY", "100"))
+#: Audit files and their folder are the owner's only, whatever the umask.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 #: Local clock for "time of day" in the operator report (the regions' working hours).
 LOCAL_TZ = ZoneInfo("Europe/Stockholm")
+
+
+class AuditKeyError(RuntimeError):
+    """The log is keyed and this writer has no key (an unkeyed entry would break it)."""
+
+
+@dataclass(frozen=True)
+class AuditKey:
+    """One version of the audit key. ``repr`` never shows the bytes."""
+
+    key_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The key new entries get (``active``) and a lookup of older versions (after rotation)."""
+
+    active: AuditKey
+    lookup: Callable[[str], AuditKey | None] | None = field(default=None, repr=False, compare=False)
+
+    def get(self, key_id: str) -> AuditKey | None:
+        if key_id == self.active.key_id:
+            return self.active
+        return self.lookup(key_id) if self.lookup is not None else None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: str
+
+
+class CheckpointStore(Protocol):
+    """A second place for the log heads, outside the audit folder (``governance.auditing``)."""
+
+    def record(self, log_id: str, seq: int, entry_hash: str) -> None: ...
+
+    def load(self, log_id: str) -> list[Checkpoint]: ...
+
+
+#: Where logs without an explicit key find theirs: set by the process's edge (``hdp.cli``,
+#: ``access.app``, the DAG file); maps a log path to its key ring, or None (unkeyed).
+KeySource = Callable[[Path], KeyRing | None]
+_key_source: KeySource | None = None
+
+
+def set_key_source(source: KeySource | None) -> None:
+    """Install (or remove, with None) this process's audit key source."""
+    global _key_source
+    _key_source = source
+
+
+def key_source() -> KeySource | None:
+    return _key_source
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+#: ``AuditLog(key=DEFAULT)``: the key comes from the process's key source.
+DEFAULT: Any = _Default()
+
+# Appends made while serving one request (access.app's middleware: a request that wrote no
+# entry of its own gets one). Holds a list shared with worker threads, which run on a copy
+# of the context.
+_request_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("hdp_audit_appends",
+                                                                                    default=None)
+
+
+def track_appends() -> tuple[list[int], contextvars.Token]:
+    """Start counting appends in this context; returns (the seqs appended, a reset token)."""
+    seen: list[int] = []
+    return seen, _request_appends.set(seen)
+
+
+def stop_tracking(token: contextvars.Token) -> None:
+    _request_appends.reset(token)
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
@@ -38,8 +160,21 @@ def _canonical(entry: dict[str, Any]) -> bytes:
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
+    """The unkeyed hash of an entry (logs written before audit keys)."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def entry_mac(key: AuditKey, log_id: str, entry: dict[str, Any]) -> str:
+    """The keyed hash of an entry of the log named ``log_id``."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    msg = _ENTRY_CONTEXT + log_id.encode() + b"\x00" + _canonical(body)
+    return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
+
+
+def anchor_mac(key: AuditKey, log_id: str, seq: int, entry_hash_: str) -> str:
+    msg = _ANCHOR_CONTEXT + f"{log_id}\x00{seq}\x00{entry_hash_}".encode()
+    return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -48,6 +183,8 @@ class VerifyResult:
     entries: int
     first_bad_seq: int | None = None
     reason: str = ""
+    keyed: bool = False  # verified with the audit key
+    checkpoints: int = 0  # checkpoints compared (None store: 0)
 
 
 def _last_line(fh: Any) -> str | None:
@@ -72,8 +209,32 @@ def _last_line(fh: Any) -> str | None:
     return stripped.decode("utf-8") if stripped else None
 
 
+def _owner_only(path: Path, mode: int) -> None:
+    try:
+        if path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except PermissionError:  # not ours (a shared folder): leave it, the files stay 0600
+        pass
+
+
 class AuditLog:
-    def __init__(self, path: Path, anchor_path: Path | None = None, *, fsync: bool = True) -> None:
+    """One audit log file (``path``), its head anchor and, optionally, its checkpoints.
+
+    ``key``: a :class:`KeyRing` or :class:`AuditKey` (keyed), None (unkeyed), or
+    ``DEFAULT``: asked of the process's key source on first use (and again while it has none).
+    ``checkpoints``: where head checkpoints go (None: nowhere); ``checkpoint_every`` entries.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        anchor_path: Path | None = None,
+        *,
+        fsync: bool = True,
+        key: KeyRing | AuditKey | None = DEFAULT,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
         self.path = path
         anchor_dir = os.environ.get("HDP_AUDIT_ANCHOR_DIR")
         if anchor_path is None:
@@ -81,53 +242,147 @@ class AuditLog:
                 path.name + ".head"
             )
         self.anchor_path = anchor_path
+        self.log_id = path.name  # bound into every MAC: entries cannot move between logs
         self.fsync = fsync
-        self._dirs_made = False  # made on first append, not checked on every one (hot path)
+        self.checkpoints = checkpoints
+        self.checkpoint_every = max(1, checkpoint_every)
+        self._key_default = key is DEFAULT
+        self._ring: KeyRing | None = None if key is DEFAULT else _as_ring(key)
+        self._prepared = False  # folders and modes made on first append, not on every one (hot path)
+        self._unchecked: Checkpoint | None = None  # this writer's head, not yet checkpointed
+        self._retry_at: float | None = None  # a checkpoint failed: retry after this time
+        self._checkpoint_lock = threading.Lock()
+
+    # -- key -----------------------------------------------------------------
+    @property
+    def keyed(self) -> bool:
+        return self._keys() is not None
+
+    def _keys(self) -> KeyRing | None:
+        if self._ring is None and self._key_default and _key_source is not None:
+            self._ring = _key_source(self.path)  # loaded once per log, not per append
+        return self._ring
+
+    def text_mac(self, text: str) -> str | None:
+        """A keyed digest of ``text`` (a refused query) for the log, or None without a key.
+
+        Keyed because an unkeyed hash of a short text that holds a personnummer can be
+        reversed by hashing every possible number; whoever holds the audit key can still check
+        a given text against it.
+        """
+        ring = self._keys()
+        if ring is None:
+            return None
+        return hmac.new(ring.active.secret, _TEXT_CONTEXT + text.encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).hexdigest()
+
+    # -- writing ---------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Folders 0700 and files 0600 (an older, wider file is narrowed): once per writer."""
+        for d in {self.path.parent, self.anchor_path.parent}:
+            d.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            _owner_only(d, DIR_MODE)
+        for f in (self.path, self.anchor_path):
+            if f.exists():
+                _owner_only(f, FILE_MODE)
+        self._prepared = True
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
         """Append one event; returns the stored entry (with seq, ts, prev, hash)."""
         event = dict(event)
-        if not self._dirs_made:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.anchor_path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs_made = True
-        with open(self.path, "a+b") as fh:
+        ring = self._keys()
+        if not self._prepared:
+            self._prepare()
+        # Created 0600 (the umask can only narrow it), never world-readable for a moment.
+        fh = open(os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE), "a+b")
+        with fh:
             # An exclusive lock makes read-last-then-append atomic across processes.
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 last = _last_line(fh)
                 prev = json.loads(last) if last else None
+                if ring is None and prev is not None and "mac_key" in prev:
+                    raise AuditKeyError(f"{self.path.name} is keyed, but this process has no audit key; "
+                                        "an unkeyed entry would break it")
+                ts = event.pop("ts", None) or datetime.now(UTC).isoformat()
                 entry = {
-                    "seq": (prev["seq"] + 1) if prev else 1,
-                    "ts": event.pop("ts", None) or datetime.now(UTC).isoformat(),
                     **event,
+                    "seq": (prev["seq"] + 1) if prev else 1,
+                    "ts": ts,
                     "prev": prev["hash"] if prev else GENESIS,
                 }
-                entry["hash"] = entry_hash(entry)
+                entry.pop("hash", None)
+                if ring is not None:
+                    entry["mac_key"] = ring.active.key_id
+                    entry["hash"] = entry_mac(ring.active, self.log_id, entry)
+                else:
+                    entry.pop("mac_key", None)
+                    entry["hash"] = entry_hash(entry)
                 fh.seek(0, os.SEEK_END)
                 fh.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
                 fh.flush()
                 if self.fsync:
                     os.fsync(fh.fileno())
-                self._write_anchor(entry)
+                self._write_anchor(entry, ring)
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+        seen = _request_appends.get()
+        if seen is not None:
+            seen.append(entry["seq"])
+        if self.checkpoints is not None:
+            head = self._unchecked = Checkpoint(entry["seq"], entry["hash"])
+            if entry["seq"] % self.checkpoint_every == 0 or (
+                    self._retry_at is not None and time.monotonic() >= self._retry_at):
+                self.checkpoint(head)
         return entry
 
-    def _write_anchor(self, entry: dict[str, Any]) -> None:
+    def _write_anchor(self, entry: dict[str, Any], ring: KeyRing | None) -> None:
         """Overwrite the anchor in place with one fixed-width write (padded JSON).
 
         One small write at offset 0 cannot be half-applied on a crash (it lies within one disk
         sector) and costs a tenth of writing a temporary file and renaming it, on a path taken
         by every query. Readers hold the log's shared lock, so they never see it mid-write.
         """
-        record = json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode().ljust(_ANCHOR_WIDTH)
-        fd = os.open(self.anchor_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        head: dict[str, Any] = {"seq": entry["seq"], "hash": entry["hash"]}
+        if ring is not None:
+            head["mac_key"] = ring.active.key_id
+            head["mac"] = anchor_mac(ring.active, self.log_id, entry["seq"], entry["hash"])
+        record = json.dumps(head).encode().ljust(_ANCHOR_WIDTH)
+        fd = os.open(self.anchor_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             os.pwrite(fd, record, 0)
         finally:
             os.close(fd)
 
+    def checkpoint(self, head: Checkpoint | None = None) -> Checkpoint | None:
+        """Record ``head`` (default: this writer's last entry, if not yet recorded) in the
+        checkpoint store; returns it, or None when nothing was recorded.
+
+        A failure is logged and retried with a later append (at most once a second): the entry
+        itself is already durable in the log; the checkpoint is the second copy of its head.
+        """
+        store = self.checkpoints
+        head = head or self._unchecked
+        if store is None or head is None:
+            return None
+        with self._checkpoint_lock:
+            try:
+                store.record(self.log_id, head.seq, head.hash)
+            except Exception as err:  # noqa: BLE001 - the append succeeded; retried later
+                log.warning("audit checkpoint of %s at seq %d failed (%s); retried with a later entry",
+                            self.log_id, head.seq, type(err).__name__)
+                self._retry_at = time.monotonic() + 1.0
+                return None
+            self._retry_at = None
+            if self._unchecked is head:
+                self._unchecked = None
+        return head
+
+    def close(self) -> None:
+        """Checkpoint the head this writer left (call at shutdown)."""
+        self.checkpoint()
+
+    # -- reading ------------------------------------------------------------------
     def entries(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
@@ -137,62 +392,117 @@ class AuditLog:
                     yield json.loads(line)
 
     def verify(self) -> VerifyResult:
-        """Walk the chain; report the first entry whose hash, link or sequence is wrong, or
-        the first missing entry when the log ends before its anchored head."""
+        """Walk the chain; report the first entry whose hash (keyed, with the key), link or
+        sequence is wrong, the first missing entry when the log ends before its anchored head
+        or a checkpoint, and a checkpointed head that is not in the chain."""
+        ring = self._keys()
+        try:
+            checkpoints = self.checkpoints.load(self.log_id) if self.checkpoints is not None else []
+        except Exception as err:  # noqa: BLE001 - an unreadable second copy fails the check
+            return VerifyResult(False, 0, None, f"the checkpoint store could not be read ({type(err).__name__})",
+                                keyed=ring is not None)
         if not self.path.exists():
-            return self._verify_lines([])
+            return self._verify_lines([], ring, checkpoints)
         with open(self.path, encoding="utf-8") as fh:
             # Shared lock: appends (exclusive) wait, so the log and its anchor are read as of
             # one moment; without it an append between the two reads looks like a cut tail.
             fcntl.flock(fh, fcntl.LOCK_SH)
             try:
-                return self._verify_lines(fh)
+                return self._verify_lines(fh, ring, checkpoints)
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _verify_lines(self, lines: Iterable[str]) -> VerifyResult:
+    def _verify_lines(self, lines: Iterable[str], ring: KeyRing | None,
+                      checkpoints: list[Checkpoint]) -> VerifyResult:
+        keyed = ring is not None
+
+        def bad(count: int, seq: int | None, reason: str) -> VerifyResult:
+            return VerifyResult(False, count, seq, reason, keyed=keyed, checkpoints=len(checkpoints))
+
+        anchor = self._read_anchor()
+        wanted = {c.seq for c in checkpoints}
+        if anchor is not None:
+            wanted.add(anchor[0])
         prev_hash, expected_seq, count = GENESIS, 1, 0
-        by_seq_hash: dict[int, str] = {}
+        keyed_seen = False
+        hashes: dict[int, str] = {}
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                return VerifyResult(False, count, expected_seq, f"line {lineno} is not JSON")
+                return bad(count, expected_seq, f"line {lineno} is not JSON")
             if not isinstance(entry, dict):
-                return VerifyResult(False, count, expected_seq, f"line {lineno} is not an entry")
+                return bad(count, expected_seq, f"line {lineno} is not an entry")
             seq = entry.get("seq")
             if seq != expected_seq:
-                return VerifyResult(False, count, expected_seq, f"expected seq {expected_seq}, found {seq}")
+                return bad(count, expected_seq, f"expected seq {expected_seq}, found {seq}")
             if entry.get("prev") != prev_hash:
-                return VerifyResult(False, count, seq, "link to previous entry broken")
-            if entry.get("hash") != entry_hash(entry):
-                return VerifyResult(False, count, seq, "entry content does not match its hash")
+                return bad(count, seq, "link to previous entry broken")
+            mac_key = entry.get("mac_key")
+            if mac_key is not None:
+                if ring is None:
+                    return bad(count, seq, "the entry is keyed: verifying it needs the audit key")
+                key = ring.get(str(mac_key))
+                if key is None:
+                    return bad(count, seq, f"the entry names audit key {mac_key!r}, which the key store does not hold")
+                if not hmac.compare_digest(str(entry.get("hash")), entry_mac(key, self.log_id, entry)):
+                    return bad(count, seq, "entry content does not match its keyed hash")
+                keyed_seen = True
+            else:
+                if keyed_seen:
+                    return bad(count, seq, "an unkeyed entry after keyed ones")
+                if entry.get("hash") != entry_hash(entry):
+                    return bad(count, seq, "entry content does not match its hash")
             prev_hash, expected_seq, count = entry["hash"], expected_seq + 1, count + 1
-            by_seq_hash[seq] = entry["hash"]
-        anchor = self._read_anchor()
+            if seq in wanted:
+                hashes[seq] = entry["hash"]
         if anchor is None:
             if count:
-                return VerifyResult(False, count, count + 1, "head anchor missing: cannot rule out a cut-off tail")
-            return VerifyResult(True, 0)
-        a_seq, a_hash = anchor
-        if a_seq > count:
-            return VerifyResult(
-                False, count, count + 1, f"log ends at seq {count} but the anchor records seq {a_seq}: tail removed"
-            )
-        if by_seq_hash.get(a_seq) != a_hash:
-            return VerifyResult(False, count, a_seq, "entry does not match the anchored head")
-        return VerifyResult(True, count)
+                return bad(count, count + 1, "head anchor missing: cannot rule out a cut-off tail")
+        else:
+            a_seq, a_hash, a_key, a_mac = anchor
+            if keyed and count and not keyed_seen:
+                return bad(count, count, "the log is not keyed (written before audit keys): "
+                           "'hdp audit seal' keys its head")
+            if keyed and count:
+                key = ring.get(a_key) if (ring is not None and a_key) else None
+                if key is None or not hmac.compare_digest(a_mac, anchor_mac(key, self.log_id, a_seq, a_hash)):
+                    return bad(count, a_seq, "the head anchor is not keyed with the audit key: rewritten")
+            elif a_key and not keyed:
+                return bad(count, a_seq, "the head anchor is keyed: verifying it needs the audit key")
+            if a_seq > count:
+                return bad(count, count + 1,
+                           f"log ends at seq {count} but the anchor records seq {a_seq}: tail removed")
+            if hashes.get(a_seq) != a_hash:
+                return bad(count, a_seq, "entry does not match the anchored head")
+        for c in sorted(checkpoints, key=lambda c: c.seq):
+            if c.seq > count:
+                return bad(count, count + 1, f"log ends at seq {count} but the checkpoint store records seq "
+                           f"{c.seq}: entries removed, or the log replaced")
+            if hashes.get(c.seq) != c.hash:
+                return bad(count, c.seq, "the entry does not match the checkpoint store's record of it: "
+                           "the log was replaced or re-chained")
+        return VerifyResult(True, count, keyed=keyed, checkpoints=len(checkpoints))
 
-    def _read_anchor(self) -> tuple[int, str] | None:
+    def _read_anchor(self) -> tuple[int, str, str, str] | None:
+        """(seq, hash, mac_key, mac) of the anchor; mac_key and mac empty when unkeyed."""
         try:
             raw = json.loads(self.anchor_path.read_text(encoding="utf-8"))
-            return int(raw["seq"]), str(raw["hash"])
+            return int(raw["seq"]), str(raw["hash"]), str(raw.get("mac_key") or ""), str(raw.get("mac") or "")
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
-            return (1 << 62, "")  # unreadable anchor: verification fails rather than passes
+            return (1 << 62, "", "", "")  # unreadable anchor: verification fails rather than passes
+
+
+def _as_ring(key: KeyRing | AuditKey | None) -> KeyRing | None:
+    if key is None or isinstance(key, KeyRing):
+        return key
+    if isinstance(key, AuditKey):
+        return KeyRing(key)
+    raise TypeError(f"an audit key is a KeyRing or an AuditKey, not {type(key).__name__}")
 
 
 # -- operator report: log follow-up (Patient Data Act) ---------------------------------

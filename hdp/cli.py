@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "governance": ("governance.cli:governance", "Store migrations, overdue requests, key figures, transparency."),
     "serve": ("access.cli:serve", "Serve the access layer (API and web pages)."),
     "query": ("access.cli:query", "Query a release as a researcher."),
-    "audit": ("access.cli:audit", "Verify the audit chain; access follow-up report."),
+    "audit": ("access.cli:audit", "Verify the keyed audit logs and checkpoints; access follow-up report."),
 }
 
 
@@ -58,10 +58,20 @@ def configure_environment() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+def configure_audit() -> None:
+    """Key every log under ``$HDP_HOME/audit`` with the audit key from the key store.
+
+    ``hdp.audit`` imports nothing above ``hdp``; this edge names the key source the way it
+    names the subcommands. It is light to import, and the key is read on the first append only.
+    """
+    importlib.import_module("pipelines.identity.audit_key").configure()
+
+
 @click.group(cls=LazyGroup)
 def main() -> None:
     """Health-data platform: generate, ingest, pseudonymise, validate, govern, release, query."""
     configure_environment()
+    configure_audit()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Encrypted key store for the pseudonym domains (envelope encryption).
 
-Every pseudonym domain (``holder:<id>``, ``release:<id>``, ``consent``) has its own 256-bit
-HMAC key ("data key"), generated from the operating system's CSPRNG. Data keys are stored
-only *wrapped*: AES-256-GCM under a key-encryption key (KEK) that never lives under
+Every pseudonym domain (``holder:<id>``, ``release:<id>``, ``consent``), and the audit log
+(``audit``), has its own 256-bit HMAC key ("data key"), generated from the operating system's
+CSPRNG. Data keys are stored only *wrapped*: AES-256-GCM under a key-encryption key (KEK) that never lives under
 ``$HDP_HOME``. The wrapped keys sit in ``restricted/keys/keystore.json`` with key ids,
 versions and domains in clear (they are not secret); the associated data of each wrap binds
 the ciphertext to its domain, key id and version, so a wrapped key moved to another entry
@@ -220,9 +220,13 @@ def _aad(domain: str, key_id: str, version: int) -> bytes:
 
 def validate_domain(domain: str) -> str:
     kind, _, name = domain.partition(":")
-    if domain == "consent" or (kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)):
+    if domain in ("consent", "audit", "ledger") or (
+            kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)):
+        # "audit": the audit log's MAC key (pipelines/identity/audit_key.py); "ledger": the query
+        # ledger's digests of query texts (access/ledger.py)
         return domain
-    raise KeyStoreError(f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>' or 'consent'")
+    raise KeyStoreError(f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent' "
+                        "'audit' or 'ledger'")
 
 
 class KeyStore:
