@@ -23,6 +23,7 @@ from access.audit_http import AuditEveryRequest, request_validation_handler
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
 from access.ports import Governance, User
+from access.routes_outputs import mount as mount_outputs
 from access.service import AccessService, AccessSettings, StreamedResult
 from hdp import settings as hdp_settings
 from hdp.audit import build_report
@@ -150,6 +151,7 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
         return RedirectResponse("/web/")
 
     _mount_governance(app, current_user)
+    mount_outputs(app, service, current_user)  # the airlock: output requests (access/routes_outputs.py)
     from access.web import build_router as build_web_router  # server-rendered pages under /web
 
     app.include_router(build_web_router())

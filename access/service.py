@@ -34,6 +34,7 @@ from access.auth import (
 from access.engine import KEYED_SCHEMA, EngineCache, Limits, ReleaseEngine, ResultStream, release_dir
 from access.errors import Forbidden, NotFound, QueryCutOff, QueryRefused, Refusal, Unauthenticated
 from access.formats import MEDIA_TYPES, serialise
+from access.outputs import check_direct as check_export  # the airlock: record-level exports need checking
 from access.ports import AGGREGATE, RECORD, Governance, Permit, User
 from access.sandbox import MAX_SQL_LENGTH, ValidatedQuery, validate
 from hdp import settings as hdp_settings
@@ -297,11 +298,14 @@ class AccessService:
             event["query_masked"] = checked.masked
             event["query_sha256"] = checked.masked_sha256
             summary: dict[str, Any] = {}
+            if compiled is None:  # record tier: a file format is an export (access.outputs)
+                check_export(release_id, fmt)
             if compiled is None and stream and fmt == "arrow":
                 rs = engine.open_stream(checked.sql)
                 stack.callback(rs.close)
                 head, complete = _prefetch(rs, STREAM_AFTER_ROWS)
                 if not complete:
+                    check_export(release_id, fmt, STREAM_AFTER_ROWS + 1)  # beyond a preview: an export
                     # Logged before the first byte leaves; the end (rows, hash) is logged too.
                     self._log(**event, decision="allowed", streamed=True, rows=None,
                               duration_ms=round((time.perf_counter() - started) * 1000, 1))
@@ -325,6 +329,8 @@ class AccessService:
                     # Same snapshot for both: a consent change between them cannot mix two states.
                     stats, exact = engine.run([compiled.stats_sql, compiled.exact_sql])
             stack.close()  # lease ends before the Python-side work below
+            if compiled is None:  # record tier: more rows than a preview is an export (access.outputs)
+                check_export(release_id, fmt, table.num_rows)
             if compiled is not None:
                 table, summary = aggregate.publish(compiled, stats, exact, disclosure)
             body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": permit.output_tier,
