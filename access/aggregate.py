@@ -109,6 +109,7 @@ def compile_query(
     keyed_schema: str,
     holder_bits: Mapping[str, int],
     max_rows_per_person: Mapping[str, int],
+    complete_columns: Mapping[str, frozenset[str]] | None = None,
 ) -> CompiledQuery:
     """The statistics and exact SQL for ``query`` over the engine's keyed views."""
     first = query.sources[0]
@@ -121,9 +122,15 @@ def compile_query(
     where = f" WHERE {_width_bucket_free(query.where)}" if query.where else ""
     a = _q(first.alias)
     # A joined row's record key is the sum of its parts' (a LEFT join's missing part adds 0);
-    # its person (and person key, bit) is the first table's: joins are on person_id.
-    rk = " + ".join(f"coalesce({_q(s.alias)}.__rk::INTEGER, 0)" for s in query.sources)
-    hb = " | ".join(f"coalesce({_q(s.alias)}.__hb, 0)" for s in query.sources)
+    # its person (and person key, bit) is the first table's: joins are on person_id. A single
+    # table needs no arithmetic (measured: the casts alone cost 2 ms per million rows).
+    if len(query.sources) == 1:
+        rk, hb = f"{a}.__rk", f"{a}.__hb"
+    else:
+        rk = " + ".join(f"coalesce({_q(s.alias)}.__rk::INTEGER, 0)" for s in query.sources)
+        hb = " | ".join(f"coalesce({_q(s.alias)}.__hb, 0)" for s in query.sources)
+    complete = complete_columns or {}
+    optional = {s.alias for s in query.sources if s.join == "left"}
     keys = [_width_bucket_free(k.sql) for k in query.keys]
     g = [f"{k} AS __g{i}" for i, k in enumerate(keys)]
     group = f" GROUP BY {', '.join(f'__g{i}' for i in range(len(keys)))}" if keys else ""
@@ -154,8 +161,13 @@ def compile_query(
         stats += [f"count(DISTINCT {a}.__pnk) AS __persons", f"sum(DISTINCT {a}.__pnk) AS __ck_persons"]
     for j, col in enumerate(value_columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
-        stats += [f"count({v}) AS __n{j}", f"sum({v}) AS __s{j}", f"max({v}) AS __max{j}", f"min({v}) AS __min{j}",
-                  f"bit_or({a}.__pb) FILTER (WHERE {v} IS NOT NULL) AS __sig{j}"]
+        stats += [f"count({v}) AS __n{j}", f"sum({v}) AS __s{j}", f"max({v}) AS __max{j}", f"min({v}) AS __min{j}"]
+        # Values from fewer persons than the cell has: only where the column can be NULL (the
+        # FILTER costs about as much as the rest of the statistics).
+        if col.name in complete.get(col.table, frozenset()) and col.alias not in optional:
+            stats.append(f"bit_or({a}.__pb) AS __sig{j}")
+        else:
+            stats.append(f"bit_or({a}.__pb) FILTER (WHERE {v} IS NOT NULL) AS __sig{j}")
         if j in counted:
             stats.append(f"sum({rk}) FILTER (WHERE {v} IS NOT NULL) AS __ck{j}")
         for fn in sorted(variances.get(j, ())):

@@ -20,7 +20,8 @@ of both.
 **The ptable this platform generates** (``build_ptable``) from a holder's settings
 (``rounding_base`` b, ``max_noise`` D, ``variance`` V, ``threshold`` t):
 
-* every published count is a multiple of b and within D of the true count;
+* every published count is a multiple of b and within D of the true count, and a count that
+  meets the threshold t is never published below it;
 * it is unbiased (mean noise 0, up to the 1/256 granularity of the cell key);
 * its variance is V where that is feasible, else the nearest feasible value: the smallest is
   that of random rounding to b, the largest puts all mass on the two extreme multiples;
@@ -130,10 +131,16 @@ def strictest(settings: Iterable[PerturbationSettings]) -> PerturbationSettings:
 def _noise_distribution(n: int, s: PerturbationSettings) -> list[tuple[int, float]]:
     """(published value, probability) for true count ``n`` (see the module docstring)."""
     b, d = s.rounding_base, s.max_noise
-    lo_end = max(0, n - d)
+    # A count that meets the threshold is never published below it (the cell would vanish,
+    # and then its true count, a multiple of the base, could be recovered by differencing).
+    lo_end = max(s.threshold if n >= s.threshold else 0, n - d)
     support = [v for v in range(math.ceil(lo_end / b) * b, n + d + 1, b)]
     below = [v for v in support if v <= n]
     above = [v for v in support if v >= n]
+    if not below and above:
+        # threshold <= n < base: the only value on the grid that keeps the cell is the base
+        # (biased upwards, for counts a holder with threshold < base accepts)
+        return [(above[0], 1.0)]
     if not below or not above:  # cannot happen for d >= b - 1; fail loudly if it does
         raise PerturbationSettingsError(f"no unbiased perturbation for count {n}")
     lo, hi = below[-1], above[0]  # random rounding: the two nearest multiples

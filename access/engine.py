@@ -204,6 +204,9 @@ class ReleaseEngine:
         self.holder_bits: dict[str, int] = {}
         #: table -> the most rows one person has in it (bounds one person's share of a cell)
         self.max_rows_per_person: dict[str, int] = {}
+        #: table -> its columns without a NULL (their values' persons are the cell's persons,
+        #: so the aggregate tier need not count them apart)
+        self.complete_columns: dict[str, frozenset[str]] = {}
         self.permit = permit
         self.limits = limits
         #: Validated queries of this permit (see ``AccessService._prepare``): validation depends
@@ -323,6 +326,7 @@ class ReleaseEngine:
                         "GROUP BY __pn)").fetchall()[0][0])
                     for table in self.views
                 }
+                self.complete_columns = {table: self._complete(con, gen, table) for table in self.views}
             con.execute("BEGIN TRANSACTION")
             for table, chosen in self.views.items():
                 # Researchers' views show the permitted columns only; the keyed views, which the
@@ -344,6 +348,13 @@ class ReleaseEngine:
             self._generation += 1
         self._excluded_keys = keys
         self._detach_unread(con)
+
+    def _complete(self, con: duckdb.DuckDBPyConnection, gen: str, table: str) -> frozenset[str]:
+        names = [c for c, _ in self.views[table]]
+        counts = con.execute(
+            f"SELECT count(*), {', '.join(f'count({_q(c)})' for c in names)} FROM {gen}.main.{_q(table)}"
+        ).fetchall()[0]
+        return frozenset(c.lower() for c, n in zip(names, counts[1:], strict=True) if n == counts[0])
 
     def _hidden_columns(self, table: str) -> list[tuple[str, str, str]]:
         """(name, type, expression) of the perturbation columns of a generation's table:

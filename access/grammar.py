@@ -155,8 +155,17 @@ class AggregateQuery:
     where: str | None  # DuckDB SQL over qualified columns
     order: tuple[OrderItem, ...]
     limit: int | None
-    #: the top-level AND parts of WHERE, each canonical SQL (the ledger compares them)
+    #: the top-level AND parts of WHERE, each canonical SQL
     conjuncts: tuple[str, ...]
+    #: the same parts as (form with literals masked, full text), for the ledger
+    terms: tuple[tuple[str, str], ...] = ()
+    #: when the whole filter is NOT (...): the parts inside, likewise (complementary queries)
+    negates: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def shape(self) -> str:
+        """The table a query asks for (its sources and group keys), whatever it filters."""
+        return "\n".join(self.canonical.split("\n")[:2])
 
     @property
     def canonical(self) -> str:
@@ -446,12 +455,17 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
     where_node = tree.args.get("where")
     where_sql: str | None = None
     conjuncts: tuple[str, ...] = ()
+    terms: tuple[tuple[str, str], ...] = ()
+    negates: tuple[tuple[str, str], ...] | None = None
     if where_node is not None:
         p.condition(where_node.this)
         qualified = _qualify_all(p, where_node.this)
         where_sql = qualified.sql(dialect="duckdb")
-        conjuncts = tuple(c.sql(dialect="duckdb") for c in qualified.flatten()) if isinstance(
-            qualified, exp.And) else (where_sql,)
+        terms = _terms(qualified)
+        conjuncts = tuple(full for _, full in terms)
+        inner = _unparen(qualified)
+        if isinstance(inner, exp.Not):
+            negates = _terms(inner.this)
 
     selects = list(tree.expressions)
     if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
@@ -518,7 +532,25 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
     order = tuple(_order(tree, items, outputs, keys, p))
     limit = _limit(tree)
     return AggregateQuery(tuple(p.sources), tuple(keys), tuple(measures), tuple(outputs), where_sql, order, limit,
-                          conjuncts)
+                          conjuncts, terms, negates)
+
+
+def _unparen(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def _terms(node: exp.Expression) -> tuple[tuple[str, str], ...]:
+    """(masked form, full text) of each top-level AND part of a filter."""
+    node = _unparen(node)
+    parts = list(node.flatten()) if isinstance(node, exp.And) else [node]
+    out = []
+    for part in parts:
+        part = _unparen(part)
+        masked = part.copy().transform(lambda n: exp.Placeholder() if _is_literal(n) else n)
+        out.append((masked.sql(dialect="duckdb"), part.sql(dialect="duckdb")))
+    return tuple(out)
 
 
 def _order(tree: exp.Select, items, outputs, keys, p: _Parser) -> list[OrderItem]:

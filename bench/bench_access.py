@@ -28,7 +28,14 @@ The layer and the baseline run in alternating blocks (direct, HTTP, HTTP, direct
 load spike from other work on a shared machine hits both sides rather than one.
 
 Printed: throughput, p50, p99, p99 of the queries whose serial direct time is under 50 ms,
-and the ratio of the layer's p50 to the direct p50 under the same load. The last line is
+and the ratio of the layer's p50 to the direct p50 under the same load.
+
+The aggregate tier is measured too, in think mode, on a second release of the same data under
+an aggregate-only permit: the mix's aggregate queries (``AGGREGATE_LABELS``) through the closed
+grammar, the statistics query, cell-key perturbation and the query ledger (a real SQLite
+governance store), against the same SQL run directly on that release file (``agg_ratio``);
+``perturb_ms`` is the median per query of the aggregate tier's latency minus the record-level
+latency of the same SQL on the same data: what disclosure control costs. The last line is
 ``BENCH access qps=... p50_ms=... p99_ms=... p99_fast_ms=... ... ratio=...`` (think mode;
 ``sat_*`` are the saturated figures).
 
@@ -57,6 +64,7 @@ sys.path.insert(0, str(REPO))
 
 RESEARCHERS = 20
 RELEASE = "bench_release"
+AGG_RELEASE = "bench_release_agg"  # the same data under an aggregate-only permit
 SEED = 7
 PURPOSE = "scientific_research"
 VARIABLES = sorted(
@@ -80,11 +88,16 @@ def typical_queries(sample_person: str) -> list[tuple[str, str]]:
         ("group_2d_filtered", "SELECT smoking, treatment, count(*) AS n FROM register_visit "
                               "WHERE hba1c_mmol_mol > 70 GROUP BY smoking, treatment ORDER BY smoking, treatment"),
         ("records_limit", "SELECT person_id, visit_date, hba1c_mmol_mol FROM register_visit "
-                          "WHERE bmi > 40 AND county = '03' LIMIT 500"),
+                          "WHERE bmi > 40 AND county = '03' LIMIT 100"),  # the airlock: 100 rows to look at
         ("join", "SELECT p.county, count(DISTINCT r.person_id) AS persons, avg(r.hba1c_mmol_mol) AS mean_hba1c "
                  "FROM register_visit r JOIN patient p ON p.person_id = r.person_id "
                  "WHERE p.birth_year < 1960 AND r.visit_date >= DATE '2022-01-01' GROUP BY p.county ORDER BY p.county"),
     ]
+
+
+#: The mix's queries an aggregate-only permit accepts (the point lookup and the record fetch
+#: are record-level by nature).
+AGGREGATE_LABELS = ("count", "group_sex", "group_county_period", "group_year", "group_2d_filtered", "join")
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -107,6 +120,7 @@ def build_world(work: Path, rows: int) -> dict[str, str]:
 
     persons = max(rows // 10, 10)
     write_release(settings.releases_dir / RELEASE, persons=persons, visits=rows, seed=SEED)
+    write_release(settings.releases_dir / AGG_RELEASE, persons=persons, visits=rows, seed=SEED)
     url = settings.governance_url
     upgrade(url)
     now = datetime.now(UTC)
@@ -133,7 +147,20 @@ def build_world(work: Path, rows: int) -> dict[str, str]:
             service.decide(s, request_id=rid, holder_id=holder, reviewer=steward, decision="approve",
                            justification="Proportionate; ethics approval on file.", now=now)
     with session_scope(url) as s:
+        agg = service.file_request(
+            s, applicant=names[0], now=now, project="Benchmark: HbA1c by county and age, tables only",
+            purpose=PURPOSE, legal_basis="gdpr_6_1_e__9_2_j", ethics_ref="2024-01234-01",
+            variables=[v for v in VARIABLES if not v.endswith(".person_id")], holders=["ndr", "region_uppsala"],
+            members=names[1:], cohort_criteria={}, period=(None, None), output_tier="aggregate", access_days=30,
+        )
+        service.submit_request(s, request_id=agg, actor=names[0], now=now)
+    for holder, steward in (("ndr", "steward-ndr"), ("region_uppsala", "steward-upp")):
+        with session_scope(url) as s:
+            service.decide(s, request_id=agg, holder_id=holder, reviewer=steward, decision="approve",
+                           justification="Proportionate; ethics approval on file.", now=now)
+    with session_scope(url) as s:
         service.record_release(s, request_id=rid, release_id=RELEASE, manifest_sha256="b" * 64)
+        service.record_release(s, request_id=agg, release_id=AGG_RELEASE, manifest_sha256="c" * 64)
     # 1 % of the persons opted out. Inserted in bulk: the benchmark measures queries, not
     # 10,000 individually audited consent registrations.
     with session_scope(url) as s:
@@ -297,15 +324,22 @@ def main() -> int:
                        for n in names]
             queries = typical_queries(person_id(123, seed=SEED))
 
-            def via_http(i: int, sql: str) -> None:
-                r = clients[i].post(f"/releases/{RELEASE}/query", json={"sql": sql, "format": "json"})
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+            agg_queries = [(label, sql) for label, sql in queries if label in AGGREGATE_LABELS]
+
+            def via_http_to(release: str) -> Callable[[int, str], None]:
+                def ask(i: int, sql: str) -> None:
+                    r = clients[i].post(f"/releases/{release}/query", json={"sql": sql, "format": "json"})
+                    if r.status_code != 200:
+                        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+                return ask
+
+            via_http, via_http_agg = via_http_to(RELEASE), via_http_to(AGG_RELEASE)
 
             # Warm-up: every worker builds its release engine once (a cold start is not measured).
             t0 = time.perf_counter()
             with ThreadPoolExecutor(RESEARCHERS) as pool:
                 list(pool.map(lambda i: [via_http(i, sql) for _, sql in queries], range(RESEARCHERS)))
+                list(pool.map(lambda i: [via_http_agg(i, sql) for _, sql in agg_queries], range(RESEARCHERS)))
             print(f"warm-up (engine builds + one pass per researcher): {time.perf_counter() - t0:.1f} s")
 
             direct_con = duckdb.connect(str(work / "releases" / RELEASE / "release.duckdb"), read_only=True)
@@ -314,6 +348,14 @@ def main() -> int:
 
             def direct(i: int, sql: str) -> None:
                 cursors[i].sql(sql).fetchall()
+
+            # The baseline of the aggregate tier: the researcher's SQL straight on its release file.
+            agg_con = duckdb.connect(str(work / "releases" / AGG_RELEASE / "release.duckdb"), read_only=True)
+            agg_con.execute(f"SET threads = {args.threads}")
+            agg_cursors = [agg_con.cursor() for _ in range(RESEARCHERS)]
+
+            def direct_agg(i: int, sql: str) -> None:
+                agg_cursors[i].sql(sql).fetchall()
 
             for _, sql in queries:
                 direct(0, sql)
@@ -329,13 +371,13 @@ def main() -> int:
 
             # The two sides run in alternating blocks (ABBA...), not one after the other: on a
             # shared, noisy machine a load spike then hits both sides instead of one.
-            results: dict[str, tuple[list[Sample], float]] = {k: ([], 0.0) for k in
-                                                              ("direct_sat", "http_sat", "direct_think", "http_think")}
+            results: dict[str, tuple[list[Sample], float]] = {k: ([], 0.0) for k in (
+                "direct_sat", "http_sat", "direct_think", "http_think", "direct_agg_think", "http_agg_think")}
 
             def add(key: str, got: tuple[list[Sample], float]) -> None:
                 results[key] = (results[key][0] + got[0], results[key][1] + got[1])
 
-            sides = {"direct": direct, "http": via_http}
+            sides = {"direct": direct, "http": via_http, "direct_agg": direct_agg, "http_agg": via_http_agg}
             for b in range(args.rounds):
                 for side in (("direct", "http") if b % 2 == 0 else ("http", "direct")):
                     add(f"{side}_sat", closed_loop(sides[side], queries, 1))
@@ -343,9 +385,12 @@ def main() -> int:
             for b in range(args.blocks):
                 for side in (("direct", "http") if b % 2 == 0 else ("http", "direct")):
                     add(f"{side}_think", thinking(sides[side], queries, block, args.think_mean, seed=b))
+                for side in (("direct_agg", "http_agg") if b % 2 == 0 else ("http_agg", "direct_agg")):
+                    add(f"{side}_think", thinking(sides[side], agg_queries, block, args.think_mean, seed=b))
             for c in clients:
                 c.close()
             direct_con.close()
+            agg_con.close()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -365,11 +410,22 @@ def main() -> int:
     ht, dt = per_label(results["http_think"][0]), per_label(results["direct_think"][0])
     print("think mode, median per query (http / direct ms): "
           + ", ".join(f"{k} {ht[k]:.1f}/{dt[k]:.1f}" for k in ht))
+    ha, da = per_label(results["http_agg_think"][0]), per_label(results["direct_agg_think"][0])
+    print("aggregate tier, think mode, median per query (http aggregate / http record-level / direct ms): "
+          + ", ".join(f"{k} {ha[k]:.1f}/{ht[k]:.1f}/{da[k]:.1f}" for k in ha))
+    # What the closed grammar, the statistics query, perturbation and the ledger cost per query:
+    # the same SQL on the same data through an aggregate-only and a record-level permit.
+    perturb_ms = statistics.median(ha[k] - ht[k] for k in ha)
+    a, ad = s["http_agg_think"], s["direct_agg_think"]
+    print(f"aggregate tier: p50 {a['p50']:.1f} ms (direct {ad['p50']:.1f} ms), p99 {a['p99']:.1f} ms; "
+          f"perturbation cost per query (median over the mix, aggregate - record-level): {perturb_ms:.1f} ms")
     t, d, st, sd = s["http_think"], s["direct_think"], s["http_sat"], s["direct_sat"]
     print(f"BENCH access qps={t['qps']:.1f} p50_ms={t['p50']:.1f} p99_ms={t['p99']:.1f} "
           f"p99_fast_ms={t['p99_fast']:.1f} direct_p50_ms={d['p50']:.1f} "
           f"sat_qps={st['qps']:.1f} sat_p50_ms={st['p50']:.1f} sat_p99_ms={st['p99']:.1f} "
           f"sat_p99_fast_ms={st['p99_fast']:.1f} sat_ratio={st['p50'] / sd['p50']:.2f} "
+          f"agg_p50_ms={a['p50']:.1f} agg_p99_ms={a['p99']:.1f} agg_direct_p50_ms={ad['p50']:.1f} "
+          f"agg_ratio={a['p50'] / ad['p50']:.2f} perturb_ms={perturb_ms:.1f} "
           f"ratio={t['p50'] / d['p50']:.2f}")
     return 0
 
