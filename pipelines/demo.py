@@ -193,10 +193,11 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     summary["other_researcher_status"] = refused.status_code
     summary["researcher_token"] = tokens[RESEARCHER]
     # Both tiers at once: one token ($HDP_TOKEN), two releases, a command for each (no server needed).
+    # A record-level result comes back only as a preview (json/arrow); aggregate cells leave as csv.
     summary["releases"] = {
         tier: {"release_id": release_ids[tier], "request_id": request_ids[tier], "output_tier": tier,
-               "try": f"HDP_TOKEN=<researcher_token> .venv/bin/hdp query --in-process --release {release_ids[tier]} "
-                      f"\"{sql}\""}
+               "try": f"HDP_TOKEN=<researcher_token> .venv/bin/hdp query --in-process --release {release_ids[tier]}"
+                      f"{' --format json' if tier == 'record' else ''} \"{sql}\""}
         for tier, sql in (("record", DEMO_QUERY), ("aggregate", AGGREGATE_QUERY))
     }
     return summary
