@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from access.web.i18n_outputs import OUTPUT_STRINGS
+
 LANGUAGES = ("sv", "en")
 DEFAULT_LANGUAGE = "sv"
 LANG_COOKIE = "hdp_lang"
@@ -247,6 +249,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "purposes_title": {"sv": "Ändamål (EHDS art. 53.1)", "en": "Purposes (EHDS art. 53(1))"},
     "error_title": {"sv": "Något gick fel", "en": "Something went wrong"},
     "back_to_start": {"sv": "Till startsidan", "en": "Back to the start page"},
+    **OUTPUT_STRINGS,  # the airlock's pages (access/web/i18n_outputs.py)
 }
 
 

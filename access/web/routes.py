@@ -212,6 +212,8 @@ class WebApp:
             return self.login_form(request, page=p)
         if "steward" in p.roles:
             return self.redirect(p, f"{PREFIX}/steward")
+        if "output_checker" in p.roles and "researcher" not in p.roles:
+            return self.redirect(p, f"{PREFIX}/checking")  # the airlock's queue (access/web/outputs.py)
         return self.redirect(p, f"{PREFIX}/researcher")
 
     def login_form(self, request: Request, *, page: Page | None = None, status: int = 200,
@@ -247,6 +249,8 @@ class WebApp:
         p.new_cookie, p.session = self.sessions.create(user_name=user.name, token=token.strip())
         log.info("web login user=%s", user.name)
         default = f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
+        if "output_checker" in user.roles and not user.roles & {"steward", "researcher"}:
+            default = f"{PREFIX}/checking"
         return self.redirect(p, safe_next(next_url) or default)
 
     def logout(self, request: Request, csrf_token: str) -> Response:
@@ -493,4 +497,7 @@ def build_router(**options: Any) -> APIRouter:
     def stylesheet() -> Response:
         return web.stylesheet()
 
+    from access.web.outputs import add_output_pages  # the airlock: outputs, checking, exceptions
+
+    add_output_pages(router, web)
     return router
