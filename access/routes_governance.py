@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from governance import service
+from governance import ledger, service
 from governance.catalogue import load_catalogue
 from governance.errors import GovernanceError, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES
@@ -130,6 +130,11 @@ def _refusal(exc: GovernanceError) -> JSONResponse:
     if problems := getattr(exc, "problems", None):
         body["problems"] = [list(p) for p in problems]
     return JSONResponse(body, status_code=exc.http_status)
+
+
+class BudgetBody(BaseModel):
+    queries: int = Field(ge=0, le=100_000)
+    justification: str = Field(min_length=10, max_length=2_000)
 
 
 def _deny(message: str, code: str = "auth.forbidden", status: int = 403) -> JSONResponse:
@@ -349,6 +354,22 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         if not _roles(user) & STAFF:
             return _deny("key figures are for stewards, operators and admins")
         return _run(session, lambda: service.key_figures(session, period=period), mutate=False)
+
+    @router.put("/permits/{permit_id}/budget")
+    def set_budget(permit_id: int, body: BudgetBody, session: Session, user: CurrentUser) -> Any:
+        """A steward of one of the permit's holders sets how many distinct aggregate queries it may ask."""
+        def go() -> dict[str, Any]:
+            ledger.set_query_budget(session, permit_id=permit_id, budget=body.queries, actor=user.name,
+                                    justification=body.justification)
+            return {"permit_id": permit_id, "queries": body.queries}
+        return _run(session, go)
+
+    @router.get("/ledger")
+    def ledger_follow_up(session: Session, user: CurrentUser) -> Any:
+        """Operators' follow-up of aggregate queries: budgets used, flagged pairs (digests and ids only)."""
+        if not _roles(user) & {"operator", "admin"}:
+            return _deny("the query ledger follow-up is for operators and admins")
+        return _run(session, lambda: ledger.follow_up(session), mutate=False)
 
     # ------------------------------------------------------------------ administration
 

@@ -34,9 +34,11 @@ from access.auth import (
 from access.engine import KEYED_SCHEMA, EngineCache, Limits, ReleaseEngine, ResultStream, release_dir
 from access.errors import Forbidden, NotFound, QueryCutOff, QueryRefused, Refusal, Unauthenticated
 from access.formats import MEDIA_TYPES, serialise
+from access.ledger import QueryLedger, default_ledger, entry_for
 from access.outputs import check_direct as check_export  # the airlock: record-level exports need checking
 from access.ports import AGGREGATE, RECORD, Governance, Permit, User
 from access.sandbox import MAX_SQL_LENGTH, ValidatedQuery, validate
+from governance.ledger import DEFAULT_BUDGET
 from hdp import settings as hdp_settings
 from hdp.audit import AuditLog
 
@@ -60,6 +62,8 @@ class AccessSettings:
     dominance_n: int = 2
     dominance_k: float = 0.9
     engine_cache_size: int = 16
+    #: distinct aggregate queries a permit may ask when no steward set its budget
+    query_budget: int = DEFAULT_BUDGET
     audit_fsync: bool = True
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
@@ -80,6 +84,7 @@ class AccessSettings:
                 memory_limit=env.get("HDP_ACCESS_MEMORY_LIMIT", "1GB"),
                 threads=int(env.get("HDP_ACCESS_THREADS", "2")),
             ),
+            query_budget=int(env.get("HDP_ACCESS_QUERY_BUDGET", str(DEFAULT_BUDGET))),
             oidc_issuer=env.get("HDP_OIDC_ISSUER"),
             oidc_audience=env.get("HDP_OIDC_AUDIENCE"),
             oidc_jwks_url=env.get("HDP_OIDC_JWKS_URL"),
@@ -166,6 +171,7 @@ class AccessService:
         *,
         authenticator: Authenticator | None = None,
         clock: Callable[[], datetime] = _now,
+        ledger: QueryLedger | None = None,
     ) -> None:
         self.settings = settings
         self.governance = governance
@@ -174,6 +180,7 @@ class AccessService:
         self.engines = EngineCache(settings.releases_dir, settings.limits, settings.engine_cache_size,
                                    private_dir=settings.private_dir)
         self.audit = AuditLog(settings.audit_path, fsync=settings.audit_fsync)
+        self.ledger = ledger or default_ledger(governance, default_budget=settings.query_budget)
         self._thresholds = {h.id: h.min_cell_count for h in hdp_settings.holders()}
         self._default_threshold = max([10, *self._thresholds.values()])
         self._perturbation = {
@@ -333,6 +340,7 @@ class AccessService:
                 check_export(release_id, fmt, table.num_rows)
             if compiled is not None:
                 table, summary = aggregate.publish(compiled, stats, exact, disclosure)
+                self._admit(user, permit, compiled, table, summary, now, event)
             body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": permit.output_tier,
                                                "disclosure": summary} if fmt == "json" else None)
             digest = hashlib.sha256(body).hexdigest()
@@ -401,6 +409,22 @@ class AccessService:
                       result_sha256=digest.hexdigest(), streamed=True,
                       duration_ms=round((time.perf_counter() - started) * 1000, 1), **outcome)
 
+    def _admit(self, user: User, permit: Permit, compiled: aggregate.CompiledQuery, table: pa.Table,
+               summary: dict[str, Any], now: datetime, event: dict[str, Any]) -> None:
+        """Record the published cells in the query ledger; refuse when a new query would go
+        past the permit's budget (nothing is sent then)."""
+        entry = entry_for(compiled.query, digest=self.ledger.digest, table=table, summary=summary)
+        admission = self.ledger.admit(permit_id=permit.id, entry=entry, asked_by=user.name, at=now)
+        event["ledger_fingerprint"] = entry.fingerprint
+        if admission.new:
+            event["ledger_used"], event["ledger_budget"] = admission.used, admission.budget
+        if not admission.admitted:
+            raise Forbidden(
+                "ledger.budget_exhausted",
+                f"this permit has asked its {admission.budget} distinct aggregate queries; a steward of its "
+                "holders can raise the budget (queries asked before may be repeated)",
+            )
+
     def _disclosure_settings(self, permit: Permit) -> aggregate.DisclosureSettings:
         """Each holder's threshold for the cells it is in; one ptable per release, the strictest
         of its holders' (see ``access.cellkey.strictest``). Unknown holders count as strict."""
@@ -436,6 +460,7 @@ class AccessService:
             compiled = aggregate.compile_query(
                 grammar.parse(checked.tree, engine.views), keyed_schema=KEYED_SCHEMA,
                 holder_bits=engine.holder_bits, max_rows_per_person=engine.max_rows_per_person,
+                complete_columns=engine.complete_columns,
             )
         if cacheable:
             engine.prepared.put(key, (checked, compiled))

@@ -519,3 +519,40 @@ def transparency_cmd(as_json: bool) -> None:
     for e in entries:
         click.echo(f"permit {e.permit_id:>4} [{e.status:<8}] {e.issued_on}..{e.expires_on} {e.purpose:<20} "
                    f"{','.join(e.holders):<40} {e.project}")
+
+
+@governance.command("budget")
+@click.argument("permit_id", type=int)
+@click.option("--queries", type=int, required=True, help="Distinct aggregate queries the permit may ask.")
+@click.option("--justification", required=True)
+def budget_cmd(permit_id: int, queries: int, justification: str) -> None:
+    """Set a permit's query budget (a steward of one of its holders; HDP_TOKEN)."""
+    from governance import ledger
+
+    with _session() as s:
+        who = _actor(s, "steward")
+        ledger.set_query_budget(s, permit_id=permit_id, budget=queries, actor=who.name, justification=justification)
+    click.echo(f"permit {permit_id}: {queries} distinct aggregate queries")
+
+
+@governance.command("ledger")
+@click.option("--since", default=None, help="Only queries asked from this date (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True)
+def ledger_cmd(since: str | None, as_json: bool) -> None:
+    """Follow-up of aggregate queries (operators): budgets used and flagged pairs of queries."""
+    from governance import ledger
+
+    with _session() as s:
+        _actor(s, "operator")
+        report = ledger.follow_up(s, since=_parse_time(since))
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"{'permit':>6} {'queries':>8} {'budget':>7} {'compl':>6} {'diff':>5} {'near':>5}  askers")
+    for p in report["permits"]:
+        f = p["flags"]
+        click.echo(f"{p['permit_id']:>6} {p['distinct_queries']:>8} {p['budget']:>7} {f['complementary']:>6} "
+                   f"{f['differencing']:>5} {f['near_duplicate']:>5}  {', '.join(p['askers'])}")
+    for pair in report["flagged_pairs"]:
+        click.echo(f"  {pair['kind']:<14} permit {pair['permit_id']}: ledger rows {pair['ledger_ids'][0]} and "
+                   f"{pair['ledger_ids'][1]} ({pair['asked_by']}, {pair['asked_at']})")

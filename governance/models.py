@@ -215,6 +215,7 @@ class ConfigRow(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
 
+
 class OutputExceptionRow(Base):
     """A steward's justified exception on a permit: row-level outputs of pseudonymised data may
     be requested under it (still checked by two output checkers). Withdrawn, never deleted."""
@@ -297,3 +298,40 @@ class AuditCheckpointRow(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+
+class QueryBudgetRow(Base):
+    """How many distinct aggregate queries a permit may ask (set by a steward of its holders;
+    ``governance.ledger``). Without a row the platform default applies."""
+
+    __tablename__ = "gov_query_budget"
+
+    permit_id: Mapped[int] = mapped_column(ForeignKey("gov_permit.id", ondelete="CASCADE"), primary_key=True)
+    budget: Mapped[int] = mapped_column(Integer)
+    set_by: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text)
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QueryLedgerRow(Base):
+    """One aggregate query a permit asked, and the cells it published (``governance.ledger``).
+
+    Everything that could carry a literal (the fingerprint, the shape, the filter terms) is a
+    keyed digest: equal queries and terms compare equal, but nothing can be read back.
+    """
+
+    __tablename__ = "gov_query_ledger"
+    __table_args__ = (UniqueConstraint("permit_id", "fingerprint", "result_sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    permit_id: Mapped[int] = mapped_column(Integer, index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    shape: Mapped[str] = mapped_column(String(64))
+    terms: Mapped[list[list[str]]] = mapped_column(JSON)
+    negates: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
+    measures: Mapped[list[str]] = mapped_column(JSON)
+    result_sha256: Mapped[str] = mapped_column(String(64))
+    cells_published: Mapped[int] = mapped_column(Integer)
+    cells_withheld: Mapped[int] = mapped_column(Integer)
+    cells: Mapped[list[Any]] = mapped_column(JSON)
+    asked_by: Mapped[str] = mapped_column(String(64))
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -54,7 +54,8 @@ def request_fields(**over):
 
 
 TABLES = ("gov_request_event", "gov_decision", "gov_holder_review", "gov_permit", "gov_request",
-          "gov_api_token", "gov_user", "gov_consent", "gov_config", "gov_audit_checkpoint")
+          "gov_api_token", "gov_user", "gov_consent", "gov_config", "gov_audit_checkpoint",
+          "gov_query_ledger")
 
 
 def fresh_store(backend: str, request: pytest.FixtureRequest, tmp_path) -> str:
