@@ -39,6 +39,7 @@ The summary says how many cells were published and withheld and why.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ from sqlglot import exp, parse_one
 
 from access import cellkey
 from access.errors import QueryRefused
-from access.grammar import AggregateQuery, ColumnRef
+from access.grammar import AggregateQuery, ColumnRef, Measure
 
 MAX_CELLS = 50_000
 #: Published means, sums and variances keep this many significant digits (see _measure_value).
@@ -290,8 +291,7 @@ def publish(
             if out.key is not None:
                 values.append(row[f"__g{out.key}"])
                 continue
-            value = _measure_value(q.measures[out.measure], out.measure, row, ex, cq, t, rows_p, persons_p,
-                                   pert, ptable)
+            value = _measure_value(q.measures[out.measure], row, ex, cq, t, rows_p, persons_p, pert, ptable)
             if value is None and q.measures[out.measure].kind != "persons":
                 summary["measures_withheld"] += 1
             values.append(value)
@@ -324,7 +324,16 @@ def _dominated(row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, sett
     return bound > k * abs(float(row[f"__s{j}"] or 0.0))
 
 
-def _measure_value(m, position: int, row: Mapping, ex: Mapping | None, cq: CompiledQuery, t: int, rows_p: int,
+def _salt(m: Measure) -> int:
+    """Which noise a measure gets, from what it measures, never from where it stands in the
+    SELECT: otherwise asking the same mean in ten positions would give ten noisy copies to
+    average. A sum is its mean times its count, a standard deviation the root of its variance,
+    so each pair shares one noise."""
+    family = {"sum": "mean", "stddev": "variance", "stddev_pop": "variance_pop"}.get(m.kind, m.kind)
+    return zlib.crc32(f"{family}:{m.column.table}.{m.column.name}".encode()) if m.column else 0
+
+
+def _measure_value(m: Measure, row: Mapping, ex: Mapping | None, cq: CompiledQuery, t: int, rows_p: int,
                    persons_p: int | None, pert: cellkey.PerturbationSettings,
                    ptable: Mapping[tuple[int, int], int]) -> object:
     if m.kind == "rows":
@@ -342,7 +351,7 @@ def _measure_value(m, position: int, row: Mapping, ex: Mapping | None, cq: Compi
     largest = _largest(row, j)
     mean = float(row[f"__s{j}"]) / n
     if m.kind in ("mean", "sum"):
-        value = cellkey.perturb_mean(mean, n, largest, ck, position, pert.magnitude)
+        value = cellkey.perturb_mean(mean, n, largest, ck, _salt(m), pert.magnitude)
         if m.kind == "sum":
             value *= cellkey.perturb_count(n, int(row[f"__ck{j}"] or 0) % cellkey.KEY_RANGE, ptable)
     else:
@@ -351,7 +360,7 @@ def _measure_value(m, position: int, row: Mapping, ex: Mapping | None, cq: Compi
         if var is None:
             return None
         spread = max((float(row[f"__max{j}"]) - mean) ** 2, (float(row[f"__min{j}"]) - mean) ** 2)
-        value = cellkey.perturb_variance(float(var), n, spread, ck, position, pert.magnitude)
+        value = cellkey.perturb_variance(float(var), n, spread, ck, _salt(m), pert.magnitude)
         if m.kind in ("stddev", "stddev_pop"):
             value = math.sqrt(value)
     # Parallel summation makes the last bits of a double vary from run to run; the same query

@@ -204,9 +204,9 @@ def cell_key(keys: Iterable[int]) -> int:
 
 
 def unit_noise(cell_key_: int, salt: int) -> float:
-    """A value in (-1, 1) fixed by the cell key and a salt (the measure's position), so the
+    """A value in (-1, 1) fixed by the cell key and a salt (what the measure measures), so the
     same cell always gets the same noise on each of its measures, and measures differ."""
-    mixed = (cell_key_ * 167 + (salt + 1) * 97) % KEY_RANGE  # 167 is odd: a bijection on 0..255
+    mixed = (cell_key_ * 167 + (salt % KEY_RANGE + 1) * 97) % KEY_RANGE  # 167 is odd: a bijection on 0..255
     return (mixed + 0.5) / (KEY_RANGE / 2) - 1.0
 
 

@@ -307,3 +307,23 @@ def test_differencing_recovers_neither_a_small_count_nor_its_mean(gworld):
     # Repeating the same questions gives the same noise: averaging recovers nothing.
     for _ in range(3):
         assert _ask(gworld, ask)["rows"] == [[tp, tn, tm]]
+
+
+def test_a_measure_gets_the_same_noise_however_it_is_asked(gworld):
+    """Asking one mean in many positions, rounded or not, next to other measures, must not give
+    many noisy copies to average: the noise follows the cell and what is measured."""
+    base = _ask(gworld, "SELECT sex, avg(hba1c_mmol_mol) FROM register_visit GROUP BY sex")["rows"]
+    for sql in (
+        "SELECT sex, count(*), sum(bmi), avg(hba1c_mmol_mol) FROM register_visit GROUP BY sex",
+        "SELECT avg(hba1c_mmol_mol) AS m, sex FROM register_visit GROUP BY sex",
+        "SELECT sex, stddev(bmi), avg(hba1c_mmol_mol), avg(hba1c_mmol_mol) AS again FROM register_visit GROUP BY 1",
+    ):
+        rows = _ask(gworld, sql)["rows"]
+        means = {r[0] if isinstance(r[0], str) else r[1]: [v for v in r if isinstance(v, float)] for r in rows}
+        for sex, mean in base:
+            assert mean in means[sex], (sql, sex)
+    rounded = _ask(gworld, "SELECT sex, round(avg(hba1c_mmol_mol), 2) FROM register_visit GROUP BY sex")["rows"]
+    assert [(s, round(m, 2)) for s, m in base] == [tuple(r) for r in rounded]
+    # A sum is its published mean times its published count of values.
+    (n, mean, total), = _ask(gworld, "SELECT count(bmi), avg(bmi), sum(bmi) FROM register_visit")["rows"]
+    assert total == pytest.approx(mean * n, rel=1e-9)
