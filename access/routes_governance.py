@@ -210,6 +210,16 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     def variables() -> list[dict[str, str]]:
         return list(load_catalogue().values())
 
+    @router.get("/disclosure")
+    def disclosure() -> list[dict[str, Any]]:
+        """Each holder's disclosure settings, public like the register (never a key)."""
+        from access.cellkey import PerturbationSettings
+        from hdp.settings import holders
+
+        return [{"holder_id": h.id, "min_cell_count": h.min_cell_count, "k_anonymity": h.k_anonymity,
+                 "perturbation": PerturbationSettings.for_holder(h.min_cell_count, dict(h.perturbation)).public()}
+                for h in holders()]
+
     @router.get("/transparency")
     def transparency(session: Session) -> Any:
         return _run(session, lambda: service.transparency_register(session), mutate=False)

@@ -268,6 +268,7 @@ class AccessService:
             "permit_id": permit.id,
             "output_tier": permit.output_tier,
             "tables": {t: [{"name": c, "type": ty} for c, ty in cols] for t, cols in engine.views.items()},
+            **({"disclosure": self.disclosure_settings(permit)} if permit.output_tier == AGGREGATE else {}),
         }
 
     # -- queries ------------------------------------------------------------------
@@ -408,6 +409,18 @@ class AccessService:
                       permit_id=event["permit_id"], query_sha256=event["query_sha256"], rows=rows,
                       result_sha256=digest.hexdigest(), streamed=True,
                       duration_ms=round((time.perf_counter() - started) * 1000, 1), **outcome)
+
+    def disclosure_settings(self, permit: Permit) -> dict[str, Any]:
+        """What a researcher or steward may read about the disclosure control of a permit's
+        aggregate results: each holder's threshold and the release's perturbation settings
+        (never a key)."""
+        ds = self._disclosure_settings(permit)
+        return {
+            "thresholds": {h: ds.thresholds.get(h, ds.default_threshold) for h in sorted(permit.holders)},
+            "perturbation": ds.perturbation.public(),
+            "dominance": {"n": ds.dominance_n, "k": ds.dominance_k},
+            "query_budget_default": self.settings.query_budget,
+        }
 
     def _admit(self, user: User, permit: Permit, compiled: aggregate.CompiledQuery, table: pa.Table,
                summary: dict[str, Any], now: datetime, event: dict[str, Any]) -> None:

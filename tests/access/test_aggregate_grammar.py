@@ -327,3 +327,21 @@ def test_a_measure_gets_the_same_noise_however_it_is_asked(gworld):
     # A sum is its published mean times its published count of values.
     (n, mean, total), = _ask(gworld, "SELECT count(bmi), avg(bmi), sum(bmi) FROM register_visit")["rows"]
     assert total == pytest.approx(mean * n, rel=1e-9)
+
+
+def test_settings_are_readable_and_keys_are_not(client, world):
+    """Researchers see the disclosure settings of their aggregate permit, everyone each
+    holder's; no perturbation key is reachable by name from a query."""
+    schema = client.get("/releases/r_agg/schema", headers=auth(world.alice)).json()
+    d = schema["disclosure"]
+    assert d["perturbation"]["rounding_base"] == 10 and d["thresholds"]["region_skane"] == 10
+    assert "disclosure" not in client.get("/releases/r_rec/schema", headers=auth(world.alice)).json()
+    public = {h["holder_id"]: h for h in client.get("/governance/disclosure").json()}
+    assert public["ndr"]["perturbation"] == {"threshold": 5, "rounding_base": 5, "max_noise": 7, "variance": 6.0,
+                                             "magnitude": 0.5}
+    assert not any("__" in c["name"] for cols in schema["tables"].values() for c in cols)
+    for sql in ("SELECT sum(__rk) FROM register_visit", "SELECT __pn, count(*) FROM register_visit GROUP BY 1",
+                "SELECT count(*) FROM hdp_ck.register_visit", "SELECT count(*) FROM hdp_keys.person_key"):
+        for release in ("r_agg", "r_rec"):
+            r = client.post(f"/releases/{release}/query", json={"sql": sql}, headers=auth(world.alice))
+            assert r.status_code in (400, 403), (sql, release, r.text)
