@@ -177,3 +177,58 @@ def test_rejected_is_final(permit):
         _check(url, o.id, "oc-1")
     with session_scope(url) as s, pytest.raises(InvalidTransition):
         service.resubmit_output_request(s, output_id=o.id, actor="alice", context="Please look again at it now.")
+
+
+def _together(*calls):
+    """Run every call at the same moment in its own thread; results or exceptions."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def worker(i, fn):
+        barrier.wait()
+        try:
+            results[i] = fn()
+        except Exception as exc:  # asserted on below
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+@pytest.fixture
+def slow_checks(monkeypatch):
+    """Widen the race: a pause after the output and its checks are read, before writing."""
+    import time
+
+    real = service._output_value
+
+    def slow(session, row):
+        value = real(session, row)
+        time.sleep(0.05)
+        return value
+
+    monkeypatch.setattr(service, "_output_value", slow)
+
+
+def test_concurrent_checks_count_once_each(permit, slow_checks):
+    from governance.errors import ConcurrencyConflict
+
+    url, p = permit
+    o = _file(url, p.id)
+    first, second = _together(lambda: _check(url, o.id, "oc-1"), lambda: _check(url, o.id, "oc-2"))
+    assert not isinstance(first, Exception) and not isinstance(second, Exception), (first, second)
+    with session_scope(url) as s:
+        final = service.get_output_request(s, output_id=o.id)
+    assert final.status == "approved" and final.approvers == {"oc-1", "oc-2"} and len(final.checks) == 2
+    # The same checker twice at once: one check is recorded, the other refused.
+    o2 = _file(url, p.id, file_name="out-2.csv")
+    results = _together(lambda: _check(url, o2.id, "oc-1"), lambda: _check(url, o2.id, "oc-1"))
+    assert sum(isinstance(r, DuplicateDecision | ConcurrencyConflict) for r in results) == 1
+    with session_scope(url) as s:
+        assert len(service.get_output_request(s, output_id=o2.id).checks) == 1
