@@ -50,11 +50,18 @@ def live(tmp_path_factory) -> Iterator[dict]:
     from webtest_helpers import seed, write_research_zone
 
     from governance.store import dispose_all
+    from hdp import audit
     from hdp.settings import get_settings
+    from pipelines.identity import audit_key
 
     home = tmp_path_factory.mktemp("browser_home")
-    saved = {k: os.environ.get(k) for k in ("HDP_HOME", "HDP_GOVERNANCE_URL", "HDP_ENV")}
+    saved = {k: os.environ.get(k) for k in ("HDP_HOME", "HDP_GOVERNANCE_URL", "HDP_ENV", "HDP_KEK_DIR")}
     os.environ["HDP_HOME"] = str(home)
+    # Test process and server share one KEK, and the test's own governance writes are keyed with
+    # the home's audit key as the server's are (one keyed audit log, whoever appends).
+    os.environ["HDP_KEK_DIR"] = str(tmp_path_factory.mktemp("kek"))
+    previous_source = audit.key_source()
+    audit_key.configure()
     os.environ.pop("HDP_GOVERNANCE_URL", None)
     os.environ.pop("HDP_ENV", None)
     get_settings.cache_clear()
@@ -62,7 +69,7 @@ def live(tmp_path_factory) -> Iterator[dict]:
     world = seed(settings.governance_url)
     write_research_zone(settings.research_db("ndr"))
     port = _free_port()
-    env = {**os.environ, "HDP_HOME": str(home), "HDP_KEK_DIR": str(tmp_path_factory.mktemp("kek"))}
+    env = {**os.environ, "HDP_HOME": str(home)}
     log_path = home / "uvicorn.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -91,6 +98,8 @@ def live(tmp_path_factory) -> Iterator[dict]:
         except subprocess.TimeoutExpired:
             proc.kill()
         dispose_all()
+        audit.set_key_source(previous_source)
+        audit_key.forget()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
