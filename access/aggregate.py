@@ -24,7 +24,8 @@ runs together with the statistics query, in one snapshot.
 Publishing (``publish``), per cell:
 
 1. withheld whole (keys included) when it has fewer persons than the strictest threshold of
-   the holders in it, or a sum dominated by its top ``dominance_n`` persons;
+   the holders in it, or a sum dominated by its top ``dominance_n`` persons (in a join, the
+   row count too: joining a table to itself squares one person's rows);
 2. counts are perturbed with the release's ptable (``access.cellkey``): rows with the row cell
    key, persons with the person cell key, count(column) with the cell key of the rows that
    have a value; a cell whose perturbed rows or persons fall below the threshold is withheld;
@@ -77,6 +78,9 @@ class CompiledQuery:
     value_columns: tuple[ColumnRef, ...]  # measured columns, in __v<j> order
     magnitude_columns: frozenset[int]  # indexes into value_columns the dominance rule covers
     persons_in_stats: bool  # count(DISTINCT person_id) asked: exact persons come with the stats
+    #: a join and a row count: one person's rows multiply in a join (a self-join squares them),
+    #: so the dominance rule covers the per-person row counts too
+    rows_dominance: bool
     holder_of_bit: Mapping[int, str]
     max_rows_per_person: int
 
@@ -175,8 +179,10 @@ def compile_query(
             stats.append(f"{fn}({v}) AS __{fn}{j}")
     stats_sql = f"SELECT {', '.join(stats)} FROM {from_sql}{where}{group}"
 
-    inner = [*g, f"{a}.__pn AS __person", f"any_value({a}.__pk) AS __pkey"]
-    outer = [*(f"__g{i}" for i in range(len(keys))), "count(*) AS __persons", "sum(__pkey) AS __ck_persons"]
+    rows_dominance = len(query.sources) > 1 and any(m.kind in ("rows", "count") for m in query.measures)
+    inner = [*g, f"{a}.__pn AS __person", f"any_value({a}.__pk) AS __pkey", "count(*) AS __prows"]
+    outer = [*(f"__g{i}" for i in range(len(keys))), "count(*) AS __persons", "sum(__pkey) AS __ck_persons",
+             "sum(__prows) AS __totrows", "list_sort(list(__prows), 'DESC')[1:8] AS __toprows"]
     for j, col in enumerate(value_columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
         inner.append(f"sum({v}) AS __p{j}")
@@ -190,7 +196,7 @@ def compile_query(
         rows_per_person *= max(1, int(max_rows_per_person.get(s.table, 1)))
     return CompiledQuery(
         query=query, stats_sql=stats_sql, exact_sql=exact_sql, value_columns=tuple(value_columns),
-        magnitude_columns=frozenset(magnitude), persons_in_stats=persons_in_stats,
+        magnitude_columns=frozenset(magnitude), persons_in_stats=persons_in_stats, rows_dominance=rows_dominance,
         holder_of_bit={bit: h for h, bit in holder_bits.items()}, max_rows_per_person=rows_per_person,
     )
 
@@ -228,6 +234,8 @@ def needs_exact(cq: CompiledQuery, stats: pa.Table, settings: DisclosureSettings
         t = _threshold(row["__hbits"], cq, settings)
         persons = row["__persons"] if cq.persons_in_stats else None
         if (persons if persons is not None else _bits(row["__sig"])) < t and row["__rows"] >= t:
+            return True
+        if cq.rows_dominance and n * cq.max_rows_per_person > k * row["__rows"]:
             return True
         for j in range(len(cq.value_columns)):
             if row[f"__n{j}"] and _bits(row[f"__sig{j}"]) < t:
@@ -277,7 +285,8 @@ def publish(
         if persons < t:
             summary["suppressed_persons"] += 1
             continue
-        if any(_dominated(row, ex, j, cq, settings) for j in cq.magnitude_columns if row[f"__n{j}"]):
+        if any(_dominated(row, ex, j, cq, settings) for j in cq.magnitude_columns if row[f"__n{j}"]) or (
+                cq.rows_dominance and _rows_dominated(row, ex, cq, settings)):
             summary["suppressed_dominance"] += 1
             continue
         rows_p = cellkey.perturb_count(int(row["__rows"]), int(row["__ck_rows"] or 0) % cellkey.KEY_RANGE, ptable)
@@ -322,6 +331,14 @@ def _dominated(row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, sett
         return float(total) > 0 and sum(top[:n]) / float(total) > k
     bound = n * cq.max_rows_per_person * _largest(row, j)
     return bound > k * abs(float(row[f"__s{j}"] or 0.0))
+
+
+def _rows_dominated(row: Mapping, ex: Mapping | None, cq: CompiledQuery, settings: DisclosureSettings) -> bool:
+    """(n, k) dominance of the per-person row counts of a joined cell (see ``rows_dominance``)."""
+    n, k = settings.dominance_n, settings.dominance_k
+    if ex is not None:
+        return sum(ex["__toprows"][:n]) > k * int(ex["__totrows"])
+    return n * cq.max_rows_per_person > k * int(row["__rows"])
 
 
 def _salt(m: Measure) -> int:

@@ -345,3 +345,41 @@ def test_settings_are_readable_and_keys_are_not(client, world):
         for release in ("r_agg", "r_rec"):
             r = client.post(f"/releases/{release}/query", json={"sql": sql}, headers=auth(world.alice))
             assert r.status_code in (400, 403), (sql, release, r.text)
+
+
+def test_join_amplification_of_one_persons_rows_is_withheld(gworld):
+    """A self-join squares each person's rows: a person with many visits would dominate the
+    joined row count of any cell and show through it. Such cells are withheld."""
+    direct = Direct(gworld)
+    body = _ask(gworld, "SELECT a.sex, count(*) FROM register_visit a JOIN register_visit b "
+                        "ON a.person_id = b.person_id GROUP BY a.sex")
+    # In every published cell no two persons hold more than 90 % of the joined rows.
+    for sex, _n in body["rows"]:
+        (top2, rows), = direct.con.execute(
+            "SELECT list_sum(list_sort(list(n * n), 'DESC')[1:2]), sum(n * n) FROM "
+            "(SELECT person_id, count(*) AS n FROM register_visit WHERE sex = ? GROUP BY 1)", [sex]).fetchall()
+        assert top2 <= 0.9 * rows
+    # A cell of few persons with many visits each: withheld for dominance or size, never published.
+    few = _ask(gworld, "SELECT a.birth_year, count(*) FROM register_visit a JOIN register_visit b "
+                       "ON a.person_id = b.person_id WHERE a.birth_year < 1935 GROUP BY a.birth_year")
+    for year, _n in few["rows"]:
+        (top2, rows), = direct.con.execute(
+            "SELECT list_sum(list_sort(list(n * n), 'DESC')[1:2]), sum(n * n) FROM "
+            "(SELECT person_id, count(*) AS n FROM register_visit WHERE birth_year = ? GROUP BY 1)", [year]).fetchall()
+        assert top2 <= 0.9 * rows
+
+
+def test_rows_dominance_rule_on_crafted_cells():
+    """The rule itself, on exact per-person row counts: one person with 100 joined rows among
+    five with one each dominates; six persons with 3 rows each do not."""
+    from access.aggregate import CompiledQuery, DisclosureSettings, _rows_dominated
+    from access.cellkey import PerturbationSettings, build_ptable
+
+    cq = CompiledQuery(query=None, stats_sql="", exact_sql="", value_columns=(), magnitude_columns=frozenset(),
+                       persons_in_stats=False, rows_dominance=True, holder_of_bit={}, max_rows_per_person=100)
+    ps = PerturbationSettings()
+    ds = DisclosureSettings(thresholds={}, perturbation=ps, ptable=build_ptable(ps))
+    assert _rows_dominated({}, {"__toprows": [100, 1, 1], "__totrows": 104}, cq, ds)
+    assert not _rows_dominated({}, {"__toprows": [3, 3, 3], "__totrows": 18}, cq, ds)
+    assert _rows_dominated({"__rows": 150}, None, cq, ds)  # the bound cannot settle it: counts as dominated
+    assert not _rows_dominated({"__rows": 1_000}, None, cq, ds)
