@@ -17,15 +17,27 @@ Layout (see docs/ARCHITECTURE.md)::
     audit/                             hash-chained audit log
     governance.sqlite                  governance store (default)
     airflow/                           AIRFLOW_HOME (metadata DB, task logs)
+
+``restricted/`` and every directory below it are the owner's only (0700), whatever the process
+umask: :meth:`Settings.ensure_restricted` makes them so, and gives each a default ACL (where the
+file system has POSIX ACLs) under which every file anyone creates there (DuckDB's database, WAL
+and spill files, landing files, Parquet) is 0600 and every directory 0700. Files that must be
+private outside ``restricted/`` (governance store, audit log) are created with
+:func:`open_private`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO_ROOT / "schemas"
@@ -36,6 +48,99 @@ PRODUCTION = "production"
 
 class SettingsError(RuntimeError):
     """Configuration that cannot be used safely."""
+
+
+# --------------------------------------------------------------------------------------
+# Owner-only files and directories, whatever the umask
+# --------------------------------------------------------------------------------------
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+#: ``system.posix_acl_default`` value granting the owner everything and group and others
+#: nothing (Linux xattr layout: version 2, then tag u16, permissions u16, id u32 per entry;
+#: ACL_USER_OBJ 0x01, ACL_GROUP_OBJ 0x04, ACL_OTHER 0x20). A file created in a directory that
+#: has a default ACL takes its permissions from the ACL, not from the creator's umask, so this
+#: holds even for files DuckDB or a library opens with mode 0666 under umask 0.
+_OWNER_ONLY_DEFAULT_ACL = struct.pack("<I", 2) + b"".join(
+    struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))
+_acl_unsupported_warned = False
+
+
+def _set_owner_only_default_acl(path: Path) -> bool:
+    """Give directory ``path`` the owner-only default ACL; False where the file system has none."""
+    global _acl_unsupported_warned
+    try:
+        if os.getxattr(path, "system.posix_acl_default") == _OWNER_ONLY_DEFAULT_ACL:
+            return True
+    except OSError:
+        pass  # no default ACL yet (ENODATA), or no ACL support: try to set it
+    try:
+        os.setxattr(path, "system.posix_acl_default", _OWNER_ONLY_DEFAULT_ACL)
+        return True
+    except (OSError, AttributeError) as exc:  # AttributeError: no xattr calls on this platform
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        if not _acl_unsupported_warned:
+            _acl_unsupported_warned = True
+            log.warning("no POSIX ACLs on the file system of %s: files other programs create in the restricted "
+                        "zone follow their umask (its directories stay 0700, so only the owner can reach them)",
+                        path)
+        return False
+
+
+def _narrow(path: Path, mode: int) -> None:
+    if os.stat(path).st_mode & 0o777 != mode:
+        os.chmod(path, mode)
+
+
+def ensure_private_dir(path: Path, *, top: Path | None = None) -> Path:
+    """Make directory ``path`` exist and be the owner's only (0700), whatever the umask.
+
+    Every directory from ``top`` (default: ``path`` itself; it must be ``path`` or one of its
+    parents) down to ``path`` is created if missing and narrowed to 0700 if wider, and gets an
+    owner-only default ACL (see ``_OWNER_ONLY_DEFAULT_ACL``), so that whatever is created inside
+    later, by this process or by a library with its own modes, is owner-only too. Parents above
+    ``top`` are created with the usual modes and never changed. Returns ``path``.
+    """
+    path = Path(path)
+    top = path if top is None else Path(top)
+    if top != path and top not in path.parents:
+        raise ValueError(f"{top} is not {path} or one of its parents")
+    top.parent.mkdir(parents=True, exist_ok=True)
+    chain = [top, *reversed([p for p in path.parents if top in p.parents])]
+    if path != top:
+        chain.append(path)
+    for d in chain:
+        try:
+            os.mkdir(d, PRIVATE_DIR_MODE)  # the umask can only narrow this; _narrow sets it exactly
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+        _narrow(d, PRIVATE_DIR_MODE)
+        _set_owner_only_default_acl(d)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """``os.open`` of ``path`` creating it 0600 whatever the umask (an existing wider file is
+    narrowed first). Returns the file descriptor; wrap it with ``os.fdopen``."""
+    fd = os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_private_file(path: Path) -> Path:
+    """Create ``path`` empty if missing, and make it 0600 (for files another library opens
+    afterwards with its own modes, such as a SQLite database: SQLite gives its journal and WAL
+    files the database file's permissions)."""
+    os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
+    return path
 
 
 @dataclass(frozen=True)
@@ -65,6 +170,20 @@ class Settings:
     @property
     def restricted(self) -> Path:
         return self.home / "restricted"
+
+    def ensure_restricted(self, path: Path | None = None) -> Path:
+        """Create ``path`` (default: the restricted zone's root) owner-only, with every directory
+        between it and the root (see :func:`ensure_private_dir`). Every writer into the restricted
+        zone calls this before it creates anything there. Returns ``path``."""
+        target = Path(path) if path is not None else self.restricted
+        if target != self.restricted and self.restricted not in target.parents:
+            raise ValueError(f"{target} is not inside the restricted zone {self.restricted}")
+        return ensure_private_dir(target, top=self.restricted)
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Working space of processes that hold identifiers: DuckDB spill files, staged tables."""
+        return self.restricted / "tmp"
 
     @property
     def keys_dir(self) -> Path:

@@ -8,6 +8,10 @@ rows whose person cannot be resolved are left out too (fail closed), and both ar
 
 The release is assembled in a staging directory, passed through the release quality gate
 and only then renamed into place, so a half-built or failing release is never visible.
+
+The builder holds identifiers (it reads ``person_link`` for the release pseudonyms), so the
+release's DuckDB file is written by a fresh process from the release's Parquet files
+(:mod:`pipelines.clean_writer`), and DuckDB spills into the restricted zone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pyarrow as pa
 
 from hdp.settings import REPO_ROOT, Settings, get_settings, holder
 from pipelines.cellkeys import CELL_KEYS, write_cell_keys
+from pipelines.clean_writer import TableSource, write_duckdb
 
 #: The column that places each research table's rows in time (for the request's period).
 EVENT_DATE_COLUMN = {
@@ -72,6 +77,10 @@ class ReleaseResult:
     excluded_persons_consent: int = 0
     excluded_rows_unlinked: int = 0
     disclosure: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
 
 
 def release_id_for(request_id: int) -> str:
@@ -211,9 +220,12 @@ def assemble(
 ) -> ReleaseResult:
     """Write the release's tables into ``staging``. Pure apart from reading research zones."""
     staging.mkdir(parents=True)
+    spill = settings.ensure_restricted(settings.scratch_dir / f"release-{release_id_for(request.request_id)}")
     con = duckdb.connect()
     # One thread: the same input must give byte-identical Parquet files on every run.
     con.execute("SET threads = 1")
+    # An in-memory database spills to ./.tmp by default: wherever the worker happens to run.
+    con.execute("SET temp_directory = ?", [str(spill)])
     con.register("person_map", person_map)
     con.register("excluded", pa.table({"consent_key": pa.array(sorted(excluded_consent_keys), pa.string())}))
     con.execute("""
@@ -288,12 +300,16 @@ def assemble(
               WHERE release_person_id IN (SELECT person_id FROM released_persons) ORDER BY ALL)
         TO '{private / CONSENT_LINK}' (FORMAT parquet)
     """)
-    # The access layer opens this file read-only; researchers never see consent keys.
-    con.execute(f"ATTACH '{staging / RELEASE_DB}' AS rel")
-    for table in rows:
-        con.execute(f'CREATE TABLE rel."{table}" AS SELECT * FROM "{table}"')
-    con.execute("DETACH rel")
+    # The access layer opens this file read-only; researchers never see consent keys. It is
+    # written from the Parquet files by a process that never held an identifier, with each
+    # table's types as assembled and its rows in file order (the cell keys follow row ids).
+    ddl = {table: f'CREATE TABLE "{table}" ('
+                  + ", ".join(f'"{_ident(name)}" {dtype}' for name, dtype, *_ in con.execute(f'DESCRIBE "{table}"').fetchall())
+                  + ")" for table in rows}
     con.close()
+    write_duckdb(staging / RELEASE_DB, [TableSource(t, staging / f"{t}.parquet", ddl[t]) for t in rows],
+                 temp_directory=spill, threads=1)
+    shutil.rmtree(spill, ignore_errors=True)
     write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
     return ReleaseResult(
         release_id=release_id_for(request.request_id), request_id=request.request_id, path=str(staging),

@@ -1,11 +1,20 @@
 """Scan a data home for direct identifiers outside ``restricted/``.
 
-Structured files (DuckDB, Parquet, SQLite) are scanned cell by cell, every column cast to
-text; every other file is scanned as bytes. A hit is reported by path and table/column only.
+Two scans, both over every file outside ``restricted/`` (lock files, WAL and temp files too):
+
+* **cells**: structured files (DuckDB, Parquet, SQLite) cell by cell, every column cast to text,
+  which also finds values stored compressed;
+* **bytes**: the raw bytes of every file, which finds what no query sees: a value in a block
+  DuckDB wrote from uninitialised memory, in a freed page, in a page header, in a log.
+
+A hit is reported by path and table/column (cells) or path and byte offset (bytes), never
+with the value. Needles are given as strings: every written form of each identifier
+(:func:`identifier_forms`), full names, street addresses.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -76,13 +85,92 @@ def _hits(text: str, needles: set[str]) -> bool:
         m.group(1) in needles for m in NAME_PAIR.finditer(text))
 
 
-def find_leaks(home: Path, needles: set[str]) -> list[str]:
-    """Paths (and columns) outside restricted/ where any needle (identifier form or full name) occurs."""
+# -- bytes -------------------------------------------------------------------------------
+
+#: Digit runs long enough to hold an identifier, with or without its separator. In raw bytes an
+#: identifier may sit right against other digits (a neighbouring value in a freed buffer), so
+#: every 10- and 12-digit window of a run is a candidate, not only whole tokens.
+_DIGITS = re.compile(rb"[0-9]{10,}")
+_SEPARATED = re.compile(rb"([0-9]{6,})([-+])([0-9]{4,})")
+#: Words (letters, then letters, digits, hyphens, apostrophes) and what follows them: a name is
+#: two or three words, a street address a word and a house number. In decoded text.
+_WORD = re.compile(r"[^\W\d_][\w'-]*")
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _digit_candidates(data: bytes) -> Iterable[tuple[int, bytes]]:
+    for m in _DIGITS.finditer(data):
+        run, start = m.group(0), m.start()
+        for width in (10, 12):
+            for i in range(len(run) - width + 1):
+                yield start + i, run[i:i + width]
+    for m in _SEPARATED.finditer(data):
+        left, sep, right = m.group(1), m.group(2), m.group(3)[:4]
+        for width in (6, 8):
+            if len(left) >= width:
+                yield m.start(3) - 1 - width, left[-width:] + sep + right
+
+
+def _text_candidates(text: str) -> Iterable[tuple[int, str]]:
+    words = list(_WORD.finditer(text))
+    for i, w in enumerate(words):
+        end = w.end()
+        # street address: "Kungsgatan 88", "Kungsgatan 88B"
+        m = re.match(r" (\d+[A-Za-z]?)\b", text[end:end + 8])
+        if m:
+            yield w.start(), w.group(0) + m.group(0)
+        # names: two or three consecutive words separated by single spaces
+        run = [w]
+        for nxt in words[i + 1:i + 3]:
+            if text[run[-1].end():nxt.start()] != " ":
+                break
+            run.append(nxt)
+            yield w.start(), text[w.start():nxt.end()]
+
+
+def byte_hits(data: bytes, needles: set[str]) -> list[int]:
+    """Offsets in ``data`` where a needle occurs, in the encodings a file may use for it:
+    UTF-8, Latin-1/cp1252 (a delivery's legacy encoding), JSON ``\\uXXXX`` escapes."""
+    digit_needles = {n.encode() for n in needles if n.isascii() and n[:1].isdigit()}
+    text_needles = {n for n in needles if not n[:1].isdigit()}
+    offsets = [off for off, cand in _digit_candidates(data) if cand in digit_needles]
+    if text_needles:
+        for encoding in ("utf-8", "latin-1"):
+            text = data.decode(encoding, errors="replace")
+            variants = [text]
+            if "\\u" in text:
+                variants.append(_JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text))
+            for variant in variants:
+                offsets += [off for off, cand in _text_candidates(variant) if cand in text_needles]
+    return sorted(set(offsets))
+
+
+def _outside_restricted(home: Path) -> list[Path]:
     restricted = home / "restricted"
+    return sorted(p for p in home.rglob("*") if p.is_file() and restricted not in p.parents)
+
+
+def find_byte_leaks(home: Path, needles: set[str]) -> list[str]:
+    """Files outside restricted/ whose raw bytes hold a needle (see :func:`byte_hits`): one
+    line per file, with the number of hits and the first offset."""
+    leaks = []
+    for path in _outside_restricted(home):
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            try:
+                data += gzip.decompress(data)
+            except (OSError, EOFError):
+                pass
+        offsets = byte_hits(data, needles)
+        if offsets:
+            leaks.append(f"{path.relative_to(home)}: {len(offsets)} hit(s) in the bytes, first at offset {offsets[0]}")
+    return leaks
+
+
+def find_cell_leaks(home: Path, needles: set[str]) -> list[str]:
+    """Paths (and columns) outside restricted/ where a needle is a cell value or in one."""
     hits: list[str] = []
-    for path in sorted(p for p in home.rglob("*") if p.is_file()):
-        if restricted in path.parents or path.suffix in (".lock", ".wal"):
-            continue
+    for path in _outside_restricted(home):
         head = path.read_bytes()[:16]
         if path.suffix == ".duckdb" or DUCKDB_MAGIC in head[8:12]:
             cells = _cells_duckdb(path)
@@ -91,11 +179,14 @@ def find_leaks(home: Path, needles: set[str]) -> list[str]:
         elif head.startswith(b"SQLite format 3"):
             cells = _cells_sqlite(path)
         else:
-            if _hits(path.read_bytes().decode("utf-8", errors="replace"), needles):
-                hits.append(f"{path.relative_to(home)} (bytes)")
-            continue
+            continue  # text: the byte scan covers it
         for where, value in cells:
             if _hits(value, needles):
                 hits.append(f"{path.relative_to(home)}:{where}")
                 break
     return hits
+
+
+def find_leaks(home: Path, needles: set[str]) -> list[str]:
+    """Every leak outside restricted/: in cells of structured files and in the bytes of every file."""
+    return find_cell_leaks(home, needles) + find_byte_leaks(home, needles)
