@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from hdp.settings import make_private_file
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: How long SQLite waits for another writer before failing (seconds).
@@ -59,6 +61,16 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Users, tokens, permits and consent: a SQLite store's file is created 0600 whatever the
+    umask, before SQLite opens it (its journal, WAL and shared-memory files take its mode)."""
+    database = make_url(url).database
+    if url.startswith("sqlite") and database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(path)
+
+
 def engine_for(url: str) -> Engine:
     """One engine per URL per process (engines own connection pools; reuse them)."""
     url = _normalise(url)
@@ -66,6 +78,7 @@ def engine_for(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             if url.startswith("sqlite"):
+                _private_sqlite_file(url)
                 engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
                 _configure_sqlite(engine)
             else:
@@ -192,7 +205,7 @@ _upgrade_lock = threading.Lock()
 
 def _upgrade(command, url: str, revision: str) -> None:  # type: ignore[no-untyped-def]
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 

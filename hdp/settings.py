@@ -137,10 +137,37 @@ def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 
 def make_private_file(path: Path) -> Path:
     """Create ``path`` empty if missing, and make it 0600 (for files another library opens
-    afterwards with its own modes, such as a SQLite database: SQLite gives its journal and WAL
-    files the database file's permissions)."""
-    os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
+    afterwards with its own modes, such as a SQLite database: SQLite gives its journal, WAL and
+    shared-memory files the database file's permissions). A wider existing file is narrowed,
+    unless it belongs to another user (then it is theirs to set)."""
+    try:
+        os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        try:
+            _narrow(path, PRIVATE_FILE_MODE)
+        except PermissionError:
+            pass
     return path
+
+
+#: Restricted roots made private in this process: path -> inode (re-checked, in case the
+#: directory was removed and made again by someone else).
+_private_roots: dict[Path, int] = {}
+
+
+def _private_root(path: Path) -> None:
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        inode = None
+    if inode is not None and _private_roots.get(path) == inode:
+        return
+    try:
+        ensure_private_dir(path)
+    except OSError as exc:  # a read-only or foreign data home: its writers fail on their own
+        log.debug("could not make %s owner-only: %s", path, type(exc).__name__)
+        return
+    _private_roots[path] = os.stat(path).st_ino
 
 
 @dataclass(frozen=True)
@@ -169,7 +196,12 @@ class Settings:
     # -- restricted zone -------------------------------------------------
     @property
     def restricted(self) -> Path:
-        return self.home / "restricted"
+        """The restricted zone's root, which exists and is owner-only (0700, with the owner-only
+        default ACL) once any path inside it has been asked for: so whatever is created below
+        it afterwards, by whichever component or library, is private whatever the umask."""
+        root = self.home / "restricted"
+        _private_root(root)
+        return root
 
     def ensure_restricted(self, path: Path | None = None) -> Path:
         """Create ``path`` (default: the restricted zone's root) owner-only, with every directory

@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hdp.settings import Settings, get_settings
+from hdp.settings import Settings, get_settings, open_private
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,8 @@ class KeyStore:
     # -- file handling ----------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.dir / "keystore.lock", "a+") as lock:
+        self.settings.ensure_restricted(self.dir)  # 0700 up to restricted/, whatever the umask
+        with os.fdopen(open_private(self.dir / "keystore.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -268,7 +268,7 @@ class KeyStore:
 
     def _write(self, doc: dict[str, Any]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2, sort_keys=True)
             fh.write("\n")
