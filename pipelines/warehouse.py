@@ -25,8 +25,8 @@ class WarehouseLockTimeout(RuntimeError):
 
 
 @contextmanager
-def write_connection(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An exclusive read-write connection to the DuckDB file at ``path``."""
+def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold the exclusive advisory lock ``<db>.lock`` of the DuckDB file at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
     with open(lock_path, "a+") as lock_file:
@@ -40,19 +40,31 @@ def write_connection(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
                     raise WarehouseLockTimeout(f"{path.name} stayed locked for {timeout_s:.0f} s") from None
                 time.sleep(0.2)
         try:
-            con = duckdb.connect(str(path))
-            try:
-                yield con
-            finally:
-                con.close()
+            yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 @contextmanager
+def write_connection(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An exclusive read-write connection to the DuckDB file at ``path``."""
+    with _writer_lock(path, timeout_s):
+        con = duckdb.connect(str(path))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+@contextmanager
 def read_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; waits for a writer of the same file to finish."""
-    with write_connection(path) as _:
+    """A read-only connection; waits for a writer of the same file to finish.
+
+    The file is never opened for writing: a reader (the research zone's quality gate, in the
+    process that just pseudonymised) may hold identifiers, and a read-write open may write
+    (replay a WAL, checkpoint) from that process's memory (see pipelines/clean_writer.py).
+    """
+    with _writer_lock(path, LOCK_TIMEOUT_S):
         pass  # wait until no writer holds the file, then open read-only
     con = duckdb.connect(str(path), read_only=True)
     try:

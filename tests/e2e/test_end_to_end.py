@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import gzip
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.leakscan import find_leaks, identifier_forms
+from tests.e2e.leakscan import find_byte_leaks, find_cell_leaks, identifier_forms
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,28 @@ def demo(tmp_path_factory):
     return home, env, summary, proc
 
 
+def _patients(restricted: Path):
+    """Every Patient resource delivered, in NDJSON (plain or gzipped) or in a Bundle."""
+    for path in restricted.glob("*/landing/fhir/Patient.ndjson*"):
+        text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode("utf-8")
+        for line in text.splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    for path in restricted.glob("*/landing/fhir/bundles/*.json"):
+        try:
+            bundle = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        for entry in bundle.get("entry", []):
+            if (entry.get("resource") or {}).get("resourceType") == "Patient":
+                yield entry["resource"]
+
+
 def _landing_identifiers_and_names(home: Path) -> tuple[set[str], set[str]]:
-    """Every identifier form and full name the holders delivered (read inside the restricted zone)."""
+    """Every identifier form, full name and street address the holders delivered (read inside
+    the restricted zone). Names and addresses are returned together."""
     from pipelines.identity.personnummer import InvalidIdentifier, parse
 
     ids: set[str] = set()
@@ -78,18 +99,16 @@ def _landing_identifiers_and_names(home: Path) -> tuple[set[str], set[str]]:
                     pass
             if row.get("fornamn") and row.get("efternamn"):
                 names.add(f"{row['fornamn']} {row['efternamn']}")
-    for path in restricted.glob("*/landing/fhir/Patient.ndjson"):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                patient = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for ident in patient.get("identifier", []):
-                if ident.get("value"):
-                    ids |= identifier_forms(ident["value"]) if len(ident["value"]) == 12 else {ident["value"]}
-            for name in patient.get("name", []):
-                if name.get("given") and name.get("family"):
-                    names.add(f"{name['given'][0]} {name['family']}")
+    for patient in _patients(restricted):
+        for ident in patient.get("identifier", []):
+            if ident.get("value"):
+                ids |= identifier_forms(ident["value"]) if len(ident["value"]) == 12 else {ident["value"]}
+        for name in patient.get("name", []):
+            if name.get("given") and name.get("family"):
+                names.add(f"{name['given'][0]} {name['family']}")
+                names.add(f"{' '.join(name['given'])} {name['family']}")
+        for address in patient.get("address", []):
+            names |= {line for line in address.get("line", []) if line}
     return ids, names
 
 
@@ -130,10 +149,26 @@ def test_no_identifier_or_name_outside_the_restricted_zone(demo):
     home, _, _, proc = demo
     ids, names = _landing_identifiers_and_names(home)
     assert len(ids) > PERSONS and len(names) > PERSONS / 2  # the scan has something to look for
-    assert find_leaks(home, ids | names) == []
+    assert any(n[-1].isdigit() and not n[0].isdigit() for n in names)  # street addresses too
+    # every cell of every DuckDB, Parquet and SQLite file, and every byte of every file (WAL,
+    # freed pages, logs, Data Docs ...) outside restricted/
+    assert find_cell_leaks(home, ids | names) == []
+    assert find_byte_leaks(home, ids | names) == []
     # nor in what the run printed (the console is a log too)
     leaked_in_output = [n for n in ids | names if n in proc.stdout or n in proc.stderr]
     assert leaked_in_output == []
+
+
+def test_restricted_zone_key_store_governance_store_and_audit_are_owner_only(demo):
+    home, _, _, _ = demo
+    import stat
+
+    wide = [str(p.relative_to(home)) for p in [home / "restricted", *(home / "restricted").rglob("*"),
+                                               home / "audit", *(home / "audit").rglob("*"),
+                                               *home.glob("governance.sqlite*")]
+            if stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    assert (home / "restricted" / "keys" / "keystore.json").exists() and (home / "governance.sqlite").exists()
+    assert wide == []
 
 
 def test_every_injected_defect_is_quarantined_or_flagged(demo):

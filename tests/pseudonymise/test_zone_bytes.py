@@ -35,3 +35,52 @@ def test_no_identifier_name_or_address_in_any_byte_outside_restricted(tmp_path):
         # research files of both holders and the release (Parquet files and release.duckdb)
         assert result["files"] >= 8 and result["needles"] > 5 * run[1], (run, result)
     assert {run: r["leaks"] for run, r in results.items() if r["leaks"]} == {}
+
+
+def test_the_clean_writer_is_a_fresh_isolated_process_without_the_callers_environment(tmp_path, monkeypatch):
+    import duckdb
+
+    from pipelines import clean_writer
+
+    monkeypatch.setenv("HDP_KEK", "c2VjcmV0")
+    duckdb.connect().execute(f"COPY (SELECT 1 AS x, NULL::VARCHAR AS y) TO '{tmp_path / 't.parquet'}' (FORMAT parquet)")
+    seen = {}
+    real_run = subprocess.run
+
+    def spy(args, **kwargs):
+        seen.update(args=args, env=kwargs.get("env"))
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(clean_writer.subprocess, "run", spy)
+    target = tmp_path / "out.duckdb"
+    counts = clean_writer.write_duckdb(
+        target, [clean_writer.TableSource("t", tmp_path / "t.parquet", 'CREATE TABLE "t" (x BIGINT, y VARCHAR)')],
+        temp_directory=tmp_path, threads=1)
+    assert counts == {"t": 1}
+    assert seen["args"][:2] == [sys.executable, "-I"]  # exec'd, isolated: not a fork of this heap
+    assert not any(k.startswith(("HDP_", "AIRFLOW", "PYTHON")) for k in seen["env"])
+    con = duckdb.connect(str(target), read_only=True)
+    assert con.execute("SELECT * FROM t").fetchall() == [(1, None)]
+    con.close()
+    with pytest.raises(clean_writer.CleanWriteError):  # only ever a fresh file
+        clean_writer.write_duckdb(target, [], temp_directory=tmp_path)
+
+
+def test_a_reader_never_opens_a_zone_file_for_writing(tmp_path, monkeypatch):
+    import duckdb
+
+    from pipelines import warehouse
+
+    path = tmp_path / "z.duckdb"
+    duckdb.connect(str(path)).close()
+    modes = []
+    real_connect = duckdb.connect
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("read_only", False))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(warehouse.duckdb, "connect", spy)
+    with warehouse.read_connection(path) as con:
+        assert con.execute("SELECT 42").fetchall() == [(42,)]
+    assert modes == [True]
