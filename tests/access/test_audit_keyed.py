@@ -278,6 +278,7 @@ def test_home_logs_get_the_key_store_audit_key_and_it_never_lies_in_the_audit_fo
 
     before = audit.key_source()
     audit_key.configure()
+    umask = os.umask(0)  # the widest: files and folders must still be the owner's only
     try:
         log = AuditLog(hdp_home.audit_dir / "audit.jsonl")
         log.append({"event": "x"})
@@ -286,6 +287,7 @@ def test_home_logs_get_the_key_store_audit_key_and_it_never_lies_in_the_audit_fo
         elsewhere.append({"event": "x"})
         assert not elsewhere.keyed
     finally:
+        os.umask(umask)
         audit.set_key_source(before)
         audit_key.forget()
     secret = KeyStore(hdp_home).active_key("audit", create=False).secret
@@ -293,4 +295,7 @@ def test_home_logs_get_the_key_store_audit_key_and_it_never_lies_in_the_audit_fo
         data = f.read_bytes()
         assert secret not in data and secret.hex().encode() not in data, f
     assert secret not in (hdp_home.keys_dir / "keystore.json").read_bytes()  # stored wrapped only
-    assert stat.S_IMODE((hdp_home.keys_dir / "keystore.json").stat().st_mode) == 0o600
+    for f in (hdp_home.keys_dir / "keystore.json", log.path, log.anchor_path):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    for d in (hdp_home.keys_dir, hdp_home.audit_dir):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d

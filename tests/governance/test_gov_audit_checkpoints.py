@@ -141,6 +141,8 @@ def test_cli_seal_keys_an_old_unkeyed_log(seeded, hdp_home, monkeypatch):
         assert r.exit_code == 0 and "1 checkpoints agree" in r.output, r.output
         r = _cli("seal", "--path", str(old.path))
         assert "nothing to seal" in r.output
+        r = _cli("report", "--path", str(old.path))  # the follow-up report reads keyed logs as before
+        assert r.exit_code == 0 and "requests: 3" in r.output, r.output
     finally:
         audit.set_key_source(before)
 
