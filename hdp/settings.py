@@ -19,11 +19,13 @@ Layout (see docs/ARCHITECTURE.md)::
     airflow/                           AIRFLOW_HOME (metadata DB, task logs)
 
 ``restricted/`` and every directory below it are the owner's only (0700), whatever the process
-umask: :meth:`Settings.ensure_restricted` makes them so, and gives each a default ACL (where the
-file system has POSIX ACLs) under which every file anyone creates there (DuckDB's database, WAL
-and spill files, landing files, Parquet) is 0600 and every directory 0700. Files that must be
-private outside ``restricted/`` (governance store, audit log) are created with
-:func:`open_private`.
+umask. The root is made so (:func:`ensure_private_dir`) as soon as any path inside it is asked
+for, before anything can be created there, and gets a default ACL (where the file system has
+POSIX ACLs) under which every file anyone creates below it (DuckDB's database, WAL and spill
+files, landing files, Parquet) is 0600 and every directory 0700.
+:meth:`Settings.ensure_restricted` makes a directory inside it the same way. Files that must be
+private outside ``restricted/`` are created with :func:`open_private` / :func:`make_private_file`
+(the governance store's SQLite file; the audit log makes its own files 0600).
 """
 
 from __future__ import annotations
