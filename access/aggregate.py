@@ -235,16 +235,26 @@ def needs_exact(cq: CompiledQuery, stats: pa.Table, settings: DisclosureSettings
         persons = row["__persons"] if cq.persons_in_stats else None
         if (persons if persons is not None else _bits(row["__sig"])) < t and row["__rows"] >= t:
             return True
-        if cq.rows_dominance and n * cq.max_rows_per_person > k * row["__rows"]:
+        if cq.rows_dominance and not _rows_bound_settles(row, cq, n, k):
             return True
         for j in range(len(cq.value_columns)):
             if row[f"__n{j}"] and _bits(row[f"__sig{j}"]) < t:
                 return True
-            if j in cq.magnitude_columns and row[f"__n{j}"]:
-                bound = n * cq.max_rows_per_person * _largest(row, j)
-                if bound > k * abs(float(row[f"__s{j}"] or 0.0)):
-                    return True
+            if j in cq.magnitude_columns and row[f"__n{j}"] and not _sum_bound_settles(row, j, cq, n, k):
+                return True
     return False
+
+
+def _sum_bound_settles(row: Mapping, j: int, cq: CompiledQuery, n: int, k: float) -> bool:
+    """The top ``n`` persons cannot hold more than ``k`` of column ``j``'s sum in this cell:
+    each holds at most (most rows of one person) x (largest value), and the sum of absolute
+    per-person contributions is at least the absolute sum."""
+    return n * cq.max_rows_per_person * _largest(row, j) <= k * abs(float(row[f"__s{j}"] or 0.0))
+
+
+def _rows_bound_settles(row: Mapping, cq: CompiledQuery, n: int, k: float) -> bool:
+    """The top ``n`` persons cannot hold more than ``k`` of a joined cell's rows."""
+    return n * cq.max_rows_per_person <= k * int(row["__rows"])
 
 
 def publish(
@@ -329,8 +339,7 @@ def _dominated(row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, sett
         if total is None or top is None:
             return True  # cannot evaluate: fail closed
         return float(total) > 0 and sum(top[:n]) / float(total) > k
-    bound = n * cq.max_rows_per_person * _largest(row, j)
-    return bound > k * abs(float(row[f"__s{j}"] or 0.0))
+    return not _sum_bound_settles(row, j, cq, n, k)
 
 
 def _rows_dominated(row: Mapping, ex: Mapping | None, cq: CompiledQuery, settings: DisclosureSettings) -> bool:
@@ -338,7 +347,7 @@ def _rows_dominated(row: Mapping, ex: Mapping | None, cq: CompiledQuery, setting
     n, k = settings.dominance_n, settings.dominance_k
     if ex is not None:
         return sum(ex["__toprows"][:n]) > k * int(ex["__totrows"])
-    return n * cq.max_rows_per_person > k * int(row["__rows"])
+    return not _rows_bound_settles(row, cq, n, k)
 
 
 def _salt(m: Measure) -> int:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from access.errors import QueryRefused
+from access.sandbox import echo_name
 
 PSEUDONYM = "person_id"
 
@@ -165,20 +166,16 @@ class AggregateQuery:
     @property
     def shape(self) -> str:
         """The table a query asks for (its sources and group keys), whatever it filters."""
-        return "\n".join(self.canonical.split("\n")[:2])
+        return ("FROM " + " ".join(f"{s.join}:{s.table}" for s in self.sources)
+                + "\nKEYS " + " | ".join(k.sql for k in self.keys))
 
     @property
     def canonical(self) -> str:
         """One text for one query, whatever its spelling (aliases, positions, order of output
         names aside): what the ledger fingerprints."""
-        parts = [
-            "FROM " + " ".join(f"{s.join}:{s.table}" for s in self.sources),
-            "KEYS " + " | ".join(k.sql for k in self.keys),
-            "MEASURES " + " | ".join(f"{m.kind}({m.column.table + '.' + m.column.name if m.column else ''})"
-                                     for m in self.measures),
-            "WHERE " + " AND ".join(sorted(self.conjuncts)),
-        ]
-        return "\n".join(parts)
+        measures = " | ".join(f"{m.kind}({m.column.table + '.' + m.column.name if m.column else ''})"
+                              for m in self.measures)
+        return f"{self.shape}\nMEASURES {measures}\nWHERE {' AND '.join(sorted(self.conjuncts))}"
 
     @property
     def fingerprint(self) -> str:
@@ -212,10 +209,10 @@ class _Parser:
     def _add_source(self, table: exp.Table, join: str) -> Source:
         name = table.name.lower()
         if name not in self.views:
-            raise refuse("from", f"table {name!r} is not part of your permit", "see GET /releases/{id}/schema")
+            raise refuse("from", f"table {echo_name(name)} is not part of your permit", "see GET /releases/{id}/schema")
         alias = (table.alias or name).lower()
         if any(s.alias == alias for s in self.sources):
-            raise refuse("join", f"the name {alias!r} is used twice", "give each joined table its own alias")
+            raise refuse("join", f"the name {echo_name(alias)} is used twice", "give each joined table its own alias")
         source = Source(name, alias, join)
         self.sources.append(source)
         return source
@@ -255,14 +252,14 @@ class _Parser:
         if qualifier:
             matches = [s for s in self.sources if s.alias == qualifier]
             if not matches:
-                raise refuse("column", f"{qualifier!r} is not a table of this query", "use a FROM or JOIN alias")
+                raise refuse("column", f"{echo_name(qualifier)} is not a table of this query", "use a FROM or JOIN alias")
         else:
             matches = [s for s in self.sources if name in self.views[s.table]]
             if len(matches) > 1:
-                raise refuse("column", f"column {name!r} is in more than one joined table",
+                raise refuse("column", f"column {echo_name(name)} is in more than one joined table",
                              "qualify it: alias.column")
         if not matches or name not in self.views[matches[0].table]:
-            raise refuse("column", f"column {name!r} is not part of your permit", "see GET /releases/{id}/schema")
+            raise refuse("column", f"column {echo_name(name)} is not part of your permit", "see GET /releases/{id}/schema")
         return ColumnRef(matches[0].alias, matches[0].table, name)
 
     def column_type(self, ref: ColumnRef) -> str:
@@ -290,7 +287,7 @@ class _Parser:
         columns = list(node.find_all(exp.Column))
         if not columns:
             raise refuse("group_key", f"{what} has no column", hint)
-        if {self.resolve(c) for c in columns}.__len__() != 1:
+        if len({self.resolve(c) for c in columns}) != 1:
             raise refuse("group_key", f"{what} uses more than one column", hint)
         self._check_key_node(node, hint, what)
         qualified, ref = self._qualified(node)
@@ -315,10 +312,11 @@ class _Parser:
             to = node.args.get("to")
             if to is None or to.sql(dialect="duckdb").upper() not in _SCALAR_TYPES:
                 raise refuse("group_key", f"{what} casts to a type that is not a plain value", hint)
-        with_column = [a for a in _arguments(node) if any(True for _ in a.find_all(exp.Column))]
+        arguments = list(node.iter_expressions())
+        with_column = [a for a in arguments if any(True for _ in a.find_all(exp.Column))]
         if len(with_column) != 1:
             raise refuse("group_key", f"{what} must apply functions to exactly one column", hint)
-        for arg in _arguments(node):
+        for arg in arguments:
             if arg is with_column[0]:
                 self._check_key_node(arg, hint, what)
             elif not (_is_literal(arg) or isinstance(arg, exp.Var | exp.DataType)):
@@ -628,10 +626,6 @@ def _qualify_all(p: _Parser, node: exp.Expression) -> exp.Expression:
 def _is_view_column(p: _Parser, column: exp.Column) -> bool:
     name = column.name.lower()
     return any(name in p.views[s.table] for s in p.sources)
-
-
-def _arguments(node: exp.Expression) -> list[exp.Expression]:
-    return [a for a in node.iter_expressions()]
 
 
 def _is_literal(node: exp.Expression | None) -> bool:

@@ -85,6 +85,15 @@ def _plain(value: object) -> object:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+class _Digests:
+    """Keyed digests of query texts (the ledger never keeps a text)."""
+
+    _key: bytes
+
+    def digest(self, text: str) -> str:
+        return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
 class _Known:
     def __init__(self) -> None:
         self._seen: dict[tuple[int, str, str], None] = {}
@@ -101,7 +110,7 @@ class _Known:
                 self._seen.pop(next(iter(self._seen)))
 
 
-class StoreLedger:
+class StoreLedger(_Digests):
     """The ledger in the governance store at ``url``."""
 
     def __init__(self, url: str, *, key: bytes, default_budget: int = gl.DEFAULT_BUDGET) -> None:
@@ -109,9 +118,6 @@ class StoreLedger:
         self._key = key
         self.default_budget = default_budget
         self._known = _Known()
-
-    def digest(self, text: str) -> str:
-        return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def admit(self, *, permit_id: int, entry: gl.LedgerEntry, asked_by: str, at: datetime) -> gl.Admission:
         key = (permit_id, entry.fingerprint, entry.result_sha256)
@@ -127,7 +133,7 @@ class StoreLedger:
         return admission
 
 
-class MemoryLedger:
+class MemoryLedger(_Digests):
     """The same rules in memory (one process): for tests, the benchmark and the embedded demo."""
 
     def __init__(self, *, default_budget: int = gl.DEFAULT_BUDGET, budgets: dict[int, int] | None = None) -> None:
@@ -137,21 +143,16 @@ class MemoryLedger:
         self.recorded: list[gl.Recorded] = []
         self._lock = threading.Lock()
 
-    def digest(self, text: str) -> str:
-        return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-
     def admit(self, *, permit_id: int, entry: gl.LedgerEntry, asked_by: str, at: datetime) -> gl.Admission:
         with self._lock:
             mine = [r for r in self.recorded if r.permit_id == permit_id]
-            fingerprints = {r.entry.fingerprint for r in mine}
-            seen = entry.fingerprint in fingerprints
-            budget = self.budgets.get(permit_id, self.default_budget)
-            if not seen and len(fingerprints) >= budget:
-                return gl.Admission(False, len(fingerprints), budget, new=True)
-            if not any(r.entry.fingerprint == entry.fingerprint and r.entry.result_sha256 == entry.result_sha256
-                       for r in mine):
+            verdict = gl.admission({r.entry.fingerprint for r in mine}, entry.fingerprint,
+                                   self.budgets.get(permit_id, self.default_budget))
+            if verdict.admitted and not any(
+                    r.entry.fingerprint == entry.fingerprint and r.entry.result_sha256 == entry.result_sha256
+                    for r in mine):
                 self.recorded.append(gl.Recorded(len(self.recorded) + 1, permit_id, entry, asked_by, at))
-            return gl.Admission(True, len(fingerprints) + (0 if seen else 1), budget, new=not seen)
+            return verdict
 
     def follow_up(self) -> list[gl.Flag]:
         with self._lock:

@@ -114,7 +114,7 @@ class ValidatedQuery:
     tree: exp.Expression
 
 
-def _say(name: str) -> str:
+def echo_name(name: str) -> str:
     """A name the caller wrote, echoed only if it looks like a plain identifier."""
     low = name.lower()
     return repr(low) if _NAME_RE.match(low) else "(a name with unusual characters)"
@@ -216,14 +216,14 @@ def _check_tree(tree: exp.Expression, allowed: frozenset[str]) -> frozenset[str]
             if name not in allowed:
                 raise QueryRefused(
                     "sql.table_not_allowed",
-                    f"table {_say(node.name)} is not part of your permit for this release",
+                    f"table {echo_name(node.name)} is not part of your permit for this release",
                 )
             used.add(name)
         # Operators (AND, OR, ||, ->>, ...) are Func subclasses in sqlglot; they call nothing.
         if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary | exp.Connector):
             fname = function_name(node)
             if fname not in ALLOWED_FUNCTIONS:
-                raise QueryRefused("sql.function_not_allowed", f"function {_say(fname)} is not allowed")
+                raise QueryRefused("sql.function_not_allowed", f"function {echo_name(fname)} is not allowed")
     return frozenset(used)
 
 

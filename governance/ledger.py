@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,6 +100,15 @@ def _now(at: datetime | None) -> datetime:
     return at or datetime.now(UTC)
 
 
+def admission(fingerprints: set[str] | frozenset[str], fingerprint: str, budget: int) -> Admission:
+    """The budget rule, given the distinct queries the permit has asked: a query asked before
+    is always admitted (it gives the same answer), a new one while budget is left."""
+    seen = fingerprint in fingerprints
+    if not seen and len(fingerprints) >= budget:
+        return Admission(False, len(fingerprints), budget, new=True)
+    return Admission(True, len(fingerprints) + (0 if seen else 1), budget, new=not seen)
+
+
 def query_budget(session: Session, *, permit_id: int, default: int = DEFAULT_BUDGET) -> int:
     row = session.get(QueryBudgetRow, permit_id)
     return row.budget if row is not None else default
@@ -145,13 +154,11 @@ def record_query(session: Session, *, permit_id: int, entry: LedgerEntry, asked_
     only while the permit has budget left. Nothing is recorded for a refused one.
     """
     budget = query_budget(session, permit_id=permit_id, default=default_budget)
-    seen = session.execute(select(QueryLedgerRow.id).where(
-        QueryLedgerRow.permit_id == permit_id, QueryLedgerRow.fingerprint == entry.fingerprint).limit(1)
-    ).first() is not None
-    used = session.execute(select(func.count(func.distinct(QueryLedgerRow.fingerprint))).where(
-        QueryLedgerRow.permit_id == permit_id)).scalar_one()
-    if not seen and used >= budget:
-        return Admission(False, used, budget, new=True)
+    fingerprints = set(session.execute(select(QueryLedgerRow.fingerprint).where(
+        QueryLedgerRow.permit_id == permit_id).distinct()).scalars())
+    verdict = admission(fingerprints, entry.fingerprint, budget)
+    if not verdict.admitted:
+        return verdict
     exists = session.execute(select(QueryLedgerRow.id).where(
         QueryLedgerRow.permit_id == permit_id, QueryLedgerRow.fingerprint == entry.fingerprint,
         QueryLedgerRow.result_sha256 == entry.result_sha256)).first() is not None
@@ -167,7 +174,7 @@ def record_query(session: Session, *, permit_id: int, entry: LedgerEntry, asked_
                     cells=[list(c) for c in entry.cells], asked_by=asked_by, asked_at=_now(at)))
         except IntegrityError:
             pass  # another worker recorded the same query and result a moment ago
-    return Admission(True, used + (0 if seen else 1), budget, new=not seen)
+    return verdict
 
 
 def entries(session: Session, *, permit_id: int | None = None, since: datetime | None = None) -> list[Recorded]:
