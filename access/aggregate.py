@@ -26,12 +26,12 @@ Publishing (``publish``), per cell:
 1. withheld whole (keys included) when it has fewer persons than the strictest threshold of
    the holders in it, or a sum dominated by its top ``dominance_n`` persons (in a join, the
    row count too: joining a table to itself squares one person's rows);
-2. counts are perturbed with the release's ptable (``access.cellkey``): rows with the row cell
+2. counts are perturbed with the release's ptable (``privacy.cellkey``): rows with the row cell
    key, persons with the person cell key, count(column) with the cell key of the rows that
    have a value; a cell whose perturbed rows or persons fall below the threshold is withheld;
 3. a mean, sum or variance over a column whose values come from fewer persons than the
    threshold is withheld (NULL) on its own; otherwise it is perturbed consistently with its
-   count (``access.cellkey``);
+   count (``privacy.cellkey``);
 4. ORDER BY and LIMIT apply to the published cells (ordering by true values would leak them).
 
 The summary says how many cells were published and withheld and why.
@@ -48,9 +48,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp, parse_one
 
-from access import cellkey
 from access.errors import QueryRefused
 from access.grammar import AggregateQuery, ColumnRef, Measure
+from privacy import cellkey
 
 MAX_CELLS = 50_000
 #: Published means, sums and variances keep this many significant digits (see _measure_value).

@@ -27,7 +27,7 @@ from access.routes_outputs import mount as mount_outputs
 from access.service import AccessService, AccessSettings, StreamedResult
 from hdp import settings as hdp_settings
 from hdp.audit import build_report
-from pipelines.identity.audit_key import configure as configure_audit_key
+from privacy.audit_key import configure as configure_audit_key
 
 
 class QueryBody(BaseModel):
@@ -44,7 +44,7 @@ def _bearer(request: Request) -> str | None:
 def create_app(settings: AccessSettings | None = None, governance: Governance | None = None) -> Any:
     settings = settings or AccessSettings.from_env()
     # This process's edge: logs under $HDP_HOME/audit are keyed with the key store's audit key
-    # (loaded once, on the first append). See pipelines/identity/audit_key.py.
+    # (loaded once, on the first append). See privacy/audit_key.py.
     configure_audit_key()
     real_store = governance is None
     if governance is None:

@@ -71,7 +71,7 @@ def default_ledger(governance: object, *, default_budget: int = gl.DEFAULT_BUDGE
     from access.governance_adapter import ServiceGovernance
 
     if isinstance(governance, ServiceGovernance):
-        from pipelines.identity.keys import KeyStore
+        from privacy.keys import KeyStore
 
         key = KeyStore().active_key(LEDGER_DOMAIN).secret
         return StoreLedger(governance.url, key=key, default_budget=default_budget)

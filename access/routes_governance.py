@@ -213,8 +213,8 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     @router.get("/disclosure")
     def disclosure() -> list[dict[str, Any]]:
         """Each holder's disclosure settings, public like the register (never a key)."""
-        from access.cellkey import PerturbationSettings
         from hdp.settings import holders
+        from privacy.cellkey import PerturbationSettings
 
         return [{"holder_id": h.id, "min_cell_count": h.min_cell_count, "k_anonymity": h.k_anonymity,
                  "perturbation": PerturbationSettings.for_holder(h.min_cell_count, dict(h.perturbation)).public()}

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from access import aggregate, cellkey, grammar
+from access import aggregate, grammar
 from access.auth import (
     Authenticator,
     ChainAuthenticator,
@@ -41,6 +41,7 @@ from access.sandbox import MAX_SQL_LENGTH, ValidatedQuery, validate
 from governance.ledger import DEFAULT_BUDGET
 from hdp import settings as hdp_settings
 from hdp.audit import AuditLog
+from privacy import cellkey
 
 AUDIT_FILE = "access.jsonl"
 #: Queries longer than this are validated every time instead of being cached.
@@ -440,7 +441,7 @@ class AccessService:
 
     def _disclosure_settings(self, permit: Permit) -> aggregate.DisclosureSettings:
         """Each holder's threshold for the cells it is in; one ptable per release, the strictest
-        of its holders' (see ``access.cellkey.strictest``). Unknown holders count as strict."""
+        of its holders' (see ``privacy.cellkey.strictest``). Unknown holders count as strict."""
         perturbation = cellkey.strictest(
             self._perturbation.get(h) or cellkey.PerturbationSettings.for_holder(self._default_threshold, {})
             for h in sorted(permit.holders)

@@ -1,4 +1,4 @@
-"""The platform's DAGs: wiring only. The work lives in ``pipelines.stages``.
+"""The platform's DAGs: wiring only. The work lives in ``edge.stages``.
 
 Per data holder (each a separate data controller, so each could run as its own node):
   ingest__<holder>       landing files → raw zone, then the raw quality gate
@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from hdp.settings import Holder, holders
-from pipelines.identity.audit_key import configure as configure_audit_key
 from pipelines.monitoring.callbacks import CALLBACKS
+from privacy.audit_key import configure as configure_audit_key
 
 # This process's edge: audit logs under $HDP_HOME/audit are keyed with the key store's audit key.
 configure_audit_key()
@@ -49,7 +49,7 @@ def _run_id() -> str:
 
 @task
 def ingest(holder_id: str, source: str) -> dict:
-    from pipelines import stages
+    from edge import stages
 
     return stages.ingest_source(holder_id, source)
 
@@ -57,35 +57,35 @@ def ingest(holder_id: str, source: str) -> dict:
 # A quality verdict is a function of the data: retrying it cannot change it, only delay the alert.
 @task(retries=0)
 def validate(zone: str, holder_id: str | None = None) -> dict:
-    from pipelines import stages
+    from edge import stages
 
     return stages.validate(zone, holder_id=holder_id, run_id=_run_id())
 
 
 @task
 def pseudonymise(holder_id: str) -> dict:
-    from pipelines import stages
+    from edge import stages
 
     return stages.pseudonymise(holder_id)
 
 
 @task
 def ready_requests() -> list[int]:
-    from pipelines import stages
+    from edge import stages
 
     return stages.requests_ready_for_release()
 
 
 @task
 def delete_ended_releases() -> dict:
-    from pipelines import stages
+    from edge import stages
 
     return stages.delete_ended_releases()
 
 
 @task(outlets=[RELEASE_ASSET])
 def build_release(request_id: int) -> dict:
-    from pipelines import stages
+    from edge import stages
 
     return stages.build_release(request_id, run_id=_run_id())
 

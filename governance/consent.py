@@ -1,7 +1,7 @@
 """Consent registry: opt-out of secondary use, opt-in / opt-out per purpose, withdrawal.
 
 Persons are known only by their consent key (the consent-domain keyed pseudonym from
-``pipelines.identity.consent_key``); the plain identifier never reaches this store. Every record
+``privacy.domains.consent_key``); the plain identifier never reaches this store. Every record
 has a validity period [valid_from, valid_to) and a source document reference.
 
 Resolution for a purpose at time ``at`` (records valid at ``at`` only):
@@ -42,7 +42,7 @@ _PNR_LIKE = re.compile(r"^[\d+ -]+$")
 def _check_key(consent_key: str) -> None:
     if isinstance(consent_key, str) and _PNR_LIKE.match(consent_key):
         raise InvalidConsent("that looks like a personal identity number, not a consent key; "
-                             "derive the key with pipelines.identity.consent_key in the restricted zone",
+                             "derive the key with privacy.domains.consent_key in the restricted zone",
                              code="consent.plain_identifier")
     if not isinstance(consent_key, str) or not _KEY.match(consent_key):
         raise InvalidConsent("consent key must be a consent-domain pseudonym (16-128 chars of A-Z a-z 0-9 _ -)",

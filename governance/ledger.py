@@ -1,7 +1,7 @@
 """The query ledger: every distinct aggregate query a permit asks, the cells it published, and
 the permit's query budget.
 
-Cell-key perturbation (``access.cellkey``) makes each differencing attempt noisy; the ledger
+Cell-key perturbation (``privacy.cellkey``) makes each differencing attempt noisy; the ledger
 makes the attempts visible and bounded. The access layer records each distinct aggregate query
 of a permit before its result leaves; a permit's budget (set by a steward of its holders,
 ``set_query_budget``) caps how many distinct queries it may ask; and the operator's follow-up

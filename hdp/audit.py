@@ -9,8 +9,8 @@ version), over the entry and the log's name. The key lives in the key store (dom
 wrapped under the key-encryption key outside ``$HDP_HOME``), never in the audit folder, so
 whoever can write the audit folder but not read the key cannot re-chain the log. This module
 imports nothing above ``hdp``: the key is handed in by the caller (``AuditLog(key=...)``) or by
-the process's edge (``set_key_source``: ``hdp.cli``, ``access.app``, the DAG file), which knows
-the key store (``pipelines.identity.audit_key``).
+the process's edge (``set_key_source``: ``edge.cli``, ``access.app``, the DAG file), which knows
+the key store (``privacy.audit_key``).
 
 **Head anchor.** Cutting entries off the *end* leaves a valid shorter chain, so every append
 also rewrites a small head anchor (``<log>.head``: last seq and hash, keyed too; point
@@ -114,7 +114,7 @@ class CheckpointStore(Protocol):
     def load(self, log_id: str) -> list[Checkpoint]: ...
 
 
-#: Where logs without an explicit key find theirs: set by the process's edge (``hdp.cli``,
+#: Where logs without an explicit key find theirs: set by the process's edge (``edge.cli``,
 #: ``access.app``, the DAG file); maps a log path to its key ring, or None (unkeyed).
 KeySource = Callable[[Path], KeyRing | None]
 _key_source: KeySource | None = None

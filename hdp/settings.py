@@ -184,7 +184,7 @@ class Holder:
     k_anonymity: int
     reviewers_required: int
     county_code: str | None = None
-    #: cell-key perturbation of aggregate results (``access.cellkey.PerturbationSettings``
+    #: cell-key perturbation of aggregate results (``privacy.cellkey.PerturbationSettings``
     #: fields other than the threshold, which is ``min_cell_count``); readable by everyone
     perturbation: tuple[tuple[str, float], ...] = ()
 

@@ -1,4 +1,4 @@
-"""Per-release perturbation keys for the aggregate tier's cell-key method (``access.cellkey``).
+"""Per-release perturbation keys for the aggregate tier's cell-key method (``privacy.cellkey``).
 
 When a release is built, every row of every release table gets a random **record key** and
 every person a random **person key** (each one byte, 0..255), plus a dense **person number**

@@ -54,18 +54,18 @@ import pyarrow.compute as pc
 from hdp.settings import Settings, get_settings
 from pipelines import quarantine
 from pipelines.clean_writer import TableSource, write_duckdb
-from pipelines.identity.domains import holder_domain, pseudonymiser, resource_message
-from pipelines.identity.personnummer import _REASON_TEXT, parse_batch
-from pipelines.identity.policy import (
+from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
+from pipelines.quality.quarantine_rows import not_quarantined_sql
+from pipelines.warehouse import write_connection
+from privacy.domains import holder_domain, pseudonymiser, resource_message
+from privacy.personnummer import _REASON_TEXT, parse_batch
+from privacy.policy import (
     PseudonymisePolicy,
     TableRule,
     county_prefixes,
     load_pseudonymise_policy,
 )
-from pipelines.identity.pseudonym import Pseudonymiser
-from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
-from pipelines.quality.quarantine_rows import not_quarantined_sql
-from pipelines.warehouse import write_connection
+from privacy.pseudonym import Pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def county_sql(column: str) -> str:
     """SQL mapping a postal-code column to its county code (NULL unless exactly 5 ASCII digits).
 
     A constant 1,000-entry list indexed by the three-digit prefix. Same result as
-    :func:`pipelines.identity.policy.postcode_to_county` (property-tested).
+    :func:`privacy.policy.postcode_to_county` (property-tested).
     """
     prefixes = county_prefixes()
     lookup = "[" + ", ".join(f"'{prefixes[f'{i:03d}']}'" if f"{i:03d}" in prefixes else "NULL"

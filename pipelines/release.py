@@ -168,7 +168,7 @@ PERSON_QUASI_IDENTIFIERS = ("birth_year", "sex", "id_type", "county", "deceased_
 
 def _generalise(con: duckdb.DuckDBPyConnection, table: str, request: ReleaseRequest, settings: Settings) -> None:
     """Apply the release policy (schemas/policies/release.json) to one assembled table, in place."""
-    from pipelines.identity import apply_release_policy
+    from pipelines.release_identity import apply_release_policy
 
     generalised = apply_release_policy(con.sql(f'SELECT * FROM "{table}"').to_arrow_table(), table_name=table,
                                        release_domain=release_domain(request.request_id), settings=settings)
@@ -185,7 +185,7 @@ def _enforce_k_anonymity(con: duckdb.DuckDBPyConnection, table: str, *, k: int) 
     itself smaller than ``k``, those rows are dropped. The result is verified with the access
     layer's k-anonymity check and the release fails closed if it does not hold.
     """
-    from access.disclosure import check_k_anonymity
+    from privacy.disclosure import check_k_anonymity
 
     columns = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
     qis = [c for c in PERSON_QUASI_IDENTIFIERS if c in columns]
@@ -370,7 +370,7 @@ def _publish_dir(staging: Path, final: Path) -> None:
 
 
 def _build(request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings) -> ReleaseResult:
-    from pipelines.identity import release_person_map
+    from pipelines.release_identity import release_person_map
 
     if staging.exists():  # left over from an interrupted attempt
         shutil.rmtree(staging)
@@ -393,9 +393,9 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
     """Build the release of an approved request, gate it, publish it atomically, record it."""
     from governance import service, store
     from hdp.audit import AuditLog
-    from pipelines.identity import describe_release_policy
     from pipelines.quality.gate import raise_for_blocking, run_gate
     from pipelines.quality.label import quality_label
+    from pipelines.release_identity import describe_release_policy
 
     settings = settings or get_settings()
     rid = release_id_for(request_id)

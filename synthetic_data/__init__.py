@@ -6,7 +6,7 @@ Public API:
   -> ``GenerationSummary`` (counts only)
 * ``synthetic_data.fhir.iter_fhir_resources(*, seed, persons, region=None, extract_date)``
   -> stream of valid FHIR R4 resources (dicts), for benchmarks
-* ``synthetic_data.cli.generate``: the ``hdp generate`` command
+* ``edge.commands.generate.generate``: the ``hdp generate`` command
 
 Modules import lazily from here; importing the package itself is cheap.
 """

@@ -7,7 +7,7 @@ Public API:
 * :func:`pipelines.monitoring.prometheus.render_exposition` (pure) and ``metrics_payload``
   (``(body, content_type)`` for ``GET /metrics``)
 * :func:`pipelines.monitoring.alerts.build_alert` / ``send_alert`` (``HDP_ALERT_WEBHOOK``)
-* ``hdp status`` → :data:`pipelines.monitoring.cli.status`
+* ``hdp status`` → :data:`edge.commands.status.status`
 
 Nothing here imports Airflow: callbacks read the task context by attribute names.
 """

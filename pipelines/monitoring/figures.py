@@ -1,6 +1,6 @@
 """Turn a task's returned counts dict into the figures the run-metrics table keeps.
 
-Pure logic, no I/O. Every stage function in ``pipelines.stages`` returns a small dict of
+Pure logic, no I/O. Every stage function in ``edge.stages`` returns a small dict of
 counts and ids (ingest: ``holder, source, files, lines_read, rows_loaded, quarantined
 {reason_code: n}``; the other stages their own names). This module maps the names each
 stage uses onto four headline figures (rows in, rows out, rows quarantined, checks

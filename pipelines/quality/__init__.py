@@ -6,5 +6,5 @@ Public entry points (import them from their modules; this package imports nothin
 * ``pipelines.quality.gate.run_gate(zone, *, holder_id=None, release_dir=None, run_id, settings=None)``
 * ``pipelines.quality.results.raise_for_blocking(result)`` / ``QualityGateFailed``
 * ``pipelines.quality.label.quality_label(release_dir)``
-* ``pipelines.quality.cli:quality`` (``hdp quality ...``)
+* ``edge.commands.quality:quality`` (``hdp quality ...``)
 """

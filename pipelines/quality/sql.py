@@ -51,7 +51,7 @@ MACROS: tuple[str, ...] = (
     f"CREATE OR REPLACE TEMP MACRO hdp_pnr_num_date_ok(n) AS {_M} BETWEEN 1 AND 12 AND {_D} BETWEEN 1 AND CASE "
     f"WHEN {_M} IN (4, 6, 9, 11) THEN 30 WHEN {_M} = 2 THEN CASE WHEN ({_Y} % 4 = 0 AND {_Y} % 100 <> 0) "
     f"OR {_Y} % 400 = 0 THEN 29 ELSE 28 END ELSE 31 END",
-    # serial number (NNN) 000 is never issued (identifier.invalid_serial in pipelines.identity.personnummer)
+    # serial number (NNN) 000 is never issued (identifier.invalid_serial in privacy.personnummer)
     "CREATE OR REPLACE TEMP MACRO hdp_pnr_num_valid(n, ref_year) AS n IS NOT NULL AND hdp_luhn_num(n) "
     f"AND hdp_pnr_num_date_ok(n) AND {_Y} <= ref_year AND (n // 10) % 1000 <> 0",
     f"CREATE OR REPLACE TEMP MACRO hdp_pnr_num_birth(n) AS CASE WHEN hdp_pnr_num_date_ok(n) "

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from access.auth import ChainAuthenticator, OIDCAuthenticator
-from access.disclosure import check_k_anonymity
+from privacy.disclosure import check_k_anonymity
 
 ISS, AUD = "https://idp.example", "hdp-access"
 

@@ -373,7 +373,7 @@ def test_rows_dominance_rule_on_crafted_cells():
     """The rule itself, on exact per-person row counts: one person with 100 joined rows among
     five with one each dominates; six persons with 3 rows each do not."""
     from access.aggregate import CompiledQuery, DisclosureSettings, _rows_dominated
-    from access.cellkey import PerturbationSettings, build_ptable
+    from privacy.cellkey import PerturbationSettings, build_ptable
 
     cq = CompiledQuery(query=None, stats_sql="", exact_sql="", value_columns=(), magnitude_columns=frozenset(),
                        persons_in_stats=False, rows_dominance=True, holder_of_bit={}, max_rows_per_person=100)

@@ -150,7 +150,7 @@ def test_refused_query_keeps_a_keyed_digest_of_its_text(world):
     from access.errors import Refusal
     from access.ports import User
     from hdp import audit
-    from pipelines.identity import audit_key
+    from privacy import audit_key
 
     before_source = audit.key_source()
     audit_key.configure()

@@ -273,8 +273,8 @@ def test_close_checkpoints_the_head(tmp_path):
 
 def test_home_logs_get_the_key_store_audit_key_and_it_never_lies_in_the_audit_folder(hdp_home):
     from hdp import audit
-    from pipelines.identity import audit_key
-    from pipelines.identity.keys import KeyStore
+    from privacy import audit_key
+    from privacy.keys import KeyStore
 
     before = audit.key_source()
     audit_key.configure()

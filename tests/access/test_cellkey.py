@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from access.cellkey import (
+from privacy.cellkey import (
     KEY_RANGE,
     PerturbationSettings,
     PerturbationSettingsError,

@@ -52,7 +52,7 @@ def live(tmp_path_factory) -> Iterator[dict]:
     from governance.store import dispose_all
     from hdp import audit
     from hdp.settings import get_settings
-    from pipelines.identity import audit_key
+    from privacy import audit_key
 
     home = tmp_path_factory.mktemp("browser_home")
     saved = {k: os.environ.get(k) for k in ("HDP_HOME", "HDP_GOVERNANCE_URL", "HDP_ENV", "HDP_KEK_DIR")}

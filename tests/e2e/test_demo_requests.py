@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from edge import demo
 from governance import service, store
-from pipelines import demo
 
 
 def test_demo_files_one_request_per_tier_and_both_become_ready_for_release(hdp_home):

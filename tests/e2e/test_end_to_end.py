@@ -41,7 +41,7 @@ def _env(home: Path, kek: str) -> dict[str, str]:
 
 
 def _hdp(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "hdp.cli", *args], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f"hdp {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
@@ -80,7 +80,7 @@ def _patients(restricted: Path):
 def _landing_identifiers_and_names(home: Path) -> tuple[set[str], set[str]]:
     """Every identifier form, full name and street address the holders delivered (read inside
     the restricted zone). Names and addresses are returned together."""
-    from pipelines.identity.personnummer import InvalidIdentifier, parse
+    from privacy.personnummer import InvalidIdentifier, parse
 
     ids: set[str] = set()
     names: set[str] = set()
@@ -201,7 +201,7 @@ def test_every_injected_defect_is_quarantined_or_flagged(demo):
 
 def test_opted_out_persons_are_absent_from_the_release(demo):
     home, env, summary, _ = demo
-    from pipelines.identity.personnummer import InvalidIdentifier, parse
+    from privacy.personnummer import InvalidIdentifier, parse
 
     release = home / "releases" / summary["release_id"]
     manifest = json.loads((release / "manifest.json").read_text())
@@ -219,7 +219,7 @@ def test_opted_out_persons_are_absent_from_the_release(demo):
         if len(opted_out) == 3:
             break
     code = (
-        "import json,sys\nfrom pipelines.identity import consent_key\n"
+        "import json,sys\nfrom privacy.domains import consent_key\n"
         "print(json.dumps([consent_key(p) for p in json.loads(sys.argv[1])]))"
     )
     keys = json.loads(subprocess.run([sys.executable, "-c", code, json.dumps(opted_out)], env=env, check=True,

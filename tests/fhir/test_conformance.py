@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipelines.fhir.cli import fhir
+from edge.commands.fhir import fhir
 from pipelines.fhir.conformance import report, run_suite, summary
 
 SUITE = Path(__file__).resolve().parents[1] / "fixtures" / "sql-on-fhir-v2" / "tests"

@@ -24,7 +24,7 @@ from governance.store import session_scope
 def keyed(hdp_home):
     """This process keys $HDP_HOME/audit logs with the key store's audit key (as an edge does)."""
     from hdp import audit
-    from pipelines.identity import audit_key
+    from privacy import audit_key
 
     before = audit.key_source()
     audit_key.configure()
@@ -51,7 +51,7 @@ def _lines(path):
 
 
 def _cli(*args):
-    from hdp.cli import main
+    from edge.cli import main
 
     return CliRunner().invoke(main, ["audit", *args], catch_exceptions=False)
 

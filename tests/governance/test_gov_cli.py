@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 from click.testing import CliRunner
 
-from hdp.cli import main
+from edge.cli import main
 
 
 @pytest.fixture
@@ -110,11 +108,11 @@ def test_consent_commands(cli, monkeypatch):
     assert "lacks the 'steward' role" in cli("consent", "opt-out", "--key", key, "--source", "x",
                                              token=t["alice"], ok=False).output
 
-    # --personnummer goes through pipelines.identity.consent_key (stubbed: tests pass keys directly).
+    # --personnummer goes through privacy.domains.consent_key (stubbed: tests pass keys directly).
     calls = []
-    fake = types.ModuleType("pipelines.identity")
-    fake.consent_key = lambda pnr: calls.append(pnr) or "e" * 64
-    monkeypatch.setitem(sys.modules, "pipelines.identity", fake)
+    import privacy.domains
+
+    monkeypatch.setattr(privacy.domains, "consent_key", lambda pnr: calls.append(pnr) or "e" * 64)
     out = cli("consent", "opt-out", "--personnummer", "-", "--source", "form-9", token=t["s-ndr"],
               input="19121212-1212\n").output
     assert calls == ["19121212-1212"] and "19121212" not in out

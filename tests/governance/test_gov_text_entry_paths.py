@@ -190,7 +190,7 @@ def test_http_refuses_a_bidi_title_and_the_register_stays_clean(http, seeded):
 
 
 def test_cli_refuses_a_title_with_a_zero_width_space(hdp_home):
-    from hdp.cli import main
+    from edge.cli import main
 
     runner = CliRunner()
 

@@ -8,9 +8,9 @@ import secrets
 import pytest
 from click.testing import CliRunner
 
-from pipelines.identity.cli import keys, reid
-from pipelines.identity.domains import pseudonymiser
-from pipelines.identity.keys import KeyStore
+from edge.commands.identity import keys, reid
+from privacy.domains import pseudonymiser
+from privacy.keys import KeyStore
 
 
 def test_keys_list_and_rotate_kek(hdp_home, kek_env, tmp_path, monkeypatch):
@@ -56,8 +56,8 @@ def test_reid_cli_end_to_end_with_governance_tokens(hdp_home, kek_env):
     from pseudonymise.raw_fixtures import ANNA, build_ndr
 
     from governance import service, store
-    from pipelines.identity import release_person_map
     from pipelines.pseudonymise import pseudonymise_holder
+    from pipelines.release_identity import release_person_map
 
     build_ndr(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)

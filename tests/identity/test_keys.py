@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.identity.domains import consent_key, pseudonymiser
-from pipelines.identity.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
-from pipelines.identity.pseudonym import Pseudonymiser
+from privacy.domains import consent_key, pseudonymiser
+from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
+from privacy.pseudonym import Pseudonymiser
 
 
 def _b64(raw: bytes) -> str:

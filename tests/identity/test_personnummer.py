@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.identity.personnummer import (
+from privacy.personnummer import (
     BAD_CHECKSUM,
     IMPOSSIBLE_DATE,
     INVALID_SERIAL,

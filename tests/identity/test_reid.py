@@ -8,9 +8,9 @@ import pytest
 from pseudonymise.raw_fixtures import ANNA, build_ndr, build_region
 
 from hdp.audit import AuditLog
-from pipelines.identity import release_person_map
-from pipelines.identity.reid import ReidError, decide_reid, get_reid, request_reid, resolve_reid
 from pipelines.pseudonymise import pseudonymise_holder
+from pipelines.reid import ReidError, decide_reid, get_reid, request_reid, resolve_reid
+from pipelines.release_identity import release_person_map
 
 ROLES = {"alice": {"steward"}, "bob": {"reid_approver"}, "carol": {"steward"}, "mallory": {"researcher"},
          "rita": {"researcher"}}

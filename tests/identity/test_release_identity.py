@@ -10,10 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pseudonymise.raw_fixtures import ANNA, BERTIL, build_ndr, build_region
 
-from pipelines.identity import apply_release_policy, consent_key, describe_release_policy, release_person_map
-from pipelines.identity.pseudonym import Pseudonymiser
-from pipelines.identity.release import PersonLinkMissing, shift_days
 from pipelines.pseudonymise import pseudonymise_holder
+from pipelines.release_identity import (
+    PersonLinkMissing,
+    apply_release_policy,
+    describe_release_policy,
+    release_person_map,
+    shift_days,
+)
+from privacy.domains import consent_key
+from privacy.pseudonym import Pseudonymiser
 
 
 @pytest.fixture
@@ -83,7 +89,7 @@ def test_release_policy_on_fhir_strings(hdp_home, kek_env):
     t = pa.table({"person_id": ["a", "a"], "encounter_id": ["x", "y"],
                   "start_time": ["2024-01-02T10:00:00+01:00", "2024-01-05"],
                   "postal_code": ["751 05", "99999"]})
-    from pipelines.identity.policy import load_release_policy
+    from privacy.policy import load_release_policy
     out = apply_release_policy(t, table_name="encounter", release_domain="release:r", settings=hdp_home,
                                policy=load_release_policy())
     st_ = out["start_time"].to_pylist()

@@ -45,10 +45,10 @@ BUDGET_S = float(os.environ.get("HDP_IT_BUDGET_S", "1200"))
 
 def _prepare(stack, mp) -> None:
     """Runs in this process while ``airflow db migrate`` runs: settings, data, governance."""
+    from edge.demo import STEWARDS
     from governance import service
     from governance import store as gov_store
     from hdp.settings import get_settings
-    from pipelines.demo import STEWARDS
     from pipelines.monitoring import store
     from synthetic_data.generate import generate
 
@@ -99,9 +99,9 @@ def stack(tmp_path_factory):
 
 def approve_request() -> int:
     """A researcher's request over three holders, approved by every steward in scope."""
+    from edge.demo import DEMO_REQUEST, STEWARDS
     from governance import service, store
     from hdp.settings import get_settings
-    from pipelines.demo import DEMO_REQUEST, STEWARDS
 
     url = get_settings().governance_url
     with store.session_scope(url) as session:
@@ -160,8 +160,8 @@ def pipeline(stack) -> dict:
 def test_full_pipeline_through_scheduler_and_celery(stack, pipeline):
     from click.testing import CliRunner
 
+    from edge.commands.status import status
     from pipelines.monitoring import prometheus, store
-    from pipelines.monitoring.cli import status
 
     request_id, runs = pipeline["request_id"], pipeline["runs"]
     states = {d: r["state"] for d, r in runs.items()}

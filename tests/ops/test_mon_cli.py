@@ -7,8 +7,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from edge.commands.status import parse_since, status
 from pipelines.monitoring import store
-from pipelines.monitoring.cli import parse_since, status
 from pipelines.monitoring.figures import TaskIdentity, figures_from_counts
 
 NOW = datetime.now(UTC)

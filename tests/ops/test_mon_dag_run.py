@@ -13,7 +13,7 @@ def test_ingest_dag_run_records_its_figures(hdp_home, metrics_sqlite, tmp_path, 
     from hdp.settings import REPO_ROOT
 
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
-    from pipelines import orchestrate
+    from edge import orchestrate
     from pipelines.monitoring import store
     from synthetic_data.generate import generate
 

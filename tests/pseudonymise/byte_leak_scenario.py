@@ -174,9 +174,9 @@ def run(home: Path, seed: int, persons: int) -> dict:
     sys.path.insert(0, str(REPO))
 
     from hdp.settings import get_settings
-    from pipelines.identity import release_person_map
     from pipelines.pseudonymise import pseudonymise_holder
     from pipelines.release import ReleaseRequest, assemble, release_domain, release_id_for
+    from pipelines.release_identity import release_person_map
     from synthetic_data.population import build_population
     from tests.e2e.leakscan import find_leaks
 

@@ -10,7 +10,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from pipelines.identity.personnummer import luhn_digit
+from privacy.personnummer import luhn_digit
 
 EXTRACT_DATE = date(2026, 1, 15)
 

@@ -7,8 +7,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.identity.policy import postcode_to_county
 from pipelines.pseudonymise import county_sql
+from privacy.policy import postcode_to_county
 
 codes = st.one_of(
     st.none(),

@@ -48,11 +48,11 @@ def umask(request):
 @pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o000], indirect=True, ids=["umask022", "umask000"])
 def test_everything_private_is_created_owner_only_whatever_the_umask(umask, hdp_home, kek_env, monkeypatch):
+    from edge import stages
     from governance import service, store
     from hdp.audit import AuditLog
-    from pipelines import stages
-    from pipelines.identity import release_person_map
     from pipelines.release import ReleaseRequest, assemble, release_domain, release_id_for
+    from pipelines.release_identity import release_person_map
     from pipelines.warehouse import write_connection
     from synthetic_data.generate import generate
 

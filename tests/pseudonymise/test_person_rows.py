@@ -11,9 +11,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.identity.personnummer import try_parse
-from pipelines.identity.pseudonym import Pseudonymiser
 from pipelines.pseudonymise import person_map, person_rows
+from privacy.personnummer import try_parse
+from privacy.pseudonym import Pseudonymiser
 from pseudonymise.raw_fixtures import EXTRACT_DATE, pnr
 
 KEY = secrets.token_bytes(32)

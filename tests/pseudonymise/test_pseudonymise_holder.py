@@ -160,8 +160,8 @@ def test_no_key_material_in_any_file_or_log(hdp_home, kek_env, caplog):
     import logging
     import os
 
-    from pipelines.identity import release_person_map
-    from pipelines.identity.keys import KeyStore
+    from pipelines.release_identity import release_person_map
+    from privacy.keys import KeyStore
 
     with caplog.at_level(logging.DEBUG):
         build_ndr(hdp_home)

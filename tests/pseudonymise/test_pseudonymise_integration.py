@@ -13,8 +13,8 @@ import pytest
 def test_identifier_defects_match_the_defect_manifest(hdp_home, kek_env):
     from click.testing import CliRunner
 
-    from pipelines import stages
-    from synthetic_data.cli import generate
+    from edge import stages
+    from edge.commands.generate import generate
 
     out = CliRunner().invoke(generate, ["--persons", "300", "--seed", "11", "--defect-rate", "0.03"])
     assert out.exit_code == 0, out.output
@@ -43,9 +43,9 @@ def test_quality_gate_then_pseudonymise_accounts_for_every_row(hdp_home, kek_env
     quarantined for its identifier, or excluded because the gate quarantined it; never two of these."""
     from click.testing import CliRunner
 
-    from pipelines import stages
+    from edge import stages
+    from edge.commands.generate import generate
     from pipelines.quality.gate import run_gate
-    from synthetic_data.cli import generate
 
     out = CliRunner().invoke(generate, ["--persons", "300", "--seed", "12", "--defect-rate", "0.03"])
     assert out.exit_code == 0, out.output

@@ -54,7 +54,7 @@ def expected_checks(d: dict) -> set[str]:
 
 
 def _deliver(settings, *, defect_rate: float) -> None:
-    from pipelines.stages import ingest_source
+    from edge.stages import ingest_source
     from synthetic_data.generate import generate
 
     generate(settings, seed=11, persons=160, defect_rate=defect_rate)
@@ -112,8 +112,8 @@ def test_every_injected_defect_is_caught_by_a_named_check(hdp_home):
 
 @pytest.mark.slow
 def test_clean_delivery_passes_every_zone_without_blocking_failures(hdp_home, kek_env):
+    from edge.stages import pseudonymise
     from pipelines.quality.gate import run_gate
-    from pipelines.stages import pseudonymise
 
     _deliver(hdp_home, defect_rate=0.0)
     for h in holders():

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from pipelines.quality.cli import quality
+from edge.commands.quality import quality
 from pipelines.quality.gate import run_gate
 from pipelines.quality.label import approval_summary, quality_label
 

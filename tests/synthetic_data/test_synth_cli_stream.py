@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fhir.resources.R4B import get_fhir_model_class
 from synth_helpers import file_lines
 
-from hdp.cli import main
+from edge.cli import main
 from synthetic_data.fhir import iter_fhir_resources
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.identity.personnummer import parse_batch, try_parse
+from privacy.personnummer import parse_batch, try_parse
 from synthetic_data import identifiers as ids
 from synthetic_data import population as pop
 from synthetic_data.defects import bad_checksum, impossible_date

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from hdp.settings import get_settings
-from pipelines.identity.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
+from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
 
 # -------------------------------------------------------------------------------- keys
 
@@ -96,7 +96,7 @@ def keys_rotate_kek(new_kek_file: Path, generate: bool) -> None:
 def keys_rotate_domain(domain: str, yes: bool) -> None:
     """Start a new key version for DOMAIN (holder:<id> or release:<id>). Changes its pseudonyms.
 
-    See pipelines/identity/README.md "Rotating a domain key" for the full procedure.
+    See privacy/README.md "Rotating a domain key" for the full procedure.
     """
     if domain == "consent":
         _fail(KeyStoreError("the consent domain cannot be rotated here: consent keys are stored in the "
@@ -152,7 +152,7 @@ def reid() -> None:
 @_token
 def reid_request(release_id: str, pseudonym: str, justification: str, token: str | None) -> None:
     """File a request to re-identify one person of a release."""
-    from pipelines.identity.reid import ReidError, request_reid
+    from pipelines.reid import ReidError, request_reid
 
     user, _ = _governance_identity(token)
     try:
@@ -165,7 +165,7 @@ def reid_request(release_id: str, pseudonym: str, justification: str, token: str
 
 
 def _decide(request_id: int, token: str | None, decision: str) -> None:
-    from pipelines.identity.reid import ReidError, decide_reid
+    from pipelines.reid import ReidError, decide_reid
 
     user, has_role = _governance_identity(token)
     try:
@@ -196,7 +196,7 @@ def reid_reject(request_id: int, token: str | None) -> None:
 @click.argument("request_id", type=int)
 def reid_show(request_id: int) -> None:
     """Status and approvers of a request (no pseudonym, no identifier)."""
-    from pipelines.identity.reid import ReidError, get_reid
+    from pipelines.reid import ReidError, get_reid
 
     try:
         r = get_reid(request_id)
@@ -212,7 +212,7 @@ def reid_show(request_id: int) -> None:
 @_token
 def reid_resolve(request_id: int, token: str | None) -> None:
     """Print the identifier of an approved request (requester only, once)."""
-    from pipelines.identity.reid import ReidError, resolve_reid
+    from pipelines.reid import ReidError, resolve_reid
 
     user, has_role = _governance_identity(token)
     try:

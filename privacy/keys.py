@@ -222,7 +222,7 @@ def validate_domain(domain: str) -> str:
     kind, _, name = domain.partition(":")
     if domain in ("consent", "audit", "ledger") or (
             kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)):
-        # "audit": the audit log's MAC key (pipelines/identity/audit_key.py); "ledger": the query
+        # "audit": the audit log's MAC key (privacy/audit_key.py); "ledger": the query
         # ledger's digests of query texts (access/ledger.py)
         return domain
     raise KeyStoreError(f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent' "

@@ -93,8 +93,8 @@ def _audit_backends(no_checkpoints: bool):  # type: ignore[no-untyped-def]
     """The data home's audit key ring and checkpoint store (None: checked without)."""
     from governance.auditing import StoreCheckpoints, checkpoint_table_exists
     from hdp.settings import get_settings
-    from pipelines.identity.audit_key import key_ring
-    from pipelines.identity.keys import KeyStoreError
+    from privacy.audit_key import key_ring
+    from privacy.keys import KeyStoreError
 
     settings = get_settings()
     try:

@@ -15,21 +15,21 @@ from hdp.settings import REPO_ROOT, get_settings
 
 # command name -> ("module:attribute" of a click command or group, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pipelines.cli:demo", "Everything end to end: generate, run the DAGs, approve, release, query."),
-    "generate": ("synthetic_data.cli:generate", "Generate synthetic deliveries for every data holder."),
-    "run": ("pipelines.cli:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
-    "status": ("pipelines.monitoring.cli:status", "Latest pipeline runs and their figures."),
-    "keys": ("pipelines.identity.cli:keys", "Key store: list keys, rotate the key-encryption key."),
-    "reid": ("pipelines.identity.cli:reid", "Authorised re-identification (two approvals)."),
-    "fhir": ("pipelines.fhir.cli:fhir", "FHIR ingestion, validation and SQL-on-FHIR conformance."),
-    "quality": ("pipelines.quality.cli:quality", "Quality checks, Data Docs and history."),
-    "request": ("governance.cli:request", "Extract requests: file, submit, decide, amend, revoke."),
-    "consent": ("governance.cli:consent", "Consent and opt-out registry."),
-    "user": ("governance.cli:user", "Users, roles and API tokens."),
-    "governance": ("governance.cli:governance", "Store migrations, overdue requests, key figures, transparency."),
-    "serve": ("access.cli:serve", "Serve the access layer (API and web pages)."),
-    "query": ("access.cli:query", "Query a release as a researcher."),
-    "audit": ("access.cli:audit", "Verify the keyed audit logs and checkpoints; access follow-up report."),
+    "demo": ("edge.commands.pipeline:demo", "Everything end to end: generate, run the DAGs, approve, release, query."),
+    "generate": ("edge.commands.generate:generate", "Generate synthetic deliveries for every data holder."),
+    "run": ("edge.commands.pipeline:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
+    "status": ("edge.commands.status:status", "Latest pipeline runs and their figures."),
+    "keys": ("edge.commands.identity:keys", "Key store: list keys, rotate the key-encryption key."),
+    "reid": ("edge.commands.identity:reid", "Authorised re-identification (two approvals)."),
+    "fhir": ("edge.commands.fhir:fhir", "FHIR ingestion, validation and SQL-on-FHIR conformance."),
+    "quality": ("edge.commands.quality:quality", "Quality checks, Data Docs and history."),
+    "request": ("edge.commands.governance:request", "Extract requests: file, submit, decide, amend, revoke."),
+    "consent": ("edge.commands.governance:consent", "Consent and opt-out registry."),
+    "user": ("edge.commands.governance:user", "Users, roles and API tokens."),
+    "governance": ("edge.commands.governance:governance", "Store migrations, overdue requests, key figures, transparency."),
+    "serve": ("edge.commands.access:serve", "Serve the access layer (API and web pages)."),
+    "query": ("edge.commands.access:query", "Query a release as a researcher."),
+    "audit": ("edge.commands.access:audit", "Verify the keyed audit logs and checkpoints; access follow-up report."),
 }
 
 
@@ -64,7 +64,7 @@ def configure_audit() -> None:
     ``hdp.audit`` imports nothing above ``hdp``; this edge names the key source the way it
     names the subcommands. It is light to import, and the key is read on the first append only.
     """
-    importlib.import_module("pipelines.identity.audit_key").configure()
+    importlib.import_module("privacy.audit_key").configure()
 
 
 @click.group(cls=LazyGroup)

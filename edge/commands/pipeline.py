@@ -15,7 +15,7 @@ from hdp.settings import get_settings
               show_default=True, help="Which DAGs to run.")
 def run(stage: str) -> None:
     """Run the DAGs through Airflow (dag.test) on the embedded defaults."""
-    from pipelines import orchestrate
+    from edge import orchestrate
 
     logging.basicConfig(level=logging.INFO)
     orchestrate.migrate_metadata_db()
@@ -32,7 +32,7 @@ def run(stage: str) -> None:
               help="Also write the summary to this file (for scripts and tests).")
 def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) -> None:
     """Generate data, run every DAG, file and approve a record-level and an aggregate-only request, release and query both."""
-    from pipelines import demo as demo_flow
+    from edge import demo as demo_flow
 
     summary = demo_flow.run_demo(persons=persons, seed=seed, defect_rate=defect_rate)
     text = json.dumps(summary, indent=2, ensure_ascii=False, default=str)

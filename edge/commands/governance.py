@@ -265,7 +265,7 @@ def _consent_key(personnummer: str | None, key: str | None) -> str:
     if personnummer == "-":
         personnummer = sys.stdin.readline().strip()
     # Imported here: governance must not depend on the identity package at import time.
-    from pipelines.identity import consent_key
+    from privacy.domains import consent_key
 
     try:
         return consent_key(personnummer)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import date
 
 from hdp.settings import Settings, get_settings
-from pipelines.identity.keys import KeyStore
-from pipelines.identity.personnummer import parse
-from pipelines.identity.pseudonym import Pseudonymiser
+from privacy.keys import KeyStore
+from privacy.personnummer import parse
+from privacy.pseudonym import Pseudonymiser
 
 CONSENT_DOMAIN = "consent"
 RESOURCE_SEPARATOR = "\x1f"  # unit separator: never part of a FHIR id or a personnummer
@@ -50,7 +50,7 @@ def pseudonymiser(domain: str, *, settings: Settings | None = None, create: bool
 def consent_key(personnummer: str, *, reference_date: date | None = None, settings: Settings | None = None) -> str:
     """Consent-domain pseudonym of an identifier in any accepted form.
 
-    Raises :class:`~pipelines.identity.personnummer.InvalidIdentifier` for an invalid one.
+    Raises :class:`~privacy.personnummer.InvalidIdentifier` for an invalid one.
     """
     ident = parse(personnummer, reference_date=reference_date)
     return pseudonymiser(CONSENT_DOMAIN, settings=settings).one(ident.normalised)

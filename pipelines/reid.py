@@ -25,10 +25,10 @@ import pyarrow as pa
 
 from hdp.audit import AuditLog
 from hdp.settings import Settings, get_settings, holders
-from pipelines.identity.domains import release_domain_name
-from pipelines.identity.keys import KeyStore
-from pipelines.identity.pseudonym import Pseudonymiser
 from pipelines.warehouse import read_connection
+from privacy.domains import release_domain_name
+from privacy.keys import KeyStore
+from privacy.pseudonym import Pseudonymiser
 
 HasRole = Callable[[str, str], bool]
 

@@ -2,7 +2,7 @@
 
 Pure functions over plain values (no DuckDB, no HTTP), so the laws can be tested directly.
 The aggregate tier's disclosure control (thresholds, dominance, cell-key perturbation) is in
-``access.aggregate`` and ``access.cellkey``: perturbed margins make the linear-programming
+``access.aggregate`` and ``privacy.cellkey``: perturbed margins make the linear-programming
 secondary suppression this module used to do unnecessary, as in ABS TableBuilder.
 """
 

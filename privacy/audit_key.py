@@ -1,7 +1,7 @@
 """The audit log's key: domain ``audit`` of the key store, handed to ``hdp.audit`` at the edges.
 
 ``hdp.audit`` imports nothing above ``hdp``, so it cannot open the key store itself. Each
-process's edge installs :func:`home_key_source` once (:func:`configure`): ``hdp.cli`` (every
+process's edge installs :func:`home_key_source` once (:func:`configure`): ``edge.cli`` (every
 ``hdp`` command), ``access.app.create_app`` (each API worker) and the DAG file (Airflow
 workers). A log under the data home's ``audit/`` folder then gets that home's audit key, loaded
 on first use and kept for the life of the process (never per append); a log anywhere else is
@@ -29,7 +29,7 @@ _lock = threading.Lock()
 
 def key_ring(settings: Settings | None = None) -> audit.KeyRing:
     """The audit key ring of a data home: the active key, and every older version by id."""
-    from pipelines.identity.keys import KeyStore, KeyStoreError
+    from privacy.keys import KeyStore, KeyStoreError
 
     store = KeyStore(settings or get_settings())
     active = store.active_key(AUDIT_DOMAIN)

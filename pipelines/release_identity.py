@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hdp.settings import Settings, get_settings
-from pipelines.identity.domains import CONSENT_DOMAIN, pseudonymiser, release_domain_name, resource_message
-from pipelines.identity.policy import ReleasePolicy, ReleaseRule, county_prefixes, load_release_policy
-from pipelines.identity.pseudonym import Pseudonymiser
 from pipelines.warehouse import read_connection
+from privacy.domains import CONSENT_DOMAIN, pseudonymiser, release_domain_name, resource_message
+from privacy.policy import ReleasePolicy, ReleaseRule, county_prefixes, load_release_policy
+from privacy.pseudonym import Pseudonymiser
 
 NEVER_GENERALISED = frozenset({"person_id", "holder"})
 SHIFT_TYPE = "DateShift"  # HMAC message prefix of the per-person date offset

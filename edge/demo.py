@@ -104,7 +104,7 @@ def _record_opt_outs(session: Any, count: int = 3) -> int:
     Reads identifiers inside the restricted zone and stores only their consent keys.
     """
     from governance import consent
-    from pipelines.identity import consent_key
+    from privacy.domains import consent_key
 
     path = get_settings().landing_dir("ndr") / "register" / "ndr_visits.csv"
     keys: list[str] = []
@@ -146,8 +146,8 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from access.app import create_app
+    from edge import orchestrate
     from governance import service, store
-    from pipelines import orchestrate
     from synthetic_data.generate import generate
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""The ``hdp`` subcommands, one module per area; ``edge.cli`` loads them lazily by name."""
