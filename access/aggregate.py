@@ -102,7 +102,9 @@ def _width_bucket_free(sql: str) -> str:
             n = node.args["num_buckets"].sql(dialect="duckdb")
             return parse_one(
                 f"CASE WHEN {x} IS NULL THEN NULL WHEN {x} < {lo} THEN 0 WHEN {x} >= {hi} THEN {n} + 1 "
-                f"ELSE CAST(floor(({x} - {lo}) * {n} / ({hi} - {lo})) AS BIGINT) + 1 END", read="duckdb")
+                f"ELSE CAST(floor(({x} - {lo}) * {n} / ({hi} - {lo})) AS BIGINT) + 1 END",
+                read="duckdb",
+            )
         return node
 
     return parse_one(sql, read="duckdb").transform(lower).sql(dialect="duckdb")
@@ -121,8 +123,10 @@ def compile_query(
     froms = [f"{keyed_schema}.{_q(first.table)} AS {_q(first.alias)}"]
     for s in query.sources[1:]:
         side = "LEFT JOIN" if s.join == "left" else "JOIN"
-        froms.append(f"{side} {keyed_schema}.{_q(s.table)} AS {_q(s.alias)} "
-                     f"ON {_q(s.alias)}.person_id = {_q(first.alias)}.person_id")
+        froms.append(
+            f"{side} {keyed_schema}.{_q(s.table)} AS {_q(s.alias)} "
+            f"ON {_q(s.alias)}.person_id = {_q(first.alias)}.person_id"
+        )
     from_sql = " ".join(froms)
     where = f" WHERE {_width_bucket_free(query.where)}" if query.where else ""
     a = _q(first.alias)
@@ -160,13 +164,23 @@ def compile_query(
             variances.setdefault(j, set()).add("var_pop")
     persons_in_stats = any(m.kind == "persons" for m in query.measures)
 
-    stats = [*g, "count(*) AS __rows", f"sum({rk}) AS __ck_rows", f"bit_or({a}.__pb) AS __sig",
-             f"bit_or({hb}) AS __hbits"]
+    stats = [
+        *g,
+        "count(*) AS __rows",
+        f"sum({rk}) AS __ck_rows",
+        f"bit_or({a}.__pb) AS __sig",
+        f"bit_or({hb}) AS __hbits",
+    ]
     if persons_in_stats:
         stats += [f"count(DISTINCT {a}.__pnk) AS __persons", f"sum(DISTINCT {a}.__pnk) AS __ck_persons"]
     for j, col in enumerate(value_columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
-        stats += [f"count({v}) AS __n{j}", f"sum({v}) AS __s{j}", f"max({v}) AS __max{j}", f"min({v}) AS __min{j}"]
+        stats += [
+            f"count({v}) AS __n{j}",
+            f"sum({v}) AS __s{j}",
+            f"max({v}) AS __max{j}",
+            f"min({v}) AS __min{j}",
+        ]
         # Values from fewer persons than the cell has: only where the column can be NULL (the
         # FILTER costs about as much as the rest of the statistics).
         if col.name in complete.get(col.table, frozenset()) and col.alias not in optional:
@@ -181,23 +195,39 @@ def compile_query(
 
     rows_dominance = len(query.sources) > 1 and any(m.kind in ("rows", "count") for m in query.measures)
     inner = [*g, f"{a}.__pn AS __person", f"any_value({a}.__pk) AS __pkey", "count(*) AS __prows"]
-    outer = [*(f"__g{i}" for i in range(len(keys))), "count(*) AS __persons", "sum(__pkey) AS __ck_persons",
-             "sum(__prows) AS __totrows", "list_sort(list(__prows), 'DESC')[1:8] AS __toprows"]
+    outer = [
+        *(f"__g{i}" for i in range(len(keys))),
+        "count(*) AS __persons",
+        "sum(__pkey) AS __ck_persons",
+        "sum(__prows) AS __totrows",
+        "list_sort(list(__prows), 'DESC')[1:8] AS __toprows",
+    ]
     for j, col in enumerate(value_columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
         inner.append(f"sum({v}) AS __p{j}")
-        outer += [f"count(__p{j}) AS __pp{j}", f"sum(abs(__p{j})) AS __tot{j}",
-                  f"list_sort(list(abs(__p{j})) FILTER (WHERE __p{j} IS NOT NULL), 'DESC')[1:8] AS __top{j}"]
+        outer += [
+            f"count(__p{j}) AS __pp{j}",
+            f"sum(abs(__p{j})) AS __tot{j}",
+            f"list_sort(list(abs(__p{j})) FILTER (WHERE __p{j} IS NOT NULL), 'DESC')[1:8] AS __top{j}",
+        ]
     inner_group = f" GROUP BY {', '.join([*(f'__g{i}' for i in range(len(keys))), '__person'])}"
-    exact_sql = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {from_sql}{where}{inner_group})"
-                 + group)
+    exact_sql = (
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {from_sql}{where}{inner_group})"
+        + group
+    )
     rows_per_person = 1
     for s in query.sources:
         rows_per_person *= max(1, int(max_rows_per_person.get(s.table, 1)))
     return CompiledQuery(
-        query=query, stats_sql=stats_sql, exact_sql=exact_sql, value_columns=tuple(value_columns),
-        magnitude_columns=frozenset(magnitude), persons_in_stats=persons_in_stats, rows_dominance=rows_dominance,
-        holder_of_bit={bit: h for h, bit in holder_bits.items()}, max_rows_per_person=rows_per_person,
+        query=query,
+        stats_sql=stats_sql,
+        exact_sql=exact_sql,
+        value_columns=tuple(value_columns),
+        magnitude_columns=frozenset(magnitude),
+        persons_in_stats=persons_in_stats,
+        rows_dominance=rows_dominance,
+        holder_of_bit={bit: h for h, bit in holder_bits.items()},
+        max_rows_per_person=rows_per_person,
     )
 
 
@@ -215,8 +245,11 @@ def _bits(mask: int | None) -> int:
 def _threshold(mask: int | None, cq: CompiledQuery, settings: DisclosureSettings) -> int:
     """The strictest threshold of the holders in a cell (the default one for an unknown bit)."""
     mask = int(mask or 0)
-    found = [settings.thresholds.get(h, settings.default_threshold)
-             for bit, h in cq.holder_of_bit.items() if mask >> bit & 1]
+    found = [
+        settings.thresholds.get(h, settings.default_threshold)
+        for bit, h in cq.holder_of_bit.items()
+        if mask >> bit & 1
+    ]
     if not found or mask & ~sum(1 << b for b in cq.holder_of_bit):
         found.append(settings.default_threshold)
     return max(found)
@@ -268,14 +301,24 @@ def publish(
     for name in key_names:
         typ = stats.schema.field(name).type
         if pa.types.is_nested(typ) or pa.types.is_dictionary(typ):
-            raise QueryRefused("aggregate.key_type", "a group key gives lists or structures, not plain values. "
-                               "Hint: group by a plain column or a date part of it")
+            raise QueryRefused(
+                "aggregate.key_type",
+                "a group key gives lists or structures, not plain values. "
+                "Hint: group by a plain column or a date part of it",
+            )
     exact_by_key = {}
     if exact is not None:
         exact_by_key = {tuple(_norm(r[k]) for k in key_names): r for r in exact.to_pylist()}
     ptable, pert = settings.ptable, settings.perturbation
-    summary = {"cells": stats.num_rows, "published": 0, "suppressed_persons": 0, "suppressed_dominance": 0,
-               "suppressed_after_perturbation": 0, "measures_withheld": 0, "exact_check": int(exact is not None)}
+    summary = {
+        "cells": stats.num_rows,
+        "published": 0,
+        "suppressed_persons": 0,
+        "suppressed_dominance": 0,
+        "suppressed_after_perturbation": 0,
+        "measures_withheld": 0,
+        "exact_check": int(exact is not None),
+    }
     columns: list[list] = [[] for _ in q.outputs]
     for row in stats.to_pylist():
         t = _threshold(row["__hbits"], cq, settings)
@@ -296,12 +339,18 @@ def publish(
             summary["suppressed_persons"] += 1
             continue
         if any(_dominated(row, ex, j, cq, settings) for j in cq.magnitude_columns if row[f"__n{j}"]) or (
-                cq.rows_dominance and _rows_dominated(row, ex, cq, settings)):
+            cq.rows_dominance and _rows_dominated(row, ex, cq, settings)
+        ):
             summary["suppressed_dominance"] += 1
             continue
-        rows_p = cellkey.perturb_count(int(row["__rows"]), int(row["__ck_rows"] or 0) % cellkey.KEY_RANGE, ptable)
-        persons_p = (cellkey.perturb_count(persons, int(row["__ck_persons"] or 0) % cellkey.KEY_RANGE, ptable)
-                     if cq.persons_in_stats else None)
+        rows_p = cellkey.perturb_count(
+            int(row["__rows"]), int(row["__ck_rows"] or 0) % cellkey.KEY_RANGE, ptable
+        )
+        persons_p = (
+            cellkey.perturb_count(persons, int(row["__ck_persons"] or 0) % cellkey.KEY_RANGE, ptable)
+            if cq.persons_in_stats
+            else None
+        )
         if rows_p < t or (persons_p is not None and persons_p < t):
             summary["suppressed_after_perturbation"] += 1
             continue
@@ -330,7 +379,9 @@ def publish(
     return _order_and_limit(table, q), summary
 
 
-def _dominated(row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, settings: DisclosureSettings) -> bool:
+def _dominated(
+    row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, settings: DisclosureSettings
+) -> bool:
     """(n, k) dominance of a magnitude column's per-person contributions in one cell: exact
     when the exact query ran, else the certified bound (which ``needs_exact`` guarantees)."""
     n, k = settings.dominance_n, settings.dominance_k
@@ -342,7 +393,9 @@ def _dominated(row: Mapping, ex: Mapping | None, j: int, cq: CompiledQuery, sett
     return not _sum_bound_settles(row, j, cq, n, k)
 
 
-def _rows_dominated(row: Mapping, ex: Mapping | None, cq: CompiledQuery, settings: DisclosureSettings) -> bool:
+def _rows_dominated(
+    row: Mapping, ex: Mapping | None, cq: CompiledQuery, settings: DisclosureSettings
+) -> bool:
     """(n, k) dominance of the per-person row counts of a joined cell (see ``rows_dominance``)."""
     n, k = settings.dominance_n, settings.dominance_k
     if ex is not None:
@@ -359,9 +412,17 @@ def _salt(m: Measure) -> int:
     return zlib.crc32(f"{family}:{m.column.table}.{m.column.name}".encode()) if m.column else 0
 
 
-def _measure_value(m: Measure, row: Mapping, ex: Mapping | None, cq: CompiledQuery, t: int, rows_p: int,
-                   persons_p: int | None, pert: cellkey.PerturbationSettings,
-                   ptable: Mapping[tuple[int, int], int]) -> object:
+def _measure_value(
+    m: Measure,
+    row: Mapping,
+    ex: Mapping | None,
+    cq: CompiledQuery,
+    t: int,
+    rows_p: int,
+    persons_p: int | None,
+    pert: cellkey.PerturbationSettings,
+    ptable: Mapping[tuple[int, int], int],
+) -> object:
     if m.kind == "rows":
         return rows_p
     if m.kind == "persons":

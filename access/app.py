@@ -80,7 +80,9 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     def _refusal(request: Request, exc: Refusal) -> JSONResponse:
         request.scope[audit_http.REASON] = exc.reason
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": exc.reason, "message": exc.message}, status_code=exc.status, headers=headers)
+        return JSONResponse(
+            {"error": exc.reason, "message": exc.message}, status_code=exc.status, headers=headers
+        )
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -106,8 +108,11 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
         # Arrow results are streamed when large (bounded server memory); see AccessService.query.
         result = svc.query(user, release_id, body.sql, body.format, stream=body.format == "arrow")
         if isinstance(result, StreamedResult):
-            return StreamingResponse(result.chunks, media_type=result.media_type,
-                                     headers={"X-HDP-Permit": str(result.permit_id), "X-HDP-Streamed": "1"})
+            return StreamingResponse(
+                result.chunks,
+                media_type=result.media_type,
+                headers={"X-HDP-Permit": str(result.permit_id), "X-HDP-Streamed": "1"},
+            )
         headers = {
             "X-HDP-Rows": str(result.rows),
             "X-HDP-Result-SHA256": result.sha256,
@@ -116,6 +121,7 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
         if result.summary:  # aggregate tier: how many cells disclosure control withheld
             headers["X-HDP-Cells-Suppressed"] = str(result.summary["cells"] - result.summary["published"])
         if body.format in ("arrow", "parquet"):
+
             def stream() -> Iterator[bytes]:
                 yield from chunks(result.body)
 

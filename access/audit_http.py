@@ -69,7 +69,11 @@ def _message(err: dict[str, Any]) -> str:
 def validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     """Location, message and type of each problem; never ``input`` or ``ctx``."""
     return [
-        {"loc": [_loc_part(p) for p in err.get("loc", ())], "msg": _message(err), "type": str(err.get("type", ""))}
+        {
+            "loc": [_loc_part(p) for p in err.get("loc", ())],
+            "msg": _message(err),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
 
@@ -79,7 +83,11 @@ def request_validation_handler(request: Request, exc: RequestValidationError) ->
     request.scope[REASON] = INVALID
     request.scope[FIELDS] = [".".join(str(p) for p in f["loc"]) for f in fields]
     return JSONResponse(
-        {"error": INVALID, "message": "the request does not have the expected form (see fields)", "fields": fields},
+        {
+            "error": INVALID,
+            "message": "the request does not have the expected form (see fields)",
+            "fields": fields,
+        },
         status_code=422,
     )
 
@@ -104,8 +112,10 @@ class AuditEveryRequest:
     def _event(self, scope: dict[str, Any], status: int) -> dict[str, Any]:
         route = scope.get("route")
         event: dict[str, Any] = {
-            "event": "access.http", "method": scope.get("method"),
-            "route": getattr(route, "path", None), "status": status,
+            "event": "access.http",
+            "method": scope.get("method"),
+            "route": getattr(route, "path", None),
+            "status": status,
             "decision": "allowed" if status < 400 else "refused",
         }
         if route is None:
@@ -142,8 +152,13 @@ class AuditEveryRequest:
         try:
             await self.app(scope, receive, send_audited)
         except Exception as exc:
-            log.error("unhandled %s in %s %s\n%s", type(exc).__name__, scope.get("method"),
-                      getattr(scope.get("route"), "path", "(no route)"), "".join(traceback.format_tb(exc.__traceback__)))
+            log.error(
+                "unhandled %s in %s %s\n%s",
+                type(exc).__name__,
+                scope.get("method"),
+                getattr(scope.get("route"), "path", "(no route)"),
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             scope["hdp.error_type"] = type(exc).__name__
             scope[REASON] = SERVER_ERROR
             if started:  # a streamed body failed midway: the client sees a cut transfer
@@ -151,9 +166,15 @@ class AuditEveryRequest:
                     await self._write(scope, 500)
                 raise
             entry = await self._write(scope, 500)
-            response = JSONResponse({"error": SERVER_ERROR, "ref": entry["seq"],
-                                     "message": "the server could not complete the request; "
-                                                "it has been logged for the operators"}, status_code=500)
+            response = JSONResponse(
+                {
+                    "error": SERVER_ERROR,
+                    "ref": entry["seq"],
+                    "message": "the server could not complete the request; "
+                    "it has been logged for the operators",
+                },
+                status_code=500,
+            )
             await response(scope, receive, send)
         finally:
             audit.stop_tracking(token)

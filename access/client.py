@@ -80,16 +80,23 @@ class Client:
 
     def raw(self, sql: str, *, release: str | None = None, format: str = "arrow") -> httpx.Response:
         try:
-            r = self._http.post(f"/releases/{self._release(release)}/query", json={"sql": sql, "format": format})
+            r = self._http.post(
+                f"/releases/{self._release(release)}/query", json={"sql": sql, "format": format}
+            )
         except httpx.RemoteProtocolError:
             # A streamed result is cut off when the server stops it (row or time limit):
             # never hand back a silently shortened table.
-            raise AccessError(0, "result.incomplete", "the result stream was cut off (row or time limit); "
-                              "aggregate or filter, or narrow the query") from None
+            raise AccessError(
+                0,
+                "result.incomplete",
+                "the result stream was cut off (row or time limit); aggregate or filter, or narrow the query",
+            ) from None
         r = self._check(r)
         expected = r.headers.get("X-HDP-Result-SHA256")
         if expected and hashlib.sha256(r.content).hexdigest() != expected:
-            raise AccessError(r.status_code, "client.hash_mismatch", "the result does not match its audited hash")
+            raise AccessError(
+                r.status_code, "client.hash_mismatch", "the result does not match its audited hash"
+            )
         return r
 
     def query(
@@ -101,12 +108,15 @@ class Client:
         return table.to_pandas() if as_ == "pandas" else table
 
     # -- the airlock: record-level results leave only as checked outputs ----------------
-    def request_output(self, sql: str, *, title: str, context: str, format: str = "csv",
-                       release: str | None = None) -> dict[str, Any]:
+    def request_output(
+        self, sql: str, *, title: str, context: str, format: str = "csv", release: str | None = None
+    ) -> dict[str, Any]:
         """File an output request: the server runs ``sql``, keeps the result file, and two output
         checkers decide. ``context``: what it is and why it is not disclosive (cell counts...)."""
-        r = self._http.post(f"/releases/{self._release(release)}/outputs",
-                            json={"sql": sql, "format": format, "title": title, "context": context})
+        r = self._http.post(
+            f"/releases/{self._release(release)}/outputs",
+            json={"sql": sql, "format": format, "title": title, "context": context},
+        )
         return self._check(r).json()
 
     def outputs(self) -> list[dict[str, Any]]:
@@ -123,13 +133,16 @@ class Client:
     def output_preview(self, output_id: int) -> dict[str, Any]:
         return self._check(self._http.get(f"/outputs/{output_id}/preview")).json()
 
-    def check_output(self, output_id: int, decision: Literal["approve", "reject", "return"],
-                     comment: str) -> dict[str, Any]:
-        return self._check(self._http.post(f"/outputs/{output_id}/checks",
-                                           json={"decision": decision, "comment": comment})).json()
+    def check_output(
+        self, output_id: int, decision: Literal["approve", "reject", "return"], comment: str
+    ) -> dict[str, Any]:
+        return self._check(
+            self._http.post(f"/outputs/{output_id}/checks", json={"decision": decision, "comment": comment})
+        ).json()
 
-    def resubmit_output(self, output_id: int, *, context: str, sql: str | None = None,
-                        format: str | None = None) -> dict[str, Any]:
+    def resubmit_output(
+        self, output_id: int, *, context: str, sql: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
         body = {"context": context, **({"sql": sql} if sql else {}), **({"format": format} if format else {})}
         return self._check(self._http.post(f"/outputs/{output_id}/resubmit", json=body)).json()
 
@@ -142,7 +155,9 @@ class Client:
         r = self._check(self._http.get(f"/outputs/{output_id}/download"))
         expected = r.headers.get("X-HDP-Output-SHA256", "")
         if hashlib.sha256(r.content).hexdigest() != expected:
-            raise AccessError(r.status_code, "client.hash_mismatch", "the download does not match its checked hash")
+            raise AccessError(
+                r.status_code, "client.hash_mismatch", "the download does not match its checked hash"
+            )
         if path:
             with open(path, "wb") as fh:
                 fh.write(r.content)
@@ -151,8 +166,9 @@ class Client:
     def output_exceptions(self, permit_id: int) -> list[dict[str, Any]]:
         return self._check(self._http.get(f"/permits/{permit_id}/output-exceptions")).json()
 
-    def record_output_exception(self, permit_id: int, justification: str,
-                                holder_id: str | None = None) -> dict[str, Any]:
+    def record_output_exception(
+        self, permit_id: int, justification: str, holder_id: str | None = None
+    ) -> dict[str, Any]:
         """(Stewards) allow row-level outputs on a permit, with a justification."""
         body = {"justification": justification, **({"holder_id": holder_id} if holder_id else {})}
         return self._check(self._http.post(f"/permits/{permit_id}/output-exceptions", json=body)).json()

@@ -71,8 +71,10 @@ def write_release(
             FROM range({persons}) r(i)
             """
         )
-        con.execute("CREATE TABLE patient AS SELECT person_id, holder, birth_year, sex, county, "
-                    "NULL::INTEGER AS deceased_year FROM person ORDER BY i")
+        con.execute(
+            "CREATE TABLE patient AS SELECT person_id, holder, birth_year, sex, county, "
+            "NULL::INTEGER AS deceased_year FROM person ORDER BY i"
+        )
         con.execute(
             f"""
             CREATE TABLE register_visit AS

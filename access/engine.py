@@ -198,8 +198,9 @@ class ReleaseEngine:
         #: perturbed: refuse rather than publish exact counts).
         self.cell_keys = keys_path.is_file()
         if permit.output_tier == AGGREGATE and not self.cell_keys:
-            raise QueryRefused("release.no_cell_keys", "the release has no perturbation keys; rebuild it",
-                               status=503)
+            raise QueryRefused(
+                "release.no_cell_keys", "the release has no perturbation keys; rebuild it", status=503
+            )
         #: holder id -> its bit in a cell's holder mask (see ``access.aggregate``)
         self.holder_bits: dict[str, int] = {}
         #: table -> the most rows one person has in it (bounds one person's share of a cell)
@@ -278,7 +279,9 @@ class ReleaseEngine:
             names = {c.lower() for c, _ in columns}
             if "person_id" not in names:
                 continue  # consent cannot be applied to a table without persons: never exposed
-            views[table] = [(c, t) for c, t in columns if c.lower() in allowed or c.lower() in STRUCTURAL_COLUMNS]
+            views[table] = [
+                (c, t) for c, t in columns if c.lower() in allowed or c.lower() in STRUCTURAL_COLUMNS
+            ]
         return views
 
     def _materialise(self, con: duckdb.DuckDBPyConnection, keys: frozenset[str]) -> None:
@@ -303,15 +306,21 @@ class ReleaseEngine:
         con.execute(f"ATTACH ':memory:' AS {gen} (COMPRESS)")
         try:
             for table, chosen in self.views.items():
-                columns = ", ".join(f"{_q(c)} {ty}{_PSEUDONYM_STORAGE if c.lower() == 'person_id' else ''}"
-                                    for c, ty in chosen)
+                columns = ", ".join(
+                    f"{_q(c)} {ty}{_PSEUDONYM_STORAGE if c.lower() == 'person_id' else ''}"
+                    for c, ty in chosen
+                )
                 hidden_types = "".join(f", {name} {ty}" for name, ty, _ in self._hidden_columns(table))
                 con.execute(f"CREATE TABLE {gen}.main.{_q(table)} ({columns}{hidden_types})")
                 hidden = "".join(f", {expr}" for _, _, expr in self._hidden_columns(table))
                 keys_join = (
-                    f"JOIN hdp_keys.{_q('record_key__' + table)} k ON k.row_no = t.rowid "
-                    "JOIN hdp_keys.person_key pk ON pk.person_id = t.person_id "
-                ) if self.cell_keys else ""
+                    (
+                        f"JOIN hdp_keys.{_q('record_key__' + table)} k ON k.row_no = t.rowid "
+                        "JOIN hdp_keys.person_key pk ON pk.person_id = t.person_id "
+                    )
+                    if self.cell_keys
+                    else ""
+                )
                 con.execute(
                     f"INSERT INTO {gen}.main.{_q(table)} SELECT {', '.join(f't.{_q(c)}' for c, _ in chosen)}{hidden} "
                     f"FROM rel.{_q(table)} AS t {keys_join}"
@@ -321,9 +330,12 @@ class ReleaseEngine:
             con.execute(f"CHECKPOINT {gen}")  # compresses; nothing else has touched {gen} yet
             if self.cell_keys:
                 self.max_rows_per_person = {
-                    table: int(con.execute(
-                        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {gen}.main.{_q(table)} "
-                        "GROUP BY __pn)").fetchall()[0][0])
+                    table: int(
+                        con.execute(
+                            f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {gen}.main.{_q(table)} "
+                            "GROUP BY __pn)"
+                        ).fetchall()[0][0]
+                    )
                     for table in self.views
                 }
                 self.complete_columns = {table: self._complete(con, gen, table) for table in self.views}
@@ -332,8 +344,12 @@ class ReleaseEngine:
                 # Researchers' views show the permitted columns only; the keyed views, which the
                 # sandbox keeps out of reach (no qualified names), add the perturbation keys.
                 listed = ", ".join(_q(c) for c, _ in chosen)
-                con.execute(f"CREATE OR REPLACE VIEW main.{_q(table)} AS SELECT {listed} FROM {gen}.main.{_q(table)}")
-                con.execute(f"CREATE OR REPLACE VIEW {KEYED_SCHEMA}.{_q(table)} AS SELECT * FROM {gen}.main.{_q(table)}")
+                con.execute(
+                    f"CREATE OR REPLACE VIEW main.{_q(table)} AS SELECT {listed} FROM {gen}.main.{_q(table)}"
+                )
+                con.execute(
+                    f"CREATE OR REPLACE VIEW {KEYED_SCHEMA}.{_q(table)} AS SELECT * FROM {gen}.main.{_q(table)}"
+                )
             con.execute("COMMIT")
         except duckdb.Error:
             try:
@@ -377,11 +393,16 @@ class ReleaseEngine:
         holders: set[str] = set()
         for table, cols in self.views.items():
             if any(c.lower() == "holder" for c, _ in cols):
-                holders.update(r[0] for r in con.execute(
-                    f"SELECT DISTINCT CAST(holder AS VARCHAR) FROM rel.{_q(table)} WHERE holder IS NOT NULL").fetchall())
+                holders.update(
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT CAST(holder AS VARCHAR) FROM rel.{_q(table)} WHERE holder IS NOT NULL"
+                    ).fetchall()
+                )
         if len(holders) > MAX_HOLDER_BITS:
-            raise QueryRefused("release.too_many_holders", f"more than {MAX_HOLDER_BITS} holders in one release",
-                               status=503)
+            raise QueryRefused(
+                "release.too_many_holders", f"more than {MAX_HOLDER_BITS} holders in one release", status=503
+            )
         return {h: i for i, h in enumerate(sorted(holders))}
 
     def _detach_unread(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -529,7 +550,11 @@ class ResultStream:
     counts what it sends."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, sql: str, limits: Limits, on_close: Callable[[], None] | None = None
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        limits: Limits,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._on_close = on_close
         self._cur = con.cursor()
@@ -555,7 +580,8 @@ class ResultStream:
             # DuckDB errors raised while Arrow pulls a batch arrive wrapped (the time limit's
             # interrupt among them); the text is withheld, as for any runtime error.
             raise QueryCutOff(
-                "stream.aborted", "the query stopped while its result was being read (time limit or runtime error)"
+                "stream.aborted",
+                "the query stopped while its result was being read (time limit or runtime error)",
             ) from None
 
     def close(self) -> None:
@@ -584,8 +610,9 @@ class EngineCache:
     The key includes the files' size and mtime so a rebuilt release gets a fresh engine.
     """
 
-    def __init__(self, releases_dir: Path, limits: Limits, capacity: int = 16, *,
-                 private_dir: Path | None = None) -> None:
+    def __init__(
+        self, releases_dir: Path, limits: Limits, capacity: int = 16, *, private_dir: Path | None = None
+    ) -> None:
         self.releases_dir = releases_dir
         self.private_dir = private_dir or default_private_root(releases_dir)
         self.limits = limits
@@ -634,7 +661,9 @@ class EngineCache:
             if engine.acquire():
                 break
         else:  # evicted between lookup and lease every time: the cache is thrashing
-            raise QueryRefused("engine.busy", "the release engine was replaced repeatedly; try again", status=503)
+            raise QueryRefused(
+                "engine.busy", "the release engine was replaced repeatedly; try again", status=503
+            )
         try:
             yield engine
         finally:

@@ -143,15 +143,28 @@ class ServiceGovernance:
     def check_output(self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime):  # type: ignore[no-untyped-def]
         from governance import service
 
-        return self._write(service.check_output, output_id=output_id, checker=checker, decision=decision,
-                           comment=comment, now=at)
+        return self._write(
+            service.check_output,
+            output_id=output_id,
+            checker=checker,
+            decision=decision,
+            comment=comment,
+            now=at,
+        )
 
-    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
-                        at: datetime):  # type: ignore[no-untyped-def]
+    def resubmit_output(
+        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
+    ):  # type: ignore[no-untyped-def]
         from governance import service
 
-        return self._write(service.resubmit_output_request, output_id=output_id, actor=actor, context=context,
-                           replacement=replacement, now=at)
+        return self._write(
+            service.resubmit_output_request,
+            output_id=output_id,
+            actor=actor,
+            context=context,
+            replacement=replacement,
+            now=at,
+        )
 
     def withdraw_output(self, *, output_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
         from governance import service
@@ -161,14 +174,23 @@ class ServiceGovernance:
     def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime):  # type: ignore[no-untyped-def]
         from governance import service
 
-        return self._write(service.record_output_download, output_id=output_id, actor=actor, sha256=sha256, now=at)
+        return self._write(
+            service.record_output_download, output_id=output_id, actor=actor, sha256=sha256, now=at
+        )
 
-    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
-                                holder_id: str | None = None):  # type: ignore[no-untyped-def]
+    def record_output_exception(
+        self, *, permit_id: int, steward: str, justification: str, at: datetime, holder_id: str | None = None
+    ):  # type: ignore[no-untyped-def]
         from governance import service
 
-        return self._write(service.record_output_exception, permit_id=permit_id, steward=steward,
-                           justification=justification, holder_id=holder_id, now=at)
+        return self._write(
+            service.record_output_exception,
+            permit_id=permit_id,
+            steward=steward,
+            justification=justification,
+            holder_id=holder_id,
+            now=at,
+        )
 
     def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
         from governance import service

@@ -49,7 +49,9 @@ class Answer(Generic[V]):
     def holds_at(self, at: datetime | None) -> bool:
         if at is None:
             return self.valid_from is None and self.valid_until is None
-        return (self.valid_from is None or self.valid_from <= at) and (self.valid_until is None or at < self.valid_until)
+        return (self.valid_from is None or self.valid_from <= at) and (
+            self.valid_until is None or at < self.valid_until
+        )
 
 
 class VersionedCache:

@@ -48,27 +48,94 @@ PSEUDONYM = "person_id"
 #: Scalar functions a group key (or a condition's left side) may apply to its one column.
 #: Every argument but the column must be a literal.
 KEY_FUNCTIONS: tuple[type[exp.Expression], ...] = tuple(
-    t for t in (
-        getattr(exp, name, None) for name in (
-            "Year", "Month", "Quarter", "Day", "Week", "WeekOfYear", "DayOfWeek", "DayOfWeekIso",
-            "DayOfMonth", "DayOfYear", "YearOfWeek", "Extract", "DateTrunc", "TimestampTrunc",
-            "WidthBucket", "Floor", "Ceil", "Round", "Abs", "Substring", "Left", "Upper", "Lower",
-            "Trim", "Length", "Cast", "TryCast", "Coalesce", "Greatest", "Least", "Add", "Sub",
-            "Mul", "Div", "IntDiv", "Mod", "Neg", "Paren",
+    t
+    for t in (
+        getattr(exp, name, None)
+        for name in (
+            "Year",
+            "Month",
+            "Quarter",
+            "Day",
+            "Week",
+            "WeekOfYear",
+            "DayOfWeek",
+            "DayOfWeekIso",
+            "DayOfMonth",
+            "DayOfYear",
+            "YearOfWeek",
+            "Extract",
+            "DateTrunc",
+            "TimestampTrunc",
+            "WidthBucket",
+            "Floor",
+            "Ceil",
+            "Round",
+            "Abs",
+            "Substring",
+            "Left",
+            "Upper",
+            "Lower",
+            "Trim",
+            "Length",
+            "Cast",
+            "TryCast",
+            "Coalesce",
+            "Greatest",
+            "Least",
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "IntDiv",
+            "Mod",
+            "Neg",
+            "Paren",
         )
     )
     if isinstance(t, type)
 )
 #: DuckDB functions that sqlglot parses as anonymous calls; same rule as above.
-KEY_FUNCTION_NAMES = frozenset({"date_part", "datepart", "yearweek", "isodow", "isoyear", "date_trunc", "century"})
+KEY_FUNCTION_NAMES = frozenset(
+    {"date_part", "datepart", "yearweek", "isodow", "isoyear", "date_trunc", "century"}
+)
 
 _CONDITIONS = (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 _PATTERNS = (exp.Like, exp.ILike)
-_SCALAR_TYPES = ("BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                 "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "REAL", "DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE",
-                 "VARCHAR", "TIME", "INTERVAL")
-NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                 "UBIGINT", "FLOAT", "DOUBLE", "REAL")
+_SCALAR_TYPES = (
+    "BOOLEAN",
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "REAL",
+    "DATE",
+    "TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE",
+    "VARCHAR",
+    "TIME",
+    "INTERVAL",
+)
+NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "REAL",
+)
 
 #: Measures: name in the model -> what it is (for messages and the README).
 MEASURES = {
@@ -83,28 +150,48 @@ MEASURES = {
     "stddev_pop": "stddev_pop(column)",
 }
 _MEASURE_NODES: dict[type[exp.Expression], str] = {
-    exp.Sum: "sum", exp.Avg: "mean", exp.Variance: "variance", exp.VariancePop: "variance_pop",
-    exp.Stddev: "stddev", exp.StddevSamp: "stddev", exp.StddevPop: "stddev_pop",
+    exp.Sum: "sum",
+    exp.Avg: "mean",
+    exp.Variance: "variance",
+    exp.VariancePop: "variance_pop",
+    exp.Stddev: "stddev",
+    exp.StddevSamp: "stddev",
+    exp.StddevPop: "stddev_pop",
 }
 _REFUSED_AGGREGATES: dict[str, str] = {
-    "min": "publishes one person's value", "max": "publishes one person's value",
+    "min": "publishes one person's value",
+    "max": "publishes one person's value",
     "median": "publishes one person's value in a cell with an odd count",
     "mode": "publishes a value that may be one person's",
-    "quantile": "publishes one person's value", "quantile_cont": "publishes one person's value",
-    "quantile_disc": "publishes one person's value", "percentile_cont": "publishes one person's value",
-    "percentile_disc": "publishes one person's value", "approx_quantile": "publishes one person's value",
-    "arg_min": "publishes one person's value", "arg_max": "publishes one person's value",
-    "any_value": "publishes one person's value", "first": "publishes one person's value",
-    "last": "publishes one person's value", "list": "publishes records", "array_agg": "publishes records",
-    "string_agg": "publishes records", "group_concat": "publishes records",
+    "quantile": "publishes one person's value",
+    "quantile_cont": "publishes one person's value",
+    "quantile_disc": "publishes one person's value",
+    "percentile_cont": "publishes one person's value",
+    "percentile_disc": "publishes one person's value",
+    "approx_quantile": "publishes one person's value",
+    "arg_min": "publishes one person's value",
+    "arg_max": "publishes one person's value",
+    "any_value": "publishes one person's value",
+    "first": "publishes one person's value",
+    "last": "publishes one person's value",
+    "list": "publishes records",
+    "array_agg": "publishes records",
+    "string_agg": "publishes records",
+    "group_concat": "publishes records",
     "count_if": "counts a condition inside a cell (put the condition in WHERE or a CASE group key)",
-    "corr": "is not in the allow-list", "covar_samp": "is not in the allow-list",
-    "covar_pop": "is not in the allow-list", "approx_distinct": "is not exact, so not checkable",
-    "bool_and": "publishes one person's value", "bool_or": "publishes one person's value",
-    "logical_and": "publishes one person's value", "logical_or": "publishes one person's value",
+    "corr": "is not in the allow-list",
+    "covar_samp": "is not in the allow-list",
+    "covar_pop": "is not in the allow-list",
+    "approx_distinct": "is not exact, so not checkable",
+    "bool_and": "publishes one person's value",
+    "bool_or": "publishes one person's value",
+    "logical_and": "publishes one person's value",
+    "logical_or": "publishes one person's value",
 }
-HINT_MEASURES = ("use count(*), count(column), count(DISTINCT person_id), sum, avg, var_samp, var_pop, "
-                 "stddev_samp or stddev_pop of one column, optionally inside round(..., n)")
+HINT_MEASURES = (
+    "use count(*), count(column), count(DISTINCT person_id), sum, avg, var_samp, var_pop, "
+    "stddev_samp or stddev_pop of one column, optionally inside round(..., n)"
+)
 
 
 @dataclass(frozen=True)
@@ -166,15 +253,20 @@ class AggregateQuery:
     @property
     def shape(self) -> str:
         """The table a query asks for (its sources and group keys), whatever it filters."""
-        return ("FROM " + " ".join(f"{s.join}:{s.table}" for s in self.sources)
-                + "\nKEYS " + " | ".join(k.sql for k in self.keys))
+        return (
+            "FROM "
+            + " ".join(f"{s.join}:{s.table}" for s in self.sources)
+            + "\nKEYS "
+            + " | ".join(k.sql for k in self.keys)
+        )
 
     @property
     def canonical(self) -> str:
         """One text for one query, whatever its spelling (aliases, positions, order of output
         names aside): what the ledger fingerprints."""
-        measures = " | ".join(f"{m.kind}({m.column.table + '.' + m.column.name if m.column else ''})"
-                              for m in self.measures)
+        measures = " | ".join(
+            f"{m.kind}({m.column.table + '.' + m.column.name if m.column else ''})" for m in self.measures
+        )
         return f"{self.shape}\nMEASURES {measures}\nWHERE {' AND '.join(sorted(self.conjuncts))}"
 
     @property
@@ -198,8 +290,11 @@ class _Parser:
     def parse_sources(self, tree: exp.Select) -> None:
         from_ = tree.args.get("from_") or tree.args.get("from")
         if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
-            raise refuse("from", "FROM must name one of your release's tables",
-                         "write FROM register_visit, or join tables on person_id")
+            raise refuse(
+                "from",
+                "FROM must name one of your release's tables",
+                "write FROM register_visit, or join tables on person_id",
+            )
         if from_.args.get("expressions"):
             raise refuse("join", "comma joins are not allowed", "use JOIN ... ON a.person_id = b.person_id")
         self._add_source(from_.this, "from")
@@ -209,10 +304,14 @@ class _Parser:
     def _add_source(self, table: exp.Table, join: str) -> Source:
         name = table.name.lower()
         if name not in self.views:
-            raise refuse("from", f"table {echo_name(name)} is not part of your permit", "see GET /releases/{id}/schema")
+            raise refuse(
+                "from", f"table {echo_name(name)} is not part of your permit", "see GET /releases/{id}/schema"
+            )
         alias = (table.alias or name).lower()
         if any(s.alias == alias for s in self.sources):
-            raise refuse("join", f"the name {echo_name(alias)} is used twice", "give each joined table its own alias")
+            raise refuse(
+                "join", f"the name {echo_name(alias)} is used twice", "give each joined table its own alias"
+            )
         source = Source(name, alias, join)
         self.sources.append(source)
         return source
@@ -248,18 +347,31 @@ class _Parser:
         name = column.name.lower()
         qualifier = column.table.lower() if column.table else None
         if column.args.get("db") or column.args.get("catalog"):
-            raise refuse("column", "qualified names beyond table.column are not allowed", "write alias.column")
+            raise refuse(
+                "column", "qualified names beyond table.column are not allowed", "write alias.column"
+            )
         if qualifier:
             matches = [s for s in self.sources if s.alias == qualifier]
             if not matches:
-                raise refuse("column", f"{echo_name(qualifier)} is not a table of this query", "use a FROM or JOIN alias")
+                raise refuse(
+                    "column",
+                    f"{echo_name(qualifier)} is not a table of this query",
+                    "use a FROM or JOIN alias",
+                )
         else:
             matches = [s for s in self.sources if name in self.views[s.table]]
             if len(matches) > 1:
-                raise refuse("column", f"column {echo_name(name)} is in more than one joined table",
-                             "qualify it: alias.column")
+                raise refuse(
+                    "column",
+                    f"column {echo_name(name)} is in more than one joined table",
+                    "qualify it: alias.column",
+                )
         if not matches or name not in self.views[matches[0].table]:
-            raise refuse("column", f"column {echo_name(name)} is not part of your permit", "see GET /releases/{id}/schema")
+            raise refuse(
+                "column",
+                f"column {echo_name(name)} is not part of your permit",
+                "see GET /releases/{id}/schema",
+            )
         return ColumnRef(matches[0].alias, matches[0].table, name)
 
     def column_type(self, ref: ColumnRef) -> str:
@@ -282,8 +394,10 @@ class _Parser:
     # -- keys and conditions --------------------------------------------------------
     def key(self, node: exp.Expression, *, what: str) -> Key:
         """A group key (or a condition's subject): one column under allow-listed functions."""
-        hint = ("group by a column, or by one column under date parts, date_trunc, width_bucket, "
-                "arithmetic with literals, or CASE WHEN <condition on that column> THEN <literal>")
+        hint = (
+            "group by a column, or by one column under date parts, date_trunc, width_bucket, "
+            "arithmetic with literals, or CASE WHEN <condition on that column> THEN <literal>"
+        )
         columns = list(node.find_all(exp.Column))
         if not columns:
             raise refuse("group_key", f"{what} has no column", hint)
@@ -292,8 +406,11 @@ class _Parser:
         self._check_key_node(node, hint, what)
         qualified, ref = self._qualified(node)
         if ref.name == PSEUDONYM:
-            raise refuse("pseudonym", f"{what} uses person_id",
-                         "person_id may appear only in count(DISTINCT person_id) and in join conditions")
+            raise refuse(
+                "pseudonym",
+                f"{what} uses person_id",
+                "person_id may appear only in count(DISTINCT person_id) and in join conditions",
+            )
         return Key(qualified.sql(dialect="duckdb"), ref)
 
     def _check_key_node(self, node: exp.Expression, hint: str, what: str) -> None:
@@ -307,7 +424,9 @@ class _Parser:
         if isinstance(node, exp.Anonymous) and str(node.name).lower() in KEY_FUNCTION_NAMES:
             pass
         elif not isinstance(node, KEY_FUNCTIONS):
-            raise refuse("group_key", f"{what} uses {_describe(node)}, which the grammar does not allow", hint)
+            raise refuse(
+                "group_key", f"{what} uses {_describe(node)}, which the grammar does not allow", hint
+            )
         if isinstance(node, exp.Cast | exp.TryCast):
             to = node.args.get("to")
             if to is None or to.sql(dialect="duckdb").upper() not in _SCALAR_TYPES:
@@ -340,8 +459,10 @@ class _Parser:
 
     def condition(self, node: exp.Expression) -> None:
         """Check a WHERE predicate (or a CASE condition) against the grammar."""
-        hint = ("compare one column (or a date part of it) with literals: =, <>, <, <=, >, >=, IN (...), "
-                "BETWEEN, IS [NOT] NULL, LIKE, joined by AND, OR, NOT")
+        hint = (
+            "compare one column (or a date part of it) with literals: =, <>, <, <=, >, >=, IN (...), "
+            "BETWEEN, IS [NOT] NULL, LIKE, joined by AND, OR, NOT"
+        )
         if isinstance(node, exp.Paren):
             self.condition(node.this)
         elif isinstance(node, exp.And | exp.Or):
@@ -384,51 +505,76 @@ class _Parser:
         if isinstance(node, exp.Round) and _contains_aggregate(node.this):
             dec = node.args.get("decimals")
             if dec is not None and not (isinstance(dec, exp.Literal) and not dec.is_string):
-                raise refuse("measure", f"output column {position}: round(..., n) takes a literal n", HINT_MEASURES)
+                raise refuse(
+                    "measure", f"output column {position}: round(..., n) takes a literal n", HINT_MEASURES
+                )
             digits = int(dec.this) if dec is not None else 0
             node = node.this
         if not _contains_aggregate(node):
             return None
         where = f"output column {position}"
         if isinstance(node, exp.Filter):
-            raise refuse("measure", f"{where}: FILTER (WHERE ...) is not allowed",
-                         "move the condition to WHERE, or to a CASE group key")
+            raise refuse(
+                "measure",
+                f"{where}: FILTER (WHERE ...) is not allowed",
+                "move the condition to WHERE, or to a CASE group key",
+            )
         if not isinstance(node, exp.AggFunc):
-            raise refuse("measure", f"{where} computes with aggregates", "compute from the published cells yourself")
+            raise refuse(
+                "measure", f"{where} computes with aggregates", "compute from the published cells yourself"
+            )
         name = _function_name(node)
         if name in _REFUSED_AGGREGATES:
-            raise refuse("aggregate_not_allowed", f"{where}: {name} {_REFUSED_AGGREGATES[name]}", HINT_MEASURES)
+            raise refuse(
+                "aggregate_not_allowed", f"{where}: {name} {_REFUSED_AGGREGATES[name]}", HINT_MEASURES
+            )
         arg = node.this
         if isinstance(node, exp.Count):
             if isinstance(arg, exp.Star):
                 return Measure("rows", None, digits)
             if isinstance(arg, exp.Distinct):
                 inner = arg.expressions
-                if len(inner) == 1 and isinstance(inner[0], exp.Column) and inner[0].name.lower() == PSEUDONYM:
+                if (
+                    len(inner) == 1
+                    and isinstance(inner[0], exp.Column)
+                    and inner[0].name.lower() == PSEUDONYM
+                ):
                     self.resolve(inner[0])
                     return Measure("persons", None, digits)
-                raise refuse("measure", f"{where}: count(DISTINCT ...) counts persons only",
-                             "write count(DISTINCT person_id)")
+                raise refuse(
+                    "measure",
+                    f"{where}: count(DISTINCT ...) counts persons only",
+                    "write count(DISTINCT person_id)",
+                )
             if isinstance(arg, exp.Column):
                 ref = self._measure_column(arg, where, numeric=False)
                 return Measure("count", ref, digits)
-            raise refuse("measure_argument", f"{where}: count takes *, a column or DISTINCT person_id",
-                         HINT_MEASURES)
+            raise refuse(
+                "measure_argument", f"{where}: count takes *, a column or DISTINCT person_id", HINT_MEASURES
+            )
         kind = _MEASURE_NODES.get(type(node)) or {"mean": "mean"}.get(name)
         if kind is None:
             raise refuse("aggregate_not_allowed", f"{where}: {name} is not in the allow-list", HINT_MEASURES)
         if len(node.expressions) or isinstance(arg, exp.Distinct) or not isinstance(arg, exp.Column):
-            raise refuse("measure_argument", f"{where}: {name} takes one plain column",
-                         "aggregate a column; put conditions in WHERE or a CASE group key")
+            raise refuse(
+                "measure_argument",
+                f"{where}: {name} takes one plain column",
+                "aggregate a column; put conditions in WHERE or a CASE group key",
+            )
         return Measure(kind, self._measure_column(arg, where, numeric=True), digits)
 
     def _measure_column(self, column: exp.Column, where: str, *, numeric: bool) -> ColumnRef:
         ref = self.resolve(column)
         if ref.name == PSEUDONYM:
-            raise refuse("pseudonym", f"{where} aggregates person_id",
-                         "person_id may appear only in count(DISTINCT person_id)")
+            raise refuse(
+                "pseudonym",
+                f"{where} aggregates person_id",
+                "person_id may appear only in count(DISTINCT person_id)",
+            )
         if numeric and self.column_type(ref) not in NUMERIC_TYPES:
-            raise refuse("measure_argument", f"{where}: {ref.name} is not numeric", "sum and average numbers only")
+            raise refuse(
+                "measure_argument", f"{where}: {ref.name} is not numeric", "sum and average numbers only"
+            )
         return ref
 
 
@@ -438,15 +584,28 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
     ``views`` maps each permitted table to its (column, DuckDB type) pairs.
     """
     if isinstance(tree, exp.Union | exp.Except | exp.Intersect):
-        raise refuse("set_operation", "UNION, EXCEPT and INTERSECT are not allowed", "ask each part separately")
+        raise refuse(
+            "set_operation", "UNION, EXCEPT and INTERSECT are not allowed", "ask each part separately"
+        )
     if not isinstance(tree, exp.Select):
         raise refuse("shape", "an aggregate-only permit accepts one SELECT ... GROUP BY query", HINT_MEASURES)
     _refuse_anywhere(tree)
-    for arg, what in (("having", "HAVING"), ("qualify", "QUALIFY"), ("offset", "OFFSET"), ("distinct", "DISTINCT"),
-                      ("sample", "SAMPLE"), ("prewhere", "PREWHERE"), ("connect", "CONNECT BY"), ("into", "INTO")):
+    for arg, what in (
+        ("having", "HAVING"),
+        ("qualify", "QUALIFY"),
+        ("offset", "OFFSET"),
+        ("distinct", "DISTINCT"),
+        ("sample", "SAMPLE"),
+        ("prewhere", "PREWHERE"),
+        ("connect", "CONNECT BY"),
+        ("into", "INTO"),
+    ):
         if tree.args.get(arg):
-            raise refuse("clause", f"{what} is not allowed with an aggregate-only permit",
-                         "filter rows with WHERE; filter published cells in your own code")
+            raise refuse(
+                "clause",
+                f"{what} is not allowed with an aggregate-only permit",
+                "filter rows with WHERE; filter published cells in your own code",
+            )
     p = _Parser(views)
     p.parse_sources(tree)
 
@@ -466,9 +625,13 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
             negates = _terms(inner.this)
 
     selects = list(tree.expressions)
-    if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
-           for s in selects):
-        raise refuse("shape", "SELECT * is not allowed with an aggregate-only permit", "name group keys and measures")
+    if any(
+        isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
+        for s in selects
+    ):
+        raise refuse(
+            "shape", "SELECT * is not allowed with an aggregate-only permit", "name group keys and measures"
+        )
     items: list[tuple[str, exp.Expression]] = []
     for s in selects:
         inner = s.this if isinstance(s, exp.Alias) else s
@@ -483,7 +646,9 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
 
     group = tree.args.get("group")
     if group is not None and any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets", "totals")):
-        raise refuse("clause", "ROLLUP, CUBE and GROUPING SETS are not allowed", "ask for each margin separately")
+        raise refuse(
+            "clause", "ROLLUP, CUBE and GROUPING SETS are not allowed", "ask for each margin separately"
+        )
     key_nodes: list[exp.Expression] = []
     if group is not None and group.args.get("all"):
         key_nodes = [inner for i, (_, inner) in enumerate(items) if i not in measures_by_item]
@@ -495,8 +660,12 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
                 if not 0 <= idx < len(items):
                     raise refuse("group_key", "GROUP BY position out of range", "count select items from 1")
                 key_nodes.append(items[idx][1])
-            elif isinstance(g, exp.Column) and not g.table and g.name.lower() in aliases \
-                    and not _is_view_column(p, g):
+            elif (
+                isinstance(g, exp.Column)
+                and not g.table
+                and g.name.lower() in aliases
+                and not _is_view_column(p, g)
+            ):
                 key_nodes.append(aliases[g.name.lower()])
             else:
                 key_nodes.append(g)
@@ -519,18 +688,34 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
         key = p.key(inner, what=f"output column {i + 1}")
         match = next((j for j, k in enumerate(keys) if k.sql == key.sql), None)
         if match is None:
-            raise refuse("not_aggregate", f"output column {i + 1} is neither a group key nor a measure",
-                         "add it to GROUP BY, or aggregate it")
+            raise refuse(
+                "not_aggregate",
+                f"output column {i + 1} is neither a group key nor a measure",
+                "add it to GROUP BY, or aggregate it",
+            )
         selected_keys.add(match)
         outputs.append(Output(name, key=match))
     if len(selected_keys) != len(keys):
-        raise refuse("group_not_selected", "every GROUP BY key must also be selected",
-                     "select each key, so that two cells never look alike")
+        raise refuse(
+            "group_not_selected",
+            "every GROUP BY key must also be selected",
+            "select each key, so that two cells never look alike",
+        )
 
     order = tuple(_order(tree, items, outputs, keys, p))
     limit = _limit(tree)
-    return AggregateQuery(tuple(p.sources), tuple(keys), tuple(measures), tuple(outputs), where_sql, order, limit,
-                          conjuncts, terms, negates)
+    return AggregateQuery(
+        tuple(p.sources),
+        tuple(keys),
+        tuple(measures),
+        tuple(outputs),
+        where_sql,
+        order,
+        limit,
+        conjuncts,
+        terms,
+        negates,
+    )
 
 
 def _unparen(node: exp.Expression) -> exp.Expression:
@@ -575,8 +760,14 @@ def _order(tree: exp.Select, items, outputs, keys, p: _Parser) -> list[OrderItem
                 key = p.key(node, what="ORDER BY")
             except QueryRefused:
                 raise refuse("order", "ORDER BY names something that is not an output column", hint) from None
-            idx = next((i for i, out_ in enumerate(outputs) if out_.key is not None and keys[out_.key].sql == key.sql),
-                       None)
+            idx = next(
+                (
+                    i
+                    for i, out_ in enumerate(outputs)
+                    if out_.key is not None and keys[out_.key].sql == key.sql
+                ),
+                None,
+            )
         if idx is None:
             raise refuse("order", "ORDER BY names something that is not an output column", hint)
         out.append(OrderItem(idx, bool(o.args.get("desc"))))
@@ -597,20 +788,35 @@ def _refuse_anywhere(tree: exp.Expression) -> None:
     """Constructs that are refused wherever they appear, with the reason that fits."""
     for node in tree.walk():
         if isinstance(node, exp.With):
-            raise refuse("cte", "WITH (CTEs) is not allowed with an aggregate-only permit", "write one SELECT")
+            raise refuse(
+                "cte", "WITH (CTEs) is not allowed with an aggregate-only permit", "write one SELECT"
+            )
         if isinstance(node, exp.Subquery | exp.Exists) or (isinstance(node, exp.Select) and node is not tree):
-            raise refuse("subquery", "subqueries are not allowed with an aggregate-only permit",
-                         "write one SELECT; combine published results in your own code")
+            raise refuse(
+                "subquery",
+                "subqueries are not allowed with an aggregate-only permit",
+                "write one SELECT; combine published results in your own code",
+            )
         if isinstance(node, exp.Union | exp.Except | exp.Intersect):
-            raise refuse("set_operation", "UNION, EXCEPT and INTERSECT are not allowed", "ask each part separately")
+            raise refuse(
+                "set_operation", "UNION, EXCEPT and INTERSECT are not allowed", "ask each part separately"
+            )
         if isinstance(node, exp.Window):
-            raise refuse("window", "window functions are not allowed with an aggregate-only permit",
-                         "compute ranks and running totals from the published cells")
+            raise refuse(
+                "window",
+                "window functions are not allowed with an aggregate-only permit",
+                "compute ranks and running totals from the published cells",
+            )
         if isinstance(node, exp.Rollup | exp.Cube | exp.GroupingSets):
-            raise refuse("clause", "ROLLUP, CUBE and GROUPING SETS are not allowed", "ask for each margin separately")
+            raise refuse(
+                "clause", "ROLLUP, CUBE and GROUPING SETS are not allowed", "ask for each margin separately"
+            )
         if isinstance(node, exp.Lateral | exp.Unnest | exp.Pivot | exp.TableSample):
-            raise refuse("shape", f"{type(node).__name__.upper()} is not allowed with an aggregate-only permit",
-                         "write one SELECT over your release's tables")
+            raise refuse(
+                "shape",
+                f"{type(node).__name__.upper()} is not allowed with an aggregate-only permit",
+                "write one SELECT over your release's tables",
+            )
 
 
 def _qualify_all(p: _Parser, node: exp.Expression) -> exp.Expression:

@@ -38,11 +38,14 @@ LEDGER_DOMAIN = "ledger"
 class QueryLedger(Protocol):
     def digest(self, text: str) -> str: ...
 
-    def admit(self, *, permit_id: int, entry: gl.LedgerEntry, asked_by: str, at: datetime) -> gl.Admission: ...
+    def admit(
+        self, *, permit_id: int, entry: gl.LedgerEntry, asked_by: str, at: datetime
+    ) -> gl.Admission: ...
 
 
-def entry_for(query: AggregateQuery, *, digest: Callable[[str], str], table: pa.Table,
-              summary: dict[str, Any]) -> gl.LedgerEntry:
+def entry_for(
+    query: AggregateQuery, *, digest: Callable[[str], str], table: pa.Table, summary: dict[str, Any]
+) -> gl.LedgerEntry:
     """The ledger entry of one published aggregate result (no literal survives undigested).
 
     Its result hash is over the published cells, whatever format they were sent in.
@@ -126,8 +129,14 @@ class StoreLedger(_Digests):
         from governance.store import session_scope
 
         with session_scope(self.url) as session:
-            admission = gl.record_query(session, permit_id=permit_id, entry=entry, asked_by=asked_by, at=at,
-                                        default_budget=self.default_budget)
+            admission = gl.record_query(
+                session,
+                permit_id=permit_id,
+                entry=entry,
+                asked_by=asked_by,
+                at=at,
+                default_budget=self.default_budget,
+            )
         if admission.admitted:
             self._known.add(key)
         return admission
@@ -136,7 +145,9 @@ class StoreLedger(_Digests):
 class MemoryLedger(_Digests):
     """The same rules in memory (one process): for tests, the benchmark and the embedded demo."""
 
-    def __init__(self, *, default_budget: int = gl.DEFAULT_BUDGET, budgets: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, *, default_budget: int = gl.DEFAULT_BUDGET, budgets: dict[int, int] | None = None
+    ) -> None:
         self._key = secrets.token_bytes(32)
         self.default_budget = default_budget
         self.budgets = dict(budgets or {})
@@ -146,11 +157,15 @@ class MemoryLedger(_Digests):
     def admit(self, *, permit_id: int, entry: gl.LedgerEntry, asked_by: str, at: datetime) -> gl.Admission:
         with self._lock:
             mine = [r for r in self.recorded if r.permit_id == permit_id]
-            verdict = gl.admission({r.entry.fingerprint for r in mine}, entry.fingerprint,
-                                   self.budgets.get(permit_id, self.default_budget))
+            verdict = gl.admission(
+                {r.entry.fingerprint for r in mine},
+                entry.fingerprint,
+                self.budgets.get(permit_id, self.default_budget),
+            )
             if verdict.admitted and not any(
-                    r.entry.fingerprint == entry.fingerprint and r.entry.result_sha256 == entry.result_sha256
-                    for r in mine):
+                r.entry.fingerprint == entry.fingerprint and r.entry.result_sha256 == entry.result_sha256
+                for r in mine
+            ):
                 self.recorded.append(gl.Recorded(len(self.recorded) + 1, permit_id, entry, asked_by, at))
             return verdict
 

@@ -62,9 +62,27 @@ CHECK_PREVIEW_ROWS = 200
 PSEUDONYM_SHAPE = r"[0-9A-Fa-f]{16,}"
 _PSEUDONYM_RE = re.compile(PSEUDONYM_SHAPE)
 #: Aggregates that publish the values of the records they collect.
-COLLECTING = frozenset({"list", "array_agg", "string_agg", "group_concat", "listagg", "histogram", "arg_min",
-                        "arg_max", "argmin", "argmax", "min_by", "max_by", "any_value", "first", "last",
-                        "arbitrary", "mode"})
+COLLECTING = frozenset(
+    {
+        "list",
+        "array_agg",
+        "string_agg",
+        "group_concat",
+        "listagg",
+        "histogram",
+        "arg_min",
+        "arg_max",
+        "argmin",
+        "argmax",
+        "min_by",
+        "max_by",
+        "any_value",
+        "first",
+        "last",
+        "arbitrary",
+        "mode",
+    }
+)
 
 
 # --------------------------------------------------------------------------- the export rule
@@ -83,14 +101,19 @@ class ExportRule:
         try:
             rows = int(env.get("HDP_ACCESS_PREVIEW_ROWS", PREVIEW_ROWS))
             raw = env.get("HDP_ACCESS_PREVIEW_FORMATS")
-            formats = PREVIEW_FORMATS if raw is None else frozenset(f.strip() for f in raw.split(",") if f.strip())
+            formats = (
+                PREVIEW_FORMATS if raw is None else frozenset(f.strip() for f in raw.split(",") if f.strip())
+            )
         except ValueError:
             rows, formats = -1, frozenset()
         looser = rows > PREVIEW_ROWS or not formats <= PREVIEW_FORMATS
         if rows < 0 or not formats <= set(MEDIA_TYPES) or (looser and env.get("HDP_ENV") == "production"):
-            raise Refusal("output.rule_invalid",
-                          "the export rule is misconfigured (HDP_ACCESS_PREVIEW_*); record-level results are "
-                          "withheld until an operator fixes it", status=503)
+            raise Refusal(
+                "output.rule_invalid",
+                "the export rule is misconfigured (HDP_ACCESS_PREVIEW_*); record-level results are "
+                "withheld until an operator fixes it",
+                status=503,
+            )
         return cls(rows, formats)
 
 
@@ -99,8 +122,11 @@ _rules: dict[tuple[str | None, ...], ExportRule] = {}
 
 def export_rule() -> ExportRule:
     """The rule in force (from the environment; re-read when it changes, cached otherwise)."""
-    key = (os.environ.get("HDP_ACCESS_PREVIEW_ROWS"), os.environ.get("HDP_ACCESS_PREVIEW_FORMATS"),
-           os.environ.get("HDP_ENV"))
+    key = (
+        os.environ.get("HDP_ACCESS_PREVIEW_ROWS"),
+        os.environ.get("HDP_ACCESS_PREVIEW_FORMATS"),
+        os.environ.get("HDP_ENV"),
+    )
     rule = _rules.get(key)
     if rule is None:
         rule = _rules[key] = ExportRule.from_env()
@@ -125,7 +151,8 @@ def check_direct(release_id: str, fmt: str, rows: int | None = None) -> None:
             f"record-level results leave the secure environment only through output checking ({why}). "
             f"Look at up to {rule.preview_rows} rows as {' or '.join(sorted(rule.preview_formats))} here, or "
             f"file an output request: POST /releases/{release_id}/outputs with sql, format, title and context "
-            "(Client.request_output); two output checkers decide, then you download it.")
+            "(Client.request_output); two output checkers decide, then you download it.",
+        )
 
 
 # --------------------------------------------------------------------------- row-level or aggregate
@@ -179,13 +206,20 @@ def classify_query(tree: exp.Expression, pseudonyms: frozenset[str] | None = Non
     if any(_own(w, tree) for p in projections for w in p.find_all(exp.Window)):
         reasons.append("window_function")
     group = tree.args.get("group")
-    if group is not None and any(c.name.lower() in pseudonyms for g in group.expressions for c in g.find_all(exp.Column)):
+    if group is not None and any(
+        c.name.lower() in pseudonyms for g in group.expressions for c in g.find_all(exp.Column)
+    ):
         reasons.append("pseudonym_grouped")
-    if any(c.name.lower() in pseudonyms and not _inside_count(c, tree)
-           for p in projections for c in p.find_all(exp.Column)):
+    if any(
+        c.name.lower() in pseudonyms and not _inside_count(c, tree)
+        for p in projections
+        for c in p.find_all(exp.Column)
+    ):
         reasons.append("pseudonym_selected")
-    if any(isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
-           for p in projections):
+    if any(
+        isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+        for p in projections
+    ):
         reasons.append("star")
     funcs = [f for p in projections for f in p.find_all(exp.Func)]
     if any(_name(f) in COLLECTING or isinstance(f, exp.ArrayAgg | exp.GroupConcat) for f in funcs):
@@ -202,8 +236,12 @@ def values_look_like_pseudonyms(table: pa.Table) -> bool:
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             if pc.any(pc.match_substring_regex(column, PSEUDONYM_SHAPE)).as_py():
                 return True
-        elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_nested(t) \
-                or pa.types.is_dictionary(t):
+        elif (
+            pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or pa.types.is_nested(t)
+            or pa.types.is_dictionary(t)
+        ):
             if any(v is not None and _PSEUDONYM_RE.search(str(v)) for v in column.to_pylist()):
                 return True
     return False
@@ -274,7 +312,9 @@ def read_table(body: bytes, fmt: str) -> pa.Table:
         return pa.ipc.open_stream(io.BytesIO(body)).read_all()
     doc = json.loads(body)
     names = [c["name"] for c in doc["columns"]]
-    return pa.table({n: [str(r[i]) if r[i] is not None else None for r in doc["rows"]] for i, n in enumerate(names)})
+    return pa.table(
+        {n: [str(r[i]) if r[i] is not None else None for r in doc["rows"]] for i, n in enumerate(names)}
+    )
 
 
 # --------------------------------------------------------------------------- the desk
@@ -283,23 +323,54 @@ def read_table(body: bytes, fmt: str) -> pa.Table:
 def to_dict(o: Any, *, viewer: str | None = None) -> dict[str, Any]:
     """An output request as JSON (never the file's content)."""
     return {
-        "id": o.id, "permit_id": o.permit_id, "release_id": o.release_id, "requester": o.requester,
-        "status": o.status, "round": o.round, "title": o.title, "context": o.context,
-        "query_masked": o.query_masked, "query_sha256": o.query_sha256, "format": o.format,
-        "sha256": o.sha256, "size_bytes": o.size_bytes, "rows": o.rows, "columns": list(o.columns),
-        "row_level": o.row_level, "row_level_reasons": list(o.row_level_reasons), "exception_id": o.exception_id,
-        "created_at": o.created_at.isoformat(), "updated_at": o.updated_at.isoformat(),
-        "decided_at": o.decided_at.isoformat() if o.decided_at else None, "downloads": o.downloads,
-        "approvals": sorted(o.approvers), "downloadable": bool(viewer == o.requester and o.downloadable),
-        "checks": [{"checker": c.checker, "decision": c.decision, "comment": c.comment, "round": c.round,
-                    "decided_at": c.decided_at.isoformat()} for c in o.checks],
+        "id": o.id,
+        "permit_id": o.permit_id,
+        "release_id": o.release_id,
+        "requester": o.requester,
+        "status": o.status,
+        "round": o.round,
+        "title": o.title,
+        "context": o.context,
+        "query_masked": o.query_masked,
+        "query_sha256": o.query_sha256,
+        "format": o.format,
+        "sha256": o.sha256,
+        "size_bytes": o.size_bytes,
+        "rows": o.rows,
+        "columns": list(o.columns),
+        "row_level": o.row_level,
+        "row_level_reasons": list(o.row_level_reasons),
+        "exception_id": o.exception_id,
+        "created_at": o.created_at.isoformat(),
+        "updated_at": o.updated_at.isoformat(),
+        "decided_at": o.decided_at.isoformat() if o.decided_at else None,
+        "downloads": o.downloads,
+        "approvals": sorted(o.approvers),
+        "downloadable": bool(viewer == o.requester and o.downloadable),
+        "checks": [
+            {
+                "checker": c.checker,
+                "decision": c.decision,
+                "comment": c.comment,
+                "round": c.round,
+                "decided_at": c.decided_at.isoformat(),
+            }
+            for c in o.checks
+        ],
     }
 
 
 def exception_dict(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "permit_id": e.permit_id, "steward": e.steward, "holder_id": e.holder_id,
-            "justification": e.justification, "recorded_at": e.recorded_at.isoformat(),
-            "withdrawn_at": e.withdrawn_at.isoformat() if e.withdrawn_at else None, "withdrawn_by": e.withdrawn_by}
+    return {
+        "id": e.id,
+        "permit_id": e.permit_id,
+        "steward": e.steward,
+        "holder_id": e.holder_id,
+        "justification": e.justification,
+        "recorded_at": e.recorded_at.isoformat(),
+        "withdrawn_at": e.withdrawn_at.isoformat() if e.withdrawn_at else None,
+        "withdrawn_by": e.withdrawn_by,
+    }
 
 
 @dataclass(frozen=True)
@@ -322,8 +393,10 @@ class OutputDesk:
     def __init__(self, service: Any, *, files: OutputFiles | None = None) -> None:
         self.service = service
         if files is None:
-            private = getattr(service.engines, "private_dir", None) or \
-                service.settings.releases_dir.parent / "restricted" / "releases"
+            private = (
+                getattr(service.engines, "private_dir", None)
+                or service.settings.releases_dir.parent / "restricted" / "releases"
+            )
             files = OutputFiles(Path(private).parent / "outputs")
         self.files = files
 
@@ -332,7 +405,9 @@ class OutputDesk:
     def gov(self) -> OutputGovernance:
         g = self.service.governance
         if not isinstance(g, OutputGovernance):
-            raise Refusal("output.unavailable", "this deployment's governance has no output checking", status=503)
+            raise Refusal(
+                "output.unavailable", "this deployment's governance has no output checking", status=503
+            )
         return g
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -358,7 +433,12 @@ class OutputDesk:
         if o.requester == user.name:
             return o
         users, holders = self._call("output_scope", lambda: self.gov.output_scope(permit_id=o.permit_id))
-        if out.check_refusal(out.party(user), requester=o.requester, permit_users=users, permit_holders=holders) is None:
+        if (
+            out.check_refusal(
+                out.party(user), requester=o.requester, permit_users=users, permit_holders=holders
+            )
+            is None
+        ):
             return o
         raise NotFound("output.not_found", f"output {output_id} does not exist")
 
@@ -369,47 +449,84 @@ class OutputDesk:
             raise QueryRefused("format.unknown", f"format must be one of {list(FILE_FORMATS)}")
         permit: Permit = svc._permit(user, release_id, now)
         if permit.output_tier == AGGREGATE:
-            raise QueryRefused("output.not_needed", "aggregate results are disclosure-controlled and leave directly: "
-                                                    "query with the format you need")
+            raise QueryRefused(
+                "output.not_needed",
+                "aggregate results are disclosure-controlled and leave directly: "
+                "query with the format you need",
+            )
         if permit.output_tier != RECORD:
             raise Forbidden("permit.unknown_tier", "the permit's output tier is not one this layer knows")
-        keys = frozenset(svc._governance(
-            "excluded_consent_keys", lambda: svc.governance.excluded_consent_keys(purpose=permit.purpose, at=now)))
+        keys = frozenset(
+            svc._governance(
+                "excluded_consent_keys",
+                lambda: svc.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
+            )
+        )
         with svc.engines.lease(permit, keys) as engine:
             engine.refresh_exclusions(keys)
             checked, _ = svc._prepare(engine, sql, RECORD)
             reasons = list(classify_query(checked.tree))
             if reasons and self._exception(permit.id, now) is None:
-                raise Forbidden("output.row_level_needs_exception", _ROW_LEVEL_HINT.format(reasons=", ".join(reasons)))
+                raise Forbidden(
+                    "output.row_level_needs_exception", _ROW_LEVEL_HINT.format(reasons=", ".join(reasons))
+                )
             (table,) = engine.run([checked.sql])
         if values_look_like_pseudonyms(table):
             reasons.append("pseudonym_values")
-        body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": RECORD} if fmt == "json" else None)
+        body = serialise(
+            table, fmt, meta={"release_id": release_id, "output_tier": RECORD} if fmt == "json" else None
+        )
         name, digest = self.files.write(release_id, fmt, body)
-        return {"permit": permit, "query_masked": checked.masked, "query_sha256": checked.masked_sha256,
-                "format": fmt, "file_name": name, "sha256": digest, "size_bytes": len(body),
-                "rows": table.num_rows, "columns": list(table.column_names), "row_level": bool(reasons),
-                "row_level_reasons": list(dict.fromkeys(reasons)), "consent_sha256": _consent_digest(keys)}
+        return {
+            "permit": permit,
+            "query_masked": checked.masked,
+            "query_sha256": checked.masked_sha256,
+            "format": fmt,
+            "file_name": name,
+            "sha256": digest,
+            "size_bytes": len(body),
+            "rows": table.num_rows,
+            "columns": list(table.column_names),
+            "row_level": bool(reasons),
+            "row_level_reasons": list(dict.fromkeys(reasons)),
+            "consent_sha256": _consent_digest(keys),
+        }
 
     def _exception(self, permit_id: int, at: datetime) -> Any:
-        live = [e for e in self._call("output_exceptions", lambda: self.gov.output_exceptions(permit_id=permit_id))
-                if e.in_force(at)]
+        live = [
+            e
+            for e in self._call("output_exceptions", lambda: self.gov.output_exceptions(permit_id=permit_id))
+            if e.in_force(at)
+        ]
         return live[-1] if live else None
 
     # -- requester -----------------------------------------------------------------------
     def create(self, user: User, release_id: str, sql: str, fmt: str, *, title: str, context: str) -> Any:
         """File an output request from a query (runs it, stores the file, asks for two checks)."""
         now = self.service.clock()
-        event: dict[str, Any] = {"event": "access.output_request", "user": user.name, "release_id": release_id,
-                                 "format": fmt}
+        event: dict[str, Any] = {
+            "event": "access.output_request",
+            "user": user.name,
+            "release_id": release_id,
+            "format": fmt,
+        }
         facts: dict[str, Any] | None = None
         try:
             facts = self._run(user, release_id, sql, fmt, now)
             permit = facts.pop("permit")
-            event.update(permit_id=permit.id, query_sha256=facts["query_sha256"], rows=facts["rows"],
-                         result_sha256=facts["sha256"], row_level=facts["row_level"])
-            o = self._call("file_output", lambda: self.gov.file_output(
-                at=now, permit_id=permit.id, requester=user.name, title=title, context=context, **facts))
+            event.update(
+                permit_id=permit.id,
+                query_sha256=facts["query_sha256"],
+                rows=facts["rows"],
+                result_sha256=facts["sha256"],
+                row_level=facts["row_level"],
+            )
+            o = self._call(
+                "file_output",
+                lambda: self.gov.file_output(
+                    at=now, permit_id=permit.id, requester=user.name, title=title, context=context, **facts
+                ),
+            )
         except Refusal as r:
             if facts is not None:
                 self.files.delete(release_id, facts["file_name"])
@@ -428,13 +545,18 @@ class OutputDesk:
     def get(self, user: User, output_id: int) -> Any:
         return self._visible(user, output_id)
 
-    def resubmit(self, user: User, output_id: int, *, context: str, sql: str | None = None,
-                 fmt: str | None = None) -> Any:
+    def resubmit(
+        self, user: User, output_id: int, *, context: str, sql: str | None = None, fmt: str | None = None
+    ) -> Any:
         """Answer a return: new context, and optionally a new query (a new file replaces the old)."""
         now = self.service.clock()
         old = self._visible(user, output_id)
-        event: dict[str, Any] = {"event": "access.output_resubmit", "user": user.name, "output_id": output_id,
-                                 "permit_id": old.permit_id}
+        event: dict[str, Any] = {
+            "event": "access.output_resubmit",
+            "user": user.name,
+            "output_id": output_id,
+            "permit_id": old.permit_id,
+        }
         facts: dict[str, Any] | None = None
         try:
             if old.requester != user.name:
@@ -442,8 +564,12 @@ class OutputDesk:
             if sql:
                 facts = self._run(user, old.release_id, sql, fmt or old.format, now)
                 facts.pop("permit")
-            o = self._call("resubmit_output", lambda: self.gov.resubmit_output(
-                output_id=output_id, actor=user.name, context=context, replacement=facts, at=now))
+            o = self._call(
+                "resubmit_output",
+                lambda: self.gov.resubmit_output(
+                    output_id=output_id, actor=user.name, context=context, replacement=facts, at=now
+                ),
+            )
         except Refusal as r:
             if facts is not None:
                 self.files.delete(old.release_id, facts["file_name"])
@@ -458,11 +584,18 @@ class OutputDesk:
         now = self.service.clock()
         old = self._visible(user, output_id)
         try:
-            o = self._call("withdraw_output", lambda: self.gov.withdraw_output(output_id=output_id, actor=user.name,
-                                                                               at=now))
+            o = self._call(
+                "withdraw_output",
+                lambda: self.gov.withdraw_output(output_id=output_id, actor=user.name, at=now),
+            )
         except Refusal as r:
-            self._log(event="access.output_withdraw", user=user.name, output_id=output_id, decision="refused",
-                      reason=r.reason)
+            self._log(
+                event="access.output_withdraw",
+                user=user.name,
+                output_id=output_id,
+                decision="refused",
+                reason=r.reason,
+            )
             raise
         self.files.delete(old.release_id, old.file_name)  # nothing will leave: keep no copy
         self._log(event="access.output_withdraw", user=user.name, output_id=output_id, decision="allowed")
@@ -482,17 +615,29 @@ class OutputDesk:
             # The permit, for this user, now (researcher role, not revoked, not expired).
             permit = self.service._permit(user, o.release_id, now)
             if permit.id != o.permit_id:
-                raise Forbidden("output.permit_inactive", "the permit this output was filed under is not in force")
+                raise Forbidden(
+                    "output.permit_inactive", "the permit this output was filed under is not in force"
+                )
             if o.row_level:
-                keys = self.service._governance("excluded_consent_keys", lambda: self.service.governance
-                                                .excluded_consent_keys(purpose=permit.purpose, at=now))
+                keys = self.service._governance(
+                    "excluded_consent_keys",
+                    lambda: self.service.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
+                )
                 if _consent_digest(keys) != o.consent_sha256:
-                    raise Refusal("output.consent_changed", "consent records changed since this row-level output "
-                                  "was made; file it again so that withdrawn persons are left out", status=409)
+                    raise Refusal(
+                        "output.consent_changed",
+                        "consent records changed since this row-level output "
+                        "was made; file it again so that withdrawn persons are left out",
+                        status=409,
+                    )
             body = self.files.read(o.release_id, o.file_name)
             digest = hashlib.sha256(body).hexdigest()
-            o = self._call("record_output_download", lambda: self.gov.record_output_download(
-                output_id=output_id, actor=user.name, sha256=digest, at=now))
+            o = self._call(
+                "record_output_download",
+                lambda: self.gov.record_output_download(
+                    output_id=output_id, actor=user.name, sha256=digest, at=now
+                ),
+            )
         except Refusal as r:
             self._log(**event, decision="refused", reason=r.reason)
             raise
@@ -508,28 +653,49 @@ class OutputDesk:
         """Outputs awaiting ``user``'s check in their current round, oldest first."""
         from governance import outputs as out
 
-        return sorted((o for o in self.for_checker(user) if out.OutputStatus(o.status) in out.IN_CHECK
-                       and all(c.checker != user.name for c in o.current_checks)), key=lambda o: o.id)
+        return sorted(
+            (
+                o
+                for o in self.for_checker(user)
+                if out.OutputStatus(o.status) in out.IN_CHECK
+                and all(c.checker != user.name for c in o.current_checks)
+            ),
+            key=lambda o: o.id,
+        )
 
     def preview(self, user: User, output_id: int, *, rows: int = CHECK_PREVIEW_ROWS) -> tuple[Any, pa.Table]:
         """(output, its first ``rows`` rows) for a checker or the requester (audited: checkers
         read record-level data here)."""
         o = self._visible(user, output_id)
         table = read_table(self.files.read(o.release_id, o.file_name), o.format)
-        self._log(event="access.output_preview", user=user.name, output_id=output_id, permit_id=o.permit_id,
-                  rows=min(rows, table.num_rows), decision="allowed")
+        self._log(
+            event="access.output_preview",
+            user=user.name,
+            output_id=output_id,
+            permit_id=o.permit_id,
+            rows=min(rows, table.num_rows),
+            decision="allowed",
+        )
         return o, table.slice(0, rows)
 
     def decide(self, user: User, output_id: int, decision: str, comment: str) -> Any:
         from governance import outputs as out
 
         now = self.service.clock()
-        event: dict[str, Any] = {"event": "access.output_check", "user": user.name, "output_id": output_id,
-                                 "check": decision}
+        event: dict[str, Any] = {
+            "event": "access.output_check",
+            "user": user.name,
+            "output_id": output_id,
+            "check": decision,
+        }
         try:
             before = self._call("get_output", lambda: self.gov.get_output(output_id=output_id))
-            o = self._call("check_output", lambda: self.gov.check_output(
-                output_id=output_id, checker=user.name, decision=decision, comment=comment, at=now))
+            o = self._call(
+                "check_output",
+                lambda: self.gov.check_output(
+                    output_id=output_id, checker=user.name, decision=decision, comment=comment, at=now
+                ),
+            )
         except Refusal as r:
             self._log(**event, decision="refused", reason=r.reason)
             raise
@@ -539,30 +705,65 @@ class OutputDesk:
         return o
 
     # -- stewards' exceptions ------------------------------------------------------------
-    def record_exception(self, user: User, permit_id: int, justification: str, holder_id: str | None = None) -> Any:
+    def record_exception(
+        self, user: User, permit_id: int, justification: str, holder_id: str | None = None
+    ) -> Any:
         now = self.service.clock()
         try:
-            e = self._call("record_output_exception", lambda: self.gov.record_output_exception(
-                permit_id=permit_id, steward=user.name, justification=justification, holder_id=holder_id, at=now))
+            e = self._call(
+                "record_output_exception",
+                lambda: self.gov.record_output_exception(
+                    permit_id=permit_id,
+                    steward=user.name,
+                    justification=justification,
+                    holder_id=holder_id,
+                    at=now,
+                ),
+            )
         except Refusal as r:
-            self._log(event="access.output_exception", user=user.name, permit_id=permit_id, decision="refused",
-                      reason=r.reason)
+            self._log(
+                event="access.output_exception",
+                user=user.name,
+                permit_id=permit_id,
+                decision="refused",
+                reason=r.reason,
+            )
             raise
-        self._log(event="access.output_exception", user=user.name, permit_id=permit_id, decision="allowed",
-                  exception_id=e.id, holder_id=e.holder_id)
+        self._log(
+            event="access.output_exception",
+            user=user.name,
+            permit_id=permit_id,
+            decision="allowed",
+            exception_id=e.id,
+            holder_id=e.holder_id,
+        )
         return e
 
     def withdraw_exception(self, user: User, exception_id: int) -> Any:
         now = self.service.clock()
         try:
-            e = self._call("withdraw_output_exception", lambda: self.gov.withdraw_output_exception(
-                exception_id=exception_id, actor=user.name, at=now))
+            e = self._call(
+                "withdraw_output_exception",
+                lambda: self.gov.withdraw_output_exception(
+                    exception_id=exception_id, actor=user.name, at=now
+                ),
+            )
         except Refusal as r:
-            self._log(event="access.output_exception_withdraw", user=user.name, exception_id=exception_id,
-                      decision="refused", reason=r.reason)
+            self._log(
+                event="access.output_exception_withdraw",
+                user=user.name,
+                exception_id=exception_id,
+                decision="refused",
+                reason=r.reason,
+            )
             raise
-        self._log(event="access.output_exception_withdraw", user=user.name, exception_id=exception_id,
-                  permit_id=e.permit_id, decision="allowed")
+        self._log(
+            event="access.output_exception_withdraw",
+            user=user.name,
+            exception_id=exception_id,
+            permit_id=e.permit_id,
+            decision="allowed",
+        )
         return e
 
     def exceptions(self, user: User, permit_id: int) -> list[Any]:
@@ -571,8 +772,11 @@ class OutputDesk:
 
         users, holders = self._call("output_scope", lambda: self.gov.output_scope(permit_id=permit_id))
         who = out.party(user)
-        if not (user.name in users or out.CHECKER_ROLE in who.roles
-                or ("steward" in who.roles and who.holder_ids & holders)):
+        if not (
+            user.name in users
+            or out.CHECKER_ROLE in who.roles
+            or ("steward" in who.roles and who.holder_ids & holders)
+        ):
             raise NotFound("permit.not_found", f"permit {permit_id} does not exist")
         return self._call("output_exceptions", lambda: self.gov.output_exceptions(permit_id=permit_id))
 
@@ -580,4 +784,5 @@ class OutputDesk:
 _ROW_LEVEL_HINT = (
     "this result is row-level ({reasons}): rows of pseudonymised data leave the environment only under an "
     "exception a steward of a holder in your permit records on the permit. Aggregate it (GROUP BY with counts, "
-    "no person_id outside count(DISTINCT person_id)), or ask a steward")
+    "no person_id outside count(DISTINCT person_id)), or ask a steward"
+)

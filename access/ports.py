@@ -64,20 +64,27 @@ class OutputGovernance(Protocol):
 
     def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]: ...
 
-    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str,
-                     at: datetime) -> OutputRequest: ...
+    def check_output(
+        self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime
+    ) -> OutputRequest: ...
 
-    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
-                        at: datetime) -> OutputRequest: ...
+    def resubmit_output(
+        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
+    ) -> OutputRequest: ...
 
     def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest: ...
 
-    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime) -> OutputRequest: ...
+    def record_output_download(
+        self, *, output_id: int, actor: str, sha256: str, at: datetime
+    ) -> OutputRequest: ...
 
-    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
-                                holder_id: str | None = None) -> OutputException: ...
+    def record_output_exception(
+        self, *, permit_id: int, steward: str, justification: str, at: datetime, holder_id: str | None = None
+    ) -> OutputException: ...
 
-    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime) -> OutputException: ...
+    def withdraw_output_exception(
+        self, *, exception_id: int, actor: str, at: datetime
+    ) -> OutputException: ...
 
     def output_exceptions(self, *, permit_id: int) -> list[OutputException]: ...
 
@@ -227,21 +234,36 @@ class InMemoryGovernance:
             p = self._require_permit(permit_id, str(facts["requester"]), at, "output.not_on_permit")
             exception = self._exception_in_force(permit_id, at) if facts.get("row_level") else None
             if facts.get("row_level") and exception is None:
-                raise PermissionDenied("a row-level output needs a steward's exception in force on the permit",
-                                       code="output.row_level_needs_exception")
+                raise PermissionDenied(
+                    "a row-level output needs a steward's exception in force on the permit",
+                    code="output.row_level_needs_exception",
+                )
             oid = len(self._outputs()) + 1
             o = out.OutputRequest(
-                id=oid, permit_id=permit_id, release_id=p.release_id, requester=str(facts["requester"]),
-                status=out.OutputStatus.SUBMITTED.value, round=1,
-                title=out.clean_text(str(facts["title"]), field="title", minimum=3, maximum=200, multiline=False),
+                id=oid,
+                permit_id=permit_id,
+                release_id=p.release_id,
+                requester=str(facts["requester"]),
+                status=out.OutputStatus.SUBMITTED.value,
+                round=1,
+                title=out.clean_text(
+                    str(facts["title"]), field="title", minimum=3, maximum=200, multiline=False
+                ),
                 context=out.clean_text(str(facts["context"]), field="context", minimum=out.MIN_CONTEXT),
-                query_masked=str(facts["query_masked"]), query_sha256=str(facts["query_sha256"]),
-                format=str(facts["format"]), file_name=str(facts["file_name"]), sha256=str(facts["sha256"]),
-                size_bytes=int(facts["size_bytes"]), rows=int(facts["rows"]),  # type: ignore[arg-type]
-                columns=tuple(facts["columns"]), row_level=bool(facts.get("row_level")),  # type: ignore[arg-type]
+                query_masked=str(facts["query_masked"]),
+                query_sha256=str(facts["query_sha256"]),
+                format=str(facts["format"]),
+                file_name=str(facts["file_name"]),
+                sha256=str(facts["sha256"]),
+                size_bytes=int(facts["size_bytes"]),
+                rows=int(facts["rows"]),  # type: ignore[arg-type]
+                columns=tuple(facts["columns"]),
+                row_level=bool(facts.get("row_level")),  # type: ignore[arg-type]
                 row_level_reasons=tuple(facts.get("row_level_reasons") or ()),  # type: ignore[arg-type]
                 exception_id=exception.id if exception else None,
-                consent_sha256=str(facts.get("consent_sha256") or "0" * 64), created_at=at, updated_at=at,
+                consent_sha256=str(facts.get("consent_sha256") or "0" * 64),
+                created_at=at,
+                updated_at=at,
             )
             self._outputs()[oid] = o
             return o
@@ -252,7 +274,9 @@ class InMemoryGovernance:
 
     def list_outputs(self, *, requester: str) -> list[OutputRequest]:
         with self._lock:
-            return sorted((o for o in self._outputs().values() if o.requester == requester), key=lambda o: -o.id)
+            return sorted(
+                (o for o in self._outputs().values() if o.requester == requester), key=lambda o: -o.id
+            )
 
     def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]:
         with self._lock:
@@ -270,24 +294,38 @@ class InMemoryGovernance:
                     p = self._permit_by_id(o.permit_id)
                 except Exception:  # noqa: BLE001 - a revoked permit's outputs are nobody's to check
                     continue
-                if out.check_refusal(who, requester=o.requester, permit_users=p.users, permit_holders=p.holders) is None:
+                if (
+                    out.check_refusal(
+                        who, requester=o.requester, permit_users=p.users, permit_holders=p.holders
+                    )
+                    is None
+                ):
                     found.append(o)
             return found
 
-    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str,
-                     at: datetime) -> OutputRequest:
+    def check_output(
+        self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime
+    ) -> OutputRequest:
         from governance import outputs as out
 
         with self._lock:
             o = self._locked_output(output_id)
             p = self._permit_by_id(o.permit_id)
-            o = out.decide(o, self._party(checker), decision, comment, permit_users=p.users,
-                           permit_holders=p.holders, at=at)
+            o = out.decide(
+                o,
+                self._party(checker),
+                decision,
+                comment,
+                permit_users=p.users,
+                permit_holders=p.holders,
+                at=at,
+            )
             self._outputs()[output_id] = o
             return o
 
-    def resubmit_output(self, *, output_id: int, actor: str, context: str, replacement: dict | None,
-                        at: datetime) -> OutputRequest:
+    def resubmit_output(
+        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
+    ) -> OutputRequest:
         from dataclasses import replace
 
         from governance import outputs as out
@@ -304,8 +342,10 @@ class InMemoryGovernance:
             if o.row_level:
                 exception = self._exception_in_force(o.permit_id, at)
                 if exception is None:
-                    raise PermissionDenied("a row-level output needs a steward's exception in force on the permit",
-                                           code="output.row_level_needs_exception")
+                    raise PermissionDenied(
+                        "a row-level output needs a steward's exception in force on the permit",
+                        code="output.row_level_needs_exception",
+                    )
                 o = replace(o, exception_id=exception.id)
             self._outputs()[output_id] = o
             return o
@@ -318,7 +358,9 @@ class InMemoryGovernance:
             self._outputs()[output_id] = o
             return o
 
-    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime) -> OutputRequest:
+    def record_output_download(
+        self, *, output_id: int, actor: str, sha256: str, at: datetime
+    ) -> OutputRequest:
         import hmac
         from dataclasses import replace
 
@@ -332,32 +374,47 @@ class InMemoryGovernance:
             try:
                 self._require_permit(o.permit_id, actor, at, "output.permit_inactive")
             except Exception as exc:  # a revoked permit is gone from memory: same refusal
-                raise PermissionDenied(f"permit {o.permit_id} is not in force for {actor!r}",
-                                       code="output.permit_inactive") from exc
+                raise PermissionDenied(
+                    f"permit {o.permit_id} is not in force for {actor!r}", code="output.permit_inactive"
+                ) from exc
             if o.row_level and self._exception_in_force(o.permit_id, at) is None:
-                raise PermissionDenied("the steward's exception for row-level outputs is no longer in force",
-                                       code="output.exception_withdrawn")
+                raise PermissionDenied(
+                    "the steward's exception for row-level outputs is no longer in force",
+                    code="output.exception_withdrawn",
+                )
             if not hmac.compare_digest(sha256 or "", o.sha256):
-                raise InvalidTransition("the stored file is not the file that was checked", code="output.integrity")
+                raise InvalidTransition(
+                    "the stored file is not the file that was checked", code="output.integrity"
+                )
             o = replace(o, downloads=o.downloads + 1)
             self._outputs()[output_id] = o
             return o
 
-    def record_output_exception(self, *, permit_id: int, steward: str, justification: str, at: datetime,
-                                holder_id: str | None = None) -> OutputException:
+    def record_output_exception(
+        self, *, permit_id: int, steward: str, justification: str, at: datetime, holder_id: str | None = None
+    ) -> OutputException:
         from governance import outputs as out
 
         with self._lock:
             p = self._permit_by_id(permit_id)
             who = self._party(steward)
             holder = holder_id or next(iter(sorted(who.holder_ids & set(p.holders))), "")
-            if (refusal := out.exception_refusal(who, holder_id=holder, permit_users=p.users,
-                                                 permit_holders=p.holders)) is not None:
+            if (
+                refusal := out.exception_refusal(
+                    who, holder_id=holder, permit_users=p.users, permit_holders=p.holders
+                )
+            ) is not None:
                 raise refusal
-            e = OutputException(id=len(self._exceptions()) + 1, permit_id=permit_id, steward=steward,
-                                holder_id=holder, recorded_at=at,
-                                justification=out.clean_text(justification, field="justification",
-                                                             minimum=out.MIN_EXCEPTION_JUSTIFICATION))
+            e = OutputException(
+                id=len(self._exceptions()) + 1,
+                permit_id=permit_id,
+                steward=steward,
+                holder_id=holder,
+                recorded_at=at,
+                justification=out.clean_text(
+                    justification, field="justification", minimum=out.MIN_EXCEPTION_JUSTIFICATION
+                ),
+            )
             self._exceptions().append(e)
             return e
 
@@ -375,9 +432,13 @@ class InMemoryGovernance:
             p = self._permit_by_id(e.permit_id)
             who = self._party(actor)
             mine = sorted(who.holder_ids & set(p.holders))
-            refusal = (out.exception_refusal(who, holder_id=mine[0], permit_users=p.users, permit_holders=p.holders)
-                       if mine else PermissionDenied(f"{actor!r} is not a steward of a holder in the permit",
-                                                     code="exception.not_steward"))
+            refusal = (
+                out.exception_refusal(who, holder_id=mine[0], permit_users=p.users, permit_holders=p.holders)
+                if mine
+                else PermissionDenied(
+                    f"{actor!r} is not a steward of a holder in the permit", code="exception.not_steward"
+                )
+            )
             if refusal is not None:
                 raise refusal
             if e.withdrawn_at is None:

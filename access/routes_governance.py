@@ -175,9 +175,21 @@ def _visible(session: Any, user: Any, request_id: int) -> Any:
 
 def _transparency_html(entries: list[Any]) -> str:
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            e.permit_id, e.project, e.purpose, ", ".join(e.holders), e.issued_on, e.expires_on,
-            e.released_on or "-", e.status)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                e.permit_id,
+                e.project,
+                e.purpose,
+                ", ".join(e.holders),
+                e.issued_on,
+                e.expires_on,
+                e.released_on or "-",
+                e.status,
+            )
+        )
+        + "</tr>"
         for e in entries
     )
     return (
@@ -216,9 +228,17 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         from hdp.settings import holders
         from privacy.cellkey import PerturbationSettings
 
-        return [{"holder_id": h.id, "min_cell_count": h.min_cell_count, "k_anonymity": h.k_anonymity,
-                 "perturbation": PerturbationSettings.for_holder(h.min_cell_count, dict(h.perturbation)).public()}
-                for h in holders()]
+        return [
+            {
+                "holder_id": h.id,
+                "min_cell_count": h.min_cell_count,
+                "k_anonymity": h.k_anonymity,
+                "perturbation": PerturbationSettings.for_holder(
+                    h.min_cell_count, dict(h.perturbation)
+                ).public(),
+            }
+            for h in holders()
+        ]
 
     @router.get("/transparency")
     def transparency(session: Session) -> Any:
@@ -245,24 +265,40 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go, status=201)
 
     @router.get("/requests")
-    def list_requests(session: Session, user: CurrentUser, status: str | None = None,
-                      holder_id: str | None = None) -> Any:
+    def list_requests(
+        session: Session, user: CurrentUser, status: str | None = None, holder_id: str | None = None
+    ) -> Any:
         def go() -> list[dict[str, Any]]:
             try:
                 views = service.list_requests(session, status=status, holder_id=holder_id)
             except ValueError:
                 raise NotFound(f"unknown status {status!r}", code="request.bad_status") from None
-            return [{"id": v.id, "status": v.status, "project": v.project, "purpose": v.purpose,
-                     "holders": v.holders, "applicant": v.applicant, "submitted_at": v.submitted_at}
-                    for v in views if _may_see(user, v)]
+            return [
+                {
+                    "id": v.id,
+                    "status": v.status,
+                    "project": v.project,
+                    "purpose": v.purpose,
+                    "holders": v.holders,
+                    "applicant": v.applicant,
+                    "submitted_at": v.submitted_at,
+                }
+                for v in views
+                if _may_see(user, v)
+            ]
+
         return _run(session, go, mutate=False)
 
     @router.get("/requests/{request_id}")
     def get_request(request_id: int, session: Session, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
             view = _visible(session, user, request_id)
-            return {"request": view, "permit": service.permit_for_request(session, request_id=request_id),
-                    "history": service.request_history(session, request_id=request_id)}
+            return {
+                "request": view,
+                "permit": service.permit_for_request(session, request_id=request_id),
+                "history": service.request_history(session, request_id=request_id),
+            }
+
         return _run(session, go, mutate=False)
 
     @router.patch("/requests/{request_id}")
@@ -272,6 +308,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         def go() -> Any:
             _visible(session, user, request_id)
             return service.update_draft(session, request_id=request_id, actor=user.name, **changes)
+
         return _run(session, go)
 
     @router.post("/requests/{request_id}/submit")
@@ -279,16 +316,27 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         def go() -> dict[str, Any]:
             _visible(session, user, request_id)
             service.submit_request(session, request_id=request_id, actor=user.name)
-            return {"request_id": request_id, "status": service.get_request(session, request_id=request_id).status}
+            return {
+                "request_id": request_id,
+                "status": service.get_request(session, request_id=request_id).status,
+            }
+
         return _run(session, go)
 
     @router.post("/requests/{request_id}/decisions")
     def decide(request_id: int, body: DecisionBody, session: Session, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
             _visible(session, user, request_id)
-            status = service.decide(session, request_id=request_id, holder_id=body.holder_id, reviewer=user.name,
-                                    decision=body.decision, justification=body.justification)
+            status = service.decide(
+                session,
+                request_id=request_id,
+                holder_id=body.holder_id,
+                reviewer=user.name,
+                decision=body.decision,
+                justification=body.justification,
+            )
             return {"request_id": request_id, "status": status}
+
         return _run(session, go)
 
     @router.post("/requests/{request_id}/amendments", status_code=201)
@@ -297,23 +345,30 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
 
         def go() -> dict[str, Any]:
             _visible(session, user, request_id)
-            new_id = service.amend_request(session, request_id=request_id, actor=user.name, changes=changes,
-                                           reason=body.reason)
+            new_id = service.amend_request(
+                session, request_id=request_id, actor=user.name, changes=changes, reason=body.reason
+            )
             return {"request_id": new_id, "amends": request_id, "separate_request": new_id != request_id}
+
         return _run(session, go, status=201)
 
     @router.post("/requests/{request_id}/revoke")
     def revoke(request_id: int, body: RevokeBody, session: Session, user: CurrentUser) -> Any:
         def go() -> Any:
             _visible(session, user, request_id)
-            return service.revoke_permit(session, request_id=request_id, actor=user.name,
-                                         justification=body.justification)
+            return service.revoke_permit(
+                session, request_id=request_id, actor=user.name, justification=body.justification
+            )
+
         return _run(session, go)
 
     @router.get("/permits")
     def my_permits(session: Session, user: CurrentUser) -> Any:
-        return _run(session, lambda: service.releases_for_user(session, user_name=user.name, at=datetime.now(UTC)),
-                    mutate=False)
+        return _run(
+            session,
+            lambda: service.releases_for_user(session, user_name=user.name, at=datetime.now(UTC)),
+            mutate=False,
+        )
 
     # ------------------------------------------------------------------ consent (stewards)
 
@@ -326,17 +381,40 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     def record_consent(body: ConsentBody, session: Session, user: CurrentUser) -> Any:
         if (denied := _steward(user)) is not None:
             return denied
-        return _run(session, lambda: {"consent_record_id": service.record_consent(
-            session, consent_key=body.consent_key, scope=body.scope, choice=body.choice, source_ref=body.source_ref,
-            actor=user.name, valid_from=body.valid_from, valid_to=body.valid_to)}, status=201)
+        return _run(
+            session,
+            lambda: {
+                "consent_record_id": service.record_consent(
+                    session,
+                    consent_key=body.consent_key,
+                    scope=body.scope,
+                    choice=body.choice,
+                    source_ref=body.source_ref,
+                    actor=user.name,
+                    valid_from=body.valid_from,
+                    valid_to=body.valid_to,
+                )
+            },
+            status=201,
+        )
 
     @router.post("/consent/withdraw", status_code=201)
     def withdraw_consent(body: WithdrawBody, session: Session, user: CurrentUser) -> Any:
         if (denied := _steward(user)) is not None:
             return denied
-        return _run(session, lambda: {"consent_record_id": service.withdraw_consent(
-            session, consent_key=body.consent_key, scope=body.scope, source_ref=body.source_ref, actor=user.name)},
-            status=201)
+        return _run(
+            session,
+            lambda: {
+                "consent_record_id": service.withdraw_consent(
+                    session,
+                    consent_key=body.consent_key,
+                    scope=body.scope,
+                    source_ref=body.source_ref,
+                    actor=user.name,
+                )
+            },
+            status=201,
+        )
 
     @router.get("/consent/{consent_key}")
     def show_consent(consent_key: str, session: Session, user: CurrentUser) -> Any:
@@ -346,8 +424,11 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
 
         def go() -> dict[str, Any]:
             records = service.consent_records(session, consent_key=consent_key)
-            state = {p: service.is_excluded(session, consent_key=consent_key, purpose=p, at=now) for p in PURPOSES}
+            state = {
+                p: service.is_excluded(session, consent_key=consent_key, purpose=p, at=now) for p in PURPOSES
+            }
             return {"records": records, "excluded_now": state}
+
         return _run(session, go, mutate=False)
 
     # ------------------------------------------------------------------ follow-up (staff)
@@ -359,8 +440,11 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, lambda: service.overdue_reviews(session, at=datetime.now(UTC)), mutate=False)
 
     @router.get("/figures")
-    def figures(session: Session, user: CurrentUser,
-                period: Annotated[Literal["month", "quarter", "year"], Query()] = "month") -> Any:
+    def figures(
+        session: Session,
+        user: CurrentUser,
+        period: Annotated[Literal["month", "quarter", "year"], Query()] = "month",
+    ) -> Any:
         if not _roles(user) & STAFF:
             return _deny("key figures are for stewards, operators and admins")
         return _run(session, lambda: service.key_figures(session, period=period), mutate=False)
@@ -368,10 +452,17 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     @router.put("/permits/{permit_id}/budget")
     def set_budget(permit_id: int, body: BudgetBody, session: Session, user: CurrentUser) -> Any:
         """A steward of one of the permit's holders sets how many distinct aggregate queries it may ask."""
+
         def go() -> dict[str, Any]:
-            ledger.set_query_budget(session, permit_id=permit_id, budget=body.queries, actor=user.name,
-                                    justification=body.justification)
+            ledger.set_query_budget(
+                session,
+                permit_id=permit_id,
+                budget=body.queries,
+                actor=user.name,
+                justification=body.justification,
+            )
             return {"permit_id": permit_id, "queries": body.queries}
+
         return _run(session, go)
 
     @router.get("/ledger")
@@ -387,24 +478,32 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     def add_user(body: UserBody, session: Session, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("creating users needs the admin role")
-        return _run(session, lambda: service.create_user(session, name=body.name, roles=body.roles,
-                                                         holder_ids=body.holder_ids, actor=user.name), status=201)
+        return _run(
+            session,
+            lambda: service.create_user(
+                session, name=body.name, roles=body.roles, holder_ids=body.holder_ids, actor=user.name
+            ),
+            status=201,
+        )
 
     @router.post("/users/{name}/tokens", status_code=201)
     def new_token(name: str, session: Session, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("issuing tokens needs the admin role")
         # The plain token is in this one response only; the store keeps its hash.
-        return _run(session, lambda: {"user": name, "token": service.issue_token(session, user_name=name)},
-                    status=201)
+        return _run(
+            session, lambda: {"user": name, "token": service.issue_token(session, user_name=name)}, status=201
+        )
 
     @router.put("/deadline")
     def deadline(body: DeadlineBody, session: Session, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("changing decision deadlines needs the admin role")
+
         def go() -> dict[str, Any]:
             service.set_decision_deadline(session, days=body.days, holder_id=body.holder_id, actor=user.name)
             return {"days": body.days, "holder_id": body.holder_id}
+
         return _run(session, go)
 
     return router

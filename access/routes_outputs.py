@@ -91,8 +91,11 @@ def make_router(desk: OutputDesk, current_user: Callable[..., Any]) -> APIRouter
     @router.get("/outputs/{output_id}/preview")
     def preview(output_id: int, user: CurrentUser) -> Response:
         _, table = desk.preview(user, output_id)
-        return Response(serialise(table, "json", meta={"output_id": output_id}), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            serialise(table, "json", meta={"output_id": output_id}),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @router.post("/outputs/{output_id}/checks")
     def check(output_id: int, body: CheckBody, user: CurrentUser) -> dict[str, Any]:
@@ -110,10 +113,16 @@ def make_router(desk: OutputDesk, current_user: Callable[..., Any]) -> APIRouter
     @router.get("/outputs/{output_id}/download")
     def download(output_id: int, user: CurrentUser) -> Response:
         d = desk.download(user, output_id)
-        return Response(d.body, media_type=d.media_type, headers={
-            "Content-Disposition": f'attachment; filename="{d.filename}"',
-            "X-HDP-Output-SHA256": d.sha256, "X-HDP-Rows": str(d.output.rows), "Cache-Control": "no-store",
-        })
+        return Response(
+            d.body,
+            media_type=d.media_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{d.filename}"',
+                "X-HDP-Output-SHA256": d.sha256,
+                "X-HDP-Rows": str(d.output.rows),
+                "Cache-Control": "no-store",
+            },
+        )
 
     @router.get("/permits/{permit_id}/output-exceptions")
     def exceptions(permit_id: int, user: CurrentUser) -> list[dict[str, Any]]:

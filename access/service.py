@@ -159,7 +159,9 @@ def default_authenticator(settings: AccessSettings, governance: Governance) -> A
     oidc = None
     if settings.oidc_issuer and settings.oidc_audience and settings.oidc_jwks_url:
         oidc = OIDCAuthenticator(
-            issuer=settings.oidc_issuer, audience=settings.oidc_audience, jwks=jwks_from_url(settings.oidc_jwks_url)
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks=jwks_from_url(settings.oidc_jwks_url),
         )
     return ChainAuthenticator(local=LocalTokenAuthenticator(governance), oidc=oidc)
 
@@ -178,8 +180,12 @@ class AccessService:
         self.governance = governance
         self.authenticator = authenticator or default_authenticator(settings, governance)
         self.clock = clock
-        self.engines = EngineCache(settings.releases_dir, settings.limits, settings.engine_cache_size,
-                                   private_dir=settings.private_dir)
+        self.engines = EngineCache(
+            settings.releases_dir,
+            settings.limits,
+            settings.engine_cache_size,
+            private_dir=settings.private_dir,
+        )
         self.audit = AuditLog(settings.audit_path, fsync=settings.audit_fsync)
         self.ledger = ledger or default_ledger(governance, default_budget=settings.query_budget)
         self._thresholds = {h.id: h.min_cell_count for h in hdp_settings.holders()}
@@ -245,8 +251,12 @@ class AccessService:
         self._log(event="access.list", user=user.name, decision="allowed", rows=len(permits))
         return [
             {
-                "release_id": p.release_id, "permit_id": p.id, "request_id": p.request_id,
-                "purpose": p.purpose, "output_tier": p.output_tier, "holders": sorted(p.holders),
+                "release_id": p.release_id,
+                "permit_id": p.id,
+                "request_id": p.request_id,
+                "purpose": p.purpose,
+                "output_tier": p.output_tier,
+                "holders": sorted(p.holders),
                 "expires_at": p.expires_at.isoformat(),
             }
             for p in permits
@@ -259,11 +269,21 @@ class AccessService:
             permit = self._permit(user, release_id, now)
             engine = self.engines.get(permit)
         except Refusal as r:
-            self._log(event="access.schema", user=user.name, release_id=release_id, decision="refused",
-                      reason=r.reason)
+            self._log(
+                event="access.schema",
+                user=user.name,
+                release_id=release_id,
+                decision="refused",
+                reason=r.reason,
+            )
             raise
-        self._log(event="access.schema", user=user.name, release_id=release_id, permit_id=permit.id,
-                  decision="allowed")
+        self._log(
+            event="access.schema",
+            user=user.name,
+            release_id=release_id,
+            permit_id=permit.id,
+            decision="allowed",
+        )
         return {
             "release_id": release_id,
             "permit_id": permit.id,
@@ -286,8 +306,13 @@ class AccessService:
         started = time.perf_counter()
         now = self.clock()
         event: dict[str, Any] = {
-            "event": "access.query", "user": user.name, "release_id": release_id, "format": fmt,
-            "permit_id": None, "query_masked": None, "query_sha256": None,
+            "event": "access.query",
+            "user": user.name,
+            "release_id": release_id,
+            "format": fmt,
+            "permit_id": None,
+            "query_masked": None,
+            "query_sha256": None,
         }
         stack = ExitStack()
         try:
@@ -297,10 +322,12 @@ class AccessService:
             event["permit_id"] = permit.id
             event["tier"] = permit.output_tier
             # Consent at the moment of the query: read the current opt-outs every time.
-            keys = frozenset(self._governance(
-                "excluded_consent_keys",
-                lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
-            ))
+            keys = frozenset(
+                self._governance(
+                    "excluded_consent_keys",
+                    lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
+                )
+            )
             engine = stack.enter_context(self.engines.lease(permit, keys))
             engine.refresh_exclusions(keys)
             checked, compiled = self._prepare(engine, sql, permit.output_tier)
@@ -316,11 +343,17 @@ class AccessService:
                 if not complete:
                     check_export(release_id, fmt, STREAM_AFTER_ROWS + 1)  # beyond a preview: an export
                     # Logged before the first byte leaves; the end (rows, hash) is logged too.
-                    self._log(**event, decision="allowed", streamed=True, rows=None,
-                              duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                    self._log(
+                        **event,
+                        decision="allowed",
+                        streamed=True,
+                        rows=None,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
                     owned = stack.pop_all()  # the lease and the stream now belong to the body
-                    return StreamedResult(MEDIA_TYPES[fmt], permit.id,
-                                          _Body(self._stream(rs, head, owned, event), owned))
+                    return StreamedResult(
+                        MEDIA_TYPES[fmt], permit.id, _Body(self._stream(rs, head, owned, event), owned)
+                    )
                 table = pa.Table.from_batches(head, schema=rs.schema)
                 if table.num_rows > self.settings.limits.max_rows:  # a limit below the threshold
                     raise QueryCutOff(
@@ -343,21 +376,37 @@ class AccessService:
             if compiled is not None:
                 table, summary = aggregate.publish(compiled, stats, exact, disclosure)
                 self._admit(user, permit, compiled, table, summary, now, event)
-            body = serialise(table, fmt, meta={"release_id": release_id, "output_tier": permit.output_tier,
-                                               "disclosure": summary} if fmt == "json" else None)
+            body = serialise(
+                table,
+                fmt,
+                meta={"release_id": release_id, "output_tier": permit.output_tier, "disclosure": summary}
+                if fmt == "json"
+                else None,
+            )
             digest = hashlib.sha256(body).hexdigest()
         except Refusal as r:
             stack.close()
             # A refused query keeps a keyed digest of its exact text (even when refused before
             # masking); never the text, which may hold a personnummer. hdp/audit.py text_mac.
             event["query_text_hmac"] = self.audit.text_mac(sql)
-            self._log(**event, decision="refused", reason=r.reason, rows=0,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            self._log(
+                **event,
+                decision="refused",
+                reason=r.reason,
+                rows=0,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             raise
         finally:
             stack.close()
-        self._log(**event, decision="allowed", rows=table.num_rows, result_sha256=digest,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 1), **summary)
+        self._log(
+            **event,
+            decision="allowed",
+            rows=table.num_rows,
+            result_sha256=digest,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            **summary,
+        )
         return QueryResult(body, MEDIA_TYPES[fmt], table.num_rows, digest, permit.id, summary)
 
     def _stream(
@@ -406,10 +455,18 @@ class AccessService:
             raise
         finally:
             owned.close()
-            self._log(event="access.query_end", user=event["user"], release_id=event["release_id"],
-                      permit_id=event["permit_id"], query_sha256=event["query_sha256"], rows=rows,
-                      result_sha256=digest.hexdigest(), streamed=True,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 1), **outcome)
+            self._log(
+                event="access.query_end",
+                user=event["user"],
+                release_id=event["release_id"],
+                permit_id=event["permit_id"],
+                query_sha256=event["query_sha256"],
+                rows=rows,
+                result_sha256=digest.hexdigest(),
+                streamed=True,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                **outcome,
+            )
 
     def disclosure_settings(self, permit: Permit) -> dict[str, Any]:
         """What a researcher or steward may read about the disclosure control of a permit's
@@ -423,8 +480,16 @@ class AccessService:
             "query_budget_default": self.settings.query_budget,
         }
 
-    def _admit(self, user: User, permit: Permit, compiled: aggregate.CompiledQuery, table: pa.Table,
-               summary: dict[str, Any], now: datetime, event: dict[str, Any]) -> None:
+    def _admit(
+        self,
+        user: User,
+        permit: Permit,
+        compiled: aggregate.CompiledQuery,
+        table: pa.Table,
+        summary: dict[str, Any],
+        now: datetime,
+        event: dict[str, Any],
+    ) -> None:
         """Record the published cells in the query ledger; refuse when a new query would go
         past the permit's budget (nothing is sent then)."""
         entry = entry_for(compiled.query, digest=self.ledger.digest, table=table, summary=summary)
@@ -447,8 +512,11 @@ class AccessService:
             for h in sorted(permit.holders)
         )
         return aggregate.DisclosureSettings(
-            thresholds=self._thresholds, perturbation=perturbation, ptable=cellkey.build_ptable(perturbation),
-            default_threshold=self._default_threshold, dominance_n=self.settings.dominance_n,
+            thresholds=self._thresholds,
+            perturbation=perturbation,
+            ptable=cellkey.build_ptable(perturbation),
+            default_threshold=self._default_threshold,
+            dominance_n=self.settings.dominance_n,
             dominance_k=self.settings.dominance_k,
         )
 
@@ -472,8 +540,10 @@ class AccessService:
         compiled = None
         if tier != RECORD:
             compiled = aggregate.compile_query(
-                grammar.parse(checked.tree, engine.views), keyed_schema=KEYED_SCHEMA,
-                holder_bits=engine.holder_bits, max_rows_per_person=engine.max_rows_per_person,
+                grammar.parse(checked.tree, engine.views),
+                keyed_schema=KEYED_SCHEMA,
+                holder_bits=engine.holder_bits,
+                max_rows_per_person=engine.max_rows_per_person,
                 complete_columns=engine.complete_columns,
             )
         if cacheable:

@@ -153,7 +153,9 @@ def run_ours() -> tuple[float, int, int, float, dict]:
     with PeakRss() as mem:
         before = os.times()
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--one-run"], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one-run"], check=True, capture_output=True, text=True
+        )
         dt = time.perf_counter() - t
         after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
@@ -249,28 +251,53 @@ def fhir4ds_python() -> Path:
     base = shutil.which("python3.11") or sys.executable
     print(f"fhir4ds: creating {venv} ({' '.join(pins)})", flush=True)
     _step([base, "-m", "venv", str(venv)], "python3.11 -m venv", 300)
-    _step([str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--retries", "1",
-           "--timeout", "60", *pins], f"pip install {' '.join(pins)}", 1800)
+    _step(
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--retries",
+            "1",
+            "--timeout",
+            "60",
+            *pins,
+        ],
+        f"pip install {' '.join(pins)}",
+        1800,
+    )
     marker.write_text(" ".join(pins) + "\n")
     return py
 
 
-def run_fhir4ds(py: Path, landing: Path, counts: dict[str, int], limits: dict[str, int] | None,
-                loader: str, ours_db: Path) -> dict[str, Any]:
+def run_fhir4ds(
+    py: Path, landing: Path, counts: dict[str, int], limits: dict[str, int] | None, loader: str, ours_db: Path
+) -> dict[str, Any]:
     """One child run; its JSON result. ``limits``: lines per type (a sample), None for everything."""
     from pipelines.fhir.ingest import VIEWS_DIR
 
     with tempfile.TemporaryDirectory(prefix="fhir4ds-", dir=HOME) as tmp:
-        spec = {"db": str(Path(tmp) / "fhir4ds.duckdb"), "scratch": str(Path(tmp) / "sample"), "loader": loader,
-                "files": [[str(landing / f"{rt}.ndjson"), None if limits is None else limits[rt]]
-                          for rt in sorted(counts)],
-                "views": [str(p) for p in sorted(VIEWS_DIR.glob("*.json"))],
-                "ours_db": str(ours_db) if ours_db.exists() else None}
+        spec = {
+            "db": str(Path(tmp) / "fhir4ds.duckdb"),
+            "scratch": str(Path(tmp) / "sample"),
+            "loader": loader,
+            "files": [
+                [str(landing / f"{rt}.ndjson"), None if limits is None else limits[rt]]
+                for rt in sorted(counts)
+            ],
+            "views": [str(p) for p in sorted(VIEWS_DIR.glob("*.json"))],
+            "ours_db": str(ours_db) if ours_db.exists() else None,
+        }
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         try:
-            p = subprocess.run([str(py), str(Path(__file__).with_name("fhir4ds_child.py")),
-                                str(Path(tmp) / "spec.json")],
-                               capture_output=True, text=True, timeout=max(1800.0, 3 * FHIR4DS_MAX_S))
+            p = subprocess.run(
+                [str(py), str(Path(__file__).with_name("fhir4ds_child.py")), str(Path(tmp) / "spec.json")],
+                capture_output=True,
+                text=True,
+                timeout=max(1800.0, 3 * FHIR4DS_MAX_S),
+            )
         except subprocess.TimeoutExpired as e:
             raise Fhir4dsUnavailable(f"the fhir4ds run took too long ({fhir4ds_child.short_error(e)})") from e
     if p.returncode != 0:
@@ -286,8 +313,11 @@ def bench_fhir4ds(landing: Path, counts: dict[str, int], ours_db: Path) -> float
         probe = run_fhir4ds(py, landing, counts, mix_limits(counts, SAMPLE), "dicts", ours_db)
         work = probe["load_s"] + sum(v["seconds"] for v in probe["views"].values())
         projected = probe["import_s"] + total * work / probe["loaded"]
-        print(f"fhir4ds probe: {probe['loaded']:,} resources in {probe['job_s']:.1f} s, "
-              f"projects {projected:,.0f} s for {total:,}", flush=True)
+        print(
+            f"fhir4ds probe: {probe['loaded']:,} resources in {probe['job_s']:.1f} s, "
+            f"projects {projected:,.0f} s for {total:,}",
+            flush=True,
+        )
         limits = None
         if projected > FHIR4DS_MAX_S:
             limits = mix_limits(counts, max(SAMPLE, int(probe["loaded"] / work * FHIR4DS_MAX_S / 2)))
@@ -298,21 +328,30 @@ def bench_fhir4ds(landing: Path, counts: dict[str, int], ours_db: Path) -> float
         return None
     rate = res["loaded"] / res["job_s"]
     views_s = sum(v["seconds"] for v in res["views"].values())
-    scope = (f"all {res['loaded']:,} resources" if limits is None else
-             f"a sample of {res['loaded']:,} (the first resources of each type, same mix; extrapolates to "
-             f"{total / rate:,.0f} s for {total:,})")
-    print(f"fhir4ds {res['fhir4ds']} (DuckDB {res['duckdb']}, own venv; flattening only, fhir4ds does not "
-          f"validate resources): {rate:,.0f} resources/s on {scope}: import {res['import_s']:.1f} s + "
-          f"load {res['load_s']:.1f} s (json.loads + load_resources) + views {views_s:.1f} s = "
-          f"{res['job_s']:.1f} s; peak {res['peak_mib']:,.0f} MiB (max RSS); "
-          f"{fhir4ds_child.summary(res['views'])}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    scope = (
+        f"all {res['loaded']:,} resources"
+        if limits is None
+        else f"a sample of {res['loaded']:,} (the first resources of each type, same mix; extrapolates to "
+        f"{total / rate:,.0f} s for {total:,})"
+    )
+    print(
+        f"fhir4ds {res['fhir4ds']} (DuckDB {res['duckdb']}, own venv; flattening only, fhir4ds does not "
+        f"validate resources): {rate:,.0f} resources/s on {scope}: import {res['import_s']:.1f} s + "
+        f"load {res['load_s']:.1f} s (json.loads + load_resources) + views {views_s:.1f} s = "
+        f"{res['job_s']:.1f} s; peak {res['peak_mib']:,.0f} MiB (max RSS); "
+        f"{fhir4ds_child.summary(res['views'])}; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     for name, v in res["views"].items():
         print(fhir4ds_child.view_line(name, v))
     try:
         alt = run_fhir4ds(py, landing, counts, limits, "file", ours_db)
-        print(f"fhir4ds with its read_json file loader instead (it rewrites each resource through an inferred "
-              f"struct: dateTimes in UTC, integers as decimals): {alt['loaded'] / alt['job_s']:,.0f} resources/s "
-              f"(load {alt['load_s']:.1f} s); {fhir4ds_child.summary(alt['views'])}", flush=True)
+        print(
+            f"fhir4ds with its read_json file loader instead (it rewrites each resource through an inferred "
+            f"struct: dateTimes in UTC, integers as decimals): {alt['loaded'] / alt['job_s']:,.0f} resources/s "
+            f"(load {alt['load_s']:.1f} s); {fhir4ds_child.summary(alt['views'])}",
+            flush=True,
+        )
         for name, v in alt["views"].items():
             if not v.get("error"):
                 print(fhir4ds_child.view_line(name, v))
@@ -344,16 +383,21 @@ def main(argv: list[str]) -> int:
         peaks.append(peak)
         cpus.append(cpu)
         valid = sum(result["resources_valid"].values())
-        print(f"ours run {i + 1}: {dt:.2f} s, {total / dt:,.0f} resources/s, peak {peak / 2**20:,.0f} MiB "
-              f"(RSS sum; PSS {pss / 2**20:,.0f} MiB), "
-              f"cpu {cpu:.1f} s ({total / cpu:,.0f} resources per CPU-second), valid {valid:,}, "
-              f"quarantined {sum(result['quarantined'].values())}, rows {sum(result['rows'].values()):,}, "
-              f"load average {load:.1f}", flush=True)
+        print(
+            f"ours run {i + 1}: {dt:.2f} s, {total / dt:,.0f} resources/s, peak {peak / 2**20:,.0f} MiB "
+            f"(RSS sum; PSS {pss / 2**20:,.0f} MiB), "
+            f"cpu {cpu:.1f} s ({total / cpu:,.0f} resources per CPU-second), valid {valid:,}, "
+            f"quarantined {sum(result['quarantined'].values())}, rows {sum(result['rows'].values()):,}, "
+            f"load average {load:.1f}",
+            flush=True,
+        )
     lines = sample_lines(landing, counts)
     base = [run_baseline(lines) for _ in range(RUNS)]
     for i, b in enumerate(base):
-        print(f"baseline run {i + 1}: {b:,.0f} resources/s on a sample of {len(lines):,} "
-              f"(extrapolates to {total / b:,.0f} s for {total:,})")
+        print(
+            f"baseline run {i + 1}: {b:,.0f} resources/s on a sample of {len(lines):,} "
+            f"(extrapolates to {total / b:,.0f} s for {total:,})"
+        )
     ours_m = statistics.median(ours)
     base_m = statistics.median(base)
     peak_m = statistics.median(peaks) / 2**20
@@ -363,12 +407,16 @@ def main(argv: list[str]) -> int:
         print("fhir4ds: not timed (--no-fhir4ds)")
     else:
         f4 = bench_fhir4ds(landing, counts, get_settings().raw_db(HOLDER))
-    print(f"median: ours {ours_m:,.0f} resources/s, baseline {base_m:,.0f} resources/s (sample, extrapolated), "
-          f"peak {peak_m:,.0f} MiB, ours {total / statistics.median(cpus):,.0f} resources per CPU-second"
-          + ("" if f4 is None else f", fhir4ds {f4:,.0f} resources/s (ours / fhir4ds {ours_m / f4:.2f})")
-          + f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"BENCH fhir resources_per_s={ours_m:.0f} peak_mib={peak_m:.0f} ratio={ours_m / base_m:.2f}"
-          + fhir4ds_child.bench_suffix(f4))
+    print(
+        f"median: ours {ours_m:,.0f} resources/s, baseline {base_m:,.0f} resources/s (sample, extrapolated), "
+        f"peak {peak_m:,.0f} MiB, ours {total / statistics.median(cpus):,.0f} resources per CPU-second"
+        + ("" if f4 is None else f", fhir4ds {f4:,.0f} resources/s (ours / fhir4ds {ours_m / f4:.2f})")
+        + f"; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"BENCH fhir resources_per_s={ours_m:.0f} peak_mib={peak_m:.0f} ratio={ours_m / base_m:.2f}"
+        + fhir4ds_child.bench_suffix(f4)
+    )
     return 0
 
 

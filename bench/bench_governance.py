@@ -49,22 +49,45 @@ def fill(url: str) -> int:
         if r < 0.20:
             rows.append((key, SECONDARY_USE, "opt_out", T0 + timedelta(days=rnd.randrange(300)), None))
         if 0.15 < r < 0.25:
-            rows.append((key, PURPOSE, rnd.choice(["opt_in", "opt_out"]), T0 + timedelta(days=rnd.randrange(300)),
-                         T0 + timedelta(days=300 + rnd.randrange(300))))
+            rows.append(
+                (
+                    key,
+                    PURPOSE,
+                    rnd.choice(["opt_in", "opt_out"]),
+                    T0 + timedelta(days=rnd.randrange(300)),
+                    T0 + timedelta(days=300 + rnd.randrange(300)),
+                )
+            )
         if 0.25 < r < 0.30:
             rows.append((key, "education", "opt_out", T0, None))
     with session_scope(url) as s:
         for start in range(0, len(rows), 50_000):
-            s.execute(insert(ConsentRow), [
-                {"consent_key": k, "scope": sc, "choice": c, "valid_from": vf, "valid_to": vt, "source_ref": "bench",
-                 "recorded_at": T0, "recorded_by": "bench"} for k, sc, c, vf, vt in rows[start:start + 50_000]])
+            s.execute(
+                insert(ConsentRow),
+                [
+                    {
+                        "consent_key": k,
+                        "scope": sc,
+                        "choice": c,
+                        "valid_from": vf,
+                        "valid_to": vt,
+                        "source_ref": "bench",
+                        "recorded_at": T0,
+                        "recorded_by": "bench",
+                    }
+                    for k, sc, c, vf, vt in rows[start : start + 50_000]
+                ],
+            )
     return len(rows)
 
 
 def baseline(session) -> frozenset[str]:  # type: ignore[no-untyped-def]
     """ORM objects, then the same resolution rule."""
-    q = select(ConsentRow).where(ConsentRow.scope.in_([SECONDARY_USE, PURPOSE]), ConsentRow.valid_from <= AT,
-                                 or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > AT))
+    q = select(ConsentRow).where(
+        ConsentRow.scope.in_([SECONDARY_USE, PURPOSE]),
+        ConsentRow.valid_from <= AT,
+        or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > AT),
+    )
     by_key: dict[str, list[ConsentRow]] = {}
     for r in session.execute(q).scalars():
         by_key.setdefault(r.consent_key, []).append(r)
@@ -93,5 +116,7 @@ if __name__ == "__main__":
     print(f"persons {PERSONS}, consent records {records}, excluded {len(got)}; median of {RUNS}")
     print(f"  excluded_consent_keys (SQL window)   : {t_new:.3f} s")
     print(f"  baseline (ORM objects):                {t_old:.3f} s")
-    print(f"BENCH governance persons={PERSONS} records={records} excluded={len(got)} "
-          f"sql_s={t_new:.3f} orm_baseline_s={t_old:.3f} ratio={t_old / t_new:.2f}")
+    print(
+        f"BENCH governance persons={PERSONS} records={records} excluded={len(got)} "
+        f"sql_s={t_new:.3f} orm_baseline_s={t_old:.3f} ratio={t_old / t_new:.2f}"
+    )

@@ -127,12 +127,26 @@ def make_identifiers(persons: int, seed: int) -> np.ndarray:
     m = dates.astype("datetime64[M]").astype(int) % 12 + 1
     d = (dates - dates.astype("datetime64[M]")).astype(int) + 1
     d = np.where(rng.random(persons) < 0.02, d + 60, d)
-    nine = np.stack([(y // 10) % 10, y % 10, m // 10, m % 10, d // 10, d % 10,
-                     serial // 100, (serial // 10) % 10, serial % 10], axis=1)
+    nine = np.stack(
+        [
+            (y // 10) % 10,
+            y % 10,
+            m // 10,
+            m % 10,
+            d // 10,
+            d % 10,
+            serial // 100,
+            (serial // 10) % 10,
+            serial % 10,
+        ],
+        axis=1,
+    )
     dbl = nine[:, 0::2] * 2
     dbl = np.where(dbl > 9, dbl - 9, dbl)
     check = (10 - (dbl.sum(axis=1) + nine[:, 1::2].sum(axis=1)) % 10) % 10
-    return np.array([f"{a:04d}{b:02d}{c:02d}{s:03d}{k}" for a, b, c, s, k in zip(y, m, d, serial, check, strict=True)])
+    return np.array(
+        [f"{a:04d}{b:02d}{c:02d}{s:03d}{k}" for a, b, c, s, k in zip(y, m, d, serial, check, strict=True)]
+    )
 
 
 #: raw columns per shape (after personnummer); the register shape is the delivered NDR layout
@@ -161,8 +175,9 @@ def build_raw(home: Path, rows: int, persons: int, shape: str, seed: int = 20260
     ids = make_identifiers(persons, seed)
     raw = home / "restricted" / "ndr"
     (raw / "landing").mkdir(parents=True)
-    (raw / "landing" / "delivery.json").write_text(json.dumps({"holder": "ndr", "extract_date": "2026-01-15",
-                                                               "files": []}))
+    (raw / "landing" / "delivery.json").write_text(
+        json.dumps({"holder": "ndr", "extract_date": "2026-01-15", "files": []})
+    )
     con = duckdb.connect(str(raw / "raw.duckdb"))
     con.register("persons", pa.table({"pid": pa.array(np.arange(persons)), "v": pa.array(ids)}))
     # Deliveries mix forms: ~80% 12 digits, 10% with '-', 10% 10-digit with '-' (only for persons
@@ -192,7 +207,9 @@ def build_raw(home: Path, rows: int, persons: int, shape: str, seed: int = 20260
 
 
 def _child(code: str, args: list[str], env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit("benchmark child failed")
@@ -207,24 +224,38 @@ def run_stage(pristine: Path, tmp: Path) -> dict:
     home = tmp / "home"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(pristine, home)
-    env = {**os.environ, "HDP_HOME": str(home), "HDP_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
-           "HDP_KEK_DIR": str(tmp / "kekdir"), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "HDP_HOME": str(home),
+        "HDP_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "HDP_KEK_DIR": str(tmp / "kekdir"),
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("HDP_KEK_FILE", None)
     load = _load()
     child = _child(STAGE_CHILD, [], env)
-    print(f"  stage: {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s), peak {child['peak_kib'] / 1024:.0f} MiB, "
-          f"{child['rows_out']:,} rows out, {child['quarantined']:,} quarantined, {child['excluded']:,} excluded "
-          f"by the quality gate, {child['persons']:,} persons; load {load}", flush=True)
+    print(
+        f"  stage: {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s), peak {child['peak_kib'] / 1024:.0f} MiB, "
+        f"{child['rows_out']:,} rows out, {child['quarantined']:,} quarantined, {child['excluded']:,} excluded "
+        f"by the quality gate, {child['persons']:,} persons; load {load}",
+        flush=True,
+    )
     shutil.rmtree(home, ignore_errors=True)
     return child
 
 
 def run_naive(pristine: Path) -> dict:
     load = _load()
-    child = _child(NAIVE_CHILD, [str(pristine / "restricted" / "ndr" / "raw.duckdb")],
-                   {**os.environ, "PYTHONPATH": str(REPO)})
-    print(f"  naive hmac loop: {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s) for {child['rows']:,} rows "
-          f"({child['rows'] / child['elapsed'] / 1e6:.2f} M rows/s); load {load}", flush=True)
+    child = _child(
+        NAIVE_CHILD,
+        [str(pristine / "restricted" / "ndr" / "raw.duckdb")],
+        {**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    print(
+        f"  naive hmac loop: {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s) for {child['rows']:,} rows "
+        f"({child['rows'] / child['elapsed'] / 1e6:.2f} M rows/s); load {load}",
+        flush=True,
+    )
     return child
 
 
@@ -232,11 +263,16 @@ def run_floor(pristine: Path, tmp: Path) -> dict:
     out = tmp / "floor.duckdb"
     out.unlink(missing_ok=True)
     load = _load()
-    child = _child(FLOOR_CHILD, [str(pristine / "restricted" / "ndr" / "raw.duckdb"), str(out)],
-                   {**os.environ, "PYTHONPATH": str(REPO)})
+    child = _child(
+        FLOOR_CHILD,
+        [str(pristine / "restricted" / "ndr" / "raw.duckdb"), str(out)],
+        {**os.environ, "PYTHONPATH": str(REPO)},
+    )
     out.unlink(missing_ok=True)
-    print(f"  floor (copy without pseudonyms): {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s); load {load}",
-          flush=True)
+    print(
+        f"  floor (copy without pseudonyms): {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s); load {load}",
+        flush=True,
+    )
     return child
 
 
@@ -254,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         pristine.mkdir()
         t0 = time.perf_counter()
         build_raw(pristine, args.rows, args.persons, args.shape)
-        print(f"input built: {args.rows:,} rows, {args.persons:,} persons, shape {args.shape} "
-              f"({time.perf_counter() - t0:.1f} s, not timed)", flush=True)
+        print(
+            f"input built: {args.rows:,} rows, {args.persons:,} persons, shape {args.shape} "
+            f"({time.perf_counter() - t0:.1f} s, not timed)",
+            flush=True,
+        )
         for i in range(args.runs):
             print(f"run {i + 1}/{args.runs}", flush=True)
             if i % 2 == 0:
@@ -271,14 +310,20 @@ def main(argv: list[str] | None = None) -> int:
     naive_cpu = statistics.median(n["cpu"] for n in naives)
     peak = statistics.median(s["peak_kib"] for s in stages) / 1024
     ratios = [n["elapsed"] / s["elapsed"] for s, n in zip(stages, naives, strict=True)]
-    print(f"median over {args.runs} run(s), shape {args.shape}: stage {stage_s:.2f} s (cpu {stage_cpu:.2f} s), "
-          f"naive {naive_s:.2f} s (cpu {naive_cpu:.2f} s); per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
-          f"cpu ratio {naive_cpu / stage_cpu:.2f}; {os.cpu_count()} cores; load {_load()}")
+    print(
+        f"median over {args.runs} run(s), shape {args.shape}: stage {stage_s:.2f} s (cpu {stage_cpu:.2f} s), "
+        f"naive {naive_s:.2f} s (cpu {naive_cpu:.2f} s); per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
+        f"cpu ratio {naive_cpu / stage_cpu:.2f}; {os.cpu_count()} cores; load {_load()}"
+    )
     floor_s = statistics.median(f["elapsed"] for f in floors)
-    print(f"floor: copying the table without any pseudonym takes {floor_s:.2f} s, so no DuckDB-written "
-          f"research table can beat ratio {naive_s / floor_s:.2f}; the stage costs {stage_s / floor_s:.2f}x the copy")
-    print(f"BENCH pseudonymise rows_per_s={args.rows / stage_s:.0f} peak_mib={peak:.0f} "
-          f"ratio={naive_s / stage_s:.2f}")
+    print(
+        f"floor: copying the table without any pseudonym takes {floor_s:.2f} s, so no DuckDB-written "
+        f"research table can beat ratio {naive_s / floor_s:.2f}; the stage costs {stage_s / floor_s:.2f}x the copy"
+    )
+    print(
+        f"BENCH pseudonymise rows_per_s={args.rows / stage_s:.0f} peak_mib={peak:.0f} "
+        f"ratio={naive_s / stage_s:.2f}"
+    )
     return 0
 
 

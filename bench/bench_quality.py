@@ -114,7 +114,9 @@ def build(home: Path) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     landing = home / "restricted" / "ndr" / "landing"
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "delivery.json").write_text(json.dumps({"holder": "ndr", "extract_date": "2024-06-30", "files": []}))
+    (landing / "delivery.json").write_text(
+        json.dumps({"holder": "ndr", "extract_date": "2024-06-30", "files": []})
+    )
     con = duckdb.connect(str(db))
     con.register("pool_arrow", pa.table({"idx": list(range(POOL)), "pnr": pnrs}))
     con.execute("CREATE TABLE pool AS SELECT * FROM pool_arrow")
@@ -140,9 +142,20 @@ def build(home: Path) -> None:
         _line_no FROM register_visit WHERE _line_no < 20002""")
     con.execute("DROP TABLE pool")
     quarantine.ensure_table(con)
-    quarantine.add(con, [quarantine.QuarantineRecord(stage="ingest", holder="ndr", source="register",
-                                                     reason_code="csv.duplicate", source_file="register/x.csv",
-                                                     line_no=n) for n in range(2, 52)])
+    quarantine.add(
+        con,
+        [
+            quarantine.QuarantineRecord(
+                stage="ingest",
+                holder="ndr",
+                source="register",
+                reason_code="csv.duplicate",
+                source_file="register/x.csv",
+                line_no=n,
+            )
+            for n in range(2, 52)
+        ],
+    )
     con.close()
 
 
@@ -167,15 +180,21 @@ def child(side: str, home: str, run: str) -> None:
         out["checks"] = len(result.checks)
         out["quarantined"] = result.quarantined_rows
         out["passed"] = result.passed
-        out["failed_rows_hba1c"] = next(c.failed_rows for c in result.checks if c.id == "register.hba1c_mmol_mol.range")
-        out["failed_rows_pnr"] = next(c.failed_rows for c in result.checks if c.id == "register.personnummer.valid")
+        out["failed_rows_hba1c"] = next(
+            c.failed_rows for c in result.checks if c.id == "register.hba1c_mmol_mol.range"
+        )
+        out["failed_rows_pnr"] = next(
+            c.failed_rows for c in result.checks if c.id == "register.personnummer.valid"
+        )
     else:
         import duckdb
 
         t = time.perf_counter()
         con = duckdb.connect(str(Path(home) / "restricted" / "ndr" / "raw.duckdb"), read_only=True)
         con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-        row = con.execute(DIRECT_SQL.replace("{ref_year}", "2024").replace("{extract}", "2024-06-30")).fetchone()
+        row = con.execute(
+            DIRECT_SQL.replace("{ref_year}", "2024").replace("{extract}", "2024-06-30")
+        ).fetchone()
         for q in DIRECT_SET_SQL:
             con.execute(q).fetchall()
         con.close()
@@ -195,25 +214,40 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"direct": [], "gate": []}
         for rep in range(REPEATS):
             for side in ("direct", "gate"):
-                proc = subprocess.run([sys.executable, __file__, "--child", side, str(home), f"bench-{rep}"],
-                                      capture_output=True, text=True, check=True)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", side, str(home), f"bench-{rep}"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 runs[side].append(res)
-                print(f"rep {rep} {side:6s} {res['seconds']:7.2f} s  peak {res['peak_mib']:7.0f} MiB"
-                      + (f"  ({res['checks']} checks, {res['quarantined']} rows quarantined, "
-                         f"GX import {res['gx_import_s']:.1f} s)" if side == "gate" else ""), flush=True)
+                print(
+                    f"rep {rep} {side:6s} {res['seconds']:7.2f} s  peak {res['peak_mib']:7.0f} MiB"
+                    + (
+                        f"  ({res['checks']} checks, {res['quarantined']} rows quarantined, "
+                        f"GX import {res['gx_import_s']:.1f} s)"
+                        if side == "gate"
+                        else ""
+                    ),
+                    flush=True,
+                )
         for key in ("failed_rows_hba1c", "failed_rows_pnr"):  # both sides computed the same thing
             assert runs["gate"][0][key] == runs["direct"][0][key], f"sides disagree on {key}"
         gate_s = statistics.median(r["seconds"] for r in runs["gate"])
         direct_s = statistics.median(r["seconds"] for r in runs["direct"])
         peak = max(r["peak_mib"] for r in runs["gate"])
         gx_import = statistics.median(r["gx_import_s"] for r in runs["gate"])
-        print(f"gate median {gate_s:.2f} s ({ROWS / gate_s:,.0f} rows/s), direct SQL median {direct_s:.2f} s "
-              f"({ROWS / direct_s:,.0f} rows/s), gate peak {peak:.0f} MiB, direct peak "
-              f"{max(r['peak_mib'] for r in runs['direct']):.0f} MiB; GX import {gx_import:.1f} s per process "
-              f"(ratio with it: {(gate_s + gx_import) / direct_s:.2f})")
-        print(f"BENCH quality rows_per_s={ROWS / gate_s:.0f} wall_s={gate_s:.2f} direct_s={direct_s:.2f} "
-              f"peak_mib={peak:.0f} ratio={gate_s / direct_s:.2f}")
+        print(
+            f"gate median {gate_s:.2f} s ({ROWS / gate_s:,.0f} rows/s), direct SQL median {direct_s:.2f} s "
+            f"({ROWS / direct_s:,.0f} rows/s), gate peak {peak:.0f} MiB, direct peak "
+            f"{max(r['peak_mib'] for r in runs['direct']):.0f} MiB; GX import {gx_import:.1f} s per process "
+            f"(ratio with it: {(gate_s + gx_import) / direct_s:.2f})"
+        )
+        print(
+            f"BENCH quality rows_per_s={ROWS / gate_s:.0f} wall_s={gate_s:.2f} direct_s={direct_s:.2f} "
+            f"peak_mib={peak:.0f} ratio={gate_s / direct_s:.2f}"
+        )
 
 
 if __name__ == "__main__":

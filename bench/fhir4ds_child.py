@@ -50,8 +50,20 @@ from typing import Any
 
 CHUNK = 10_000  # resources per load_resources call (dicts loader)
 KEY_FUNCS = ("getResourceKey(", "getReferenceKey(")
-NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
-           "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+)
 
 
 # ---------------------------------------------------------------------------- pure helpers
@@ -104,8 +116,14 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def compare_view(con: Any, vd: dict[str, Any], table: str, ours: str,
-                 resources: str = "fhir_resources", json_col: str = "resource") -> dict[str, Any]:
+def compare_view(
+    con: Any,
+    vd: dict[str, Any],
+    table: str,
+    ours: str,
+    resources: str = "fhir_resources",
+    json_col: str = "resource",
+) -> dict[str, Any]:
     """Compare fhir4ds's table ``table`` with our table of the view's name in catalog ``ours``.
 
     Counts only: ``ours_rows`` (our rows for the resources in ``resources``), ``missing`` (our rows
@@ -117,22 +135,39 @@ def compare_view(con: Any, vd: dict[str, Any], table: str, ours: str,
     """
     name = vd["name"]
     ours_t = f"{_q(ours)}.main.{_q(name)}"
-    theirs = {r[0]: r[1] for r in con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ?",
-        [table]).fetchall()}
-    ours_types = {r[0]: r[1] for r in con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = 'main' AND table_name = ?", [ours, name]).fetchall()}
+    theirs = {
+        r[0]: r[1]
+        for r in con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' AND table_name = ?",
+            [table],
+        ).fetchall()
+    }
+    ours_types = {
+        r[0]: r[1]
+        for r in con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = ? AND schema_name = 'main' AND table_name = ?",
+            [ours, name],
+        ).fetchall()
+    }
     if not ours_types:
         raise LookupError(f"no table {name} in our database")
     key = key_column(vd)
-    ids = (f"SELECT json_extract_string({_q(json_col)}, '$.id') FROM {_q(resources)} "
-           f"WHERE json_extract_string({_q(json_col)}, '$.resourceType') = ?")
+    ids = (
+        f"SELECT json_extract_string({_q(json_col)}, '$.id') FROM {_q(resources)} "
+        f"WHERE json_extract_string({_q(json_col)}, '$.resourceType') = ?"
+    )
     if key is None or key not in theirs or key not in ours_types:
         ours_rows = con.execute(f"SELECT count(*) FROM {ours_t}").fetchone()[0]
-        return {"ours_rows": ours_rows, "keyed": False, "differs": {}, "missing": None, "extra": None,
-                "absent": sorted(set(ours_types) - set(theirs))}
+        return {
+            "ours_rows": ours_rows,
+            "keyed": False,
+            "differs": {},
+            "missing": None,
+            "extra": None,
+            "absent": sorted(set(ours_types) - set(theirs)),
+        }
 
     key_funcs = {c["name"] for c in view_columns(vd) if any(f in c.get("path", "") for f in KEY_FUNCS)}
 
@@ -156,16 +191,23 @@ def compare_view(con: Any, vd: dict[str, Any], table: str, ours: str,
         aggs.append(f"count(*) FILTER (WHERE {both} AND ({a}) IS DISTINCT FROM ({b}))")
         aggs.append(f"count(*) FILTER (WHERE {both} AND ({a}) IS NULL AND ({b}) IS NOT NULL)")
     # pair() refers to t.<col> and o.<col>: the tables inside the CTEs and the CTEs outside.
-    sql = (f"WITH t AS (SELECT {tk} AS _k, true AS _in, * FROM {_q(table)} AS t), "
-           f"o AS (SELECT {ok} AS _k, true AS _in, * FROM {ours_t} AS o WHERE {_q(key)} IN ({ids})) "
-           f"SELECT (SELECT count(*) FROM o), count(*) FILTER (WHERE t._in IS NULL), "
-           f"count(*) FILTER (WHERE o._in IS NULL){''.join(', ' + a for a in aggs)} "
-           f"FROM t FULL OUTER JOIN o ON t._k = o._k")
+    sql = (
+        f"WITH t AS (SELECT {tk} AS _k, true AS _in, * FROM {_q(table)} AS t), "
+        f"o AS (SELECT {ok} AS _k, true AS _in, * FROM {ours_t} AS o WHERE {_q(key)} IN ({ids})) "
+        f"SELECT (SELECT count(*) FROM o), count(*) FILTER (WHERE t._in IS NULL), "
+        f"count(*) FILTER (WHERE o._in IS NULL){''.join(', ' + a for a in aggs)} "
+        f"FROM t FULL OUTER JOIN o ON t._k = o._k"
+    )
     r = con.execute(sql, [vd["resource"]]).fetchone()
-    return {"ours_rows": r[0], "keyed": True, "missing": r[1], "extra": r[2],
-            "differs": {c: n for c, n in zip(cols, r[3::2], strict=True) if n},
-            "null": {c: n for c, n in zip(cols, r[4::2], strict=True) if n},
-            "absent": sorted(set(ours_types) - set(theirs))}
+    return {
+        "ours_rows": r[0],
+        "keyed": True,
+        "missing": r[1],
+        "extra": r[2],
+        "differs": {c: n for c, n in zip(cols, r[3::2], strict=True) if n},
+        "null": {c: n for c, n in zip(cols, r[4::2], strict=True) if n},
+        "absent": sorted(set(ours_types) - set(theirs)),
+    }
 
 
 def view_line(name: str, v: dict[str, Any]) -> str:
@@ -186,21 +228,31 @@ def view_line(name: str, v: dict[str, Any]) -> str:
     if c["absent"]:
         notes.append("columns absent: " + ", ".join(c["absent"]))
     if c["differs"]:
+
         def one(col: str, n: int) -> str:
             empty = c.get("null", {}).get(col, 0)
             return f"{col} {n:,}" + ("" if not empty else " all NULL" if empty == n else f" ({empty:,} NULL)")
 
-        notes.append("rows whose value differs from ours: " + ", ".join(
-            one(col, n) for col, n in c["differs"].items()))
+        notes.append(
+            "rows whose value differs from ours: " + ", ".join(one(col, n) for col, n in c["differs"].items())
+        )
     return head + ("; " + "; ".join(notes) if notes else "; every value the same as ours")
 
 
 def summary(views: dict[str, dict[str, Any]]) -> str:
     """``k of n views ran (j identical to ours)``."""
     ran = [v for v in views.values() if not v.get("error")]
-    same = [v for v in ran if v.get("compare") and v["compare"]["keyed"]
-            and v["compare"]["ours_rows"] == v["rows"] and not v["compare"]["missing"]
-            and not v["compare"]["extra"] and not v["compare"]["differs"] and not v["compare"]["absent"]]
+    same = [
+        v
+        for v in ran
+        if v.get("compare")
+        and v["compare"]["keyed"]
+        and v["compare"]["ours_rows"] == v["rows"]
+        and not v["compare"]["missing"]
+        and not v["compare"]["extra"]
+        and not v["compare"]["differs"]
+        and not v["compare"]["absent"]
+    ]
     return f"{len(ran)} of {len(views)} views ran, {len(same)} identical to ours"
 
 
@@ -253,7 +305,8 @@ def main(spec_path: str) -> int:
     from fhir4ds.datastore import QuickConnect
 
     f4_duckdb.duckdb = types.SimpleNamespace(  # type: ignore[attr-defined]
-        connect=lambda database=":memory:", **kw: _OfflineConnection(duckdb.connect(database, **kw)))
+        connect=lambda database=":memory:", **kw: _OfflineConnection(duckdb.connect(database, **kw))
+    )
     db = QuickConnect.duckdb(spec["db"])
     t_import = time.perf_counter() - t0
 
@@ -304,15 +357,28 @@ def main(spec_path: str) -> int:
                 if v.get("error"):
                     continue
                 try:
-                    v["compare"] = compare_view(con, vd, vd["name"], "ours", db.datastore.table_name,
-                                                db.datastore.json_col)
+                    v["compare"] = compare_view(
+                        con, vd, vd["name"], "ours", db.datastore.table_name, db.datastore.json_col
+                    )
                 except Exception as e:
                     v["compare_error"] = short_error(e)
     con.close()
-    print(json.dumps({"fhir4ds": fhir4ds.__version__, "duckdb": duckdb.__version__, "loader": spec["loader"],
-                      "given": given if spec["loader"] == "dicts" else None, "loaded": loaded,
-                      "import_s": t_import, "load_s": t_load, "job_s": job_s,
-                      "peak_mib": peak_kib / 1024, "views": views}))
+    print(
+        json.dumps(
+            {
+                "fhir4ds": fhir4ds.__version__,
+                "duckdb": duckdb.__version__,
+                "loader": spec["loader"],
+                "given": given if spec["loader"] == "dicts" else None,
+                "loaded": loaded,
+                "import_s": t_import,
+                "load_s": t_load,
+                "job_s": job_s,
+                "peak_mib": peak_kib / 1024,
+                "views": views,
+            }
+        )
+    )
     return 0
 
 

@@ -91,8 +91,15 @@ def build_release(request_id: int) -> dict:
 
 
 def ingest_dag(holder: Holder):
-    @dag(dag_id=f"ingest__{holder.id}", schedule="@daily", start_date=START, catchup=False,
-         default_args=DEFAULT_ARGS, tags=["ingest", holder.id], doc_md=f"Ingest {holder.name}'s deliveries.")
+    @dag(
+        dag_id=f"ingest__{holder.id}",
+        schedule="@daily",
+        start_date=START,
+        catchup=False,
+        default_args=DEFAULT_ARGS,
+        tags=["ingest", holder.id],
+        doc_md=f"Ingest {holder.name}'s deliveries.",
+    )
     def _dag():
         loaded = [ingest.override(task_id=f"ingest_{source}")(holder.id, source) for source in holder.sources]
         loaded >> validate.override(task_id="validate_raw", outlets=[raw_asset(holder.id)])("raw", holder.id)
@@ -101,20 +108,33 @@ def ingest_dag(holder: Holder):
 
 
 def pseudonymise_dag(holder: Holder):
-    @dag(dag_id=f"pseudonymise__{holder.id}", schedule=[raw_asset(holder.id)], start_date=START,
-         catchup=False, default_args=DEFAULT_ARGS, tags=["pseudonymise", holder.id],
-         doc_md=f"Pseudonymise {holder.name}'s raw zone into the research zone.")
+    @dag(
+        dag_id=f"pseudonymise__{holder.id}",
+        schedule=[raw_asset(holder.id)],
+        start_date=START,
+        catchup=False,
+        default_args=DEFAULT_ARGS,
+        tags=["pseudonymise", holder.id],
+        doc_md=f"Pseudonymise {holder.name}'s raw zone into the research zone.",
+    )
     def _dag():
         pseudonymise(holder.id) >> validate.override(
-            task_id="validate_research", outlets=[research_asset(holder.id)])("research", holder.id)
+            task_id="validate_research", outlets=[research_asset(holder.id)]
+        )("research", holder.id)
 
     return _dag()
 
 
-@dag(dag_id="release", schedule=[research_asset(h.id) for h in holders()], start_date=START, catchup=False,
-     default_args=DEFAULT_ARGS, tags=["release"],
-     doc_md="Delete releases whose permit ended; build, gate and publish the release of every request "
-            "approved by all its holders.")
+@dag(
+    dag_id="release",
+    schedule=[research_asset(h.id) for h in holders()],
+    start_date=START,
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    tags=["release"],
+    doc_md="Delete releases whose permit ended; build, gate and publish the release of every request "
+    "approved by all its holders.",
+)
 def release_dag():
     delete_ended_releases() >> build_release.expand(request_id=ready_requests())
 

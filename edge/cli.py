@@ -15,7 +15,10 @@ from hdp.settings import REPO_ROOT, get_settings
 
 # command name -> ("module:attribute" of a click command or group, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("edge.commands.pipeline:demo", "Everything end to end: generate, run the DAGs, approve, release, query."),
+    "demo": (
+        "edge.commands.pipeline:demo",
+        "Everything end to end: generate, run the DAGs, approve, release, query.",
+    ),
     "generate": ("edge.commands.generate:generate", "Generate synthetic deliveries for every data holder."),
     "run": ("edge.commands.pipeline:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
     "status": ("edge.commands.status:status", "Latest pipeline runs and their figures."),
@@ -26,10 +29,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "request": ("edge.commands.governance:request", "Extract requests: file, submit, decide, amend, revoke."),
     "consent": ("edge.commands.governance:consent", "Consent and opt-out registry."),
     "user": ("edge.commands.governance:user", "Users, roles and API tokens."),
-    "governance": ("edge.commands.governance:governance", "Store migrations, overdue requests, key figures, transparency."),
+    "governance": (
+        "edge.commands.governance:governance",
+        "Store migrations, overdue requests, key figures, transparency.",
+    ),
     "serve": ("edge.commands.access:serve", "Serve the access layer (API and web pages)."),
     "query": ("edge.commands.access:query", "Query a release as a researcher."),
-    "audit": ("edge.commands.access:audit", "Verify the keyed audit logs and checkpoints; access follow-up report."),
+    "audit": (
+        "edge.commands.access:audit",
+        "Verify the keyed audit logs and checkpoints; access follow-up report.",
+    ),
 }
 
 

@@ -41,10 +41,17 @@ DEMO_REQUEST = {
     "ethics_ref": "2025-01234-01",
     "holders": ["ndr", "region_uppsala", "region_orebro"],
     "variables": [
-        "register_visit.birth_year", "register_visit.sex", "register_visit.visit_date",
-        "register_visit.diabetes_type", "register_visit.hba1c_mmol_mol", "register_visit.bmi",
-        "prom_response.visit_date", "prom_response.eq_vas", "prom_response.eq5d_mobility",
-        "condition.code", "condition.recorded_date",
+        "register_visit.birth_year",
+        "register_visit.sex",
+        "register_visit.visit_date",
+        "register_visit.diabetes_type",
+        "register_visit.hba1c_mmol_mol",
+        "register_visit.bmi",
+        "prom_response.visit_date",
+        "prom_response.eq_vas",
+        "prom_response.eq5d_mobility",
+        "condition.code",
+        "condition.recorded_date",
     ],
     "period": ("2022-01-01", "2026-10-31"),
     "cohort_criteria": {"register_visit.diabetes_type": {"in": ["typ1", "typ2"]}},
@@ -64,9 +71,15 @@ AGGREGATE_REQUEST = {
     "ethics_ref": "2025-01234-01",
     "holders": ["ndr", "region_skane"],
     "variables": [
-        "register_visit.birth_year", "register_visit.sex", "register_visit.visit_date",
-        "register_visit.diabetes_type", "register_visit.hba1c_mmol_mol", "register_visit.bmi",
-        "patient.birth_year", "patient.sex", "patient.county",
+        "register_visit.birth_year",
+        "register_visit.sex",
+        "register_visit.visit_date",
+        "register_visit.diabetes_type",
+        "register_visit.hba1c_mmol_mol",
+        "register_visit.bmi",
+        "patient.birth_year",
+        "patient.sex",
+        "patient.county",
     ],
     "period": ("2022-01-01", "2026-10-31"),
     "data_form": "anonymised",
@@ -119,8 +132,14 @@ def _record_opt_outs(session: Any, count: int = 3) -> int:
             if len(keys) == count:
                 break
     for key in keys:
-        consent.record_consent(session, consent_key=key, scope="secondary_use", choice="opt_out",
-                               source_ref="demo-blankett-1177", actor="demo")
+        consent.record_consent(
+            session,
+            consent_key=key,
+            scope="secondary_use",
+            choice="opt_out",
+            source_ref="demo-blankett-1177",
+            actor="demo",
+        )
     return len(keys)
 
 
@@ -131,14 +150,22 @@ def _file_and_approve(url: str, fields: dict[str, Any]) -> int:
     with store.session_scope(url) as session:
         request_id = service.file_request(session, applicant=RESEARCHER, **fields)
         service.submit_request(session, request_id=request_id, actor=RESEARCHER)
-    why = ("Aggregate-only output of anonymised data; ethics approval and variables match the purpose."
-           if fields["output_tier"] == "aggregate" else
-           "Ethics approval and variable list match the purpose; data minimised.")
+    why = (
+        "Aggregate-only output of anonymised data; ethics approval and variables match the purpose."
+        if fields["output_tier"] == "aggregate"
+        else "Ethics approval and variable list match the purpose; data minimised."
+    )
     for holder in fields["holders"]:
         for name in STEWARDS[holder]:
             with store.session_scope(url) as session:
-                service.decide(session, request_id=request_id, holder_id=holder, reviewer=name, decision="approve",
-                               justification=why)
+                service.decide(
+                    session,
+                    request_id=request_id,
+                    holder_id=holder,
+                    reviewer=name,
+                    decision="approve",
+                    justification=why,
+                )
     return request_id
 
 
@@ -158,7 +185,9 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     summary["generated_defects"] = {k: v for k, v in generated.defects.items() if v}
 
     orchestrate.migrate_metadata_db()
-    ingest_runs = orchestrate.run_dags(orchestrate.pipeline_dag_ids("ingest") + orchestrate.pipeline_dag_ids("pseudonymise"))
+    ingest_runs = orchestrate.run_dags(
+        orchestrate.pipeline_dag_ids("ingest") + orchestrate.pipeline_dag_ids("pseudonymise")
+    )
     summary["dag_runs"] = {o.dag_id: o.state for o in ingest_runs}
 
     store.upgrade(settings.governance_url)
@@ -183,21 +212,33 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     researcher = {"Authorization": f"Bearer {tokens[RESEARCHER]}"}
 
     def query(release_id: str | None, sql: str, headers: dict[str, str]) -> Any:
-        return client.post(f"/releases/{release_id}/query", json={"sql": sql, "format": "json"}, headers=headers)
+        return client.post(
+            f"/releases/{release_id}/query", json={"sql": sql, "format": "json"}, headers=headers
+        )
 
     answer = query(release_ids["record"], DEMO_QUERY, researcher)
     summary["researcher_query"] = {"status": answer.status_code, "sql": DEMO_QUERY, "result": answer.json()}
     answer = query(release_ids["aggregate"], AGGREGATE_QUERY, researcher)
-    summary["aggregate_query"] = {"status": answer.status_code, "sql": AGGREGATE_QUERY, "result": answer.json()}
-    refused = query(release_ids["record"], DEMO_QUERY, {"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"})
+    summary["aggregate_query"] = {
+        "status": answer.status_code,
+        "sql": AGGREGATE_QUERY,
+        "result": answer.json(),
+    }
+    refused = query(
+        release_ids["record"], DEMO_QUERY, {"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"}
+    )
     summary["other_researcher_status"] = refused.status_code
     summary["researcher_token"] = tokens[RESEARCHER]
     # Both tiers at once: one token ($HDP_TOKEN), two releases, a command for each (no server needed).
     # A record-level result comes back only as a preview (json/arrow); aggregate cells leave as csv.
     summary["releases"] = {
-        tier: {"release_id": release_ids[tier], "request_id": request_ids[tier], "output_tier": tier,
-               "try": f"HDP_TOKEN=<researcher_token> .venv/bin/hdp query --in-process --release {release_ids[tier]}"
-                      f"{' --format json' if tier == 'record' else ''} \"{sql}\""}
+        tier: {
+            "release_id": release_ids[tier],
+            "request_id": request_ids[tier],
+            "output_tier": tier,
+            "try": f"HDP_TOKEN=<researcher_token> .venv/bin/hdp query --in-process --release {release_ids[tier]}"
+            f'{" --format json" if tier == "record" else ""} "{sql}"',
+        }
         for tier, sql in (("record", DEMO_QUERY), ("aggregate", AGGREGATE_QUERY))
     }
     return summary

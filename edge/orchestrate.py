@@ -67,5 +67,7 @@ def run_dags(dag_ids: Iterable[str], *, raise_on_failure: bool = True) -> list[D
         log.info("DAG %s run %s: %s", dag_id, run.run_id, outcome.state)
         outcomes.append(outcome)
         if raise_on_failure and outcome.state != "success":
-            raise DagRunFailed(f"DAG {dag_id} ended {outcome.state}; failed tasks: {', '.join(failed) or 'none'}")
+            raise DagRunFailed(
+                f"DAG {dag_id} ended {outcome.state}; failed tasks: {', '.join(failed) or 'none'}"
+            )
     return outcomes

@@ -32,11 +32,15 @@ def pseudonymise(holder_id: str) -> dict[str, Any]:
     return asdict(pseudonymise_holder(holder_id))
 
 
-def validate(zone: str, *, run_id: str, holder_id: str | None = None, release_dir: str | None = None) -> dict[str, Any]:
+def validate(
+    zone: str, *, run_id: str, holder_id: str | None = None, release_dir: str | None = None
+) -> dict[str, Any]:
     """Run the quality gate; raises QualityGateFailed (check ids and counts only) when blocking."""
     from pipelines.quality.gate import raise_for_blocking, run_gate
 
-    result = run_gate(zone, holder_id=holder_id, release_dir=Path(release_dir) if release_dir else None, run_id=run_id)
+    result = run_gate(
+        zone, holder_id=holder_id, release_dir=Path(release_dir) if release_dir else None, run_id=run_id
+    )
     raise_for_blocking(result)
     return result.summary()
 

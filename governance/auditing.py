@@ -64,14 +64,20 @@ def _record(session: Session, log_id: str, seq: int, entry_hash: str) -> None:
     reported (the log was replaced) and the first record kept."""
     existing = session.get(AuditCheckpointRow, (log_id, seq))
     if existing is None:
-        session.add(AuditCheckpointRow(log_id=log_id, seq=seq, entry_hash=entry_hash, recorded_at=datetime.now(UTC)))
+        session.add(
+            AuditCheckpointRow(log_id=log_id, seq=seq, entry_hash=entry_hash, recorded_at=datetime.now(UTC))
+        )
     elif existing.entry_hash != entry_hash:
         _conflict(log_id, seq)
 
 
 def _conflict(log_id: str, seq: int) -> None:
-    log.error("audit log %s: entry %d differs from its checkpoint: the log was replaced or re-chained "
-              "(run 'hdp audit verify')", log_id, seq)
+    log.error(
+        "audit log %s: entry %d differs from its checkpoint: the log was replaced or re-chained "
+        "(run 'hdp audit verify')",
+        log_id,
+        seq,
+    )
 
 
 class StoreCheckpoints:

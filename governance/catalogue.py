@@ -48,16 +48,48 @@ TABLE_SOURCE: Mapping[str, str] = {
 
 _PSEUDONYM = {"person_id", "encounter_id"}
 _QUASI = {
-    "birth_year", "sex", "id_type", "county", "deceased_year", "visit_date", "start_time", "end_time",
-    "recorded_date", "effective_time", "authored_on", "performed_date", "authored",
+    "birth_year",
+    "sex",
+    "id_type",
+    "county",
+    "deceased_year",
+    "visit_date",
+    "start_time",
+    "end_time",
+    "recorded_date",
+    "effective_time",
+    "authored_on",
+    "performed_date",
+    "authored",
 }
 _ADMIN = {"code_system", "status", "class_code", "unit"}
 _HEALTH = {
-    "diabetes_type", "hba1c_mmol_mol", "bmi", "systolic_bp", "diastolic_bp", "smoking", "treatment",
-    "eq5d_mobility", "eq5d_self_care", "eq5d_usual_activities", "eq5d_pain_discomfort",
-    "eq5d_anxiety_depression", "eq_vas", "prem_respect", "prem_involvement", "prem_information",
-    "prem_accessibility", "prem_overall", "code", "value", "atc_code", "mobility", "self_care",
-    "usual_activities", "pain_discomfort", "anxiety_depression",
+    "diabetes_type",
+    "hba1c_mmol_mol",
+    "bmi",
+    "systolic_bp",
+    "diastolic_bp",
+    "smoking",
+    "treatment",
+    "eq5d_mobility",
+    "eq5d_self_care",
+    "eq5d_usual_activities",
+    "eq5d_pain_discomfort",
+    "eq5d_anxiety_depression",
+    "eq_vas",
+    "prem_respect",
+    "prem_involvement",
+    "prem_information",
+    "prem_accessibility",
+    "prem_overall",
+    "code",
+    "value",
+    "atc_code",
+    "mobility",
+    "self_care",
+    "usual_activities",
+    "pain_discomfort",
+    "anxiety_depression",
 }
 
 
@@ -108,8 +140,13 @@ def generate_catalogue(architecture_md: str | None = None) -> dict[str, Any]:
         tables_out[table] = {"source": source, "holders": sorted(by_source.get(source, []))}
         for col in columns:
             variables.append(
-                {"name": f"{table}.{col}", "table": table, "column": col, "source": source,
-                 "sensitivity": sensitivity_of(col)}
+                {
+                    "name": f"{table}.{col}",
+                    "table": table,
+                    "column": col,
+                    "source": source,
+                    "sensitivity": sensitivity_of(col),
+                }
             )
     return {
         "_note": (

@@ -69,7 +69,12 @@ def parse(criteria: Mapping[str, Any] | None) -> list[Condition]:
             raise InvalidCriteria(f"criterion on {variable} must be one operator: {', '.join(OPERATORS)}")
         ((op, operand),) = condition.items()
         if op == "in":
-            if not isinstance(operand, list) or not operand or not all(_scalar(v) for v in operand) or len(operand) > 1000:
+            if (
+                not isinstance(operand, list)
+                or not operand
+                or not all(_scalar(v) for v in operand)
+                or len(operand) > 1000
+            ):
                 raise InvalidCriteria(f"'in' on {variable} needs a list of 1-1000 plain values")
             operands = tuple(operand)
         elif op == "between":

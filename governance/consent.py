@@ -41,18 +41,23 @@ _PNR_LIKE = re.compile(r"^[\d+ -]+$")
 
 def _check_key(consent_key: str) -> None:
     if isinstance(consent_key, str) and _PNR_LIKE.match(consent_key):
-        raise InvalidConsent("that looks like a personal identity number, not a consent key; "
-                             "derive the key with privacy.domains.consent_key in the restricted zone",
-                             code="consent.plain_identifier")
+        raise InvalidConsent(
+            "that looks like a personal identity number, not a consent key; "
+            "derive the key with privacy.domains.consent_key in the restricted zone",
+            code="consent.plain_identifier",
+        )
     if not isinstance(consent_key, str) or not _KEY.match(consent_key):
-        raise InvalidConsent("consent key must be a consent-domain pseudonym (16-128 chars of A-Z a-z 0-9 _ -)",
-                             code="consent.bad_key")
+        raise InvalidConsent(
+            "consent key must be a consent-domain pseudonym (16-128 chars of A-Z a-z 0-9 _ -)",
+            code="consent.bad_key",
+        )
 
 
 def _check_scope(scope: str) -> None:
     if scope != SECONDARY_USE and scope not in PURPOSES:
-        raise InvalidConsent(f"scope must be {SECONDARY_USE!r} or a purpose: {', '.join(PURPOSES)}",
-                             code="consent.bad_scope")
+        raise InvalidConsent(
+            f"scope must be {SECONDARY_USE!r} or a purpose: {', '.join(PURPOSES)}", code="consent.bad_scope"
+        )
 
 
 def _aware(dt: datetime | None, name: str) -> None:
@@ -60,16 +65,27 @@ def _aware(dt: datetime | None, name: str) -> None:
         raise InvalidConsent(f"{name} must be timezone-aware", code="consent.naive_time")
 
 
-def record_consent(session: Session, *, consent_key: str, scope: str, choice: str, source_ref: str, actor: str,
-                   valid_from: datetime | None = None, valid_to: datetime | None = None,
-                   now: datetime | None = None) -> int:
+def record_consent(
+    session: Session,
+    *,
+    consent_key: str,
+    scope: str,
+    choice: str,
+    source_ref: str,
+    actor: str,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+    now: datetime | None = None,
+) -> int:
     """Record one choice; returns the record id. ``valid_from`` defaults to now."""
     _check_key(consent_key)
     _check_scope(scope)
     if choice not in CHOICES:
         raise InvalidConsent(f"choice must be one of {CHOICES}", code="consent.bad_choice")
     if not (source_ref or "").strip() or len(source_ref) > 128:
-        raise InvalidConsent("a source document reference (1-128 chars) is required", code="consent.no_source")
+        raise InvalidConsent(
+            "a source document reference (1-128 chars) is required", code="consent.no_source"
+        )
     _aware(valid_from, "valid_from")
     _aware(valid_to, "valid_to")
     _aware(now, "now")
@@ -77,24 +93,46 @@ def record_consent(session: Session, *, consent_key: str, scope: str, choice: st
     valid_from = valid_from or now
     if valid_to is not None and valid_to <= valid_from:
         raise InvalidConsent("valid_to must be after valid_from", code="consent.bad_period")
-    row = ConsentRow(consent_key=consent_key, scope=scope, choice=choice, valid_from=valid_from, valid_to=valid_to,
-                     source_ref=source_ref.strip(), recorded_at=now, recorded_by=actor)
+    row = ConsentRow(
+        consent_key=consent_key,
+        scope=scope,
+        choice=choice,
+        valid_from=valid_from,
+        valid_to=valid_to,
+        source_ref=source_ref.strip(),
+        recorded_at=now,
+        recorded_by=actor,
+    )
     session.add(row)
     session.flush()
-    auditing.queue(session, event="governance.consent_recorded", consent_record_id=row.id, scope=scope,
-                   choice=choice, actor=actor)
+    auditing.queue(
+        session,
+        event="governance.consent_recorded",
+        consent_record_id=row.id,
+        scope=scope,
+        choice=choice,
+        actor=actor,
+    )
     return row.id
 
 
-def withdraw_consent(session: Session, *, consent_key: str, source_ref: str, actor: str,
-                     scope: str = SECONDARY_USE, at: datetime | None = None) -> int:
+def withdraw_consent(
+    session: Session,
+    *,
+    consent_key: str,
+    source_ref: str,
+    actor: str,
+    scope: str = SECONDARY_USE,
+    at: datetime | None = None,
+) -> int:
     """Withdraw at ``at`` (default now): close open records of the scope, record an opt-out."""
     _check_key(consent_key)
     _check_scope(scope)
     _aware(at, "at")
     at = at or datetime.now(UTC)
-    q = select(ConsentRow).where(ConsentRow.consent_key == consent_key,
-                                 or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > at))
+    q = select(ConsentRow).where(
+        ConsentRow.consent_key == consent_key, or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > at)
+    )
     if scope != SECONDARY_USE:
         q = q.where(ConsentRow.scope == scope)
     closed = 0
@@ -102,18 +140,38 @@ def withdraw_consent(session: Session, *, consent_key: str, source_ref: str, act
         # A record starting later than `at` is closed too: it becomes an empty interval.
         row.valid_to = at
         closed += 1
-    record_id = record_consent(session, consent_key=consent_key, scope=scope, choice="opt_out",
-                               source_ref=source_ref, actor=actor, valid_from=at, now=at)
-    auditing.queue(session, event="governance.consent_withdrawn", consent_record_id=record_id, scope=scope,
-                   closed=closed, actor=actor)
+    record_id = record_consent(
+        session,
+        consent_key=consent_key,
+        scope=scope,
+        choice="opt_out",
+        source_ref=source_ref,
+        actor=actor,
+        valid_from=at,
+        now=at,
+    )
+    auditing.queue(
+        session,
+        event="governance.consent_withdrawn",
+        consent_record_id=record_id,
+        scope=scope,
+        closed=closed,
+        actor=actor,
+    )
     return record_id
 
 
 def consent_records(session: Session, *, consent_key: str) -> list[ConsentRecord]:
     _check_key(consent_key)
-    rows = session.execute(select(ConsentRow).where(ConsentRow.consent_key == consent_key).order_by(ConsentRow.id)).scalars()
-    return [ConsentRecord(r.id, r.scope, r.choice, r.valid_from, r.valid_to, r.source_ref, r.recorded_at, r.recorded_by)
-            for r in rows]
+    rows = session.execute(
+        select(ConsentRow).where(ConsentRow.consent_key == consent_key).order_by(ConsentRow.id)
+    ).scalars()
+    return [
+        ConsentRecord(
+            r.id, r.scope, r.choice, r.valid_from, r.valid_to, r.source_ref, r.recorded_at, r.recorded_by
+        )
+        for r in rows
+    ]
 
 
 def _resolve(records: Iterable[Any], purpose: str) -> bool:
@@ -132,8 +190,9 @@ def _resolve(records: Iterable[Any], purpose: str) -> bool:
 
 def _valid_at(session: Session, purpose: str, at: datetime, consent_key: str | None = None) -> list[Any]:
     # Plain column tuples, not ORM objects: a register holds up to millions of opt-outs.
-    q = select(ConsentRow.consent_key, ConsentRow.scope, ConsentRow.choice, ConsentRow.valid_from,
-               ConsentRow.id).where(
+    q = select(
+        ConsentRow.consent_key, ConsentRow.scope, ConsentRow.choice, ConsentRow.valid_from, ConsentRow.id
+    ).where(
         ConsentRow.scope.in_([SECONDARY_USE, purpose]),
         ConsentRow.valid_from <= at,
         or_(ConsentRow.valid_to.is_(None), ConsentRow.valid_to > at),
@@ -160,10 +219,12 @@ def excluded_consent_keys(session: Session, *, purpose: str, at: datetime) -> fr
         select(
             ConsentRow.consent_key,
             ConsentRow.choice,
-            func.row_number().over(
+            func.row_number()
+            .over(
                 partition_by=ConsentRow.consent_key,
                 order_by=(specific_first, ConsentRow.valid_from.desc(), ConsentRow.id.desc()),
-            ).label("rn"),
+            )
+            .label("rn"),
         )
         .where(
             ConsentRow.scope.in_([SECONDARY_USE, purpose]),

@@ -114,18 +114,31 @@ def query_budget(session: Session, *, permit_id: int, default: int = DEFAULT_BUD
     return row.budget if row is not None else default
 
 
-def set_query_budget(session: Session, *, permit_id: int, budget: int, actor: str, justification: str,
-                     at: datetime | None = None) -> int:
+def set_query_budget(
+    session: Session,
+    *,
+    permit_id: int,
+    budget: int,
+    actor: str,
+    justification: str,
+    at: datetime | None = None,
+) -> int:
     """A steward of a holder in the permit (or an admin) sets its budget of distinct queries."""
     permit = session.get(PermitRow, permit_id)
     if permit is None:
         raise NotFound(f"permit {permit_id} does not exist", code="permit.not_found")
     user = session.execute(select(UserRow).where(UserRow.name == actor)).scalar_one_or_none()
-    allowed = user is not None and user.disabled_at is None and (
-        "admin" in user.roles or ("steward" in user.roles and set(user.holder_ids) & set(permit.holders)))
+    allowed = (
+        user is not None
+        and user.disabled_at is None
+        and (
+            "admin" in user.roles or ("steward" in user.roles and set(user.holder_ids) & set(permit.holders))
+        )
+    )
     if not allowed:
-        raise PermissionDenied(f"{actor!r} is not a steward of a holder in permit {permit_id}",
-                               code="budget.not_steward")
+        raise PermissionDenied(
+            f"{actor!r} is not a steward of a holder in permit {permit_id}", code="budget.not_steward"
+        )
     problems = []
     if not isinstance(budget, int) or isinstance(budget, bool) or not 0 <= budget <= MAX_BUDGET:
         problems.append(("budget.value", f"the budget is a whole number of queries, 0..{MAX_BUDGET}"))
@@ -136,48 +149,89 @@ def set_query_budget(session: Session, *, permit_id: int, budget: int, actor: st
     row = session.get(QueryBudgetRow, permit_id)
     previous = row.budget if row is not None else None
     if row is None:
-        row = QueryBudgetRow(permit_id=permit_id, budget=budget, set_by=actor, justification=justification.strip(),
-                             set_at=_now(at))
+        row = QueryBudgetRow(
+            permit_id=permit_id,
+            budget=budget,
+            set_by=actor,
+            justification=justification.strip(),
+            set_at=_now(at),
+        )
         session.add(row)
     else:
         row.budget, row.set_by, row.justification, row.set_at = budget, actor, justification.strip(), _now(at)
-    auditing.queue(session, event="governance.query_budget_set", permit_id=permit_id, budget=budget,
-                   previous=previous, actor=actor)
+    auditing.queue(
+        session,
+        event="governance.query_budget_set",
+        permit_id=permit_id,
+        budget=budget,
+        previous=previous,
+        actor=actor,
+    )
     return budget
 
 
-def record_query(session: Session, *, permit_id: int, entry: LedgerEntry, asked_by: str,
-                 at: datetime | None = None, default_budget: int = DEFAULT_BUDGET) -> Admission:
+def record_query(
+    session: Session,
+    *,
+    permit_id: int,
+    entry: LedgerEntry,
+    asked_by: str,
+    at: datetime | None = None,
+    default_budget: int = DEFAULT_BUDGET,
+) -> Admission:
     """Admit a query against the permit's budget and record it with the cells it published.
 
     A query this permit asked before is always admitted (it gives the same answer); a new one
     only while the permit has budget left. Nothing is recorded for a refused one.
     """
     budget = query_budget(session, permit_id=permit_id, default=default_budget)
-    fingerprints = set(session.execute(select(QueryLedgerRow.fingerprint).where(
-        QueryLedgerRow.permit_id == permit_id).distinct()).scalars())
+    fingerprints = set(
+        session.execute(
+            select(QueryLedgerRow.fingerprint).where(QueryLedgerRow.permit_id == permit_id).distinct()
+        ).scalars()
+    )
     verdict = admission(fingerprints, entry.fingerprint, budget)
     if not verdict.admitted:
         return verdict
-    exists = session.execute(select(QueryLedgerRow.id).where(
-        QueryLedgerRow.permit_id == permit_id, QueryLedgerRow.fingerprint == entry.fingerprint,
-        QueryLedgerRow.result_sha256 == entry.result_sha256)).first() is not None
+    exists = (
+        session.execute(
+            select(QueryLedgerRow.id).where(
+                QueryLedgerRow.permit_id == permit_id,
+                QueryLedgerRow.fingerprint == entry.fingerprint,
+                QueryLedgerRow.result_sha256 == entry.result_sha256,
+            )
+        ).first()
+        is not None
+    )
     if not exists:
         try:
             with session.begin_nested():
-                session.add(QueryLedgerRow(
-                    permit_id=permit_id, fingerprint=entry.fingerprint, shape=entry.shape,
-                    terms=[[t.skeleton, t.value] for t in entry.terms],
-                    negates=None if entry.negates is None else [[t.skeleton, t.value] for t in entry.negates],
-                    measures=list(entry.measures), result_sha256=entry.result_sha256,
-                    cells_published=entry.cells_published, cells_withheld=entry.cells_withheld,
-                    cells=[list(c) for c in entry.cells], asked_by=asked_by, asked_at=_now(at)))
+                session.add(
+                    QueryLedgerRow(
+                        permit_id=permit_id,
+                        fingerprint=entry.fingerprint,
+                        shape=entry.shape,
+                        terms=[[t.skeleton, t.value] for t in entry.terms],
+                        negates=None
+                        if entry.negates is None
+                        else [[t.skeleton, t.value] for t in entry.negates],
+                        measures=list(entry.measures),
+                        result_sha256=entry.result_sha256,
+                        cells_published=entry.cells_published,
+                        cells_withheld=entry.cells_withheld,
+                        cells=[list(c) for c in entry.cells],
+                        asked_by=asked_by,
+                        asked_at=_now(at),
+                    )
+                )
         except IntegrityError:
             pass  # another worker recorded the same query and result a moment ago
     return verdict
 
 
-def entries(session: Session, *, permit_id: int | None = None, since: datetime | None = None) -> list[Recorded]:
+def entries(
+    session: Session, *, permit_id: int | None = None, since: datetime | None = None
+) -> list[Recorded]:
     q = select(QueryLedgerRow).order_by(QueryLedgerRow.id)
     if permit_id is not None:
         q = q.where(QueryLedgerRow.permit_id == permit_id)
@@ -188,10 +242,16 @@ def entries(session: Session, *, permit_id: int | None = None, since: datetime |
 
 def _recorded(r: QueryLedgerRow) -> Recorded:
     entry = LedgerEntry(
-        fingerprint=r.fingerprint, shape=r.shape, terms=tuple(Term(*t) for t in r.terms),
-        negates=None if r.negates is None else tuple(Term(*t) for t in r.negates), measures=tuple(r.measures),
-        result_sha256=r.result_sha256, cells_published=r.cells_published, cells_withheld=r.cells_withheld,
-        cells=tuple(tuple(c) for c in r.cells))
+        fingerprint=r.fingerprint,
+        shape=r.shape,
+        terms=tuple(Term(*t) for t in r.terms),
+        negates=None if r.negates is None else tuple(Term(*t) for t in r.negates),
+        measures=tuple(r.measures),
+        result_sha256=r.result_sha256,
+        cells_published=r.cells_published,
+        cells_withheld=r.cells_withheld,
+        cells=tuple(tuple(c) for c in r.cells),
+    )
     return Recorded(r.id, r.permit_id, entry, r.asked_by, r.asked_at)
 
 
@@ -230,16 +290,25 @@ def _relation(a: LedgerEntry, b: LedgerEntry) -> str | None:
     return None
 
 
-def follow_up(session: Session, *, since: datetime | None = None,
-              default_budget: int = DEFAULT_BUDGET) -> dict[str, Any]:
+def follow_up(
+    session: Session, *, since: datetime | None = None, default_budget: int = DEFAULT_BUDGET
+) -> dict[str, Any]:
     """The operator's follow-up of aggregate queries: per permit, queries asked against its
     budget, and the flagged pairs (ids of ledger rows, never query text)."""
     recorded = entries(session, since=since)
     flags = flag_relations(recorded)
     permits: dict[int, dict[str, Any]] = {}
     for r in recorded:
-        p = permits.setdefault(r.permit_id, {"permit_id": r.permit_id, "queries": set(), "askers": set(),
-                                             "cells_published": 0, "cells_withheld": 0})
+        p = permits.setdefault(
+            r.permit_id,
+            {
+                "permit_id": r.permit_id,
+                "queries": set(),
+                "askers": set(),
+                "cells_published": 0,
+                "cells_withheld": 0,
+            },
+        )
         p["queries"].add(r.entry.fingerprint)
         p["askers"].add(r.asked_by)
         p["cells_published"] += r.entry.cells_published
@@ -247,16 +316,30 @@ def follow_up(session: Session, *, since: datetime | None = None,
     out = []
     for pid, p in sorted(permits.items()):
         mine = [f for f in flags if f.permit_id == pid]
-        out.append({
-            "permit_id": pid, "distinct_queries": len(p["queries"]),
-            "budget": query_budget(session, permit_id=pid, default=default_budget),
-            "askers": sorted(p["askers"]), "cells_published": p["cells_published"],
-            "cells_withheld": p["cells_withheld"],
-            "flags": {k: sum(1 for f in mine if f.kind == k)
-                      for k in ("complementary", "differencing", "near_duplicate")},
-        })
+        out.append(
+            {
+                "permit_id": pid,
+                "distinct_queries": len(p["queries"]),
+                "budget": query_budget(session, permit_id=pid, default=default_budget),
+                "askers": sorted(p["askers"]),
+                "cells_published": p["cells_published"],
+                "cells_withheld": p["cells_withheld"],
+                "flags": {
+                    k: sum(1 for f in mine if f.kind == k)
+                    for k in ("complementary", "differencing", "near_duplicate")
+                },
+            }
+        )
     return {
         "permits": out,
-        "flagged_pairs": [{"kind": f.kind, "permit_id": f.permit_id, "ledger_ids": [f.first_id, f.second_id],
-                           "asked_by": f.asked_by, "asked_at": f.asked_at.isoformat()} for f in flags],
+        "flagged_pairs": [
+            {
+                "kind": f.kind,
+                "permit_id": f.permit_id,
+                "ledger_ids": [f.first_id, f.second_id],
+                "asked_by": f.asked_by,
+                "asked_at": f.asked_at.isoformat(),
+            }
+            for f in flags
+        ],
     }

@@ -276,7 +276,9 @@ class OutputCheckRow(Base):
     __table_args__ = (UniqueConstraint("output_id", "review_round", "checker"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    output_id: Mapped[int] = mapped_column(ForeignKey("gov_output_request.id", ondelete="CASCADE"), index=True)
+    output_id: Mapped[int] = mapped_column(
+        ForeignKey("gov_output_request.id", ondelete="CASCADE"), index=True
+    )
     review_round: Mapped[int] = mapped_column(Integer)
     checker: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(16))

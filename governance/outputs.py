@@ -162,15 +162,17 @@ def party(user: object) -> Party:
 # --------------------------------------------------------------------------- text rules
 
 
-def clean_text(value: str | None, *, field: str, minimum: int, maximum: int = MAX_TEXT,
-               multiline: bool = True) -> str:
+def clean_text(
+    value: str | None, *, field: str, minimum: int, maximum: int = MAX_TEXT, multiline: bool = True
+) -> str:
     """Stripped, normalised text of ``minimum``-``maximum`` characters; control and invisible
     format characters (bidi overrides, NUL, zero-width ...) are refused as everywhere in
     governance (``governance.text``): a checker must read exactly what was written."""
     from governance import text as free_text
 
-    cleaned, problem = free_text.check((value or "").strip(), code=f"output.{field}", label=field,
-                                       multiline=multiline)
+    cleaned, problem = free_text.check(
+        (value or "").strip(), code=f"output.{field}", label=field, multiline=multiline
+    )
     problems = [problem] if problem else []
     if not minimum <= len(cleaned) <= maximum:
         problems.append((f"output.{field}", f"{field} must be {minimum}-{maximum} characters"))
@@ -182,33 +184,46 @@ def clean_text(value: str | None, *, field: str, minimum: int, maximum: int = MA
 # --------------------------------------------------------------------------- who may do what
 
 
-def check_refusal(checker: Party, *, requester: str, permit_users: Iterable[str],
-                  permit_holders: Iterable[str]) -> PermissionDenied | None:
+def check_refusal(
+    checker: Party, *, requester: str, permit_users: Iterable[str], permit_holders: Iterable[str]
+) -> PermissionDenied | None:
     """Why ``checker`` may not check an output of this permit, or None when they may."""
     if checker.name == requester:
-        return SelfDecision(f"{checker.name!r} requested this output and may not check it",
-                            code="output.self_check")
+        return SelfDecision(
+            f"{checker.name!r} requested this output and may not check it", code="output.self_check"
+        )
     if checker.name in set(permit_users):
-        return SelfDecision(f"{checker.name!r} is named on the permit and may not check its outputs",
-                            code="output.project_member")
+        return SelfDecision(
+            f"{checker.name!r} is named on the permit and may not check its outputs",
+            code="output.project_member",
+        )
     if CHECKER_ROLE in checker.roles:
         return None
     if "steward" in checker.roles and checker.holder_ids & set(permit_holders):
         return None
-    return PermissionDenied(f"{checker.name!r} is neither an output checker nor a steward of a holder in the permit",
-                            code="output.not_checker")
+    return PermissionDenied(
+        f"{checker.name!r} is neither an output checker nor a steward of a holder in the permit",
+        code="output.not_checker",
+    )
 
 
-def exception_refusal(steward: Party, *, holder_id: str, permit_users: Iterable[str],
-                      permit_holders: Iterable[str]) -> PermissionDenied | None:
+def exception_refusal(
+    steward: Party, *, holder_id: str, permit_users: Iterable[str], permit_holders: Iterable[str]
+) -> PermissionDenied | None:
     """Why ``steward`` may not record (or withdraw) a row-level exception for ``holder_id`` on this permit."""
     if steward.name in set(permit_users):
-        return SelfDecision(f"{steward.name!r} is named on the permit and may not grant it exceptions",
-                            code="exception.project_member")
+        return SelfDecision(
+            f"{steward.name!r} is named on the permit and may not grant it exceptions",
+            code="exception.project_member",
+        )
     if "steward" not in steward.roles or holder_id not in steward.holder_ids:
-        return PermissionDenied(f"{steward.name!r} is not a steward of {holder_id!r}", code="exception.not_steward")
+        return PermissionDenied(
+            f"{steward.name!r} is not a steward of {holder_id!r}", code="exception.not_steward"
+        )
     if holder_id not in set(permit_holders):
-        return PermissionDenied(f"holder {holder_id!r} is not in the permit's scope", code="exception.holder_not_in_scope")
+        return PermissionDenied(
+            f"holder {holder_id!r} is not in the permit's scope", code="exception.holder_not_in_scope"
+        )
     return None
 
 
@@ -226,7 +241,9 @@ def download_refusal(output: OutputRequest, user: str) -> PermissionDenied | Inv
     if output.status != S.APPROVED or objected or len(approvers) < APPROVALS_REQUIRED:
         return InvalidTransition(
             f"output {output.id} is {output.status}; it can be downloaded only after {APPROVALS_REQUIRED} "
-            "output checkers have approved it", code="output.not_approved")
+            "output checkers have approved it",
+            code="output.not_approved",
+        )
     return None
 
 
@@ -249,60 +266,100 @@ def round_outcome(checks: Iterable[OutputCheck], *, requester: str) -> OutputSta
     return S.UNDER_REVIEW if approvers else S.SUBMITTED
 
 
-def decide(output: OutputRequest, checker: Party, decision: str, comment: str, *, permit_users: Iterable[str],
-           permit_holders: Iterable[str], at: datetime) -> OutputRequest:
+def decide(
+    output: OutputRequest,
+    checker: Party,
+    decision: str,
+    comment: str,
+    *,
+    permit_users: Iterable[str],
+    permit_holders: Iterable[str],
+    at: datetime,
+) -> OutputRequest:
     """The output after ``checker``'s decision; raises (nothing changes) when it is not allowed."""
     problems = []
     if decision not in {d.value for d in CheckDecision}:
         problems.append(("output.decision", f"decision must be approve, reject or return, not {decision!r}"))
     text = (comment or "").strip()
     if len(text) < MIN_COMMENT:
-        problems.append(("output.comment", f"every check needs a comment (at least {MIN_COMMENT} characters)"))
+        problems.append(
+            ("output.comment", f"every check needs a comment (at least {MIN_COMMENT} characters)")
+        )
     if problems:
         raise InvalidRequest(problems)
     text = clean_text(text, field="comment", minimum=MIN_COMMENT)
     if OutputStatus(output.status) not in IN_CHECK:
-        raise InvalidTransition(f"output {output.id} is {output.status}; checks are taken only while it is "
-                                "submitted or under review", code=f"output.transition.{output.status}.check")
-    refusal = check_refusal(checker, requester=output.requester, permit_users=permit_users,
-                            permit_holders=permit_holders)
+        raise InvalidTransition(
+            f"output {output.id} is {output.status}; checks are taken only while it is "
+            "submitted or under review",
+            code=f"output.transition.{output.status}.check",
+        )
+    refusal = check_refusal(
+        checker, requester=output.requester, permit_users=permit_users, permit_holders=permit_holders
+    )
     if refusal is not None:
         raise refusal
     if any(c.checker == checker.name for c in output.current_checks):
-        raise DuplicateDecision(f"{checker.name!r} has already checked output {output.id} in this round; "
-                                "a second, independent checker is needed", code="output.duplicate_check")
+        raise DuplicateDecision(
+            f"{checker.name!r} has already checked output {output.id} in this round; "
+            "a second, independent checker is needed",
+            code="output.duplicate_check",
+        )
     check = OutputCheck(checker.name, CheckDecision(decision).value, text, output.round, at)
     status = round_outcome((*output.current_checks, check), requester=output.requester)
-    return replace(output, status=status.value, checks=(*output.checks, check), updated_at=at,
-                   decided_at=at if status in (S.APPROVED, S.REJECTED, S.RETURNED) else output.decided_at)
+    return replace(
+        output,
+        status=status.value,
+        checks=(*output.checks, check),
+        updated_at=at,
+        decided_at=at if status in (S.APPROVED, S.REJECTED, S.RETURNED) else output.decided_at,
+    )
 
 
-def resubmit(output: OutputRequest, actor: str, context: str, *, at: datetime, **replacement: object) -> OutputRequest:
+def resubmit(
+    output: OutputRequest, actor: str, context: str, *, at: datetime, **replacement: object
+) -> OutputRequest:
     """A returned output, answered: a new round (earlier approvals no longer count), with new
     context and, optionally, a new file (``replacement``: the file's facts)."""
     if actor != output.requester:
         raise PermissionDenied("only the requester may resubmit an output", code="output.not_requester")
     if output.status != S.RETURNED:
-        raise InvalidTransition(f"output {output.id} is {output.status}; only a returned output can be resubmitted",
-                                code=f"output.transition.{output.status}.resubmit")
+        raise InvalidTransition(
+            f"output {output.id} is {output.status}; only a returned output can be resubmitted",
+            code=f"output.transition.{output.status}.resubmit",
+        )
     text = clean_text(context, field="context", minimum=MIN_CONTEXT)
-    return replace(output, status=S.SUBMITTED.value, round=output.round + 1, context=text, updated_at=at,
-                   decided_at=None, **replacement)  # type: ignore[arg-type]
+    return replace(
+        output,
+        status=S.SUBMITTED.value,
+        round=output.round + 1,
+        context=text,
+        updated_at=at,
+        decided_at=None,
+        **replacement,
+    )  # type: ignore[arg-type]
 
 
 def withdraw(output: OutputRequest, actor: str, *, at: datetime) -> OutputRequest:
     if actor != output.requester:
         raise PermissionDenied("only the requester may withdraw an output", code="output.not_requester")
     if OutputStatus(output.status) not in WITHDRAWABLE:
-        raise InvalidTransition(f"output {output.id} is {output.status} and can no longer be withdrawn",
-                                code=f"output.transition.{output.status}.withdraw")
+        raise InvalidTransition(
+            f"output {output.id} is {output.status} and can no longer be withdrawn",
+            code=f"output.transition.{output.status}.withdraw",
+        )
     return replace(output, status=S.WITHDRAWN.value, updated_at=at, decided_at=at)
 
 
-def awaiting(output: OutputRequest, checker: Party, *, permit_users: Iterable[str],
-             permit_holders: Iterable[str]) -> bool:
+def awaiting(
+    output: OutputRequest, checker: Party, *, permit_users: Iterable[str], permit_holders: Iterable[str]
+) -> bool:
     """True when ``checker`` may check ``output`` now and has not yet in this round (their queue)."""
-    return (OutputStatus(output.status) in IN_CHECK
-            and check_refusal(checker, requester=output.requester, permit_users=permit_users,
-                              permit_holders=permit_holders) is None
-            and all(c.checker != checker.name for c in output.current_checks))
+    return (
+        OutputStatus(output.status) in IN_CHECK
+        and check_refusal(
+            checker, requester=output.requester, permit_users=permit_users, permit_holders=permit_holders
+        )
+        is None
+        and all(c.checker != checker.name for c in output.current_checks)
+    )

@@ -22,14 +22,21 @@ def overdue_reviews(session: Session, *, at: datetime | None = None) -> list[Ove
     """Holder reviews still pending past their deadline, most overdue first."""
     at = at or datetime.now(UTC)
     rows = session.execute(
-        select(HolderReviewRow, RequestRow).join(RequestRow, RequestRow.id == HolderReviewRow.request_id)
-        .where(HolderReviewRow.verdict == HolderVerdict.PENDING.value,
-               HolderReviewRow.review_round == RequestRow.review_round,
-               RequestRow.status.in_([s.value for s in IN_REVIEW]),
-               HolderReviewRow.due_at < at)
+        select(HolderReviewRow, RequestRow)
+        .join(RequestRow, RequestRow.id == HolderReviewRow.request_id)
+        .where(
+            HolderReviewRow.verdict == HolderVerdict.PENDING.value,
+            HolderReviewRow.review_round == RequestRow.review_round,
+            RequestRow.status.in_([s.value for s in IN_REVIEW]),
+            HolderReviewRow.due_at < at,
+        )
     ).all()
-    out = [Overdue(req.id, rev.holder_id, req.project, rev.due_at, round((at - rev.due_at).total_seconds() / _DAY, 2))
-           for rev, req in rows]
+    out = [
+        Overdue(
+            req.id, rev.holder_id, req.project, rev.due_at, round((at - rev.due_at).total_seconds() / _DAY, 2)
+        )
+        for rev, req in rows
+    ]
     return sorted(out, key=lambda o: (-o.days_overdue, o.request_id, o.holder_id))
 
 
@@ -61,9 +68,18 @@ def key_figures(session: Session, *, period: str = "month") -> list[KeyFigure]:
         .join(RequestRow, RequestRow.id == HolderReviewRow.request_id)
         .outerjoin(PermitRow, PermitRow.request_id == RequestRow.id)
     ).all()
-    acc: dict[tuple[str, str], dict] = defaultdict(lambda: {
-        "submitted": 0, "decided": 0, "approved": 0, "rejected": 0, "returned": 0, "released": 0,
-        "to_decision": [], "to_release": []})
+    acc: dict[tuple[str, str], dict] = defaultdict(
+        lambda: {
+            "submitted": 0,
+            "decided": 0,
+            "approved": 0,
+            "rejected": 0,
+            "returned": 0,
+            "released": 0,
+            "to_decision": [],
+            "to_release": [],
+        }
+    )
     for rev, req, permit in rows:
         a = acc[(rev.holder_id, period_key(rev.opened_at, period))]
         a["submitted"] += 1
@@ -71,15 +87,27 @@ def key_figures(session: Session, *, period: str = "month") -> list[KeyFigure]:
             a["decided"] += 1
             a[rev.verdict] += 1
             a["to_decision"].append((rev.decided_at - rev.opened_at).total_seconds() / _DAY)
-            if (rev.verdict == HolderVerdict.APPROVED.value and permit is not None and permit.released_at is not None
-                    and rev.review_round == req.review_round):
+            if (
+                rev.verdict == HolderVerdict.APPROVED.value
+                and permit is not None
+                and permit.released_at is not None
+                and rev.review_round == req.review_round
+            ):
                 a["released"] += 1
                 a["to_release"].append((permit.released_at - rev.decided_at).total_seconds() / _DAY)
     return [
-        KeyFigure(holder_id=h, period=p, submitted=a["submitted"], decided=a["decided"], approved=a["approved"],
-                  rejected=a["rejected"], returned=a["returned"], released=a["released"],
-                  median_days_to_decision=_median(a["to_decision"]),
-                  median_days_decision_to_release=_median(a["to_release"]))
+        KeyFigure(
+            holder_id=h,
+            period=p,
+            submitted=a["submitted"],
+            decided=a["decided"],
+            approved=a["approved"],
+            rejected=a["rejected"],
+            returned=a["returned"],
+            released=a["released"],
+            median_days_to_decision=_median(a["to_decision"]),
+            median_days_decision_to_release=_median(a["to_release"]),
+        )
         for (h, p), a in sorted(acc.items())
     ]
 
@@ -88,15 +116,33 @@ def transparency_register(session: Session, *, at: datetime | None = None) -> li
     """Every permit ever issued: project, purpose, holders, dates, status. No personal data."""
     at = at or datetime.now(UTC)
     rows = session.execute(
-        select(PermitRow, RequestRow).join(RequestRow, RequestRow.id == PermitRow.request_id).order_by(PermitRow.id)
+        select(PermitRow, RequestRow)
+        .join(RequestRow, RequestRow.id == PermitRow.request_id)
+        .order_by(PermitRow.id)
     ).all()
     out = []
     for p, req in rows:
-        status = ("revoked" if p.revoked_at is not None else "expired" if at >= p.expires_at
-                  else "active" if p.release_id is not None else "approved")
-        out.append(TransparencyEntry(
-            permit_id=p.id, request_id=req.id, project=req.project, purpose=p.purpose,
-            purpose_description=PURPOSES.get(p.purpose, ""), holders=tuple(p.holders),
-            issued_on=p.issued_at.date(), expires_on=p.expires_at.date(),
-            released_on=p.released_at.date() if p.released_at else None, status=status))
+        status = (
+            "revoked"
+            if p.revoked_at is not None
+            else "expired"
+            if at >= p.expires_at
+            else "active"
+            if p.release_id is not None
+            else "approved"
+        )
+        out.append(
+            TransparencyEntry(
+                permit_id=p.id,
+                request_id=req.id,
+                project=req.project,
+                purpose=p.purpose,
+                purpose_description=PURPOSES.get(p.purpose, ""),
+                holders=tuple(p.holders),
+                issued_on=p.issued_at.date(),
+                expires_on=p.expires_at.date(),
+                released_on=p.released_at.date() if p.released_at else None,
+                status=status,
+            )
+        )
     return out

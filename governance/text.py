@@ -46,8 +46,14 @@ MULTILINE_CONTROLS: frozenset[str] = frozenset("\t\n\r")
 REPLACEMENT = "\ufffd"
 REASON_SUFFIX = "forbidden_character"
 _MULTILINE_ASCII = {ord(c): " " for c in MULTILINE_CONTROLS}
-_CONTROL_NAMES = {"\x00": "NULL", "\t": "TAB", "\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\x1b": "ESCAPE",
-                  "\x7f": "DELETE"}
+_CONTROL_NAMES = {
+    "\x00": "NULL",
+    "\t": "TAB",
+    "\n": "LINE FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1b": "ESCAPE",
+    "\x7f": "DELETE",
+}
 
 
 def _forbidden(ch: str, multiline: bool) -> bool:
@@ -60,8 +66,9 @@ def _forbidden(ch: str, multiline: bool) -> bool:
 
 def first_forbidden(text: str, *, multiline: bool = False) -> tuple[int, str] | None:
     """(0-based position, character) of the first forbidden character, or None when clean."""
-    if text.isascii() and (text.isprintable() if not multiline else
-                           text.translate(_MULTILINE_ASCII).isprintable()):
+    if text.isascii() and (
+        text.isprintable() if not multiline else text.translate(_MULTILINE_ASCII).isprintable()
+    ):
         return None
     for i, ch in enumerate(text):
         if _forbidden(ch, multiline):
@@ -75,7 +82,6 @@ def describe(ch: str) -> str:
     if not name and ch in _CONTROL_NAMES:
         name = _CONTROL_NAMES[ch]
     return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
-
 
 
 def normalise(text: str, *, multiline: bool = False) -> str:
@@ -99,9 +105,11 @@ def check(text: str, *, code: str, label: str, multiline: bool = False) -> tuple
         return normalise(text, multiline=multiline), None
     pos, ch = bad
     allowed = " (tab and line breaks are allowed)" if multiline else ""
-    return text, (f"{code}.{REASON_SUFFIX}",
-                  f"{label} contains a control or invisible formatting character ({describe(ch)} at position "
-                  f"{pos + 1}): remove it; ordinary letters, digits, punctuation and spaces are fine{allowed}")
+    return text, (
+        f"{code}.{REASON_SUFFIX}",
+        f"{label} contains a control or invisible formatting character ({describe(ch)} at position "
+        f"{pos + 1}): remove it; ordinary letters, digits, punctuation and spaces are fine{allowed}",
+    )
 
 
 def display_text(text: str | None, *, multiline: bool = False) -> str | None:

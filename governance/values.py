@@ -14,8 +14,9 @@ from typing import Any
 
 from governance.text import display_text
 
-ROLES: frozenset[str] = frozenset({"researcher", "steward", "operator", "admin", "reid_approver",
-                                   "output_checker"})
+ROLES: frozenset[str] = frozenset(
+    {"researcher", "steward", "operator", "admin", "reid_approver", "output_checker"}
+)
 
 
 @dataclass(frozen=True)

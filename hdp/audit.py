@@ -141,8 +141,9 @@ DEFAULT: Any = _Default()
 # Appends made while serving one request (access.app's middleware: a request that wrote no
 # entry of its own gets one). Holds a list shared with worker threads, which run on a copy
 # of the context.
-_request_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("hdp_audit_appends",
-                                                                                    default=None)
+_request_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "hdp_audit_appends", default=None
+)
 
 
 def track_appends() -> tuple[list[int], contextvars.Token]:
@@ -238,8 +239,10 @@ class AuditLog:
         self.path = path
         anchor_dir = os.environ.get("HDP_AUDIT_ANCHOR_DIR")
         if anchor_path is None:
-            anchor_path = (Path(anchor_dir) / (path.name + ".head")) if anchor_dir else path.with_name(
-                path.name + ".head"
+            anchor_path = (
+                (Path(anchor_dir) / (path.name + ".head"))
+                if anchor_dir
+                else path.with_name(path.name + ".head")
             )
         self.anchor_path = anchor_path
         self.log_id = path.name  # bound into every MAC: entries cannot move between logs
@@ -273,8 +276,9 @@ class AuditLog:
         ring = self._keys()
         if ring is None:
             return None
-        return hmac.new(ring.active.secret, _TEXT_CONTEXT + text.encode("utf-8", "surrogatepass"),
-                        hashlib.sha256).hexdigest()
+        return hmac.new(
+            ring.active.secret, _TEXT_CONTEXT + text.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).hexdigest()
 
     # -- writing ---------------------------------------------------------------
     def _prepare(self) -> None:
@@ -302,8 +306,10 @@ class AuditLog:
                 last = _last_line(fh)
                 prev = json.loads(last) if last else None
                 if ring is None and prev is not None and "mac_key" in prev:
-                    raise AuditKeyError(f"{self.path.name} is keyed, but this process has no audit key; "
-                                        "an unkeyed entry would break it")
+                    raise AuditKeyError(
+                        f"{self.path.name} is keyed, but this process has no audit key; "
+                        "an unkeyed entry would break it"
+                    )
                 ts = event.pop("ts", None) or datetime.now(UTC).isoformat()
                 entry = {
                     **event,
@@ -332,7 +338,8 @@ class AuditLog:
         if self.checkpoints is not None:
             head = self._unchecked = Checkpoint(entry["seq"], entry["hash"])
             if entry["seq"] % self.checkpoint_every == 0 or (
-                    self._retry_at is not None and time.monotonic() >= self._retry_at):
+                self._retry_at is not None and time.monotonic() >= self._retry_at
+            ):
                 self.checkpoint(head)
         return entry
 
@@ -369,8 +376,12 @@ class AuditLog:
             try:
                 store.record(self.log_id, head.seq, head.hash)
             except Exception as err:  # noqa: BLE001 - the append succeeded; retried later
-                log.warning("audit checkpoint of %s at seq %d failed (%s); retried with a later entry",
-                            self.log_id, head.seq, type(err).__name__)
+                log.warning(
+                    "audit checkpoint of %s at seq %d failed (%s); retried with a later entry",
+                    self.log_id,
+                    head.seq,
+                    type(err).__name__,
+                )
                 self._retry_at = time.monotonic() + 1.0
                 return None
             self._retry_at = None
@@ -399,8 +410,13 @@ class AuditLog:
         try:
             checkpoints = self.checkpoints.load(self.log_id) if self.checkpoints is not None else []
         except Exception as err:  # noqa: BLE001 - an unreadable second copy fails the check
-            return VerifyResult(False, 0, None, f"the checkpoint store could not be read ({type(err).__name__})",
-                                keyed=ring is not None)
+            return VerifyResult(
+                False,
+                0,
+                None,
+                f"the checkpoint store could not be read ({type(err).__name__})",
+                keyed=ring is not None,
+            )
         if not self.path.exists():
             return self._verify_lines([], ring, checkpoints)
         with open(self.path, encoding="utf-8") as fh:
@@ -412,8 +428,9 @@ class AuditLog:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _verify_lines(self, lines: Iterable[str], ring: KeyRing | None,
-                      checkpoints: list[Checkpoint]) -> VerifyResult:
+    def _verify_lines(
+        self, lines: Iterable[str], ring: KeyRing | None, checkpoints: list[Checkpoint]
+    ) -> VerifyResult:
         keyed = ring is not None
 
         def bad(count: int, seq: int | None, reason: str) -> VerifyResult:
@@ -446,7 +463,11 @@ class AuditLog:
                     return bad(count, seq, "the entry is keyed: verifying it needs the audit key")
                 key = ring.get(str(mac_key))
                 if key is None:
-                    return bad(count, seq, f"the entry names audit key {mac_key!r}, which the key store does not hold")
+                    return bad(
+                        count,
+                        seq,
+                        f"the entry names audit key {mac_key!r}, which the key store does not hold",
+                    )
                 if not hmac.compare_digest(str(entry.get("hash")), entry_mac(key, self.log_id, entry)):
                     return bad(count, seq, "entry content does not match its keyed hash")
                 keyed_seen = True
@@ -464,8 +485,11 @@ class AuditLog:
         else:
             a_seq, a_hash, a_key, a_mac = anchor
             if keyed and count and not keyed_seen:
-                return bad(count, count, "the log is not keyed (written before audit keys): "
-                           "'hdp audit seal' keys its head")
+                return bad(
+                    count,
+                    count,
+                    "the log is not keyed (written before audit keys): 'hdp audit seal' keys its head",
+                )
             if keyed and count:
                 key = ring.get(a_key) if (ring is not None and a_key) else None
                 if key is None or not hmac.compare_digest(a_mac, anchor_mac(key, self.log_id, a_seq, a_hash)):
@@ -473,17 +497,28 @@ class AuditLog:
             elif a_key and not keyed:
                 return bad(count, a_seq, "the head anchor is keyed: verifying it needs the audit key")
             if a_seq > count:
-                return bad(count, count + 1,
-                           f"log ends at seq {count} but the anchor records seq {a_seq}: tail removed")
+                return bad(
+                    count,
+                    count + 1,
+                    f"log ends at seq {count} but the anchor records seq {a_seq}: tail removed",
+                )
             if hashes.get(a_seq) != a_hash:
                 return bad(count, a_seq, "entry does not match the anchored head")
         for c in sorted(checkpoints, key=lambda c: c.seq):
             if c.seq > count:
-                return bad(count, count + 1, f"log ends at seq {count} but the checkpoint store records seq "
-                           f"{c.seq}: entries removed, or the log replaced")
+                return bad(
+                    count,
+                    count + 1,
+                    f"log ends at seq {count} but the checkpoint store records seq "
+                    f"{c.seq}: entries removed, or the log replaced",
+                )
             if hashes.get(c.seq) != c.hash:
-                return bad(count, c.seq, "the entry does not match the checkpoint store's record of it: "
-                           "the log was replaced or re-chained")
+                return bad(
+                    count,
+                    c.seq,
+                    "the entry does not match the checkpoint store's record of it: "
+                    "the log was replaced or re-chained",
+                )
         return VerifyResult(True, count, keyed=keyed, checkpoints=len(checkpoints))
 
     def _read_anchor(self) -> tuple[int, str, str, str] | None:
@@ -588,13 +623,21 @@ def build_report(
         if a.rows >= th.min_volume_rows and a.rows > th.volume_factor * max(median_rows, 1):
             findings.append(Finding("volume", a.user, f"{a.rows} rows vs median {median_rows:.0f} per user"))
         if a.off_hours:
-            findings.append(Finding("off_hours", a.user, f"{a.off_hours} of {a.requests} requests outside "
-                                    f"{th.work_start_hour:02d}-{th.work_end_hour:02d} local time or at weekends"))
+            findings.append(
+                Finding(
+                    "off_hours",
+                    a.user,
+                    f"{a.off_hours} of {a.requests} requests outside "
+                    f"{th.work_start_hour:02d}-{th.work_end_hour:02d} local time or at weekends",
+                )
+            )
         if a.refused >= th.min_refusals and a.refused / a.requests >= th.refusal_share:
             reasons = ", ".join(f"{r} x{n}" for r, n in a.reasons.most_common())
             findings.append(Finding("refusals", a.user, f"{a.refused} of {a.requests} refused ({reasons})"))
     if auth_failures:
-        findings.append(Finding("authentication", "(unauthenticated)", f"{auth_failures} failed authentications"))
+        findings.append(
+            Finding("authentication", "(unauthenticated)", f"{auth_failures} failed authentications")
+        )
     return {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
@@ -602,8 +645,13 @@ def build_report(
         "authentication_failures": auth_failures,
         "users": [
             {
-                "user": a.user, "requests": a.requests, "allowed": a.allowed, "refused": a.refused,
-                "rows": a.rows, "off_hours": a.off_hours, "releases": sorted(a.releases),
+                "user": a.user,
+                "requests": a.requests,
+                "allowed": a.allowed,
+                "refused": a.refused,
+                "rows": a.rows,
+                "off_hours": a.off_hours,
+                "releases": sorted(a.releases),
                 "refusal_reasons": dict(a.reasons),
             }
             for a in sorted(users.values(), key=lambda a: a.user)

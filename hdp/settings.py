@@ -65,7 +65,8 @@ PRIVATE_FILE_MODE = 0o600
 #: has a default ACL takes its permissions from the ACL, not from the creator's umask, so this
 #: holds even for files DuckDB or a library opens with mode 0666 under umask 0.
 _OWNER_ONLY_DEFAULT_ACL = struct.pack("<I", 2) + b"".join(
-    struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))
+    struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0))
+)
 _acl_unsupported_warned = False
 
 
@@ -85,9 +86,11 @@ def _set_owner_only_default_acl(path: Path) -> bool:
             raise
         if not _acl_unsupported_warned:
             _acl_unsupported_warned = True
-            log.warning("no POSIX ACLs on the file system of %s: files other programs create in the restricted "
-                        "zone follow their umask (its directories stay 0700, so only the owner can reach them)",
-                        path)
+            log.warning(
+                "no POSIX ACLs on the file system of %s: files other programs create in the restricted "
+                "zone follow their umask (its directories stay 0700, so only the owner can reach them)",
+                path,
+            )
         return False
 
 

@@ -42,29 +42,49 @@ def write_cell_keys(release_db: Path, destination: Path) -> dict[str, int]:
     con = duckdb.connect(str(destination))
     try:
         con.execute(f"ATTACH '{_escape(release_db)}' AS rel (READ_ONLY)")
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'rel' ORDER BY table_name").fetchall()]
-        with_persons = [t for t in tables if con.execute(
-            "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'rel' AND table_name = ? "
-            "AND column_name = 'person_id'", [t]).fetchall()[0][0]]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'rel' ORDER BY table_name"
+            ).fetchall()
+        ]
+        with_persons = [
+            t
+            for t in tables
+            if con.execute(
+                "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'rel' AND table_name = ? "
+                "AND column_name = 'person_id'",
+                [t],
+            ).fetchall()[0][0]
+        ]
         counts: dict[str, int] = {}
-        persons = " UNION ".join(f'SELECT CAST(person_id AS VARCHAR) AS person_id FROM rel."{t}"'
-                                 for t in with_persons) or "SELECT NULL::VARCHAR AS person_id WHERE false"
-        con.execute(f"CREATE TEMP TABLE p AS SELECT DISTINCT person_id FROM ({persons}) WHERE person_id IS NOT NULL "
-                    "ORDER BY person_id")
+        persons = (
+            " UNION ".join(
+                f'SELECT CAST(person_id AS VARCHAR) AS person_id FROM rel."{t}"' for t in with_persons
+            )
+            or "SELECT NULL::VARCHAR AS person_id WHERE false"
+        )
+        con.execute(
+            f"CREATE TEMP TABLE p AS SELECT DISTINCT person_id FROM ({persons}) WHERE person_id IS NOT NULL "
+            "ORDER BY person_id"
+        )
         n_persons = con.execute("SELECT count(*) FROM p").fetchall()[0][0]
         keys = pa.table({"k": _random_bytes(n_persons)})
         con.register("pk", keys)
-        con.execute("CREATE TABLE person_key AS SELECT p.person_id, (row_number() OVER ())::INTEGER AS person_no, "
-                    "pk.k::UTINYINT AS person_key FROM p POSITIONAL JOIN pk")
+        con.execute(
+            "CREATE TABLE person_key AS SELECT p.person_id, (row_number() OVER ())::INTEGER AS person_no, "
+            "pk.k::UTINYINT AS person_key FROM p POSITIONAL JOIN pk"
+        )
         con.unregister("pk")
         counts["persons"] = int(n_persons)
         for table in tables:
             n = con.execute(f'SELECT count(*) FROM rel."{table}"').fetchall()[0][0]
             keys = pa.table({"k": _random_bytes(n)})
             con.register("rk", keys)
-            con.execute(f'CREATE TABLE "record_key__{table}" AS SELECT t.rowid AS row_no, rk.k::UTINYINT AS record_key '
-                        f'FROM (SELECT rowid FROM rel."{table}" ORDER BY rowid) t POSITIONAL JOIN rk')
+            con.execute(
+                f'CREATE TABLE "record_key__{table}" AS SELECT t.rowid AS row_no, rk.k::UTINYINT AS record_key '
+                f'FROM (SELECT rowid FROM rel."{table}" ORDER BY rowid) t POSITIONAL JOIN rk'
+            )
             con.unregister("rk")
             counts[table] = int(n)
         con.execute("DETACH rel")

@@ -56,9 +56,15 @@ class TableSource:
 _CHILD_ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 
 
-def write_duckdb(target: Path, tables: Sequence[TableSource], *, temp_directory: Path,
-                 threads: int | None = None, preserve_insertion_order: bool = True,
-                 timeout_s: float = 3600.0) -> dict[str, int]:
+def write_duckdb(
+    target: Path,
+    tables: Sequence[TableSource],
+    *,
+    temp_directory: Path,
+    threads: int | None = None,
+    preserve_insertion_order: bool = True,
+    timeout_s: float = 3600.0,
+) -> dict[str, int]:
     """Create the DuckDB file ``target`` (which must not exist) holding ``tables``, in a fresh process.
 
     ``temp_directory`` is where that process may spill. ``threads=1`` with
@@ -76,9 +82,16 @@ def write_duckdb(target: Path, tables: Sequence[TableSource], *, temp_directory:
     }
     # -I: isolated (no PYTHON* variables, no user site, not even this file's folder on sys.path):
     # the child imports only the standard library and duckdb.
-    proc = subprocess.run([sys.executable, "-I", str(Path(__file__).resolve())], input=json.dumps(job),
-                          capture_output=True, text=True, env=_CHILD_ENV, timeout=timeout_s,
-                          cwd=str(temp_directory), check=False)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(Path(__file__).resolve())],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=_CHILD_ENV,
+        timeout=timeout_s,
+        cwd=str(temp_directory),
+        check=False,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1][:500]
         raise CleanWriteError(f"writing {target.name} failed (exit {proc.returncode}): {last}")
@@ -100,7 +113,9 @@ def _child(job: dict) -> dict[str, int]:
         con.execute("SET enable_progress_bar = false")
         if job.get("threads"):
             con.execute(f"SET threads = {int(job['threads'])}")
-        con.execute(f"SET preserve_insertion_order = {'true' if job['preserve_insertion_order'] else 'false'}")
+        con.execute(
+            f"SET preserve_insertion_order = {'true' if job['preserve_insertion_order'] else 'false'}"
+        )
         for t in job["tables"]:
             name = _quote(t["name"])
             if t["ddl"]:

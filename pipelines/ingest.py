@@ -135,9 +135,7 @@ def _convert(value: str, column: Column, decimal: str) -> Any:
     raise SourceSchemaError(f"unsupported type {column.type}")  # pragma: no cover - checked at load
 
 
-def parse_delimited(
-    data: bytes, schema: SourceSchema, *, holder: str, relative_name: str
-) -> ParsedFile:
+def parse_delimited(data: bytes, schema: SourceSchema, *, holder: str, relative_name: str) -> ParsedFile:
     """Parse one delivered file. Pure: no I/O.
 
     Rejected lines become quarantine records carrying the original line bytes; the
@@ -146,18 +144,34 @@ def parse_delimited(
 
     def reject(reason: str, detail: str, line_no: int | None, original: bytes | None) -> QuarantineRecord:
         return QuarantineRecord(
-            stage=STAGE, holder=holder, source=schema.source, reason_code=reason, detail=detail,
-            source_file=relative_name, line_no=line_no, original=original,
+            stage=STAGE,
+            holder=holder,
+            source=schema.source,
+            reason_code=reason,
+            detail=detail,
+            source_file=relative_name,
+            line_no=line_no,
+            original=original,
         )
 
     try:
         text = data.decode(schema.encoding)
     except UnicodeDecodeError as exc:
-        return ParsedFile([], [], [reject(
-            "encoding.not_utf8" if schema.encoding.lower().replace("_", "-") == "utf-8" else "encoding.invalid",
-            f"file is not valid {schema.encoding} (first bad byte at offset {exc.start}); whole file quarantined",
-            None, None,
-        )], 0)
+        return ParsedFile(
+            [],
+            [],
+            [
+                reject(
+                    "encoding.not_utf8"
+                    if schema.encoding.lower().replace("_", "-") == "utf-8"
+                    else "encoding.invalid",
+                    f"file is not valid {schema.encoding} (first bad byte at offset {exc.start}); whole file quarantined",
+                    None,
+                    None,
+                )
+            ],
+            0,
+        )
     if text.startswith("\ufeff"):  # a byte-order mark is common in Excel exports and harmless
         text = text[1:]
     if not text:
@@ -170,12 +184,20 @@ def parse_delimited(
     if header != expected:
         missing = [n for n in expected if n not in header]
         extra = [n for n in header if n not in expected]
-        return ParsedFile([], [], [reject(
-            "csv.header_mismatch",
-            f"header differs from schemas/sources/{schema.source}.json (missing {missing}, unexpected {extra}); "
-            "whole file quarantined",
-            1, raw_lines[0].encode(schema.encoding),
-        )], len(raw_lines))
+        return ParsedFile(
+            [],
+            [],
+            [
+                reject(
+                    "csv.header_mismatch",
+                    f"header differs from schemas/sources/{schema.source}.json (missing {missing}, unexpected {extra}); "
+                    "whole file quarantined",
+                    1,
+                    raw_lines[0].encode(schema.encoding),
+                )
+            ],
+            len(raw_lines),
+        )
 
     rows: list[dict[str, Any]] = []
     line_numbers: list[int] = []
@@ -186,24 +208,39 @@ def parse_delimited(
         if not line.strip():
             continue
         if line_no == truncated_line:
-            rejects.append(reject("file.truncated", "last line has no line end: the file was cut off", line_no, original))
+            rejects.append(
+                reject("file.truncated", "last line has no line end: the file was cut off", line_no, original)
+            )
             continue
         fields = next(csv.reader([line], delimiter=schema.delimiter))
         if len(fields) != len(schema.columns):
-            rejects.append(reject(
-                "csv.column_count", f"{len(fields)} fields, expected {len(schema.columns)}", line_no, original,
-            ))
+            rejects.append(
+                reject(
+                    "csv.column_count",
+                    f"{len(fields)} fields, expected {len(schema.columns)}",
+                    line_no,
+                    original,
+                )
+            )
             continue
         try:
-            row = {c.raw: _convert(v.strip(), c, schema.decimal) for c, v in zip(schema.columns, fields, strict=True)}
+            row = {
+                c.raw: _convert(v.strip(), c, schema.decimal)
+                for c, v in zip(schema.columns, fields, strict=True)
+            }
         except _BadValue as bad:
             rejects.append(reject(bad.reason_code, f"column {bad.column}", line_no, original))
             continue
         key = tuple(row[_raw_name(schema, k)] for k in schema.unique_key)
         if schema.unique_key and key in seen_keys:
-            rejects.append(reject(
-                "csv.duplicate", f"same {'+'.join(schema.unique_key)} as line {seen_keys[key]}", line_no, original,
-            ))
+            rejects.append(
+                reject(
+                    "csv.duplicate",
+                    f"same {'+'.join(schema.unique_key)} as line {seen_keys[key]}",
+                    line_no,
+                    original,
+                )
+            )
             continue
         seen_keys[key] = line_no
         rows.append(row)
@@ -246,11 +283,17 @@ def _dedupe_across_files(schema: SourceSchema, parsed: list[tuple[str, ParsedFil
         for row, line_no in zip(pf.rows, pf.line_numbers, strict=True):
             key = tuple(row[k] for k in raw_key)
             if key in seen:
-                pf.rejects.append(QuarantineRecord(
-                    stage=STAGE, holder=holder, source=schema.source, reason_code="csv.duplicate",
-                    detail=f"same {'+'.join(schema.unique_key)} as a row of {seen[key]}",
-                    source_file=relative_name, line_no=line_no,
-                ))
+                pf.rejects.append(
+                    QuarantineRecord(
+                        stage=STAGE,
+                        holder=holder,
+                        source=schema.source,
+                        reason_code="csv.duplicate",
+                        detail=f"same {'+'.join(schema.unique_key)} as a row of {seen[key]}",
+                        source_file=relative_name,
+                        line_no=line_no,
+                    )
+                )
                 continue
             seen[key] = relative_name
             keep_rows.append(row)
@@ -268,8 +311,12 @@ def ingest_delimited_source(holder_id: str, source: str, *, settings: Settings |
     parsed: list[tuple[str, ParsedFile]] = []
     for path in files:
         relative_name = path.relative_to(landing).as_posix()
-        parsed.append((relative_name, parse_delimited(path.read_bytes(), schema, holder=holder_id,
-                                                      relative_name=relative_name)))
+        parsed.append(
+            (
+                relative_name,
+                parse_delimited(path.read_bytes(), schema, holder=holder_id, relative_name=relative_name),
+            )
+        )
     _dedupe_across_files(schema, parsed, holder_id)
 
     rejects: list[QuarantineRecord] = []

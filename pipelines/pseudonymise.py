@@ -101,15 +101,24 @@ def _q(name: str) -> str:
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
-        "AND table_schema = 'main'").fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+            "AND table_schema = 'main'"
+        ).fetchall()
+    }
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
-        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
 
 
 def reference_date_for(holder_id: str, settings: Settings) -> date:
@@ -121,7 +130,9 @@ def reference_date_for(holder_id: str, settings: Settings) -> date:
     try:
         return date.fromisoformat(json.loads(manifest.read_text(encoding="utf-8"))["extract_date"])
     except FileNotFoundError:
-        log.warning("holder %s: no delivery.json; using today as reference date for 10-digit identifiers", holder_id)
+        log.warning(
+            "holder %s: no delivery.json; using today as reference date for 10-digit identifiers", holder_id
+        )
         return date.today()
     except (KeyError, ValueError, json.JSONDecodeError) as exc:
         raise PseudonymiseError(f"{manifest} has no valid extract_date ({type(exc).__name__})") from None
@@ -146,19 +157,22 @@ def person_rows(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: 
 
 def _person_table(raw_values: pa.Array, parsed: pa.Table, pseudo: Pseudonymiser) -> pa.Table:
     normalised = parsed["normalised"]
-    return pa.table({
-        "raw_value": raw_values,
-        "normalised": normalised,
-        "person_id": pseudo.many(normalised),
-        "birth_year": pc.year(parsed["birth_date"]).cast(pa.int32()),
-        "sex": parsed["sex"],
-        "id_type": parsed["kind"],
-        "reason_code": parsed["reason_code"],
-    })
+    return pa.table(
+        {
+            "raw_value": raw_values,
+            "normalised": normalised,
+            "person_id": pseudo.many(normalised),
+            "birth_year": pc.year(parsed["birth_date"]).cast(pa.int32()),
+            "sex": parsed["sex"],
+            "id_type": parsed["kind"],
+            "reason_code": parsed["reason_code"],
+        }
+    )
 
 
-def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date,
-               used: pa.Array | None = None) -> tuple[pa.Table, pa.Table]:
+def person_map(
+    raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date, used: pa.Array | None = None
+) -> tuple[pa.Table, pa.Table]:
     """:func:`person_rows` and the ``person_link`` rows (one per distinct normalised identifier).
 
     ``used`` (boolean, one per value; default all true) marks the values that occur in at
@@ -168,8 +182,13 @@ def person_map(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: d
     keep = pc.is_valid(rows["person_id"])
     if used is not None:
         keep = pc.and_(keep, pc.fill_null(used, False))
-    link = (rows.filter(keep).select(["person_id", "normalised"]).group_by(["person_id", "normalised"])
-            .aggregate([]).rename_columns(["person_id", "personnummer"]))
+    link = (
+        rows.filter(keep)
+        .select(["person_id", "normalised"])
+        .group_by(["person_id", "normalised"])
+        .aggregate([])
+        .rename_columns(["person_id", "personnummer"])
+    )
     return rows, link
 
 
@@ -180,11 +199,16 @@ def county_sql(column: str) -> str:
     :func:`privacy.policy.postcode_to_county` (property-tested).
     """
     prefixes = county_prefixes()
-    lookup = "[" + ", ".join(f"'{prefixes[f'{i:03d}']}'" if f"{i:03d}" in prefixes else "NULL"
-                             for i in range(1000)) + "]"
+    lookup = (
+        "["
+        + ", ".join(f"'{prefixes[f'{i:03d}']}'" if f"{i:03d}" in prefixes else "NULL" for i in range(1000))
+        + "]"
+    )
     digits = f"replace(CAST({column} AS VARCHAR), ' ', '')"
-    return (f"CASE WHEN regexp_full_match({digits}, '[0-9]{{5}}') "
-            f"THEN {lookup}[CAST(left({digits}, 3) AS INTEGER) + 1] END")
+    return (
+        f"CASE WHEN regexp_full_match({digits}, '[0-9]{{5}}') "
+        f"THEN {lookup}[CAST(left({digits}, 3) AS INTEGER) + 1] END"
+    )
 
 
 def resource_map(ids: pa.Array, resource_type: str, pseudo: Pseudonymiser) -> pa.Table:
@@ -221,8 +245,10 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
         elif c.action == "year":
             expr = f"TRY_CAST(left(CAST(r.{_q(c.source or '')} AS VARCHAR), 4) AS INTEGER)"
         elif c.action == "resource_pseudonym":
-            joins.append(f"LEFT JOIN {_q('_res_' + (c.resource_type or ''))} x{i} "
-                         f"ON r.{_q(c.source or '')} = x{i}.resource_id")
+            joins.append(
+                f"LEFT JOIN {_q('_res_' + (c.resource_type or ''))} x{i} "
+                f"ON r.{_q(c.source or '')} = x{i}.resource_id"
+            )
             expr = f"x{i}.pseudonym"
         else:  # keep
             expr = f"r.{_q(c.source or c.name)}"
@@ -267,29 +293,43 @@ def _bad_rows(rule: TableRule) -> str:
     rather than a join of every row with the person map: one cheap scan of the table.
     """
     ident = f"r.{_q(rule.identifier or '')}"
-    return (f"(SELECT * FROM {_q(rule.source)} WHERE {_q(rule.identifier or '')} IS NULL "
-            f"OR {_q(rule.identifier or '')} IN (SELECT raw_value FROM _bad)) r "
-            f"LEFT JOIN _bad b ON {ident} = b.raw_value "
-            f"CROSS JOIN LATERAL (SELECT coalesce(b.reason_code, 'identifier.missing') AS reason) q")
+    return (
+        f"(SELECT * FROM {_q(rule.source)} WHERE {_q(rule.identifier or '')} IS NULL "
+        f"OR {_q(rule.identifier or '')} IN (SELECT raw_value FROM _bad)) r "
+        f"LEFT JOIN _bad b ON {ident} = b.raw_value "
+        f"CROSS JOIN LATERAL (SELECT coalesce(b.reason_code, 'identifier.missing') AS reason) q"
+    )
 
 
-def _county_map(con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]],
-                keep: dict[str, str]) -> None:
+def _county_map(
+    con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]], keep: dict[str, str]
+) -> None:
     """Temp table ``_county``: distinct postal codes of kept rows -> county.
 
     The regex runs per distinct code, the join per row: measured 2.4 s for the regex on 10 M
     rows vs about 1 s for distinct + join.
     """
-    pc_parts = [f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
-                for r in rules for c in r.columns if c.action == "county" and c.source in cols[r.source]]
+    pc_parts = [
+        f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
+        for r in rules
+        for c in r.columns
+        if c.action == "county" and c.source in cols[r.source]
+    ]
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _county AS
-        SELECT v AS postal_code, {county_sql('v')} AS county
-        FROM (SELECT DISTINCT v FROM ({' UNION ALL '.join(pc_parts) if pc_parts else 'SELECT NULL::VARCHAR AS v'})
+        SELECT v AS postal_code, {county_sql("v")} AS county
+        FROM (SELECT DISTINCT v FROM ({" UNION ALL ".join(pc_parts) if pc_parts else "SELECT NULL::VARCHAR AS v"})
               WHERE v IS NOT NULL)""")
 
 
-def _quarantine_identifiers(con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]],
-                            present: set[str], holder_id: str, bad: pa.Table, null_identifiers: bool) -> dict[str, int]:
+def _quarantine_identifiers(
+    con: duckdb.DuckDBPyConnection,
+    rules: list[TableRule],
+    cols: dict[str, set[str]],
+    present: set[str],
+    holder_id: str,
+    bad: pa.Table,
+    null_identifiers: bool,
+) -> dict[str, int]:
     """Replace this stage's quarantine records: every raw row whose identifier is invalid or
     missing, with its reason and the row (FHIR: the resource) as delivered. ``bad`` holds the
     invalid distinct values and their reasons. Returns raw table -> rows quarantined."""
@@ -308,13 +348,17 @@ def _quarantine_identifiers(con: duckdb.DuckDBPyConnection, rules: list[TableRul
                 continue
             has_pos = {"_source_file", "_line_no"} <= cols[r.source]
             sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
-            key = (f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
-                   if r.record_key and r.record_key[1] in cols[r.source] else "NULL")
+            key = (
+                f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
+                if r.record_key and r.record_key[1] in cols[r.source]
+                else "NULL"
+            )
             original = "encode(CAST(to_json(r) AS VARCHAR))"
             if r.record_key and "fhir_resource" in present:
                 # keep the resource exactly as delivered, and its position in the delivery
                 # (one record per row even if the id occurs twice in fhir_resource)
-                cur = con.execute(f"""INSERT INTO quarantine
+                cur = con.execute(
+                    f"""INSERT INTO quarantine
                     SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
                            encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
@@ -322,12 +366,17 @@ def _quarantine_identifiers(con: duckdb.DuckDBPyConnection, rules: list[TableRul
                     LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
                                       arg_min(resource, _line_no) AS resource
                                FROM fhir_resource WHERE resource_type = '{r.record_key[0]}' GROUP BY id) fr
-                         ON fr.id = r.{_q(r.record_key[1])}""", [holder_id])
+                         ON fr.id = r.{_q(r.record_key[1])}""",
+                    [holder_id],
+                )
             else:
-                cur = con.execute(f"""INSERT INTO quarantine
+                cur = con.execute(
+                    f"""INSERT INTO quarantine
                     SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
                            'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
-                    FROM {_bad_rows(r)}""", [holder_id])
+                    FROM {_bad_rows(r)}""",
+                    [holder_id],
+                )
             quarantined_rows[r.source] = int(cur.fetchall()[0][0])
     finally:
         con.unregister("_bad")
@@ -371,7 +420,9 @@ class _PhaseTimer:
 
     def lap(self, phase: str) -> None:
         now, cpu = time.perf_counter(), time.process_time()
-        log.debug("pseudonymise %s: %s in %.2f s (cpu %.2f s)", self.holder_id, phase, now - self.t, cpu - self.cpu)
+        log.debug(
+            "pseudonymise %s: %s in %.2f s (cpu %.2f s)", self.holder_id, phase, now - self.t, cpu - self.cpu
+        )
         self.t, self.cpu = now, cpu
 
 
@@ -383,7 +434,9 @@ def _distinct_flagged(con: duckdb.DuckDBPyConnection, parts: list[str]) -> tuple
     """
     if not parts:
         return pa.array([], pa.string()), pa.array([], pa.bool_()), False
-    t = con.sql(f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) GROUP BY v").to_arrow_table()
+    t = con.sql(
+        f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) GROUP BY v"
+    ).to_arrow_table()
     t = t.combine_chunks()
     has_null = t.num_rows > 0 and t["v"].null_count > 0
     if has_null:
@@ -403,7 +456,10 @@ def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
 
 
 def pseudonymise_holder(
-    holder_id: str, *, settings: Settings | None = None, policy: PseudonymisePolicy | None = None,
+    holder_id: str,
+    *,
+    settings: Settings | None = None,
+    policy: PseudonymisePolicy | None = None,
 ) -> PseudonymiseResult:
     """Build ``research/<holder>.duckdb`` (and ``person_link``, quarantine) from the raw zone."""
     settings = settings or get_settings()
@@ -434,36 +490,51 @@ def pseudonymise_holder(
         for r in rules:
             unexpected = sorted(cols[r.source] - r.used_source_columns() - r.drop)
             if unexpected:
-                log.warning("holder %s: %s has columns not in the policy, dropped: %s",
-                            holder_id, r.source, ", ".join(unexpected))
+                log.warning(
+                    "holder %s: %s has columns not in the policy, dropped: %s",
+                    holder_id,
+                    r.source,
+                    ", ".join(unexpected),
+                )
 
         # Rows the raw-zone quality gate quarantined (stage 'quality') never reach the research
         # zone: every read that feeds it carries this condition (alias r).
         quarantine.ensure_table(con)
-        gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = ?", [QUALITY_STAGE]).fetchall()[0][0]
+        gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = ?", [QUALITY_STAGE]).fetchall()[0][
+            0
+        ]
         # (with no quality records the condition is true for every row: skip the anti-join)
         keep = {r.source: not_quarantined_sql(r.source, "r") if gated else "true" for r in rules}
 
         # 1. distinct identifiers -> person map. Every delivered value is validated (a row
         #    with an invalid identifier gets its identifier.* quarantine record even when a
         #    quality check caught it too); person_link holds the persons of kept rows only.
-        id_parts = [f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {keep[r.source]} AS keep "
-                    f"FROM {_q(r.source)} r"
-                    for r in rules if r.identifier and r.identifier in cols[r.source]]
+        id_parts = [
+            f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {keep[r.source]} AS keep "
+            f"FROM {_q(r.source)} r"
+            for r in rules
+            if r.identifier and r.identifier in cols[r.source]
+        ]
         values, used, null_identifiers = _distinct_flagged(con, id_parts)
         timer.lap(f"{len(values)} distinct identifiers")
         parsed = parse_batch(values, reference_date=ref)
         bad = pa.table({"raw_value": values, "reason_code": parsed["reason_code"]}).filter(
-            pc.is_valid(parsed["reason_code"]))
+            pc.is_valid(parsed["reason_code"])
+        )
         # 2. Identifier quarantine (replacing earlier records) and county map, then the HMACs.
         #    Measured: running the two DuckDB steps in a worker thread while this thread hashes
         #    gains nothing on two cores (the hashing slows from 1.4 to 2.4 s), so they run in turn.
-        quarantined_rows = _quarantine_identifiers(con, rules, cols, present, holder_id, bad, null_identifiers)
+        quarantined_rows = _quarantine_identifiers(
+            con, rules, cols, present, holder_id, bad, null_identifiers
+        )
         _county_map(con, rules, cols, keep)
         pm = _person_table(values, parsed, pseudo).append_column("used", used)
-        by_reason = dict(con.execute(
-            "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
-            [STAGE, holder_id]).fetchall())
+        by_reason = dict(
+            con.execute(
+                "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
+                [STAGE, holder_id],
+            ).fetchall()
+        )
         timer.lap("identifiers validated, rows quarantined, county map, pseudonyms")
         con.register("_pm_arrow", pm)
         con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
@@ -473,29 +544,44 @@ def pseudonymise_holder(
         if patient_rule is not None and "patient_id" in cols["fhir_patient"]:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
                 SELECT DISTINCT r.patient_id, pm.person_id FROM fhir_patient r
-                JOIN _pm pm ON r.{_q(patient_rule.identifier or 'personnummer')} = pm.raw_value
-                WHERE pm.person_id IS NOT NULL AND {keep['fhir_patient']}""")
-            dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][0]
+                JOIN _pm pm ON r.{_q(patient_rule.identifier or "personnummer")} = pm.raw_value
+                WHERE pm.person_id IS NOT NULL AND {keep["fhir_patient"]}""")
+            dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][
+                0
+            ]
             if dup:
-                raise PseudonymiseError(f"holder {holder_id}: {dup} FHIR patient ids map to more than one person")
+                raise PseudonymiseError(
+                    f"holder {holder_id}: {dup} FHIR patient ids map to more than one person"
+                )
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
 
         #    distinct resource ids -> pseudonyms
-        for rtype in sorted({c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}):
-            parts = [f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
-                     for r in rules for c in r.columns
-                     if c.resource_type == rtype and c.source in cols[r.source]]
+        for rtype in sorted(
+            {c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}
+        ):
+            parts = [
+                f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
+                for r in rules
+                for c in r.columns
+                if c.resource_type == rtype and c.source in cols[r.source]
+            ]
             con.register("_res_arrow", resource_map(_distinct(con, parts), rtype or "", pseudo))
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow"
+            )
             con.unregister("_res_arrow")
 
         timer.lap("patient and resource maps")
         # 4. person_link (restricted): holder pseudonym -> normalised identifier
-        con.execute("CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
-                    "personnummer VARCHAR)")
-        persons = con.execute("INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
-                              "WHERE used AND person_id IS NOT NULL").fetchall()[0][0]
+        con.execute(
+            "CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
+            "personnummer VARCHAR)"
+        )
+        persons = con.execute(
+            "INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
+            "WHERE used AND person_id IS NOT NULL"
+        ).fetchall()[0][0]
 
         timer.lap("person_link")
         # 5. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
@@ -517,8 +603,11 @@ def pseudonymise_holder(
                 query = f"SELECT {select} FROM {joins} WHERE {valid} AND {keep[r.source]}"
                 ddl, typed_query = _research_ddl(con, r, query)
                 parquet = staging / f"{r.name}.parquet"
-                counts[r.name] = int(con.execute(
-                    f"COPY ({typed_query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})").fetchall()[0][0])
+                counts[r.name] = int(
+                    con.execute(
+                        f"COPY ({typed_query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})"
+                    ).fetchall()[0][0]
+                )
                 sources.append(TableSource(r.name, parquet, ddl))
                 n_in = int(con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0])
                 rows_in += n_in
@@ -536,7 +625,9 @@ def pseudonymise_holder(
             # The research file itself: written once by a process that never held an identifier.
             written = write_duckdb(tmp_path, sources, temp_directory=staging, preserve_insertion_order=False)
             if written != counts:
-                raise PseudonymiseError(f"holder {holder_id}: the research file does not hold the staged rows")
+                raise PseudonymiseError(
+                    f"holder {holder_id}: the research file does not hold the staged rows"
+                )
             timer.lap("research file written")
         except BaseException:
             tmp_path.unlink(missing_ok=True)
@@ -549,15 +640,29 @@ def pseudonymise_holder(
         os.replace(tmp_path, research_path)
         research_path.with_name(research_path.name + ".wal").unlink(missing_ok=True)
     result = PseudonymiseResult(
-        holder=holder_id, rows_in=int(rows_in), rows_out=int(sum(counts.values())), persons=int(persons),
-        quarantined=int(sum(by_reason.values())), quarantined_by_reason={k: int(v) for k, v in by_reason.items()},
-        unresolved_person_rows=int(unresolved), tables={k: int(v) for k, v in counts.items()},
+        holder=holder_id,
+        rows_in=int(rows_in),
+        rows_out=int(sum(counts.values())),
+        persons=int(persons),
+        quarantined=int(sum(by_reason.values())),
+        quarantined_by_reason={k: int(v) for k, v in by_reason.items()},
+        unresolved_person_rows=int(unresolved),
+        tables={k: int(v) for k, v in counts.items()},
         excluded_by_quality={k: int(v) for k, v in excluded.items()},
-        key_id=pseudo.key_id, research_db=str(research_path),
+        key_id=pseudo.key_id,
+        research_db=str(research_path),
     )
-    log.info("pseudonymised holder %s: %d rows in, %d out, %d persons, %d quarantined, %d excluded by the "
-             "quality gate, %d unresolved", holder_id, result.rows_in, result.rows_out, result.persons,
-             result.quarantined, sum(excluded.values()), result.unresolved_person_rows)
+    log.info(
+        "pseudonymised holder %s: %d rows in, %d out, %d persons, %d quarantined, %d excluded by the "
+        "quality gate, %d unresolved",
+        holder_id,
+        result.rows_in,
+        result.rows_out,
+        result.persons,
+        result.quarantined,
+        sum(excluded.values()),
+        result.unresolved_person_rows,
+    )
     return result
 
 

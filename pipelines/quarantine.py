@@ -64,8 +64,19 @@ def add(con: duckdb.DuckDBPyConnection, records: list[QuarantineRecord]) -> int:
     con.executemany(
         "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (r.stage, r.holder, r.source, r.source_file, r.line_no, r.record_key,
-             r.reason_code, r.detail, r.check_id, r.original, r.original_path)
+            (
+                r.stage,
+                r.holder,
+                r.source,
+                r.source_file,
+                r.line_no,
+                r.record_key,
+                r.reason_code,
+                r.detail,
+                r.check_id,
+                r.original,
+                r.original_path,
+            )
             for r in records
         ],
     )

@@ -104,18 +104,25 @@ def _is_approver(has_role: HasRole, user: str) -> bool:
 
 
 def _load(con: sqlite3.Connection, request_id: int) -> tuple[sqlite3.Row | tuple, list[str]]:
-    row = con.execute("SELECT id, release_id, pseudonym, requester, status, created_at FROM reid_request "
-                      "WHERE id = ?", (request_id,)).fetchone()
+    row = con.execute(
+        "SELECT id, release_id, pseudonym, requester, status, created_at FROM reid_request WHERE id = ?",
+        (request_id,),
+    ).fetchone()
     if row is None:
         raise ReidError(f"no re-identification request {request_id}")
-    approvers = [a for (a,) in con.execute(
-        "SELECT actor FROM reid_decision WHERE request_id = ? AND decision = 'approve' ORDER BY decided_at, actor",
-        (request_id,)).fetchall()]
+    approvers = [
+        a
+        for (a,) in con.execute(
+            "SELECT actor FROM reid_decision WHERE request_id = ? AND decision = 'approve' ORDER BY decided_at, actor",
+            (request_id,),
+        ).fetchall()
+    ]
     return row, approvers
 
 
-def request_reid(*, release_id: str, pseudonym: str, requester: str, justification: str,
-                 settings: Settings | None = None) -> int:
+def request_reid(
+    *, release_id: str, pseudonym: str, requester: str, justification: str, settings: Settings | None = None
+) -> int:
     """File a request; returns its id. ``justification`` stays in the restricted zone."""
     settings = settings or get_settings()
     if not _RELEASE_ID.fullmatch(release_id):
@@ -127,23 +134,41 @@ def request_reid(*, release_id: str, pseudonym: str, requester: str, justificati
     if not any(k.domain == release_domain_name(release_id) for k in KeyStore(settings).list()):
         raise ReidError(f"release {release_id} has no pseudonym key: no such release")
     with _db(settings) as con:
-        cur = con.execute("INSERT INTO reid_request (release_id, pseudonym, requester, justification, status, "
-                          "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                          (release_id, pseudonym, requester, justification, PENDING, _now()))
+        cur = con.execute(
+            "INSERT INTO reid_request (release_id, pseudonym, requester, justification, status, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (release_id, pseudonym, requester, justification, PENDING, _now()),
+        )
         request_id = int(cur.lastrowid or 0)
-    _audit(settings, {"kind": "reid.requested", "reid_request_id": request_id, "release_id": release_id,
-                      "actor": requester})
+    _audit(
+        settings,
+        {
+            "kind": "reid.requested",
+            "reid_request_id": request_id,
+            "release_id": release_id,
+            "actor": requester,
+        },
+    )
     return request_id
 
 
 def _refuse(settings: Settings, request_id: int, actor: str, step: str, reason: str) -> ReidError:
-    _audit(settings, {"kind": "reid.refused", "reid_request_id": request_id, "actor": actor, "step": step,
-                      "reason": reason})
+    _audit(
+        settings,
+        {
+            "kind": "reid.refused",
+            "reid_request_id": request_id,
+            "actor": actor,
+            "step": step,
+            "reason": reason,
+        },
+    )
     return ReidError(reason)
 
 
-def decide_reid(*, request_id: int, actor: str, decision: str, has_role: HasRole,
-                settings: Settings | None = None) -> ReidRequest:
+def decide_reid(
+    *, request_id: int, actor: str, decision: str, has_role: HasRole, settings: Settings | None = None
+) -> ReidRequest:
     """Approve or reject. Approvers need the role and may not be the requester or approve twice."""
     settings = settings or get_settings()
     if decision not in ("approve", "reject"):
@@ -157,13 +182,16 @@ def decide_reid(*, request_id: int, actor: str, decision: str, has_role: HasRole
             err = "the requester cannot approve or reject their own request"
         elif status != PENDING:
             err = f"request {request_id} is {status}, not pending"
-        elif con.execute("SELECT 1 FROM reid_decision WHERE request_id = ? AND actor = ?",
-                         (request_id, actor)).fetchone():
+        elif con.execute(
+            "SELECT 1 FROM reid_decision WHERE request_id = ? AND actor = ?", (request_id, actor)
+        ).fetchone():
             err = f"{actor} has already decided on request {request_id}"
         else:
             err = ""
         if not err:
-            con.execute("INSERT INTO reid_decision VALUES (?, ?, ?, ?)", (request_id, actor, decision, _now()))
+            con.execute(
+                "INSERT INTO reid_decision VALUES (?, ?, ?, ?)", (request_id, actor, decision, _now())
+            )
             if decision == "reject":
                 status = REJECTED
             else:
@@ -173,16 +201,29 @@ def decide_reid(*, request_id: int, actor: str, decision: str, has_role: HasRole
             con.execute("UPDATE reid_request SET status = ? WHERE id = ?", (status, request_id))
     if err:
         raise _refuse(settings, request_id, actor, decision, err)
-    _audit(settings, {"kind": f"reid.{decision}d" if decision == "approve" else "reid.rejected",
-                      "reid_request_id": request_id, "actor": actor, "status": status})
+    _audit(
+        settings,
+        {
+            "kind": f"reid.{decision}d" if decision == "approve" else "reid.rejected",
+            "reid_request_id": request_id,
+            "actor": actor,
+            "status": status,
+        },
+    )
     return get_reid(request_id, settings=settings)
 
 
 def get_reid(request_id: int, *, settings: Settings | None = None) -> ReidRequest:
     with _db(settings or get_settings()) as con:
         row, approvers = _load(con, request_id)
-    return ReidRequest(id=row[0], release_id=row[1], requester=row[3], status=row[4],
-                       approvers=tuple(approvers), created_at=row[5])
+    return ReidRequest(
+        id=row[0],
+        release_id=row[1],
+        requester=row[3],
+        status=row[4],
+        approvers=tuple(approvers),
+        created_at=row[5],
+    )
 
 
 def _release_holders(release_id: str, settings: Settings) -> list[str]:
@@ -198,15 +239,17 @@ def _find(release_id: str, pseudonym: str, settings: Settings) -> str | None:
     store = KeyStore(settings)
     domain = release_domain_name(release_id)
     # every key version of the release domain: a rotated release key must not orphan old releases
-    pseudos = [Pseudonymiser(store.key(k.key_id).secret, key_id=k.key_id)
-               for k in store.list() if k.domain == domain]
+    pseudos = [
+        Pseudonymiser(store.key(k.key_id).secret, key_id=k.key_id) for k in store.list() if k.domain == domain
+    ]
     for holder_id in _release_holders(release_id, settings):
         path = settings.raw_db(holder_id)
         if not path.exists():
             continue
         with read_connection(path) as con:
-            if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'person_link'"
-                               ).fetchall()[0][0]:
+            if not con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'person_link'"
+            ).fetchall()[0][0]:
                 continue
             ids = con.sql("SELECT DISTINCT personnummer FROM person_link").to_arrow_table()["personnummer"]
         ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
@@ -233,18 +276,30 @@ def resolve_reid(*, request_id: int, actor: str, has_role: HasRole, settings: Se
         elif status == RESOLVED:
             err = f"request {request_id} was already resolved"
         elif status != APPROVED or len(valid) < APPROVALS_REQUIRED:
-            err = (f"request {request_id} needs approval by {APPROVALS_REQUIRED} different approvers "
-                   f"(has {len(valid)})")
+            err = (
+                f"request {request_id} needs approval by {APPROVALS_REQUIRED} different approvers "
+                f"(has {len(valid)})"
+            )
         else:
             err = ""
             # mark resolved inside the same transaction: a second resolve cannot slip in
-            con.execute("UPDATE reid_request SET status = ?, resolved_at = ? WHERE id = ?",
-                        (RESOLVED, _now(), request_id))
+            con.execute(
+                "UPDATE reid_request SET status = ?, resolved_at = ? WHERE id = ?",
+                (RESOLVED, _now(), request_id),
+            )
     if err:
         raise _refuse(settings, request_id, actor, "resolve", err)
     identifier = _find(release_id, pseudonym, settings)
-    _audit(settings, {"kind": "reid.resolved", "reid_request_id": request_id, "release_id": release_id,
-                      "actor": actor, "found": identifier is not None})
+    _audit(
+        settings,
+        {
+            "kind": "reid.resolved",
+            "reid_request_id": request_id,
+            "release_id": release_id,
+            "actor": actor,
+            "found": identifier is not None,
+        },
+    )
     if identifier is None:
         raise ReidError(f"pseudonym of request {request_id} is not a person of release {release_id}")
     return identifier

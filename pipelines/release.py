@@ -106,8 +106,13 @@ def variables_by_table(variables: tuple[str, ...]) -> dict[str, list[str]]:
 
 def code_version() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version
@@ -125,9 +130,13 @@ def sha256_file(path: Path) -> str:
 
 def _holder_columns(con: duckdb.DuckDBPyConnection, holder_id: str, table: str) -> set[str]:
     """Columns of ``table`` in the attached research zone of ``holder_id`` (empty if it has none)."""
-    return {r[0] for r in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
-        [f"h_{holder_id}", table]).fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+            [f"h_{holder_id}", table],
+        ).fetchall()
+    }
 
 
 def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> None:
@@ -150,11 +159,14 @@ def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> N
             if not columns:
                 continue
             if missing := sorted({c.column for c in conds} - columns):
-                raise ReleaseError(f"cohort criteria name {table} column(s) {missing} that {holder_id} does not have")
+                raise ReleaseError(
+                    f"cohort criteria name {table} column(s) {missing} that {holder_id} does not have"
+                )
             selects.append(
-                f"SELECT e.release_person_id FROM \"h_{holder_id}\".\"{table}\" t JOIN eligible e "
+                f'SELECT e.release_person_id FROM "h_{holder_id}"."{table}" t JOIN eligible e '
                 f"ON e.holder = '{holder_id}' AND e.person_id = t.person_id WHERE "
-                + " AND ".join(c.sql("t") for c in conds))
+                + " AND ".join(c.sql("t") for c in conds)
+            )
             params += [v for c in conds for v in c.operands if c.op != "is_null"]
         if not selects:
             raise ReleaseError(f"cohort criteria name table {table}, which no holder in scope has")
@@ -166,12 +178,18 @@ def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> N
 PERSON_QUASI_IDENTIFIERS = ("birth_year", "sex", "id_type", "county", "deceased_year")
 
 
-def _generalise(con: duckdb.DuckDBPyConnection, table: str, request: ReleaseRequest, settings: Settings) -> None:
+def _generalise(
+    con: duckdb.DuckDBPyConnection, table: str, request: ReleaseRequest, settings: Settings
+) -> None:
     """Apply the release policy (schemas/policies/release.json) to one assembled table, in place."""
     from pipelines.release_identity import apply_release_policy
 
-    generalised = apply_release_policy(con.sql(f'SELECT * FROM "{table}"').to_arrow_table(), table_name=table,
-                                       release_domain=release_domain(request.request_id), settings=settings)
+    generalised = apply_release_policy(
+        con.sql(f'SELECT * FROM "{table}"').to_arrow_table(),
+        table_name=table,
+        release_domain=release_domain(request.request_id),
+        settings=settings,
+    )
     con.register("_generalised", generalised)
     con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS SELECT * FROM _generalised ORDER BY ALL')
     con.unregister("_generalised")
@@ -198,8 +216,10 @@ def _enforce_k_anonymity(con: duckdb.DuckDBPyConnection, table: str, *, k: int) 
     report["persons_suppressed"] = con.execute(
         f'SELECT count(DISTINCT person_id) FROM "{table}" t WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})'
     ).fetchall()[0][0]
-    con.execute(f'UPDATE "{table}" AS t SET {", ".join(f"{c} = NULL" for c in quoted.split(", "))} '
-                f"WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})")
+    con.execute(
+        f'UPDATE "{table}" AS t SET {", ".join(f"{c} = NULL" for c in quoted.split(", "))} '
+        f"WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})"
+    )
     before = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
     con.execute(f'DELETE FROM "{table}" AS t WHERE EXISTS (SELECT 1 FROM ({small}) s WHERE {match})')
     report["rows_dropped"] = before - con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
@@ -279,15 +299,24 @@ def assemble(
             )
         if not parts:
             raise ReleaseError(f"no holder in scope has table {table}")
-        con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL')
+        con.execute(
+            f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL'
+        )
         _generalise(con, table, request, settings)
         if request.output_tier == "record":
-            disclosure[table] = _enforce_k_anonymity(con, table, k=max(holder(h).k_anonymity for h in request.holders))
+            disclosure[table] = _enforce_k_anonymity(
+                con, table, k=max(holder(h).k_anonymity for h in request.holders)
+            )
         rows[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
-        con.execute(f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(
+            f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
+        )
 
-    con.execute("CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
-                + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows) + ")")
+    con.execute(
+        "CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
+        + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows)
+        + ")"
+    )
     released_persons = con.execute("SELECT count(*) FROM released_persons").fetchall()[0][0]
     # The consent link maps every release pseudonym to the one cross-release consent key, so
     # it lives in the restricted zone, never beside the release files researchers may read.
@@ -303,23 +332,38 @@ def assemble(
     # The access layer opens this file read-only; researchers never see consent keys. It is
     # written from the Parquet files by a process that never held an identifier, with each
     # table's types as assembled and its rows in file order (the cell keys follow row ids).
-    ddl = {table: f'CREATE TABLE "{table}" ('
-                  + ", ".join(f'"{_ident(name)}" {dtype}' for name, dtype, *_ in con.execute(f'DESCRIBE "{table}"').fetchall())
-                  + ")" for table in rows}
+    ddl = {
+        table: f'CREATE TABLE "{table}" ('
+        + ", ".join(
+            f'"{_ident(name)}" {dtype}' for name, dtype, *_ in con.execute(f'DESCRIBE "{table}"').fetchall()
+        )
+        + ")"
+        for table in rows
+    }
     con.close()
-    write_duckdb(staging / RELEASE_DB, [TableSource(t, staging / f"{t}.parquet", ddl[t]) for t in rows],
-                 temp_directory=spill, threads=1)
+    write_duckdb(
+        staging / RELEASE_DB,
+        [TableSource(t, staging / f"{t}.parquet", ddl[t]) for t in rows],
+        temp_directory=spill,
+        threads=1,
+    )
     shutil.rmtree(spill, ignore_errors=True)
     write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
     return ReleaseResult(
-        release_id=release_id_for(request.request_id), request_id=request.request_id, path=str(staging),
-        rows=rows, persons=int(released_persons), excluded_persons_consent=int(excluded_persons),
-        excluded_rows_unlinked=int(unlinked), disclosure=disclosure,
+        release_id=release_id_for(request.request_id),
+        request_id=request.request_id,
+        path=str(staging),
+        rows=rows,
+        persons=int(released_persons),
+        excluded_persons_consent=int(excluded_persons),
+        excluded_rows_unlinked=int(unlinked),
+        disclosure=disclosure,
     )
 
 
-def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult, *,
-                   policy: Any, quality: Any) -> dict[str, Any]:
+def write_manifest(
+    staging: Path, request: ReleaseRequest, result: ReleaseResult, *, policy: Any, quality: Any
+) -> dict[str, Any]:
     files = {
         p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(staging.glob("*.parquet"))
@@ -327,8 +371,11 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
     manifest = {
         "release_id": result.release_id,
         "request": {
-            "request_id": request.request_id, "project": request.project, "purpose": request.purpose,
-            "holders": list(request.holders), "variables": list(request.variables),
+            "request_id": request.request_id,
+            "project": request.project,
+            "purpose": request.purpose,
+            "holders": list(request.holders),
+            "variables": list(request.variables),
             "output_tier": request.output_tier,
             "period": [str(p) if p else None for p in request.period],
             "cohort_criteria": request.cohort_criteria,
@@ -336,8 +383,10 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
         "approvals": list(request.approvals),
         "rows": result.rows,
         "persons": result.persons,
-        "excluded": {"persons_by_consent": result.excluded_persons_consent,
-                     "rows_without_linkable_person": result.excluded_rows_unlinked},
+        "excluded": {
+            "persons_by_consent": result.excluded_persons_consent,
+            "rows_without_linkable_person": result.excluded_rows_unlinked,
+        },
         "files": files,
         "disclosure": result.disclosure,
         "code_version": code_version(),
@@ -345,8 +394,9 @@ def write_manifest(staging: Path, request: ReleaseRequest, result: ReleaseResult
         "quality": quality,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n",
-                                    encoding="utf-8")
+    (staging / MANIFEST).write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return manifest
 
 
@@ -369,22 +419,31 @@ def _publish_dir(staging: Path, final: Path) -> None:
         staging.rename(final)
 
 
-def _build(request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings) -> ReleaseResult:
+def _build(
+    request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings
+) -> ReleaseResult:
     from pipelines.release_identity import release_person_map
 
     if staging.exists():  # left over from an interrupted attempt
         shutil.rmtree(staging)
-    person_map = release_person_map(holder_ids=request.holders, release_domain=release_domain(request.request_id),
-                                    settings=settings)
-    return assemble(request, person_map=person_map, excluded_consent_keys=excluded, staging=staging,
-                    settings=settings)
+    person_map = release_person_map(
+        holder_ids=request.holders, release_domain=release_domain(request.request_id), settings=settings
+    )
+    return assemble(
+        request, person_map=person_map, excluded_consent_keys=excluded, staging=staging, settings=settings
+    )
 
 
 def _release_request(approved: Any) -> ReleaseRequest:
     return ReleaseRequest(
-        request_id=approved.request_id, project=approved.project, purpose=approved.purpose,
-        holders=tuple(approved.holders), variables=tuple(approved.variables),
-        output_tier=approved.output_tier, approvals=tuple(approved.approvals), period=tuple(approved.period),
+        request_id=approved.request_id,
+        project=approved.project,
+        purpose=approved.purpose,
+        holders=tuple(approved.holders),
+        variables=tuple(approved.variables),
+        output_tier=approved.output_tier,
+        approvals=tuple(approved.approvals),
+        period=tuple(approved.period),
         cohort_criteria=dict(approved.cohort_criteria),
     )
 
@@ -408,30 +467,46 @@ def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None
                 # A retry after the release was published and recorded (the worker died before
                 # reporting success): the work is done, report it instead of failing the run.
                 manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
-                return ReleaseResult(release_id=rid, request_id=request_id, path=str(final),
-                                     rows=manifest["rows"], persons=manifest["persons"])
-            raise ReleaseError(f"request {request_id} is not approved by every holder in scope, or already released")
+                return ReleaseResult(
+                    release_id=rid,
+                    request_id=request_id,
+                    path=str(final),
+                    rows=manifest["rows"],
+                    persons=manifest["persons"],
+                )
+            raise ReleaseError(
+                f"request {request_id} is not approved by every holder in scope, or already released"
+            )
         request = _release_request(ready[request_id])
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
     staging = settings.releases_dir / f".staging-{rid}"
     result = _build(request, frozenset(excluded), staging, settings)
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
-    manifest = write_manifest(staging, request, result, policy=describe_release_policy(),
-                              quality=quality_label(staging))
+    manifest = write_manifest(
+        staging, request, result, policy=describe_release_policy(), quality=quality_label(staging)
+    )
     # Restricted files first: the access layer refuses a release whose consent link is missing.
     _publish_dir(private_staging_dir(settings, rid), settings.release_private_dir / rid)
     _publish_dir(staging, final)
     manifest_sha = sha256_file(final / MANIFEST)
     with store.session_scope(settings.governance_url) as session:
         service.record_release(session, request_id=request_id, release_id=rid, manifest_sha256=manifest_sha)
-    AuditLog(settings.audit_dir / "audit.jsonl").append({
-        "kind": "release.published", "release_id": rid, "request_id": request_id, "run_id": run_id,
-        "manifest_sha256": manifest_sha, "rows": manifest["rows"],
-    })
+    AuditLog(settings.audit_dir / "audit.jsonl").append(
+        {
+            "kind": "release.published",
+            "release_id": rid,
+            "request_id": request_id,
+            "run_id": run_id,
+            "manifest_sha256": manifest_sha,
+            "rows": manifest["rows"],
+        }
+    )
     return ReleaseResult(**{**result.__dict__, "path": str(final)})
 
 
-def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Settings | None = None) -> dict[str, int]:
+def rebuild_for_comparison(
+    request_id: int, destination: Path, *, settings: Settings | None = None
+) -> dict[str, int]:
     """Rebuild an already released request into ``destination`` (not published, not recorded).
 
     For operators and tests to check that a release is reproducible from the research zones
@@ -443,8 +518,13 @@ def rebuild_for_comparison(request_id: int, destination: Path, *, settings: Sett
     with store.session_scope(settings.governance_url) as session:
         view = service.get_request(session, request_id=request_id)
         request = ReleaseRequest(
-            request_id=view.id, project=view.project, purpose=view.purpose, holders=tuple(view.holders),
-            variables=tuple(view.variables), output_tier=view.output_tier, period=tuple(view.period),
+            request_id=view.id,
+            project=view.project,
+            purpose=view.purpose,
+            holders=tuple(view.holders),
+            variables=tuple(view.variables),
+            output_tier=view.output_tier,
+            period=tuple(view.period),
             cohort_criteria=dict(view.cohort_criteria),
         )
         excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))

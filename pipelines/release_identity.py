@@ -27,12 +27,19 @@ class PersonLinkMissing(RuntimeError):
     """A holder in scope has not been pseudonymised yet (no person_link)."""
 
 
-MAP_SCHEMA = pa.schema([("holder", pa.string()), ("person_id", pa.string()),
-                        ("release_person_id", pa.string()), ("consent_key", pa.string())])
+MAP_SCHEMA = pa.schema(
+    [
+        ("holder", pa.string()),
+        ("person_id", pa.string()),
+        ("release_person_id", pa.string()),
+        ("consent_key", pa.string()),
+    ]
+)
 
 
-def release_person_map(*, holder_ids: tuple[str, ...] | list[str], release_domain: str,
-                       settings: Settings | None = None) -> pa.Table:
+def release_person_map(
+    *, holder_ids: tuple[str, ...] | list[str], release_domain: str, settings: Settings | None = None
+) -> pa.Table:
     """Holder pseudonyms -> this release's pseudonyms and consent keys.
 
     Columns ``(holder, person_id, release_person_id, consent_key)``. The release pseudonym is
@@ -48,10 +55,13 @@ def release_person_map(*, holder_ids: tuple[str, ...] | list[str], release_domai
         if not path.exists():
             raise PersonLinkMissing(f"holder {holder_id} has no raw zone; ingest and pseudonymise it first")
         with read_connection(path) as con:
-            present = con.execute("SELECT count(*) FROM information_schema.tables "
-                                  "WHERE table_name = 'person_link'").fetchall()[0][0]
+            present = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'person_link'"
+            ).fetchall()[0][0]
             if not present:
-                raise PersonLinkMissing(f"holder {holder_id} has no person_link; run its pseudonymisation first")
+                raise PersonLinkMissing(
+                    f"holder {holder_id} has no person_link; run its pseudonymisation first"
+                )
             t = con.sql("SELECT person_id, personnummer FROM person_link").to_arrow_table()
         parts.append(t.append_column("holder", pa.array([holder_id] * t.num_rows, pa.string())))
     if not parts:
@@ -61,12 +71,15 @@ def release_person_map(*, holder_ids: tuple[str, ...] | list[str], release_domai
     release = pseudonymiser(domain, settings=settings).many(uniq)
     consent = pseudonymiser(CONSENT_DOMAIN, settings=settings).many(uniq)
     idx = pc.index_in(links["personnummer"], value_set=uniq)
-    return pa.table({
-        "holder": links["holder"],
-        "person_id": links["person_id"],
-        "release_person_id": release.take(idx),
-        "consent_key": consent.take(idx),
-    }, schema=MAP_SCHEMA)
+    return pa.table(
+        {
+            "holder": links["holder"],
+            "person_id": links["person_id"],
+            "release_person_id": release.take(idx),
+            "consent_key": consent.take(idx),
+        },
+        schema=MAP_SCHEMA,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -76,8 +89,9 @@ def release_person_map(*, holder_ids: tuple[str, ...] | list[str], release_domai
 
 def shift_days(person_ids: pa.Array, pseudo: Pseudonymiser, max_days: int) -> pa.Array:
     """Per-person offset in [-max_days, max_days], from the release key (not guessable)."""
-    msgs = pa.array([None if p is None else resource_message(SHIFT_TYPE, p) for p in person_ids.to_pylist()],
-                    pa.string())
+    msgs = pa.array(
+        [None if p is None else resource_message(SHIFT_TYPE, p) for p in person_ids.to_pylist()], pa.string()
+    )
     hexes = pseudo.many(msgs).to_pylist()
     span = 2 * max_days + 1
     return pa.array([None if h is None else int(h[:16], 16) % span - max_days for h in hexes], pa.int32())
@@ -118,8 +132,10 @@ def _expr(rule: ReleaseRule, col: str, dtype: pa.DataType, joins: list[str], i: 
     if a == "shift":
         joins.append("LEFT JOIN _shift s ON t.person_id = s.person_id")
         if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-            return (f"CASE WHEN {is_date_only} THEN strftime({as_date} + s.days, '%Y-%m-%d') "
-                    f"ELSE strftime(({as_ts} + to_days(s.days)) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') END")
+            return (
+                f"CASE WHEN {is_date_only} THEN strftime({as_date} + s.days, '%Y-%m-%d') "
+                f"ELSE strftime(({as_ts} + to_days(s.days)) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') END"
+            )
         if pa.types.is_date(dtype):
             return f"CAST({c} + s.days AS DATE)"
         return f"{c} + to_days(s.days)"
@@ -129,10 +145,14 @@ def _expr(rule: ReleaseRule, col: str, dtype: pa.DataType, joins: list[str], i: 
             cap = rule.param("max")
             return f"least({c}, {float(cap)})" if cap is not None else c
         label = str(rule.param("label", "other")).replace("'", "''")
-        joins.append(f"LEFT JOIN (SELECT {_q(col)} AS v, count(DISTINCT person_id) AS n FROM _src GROUP BY 1) r{i} "
-                     f"ON t.{_q(col)} = r{i}.v")
-        parts.append(f"CASE WHEN {c} IS NULL THEN NULL WHEN r{i}.n < {int(rule.param('min_count'))} "
-                     f"THEN '{label}' ELSE CAST({c} AS VARCHAR) END")
+        joins.append(
+            f"LEFT JOIN (SELECT {_q(col)} AS v, count(DISTINCT person_id) AS n FROM _src GROUP BY 1) r{i} "
+            f"ON t.{_q(col)} = r{i}.v"
+        )
+        parts.append(
+            f"CASE WHEN {c} IS NULL THEN NULL WHEN r{i}.n < {int(rule.param('min_count'))} "
+            f"THEN '{label}' ELSE CAST({c} AS VARCHAR) END"
+        )
         return parts[0]
     if a == "county":
         joins.append(f"LEFT JOIN _county k{i} ON replace(CAST({c} AS VARCHAR), ' ', '') = k{i}.postal_code")
@@ -141,7 +161,11 @@ def _expr(rule: ReleaseRule, col: str, dtype: pa.DataType, joins: list[str], i: 
 
 
 def apply_release_policy(
-    table: pa.Table, *, table_name: str, release_domain: str, policy: ReleasePolicy | None = None,
+    table: pa.Table,
+    *,
+    table_name: str,
+    release_domain: str,
+    policy: ReleasePolicy | None = None,
     settings: Settings | None = None,
 ) -> pa.Table:
     """Generalise one release table's quasi-identifiers as the release policy says.
@@ -151,7 +175,9 @@ def apply_release_policy(
     Describe what was applied in the manifest with :func:`describe_release_policy`.
     """
     policy = policy or load_release_policy()
-    rules = {col: policy.rule_for(table_name, col) for col in table.column_names if col not in NEVER_GENERALISED}
+    rules = {
+        col: policy.rule_for(table_name, col) for col in table.column_names if col not in NEVER_GENERALISED
+    }
     needs_person = any(r.action in ("shift", "top_code") for r in rules.values())
     if needs_person and "person_id" not in table.column_names:
         raise ValueError(f"{table_name}: the release policy needs person_id to shift dates / count persons")
@@ -162,12 +188,21 @@ def apply_release_policy(
         if shifts:
             pids = pc.unique(table["person_id"]) if table.num_rows else pa.array([], pa.string())
             pseudo = pseudonymiser(release_domain_name(release_domain), settings=settings or get_settings())
-            con.register("_shift", pa.table({"person_id": pids, "days": shift_days(pids, pseudo, shifts.pop())}))
+            con.register(
+                "_shift", pa.table({"person_id": pids, "days": shift_days(pids, pseudo, shifts.pop())})
+            )
         if any(r.action == "county" for r in rules.values()):
             pref = county_prefixes()
             codes = pa.array([f"{p}{d:02d}" for p in sorted(pref) for d in range(100)])
-            con.register("_county", pa.table({"postal_code": codes,
-                                              "county": pa.array(np.repeat([pref[p] for p in sorted(pref)], 100))}))
+            con.register(
+                "_county",
+                pa.table(
+                    {
+                        "postal_code": codes,
+                        "county": pa.array(np.repeat([pref[p] for p in sorted(pref)], 100)),
+                    }
+                ),
+            )
         select, joins = [], ["(SELECT *, row_number() OVER () AS _rn FROM _src) t"]
         for i, col in enumerate(table.column_names):
             if col in NEVER_GENERALISED:

@@ -94,8 +94,9 @@ class PerturbationSettings:
         """A holder's settings from its ``min_cell_count`` and declared ``perturbation``; what it
         leaves out defaults to the strict side (the smallest base >= threshold that divides 250,
         noise up to two bases)."""
-        base = int(declared.get("rounding_base", 0)) or next(b for b in (1, 2, 5, 10, 25, 50, 125, 250)
-                                                             if b >= threshold)
+        base = int(declared.get("rounding_base", 0)) or next(
+            b for b in (1, 2, 5, 10, 25, 50, 125, 250) if b >= threshold
+        )
         return cls(
             threshold=int(threshold),
             rounding_base=base,
@@ -107,8 +108,11 @@ class PerturbationSettings:
     def public(self) -> dict[str, float | int]:
         """What stewards and researchers may read (never a key)."""
         return {
-            "threshold": self.threshold, "rounding_base": self.rounding_base,
-            "max_noise": self.max_noise, "variance": self.variance, "magnitude": self.magnitude,
+            "threshold": self.threshold,
+            "rounding_base": self.rounding_base,
+            "max_noise": self.max_noise,
+            "variance": self.variance,
+            "magnitude": self.magnitude,
         }
 
 
@@ -210,16 +214,18 @@ def unit_noise(cell_key_: int, salt: int) -> float:
     return (mixed + 0.5) / (KEY_RANGE / 2) - 1.0
 
 
-def perturb_mean(mean: float, count: int, largest_contribution: float, cell_key_: int, salt: int,
-                 magnitude: float) -> float:
+def perturb_mean(
+    mean: float, count: int, largest_contribution: float, cell_key_: int, salt: int, magnitude: float
+) -> float:
     """A mean with noise of the size of one person's largest possible influence on it."""
     if count <= 0:
         return mean
     return mean + unit_noise(cell_key_, salt) * magnitude * abs(largest_contribution) / count
 
 
-def perturb_variance(variance: float, count: int, largest_contribution: float, cell_key_: int, salt: int,
-                     magnitude: float) -> float:
+def perturb_variance(
+    variance: float, count: int, largest_contribution: float, cell_key_: int, salt: int, magnitude: float
+) -> float:
     """A variance with noise of the size of one person's largest influence on it (>= 0)."""
     if count <= 1:
         return variance
@@ -227,8 +233,9 @@ def perturb_variance(variance: float, count: int, largest_contribution: float, c
     return max(0.0, noisy)
 
 
-def perturb_table(counts: Sequence[int], cell_keys: Sequence[int], ptable: Mapping[tuple[int, int], int],
-                  threshold: int) -> list[int | None]:
+def perturb_table(
+    counts: Sequence[int], cell_keys: Sequence[int], ptable: Mapping[tuple[int, int], int], threshold: int
+) -> list[int | None]:
     """Perturb a column of counts; None where the perturbed count is below ``threshold``.
 
     The same computation as ``create_perturbed_table`` of the ONS package (whose output the

@@ -47,7 +47,9 @@ def pseudonymiser(domain: str, *, settings: Settings | None = None, create: bool
     return Pseudonymiser(dk.secret, key_id=dk.info.key_id)
 
 
-def consent_key(personnummer: str, *, reference_date: date | None = None, settings: Settings | None = None) -> str:
+def consent_key(
+    personnummer: str, *, reference_date: date | None = None, settings: Settings | None = None
+) -> str:
     """Consent-domain pseudonym of an identifier in any accepted form.
 
     Raises :class:`~privacy.personnummer.InvalidIdentifier` for an invalid one.

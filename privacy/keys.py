@@ -92,7 +92,9 @@ def _default_kek_dir() -> Path:
 
 def _read_kek_file(path: Path, settings: Settings, origin: str) -> bytes:
     if _is_within(path, settings.home):
-        raise KekError(f"{origin} ({path}) lies inside HDP_HOME; keep the key-encryption key outside the data home")
+        raise KekError(
+            f"{origin} ({path}) lies inside HDP_HOME; keep the key-encryption key outside the data home"
+        )
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="ascii")
@@ -132,8 +134,10 @@ def load_kek(settings: Settings | None = None) -> bytes:
         return _read_kek_file(path, settings, "development KEK file")
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(base64.b64encode(kek).decode() + "\n")
-    log.warning("development: generated a new key-encryption key at %s (set HDP_KEK or HDP_KEK_FILE in production)",
-                path)
+    log.warning(
+        "development: generated a new key-encryption key at %s (set HDP_KEK or HDP_KEK_FILE in production)",
+        path,
+    )
     return kek
 
 
@@ -183,7 +187,9 @@ class LocalAesGcmKms:
         try:
             return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
         except InvalidTag:
-            raise KekError("a data key did not decrypt: wrong key-encryption key, or the key store was altered") from None
+            raise KekError(
+                "a data key did not decrypt: wrong key-encryption key, or the key store was altered"
+            ) from None
 
 
 def default_kms(settings: Settings | None = None) -> Kms:
@@ -221,12 +227,15 @@ def _aad(domain: str, key_id: str, version: int) -> bytes:
 def validate_domain(domain: str) -> str:
     kind, _, name = domain.partition(":")
     if domain in ("consent", "audit", "ledger") or (
-            kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)):
+        kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)
+    ):
         # "audit": the audit log's MAC key (privacy/audit_key.py); "ledger": the query
         # ledger's digests of query texts (access/ledger.py)
         return domain
-    raise KeyStoreError(f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent' "
-                        "'audit' or 'ledger'")
+    raise KeyStoreError(
+        f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent' "
+        "'audit' or 'ledger'"
+    )
 
 
 class KeyStore:
@@ -248,7 +257,9 @@ class KeyStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.settings.ensure_restricted(self.dir)  # 0700 up to restricted/, whatever the umask
-        with os.fdopen(open_private(self.dir / "keystore.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+") as lock:
+        with os.fdopen(
+            open_private(self.dir / "keystore.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+"
+        ) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -263,7 +274,9 @@ class KeyStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise KeyStoreError(f"key store {self.path} is unreadable ({type(exc).__name__})") from None
         if doc.get("format") != STORE_FORMAT:
-            raise KeyStoreError(f"key store {self.path} has format {doc.get('format')!r}, expected {STORE_FORMAT}")
+            raise KeyStoreError(
+                f"key store {self.path} has format {doc.get('format')!r}, expected {STORE_FORMAT}"
+            )
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
@@ -291,8 +304,13 @@ class KeyStore:
 
     @staticmethod
     def _info(e: dict[str, Any]) -> KeyInfo:
-        return KeyInfo(key_id=e["key_id"], domain=e["domain"], version=int(e["version"]),
-                       status=e["status"], created_at=e["created_at"])
+        return KeyInfo(
+            key_id=e["key_id"],
+            domain=e["domain"],
+            version=int(e["version"]),
+            status=e["status"],
+            created_at=e["created_at"],
+        )
 
     def _unwrap(self, e: dict[str, Any]) -> DataKey:
         wrapped = base64.b64decode(e["wrapped"])
@@ -330,7 +348,10 @@ class KeyStore:
         key_id = "k-" + secrets.token_hex(8)
         secret = secrets.token_bytes(KEY_BYTES)
         entry = {
-            "key_id": key_id, "domain": domain, "version": version, "status": ACTIVE,
+            "key_id": key_id,
+            "domain": domain,
+            "version": version,
+            "status": ACTIVE,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "wrapped": base64.b64encode(self.kms.wrap(secret, aad=_aad(domain, key_id, version))).decode(),
         }
@@ -352,10 +373,14 @@ class KeyStore:
             for e in doc["keys"]:
                 dk = self._unwrap(e)
                 aad = _aad(e["domain"], e["key_id"], int(e["version"]))
-                rewrapped.append({**e, "wrapped": base64.b64encode(new_kms.wrap(dk.secret, aad=aad)).decode()})
+                rewrapped.append(
+                    {**e, "wrapped": base64.b64encode(new_kms.wrap(dk.secret, aad=aad)).decode()}
+                )
             # prove the new wraps open before replacing the store
             for e in rewrapped:
-                new_kms.unwrap(base64.b64decode(e["wrapped"]), aad=_aad(e["domain"], e["key_id"], int(e["version"])))
+                new_kms.unwrap(
+                    base64.b64decode(e["wrapped"]), aad=_aad(e["domain"], e["key_id"], int(e["version"]))
+                )
             doc = {**doc, "keys": rewrapped, "kek_id": new_kms.key_id}
             self._write(doc)
         self._kms = new_kms

@@ -190,7 +190,7 @@ def try_parse(value: str | None, *, reference_date: date | None = None) -> Ident
 #: Columns of the table :func:`parse_batch` returns (one row per input value, same order).
 BATCH_SCHEMA = pa.schema(
     [
-        ("normalised", pa.string()),   # 12 digits, null when invalid
+        ("normalised", pa.string()),  # 12 digits, null when invalid
         ("kind", pa.string()),
         ("sex", pa.string()),
         ("birth_date", pa.date32()),
@@ -206,7 +206,9 @@ def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     doy = _CUM_DAYS[m - 1] + d - 1 + ((m > 2) & leap)
     yp = y - 1
-    days_before_year = 365 * (y - 1970) + (yp // 4 - yp // 100 + yp // 400) - (1969 // 4 - 1969 // 100 + 1969 // 400)
+    days_before_year = (
+        365 * (y - 1970) + (yp // 4 - yp // 100 + yp // 400) - (1969 // 4 - 1969 // 100 + 1969 // 400)
+    )
     return days_before_year + doy
 
 
@@ -227,13 +229,22 @@ def parse_batch(
     n = len(arr)
     stripped = pc.utf8_trim(arr, characters=_WS)
     missing = np.asarray(pc.fill_null(pc.equal(pc.binary_length(stripped), 0), True), dtype=bool)
-    form_ok = np.asarray(
-        pc.fill_null(pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False), dtype=bool
-    ) & ~missing
+    form_ok = (
+        np.asarray(
+            pc.fill_null(
+                pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False
+            ),
+            dtype=bool,
+        )
+        & ~missing
+    )
     sep_arr = np.asarray(pc.fill_null(pc.match_substring(stripped, "+"), False), dtype=bool)
     # plain substring replaces: a regex replace costs several times more on a million values
     digits_only = pc.replace_substring(
-        pc.replace_substring(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")), "-", ""), "+", "")
+        pc.replace_substring(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")), "-", ""),
+        "+",
+        "",
+    )
     lengths = np.asarray(pc.utf8_length(digits_only), dtype=np.int64)
     twelve = lengths == 12
     # Left-pad 10-digit forms with "00" so every row is 12 ASCII digits, then view as a matrix.
@@ -244,7 +255,7 @@ def parse_batch(
     if n and offsets[n] - offsets[0] == 12 * n and bool(np.all(np.diff(offsets) == 12)):
         # every value is 12 bytes (the usual case): the data buffer *is* an n x 12 matrix.
         # int32 digits: small enough to be cheap, wide enough for year arithmetic below
-        dm = raw[offsets[0]:offsets[n]].reshape(n, 12).astype(np.int32) - 48
+        dm = raw[offsets[0] : offsets[n]].reshape(n, 12).astype(np.int32) - 48
     elif n:
         idx = offsets[:-1, None] + np.arange(12)[None, :]
         dm = raw[idx].astype(np.int32) - 48
@@ -295,8 +306,13 @@ def parse_batch(
     # reason codes as a dictionary-free string array built from masks (no per-value Python)
     null_str = pa.scalar(None, pa.string())
     reason = pa.nulls(n, pa.string())
-    for mask, code in ((bad_serial, INVALID_SERIAL), (bad_sum, BAD_CHECKSUM), (bad_date, IMPOSSIBLE_DATE),
-                       (unknown, UNKNOWN_FORMAT), (missing, MISSING)):
+    for mask, code in (
+        (bad_serial, INVALID_SERIAL),
+        (bad_sum, BAD_CHECKSUM),
+        (bad_date, IMPOSSIBLE_DATE),
+        (unknown, UNKNOWN_FORMAT),
+        (missing, MISSING),
+    ):
         if mask.any():
             reason = pc.if_else(pa.array(mask), pa.scalar(code), reason)
 

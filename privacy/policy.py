@@ -22,8 +22,9 @@ from hdp.settings import SCHEMAS_DIR
 
 POLICY_DIR = SCHEMAS_DIR / "policies"
 
-RESEARCH_ACTIONS = frozenset({"person_id", "birth_year", "sex", "id_type", "county", "year",
-                              "resource_pseudonym", "keep"})
+RESEARCH_ACTIONS = frozenset(
+    {"person_id", "birth_year", "sex", "id_type", "county", "year", "resource_pseudonym", "keep"}
+)
 RELEASE_ACTIONS = frozenset({"keep", "drop", "year", "band5", "month", "shift", "top_code", "county"})
 
 
@@ -40,17 +41,17 @@ class PolicyError(ValueError):
 class ColumnRule:
     name: str
     action: str
-    source: str | None = None          # raw column read ('from'); defaults to name for keep
+    source: str | None = None  # raw column read ('from'); defaults to name for keep
     resource_type: str | None = None
 
 
 @dataclass(frozen=True)
 class TableRule:
-    name: str                          # research table
-    source: str                        # raw table
-    source_name: str                   # 'register', 'prom', 'fhir' (quarantine 'source')
-    identifier: str | None             # raw identifier column (direct person tables)
-    via_patient: str | None            # raw patient reference column (FHIR tables)
+    name: str  # research table
+    source: str  # raw table
+    source_name: str  # 'register', 'prom', 'fhir' (quarantine 'source')
+    identifier: str | None  # raw identifier column (direct person tables)
+    via_patient: str | None  # raw patient reference column (FHIR tables)
     record_key: tuple[str, str] | None  # (resource_type, id column) for quarantine record keys
     columns: tuple[ColumnRule, ...]
     drop: frozenset[str]
@@ -98,11 +99,18 @@ def load_pseudonymise_policy(path: Path | None = None) -> PseudonymisePolicy:
         if via and any(c.action in ("birth_year", "sex", "id_type") for c in cols):
             raise PolicyError(f"table {name}: identifier-derived columns need 'identifier'")
         rk = spec.get("record_key")
-        tables.append(TableRule(
-            name=name, source=spec["source"], source_name=spec["source_name"], identifier=identifier,
-            via_patient=via, record_key=(rk["resource_type"], rk["column"]) if rk else None,
-            columns=cols, drop=frozenset(spec.get("drop", ())),
-        ))
+        tables.append(
+            TableRule(
+                name=name,
+                source=spec["source"],
+                source_name=spec["source_name"],
+                identifier=identifier,
+                via_patient=via,
+                record_key=(rk["resource_type"], rk["column"]) if rk else None,
+                columns=cols,
+                drop=frozenset(spec.get("drop", ())),
+            )
+        )
     return PseudonymisePolicy(version=int(doc["version"]), tables=tuple(tables), path=str(path))
 
 
@@ -166,13 +174,18 @@ class ReleasePolicy:
 
     def rule_for(self, table: str, column: str) -> ReleaseRule:
         exact = {r.variable: r for r in self.rules}
-        return exact.get(f"{table}.{column}") or exact.get(f"*.{column}") or ReleaseRule(
-            variable=f"{table}.{column}", action=self.default_action)
+        return (
+            exact.get(f"{table}.{column}")
+            or exact.get(f"*.{column}")
+            or ReleaseRule(variable=f"{table}.{column}", action=self.default_action)
+        )
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for the release manifest."""
         return {
-            "policy_file": Path(self.path).name, "version": self.version, "default_action": self.default_action,
+            "policy_file": Path(self.path).name,
+            "version": self.version,
+            "default_action": self.default_action,
             "rules": [{"variable": r.variable, "action": r.action, **dict(r.params)} for r in self.rules],
         }
 
@@ -201,4 +214,6 @@ def load_release_policy(path: Path | None = None) -> ReleasePolicy:
         # One offset per person keeps the intervals between *all* of a person's dates, in
         # every table of the release; several ranges would give one person several offsets.
         raise PolicyError(f"release policy uses several shift ranges {sorted(ranges)}; use one max_days")
-    return ReleasePolicy(version=int(doc["version"]), default_action=default, rules=tuple(rules), path=str(path))
+    return ReleasePolicy(
+        version=int(doc["version"]), default_action=default, rules=tuple(rules), path=str(path)
+    )

@@ -73,13 +73,14 @@ class Pseudonymiser:
         starts = offsets.tolist()
         for i in range(m):
             h = ic()
-            h.update(data[starts[i]:starts[i + 1]])
+            h.update(data[starts[i] : starts[i + 1]])
             o = oc()
             o.update(h.digest())
             append(o.digest())
         hexed = binascii.hexlify(b"".join(out))
         result = pa.Array.from_buffers(
-            pa.string(), m,
+            pa.string(),
+            m,
             [None, pa.py_buffer(np.arange(0, HEX_LEN * m + 1, HEX_LEN, dtype=np.int32)), pa.py_buffer(hexed)],
         )
         if values.null_count:

@@ -91,7 +91,11 @@ EQ5D_QUESTIONNAIRE = "http://euroqol.org/fhir/Questionnaire/eq-5d-5l-sv"
 EQ5D_LEVEL_SYSTEM = "http://euroqol.org/fhir/CodeSystem/eq-5d-5l-level"
 #: linkId per dimension, in questionnaire order; value is valueCoding (code "1".."5")
 EQ5D_DIMENSION_LINK_IDS = (
-    "mobility", "self-care", "usual-activities", "pain-discomfort", "anxiety-depression",
+    "mobility",
+    "self-care",
+    "usual-activities",
+    "pain-discomfort",
+    "anxiety-depression",
 )
 #: linkId of EQ VAS; value is valueInteger 0..100
 EQ5D_VAS_LINK_ID = "eq-vas"

@@ -43,7 +43,9 @@ def source_schema(source: str) -> SourceSchema:
     spec = json.loads((SCHEMAS_DIR / "sources" / f"{source}.json").read_text(encoding="utf-8"))
     fmt = spec["format"]
     if fmt["decimal"] != ",":
-        raise ValueError(f"{source}.json: the generator writes decimal commas, schema says {fmt['decimal']!r}")
+        raise ValueError(
+            f"{source}.json: the generator writes decimal commas, schema says {fmt['decimal']!r}"
+        )
     return SourceSchema(
         source=source,
         file=spec["file"],
@@ -121,8 +123,13 @@ def prom_rows(population: Population, *, seed: int, extract_date: date) -> list[
     schema = source_schema("prom")
     rng = random.Random(f"{seed}:prom")
     col = {raw: i for i, raw in enumerate(schema.raws)}
-    dims = ("eq5d_mobility", "eq5d_self_care", "eq5d_usual_activities", "eq5d_pain_discomfort",
-            "eq5d_anxiety_depression")
+    dims = (
+        "eq5d_mobility",
+        "eq5d_self_care",
+        "eq5d_usual_activities",
+        "eq5d_pain_discomfort",
+        "eq5d_anxiety_depression",
+    )
     prem = ("prem_respect", "prem_involvement", "prem_information", "prem_accessibility", "prem_overall")
     rows: list[CsvRow] = []
     for v_day, index, vi in sorted(

@@ -95,7 +95,9 @@ class _Picker:
         return sorted(out)
 
 
-def _place_copies(n: int, originals: list[int], rng: random.Random, last_allowed: int) -> dict[int, list[int]]:
+def _place_copies(
+    n: int, originals: list[int], rng: random.Random, last_allowed: int
+) -> dict[int, list[int]]:
     """For each original index, a later index after which its copy is delivered."""
     after: dict[int, list[int]] = {}
     for i in originals:
@@ -127,8 +129,14 @@ def csv_lines(
 
     plan: tuple[str, ...]
     if schema.source == "register":
-        plan = ("identifier.bad_checksum", "identifier.impossible_date", "value.out_of_range",
-                "value.wrong_unit", "row.duplicate", "field.missing_required")
+        plan = (
+            "identifier.bad_checksum",
+            "identifier.impossible_date",
+            "value.out_of_range",
+            "value.wrong_unit",
+            "row.duplicate",
+            "field.missing_required",
+        )
     else:
         plan = ("value.out_of_range", "row.duplicate", "field.missing_required")
     k = per_class_count(rate, n, len(plan) + (1 if truncate else 0))
@@ -149,9 +157,15 @@ def csv_lines(
         elif defect == "value.out_of_range":
             for n_i, i in enumerate(picker.take(k)):
                 if schema.source == "register":
-                    column, value = (("hba1c_mmol_mol", "900"), ("bmi", "3,0"), ("systolic_bp", "400"))[n_i % 3]
+                    column, value = (("hba1c_mmol_mol", "900"), ("bmi", "3,0"), ("systolic_bp", "400"))[
+                        n_i % 3
+                    ]
                 else:
-                    column, value = (("eq5d_mobility", "7"), ("eq_vas", "150"), ("eq5d_pain_discomfort", "9"))[n_i % 3]
+                    column, value = (
+                        ("eq5d_mobility", "7"),
+                        ("eq_vas", "150"),
+                        ("eq5d_pain_discomfort", "9"),
+                    )[n_i % 3]
                 fields[i][col[column]] = value
                 tags[i] = Tag(defect, column)
         elif defect == "value.wrong_unit":
@@ -196,9 +210,22 @@ Resource = dict[str, Any]
 FHIR_PLAN: dict[str, tuple[str, ...]] = {
     "Patient": ("identifier.bad_checksum", "identifier.impossible_date", "row.duplicate"),
     "Encounter": ("row.duplicate",),
-    "Condition": ("code.unknown", "fhir.dangling_reference", "json.malformed_line", "fhir.wrong_resource_type"),
-    "Observation": ("value.out_of_range", "value.wrong_unit", "field.missing_required", "fhir.invalid",
-                    "json.malformed_line", "fhir.dangling_reference", "row.duplicate", "fhir.wrong_resource_type"),
+    "Condition": (
+        "code.unknown",
+        "fhir.dangling_reference",
+        "json.malformed_line",
+        "fhir.wrong_resource_type",
+    ),
+    "Observation": (
+        "value.out_of_range",
+        "value.wrong_unit",
+        "field.missing_required",
+        "fhir.invalid",
+        "json.malformed_line",
+        "fhir.dangling_reference",
+        "row.duplicate",
+        "fhir.wrong_resource_type",
+    ),
     "MedicationRequest": ("code.unknown", "field.missing_required", "fhir.invalid"),
     "Procedure": ("fhir.dangling_reference", "json.malformed_line"),
     "QuestionnaireResponse": ("value.out_of_range",),
@@ -262,18 +289,29 @@ def fhir_lines(
                 tags[i] = Tag(defect, None, key(resources[i]))
         elif defect == "fhir.dangling_reference":
             for i in picker.take(k):
-                resources[i]["subject"] = {"reference": f"Patient/{new_id('Patient', 'dangling', resource_type, i)}"}
+                resources[i]["subject"] = {
+                    "reference": f"Patient/{new_id('Patient', 'dangling', resource_type, i)}"
+                }
                 tags[i] = Tag(defect, "patient_id", key(resources[i]))
         elif defect == "code.unknown":
             for n_i, i in enumerate(picker.take(k)):
                 r = resources[i]
                 if resource_type == "Condition":
-                    r["code"] = {"coding": [{"system": cs.ICD10SE_SYSTEM,
-                                             "code": cs.UNKNOWN_ICD10SE[n_i % len(cs.UNKNOWN_ICD10SE)]}]}
+                    r["code"] = {
+                        "coding": [
+                            {
+                                "system": cs.ICD10SE_SYSTEM,
+                                "code": cs.UNKNOWN_ICD10SE[n_i % len(cs.UNKNOWN_ICD10SE)],
+                            }
+                        ]
+                    }
                     tags[i] = Tag(defect, "code", key(r))
                 else:
-                    r["medicationCodeableConcept"] = {"coding": [{"system": cs.ATC_SYSTEM,
-                                                                  "code": cs.UNKNOWN_ATC[n_i % len(cs.UNKNOWN_ATC)]}]}
+                    r["medicationCodeableConcept"] = {
+                        "coding": [
+                            {"system": cs.ATC_SYSTEM, "code": cs.UNKNOWN_ATC[n_i % len(cs.UNKNOWN_ATC)]}
+                        ]
+                    }
                     tags[i] = Tag(defect, "atc_code", key(r))
         elif defect == "value.out_of_range":
             if resource_type == "QuestionnaireResponse":
@@ -306,7 +344,9 @@ def fhir_lines(
                     r["authoredOn"] = r["authoredOn"][:5] + "13" + r["authoredOn"][7:]
                     tags[i] = Tag(defect, "authored_on", key(r))
                 elif n_i % 3 == 0:
-                    r["effectiveDateTime"] = r["effectiveDateTime"][:5] + "02-30" + r["effectiveDateTime"][10:]
+                    r["effectiveDateTime"] = (
+                        r["effectiveDateTime"][:5] + "02-30" + r["effectiveDateTime"][10:]
+                    )
                     tags[i] = Tag(defect, "effective_time", key(r))
                 elif n_i % 3 == 1:
                     r["valueQuantity"]["value"] = str(r["valueQuantity"]["value"]).replace(".", ",") + ",0"

@@ -25,7 +25,12 @@ from synthetic_data.population import MEDS_FOR_TREATMENT, Person, build_populati
 DEFAULT_EXTRACT_DATE = date(2026, 11, 1)
 
 RESOURCE_TYPES: tuple[str, ...] = (
-    "Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Procedure",
+    "Patient",
+    "Encounter",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "Procedure",
     "QuestionnaireResponse",
 )
 
@@ -100,7 +105,9 @@ _LAB = [{"coding": [_coding(cs.OBSERVATION_CATEGORY_SYSTEM, "laboratory", "Labor
 
 def patient_resource(person: Person, region: str, pid: str) -> Resource:
     addr = person.address_in(region)
-    system = ids.SAMORDNINGSNUMMER_SYSTEM if person.id_type == "samordningsnummer" else ids.PERSONNUMMER_SYSTEM
+    system = (
+        ids.SAMORDNINGSNUMMER_SYSTEM if person.id_type == "samordningsnummer" else ids.PERSONNUMMER_SYSTEM
+    )
     res: Resource = {
         "resourceType": "Patient",
         "id": pid,
@@ -108,10 +115,15 @@ def patient_resource(person: Person, region: str, pid: str) -> Resource:
         "name": [{"use": "official", "family": person.family, "given": list(person.given)}],
         "gender": person.sex,
         "birthDate": person.birth_date.isoformat(),
-        "address": [{
-            "use": "home", "line": [addr.line], "postalCode": addr.postal_code, "city": addr.city,
-            "country": "SE",
-        }],
+        "address": [
+            {
+                "use": "home",
+                "line": [addr.line],
+                "postalCode": addr.postal_code,
+                "city": addr.city,
+                "country": "SE",
+            }
+        ],
     }
     if person.death_date is not None:
         res["deceasedDateTime"] = local_datetime(person.death_date, 3 * 60 + (person.index * 37) % 1200)
@@ -119,7 +131,13 @@ def patient_resource(person: Person, region: str, pid: str) -> Resource:
 
 
 def encounter_resource(
-    eid: str, pid: str, *, kind: str, start: str, end: str, region: str,
+    eid: str,
+    pid: str,
+    *,
+    kind: str,
+    start: str,
+    end: str,
+    region: str,
 ) -> Resource:
     class_code = "AMB" if kind == "NDR" else kind
     code, display = _ENCOUNTER_TYPES[kind]
@@ -136,8 +154,17 @@ def encounter_resource(
 
 
 def observation_resource(
-    oid: str, pid: str, eid: str | None, *, system: str, code: str, display: str, value: float | int,
-    unit: str, when: str, lab: bool,
+    oid: str,
+    pid: str,
+    eid: str | None,
+    *,
+    system: str,
+    code: str,
+    display: str,
+    value: float | int,
+    unit: str,
+    when: str,
+    lab: bool,
 ) -> Resource:
     res: Resource = {
         "resourceType": "Observation",
@@ -163,14 +190,23 @@ def hba1c_coding(region: str, rng: random.Random) -> tuple[str, str, str]:
 
 
 def condition_resource(
-    cid: str, pid: str, *, code: str, recorded: date, onset: date | None, encounter: str | None,
-    category: str, active: bool = True,
+    cid: str,
+    pid: str,
+    *,
+    code: str,
+    recorded: date,
+    onset: date | None,
+    encounter: str | None,
+    category: str,
+    active: bool = True,
 ) -> Resource:
     cat_display = "Encounter Diagnosis" if category == "encounter-diagnosis" else "Problem List Item"
     res: Resource = {
         "resourceType": "Condition",
         "id": cid,
-        "clinicalStatus": {"coding": [_coding(cs.CONDITION_CLINICAL_SYSTEM, "active" if active else "resolved")]},
+        "clinicalStatus": {
+            "coding": [_coding(cs.CONDITION_CLINICAL_SYSTEM, "active" if active else "resolved")]
+        },
         "verificationStatus": {"coding": [_coding(cs.CONDITION_VERIFICATION_SYSTEM, "confirmed")]},
         "category": [{"coding": [_coding(cs.CONDITION_CATEGORY_SYSTEM, category, cat_display)]}],
         "code": {"coding": [_coding(cs.ICD10SE_SYSTEM, code, cs.ICD10SE.get(code))]},
@@ -185,7 +221,13 @@ def condition_resource(
 
 
 def medication_request_resource(
-    mid: str, pid: str, eid: str, *, atc: str, authored: str, status: str,
+    mid: str,
+    pid: str,
+    eid: str,
+    *,
+    atc: str,
+    authored: str,
+    status: str,
 ) -> Resource:
     return {
         "resourceType": "MedicationRequest",
@@ -212,7 +254,13 @@ def procedure_resource(prid: str, pid: str, eid: str, *, code: str, performed: s
 
 
 def eq5d_response_resource(
-    qid: str, pid: str, eid: str, *, levels: tuple[int, ...], vas: int, authored: str,
+    qid: str,
+    pid: str,
+    eid: str,
+    *,
+    levels: tuple[int, ...],
+    vas: int,
+    authored: str,
 ) -> Resource:
     items: list[dict[str, Any]] = [
         {"linkId": link, "answer": [{"valueCoding": _coding(cs.EQ5D_LEVEL_SYSTEM, str(level))}]}
@@ -251,7 +299,9 @@ def _diabetes_icd(person: Person, rng: random.Random) -> str:
     return f"{prefix}.5" if rng.random() < 0.05 else f"{prefix}.9"
 
 
-def person_resources(person: Person, region: str, *, seed: int, new_id: IdFactory | None = None) -> list[Resource]:
+def person_resources(
+    person: Person, region: str, *, seed: int, new_id: IdFactory | None = None
+) -> list[Resource]:
     """All journal resources of one person in one region's FHIR system, in chronological order."""
     new_id = new_id or IdFactory(seed, region)
     rng = random.Random(f"{seed}:fhir:{region}:{person.index}")
@@ -274,18 +324,31 @@ def person_resources(person: Person, region: str, *, seed: int, new_id: IdFactor
     first_day = events[0][0]
 
     # chronic conditions (problem list)
-    out.append(condition_resource(
-        new_id("Condition", k, "dm"), pid, code=_diabetes_icd(person, rng),
-        recorded=max(first_day, person.diagnosis_date), onset=person.diagnosis_date, encounter=None,
-        category="problem-list-item",
-    ))
+    out.append(
+        condition_resource(
+            new_id("Condition", k, "dm"),
+            pid,
+            code=_diabetes_icd(person, rng),
+            recorded=max(first_day, person.diagnosis_date),
+            onset=person.diagnosis_date,
+            encounter=None,
+            category="problem-list-item",
+        )
+    )
     for n, (code, onset) in enumerate(person.comorbidities):
         if person.region_at(max(onset, first_day)) != region:
             continue
-        out.append(condition_resource(
-            new_id("Condition", k, "c", n), pid, code=code, recorded=max(onset, first_day), onset=onset,
-            encounter=None, category="problem-list-item",
-        ))
+        out.append(
+            condition_resource(
+                new_id("Condition", k, "c", n),
+                pid,
+                code=code,
+                recorded=max(onset, first_day),
+                onset=onset,
+                encounter=None,
+                category="problem-list-item",
+            )
+        )
 
     last_med_year: dict[str, str] = {}
     med_requests: list[Resource] = []
@@ -295,66 +358,136 @@ def person_resources(person: Person, region: str, *, seed: int, new_id: IdFactor
             v = ev
             minute = 8 * 60 + rng.randrange(0, 16) * 30
             start = local_datetime(day, minute)
-            out.append(encounter_resource(
-                eid, pid, kind="NDR", start=start, end=local_datetime(day, minute + 30), region=region,
-            ))
+            out.append(
+                encounter_resource(
+                    eid,
+                    pid,
+                    kind="NDR",
+                    start=start,
+                    end=local_datetime(day, minute + 30),
+                    region=region,
+                )
+            )
             if rng.random() < 0.95:
-                out.append(observation_resource(
-                    new_id("Observation", k, key, "hba1c"), pid, eid, system=hba1c_system, code=hba1c_code,
-                    display=hba1c_display, value=v.hba1c, unit="mmol/mol", when=start, lab=True,
-                ))
+                out.append(
+                    observation_resource(
+                        new_id("Observation", k, key, "hba1c"),
+                        pid,
+                        eid,
+                        system=hba1c_system,
+                        code=hba1c_code,
+                        display=hba1c_display,
+                        value=v.hba1c,
+                        unit="mmol/mol",
+                        when=start,
+                        lab=True,
+                    )
+                )
             if rng.random() < 0.8:
-                out.append(observation_resource(
-                    new_id("Observation", k, key, "bmi"), pid, eid, system=cs.LOINC_SYSTEM, code=cs.BMI_LOINC[0],
-                    display=cs.BMI_LOINC[1], value=v.bmi, unit="kg/m2", when=start, lab=False,
-                ))
+                out.append(
+                    observation_resource(
+                        new_id("Observation", k, key, "bmi"),
+                        pid,
+                        eid,
+                        system=cs.LOINC_SYSTEM,
+                        code=cs.BMI_LOINC[0],
+                        display=cs.BMI_LOINC[1],
+                        value=v.bmi,
+                        unit="kg/m2",
+                        when=start,
+                        lab=False,
+                    )
+                )
             if rng.random() < 0.7:
-                out.append(observation_resource(
-                    new_id("Observation", k, key, "weight"), pid, eid, system=cs.LOINC_SYSTEM,
-                    code=cs.WEIGHT_LOINC[0], display=cs.WEIGHT_LOINC[1], value=v.weight, unit="kg",
-                    when=start, lab=False,
-                ))
+                out.append(
+                    observation_resource(
+                        new_id("Observation", k, key, "weight"),
+                        pid,
+                        eid,
+                        system=cs.LOINC_SYSTEM,
+                        code=cs.WEIGHT_LOINC[0],
+                        display=cs.WEIGHT_LOINC[1],
+                        value=v.weight,
+                        unit="kg",
+                        when=start,
+                        lab=False,
+                    )
+                )
             if rng.random() < 0.9:
                 out.extend(_blood_pressure(new_id, k, key, pid, eid, v.systolic, v.diastolic, start))
             if v.ekg:
-                out.append(procedure_resource(
-                    new_id("Procedure", k, key, "AF037"), pid, eid, code="AF037", performed=start,
-                ))
+                out.append(
+                    procedure_resource(
+                        new_id("Procedure", k, key, "AF037"),
+                        pid,
+                        eid,
+                        code="AF037",
+                        performed=start,
+                    )
+                )
             if v.prom is not None and rng.random() < 0.6:
-                out.append(eq5d_response_resource(
-                    new_id("QuestionnaireResponse", k, key), pid, eid, levels=v.prom.levels, vas=v.prom.vas,
-                    authored=start,
-                ))
+                out.append(
+                    eq5d_response_resource(
+                        new_id("QuestionnaireResponse", k, key),
+                        pid,
+                        eid,
+                        levels=v.prom.levels,
+                        vas=v.prom.vas,
+                        authored=start,
+                    )
+                )
             # prescriptions renewed at the first visit of each year
             year = str(day.year)
             for atc in MEDS_FOR_TREATMENT[v.treatment] + person.extra_medications:
                 if last_med_year.get(atc) == year:
                     continue
                 last_med_year[atc] = year
-                med_requests.append(medication_request_resource(
-                    new_id("MedicationRequest", k, key, atc), pid, eid, atc=atc, authored=start,
-                    status="active",
-                ))
+                med_requests.append(
+                    medication_request_resource(
+                        new_id("MedicationRequest", k, key, atc),
+                        pid,
+                        eid,
+                        atc=atc,
+                        authored=start,
+                        status="active",
+                    )
+                )
         else:
             o = ev
             minute = 7 * 60 + rng.randrange(0, 28) * 30
             start = local_datetime(day, minute)
             end_day = day + timedelta(days=o.days)
-            end = local_datetime(end_day, min(minute + (60 if o.days == 0 else 0), 23 * 60) if o.days == 0
-                                 else 10 * 60 + rng.randrange(0, 12) * 30)
+            end = local_datetime(
+                end_day,
+                min(minute + (60 if o.days == 0 else 0), 23 * 60)
+                if o.days == 0
+                else 10 * 60 + rng.randrange(0, 12) * 30,
+            )
             out.append(encounter_resource(eid, pid, kind=o.class_code, start=start, end=end, region=region))
             if o.diagnosis is not None:
-                out.append(condition_resource(
-                    new_id("Condition", k, key), pid, code=o.diagnosis, recorded=day, onset=None,
-                    encounter=eid, category="encounter-diagnosis",
-                ))
+                out.append(
+                    condition_resource(
+                        new_id("Condition", k, key),
+                        pid,
+                        code=o.diagnosis,
+                        recorded=day,
+                        onset=None,
+                        encounter=eid,
+                        category="encounter-diagnosis",
+                    )
+                )
             if o.systolic is not None and o.diastolic is not None:
                 out.extend(_blood_pressure(new_id, k, key, pid, eid, o.systolic, o.diastolic, start))
             if o.procedure is not None:
-                out.append(procedure_resource(
-                    new_id("Procedure", k, key, o.procedure), pid, eid, code=o.procedure,
-                    performed=local_datetime(day, minute + 120) if o.days else start,
-                ))
+                out.append(
+                    procedure_resource(
+                        new_id("Procedure", k, key, o.procedure),
+                        pid,
+                        eid,
+                        code=o.procedure,
+                        performed=local_datetime(day, minute + 120) if o.days else start,
+                    )
+                )
     # a prescription stays active only if it is the latest for that medicine and the person lives
     latest: dict[str, Resource] = {}
     for mr in med_requests:
@@ -370,16 +503,39 @@ def person_resources(person: Person, region: str, *, seed: int, new_id: IdFactor
 
 
 def _blood_pressure(
-    new_id: IdFactory, k: int, key: int | str, pid: str, eid: str, sys_: int, dia: int, when: str,
+    new_id: IdFactory,
+    k: int,
+    key: int | str,
+    pid: str,
+    eid: str,
+    sys_: int,
+    dia: int,
+    when: str,
 ) -> tuple[Resource, Resource]:
     return (
         observation_resource(
-            new_id("Observation", k, key, "sys"), pid, eid, system=cs.LOINC_SYSTEM, code=cs.SYSTOLIC_LOINC[0],
-            display=cs.SYSTOLIC_LOINC[1], value=sys_, unit="mm[Hg]", when=when, lab=False,
+            new_id("Observation", k, key, "sys"),
+            pid,
+            eid,
+            system=cs.LOINC_SYSTEM,
+            code=cs.SYSTOLIC_LOINC[0],
+            display=cs.SYSTOLIC_LOINC[1],
+            value=sys_,
+            unit="mm[Hg]",
+            when=when,
+            lab=False,
         ),
         observation_resource(
-            new_id("Observation", k, key, "dia"), pid, eid, system=cs.LOINC_SYSTEM, code=cs.DIASTOLIC_LOINC[0],
-            display=cs.DIASTOLIC_LOINC[1], value=dia, unit="mm[Hg]", when=when, lab=False,
+            new_id("Observation", k, key, "dia"),
+            pid,
+            eid,
+            system=cs.LOINC_SYSTEM,
+            code=cs.DIASTOLIC_LOINC[0],
+            display=cs.DIASTOLIC_LOINC[1],
+            value=dia,
+            unit="mm[Hg]",
+            when=when,
+            lab=False,
         ),
     )
 
@@ -401,8 +557,15 @@ def bundle_extra_resources(person: Person, region: str, *, seed: int, tag: str, 
     return [
         encounter_resource(eid, pid, kind="VR", start=start, end=start, region=region),
         observation_resource(
-            new_id("Observation", k, "bundle", tag, "hba1c"), pid, eid, system=system, code=code,
-            display=display, value=max(28, last.hba1c + rng.randint(-4, 4)), unit="mmol/mol", when=start,
+            new_id("Observation", k, "bundle", tag, "hba1c"),
+            pid,
+            eid,
+            system=system,
+            code=code,
+            display=display,
+            value=max(28, last.hba1c + rng.randint(-4, 4)),
+            unit="mmol/mol",
+            when=start,
             lab=True,
         ),
         *_blood_pressure(new_id, k, f"bundle:{tag}", pid, eid, last.systolic, last.diastolic, start),

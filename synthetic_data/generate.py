@@ -103,7 +103,8 @@ class GenerationSummary:
 
     def records(self, holder: str | None = None, source: str | None = None) -> int:
         return sum(
-            f.records for f in self.files
+            f.records
+            for f in self.files
             if (holder is None or f.holder == holder) and (source is None or f.source == source)
         )
 
@@ -165,7 +166,9 @@ def generate(
     settings = settings or get_settings()
     regions = [h.id for h in holders() if h.kind == "region"]
     if tuple(regions) != geo.REGIONS:
-        raise GenerationError(f"schemas/holders.json regions {regions} differ from the generator's {geo.REGIONS}")
+        raise GenerationError(
+            f"schemas/holders.json regions {regions} differ from the generator's {geo.REGIONS}"
+        )
 
     population = build_population(seed=seed, persons=persons, extract_date=extract_date)
     staged: dict[str, tuple[Path, list[_Written]]] = {}
@@ -173,7 +176,9 @@ def generate(
         staged[NDR] = _write_ndr(settings, population, seed, defect_rate, extract_date)
         gz_files = _gzip_choice(seed)
         for region in regions:
-            staged[region] = _write_region(settings, population, region, seed, defect_rate, extract_date, gz_files)
+            staged[region] = _write_region(
+                settings, population, region, seed, defect_rate, extract_date, gz_files
+            )
     except BaseException:
         for tmp, _ in staged.values():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -196,10 +201,17 @@ def generate(
         for w in sorted(written, key=lambda w: w.relative):
             files.append(FileCount(holder_id, w.source, w.relative, w.records, w.compressed))
             for line, tag in w.manifest:
-                manifest.append({
-                    "defect_class": tag.defect_class, "holder": holder_id, "source": w.source,
-                    "file": w.relative, "line": line, "record_key": tag.record_key, "column": tag.column,
-                })
+                manifest.append(
+                    {
+                        "defect_class": tag.defect_class,
+                        "holder": holder_id,
+                        "source": w.source,
+                        "file": w.relative,
+                        "line": line,
+                        "record_key": tag.record_key,
+                        "column": tag.column,
+                    }
+                )
 
     manifest.sort(key=lambda d: (d["holder"], d["file"], d["line"] or 0, d["defect_class"]))
     settings.defect_manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -244,8 +256,15 @@ def _staging_dir(settings: Settings, holder_id: str) -> Path:
     return tmp
 
 
-def _write_lines(path: Path, lines: list[Line], *, header: str | None, trailing_newline: bool,
-                 compressed: bool = False, encoding: str = "utf-8") -> list[tuple[int | None, Tag]]:
+def _write_lines(
+    path: Path,
+    lines: list[Line],
+    *,
+    header: str | None,
+    trailing_newline: bool,
+    compressed: bool = False,
+    encoding: str = "utf-8",
+) -> list[tuple[int | None, Tag]]:
     """Write lines and return (1-based line number, tag) of every defective line."""
     texts = ([header] if header is not None else []) + [t for t, _ in lines]
     data = "\n".join(texts)
@@ -254,8 +273,10 @@ def _write_lines(path: Path, lines: list[Line], *, header: str | None, trailing_
     raw = data.encode(encoding)
     path.parent.mkdir(parents=True, exist_ok=True)
     if compressed:
-        with path.open("wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
-                                                  compresslevel=6) as gz:
+        with (
+            path.open("wb") as fh,
+            gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz,
+        ):
             gz.write(raw)
     else:
         path.write_bytes(raw)
@@ -263,8 +284,9 @@ def _write_lines(path: Path, lines: list[Line], *, header: str | None, trailing_
     return [(i + offset, tag) for i, (_, tag) in enumerate(lines) if tag is not None]
 
 
-def _write_ndr(settings: Settings, population: Population, seed: int, rate: float,
-               extract_date: date) -> tuple[Path, list[_Written]]:
+def _write_ndr(
+    settings: Settings, population: Population, seed: int, rate: float, extract_date: date
+) -> tuple[Path, list[_Written]]:
     tmp = _staging_dir(settings, NDR)
     written: list[_Written] = []
     reg_schema, prom_schema = source_schema("register"), source_schema("prom")
@@ -275,15 +297,28 @@ def _write_ndr(settings: Settings, population: Population, seed: int, rate: floa
         (reg_schema, reg, rate > 0 and not truncate_prom),
         (prom_schema, prom, truncate_prom),
     ):
-        lines = csv_lines(schema, rows, rate=rate, rng=random.Random(f"{seed}:defects:{schema.file}"),
-                          extract_date=extract_date, truncate=truncate)
+        lines = csv_lines(
+            schema,
+            rows,
+            rate=rate,
+            rng=random.Random(f"{seed}:defects:{schema.file}"),
+            extract_date=extract_date,
+            truncate=truncate,
+        )
         tags = _write_lines(tmp / schema.file, lines, header=schema.header, trailing_newline=not truncate)
         written.append(_Written(schema.file, schema.source, len(lines), False, tags))
     if rate > 0:
         lines = _supplement_lines(population, reg, seed, extract_date)
-        _write_lines(tmp / SUPPLEMENT_FILE, lines, header=reg_schema.header, trailing_newline=True,
-                     encoding=SUPPLEMENT_ENCODING)
-        written.append(_Written(SUPPLEMENT_FILE, "register", len(lines), False, [(None, Tag("file.not_utf8"))]))
+        _write_lines(
+            tmp / SUPPLEMENT_FILE,
+            lines,
+            header=reg_schema.header,
+            trailing_newline=True,
+            encoding=SUPPLEMENT_ENCODING,
+        )
+        written.append(
+            _Written(SUPPLEMENT_FILE, "register", len(lines), False, [(None, Tag("file.not_utf8"))])
+        )
     return tmp, written
 
 
@@ -323,8 +358,15 @@ def _gzip_choice(seed: int) -> set[tuple[str, str]]:
     return chosen or {(geo.REGIONS[-1], "Observation")}
 
 
-def _write_region(settings: Settings, population: Population, region: str, seed: int, rate: float,
-                  extract_date: date, gz_files: set[tuple[str, str]]) -> tuple[Path, list[_Written]]:
+def _write_region(
+    settings: Settings,
+    population: Population,
+    region: str,
+    seed: int,
+    rate: float,
+    extract_date: date,
+    gz_files: set[tuple[str, str]],
+) -> tuple[Path, list[_Written]]:
     tmp = _staging_dir(settings, region)
     new_id = IdFactory(seed, region)
     by_type: dict[str, list[Resource]] = {t: [] for t in RESOURCE_TYPES}
@@ -337,23 +379,42 @@ def _write_region(settings: Settings, population: Population, region: str, seed:
     def misplaced(resource_type: str):
         def build(pid: str, tag: str) -> Resource:
             if resource_type == "Observation":  # a Condition in the Observation file
-                return condition_resource(new_id("Condition", "misplaced", tag), pid, code="I10",
-                                          recorded=misplaced_day, onset=None, encounter=None,
-                                          category="problem-list-item")
+                return condition_resource(
+                    new_id("Condition", "misplaced", tag),
+                    pid,
+                    code="I10",
+                    recorded=misplaced_day,
+                    onset=None,
+                    encounter=None,
+                    category="problem-list-item",
+                )
             return observation_resource(  # an Observation in another type's file
-                new_id("Observation", "misplaced", tag), pid, None, system=cs.LOINC_SYSTEM,
-                code=cs.BMI_LOINC[0], display=cs.BMI_LOINC[1], value=27.5, unit="kg/m2",
-                when=local_datetime(misplaced_day, 600), lab=False,
+                new_id("Observation", "misplaced", tag),
+                pid,
+                None,
+                system=cs.LOINC_SYSTEM,
+                code=cs.BMI_LOINC[0],
+                display=cs.BMI_LOINC[1],
+                value=27.5,
+                unit="kg/m2",
+                when=local_datetime(misplaced_day, 600),
+                lab=False,
             )
+
         return build
 
     written: list[_Written] = []
     for rtype in RESOURCE_TYPES:
         compressed = (region, rtype) in gz_files
         relative = f"fhir/{rtype}.ndjson" + (".gz" if compressed else "")
-        lines = fhir_lines(rtype, by_type[rtype], rate=rate,
-                           rng=random.Random(f"{seed}:defects:{region}:{rtype}"), new_id=new_id,
-                           misplaced=misplaced(rtype))
+        lines = fhir_lines(
+            rtype,
+            by_type[rtype],
+            rate=rate,
+            rng=random.Random(f"{seed}:defects:{region}:{rtype}"),
+            new_id=new_id,
+            misplaced=misplaced(rtype),
+        )
         tags = _write_lines(tmp / relative, lines, header=None, trailing_newline=True, compressed=compressed)
         written.append(_Written(relative, "fhir", len(lines), compressed, tags))
 
@@ -371,7 +432,8 @@ def _bundles(population: Population, region: str, seed: int, extract_date: date)
     rng = random.Random(f"{seed}:bundles:{region}")
     new_id = IdFactory(seed, region)
     candidates = [
-        i for i in population.by_region[region]
+        i
+        for i in population.by_region[region]
         if population.persons[i].death_date is None and population.persons[i].regions[-1] == region
     ]
     chosen = rng.sample(candidates, min(6, len(candidates)))
@@ -380,34 +442,56 @@ def _bundles(population: Population, region: str, seed: int, extract_date: date)
     bundles: dict[str, Resource] = {}
     for b, kind in enumerate(("collection", "transaction", "searchset")):
         resources: list[Resource] = []
-        for index in chosen[2 * b: 2 * b + 2]:
+        for index in chosen[2 * b : 2 * b + 2]:
             when = extract_date - timedelta(days=rng.randint(2, 20))
-            resources.extend(bundle_extra_resources(population.persons[index], region, seed=seed, tag=kind,
-                                                    when=when))
-        bundle: Resource = {"resourceType": "Bundle", "id": new_id("Bundle", kind), "type": kind,
-                            "timestamp": timestamp}
+            resources.extend(
+                bundle_extra_resources(population.persons[index], region, seed=seed, tag=kind, when=when)
+            )
+        bundle: Resource = {
+            "resourceType": "Bundle",
+            "id": new_id("Bundle", kind),
+            "type": kind,
+            "timestamp": timestamp,
+        }
         if kind == "searchset":
             matches = [r for r in resources if r["resourceType"] == "Observation"]
             bundle["total"] = len(matches)
-            bundle["link"] = [{"relation": "self", "url": f"{base}/Observation?code=59261-8,NPU27300&_include=Observation:encounter"}]
+            bundle["link"] = [
+                {
+                    "relation": "self",
+                    "url": f"{base}/Observation?code=59261-8,NPU27300&_include=Observation:encounter",
+                }
+            ]
             bundle["entry"] = [
-                {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
-                 "search": {"mode": "match" if r["resourceType"] == "Observation" else "include"}}
+                {
+                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                    "resource": r,
+                    "search": {"mode": "match" if r["resourceType"] == "Observation" else "include"},
+                }
                 for r in resources
             ]
         elif kind == "transaction":
             bundle["entry"] = [
-                {"fullUrl": f"urn:uuid:{r['id']}", "resource": r,
-                 "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+                {
+                    "fullUrl": f"urn:uuid:{r['id']}",
+                    "resource": r,
+                    "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                }
                 for r in resources
             ]
         else:
-            bundle["entry"] = [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r}
-                               for r in resources]
+            bundle["entry"] = [
+                {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+            ]
         bundles[kind] = bundle
     return bundles
 
 
 __all__ = [
-    "FileCount", "GenerationError", "GenerationSummary", "generate", "dumps", "ids",
+    "FileCount",
+    "GenerationError",
+    "GenerationSummary",
+    "generate",
+    "dumps",
+    "ids",
 ]

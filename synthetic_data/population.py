@@ -175,8 +175,10 @@ def _choose_numbers(seed: int, n: int, extract_date: date) -> tuple[list[tuple[s
     # a register-like age mix for as long as a year's numbers last, then spills to other years.
     per_year = Counter(x[:4] for x in main)
     keyed = sorted(
-        ((math.log(rng.random() or 1e-300) * per_year[x[:4]] / _age_weight(ids.age_on(x, extract_date)), x)
-         for x in main),
+        (
+            (math.log(rng.random() or 1e-300) * per_year[x[:4]] / _age_weight(ids.age_on(x, extract_date)), x)
+            for x in main
+        ),
         reverse=True,
     )
     accepted = [x for _, x in keyed[:need]]
@@ -251,8 +253,14 @@ def _initial_treatment(rng: random.Random, dtype: str) -> str:
     return rng.choices(TREATMENTS[:5], weights=(12, 45, 10, 15, 18))[0]
 
 
-_ESCALATE = {"kost": "tabletter", "tabletter": "glp1", "glp1": "insulin_tabletter",
-             "insulin_tabletter": "insulin", "insulin": "pump", "pump": "pump"}
+_ESCALATE = {
+    "kost": "tabletter",
+    "tabletter": "glp1",
+    "glp1": "insulin_tabletter",
+    "insulin_tabletter": "insulin",
+    "insulin": "pump",
+    "pump": "pump",
+}
 
 #: ATC codes prescribed for each register treatment category
 MEDS_FOR_TREATMENT: dict[str, tuple[str, ...]] = {
@@ -273,7 +281,9 @@ def _prom(rng: random.Random, age: int, hba1c: float) -> Prom:
         levels.append(int(level))
     vas = int(round(_clip(82 - 6 * burden - 2.5 * (sum(levels) - 5) + rng.gauss(0, 8), 0, 100)))
     prem = tuple(
-        "ej aktuellt" if rng.random() < 0.05 else str(rng.choices((1, 2, 3, 4, 5), weights=(2, 4, 12, 35, 47))[0])
+        "ej aktuellt"
+        if rng.random() < 0.05
+        else str(rng.choices((1, 2, 3, 4, 5), weights=(2, 4, 12, 35, 47))[0])
         for _ in range(5)
     )
     return Prom(levels=tuple(levels), vas=vas, prem=prem)  # type: ignore[arg-type]
@@ -375,7 +385,9 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         n = rng.choices((1, 2, 3, 4), weights=weights)[0]
         n = max(1, round(n * span / 365)) if span < 365 else n
         n = min(n, span)
-        days = {_weekday(lo + timedelta(days=d), lo, hi, rng.randrange(5)) for d in rng.sample(range(span), n)}
+        days = {
+            _weekday(lo + timedelta(days=d), lo, hi, rng.randrange(5)) for d in rng.sample(range(span), n)
+        }
         visit_days.extend(sorted(days))
     if not visit_days:  # diagnosed (or died) at the edge of the period: one visit
         visit_days = [min(start, end) if start <= end else end]
@@ -384,7 +396,9 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
     move: date | None = None
     if len(visit_days) >= 2 and rng.random() < MOVED_SHARE:
         k = rng.randrange(1, len(visit_days))
-        move = visit_days[k - 1] + timedelta(days=rng.randrange(1, (visit_days[k] - visit_days[k - 1]).days + 1))
+        move = visit_days[k - 1] + timedelta(
+            days=rng.randrange(1, (visit_days[k] - visit_days[k - 1]).days + 1)
+        )
         old_region = rng.choice([r for r in geo.REGIONS if r != home])
         previous = _address(rng, old_region)
 
@@ -399,24 +413,28 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         tr = treatment
         if escalate_year is not None and d.year >= escalate_year:
             tr = _ESCALATE[treatment]
-        hba1c = _clip(hba1c0 + 1.2 * math.sin(years) + rng.gauss(0, 5) - (4 if tr != treatment else 0), 28, 140)
+        hba1c = _clip(
+            hba1c0 + 1.2 * math.sin(years) + rng.gauss(0, 5) - (4 if tr != treatment else 0), 28, 140
+        )
         bmi = _clip(bmi0 + 0.3 * years + rng.gauss(0, 0.6), 15.5, 60)
         age_v = ids.age_on(number, d)
         shift = 0 if rng.random() < 0.6 else rng.randint(-3, 3)
-        visits.append(Visit(
-            day=d,
-            region=region_at(d + timedelta(days=shift)),
-            encounter_shift=shift,
-            hba1c=int(round(hba1c)),
-            bmi=round(bmi, 1),
-            weight=round(bmi * (height / 100) ** 2, 1),
-            systolic=int(round(_clip(sys0 + rng.gauss(0, 9), 85, 210))),
-            diastolic=int(round(_clip(dia0 + rng.gauss(0, 6), 45, 120))),
-            smoking=smoking if i == 0 or rng.random() > 0.03 else "tidigare",
-            treatment=tr,
-            prom=_prom(rng, age_v, hba1c) if rng.random() < PROM_SHARE else None,
-            ekg=rng.random() < 0.15,
-        ))
+        visits.append(
+            Visit(
+                day=d,
+                region=region_at(d + timedelta(days=shift)),
+                encounter_shift=shift,
+                hba1c=int(round(hba1c)),
+                bmi=round(bmi, 1),
+                weight=round(bmi * (height / 100) ** 2, 1),
+                systolic=int(round(_clip(sys0 + rng.gauss(0, 9), 85, 210))),
+                diastolic=int(round(_clip(dia0 + rng.gauss(0, 6), 45, 120))),
+                smoking=smoking if i == 0 or rng.random() > 0.03 else "tidigare",
+                treatment=tr,
+                prom=_prom(rng, age_v, hba1c) if rng.random() < PROM_SHARE else None,
+                ekg=rng.random() < 0.15,
+            )
+        )
 
     others: list[OtherEncounter] = []
     first, last = visit_days[0], end
@@ -442,19 +460,37 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
                 elif age >= 60 and rng.random() < 0.08:
                     proc = "CJE20"
             bp = cls in ("EMER", "IMP")
-            others.append(OtherEncounter(
-                start=when, days=stay, class_code=cls, region=region_at(when), diagnosis=diag,
-                procedure=proc,
-                systolic=int(round(_clip(sys0 + rng.gauss(5, 12), 85, 220))) if bp else None,
-                diastolic=int(round(_clip(dia0 + rng.gauss(2, 8), 45, 125))) if bp else None,
-            ))
+            others.append(
+                OtherEncounter(
+                    start=when,
+                    days=stay,
+                    class_code=cls,
+                    region=region_at(when),
+                    diagnosis=diag,
+                    procedure=proc,
+                    systolic=int(round(_clip(sys0 + rng.gauss(5, 12), 85, 220))) if bp else None,
+                    diastolic=int(round(_clip(dia0 + rng.gauss(2, 8), 45, 125))) if bp else None,
+                )
+            )
         others.sort(key=lambda e: (e.start, e.class_code))
 
     return Person(
-        index=index, number=number, from_test_list=from_list, given=given, family=family,
-        height_cm=round(height, 1), home_region=home, address=address, previous_address=previous,
-        move_date=move, diabetes_type=dtype, diagnosis_date=diagnosis, death_date=death,
-        comorbidities=tuple(comorb), extra_medications=tuple(dict.fromkeys(meds)), visits=tuple(visits),
+        index=index,
+        number=number,
+        from_test_list=from_list,
+        given=given,
+        family=family,
+        height_cm=round(height, 1),
+        home_region=home,
+        address=address,
+        previous_address=previous,
+        move_date=move,
+        diabetes_type=dtype,
+        diagnosis_date=diagnosis,
+        death_date=death,
+        comorbidities=tuple(comorb),
+        extra_medications=tuple(dict.fromkeys(meds)),
+        visits=tuple(visits),
         other_encounters=tuple(others),
     )
 
@@ -465,7 +501,9 @@ def build_population(*, seed: int, persons: int, extract_date: date) -> Populati
     if persons < 1:
         raise ValueError("persons must be at least 1")
     numbers, generated = _choose_numbers(seed, persons, extract_date)
-    people = tuple(_person(seed, i, num, from_list, extract_date) for i, (num, from_list) in enumerate(numbers))
+    people = tuple(
+        _person(seed, i, num, from_list, extract_date) for i, (num, from_list) in enumerate(numbers)
+    )
     by_region: dict[str, list[int]] = {r: [] for r in geo.REGIONS}
     for p in people:
         for r in p.regions:

@@ -35,9 +35,9 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "login_title": {"sv": "Logga in", "en": "Log in"},
     "login_intro": {
         "sv": "Klistra in din API-nyckel (token). Den visas bara en gång när den skapas "
-              "(hdp user token). Nyckeln sparas inte i webbläsaren.",
+        "(hdp user token). Nyckeln sparas inte i webbläsaren.",
         "en": "Paste your API token. It is shown only once, when it is issued (hdp user token). "
-              "The token is not stored in your browser.",
+        "The token is not stored in your browser.",
     },
     "token_label": {"sv": "API-nyckel", "en": "API token"},
     "login_button": {"sv": "Logga in", "en": "Log in"},
@@ -63,13 +63,16 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "queue_title": {"sv": "Granskningskö", "en": "Review queue"},
     "queue_intro": {
         "sv": "Ansökningar som rör dina dataägare ({holders}). Du ser bara ansökningar där minst en "
-              "av dina dataägare ingår.",
+        "av dina dataägare ingår.",
         "en": "Requests involving your data holders ({holders}). You only see requests in which at "
-              "least one of your data holders is in scope.",
+        "least one of your data holders is in scope.",
     },
     "awaiting_decision": {"sv": "Väntar på beslut", "en": "Awaiting decision"},
     "other_requests": {"sv": "Övriga ansökningar", "en": "Other requests"},
-    "no_requests_waiting": {"sv": "Inga ansökningar väntar på ditt beslut.", "en": "No requests await your decision."},
+    "no_requests_waiting": {
+        "sv": "Inga ansökningar väntar på ditt beslut.",
+        "en": "No requests await your decision.",
+    },
     "col_request": {"sv": "Ansökan", "en": "Request"},
     "col_project": {"sv": "Projekt", "en": "Project"},
     "col_applicant": {"sv": "Sökande", "en": "Applicant"},
@@ -89,7 +92,9 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "field_period": {"sv": "Period", "en": "Period"},
     "field_data_form": {"sv": "Dataform", "en": "Data form"},
     "field_pseudonymisation_justification": {
-        "sv": "Motivering för pseudonymiserade data", "en": "Justification for pseudonymised data"},
+        "sv": "Motivering för pseudonymiserade data",
+        "en": "Justification for pseudonymised data",
+    },
     "field_output_tier": {"sv": "Utdatanivå", "en": "Output tier"},
     "field_access_days": {"sv": "Åtkomst (dagar)", "en": "Access (days)"},
     "field_cohort_criteria": {"sv": "Urvalskriterier", "en": "Cohort criteria"},
@@ -137,14 +142,19 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "quality_title": {"sv": "Datakvalitet", "en": "Data quality"},
     "quality_release_label": {"sv": "Kvalitetsetikett för utlämnandet", "en": "Quality label of the release"},
     "quality_latest_gate": {
-        "sv": "Senaste kvalitetskontroll (forskningszon), {holder}", "en": "Latest quality gate (research zone), {holder}"},
+        "sv": "Senaste kvalitetskontroll (forskningszon), {holder}",
+        "en": "Latest quality gate (research zone), {holder}",
+    },
     "quality_none": {"sv": "Inga kvalitetsresultat ännu.", "en": "No quality results yet."},
     "quality_unavailable": {
-        "sv": "Kvalitetsresultaten kunde inte läsas ({reason}).", "en": "Quality results could not be read ({reason})."},
+        "sv": "Kvalitetsresultaten kunde inte läsas ({reason}).",
+        "en": "Quality results could not be read ({reason}).",
+    },
     "quality_run": {"sv": "Körning {run} ({at})", "en": "Run {run} ({at})"},
     "quality_counts": {
         "sv": "{pass} godkända, {warn} varningar, {fail} underkända, {error} fel, {skipped} hoppade över",
-        "en": "{pass} passed, {warn} warnings, {fail} failed, {error} errors, {skipped} skipped"},
+        "en": "{pass} passed, {warn} warnings, {fail} failed, {error} errors, {skipped} skipped",
+    },
     "quality_blocking": {"sv": "Blockerande fel", "en": "Blocking failures"},
     "col_check": {"sv": "Kontroll", "en": "Check"},
     "col_severity": {"sv": "Allvarlighet", "en": "Severity"},
@@ -155,17 +165,17 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "precheck_title": {"sv": "Röjandekontroll i förväg", "en": "Disclosure pre-check"},
     "precheck_intro": {
         "sv": "Vilka begärda variabler som är indirekt identifierande eller pseudonymer, dataägarnas "
-              "gränsvärden och minsta gruppstorlek över de begärda indirekt identifierande variablerna "
-              "i dataägarnas forskningszoner (endast antal).",
+        "gränsvärden och minsta gruppstorlek över de begärda indirekt identifierande variablerna "
+        "i dataägarnas forskningszoner (endast antal).",
         "en": "Which requested variables are quasi-identifiers or pseudonyms, the data holders' "
-              "thresholds, and the smallest group size over the requested quasi-identifiers in the "
-              "holders' research zones (counts only).",
+        "thresholds, and the smallest group size over the requested quasi-identifiers in the "
+        "holders' research zones (counts only).",
     },
     "precheck_caveat": {
         "sv": "Beräknat på hela forskningszonens tabell före urval och före utlämnandets generalisering: "
-              "urvalet kan göra grupper mindre, generaliseringen större.",
+        "urvalet kan göra grupper mindre, generaliseringen större.",
         "en": "Computed over the whole research-zone table, before cohort selection and before the "
-              "release's generalisation: selection can make groups smaller, generalisation larger.",
+        "release's generalisation: selection can make groups smaller, generalisation larger.",
     },
     "precheck_thresholds": {"sv": "Dataägarnas gränsvärden", "en": "Data holders' thresholds"},
     "col_min_cell_count": {"sv": "Minsta cellstorlek", "en": "Minimum cell count"},
@@ -185,20 +195,30 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "risk_no_data": {"sv": "ingen forskningszon ännu", "en": "no research zone yet"},
     "risk_unavailable": {"sv": "kunde inte beräknas", "en": "could not be computed"},
     "precheck_no_tables": {
-        "sv": "Inga begärda tabeller hos dataägarna i omfånget.", "en": "No requested tables at the holders in scope."},
+        "sv": "Inga begärda tabeller hos dataägarna i omfånget.",
+        "en": "No requested tables at the holders in scope.",
+    },
     # decision form
     "decide_title": {"sv": "Fatta beslut", "en": "Decide"},
     "decide_for_holder": {"sv": "Beslut för dataägare", "en": "Decision for data holder"},
     "decision_legend": {"sv": "Beslut", "en": "Decision"},
-    "justification_label": {"sv": "Motivering (krävs, minst 10 tecken)", "en": "Justification (required, at least 10 characters)"},
+    "justification_label": {
+        "sv": "Motivering (krävs, minst 10 tecken)",
+        "en": "Justification (required, at least 10 characters)",
+    },
     "justification_help": {
         "sv": "Motiveringen sparas i ansökans historik och visas för den sökande.",
         "en": "The justification is kept in the request's history and shown to the applicant.",
     },
     "submit_decision": {"sv": "Registrera beslut", "en": "Record decision"},
     "decision_recorded": {
-        "sv": "Beslutet är registrerat. Ansökans status: {status}.", "en": "Decision recorded. Request status: {status}."},
-    "decision_error": {"sv": "Beslutet kunde inte registreras: {message}", "en": "The decision could not be recorded: {message}"},
+        "sv": "Beslutet är registrerat. Ansökans status: {status}.",
+        "en": "Decision recorded. Request status: {status}.",
+    },
+    "decision_error": {
+        "sv": "Beslutet kunde inte registreras: {message}",
+        "en": "The decision could not be recorded: {message}",
+    },
     "nothing_to_decide": {
         "sv": "Det finns inget beslut för dig att fatta i den här omgången.",
         "en": "There is no decision for you to take in this round.",
@@ -216,14 +236,17 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "howto_title": {"sv": "Så frågar du ditt uttag", "en": "How to query your release"},
     "howto_intro": {
         "sv": "Frågor körs i plattformens säkra miljö. Du ser bara variablerna i ditt tillstånd; "
-              "personer som har dragit tillbaka sitt samtycke tas bort vid varje fråga, små antal "
-              "döljs och varje fråga loggas.",
+        "personer som har dragit tillbaka sitt samtycke tas bort vid varje fråga, små antal "
+        "döljs och varje fråga loggas.",
         "en": "Queries run inside the platform's secure environment. You see only the variables in "
-              "your permit; persons who withdrew consent are removed at every query, small counts "
-              "are suppressed and every query is logged.",
+        "your permit; persons who withdrew consent are removed at every query, small counts "
+        "are suppressed and every query is logged.",
     },
     "howto_curl": {"sv": "Med curl", "en": "With curl"},
-    "howto_python": {"sv": "Med Python-klienten (access.client)", "en": "With the Python client (access.client)"},
+    "howto_python": {
+        "sv": "Med Python-klienten (access.client)",
+        "en": "With the Python client (access.client)",
+    },
     "howto_sql": {"sv": "SQL-exempel", "en": "SQL examples"},
     "howto_token_note": {
         "sv": "Sätt miljövariabeln HDP_TOKEN till din API-nyckel; skriv aldrig nyckeln i skript som delas.",
@@ -231,21 +254,26 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "howto_release_placeholder": {"sv": "UTTAGS-ID", "en": "RELEASE-ID"},
     # transparency
-    "transparency_title": {"sv": "Offentligt register över datatillstånd", "en": "Public register of data permits"},
+    "transparency_title": {
+        "sv": "Offentligt register över datatillstånd",
+        "en": "Public register of data permits",
+    },
     "transparency_intro": {
         "sv": "Alla tillstånd att använda hälsodata för sekundära ändamål som plattformen har utfärdat: "
-              "projekt, ändamål, dataägare och giltighet. Registret innehåller inga personuppgifter.",
+        "projekt, ändamål, dataägare och giltighet. Registret innehåller inga personuppgifter.",
         "en": "Every permit to use health data for secondary purposes that the platform has issued: "
-              "project, purpose, data holders and validity. The register holds no personal data.",
+        "project, purpose, data holders and validity. The register holds no personal data.",
     },
     "transparency_json": {"sv": "Registret som JSON", "en": "The register as JSON"},
-    "transparency_empty": {"sv": "Inga tillstånd har utfärdats ännu.", "en": "No permits have been issued yet."},
+    "transparency_empty": {
+        "sv": "Inga tillstånd har utfärdats ännu.",
+        "en": "No permits have been issued yet.",
+    },
     "col_permit": {"sv": "Tillstånd", "en": "Permit"},
     "col_issued": {"sv": "Utfärdat", "en": "Issued"},
     "col_released": {"sv": "Utlämnat", "en": "Released"},
     "col_purpose": {"sv": "Ändamål", "en": "Purpose"},
-    "transparency_caption": {
-        "sv": "Tillstånd: {count}, äldst först", "en": "Permits: {count}, oldest first"},
+    "transparency_caption": {"sv": "Tillstånd: {count}, äldst först", "en": "Permits: {count}, oldest first"},
     "purposes_title": {"sv": "Ändamål (EHDS art. 53.1)", "en": "Purposes (EHDS art. 53(1))"},
     "error_title": {"sv": "Något gick fel", "en": "Something went wrong"},
     "back_to_start": {"sv": "Till startsidan", "en": "Back to the start page"},

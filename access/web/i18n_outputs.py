@@ -16,15 +16,15 @@ OUTPUT_STRINGS: Mapping[str, Mapping[str, str]] = {
     "outputs_title": {"sv": "Mina utdata", "en": "My outputs"},
     "outputs_intro": {
         "sv": "Resultat på radnivå lämnar den säkra miljön bara efter utdatagranskning (EHDS art. 73): "
-              "en fil eller ett resultat med fler än {rows} rader blir en begäran om utdata, som två "
-              "granskare, aldrig du själv eller någon annan i projektet, godkänner innan du kan ladda ner den. "
-              "Aggregerade resultat från ett tillstånd för endast aggregat är redan röjandekontrollerade och "
-              "kan hämtas direkt.",
+        "en fil eller ett resultat med fler än {rows} rader blir en begäran om utdata, som två "
+        "granskare, aldrig du själv eller någon annan i projektet, godkänner innan du kan ladda ner den. "
+        "Aggregerade resultat från ett tillstånd för endast aggregat är redan röjandekontrollerade och "
+        "kan hämtas direkt.",
         "en": "Record-level results leave the secure environment only after output checking (EHDS art. 73): "
-              "a file, or a result of more than {rows} rows, becomes an output request that two output "
-              "checkers, never you or anyone else on the project, approve before you can download it. "
-              "Aggregate results of an aggregate-only permit are already disclosure-controlled and leave "
-              "directly.",
+        "a file, or a result of more than {rows} rows, becomes an output request that two output "
+        "checkers, never you or anyone else on the project, approve before you can download it. "
+        "Aggregate results of an aggregate-only permit are already disclosure-controlled and leave "
+        "directly.",
     },
     "outputs_mine": {"sv": "Mina begäranden om utdata", "en": "My output requests"},
     "outputs_none": {"sv": "Du har inga begäranden om utdata.", "en": "You have no output requests."},
@@ -40,20 +40,25 @@ OUTPUT_STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "The query runs in the secure environment; its result is kept there until it is checked.",
     },
     "field_format": {"sv": "Filformat", "en": "File format"},
-    "field_title": {"sv": "Vad är det? (rubrik, 3–200 tecken)", "en": "What is it? (title, 3-200 characters)"},
+    "field_title": {
+        "sv": "Vad är det? (rubrik, 3–200 tecken)",
+        "en": "What is it? (title, 3-200 characters)",
+    },
     "field_context": {
         "sv": "Varför röjer det ingen person? (minst 20 tecken)",
         "en": "Why does it not disclose anyone? (at least 20 characters)",
     },
     "field_context_help": {
         "sv": "Till exempel: minsta antal personer per cell, vilka variabler, vilken avrundning. "
-              "Granskarna läser detta.",
+        "Granskarna läser detta.",
         "en": "For example: the smallest number of persons in a cell, which variables, what rounding. "
-              "The checkers read this.",
+        "The checkers read this.",
     },
     "output_submit": {"sv": "Skicka till granskning", "en": "Send for checking"},
     "output_created": {
-        "sv": "Begäran {id} är skickad till granskning.", "en": "Output request {id} is sent for checking."},
+        "sv": "Begäran {id} är skickad till granskning.",
+        "en": "Output request {id} is sent for checking.",
+    },
     "output_error": {"sv": "Det gick inte: {message}", "en": "That did not work: {message}"},
     "col_output": {"sv": "Utdata", "en": "Output"},
     "col_title": {"sv": "Rubrik", "en": "Title"},
@@ -88,28 +93,33 @@ OUTPUT_STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "Can be downloaded only after two output checkers have approved it ({approvals} of 2 so far).",
     },
     "download_only_requester": {
-        "sv": "Bara den som begärde utdata kan ladda ner dem.", "en": "Only the requester can download an output."},
+        "sv": "Bara den som begärde utdata kan ladda ner dem.",
+        "en": "Only the requester can download an output.",
+    },
     "resubmit_title": {"sv": "Svara och skicka igen", "en": "Answer and send again"},
     "resubmit_help": {
         "sv": "En ny granskningsomgång börjar; tidigare godkännanden räknas inte. Skriv en ny fråga om "
-              "resultatet ska bytas ut.",
+        "resultatet ska bytas ut.",
         "en": "A new checking round starts; earlier approvals no longer count. Give a new query if the "
-              "result is to be replaced.",
+        "result is to be replaced.",
     },
     "field_new_sql": {"sv": "Ny SQL-fråga (valfri)", "en": "New SQL query (optional)"},
     "resubmit_button": {"sv": "Skicka igen", "en": "Send again"},
     "resubmitted": {"sv": "Skickad till en ny granskningsomgång.", "en": "Sent for a new round of checking."},
     "withdraw_button": {"sv": "Ta tillbaka begäran", "en": "Withdraw the request"},
-    "withdrawn_notice": {"sv": "Begäran är tillbakatagen; filen är raderad.", "en": "The request is withdrawn; its file is deleted."},
+    "withdrawn_notice": {
+        "sv": "Begäran är tillbakatagen; filen är raderad.",
+        "en": "The request is withdrawn; its file is deleted.",
+    },
     # checker
     "checking_title": {"sv": "Utdatagranskning", "en": "Output checking"},
     "checking_intro": {
         "sv": "Utdata som ska lämna den säkra miljön. Två olika granskare måste godkänna varje begäran; "
-              "en avslag eller återsändning avgör direkt. Du granskar aldrig begäranden från projekt där "
-              "du själv finns med.",
+        "en avslag eller återsändning avgör direkt. Du granskar aldrig begäranden från projekt där "
+        "du själv finns med.",
         "en": "Outputs that are to leave the secure environment. Two different checkers must approve each "
-              "request; one rejection or return decides at once. You never check requests from a project "
-              "you are on.",
+        "request; one rejection or return decides at once. You never check requests from a project "
+        "you are on.",
     },
     "checking_awaiting": {"sv": "Väntar på din granskning", "en": "Awaiting your check"},
     "checking_none": {"sv": "Inget väntar på din granskning.", "en": "Nothing awaits your check."},
@@ -121,27 +131,35 @@ OUTPUT_STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "check_title": {"sv": "Granska", "en": "Check"},
     "check_legend": {"sv": "Beslut", "en": "Decision"},
-    "comment_label": {"sv": "Kommentar (krävs, minst 10 tecken)", "en": "Comment (required, at least 10 characters)"},
+    "comment_label": {
+        "sv": "Kommentar (krävs, minst 10 tecken)",
+        "en": "Comment (required, at least 10 characters)",
+    },
     "comment_help": {
         "sv": "Kommentaren visas för forskaren och för den andra granskaren.",
         "en": "The comment is shown to the researcher and to the other checker.",
     },
     "check_button": {"sv": "Registrera granskning", "en": "Record check"},
-    "check_recorded": {"sv": "Granskningen är registrerad. Status: {status}.", "en": "Check recorded. Status: {status}."},
+    "check_recorded": {
+        "sv": "Granskningen är registrerad. Status: {status}.",
+        "en": "Check recorded. Status: {status}.",
+    },
     "nothing_to_check": {
         "sv": "Det finns ingen granskning för dig att göra i den här omgången.",
         "en": "There is no check for you to make in this round.",
     },
     # stewards' exceptions
-    "exceptions_title": {"sv": "Undantag för utdata på radnivå, tillstånd {id}",
-                         "en": "Exceptions for row-level outputs, permit {id}"},
+    "exceptions_title": {
+        "sv": "Undantag för utdata på radnivå, tillstånd {id}",
+        "en": "Exceptions for row-level outputs, permit {id}",
+    },
     "exceptions_intro": {
         "sv": "Utdata på radnivå av pseudonymiserade data får begäras bara om en förvaltare för en dataägare "
-              "i tillståndet har registrerat ett motiverat undantag. Varje sådan begäran granskas ändå av två "
-              "granskare.",
+        "i tillståndet har registrerat ett motiverat undantag. Varje sådan begäran granskas ändå av två "
+        "granskare.",
         "en": "Row-level outputs of pseudonymised data may be requested only if a steward of a data holder "
-              "in the permit has recorded a justified exception. Each such request is still checked by two "
-              "output checkers.",
+        "in the permit has recorded a justified exception. Each such request is still checked by two "
+        "output checkers.",
     },
     "exceptions_none": {"sv": "Inga undantag.", "en": "No exceptions."},
     "col_steward": {"sv": "Förvaltare", "en": "Steward"},
@@ -149,7 +167,9 @@ OUTPUT_STRINGS: Mapping[str, Mapping[str, str]] = {
     "col_withdrawn": {"sv": "Återkallat", "en": "Withdrawn"},
     "exception_new": {"sv": "Registrera undantag", "en": "Record an exception"},
     "exception_justification": {
-        "sv": "Motivering (krävs, minst 30 tecken)", "en": "Justification (required, at least 30 characters)"},
+        "sv": "Motivering (krävs, minst 30 tecken)",
+        "en": "Justification (required, at least 30 characters)",
+    },
     "exception_button": {"sv": "Registrera undantag", "en": "Record exception"},
     "exception_recorded": {"sv": "Undantaget är registrerat.", "en": "The exception is recorded."},
     "exception_withdraw": {"sv": "Återkalla", "en": "Withdraw"},

@@ -54,8 +54,13 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
 
     def refused(p: Any, exc: Refusal) -> Response:
         status = exc.status if 400 <= exc.status < 600 else 400
-        return web.render(p, "error.html", status=status, title=p.t("error_title"),
-                          message=p.t("output_error", message=exc.message))
+        return web.render(
+            p,
+            "error.html",
+            status=status,
+            title=p.t("error_title"),
+            message=p.t("output_error", message=exc.message),
+        )
 
     def record_permits(p: Any) -> list[Any]:
         from governance import service
@@ -65,8 +70,14 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
         return [x for x in permits if x.output_tier == "record"]
 
     # -- researcher ------------------------------------------------------------------------
-    def outputs_page(request: Request, *, page: Any = None, status: int = 200, error: str | None = None,
-                     form: dict[str, str] | None = None) -> Response:
+    def outputs_page(
+        request: Request,
+        *,
+        page: Any = None,
+        status: int = 200,
+        error: str | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
         from access.outputs import export_rule
 
         p, desk, early = (page, _desk(request), None) if page is not None else start(request)
@@ -76,17 +87,33 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             mine = desk.mine(p.user)
         except Refusal as exc:
             return refused(p, exc)
-        return web.render(p, "outputs_mine.html", status=status, title=p.t("outputs_title"), outputs=mine,
-                          permits=record_permits(p), formats=FORMATS, error=error, form=form or {},
-                          preview_rows=export_rule().preview_rows)
+        return web.render(
+            p,
+            "outputs_mine.html",
+            status=status,
+            title=p.t("outputs_title"),
+            outputs=mine,
+            permits=record_permits(p),
+            formats=FORMATS,
+            error=error,
+            form=form or {},
+            preview_rows=export_rule().preview_rows,
+        )
 
     @router.get("/outputs", response_class=HTMLResponse)
     def outputs(request: Request) -> Response:
         return outputs_page(request)
 
     @router.post("/outputs", response_class=HTMLResponse)
-    def create(request: Request, csrf_token: str = Form(""), release_id: str = Form(""), sql: str = Form(""),
-               format: str = Form("csv"), title: str = Form(""), context: str = Form("")) -> Response:  # noqa: A002
+    def create(
+        request: Request,
+        csrf_token: str = Form(""),
+        release_id: str = Form(""),
+        sql: str = Form(""),
+        format: str = Form("csv"),
+        title: str = Form(""),
+        context: str = Form(""),
+    ) -> Response:  # noqa: A002
         p, desk, early = start(request)
         if early is not None:
             return early
@@ -94,21 +121,34 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             return web.error(p, 403, "csrf_failed")
         form = {"release_id": release_id, "sql": sql, "format": format, "title": title, "context": context}
         if len(sql) > MAX_SQL or len(context) > MAX_TEXT or len(title) > 200 or format not in FORMATS:
-            return outputs_page(request, page=p, status=422, form=form,
-                                error=p.t("output_error", message="input too long or unknown format"))
+            return outputs_page(
+                request,
+                page=p,
+                status=422,
+                form=form,
+                error=p.t("output_error", message="input too long or unknown format"),
+            )
         try:
             o = desk.create(p.user, release_id, sql, format, title=title, context=context)
         except Refusal as exc:
             log.info("web output request refused code=%s", exc.reason)
-            return outputs_page(request, page=p, status=exc.status, form=form,
-                                error=p.t("output_error", message=exc.message))
+            return outputs_page(
+                request, page=p, status=exc.status, form=form, error=p.t("output_error", message=exc.message)
+            )
         assert p.session is not None
         p.session.flash.append(("success", p.t("output_created", id=o.id)))
         return web.redirect(p, f"{PREFIX}/outputs/{o.id}")
 
     # -- one output ------------------------------------------------------------------------
-    def output_page(request: Request, output_id: int, *, page: Any = None, status: int = 200,
-                    error: str | None = None, form: dict[str, str] | None = None) -> Response:
+    def output_page(
+        request: Request,
+        output_id: int,
+        *,
+        page: Any = None,
+        status: int = 200,
+        error: str | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
         from governance import outputs as out
 
         p, desk, early = (page, _desk(request), None) if page is not None else start(request)
@@ -120,8 +160,11 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             return refused(p, exc)
         is_requester = o.requester == p.user.name
         may_check = not is_requester and _is_checker(p)
-        awaiting = may_check and out.OutputStatus(o.status) in out.IN_CHECK and all(
-            c.checker != p.user.name for c in o.current_checks)
+        awaiting = (
+            may_check
+            and out.OutputStatus(o.status) in out.IN_CHECK
+            and all(c.checker != p.user.name for c in o.current_checks)
+        )
         columns, rows = [], []
         if may_check and o.status not in ("rejected", "withdrawn"):
             try:
@@ -136,20 +179,38 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             except Refusal:
                 exceptions = []
         return web.render(
-            p, "output.html", status=status, title=p.t("output_title", id=o.id, title=o.title), o=o,
-            is_requester=is_requester, may_check=may_check, awaiting=awaiting, columns=columns, rows=rows,
-            preview_rows=PAGE_PREVIEW_ROWS, exceptions=exceptions, error=error, form=form or {},
-            downloadable=is_requester and o.downloadable, approvals=len(o.approvers),
+            p,
+            "output.html",
+            status=status,
+            title=p.t("output_title", id=o.id, title=o.title),
+            o=o,
+            is_requester=is_requester,
+            may_check=may_check,
+            awaiting=awaiting,
+            columns=columns,
+            rows=rows,
+            preview_rows=PAGE_PREVIEW_ROWS,
+            exceptions=exceptions,
+            error=error,
+            form=form or {},
+            downloadable=is_requester and o.downloadable,
+            approvals=len(o.approvers),
             withdrawable=is_requester and out.OutputStatus(o.status) in out.WITHDRAWABLE,
-            returned=is_requester and o.status == out.OutputStatus.RETURNED)
+            returned=is_requester and o.status == out.OutputStatus.RETURNED,
+        )
 
     @router.get("/outputs/{output_id}", response_class=HTMLResponse)
     def output(request: Request, output_id: int) -> Response:
         return output_page(request, output_id)
 
     @router.post("/outputs/{output_id}/check", response_class=HTMLResponse)
-    def check(request: Request, output_id: int, csrf_token: str = Form(""), decision: str = Form(""),
-              comment: str = Form("")) -> Response:
+    def check(
+        request: Request,
+        output_id: int,
+        csrf_token: str = Form(""),
+        decision: str = Form(""),
+        comment: str = Form(""),
+    ) -> Response:
         p, desk, early = start(request)
         if early is not None:
             return early
@@ -157,21 +218,38 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             return web.error(p, 403, "csrf_failed")
         form = {"decision": decision, "comment": comment}
         if len(comment) > MAX_TEXT:
-            return output_page(request, output_id, page=p, status=422, form=form,
-                               error=p.t("output_error", message="comment too long"))
+            return output_page(
+                request,
+                output_id,
+                page=p,
+                status=422,
+                form=form,
+                error=p.t("output_error", message="comment too long"),
+            )
         try:
             o = desk.decide(p.user, output_id, decision, comment)
         except Refusal as exc:
             log.info("web output check refused output=%s code=%s", output_id, exc.reason)
-            return output_page(request, output_id, page=p, status=exc.status, form=form,
-                               error=p.t("output_error", message=exc.message))
+            return output_page(
+                request,
+                output_id,
+                page=p,
+                status=exc.status,
+                form=form,
+                error=p.t("output_error", message=exc.message),
+            )
         assert p.session is not None
         p.session.flash.append(("success", p.t("check_recorded", status=p.t(f"status_{o.status}"))))
         return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
 
     @router.post("/outputs/{output_id}/resubmit", response_class=HTMLResponse)
-    def resubmit(request: Request, output_id: int, csrf_token: str = Form(""), context: str = Form(""),
-                 sql: str = Form("")) -> Response:
+    def resubmit(
+        request: Request,
+        output_id: int,
+        csrf_token: str = Form(""),
+        context: str = Form(""),
+        sql: str = Form(""),
+    ) -> Response:
         p, desk, early = start(request)
         if early is not None:
             return early
@@ -179,13 +257,25 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             return web.error(p, 403, "csrf_failed")
         form = {"context": context, "sql": sql}
         if len(sql) > MAX_SQL or len(context) > MAX_TEXT:
-            return output_page(request, output_id, page=p, status=422, form=form,
-                               error=p.t("output_error", message="input too long"))
+            return output_page(
+                request,
+                output_id,
+                page=p,
+                status=422,
+                form=form,
+                error=p.t("output_error", message="input too long"),
+            )
         try:
             desk.resubmit(p.user, output_id, context=context, sql=sql.strip() or None)
         except Refusal as exc:
-            return output_page(request, output_id, page=p, status=exc.status, form=form,
-                               error=p.t("output_error", message=exc.message))
+            return output_page(
+                request,
+                output_id,
+                page=p,
+                status=exc.status,
+                form=form,
+                error=p.t("output_error", message=exc.message),
+            )
         assert p.session is not None
         p.session.flash.append(("success", p.t("resubmitted")))
         return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
@@ -200,8 +290,9 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
         try:
             desk.withdraw(p.user, output_id)
         except Refusal as exc:
-            return output_page(request, output_id, page=p, status=exc.status,
-                               error=p.t("output_error", message=exc.message))
+            return output_page(
+                request, output_id, page=p, status=exc.status, error=p.t("output_error", message=exc.message)
+            )
         assert p.session is not None
         p.session.flash.append(("info", p.t("withdrawn_notice")))
         return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
@@ -215,8 +306,17 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             d = desk.download(p.user, output_id)
         except Refusal as exc:
             return refused(p, exc)
-        return web.finish(p, Response(d.body, media_type=d.media_type, headers={
-            "Content-Disposition": f'attachment; filename="{d.filename}"', "X-HDP-Output-SHA256": d.sha256}))
+        return web.finish(
+            p,
+            Response(
+                d.body,
+                media_type=d.media_type,
+                headers={
+                    "Content-Disposition": f'attachment; filename="{d.filename}"',
+                    "X-HDP-Output-SHA256": d.sha256,
+                },
+            ),
+        )
 
     # -- checkers --------------------------------------------------------------------------
     @router.get("/checking", response_class=HTMLResponse)
@@ -232,12 +332,18 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
         except Refusal as exc:
             return refused(p, exc)
         waiting_ids = {o.id for o in awaiting}
-        return web.render(p, "outputs_checking.html", title=p.t("checking_title"), awaiting=awaiting,
-                          others=[o for o in everything if o.id not in waiting_ids])
+        return web.render(
+            p,
+            "outputs_checking.html",
+            title=p.t("checking_title"),
+            awaiting=awaiting,
+            others=[o for o in everything if o.id not in waiting_ids],
+        )
 
     # -- stewards' exceptions ----------------------------------------------------------------
-    def exceptions_page(request: Request, permit_id: int, *, page: Any = None, status: int = 200,
-                        error: str | None = None) -> Response:
+    def exceptions_page(
+        request: Request, permit_id: int, *, page: Any = None, status: int = 200, error: str | None = None
+    ) -> Response:
         p, desk, early = (page, _desk(request), None) if page is not None else start(request)
         if early is not None:
             return early
@@ -245,27 +351,36 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             found = desk.exceptions(p.user, permit_id)
         except Refusal as exc:
             return refused(p, exc)
-        return web.render(p, "output_exceptions.html", status=status,
-                          title=p.t("exceptions_title", id=permit_id), permit_id=permit_id, exceptions=found,
-                          may_record="steward" in p.roles, error=error)
+        return web.render(
+            p,
+            "output_exceptions.html",
+            status=status,
+            title=p.t("exceptions_title", id=permit_id),
+            permit_id=permit_id,
+            exceptions=found,
+            may_record="steward" in p.roles,
+            error=error,
+        )
 
     @router.get("/permits/{permit_id}/output-exceptions", response_class=HTMLResponse)
     def exceptions(request: Request, permit_id: int) -> Response:
         return exceptions_page(request, permit_id)
 
     @router.post("/permits/{permit_id}/output-exceptions", response_class=HTMLResponse)
-    def record_exception(request: Request, permit_id: int, csrf_token: str = Form(""),
-                         justification: str = Form("")) -> Response:
+    def record_exception(
+        request: Request, permit_id: int, csrf_token: str = Form(""), justification: str = Form("")
+    ) -> Response:
         p, desk, early = start(request)
         if early is not None:
             return early
         if not web.csrf_ok(p, csrf_token):
             return web.error(p, 403, "csrf_failed")
         try:
-            desk.record_exception(p.user, permit_id, justification[:MAX_TEXT + 1])
+            desk.record_exception(p.user, permit_id, justification[: MAX_TEXT + 1])
         except Refusal as exc:
-            return exceptions_page(request, permit_id, page=p, status=exc.status,
-                                   error=p.t("output_error", message=exc.message))
+            return exceptions_page(
+                request, permit_id, page=p, status=exc.status, error=p.t("output_error", message=exc.message)
+            )
         assert p.session is not None
         p.session.flash.append(("success", p.t("exception_recorded")))
         return web.redirect(p, f"{PREFIX}/permits/{permit_id}/output-exceptions")

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import duckdb
 
-PSEUDONYM, QUASI, HEALTH, ADMIN, UNKNOWN = "pseudonym", "quasi_identifier", "health", "administrative", "unknown"
+PSEUDONYM, QUASI, HEALTH, ADMIN, UNKNOWN = (
+    "pseudonym",
+    "quasi_identifier",
+    "health",
+    "administrative",
+    "unknown",
+)
 OK, AT_RISK, NO_QUASI, NO_DATA, UNAVAILABLE = "ok", "at_risk", "no_quasi", "no_data", "unavailable"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -79,7 +85,9 @@ class PreCheck:
         return tuple(v for v in self.variables if v.sensitivity == PSEUDONYM)
 
 
-def classify_variables(variables: Iterable[str], catalogue: Mapping[str, Mapping[str, str]]) -> tuple[VariableRisk, ...]:
+def classify_variables(
+    variables: Iterable[str], catalogue: Mapping[str, Mapping[str, str]]
+) -> tuple[VariableRisk, ...]:
     """Each requested variable with its sensitivity; variables missing from the catalogue are ``unknown``."""
     out = []
     for name in sorted(set(variables)):
@@ -118,21 +126,37 @@ def group_size_sql(table: str, quasi_identifiers: tuple[str, ...], k: int) -> st
     )
 
 
-def _table_groups(con: duckdb.DuckDBPyConnection, holder_id: str, table: str, qis: tuple[str, ...],
-                  k: int) -> GroupRisk:
-    present = {r[0] for r in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ?", [table]
-    ).fetchall()}
+def _table_groups(
+    con: duckdb.DuckDBPyConnection, holder_id: str, table: str, qis: tuple[str, ...], k: int
+) -> GroupRisk:
+    present = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ?", [table]
+        ).fetchall()
+    }
     if not present:
         return GroupRisk(holder_id, table, qis, k, NO_DATA, reason=f"table {table} missing")
     missing = [c for c in (*qis, "person_id") if c not in present]
     if missing:
-        return GroupRisk(holder_id, table, qis, k, UNAVAILABLE, reason=f"column(s) missing: {', '.join(missing)}")
+        return GroupRisk(
+            holder_id, table, qis, k, UNAVAILABLE, reason=f"column(s) missing: {', '.join(missing)}"
+        )
     persons, groups, smallest, below, persons_below = con.execute(group_size_sql(table, qis, k)).fetchone()
     if not groups:
         return GroupRisk(holder_id, table, qis, k, NO_DATA, persons=0, groups=0, reason="table is empty")
-    return GroupRisk(holder_id, table, qis, k, AT_RISK if below else OK, persons=int(persons), groups=int(groups),
-                     smallest_group=int(smallest), groups_below_k=int(below), persons_below_k=int(persons_below))
+    return GroupRisk(
+        holder_id,
+        table,
+        qis,
+        k,
+        AT_RISK if below else OK,
+        persons=int(persons),
+        groups=int(groups),
+        smallest_group=int(smallest),
+        groups_below_k=int(below),
+        persons_below_k=int(persons_below),
+    )
 
 
 #: Group sizes per (research file version, table, quasi-identifiers, k). A research zone changes
@@ -153,8 +177,13 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[HolderThresholds, ...],
-                table_holders: Mapping[str, Iterable[str]], research_db: Callable[[str], Path]) -> tuple[GroupRisk, ...]:
+def group_sizes(
+    *,
+    variables: tuple[VariableRisk, ...],
+    thresholds: tuple[HolderThresholds, ...],
+    table_holders: Mapping[str, Iterable[str]],
+    research_db: Callable[[str], Path],
+) -> tuple[GroupRisk, ...]:
     """Group sizes for each (holder in scope, requested table the holder delivers).
 
     ``research_db(holder_id) -> Path`` locates the research zone (``Settings.research_db``).
@@ -173,8 +202,10 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
         path: Path = research_db(th.holder_id)
         qis_of = {t: tuple(v.column for v in by_table[t] if v.sensitivity == QUASI) for t in tables}
         if not path.exists():
-            out.extend(GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, NO_DATA if qis_of[t] else NO_QUASI)
-                       for t in tables)
+            out.extend(
+                GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, NO_DATA if qis_of[t] else NO_QUASI)
+                for t in tables
+            )
             continue
         version = _file_version(path)
         results: dict[str, GroupRisk] = {}
@@ -195,8 +226,9 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
             except duckdb.Error as exc:
                 # A writer holds the lock, or the file is damaged: the type only, never the message.
                 for t in todo:
-                    results[t] = GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
-                                           reason=type(exc).__name__)
+                    results[t] = GroupRisk(
+                        th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE, reason=type(exc).__name__
+                    )
                 todo = []
             try:
                 for t in todo:
@@ -204,8 +236,9 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
                         risk = _table_groups(con, th.holder_id, t, qis_of[t], th.k_anonymity)
                     except duckdb.Error as exc:
                         # The type only: DuckDB messages can quote values.
-                        results[t] = GroupRisk(th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE,
-                                               reason=type(exc).__name__)
+                        results[t] = GroupRisk(
+                            th.holder_id, t, qis_of[t], th.k_anonymity, UNAVAILABLE, reason=type(exc).__name__
+                        )
                         continue
                     results[t] = risk
                     with _CACHE_LOCK:
@@ -219,16 +252,29 @@ def group_sizes(*, variables: tuple[VariableRisk, ...], thresholds: tuple[Holder
     return tuple(out)
 
 
-def precheck(variables: Iterable[str], holder_ids: Iterable[str], *, catalogue: Mapping[str, Mapping[str, str]],
-             holders: Iterable[object], table_holders: Mapping[str, Iterable[str]],
-             research_db: Callable[[str], Path], compute_groups: bool = True) -> PreCheck:
+def precheck(
+    variables: Iterable[str],
+    holder_ids: Iterable[str],
+    *,
+    catalogue: Mapping[str, Mapping[str, str]],
+    holders: Iterable[object],
+    table_holders: Mapping[str, Iterable[str]],
+    research_db: Callable[[str], Path],
+    compute_groups: bool = True,
+) -> PreCheck:
     """The full pre-check for a request (see the module docstring)."""
     wanted = set(holder_ids)
     thresholds = tuple(
         HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)  # type: ignore[attr-defined]
-        for h in holders if h.id in wanted  # type: ignore[attr-defined]
+        for h in holders
+        if h.id in wanted  # type: ignore[attr-defined]
     )
     classified = classify_variables(variables, catalogue)
-    groups = group_sizes(variables=classified, thresholds=thresholds, table_holders=table_holders,
-                         research_db=research_db) if compute_groups else ()
+    groups = (
+        group_sizes(
+            variables=classified, thresholds=thresholds, table_holders=table_holders, research_db=research_db
+        )
+        if compute_groups
+        else ()
+    )
     return PreCheck(classified, thresholds, groups)

@@ -50,7 +50,9 @@ class GateSummary:
 
     @property
     def blocking(self) -> tuple[CheckLine, ...]:
-        return tuple(c for c in self.not_passed if c.severity == "blocking" and c.verdict in ("fail", "error"))
+        return tuple(
+            c for c in self.not_passed if c.severity == "blocking" and c.verdict in ("fail", "error")
+        )
 
 
 def summarise(rows: list[dict[str, Any]], *, zone: str, scope: str) -> GateSummary:
@@ -63,18 +65,30 @@ def summarise(rows: list[dict[str, Any]], *, zone: str, scope: str) -> GateSumma
         verdict = str(r.get("verdict") or "")
         counts[verdict] = counts.get(verdict, 0) + 1
         if verdict != "pass":
-            lines.append(CheckLine(
-                check_id=str(r.get("check_id")), table=str(r.get("table_name") or ""),
-                column=r.get("column_name"), severity=str(r.get("severity") or ""), verdict=verdict,
-                failed_rows=int(r.get("failed_rows") or 0), total_rows=int(r.get("total_rows") or 0),
-                max_failed_share=r.get("max_failed_share"),
-            ))
+            lines.append(
+                CheckLine(
+                    check_id=str(r.get("check_id")),
+                    table=str(r.get("table_name") or ""),
+                    column=r.get("column_name"),
+                    severity=str(r.get("severity") or ""),
+                    verdict=verdict,
+                    failed_rows=int(r.get("failed_rows") or 0),
+                    total_rows=int(r.get("total_rows") or 0),
+                    max_failed_share=r.get("max_failed_share"),
+                )
+            )
     # Most serious first: blocking before warning, fail/error before warn/skipped.
     order = {"error": 0, "fail": 1, "warn": 2, "skipped": 3}
     lines.sort(key=lambda c: (c.severity != "blocking", order.get(c.verdict, 9), c.check_id))
     first = rows[0]
-    return GateSummary(scope=scope, zone=zone, run_id=str(first.get("run_id")),
-                       started_at=str(first.get("started_at") or ""), counts=counts, not_passed=tuple(lines))
+    return GateSummary(
+        scope=scope,
+        zone=zone,
+        run_id=str(first.get("run_id")),
+        started_at=str(first.get("started_at") or ""),
+        counts=counts,
+        not_passed=tuple(lines),
+    )
 
 
 def latest_gate(quality_dir: Path, *, zone: str, scope: str) -> GateSummary:

@@ -48,8 +48,10 @@ MAX_JUSTIFICATION = 4000  # characters; longer text is refused before it reaches
 
 SECURITY_HEADERS = {
     # No script at all on these pages; styles only from our own stylesheet.
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -60,7 +62,11 @@ def _fmt_date(value: date | datetime | None) -> str:
     if value is None:
         return "–"
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value.tzinfo else value.strftime("%Y-%m-%d %H:%M")
+        return (
+            value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            if value.tzinfo
+            else value.strftime("%Y-%m-%d %H:%M")
+        )
     return value.isoformat()
 
 
@@ -72,8 +78,13 @@ def _fmt_day(value: date | datetime | None) -> str:
 
 def make_environment() -> Environment:
     """The Jinja environment: autoescape on for everything, undefined names are errors."""
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["dt"] = _fmt_date
     env.filters["day"] = _fmt_day
     return env
@@ -115,9 +126,16 @@ class Page:
 class WebApp:
     """The page handlers with their dependencies (session store, governance URL, settings)."""
 
-    def __init__(self, *, sessions: SessionStore | None = None, governance_url: Callable[[], str] | None = None,
-                 settings: Callable[[], Any] | None = None, api_base_url: str | None = None,
-                 transparency_json_url: str = PREFIX + "/transparency.json", precheck_groups: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: SessionStore | None = None,
+        governance_url: Callable[[], str] | None = None,
+        settings: Callable[[], Any] | None = None,
+        api_base_url: str | None = None,
+        transparency_json_url: str = PREFIX + "/transparency.json",
+        precheck_groups: bool = True,
+    ) -> None:
         from hdp.settings import get_settings
 
         self.sessions = sessions or SessionStore()
@@ -135,13 +153,21 @@ class WebApp:
         return session_scope(self._governance_url())
 
     def page(self, request: Request) -> Page:
-        lang = i18n.negotiate(request.query_params.get("lang"), request.cookies.get(i18n.LANG_COOKIE),
-                              request.headers.get("accept-language"))
+        lang = i18n.negotiate(
+            request.query_params.get("lang"),
+            request.cookies.get(i18n.LANG_COOKIE),
+            request.headers.get("accept-language"),
+        )
         session_id = request.cookies.get(COOKIE_NAME)
         session = self.sessions.get(session_id)
-        p = Page(request=request, lang=lang, t=i18n.translator(lang), session=session,
-                 session_id=session_id if session else None,
-                 set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES)
+        p = Page(
+            request=request,
+            lang=lang,
+            t=i18n.translator(lang),
+            session=session,
+            session_id=session_id if session else None,
+            set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES,
+        )
         if session is not None and session.authenticated:
             from governance.service import authenticate_token
 
@@ -175,18 +201,39 @@ class WebApp:
         response.headers["Vary"] = "Cookie, Accept-Language"
         secure = self._secure(p.request)
         if p.new_cookie:
-            response.set_cookie(COOKIE_NAME, p.new_cookie, httponly=True, samesite="strict", secure=secure,
-                                path="/", max_age=int(self.sessions.absolute_timeout.total_seconds()))
+            response.set_cookie(
+                COOKIE_NAME,
+                p.new_cookie,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path="/",
+                max_age=int(self.sessions.absolute_timeout.total_seconds()),
+            )
         if p.set_lang_cookie:
-            response.set_cookie(i18n.LANG_COOKIE, p.lang, httponly=True, samesite="strict", secure=secure,
-                                path="/", max_age=365 * 86400)
+            response.set_cookie(
+                i18n.LANG_COOKIE,
+                p.lang,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path="/",
+                max_age=365 * 86400,
+            )
         return response
 
     def render(self, p: Page, template: str, *, status: int = 200, **context: Any) -> Response:
         csrf = p.session.csrf_token if p.session is not None else ""
         html = self.env.get_template(template).render(
-            t=p.t, lang=p.lang, user=p.user, roles=p.roles, csrf_token=csrf, flashes=p.flashes,
-            path=p.request.url.path, prefix=PREFIX, **context,
+            t=p.t,
+            lang=p.lang,
+            user=p.user,
+            roles=p.roles,
+            csrf_token=csrf,
+            flashes=p.flashes,
+            path=p.request.url.path,
+            prefix=PREFIX,
+            **context,
         )
         return self.finish(p, HTMLResponse(html, status_code=status))
 
@@ -216,8 +263,9 @@ class WebApp:
             return self.redirect(p, f"{PREFIX}/checking")  # the airlock's queue (access/web/outputs.py)
         return self.redirect(p, f"{PREFIX}/researcher")
 
-    def login_form(self, request: Request, *, page: Page | None = None, status: int = 200,
-                   error: str | None = None) -> Response:
+    def login_form(
+        self, request: Request, *, page: Page | None = None, status: int = 200, error: str | None = None
+    ) -> Response:
         p = page or self.page(request)
         if p.user is not None and error is None:
             return self.redirect(p, safe_next(request.query_params.get("next")) or f"{PREFIX}/")
@@ -227,8 +275,14 @@ class WebApp:
             p.flashes.append(("info", p.t("logged_out")))
         elif notice == "session_expired" or p.expired:
             p.flashes.append(("error", p.t("session_expired")))
-        return self.render(p, "login.html", status=status, title=p.t("login_title"), error=error,
-                           next=safe_next(request.query_params.get("next")) or "")
+        return self.render(
+            p,
+            "login.html",
+            status=status,
+            title=p.t("login_title"),
+            error=error,
+            next=safe_next(request.query_params.get("next")) or "",
+        )
 
     def login(self, request: Request, token: str, csrf_token: str, next_url: str) -> Response:
         from governance.service import authenticate_token
@@ -261,7 +315,9 @@ class WebApp:
             return self.error(p, 403, "csrf_failed")
         self.sessions.delete(p.session_id)
         response = self.redirect(p, f"{PREFIX}/login?notice=logged_out")
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self._secure(request))
+        response.delete_cookie(
+            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self._secure(request)
+        )
         return response
 
     def steward_queue(self, request: Request) -> Response:
@@ -284,13 +340,23 @@ class WebApp:
                 continue  # not submitted: not the holders' business yet
             pending = pending_holders(r, p.user)
             if pending:
-                due = min(rv.due_at for rv in r.reviews if rv.review_round == r.review_round and rv.holder_id in pending)
+                due = min(
+                    rv.due_at
+                    for rv in r.reviews
+                    if rv.review_round == r.review_round and rv.holder_id in pending
+                )
                 awaiting.append({"request": r, "holders": pending, "due": due})
             else:
                 others.append(r)
         others.sort(key=lambda r: r.id, reverse=True)
-        return self.render(p, "steward_queue.html", title=p.t("queue_title"), my_holders=mine,
-                           awaiting=awaiting, others=others)
+        return self.render(
+            p,
+            "steward_queue.html",
+            title=p.t("queue_title"),
+            my_holders=mine,
+            awaiting=awaiting,
+            others=others,
+        )
 
     def _visible_request(self, p: Page, request_id: int):  # type: ignore[no-untyped-def]
         """The request if the caller may see it (steward of a holder in scope, applicant, member)."""
@@ -303,14 +369,24 @@ class WebApp:
                 permit = service.permit_for_request(s, request_id=request_id)
         except NotFound:
             return None, None
-        as_steward = "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders)) and r.status != "draft"
+        as_steward = (
+            "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders)) and r.status != "draft"
+        )
         as_member = p.user.name == r.applicant or p.user.name in r.members
         if not (as_steward or as_member):
             return None, None
         return r, permit
 
-    def request_page(self, request: Request, request_id: int, *, page: Page | None = None, status: int = 200,
-                     error: str | None = None, form: dict[str, str] | None = None) -> Response:
+    def request_page(
+        self,
+        request: Request,
+        request_id: int,
+        *,
+        page: Page | None = None,
+        status: int = 200,
+        error: str | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
         p = page or self.page(request)
         if p.user is None:
             return self.login_redirect(p)
@@ -318,8 +394,13 @@ class WebApp:
         if r is None:
             return self.error(p, 404, "not_found")
         steward_view = "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders))
-        context: dict[str, Any] = {"r": r, "permit": permit, "steward_view": steward_view, "error": error,
-                                   "form": form or {}}
+        context: dict[str, Any] = {
+            "r": r,
+            "permit": permit,
+            "steward_view": steward_view,
+            "error": error,
+            "form": form or {},
+        }
         from governance.catalogue import load_catalogue, table_holders
         from governance.purposes import LEGAL_BASES, PURPOSES
         from hdp.settings import holders
@@ -332,20 +413,39 @@ class WebApp:
         if steward_view:
             context["pending"] = pending_holders(r, p.user)
             context["check"] = precheck.precheck(
-                r.variables, r.holders, catalogue=load_catalogue(), holders=holders(),
-                table_holders=table_holders(), research_db=settings.research_db,
-                compute_groups=self.precheck_groups)
-            context["gates"] = [quality.latest_gate(settings.quality_dir, zone="research", scope=h)
-                                for h in r.holders]
+                r.variables,
+                r.holders,
+                catalogue=load_catalogue(),
+                holders=holders(),
+                table_holders=table_holders(),
+                research_db=settings.research_db,
+                compute_groups=self.precheck_groups,
+            )
+            context["gates"] = [
+                quality.latest_gate(settings.quality_dir, zone="research", scope=h) for h in r.holders
+            ]
             label = quality.release_label(settings.releases_dir, permit.release_id if permit else None)
             context["release_label"] = quality.flatten_label(label) if label else None
         else:
             context["variables"] = precheck.classify_variables(r.variables, load_catalogue())
-        return self.render(p, "request.html", status=status,
-                           title=p.t("request_title", id=r.id, project=r.project), **context)
+        return self.render(
+            p,
+            "request.html",
+            status=status,
+            title=p.t("request_title", id=r.id, project=r.project),
+            **context,
+        )
 
-    def decide(self, request: Request, request_id: int, *, csrf_token: str, holder_id: str, decision: str,
-               justification: str) -> Response:
+    def decide(
+        self,
+        request: Request,
+        request_id: int,
+        *,
+        csrf_token: str,
+        holder_id: str,
+        decision: str,
+        justification: str,
+    ) -> Response:
         from governance import service
         from governance.errors import GovernanceError
 
@@ -363,14 +463,32 @@ class WebApp:
             return self.request_page(request, request_id, page=p, status=422, error=msg, form=form)
         try:
             with self.store() as s:
-                new_status = service.decide(s, request_id=request_id, holder_id=holder_id, reviewer=p.user.name,
-                                            decision=decision, justification=justification)
+                new_status = service.decide(
+                    s,
+                    request_id=request_id,
+                    holder_id=holder_id,
+                    reviewer=p.user.name,
+                    decision=decision,
+                    justification=justification,
+                )
         except GovernanceError as exc:
             # Governance messages name fields, states and ids, never a personal identifier.
             log.info("web decision refused request=%s code=%s", request_id, exc.code)
-            return self.request_page(request, request_id, page=p, status=exc.http_status,
-                                     error=p.t("decision_error", message=exc.message), form=form)
-        log.info("web decision request=%s holder=%s decision=%s status=%s", request_id, holder_id, decision, new_status)
+            return self.request_page(
+                request,
+                request_id,
+                page=p,
+                status=exc.http_status,
+                error=p.t("decision_error", message=exc.message),
+                form=form,
+            )
+        log.info(
+            "web decision request=%s holder=%s decision=%s status=%s",
+            request_id,
+            holder_id,
+            decision,
+            new_status,
+        )
         assert p.session is not None
         p.session.flash.append(("success", p.t("decision_recorded", status=p.t(f"status_{new_status}"))))
         return self.redirect(p, f"{PREFIX}/requests/{request_id}")
@@ -392,8 +510,16 @@ class WebApp:
                     projects[permit.request_id] = service.get_request(s, request_id=permit.request_id).project
         base = self.api_base_url or str(request.base_url).rstrip("/")
         example_release = releases[0].release_id if releases else p.t("howto_release_placeholder")
-        return self.render(p, "researcher.html", title=p.t("researcher_title"), requests=requests,
-                           releases=releases, projects=projects, api_base=base, example_release=example_release)
+        return self.render(
+            p,
+            "researcher.html",
+            title=p.t("researcher_title"),
+            requests=requests,
+            releases=releases,
+            projects=projects,
+            api_base=base,
+            example_release=example_release,
+        )
 
     def transparency(self, request: Request) -> Response:
         from governance.service import transparency_register
@@ -403,10 +529,15 @@ class WebApp:
             entries = transparency_register(s)
         from hdp.settings import holders
 
-        response = self.render(p, "transparency.html", title=p.t("transparency_title"), entries=entries,
-                               holder_names={h.id: h.name for h in holders()},
-                               purposes=sorted({(e.purpose, e.purpose_description) for e in entries}),
-                               json_url=self.transparency_json_url)
+        response = self.render(
+            p,
+            "transparency.html",
+            title=p.t("transparency_title"),
+            entries=entries,
+            holder_names={h.id: h.name for h in holders()},
+            purposes=sorted({(e.purpose, e.purpose_description) for e in entries}),
+            json_url=self.transparency_json_url,
+        )
         if p.user is None:
             # Public and identical for every anonymous visitor: may be cached briefly.
             response.headers["Cache-Control"] = "public, max-age=60"
@@ -420,27 +551,44 @@ class WebApp:
 
         with self.store() as s:
             entries = [asdict(e) for e in transparency_register(s)]
-        body = json.dumps({"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "permits": entries},
-                          default=str, ensure_ascii=False)
-        return Response(body, media_type="application/json",
-                        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff",
-                                 "Access-Control-Allow-Origin": "*"})
+        body = json.dumps(
+            {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "permits": entries},
+            default=str,
+            ensure_ascii=False,
+        )
+        return Response(
+            body,
+            media_type="application/json",
+            headers={
+                "Cache-Control": "public, max-age=60",
+                "X-Content-Type-Options": "nosniff",
+                "Access-Control-Allow-Origin": "*",
+            },
+        )
 
     def stylesheet(self) -> Response:
         css = (STATIC_DIR / "style.css").read_text(encoding="utf-8")
-        return Response(css, media_type="text/css",
-                        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return Response(
+            css,
+            media_type="text/css",
+            headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
 
 
 def pending_holders(r: Any, user: Any) -> list[str]:
     """The steward's holders that still await a decision from this steward in the current round."""
     if r.status not in IN_REVIEW:
         return []
-    decided_by_me = {d.holder_id for d in r.decisions if d.review_round == r.review_round and d.reviewer == user.name}
+    decided_by_me = {
+        d.holder_id for d in r.decisions if d.review_round == r.review_round and d.reviewer == user.name
+    }
     return sorted(
-        rv.holder_id for rv in r.reviews
-        if rv.review_round == r.review_round and rv.verdict == "pending"
-        and rv.holder_id in user.holder_ids and rv.holder_id not in decided_by_me
+        rv.holder_id
+        for rv in r.reviews
+        if rv.review_round == r.review_round
+        and rv.verdict == "pending"
+        and rv.holder_id in user.holder_ids
+        and rv.holder_id not in decided_by_me
     )
 
 
@@ -459,8 +607,9 @@ def build_router(**options: Any) -> APIRouter:
         return web.login_form(request)
 
     @router.post("/login", response_class=HTMLResponse)
-    def login(request: Request, token: str = Form(""), csrf_token: str = Form(""),
-              next: str = Form("")) -> Response:  # noqa: A002 - the form field's name
+    def login(
+        request: Request, token: str = Form(""), csrf_token: str = Form(""), next: str = Form("")
+    ) -> Response:  # noqa: A002 - the form field's name
         return web.login(request, token, csrf_token, next)
 
     @router.post("/logout")
@@ -476,10 +625,22 @@ def build_router(**options: Any) -> APIRouter:
         return web.request_page(request, request_id)
 
     @router.post("/requests/{request_id}/decide", response_class=HTMLResponse)
-    def decide(request: Request, request_id: int, csrf_token: str = Form(""), holder_id: str = Form(""),
-               decision: str = Form(""), justification: str = Form("")) -> Response:
-        return web.decide(request, request_id, csrf_token=csrf_token, holder_id=holder_id, decision=decision,
-                          justification=justification)
+    def decide(
+        request: Request,
+        request_id: int,
+        csrf_token: str = Form(""),
+        holder_id: str = Form(""),
+        decision: str = Form(""),
+        justification: str = Form(""),
+    ) -> Response:
+        return web.decide(
+            request,
+            request_id,
+            csrf_token=csrf_token,
+            holder_id=holder_id,
+            decision=decision,
+            justification=justification,
+        )
 
     @router.get("/researcher", response_class=HTMLResponse)
     def researcher(request: Request) -> Response:

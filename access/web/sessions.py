@@ -63,9 +63,14 @@ class WebSession:
 class SessionStore:
     """Thread-safe in-memory store of web sessions with idle/absolute expiry and an LRU cap."""
 
-    def __init__(self, *, idle_timeout: timedelta = DEFAULT_IDLE, absolute_timeout: timedelta = DEFAULT_ABSOLUTE,
-                 max_sessions: int = DEFAULT_MAX_SESSIONS,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: timedelta = DEFAULT_IDLE,
+        absolute_timeout: timedelta = DEFAULT_ABSOLUTE,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         self.idle_timeout = idle_timeout
@@ -83,8 +88,13 @@ class SessionStore:
         """A new session; returns (cookie value, session). The cookie value is not kept."""
         now = self._clock()
         session_id = secrets.token_urlsafe(32)
-        session = WebSession(csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen=now,
-                             user_name=user_name, token=token)
+        session = WebSession(
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen=now,
+            user_name=user_name,
+            token=token,
+        )
         with self._lock:
             self._sessions[_digest(session_id)] = session
             while len(self._sessions) > self.max_sessions:
@@ -101,7 +111,10 @@ class SessionStore:
             session = self._sessions.get(key)
             if session is None:
                 return None
-            if now - session.last_seen > self.idle_timeout or now - session.created_at > self.absolute_timeout:
+            if (
+                now - session.last_seen > self.idle_timeout
+                or now - session.created_at > self.absolute_timeout
+            ):
                 del self._sessions[key]
                 return None
             session.last_seen = now
@@ -118,8 +131,11 @@ class SessionStore:
         """Drop expired sessions; returns how many."""
         now = self._clock()
         with self._lock:
-            dead = [k for k, s in self._sessions.items()
-                    if now - s.last_seen > self.idle_timeout or now - s.created_at > self.absolute_timeout]
+            dead = [
+                k
+                for k, s in self._sessions.items()
+                if now - s.last_seen > self.idle_timeout or now - s.created_at > self.absolute_timeout
+            ]
             for k in dead:
                 del self._sessions[k]
         return len(dead)

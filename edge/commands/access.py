@@ -16,9 +16,14 @@ from hdp.audit import AuditLog, build_report, render_report
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=lambda: int(os.environ.get("HDP_ACCESS_WORKERS", "2")), show_default="2",
-              type=int, help="uvicorn worker processes (each keeps its own release engines and memory); "
-              "2 on the 2-core reference machine halves p50 under 20 researchers (bench/bench_access.py)")
+@click.option(
+    "--workers",
+    default=lambda: int(os.environ.get("HDP_ACCESS_WORKERS", "2")),
+    show_default="2",
+    type=int,
+    help="uvicorn worker processes (each keeps its own release engines and memory); "
+    "2 on the 2-core reference machine halves p50 under 20 researchers (bench/bench_access.py)",
+)
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the access layer (FastAPI on uvicorn)."""
     import uvicorn
@@ -28,8 +33,15 @@ def serve(host: str, port: int, workers: int) -> None:
 
     store.upgrade(get_settings().governance_url)  # idempotent; a fresh data home works at once
 
-    uvicorn.run("access.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)  # uvicorn's access log would hold URLs only,
+    uvicorn.run(
+        "access.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )  # uvicorn's access log would hold URLs only,
     # but the audit log is the record of access; keep one.
 
 
@@ -37,12 +49,19 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--release", "-r", required=True, help="release id")
 @click.option("--token", "-t", envvar="HDP_TOKEN", required=True, help="API token (or $HDP_TOKEN)")
 @click.option("--url", envvar="HDP_URL", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "arrow", "parquet"]), default="csv",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "arrow", "parquet"]),
+    default="csv",
+    show_default=True,
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write to a file")
 @click.option("--in-process", is_flag=True, help="run in this process against $HDP_HOME, no server")
 @click.argument("sql")
-def query(release: str, token: str, url: str, fmt: str, output: Path | None, in_process: bool, sql: str) -> None:
+def query(
+    release: str, token: str, url: str, fmt: str, output: Path | None, in_process: bool, sql: str
+) -> None:
     """Run SQL against a release you hold a permit for."""
     from access.errors import Refusal
 
@@ -105,13 +124,16 @@ def _audit_backends(no_checkpoints: bool):  # type: ignore[no-untyped-def]
         click.echo("note: not compared with the governance store's checkpoints (--no-checkpoints)", err=True)
         return ring, None
     if not checkpoint_table_exists(settings.governance_url):
-        raise click.ClickException("the governance store has no audit checkpoints table: run 'hdp governance "
-                                   "upgrade' (or pass --no-checkpoints to check against the anchors only)")
+        raise click.ClickException(
+            "the governance store has no audit checkpoints table: run 'hdp governance "
+            "upgrade' (or pass --no-checkpoints to check against the anchors only)"
+        )
     return ring, StoreCheckpoints(settings.governance_url)
 
 
-_NO_CHECKPOINTS = click.option("--no-checkpoints", is_flag=True,
-                               help="do not compare with the governance store's checkpoints")
+_NO_CHECKPOINTS = click.option(
+    "--no-checkpoints", is_flag=True, help="do not compare with the governance store's checkpoints"
+)
 
 
 @audit.command()
@@ -136,8 +158,10 @@ def verify(path: Path | None, no_checkpoints: bool) -> None:
             click.echo(f"OK    {p.name}: {r.entries} entries, keyed, {r.checkpoints} checkpoints agree")
         else:
             bad += 1
-            click.echo(f"FAIL  {p.name}: first bad entry seq {r.first_bad_seq}: {r.reason} "
-                       f"({r.entries} entries verified before it)")
+            click.echo(
+                f"FAIL  {p.name}: first bad entry seq {r.first_bad_seq}: {r.reason} "
+                f"({r.entries} entries verified before it)"
+            )
     if bad:
         sys.exit(1)
 
@@ -161,7 +185,9 @@ def seal(path: Path | None, no_checkpoints: bool) -> None:
         plain = AuditLog(p, key=None).verify()
         if not plain.ok:
             bad += 1
-            click.echo(f"FAIL  {p.name}: not sealed, its chain is broken at seq {plain.first_bad_seq}: {plain.reason}")
+            click.echo(
+                f"FAIL  {p.name}: not sealed, its chain is broken at seq {plain.first_bad_seq}: {plain.reason}"
+            )
             continue
         entry = log.append({"event": "audit.sealed", "sealed_entries": plain.entries})
         log.close()

@@ -20,8 +20,13 @@ def fhir() -> None:
 
 @fhir.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the test report (the suite's test-report JSON format).")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the test report (the suite's test-report JSON format).",
+)
 def conformance(directory: Path, report_file: Path) -> None:
     """Run every SQL on FHIR v2 test file (tests/*.json) in DIRECTORY and write a report."""
     from pipelines.fhir.conformance import report, run_suite, summary
@@ -30,10 +35,14 @@ def conformance(directory: Path, report_file: Path) -> None:
     if not outcomes:
         raise click.ClickException(f"no test files (*.json) found in {directory}")
     report_file.parent.mkdir(parents=True, exist_ok=True)
-    report_file.write_text(json.dumps(report(outcomes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report_file.write_text(
+        json.dumps(report(outcomes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     s = summary(outcomes)
-    click.echo(f"{s['passed']}/{s['tests']} tests passed ({s['shareable_passed']}/{s['shareable']} shareable); "
-               f"report: {report_file}")
+    click.echo(
+        f"{s['passed']}/{s['tests']} tests passed ({s['shareable_passed']}/{s['shareable']} shareable); "
+        f"report: {report_file}"
+    )
     for o in outcomes:
         if not o.passed:
             click.echo(f"FAILED {o.file}: {o.name}: {o.error}")

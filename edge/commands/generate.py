@@ -10,13 +10,30 @@ from synthetic_data.fhir import DEFAULT_EXTRACT_DATE
 
 
 @click.command("generate")
-@click.option("--persons", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Number of synthetic persons (with diabetes).")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed; same seed gives identical files.")
-@click.option("--defect-rate", type=click.FloatRange(0.0, 0.2), default=0.01, show_default=True,
-              help="Share of delivered lines that carry an injected defect (0 = clean delivery).")
-@click.option("--extract-date", type=click.DateTime(formats=["%Y-%m-%d"]),
-              default=DEFAULT_EXTRACT_DATE.isoformat(), show_default=True, help="Extract date (YYYY-MM-DD).")
+@click.option(
+    "--persons",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Number of synthetic persons (with diabetes).",
+)
+@click.option(
+    "--seed", type=int, default=42, show_default=True, help="Seed; same seed gives identical files."
+)
+@click.option(
+    "--defect-rate",
+    type=click.FloatRange(0.0, 0.2),
+    default=0.01,
+    show_default=True,
+    help="Share of delivered lines that carry an injected defect (0 = clean delivery).",
+)
+@click.option(
+    "--extract-date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=DEFAULT_EXTRACT_DATE.isoformat(),
+    show_default=True,
+    help="Extract date (YYYY-MM-DD).",
+)
 def generate(persons: int, seed: int, defect_rate: float, extract_date: datetime) -> None:
     """Generate seeded synthetic NDR, PROM and FHIR deliveries and the defect manifest.
 

@@ -50,7 +50,9 @@ def _actor(session: Any, role: str | None = None) -> Any:
 
     token = os.environ.get("HDP_TOKEN", "")
     if not token:
-        raise click.ClickException("set HDP_TOKEN to your API token (an operator issues one with `hdp user token NAME`)")
+        raise click.ClickException(
+            "set HDP_TOKEN to your API token (an operator issues one with `hdp user token NAME`)"
+        )
     user = service.authenticate_token(session, token)
     if user is None:
         raise click.ClickException("HDP_TOKEN is not a valid, active token")
@@ -93,10 +95,16 @@ def request() -> None:
 @click.option("--purpose", required=True, type=click.Choice(sorted(PURPOSES)), help="EHDS art. 53 purpose.")
 @click.option("--legal-basis", required=True, type=click.Choice(sorted(LEGAL_BASES)))
 @click.option("--ethics-ref", required=True, help="Ethics approval reference, e.g. 2024-01234-01.")
-@click.option("--variable", "variables", multiple=True, required=True, help="table.column from schemas/variables.json")
+@click.option(
+    "--variable", "variables", multiple=True, required=True, help="table.column from schemas/variables.json"
+)
 @click.option("--holder", "holders", multiple=True, required=True, help="Data holder id (repeat).")
 @click.option("--member", "members", multiple=True, help="Team member user name (repeat).")
-@click.option("--criteria", default="{}", help='Cohort criteria as JSON, e.g. {"register_visit.diabetes_type": {"in": [1]}}')
+@click.option(
+    "--criteria",
+    default="{}",
+    help='Cohort criteria as JSON, e.g. {"register_visit.diabetes_type": {"in": [1]}}',
+)
 @click.option("--period-start", default=None, help="YYYY-MM-DD")
 @click.option("--period-end", default=None, help="YYYY-MM-DD")
 @click.option("--data-form", type=click.Choice(["anonymised", "pseudonymised"]), default="anonymised")
@@ -104,10 +112,23 @@ def request() -> None:
 @click.option("--output-tier", type=click.Choice(["aggregate", "record"]), default="aggregate")
 @click.option("--access-days", type=int, default=365)
 @click.option("--submit", "submit_now", is_flag=True, help="Submit at once instead of keeping a draft.")
-def file_cmd(project: str, purpose: str, legal_basis: str, ethics_ref: str, variables: tuple[str, ...],
-             holders: tuple[str, ...], members: tuple[str, ...], criteria: str, period_start: str | None,
-             period_end: str | None, data_form: str, pseudonymisation_justification: str | None,
-             output_tier: str, access_days: int, submit_now: bool) -> None:
+def file_cmd(
+    project: str,
+    purpose: str,
+    legal_basis: str,
+    ethics_ref: str,
+    variables: tuple[str, ...],
+    holders: tuple[str, ...],
+    members: tuple[str, ...],
+    criteria: str,
+    period_start: str | None,
+    period_end: str | None,
+    data_form: str,
+    pseudonymisation_justification: str | None,
+    output_tier: str,
+    access_days: int,
+    submit_now: bool,
+) -> None:
     """File a request as the token's user (a draft unless --submit)."""
     from governance import service
 
@@ -118,11 +139,22 @@ def file_cmd(project: str, purpose: str, legal_basis: str, ethics_ref: str, vari
     with _session() as s:
         user = _actor(s, "researcher")
         rid = service.file_request(
-            s, applicant=user.name, project=project, purpose=purpose, legal_basis=legal_basis, ethics_ref=ethics_ref,
-            variables=list(variables), holders=list(holders), members=list(members), cohort_criteria=cohort,
-            period=(period_start, period_end), data_form=data_form,
-            pseudonymisation_justification=pseudonymisation_justification, output_tier=output_tier,
-            access_days=access_days)
+            s,
+            applicant=user.name,
+            project=project,
+            purpose=purpose,
+            legal_basis=legal_basis,
+            ethics_ref=ethics_ref,
+            variables=list(variables),
+            holders=list(holders),
+            members=list(members),
+            cohort_criteria=cohort,
+            period=(period_start, period_end),
+            data_form=data_form,
+            pseudonymisation_justification=pseudonymisation_justification,
+            output_tier=output_tier,
+            access_days=access_days,
+        )
         if submit_now:
             service.submit_request(s, request_id=rid, actor=user.name)
     click.echo(f"request {rid} {'submitted' if submit_now else 'filed as draft'}")
@@ -151,8 +183,14 @@ def decide_cmd(request_id: int, holder: str, decision: str, justification: str) 
 
     with _session() as s:
         user = _actor(s, "steward")
-        status = service.decide(s, request_id=request_id, holder_id=holder, reviewer=user.name, decision=decision,
-                                justification=justification)
+        status = service.decide(
+            s,
+            request_id=request_id,
+            holder_id=holder,
+            reviewer=user.name,
+            decision=decision,
+            justification=justification,
+        )
     click.echo(f"request {request_id}: {holder} {decision} recorded; request is now {status}")
 
 
@@ -179,12 +217,18 @@ def show_cmd(request_id: int, as_json: bool) -> None:
     click.echo(f"  data        {view.data_form}, {view.output_tier}, {view.access_days} days")
     for r in view.reviews:
         if r.review_round == view.review_round:
-            click.echo(f"  review      {r.holder_id}: {r.verdict} (needs {r.reviewers_required}, due {r.due_at:%Y-%m-%d})")
+            click.echo(
+                f"  review      {r.holder_id}: {r.verdict} (needs {r.reviewers_required}, due {r.due_at:%Y-%m-%d})"
+            )
     for d in view.decisions:
-        click.echo(f"  decision    r{d.review_round} {d.holder_id} {d.reviewer}: {d.decision} - {d.justification}")
+        click.echo(
+            f"  decision    r{d.review_round} {d.holder_id} {d.reviewer}: {d.decision} - {d.justification}"
+        )
     if permit is not None:
-        click.echo(f"  permit      {permit.id} [{permit.status}] release {permit.release_id or '-'} "
-                   f"expires {permit.expires_at:%Y-%m-%d}")
+        click.echo(
+            f"  permit      {permit.id} [{permit.status}] release {permit.release_id or '-'} "
+            f"expires {permit.expires_at:%Y-%m-%d}"
+        )
 
 
 @request.command("list")
@@ -198,8 +242,19 @@ def list_cmd(status: str | None, holder: str | None, as_json: bool) -> None:
     with _session() as s:
         views = service.list_requests(s, status=status, holder_id=holder)
     if as_json:
-        _echo_json([{"id": v.id, "status": v.status, "project": v.project, "purpose": v.purpose,
-                     "holders": v.holders, "applicant": v.applicant} for v in views])
+        _echo_json(
+            [
+                {
+                    "id": v.id,
+                    "status": v.status,
+                    "project": v.project,
+                    "purpose": v.purpose,
+                    "holders": v.holders,
+                    "applicant": v.applicant,
+                }
+                for v in views
+            ]
+        )
         return
     for v in views:
         click.echo(f"{v.id:>5}  {v.status:<13} {v.purpose:<20} {','.join(v.holders):<40} {v.project}")
@@ -209,11 +264,21 @@ def list_cmd(status: str | None, holder: str | None, as_json: bool) -> None:
 @click.argument("request_id", type=int)
 @click.option("--add-member", "add_members", multiple=True, help="Add a team member (repeat).")
 @click.option("--remove-member", "remove_members", multiple=True, help="Remove a team member (repeat).")
-@click.option("--access-days", type=int, default=None, help="New access period in days from the permit's issue.")
-@click.option("--set", "sets", multiple=True, help="field=JSON for a request still in review, e.g. variables='[..]'")
+@click.option(
+    "--access-days", type=int, default=None, help="New access period in days from the permit's issue."
+)
+@click.option(
+    "--set", "sets", multiple=True, help="field=JSON for a request still in review, e.g. variables='[..]'"
+)
 @click.option("--reason", required=True)
-def amend_cmd(request_id: int, add_members: tuple[str, ...], remove_members: tuple[str, ...],
-              access_days: int | None, sets: tuple[str, ...], reason: str) -> None:
+def amend_cmd(
+    request_id: int,
+    add_members: tuple[str, ...],
+    remove_members: tuple[str, ...],
+    access_days: int | None,
+    sets: tuple[str, ...],
+    reason: str,
+) -> None:
     """Amend a submitted request (logged; goes through review again)."""
     from governance import service
 
@@ -231,11 +296,15 @@ def amend_cmd(request_id: int, add_members: tuple[str, ...], remove_members: tup
                 changes[field] = json.loads(raw)
             except json.JSONDecodeError:
                 raise click.BadParameter(f"{field}: value is not JSON", param_hint="--set") from None
-        new_id = service.amend_request(s, request_id=request_id, actor=user.name, changes=changes, reason=reason)
+        new_id = service.amend_request(
+            s, request_id=request_id, actor=user.name, changes=changes, reason=reason
+        )
     if new_id == request_id:
         click.echo(f"request {request_id} amended; review restarts")
     else:
-        click.echo(f"amendment filed as request {new_id} (draft); submit it with `hdp request submit {new_id}`")
+        click.echo(
+            f"amendment filed as request {new_id} (draft); submit it with `hdp request submit {new_id}`"
+        )
 
 
 @request.command("revoke")
@@ -248,7 +317,9 @@ def revoke_cmd(request_id: int, justification: str) -> None:
     with _session() as s:
         user = _actor(s)
         permit = service.revoke_permit(s, request_id=request_id, actor=user.name, justification=justification)
-    click.echo(f"permit {permit.id} of request {request_id} revoked; release {permit.release_id or '-'} due for deletion")
+    click.echo(
+        f"permit {permit.id} of request {request_id} revoked; release {permit.release_id or '-'} due for deletion"
+    )
 
 
 # --------------------------------------------------------------------------- hdp consent
@@ -277,8 +348,11 @@ def _consent_key(personnummer: str | None, key: str | None) -> str:
 
 def _who(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--key", default=None, help="Consent key (consent-domain pseudonym).")(f)
-    f = click.option("--personnummer", default=None,
-                     help="Personal identity number ('-' reads it from stdin, keeping it out of shell history).")(f)
+    f = click.option(
+        "--personnummer",
+        default=None,
+        help="Personal identity number ('-' reads it from stdin, keeping it out of shell history).",
+    )(f)
     return f
 
 
@@ -294,15 +368,30 @@ def consent() -> None:
     """Consent registry: opt-out / opt-in per purpose, withdrawal (stewards)."""
 
 
-def _record(choice: str, personnummer: str | None, key: str | None, purpose: str, source: str,
-            valid_from: str | None, valid_to: str | None) -> None:
+def _record(
+    choice: str,
+    personnummer: str | None,
+    key: str | None,
+    purpose: str,
+    source: str,
+    valid_from: str | None,
+    valid_to: str | None,
+) -> None:
     from governance import service
 
     ck = _consent_key(personnummer, key)
     with _session() as s:
         user = _actor(s, "steward")
-        rid = service.record_consent(s, consent_key=ck, scope=purpose, choice=choice, source_ref=source,
-                                     actor=user.name, valid_from=_parse_time(valid_from), valid_to=_parse_time(valid_to))
+        rid = service.record_consent(
+            s,
+            consent_key=ck,
+            scope=purpose,
+            choice=choice,
+            source_ref=source,
+            actor=user.name,
+            valid_from=_parse_time(valid_from),
+            valid_to=_parse_time(valid_to),
+        )
     click.echo(f"consent record {rid}: {choice} for {purpose}")
 
 
@@ -312,8 +401,14 @@ def _record(choice: str, personnummer: str | None, key: str | None, purpose: str
 @click.option("--source", required=True, help="Source document reference (form id, 1177 case, ...).")
 @click.option("--valid-from", default=None, help="ISO date/time (default now)")
 @click.option("--valid-to", default=None, help="ISO date/time (default open-ended)")
-def opt_out_cmd(personnummer: str | None, key: str | None, purpose: str, source: str, valid_from: str | None,
-                valid_to: str | None) -> None:
+def opt_out_cmd(
+    personnummer: str | None,
+    key: str | None,
+    purpose: str,
+    source: str,
+    valid_from: str | None,
+    valid_to: str | None,
+) -> None:
     """Record an opt-out of secondary use (or of one purpose)."""
     _record("opt_out", personnummer, key, purpose, source, valid_from, valid_to)
 
@@ -324,8 +419,14 @@ def opt_out_cmd(personnummer: str | None, key: str | None, purpose: str, source:
 @click.option("--source", required=True)
 @click.option("--valid-from", default=None)
 @click.option("--valid-to", default=None)
-def opt_in_cmd(personnummer: str | None, key: str | None, purpose: str, source: str, valid_from: str | None,
-               valid_to: str | None) -> None:
+def opt_in_cmd(
+    personnummer: str | None,
+    key: str | None,
+    purpose: str,
+    source: str,
+    valid_from: str | None,
+    valid_to: str | None,
+) -> None:
     """Record an opt-in for one purpose."""
     _record("opt_in", personnummer, key, purpose, source, valid_from, valid_to)
 
@@ -357,14 +458,18 @@ def show_consent_cmd(personnummer: str | None, key: str | None, as_json: bool) -
     with _session() as s:
         _actor(s, "steward")
         records = service.consent_records(s, consent_key=ck)
-        state = {p: ("excluded" if service.is_excluded(s, consent_key=ck, purpose=p, at=now) else "included")
-                 for p in PURPOSES}
+        state = {
+            p: ("excluded" if service.is_excluded(s, consent_key=ck, purpose=p, at=now) else "included")
+            for p in PURPOSES
+        }
     if as_json:
         _echo_json({"records": records, "state_now": state})
         return
     for r in records:
         until = r.valid_to.isoformat() if r.valid_to else "open"
-        click.echo(f"{r.id:>6}  {r.choice:<8} {r.scope:<20} {r.valid_from.isoformat()} .. {until}  source {r.source_ref}")
+        click.echo(
+            f"{r.id:>6}  {r.choice:<8} {r.scope:<20} {r.valid_from.isoformat()} .. {until}  source {r.source_ref}"
+        )
     for p, st in state.items():
         click.echo(f"now  {p:<20} {st}")
 
@@ -379,8 +484,13 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", "roles", multiple=True, required=True,
-              type=click.Choice(["researcher", "steward", "operator", "admin", "reid_approver"]))
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["researcher", "steward", "operator", "admin", "reid_approver"]),
+)
 @click.option("--holder", "holders", multiple=True, help="Holder a steward reviews for (repeat).")
 def user_add(name: str, roles: tuple[str, ...], holders: tuple[str, ...]) -> None:
     """Create a user."""
@@ -388,8 +498,10 @@ def user_add(name: str, roles: tuple[str, ...], holders: tuple[str, ...]) -> Non
 
     with _session() as s:
         u = service.create_user(s, name=name, roles=roles, holder_ids=holders, actor="cli")
-    click.echo(f"user {u.name} created: roles {', '.join(sorted(u.roles))}"
-               + (f"; holders {', '.join(sorted(u.holder_ids))}" if u.holder_ids else ""))
+    click.echo(
+        f"user {u.name} created: roles {', '.join(sorted(u.roles))}"
+        + (f"; holders {', '.join(sorted(u.holder_ids))}" if u.holder_ids else "")
+    )
 
 
 @user.command("token")
@@ -455,7 +567,9 @@ def overdue_cmd(as_json: bool) -> None:
     if not rows:
         click.echo("no overdue reviews")
     for o in rows:
-        click.echo(f"request {o.request_id:>5}  {o.holder_id:<16} due {o.due_at:%Y-%m-%d}  {o.days_overdue:.1f} days overdue")
+        click.echo(
+            f"request {o.request_id:>5}  {o.holder_id:<16} due {o.due_at:%Y-%m-%d}  {o.days_overdue:.1f} days overdue"
+        )
 
 
 @governance.command("deadline")
@@ -479,8 +593,10 @@ def expire_cmd() -> None:
     with _session() as s:
         expired = service.expire_permits(s, at=now)
         due = service.releases_due_for_deletion(s, at=now)
-    click.echo(f"{len(expired)} permit(s) expired; {len(due)} release(s) due for deletion: "
-               + (", ".join(p.release_id or "" for p in due) or "-"))
+    click.echo(
+        f"{len(expired)} permit(s) expired; {len(due)} release(s) due for deletion: "
+        + (", ".join(p.release_id or "" for p in due) or "-")
+    )
 
 
 @governance.command("figures")
@@ -495,14 +611,20 @@ def figures_cmd(period: str, as_json: bool) -> None:
     if as_json:
         _echo_json(figs)
         return
-    click.echo(f"{'holder':<16} {'period':<8} {'subm':>5} {'dec':>5} {'appr':>5} {'rej':>5} {'ret':>5} {'rel':>5} "
-               f"{'med_d_dec':>10} {'med_d_rel':>10}")
+    click.echo(
+        f"{'holder':<16} {'period':<8} {'subm':>5} {'dec':>5} {'appr':>5} {'rej':>5} {'ret':>5} {'rel':>5} "
+        f"{'med_d_dec':>10} {'med_d_rel':>10}"
+    )
     for f in figs:
+
         def fmt(x: float | None) -> str:
             return "-" if x is None else f"{x:.1f}"
-        click.echo(f"{f.holder_id:<16} {f.period:<8} {f.submitted:>5} {f.decided:>5} {f.approved:>5} {f.rejected:>5} "
-                   f"{f.returned:>5} {f.released:>5} {fmt(f.median_days_to_decision):>10} "
-                   f"{fmt(f.median_days_decision_to_release):>10}")
+
+        click.echo(
+            f"{f.holder_id:<16} {f.period:<8} {f.submitted:>5} {f.decided:>5} {f.approved:>5} {f.rejected:>5} "
+            f"{f.returned:>5} {f.released:>5} {fmt(f.median_days_to_decision):>10} "
+            f"{fmt(f.median_days_decision_to_release):>10}"
+        )
 
 
 @governance.command("transparency")
@@ -517,8 +639,10 @@ def transparency_cmd(as_json: bool) -> None:
         _echo_json(entries)
         return
     for e in entries:
-        click.echo(f"permit {e.permit_id:>4} [{e.status:<8}] {e.issued_on}..{e.expires_on} {e.purpose:<20} "
-                   f"{','.join(e.holders):<40} {e.project}")
+        click.echo(
+            f"permit {e.permit_id:>4} [{e.status:<8}] {e.issued_on}..{e.expires_on} {e.purpose:<20} "
+            f"{','.join(e.holders):<40} {e.project}"
+        )
 
 
 @governance.command("budget")
@@ -531,7 +655,9 @@ def budget_cmd(permit_id: int, queries: int, justification: str) -> None:
 
     with _session() as s:
         who = _actor(s, "steward")
-        ledger.set_query_budget(s, permit_id=permit_id, budget=queries, actor=who.name, justification=justification)
+        ledger.set_query_budget(
+            s, permit_id=permit_id, budget=queries, actor=who.name, justification=justification
+        )
     click.echo(f"permit {permit_id}: {queries} distinct aggregate queries")
 
 
@@ -551,8 +677,12 @@ def ledger_cmd(since: str | None, as_json: bool) -> None:
     click.echo(f"{'permit':>6} {'queries':>8} {'budget':>7} {'compl':>6} {'diff':>5} {'near':>5}  askers")
     for p in report["permits"]:
         f = p["flags"]
-        click.echo(f"{p['permit_id']:>6} {p['distinct_queries']:>8} {p['budget']:>7} {f['complementary']:>6} "
-                   f"{f['differencing']:>5} {f['near_duplicate']:>5}  {', '.join(p['askers'])}")
+        click.echo(
+            f"{p['permit_id']:>6} {p['distinct_queries']:>8} {p['budget']:>7} {f['complementary']:>6} "
+            f"{f['differencing']:>5} {f['near_duplicate']:>5}  {', '.join(p['askers'])}"
+        )
     for pair in report["flagged_pairs"]:
-        click.echo(f"  {pair['kind']:<14} permit {pair['permit_id']}: ledger rows {pair['ledger_ids'][0]} and "
-                   f"{pair['ledger_ids'][1]} ({pair['asked_by']}, {pair['asked_at']})")
+        click.echo(
+            f"  {pair['kind']:<14} permit {pair['permit_id']}: ledger rows {pair['ledger_ids'][0]} and "
+            f"{pair['ledger_ids'][1]} ({pair['asked_by']}, {pair['asked_at']})"
+        )

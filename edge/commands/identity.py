@@ -46,10 +46,17 @@ def _fail(exc: Exception) -> None:
 
 
 @keys.command("rotate-kek")
-@click.option("--new-kek-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File (outside HDP_HOME) holding the new key-encryption key, base64 of 32 bytes.")
-@click.option("--generate", is_flag=True,
-              help="Create --new-kek-file with a fresh random key (mode 0600); it must not exist yet.")
+@click.option(
+    "--new-kek-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File (outside HDP_HOME) holding the new key-encryption key, base64 of 32 bytes.",
+)
+@click.option(
+    "--generate",
+    is_flag=True,
+    help="Create --new-kek-file with a fresh random key (mode 0600); it must not exist yet.",
+)
 def keys_rotate_kek(new_kek_file: Path, generate: bool) -> None:
     """Re-wrap every data key under a new key-encryption key; no pseudonym changes.
 
@@ -87,7 +94,9 @@ def keys_rotate_kek(new_kek_file: Path, generate: bool) -> None:
         _fail(exc)
         return
     click.echo(f"re-wrapped {n} data keys: {current.key_id} -> {new.key_id}")
-    click.echo(f"now set HDP_KEK_FILE={new_kek_file} (and unset HDP_KEK) for every process, then retire the old key")
+    click.echo(
+        f"now set HDP_KEK_FILE={new_kek_file} (and unset HDP_KEK) for every process, then retire the old key"
+    )
 
 
 @keys.command("rotate-domain")
@@ -99,8 +108,12 @@ def keys_rotate_domain(domain: str, yes: bool) -> None:
     See privacy/README.md "Rotating a domain key" for the full procedure.
     """
     if domain == "consent":
-        _fail(KeyStoreError("the consent domain cannot be rotated here: consent keys are stored in the "
-                            "governance consent registry and would all have to be re-keyed with it"))
+        _fail(
+            KeyStoreError(
+                "the consent domain cannot be rotated here: consent keys are stored in the "
+                "governance consent registry and would all have to be re-keyed with it"
+            )
+        )
         return
     if not yes:
         _fail(KeyStoreError("rotating a domain key changes every pseudonym of the domain; re-run with --yes"))
@@ -112,7 +125,9 @@ def keys_rotate_domain(domain: str, yes: bool) -> None:
         return
     click.echo(f"{domain}: new key {info.key_id} (version {info.version}); old version retired")
     if domain.startswith("holder:"):
-        click.echo(f"next: hdp run --stage pseudonymise for {domain.split(':', 1)[1]} to rebuild its research zone")
+        click.echo(
+            f"next: hdp run --stage pseudonymise for {domain.split(':', 1)[1]} to rebuild its research zone"
+        )
 
 
 # -------------------------------------------------------------------------------- reid
@@ -156,8 +171,9 @@ def reid_request(release_id: str, pseudonym: str, justification: str, token: str
 
     user, _ = _governance_identity(token)
     try:
-        rid = request_reid(release_id=release_id, pseudonym=pseudonym, requester=user,
-                           justification=justification)
+        rid = request_reid(
+            release_id=release_id, pseudonym=pseudonym, requester=user, justification=justification
+        )
     except (ReidError, KeyStoreError) as exc:
         _fail(exc)
         return
@@ -203,8 +219,10 @@ def reid_show(request_id: int) -> None:
     except ReidError as exc:
         _fail(exc)
         return
-    click.echo(f"request {r.id}: release {r.release_id}, requester {r.requester}, {r.status}, "
-               f"approvers: {', '.join(r.approvers) or 'none'}, filed {r.created_at}")
+    click.echo(
+        f"request {r.id}: release {r.release_id}, requester {r.requester}, {r.status}, "
+        f"approvers: {', '.join(r.approvers) or 'none'}, filed {r.created_at}"
+    )
 
 
 @reid.command("resolve")

@@ -11,8 +11,13 @@ from hdp.settings import get_settings
 
 
 @click.command()
-@click.option("--stage", type=click.Choice(["all", "ingest", "pseudonymise", "release"]), default="all",
-              show_default=True, help="Which DAGs to run.")
+@click.option(
+    "--stage",
+    type=click.Choice(["all", "ingest", "pseudonymise", "release"]),
+    default="all",
+    show_default=True,
+    help="Which DAGs to run.",
+)
 def run(stage: str) -> None:
     """Run the DAGs through Airflow (dag.test) on the embedded defaults."""
     from edge import orchestrate
@@ -28,8 +33,12 @@ def run(stage: str) -> None:
 @click.option("--persons", default=2000, show_default=True, help="Size of the synthetic population.")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--defect-rate", default=0.01, show_default=True)
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
-              help="Also write the summary to this file (for scripts and tests).")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the summary to this file (for scripts and tests).",
+)
 def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) -> None:
     """Generate data, run every DAG, file and approve a record-level and an aggregate-only request, release and query both."""
     from edge import demo as demo_flow

@@ -15,7 +15,9 @@ def quality() -> None:
 
 
 @quality.command("checks")
-@click.option("--zone", type=click.Choice(["raw", "research", "release"]), help="Only checks that run in this zone.")
+@click.option(
+    "--zone", type=click.Choice(["raw", "research", "release"]), help="Only checks that run in this zone."
+)
 @click.option("--verbose", "-v", is_flag=True, help="Also print each check's note.")
 def checks_cmd(zone: str | None, verbose: bool) -> None:
     """List the check library (schemas/checks)."""
@@ -31,8 +33,10 @@ def checks_cmd(zone: str | None, verbose: bool) -> None:
         if shown.threshold.max_failed_count is not None:
             limit += f",<={shown.threshold.max_failed_count}"
         q = " quarantine" if shown.quarantine else ""
-        click.echo(f"{c.id:55s} {shown.severity:8s} {limit:>9s} {c.category}/{c.subcategory:11s} "
-                   f"{shown.table:24s} {','.join(c.zones)}{q}")
+        click.echo(
+            f"{c.id:55s} {shown.severity:8s} {limit:>9s} {c.category}/{c.subcategory:11s} "
+            f"{shown.table:24s} {','.join(c.zones)}{q}"
+        )
         if verbose:
             click.echo(f"    {c.note}")
 
@@ -57,11 +61,15 @@ def history_cmd(check_id: str | None, holder: str | None, zone: str | None, limi
         share = float(r["failed_share"] or 0.0)
         delta = "" if key not in previous else f"{100 * (share - previous[key]):+.2f}pp"
         previous[key] = share
-        lines.append(f"{r['started_at'][:19]}  {r['run_id'][:40]:40s} {r['zone']:8s} {r['scope'][:16]:16s} "
-                     f"{r['check_id'][:50]:50s} {r['verdict']:7s} {r['failed_rows']:>9d}/{r['total_rows']:<10d} "
-                     f"{100 * share:7.3f}% {delta}")
-    click.echo(f"{'started':19s}  {'run':40s} {'zone':8s} {'scope':16s} {'check':50s} {'verdict':7s} "
-               f"{'failed/total':>20s} {'share':>8s} change")
+        lines.append(
+            f"{r['started_at'][:19]}  {r['run_id'][:40]:40s} {r['zone']:8s} {r['scope'][:16]:16s} "
+            f"{r['check_id'][:50]:50s} {r['verdict']:7s} {r['failed_rows']:>9d}/{r['total_rows']:<10d} "
+            f"{100 * share:7.3f}% {delta}"
+        )
+    click.echo(
+        f"{'started':19s}  {'run':40s} {'zone':8s} {'scope':16s} {'check':50s} {'verdict':7s} "
+        f"{'failed/total':>20s} {'share':>8s} change"
+    )
     for line in lines[-limit:]:
         click.echo(line)
 
@@ -81,7 +89,9 @@ def docs_cmd(run_id: str) -> None:
 @quality.command("gate")
 @click.argument("zone", type=click.Choice(["raw", "research", "release"]))
 @click.option("--holder", help="Holder id (raw, research).")
-@click.option("--release-dir", type=click.Path(path_type=Path, file_okay=False), help="Release directory (release).")
+@click.option(
+    "--release-dir", type=click.Path(path_type=Path, file_okay=False), help="Release directory (release)."
+)
 @click.option("--run-id", required=True, help="Run id to file the results and Data Docs under.")
 def gate_cmd(zone: str, holder: str | None, release_dir: Path | None, run_id: str) -> None:
     """Run the quality gate by hand; exits 1 when a blocking check fails."""
@@ -92,8 +102,10 @@ def gate_cmd(zone: str, holder: str | None, release_dir: Path | None, run_id: st
         if c.verdict != "pass":
             click.echo(c.describe())
     counts = result.counts()
-    click.echo(f"{zone}/{result.scope}: {'passed' if result.passed else 'BLOCKED'} "
-               f"(pass {counts['pass']}, warn {counts['warn']}, fail {counts['fail']}, "
-               f"skipped {counts['skipped']}, error {counts['error']}); Data Docs: {result.docs_path}")
+    click.echo(
+        f"{zone}/{result.scope}: {'passed' if result.passed else 'BLOCKED'} "
+        f"(pass {counts['pass']}, warn {counts['warn']}, fail {counts['fail']}, "
+        f"skipped {counts['skipped']}, error {counts['error']}); Data Docs: {result.docs_path}"
+    )
     if not result.passed:
         raise SystemExit(1)

@@ -55,16 +55,41 @@ def render_runs(runs: list[store.DagRunSummary], quarantine: dict[tuple[str, str
     out: list[str] = []
     for run in runs:
         out.append(f"{run.dag_id}  {run.run_id}")
-        out.append(f"  state {run.state.upper()}  started {_ts(run.started_at)} UTC  duration {_dur(run.duration_s)}"
-                   f"  quarantined {_n(run.rows_quarantined)}  checks failed {_n(run.checks_failed)}")
-        header = ("task", "holder", "source", "state", "try", "rows in", "rows out", "quarant.", "checks",
-                  "duration", "error")
+        out.append(
+            f"  state {run.state.upper()}  started {_ts(run.started_at)} UTC  duration {_dur(run.duration_s)}"
+            f"  quarantined {_n(run.rows_quarantined)}  checks failed {_n(run.checks_failed)}"
+        )
+        header = (
+            "task",
+            "holder",
+            "source",
+            "state",
+            "try",
+            "rows in",
+            "rows out",
+            "quarant.",
+            "checks",
+            "duration",
+            "error",
+        )
         rows = [header]
         for t in run.tasks:
             task = t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"
-            rows.append((task, t.holder or "-", t.source or "-", t.state, str(t.try_number), _n(t.rows_in),
-                         _n(t.rows_out), _n(t.rows_quarantined), _n(t.checks_failed), _dur(t.duration_s),
-                         t.error_type or ""))
+            rows.append(
+                (
+                    task,
+                    t.holder or "-",
+                    t.source or "-",
+                    t.state,
+                    str(t.try_number),
+                    _n(t.rows_in),
+                    _n(t.rows_out),
+                    _n(t.rows_quarantined),
+                    _n(t.checks_failed),
+                    _dur(t.duration_s),
+                    t.error_type or "",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for r in rows:
             out.append("    " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
@@ -81,16 +106,28 @@ def runs_as_json(runs: list[store.DagRunSummary], quarantine: dict[tuple[str, st
     def task(t: store.TaskRun) -> dict:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in t.__dict__.items()}
 
-    return json.dumps([
-        {"dag_id": r.dag_id, "run_id": r.run_id, "state": r.state, "started_at": r.started_at.isoformat(),
-         "ended_at": r.ended_at.isoformat() if r.ended_at else None, "duration_s": r.duration_s,
-         "rows_quarantined": r.rows_quarantined, "checks_failed": r.checks_failed,
-         "failed_tasks": [t.task_id for t in r.failed_tasks],
-         "quarantined_by_reason": [{"task_id": q[0], "holder": q[1], "reason_code": q[2], "rows": q[3]}
-                                   for q in quarantine.get((r.dag_id, r.run_id), [])],
-         "tasks": [task(t) for t in r.tasks]}
-        for r in runs
-    ], indent=2)
+    return json.dumps(
+        [
+            {
+                "dag_id": r.dag_id,
+                "run_id": r.run_id,
+                "state": r.state,
+                "started_at": r.started_at.isoformat(),
+                "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                "duration_s": r.duration_s,
+                "rows_quarantined": r.rows_quarantined,
+                "checks_failed": r.checks_failed,
+                "failed_tasks": [t.task_id for t in r.failed_tasks],
+                "quarantined_by_reason": [
+                    {"task_id": q[0], "holder": q[1], "reason_code": q[2], "rows": q[3]}
+                    for q in quarantine.get((r.dag_id, r.run_id), [])
+                ],
+                "tasks": [task(t) for t in r.tasks],
+            }
+            for r in runs
+        ],
+        indent=2,
+    )
 
 
 @click.command()
@@ -101,7 +138,8 @@ def runs_as_json(runs: list[store.DagRunSummary], quarantine: dict[tuple[str, st
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(limit: int, dag_id: str | None, since: str | None, failed_only: bool, as_json: bool) -> None:
     """Latest pipeline runs: state, failed tasks, holder, rows in/out/quarantined, checks, durations."""
-    runs = store.latest_runs(limit=limit, dag_id=dag_id, since=parse_since(since) if since else None,
-                             failed_only=failed_only)
+    runs = store.latest_runs(
+        limit=limit, dag_id=dag_id, since=parse_since(since) if since else None, failed_only=failed_only
+    )
     quarantine = {(r.dag_id, r.run_id): store.quarantine_by_reason(r.dag_id, r.run_id) for r in runs}
     click.echo(runs_as_json(runs, quarantine) if as_json else render_runs(runs, quarantine), nl=False)

@@ -43,9 +43,11 @@ __all__ = ["decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
 # msgspec applies ``pattern`` with ``re.search``: every pattern is anchored with ^ and \Z.
 # Character classes are ASCII-explicit ([0-9], not \d, which would match other scripts' digits).
 _Y = r"(?!0000)[0-9]{4}"
-_MD = (r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-       r"|(?:0[13-9]|1[0-2])-(?:29|30)"
-       r"|(?:0[13578]|1[02])-31)")
+_MD = (
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)"
+    r"|(?:0[13578]|1[02])-31)"
+)
 _LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29"
 _FULL_DATE = rf"(?:{_Y}-{_MD}|(?!0000){_LEAP})"
 _DATE = rf"(?:{_Y}(?:-(?:0[1-9]|1[0-2]))?|{_FULL_DATE})"
@@ -73,11 +75,12 @@ _NUMERIC: dict[str, Any] = {
     "_p_integer": Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],
     "_p_unsigned": Annotated[int, msgspec.Meta(ge=0, le=_I32[1])],
     "_p_positive": Annotated[int, msgspec.Meta(ge=1, le=_I32[1])],
-    "_p_decimal": Union[Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],  # noqa: UP007
-                        Annotated[float, msgspec.Meta(gt=-1e15, lt=1e15)]],
+    "_p_decimal": Union[  # noqa: UP007
+        Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],
+        Annotated[float, msgspec.Meta(gt=-1e15, lt=1e15)],
+    ],
     "_p_bool": bool,
 }
-
 
 
 def _primitive_type(check: Any, enum: frozenset[str] | None) -> Any:
@@ -166,8 +169,18 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
     kwargs: dict[str, Any] = {}
     if type_name in v.RESOURCE_TYPES:
         kwargs.update(tag_field="resourceType", tag=type_name)
-    cls = msgspec.defstruct(cname, fields, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False,
-                            module=_MODULE_NAME, namespace=ns, rename=renames or None, **kwargs)
+    cls = msgspec.defstruct(
+        cname,
+        fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+        gc=False,
+        module=_MODULE_NAME,
+        namespace=ns,
+        rename=renames or None,
+        **kwargs,
+    )
     setattr(_mod, cname, cls)
     return cname
 
@@ -212,8 +225,12 @@ def fast_decode(line: bytes | str, expected: str | None) -> Any:
 
 
 # --------------------------------------------------------------------------- terminology on Structs
-_CODED = {"Condition": "code", "Observation": "code", "Procedure": "code",
-          "MedicationRequest": "medicationCodeableConcept"}
+_CODED = {
+    "Condition": "code",
+    "Observation": "code",
+    "Procedure": "code",
+    "MedicationRequest": "medicationCodeableConcept",
+}
 
 
 def struct_unknown_code_paths(rtype: str, s: Any, lists: dict[str, frozenset[str]]) -> list[str]:

@@ -69,9 +69,27 @@ class Env:
 Fn = Callable[[list[Any], Env], list[Any]]
 
 PRIMITIVE_TYPES = {
-    "boolean", "integer", "integer64", "string", "decimal", "uri", "url", "canonical", "base64Binary",
-    "instant", "date", "dateTime", "time", "code", "oid", "id", "markdown", "unsignedInt",
-    "positiveInt", "uuid", "xhtml",
+    "boolean",
+    "integer",
+    "integer64",
+    "string",
+    "decimal",
+    "uri",
+    "url",
+    "canonical",
+    "base64Binary",
+    "instant",
+    "date",
+    "dateTime",
+    "time",
+    "code",
+    "oid",
+    "id",
+    "markdown",
+    "unsignedInt",
+    "positiveInt",
+    "uuid",
+    "xhtml",
 }
 _PRIMITIVE_BY_SUFFIX = {t[0].upper() + t[1:]: t for t in PRIMITIVE_TYPES}
 # FHIR primitive types that are specialisations of string / integer in FHIRPath's type system.
@@ -105,7 +123,7 @@ def _unescape(s: str) -> str:
         if c == "\\" and i + 1 < len(s):
             n = s[i + 1]
             if n == "u" and i + 5 < len(s):
-                out.append(chr(int(s[i + 2:i + 6], 16)))
+                out.append(chr(int(s[i + 2 : i + 6], 16)))
                 i += 6
                 continue
             out.append(_ESCAPES.get(n, n))
@@ -284,6 +302,7 @@ class _Parser:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _navigate(items: list[Any], name: str) -> list[Any]:
     out: list[Any] = []
@@ -620,6 +639,7 @@ def _reference_key(ref: Any, type_name: str | None) -> str | None:
 
 # --------------------------------------------------------------------------- compiler
 
+
 def compile_path(src: str) -> Fn:
     """Compile a FHIRPath expression into ``fn(focus_collection, env) -> collection``."""
     if not isinstance(src, str) or not src.strip():
@@ -648,6 +668,7 @@ def _compile(node: tuple) -> Fn:
                 return env.constants[name]
             except KeyError:
                 raise FhirPathError(f"undefined constant %{name}") from None
+
         return const
     if kind == "member":
         name = node[1]
@@ -667,6 +688,7 @@ def _compile(node: tuple) -> Fn:
             if type(i) is not int:
                 raise FhirPathError("an indexer needs an integer")
             return [items[i]] if 0 <= i < len(items) else []
+
         return index
     if kind == "neg":
         inner = _compile(node[1])
@@ -678,11 +700,13 @@ def _compile(node: tuple) -> Fn:
             if not isinstance(v, _NUM) or type(v) is bool:
                 raise FhirPathError("unary minus needs a number")
             return [-v]
+
         return neg
     if kind == "typeop":
         op, inner_node, tname = node[1], node[2], node[3]
         inner = _compile(inner_node)
         if op == "is":
+
             def is_(focus: list[Any], env: Env) -> list[Any]:
                 items = inner(focus, env)
                 if not items:
@@ -690,6 +714,7 @@ def _compile(node: tuple) -> Fn:
                 if len(items) > 1:
                     raise FhirPathError("'is' expects a single item")
                 return [_is_type(items[0], tname)]
+
             return is_
         return lambda focus, env: [x for x in inner(focus, env) if _is_type(x, tname)]
     if kind == "bin":
@@ -710,15 +735,19 @@ def _compile_binary(op: str, left: Fn, right: Fn) -> Fn:
     if op == "=":
         return lambda focus, env: _collection_eq(left(focus, env), right(focus, env))
     if op == "!=":
+
         def ne(focus: list[Any], env: Env) -> list[Any]:
             r = _collection_eq(left(focus, env), right(focus, env))
             return [not r[0]] if r else []
+
         return ne
     if op in ("~", "!~"):
+
         def equiv(focus: list[Any], env: Env) -> list[Any]:
             a, b = left(focus, env), right(focus, env)
             same = len(a) == len(b) and all(_equiv(x, y) for x, y in zip(a, b, strict=True))
             return [same if op == "~" else not same]
+
         return equiv
     if op in ("<", "<=", ">", ">="):
         return lambda focus, env: _compare(op, left(focus, env), right(focus, env))
@@ -727,6 +756,7 @@ def _compile_binary(op: str, left: Fn, right: Fn) -> Fn:
     if op == "|":
         return lambda focus, env: _union(left(focus, env), right(focus, env))
     if op in ("in", "contains"):
+
         def membership(focus: list[Any], env: Env) -> list[Any]:
             a, b = left(focus, env), right(focus, env)
             item, coll = (a, b) if op == "in" else (b, a)
@@ -734,6 +764,7 @@ def _compile_binary(op: str, left: Fn, right: Fn) -> Fn:
                 return []
             x = item[0] if len(item) == 1 else _singleton(item, op)
             return [any(_eq(x, y) is True for y in coll)]
+
         return membership
     raise FhirPathError(f"unsupported operator {op}")
 
@@ -760,6 +791,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
 
         def where(focus: list[Any], env: Env) -> list[Any]:
             return [x for x in focus if _to_bool(crit([x], env), "where()") is True]
+
         return where
     if name == "select":
         nargs(1)
@@ -791,7 +823,8 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             n = _singleton(n_fn(focus, env), name)
             if type(n) is not int:
                 raise FhirPathError(f"{name}() needs an integer")
-            return focus[max(n, 0):] if name == "skip" else focus[:max(n, 0)]
+            return focus[max(n, 0) :] if name == "skip" else focus[: max(n, 0)]
+
         return skip_take
     if name == "count":
         nargs(0)
@@ -805,6 +838,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
         def not_(focus: list[Any], env: Env) -> list[Any]:
             b = _to_bool(focus, "not()")
             return [] if b is None else [not b]
+
         return not_
     if name == "hasValue":
         nargs(0)
@@ -822,6 +856,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
         def extension(focus: list[Any], env: Env) -> list[Any]:
             url = _singleton(url_fn(focus, env), "extension()")
             return [e for e in _navigate(focus, "extension") if type(e) is dict and e.get("url") == url]
+
         return extension
     if name == "join":
         nargs(0, 1)
@@ -835,6 +870,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             if any(type(p) is not str for p in parts):
                 raise FhirPathError("join() needs strings")
             return ["".join(parts) if not sep else sep.join(parts)]
+
         return join
     if name == "toString":
         nargs(0)
@@ -846,6 +882,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             if type(v) is bool:
                 return ["true" if v else "false"]
             return [str(v)] if not isinstance(v, dict | list) else []
+
         return to_string
     if name == "getResourceKey":
         nargs(0)
@@ -857,6 +894,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
                 if type(x) is dict and type(x.get("id")) is str:
                     out.append(x["id"])
             return out
+
         return resource_key
     if name == "getReferenceKey":
         if len(args) > 1:
@@ -870,6 +908,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
                 if k is not None:
                     out.append(k)
             return out
+
         return reference_key
     if name in ("lowBoundary", "highBoundary"):
         nargs(0, 1)
@@ -883,6 +922,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             precision = None if prec_fn is None else _singleton(prec_fn(focus, env), name)
             r = _boundary(item, high, precision)
             return [] if r is None else [r]
+
         return boundary
     if name in ("toInteger", "toDecimal"):
         nargs(0)
@@ -901,6 +941,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             if type(v) in (float, Decimal):
                 return [_num(v)]
             return [Decimal(v)] if type(v) is str and _DEC_RE.match(v) else []
+
         return convert
     if name == "iif":
         nargs(2, 3)
@@ -911,6 +952,7 @@ def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dis
             if _to_bool(cond(focus, env), "iif()") is True:
                 return then(focus, env)
             return other(focus, env) if other else []
+
         return iif
     raise FhirPathError(f"unsupported function {name}()")
 

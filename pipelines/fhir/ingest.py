@@ -85,8 +85,14 @@ MAX_JSON_DEPTH = 100
 
 # ViewDefinition column type -> DuckDB type. Dates stay VARCHAR on purpose: FHIR dates may be
 # partial ("1970-06") and dateTimes carry their offset; the raw zone keeps them as delivered.
-_DUCK_TYPES = {"boolean": "BOOLEAN", "integer": "BIGINT", "positiveInt": "BIGINT", "unsignedInt": "BIGINT",
-               "integer64": "BIGINT", "decimal": "DOUBLE"}
+_DUCK_TYPES = {
+    "boolean": "BOOLEAN",
+    "integer": "BIGINT",
+    "positiveInt": "BIGINT",
+    "unsignedInt": "BIGINT",
+    "integer64": "BIGINT",
+    "decimal": "DOUBLE",
+}
 
 FLAG_DDL = """CREATE TABLE fhir_flag (resource_type VARCHAR, resource_key VARCHAR, flag_code VARCHAR,
     path VARCHAR)"""
@@ -137,8 +143,8 @@ class ViewPlan:
     """Which views run as compiled SQL in DuckDB and which in Python (per resource)."""
 
     views: dict[str, CompiledView]
-    sql: dict[str, str]            # view name -> INSERT ... SELECT (over fhir_resource)
-    python_only: dict[str, str]    # view name -> why the SQL compiler could not take it
+    sql: dict[str, str]  # view name -> INSERT ... SELECT (over fhir_resource)
+    python_only: dict[str, str]  # view name -> why the SQL compiler could not take it
 
 
 #: The compiled views read from this name: at each flush, the Arrow batch of the resources whose
@@ -187,16 +193,26 @@ def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
     if type(rtype) is not str:
         return _Outcome(reason="fhir.invalid", detail="resourceType: required element missing")
     if expected is not None and rtype != expected:
-        return _Outcome(rtype=rtype, reason="fhir.wrong_resource_type",
-                        detail=f"resourceType: not the file's resource type ({expected})")
+        return _Outcome(
+            rtype=rtype,
+            reason="fhir.wrong_resource_type",
+            detail=f"resourceType: not the file's resource type ({expected})",
+        )
     if rtype not in RESOURCE_TYPES:
-        return _Outcome(rtype=None, reason="fhir.wrong_resource_type",
-                        detail="resourceType: not a resource type this platform ingests")
+        return _Outcome(
+            rtype=None,
+            reason="fhir.wrong_resource_type",
+            detail="resourceType: not a resource type this platform ingests",
+        )
     rid = obj.get("id")
     issues = validate_resource(obj, raw)
     if issues:
-        detail = "; ".join(str(i) for i in issues[:5]) + (f" (+{len(issues) - 5} more)" if len(issues) > 5 else "")
-        return _Outcome(rtype=rtype, rid=rid if isinstance(rid, str) else None, reason="fhir.invalid", detail=detail)
+        detail = "; ".join(str(i) for i in issues[:5]) + (
+            f" (+{len(issues) - 5} more)" if len(issues) > 5 else ""
+        )
+        return _Outcome(
+            rtype=rtype, rid=rid if isinstance(rid, str) else None, reason="fhir.invalid", detail=detail
+        )
     if type(rid) is not str:
         return _Outcome(rtype=rtype, reason="fhir.invalid", detail=f"{rtype}.id: required for ingestion")
     rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -247,8 +263,9 @@ def _fast_outcome(body: bytes, expected: str) -> _Outcome | None:
     return _Outcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags)
 
 
-def _python_rows(obj: dict[str, Any], rtype: str, rows: dict[str, list[tuple[Any, ...]]],
-                 flags: list[tuple[str, str]]) -> None:
+def _python_rows(
+    obj: dict[str, Any], rtype: str, rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]]
+) -> None:
     for view in _state["views_by_type"].get(rtype, ()):
         try:
             rows[view.name] = view.rows(obj)
@@ -268,7 +285,9 @@ def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Ou
         return _Outcome(reason="fhir.too_large", detail=f"line: larger than {MAX_RESOURCE_BYTES} bytes")
     # Cheap bound first: depth cannot exceed the number of opening brackets.
     if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
-        return _Outcome(reason="json.too_deep", detail=f"line: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return _Outcome(
+            reason="json.too_deep", detail=f"line: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )
     if expected is not None and not unterminated:
         fast = _fast_outcome(body, expected)
         if fast is not None:
@@ -292,8 +311,9 @@ _Chunk = tuple[str, str | None, int, bytes, bool]
 # Fast-path resources of a chunk, column-wise (cheap to pickle, no per-resource work in the main
 # process): line_nos, ids, the raw lines concatenated, their int64 Arrow offsets, flags
 # [(index, flag_code, path)], rows of Python-only views {index: {view: rows}}.
-_FastCols = tuple[list[int], list[str], bytes, Any, list[tuple[int, str, str]],
-                  dict[int, dict[str, list[tuple[Any, ...]]]]]
+_FastCols = tuple[
+    list[int], list[str], bytes, Any, list[tuple[int, str, str]], dict[int, dict[str, list[tuple[Any, ...]]]]
+]
 
 
 def split_lines(blob: bytes) -> list[bytes]:
@@ -304,7 +324,9 @@ def split_lines(blob: bytes) -> list[bytes]:
     return lines
 
 
-def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _process_chunk(
+    chunk: _Chunk,
+) -> tuple[str, str | None, _FastCols, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Worker: returns (source_file, expected, fast, valid, quarantined) for one chunk of lines.
 
     fast: the resources the fast validator accepted and SQL can flatten (see ``_FastCols``);
@@ -327,8 +349,12 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
     for i, line in enumerate(lines):
         body = line.rstrip(b"\r\n")
         # The hot loop: the same checks as _classify_line + _fast_outcome, inlined.
-        if (dec is not None and i != last and len(body) <= MAX_RESOURCE_BYTES
-                and body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH):
+        if (
+            dec is not None
+            and i != last
+            and len(body) <= MAX_RESOURCE_BYTES
+            and body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH
+        ):
             try:
                 struct = dec.decode(body)
             except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
@@ -357,9 +383,23 @@ def _process_chunk(chunk: _Chunk) -> tuple[str, str | None, _FastCols, list[tupl
         if out.valid:
             valid.append((line_no, out.rtype, out.rid, body, out.rows, out.flags, out.sql_flat))
         else:
-            quar.append((line_no, out.reason, out.detail, _record_key(out.rtype, out.rid),
-                         out.rtype or expected, body))
-    return source_file, expected, (line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows), valid, quar
+            quar.append(
+                (
+                    line_no,
+                    out.reason,
+                    out.detail,
+                    _record_key(out.rtype, out.rid),
+                    out.rtype or expected,
+                    body,
+                )
+            )
+    return (
+        source_file,
+        expected,
+        (line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows),
+        valid,
+        quar,
+    )
 
 
 def _offsets(texts: list[bytes]) -> Any:
@@ -381,7 +421,9 @@ class _TruncatedGzip(Exception):
         self.line_no = line_no
 
 
-def _ndjson_chunks(path: Path, rel: str, chunk_lines: int, file_problems: list[tuple[Any, ...]]) -> Iterator[_Chunk]:
+def _ndjson_chunks(
+    path: Path, rel: str, chunk_lines: int, file_problems: list[tuple[Any, ...]]
+) -> Iterator[_Chunk]:
     """Chunks of whole lines as one bytes object each (pickled to a worker as a single copy).
 
     Plain files are read in blocks of about ``chunk_lines`` average lines and cut after the last
@@ -413,8 +455,9 @@ def _ndjson_chunks(path: Path, rel: str, chunk_lines: int, file_problems: list[t
         yield rel, expected, first, pending, True  # the last line has no line end: maybe cut
 
 
-def _gzip_chunks(path: Path, rel: str, expected: str | None, chunk_lines: int,
-                 file_problems: list[tuple[Any, ...]]) -> Iterator[_Chunk]:
+def _gzip_chunks(
+    path: Path, rel: str, expected: str | None, chunk_lines: int, file_problems: list[tuple[Any, ...]]
+) -> Iterator[_Chunk]:
     lines: list[bytes] = []
     first = 1
     line_no = 0
@@ -431,8 +474,9 @@ def _gzip_chunks(path: Path, rel: str, expected: str | None, chunk_lines: int,
                     lines = []
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
         # Compressed stream cut or corrupt: what was decoded is kept; the rest is a file-level issue.
-        file_problems.append((rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt",
-                              expected))
+        file_problems.append(
+            (rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt", expected)
+        )
         if lines:
             # The last decoded line may be partial: treat it as the truncated record.
             yield rel, expected, first, b"".join(lines), True
@@ -442,8 +486,11 @@ def _gzip_chunks(path: Path, rel: str, expected: str | None, chunk_lines: int,
 
 
 def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
-    ndjson = sorted(p for p in landing.glob("*") if p.is_file() and (p.name.endswith(".ndjson")
-                                                                    or p.name.endswith(".ndjson.gz")))
+    ndjson = sorted(
+        p
+        for p in landing.glob("*")
+        if p.is_file() and (p.name.endswith(".ndjson") or p.name.endswith(".ndjson.gz"))
+    )
     bundles = sorted(p for p in (landing / "bundles").glob("*.json") if p.is_file())
     return ndjson, bundles
 
@@ -479,7 +526,9 @@ def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[
     except json.JSONDecodeError:
         return [], [(None, "json.malformed", "file: not valid JSON")]
     if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
-        return [], [(None, "fhir.wrong_resource_type", "resourceType: a file under bundles/ must be a Bundle")]
+        return [], [
+            (None, "fhir.wrong_resource_type", "resourceType: a file under bundles/ must be a Bundle")
+        ]
     if bundle.get("type") not in BUNDLE_TYPES:
         return [], [(None, "fhir.invalid", "Bundle.type: not collection, transaction or searchset")]
     entries = bundle.get("entry") or []
@@ -504,7 +553,7 @@ def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[
         full_url = e.get("fullUrl")
         if type(res) is dict and type(res.get("resourceType")) is str:
             if "id" not in res and type(full_url) is str and full_url.startswith("urn:uuid:"):
-                res = dict(res, id=full_url[len("urn:uuid:"):])
+                res = dict(res, id=full_url[len("urn:uuid:") :])
             if type(full_url) is str and type(res.get("id")) is str:
                 urls[full_url] = f"{res['resourceType']}/{res['id']}"
         prepared.append((i, res))
@@ -541,8 +590,17 @@ class _Loader:
         self.row_counts: Counter[str] = Counter()
         self.pending = 0
 
-    def add(self, rtype: str, rid: str, text: bytes, source_file: str, line_no: int | None,
-            rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]], sql_flat: bool) -> None:
+    def add(
+        self,
+        rtype: str,
+        rid: str,
+        text: bytes,
+        source_file: str,
+        line_no: int | None,
+        rows: dict[str, list[tuple[Any, ...]]],
+        flags: list[tuple[str, str]],
+        sql_flat: bool,
+    ) -> None:
         for col, v in zip(self.res, (rtype, rid, text, source_file, line_no, sql_flat), strict=True):
             col.append(v)
         for name, rs in rows.items():
@@ -554,22 +612,33 @@ class _Loader:
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
-    def add_columns(self, rtype: str, ids: list[str], data: bytes, offsets: Any, source_file: str,
-                    line_nos: list[int],
-                    rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
-                    flags: list[tuple[int, str, str]]) -> None:
+    def add_columns(
+        self,
+        rtype: str,
+        ids: list[str],
+        data: bytes,
+        offsets: Any,
+        source_file: str,
+        line_nos: list[int],
+        rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
+        flags: list[tuple[int, str, str]],
+    ) -> None:
         import numpy as np
 
         pa = self.pa
         n = len(ids)
-        self.batches.append(pa.record_batch({
-            "resource_type": pa.repeat(pa.scalar(rtype, pa.string()), n),
-            "id": _ascii_string_array(pa, ids),
-            "resource": _buffer_string_array(pa, data, offsets),
-            "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
-            # (numpy first: pyarrow converts a list of Python ints ~20x slower)
-            "_line_no": pa.array(np.fromiter(line_nos, np.int64, len(line_nos))),
-        }))
+        self.batches.append(
+            pa.record_batch(
+                {
+                    "resource_type": pa.repeat(pa.scalar(rtype, pa.string()), n),
+                    "id": _ascii_string_array(pa, ids),
+                    "resource": _buffer_string_array(pa, data, offsets),
+                    "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
+                    # (numpy first: pyarrow converts a list of Python ints ~20x slower)
+                    "_line_no": pa.array(np.fromiter(line_nos, np.int64, len(line_nos))),
+                }
+            )
+        )
         for rows in rows_by_idx.values():
             for name, rs in rows.items():
                 self.rows[name].extend(rs)
@@ -584,10 +653,15 @@ class _Loader:
         pa = self.pa
         python_flat = None
         if self.res[0]:
-            single = pa.record_batch({
-                "resource_type": pa.array(self.res[0], pa.string()), "id": pa.array(self.res[1], pa.large_string()),
-                "resource": _string_array(pa, self.res[2]), "_source_file": pa.array(self.res[3], pa.string()),
-                "_line_no": pa.array(self.res[4], pa.int64())})
+            single = pa.record_batch(
+                {
+                    "resource_type": pa.array(self.res[0], pa.string()),
+                    "id": pa.array(self.res[1], pa.large_string()),
+                    "resource": _string_array(pa, self.res[2]),
+                    "_source_file": pa.array(self.res[3], pa.string()),
+                    "_line_no": pa.array(self.res[4], pa.int64()),
+                }
+            )
             sql_mask = pa.array(self.res[5], pa.bool_())
             self.batches.append(single.filter(sql_mask))
             python_flat = single.filter(self.pc.invert(sql_mask))
@@ -601,21 +675,30 @@ class _Loader:
                 # fails the run on anything it cannot read): tag the text as JSON, so that the
                 # insert does not parse all of it a second time for the ::JSON cast.
                 i = flat.schema.get_field_index("resource")
-                flat = flat.set_column(i, "resource", self.pa.chunked_array(
-                    [pa.ExtensionArray.from_storage(self.json_type, c) for c in flat.column(i).chunks],
-                    type=self.json_type))
+                flat = flat.set_column(
+                    i,
+                    "resource",
+                    self.pa.chunked_array(
+                        [pa.ExtensionArray.from_storage(self.json_type, c) for c in flat.column(i).chunks],
+                        type=self.json_type,
+                    ),
+                )
             self.con.register(_FLAT_SOURCE, flat)
             for name, sql in self.sql.items():
                 n = self.con.execute(sql).fetchall()
                 self.row_counts[name] += int(n[0][0]) if n else 0
             cast = "" if parsed else "::JSON"
-            self.con.execute(f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
-                             " _line_no FROM _fhir_flat_batch")
+            self.con.execute(
+                f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
+                " _line_no FROM _fhir_flat_batch"
+            )
             self.con.unregister(_FLAT_SOURCE)
         if python_flat is not None and python_flat.num_rows:
             self.con.register("_fhir_batch", python_flat)
-            self.con.execute("INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
-                             " _line_no FROM _fhir_batch")
+            self.con.execute(
+                "INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
+                " _line_no FROM _fhir_batch"
+            )
             self.con.unregister("_fhir_batch")
         for name, rows in self.rows.items():
             if not rows:
@@ -630,8 +713,14 @@ class _Loader:
             self.con.unregister("_fhir_batch")
             self.row_counts[name] += len(rows)
         if self.flags[0]:
-            t = pa.table({"resource_type": self.flags[0], "resource_key": self.flags[1],
-                          "flag_code": self.flags[2], "path": self.flags[3]})
+            t = pa.table(
+                {
+                    "resource_type": self.flags[0],
+                    "resource_key": self.flags[1],
+                    "flag_code": self.flags[2],
+                    "path": self.flags[3],
+                }
+            )
             self.con.register("_fhir_batch", t)
             self.con.execute("INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
             self.con.unregister("_fhir_batch")
@@ -649,8 +738,9 @@ def _string_array(pa: Any, texts: list[bytes]) -> Any:
 
 
 def _buffer_string_array(pa: Any, data: bytes, offsets: Any) -> Any:
-    arr = pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets),
-                                                                     pa.py_buffer(data)])
+    arr = pa.Array.from_buffers(
+        pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     arr.validate(full=True)  # raises on invalid UTF-8: never expected (every line was decoded)
     return arr
 
@@ -664,7 +754,9 @@ def _ascii_string_array(pa: Any, strings: list[str]) -> Any:
     np.cumsum(np.fromiter(map(len, strings), np.int64, len(strings)), out=offsets[1:])
     if offsets[-1] != len(data):  # some value was not ASCII: character and byte lengths differ
         return pa.array(strings, pa.large_string())
-    return pa.Array.from_buffers(pa.large_string(), len(strings), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pa.Array.from_buffers(
+        pa.large_string(), len(strings), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def _arrow_type(pa: Any, fhir_type: str | None) -> Any:
@@ -691,25 +783,105 @@ def _create_tables(con: Any, views: dict[str, CompiledView]) -> None:
 
 # (table, resource type, column, referenced table, key, path) for the link check.
 _LINKS = (
-    ("fhir_encounter", "Encounter", "encounter_id", "patient_id", "fhir_patient", "patient_id", "Encounter.subject"),
-    ("fhir_condition", "Condition", "condition_id", "patient_id", "fhir_patient", "patient_id", "Condition.subject"),
-    ("fhir_condition", "Condition", "condition_id", "encounter_id", "fhir_encounter", "encounter_id",
-     "Condition.encounter"),
-    ("fhir_observation", "Observation", "observation_id", "patient_id", "fhir_patient", "patient_id",
-     "Observation.subject"),
-    ("fhir_observation", "Observation", "observation_id", "encounter_id", "fhir_encounter", "encounter_id",
-     "Observation.encounter"),
-    ("fhir_medication_request", "MedicationRequest", "medication_request_id", "patient_id", "fhir_patient",
-     "patient_id", "MedicationRequest.subject"),
-    ("fhir_medication_request", "MedicationRequest", "medication_request_id", "encounter_id", "fhir_encounter",
-     "encounter_id", "MedicationRequest.encounter"),
-    ("fhir_procedure", "Procedure", "procedure_id", "patient_id", "fhir_patient", "patient_id", "Procedure.subject"),
-    ("fhir_procedure", "Procedure", "procedure_id", "encounter_id", "fhir_encounter", "encounter_id",
-     "Procedure.encounter"),
-    ("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id", "patient_id", "fhir_patient",
-     "patient_id", "QuestionnaireResponse.subject"),
-    ("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id", "encounter_id", "fhir_encounter",
-     "encounter_id", "QuestionnaireResponse.encounter"),
+    (
+        "fhir_encounter",
+        "Encounter",
+        "encounter_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "Encounter.subject",
+    ),
+    (
+        "fhir_condition",
+        "Condition",
+        "condition_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "Condition.subject",
+    ),
+    (
+        "fhir_condition",
+        "Condition",
+        "condition_id",
+        "encounter_id",
+        "fhir_encounter",
+        "encounter_id",
+        "Condition.encounter",
+    ),
+    (
+        "fhir_observation",
+        "Observation",
+        "observation_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "Observation.subject",
+    ),
+    (
+        "fhir_observation",
+        "Observation",
+        "observation_id",
+        "encounter_id",
+        "fhir_encounter",
+        "encounter_id",
+        "Observation.encounter",
+    ),
+    (
+        "fhir_medication_request",
+        "MedicationRequest",
+        "medication_request_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "MedicationRequest.subject",
+    ),
+    (
+        "fhir_medication_request",
+        "MedicationRequest",
+        "medication_request_id",
+        "encounter_id",
+        "fhir_encounter",
+        "encounter_id",
+        "MedicationRequest.encounter",
+    ),
+    (
+        "fhir_procedure",
+        "Procedure",
+        "procedure_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "Procedure.subject",
+    ),
+    (
+        "fhir_procedure",
+        "Procedure",
+        "procedure_id",
+        "encounter_id",
+        "fhir_encounter",
+        "encounter_id",
+        "Procedure.encounter",
+    ),
+    (
+        "fhir_eq5d_response",
+        "QuestionnaireResponse",
+        "questionnaire_response_id",
+        "patient_id",
+        "fhir_patient",
+        "patient_id",
+        "QuestionnaireResponse.subject",
+    ),
+    (
+        "fhir_eq5d_response",
+        "QuestionnaireResponse",
+        "questionnaire_response_id",
+        "encounter_id",
+        "fhir_encounter",
+        "encounter_id",
+        "QuestionnaireResponse.encounter",
+    ),
 )
 
 
@@ -739,8 +911,13 @@ def _worker_count(requested: int | None) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: int | None = None,
-                chunk_lines: int = CHUNK_LINES) -> FhirIngestResult:
+def ingest_fhir(
+    holder_id: str,
+    *,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> FhirIngestResult:
     """Ingest ``restricted/<holder>/landing/fhir/`` into ``restricted/<holder>/raw.duckdb``.
 
     ``workers=0`` runs everything in this process (tests, debugging).
@@ -764,14 +941,32 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
     unknown_codes = 0
     view_errors = 0
 
-    def q(source_file: str, line_no: int | None, reason: str, detail: str, record_key: str | None,
-          rtype: str | None, original: bytes | None, original_path: str | None = None) -> None:
+    def q(
+        source_file: str,
+        line_no: int | None,
+        reason: str,
+        detail: str,
+        record_key: str | None,
+        rtype: str | None,
+        original: bytes | None,
+        original_path: str | None = None,
+    ) -> None:
         q_reason[reason] += 1
         q_type[rtype or "unknown"] += 1
-        qrecords.append(quarantine.QuarantineRecord(
-            stage=STAGE, holder=holder_id, source=SOURCE, reason_code=reason, detail=detail,
-            source_file=source_file, line_no=line_no, record_key=record_key, original=original,
-            original_path=original_path))
+        qrecords.append(
+            quarantine.QuarantineRecord(
+                stage=STAGE,
+                holder=holder_id,
+                source=SOURCE,
+                reason_code=reason,
+                detail=detail,
+                source_file=source_file,
+                line_no=line_no,
+                record_key=record_key,
+                original=original,
+                original_path=original_path,
+            )
+        )
 
     with write_connection(settings.raw_db(holder_id)) as con:
         # Bound DuckDB's memory whatever the delivery's size (it spills the open transaction to
@@ -785,15 +980,29 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
             quarantine.reset(con, stage=STAGE, source=SOURCE)
             loader = _Loader(con, plan)
 
-            def accept(source_file: str, line_no: int | None, rtype: str, rid: str, text: bytes,
-                       rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]],
-                       sql_flat: bool) -> None:
+            def accept(
+                source_file: str,
+                line_no: int | None,
+                rtype: str,
+                rid: str,
+                text: bytes,
+                rows: dict[str, list[tuple[Any, ...]]],
+                flags: list[tuple[str, str]],
+                sql_flat: bool,
+            ) -> None:
                 nonlocal unknown_codes, view_errors
                 read[rtype] += 1
                 seen_ids = seen[rtype]
                 if rid in seen_ids:
-                    q(source_file, line_no, "fhir.duplicate_id", f"{rtype}.id: already delivered earlier in this extract",
-                      f"{rtype}/{rid}", rtype, text)
+                    q(
+                        source_file,
+                        line_no,
+                        "fhir.duplicate_id",
+                        f"{rtype}.id: already delivered earlier in this extract",
+                        f"{rtype}/{rid}",
+                        rtype,
+                        text,
+                    )
                     return
                 seen_ids.add(rid)
                 valid_n[rtype] += 1
@@ -811,8 +1020,16 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                     for idx, code, path in fflags:
                         by_idx.setdefault(idx, []).append((code, path))
                     for i in range(len(ids)):
-                        accept(source_file, line_nos[i], rtype, ids[i], data[offsets[i]:offsets[i + 1]],
-                               pyrows.get(i, {}), by_idx.get(i, []), True)
+                        accept(
+                            source_file,
+                            line_nos[i],
+                            rtype,
+                            ids[i],
+                            data[offsets[i] : offsets[i + 1]],
+                            pyrows.get(i, {}),
+                            by_idx.get(i, []),
+                            True,
+                        )
                     return
                 seen_ids.update(ids)
                 read[rtype] += len(ids)
@@ -833,8 +1050,9 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
 
             def chunks() -> Iterator[_Chunk]:
                 for p in ndjson:
-                    for chunk in _ndjson_chunks(p, str(p.relative_to(settings.landing_dir(holder_id))),
-                                                chunk_lines, file_problems):
+                    for chunk in _ndjson_chunks(
+                        p, str(p.relative_to(settings.landing_dir(holder_id))), chunk_lines, file_problems
+                    ):
                         while not in_flight.acquire(timeout=0.2):
                             if stop.is_set():  # the consumer gave up: let the pool shut down
                                 return
@@ -866,8 +1084,18 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                     by_idx: dict[int, list[tuple[str, str]]] = {}
                     for idx, code, path in fflags:
                         by_idx.setdefault(idx, []).append((code, path))
-                    merged = valid + [(line_nos[i], expected, ids[i], data[offsets[i]:offsets[i + 1]],
-                                       pyrows.get(i, {}), by_idx.get(i, []), True) for i in range(len(ids))]
+                    merged = valid + [
+                        (
+                            line_nos[i],
+                            expected,
+                            ids[i],
+                            data[offsets[i] : offsets[i + 1]],
+                            pyrows.get(i, {}),
+                            by_idx.get(i, []),
+                            True,
+                        )
+                        for i in range(len(ids))
+                    ]
                     merged.sort(key=lambda r: r[0])
                     for line_no, rtype, rid, text, rows, flags, sql_flat in merged:
                         accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
@@ -882,8 +1110,9 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                     pool.close()
                     pool.join()
             for rel, line_no, reason, detail, rtype in file_problems:
-                kept = quarantine.keep_original_file(settings.landing_dir(holder_id) / rel,
-                                                     settings.quarantine_dir(holder_id), rel)
+                kept = quarantine.keep_original_file(
+                    settings.landing_dir(holder_id) / rel, settings.quarantine_dir(holder_id), rel
+                )
                 q(rel, line_no, reason, detail, None, rtype, None, str(kept))
 
             if "views_by_type" not in _state:
@@ -901,12 +1130,27 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
                 for idx, res, raw in entries:
                     out = classify(res, raw, None)
                     if out.valid:
-                        accept(rel, None, out.rtype or "", out.rid or "", raw.encode("utf-8"), out.rows or {},
-                               out.flags or [], False)
+                        accept(
+                            rel,
+                            None,
+                            out.rtype or "",
+                            out.rid or "",
+                            raw.encode("utf-8"),
+                            out.rows or {},
+                            out.flags or [],
+                            False,
+                        )
                     else:
                         read[out.rtype or "unknown"] += 1
-                        q(rel, None, out.reason or "fhir.invalid", f"Bundle.entry[{idx}].resource: {out.detail}",
-                          _record_key(out.rtype, out.rid), out.rtype, raw.encode("utf-8"))
+                        q(
+                            rel,
+                            None,
+                            out.reason or "fhir.invalid",
+                            f"Bundle.entry[{idx}].resource: {out.detail}",
+                            _record_key(out.rtype, out.rid),
+                            out.rtype,
+                            raw.encode("utf-8"),
+                        )
             loader.flush()
             quarantine.add(con, qrecords)
             dangling = _flag_dangling(con, views)
@@ -927,6 +1171,13 @@ def ingest_fhir(holder_id: str, *, settings: Settings | None = None, workers: in
         unknown_codes=unknown_codes,
         view_errors=view_errors,
     )
-    log.info("fhir ingest %s: %d files, %d valid, %d quarantined, %d dangling references, %d unknown codes",
-             holder_id, result.files, sum(valid_n.values()), sum(q_reason.values()), dangling, unknown_codes)
+    log.info(
+        "fhir ingest %s: %d files, %d valid, %d quarantined, %d dangling references, %d unknown codes",
+        holder_id,
+        result.files,
+        sum(valid_n.values()),
+        sum(q_reason.values()),
+        dangling,
+        unknown_codes,
+    )
     return result

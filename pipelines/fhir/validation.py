@@ -45,7 +45,12 @@ __all__ = [
 
 #: Resource types this platform ingests.
 RESOURCE_TYPES = (
-    "Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "Procedure",
+    "Patient",
+    "Encounter",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "Procedure",
     "QuestionnaireResponse",
 )
 
@@ -165,10 +170,23 @@ def _p_time(v: Any) -> bool:
 
 
 _PRIMITIVE_CHECKS = {
-    "String": _p_string, "Markdown": _p_string, "Code": _p_code, "Id": _p_id, "Uri": _p_uri,
-    "Url": _p_url, "Canonical": _p_url, "Oid": _p_oid, "Uuid": _p_uuid, "Decimal": _p_decimal,
-    "Integer": _p_integer, "UnsignedInt": _p_unsigned, "PositiveInt": _p_positive,
-    "Date": _p_date, "DateTime": _p_datetime, "Instant": _p_instant, "Time": _p_time,
+    "String": _p_string,
+    "Markdown": _p_string,
+    "Code": _p_code,
+    "Id": _p_id,
+    "Uri": _p_uri,
+    "Url": _p_url,
+    "Canonical": _p_url,
+    "Oid": _p_oid,
+    "Uuid": _p_uuid,
+    "Decimal": _p_decimal,
+    "Integer": _p_integer,
+    "UnsignedInt": _p_unsigned,
+    "PositiveInt": _p_positive,
+    "Date": _p_date,
+    "DateTime": _p_datetime,
+    "Instant": _p_instant,
+    "Time": _p_time,
 }
 
 

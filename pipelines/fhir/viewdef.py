@@ -105,8 +105,10 @@ class _Compiler:
                         for child in fp([n], env):
                             out.append(child)
                             visit(child)
+
                 visit(node)
                 return out
+
             focus_fn = repeat
 
         parts: list[RowsFn] = []
@@ -185,6 +187,7 @@ class _Compiler:
                 finally:
                     env.row_index = saved
             return out
+
         return iterate, columns
 
 
@@ -204,8 +207,11 @@ def _column_part(cols: list[tuple[Column, Callable[[list[Any], Env], list[Any]]]
             elif len(result) == 1:
                 values.append(_output(result[0]))
             else:
-                raise ViewDefinitionError(f"column {col.name}: more than one value and collection is not true")
+                raise ViewDefinitionError(
+                    f"column {col.name}: more than one value and collection is not true"
+                )
         return [tuple(values)]
+
     return part
 
 

@@ -33,13 +33,30 @@ from pipelines.fhir.viewdef import CompiledView
 __all__ = ["SQL_MACROS", "Unsupported", "compile_view_sql"]
 
 # Strings are compared and output as VARCHAR; these FHIR primitive checks are string-valued.
-_STRING_CHECKS = {"_p_string", "_p_code", "_p_id", "_p_uri", "_p_url", "_p_oid", "_p_uuid", "_p_date",
-                  "_p_datetime", "_p_instant", "_p_time"}
+_STRING_CHECKS = {
+    "_p_string",
+    "_p_code",
+    "_p_id",
+    "_p_uri",
+    "_p_url",
+    "_p_oid",
+    "_p_uuid",
+    "_p_date",
+    "_p_datetime",
+    "_p_instant",
+    "_p_time",
+}
 # Checks whose patterns admit ASCII digits only and no newline (so FHIRPath's \d and $ are exact).
 _ASCII_CHECKS = {"_p_code", "_p_id", "_p_uri", "_p_url", "_p_oid", "_p_uuid"}
 _INT_CHECKS = {"_p_integer", "_p_unsigned", "_p_positive"}
-_OUT_TYPES = {"boolean": "bool", "integer": "int", "positiveInt": "int", "unsignedInt": "int",
-              "integer64": "int", "decimal": "decimal"}
+_OUT_TYPES = {
+    "boolean": "bool",
+    "integer": "int",
+    "positiveInt": "int",
+    "unsignedInt": "int",
+    "integer64": "int",
+    "decimal": "decimal",
+}
 
 #: Macros the compiled SQL uses; create them once per connection.
 SQL_MACROS = (
@@ -116,11 +133,13 @@ class _Compiler:
 
     def finish(self, sql: str) -> str:
         """Number the extracted paths that ``sql`` uses (in order of first use)."""
+
         def number(m: re.Match[str], paths: list[str]) -> str:
             path = m.group(1)
             if path not in paths:
                 paths.append(path)
             return str(paths.index(path) + 1)
+
         sql = re.sub("\x00([^\x00]*)\x00", lambda m: number(m, self.paths), sql)
         return re.sub("\x01([^\x01]*)\x01", lambda m: number(m, self.str_paths), sql)
 
@@ -137,12 +156,18 @@ class _Compiler:
             if many_step:
                 return _Coll(f"CAST(json_extract({coll.sql}, {_q('$.' + step)}) AS JSON[])", True, "")
             return _Coll(f"json_extract({coll.sql}, {_q('$.' + step)})", False, "")
-        inner = (f"CAST(json_extract(x, {_q('$.' + step)}) AS JSON[])" if many_step
-                 else f"json_extract(x, {_q('$.' + step)})")
+        inner = (
+            f"CAST(json_extract(x, {_q('$.' + step)}) AS JSON[])"
+            if many_step
+            else f"json_extract(x, {_q('$.' + step)})"
+        )
         if many_step:
-            return _Coll(f"flatten(list_transform({coll.sql}, lambda x: coalesce({inner}, []::JSON[])))", True, "")
-        return _Coll(f"list_filter(list_transform({coll.sql}, lambda x: {inner}), lambda y: y IS NOT NULL)",
-                     True, "")
+            return _Coll(
+                f"flatten(list_transform({coll.sql}, lambda x: coalesce({inner}, []::JSON[])))", True, ""
+            )
+        return _Coll(
+            f"list_filter(list_transform({coll.sql}, lambda x: {inner}), lambda y: y IS NOT NULL)", True, ""
+        )
 
     def member(self, coll: _Coll, name: str) -> _Coll:
         if coll.ftype.startswith("_p_"):
@@ -153,8 +178,10 @@ class _Compiler:
             # with that prefix instead. Exact only if that one cannot produce ``name``.
             if st.startswith("_p_"):
                 continue
-            if any(k == name or (k.startswith(name) and k[len(name):][:1].isupper())
-                   for k in v._type_spec(st).elements):
+            if any(
+                k == name or (k.startswith(name) and k[len(name) :][:1].isupper())
+                for k in v._type_spec(st).elements
+            ):
                 raise Unsupported("element name shadowed by a longer element name")
         el = spec.elements.get(name)
         if el is None or el.check is None:
@@ -166,9 +193,18 @@ class _Compiler:
             out.str_sql = self.at_str(out.path)
         # (Elements the fast path does not model cannot be present in the resources SQL sees;
         # a required element is present whenever its owner is, so nothing can shadow it.)
-        out.shadow = () if name in spec.required else tuple(_ftype(e) for k, e in spec.elements.items()
-                           if e.check is not None and len(k) > len(name) and k.startswith(name)
-                           and k[len(name)].isupper())
+        out.shadow = (
+            ()
+            if name in spec.required
+            else tuple(
+                _ftype(e)
+                for k, e in spec.elements.items()
+                if e.check is not None
+                and len(k) > len(name)
+                and k.startswith(name)
+                and k[len(name)].isupper()
+            )
+        )
         return out
 
     def choice(self, coll: _Coll, name: str, tname: str) -> _Coll:
@@ -183,8 +219,10 @@ class _Compiler:
             raise Unsupported(f"{coll.ftype}.{name} has no choice type {tname}")
         # Python navigation picks the first key starting with the name; the validator allows at
         # most one key of the group, and no non-choice element of these types shares the prefix.
-        if any(k.startswith(name) and k[len(name):][:1].isupper() and spec.element_of_key.get(k) != name
-               for k in spec.elements):
+        if any(
+            k.startswith(name) and k[len(name) :][:1].isupper() and spec.element_of_key.get(k) != name
+            for k in spec.elements
+        ):
             raise Unsupported("choice name shadowed by another element")
         if el.is_list:
             raise Unsupported("repeating choice element")
@@ -200,8 +238,13 @@ class _Compiler:
             return coll
         if coll.path is not None and coll.path.count("[*]") == 1 and coll.path.endswith("[*]"):
             path = coll.path[:-3] + "[0]"
-            return _Coll(self.at(path), False, coll.ftype, path=path,
-                         str_sql=self.at_str(path) if coll.ftype.startswith("_p_") else None)
+            return _Coll(
+                self.at(path),
+                False,
+                coll.ftype,
+                path=path,
+                str_sql=self.at_str(path) if coll.ftype.startswith("_p_") else None,
+            )
         return _Coll(f"({coll.sql})[1]", False, coll.ftype)
 
     # -- expressions -------------------------------------------------------------------
@@ -250,8 +293,10 @@ class _Compiler:
         if first:
             if len(types) != 1 and not types <= _STRING_CHECKS:
                 raise Unsupported("union of different types")
-            parts = [c.sql if c.many else f"CASE WHEN {c.sql} IS NULL THEN []::JSON[] ELSE [{c.sql}] END"
-                     for c in colls]
+            parts = [
+                c.sql if c.many else f"CASE WHEN {c.sql} IS NULL THEN []::JSON[] ELSE [{c.sql}] END"
+                for c in colls
+            ]
             out = _Coll(f"list_concat({', '.join(parts)})[1]", False, colls[0].ftype)
             if all(c.str_sql for c in colls):
                 # Single-valued branches: the first of the concatenation is the first non-empty one.
@@ -263,7 +308,9 @@ class _Compiler:
             raise Unsupported("union that may hold more than one value")
         if len({t for t in types}) != 1 and not all(t in _STRING_CHECKS for t in types):
             raise Unsupported("union of different types")
-        out = _Coll(f"coalesce({', '.join(c.sql for c in colls)})", False, colls[0].ftype, choice=colls[0].choice)
+        out = _Coll(
+            f"coalesce({', '.join(c.sql for c in colls)})", False, colls[0].ftype, choice=colls[0].choice
+        )
         if all(c.str_sql for c in colls):
             out.str_sql = f"coalesce({', '.join(c.str_sql for c in colls)})"  # type: ignore[misc]
         return out
@@ -275,7 +322,11 @@ class _Compiler:
             if focus.ftype.startswith("_p_"):
                 raise Unsupported("where() on primitives")
             cond = self.condition(args[0], "x", focus.ftype)
-            items = focus.sql if focus.many else f"CASE WHEN {focus.sql} IS NULL THEN []::JSON[] ELSE [{focus.sql}] END"
+            items = (
+                focus.sql
+                if focus.many
+                else f"CASE WHEN {focus.sql} IS NULL THEN []::JSON[] ELSE [{focus.sql}] END"
+            )
             return _Coll(f"list_filter({items}, lambda x: {cond})", True, focus.ftype)
         if name == "getResourceKey" and not args:
             if focus.path != "$":
@@ -289,21 +340,27 @@ class _Compiler:
                 if args[0][0] != "member":
                     raise Unsupported("getReferenceKey() needs a type name")
                 t = _q(args[0][1])
-            ref = (self.at_str(focus.path + ".reference") if focus.path is not None else None) \
-                or f"json_extract_string({focus.sql}, '$.reference')"
+            ref = (
+                self.at_str(focus.path + ".reference") if focus.path is not None else None
+            ) or f"json_extract_string({focus.sql}, '$.reference')"
             return _Coll(f"_fhir_ref_key({ref}, {t})", False, "_key")
         if name == "toInteger" and not args:
             if focus.many or focus.ftype not in _ASCII_CHECKS:
                 raise Unsupported("toInteger() on something other than one ASCII code")
             s = focus.str_sql or f"json_extract_string({focus.sql}, '$')"
-            return _Coll(f"CASE WHEN regexp_full_match({s}, '[+-]?[0-9]{{1,18}}') THEN CAST({s} AS BIGINT) END",
-                         False, "_int_value")
+            return _Coll(
+                f"CASE WHEN regexp_full_match({s}, '[+-]?[0-9]{{1,18}}') THEN CAST({s} AS BIGINT) END",
+                False,
+                "_int_value",
+            )
         raise Unsupported(f"function {name}()")
 
     def condition(self, node: tuple, var: str, ftype: str) -> str:
         if node[0] == "bin" and node[1] in ("and", "or"):
-            return (f"({self.condition(node[2], var, ftype)} {node[1].upper()} "
-                    f"{self.condition(node[3], var, ftype)})")
+            return (
+                f"({self.condition(node[2], var, ftype)} {node[1].upper()} "
+                f"{self.condition(node[3], var, ftype)})"
+            )
         if node[0] == "bin" and node[1] == "=":
             left, right = node[2], node[3]
             if left[0] != "member":
@@ -311,9 +368,17 @@ class _Compiler:
             if left[0] != "member":
                 raise Unsupported("where() comparison without an element")
             el = v._type_spec(ftype).elements.get(left[1])
-            if el is None or el.is_list or el.check is None or getattr(el.check, "__name__", "") not in _STRING_CHECKS:
+            if (
+                el is None
+                or el.is_list
+                or el.check is None
+                or getattr(el.check, "__name__", "") not in _STRING_CHECKS
+            ):
                 raise Unsupported("where() on a non-string element")
-            if any(k.startswith(left[1]) and k[len(left[1]):][:1].isupper() for k in v._type_spec(ftype).elements):
+            if any(
+                k.startswith(left[1]) and k[len(left[1]) :][:1].isupper()
+                for k in v._type_spec(ftype).elements
+            ):
                 raise Unsupported("where() element name shadowed")
             lit = self.literal(right)
             return f"(json_extract_string({var}, {_q('$.' + left[1])}) = {_q(lit)})"
@@ -402,7 +467,10 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
         extracted += f", json_extract(t.resource, [{', '.join(_q(p) for p in comp.paths)}]) AS _p"
     if comp.str_paths:
         extracted += f", json_extract_string(t.resource, [{', '.join(_q(p) for p in comp.str_paths)}]) AS _s"
-    inner = (f"SELECT t.resource_type, t.id, t.resource{extracted} "
-             f"FROM {source} AS t WHERE t.resource_type = {_q(compiled.resource)}")
-    return (f'INSERT INTO "{compiled.name}" SELECT {", ".join(exprs)} FROM ({inner}) AS t'
-            + (f" WHERE {' AND '.join(wheres)}" if wheres else ""))
+    inner = (
+        f"SELECT t.resource_type, t.id, t.resource{extracted} "
+        f"FROM {source} AS t WHERE t.resource_type = {_q(compiled.resource)}"
+    )
+    return f'INSERT INTO "{compiled.name}" SELECT {", ".join(exprs)} FROM ({inner}) AS t' + (
+        f" WHERE {' AND '.join(wheres)}" if wheres else ""
+    )

@@ -47,8 +47,13 @@ class Alert:
         return json.dumps(asdict(self), sort_keys=True, default=dict)
 
 
-def build_alert(ident: TaskIdentity, *, error_type: str | None, figures: TaskFigures | None = None,
-                event: str = "hdp.task_failed") -> Alert:
+def build_alert(
+    ident: TaskIdentity,
+    *,
+    error_type: str | None,
+    figures: TaskFigures | None = None,
+    event: str = "hdp.task_failed",
+) -> Alert:
     """Pure: the alert for a failed task run."""
     figures = figures or TaskFigures()
     return Alert(
@@ -94,7 +99,9 @@ def send_alert(alert: Alert, *, url: str | None = None) -> bool:
     if target is None:
         return True
     request = urllib.request.Request(
-        target, data=body.encode("utf-8"), method="POST",
+        target,
+        data=body.encode("utf-8"),
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "hdp-alert/1"},
     )
     try:

@@ -87,9 +87,13 @@ def on_success(context: Mapping[str, Any]) -> None:
     ti = _ti(context)
     figures = figures_from_counts(_returned_counts(context))
     try:
-        store.record(ident, state=store.SUCCESS, figures=figures,
-                     started_at=_when(getattr(ti, "start_date", None)),
-                     ended_at=_when(getattr(ti, "end_date", None)) or datetime.now(UTC))
+        store.record(
+            ident,
+            state=store.SUCCESS,
+            figures=figures,
+            started_at=_when(getattr(ti, "start_date", None)),
+            ended_at=_when(getattr(ti, "end_date", None)) or datetime.now(UTC),
+        )
     except SQLAlchemyError:
         log.exception("run metrics: could not record %s", ident.task_id)
 
@@ -101,9 +105,14 @@ def _record_failure(context: Mapping[str, Any], state: str) -> tuple[Any, TaskFi
     figures = _exception_figures(exc)
     error_type = _error_type(exc)
     try:
-        store.record(ident, state=state, figures=figures, error_type=error_type,
-                     started_at=_when(getattr(ti, "start_date", None)),
-                     ended_at=_when(getattr(ti, "end_date", None)) or datetime.now(UTC))
+        store.record(
+            ident,
+            state=state,
+            figures=figures,
+            error_type=error_type,
+            started_at=_when(getattr(ti, "start_date", None)),
+            ended_at=_when(getattr(ti, "end_date", None)) or datetime.now(UTC),
+        )
     except SQLAlchemyError:
         log.exception("run metrics: could not record the failure of %s", ident.task_id)
     return ident, figures, error_type

@@ -85,13 +85,17 @@ def render_exposition(families: Iterable[MetricFamily]) -> str:
         rendered = []
         for s in fam.samples:
             labels = ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in sorted(s.labels.items()))
-            rendered.append(f"{fam.name}{{{labels}}} {format_value(s.value)}" if labels
-                            else f"{fam.name} {format_value(s.value)}")
+            rendered.append(
+                f"{fam.name}{{{labels}}} {format_value(s.value)}"
+                if labels
+                else f"{fam.name} {format_value(s.value)}"
+            )
         lines.extend(sorted(rendered))
     return "\n".join(lines) + "\n" if lines else ""
 
 
 # -- the platform's metrics ----------------------------------------------------------------
+
 
 def _task_labels(run: DagRunSummary, t) -> dict[str, str]:
     labels = {"dag_id": run.dag_id, "task_id": t.task_id, "holder": t.holder or "", "source": t.source or ""}
@@ -127,28 +131,53 @@ def families_from_runs(
             if t.duration_s is not None:
                 duration.append(Sample(labels, t.duration_s))
         for task_id, holder, reason, n in (quarantine or {}).get((run.dag_id, run.run_id), ()):
-            rows_q.append(Sample({"dag_id": run.dag_id, "task_id": task_id, "holder": holder or "",
-                                  "reason_code": reason}, n))
+            rows_q.append(
+                Sample(
+                    {"dag_id": run.dag_id, "task_id": task_id, "holder": holder or "", "reason_code": reason},
+                    n,
+                )
+            )
     per_state = [Sample({"dag_id": d, "state": s}, n) for (d, s), n in sorted((task_counts or {}).items())]
     return [
-        MetricFamily("hdp_dag_run_info", "Latest recorded run of each DAG (value 1; state and run_id as labels).",
-                     samples=run_info),
-        MetricFamily("hdp_dag_run_start_timestamp_seconds", "Start of the latest run of each DAG, Unix time.",
-                     samples=run_start),
-        MetricFamily("hdp_dag_run_duration_seconds", "Duration of the latest finished run of each DAG.",
-                     samples=run_duration),
-        MetricFamily("hdp_dag_run_failed", "1 if a task of the latest run of the DAG failed.", samples=run_failed),
-        MetricFamily("hdp_task_rows_in", "Rows (lines, resources) read by the task in the latest run.",
-                     samples=rows_in),
+        MetricFamily(
+            "hdp_dag_run_info",
+            "Latest recorded run of each DAG (value 1; state and run_id as labels).",
+            samples=run_info,
+        ),
+        MetricFamily(
+            "hdp_dag_run_start_timestamp_seconds",
+            "Start of the latest run of each DAG, Unix time.",
+            samples=run_start,
+        ),
+        MetricFamily(
+            "hdp_dag_run_duration_seconds",
+            "Duration of the latest finished run of each DAG.",
+            samples=run_duration,
+        ),
+        MetricFamily(
+            "hdp_dag_run_failed", "1 if a task of the latest run of the DAG failed.", samples=run_failed
+        ),
+        MetricFamily(
+            "hdp_task_rows_in", "Rows (lines, resources) read by the task in the latest run.", samples=rows_in
+        ),
         MetricFamily("hdp_task_rows_out", "Rows written by the task in the latest run.", samples=rows_out),
-        MetricFamily("hdp_task_rows_quarantined", "Rows quarantined in the latest run, per reason code.",
-                     samples=rows_q),
-        MetricFamily("hdp_task_checks_failed", "Quality checks failed by the task in the latest run.",
-                     samples=checks),
-        MetricFamily("hdp_task_duration_seconds", "Duration of the task in the latest run.", samples=duration),
+        MetricFamily(
+            "hdp_task_rows_quarantined",
+            "Rows quarantined in the latest run, per reason code.",
+            samples=rows_q,
+        ),
+        MetricFamily(
+            "hdp_task_checks_failed", "Quality checks failed by the task in the latest run.", samples=checks
+        ),
+        MetricFamily(
+            "hdp_task_duration_seconds", "Duration of the task in the latest run.", samples=duration
+        ),
         MetricFamily("hdp_task_failed", "1 if the task failed in the latest run of its DAG.", samples=failed),
-        MetricFamily("hdp_task_runs", "Task runs recorded per DAG and final state (a retry replaces its row).",
-                     samples=per_state),
+        MetricFamily(
+            "hdp_task_runs",
+            "Task runs recorded per DAG and final state (a retry replaces its row).",
+            samples=per_state,
+        ),
     ]
 
 
@@ -157,7 +186,9 @@ def collect(url: str | None = None) -> list[MetricFamily]:
     from pipelines.monitoring import store
 
     latest = store.latest_per_dag(url=url)
-    quarantine = {(r.dag_id, r.run_id): store.quarantine_by_reason(r.dag_id, r.run_id, url=url) for r in latest}
+    quarantine = {
+        (r.dag_id, r.run_id): store.quarantine_by_reason(r.dag_id, r.run_id, url=url) for r in latest
+    }
     return families_from_runs(latest, quarantine, store.task_counts_by_state(url=url))
 
 

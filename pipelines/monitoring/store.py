@@ -147,8 +147,12 @@ def _begin(url: str | None) -> Iterator[Connection]:
 
 
 def _key(ident: TaskIdentity) -> dict[str, object]:
-    return {"dag_id": ident.dag_id, "run_id": ident.run_id, "task_id": ident.task_id,
-            "map_index": ident.map_index}
+    return {
+        "dag_id": ident.dag_id,
+        "run_id": ident.run_id,
+        "task_id": ident.task_id,
+        "map_index": ident.map_index,
+    }
 
 
 def _where(table: sa.Table, ident: TaskIdentity) -> sa.ColumnElement[bool]:
@@ -190,10 +194,14 @@ def record(
         "checks_failed": figures.checks_failed,
         "error_type": error_type[:120] if error_type else None,
     }
-    details = [{**_key(ident), "name": QUARANTINED, "label": reason, "value": float(n)}
-               for reason, n in figures.quarantined.items()]
-    details += [{**_key(ident), "name": name[:120], "label": label[:120], "value": value}
-                for (name, label), value in figures.extra.items()]
+    details = [
+        {**_key(ident), "name": QUARANTINED, "label": reason, "value": float(n)}
+        for reason, n in figures.quarantined.items()
+    ]
+    details += [
+        {**_key(ident), "name": name[:120], "label": label[:120], "value": value}
+        for (name, label), value in figures.extra.items()
+    ]
     with _begin(url) as con:
         if started_at is None:
             # Keep the start time the start record saw when the caller does not know it.
@@ -223,6 +231,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 # -- reading -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TaskRun:
@@ -288,13 +297,18 @@ def dag_run_state(tasks: Sequence[TaskRun]) -> str:
 
 
 def latest_runs(
-    *, limit: int = 10, dag_id: str | None = None, since: datetime | None = None,
-    failed_only: bool = False, url: str | None = None,
+    *,
+    limit: int = 10,
+    dag_id: str | None = None,
+    since: datetime | None = None,
+    failed_only: bool = False,
+    url: str | None = None,
 ) -> list[DagRunSummary]:
     """The most recent DAG runs (newest first) with their task rows."""
     with _begin(url) as con:
-        starts = sa.select(task_run.c.dag_id, task_run.c.run_id,
-                           sa.func.min(task_run.c.started_at).label("first_start"))
+        starts = sa.select(
+            task_run.c.dag_id, task_run.c.run_id, sa.func.min(task_run.c.started_at).label("first_start")
+        )
         if dag_id:
             starts = starts.where(task_run.c.dag_id == dag_id)
         starts = starts.group_by(task_run.c.dag_id, task_run.c.run_id)
@@ -306,37 +320,56 @@ def latest_runs(
         picked = con.execute(starts.order_by(sa.desc("first_start")).limit(limit)).all()
         runs: list[DagRunSummary] = []
         for dag, run, _first_start in picked:
-            rows = con.execute(sa.select(task_run).where(task_run.c.dag_id == dag, task_run.c.run_id == run)
-                               .order_by(task_run.c.started_at, task_run.c.task_id, task_run.c.map_index)).all()
+            rows = con.execute(
+                sa.select(task_run)
+                .where(task_run.c.dag_id == dag, task_run.c.run_id == run)
+                .order_by(task_run.c.started_at, task_run.c.task_id, task_run.c.map_index)
+            ).all()
             tasks = tuple(_task_run(r) for r in rows)
             ends = [t.ended_at for t in tasks]
             state = dag_run_state(tasks)
-            runs.append(DagRunSummary(
-                dag_id=dag, run_id=run, state=state,
-                started_at=min(t.started_at for t in tasks),
-                ended_at=None if state == RUNNING or None in ends else max(e for e in ends if e),
-                tasks=tasks,
-            ))
+            runs.append(
+                DagRunSummary(
+                    dag_id=dag,
+                    run_id=run,
+                    state=state,
+                    started_at=min(t.started_at for t in tasks),
+                    ended_at=None if state == RUNNING or None in ends else max(e for e in ends if e),
+                    tasks=tasks,
+                )
+            )
     return runs
 
 
 def task_details(ident: TaskIdentity, *, url: str | None = None) -> dict[tuple[str, str], float]:
     """(name, label) → value for one task run (quarantine reasons under ``quarantined``)."""
     with _begin(url) as con:
-        rows = con.execute(sa.select(task_metric.c.name, task_metric.c.label, task_metric.c.value)
-                           .where(_where(task_metric, ident))).all()
+        rows = con.execute(
+            sa.select(task_metric.c.name, task_metric.c.label, task_metric.c.value).where(
+                _where(task_metric, ident)
+            )
+        ).all()
     return {(r.name, r.label): r.value for r in rows}
 
 
-def quarantine_by_reason(dag_id: str, run_id: str, *, url: str | None = None) -> list[tuple[str, str | None, str, int]]:
+def quarantine_by_reason(
+    dag_id: str, run_id: str, *, url: str | None = None
+) -> list[tuple[str, str | None, str, int]]:
     """(task_id, holder, reason_code, rows) for one DAG run."""
     with _begin(url) as con:
         rows = con.execute(
             sa.select(task_metric.c.task_id, task_run.c.holder, task_metric.c.label, task_metric.c.value)
-            .join(task_run, sa.and_(*(task_run.c[k] == task_metric.c[k]
-                                      for k in ("dag_id", "run_id", "task_id", "map_index"))))
-            .where(task_metric.c.dag_id == dag_id, task_metric.c.run_id == run_id,
-                   task_metric.c.name == QUARANTINED)
+            .join(
+                task_run,
+                sa.and_(
+                    *(task_run.c[k] == task_metric.c[k] for k in ("dag_id", "run_id", "task_id", "map_index"))
+                ),
+            )
+            .where(
+                task_metric.c.dag_id == dag_id,
+                task_metric.c.run_id == run_id,
+                task_metric.c.name == QUARANTINED,
+            )
             .order_by(task_metric.c.task_id, task_metric.c.label)
         ).all()
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
@@ -355,12 +388,16 @@ def latest_per_dag(*, url: str | None = None) -> list[DagRunSummary]:
 def task_counts_by_state(*, url: str | None = None) -> dict[tuple[str, str], int]:
     """(dag_id, state) → number of task runs recorded in that state (a retry replaces its row)."""
     with _begin(url) as con:
-        rows = con.execute(sa.select(task_run.c.dag_id, task_run.c.state, sa.func.count())
-                           .group_by(task_run.c.dag_id, task_run.c.state)).all()
+        rows = con.execute(
+            sa.select(task_run.c.dag_id, task_run.c.state, sa.func.count()).group_by(
+                task_run.c.dag_id, task_run.c.state
+            )
+        ).all()
     return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
 def all_details(dag_id: str, run_id: str, *, url: str | None = None) -> list[sa.Row]:
     with _begin(url) as con:
-        return con.execute(sa.select(task_metric).where(task_metric.c.dag_id == dag_id,
-                                                        task_metric.c.run_id == run_id)).all()
+        return con.execute(
+            sa.select(task_metric).where(task_metric.c.dag_id == dag_id, task_metric.c.run_id == run_id)
+        ).all()

@@ -52,10 +52,22 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "unique": (frozenset({"columns"}), frozenset()),
     "foreign_key": (frozenset({"columns", "ref_table", "ref_columns"}), frozenset()),
     "join_predicate": (
-        frozenset({"columns", "ref_table", "join", "ref_columns", "fail_when", "description"}), frozenset()),
+        frozenset({"columns", "ref_table", "join", "ref_columns", "fail_when", "description"}),
+        frozenset(),
+    ),
     "match_within": (
-        frozenset({"person_column", "date_column", "ref_table", "ref_person_column", "ref_date_column",
-                   "window_days"}), frozenset()),
+        frozenset(
+            {
+                "person_column",
+                "date_column",
+                "ref_table",
+                "ref_person_column",
+                "ref_date_column",
+                "window_days",
+            }
+        ),
+        frozenset(),
+    ),
     "row_count_min": (frozenset({"min_rows"}), frozenset()),
     "quarantine_reason": (frozenset({"reason_codes"}), frozenset()),
     "flag_count": (frozenset({"flag_codes"}), frozenset()),
@@ -124,7 +136,11 @@ class Check:
         if col:
             return str(col)
         cols = self.params.get("columns")
-        if isinstance(cols, list | tuple) and len(cols) == 1 and self.kind not in ("unique", "columns_absent"):
+        if (
+            isinstance(cols, list | tuple)
+            and len(cols) == 1
+            and self.kind not in ("unique", "columns_absent")
+        ):
             return str(cols[0])
         return None
 
@@ -183,8 +199,21 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
     cid = str(raw.get("id", "?"))
     if not _ID.match(cid):
         raise _fail(file, cid, "id must be dotted lower-case words, e.g. register.hba1c_mmol_mol.range")
-    base = {"id", "kind", "category", "subcategory", "source", "zones", "table", "severity",
-            "threshold", "note", "quarantine", "requires", "overrides"}
+    base = {
+        "id",
+        "kind",
+        "category",
+        "subcategory",
+        "source",
+        "zones",
+        "table",
+        "severity",
+        "threshold",
+        "note",
+        "quarantine",
+        "requires",
+        "overrides",
+    }
     kind = raw.get("kind")
     if kind not in KINDS:
         raise _fail(file, cid, f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
@@ -215,14 +244,19 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
         raise _fail(file, cid, "every check needs a note saying why it exists")
     quarantine = bool(raw.get("quarantine", False))
     if quarantine and (kind not in QUARANTINABLE_KINDS or "raw" not in zones):
-        raise _fail(file, cid, "quarantine is only for row-level or foreign_key checks that run in the raw zone")
+        raise _fail(
+            file, cid, "quarantine is only for row-level or foreign_key checks that run in the raw zone"
+        )
     overrides = raw.get("overrides", {})
     if not isinstance(overrides, Mapping):
         raise _fail(file, cid, "overrides must be an object keyed by zone")
     for zone, ov in overrides.items():
         if zone not in zones or not isinstance(ov, Mapping) or set(ov) - _OVERRIDABLE:
-            raise _fail(file, cid, f"override for {zone!r} must be for one of its zones and change only "
-                                   f"{sorted(_OVERRIDABLE)}")
+            raise _fail(
+                file,
+                cid,
+                f"override for {zone!r} must be for one of its zones and change only {sorted(_OVERRIDABLE)}",
+            )
         if "severity" in ov and ov["severity"] not in SEVERITIES:
             raise _fail(file, cid, f"override severity for {zone} must be one of {SEVERITIES}")
         if "threshold" in ov:
@@ -230,10 +264,21 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
         if "params" in ov:
             _check_identifiers(ov["params"], file, cid)
     return Check(
-        id=cid, kind=kind, category=category, subcategory=sub, source=raw["source"], zones=tuple(zones),
-        table=table, severity=raw["severity"], threshold=_threshold(raw.get("threshold"), file, cid),
-        note=note.strip(), params=params, quarantine=quarantine, requires=tuple(raw.get("requires", ())),
-        overrides=overrides, file=file,
+        id=cid,
+        kind=kind,
+        category=category,
+        subcategory=sub,
+        source=raw["source"],
+        zones=tuple(zones),
+        table=table,
+        severity=raw["severity"],
+        threshold=_threshold(raw.get("threshold"), file, cid),
+        note=note.strip(),
+        params=params,
+        quarantine=quarantine,
+        requires=tuple(raw.get("requires", ())),
+        overrides=overrides,
+        file=file,
     )
 
 
@@ -270,7 +315,9 @@ def load_library(directory: Path = CHECKS_DIR) -> tuple[Check, ...]:
         for raw in doc.get("checks", []):
             check = parse_check(raw, path.name)
             if check.id in seen:
-                raise CheckLibraryError(f"{path.name}: check id {check.id!r} also defined in {seen[check.id]}")
+                raise CheckLibraryError(
+                    f"{path.name}: check id {check.id!r} also defined in {seen[check.id]}"
+                )
             seen[check.id] = path.name
             checks.append(check)
     return tuple(checks)
@@ -285,14 +332,20 @@ def library() -> tuple[Check, ...]:
 def library_version(directory: Path = CHECKS_DIR) -> str:
     """SHA-256 over the library files (checks and code lists): recorded with every result."""
     digest = hashlib.sha256()
-    for label, path in sorted([*((f"checks/{p.name}", p) for p in directory.glob("*.json")),
-                               *((f"codes/{p.name}", p) for p in CODES_DIR.glob("*.csv"))]):
+    for label, path in sorted(
+        [
+            *((f"checks/{p.name}", p) for p in directory.glob("*.json")),
+            *((f"codes/{p.name}", p) for p in CODES_DIR.glob("*.csv")),
+        ]
+    ):
         digest.update(label.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def checks_for(zone: str, sources: Iterable[str] | None, checks: Iterable[Check] | None = None) -> list[Check]:
+def checks_for(
+    zone: str, sources: Iterable[str] | None, checks: Iterable[Check] | None = None
+) -> list[Check]:
     """The checks that run in ``zone`` for a scope delivering ``sources``, resolved for the zone."""
     if zone not in ZONES:
         raise ValueError(f"zone must be one of {ZONES}, not {zone!r}")

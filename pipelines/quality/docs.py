@@ -45,29 +45,51 @@ def _expectation(check: Check | None, res: CheckResult) -> tuple[str, dict[str, 
     mostly = max(0.0, min(1.0, 1.0 - res.max_failed_share))
     p = dict(check.params) if check else {}
     column_result = {
-        "element_count": res.total_rows, "unexpected_count": res.failed_rows,
-        "unexpected_percent": round(100.0 * res.failed_share, 4), "missing_count": 0,
+        "element_count": res.total_rows,
+        "unexpected_count": res.failed_rows,
+        "unexpected_percent": round(100.0 * res.failed_share, 4),
+        "missing_count": 0,
         "partial_unexpected_list": [],
     }
     kind = res.kind
     if kind == "not_null":
         return "expect_column_values_to_not_be_null", {"column": p["column"], "mostly": mostly}, column_result
     if kind == "in_set":
-        return ("expect_column_values_to_be_in_set", {"column": p["column"], "value_set": list(p["values"]),
-                                                       "mostly": mostly}, column_result)
+        return (
+            "expect_column_values_to_be_in_set",
+            {"column": p["column"], "value_set": list(p["values"]), "mostly": mostly},
+            column_result,
+        )
     if kind == "range":
-        return ("expect_column_values_to_be_between", {"column": p["column"], "min_value": p["min"],
-                                                        "max_value": p["max"], "mostly": mostly}, column_result)
+        return (
+            "expect_column_values_to_be_between",
+            {"column": p["column"], "min_value": p["min"], "max_value": p["max"], "mostly": mostly},
+            column_result,
+        )
     if kind == "regex":
-        return ("expect_column_values_to_match_regex", {"column": p["column"], "regex": p["pattern"],
-                                                         "mostly": mostly}, column_result)
+        return (
+            "expect_column_values_to_match_regex",
+            {"column": p["column"], "regex": p["pattern"], "mostly": mostly},
+            column_result,
+        )
     if kind == "unique" and len(p.get("columns", ())) == 1:
-        return "expect_column_values_to_be_unique", {"column": p["columns"][0], "mostly": mostly}, column_result
+        return (
+            "expect_column_values_to_be_unique",
+            {"column": p["columns"][0], "mostly": mostly},
+            column_result,
+        )
     if kind == "unique":
-        return "expect_compound_columns_to_be_unique", {"column_list": list(p["columns"]), "mostly": mostly}, column_result
+        return (
+            "expect_compound_columns_to_be_unique",
+            {"column_list": list(p["columns"]), "mostly": mostly},
+            column_result,
+        )
     if kind == "row_count_min":
-        return ("expect_table_row_count_to_be_between", {"min_value": p["min_rows"], "max_value": None},
-                {"observed_value": res.total_rows})
+        return (
+            "expect_table_row_count_to_be_between",
+            {"min_value": p["min_rows"], "max_value": None},
+            {"observed_value": res.total_rows},
+        )
     description = {
         "code_list": f"{res.column} in code list {p.get('code_list')}",
         "personnummer": f"{res.column} is a valid personnummer/samordningsnummer (date, Luhn check digit, serial not 000)",
@@ -80,8 +102,11 @@ def _expectation(check: Check | None, res: CheckResult) -> tuple[str, dict[str, 
         "no_identifier_values": "no personnummer-shaped text",
     }.get(kind, kind)
     query = f"SELECT * FROM {{batch}} -- {res.id}: rows failing '{description}' in {res.table}"
-    return ("unexpected_rows_expectation", {"unexpected_rows_query": query, "description": description},
-            {"observed_value": res.failed_rows, "details": {"total_rows": res.total_rows}})
+    return (
+        "unexpected_rows_expectation",
+        {"unexpected_rows_query": query, "description": description},
+        {"observed_value": res.failed_rows, "details": {"total_rows": res.total_rows}},
+    )
 
 
 def _rule(etype: str, kwargs: dict[str, Any]) -> str:
@@ -105,9 +130,13 @@ def _rule(etype: str, kwargs: dict[str, Any]) -> str:
 
 def _description(res: CheckResult, rule: str) -> str:
     """What GX shows for the expectation: check id, rule, verdict and counts (never a value)."""
-    limit = f"{res.max_failed_share:.2%}" + (f" and {res.max_failed_count} rows" if res.max_failed_count is not None else "")
-    text = (f"{res.id} [{res.severity}] {res.verdict.upper()}: {rule}. "
-            f"{res.failed_rows} of {res.total_rows} rows failed ({res.failed_share:.2%}); tolerated {limit}.")
+    limit = f"{res.max_failed_share:.2%}" + (
+        f" and {res.max_failed_count} rows" if res.max_failed_count is not None else ""
+    )
+    text = (
+        f"{res.id} [{res.severity}] {res.verdict.upper()}: {rule}. "
+        f"{res.failed_rows} of {res.total_rows} rows failed ({res.failed_share:.2%}); tolerated {limit}."
+    )
     if res.quarantined_rows:
         text += f" {res.quarantined_rows} rows copied to quarantine."
     if res.reason:
@@ -116,17 +145,25 @@ def _description(res: CheckResult, rule: str) -> str:
 
 
 def _meta(check: Check | None, res: CheckResult) -> dict[str, Any]:
-    lines = [f"**{res.id}** ({res.category}/{res.subcategory}, {res.severity}): verdict **{res.verdict}**, "
-             f"{res.failed_rows} of {res.total_rows} rows failed; tolerated {res.max_failed_share:.2%}"
-             + (f" and at most {res.max_failed_count} rows" if res.max_failed_count is not None else "") + "."]
+    lines = [
+        f"**{res.id}** ({res.category}/{res.subcategory}, {res.severity}): verdict **{res.verdict}**, "
+        f"{res.failed_rows} of {res.total_rows} rows failed; tolerated {res.max_failed_share:.2%}"
+        + (f" and at most {res.max_failed_count} rows" if res.max_failed_count is not None else "")
+        + "."
+    ]
     if check is not None:
         lines.append(check.note)
     if res.reason:
         lines.append(f"Note: {res.reason}.")
     if res.quarantined_rows:
         lines.append(f"{res.quarantined_rows} rows copied to the raw zone's quarantine with this check id.")
-    return {"check_id": res.id, "severity": res.severity, "verdict": res.verdict, "table": res.table,
-            "notes": {"format": "markdown", "content": lines}}
+    return {
+        "check_id": res.id,
+        "severity": res.severity,
+        "verdict": res.verdict,
+        "table": res.table,
+        "notes": {"format": "markdown", "content": lines},
+    }
 
 
 def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> Path:
@@ -155,23 +192,49 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
             etype, kwargs, res_dict = _expectation(check, res)
             kwargs["description"] = _description(res, kwargs.pop("description", None) or _rule(etype, kwargs))
             config = ExpectationConfiguration(type=etype, kwargs=kwargs, meta=_meta(check, res))
-            evrs.append(ExpectationValidationResult(
-                success=res.verdict in (PASS, SKIPPED), expectation_config=config, result=res_dict,
-                exception_info={"raised_exception": res.verdict == ERROR, "exception_message": res.reason or None,
-                                "exception_traceback": None}))
+            evrs.append(
+                ExpectationValidationResult(
+                    success=res.verdict in (PASS, SKIPPED),
+                    expectation_config=config,
+                    result=res_dict,
+                    exception_info={
+                        "raised_exception": res.verdict == ERROR,
+                        "exception_message": res.reason or None,
+                        "exception_traceback": None,
+                    },
+                )
+            )
         ok = sum(1 for e in evrs if e.success)
         blocked = any(r.blocks for r in by_table[table])
         suite_name = f"{result.zone}.{safe_name(result.scope)}.{table if table != '*' else 'all_tables'}"
-        suites.append((suite_name, table, ExpectationSuiteValidationResult(
-            success=not blocked, results=evrs, suite_name=suite_name,
-            statistics={"evaluated_expectations": len(evrs), "successful_expectations": ok,
+        suites.append(
+            (
+                suite_name,
+                table,
+                ExpectationSuiteValidationResult(
+                    success=not blocked,
+                    results=evrs,
+                    suite_name=suite_name,
+                    statistics={
+                        "evaluated_expectations": len(evrs),
+                        "successful_expectations": ok,
                         "unsuccessful_expectations": len(evrs) - ok,
-                        "success_percent": round(100.0 * ok / len(evrs), 2) if evrs else 100.0},
-            meta={"run_id": {"run_name": result.run_id, "run_time": run_time.isoformat()},
-                  "active_batch_definition": {"datasource_name": "hdp", "data_asset_name": f"{result.zone}/{result.scope}",
-                                              "batch_definition_name": table},
-                  "batch_spec": {}, "batch_markers": {}, "hdp_library_version": result.library_version},
-        )))
+                        "success_percent": round(100.0 * ok / len(evrs), 2) if evrs else 100.0,
+                    },
+                    meta={
+                        "run_id": {"run_name": result.run_id, "run_time": run_time.isoformat()},
+                        "active_batch_definition": {
+                            "datasource_name": "hdp",
+                            "data_asset_name": f"{result.zone}/{result.scope}",
+                            "batch_definition_name": table,
+                        },
+                        "batch_spec": {},
+                        "batch_markers": {},
+                        "hdp_library_version": result.library_version,
+                    },
+                ),
+            )
+        )
     with _locked(quality_dir / "docs" / f"{run}.lock"):
         context = gx.get_context(mode="file", project_root_dir=str(quality_dir / "gx" / run))
         if context.variables.analytics_enabled is not False:
@@ -180,11 +243,18 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
             context.variables.save()
         site_name = "hdp_run"
         if site_name not in (context.get_config().data_docs_sites or {}):
-            context.add_data_docs_site(site_name=site_name, site_config={
-                "class_name": "SiteBuilder", "show_how_to_buttons": False,
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir)},
-            })
+            context.add_data_docs_site(
+                site_name=site_name,
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(site_dir),
+                    },
+                },
+            )
         keys = []
         for suite_name, table, suite_result in suites:
             key = ValidationResultIdentifier(

@@ -101,14 +101,24 @@ def _verdict(check: Check, failed: int, total: int) -> str:
     return FAIL if check.severity == "blocking" else WARN
 
 
-def _result(check: Check, zone: str, failed: int, total: int, verdict: str | None = None,
-            reason: str = "") -> CheckResult:
+def _result(
+    check: Check, zone: str, failed: int, total: int, verdict: str | None = None, reason: str = ""
+) -> CheckResult:
     return CheckResult(
-        id=check.id, zone=zone, table=check.table, column=check.column, kind=check.kind,
-        category=check.category, subcategory=check.subcategory, severity=check.severity,
-        failed_rows=int(failed), total_rows=int(total),
-        max_failed_share=check.threshold.max_failed_share, max_failed_count=check.threshold.max_failed_count,
-        verdict=verdict or _verdict(check, failed, total), reason=reason,
+        id=check.id,
+        zone=zone,
+        table=check.table,
+        column=check.column,
+        kind=check.kind,
+        category=check.category,
+        subcategory=check.subcategory,
+        severity=check.severity,
+        failed_rows=int(failed),
+        total_rows=int(total),
+        max_failed_share=check.threshold.max_failed_share,
+        max_failed_count=check.threshold.max_failed_count,
+        verdict=verdict or _verdict(check, failed, total),
+        reason=reason,
     )
 
 
@@ -117,9 +127,16 @@ def _error_reason(exc: BaseException) -> str:
     return f"query failed ({type(exc).__name__})"
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: str, ctx: sql.RunContext,
-             missing_is_error: bool, source_tables: Mapping[str, str] | None = None,
-             column_unions: bool = False) -> Evaluation:
+def evaluate(
+    con: duckdb.DuckDBPyConnection,
+    checks: Sequence[Check],
+    *,
+    zone: str,
+    ctx: sql.RunContext,
+    missing_is_error: bool,
+    source_tables: Mapping[str, str] | None = None,
+    column_unions: bool = False,
+) -> Evaluation:
     """Run ``checks`` (already resolved for ``zone``) against ``con``; results in library order.
 
     ``missing_is_error``: a missing table/column fails closed (raw, research) or is skipped
@@ -138,13 +155,18 @@ def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: s
             set_checks.append(check)
             continue
         own, refs = _columns_needed(check)
-        missing = [f"table {check.table}"] if check.table not in schema.tables else \
-            [f"column {check.table}.{c}" for c in own if c not in schema.tables[check.table]]
+        missing = (
+            [f"table {check.table}"]
+            if check.table not in schema.tables
+            else [f"column {check.table}.{c}" for c in own if c not in schema.tables[check.table]]
+        )
         for ref_table, ref_cols in refs:
             if ref_table not in schema.tables:
                 missing.append(f"table {ref_table}")
             else:
-                missing.extend(f"column {ref_table}.{c}" for c in ref_cols if c not in schema.tables[ref_table])
+                missing.extend(
+                    f"column {ref_table}.{c}" for c in ref_cols if c not in schema.tables[ref_table]
+                )
         if missing:
             verdict = ERROR if missing_is_error else SKIPPED
             out[check.id] = _result(check, zone, 0, 0, verdict, "missing: " + ", ".join(missing))
@@ -160,9 +182,17 @@ def evaluate(con: duckdb.DuckDBPyConnection, checks: Sequence[Check], *, zone: s
     return evaluation
 
 
-def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: list[Check], zone: str,
-                         ctx: sql.RunContext, schema: Schema, out: dict[str, CheckResult],
-                         evaluation: Evaluation, column_unions: bool) -> None:
+def _evaluate_row_checks(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    checks: list[Check],
+    zone: str,
+    ctx: sql.RunContext,
+    schema: Schema,
+    out: dict[str, CheckResult],
+    evaluation: Evaluation,
+    column_unions: bool,
+) -> None:
     types = schema.tables[table]
     items: list[tuple[str, str]] = []
     compiled: dict[str, tuple[str, str]] = {}
@@ -183,7 +213,9 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
     for check in checks:
         if check.id in compiled and check.column and check.category in ("plausibility", "conformance"):
             by_column[check.column].append(compiled[check.id][0])
-    union_items = [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()] if column_unions else []
+    union_items = (
+        [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()] if column_unions else []
+    )
     try:
         row = con.execute(sql.table_scan_sql(table, items + union_items, derived)).fetchone()
         names = ["__total"] + [a for a, _ in items + union_items]
@@ -198,8 +230,9 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
                 continue
             fail, scope = compiled[check.id]
             try:
-                r = con.execute(sql.table_scan_sql(table, [("f", fail), ("s", scope)],
-                                                   sql.row_derived(check, ctx))).fetchone()
+                r = con.execute(
+                    sql.table_scan_sql(table, [("f", fail), ("s", scope)], sql.row_derived(check, ctx))
+                ).fetchone()
                 values["__total"], values[f"f{i}"], values[f"s{i}"] = r[0], r[1], r[2]
             except duckdb.Error as exc:
                 out[check.id] = _result(check, zone, 0, 0, ERROR, _error_reason(exc))
@@ -216,20 +249,31 @@ def _evaluate_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: lis
         evaluation.column_totals[(table, col)] = total
 
 
-def _evaluate_set_check(con: duckdb.DuckDBPyConnection, check: Check, zone: str, ctx: sql.RunContext,
-                        schema: Schema, source_tables: Mapping[str, str]) -> CheckResult:
+def _evaluate_set_check(
+    con: duckdb.DuckDBPyConnection,
+    check: Check,
+    zone: str,
+    ctx: sql.RunContext,
+    schema: Schema,
+    source_tables: Mapping[str, str],
+) -> CheckResult:
     try:
         if check.kind == "quarantine_reason":
             failed, total = _quarantine_counts(con, check, schema, source_tables)
             return _result(check, zone, failed, total)
         if check.kind == "flag_count":
-            total = con.execute(f"SELECT count(*) FROM {sql.ident(check.table)}").fetchone()[0] \
-                if check.table in schema.tables else 0
+            total = (
+                con.execute(f"SELECT count(*) FROM {sql.ident(check.table)}").fetchone()[0]
+                if check.table in schema.tables
+                else 0
+            )
             failed = 0
             if FLAG_TABLE in schema.tables:
                 codes = list(check.params["flag_codes"])
                 marks = ", ".join("?" for _ in codes)
-                failed = con.execute(f"SELECT count(*) FROM {FLAG_TABLE} WHERE flag_code IN ({marks})", codes).fetchone()[0]
+                failed = con.execute(
+                    f"SELECT count(*) FROM {FLAG_TABLE} WHERE flag_code IN ({marks})", codes
+                ).fetchone()[0]
             return _result(check, zone, int(failed), int(total))
         if check.kind == "columns_absent":
             forbidden = set(check.params["columns"])
@@ -249,7 +293,11 @@ def _evaluate_set_check(con: duckdb.DuckDBPyConnection, check: Check, zone: str,
             exclude = set(check.params.get("exclude_columns", ()))
             failed = total = 0
             for table in _data_tables(schema):
-                cols = [c for c, t in schema.tables[table].items() if t.upper().startswith("VARCHAR") and c not in exclude]
+                cols = [
+                    c
+                    for c, t in schema.tables[table].items()
+                    if t.upper().startswith("VARCHAR") and c not in exclude
+                ]
                 f, n = con.execute(sql.identifier_scan_sql(table, cols)).fetchone()
                 failed, total = failed + int(f), total + int(n)
             return _result(check, zone, failed, total)
@@ -264,10 +312,13 @@ def _data_tables(schema: Schema) -> list[str]:
     return sorted(t for t in schema.tables if t not in INTERNAL_TABLES and not t.startswith("_"))
 
 
-def _quarantine_counts(con: duckdb.DuckDBPyConnection, check: Check, schema: Schema,
-                       source_tables: Mapping[str, str]) -> tuple[int, int]:
+def _quarantine_counts(
+    con: duckdb.DuckDBPyConnection, check: Check, schema: Schema, source_tables: Mapping[str, str]
+) -> tuple[int, int]:
     table = source_tables.get(check.source, check.table)
-    loaded = con.execute(f"SELECT count(*) FROM {sql.ident(table)}").fetchone()[0] if table in schema.tables else 0
+    loaded = (
+        con.execute(f"SELECT count(*) FROM {sql.ident(table)}").fetchone()[0] if table in schema.tables else 0
+    )
     if QUARANTINE_TABLE not in schema.tables:
         return 0, int(loaded)
     # Earlier quality-stage records are this gate's own output, not ingestion's verdict.
@@ -278,7 +329,9 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection, check: Check, schema: Sch
         failed = rejected
     else:
         marks = ", ".join("?" for _ in codes)
-        failed = con.execute(f"SELECT count(*) {base} AND reason_code IN ({marks})", [check.source, *codes]).fetchone()[0]
+        failed = con.execute(
+            f"SELECT count(*) {base} AND reason_code IN ({marks})", [check.source, *codes]
+        ).fetchone()[0]
     return int(failed), int(loaded) + int(rejected)
 
 
@@ -287,5 +340,15 @@ def failing_rows_sql(check: Check, ctx: sql.RunContext, schema: Schema) -> str:
     return sql.failing_rows_predicate(check, ctx, schema.tables.get(check.table, {}))
 
 
-__all__ = ["Evaluation", "Schema", "evaluate", "install_macros", "failing_rows_sql",
-           "PASS", "WARN", "FAIL", "SKIPPED", "ERROR"]
+__all__ = [
+    "Evaluation",
+    "Schema",
+    "evaluate",
+    "install_macros",
+    "failing_rows_sql",
+    "PASS",
+    "WARN",
+    "FAIL",
+    "SKIPPED",
+    "ERROR",
+]

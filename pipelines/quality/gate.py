@@ -38,7 +38,14 @@ from pipelines.warehouse import read_connection, write_connection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GateInputMissing", "GateResult", "QualityGateFailed", "raise_for_blocking", "run_gate", "evaluate_zone"]
+__all__ = [
+    "GateInputMissing",
+    "GateResult",
+    "QualityGateFailed",
+    "raise_for_blocking",
+    "run_gate",
+    "evaluate_zone",
+]
 
 
 #: DuckDB memory cap for the gate's connection. DuckDB's default is 80% of RAM; the gate shares the
@@ -65,8 +72,9 @@ def extract_date_of(settings: Settings, holder_id: str) -> date:
         return datetime.now(UTC).date()
 
 
-def _target(zone: str, holder_id: str | None, release_dir: Path | None,
-            settings: Settings) -> tuple[Path, str, tuple[str, ...] | None, date]:
+def _target(
+    zone: str, holder_id: str | None, release_dir: Path | None, settings: Settings
+) -> tuple[Path, str, tuple[str, ...] | None, date]:
     if zone in ("raw", "research"):
         if not holder_id or release_dir is not None:
             raise ValueError(f"the {zone} gate needs holder_id (and no release_dir)")
@@ -97,18 +105,37 @@ def _reader(zone: str, db: Path):
             yield con
 
 
-def evaluate_zone(zone: str, db: Path, *, sources: tuple[str, ...] | None, extract_date: date,
-                  checks: list[catalog.Check] | None = None) -> engine.Evaluation:
+def evaluate_zone(
+    zone: str,
+    db: Path,
+    *,
+    sources: tuple[str, ...] | None,
+    extract_date: date,
+    checks: list[catalog.Check] | None = None,
+) -> engine.Evaluation:
     """Evaluate the zone's checks on ``db`` read-only, with no side effects (used by the label)."""
     selected = checks if checks is not None else catalog.checks_for(zone, sources)
     with _reader(zone, db) as con:
         _configure(con)
-        return engine.evaluate(con, selected, zone=zone, ctx=RunContext(extract_date),
-                               missing_is_error=zone != "release", column_unions=True)
+        return engine.evaluate(
+            con,
+            selected,
+            zone=zone,
+            ctx=RunContext(extract_date),
+            missing_is_error=zone != "release",
+            column_unions=True,
+        )
 
 
-def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | None = None, run_id: str,
-             settings: Settings | None = None, render_docs: bool = True) -> GateResult:
+def run_gate(
+    zone: str,
+    *,
+    holder_id: str | None = None,
+    release_dir: Path | None = None,
+    run_id: str,
+    settings: Settings | None = None,
+    render_docs: bool = True,
+) -> GateResult:
     """Run the check library on one zone; store the results and Data Docs; return the verdict.
 
     Raw zone: rows failing a quarantinable check are also copied into the holder's
@@ -131,8 +158,9 @@ def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | Non
             _configure(con)
             evaluation = engine.evaluate(con, checks, zone=zone, ctx=ctx, missing_is_error=True)
             by_id = {r.id: r for r in evaluation.results}
-            quarantined = quarantine_failures(con, checks, by_id, holder=scope, ctx=ctx,
-                                              sources=[c.source for c in checks if c.quarantine])
+            quarantined = quarantine_failures(
+                con, checks, by_id, holder=scope, ctx=ctx, sources=[c.source for c in checks if c.quarantine]
+            )
     else:
         with _reader(zone, db) as con:
             _configure(con)
@@ -140,9 +168,15 @@ def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | Non
     results = tuple(replace(r, quarantined_rows=quarantined.get(r.id, 0)) for r in evaluation.results)
     passed = not any(r.blocks for r in results)
     result = GateResult(
-        run_id=run_id, zone=zone, scope=scope, passed=passed, checks=results,
-        started_at=started.isoformat(), duration_s=time.perf_counter() - t0,
-        library_version=catalog.library_version(), quarantined_rows=sum(quarantined.values()),
+        run_id=run_id,
+        zone=zone,
+        scope=scope,
+        passed=passed,
+        checks=results,
+        started_at=started.isoformat(),
+        duration_s=time.perf_counter() - t0,
+        library_version=catalog.library_version(),
+        quarantined_rows=sum(quarantined.values()),
     )
     quality_dir = settings.quality_dir
     store.write_result(quality_dir, result)
@@ -150,9 +184,19 @@ def run_gate(zone: str, *, holder_id: str | None = None, release_dir: Path | Non
         index = docs.render(quality_dir, result, {c.id: c for c in checks})
         result = replace(result, docs_path=str(index))
     counts = result.counts()
-    log.info("quality gate %s/%s run %s: %s; pass=%d warn=%d fail=%d skipped=%d error=%d; quarantined %d rows",
-             zone, scope, run_id, "passed" if passed else "BLOCKED", counts["pass"], counts["warn"], counts["fail"],
-             counts["skipped"], counts["error"], result.quarantined_rows)
+    log.info(
+        "quality gate %s/%s run %s: %s; pass=%d warn=%d fail=%d skipped=%d error=%d; quarantined %d rows",
+        zone,
+        scope,
+        run_id,
+        "passed" if passed else "BLOCKED",
+        counts["pass"],
+        counts["warn"],
+        counts["fail"],
+        counts["skipped"],
+        counts["error"],
+        result.quarantined_rows,
+    )
     for r in results:
         if r.verdict in ("warn", "fail", "error"):
             log.warning("quality check %s", r.describe())

@@ -48,7 +48,12 @@ def _key_and_origin(table: str, schema: Schema) -> tuple[str, str, str, str]:
         rtype, id_col = FHIR_TABLES[table]
         key = f"{sql.literal(rtype + '/')} || t.{sql.ident(id_col)}"
         if _has_resources(schema):
-            return key, "fr._source_file", "fr._line_no", "encode(CAST(coalesce(fr.resource, to_json(t)) AS VARCHAR))"
+            return (
+                key,
+                "fr._source_file",
+                "fr._line_no",
+                "encode(CAST(coalesce(fr.resource, to_json(t)) AS VARCHAR))",
+            )
         return key, "NULL", "NULL", "encode(CAST(to_json(t) AS VARCHAR))"
     src = "t._source_file" if "_source_file" in cols else "NULL"
     line = "t._line_no" if "_line_no" in cols else "NULL"
@@ -56,8 +61,13 @@ def _key_and_origin(table: str, schema: Schema) -> tuple[str, str, str, str]:
 
 
 def _has_resources(schema: Schema) -> bool:
-    return "fhir_resource" in schema.tables and {"_source_file", "_line_no", "resource", "id", "resource_type"} <= set(
-        schema.tables["fhir_resource"])
+    return "fhir_resource" in schema.tables and {
+        "_source_file",
+        "_line_no",
+        "resource",
+        "id",
+        "resource_type",
+    } <= set(schema.tables["fhir_resource"])
 
 
 def _resource_join(table: str, schema: Schema) -> str:
@@ -65,57 +75,83 @@ def _resource_join(table: str, schema: Schema) -> str:
         return ""
     rtype, id_col = FHIR_TABLES[table]
     # the delivered resource and where it came from
-    return (" LEFT JOIN (SELECT id, any_value(_source_file) AS _source_file, min(_line_no) AS _line_no, "
-            "any_value(resource) AS resource FROM fhir_resource "
-            f"WHERE resource_type = {sql.literal(rtype)} GROUP BY id) AS fr ON fr.id = t.{sql.ident(id_col)}")
+    return (
+        " LEFT JOIN (SELECT id, any_value(_source_file) AS _source_file, min(_line_no) AS _line_no, "
+        "any_value(resource) AS resource FROM fhir_resource "
+        f"WHERE resource_type = {sql.literal(rtype)} GROUP BY id) AS fr ON fr.id = t.{sql.ident(id_col)}"
+    )
 
 
 def _insert_head(holder: str, source: str) -> str:
-    return f"INSERT INTO quarantine SELECT {sql.literal(STAGE)}, {sql.literal(holder)}, {sql.literal(source)}, "
+    return (
+        f"INSERT INTO quarantine SELECT {sql.literal(STAGE)}, {sql.literal(holder)}, {sql.literal(source)}, "
+    )
 
 
-def _quarantine_row_checks(con: duckdb.DuckDBPyConnection, table: str, checks: list[Check], schema: Schema,
-                           holder: str, ctx: sql.RunContext) -> dict[str, int]:
+def _quarantine_row_checks(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    checks: list[Check],
+    schema: Schema,
+    holder: str,
+    ctx: sql.RunContext,
+) -> dict[str, int]:
     """One scan finds every failing (row, check) pair of the table; one join copies them."""
     types = schema.tables[table]
     derived: dict[str, str] = {}
     flags = []
     for check in checks:
         derived.update(sql.row_derived(check, ctx))
-        flags.append(f"CASE WHEN {sql.failing_rows_predicate(check, ctx, types)} THEN {sql.literal(check.id)} END")
+        flags.append(
+            f"CASE WHEN {sql.failing_rows_predicate(check, ctx, types)} THEN {sql.literal(check.id)} END"
+        )
     ids = f"list_filter([{', '.join(flags)}], lambda x: x IS NOT NULL)"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __hdp_qfail AS SELECT __rid, unnest(ids) AS check_id FROM "
-                f"(SELECT __rid, {ids} AS ids FROM {sql.derived_from(table, derived, rowid=True)}) WHERE len(ids) > 0")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __hdp_qfail AS SELECT __rid, unnest(ids) AS check_id FROM "
+        f"(SELECT __rid, {ids} AS ids FROM {sql.derived_from(table, derived, rowid=True)}) WHERE len(ids) > 0"
+    )
     meta = [(c.id, f"check.{c.id}", _detail(c), c.source) for c in checks]
-    con.execute("CREATE OR REPLACE TEMP TABLE __hdp_qmeta (check_id VARCHAR, reason_code VARCHAR, detail VARCHAR, "
-                "source VARCHAR)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE __hdp_qmeta (check_id VARCHAR, reason_code VARCHAR, detail VARCHAR, "
+        "source VARCHAR)"
+    )
     con.executemany("INSERT INTO __hdp_qmeta VALUES (?, ?, ?, ?)", meta)
     key, src, line, original = _key_and_origin(table, schema)
     con.execute(
         f"INSERT INTO quarantine SELECT {sql.literal(STAGE)}, {sql.literal(holder)}, m.source, {src}, {line}, {key}, "
         f"m.reason_code, m.detail, m.check_id, {original}, NULL "
         f"FROM {sql.ident(table)} AS t JOIN __hdp_qfail AS q ON t.rowid = q.__rid "
-        f"JOIN __hdp_qmeta AS m ON m.check_id = q.check_id{_resource_join(table, schema)}")
+        f"JOIN __hdp_qmeta AS m ON m.check_id = q.check_id{_resource_join(table, schema)}"
+    )
     counts = dict(con.execute("SELECT check_id, count(*) FROM __hdp_qfail GROUP BY check_id").fetchall())
     con.execute("DROP TABLE __hdp_qfail")
     con.execute("DROP TABLE __hdp_qmeta")
     return {c.id: int(counts.get(c.id, 0)) for c in checks}
 
 
-def _quarantine_set_check(con: duckdb.DuckDBPyConnection, check: Check, schema: Schema, holder: str,
-                          ctx: sql.RunContext) -> int:
+def _quarantine_set_check(
+    con: duckdb.DuckDBPyConnection, check: Check, schema: Schema, holder: str, ctx: sql.RunContext
+) -> int:
     where = sql.failing_rows_predicate(check, ctx, schema.tables[check.table])
     key, src, line, original = _key_and_origin(check.table, schema)
     before = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     con.execute(
         _insert_head(holder, check.source) + f"{src}, {line}, {key}, {sql.literal('check.' + check.id)}, "
         f"{sql.literal(_detail(check))}, {sql.literal(check.id)}, {original}, NULL "
-        f"FROM {sql.ident(check.table)} AS t{_resource_join(check.table, schema)} WHERE {where}")
+        f"FROM {sql.ident(check.table)} AS t{_resource_join(check.table, schema)} WHERE {where}"
+    )
     return con.execute("SELECT count(*) FROM quarantine").fetchone()[0] - before
 
 
-def quarantine_failures(con: duckdb.DuckDBPyConnection, checks: Iterable[Check], results: dict[str, CheckResult],
-                        *, holder: str, ctx: sql.RunContext, sources: Iterable[str]) -> dict[str, int]:
+def quarantine_failures(
+    con: duckdb.DuckDBPyConnection,
+    checks: Iterable[Check],
+    results: dict[str, CheckResult],
+    *,
+    holder: str,
+    ctx: sql.RunContext,
+    sources: Iterable[str],
+) -> dict[str, int]:
     """Replace this stage's quarantine records for ``sources``; returns check id -> rows copied."""
     quarantine.ensure_table(con)
     for source in sorted(set(sources)):

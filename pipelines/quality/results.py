@@ -86,12 +86,16 @@ class GateResult:
     def summary(self) -> dict[str, Any]:
         """Small, value-free dict for XComs and run metrics."""
         return {
-            "run_id": self.run_id, "zone": self.zone, "scope": self.scope, "passed": self.passed,
+            "run_id": self.run_id,
+            "zone": self.zone,
+            "scope": self.scope,
+            "passed": self.passed,
             "checks": self.counts(),
             "failed": [c.id for c in self.checks if c.verdict == FAIL],
             "warned": [c.id for c in self.checks if c.verdict == WARN],
             "errored": [c.id for c in self.checks if c.verdict == ERROR],
-            "quarantined_rows": self.quarantined_rows, "docs_path": self.docs_path,
+            "quarantined_rows": self.quarantined_rows,
+            "docs_path": self.docs_path,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -111,7 +115,8 @@ class QualityGateFailed(RuntimeError):
         docs = f"; Data Docs: {result.docs_path}" if result.docs_path else ""
         super().__init__(
             f"quality gate blocked ({where}, run {result.run_id}): {len(lines)} blocking check(s) failed: "
-            + "; ".join(lines) + docs
+            + "; ".join(lines)
+            + docs
         )
 
 

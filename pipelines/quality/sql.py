@@ -27,7 +27,7 @@ IDENTIFIER_PATTERN = r"(^|[^0-9A-Za-z])([0-9]{2})?[0-9]{6}[-+]?[0-9]{4}([^0-9A-Z
 # per-character string functions). Digit k counted from the right has weight 2 when k is odd; a doubled
 # digit x contributes 2x - 9 when x >= 5, i.e. 2x - 9 * (x // 5).
 _LUHN_TERMS = " + ".join(
-    (f"(2 * ((n // {10 ** k}) % 10) - 9 * (((n // {10 ** k}) % 10) // 5))" if k % 2 else f"((n // {10 ** k}) % 10)")
+    (f"(2 * ((n // {10**k}) % 10) - 9 * (((n // {10**k}) % 10) // 5))" if k % 2 else f"((n // {10**k}) % 10)")
     for k in range(10)
 )
 _Y, _M, _D = "(n // 100000000)", "((n // 1000000) % 100)", "(((n // 10000) % 100) % 60)"
@@ -60,8 +60,20 @@ MACROS: tuple[str, ...] = (
     "CREATE OR REPLACE TEMP MACRO hdp_pnr_valid(s, ref_year) AS hdp_pnr_num_valid(hdp_pnr_num(s, ref_year), ref_year)",
 )
 
-NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
-                 "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+)
 
 
 def ident(name: str) -> str:
@@ -88,8 +100,9 @@ class RunContext:
     extract_date: date
 
     def render(self, sql: str) -> str:
-        return (sql.replace("{extract_date}", literal(self.extract_date))
-                   .replace("{extract_year}", str(self.extract_date.year)))
+        return sql.replace("{extract_date}", literal(self.extract_date)).replace(
+            "{extract_year}", str(self.extract_date.year)
+        )
 
 
 def _is_numeric(col_type: str | None) -> bool:
@@ -120,8 +133,10 @@ def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -
         expr = f"{col} IS NOT NULL AND NOT regexp_full_match(CAST({col} AS VARCHAR), {literal(p['pattern'])})"
     elif kind == "personnummer":
         # __pnr_<col> is computed once per row in the scan's inner projection (row_derived)
-        expr = (f"{col} IS NOT NULL AND NOT coalesce(hdp_pnr_num_valid({ident('__pnr_' + p['column'])}, "
-                f"{ctx.extract_date.year}), FALSE)")
+        expr = (
+            f"{col} IS NOT NULL AND NOT coalesce(hdp_pnr_num_valid({ident('__pnr_' + p['column'])}, "
+            f"{ctx.extract_date.year}), FALSE)"
+        )
     elif kind == "predicate":
         expr = ctx.render(p["fail_when"])
     else:
@@ -155,10 +170,14 @@ def row_scope_expr(check: Check, ctx: RunContext) -> str:
     return "TRUE"
 
 
-def table_scan_sql(table: str, items: Sequence[tuple[str, str]], derived: Mapping[str, str] | None = None) -> str:
+def table_scan_sql(
+    table: str, items: Sequence[tuple[str, str]], derived: Mapping[str, str] | None = None
+) -> str:
     """One scan counting every (alias, boolean expression) pair, plus ``__total``."""
     cols = ", ".join(f"count_if({expr}) AS {ident(alias)}" for alias, expr in items)
-    return f"SELECT count(*) AS __total{', ' + cols if cols else ''} FROM {derived_from(table, derived or {})}"
+    return (
+        f"SELECT count(*) AS __total{', ' + cols if cols else ''} FROM {derived_from(table, derived or {})}"
+    )
 
 
 def _and_join(left: str, right: str, lcols: Sequence[str], rcols: Sequence[str]) -> str:
@@ -171,14 +190,18 @@ def set_fail_sql(check: Check, ctx: RunContext) -> str:
     t = ident(check.table)
     if check.kind == "unique":
         cols = ", ".join(ident(c) for c in p["columns"])
-        return (f"SELECT (SELECT count(*) FROM {t}) - (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {t})), "
-                f"(SELECT count(*) FROM {t})")
+        return (
+            f"SELECT (SELECT count(*) FROM {t}) - (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {t})), "
+            f"(SELECT count(*) FROM {t})"
+        )
     if check.kind == "foreign_key":
         return f"SELECT count_if({_fk_missing(check)}), count(*) FROM {t} AS t"
     if check.kind == "join_predicate":
         cond = _and_join("t", "r", p["join"], p["ref_columns"])
-        return (f"SELECT count_if(EXISTS (SELECT 1 FROM {ident(p['ref_table'])} AS r WHERE {cond} "
-                f"AND coalesce(({ctx.render(p['fail_when'])}), FALSE))), count(*) FROM {t} AS t")
+        return (
+            f"SELECT count_if(EXISTS (SELECT 1 FROM {ident(p['ref_table'])} AS r WHERE {cond} "
+            f"AND coalesce(({ctx.render(p['fail_when'])}), FALSE))), count(*) FROM {t} AS t"
+        )
     if check.kind == "match_within":
         lp, ld = ident(p["person_column"]), ident(p["date_column"])
         rp, rd = ident(p["ref_person_column"]), ident(p["ref_date_column"])

@@ -20,9 +20,28 @@ from pipelines.quality.results import GateResult
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-COLUMNS = ("run_id", "zone", "scope", "started_at", "library_version", "check_id", "table_name", "column_name",
-           "kind", "category", "subcategory", "severity", "failed_rows", "total_rows", "failed_share",
-           "max_failed_share", "max_failed_count", "verdict", "reason", "quarantined_rows")
+COLUMNS = (
+    "run_id",
+    "zone",
+    "scope",
+    "started_at",
+    "library_version",
+    "check_id",
+    "table_name",
+    "column_name",
+    "kind",
+    "category",
+    "subcategory",
+    "severity",
+    "failed_rows",
+    "total_rows",
+    "failed_share",
+    "max_failed_share",
+    "max_failed_count",
+    "verdict",
+    "reason",
+    "quarantined_rows",
+)
 
 
 def safe_name(text: str) -> str:
@@ -40,15 +59,48 @@ def results_dir(quality_dir: Path) -> Path:
 def write_result(quality_dir: Path, result: GateResult) -> Path:
     rows: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     for c in result.checks:
-        values = (result.run_id, result.zone, result.scope, result.started_at, result.library_version, c.id, c.table,
-                  c.column, c.kind, c.category, c.subcategory, c.severity, c.failed_rows, c.total_rows,
-                  c.failed_share, c.max_failed_share, c.max_failed_count, c.verdict, c.reason, c.quarantined_rows)
+        values = (
+            result.run_id,
+            result.zone,
+            result.scope,
+            result.started_at,
+            result.library_version,
+            c.id,
+            c.table,
+            c.column,
+            c.kind,
+            c.category,
+            c.subcategory,
+            c.severity,
+            c.failed_rows,
+            c.total_rows,
+            c.failed_share,
+            c.max_failed_share,
+            c.max_failed_count,
+            c.verdict,
+            c.reason,
+            c.quarantined_rows,
+        )
         for name, value in zip(COLUMNS, values, strict=True):
             rows[name].append(value)
-    schema = pa.schema([(n, pa.int64() if n in ("failed_rows", "total_rows", "max_failed_count", "quarantined_rows")
-                         else pa.float64() if n in ("failed_share", "max_failed_share") else pa.string())
-                        for n in COLUMNS])
-    path = results_dir(quality_dir) / safe_name(result.run_id) / f"{result.zone}__{safe_name(result.scope)}.parquet"
+    schema = pa.schema(
+        [
+            (
+                n,
+                pa.int64()
+                if n in ("failed_rows", "total_rows", "max_failed_count", "quarantined_rows")
+                else pa.float64()
+                if n in ("failed_share", "max_failed_share")
+                else pa.string(),
+            )
+            for n in COLUMNS
+        ]
+    )
+    path = (
+        results_dir(quality_dir)
+        / safe_name(result.run_id)
+        / f"{result.zone}__{safe_name(result.scope)}.parquet"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     pq.write_table(pa.table(rows, schema=schema), tmp)
@@ -56,8 +108,15 @@ def write_result(quality_dir: Path, result: GateResult) -> Path:
     return path
 
 
-def history(quality_dir: Path, *, check_id: str | None = None, scope: str | None = None,
-            zone: str | None = None, run_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def history(
+    quality_dir: Path,
+    *,
+    check_id: str | None = None,
+    scope: str | None = None,
+    zone: str | None = None,
+    run_id: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Stored results, oldest first, filtered; each row a dict with COLUMNS."""
     base = results_dir(quality_dir)
     if not any(base.glob("*/*.parquet")):
@@ -69,8 +128,10 @@ def history(quality_dir: Path, *, check_id: str | None = None, scope: str | None
             params.append(val)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     pattern = str(base / "*" / "*.parquet").replace("'", "''")
-    query = (f"SELECT * FROM read_parquet('{pattern}', union_by_name = true) {clause} "
-             "ORDER BY started_at, run_id, zone, scope, check_id")
+    query = (
+        f"SELECT * FROM read_parquet('{pattern}', union_by_name = true) {clause} "
+        "ORDER BY started_at, run_id, zone, scope, check_id"
+    )
     con = duckdb.connect()
     try:
         cur = con.execute(query, params)

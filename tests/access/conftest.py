@@ -44,4 +44,3 @@ def shared_world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shared_client(shared_world):
     yield from _client(shared_world)
-

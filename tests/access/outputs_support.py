@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RECORD_VARIABLES = [
-    "register_visit.person_id", "register_visit.sex", "register_visit.birth_year", "register_visit.county",
-    "register_visit.visit_date", "register_visit.hba1c_mmol_mol", "register_visit.diabetes_type",
+    "register_visit.person_id",
+    "register_visit.sex",
+    "register_visit.birth_year",
+    "register_visit.county",
+    "register_visit.visit_date",
+    "register_visit.hba1c_mmol_mol",
+    "register_visit.diabetes_type",
 ]
 USERS = {
-    "alice": (["researcher"], []), "bob": (["researcher"], []), "carol": (["researcher"], []),
-    "s-ndr": (["steward"], ["ndr"]), "oc-1": (["output_checker"], []), "oc-2": (["output_checker"], []),
+    "alice": (["researcher"], []),
+    "bob": (["researcher"], []),
+    "carol": (["researcher"], []),
+    "s-ndr": (["steward"], ["ndr"]),
+    "oc-1": (["output_checker"], []),
+    "oc-2": (["output_checker"], []),
 }
 
 
@@ -31,8 +40,14 @@ class AirlockWorld:
     tokens: dict[str, str] = field(default_factory=dict)
 
 
-def airlock_world(url: str, releases_dir: Path, *, release_id: str = "rel_airlock_0001",
-                  persons: int = 240, visits: int = 960) -> AirlockWorld:
+def airlock_world(
+    url: str,
+    releases_dir: Path,
+    *,
+    release_id: str = "rel_airlock_0001",
+    persons: int = 240,
+    visits: int = 960,
+) -> AirlockWorld:
     from access.demo_release import write_release
     from governance import service
     from governance.errors import NotFound
@@ -47,19 +62,37 @@ def airlock_world(url: str, releases_dir: Path, *, release_id: str = "rel_airloc
                 service.create_user(s, name=name, roles=roles, holder_ids=holders)
             world.tokens[name] = service.issue_token(s, user_name=name)
         world.request_id = service.file_request(
-            s, applicant="alice", project="HbA1c trajectories, record level", purpose="scientific_research",
-            legal_basis="gdpr_6_1_e__9_2_j", ethics_ref="2024-01234-01", variables=RECORD_VARIABLES,
-            holders=["ndr"], members=["bob"], cohort_criteria={}, period=(None, None), data_form="pseudonymised",
+            s,
+            applicant="alice",
+            project="HbA1c trajectories, record level",
+            purpose="scientific_research",
+            legal_basis="gdpr_6_1_e__9_2_j",
+            ethics_ref="2024-01234-01",
+            variables=RECORD_VARIABLES,
+            holders=["ndr"],
+            members=["bob"],
+            cohort_criteria={},
+            period=(None, None),
+            data_form="pseudonymised",
             pseudonymisation_justification="Visits of one person must be linked over time for trajectories.",
-            output_tier="record", access_days=30)
+            output_tier="record",
+            access_days=30,
+        )
         service.submit_request(s, request_id=world.request_id, actor="alice")
     with session_scope(url) as s:
-        service.decide(s, request_id=world.request_id, holder_id="ndr", reviewer="s-ndr", decision="approve",
-                       justification="Ethics approval on file; record level is justified for linkage.")
+        service.decide(
+            s,
+            request_id=world.request_id,
+            holder_id="ndr",
+            reviewer="s-ndr",
+            decision="approve",
+            justification="Ethics approval on file; record level is justified for linkage.",
+        )
     rel = releases_dir / release_id
     write_release(rel, persons=persons, visits=visits, seed=11)
     sha = hashlib.sha256((rel / "manifest.json").read_bytes()).hexdigest()
     with session_scope(url) as s:
-        world.permit_id = service.record_release(s, request_id=world.request_id, release_id=release_id,
-                                                 manifest_sha256=sha).id
+        world.permit_id = service.record_release(
+            s, request_id=world.request_id, release_id=release_id, manifest_sha256=sha
+        ).id
     return world

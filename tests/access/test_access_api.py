@@ -41,7 +41,11 @@ def test_record_query_formats(client, world):
     t = ipc.open_stream(io.BytesIO(arrow.content)).read_all()
     assert t.num_rows == 2 and arrow.headers["X-HDP-Rows"] == "2"
     # Record level: files and results beyond a preview leave only as checked outputs (access.outputs).
-    for fmt, query in (("csv", sql), ("parquet", "SELECT * FROM register_visit"), ("json", "SELECT * FROM patient")):
+    for fmt, query in (
+        ("csv", sql),
+        ("parquet", "SELECT * FROM register_visit"),
+        ("json", "SELECT * FROM patient"),
+    ):
         r = q(client, world.alice, "r_rec", query, fmt)
         assert r.status_code == 403 and r.json()["error"] == "output.review_required"
     # The aggregate tier's results are disclosure-controlled and leave directly, in any format.
@@ -68,8 +72,12 @@ def test_revoked_permit_refused_at_next_query(client, world):
 
 
 def test_aggregate_tier_suppresses_and_perturbs(client, world):
-    r = q(client, world.alice, "r_agg",
-          "SELECT county, sex, count(*) AS n FROM register_visit GROUP BY county, sex ORDER BY county, sex")
+    r = q(
+        client,
+        world.alice,
+        "r_agg",
+        "SELECT county, sex, count(*) AS n FROM register_visit GROUP BY county, sex ORDER BY county, sex",
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     names = [c["name"] for c in body["columns"]]
@@ -93,9 +101,13 @@ def test_aggregate_tier_refuses_keys_that_can_be_records(client, world):
     """A key that singles out persons (the pseudonym and visit of everyone with a very high
     HbA1c) would make each small cell one person's record: the grammar refuses it outright,
     since the pseudonym may appear only inside count(DISTINCT person_id)."""
-    r = q(client, world.alice, "r_agg",
-          "SELECT CASE WHEN hba1c_mmol_mol > 85 THEN person_id || ' ' || CAST(visit_date AS VARCHAR) "
-          "ELSE 'everyone else' END AS who, count(*) AS n FROM register_visit GROUP BY who")
+    r = q(
+        client,
+        world.alice,
+        "r_agg",
+        "SELECT CASE WHEN hba1c_mmol_mol > 85 THEN person_id || ' ' || CAST(visit_date AS VARCHAR) "
+        "ELSE 'everyone else' END AS who, count(*) AS n FROM register_visit GROUP BY who",
+    )
     assert r.status_code == 400
     assert r.json()["error"] == "aggregate.group_key"
 

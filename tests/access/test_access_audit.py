@@ -119,8 +119,12 @@ def test_query_literals_never_reach_the_log(world):
 
     alice = User("alice", frozenset({"researcher"}))
     pnr = "19121212-1212"
-    world.service.query(alice, "r_rec", f"SELECT count(*) FROM register_visit WHERE person_id = '{pnr}' "
-                        "AND hba1c_mmol_mol > 73.5 -- patient 191212121212")
+    world.service.query(
+        alice,
+        "r_rec",
+        f"SELECT count(*) FROM register_visit WHERE person_id = '{pnr}' "
+        "AND hba1c_mmol_mol > 73.5 -- patient 191212121212",
+    )
     from access.errors import Refusal
 
     with pytest.raises(Refusal):
@@ -129,14 +133,18 @@ def test_query_literals_never_reach_the_log(world):
     for secret in (pnr, "191212121212", "73.5", "/x/"):
         assert secret not in text
     entries = [json.loads(x) for x in text.splitlines()]
-    assert entries[-2]["query_masked"] == "SELECT COUNT(*) FROM register_visit WHERE person_id = ? AND hba1c_mmol_mol > ?"
+    assert (
+        entries[-2]["query_masked"]
+        == "SELECT COUNT(*) FROM register_visit WHERE person_id = ? AND hba1c_mmol_mol > ?"
+    )
     assert entries[-2]["decision"] == "allowed" and len(entries[-2]["result_sha256"]) == 64
     assert entries[-1]["decision"] == "refused" and entries[-1]["reason"] == "sql.table_function"
 
 
 def test_result_hash_matches_body(client, world):
-    r = client.post("/releases/r_rec/query", json={"sql": "SELECT sex FROM patient LIMIT 50"},
-                    headers=auth(world.alice))
+    r = client.post(
+        "/releases/r_rec/query", json={"sql": "SELECT sex FROM patient LIMIT 50"}, headers=auth(world.alice)
+    )
     import hashlib
 
     assert hashlib.sha256(r.content).hexdigest() == r.headers["X-HDP-Result-SHA256"]
@@ -154,8 +162,16 @@ def test_operator_report_flags_unusual_access(tmp_path):
     log.append({"ts": day, "event": "access.query", "user": "greedy", "decision": "allowed", "rows": 900_000})
     log.append({"ts": night, "event": "access.query", "user": "owl", "decision": "allowed", "rows": 10})
     for _ in range(4):
-        log.append({"ts": day, "event": "access.query", "user": "prober", "decision": "refused",
-                    "reason": "sql.table_function", "rows": 0})
+        log.append(
+            {
+                "ts": day,
+                "event": "access.query",
+                "user": "prober",
+                "decision": "refused",
+                "reason": "sql.table_function",
+                "rows": 0,
+            }
+        )
     log.append({"ts": day, "event": "access.auth", "decision": "refused", "reason": "auth.invalid_token"})
     rep = build_report(log.entries())
     kinds = {(f["kind"], f["user"]) for f in rep["findings"]}

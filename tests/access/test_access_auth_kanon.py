@@ -25,8 +25,15 @@ def keys():
 
 
 def _token(priv, **over):
-    claims = {"iss": ISS, "aud": AUD, "sub": "s-1", "preferred_username": "alice",
-              "roles": ["researcher", "superuser"], "exp": int(time.time()) + 300, **over}
+    claims = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "s-1",
+        "preferred_username": "alice",
+        "roles": ["researcher", "superuser"],
+        "exp": int(time.time()) + 300,
+        **over,
+    }
     return jwt.encode(claims, priv, algorithm="RS256", headers={"kid": "k1"})
 
 
@@ -37,7 +44,9 @@ def test_oidc_valid_token(keys):
     assert user.name == "alice" and user.roles == frozenset({"researcher"})  # unknown role dropped
 
 
-@pytest.mark.parametrize("over", [{"iss": "https://evil"}, {"aud": "other"}, {"exp": int(time.time()) - 3600}])
+@pytest.mark.parametrize(
+    "over", [{"iss": "https://evil"}, {"aud": "other"}, {"exp": int(time.time()) - 3600}]
+)
 def test_oidc_bad_claims_refused(keys, over):
     priv, jwks = keys
     assert OIDCAuthenticator(ISS, AUD, lambda: jwks).authenticate(_token(priv, **over)) is None
@@ -48,8 +57,12 @@ def test_oidc_wrong_key_and_hs256_confusion_refused(keys):
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     a = OIDCAuthenticator(ISS, AUD, lambda: jwks)
     assert a.authenticate(_token(other)) is None
-    hs = jwt.encode({"iss": ISS, "aud": AUD, "sub": "x", "exp": int(time.time()) + 60}, "secret",
-                    algorithm="HS256", headers={"kid": "k1"})
+    hs = jwt.encode(
+        {"iss": ISS, "aud": AUD, "sub": "x", "exp": int(time.time()) + 60},
+        "secret",
+        algorithm="HS256",
+        headers={"kid": "k1"},
+    )
     assert a.authenticate(hs) is None
     assert ChainAuthenticator().authenticate("anything") is None  # nothing configured: refuse
 

@@ -48,8 +48,10 @@ def test_concurrent_queries_survive_eviction_churn(world):
         except BaseException as err:  # noqa: BLE001 - collected and re-raised by the test
             errors.append(err)
 
-    threads = [threading.Thread(target=run, args=(alice, "r_rec", 6)),
-               threading.Thread(target=run, args=(bob, "r_bob", 6))]
+    threads = [
+        threading.Thread(target=run, args=(alice, "r_rec", 6)),
+        threading.Thread(target=run, args=(bob, "r_bob", 6)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -63,8 +65,12 @@ def test_concurrent_queries_survive_eviction_churn(world):
 def _generations(engine) -> list[str]:
     cur = engine.con.cursor()
     try:
-        return sorted(r[0] for r in cur.execute(
-            "SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'hdp_gen_%'").fetchall())
+        return sorted(
+            r[0]
+            for r in cur.execute(
+                "SELECT database_name FROM duckdb_databases() WHERE database_name LIKE 'hdp_gen_%'"
+            ).fetchall()
+        )
     finally:
         cur.close()
 
@@ -72,9 +78,13 @@ def _generations(engine) -> list[str]:
 def _consent_keys(engine, n: int) -> list[str]:
     cur = engine.con.cursor()
     try:
-        return [r[0] for r in cur.execute(
-            "SELECT consent_key FROM hdp_sys.consent_link WHERE consent_key IS NOT NULL "
-            f"ORDER BY consent_key LIMIT {n}").fetchall()]
+        return [
+            r[0]
+            for r in cur.execute(
+                "SELECT consent_key FROM hdp_sys.consent_link WHERE consent_key IS NOT NULL "
+                f"ORDER BY consent_key LIMIT {n}"
+            ).fetchall()
+        ]
     finally:
         cur.close()
 
@@ -104,10 +114,12 @@ def test_text_columns_of_a_generation_are_stored_compressed(world):
     engine = cache.get(_permit(world, "r_rec"))
     (gen,) = _generations(engine)
     cur = engine.con.cursor()
-    rows = dict(cur.execute(
-        "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
-        f"FROM pragma_storage_info('{gen}.main.register_visit') WHERE segment_type <> 'VALIDITY' GROUP BY ALL"
-    ).fetchall())
+    rows = dict(
+        cur.execute(
+            "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+            f"FROM pragma_storage_info('{gen}.main.register_visit') WHERE segment_type <> 'VALIDITY' GROUP BY ALL"
+        ).fetchall()
+    )
     cur.close()
     assert rows["county"] != ["Uncompressed"], rows
     assert rows["person_id"] == ["Uncompressed"], rows  # random hex: point lookups stay fast

@@ -34,19 +34,27 @@ class FakeCounter:
         def load():
             self.loads += 1
             return Answer(value, self.version, valid_from, valid_until, cacheable)
+
         return load
 
 
 def test_cache_hits_only_while_nothing_changed_and_within_the_window():
     c = FakeCounter()
     cache = VersionedCache(c)
-    first = cache.get("p", c.loader(frozenset({"a"}), valid_from=T0, valid_until=T0 + timedelta(seconds=5)), at=T0)
+    first = cache.get(
+        "p", c.loader(frozenset({"a"}), valid_from=T0, valid_until=T0 + timedelta(seconds=5)), at=T0
+    )
     assert first == {"a"} and c.loads == 1
     again = cache.get("p", c.loader(frozenset({"x"})), at=T0 + timedelta(seconds=1))
     assert again is first and c.loads == 1  # hit: the same object, no load
     c.version = 1  # a write
-    assert cache.get("p", c.loader(frozenset({"a", "b"}), valid_from=T0 + timedelta(seconds=2),
-                                   valid_until=T0 + timedelta(seconds=5)), at=T0 + timedelta(seconds=2)) == {"a", "b"}
+    assert cache.get(
+        "p",
+        c.loader(
+            frozenset({"a", "b"}), valid_from=T0 + timedelta(seconds=2), valid_until=T0 + timedelta(seconds=5)
+        ),
+        at=T0 + timedelta(seconds=2),
+    ) == {"a", "b"}
     assert c.loads == 2
     cache.get("p", c.loader(frozenset()), at=T0 + timedelta(seconds=4))
     assert c.loads == 2  # still inside the window
@@ -97,10 +105,14 @@ KEYS = [f"consentkey{i:02d}abcdefghij" for i in range(4)]
 SCOPES = ["secondary_use", PURPOSE, "public_health"]
 
 op = st.one_of(
-    st.tuples(st.just("record"), st.sampled_from(KEYS), st.sampled_from(SCOPES),
-              st.sampled_from(["opt_out", "opt_in"]),
-              st.integers(-120, 120),  # valid_from offset (s) from the current time
-              st.one_of(st.none(), st.integers(1, 240))),  # validity length (s)
+    st.tuples(
+        st.just("record"),
+        st.sampled_from(KEYS),
+        st.sampled_from(SCOPES),
+        st.sampled_from(["opt_out", "opt_in"]),
+        st.integers(-120, 120),  # valid_from offset (s) from the current time
+        st.one_of(st.none(), st.integers(1, 240)),
+    ),  # validity length (s)
     st.tuples(st.just("withdraw"), st.sampled_from(KEYS), st.sampled_from(SCOPES), st.integers(-60, 60)),
     st.tuples(st.just("end"), st.integers(0, 20), st.integers(-90, 90)),  # back-dated and future ends
     st.tuples(st.just("tick"), st.integers(0, 200)),
@@ -148,17 +160,37 @@ def test_cached_exclusions_equal_registry_after_every_step(ops, consent_template
                 if o[0] == "record":
                     _, key, scope, choice, start, length = o
                     vf = now + timedelta(seconds=start)
-                    record_ids.append(consent.record_consent(
-                        s, consent_key=key, scope=scope, choice=choice, source_ref="form", actor="steward",
-                        valid_from=vf, valid_to=None if length is None else vf + timedelta(seconds=length), now=now))
+                    record_ids.append(
+                        consent.record_consent(
+                            s,
+                            consent_key=key,
+                            scope=scope,
+                            choice=choice,
+                            source_ref="form",
+                            actor="steward",
+                            valid_from=vf,
+                            valid_to=None if length is None else vf + timedelta(seconds=length),
+                            now=now,
+                        )
+                    )
                 elif o[0] == "withdraw":
                     _, key, scope, offset = o
-                    consent.withdraw_consent(s, consent_key=key, source_ref="form", actor="steward", scope=scope,
-                                             at=now + timedelta(seconds=offset))
+                    consent.withdraw_consent(
+                        s,
+                        consent_key=key,
+                        source_ref="form",
+                        actor="steward",
+                        scope=scope,
+                        at=now + timedelta(seconds=offset),
+                    )
                 elif o[0] == "end" and record_ids:
                     _, idx, offset = o
-                    consent.end_consent_record(s, record_id=record_ids[idx % len(record_ids)],
-                                               at=now + timedelta(seconds=offset), actor="steward")
+                    consent.end_consent_record(
+                        s,
+                        record_id=record_ids[idx % len(record_ids)],
+                        at=now + timedelta(seconds=offset),
+                        actor="steward",
+                    )
                 elif o[0] == "tick":
                     now += timedelta(seconds=o[1])
         except GovernanceError:
@@ -183,11 +215,27 @@ def test_back_dated_end_of_a_record_is_seen_at_once(opt_in_until, consent_templa
     gov = ServiceGovernance(url)
     key = KEYS[0]
     with session_scope(url) as s:
-        consent.record_consent(s, consent_key=key, scope="secondary_use", choice="opt_out", source_ref="f",
-                               actor="st", valid_from=T0 - timedelta(days=2), now=T0 - timedelta(days=2))
-        opt_in = consent.record_consent(s, consent_key=key, scope=PURPOSE, choice="opt_in", source_ref="f",
-                                        actor="st", valid_from=T0 - timedelta(days=1), valid_to=opt_in_until,
-                                        now=T0 - timedelta(days=1))
+        consent.record_consent(
+            s,
+            consent_key=key,
+            scope="secondary_use",
+            choice="opt_out",
+            source_ref="f",
+            actor="st",
+            valid_from=T0 - timedelta(days=2),
+            now=T0 - timedelta(days=2),
+        )
+        opt_in = consent.record_consent(
+            s,
+            consent_key=key,
+            scope=PURPOSE,
+            choice="opt_in",
+            source_ref="f",
+            actor="st",
+            valid_from=T0 - timedelta(days=1),
+            valid_to=opt_in_until,
+            now=T0 - timedelta(days=1),
+        )
     assert gov.excluded_consent_keys(purpose=PURPOSE, at=T0) == frozenset()
     assert gov.excluded_consent_keys(purpose=PURPOSE, at=T0 + timedelta(seconds=10)) == frozenset()
     assert gov._consent.hits == 1

@@ -52,9 +52,14 @@ HOSTILE = [
     ("EXPLAIN SELECT 1", "sql.not_select"),
     ("SELECT getenv('HOME')", "sql.function_not_allowed"),
     ("SELECT current_setting('memory_limit')", "sql.function_not_allowed"),
-    ("SELECT * FROM register_visit WHERE person_id IN (SELECT person_id FROM hdp_sys.unlinked)",
-     "sql.table_not_allowed"),
-    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", "sql.recursive_cte"),
+    (
+        "SELECT * FROM register_visit WHERE person_id IN (SELECT person_id FROM hdp_sys.unlinked)",
+        "sql.table_not_allowed",
+    ),
+    (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        "sql.recursive_cte",
+    ),
     ("SELECT 1 INTO x", "sql.syntax"),
     ("SELECT $1", "sql.forbidden_construct"),
     ("SELECT * FROM regіster_visit", "sql.table_not_allowed"),  # Cyrillic i
@@ -81,12 +86,17 @@ def test_hostile_query_refused_and_server_keeps_serving(shared_client, shared_wo
 @pytest.mark.parametrize(
     ("sql", "reason"),
     [
-        ("SELECT count(*) FROM register_visit a, register_visit b, register_visit c, register_visit d",
-         "limit.time"),
+        (
+            "SELECT count(*) FROM register_visit a, register_visit b, register_visit c, register_visit d",
+            "limit.time",
+        ),
         ("SELECT a.* FROM register_visit a, register_visit b", "limit.rows"),
         # length(list(...)) rather than count(*): the optimiser may drop an aggregate whose value is unused.
-        ("SELECT length(list(x)) FROM (SELECT a.person_id || b.person_id AS x "
-         "FROM register_visit a, register_visit b, register_visit c)", "limit.time"),
+        (
+            "SELECT length(list(x)) FROM (SELECT a.person_id || b.person_id AS x "
+            "FROM register_visit a, register_visit b, register_visit c)",
+            "limit.time",
+        ),
     ],
 )
 def test_bombs_are_cut_off(shared_client, shared_world, sql, reason):
@@ -106,20 +116,35 @@ def test_engine_settings_block_files_even_without_sandbox(shared_world):
     permit = world.gov.active_permit(user_name="alice", release_id="r_rec", at=world.now)
     engine = world.service.engines.get(permit)
     cur = engine.con.cursor()
-    for stmt in ("SELECT * FROM read_csv('/etc/passwd')", "COPY (SELECT 1) TO '/tmp/hdp_x.csv'",
-                 "ATTACH '/tmp/hdp_x.duckdb' AS x", "INSTALL httpfs", "SET enable_external_access = true",
-                 "SET lock_configuration = false", "SET memory_limit = '100GB'"):
+    for stmt in (
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY (SELECT 1) TO '/tmp/hdp_x.csv'",
+        "ATTACH '/tmp/hdp_x.duckdb' AS x",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        "SET memory_limit = '100GB'",
+    ):
         with pytest.raises(duckdb.Error):
             cur.execute(stmt)
 
 
 def test_runtime_errors_do_not_quote_data(shared_client, shared_world):
     client, world = shared_client, shared_world
-    r = client.post("/releases/r_rec/query", json={"sql": "SELECT CAST(person_id AS INTEGER) FROM register_visit"},
-                    headers=auth(world.alice))
+    r = client.post(
+        "/releases/r_rec/query",
+        json={"sql": "SELECT CAST(person_id AS INTEGER) FROM register_visit"},
+        headers=auth(world.alice),
+    )
     assert r.status_code == 400 and r.json()["error"] == "sql.runtime_error"
     assert "person" not in r.json()["message"].lower() or "withheld" in r.json()["message"]
-    for pid in [p for p in world.service.engines.get(
+    for pid in [
+        p
+        for p in world.service.engines.get(
             world.gov.active_permit(user_name="alice", release_id="r_rec", at=world.now)
-    ).con.cursor().execute("SELECT person_id FROM register_visit LIMIT 3").fetchall()]:
+        )
+        .con.cursor()
+        .execute("SELECT person_id FROM register_visit LIMIT 3")
+        .fetchall()
+    ]:
         assert pid[0] not in r.text

@@ -68,9 +68,17 @@ def test_follow_up_recognises_differencing_from_real_queries(lworld):
     small = "birth_year = 1950 AND sex = 'F'"
     ask(w, "SELECT county, count(DISTINCT person_id) FROM register_visit GROUP BY county")
     ask(w, f"SELECT county, count(DISTINCT person_id) FROM register_visit WHERE {small} GROUP BY county")
-    ask(w, f"SELECT county, count(DISTINCT person_id) FROM register_visit WHERE NOT ({small}) GROUP BY county")
-    ask(w, "SELECT county, count(DISTINCT person_id) FROM register_visit WHERE hba1c_mmol_mol < 50 GROUP BY county")
-    ask(w, "SELECT county, count(DISTINCT person_id) FROM register_visit WHERE hba1c_mmol_mol < 51 GROUP BY county")
+    ask(
+        w, f"SELECT county, count(DISTINCT person_id) FROM register_visit WHERE NOT ({small}) GROUP BY county"
+    )
+    ask(
+        w,
+        "SELECT county, count(DISTINCT person_id) FROM register_visit WHERE hba1c_mmol_mol < 50 GROUP BY county",
+    )
+    ask(
+        w,
+        "SELECT county, count(DISTINCT person_id) FROM register_visit WHERE hba1c_mmol_mol < 51 GROUP BY county",
+    )
     ask(w, "SELECT sex, count(*) FROM register_visit WHERE hba1c_mmol_mol < 50 GROUP BY sex")  # another table
     kinds = {(f.kind, f.first_id, f.second_id) for f in w.ledger.follow_up()}
     assert ("complementary", 2, 3) in kinds

@@ -64,8 +64,11 @@ def test_withdrawn_person_never_appears(consent_world, withdrawn, purpose_specif
     before = _text(w.service.query(alice, "r_rec", sql))
     # Withdraw (for all purposes or for this permit's purpose) a moment before the next query.
     for i in withdrawn:
-        w.gov.opt_out(consent_key(i, seed=1), at=w.now - timedelta(seconds=1),
-                      purpose="diabetes-outcomes" if purpose_specific else None)
+        w.gov.opt_out(
+            consent_key(i, seed=1),
+            at=w.now - timedelta(seconds=1),
+            purpose="diabetes-outcomes" if purpose_specific else None,
+        )
     after = _text(w.service.query(alice, "r_rec", sql))
     for i in withdrawn:
         assert person_id(i, seed=1) not in after

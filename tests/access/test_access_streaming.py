@@ -54,19 +54,25 @@ def test_streamed_result_equals_whole_result_and_is_audited(big_world, small_bat
 
     app = create_app(big_world.settings, big_world.gov)
     with TestClient(app) as client:
-        r = client.post("/releases/r_rec/query", json={"sql": SQL, "format": "arrow"}, headers=auth(big_world.alice))
+        r = client.post(
+            "/releases/r_rec/query", json={"sql": SQL, "format": "arrow"}, headers=auth(big_world.alice)
+        )
         assert r.status_code == 200 and r.headers.get("X-HDP-Streamed") == "1"
         assert "X-HDP-Rows" not in r.headers  # unknown until the end: it is in the audit log
         streamed = ipc.open_stream(io.BytesIO(r.content)).read_all()
-        whole = client.post("/releases/r_rec/query", json={"sql": SQL, "format": "parquet"},
-                            headers=auth(big_world.alice))
+        whole = client.post(
+            "/releases/r_rec/query", json={"sql": SQL, "format": "parquet"}, headers=auth(big_world.alice)
+        )
         import pyarrow.parquet as pq
 
         assert streamed.equals(pq.read_table(io.BytesIO(whole.content)))
         assert streamed.num_rows > 5_000
         # A small result is still sent whole, with its row count and hash.
-        small = client.post("/releases/r_rec/query", json={"sql": "SELECT count(*) AS n FROM register_visit",
-                                                           "format": "arrow"}, headers=auth(big_world.alice))
+        small = client.post(
+            "/releases/r_rec/query",
+            json={"sql": "SELECT count(*) AS n FROM register_visit", "format": "arrow"},
+            headers=auth(big_world.alice),
+        )
         assert "X-HDP-Streamed" not in small.headers and small.headers["X-HDP-Rows"] == "1"
         svc = app.state.service
         end = _entries(svc, "access.query_end")[-1]
@@ -80,8 +86,9 @@ def test_streamed_result_equals_whole_result_and_is_audited(big_world, small_bat
 
 
 def test_stream_past_row_limit_is_cut_off_and_logged(big_world, small_batches):
-    settings = dataclasses.replace(big_world.settings, limits=Limits(timeout_s=5, max_rows=1_000,
-                                                                     memory_limit="256MB", threads=1))
+    settings = dataclasses.replace(
+        big_world.settings, limits=Limits(timeout_s=5, max_rows=1_000, memory_limit="256MB", threads=1)
+    )
     svc = AccessService(settings, big_world.gov)
     try:
         result = svc.query(big_world.gov.users["alice"], "r_rec", SQL, "arrow", stream=True)
@@ -116,8 +123,9 @@ def test_abandoned_stream_releases_its_engine(big_world, small_batches):
 
 def test_row_limit_below_stream_threshold_still_applies(big_world, monkeypatch):
     monkeypatch.setattr(service_mod, "STREAM_AFTER_ROWS", 100_000)  # everything fits the prefetch
-    settings = dataclasses.replace(big_world.settings, limits=Limits(timeout_s=5, max_rows=1_000,
-                                                                     memory_limit="256MB", threads=1))
+    settings = dataclasses.replace(
+        big_world.settings, limits=Limits(timeout_s=5, max_rows=1_000, memory_limit="256MB", threads=1)
+    )
     svc = AccessService(settings, big_world.gov)
     try:
         with pytest.raises(QueryCutOff) as err:

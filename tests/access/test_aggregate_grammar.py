@@ -82,28 +82,48 @@ def test_grammar_accepts(gworld, sql):
 
 REFUSED = [
     # 1. a subquery inside a group key (it made one cell holding everyone)
-    ("SELECT (SELECT string_agg(person_id, ',') FROM register_visit) AS v, count(*) FROM register_visit "
-     "GROUP BY 1", "aggregate.subquery"),
-    ("SELECT (SELECT list(visit_date) FROM register_visit WHERE person_id = 'x') AS v, count(*) "
-     "FROM register_visit GROUP BY 1", "aggregate.subquery"),
+    (
+        "SELECT (SELECT string_agg(person_id, ',') FROM register_visit) AS v, count(*) FROM register_visit "
+        "GROUP BY 1",
+        "aggregate.subquery",
+    ),
+    (
+        "SELECT (SELECT list(visit_date) FROM register_visit WHERE person_id = 'x') AS v, count(*) "
+        "FROM register_visit GROUP BY 1",
+        "aggregate.subquery",
+    ),
     # 2. join amplification (the table again, restricted to one pseudonym)
-    ("SELECT b.visit_date, count(*) FROM register_visit a JOIN register_visit b "
-     "ON a.person_id = b.person_id AND b.person_id = 'x' GROUP BY 1", "aggregate.join"),
-    ("SELECT b.visit_date, count(*) FROM register_visit a JOIN register_visit b ON a.person_id = b.person_id "
-     "WHERE b.person_id = 'x' GROUP BY 1", "aggregate.pseudonym"),
+    (
+        "SELECT b.visit_date, count(*) FROM register_visit a JOIN register_visit b "
+        "ON a.person_id = b.person_id AND b.person_id = 'x' GROUP BY 1",
+        "aggregate.join",
+    ),
+    (
+        "SELECT b.visit_date, count(*) FROM register_visit a JOIN register_visit b ON a.person_id = b.person_id "
+        "WHERE b.person_id = 'x' GROUP BY 1",
+        "aggregate.pseudonym",
+    ),
     ("SELECT count(*) FROM register_visit a JOIN patient b ON a.birth_year = b.birth_year", "aggregate.join"),
     ("SELECT count(*) FROM register_visit a, patient b", "aggregate.join"),
     ("SELECT count(*) FROM register_visit a CROSS JOIN patient b", "aggregate.join"),
-    ("SELECT count(*) FROM register_visit a FULL JOIN patient b ON a.person_id = b.person_id", "aggregate.join"),
+    (
+        "SELECT count(*) FROM register_visit a FULL JOIN patient b ON a.person_id = b.person_id",
+        "aggregate.join",
+    ),
     # 3. one person inside a large cell
     ("SELECT count_if(person_id = 'x') FROM register_visit", "aggregate.aggregate_not_allowed"),
-    ("SELECT sum(CASE WHEN person_id = 'x' THEN hba1c_mmol_mol ELSE 1000 END) FROM register_visit",
-     "aggregate.measure_argument"),
+    (
+        "SELECT sum(CASE WHEN person_id = 'x' THEN hba1c_mmol_mol ELSE 1000 END) FROM register_visit",
+        "aggregate.measure_argument",
+    ),
     ("SELECT count(*) FILTER (WHERE person_id = 'x') FROM register_visit", "aggregate.measure"),
     ("SELECT sum(hba1c_mmol_mol * (person_id = 'x')::INT) FROM register_visit", "aggregate.measure_argument"),
     # 4. a WHERE oracle
-    ("SELECT count(*) FROM register_visit WHERE EXISTS (SELECT 1 FROM register_visit WHERE person_id = 'x' "
-     "AND diabetes_type = 1)", "aggregate.subquery"),
+    (
+        "SELECT count(*) FROM register_visit WHERE EXISTS (SELECT 1 FROM register_visit WHERE person_id = 'x' "
+        "AND diabetes_type = 1)",
+        "aggregate.subquery",
+    ),
     ("SELECT count(*) FROM register_visit WHERE (SELECT count(*) FROM patient) > 5", "aggregate.subquery"),
     ("SELECT count(*) FROM register_visit WHERE person_id = 'x'", "aggregate.pseudonym"),
     ("SELECT count(*) FROM register_visit WHERE person_id LIKE 'a%'", "aggregate.pseudonym"),
@@ -158,24 +178,42 @@ def test_attacks_are_refused_over_http_and_audited(client, world):
     refused = [e for e in world.service.audit.entries() if e.get("decision") == "refused"]
     assert len(refused) >= len(attacks)
     # A digest of what was refused (keyed, of the exact text), never the text itself.
-    assert all(e.get("query_text_hmac") or e.get("query_sha256") for e in refused[-len(attacks):])
+    assert all(e.get("query_text_hmac") or e.get("query_sha256") for e in refused[-len(attacks) :])
     assert pid not in Path(world.settings.audit_path).read_text()  # never the text itself
 
 
 # -- the laws ---------------------------------------------------------------------------------
 
 KEYS = [
-    "r.sex", "r.county", "r.birth_year", "year(r.visit_date)", "r.diabetes_type",
+    "r.sex",
+    "r.county",
+    "r.birth_year",
+    "year(r.visit_date)",
+    "r.diabetes_type",
     "CASE WHEN r.bmi < 25 THEN 'a' WHEN r.bmi < 30 THEN 'b' ELSE 'c' END",
-    "width_bucket(r.hba1c_mmol_mol, 30, 100, 7)", "floor(r.birth_year / 10) * 10",
+    "width_bucket(r.hba1c_mmol_mol, 30, 100, 7)",
+    "floor(r.birth_year / 10) * 10",
 ]
 JOIN_KEYS = ["p.sex", "p.birth_year"]
 CONDITIONS = [
-    "r.hba1c_mmol_mol < {v}", "r.sex = 'F'", "r.county IN ('01', '03', '12')", "r.visit_date >= DATE '2019-01-01'",
-    "NOT r.diabetes_type = 1", "r.birth_year BETWEEN 1940 AND {y}", "r.bmi IS NOT NULL", "year(r.visit_date) <> {yr}",
+    "r.hba1c_mmol_mol < {v}",
+    "r.sex = 'F'",
+    "r.county IN ('01', '03', '12')",
+    "r.visit_date >= DATE '2019-01-01'",
+    "NOT r.diabetes_type = 1",
+    "r.birth_year BETWEEN 1940 AND {y}",
+    "r.bmi IS NOT NULL",
+    "year(r.visit_date) <> {yr}",
 ]
-MEASURES = ["count(*)", "count(DISTINCT r.person_id)", "avg(r.hba1c_mmol_mol)", "sum(r.bmi)", "stddev(r.bmi)",
-            "count(r.bmi)", "var_pop(r.hba1c_mmol_mol)"]
+MEASURES = [
+    "count(*)",
+    "count(DISTINCT r.person_id)",
+    "avg(r.hba1c_mmol_mol)",
+    "sum(r.bmi)",
+    "stddev(r.bmi)",
+    "count(r.bmi)",
+    "var_pop(r.hba1c_mmol_mol)",
+]
 
 
 @st.composite
@@ -183,7 +221,11 @@ def grammar_queries(draw):
     join = draw(st.sampled_from(["", "JOIN", "LEFT JOIN"]))
     keys = draw(st.lists(st.sampled_from(KEYS + (JOIN_KEYS if join else [])), max_size=3, unique=True))
     conds = draw(st.lists(st.sampled_from(CONDITIONS), max_size=3, unique=True))
-    values = {"v": draw(st.integers(30, 100)), "y": draw(st.integers(1940, 2005)), "yr": draw(st.integers(2015, 2024))}
+    values = {
+        "v": draw(st.integers(30, 100)),
+        "y": draw(st.integers(1940, 2005)),
+        "yr": draw(st.integers(2015, 2024)),
+    }
     conds = [c.format(**values) for c in conds]
     connective = draw(st.sampled_from([" AND ", " OR "]))
     measures = draw(st.lists(st.sampled_from(MEASURES), min_size=1, max_size=3, unique=True))
@@ -192,9 +234,14 @@ def grammar_queries(draw):
 
 
 def _sql(keys, where, measures, from_) -> str:
-    select = ", ".join([*(f"{k} AS k{i}" for i, k in enumerate(keys)), *(f"{m} AS m{i}" for i, m in enumerate(measures))])
-    return (f"SELECT {select} FROM {from_}" + (f" WHERE {where}" if where else "")
-            + (f" GROUP BY {', '.join(f'k{i}' for i in range(len(keys)))}" if keys else ""))
+    select = ", ".join(
+        [*(f"{k} AS k{i}" for i, k in enumerate(keys)), *(f"{m} AS m{i}" for i, m in enumerate(measures))]
+    )
+    return (
+        f"SELECT {select} FROM {from_}"
+        + (f" WHERE {where}" if where else "")
+        + (f" GROUP BY {', '.join(f'k{i}' for i in range(len(keys)))}" if keys else "")
+    )
 
 
 class Direct:
@@ -203,20 +250,28 @@ class Direct:
     def __init__(self, w: World) -> None:
         home = w.settings.releases_dir.parent
         self.con = duckdb.connect()
-        self.con.execute(f"ATTACH '{w.settings.releases_dir / 'r_agg' / 'release.duckdb'}' AS rel (READ_ONLY)")
+        self.con.execute(
+            f"ATTACH '{w.settings.releases_dir / 'r_agg' / 'release.duckdb'}' AS rel (READ_ONLY)"
+        )
         link = home / "restricted" / "releases" / "r_agg" / "consent_link.parquet"
         self.con.execute(f"CREATE TEMP TABLE linked AS SELECT person_id FROM read_parquet('{link}')")
         for t in ("register_visit", "patient"):
-            self.con.execute(f"CREATE TEMP VIEW {t} AS SELECT * FROM rel.{t} WHERE person_id IN "
-                             "(SELECT person_id FROM linked)")
+            self.con.execute(
+                f"CREATE TEMP VIEW {t} AS SELECT * FROM rel.{t} WHERE person_id IN "
+                "(SELECT person_id FROM linked)"
+            )
 
     def cells(self, keys, where, from_) -> dict[tuple, tuple[int, int]]:
         """key values -> (distinct persons, strictest threshold of the holders in the cell)."""
-        holders = "list_distinct(flatten(list([r.holder" + (", p.holder" if " p " in f" {from_} " else "") + "])))"
+        holders = (
+            "list_distinct(flatten(list([r.holder" + (", p.holder" if " p " in f" {from_} " else "") + "])))"
+        )
         exprs = [_width_bucket_free(k) for k in keys]
-        sql = (f"SELECT {', '.join([*exprs, 'count(DISTINCT r.person_id)', holders])} FROM {from_}"
-               + (f" WHERE {_width_bucket_free(where)}" if where else "")
-               + (f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""))
+        sql = (
+            f"SELECT {', '.join([*exprs, 'count(DISTINCT r.person_id)', holders])} FROM {from_}"
+            + (f" WHERE {_width_bucket_free(where)}" if where else "")
+            + (f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else "")
+        )
         out = {}
         for row in self.con.execute(sql).fetchall():
             *key, persons, hs = row
@@ -278,7 +333,9 @@ def test_complementary_filters_never_give_back_a_withheld_count(gworld, query):
     measure = ["count(DISTINCT r.person_id)"]
     filtered = {tuple(r[:-1]): r[-1] for r in _ask(gworld, _sql(keys, cond, measure, from_))["rows"]}
     total = {tuple(r[:-1]): r[-1] for r in _ask(gworld, _sql(keys, None, measure, from_))["rows"]}
-    opposite = {tuple(r[:-1]): r[-1] for r in _ask(gworld, _sql(keys, f"NOT ({cond})", measure, from_))["rows"]}
+    opposite = {
+        tuple(r[:-1]): r[-1] for r in _ask(gworld, _sql(keys, f"NOT ({cond})", measure, from_))["rows"]
+    }
     truth = Direct(gworld).cells(keys, cond, from_)
     for key, (persons, _threshold) in truth.items():
         if key in filtered:
@@ -294,12 +351,13 @@ def test_differencing_recovers_neither_a_small_count_nor_its_mean(gworld):
     year, sex, county, persons, rows, mean = direct.con.execute(
         "SELECT birth_year, sex, county, count(DISTINCT person_id), count(*), avg(hba1c_mmol_mol) "
         "FROM register_visit GROUP BY ALL HAVING count(DISTINCT person_id) BETWEEN 1 AND 4 "
-        "ORDER BY 4 DESC, 1, 2, 3 LIMIT 1").fetchall()[0]
+        "ORDER BY 4 DESC, 1, 2, 3 LIMIT 1"
+    ).fetchall()[0]
     small = f"birth_year = {year} AND sex = '{sex}' AND county = '{county}'"
     ask = "SELECT count(DISTINCT person_id) AS p, count(*) AS n, avg(hba1c_mmol_mol) AS m FROM register_visit"
     assert _ask(gworld, f"{ask} WHERE {small}")["rows"] == []  # withheld
-    (tp, tn, tm), = _ask(gworld, ask)["rows"]
-    (bp, bn, bm), = _ask(gworld, f"{ask} WHERE NOT ({small})")["rows"]
+    ((tp, tn, tm),) = _ask(gworld, ask)["rows"]
+    ((bp, bn, bm),) = _ask(gworld, f"{ask} WHERE NOT ({small})")["rows"]
     assert tp - bp != persons
     assert (tp - bp) % 5 == 0 and (tn - bn) % 5 == 0
     recovered_mean = (tm * tn - bm * bn) / rows
@@ -319,13 +377,17 @@ def test_a_measure_gets_the_same_noise_however_it_is_asked(gworld):
         "SELECT sex, stddev(bmi), avg(hba1c_mmol_mol), avg(hba1c_mmol_mol) AS again FROM register_visit GROUP BY 1",
     ):
         rows = _ask(gworld, sql)["rows"]
-        means = {r[0] if isinstance(r[0], str) else r[1]: [v for v in r if isinstance(v, float)] for r in rows}
+        means = {
+            r[0] if isinstance(r[0], str) else r[1]: [v for v in r if isinstance(v, float)] for r in rows
+        }
         for sex, mean in base:
             assert mean in means[sex], (sql, sex)
-    rounded = _ask(gworld, "SELECT sex, round(avg(hba1c_mmol_mol), 2) FROM register_visit GROUP BY sex")["rows"]
+    rounded = _ask(gworld, "SELECT sex, round(avg(hba1c_mmol_mol), 2) FROM register_visit GROUP BY sex")[
+        "rows"
+    ]
     assert [(s, round(m, 2)) for s, m in base] == [tuple(r) for r in rounded]
     # A sum is its published mean times its published count of values.
-    (n, mean, total), = _ask(gworld, "SELECT count(bmi), avg(bmi), sum(bmi) FROM register_visit")["rows"]
+    ((n, mean, total),) = _ask(gworld, "SELECT count(bmi), avg(bmi), sum(bmi) FROM register_visit")["rows"]
     assert total == pytest.approx(mean * n, rel=1e-9)
 
 
@@ -337,11 +399,20 @@ def test_settings_are_readable_and_keys_are_not(client, world):
     assert d["perturbation"]["rounding_base"] == 10 and d["thresholds"]["region_skane"] == 10
     assert "disclosure" not in client.get("/releases/r_rec/schema", headers=auth(world.alice)).json()
     public = {h["holder_id"]: h for h in client.get("/governance/disclosure").json()}
-    assert public["ndr"]["perturbation"] == {"threshold": 5, "rounding_base": 5, "max_noise": 7, "variance": 6.0,
-                                             "magnitude": 0.5}
+    assert public["ndr"]["perturbation"] == {
+        "threshold": 5,
+        "rounding_base": 5,
+        "max_noise": 7,
+        "variance": 6.0,
+        "magnitude": 0.5,
+    }
     assert not any("__" in c["name"] for cols in schema["tables"].values() for c in cols)
-    for sql in ("SELECT sum(__rk) FROM register_visit", "SELECT __pn, count(*) FROM register_visit GROUP BY 1",
-                "SELECT count(*) FROM hdp_ck.register_visit", "SELECT count(*) FROM hdp_keys.person_key"):
+    for sql in (
+        "SELECT sum(__rk) FROM register_visit",
+        "SELECT __pn, count(*) FROM register_visit GROUP BY 1",
+        "SELECT count(*) FROM hdp_ck.register_visit",
+        "SELECT count(*) FROM hdp_keys.person_key",
+    ):
         for release in ("r_agg", "r_rec"):
             r = client.post(f"/releases/{release}/query", json={"sql": sql}, headers=auth(world.alice))
             assert r.status_code in (400, 403), (sql, release, r.text)
@@ -351,21 +422,31 @@ def test_join_amplification_of_one_persons_rows_is_withheld(gworld):
     """A self-join squares each person's rows: a person with many visits would dominate the
     joined row count of any cell and show through it. Such cells are withheld."""
     direct = Direct(gworld)
-    body = _ask(gworld, "SELECT a.sex, count(*) FROM register_visit a JOIN register_visit b "
-                        "ON a.person_id = b.person_id GROUP BY a.sex")
+    body = _ask(
+        gworld,
+        "SELECT a.sex, count(*) FROM register_visit a JOIN register_visit b "
+        "ON a.person_id = b.person_id GROUP BY a.sex",
+    )
     # In every published cell no two persons hold more than 90 % of the joined rows.
     for sex, _n in body["rows"]:
-        (top2, rows), = direct.con.execute(
+        ((top2, rows),) = direct.con.execute(
             "SELECT list_sum(list_sort(list(n * n), 'DESC')[1:2]), sum(n * n) FROM "
-            "(SELECT person_id, count(*) AS n FROM register_visit WHERE sex = ? GROUP BY 1)", [sex]).fetchall()
+            "(SELECT person_id, count(*) AS n FROM register_visit WHERE sex = ? GROUP BY 1)",
+            [sex],
+        ).fetchall()
         assert top2 <= 0.9 * rows
     # A cell of few persons with many visits each: withheld for dominance or size, never published.
-    few = _ask(gworld, "SELECT a.birth_year, count(*) FROM register_visit a JOIN register_visit b "
-                       "ON a.person_id = b.person_id WHERE a.birth_year < 1935 GROUP BY a.birth_year")
+    few = _ask(
+        gworld,
+        "SELECT a.birth_year, count(*) FROM register_visit a JOIN register_visit b "
+        "ON a.person_id = b.person_id WHERE a.birth_year < 1935 GROUP BY a.birth_year",
+    )
     for year, _n in few["rows"]:
-        (top2, rows), = direct.con.execute(
+        ((top2, rows),) = direct.con.execute(
             "SELECT list_sum(list_sort(list(n * n), 'DESC')[1:2]), sum(n * n) FROM "
-            "(SELECT person_id, count(*) AS n FROM register_visit WHERE birth_year = ? GROUP BY 1)", [year]).fetchall()
+            "(SELECT person_id, count(*) AS n FROM register_visit WHERE birth_year = ? GROUP BY 1)",
+            [year],
+        ).fetchall()
         assert top2 <= 0.9 * rows
 
 
@@ -375,8 +456,17 @@ def test_rows_dominance_rule_on_crafted_cells():
     from access.aggregate import CompiledQuery, DisclosureSettings, _rows_dominated
     from privacy.cellkey import PerturbationSettings, build_ptable
 
-    cq = CompiledQuery(query=None, stats_sql="", exact_sql="", value_columns=(), magnitude_columns=frozenset(),
-                       persons_in_stats=False, rows_dominance=True, holder_of_bit={}, max_rows_per_person=100)
+    cq = CompiledQuery(
+        query=None,
+        stats_sql="",
+        exact_sql="",
+        value_columns=(),
+        magnitude_columns=frozenset(),
+        persons_in_stats=False,
+        rows_dominance=True,
+        holder_of_bit={},
+        max_rows_per_person=100,
+    )
     ps = PerturbationSettings()
     ds = DisclosureSettings(thresholds={}, perturbation=ps, ptable=build_ptable(ps))
     assert _rows_dominated({}, {"__toprows": [100, 1, 1], "__totrows": 104}, cq, ds)

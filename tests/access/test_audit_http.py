@@ -48,16 +48,22 @@ def test_unknown_route_is_audited_without_its_path(client, world):
     assert "Tolvan" not in world.settings.audit_path.read_text()
 
 
-@pytest.mark.parametrize("body", [
-    {"sql": "SELECT 1", "format": PNR},                        # a value FastAPI would echo
-    {"sql": f"SELECT '{PNR}' " + "x" * 100_000},               # too long: the whole text echoed
-    {"sql": ["SELECT", PNR]},                                  # wrong type
-    b'{"sql": "SELECT \'' + PNR.encode() + b"'",                # not JSON
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sql": "SELECT 1", "format": PNR},  # a value FastAPI would echo
+        {"sql": f"SELECT '{PNR}' " + "x" * 100_000},  # too long: the whole text echoed
+        {"sql": ["SELECT", PNR]},  # wrong type
+        b'{"sql": "SELECT \'' + PNR.encode() + b"'",  # not JSON
+    ],
+)
 def test_422_has_reason_and_locations_but_no_submitted_value(client, world, body):
     before = _count(world)
-    kw = {"content": body, "headers": {**auth(world.alice), "content-type": "application/json"}} \
-        if isinstance(body, bytes) else {"json": body, "headers": auth(world.alice)}
+    kw = (
+        {"content": body, "headers": {**auth(world.alice), "content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body, "headers": auth(world.alice)}
+    )
     r = client.post("/releases/r_rec/query", **kw)
     assert r.status_code == 422
     _no_pnr(r.text)
@@ -106,13 +112,16 @@ def test_server_error_is_json_without_traceback_and_audited(client, world, monke
     _no_pnr(r.text)
     (entry,) = _new_entries(world, before)
     assert entry["seq"] == out["ref"] and entry["status"] == 500 and entry["reason"] == "server.error"
-    assert entry["error_type"] == "RuntimeError" and entry["user"] == "alice" and entry["route"] == "/releases"
+    assert (
+        entry["error_type"] == "RuntimeError" and entry["user"] == "alice" and entry["route"] == "/releases"
+    )
     _no_pnr(world.settings.audit_path.read_text())
     _no_pnr(caplog.text)  # the server log has the stack, not the exception's message
 
 
-@pytest.mark.parametrize("headers,reason", [({}, "auth.missing_token"),
-                                            ({"Authorization": "Bearer nope"}, "auth.invalid_token")])
+@pytest.mark.parametrize(
+    "headers,reason", [({}, "auth.missing_token"), ({"Authorization": "Bearer nope"}, "auth.invalid_token")]
+)
 def test_authentication_failures_are_audited(client, world, headers, reason):
     before = _count(world)
     r = client.get("/me", headers=headers)
@@ -125,7 +134,11 @@ def test_refusals_outside_the_service_are_audited_with_their_reason(client, worl
     before = _count(world)
     assert client.get("/audit/report", headers=auth(world.alice)).status_code == 403
     (entry,) = _new_entries(world, before)
-    assert entry["event"] == "access.http" and entry["reason"] == "role.not_operator" and entry["user"] == "alice"
+    assert (
+        entry["event"] == "access.http"
+        and entry["reason"] == "role.not_operator"
+        and entry["user"] == "alice"
+    )
 
 
 def test_plain_requests_are_audited_too(client, world):
@@ -139,8 +152,9 @@ def test_plain_requests_are_audited_too(client, world):
 
 def test_a_query_writes_one_entry_not_two(client, world):
     before = _count(world)
-    r = client.post("/releases/r_rec/query", json={"sql": "SELECT count(*) AS n FROM patient"},
-                    headers=auth(world.alice))
+    r = client.post(
+        "/releases/r_rec/query", json={"sql": "SELECT count(*) AS n FROM patient"}, headers=auth(world.alice)
+    )
     assert r.status_code == 200
     (entry,) = _new_entries(world, before)
     assert entry["event"] == "access.query"

@@ -48,8 +48,9 @@ def _key() -> AuditKey:
 
 
 def _log(tmp_path, key, n=6, checkpoints=None, every=100, name="access.jsonl") -> AuditLog:
-    log = AuditLog(tmp_path / "audit" / name, fsync=False, key=key, checkpoints=checkpoints,
-                   checkpoint_every=every)
+    log = AuditLog(
+        tmp_path / "audit" / name, fsync=False, key=key, checkpoints=checkpoints, checkpoint_every=every
+    )
     for i in range(n):
         log.append({"event": "access.query", "user": f"u{i % 2}", "rows": i, "decision": "allowed"})
     return log
@@ -109,8 +110,9 @@ def test_full_rechain_with_a_key_of_ones_own_fails(tmp_path, claimed):
         e["mac_key"] = fake.key_id
         e["hash"] = prev = entry_mac(fake, log.log_id, e)
     _write(log, entries)
-    _write_anchor(log, {"seq": 6, "hash": prev, "mac_key": fake.key_id,
-                        "mac": anchor_mac(fake, log.log_id, 6, prev)})
+    _write_anchor(
+        log, {"seq": 6, "hash": prev, "mac_key": fake.key_id, "mac": anchor_mac(fake, log.log_id, 6, prev)}
+    )
     r = log.verify()
     assert not r.ok and r.first_bad_seq == 1, r
 
@@ -123,8 +125,15 @@ def test_truncation_with_a_rewritten_anchor_fails(tmp_path):
     _write_anchor(log, {"seq": 4, "hash": entries[-1]["hash"]})  # no MAC: the key is needed
     r = log.verify()
     assert not r.ok and r.first_bad_seq == 4 and "anchor" in r.reason, r
-    _write_anchor(log, {"seq": 4, "hash": entries[-1]["hash"], "mac_key": entries[-1]["mac_key"],
-                        "mac": hmac.new(b"guess", b"x", hashlib.sha256).hexdigest()})
+    _write_anchor(
+        log,
+        {
+            "seq": 4,
+            "hash": entries[-1]["hash"],
+            "mac_key": entries[-1]["mac_key"],
+            "mac": hmac.new(b"guess", b"x", hashlib.sha256).hexdigest(),
+        },
+    )
     r = log.verify()
     assert not r.ok and r.first_bad_seq == 4, r
 

@@ -72,8 +72,12 @@ def test_inconsistent_settings_are_refused(kwargs, word):
 
 
 def test_strictest_combines_parameter_by_parameter():
-    s = strictest([PerturbationSettings(threshold=5, rounding_base=5, max_noise=4, variance=1.0),
-                   PerturbationSettings(threshold=10, rounding_base=10, max_noise=9, variance=0.0, magnitude=1.0)])
+    s = strictest(
+        [
+            PerturbationSettings(threshold=5, rounding_base=5, max_noise=4, variance=1.0),
+            PerturbationSettings(threshold=10, rounding_base=10, max_noise=9, variance=0.0, magnitude=1.0),
+        ]
+    )
     assert (s.threshold, s.rounding_base, s.max_noise, s.variance, s.magnitude) == (10, 10, 9, 1.0, 1.0)
 
 
@@ -106,29 +110,46 @@ def _ons_ptable_frame(table: dict) -> pd.DataFrame:
 
 def _microdata(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "county": rng.choice(["03", "12", "18", "20"], rows),
-        "sex": rng.choice(["F", "M"], rows),
-        "band": rng.choice(["0-17", "18-64", "65+"], rows, p=[0.05, 0.55, 0.40]),
-        "diabetes": rng.choice(["typ1", "typ2", "other"], rows, p=[0.1, 0.85, 0.05]),
-        "record_key": rng.integers(0, 256, rows),
-    })
+    return pd.DataFrame(
+        {
+            "county": rng.choice(["03", "12", "18", "20"], rows),
+            "sex": rng.choice(["F", "M"], rows),
+            "band": rng.choice(["0-17", "18-64", "65+"], rows, p=[0.05, 0.55, 0.40]),
+            "diabetes": rng.choice(["typ1", "typ2", "other"], rows, p=[0.1, 0.85, 0.05]),
+            "record_key": rng.integers(0, 256, rows),
+        }
+    )
 
 
 def _ours(data: pd.DataFrame, dims: list[str], table: dict, threshold: int) -> dict[tuple, int | None]:
     grouped = data.groupby(dims).agg(n=("record_key", "size"), keys=("record_key", "sum")).reset_index()
-    published = perturb_table(grouped["n"].tolist(), [cell_key([k]) for k in grouped["keys"]], table, threshold)
-    return {tuple(row[d] for d in dims): value for (_, row), value in zip(grouped.iterrows(), published, strict=True)}
+    published = perturb_table(
+        grouped["n"].tolist(), [cell_key([k]) for k in grouped["keys"]], table, threshold
+    )
+    return {
+        tuple(row[d] for d in dims): value
+        for (_, row), value in zip(grouped.iterrows(), published, strict=True)
+    }
 
 
-def _theirs(data: pd.DataFrame, dims: list[str], ptable: pd.DataFrame, threshold: int) -> dict[tuple, int | None]:
+def _theirs(
+    data: pd.DataFrame, dims: list[str], ptable: pd.DataFrame, threshold: int
+) -> dict[tuple, int | None]:
     from cell_key_perturbation.create_perturbed_table import create_perturbed_table
 
-    out = create_perturbed_table(data=data, ptable=ptable, geog=[dims[0]], tab_vars=dims[1:],
-                                 record_key="record_key", threshold=threshold)
+    out = create_perturbed_table(
+        data=data,
+        ptable=ptable,
+        geog=[dims[0]],
+        tab_vars=dims[1:],
+        record_key="record_key",
+        threshold=threshold,
+    )
     out = out[out["pre_sdc_count"] > 0]  # the ONS table also lists empty combinations
-    return {tuple(row[d] for d in dims): (None if pd.isna(row["count"]) else int(row["count"]))
-            for _, row in out.iterrows()}
+    return {
+        tuple(row[d] for d in dims): (None if pd.isna(row["count"]) else int(row["count"]))
+        for _, row in out.iterrows()
+    }
 
 
 @pytest.mark.parametrize("ptable_source", ["ons_10_5_rule", "ours_t5_b5", "ours_t10_b10"])

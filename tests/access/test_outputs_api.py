@@ -29,7 +29,10 @@ def people(world):
     g.add_user("oc2", {"output_checker"})
     g.add_user("s-ndr", {"steward"}, ("ndr",))
     g.add_user("s-none", {"steward"}, ("nowhere",))
-    return {n: g.issue_token(n) for n in ("oc1", "oc2", "s-ndr", "s-none")} | {"alice": world.alice, "bob": world.bob}
+    return {n: g.issue_token(n) for n in ("oc1", "oc2", "s-ndr", "s-none")} | {
+        "alice": world.alice,
+        "bob": world.bob,
+    }
 
 
 def q(client, token, release, sql, fmt="json"):
@@ -37,17 +40,25 @@ def q(client, token, release, sql, fmt="json"):
 
 
 def create(client, token, sql=AGG_SQL, fmt="csv", release="r_rec", title="Visits by sex", context=J):
-    return client.post(f"/releases/{release}/outputs", headers=auth(token),
-                       json={"sql": sql, "format": fmt, "title": title, "context": context})
+    return client.post(
+        f"/releases/{release}/outputs",
+        headers=auth(token),
+        json={"sql": sql, "format": fmt, "title": title, "context": context},
+    )
 
 
 def check(client, token, oid, decision="approve", comment=C):
-    return client.post(f"/outputs/{oid}/checks", headers=auth(token), json={"decision": decision, "comment": comment})
+    return client.post(
+        f"/outputs/{oid}/checks", headers=auth(token), json={"decision": decision, "comment": comment}
+    )
 
 
 def audit(world, event):
-    return [json.loads(line) for line in world.settings.audit_path.read_text().splitlines()
-            if json.loads(line).get("event") == event]
+    return [
+        json.loads(line)
+        for line in world.settings.audit_path.read_text().splitlines()
+        if json.loads(line).get("event") == event
+    ]
 
 
 def stored(world, o):
@@ -57,8 +68,12 @@ def stored(world, o):
 def test_record_results_are_previews_only(client, world):
     ok = q(client, world.alice, "r_rec", "SELECT person_id, hba1c_mmol_mol FROM register_visit LIMIT 100")
     assert ok.status_code == 200 and ok.json()["row_count"] == 100  # inside the environment: a preview
-    for fmt, sql in (("csv", AGG_SQL), ("parquet", AGG_SQL), ("json", "SELECT * FROM register_visit"),
-                     ("arrow", "SELECT * FROM register_visit LIMIT 101")):
+    for fmt, sql in (
+        ("csv", AGG_SQL),
+        ("parquet", AGG_SQL),
+        ("json", "SELECT * FROM register_visit"),
+        ("arrow", "SELECT * FROM register_visit LIMIT 101"),
+    ):
         r = q(client, world.alice, "r_rec", sql, fmt)
         assert r.status_code == 403, (fmt, sql)
         assert r.json()["error"] == "output.review_required"
@@ -74,8 +89,13 @@ def test_whole_airlock_two_checkers_then_download(client, world, people):
     r = create(client, people["alice"])
     assert r.status_code == 201, r.text
     o = r.json()
-    assert (o["status"], o["round"], o["row_level"], o["columns"], o["rows"]) == ("submitted", 1, False,
-                                                                                  ["sex", "n"], 2)
+    assert (o["status"], o["round"], o["row_level"], o["columns"], o["rows"]) == (
+        "submitted",
+        1,
+        False,
+        ["sex", "n"],
+        2,
+    )
     path = stored(world, o)
     [f] = list(path.iterdir())
     assert stat.S_IMODE(path.stat().st_mode) == 0o700 and stat.S_IMODE(f.stat().st_mode) == 0o600
@@ -112,12 +132,19 @@ def test_whole_airlock_two_checkers_then_download(client, world, people):
     assert mine[0]["downloads"] == 1 and mine[0]["downloadable"] is True
 
     events = [json.loads(x) for x in world.settings.audit_path.read_text().splitlines()]
-    steps = [(e["event"], e["decision"]) for e in events if e["event"].startswith("access.output_")
-             and e["event"] != "access.output_preview"]
+    steps = [
+        (e["event"], e["decision"])
+        for e in events
+        if e["event"].startswith("access.output_") and e["event"] != "access.output_preview"
+    ]
     assert steps[0] == ("access.output_request", "allowed")
-    assert ("access.output_check", "refused") in steps and steps.count(("access.output_check", "allowed")) == 2
-    assert steps.count(("access.output_download", "refused")) == 4 and steps[-1] == ("access.output_download",
-                                                                                     "allowed")
+    assert ("access.output_check", "refused") in steps and steps.count(
+        ("access.output_check", "allowed")
+    ) == 2
+    assert steps.count(("access.output_download", "refused")) == 4 and steps[-1] == (
+        "access.output_download",
+        "allowed",
+    )
     assert "Visits by sex" not in world.settings.audit_path.read_text()  # free text stays out of the log
 
 
@@ -142,18 +169,28 @@ def test_row_level_needs_a_stewards_exception(client, world, people):
     assert not any(stored(world, {"release_id": "r_rec"}).glob("*"))  # refused files are not kept
     # Only a steward of a holder in the permit may record the exception, with a justification.
     exc_url = "/permits/1/output-exceptions"
-    for who, code in (("oc1", "exception.not_steward"), ("s-none", "exception.not_steward"),
-                      ("alice", "exception.project_member")):
+    for who, code in (
+        ("oc1", "exception.not_steward"),
+        ("s-none", "exception.not_steward"),
+        ("alice", "exception.project_member"),
+    ):
         r = client.post(exc_url, headers=auth(people[who]), json={"justification": EXC})
         assert r.status_code == 403 and r.json()["error"] == code, who
-    assert client.post(exc_url, headers=auth(people["s-ndr"]), json={"justification": "short"}).status_code == 422
+    assert (
+        client.post(exc_url, headers=auth(people["s-ndr"]), json={"justification": "short"}).status_code
+        == 422
+    )
     e = client.post(exc_url, headers=auth(people["s-ndr"]), json={"justification": EXC})
     assert e.status_code == 201 and e.json()["holder_id"] == "ndr"
     # Visible to checkers and to the permit's users, not to others.
     assert client.get(exc_url, headers=auth(people["oc1"])).json()[0]["justification"] == EXC
     assert client.get(exc_url, headers=auth(people["bob"])).status_code == 404
     o = create(client, people["alice"], sql=sql, fmt="parquet").json()
-    assert o["row_level"] and "pseudonym_selected" in o["row_level_reasons"] and o["exception_id"] == e.json()["id"]
+    assert (
+        o["row_level"]
+        and "pseudonym_selected" in o["row_level_reasons"]
+        and o["exception_id"] == e.json()["id"]
+    )
     for who in ("oc1", "oc2"):
         check(client, people[who], o["id"])
     assert client.get(f"/outputs/{o['id']}/download", headers=auth(people["alice"])).status_code == 200
@@ -176,7 +213,11 @@ def test_withdrawn_person_is_not_in_a_row_level_download(client, world, people):
     r = client.get(f"/outputs/{o['id']}/download", headers=auth(people["alice"]))
     assert r.status_code == 409 and r.json()["error"] == "output.consent_changed"
     again = create(client, people["alice"], sql="SELECT person_id FROM patient", fmt="json").json()
-    [f] = [p for p in stored(world, again).iterdir() if hashlib.sha256(p.read_bytes()).hexdigest() == again["sha256"]]
+    [f] = [
+        p
+        for p in stored(world, again).iterdir()
+        if hashlib.sha256(p.read_bytes()).hexdigest() == again["sha256"]
+    ]
     assert person_id(0, seed=1) not in f.read_text() and person_id(1, seed=1) in f.read_text()
 
 
@@ -189,15 +230,21 @@ def test_return_resubmit_with_a_new_query_then_reject(client, world, people):
     r = client.post(f"/outputs/{o['id']}/resubmit", headers=auth(people["bob"]), json={"context": J})
     assert r.status_code == 404  # not his
     new_sql = "SELECT sex, diabetes_type, count(*) AS n FROM register_visit GROUP BY ALL ORDER BY ALL"
-    r = client.post(f"/outputs/{o['id']}/resubmit", headers=auth(people["alice"]),
-                    json={"context": J + " Now by diabetes type too.", "sql": new_sql})
+    r = client.post(
+        f"/outputs/{o['id']}/resubmit",
+        headers=auth(people["alice"]),
+        json={"context": J + " Now by diabetes type too.", "sql": new_sql},
+    )
     new = r.json()
     assert (new["status"], new["round"], new["approvals"]) == ("submitted", 2, [])
     assert new["sha256"] != o["sha256"] and new["rows"] == 4
     files = list(stored(world, o).iterdir())
     assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in files] == [new["sha256"]]  # old file gone
     assert check(client, people["oc1"], o["id"]).json()["status"] == "under_review"  # a new round
-    assert check(client, people["oc2"], o["id"], "reject", "Too fine for this purpose.").json()["status"] == "rejected"
+    assert (
+        check(client, people["oc2"], o["id"], "reject", "Too fine for this purpose.").json()["status"]
+        == "rejected"
+    )
     assert list(stored(world, o).iterdir()) == []  # nothing will leave: no copy kept
     assert client.post(f"/outputs/{o['id']}/withdraw", headers=auth(people["alice"])).status_code == 409
 
@@ -208,7 +255,10 @@ def test_withdraw_and_visibility(client, world, people):
     assert client.get(f"/outputs/{o['id']}/preview", headers=auth(people["bob"])).status_code == 404
     assert client.get(f"/outputs/{o['id']}", headers=auth(people["oc2"])).status_code == 200
     assert client.post(f"/outputs/{o['id']}/withdraw", headers=auth(people["oc1"])).status_code == 403
-    assert client.post(f"/outputs/{o['id']}/withdraw", headers=auth(people["alice"])).json()["status"] == "withdrawn"
+    assert (
+        client.post(f"/outputs/{o['id']}/withdraw", headers=auth(people["alice"])).json()["status"]
+        == "withdrawn"
+    )
     assert check(client, people["oc1"], o["id"]).status_code == 409
 
 
@@ -238,9 +288,12 @@ def test_export_rule_configuration(monkeypatch):
 
     assert ExportRule.from_env({}) == ExportRule(100, frozenset({"json", "arrow"}))
     assert ExportRule.from_env({"HDP_ACCESS_PREVIEW_ROWS": "10", "HDP_ENV": "production"}).preview_rows == 10
-    for env in ({"HDP_ACCESS_PREVIEW_ROWS": "5000", "HDP_ENV": "production"},
-                {"HDP_ACCESS_PREVIEW_FORMATS": "json,csv", "HDP_ENV": "production"},
-                {"HDP_ACCESS_PREVIEW_ROWS": "many"}, {"HDP_ACCESS_PREVIEW_FORMATS": "xlsx"}):
+    for env in (
+        {"HDP_ACCESS_PREVIEW_ROWS": "5000", "HDP_ENV": "production"},
+        {"HDP_ACCESS_PREVIEW_FORMATS": "json,csv", "HDP_ENV": "production"},
+        {"HDP_ACCESS_PREVIEW_ROWS": "many"},
+        {"HDP_ACCESS_PREVIEW_FORMATS": "xlsx"},
+    ):
         with pytest.raises(Refusal) as err:
             ExportRule.from_env(env)
         assert err.value.reason == "output.rule_invalid" and err.value.status == 503

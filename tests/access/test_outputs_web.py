@@ -43,8 +43,11 @@ def browser(app, token: str, lang: str = "en"):
 
     c = TestClient(app, base_url="http://testserver")
     form = c.get(f"/web/login?lang={lang}")
-    r = c.post("/web/login", data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
-               follow_redirects=True)
+    r = c.post(
+        "/web/login",
+        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
+        follow_redirects=True,
+    )
     assert r.status_code == 200
     return c
 
@@ -54,15 +57,26 @@ def csrf(c, path: str) -> str:
 
 
 def file_output(c, release_id: str, sql: str = SQL, fmt: str = "csv"):
-    return c.post("/web/outputs", data={"csrf_token": csrf(c, "/web/outputs"), "release_id": release_id, "sql": sql,
-                                        "format": fmt, "title": "Visits by sex", "context": CONTEXT},
-                  follow_redirects=False)
+    return c.post(
+        "/web/outputs",
+        data={
+            "csrf_token": csrf(c, "/web/outputs"),
+            "release_id": release_id,
+            "sql": sql,
+            "format": fmt,
+            "title": "Visits by sex",
+            "context": CONTEXT,
+        },
+        follow_redirects=False,
+    )
 
 
 def check(c, oid: int, decision: str = "approve", comment: str = COMMENT):
-    return c.post(f"/web/outputs/{oid}/check", data={"csrf_token": csrf(c, f"/web/outputs/{oid}"),
-                                                     "decision": decision, "comment": comment},
-                  follow_redirects=True)
+    return c.post(
+        f"/web/outputs/{oid}/check",
+        data={"csrf_token": csrf(c, f"/web/outputs/{oid}"), "decision": decision, "comment": comment},
+        follow_redirects=True,
+    )
 
 
 def test_whole_airlock_in_the_pages(app, airlock):
@@ -115,12 +129,21 @@ def test_return_and_resubmit_then_withdraw(app, airlock):
     assert "returned for changes" in check(oc1, oid, "return", "Please add the diabetes type.").text
     page = alice.get(f"/web/outputs/{oid}").text
     assert 'id="resubmit-form"' in page and "Please add the diabetes type." in page
-    r = alice.post(f"/web/outputs/{oid}/resubmit", follow_redirects=True, data={
-        "csrf_token": csrf(alice, f"/web/outputs/{oid}"), "context": CONTEXT + " By diabetes type now.",
-        "sql": "SELECT sex, diabetes_type, count(*) AS n FROM register_visit GROUP BY ALL ORDER BY ALL"})
+    r = alice.post(
+        f"/web/outputs/{oid}/resubmit",
+        follow_redirects=True,
+        data={
+            "csrf_token": csrf(alice, f"/web/outputs/{oid}"),
+            "context": CONTEXT + " By diabetes type now.",
+            "sql": "SELECT sex, diabetes_type, count(*) AS n FROM register_visit GROUP BY ALL ORDER BY ALL",
+        },
+    )
     assert "Sent for a new round of checking." in r.text and "submitted" in r.text
-    r = alice.post(f"/web/outputs/{oid}/withdraw", data={"csrf_token": csrf(alice, f"/web/outputs/{oid}")},
-                   follow_redirects=True)
+    r = alice.post(
+        f"/web/outputs/{oid}/withdraw",
+        data={"csrf_token": csrf(alice, f"/web/outputs/{oid}")},
+        follow_redirects=True,
+    )
     assert 'data-testid="output-status">withdrawn<' in r.text
 
 
@@ -133,9 +156,14 @@ def test_row_level_needs_exception_recorded_on_the_steward_page(app, airlock):
     url = f"/web/permits/{airlock.permit_id}/output-exceptions"
     r = steward.post(url, data={"csrf_token": csrf(steward, url), "justification": "too short"})
     assert r.status_code == 422
-    r = steward.post(url, follow_redirects=True, data={
-        "csrf_token": csrf(steward, url),
-        "justification": "The register links these rows to the cancer register and deletes them after."})
+    r = steward.post(
+        url,
+        follow_redirects=True,
+        data={
+            "csrf_token": csrf(steward, url),
+            "justification": "The register links these rows to the cancer register and deletes them after.",
+        },
+    )
     assert "The exception is recorded." in r.text and 'data-testid="output-exceptions"' in r.text
     r = file_output(alice, airlock.release_id, sql=row_sql, fmt="parquet")
     assert r.status_code == 303
@@ -150,8 +178,17 @@ def test_csrf_and_login_are_required(app, airlock):
     anonymous = TestClient(app, base_url="http://testserver")
     assert anonymous.get("/web/outputs", follow_redirects=False).headers["location"].startswith("/web/login")
     alice = browser(app, airlock.tokens["alice"])
-    r = alice.post("/web/outputs", data={"csrf_token": "forged", "release_id": airlock.release_id, "sql": SQL,
-                                         "format": "csv", "title": "Visits by sex", "context": CONTEXT})
+    r = alice.post(
+        "/web/outputs",
+        data={
+            "csrf_token": "forged",
+            "release_id": airlock.release_id,
+            "sql": SQL,
+            "format": "csv",
+            "title": "Visits by sex",
+            "context": CONTEXT,
+        },
+    )
     assert r.status_code == 403
     assert browser(app, airlock.tokens["alice"]).get("/web/checking").status_code == 403
 
@@ -178,9 +215,13 @@ def test_pages_are_translated_labelled_and_structured(app, airlock, lang):
     oid = int(file_output(alice, airlock.release_id).headers["location"].rsplit("/", 1)[1])
     oc1 = browser(app, airlock.tokens["oc-1"], lang=lang)
     steward = browser(app, airlock.tokens["s-ndr"], lang=lang)
-    pages = [alice.get("/web/outputs").text, alice.get(f"/web/outputs/{oid}").text, oc1.get("/web/checking").text,
-             oc1.get(f"/web/outputs/{oid}").text,
-             steward.get(f"/web/permits/{airlock.permit_id}/output-exceptions").text]
+    pages = [
+        alice.get("/web/outputs").text,
+        alice.get(f"/web/outputs/{oid}").text,
+        oc1.get("/web/checking").text,
+        oc1.get(f"/web/outputs/{oid}").text,
+        steward.get(f"/web/permits/{airlock.permit_id}/output-exceptions").text,
+    ]
     for html in pages:
         assert f'<html lang="{lang}">' in html
         audit = _Audit()

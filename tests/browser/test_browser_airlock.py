@@ -33,8 +33,9 @@ def _login(browser, url: str, token: str, locale: str, label: str, button: str):
     return ctx, page
 
 
-def _check(page, url: str, oid: int, link: str, decision: str, comment_label: str, comment: str,
-           button: str) -> None:
+def _check(
+    page, url: str, oid: int, link: str, decision: str, comment_label: str, comment: str, button: str
+) -> None:
     page.goto(f"{url}/web/checking")
     page.get_by_role("link", name=f"{link} {oid}").click()
     page.wait_for_url(f"{url}/web/outputs/{oid}")
@@ -91,8 +92,16 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
     assert cpage.url == f"{url}/web/checking"
     assert f"#{oid}" in cpage.get_by_test_id("check-queue").inner_text()
     shot(cpage, "checker-queue")
-    _check(cpage, url, oid, "Öppna utdata", "Godkänn", "Kommentar (krävs, minst 10 tecken)",
-           "Fyra celler, alla med fler än 40 besök; inga pseudonymer.", "Registrera granskning")
+    _check(
+        cpage,
+        url,
+        oid,
+        "Öppna utdata",
+        "Godkänn",
+        "Kommentar (krävs, minst 10 tecken)",
+        "Fyra celler, alla med fler än 40 besök; inga pseudonymer.",
+        "Registrera granskning",
+    )
     assert cpage.get_by_test_id("output-status").inner_text() == "under granskning"
     shot(cpage, "first-approval")
     checker1.close()
@@ -102,8 +111,16 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
 
     # 3. A second, different checker approves: now it may leave.
     checker2, cpage = _login(browser, url, world.tokens["oc-2"], "en-GB", "API token", "Log in")
-    _check(cpage, url, oid, "Open output", "Approve", "Comment (required, at least 10 characters)",
-           "Four cells, each above 40 visits; nothing identifies anyone.", "Record check")
+    _check(
+        cpage,
+        url,
+        oid,
+        "Open output",
+        "Approve",
+        "Comment (required, at least 10 characters)",
+        "Four cells, each above 40 visits; nothing identifies anyone.",
+        "Record check",
+    )
     assert cpage.get_by_test_id("output-status").inner_text() == "approved"
     shot(cpage, "second-approval")
     checker2.close()
@@ -122,10 +139,14 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
 
     # Every step is in the access audit log.
     entries = [json.loads(line) for line in (settings.audit_dir / "access.jsonl").read_text().splitlines()]
-    steps = [(e["event"], e["decision"]) for e in entries
-             if e.get("event", "").startswith("access.output_") and e.get("output_id") == oid]
-    assert ("access.output_request", "allowed") in [(e["event"], e["decision"]) for e in entries
-                                                   if e.get("event") == "access.output_request"]
+    steps = [
+        (e["event"], e["decision"])
+        for e in entries
+        if e.get("event", "").startswith("access.output_") and e.get("output_id") == oid
+    ]
+    assert ("access.output_request", "allowed") in [
+        (e["event"], e["decision"]) for e in entries if e.get("event") == "access.output_request"
+    ]
     assert steps.count(("access.output_check", "allowed")) == 2
     assert steps.count(("access.output_download", "refused")) == 2
     assert steps[-1] == ("access.output_download", "allowed")

@@ -53,7 +53,9 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     shot(page, "queue")
     # The session cookie is opaque and HttpOnly, never the token.
     [cookie] = [c for c in steward.cookies() if c["name"] == "hdp_session"]
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and world.tokens["s-ndr"] not in cookie["value"]
+    assert (
+        cookie["httpOnly"] and cookie["sameSite"] == "Strict" and world.tokens["s-ndr"] not in cookie["value"]
+    )
 
     page.get_by_role("link", name=f"Öppna ansökan {world.request_id}").click()
     page.wait_for_url(f"{url}/web/requests/{world.request_id}")
@@ -88,7 +90,9 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     # The how-to on the page works: the Python client it shows queries the release.
     from access.client import Client
 
-    assert 'Client("' + url + '", os.environ["HDP_TOKEN"], release="rel-browser-000001")' in page.inner_text("main")
+    assert 'Client("' + url + '", os.environ["HDP_TOKEN"], release="rel-browser-000001")' in page.inner_text(
+        "main"
+    )
     with Client(url, world.tokens["alice"], release="rel-browser-000001") as client:
         table = client.query("SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex")
     assert table.column_names[:2] == ["sex", "n"] and table.num_rows == 2
@@ -102,7 +106,9 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     public = browser.new_context()
     page = public.new_page()
     page.goto(f"{url}/web/transparency")
-    assert "HbA1c trajectories in type 1 diabetes" in page.get_by_test_id("transparency-register").inner_text()
+    assert (
+        "HbA1c trajectories in type 1 diabetes" in page.get_by_test_id("transparency-register").inner_text()
+    )
     assert "alice" not in page.content()
     shot(page, "transparency")
     public.close()
@@ -133,8 +139,9 @@ def test_keyboard_only_approval(live, browser, shot):
 
     world, url = live["world"], live["url"]
     with session_scope(live["settings"].governance_url) as s:
-        rid = service.file_request(s, applicant="carol",
-                                   **request_fields(project="Keyboard-reviewed PROM study", members=[]))
+        rid = service.file_request(
+            s, applicant="carol", **request_fields(project="Keyboard-reviewed PROM study", members=[])
+        )
         service.submit_request(s, request_id=rid, actor="carol")
 
     ctx = browser.new_context()

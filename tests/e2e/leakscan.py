@@ -37,11 +37,18 @@ def _cells_duckdb(path: Path) -> Iterable[tuple[str, str]]:
         for schema, table in con.execute(
             "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()"
         ).fetchall():
-            cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE schema_name=? AND table_name=? "
-                "AND database_name = current_database()", [schema, table]).fetchall()]
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE schema_name=? AND table_name=? "
+                    "AND database_name = current_database()",
+                    [schema, table],
+                ).fetchall()
+            ]
             for col in cols:
-                for (value,) in con.execute(f'SELECT DISTINCT CAST("{col}" AS VARCHAR) FROM "{schema}"."{table}"').fetchall():
+                for (value,) in con.execute(
+                    f'SELECT DISTINCT CAST("{col}" AS VARCHAR) FROM "{schema}"."{table}"'
+                ).fetchall():
                     if value is not None:
                         yield f"{table}.{col}", value
     finally:
@@ -52,7 +59,9 @@ def _cells_parquet(path: Path) -> Iterable[tuple[str, str]]:
     con = duckdb.connect()
     cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()]
     for col in cols:
-        for (value,) in con.execute(f"SELECT DISTINCT CAST(\"{col}\" AS VARCHAR) FROM read_parquet('{path}')").fetchall():
+        for (value,) in con.execute(
+            f"SELECT DISTINCT CAST(\"{col}\" AS VARCHAR) FROM read_parquet('{path}')"
+        ).fetchall():
             if value is not None:
                 yield col, value
 
@@ -82,7 +91,8 @@ def _hits(text: str, needles: set[str]) -> bool:
     if text in needles:
         return True
     return any(m.group(0) in needles for m in ID_TOKEN.finditer(text)) or any(
-        m.group(1) in needles for m in NAME_PAIR.finditer(text))
+        m.group(1) in needles for m in NAME_PAIR.finditer(text)
+    )
 
 
 # -- bytes -------------------------------------------------------------------------------
@@ -103,7 +113,7 @@ def _digit_candidates(data: bytes) -> Iterable[tuple[int, bytes]]:
         run, start = m.group(0), m.start()
         for width in (10, 12):
             for i in range(len(run) - width + 1):
-                yield start + i, run[i:i + width]
+                yield start + i, run[i : i + width]
     for m in _SEPARATED.finditer(data):
         left, sep, right = m.group(1), m.group(2), m.group(3)[:4]
         for width in (6, 8):
@@ -116,16 +126,16 @@ def _text_candidates(text: str) -> Iterable[tuple[int, str]]:
     for i, w in enumerate(words):
         end = w.end()
         # street address: "Kungsgatan 88", "Kungsgatan 88B"
-        m = re.match(r" (\d+[A-Za-z]?)\b", text[end:end + 8])
+        m = re.match(r" (\d+[A-Za-z]?)\b", text[end : end + 8])
         if m:
             yield w.start(), w.group(0) + m.group(0)
         # names: two or three consecutive words separated by single spaces
         run = [w]
-        for nxt in words[i + 1:i + 3]:
-            if text[run[-1].end():nxt.start()] != " ":
+        for nxt in words[i + 1 : i + 3]:
+            if text[run[-1].end() : nxt.start()] != " ":
                 break
             run.append(nxt)
-            yield w.start(), text[w.start():nxt.end()]
+            yield w.start(), text[w.start() : nxt.end()]
 
 
 def byte_hits(data: bytes, needles: set[str]) -> list[int]:
@@ -163,7 +173,9 @@ def find_byte_leaks(home: Path, needles: set[str]) -> list[str]:
                 pass
         offsets = byte_hits(data, needles)
         if offsets:
-            leaks.append(f"{path.relative_to(home)}: {len(offsets)} hit(s) in the bytes, first at offset {offsets[0]}")
+            leaks.append(
+                f"{path.relative_to(home)}: {len(offsets)} hit(s) in the bytes, first at offset {offsets[0]}"
+            )
     return leaks
 
 

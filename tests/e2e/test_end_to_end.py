@@ -30,19 +30,22 @@ DEFECT_RATE = 0.01
 
 def _env(home: Path, kek: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "HDP_"))}
-    env.update({
-        "HDP_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "HDP_KEK": kek,
-        "HDP_METRICS_URL": f"sqlite:///{home / 'monitoring' / 'metrics.sqlite'}",
-        "GX_ANALYTICS_ENABLED": "false",
-    })
+    env.update(
+        {
+            "HDP_HOME": str(home),
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "HDP_KEK": kek,
+            "HDP_METRICS_URL": f"sqlite:///{home / 'monitoring' / 'metrics.sqlite'}",
+            "GX_ANALYTICS_ENABLED": "false",
+        }
+    )
     return env
 
 
 def _hdp(env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"hdp {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 
@@ -52,8 +55,16 @@ def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "hdp_home"
     env = _env(home, base64.b64encode(os.urandom(32)).decode())
     summary_path = home.parent / "summary.json"
-    proc = _hdp(env, "demo", "--persons", str(PERSONS), "--defect-rate", str(DEFECT_RATE),
-                "--summary-json", str(summary_path))
+    proc = _hdp(
+        env,
+        "demo",
+        "--persons",
+        str(PERSONS),
+        "--defect-rate",
+        str(DEFECT_RATE),
+        "--summary-json",
+        str(summary_path),
+    )
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     return home, env, summary, proc
 
@@ -61,7 +72,9 @@ def demo(tmp_path_factory):
 def _patients(restricted: Path):
     """Every Patient resource delivered, in NDJSON (plain or gzipped) or in a Bundle."""
     for path in restricted.glob("*/landing/fhir/Patient.ndjson*"):
-        text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode("utf-8")
+        text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode(
+            "utf-8"
+        )
         for line in text.splitlines():
             try:
                 yield json.loads(line)
@@ -125,14 +138,22 @@ def test_demo_builds_both_tiers_and_the_aggregate_release_answers_a_grouped_quer
     releases = summary["releases"]
     assert set(releases) == {"record", "aggregate"}
     record, aggregate = releases["record"]["release_id"], releases["aggregate"]["release_id"]
-    assert (record, aggregate) == (summary["release_id"], summary["aggregate_release_id"]) and record != aggregate
+    assert (record, aggregate) == (
+        summary["release_id"],
+        summary["aggregate_release_id"],
+    ) and record != aggregate
     for tier, release_id in (("record", record), ("aggregate", aggregate)):
         manifest = json.loads((home / "releases" / release_id / "manifest.json").read_text())
         assert manifest["request"]["output_tier"] == tier
         assert manifest["request"]["request_id"] == releases[tier]["request_id"]
         assert release_id in releases[tier]["try"]
-    assert not [v for v in json.loads((home / "releases" / aggregate / "manifest.json").read_text())["request"]
-                ["variables"] if v.endswith(".person_id")]  # anonymised: no linkage variable requested
+    assert not [
+        v
+        for v in json.loads((home / "releases" / aggregate / "manifest.json").read_text())["request"][
+            "variables"
+        ]
+        if v.endswith(".person_id")
+    ]  # anonymised: no linkage variable requested
     answer = summary["aggregate_query"]
     assert answer["status"] == 200 and "GROUP BY sex" in answer["sql"]
     result = answer["result"]
@@ -163,21 +184,41 @@ def test_restricted_zone_key_store_governance_store_and_audit_are_owner_only(dem
     home, _, _, _ = demo
     import stat
 
-    wide = [str(p.relative_to(home)) for p in [home / "restricted", *(home / "restricted").rglob("*"),
-                                               home / "audit", *(home / "audit").rglob("*"),
-                                               *home.glob("governance.sqlite*")]
-            if stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    wide = [
+        str(p.relative_to(home))
+        for p in [
+            home / "restricted",
+            *(home / "restricted").rglob("*"),
+            home / "audit",
+            *(home / "audit").rglob("*"),
+            *home.glob("governance.sqlite*"),
+        ]
+        if stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
     assert (home / "restricted" / "keys" / "keystore.json").exists() and (home / "governance.sqlite").exists()
     assert wide == []
 
 
 def test_every_injected_defect_is_quarantined_or_flagged(demo):
     home, _, _, _ = demo
-    manifest = [json.loads(line) for line in (home / "restricted/synthetic/defects.jsonl").read_text().splitlines()]
+    manifest = [
+        json.loads(line) for line in (home / "restricted/synthetic/defects.jsonl").read_text().splitlines()
+    ]
     assert {d["defect_class"] for d in manifest} >= {
-        "identifier.bad_checksum", "identifier.impossible_date", "value.out_of_range", "value.wrong_unit",
-        "row.duplicate", "field.missing_required", "json.malformed_line", "file.not_utf8", "file.truncated",
-        "fhir.wrong_resource_type", "fhir.invalid", "fhir.dangling_reference", "code.unknown"}
+        "identifier.bad_checksum",
+        "identifier.impossible_date",
+        "value.out_of_range",
+        "value.wrong_unit",
+        "row.duplicate",
+        "field.missing_required",
+        "json.malformed_line",
+        "file.not_utf8",
+        "file.truncated",
+        "fhir.wrong_resource_type",
+        "fhir.invalid",
+        "fhir.dangling_reference",
+        "code.unknown",
+    }
     caught: dict[str, set] = {}
     flagged_keys: dict[str, set] = {}
     for raw in (home / "restricted").glob("*/raw.duckdb"):
@@ -186,7 +227,9 @@ def test_every_injected_defect_is_quarantined_or_flagged(demo):
         caught[holder] = set(con.execute("SELECT source_file, line_no FROM quarantine").fetchall())
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         flagged_keys[holder] = (
-            {r[0] for r in con.execute("SELECT resource_key FROM fhir_flag").fetchall()} if "fhir_flag" in tables else set()
+            {r[0] for r in con.execute("SELECT resource_key FROM fhir_flag").fetchall()}
+            if "fhir_flag" in tables
+            else set()
         )
         con.close()
     missed = []
@@ -208,8 +251,9 @@ def test_opted_out_persons_are_absent_from_the_release(demo):
     assert manifest["excluded"]["persons_by_consent"] == summary["opted_out_persons"] == 3
     # the demo's opt-outs are the first three valid identifiers of the register extract
     opted_out: list[str] = []
-    for row in csv.DictReader((home / "restricted/ndr/landing/register/ndr_visits.csv").open(encoding="utf-8"),
-                              delimiter=";"):
+    for row in csv.DictReader(
+        (home / "restricted/ndr/landing/register/ndr_visits.csv").open(encoding="utf-8"), delimiter=";"
+    ):
         try:
             normalised = parse(row["personnummer"]).normalised
         except InvalidIdentifier:
@@ -222,8 +266,15 @@ def test_opted_out_persons_are_absent_from_the_release(demo):
         "import json,sys\nfrom privacy.domains import consent_key\n"
         "print(json.dumps([consent_key(p) for p in json.loads(sys.argv[1])]))"
     )
-    keys = json.loads(subprocess.run([sys.executable, "-c", code, json.dumps(opted_out)], env=env, check=True,
-                                     capture_output=True, text=True).stdout)
+    keys = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(opted_out)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert not (release / "consent_link.parquet").exists()  # restricted: never beside the release
     link = home / "restricted" / "releases" / release.name / "consent_link.parquet"
     released_keys = set(pq.read_table(link).column("consent_key").to_pylist())
@@ -254,8 +305,13 @@ def test_rerun_gives_identical_pseudonyms_and_release_files(demo):
         "print(json.dumps(rebuild_for_comparison(int(sys.argv[1]), Path(sys.argv[2]))))"
     )
     rebuilt_dir = home.parent / "rebuilt"
-    subprocess.run([sys.executable, "-c", code, str(summary["request_id"]), str(rebuilt_dir)], env=env,
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-c", code, str(summary["request_id"]), str(rebuilt_dir)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     rebuilt = {p.name: p.read_bytes() for p in rebuilt_dir.glob("*.parquet")}
     assert rebuilt.keys() == published.keys() and rebuilt == published
     # A retried release task (the worker died after publishing) reports the published release.
@@ -263,8 +319,13 @@ def test_rerun_gives_identical_pseudonyms_and_release_files(demo):
         "import json,sys\nfrom pipelines.release import build_and_publish\n"
         "print(json.dumps(build_and_publish(int(sys.argv[1]), run_id='retry').rows))"
     )
-    retried = subprocess.run([sys.executable, "-c", code, str(summary["request_id"])], env=env, check=True,
-                             capture_output=True, text=True)
+    retried = subprocess.run(
+        [sys.executable, "-c", code, str(summary["request_id"])],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     manifest = json.loads((release / "manifest.json").read_text())
     assert json.loads(retried.stdout.strip().splitlines()[-1]) == manifest["rows"]
     assert {p.name: p.read_bytes() for p in release.glob("*.parquet")} == published

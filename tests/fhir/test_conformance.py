@@ -49,7 +49,9 @@ def test_a_failing_test_is_named_with_its_reason(tmp_path):
 
 def test_cli_validate_reports_paths_not_values(tmp_path):
     p = tmp_path / "Patient.ndjson"
-    p.write_text('{"resourceType":"Patient","id":"a","gender":"bogus"}\n{"resourceType":"Patient","id":"b"}\n')
+    p.write_text(
+        '{"resourceType":"Patient","id":"a","gender":"bogus"}\n{"resourceType":"Patient","id":"b"}\n'
+    )
     r = CliRunner().invoke(fhir, ["validate", str(p)])
     assert r.exit_code == 1
     assert "line 1: fhir.invalid: Patient.gender: not a permitted code" in r.output

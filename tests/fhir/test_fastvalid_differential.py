@@ -51,7 +51,9 @@ def _fast(res: Any) -> bool:
 def _check_law(res: Any) -> bool:
     accepted = _fast(res)
     if accepted:
-        assert _reference_valid(res), f"fast path accepted what the reference rejects: {json.dumps(res)[:500]}"
+        assert _reference_valid(res), (
+            f"fast path accepted what the reference rejects: {json.dumps(res)[:500]}"
+        )
     return accepted
 
 
@@ -64,9 +66,23 @@ def test_generated_and_sample_resources_take_the_fast_path():
 
 
 # --------------------------------------------------------------------------- targeted mutants
-_BAD_DATES = ["2023-02-29", "1900-02-29", "0000-01-01", "2023-13-01", "2023-00-10", "2023-04-31", "23-01-01",
-              "2023-1-01", "2023-01-01T10:00:00", "2023-01-01T25:00:00Z", "2023-01-01T10:00Z",
-              "2023-01-01T10:00:00+15:00", "\u0662\u0660\u0662\u0663", "2023-01-01 ", "2023-01-01\n"]
+_BAD_DATES = [
+    "2023-02-29",
+    "1900-02-29",
+    "0000-01-01",
+    "2023-13-01",
+    "2023-00-10",
+    "2023-04-31",
+    "23-01-01",
+    "2023-1-01",
+    "2023-01-01T10:00:00",
+    "2023-01-01T25:00:00Z",
+    "2023-01-01T10:00Z",
+    "2023-01-01T10:00:00+15:00",
+    "\u0662\u0660\u0662\u0663",
+    "2023-01-01 ",
+    "2023-01-01\n",
+]
 _GOOD_DATES = ["2024-02-29", "2000-02-29", "1600-02-29", "2023", "2023-06", "2023-12-31"]
 _GOOD_DATETIMES = ["2024-02-29T23:59:59Z", "2023-06-01T00:00:00.123456+14:00", "2023-06-01T00:00:00-03:30"]
 
@@ -102,8 +118,11 @@ def targeted_mutants(res: dict[str, Any]) -> list[dict[str, Any]]:
         variant(lambda r, p=path: _at(r, p).update(unknownElement="x"))
         variant(lambda r, p=path: _at(r, p).update(_id={"extension": []}))
         variant(lambda r, p=path: _at(r, p).update(id=1))
-        variant(lambda r, p=path: _at(r, p).update(extension=[{"url": "http://e.org/x", "valueString": "a",
-                                                              "valueInteger": 1}]))
+        variant(
+            lambda r, p=path: _at(r, p).update(
+                extension=[{"url": "http://e.org/x", "valueString": "a", "valueInteger": 1}]
+            )
+        )
         variant(lambda r, p=path: _at(r, p).update(extension=[{"url": "http://e.org/x", "valueString": " "}]))
         for key, value in list(_at(res, path).items()):
             if key == "resourceType":
@@ -111,12 +130,22 @@ def targeted_mutants(res: dict[str, Any]) -> list[dict[str, Any]]:
             for odd in ({}, [], None, [value] if not isinstance(value, list) else value[0], 7, "", True):
                 variant(lambda r, p=path, k=key, o=odd: _at(r, p).__setitem__(k, copy.deepcopy(o)))
             if isinstance(value, str):
-                for d in _BAD_DATES + _GOOD_DATES + _GOOD_DATETIMES + ["bogus", "a  b", " a", "\u00e5", "\u3042"]:
+                for d in (
+                    _BAD_DATES + _GOOD_DATES + _GOOD_DATETIMES + ["bogus", "a  b", " a", "\u00e5", "\u3042"]
+                ):
                     variant(lambda r, p=path, k=key, d=d: _at(r, p).__setitem__(k, d))
     # choice-type conflicts and missing required choices
     for key in list(res):
-        for other in ("valueString", "valueBoolean", "effectiveInstant", "deceasedBoolean", "onsetString",
-                      "performedString", "medicationReference", "valueCoding"):
+        for other in (
+            "valueString",
+            "valueBoolean",
+            "effectiveInstant",
+            "deceasedBoolean",
+            "onsetString",
+            "performedString",
+            "medicationReference",
+            "valueCoding",
+        ):
             if key != other and key[:4] == other[:4]:
                 variant(lambda r, o=other: r.update({o: True if o.endswith("Boolean") else "x"}))
     variant(lambda r: r.pop("medicationCodeableConcept", None))
@@ -157,11 +186,14 @@ def test_date_pattern_is_exact_on_calendar_dates(date, ok):
         assert _reference_valid(p)
 
 
-@pytest.mark.parametrize("line", [
-    b'{"resourceType":"Patient","id":"a","gender":"male","gender":"female"}',
-    b'{"resourceType":"Patient","id":"a","name":[{"family":"A","family":"B"}]}',
-    b'{"resourceType":"Patient","id":"a","gender":"male","birthDate":"2000-01-01","gender":"male"}',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"resourceType":"Patient","id":"a","gender":"male","gender":"female"}',
+        b'{"resourceType":"Patient","id":"a","name":[{"family":"A","family":"B"}]}',
+        b'{"resourceType":"Patient","id":"a","gender":"male","birthDate":"2000-01-01","gender":"male"}',
+    ],
+)
 def test_duplicate_keys_are_never_sql_safe(line):
     s = fastvalid.fast_decode(line, "Patient")
     assert s is not None  # the validators keep the last value: valid
@@ -195,9 +227,15 @@ _CHECKS = {name: getattr(v, name) for name in fastvalid.PATTERNS}
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(sorted(fastvalid.PATTERNS)),
-       st.one_of(st.text(max_size=40), st.sampled_from([x for x in _ODD_VALUES if isinstance(x, str)]
-                                                       + _BAD_DATES + _GOOD_DATES + _GOOD_DATETIMES)))
+@given(
+    st.sampled_from(sorted(fastvalid.PATTERNS)),
+    st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(
+            [x for x in _ODD_VALUES if isinstance(x, str)] + _BAD_DATES + _GOOD_DATES + _GOOD_DATETIMES
+        ),
+    ),
+)
 def test_every_pattern_is_at_least_as_strict_as_the_checked_primitive(name, text):
     """A string the fast path's pattern admits also passes the differential-tested Python check."""
     if re.search(fastvalid.PATTERNS[name], text):

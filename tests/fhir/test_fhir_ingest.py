@@ -43,38 +43,56 @@ def _db(hdp_home):
 def _malformed_landing(landing):
     patients = [f.patient("p1"), f.patient("p2", gender="bogus"), f.patient("p3")]
     text = "".join(_line(p) for p in patients)
-    text += "{not json\n"                                        # line 4: json.malformed
-    text += _line(f.encounter("e9"))                              # line 5: wrong type
-    text += _line(f.patient("p1"))                                # line 6: duplicate id
+    text += "{not json\n"  # line 4: json.malformed
+    text += _line(f.encounter("e9"))  # line 5: wrong type
+    text += _line(f.patient("p1"))  # line 6: duplicate id
     p_unknown = f.patient("p4")
     p_unknown["favouriteColour"] = "blue"
-    text += _line(p_unknown)                                      # line 7: unknown element
+    text += _line(p_unknown)  # line 7: unknown element
     _write(landing, "Patient.ndjson", text)
     _write(landing, "Encounter.ndjson.gz", _line(f.encounter("e1")) + _line(f.encounter("e2", pid="ghost")))
     obs = _line(f.observation("o1")) + _line(f.observation("o2"))
-    _write(landing, "Observation.ndjson", obs + _line(f.observation("o3"))[:40])   # truncated last line
+    _write(landing, "Observation.ndjson", obs + _line(f.observation("o3"))[:40])  # truncated last line
     _write(landing, "Condition.ndjson", _line(f.condition("c1")) + _line(f.condition("c2", code="X99.9")))
-    _write(landing, "MedicationRequest.ndjson", _line(f.medication_request()) + b"\xff\xfe bad\n".decode("latin-1"))
+    _write(
+        landing,
+        "MedicationRequest.ndjson",
+        _line(f.medication_request()) + b"\xff\xfe bad\n".decode("latin-1"),
+    )
     (landing / "MedicationRequest.ndjson").write_bytes(
-        _line(f.medication_request()).encode() + b'{"resourceType": "MedicationRequest", "id": "\xff"}\n')
+        _line(f.medication_request()).encode() + b'{"resourceType": "MedicationRequest", "id": "\xff"}\n'
+    )
     bad_proc = f.procedure("pr2")
     bad_proc["status"] = 7
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
-         "resource": {k: v for k, v in f.procedure("x").items() if k != "id"} | {
-             "encounter": {"reference": "urn:uuid:22222222-2222-4222-8222-222222222222"}},
-         "request": {"method": "POST", "url": "Procedure"}},
-        {"fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
-         "resource": {k: v for k, v in f.encounter("x").items() if k != "id"},
-         "request": {"method": "POST", "url": "Encounter"}},
-        {"resource": bad_proc, "request": {"method": "PUT", "url": "Procedure/pr2"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+                "resource": {k: v for k, v in f.procedure("x").items() if k != "id"}
+                | {"encounter": {"reference": "urn:uuid:22222222-2222-4222-8222-222222222222"}},
+                "request": {"method": "POST", "url": "Procedure"},
+            },
+            {
+                "fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
+                "resource": {k: v for k, v in f.encounter("x").items() if k != "id"},
+                "request": {"method": "POST", "url": "Encounter"},
+            },
+            {"resource": bad_proc, "request": {"method": "PUT", "url": "Procedure/pr2"}},
+        ],
+    }
     _write(landing, "bundles/b1.json", json.dumps(bundle))
     coll = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": f.eq5d("q1")}]}
     _write(landing, "bundles/b2.json", json.dumps(coll))
-    search = {"resourceType": "Bundle", "type": "searchset", "entry": [
-        {"resource": f.eq5d("q2", levels=(1, 1, 1, 1, 9)), "search": {"mode": "match"}},
-        {"resource": {"resourceType": "OperationOutcome", "issue": []}, "search": {"mode": "outcome"}}]}
+    search = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": f.eq5d("q2", levels=(1, 1, 1, 1, 9)), "search": {"mode": "match"}},
+            {"resource": {"resourceType": "OperationOutcome", "issue": []}, "search": {"mode": "outcome"}},
+        ],
+    }
     _write(landing, "bundles/b3.json", json.dumps(search))
 
 
@@ -82,8 +100,10 @@ def test_malformed_input_quarantines_exactly_the_bad_resources(hdp_home, landing
     _malformed_landing(landing)
     res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
     con = _db(hdp_home)
-    q = con.sql("SELECT source_file, line_no, record_key, reason_code, detail FROM quarantine "
-                "ORDER BY source_file, line_no NULLS LAST, reason_code").fetchall()
+    q = con.sql(
+        "SELECT source_file, line_no, record_key, reason_code, detail FROM quarantine "
+        "ORDER BY source_file, line_no NULLS LAST, reason_code"
+    ).fetchall()
     got = {(r[0], r[1], r[3]) for r in q}
     assert got == {
         ("fhir/Patient.ndjson", 2, "fhir.invalid"),
@@ -95,8 +115,14 @@ def test_malformed_input_quarantines_exactly_the_bad_resources(hdp_home, landing
         ("fhir/MedicationRequest.ndjson", 2, "encoding.not_utf8"),
         ("fhir/bundles/b1.json", None, "fhir.invalid"),
     }
-    assert res.quarantined == {"encoding.not_utf8": 1, "fhir.duplicate_id": 1, "fhir.invalid": 3,
-                               "fhir.wrong_resource_type": 1, "file.truncated": 1, "json.malformed": 1}
+    assert res.quarantined == {
+        "encoding.not_utf8": 1,
+        "fhir.duplicate_id": 1,
+        "fhir.invalid": 3,
+        "fhir.wrong_resource_type": 1,
+        "file.truncated": 1,
+        "json.malformed": 1,
+    }
     ids = dict(con.sql("SELECT resource_type, list(id ORDER BY id) FROM fhir_resource GROUP BY 1").fetchall())
     assert ids["Patient"] == ["p1", "p3"]
     assert ids["Observation"] == ["o1", "o2"]
@@ -104,14 +130,18 @@ def test_malformed_input_quarantines_exactly_the_bad_resources(hdp_home, landing
     assert sorted(ids["Encounter"]) == ["22222222-2222-4222-8222-222222222222", "e1", "e2"]
     assert ids["QuestionnaireResponse"] == ["q1", "q2"]  # level 9 is plausibility, not validity
     # transaction: the urn:uuid reference now points at the entry's id
-    assert con.sql("SELECT encounter_id FROM fhir_procedure").fetchall() == [("22222222-2222-4222-8222-222222222222",)]
+    assert con.sql("SELECT encounter_id FROM fhir_procedure").fetchall() == [
+        ("22222222-2222-4222-8222-222222222222",)
+    ]
     # details name paths and reasons only; originals keep the raw bytes
     details = " ".join(r[4] for r in q)
     assert "Patient.gender: not a permitted code" in details
     assert "Patient.favouriteColour: unknown element" in details
     for value in ("bogus", "blue", "191212121212", "Testsson"):
         assert value not in details
-    orig = con.execute("SELECT original FROM quarantine WHERE line_no = 2 AND source_file = 'fhir/Patient.ndjson'").fetchall()[0][0]
+    orig = con.execute(
+        "SELECT original FROM quarantine WHERE line_no = 2 AND source_file = 'fhir/Patient.ndjson'"
+    ).fetchall()[0][0]
     assert json.loads(orig)["gender"] == "bogus"
     # links and terminology are flagged, not dropped
     flags = set(con.sql("SELECT resource_type, resource_key, flag_code, path FROM fhir_flag").fetchall())
@@ -128,25 +158,77 @@ def test_flattened_tables_have_exactly_the_contract_columns(hdp_home, landing):
     con = _db(hdp_home)
     expected = {
         "fhir_resource": ["resource_type", "id", "resource", "_source_file", "_line_no"],
-        "fhir_patient": ["patient_id", "identifier_system", "personnummer", "family_name", "given_name", "gender",
-                         "birth_date", "postal_code", "deceased_date"],
+        "fhir_patient": [
+            "patient_id",
+            "identifier_system",
+            "personnummer",
+            "family_name",
+            "given_name",
+            "gender",
+            "birth_date",
+            "postal_code",
+            "deceased_date",
+        ],
         "fhir_encounter": ["encounter_id", "patient_id", "status", "class_code", "start_time", "end_time"],
-        "fhir_condition": ["condition_id", "patient_id", "encounter_id", "code_system", "code", "recorded_date"],
-        "fhir_observation": ["observation_id", "patient_id", "encounter_id", "code_system", "code", "value", "unit",
-                             "effective_time"],
-        "fhir_medication_request": ["medication_request_id", "patient_id", "encounter_id", "code_system",
-                                    "atc_code", "authored_on", "status"],
-        "fhir_procedure": ["procedure_id", "patient_id", "encounter_id", "code_system", "code", "performed_date"],
-        "fhir_eq5d_response": ["questionnaire_response_id", "patient_id", "encounter_id", "authored", "mobility",
-                               "self_care", "usual_activities", "pain_discomfort", "anxiety_depression", "eq_vas"],
+        "fhir_condition": [
+            "condition_id",
+            "patient_id",
+            "encounter_id",
+            "code_system",
+            "code",
+            "recorded_date",
+        ],
+        "fhir_observation": [
+            "observation_id",
+            "patient_id",
+            "encounter_id",
+            "code_system",
+            "code",
+            "value",
+            "unit",
+            "effective_time",
+        ],
+        "fhir_medication_request": [
+            "medication_request_id",
+            "patient_id",
+            "encounter_id",
+            "code_system",
+            "atc_code",
+            "authored_on",
+            "status",
+        ],
+        "fhir_procedure": [
+            "procedure_id",
+            "patient_id",
+            "encounter_id",
+            "code_system",
+            "code",
+            "performed_date",
+        ],
+        "fhir_eq5d_response": [
+            "questionnaire_response_id",
+            "patient_id",
+            "encounter_id",
+            "authored",
+            "mobility",
+            "self_care",
+            "usual_activities",
+            "pain_discomfort",
+            "anxiety_depression",
+            "eq_vas",
+        ],
     }
     for table, cols in expected.items():
         assert [c[0] for c in con.sql(f"DESCRIBE {table}").fetchall()] == cols, table
     assert con.sql("SELECT * FROM fhir_patient").fetchall() == [
-        ("p1", f.PNR, "191212121212", "Testsson", "Tolvan", "male", "1912-12-12", "75237", None)]
+        ("p1", f.PNR, "191212121212", "Testsson", "Tolvan", "male", "1912-12-12", "75237", None)
+    ]
     assert con.sql("SELECT * FROM fhir_eq5d_response").fetchall() == [
-        ("q1", "p1", "e1", "2024-03-01T09:20:00+01:00", 1, 2, 3, 4, 5, 70)]
-    assert con.sql("SELECT value, unit, code FROM fhir_observation").fetchall() == [(52.0, "mmol/mol", "NPU27300")]
+        ("q1", "p1", "e1", "2024-03-01T09:20:00+01:00", 1, 2, 3, 4, 5, 70)
+    ]
+    assert con.sql("SELECT value, unit, code FROM fhir_observation").fetchall() == [
+        (52.0, "mmol/mol", "NPU27300")
+    ]
     assert con.execute("SELECT count(*) FROM fhir_flag").fetchall()[0][0] == 0
 
 
@@ -158,8 +240,10 @@ def test_rerun_is_idempotent_and_workers_agree(hdp_home, landing):
     def snapshot():
         con = _db(hdp_home)
         try:
-            return {t: sorted(map(str, con.sql(f"SELECT * FROM {t}").fetchall()))
-                    for t in ("fhir_resource", "fhir_patient", "fhir_flag", "fhir_procedure", "quarantine")}
+            return {
+                t: sorted(map(str, con.sql(f"SELECT * FROM {t}").fetchall()))
+                for t in ("fhir_resource", "fhir_patient", "fhir_flag", "fhir_procedure", "quarantine")
+            }
         finally:
             con.close()
 
@@ -185,7 +269,9 @@ def test_oversized_and_too_deep_lines_are_quarantined(hdp_home, landing, monkeyp
     res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
     assert res.quarantined == {"fhir.too_large": 1, "json.too_deep": 1}
     con = _db(hdp_home)
-    q = con.sql("SELECT line_no, reason_code, detail, original IS NOT NULL FROM quarantine ORDER BY line_no").fetchall()
+    q = con.sql(
+        "SELECT line_no, reason_code, detail, original IS NOT NULL FROM quarantine ORDER BY line_no"
+    ).fetchall()
     assert [(r[0], r[1], r[3]) for r in q] == [(2, "fhir.too_large", True), (3, "json.too_deep", True)]
     assert "G" * 10 not in " ".join(r[2] for r in q)
     assert con.sql("SELECT patient_id FROM fhir_patient").fetchall() == [("ok",)]
@@ -210,9 +296,14 @@ def test_duplicate_keys_flatten_as_the_validator_reads_them(hdp_home, landing):
     con = _db(hdp_home)
     rows = dict(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall())
     assert rows == {"d1": "female", "d2": None, "p1": "male"}
-    assert con.sql("SELECT family_name FROM fhir_patient WHERE patient_id = 'd2'").fetchall() == [("\u00c5berg",)]
+    assert con.sql("SELECT family_name FROM fhir_patient WHERE patient_id = 'd2'").fetchall() == [
+        ("\u00c5berg",)
+    ]
     # stored as delivered
-    assert con.sql("SELECT resource::VARCHAR FROM fhir_resource WHERE id = 'd1'").fetchall()[0][0] == line.strip()
+    assert (
+        con.sql("SELECT resource::VARCHAR FROM fhir_resource WHERE id = 'd1'").fetchall()[0][0]
+        == line.strip()
+    )
 
 
 def test_duplicate_id_across_fast_and_reference_paths_keeps_the_first(hdp_home, landing):
@@ -223,8 +314,10 @@ def test_duplicate_id_across_fast_and_reference_paths_keeps_the_first(hdp_home, 
     res = ingest_fhir(HOLDER, settings=hdp_home, workers=0, chunk_lines=2)
     assert res.quarantined == {"fhir.duplicate_id": 1}
     con = _db(hdp_home)
-    assert sorted(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall()) == [("p1", "female"),
-                                                                                        ("p2", "male")]
+    assert sorted(con.sql("SELECT patient_id, gender FROM fhir_patient").fetchall()) == [
+        ("p1", "female"),
+        ("p2", "male"),
+    ]
     assert con.sql("SELECT line_no FROM quarantine").fetchall() == [(2,)]
 
 
@@ -260,7 +353,8 @@ def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     loader.add_columns("Patient", ["ok"], good, np.array([0, len(good)], np.int64), "f", [1], {}, [])
     loader.flush()
     assert con.sql("SELECT resource::VARCHAR, typeof(resource) FROM fhir_resource").fetchall() == [
-        (good.decode(), "JSON")]
+        (good.decode(), "JSON")
+    ]
     bad = b'{"resourceType":"Patient","id":"bad",'
     loader.add_columns("Patient", ["bad"], bad, np.array([0, len(bad)], np.int64), "f", [2], {}, [])
     with pytest.raises(duckdb.Error):

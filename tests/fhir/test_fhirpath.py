@@ -17,8 +17,12 @@ def ev(expr, resource):
 
 
 def test_reference_keys():
-    r = {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/abc"},
-         "encounter": {"reference": "http://x.se/fhir/Encounter/e1/_history/3"}}
+    r = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "subject": {"reference": "Patient/abc"},
+        "encounter": {"reference": "http://x.se/fhir/Encounter/e1/_history/3"},
+    }
     assert ev("subject.getReferenceKey()", r) == ["abc"]
     assert ev("subject.getReferenceKey(Patient)", r) == ["abc"]
     assert ev("subject.getReferenceKey(Group)", r) == []

@@ -30,11 +30,54 @@ from pipelines.fhir.validation import (
 _SAMPLES = factory.rich_samples()
 
 _ODD_VALUES: list[Any] = [
-    "", " ", "  padded  ", "a b", "male ", "bogus", "x" * 70, "x" * 300, "1970-06", "1970-02-30", "2023-13-01",
-    "0000", "2020-01-01T10:00:00", "2020-01-01T10:00:00Z", "2020-01-01T24:00:00+01:00", "10:61:00", "12:00:00",
-    "urn:oid:1.2", "urn:uuid:53fefa32-fcbb-4ff8-8a92-55ee120877b7", "http://x y", "http://example.org/a",
-    "Patient/p1", "Group/g1", "tab\there", "new\nline", "p1\n", "male\n", "1970-01-01\n", "urn:oid:1.2.3\n", "\u00e5\u00e4\u00f6", "true", "12", "1.5",
-    0, 1, -1, 2**31, 1.5, 2.0, 1e20, True, False, None, [], {}, ["x"], [{}], {"a": 1},
+    "",
+    " ",
+    "  padded  ",
+    "a b",
+    "male ",
+    "bogus",
+    "x" * 70,
+    "x" * 300,
+    "1970-06",
+    "1970-02-30",
+    "2023-13-01",
+    "0000",
+    "2020-01-01T10:00:00",
+    "2020-01-01T10:00:00Z",
+    "2020-01-01T24:00:00+01:00",
+    "10:61:00",
+    "12:00:00",
+    "urn:oid:1.2",
+    "urn:uuid:53fefa32-fcbb-4ff8-8a92-55ee120877b7",
+    "http://x y",
+    "http://example.org/a",
+    "Patient/p1",
+    "Group/g1",
+    "tab\there",
+    "new\nline",
+    "p1\n",
+    "male\n",
+    "1970-01-01\n",
+    "urn:oid:1.2.3\n",
+    "\u00e5\u00e4\u00f6",
+    "true",
+    "12",
+    "1.5",
+    0,
+    1,
+    -1,
+    2**31,
+    1.5,
+    2.0,
+    1e20,
+    True,
+    False,
+    None,
+    [],
+    {},
+    ["x"],
+    [{}],
+    {"a": 1},
 ]
 
 
@@ -84,8 +127,20 @@ def mutate(res: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         elif op in (1, 2, 3):  # odd value
             parent[key] = copy.deepcopy(rng.choice(_ODD_VALUES))
         elif op == 4 and isinstance(parent, dict):  # unknown / extension / choice siblings
-            parent[rng.choice(("foo", "_" + str(key), "valueString", "valueBoolean", "resourceType",
-                               "fhir_comments", "extension", "id"))] = copy.deepcopy(rng.choice(_ODD_VALUES))
+            parent[
+                rng.choice(
+                    (
+                        "foo",
+                        "_" + str(key),
+                        "valueString",
+                        "valueBoolean",
+                        "resourceType",
+                        "fhir_comments",
+                        "extension",
+                        "id",
+                    )
+                )
+            ] = copy.deepcopy(rng.choice(_ODD_VALUES))
         elif op == 5:  # wrap / unwrap list
             v = parent[key]
             parent[key] = v[0] if isinstance(v, list) and v else [v]
@@ -132,12 +187,15 @@ def test_differential_property(index, rnd):
     assert (not validate_resource(res, json.dumps(res))) == ref_ok
 
 
-@pytest.mark.parametrize("mutation, path_part", [
-    (lambda r: r.update(gender="bogus"), "Patient.gender"),
-    (lambda r: r.update(birthDate="1970-02-30"), "Patient.birthDate"),
-    (lambda r: r.update(foo=1), "Patient.foo"),
-    (lambda r: r["name"][0].update(family=""), "Patient.name[0].family"),
-])
+@pytest.mark.parametrize(
+    "mutation, path_part",
+    [
+        (lambda r: r.update(gender="bogus"), "Patient.gender"),
+        (lambda r: r.update(birthDate="1970-02-30"), "Patient.birthDate"),
+        (lambda r: r.update(foo=1), "Patient.foo"),
+        (lambda r: r["name"][0].update(family=""), "Patient.name[0].family"),
+    ],
+)
 def test_issues_name_the_path_and_never_the_value(mutation, path_part):
     r = factory.patient()
     mutation(r)

@@ -59,10 +59,14 @@ def compare(resources: list[dict[str, Any]]) -> dict[str, int]:
     for m in SQL_MACROS:
         con.execute(m)
     # What ingest registers at each flush: the batch of fast-path resources (JSON as text).
-    con.execute(f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
-                " _source_file VARCHAR, _line_no BIGINT)")
-    con.executemany(f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
-                    [(r["resourceType"], r["id"], _line(r).decode()) for r in resources])
+    con.execute(
+        f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
+        " _source_file VARCHAR, _line_no BIGINT)"
+    )
+    con.executemany(
+        f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
+        [(r["resourceType"], r["id"], _line(r).decode()) for r in resources],
+    )
     counts = {}
     for name, view in PLAN.views.items():
         con.execute(PLAN.sql[name])
@@ -106,8 +110,14 @@ def _edge_cases() -> list[dict[str, Any]]:
     add(p, name=[{"use": "usual", "family": "U", "given": ["G1"]}, {"use": "official", "family": "O"}])
     add(p, name=[{"family": "A", "given": ["B", "C"]}, {"family": "D"}])
     add(p, name=None, address=None, identifier=None)
-    add(p, identifier=[{"system": "http://other", "value": "1"}, {"system": SAM, "value": "2"},
-                       {"system": f.PNR, "value": "3"}])
+    add(
+        p,
+        identifier=[
+            {"system": "http://other", "value": "1"},
+            {"system": SAM, "value": "2"},
+            {"system": f.PNR, "value": "3"},
+        ],
+    )
     add(p, identifier=[{"system": f.PNR}, {"system": SAM, "value": "2"}])
     add(p, address=[{"use": "work", "postalCode": "1"}, {"use": "home", "postalCode": "2"}])
     add(p, address=[{"use": "home", "city": "X"}, {"postalCode": "3"}])
@@ -188,21 +198,28 @@ def test_random_mutants_that_pass_the_fast_path_give_identical_rows():
 def test_unsupported_views_are_reported_and_fall_back(tmp_path):
     view = json.loads((ing.VIEWS_DIR / "fhir_patient.json").read_text())
     view["name"] = "fhir_patient_names"
-    view["select"] = [{"column": [{"name": "patient_id", "path": "getResourceKey()"}]},
-                      {"forEach": "name", "column": [{"name": "family", "path": "family"}]}]
+    view["select"] = [
+        {"column": [{"name": "patient_id", "path": "getResourceKey()"}]},
+        {"forEach": "name", "column": [{"name": "family", "path": "family"}]},
+    ]
     with pytest.raises(Unsupported):
-        compile_view_sql(view, __import__("pipelines.fhir.viewdef", fromlist=["compile_view"]).compile_view(view))
+        compile_view_sql(
+            view, __import__("pipelines.fhir.viewdef", fromlist=["compile_view"]).compile_view(view)
+        )
     (tmp_path / "fhir_patient_names.json").write_text(json.dumps(view))
     plan = ing.view_plan(tmp_path)
     assert "fhir_patient_names" in plan.python_only and plan.sql == {}
 
 
-@pytest.mark.parametrize("path", [
-    "name.family",                       # more than one value possible
-    "name.where(family.exists()).given",  # unsupported function in where
-    "identifier.value | name.family",    # union that may hold two values
-    "telecom.count()",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "name.family",  # more than one value possible
+        "name.where(family.exists()).given",  # unsupported function in where
+        "identifier.value | name.family",  # union that may hold two values
+        "telecom.count()",
+    ],
+)
 def test_compiler_refuses_what_it_cannot_prove(path):
     from pipelines.fhir.viewdef import compile_view
 

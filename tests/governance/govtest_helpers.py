@@ -13,9 +13,11 @@ PG_BASE = os.environ.get("HDP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0
 
 RESEARCHERS = ("alice", "bob", "carol")
 STEWARDS = {
-    "s-ndr-1": ("ndr",), "s-ndr-2": ("ndr",),
+    "s-ndr-1": ("ndr",),
+    "s-ndr-2": ("ndr",),
     "s-upp-1": ("region_uppsala",),
-    "s-ore-1": ("region_orebro",), "s-ore-2": ("region_orebro",),
+    "s-ore-1": ("region_orebro",),
+    "s-ore-2": ("region_orebro",),
     "s-ska-1": ("region_skane",),
 }
 
@@ -32,7 +34,6 @@ def seed_users(url: str) -> None:
         service.create_user(s, name="admin", roles=["admin"])
         # A steward who is also a researcher: must never decide on their own request.
         service.create_user(s, name="dual", roles=["researcher", "steward"], holder_ids=["ndr"])
-
 
 
 def request_fields(**over):
@@ -53,9 +54,19 @@ def request_fields(**over):
     return fields
 
 
-TABLES = ("gov_request_event", "gov_decision", "gov_holder_review", "gov_permit", "gov_request",
-          "gov_api_token", "gov_user", "gov_consent", "gov_config", "gov_audit_checkpoint",
-          "gov_query_ledger")
+TABLES = (
+    "gov_request_event",
+    "gov_decision",
+    "gov_holder_review",
+    "gov_permit",
+    "gov_request",
+    "gov_api_token",
+    "gov_user",
+    "gov_consent",
+    "gov_config",
+    "gov_audit_checkpoint",
+    "gov_query_ledger",
+)
 
 
 def fresh_store(backend: str, request: pytest.FixtureRequest, tmp_path) -> str:

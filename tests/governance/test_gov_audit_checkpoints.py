@@ -42,8 +42,10 @@ def _file(url, n=1):
 
 def _rows(url):
     with session_scope(url, readonly=True) as s:
-        return [(r.log_id, r.seq, r.entry_hash) for r in s.scalars(select(AuditCheckpointRow).order_by(
-            AuditCheckpointRow.seq))]
+        return [
+            (r.log_id, r.seq, r.entry_hash)
+            for r in s.scalars(select(AuditCheckpointRow).order_by(AuditCheckpointRow.seq))
+        ]
 
 
 def _lines(path):
@@ -159,8 +161,9 @@ def test_access_app_checkpoints_every_n_and_at_shutdown(seeded, keyed, monkeypat
     from hdp.settings import get_settings
 
     get_settings.cache_clear()
-    settings = AccessSettings(releases_dir=keyed.releases_dir, audit_path=keyed.audit_dir / "access.jsonl",
-                              audit_fsync=False)
+    settings = AccessSettings(
+        releases_dir=keyed.releases_dir, audit_path=keyed.audit_dir / "access.jsonl", audit_fsync=False
+    )
     app = create_app(settings)  # no governance given: the real store, and its checkpoints
     app.state.service.audit.checkpoint_every = 5
     with TestClient(app) as client:

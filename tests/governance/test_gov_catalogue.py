@@ -18,7 +18,8 @@ from governance.catalogue import (
 
 def test_variables_json_is_in_sync_with_architecture():
     assert CATALOGUE_PATH.read_text(encoding="utf-8") == render(generate_catalogue()), (
-        "schemas/variables.json is out of date: run `python -m governance.catalogue`")
+        "schemas/variables.json is out of date: run `python -m governance.catalogue`"
+    )
 
 
 def test_catalogue_content():
@@ -29,7 +30,11 @@ def test_catalogue_content():
     assert cat["observation.unit"]["sensitivity"] == "administrative"
     data = json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
     assert data["tables"]["register_visit"]["holders"] == ["ndr"]
-    assert set(data["tables"]["observation"]["holders"]) == {"region_uppsala", "region_orebro", "region_skane"}
+    assert set(data["tables"]["observation"]["holders"]) == {
+        "region_uppsala",
+        "region_orebro",
+        "region_skane",
+    }
     # Direct identifiers are not research-zone columns, so they can never be requested.
     for banned in ("personnummer", "family_name", "given_name", "postal_code", "birth_date"):
         assert not any(v.endswith("." + banned) for v in cat)

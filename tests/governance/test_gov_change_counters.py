@@ -24,7 +24,9 @@ def _versions(url: str) -> dict[str, int]:
 
 
 def test_migration_and_models_name_the_same_scopes():
-    spec = importlib.util.spec_from_file_location("m0002", MIGRATIONS_DIR / "versions" / "0002_change_counters.py")
+    spec = importlib.util.spec_from_file_location(
+        "m0002", MIGRATIONS_DIR / "versions" / "0002_change_counters.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.SCOPES == CHANGE_SCOPES
@@ -38,8 +40,10 @@ def test_every_write_to_a_scope_bumps_only_that_scope(seeded):
     assert token
     writes = {
         "consent": [
-            ("INSERT INTO gov_consent (consent_key, scope, choice, valid_from, source_ref, recorded_at, recorded_by) "
-             "VALUES ('k1', 'secondary_use', 'opt_out', :now, 'f', :now, 'x')"),
+            (
+                "INSERT INTO gov_consent (consent_key, scope, choice, valid_from, source_ref, recorded_at, recorded_by) "
+                "VALUES ('k1', 'secondary_use', 'opt_out', :now, 'f', :now, 'x')"
+            ),
             "UPDATE gov_consent SET valid_to = :now WHERE consent_key = 'k1'",
             "DELETE FROM gov_consent WHERE consent_key = 'k1'",
         ],
@@ -47,8 +51,10 @@ def test_every_write_to_a_scope_bumps_only_that_scope(seeded):
             "UPDATE gov_user SET disabled_at = :now WHERE name = 'bob'",
             "UPDATE gov_api_token SET revoked_at = :now",
             "DELETE FROM gov_api_token",
-            ("INSERT INTO gov_user (name, roles, holder_ids, created_at) "
-             "VALUES ('zed', '[\"researcher\"]', '[]', :now)"),
+            (
+                "INSERT INTO gov_user (name, roles, holder_ids, created_at) "
+                "VALUES ('zed', '[\"researcher\"]', '[]', :now)"
+            ),
         ],
     }
     for scope, statements in writes.items():
@@ -58,7 +64,9 @@ def test_every_write_to_a_scope_bumps_only_that_scope(seeded):
                 s.execute(text(sql), {"now": now})
             after = _versions(url)
             assert after[scope] > before[scope], sql
-            assert {k: v for k, v in after.items() if k != scope} == {k: v for k, v in before.items() if k != scope}
+            assert {k: v for k, v in after.items() if k != scope} == {
+                k: v for k, v in before.items() if k != scope
+            }
 
 
 def test_a_rolled_back_write_bumps_nothing(seeded):

@@ -32,8 +32,11 @@ def cli(hdp_home, monkeypatch):
 
 def _tokens(cli):
     tokens = {}
-    for name, args in {"alice": ["--role", "researcher"], "s-ndr": ["--role", "steward", "--holder", "ndr"],
-                       "s-upp": ["--role", "steward", "--holder", "region_uppsala"]}.items():
+    for name, args in {
+        "alice": ["--role", "researcher"],
+        "s-ndr": ["--role", "steward", "--holder", "ndr"],
+        "s-upp": ["--role", "steward", "--holder", "region_uppsala"],
+    }.items():
         cli("user", "add", name, *args)
         tokens[name] = cli("user", "token", name).output.strip()
     return tokens
@@ -41,32 +44,103 @@ def _tokens(cli):
 
 def test_request_lifecycle_on_the_command_line(cli):
     t = _tokens(cli)
-    out = cli("request", "file", "--project", "HbA1c trajectories", "--purpose", "scientific_research",
-              "--legal-basis", "gdpr_6_1_e__9_2_j", "--ethics-ref", "2024-01234-01",
-              "--variable", "register_visit.hba1c_mmol_mol", "--variable", "observation.value",
-              "--holder", "ndr", "--holder", "region_uppsala", "--criteria", '{"register_visit.diabetes_type": {"in": [1]}}',
-              "--submit", token=t["alice"]).output
+    out = cli(
+        "request",
+        "file",
+        "--project",
+        "HbA1c trajectories",
+        "--purpose",
+        "scientific_research",
+        "--legal-basis",
+        "gdpr_6_1_e__9_2_j",
+        "--ethics-ref",
+        "2024-01234-01",
+        "--variable",
+        "register_visit.hba1c_mmol_mol",
+        "--variable",
+        "observation.value",
+        "--holder",
+        "ndr",
+        "--holder",
+        "region_uppsala",
+        "--criteria",
+        '{"register_visit.diabetes_type": {"in": [1]}}',
+        "--submit",
+        token=t["alice"],
+    ).output
     assert out.strip() == "request 1 submitted"
     # A researcher cannot decide; a steward cannot decide for another holder.
-    bad = cli("request", "decide", "1", "--holder", "ndr", "--decision", "approve", "--justification",
-              "Looks fine to me overall.", token=t["alice"], ok=False)
+    bad = cli(
+        "request",
+        "decide",
+        "1",
+        "--holder",
+        "ndr",
+        "--decision",
+        "approve",
+        "--justification",
+        "Looks fine to me overall.",
+        token=t["alice"],
+        ok=False,
+    )
     assert bad.exit_code == 1 and "steward" in bad.output
-    bad = cli("request", "decide", "1", "--holder", "region_uppsala", "--decision", "approve", "--justification",
-              "Looks fine to me overall.", token=t["s-ndr"], ok=False)
+    bad = cli(
+        "request",
+        "decide",
+        "1",
+        "--holder",
+        "region_uppsala",
+        "--decision",
+        "approve",
+        "--justification",
+        "Looks fine to me overall.",
+        token=t["s-ndr"],
+        ok=False,
+    )
     assert "[decision.not_steward]" in bad.output
-    out = cli("request", "decide", "1", "--holder", "ndr", "--decision", "approve", "--justification",
-              "Proportionate and covered by ethics.", token=t["s-ndr"]).output
+    out = cli(
+        "request",
+        "decide",
+        "1",
+        "--holder",
+        "ndr",
+        "--decision",
+        "approve",
+        "--justification",
+        "Proportionate and covered by ethics.",
+        token=t["s-ndr"],
+    ).output
     assert "under_review" in out
-    out = cli("request", "decide", "1", "--holder", "region_uppsala", "--decision", "approve", "--justification",
-              "Proportionate and covered by ethics.", token=t["s-upp"]).output
+    out = cli(
+        "request",
+        "decide",
+        "1",
+        "--holder",
+        "region_uppsala",
+        "--decision",
+        "approve",
+        "--justification",
+        "Proportionate and covered by ethics.",
+        token=t["s-upp"],
+    ).output
     assert "now approved" in out
     shown = json.loads(cli("request", "show", "1", "--json").output)
     assert shown["request"]["status"] == "approved" and shown["permit"]["users"] == ["alice"]
     assert "approved" in cli("request", "list").output
-    out = cli("request", "amend", "1", "--access-days", "500", "--reason", "Analysis takes longer than planned.",
-              token=t["alice"]).output
+    out = cli(
+        "request",
+        "amend",
+        "1",
+        "--access-days",
+        "500",
+        "--reason",
+        "Analysis takes longer than planned.",
+        token=t["alice"],
+    ).output
     assert "amendment filed as request 2" in out
-    out = cli("request", "revoke", "1", "--justification", "Project cancelled by the applicant.", token=t["s-upp"]).output
+    out = cli(
+        "request", "revoke", "1", "--justification", "Project cancelled by the applicant.", token=t["s-upp"]
+    ).output
     assert "revoked" in out
     register = json.loads(cli("governance", "transparency", "--json").output)
     assert register[0]["status"] == "revoked" and "alice" not in json.dumps(register)
@@ -79,9 +153,24 @@ def test_request_lifecycle_on_the_command_line(cli):
 
 def test_errors_are_clear_and_tokens_never_echoed(cli):
     t = _tokens(cli)
-    res = cli("request", "file", "--project", "X project", "--purpose", "scientific_research",
-              "--legal-basis", "gdpr_6_1_e__9_2_j", "--ethics-ref", "2024-1", "--variable", "register_visit.bmi",
-              "--holder", "ndr", token=t["alice"], ok=False)
+    res = cli(
+        "request",
+        "file",
+        "--project",
+        "X project",
+        "--purpose",
+        "scientific_research",
+        "--legal-basis",
+        "gdpr_6_1_e__9_2_j",
+        "--ethics-ref",
+        "2024-1",
+        "--variable",
+        "register_visit.bmi",
+        "--holder",
+        "ndr",
+        token=t["alice"],
+        ok=False,
+    )
     assert res.exit_code == 1 and "request.ethics_ref" in res.output and "2024-01234-01" in res.output
     res = cli("request", "submit", "1", ok=False)
     assert "set HDP_TOKEN" in res.output
@@ -98,22 +187,41 @@ def test_consent_commands(cli, monkeypatch):
     key = "f" * 64
     out = cli("consent", "opt-out", "--key", key, "--source", "blankett-17", token=t["s-ndr"]).output
     assert out.startswith("consent record 1: opt_out for secondary_use") and key not in out
-    cli("consent", "opt-in", "--key", key, "--purpose", "scientific_research", "--source", "blankett-18",
-        token=t["s-ndr"])
+    cli(
+        "consent",
+        "opt-in",
+        "--key",
+        key,
+        "--purpose",
+        "scientific_research",
+        "--source",
+        "blankett-18",
+        token=t["s-ndr"],
+    )
     state = json.loads(cli("consent", "show", "--key", key, "--json", token=t["s-ndr"]).output)["state_now"]
     assert state["scientific_research"] == "included" and state["education"] == "excluded"
     cli("consent", "withdraw", "--key", key, "--source", "call-1177", token=t["s-ndr"])
     state = json.loads(cli("consent", "show", "--key", key, "--json", token=t["s-ndr"]).output)["state_now"]
     assert set(state.values()) == {"excluded"}
-    assert "lacks the 'steward' role" in cli("consent", "opt-out", "--key", key, "--source", "x",
-                                             token=t["alice"], ok=False).output
+    assert (
+        "lacks the 'steward' role"
+        in cli("consent", "opt-out", "--key", key, "--source", "x", token=t["alice"], ok=False).output
+    )
 
     # --personnummer goes through privacy.domains.consent_key (stubbed: tests pass keys directly).
     calls = []
     import privacy.domains
 
     monkeypatch.setattr(privacy.domains, "consent_key", lambda pnr: calls.append(pnr) or "e" * 64)
-    out = cli("consent", "opt-out", "--personnummer", "-", "--source", "form-9", token=t["s-ndr"],
-              input="19121212-1212\n").output
+    out = cli(
+        "consent",
+        "opt-out",
+        "--personnummer",
+        "-",
+        "--source",
+        "form-9",
+        token=t["s-ndr"],
+        input="19121212-1212\n",
+    ).output
     assert calls == ["19121212-1212"] and "19121212" not in out
     assert "exactly one" in cli("consent", "opt-out", "--source", "x", token=t["s-ndr"], ok=False).output

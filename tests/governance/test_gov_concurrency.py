@@ -58,8 +58,10 @@ def slow_critical_section(monkeypatch):
 def _decide(url, rid, holder, reviewer):
     def call():
         with session_scope(url) as s:
-            return service.decide(s, request_id=rid, holder_id=holder, reviewer=reviewer, decision="approve",
-                                  justification=J)
+            return service.decide(
+                s, request_id=rid, holder_id=holder, reviewer=reviewer, decision="approve", justification=J
+            )
+
     return call
 
 
@@ -72,8 +74,12 @@ def _submitted(url, **over) -> int:
 
 def _counts(url, rid):
     with session_scope(url) as s:
-        decisions = s.execute(select(func.count()).select_from(DecisionRow).where(DecisionRow.request_id == rid)).scalar_one()
-        permits = s.execute(select(func.count()).select_from(PermitRow).where(PermitRow.request_id == rid)).scalar_one()
+        decisions = s.execute(
+            select(func.count()).select_from(DecisionRow).where(DecisionRow.request_id == rid)
+        ).scalar_one()
+        permits = s.execute(
+            select(func.count()).select_from(PermitRow).where(PermitRow.request_id == rid)
+        ).scalar_one()
         status = service.get_request(s, request_id=rid).status
     return decisions, permits, status
 
@@ -81,7 +87,9 @@ def _counts(url, rid):
 @pytest.mark.parametrize("round_", range(5))
 def test_two_holders_approve_at_once(seeded, slow_critical_section, round_):
     rid = _submitted(seeded)
-    results = _run_together(_decide(seeded, rid, "ndr", "s-ndr-1"), _decide(seeded, rid, "region_uppsala", "s-upp-1"))
+    results = _run_together(
+        _decide(seeded, rid, "ndr", "s-ndr-1"), _decide(seeded, rid, "region_uppsala", "s-upp-1")
+    )
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sorted(results) == ["approved", "under_review"]
     assert _counts(seeded, rid) == (2, 1, "approved")
@@ -89,16 +97,18 @@ def test_two_holders_approve_at_once(seeded, slow_critical_section, round_):
 
 def test_two_reviewers_of_one_holder_at_once(seeded, slow_critical_section):
     rid = _submitted(seeded, holders=["region_orebro"], variables=["observation.value"])
-    results = _run_together(_decide(seeded, rid, "region_orebro", "s-ore-1"),
-                            _decide(seeded, rid, "region_orebro", "s-ore-2"))
+    results = _run_together(
+        _decide(seeded, rid, "region_orebro", "s-ore-1"), _decide(seeded, rid, "region_orebro", "s-ore-2")
+    )
     assert sorted(results) == ["approved", "under_review"], results
     assert _counts(seeded, rid) == (2, 1, "approved")
 
 
 def test_double_click_counts_once(seeded, slow_critical_section):
     rid = _submitted(seeded, holders=["region_orebro"], variables=["observation.value"])
-    results = _run_together(_decide(seeded, rid, "region_orebro", "s-ore-1"),
-                            _decide(seeded, rid, "region_orebro", "s-ore-1"))
+    results = _run_together(
+        _decide(seeded, rid, "region_orebro", "s-ore-1"), _decide(seeded, rid, "region_orebro", "s-ore-1")
+    )
     errors = [r for r in results if isinstance(r, Exception)]
     assert len(errors) == 1 and isinstance(errors[0], DuplicateDecision | ConcurrencyConflict), results
     assert _counts(seeded, rid) == (1, 0, "under_review")
@@ -120,7 +130,10 @@ def test_concurrent_release_recorded_once(seeded, monkeypatch):
     def release(n):
         def call():
             with session_scope(seeded) as s:
-                return service.record_release(s, request_id=rid, release_id=f"rel-{n}", manifest_sha256="e" * 64)
+                return service.record_release(
+                    s, request_id=rid, release_id=f"rel-{n}", manifest_sha256="e" * 64
+                )
+
         return call
 
     results = _run_together(release(1), release(2), release(3))

@@ -32,7 +32,10 @@ def api(seeded):
     app.include_router(make_router(get_session, current_user))
     client = TestClient(app)
     with session_scope(seeded) as s:
-        tokens = {n: service.issue_token(s, user_name=n) for n in ("alice", "bob", "carol", "s-ndr-1", "s-upp-1", "admin", "dual")}
+        tokens = {
+            n: service.issue_token(s, user_name=n)
+            for n in ("alice", "bob", "carol", "s-ndr-1", "s-upp-1", "admin", "dual")
+        }
 
     def call(method, path, who=None, **kw):
         headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
@@ -59,19 +62,35 @@ def test_http_workflow(api):
     rid = r.json()["request_id"]
     assert api("GET", f"/requests/{rid}", "carol").status_code == 404  # not involved: not visible
     assert api("GET", f"/requests/{rid}", "bob").json()["request"]["status"] == "submitted"
-    r = api("POST", f"/requests/{rid}/decisions", "s-ndr-1",
-            json={"holder_id": "ndr", "decision": "approve", "justification": "Fine and proportionate."})
+    r = api(
+        "POST",
+        f"/requests/{rid}/decisions",
+        "s-ndr-1",
+        json={"holder_id": "ndr", "decision": "approve", "justification": "Fine and proportionate."},
+    )
     assert r.status_code == 200 and r.json()["status"] == "under_review"
-    r = api("POST", f"/requests/{rid}/decisions", "s-upp-1",
-            json={"holder_id": "region_uppsala", "decision": "approve", "justification": "Fine and proportionate."})
+    r = api(
+        "POST",
+        f"/requests/{rid}/decisions",
+        "s-upp-1",
+        json={
+            "holder_id": "region_uppsala",
+            "decision": "approve",
+            "justification": "Fine and proportionate.",
+        },
+    )
     assert r.json()["status"] == "approved"
     with session_scope(api.url) as s:
         service.record_release(s, request_id=rid, release_id="rel-h", manifest_sha256="0" * 64)
     assert [p["release_id"] for p in api("GET", "/permits", "bob").json()] == ["rel-h"]
     ids = [x["id"] for x in api("GET", "/requests", "s-ndr-1").json()]
     assert ids == [rid]
-    r = api("POST", f"/requests/{rid}/amendments", "alice",
-            json={"changes": {"members": ["bob", "carol"]}, "reason": "Carol joins the project."})
+    r = api(
+        "POST",
+        f"/requests/{rid}/amendments",
+        "alice",
+        json={"changes": {"members": ["bob", "carol"]}, "reason": "Carol joins the project."},
+    )
     assert r.status_code == 201 and r.json()["separate_request"] is True
     public = api("GET", "/transparency")
     assert public.status_code == 200 and public.json()[0]["status"] == "active"
@@ -95,13 +114,25 @@ def test_http_errors_are_clear_4xx_and_store_nothing(api):
     assert api("POST", "/requests", "s-ndr-1", json=_body()).status_code == 403
     assert api("POST", "/requests", None, json=_body()).status_code == 401
 
-    rid = api("POST", "/requests", "dual", json=_body(holders=["ndr"], members=[], variables=["register_visit.bmi"])
-              | {"submit": True}).json()["request_id"]
-    r = api("POST", f"/requests/{rid}/decisions", "dual",
-            json={"holder_id": "ndr", "decision": "approve", "justification": "My own request, approved."})
+    rid = api(
+        "POST",
+        "/requests",
+        "dual",
+        json=_body(holders=["ndr"], members=[], variables=["register_visit.bmi"]) | {"submit": True},
+    ).json()["request_id"]
+    r = api(
+        "POST",
+        f"/requests/{rid}/decisions",
+        "dual",
+        json={"holder_id": "ndr", "decision": "approve", "justification": "My own request, approved."},
+    )
     assert r.status_code == 403 and r.json()["error"] == "decision.self_decision"
-    r = api("POST", f"/requests/{rid}/decisions", "s-ndr-1",
-            json={"holder_id": "ndr", "decision": "approve", "justification": "ok"})
+    r = api(
+        "POST",
+        f"/requests/{rid}/decisions",
+        "s-ndr-1",
+        json={"holder_id": "ndr", "decision": "approve", "justification": "ok"},
+    )
     assert r.status_code == 422 and r.json()["error"] == "decision.justification"
     r = api("PATCH", f"/requests/{rid}", "dual", json={"project": "Changed after submission"})
     assert r.status_code == 409 and r.json()["error"] == "transition.submitted.edit"
@@ -114,14 +145,41 @@ def test_http_errors_are_clear_4xx_and_store_nothing(api):
 
 def test_http_consent_and_staff_reports(api):
     key = "c" * 64
-    assert api("POST", "/consent", "alice", json={"consent_key": key, "scope": "secondary_use", "choice": "opt_out",
-                                                   "source_ref": "f"}).status_code == 403
-    r = api("POST", "/consent", "s-ndr-1", json={"consent_key": "191212121212", "scope": "secondary_use",
-                                                  "choice": "opt_out", "source_ref": "f"})
-    assert r.status_code == 422 and r.json()["error"] == "consent.plain_identifier" and "191212121212" not in r.text
+    assert (
+        api(
+            "POST",
+            "/consent",
+            "alice",
+            json={"consent_key": key, "scope": "secondary_use", "choice": "opt_out", "source_ref": "f"},
+        ).status_code
+        == 403
+    )
+    r = api(
+        "POST",
+        "/consent",
+        "s-ndr-1",
+        json={
+            "consent_key": "191212121212",
+            "scope": "secondary_use",
+            "choice": "opt_out",
+            "source_ref": "f",
+        },
+    )
+    assert (
+        r.status_code == 422
+        and r.json()["error"] == "consent.plain_identifier"
+        and "191212121212" not in r.text
+    )
     assert _count(api.url, ConsentRow) == 0
-    assert api("POST", "/consent", "s-ndr-1", json={"consent_key": key, "scope": "secondary_use",
-                                                     "choice": "opt_out", "source_ref": "f"}).status_code == 201
+    assert (
+        api(
+            "POST",
+            "/consent",
+            "s-ndr-1",
+            json={"consent_key": key, "scope": "secondary_use", "choice": "opt_out", "source_ref": "f"},
+        ).status_code
+        == 201
+    )
     state = api("GET", f"/consent/{key}", "s-ndr-1").json()["excluded_now"]
     assert all(state.values())
     assert api("GET", "/overdue", "alice").status_code == 403

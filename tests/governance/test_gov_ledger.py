@@ -25,27 +25,52 @@ def permit_id(seeded):
         service.submit_request(s, request_id=rid, actor="alice", now=T0)
     for holder, steward in (("ndr", "s-ndr-1"), ("region_uppsala", "s-upp-1")):
         with session_scope(url) as s:
-            service.decide(s, request_id=rid, holder_id=holder, reviewer=steward, decision="approve",
-                           justification=J, now=T0)
+            service.decide(
+                s,
+                request_id=rid,
+                holder_id=holder,
+                reviewer=steward,
+                decision="approve",
+                justification=J,
+                now=T0,
+            )
     with session_scope(url) as s:
-        return service.record_release(s, request_id=rid, release_id="rel_ledger", manifest_sha256="c" * 64,
-                                      now=T0).id
+        return service.record_release(
+            s, request_id=rid, release_id="rel_ledger", manifest_sha256="c" * 64, now=T0
+        ).id
 
 
 def entry(fp: str, *, shape="shape-a", terms=(), negates=None, result="r" * 64) -> LedgerEntry:
-    return LedgerEntry(fingerprint=fp.ljust(64, "0"), shape=shape, terms=tuple(terms), negates=negates,
-                       measures=("rows",), result_sha256=result, cells_published=2, cells_withheld=1,
-                       cells=(("F", 120), ("M", 110)))
+    return LedgerEntry(
+        fingerprint=fp.ljust(64, "0"),
+        shape=shape,
+        terms=tuple(terms),
+        negates=negates,
+        measures=("rows",),
+        result_sha256=result,
+        cells_published=2,
+        cells_withheld=1,
+        cells=(("F", 120), ("M", 110)),
+    )
 
 
 def test_budget_admits_distinct_queries_and_repeats_are_free(seeded, permit_id):
     url = seeded
     with session_scope(url) as s:
-        ledger.set_query_budget(s, permit_id=permit_id, budget=2, actor="s-ndr-1",
-                                justification="A small table plan: two tables only.")
+        ledger.set_query_budget(
+            s,
+            permit_id=permit_id,
+            budget=2,
+            actor="s-ndr-1",
+            justification="A small table plan: two tables only.",
+        )
+
     def ask(fp, result="r" * 64):
         with session_scope(url) as s:
-            return ledger.record_query(s, permit_id=permit_id, entry=entry(fp, result=result), asked_by="alice", at=T0)
+            return ledger.record_query(
+                s, permit_id=permit_id, entry=entry(fp, result=result), asked_by="alice", at=T0
+            )
+
     assert ask("a") == ledger.Admission(True, 1, 2, new=True)
     assert ask("b").admitted
     refused = ask("c")
@@ -54,7 +79,11 @@ def test_budget_admits_distinct_queries_and_repeats_are_free(seeded, permit_id):
     assert ask("a", result="s" * 64).admitted  # the same query after a consent change: recorded, still free
     with session_scope(url) as s:
         rows = ledger.entries(s, permit_id=permit_id)
-    assert [(r.entry.fingerprint[0], r.entry.result_sha256[0]) for r in rows] == [("a", "r"), ("b", "r"), ("a", "s")]
+    assert [(r.entry.fingerprint[0], r.entry.result_sha256[0]) for r in rows] == [
+        ("a", "r"),
+        ("b", "r"),
+        ("a", "s"),
+    ]
     assert rows[0].entry.cells == (("F", 120), ("M", 110))
 
 
@@ -62,12 +91,22 @@ def test_only_a_steward_of_the_permits_holders_sets_the_budget(seeded, permit_id
     url = seeded
     for actor in ("alice", "s-ska-1", "nobody"):
         with pytest.raises(PermissionDenied), session_scope(url) as s:
-            ledger.set_query_budget(s, permit_id=permit_id, budget=10, actor=actor, justification="Because I say so.")
+            ledger.set_query_budget(
+                s, permit_id=permit_id, budget=10, actor=actor, justification="Because I say so."
+            )
     with pytest.raises(InvalidRequest), session_scope(url) as s:
         ledger.set_query_budget(s, permit_id=permit_id, budget=-1, actor="s-upp-1", justification="short")
     with session_scope(url) as s:
-        assert ledger.set_query_budget(s, permit_id=permit_id, budget=50, actor="admin",
-                                       justification="Raised after the review of the table plan.") == 50
+        assert (
+            ledger.set_query_budget(
+                s,
+                permit_id=permit_id,
+                budget=50,
+                actor="admin",
+                justification="Raised after the review of the table plan.",
+            )
+            == 50
+        )
         assert ledger.query_budget(s, permit_id=permit_id) == 50
 
 

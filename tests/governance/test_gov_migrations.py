@@ -94,19 +94,28 @@ def test_concurrent_upgrades_of_a_fresh_store(backend, request, tmp_path):
             engine_for(url).dispose()
             with psycopg.connect(plain, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
     # A file barrier: every process imports first, then all start migrating at the same moment.
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     parties = 4
-    code = ("import sys, time, pathlib, os, alembic.command, alembic.config, alembic.runtime.migration;"
-            "from governance.store import upgrade, engine_for; engine_for(sys.argv[1]);"
-            "b = pathlib.Path(sys.argv[2]); (b / str(os.getpid())).touch();"
-            "deadline = time.time() + 60\n"
-            "while len(list(b.iterdir())) < int(sys.argv[3]) and time.time() < deadline: time.sleep(0.005)\n"
-            "upgrade(sys.argv[1])")
+    code = (
+        "import sys, time, pathlib, os, alembic.command, alembic.config, alembic.runtime.migration;"
+        "from governance.store import upgrade, engine_for; engine_for(sys.argv[1]);"
+        "b = pathlib.Path(sys.argv[2]); (b / str(os.getpid())).touch();"
+        "deadline = time.time() + 60\n"
+        "while len(list(b.iterdir())) < int(sys.argv[3]) and time.time() < deadline: time.sleep(0.005)\n"
+        "upgrade(sys.argv[1])"
+    )
     try:
-        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(barrier), str(parties)],
-                                  stderr=subprocess.PIPE, text=True) for _ in range(parties - 1)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, url, str(barrier), str(parties)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(parties - 1)
+        ]
 
         def in_process() -> None:
             (barrier / "main").touch()

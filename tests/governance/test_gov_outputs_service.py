@@ -20,9 +20,18 @@ EXCEPTION = "Linkage to the cancer register is done by the register itself; it n
 
 
 def file_facts(**over):
-    facts = dict(query_masked="SELECT sex, count(*) FROM register_visit GROUP BY sex", query_sha256="b" * 64,
-                 format="csv", file_name="out-1.csv", sha256="a" * 64, size_bytes=30, rows=2,
-                 columns=["sex", "n"], row_level=False, row_level_reasons=[])
+    facts = dict(
+        query_masked="SELECT sex, count(*) FROM register_visit GROUP BY sex",
+        query_sha256="b" * 64,
+        format="csv",
+        file_name="out-1.csv",
+        sha256="a" * 64,
+        size_bytes=30,
+        rows=2,
+        columns=["sex", "n"],
+        row_level=False,
+        row_level_reasons=[],
+    )
     facts.update(over)
     return facts
 
@@ -33,26 +42,47 @@ def permit(seeded):
     two output checkers."""
     url = seeded
     with session_scope(url) as s:
-        rid = service.file_request(s, applicant="alice", now=T0, **request_fields(
-            output_tier="record", data_form="pseudonymised",
-            pseudonymisation_justification="Visits of one person must be linked over time for trajectories."))
+        rid = service.file_request(
+            s,
+            applicant="alice",
+            now=T0,
+            **request_fields(
+                output_tier="record",
+                data_form="pseudonymised",
+                pseudonymisation_justification="Visits of one person must be linked over time for trajectories.",
+            ),
+        )
         service.submit_request(s, request_id=rid, actor="alice", now=T0)
         service.create_user(s, name="oc-1", roles=["output_checker"])
         service.create_user(s, name="oc-2", roles=["output_checker"])
     for holder, steward in (("ndr", "s-ndr-1"), ("region_uppsala", "s-upp-1")):
         with session_scope(url) as s:
-            service.decide(s, request_id=rid, holder_id=holder, reviewer=steward, decision="approve",
-                           justification=J, now=T0)
+            service.decide(
+                s,
+                request_id=rid,
+                holder_id=holder,
+                reviewer=steward,
+                decision="approve",
+                justification=J,
+                now=T0,
+            )
     with session_scope(url) as s:
-        p = service.record_release(s, request_id=rid, release_id="rel_out_1", manifest_sha256="c" * 64, now=T0)
+        p = service.record_release(
+            s, request_id=rid, release_id="rel_out_1", manifest_sha256="c" * 64, now=T0
+        )
     return url, p
 
 
 def _file(url, permit_id, requester="alice", **over):
     with session_scope(url) as s:
-        return service.file_output_request(s, permit_id=permit_id, requester=requester, title="Visits by sex",
-                                           context="Two cells, both above 100 persons; no pseudonyms.",
-                                           **file_facts(**over))
+        return service.file_output_request(
+            s,
+            permit_id=permit_id,
+            requester=requester,
+            title="Visits by sex",
+            context="Two cells, both above 100 persons; no pseudonyms.",
+            **file_facts(**over),
+        )
 
 
 def _check(url, oid, checker, decision="approve"):
@@ -94,14 +124,22 @@ def test_two_checkers_then_download_audited(permit, hdp_home):
         service.record_output_download(s, output_id=o.id, actor="alice", sha256="e" * 64)
     assert err.value.code == "output.integrity"
     with session_scope(url) as s:
-        assert service.record_output_download(s, output_id=o.id, actor="alice", sha256=o.sha256).downloads == 1
+        assert (
+            service.record_output_download(s, output_id=o.id, actor="alice", sha256=o.sha256).downloads == 1
+        )
     events = [e for e in _audit(hdp_home) if e["event"].startswith("governance.output")]
-    assert [e["event"] for e in events] == ["governance.output.filed", "governance.output.checked",
-                                           "governance.output.checked", "governance.output.downloaded"]
+    assert [e["event"] for e in events] == [
+        "governance.output.filed",
+        "governance.output.checked",
+        "governance.output.checked",
+        "governance.output.downloaded",
+    ]
     assert all("context" not in e and "comment" not in e for e in events)  # free text stays in the store
     # Revoking the permit stops downloads at once.
     with session_scope(url) as s:
-        service.revoke_permit(s, request_id=p.request_id, actor="s-ndr-1", justification="Ethics approval withdrawn.")
+        service.revoke_permit(
+            s, request_id=p.request_id, actor="s-ndr-1", justification="Ethics approval withdrawn."
+        )
     with session_scope(url) as s, pytest.raises(PermissionDenied) as err:
         service.record_output_download(s, output_id=o.id, actor="alice", sha256=o.sha256)
     assert err.value.code == "output.permit_inactive"
@@ -115,8 +153,9 @@ def test_filing_rules(permit):
         _file(url, p.id, file_name="../../etc/passwd", sha256="nothex")
     assert {c for c, _ in err.value.problems} >= {"output.file_name", "output.sha256"}
     with session_scope(url) as s, pytest.raises(InvalidRequest):
-        service.file_output_request(s, permit_id=p.id, requester="alice", title="x\u202ey", context="short",
-                                    **file_facts())
+        service.file_output_request(
+            s, permit_id=p.id, requester="alice", title="x\u202ey", context="short", **file_facts()
+        )
     with pytest.raises(NotFound):
         _file(url, 999_999)
 
@@ -126,8 +165,11 @@ def test_row_level_needs_a_stewards_exception(permit, hdp_home):
     with pytest.raises(PermissionDenied) as err:
         _file(url, p.id, row_level=True, row_level_reasons=["pseudonym_selected"])
     assert err.value.code == "output.row_level_needs_exception"
-    for who, code in (("oc-1", "exception.not_steward"), ("s-ore-1", "exception.not_steward"),
-                      ("alice", "exception.project_member")):
+    for who, code in (
+        ("oc-1", "exception.not_steward"),
+        ("s-ore-1", "exception.not_steward"),
+        ("alice", "exception.project_member"),
+    ):
         with session_scope(url) as s, pytest.raises(PermissionDenied) as err:
             service.record_output_exception(s, permit_id=p.id, steward=who, justification=EXCEPTION)
         assert err.value.code == code
@@ -158,9 +200,19 @@ def test_return_resubmit_new_round_and_withdraw(permit):
     assert _check(url, o.id, "oc-2", "return").status == "returned"
     with session_scope(url) as s:
         o2 = service.resubmit_output_request(
-            s, output_id=o.id, actor="alice", context="Banded by decade now; smallest cell has 31 persons.",
-            replacement=file_facts(file_name="out-2.csv", sha256="f" * 64, rows=7))
-    assert (o2.status, o2.round, o2.sha256, o2.rows, o2.approvers) == ("submitted", 2, "f" * 64, 7, frozenset())
+            s,
+            output_id=o.id,
+            actor="alice",
+            context="Banded by decade now; smallest cell has 31 persons.",
+            replacement=file_facts(file_name="out-2.csv", sha256="f" * 64, rows=7),
+        )
+    assert (o2.status, o2.round, o2.sha256, o2.rows, o2.approvers) == (
+        "submitted",
+        2,
+        "f" * 64,
+        7,
+        frozenset(),
+    )
     assert _check(url, o.id, "oc-1").status == "under_review"  # oc-1 may check the new round
     with session_scope(url) as s:
         w = service.withdraw_output_request(s, output_id=o.id, actor="alice")
@@ -176,7 +228,9 @@ def test_rejected_is_final(permit):
     with pytest.raises(InvalidTransition):
         _check(url, o.id, "oc-1")
     with session_scope(url) as s, pytest.raises(InvalidTransition):
-        service.resubmit_output_request(s, output_id=o.id, actor="alice", context="Please look again at it now.")
+        service.resubmit_output_request(
+            s, output_id=o.id, actor="alice", context="Please look again at it now."
+        )
 
 
 def _together(*calls):

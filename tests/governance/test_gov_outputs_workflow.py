@@ -40,11 +40,27 @@ ELIGIBLE = {"oc1", "oc2", "oc3", "s-ndr"}
 
 def new_output(**over) -> out.OutputRequest:
     fields = dict(
-        id=1, permit_id=7, release_id="rel_x", requester="rita", status="submitted", round=1,
-        title="Mean HbA1c by sex", context="Two cells, each above 40 persons; no pseudonyms.",
-        query_masked="SELECT sex, avg(hba1c_mmol_mol) FROM register_visit GROUP BY sex", query_sha256="b" * 64,
-        format="csv", file_name="f.csv", sha256="a" * 64, size_bytes=40, rows=2, columns=("sex", "mean"),
-        row_level=False, row_level_reasons=(), exception_id=None, consent_sha256="0" * 64, created_at=T0,
+        id=1,
+        permit_id=7,
+        release_id="rel_x",
+        requester="rita",
+        status="submitted",
+        round=1,
+        title="Mean HbA1c by sex",
+        context="Two cells, each above 40 persons; no pseudonyms.",
+        query_masked="SELECT sex, avg(hba1c_mmol_mol) FROM register_visit GROUP BY sex",
+        query_sha256="b" * 64,
+        format="csv",
+        file_name="f.csv",
+        sha256="a" * 64,
+        size_bytes=40,
+        rows=2,
+        columns=("sex", "mean"),
+        row_level=False,
+        row_level_reasons=(),
+        exception_id=None,
+        consent_sha256="0" * 64,
+        created_at=T0,
         updated_at=T0,
     )
     fields.update(over)
@@ -52,7 +68,9 @@ def new_output(**over) -> out.OutputRequest:
 
 
 def decide(o, who, decision="approve", at=T0):
-    return out.decide(o, USERS[who], decision, C, permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS, at=at)
+    return out.decide(
+        o, USERS[who], decision, C, permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS, at=at
+    )
 
 
 def test_two_distinct_checkers_approve_then_only_the_requester_downloads():
@@ -70,10 +88,16 @@ def test_two_distinct_checkers_approve_then_only_the_requester_downloads():
         decide(o, "oc2")  # approved: no more checks
 
 
-@pytest.mark.parametrize(("who", "code"), [
-    ("dual", "output.self_check"), ("oc-max", "output.project_member"), ("max", "output.project_member"),
-    ("eve", "output.not_checker"), ("s-upp", "output.not_checker"),
-])
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [
+        ("dual", "output.self_check"),
+        ("oc-max", "output.project_member"),
+        ("max", "output.project_member"),
+        ("eve", "output.not_checker"),
+        ("s-upp", "output.not_checker"),
+    ],
+)
 def test_who_may_not_check(who, code):
     with pytest.raises(PermissionDenied) as err:
         decide(new_output(), who)
@@ -92,15 +116,24 @@ def test_one_objection_decides_and_resubmission_starts_a_new_round():
     assert o.status == "returned" and not o.downloadable
     with pytest.raises(PermissionDenied):
         out.resubmit(o, "max", "New context: cells are now banded by decade.", at=T0)
-    o = out.resubmit(o, "rita", "New context: cells are now banded by decade.", at=T0 + timedelta(hours=1),
-                     sha256="c" * 64, file_name="g.csv")
+    o = out.resubmit(
+        o,
+        "rita",
+        "New context: cells are now banded by decade.",
+        at=T0 + timedelta(hours=1),
+        sha256="c" * 64,
+        file_name="g.csv",
+    )
     assert (o.status, o.round, o.sha256, o.approvers) == ("submitted", 2, "c" * 64, frozenset())
     o = decide(o, "oc1")  # oc1 may check again in the new round; the old approval does not count
     assert o.status == "under_review"
     o = decide(o, "oc3", "reject")
     assert o.status == "rejected"
-    for action in (lambda: decide(o, "oc2"), lambda: out.withdraw(o, "rita", at=T0),
-                   lambda: out.resubmit(o, "rita", "x" * 30, at=T0)):
+    for action in (
+        lambda: decide(o, "oc2"),
+        lambda: out.withdraw(o, "rita", at=T0),
+        lambda: out.resubmit(o, "rita", "x" * 30, at=T0),
+    ):
         with pytest.raises(InvalidTransition):
             action()
 
@@ -116,11 +149,20 @@ def test_withdraw_only_by_requester_and_only_before_a_final_state():
         out.withdraw(approved, "rita", at=T0)
 
 
-@pytest.mark.parametrize("bad", ["", "too short", "ok\u202eevil comment text", "nul \x00 in the comment text"])
+@pytest.mark.parametrize(
+    "bad", ["", "too short", "ok\u202eevil comment text", "nul \x00 in the comment text"]
+)
 def test_comments_are_required_and_clean(bad):
     with pytest.raises(InvalidRequest):
-        out.decide(new_output(), USERS["oc1"], "approve", bad, permit_users=PERMIT_USERS,
-                   permit_holders=PERMIT_HOLDERS, at=T0)
+        out.decide(
+            new_output(),
+            USERS["oc1"],
+            "approve",
+            bad,
+            permit_users=PERMIT_USERS,
+            permit_holders=PERMIT_HOLDERS,
+            at=T0,
+        )
 
 
 def test_unknown_decision_refused():
@@ -130,14 +172,32 @@ def test_unknown_decision_refused():
 
 def test_exception_rules():
     s = USERS["s-ndr"]
-    assert out.exception_refusal(s, holder_id="ndr", permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS) is None
-    assert out.exception_refusal(USERS["s-upp"], holder_id="region_uppsala", permit_users=PERMIT_USERS,
-                                 permit_holders=PERMIT_HOLDERS).code == "exception.holder_not_in_scope"
-    assert out.exception_refusal(USERS["oc1"], holder_id="ndr", permit_users=PERMIT_USERS,
-                                 permit_holders=PERMIT_HOLDERS).code == "exception.not_steward"
+    assert (
+        out.exception_refusal(s, holder_id="ndr", permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS)
+        is None
+    )
+    assert (
+        out.exception_refusal(
+            USERS["s-upp"],
+            holder_id="region_uppsala",
+            permit_users=PERMIT_USERS,
+            permit_holders=PERMIT_HOLDERS,
+        ).code
+        == "exception.holder_not_in_scope"
+    )
+    assert (
+        out.exception_refusal(
+            USERS["oc1"], holder_id="ndr", permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS
+        ).code
+        == "exception.not_steward"
+    )
     member_steward = out.Party("max", frozenset({"steward", "researcher"}), frozenset({"ndr"}))
-    assert out.exception_refusal(member_steward, holder_id="ndr", permit_users=PERMIT_USERS,
-                                 permit_holders=PERMIT_HOLDERS).code == "exception.project_member"
+    assert (
+        out.exception_refusal(
+            member_steward, holder_id="ndr", permit_users=PERMIT_USERS, permit_holders=PERMIT_HOLDERS
+        ).code
+        == "exception.project_member"
+    )
     e = out.OutputException(1, 7, "s-ndr", "ndr", "j" * 40, recorded_at=T0)
     assert e.in_force(T0) and not e.in_force(T0 - timedelta(seconds=1))
     assert not replace(e, withdrawn_at=T0 + timedelta(days=1)).in_force(T0 + timedelta(days=1))
@@ -147,7 +207,9 @@ def test_exception_rules():
 
 ACTORS = sorted(USERS)
 STEP = st.one_of(
-    st.tuples(st.just("check"), st.sampled_from(ACTORS), st.sampled_from(["approve", "approve", "reject", "return"])),
+    st.tuples(
+        st.just("check"), st.sampled_from(ACTORS), st.sampled_from(["approve", "approve", "reject", "return"])
+    ),
     st.tuples(st.just("resubmit"), st.sampled_from(["rita", "max", "oc1"]), st.just("")),
     st.tuples(st.just("withdraw"), st.sampled_from(["rita", "oc1"]), st.just("")),
 )
@@ -185,7 +247,9 @@ def test_no_download_without_two_distinct_eligible_approvals(steps):
             if kind == "check":
                 o = decide(o, who, decision, at=at)
             elif kind == "resubmit":
-                o = out.resubmit(o, who, "Answered: cells banded by decade, all above 10.", at=at, sha256="d" * 64)
+                o = out.resubmit(
+                    o, who, "Answered: cells banded by decade, all above 10.", at=at, sha256="d" * 64
+                )
             else:
                 o = out.withdraw(o, who, at=at)
         except GovernanceError:

@@ -32,7 +32,11 @@ from hdp.settings import holder as holder_settings
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 HOLDERS = ("ndr", "region_uppsala", "region_orebro")
-VARS = {"ndr": "register_visit.bmi", "region_uppsala": "observation.value", "region_orebro": "observation.value"}
+VARS = {
+    "ndr": "register_visit.bmi",
+    "region_uppsala": "observation.value",
+    "region_orebro": "observation.value",
+}
 ALL_USERS = (*RESEARCHERS, *STEWARDS, "dual", "admin")
 APPLICANTS = (*RESEARCHERS, "dual")
 KEYS = tuple(f"{c}" * 64 for c in "abcd")
@@ -58,13 +62,24 @@ def make_machine(new_url):
             except GovernanceError:
                 return None
 
-        @rule(target=requests, applicant=st.sampled_from(APPLICANTS),
-              holders=st.sets(st.sampled_from(HOLDERS), min_size=1, max_size=3),
-              members=st.sets(st.sampled_from(APPLICANTS), max_size=2), days=st.integers(5, 120))
+        @rule(
+            target=requests,
+            applicant=st.sampled_from(APPLICANTS),
+            holders=st.sets(st.sampled_from(HOLDERS), min_size=1, max_size=3),
+            members=st.sets(st.sampled_from(APPLICANTS), max_size=2),
+            days=st.integers(5, 120),
+        )
         def file(self, applicant, holders, members, days):
-            rid = self._try(service.file_request, applicant=applicant, **request_fields(
-                holders=sorted(holders), variables=sorted({VARS[h] for h in holders}), members=sorted(members),
-                access_days=days))
+            rid = self._try(
+                service.file_request,
+                applicant=applicant,
+                **request_fields(
+                    holders=sorted(holders),
+                    variables=sorted({VARS[h] for h in holders}),
+                    members=sorted(members),
+                    access_days=days,
+                ),
+            )
             return rid if rid is not None else 0
 
         def _applicant(self, rid):
@@ -72,8 +87,12 @@ def make_machine(new_url):
                 row = s.get(RequestRow, rid) if rid else None
                 return row.applicant if row else "alice"
 
-        @rule(target=requests, applicant=st.sampled_from(APPLICANTS),
-              holders=st.sets(st.sampled_from(HOLDERS), min_size=1, max_size=3), release=st.booleans())
+        @rule(
+            target=requests,
+            applicant=st.sampled_from(APPLICANTS),
+            holders=st.sets(st.sampled_from(HOLDERS), min_size=1, max_size=3),
+            release=st.booleans(),
+        )
         def fast_track(self, applicant, holders, release):
             """File, submit and have every steward approve (optionally release) in one step, to reach
             the permit states often; later steps then revoke, expire, amend or release again."""
@@ -88,22 +107,40 @@ def make_machine(new_url):
         def submit(self, rid, own, other):
             self._try(service.submit_request, request_id=rid, actor=self._applicant(rid) if own else other)
 
-        @rule(rid=requests, holder=st.sampled_from(HOLDERS), pick=st.integers(0, 14),
-              decision=st.sampled_from(["approve", "approve", "approve", "approve", "reject", "return"]))
+        @rule(
+            rid=requests,
+            holder=st.sampled_from(HOLDERS),
+            pick=st.integers(0, 14),
+            decision=st.sampled_from(["approve", "approve", "approve", "approve", "reject", "return"]),
+        )
         def decide(self, rid, holder, pick, decision):
             # Mostly a steward of that holder (so requests do get approved), sometimes anyone at all.
             own = [u for u, hs in STEWARDS.items() if holder in hs] + (["dual"] if holder == "ndr" else [])
             reviewer = own[pick % len(own)] if pick < 10 else ALL_USERS[pick % len(ALL_USERS)]
-            self._try(service.decide, request_id=rid, holder_id=holder, reviewer=reviewer, decision=decision,
-                      justification=J)
+            self._try(
+                service.decide,
+                request_id=rid,
+                holder_id=holder,
+                reviewer=reviewer,
+                decision=decision,
+                justification=J,
+            )
 
         @rule(rid=requests)
         def approve_everything(self, rid):
             for holder in HOLDERS:
                 # "dual" (researcher + ndr steward) tries first: it must be refused on its own requests.
-                for reviewer in (["dual"] if holder == "ndr" else []) + [u for u, hs in STEWARDS.items() if holder in hs]:
-                    self._try(service.decide, request_id=rid, holder_id=holder, reviewer=reviewer,
-                              decision="approve", justification=J)
+                for reviewer in (["dual"] if holder == "ndr" else []) + [
+                    u for u, hs in STEWARDS.items() if holder in hs
+                ]:
+                    self._try(
+                        service.decide,
+                        request_id=rid,
+                        holder_id=holder,
+                        reviewer=reviewer,
+                        decision="approve",
+                        justification=J,
+                    )
 
         @rule(rid=requests, new_member=st.sampled_from(RESEARCHERS), days=st.integers(5, 200))
         def amend(self, rid, new_member, days):
@@ -112,9 +149,13 @@ def make_machine(new_url):
                 if row is None:
                     return
                 applicant, members = row.applicant, set(row.members)
-            self._try(service.amend_request, request_id=rid, actor=applicant,
-                      changes={"members": sorted(members | {new_member}), "access_days": days},
-                      reason="Team change and extension.")
+            self._try(
+                service.amend_request,
+                request_id=rid,
+                actor=applicant,
+                changes={"members": sorted(members | {new_member}), "access_days": days},
+                reason="Team change and extension.",
+            )
 
         @rule(rid=requests)
         def edit_resubmit(self, rid):
@@ -125,12 +166,18 @@ def make_machine(new_url):
         @rule(rid=requests)
         def release(self, rid):
             self.n_release += 1
-            self._try(service.record_release, request_id=rid, release_id=f"rel-{self.n_release}",
-                      manifest_sha256="f" * 64)
+            self._try(
+                service.record_release,
+                request_id=rid,
+                release_id=f"rel-{self.n_release}",
+                manifest_sha256="f" * 64,
+            )
 
         @rule(rid=requests, actor=st.sampled_from(["admin", "s-ndr-1", "s-upp-1", "alice"]))
         def revoke(self, rid, actor):
-            self._try(service.revoke_permit, request_id=rid, actor=actor, justification="Terms of use breached.")
+            self._try(
+                service.revoke_permit, request_id=rid, actor=actor, justification="Terms of use breached."
+            )
 
         @rule(days=st.integers(1, 90))
         def tick(self, days):
@@ -141,19 +188,32 @@ def make_machine(new_url):
             with session_scope(self.url) as s:
                 service.expire_permits(s, at=self.now)
 
-        @rule(key=st.sampled_from(KEYS), purpose=st.sampled_from(["secondary_use", *PURPOSES]),
-              choice=st.sampled_from(["opt_in", "opt_out"]))
+        @rule(
+            key=st.sampled_from(KEYS),
+            purpose=st.sampled_from(["secondary_use", *PURPOSES]),
+            choice=st.sampled_from(["opt_in", "opt_out"]),
+        )
         def consent(self, key, purpose, choice):
             with session_scope(self.url) as s:
-                service.record_consent(s, consent_key=key, scope=purpose, choice=choice, source_ref="form",
-                                       actor="s-ndr-1", valid_from=self.now, now=self.now)
+                service.record_consent(
+                    s,
+                    consent_key=key,
+                    scope=purpose,
+                    choice=choice,
+                    source_ref="form",
+                    actor="s-ndr-1",
+                    valid_from=self.now,
+                    now=self.now,
+                )
             if choice == "opt_in":
                 self.withdrawn.pop(key, None)  # a new choice after the withdrawal
 
         @rule(key=st.sampled_from(KEYS))
         def withdraw(self, key):
             with session_scope(self.url) as s:
-                service.withdraw_consent(s, consent_key=key, source_ref="withdrawal", actor="s-ndr-1", at=self.now)
+                service.withdraw_consent(
+                    s, consent_key=key, source_ref="withdrawal", actor="s-ndr-1", at=self.now
+                )
             self.withdrawn.setdefault(key, self.now)
 
         # ----------------------------------------------------------------- laws
@@ -169,10 +229,19 @@ def make_machine(new_url):
                     req = s.get(RequestRow, p.request_id)
                     assert req.parent_id is None
                     assert req.status in {"approved", "released", "expired", "revoked"}
-                    decisions = s.execute(select(DecisionRow).where(
-                        DecisionRow.request_id == req.id, DecisionRow.review_round == req.review_round)).scalars().all()
+                    decisions = (
+                        s.execute(
+                            select(DecisionRow).where(
+                                DecisionRow.request_id == req.id, DecisionRow.review_round == req.review_round
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
                     for h in req.holders:
-                        approvers = {d.reviewer for d in decisions if d.holder_id == h and d.decision == "approve"}
+                        approvers = {
+                            d.reviewer for d in decisions if d.holder_id == h and d.decision == "approve"
+                        }
                         assert len(approvers) >= holder_settings(h).reviewers_required, (req.id, h)
                         assert all(h in STEWARDS.get(r, ("ndr",) if r == "dual" else ()) for r in approvers)
                     assert not any(d.decision != "approve" for d in decisions)
@@ -180,7 +249,9 @@ def make_machine(new_url):
         @invariant()
         def no_self_decision(self):
             with session_scope(self.url) as s:
-                for d, req in s.execute(select(DecisionRow, RequestRow).join(RequestRow, RequestRow.id == DecisionRow.request_id)):
+                for d, req in s.execute(
+                    select(DecisionRow, RequestRow).join(RequestRow, RequestRow.id == DecisionRow.request_id)
+                ):
                     if req.parent_id is None and d.review_round == req.review_round:
                         assert d.reviewer != req.applicant and d.reviewer not in req.members
                     assert d.reviewer != req.applicant
@@ -193,7 +264,7 @@ def make_machine(new_url):
                         continue
                     for user in RESEARCHERS + ("dual",):
                         got = service.active_permit(s, user_name=user, release_id=p.release_id, at=self.now)
-                        should = (user in p.users and p.revoked_at is None and self.now < p.expires_at)
+                        should = user in p.users and p.revoked_at is None and self.now < p.expires_at
                         assert (got is not None) == should, (p.id, user)
 
         @invariant()
@@ -212,6 +283,12 @@ def make_machine(new_url):
 def test_workflow_laws(backend, request, tmp_path, hdp_home):
     examples = 20 if backend == "sqlite" else 10
     machine = make_machine(lambda: fresh_store(backend, request, tmp_path))
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=examples, stateful_step_count=25, deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )

@@ -32,11 +32,22 @@ def _problem_codes(exc: InvalidRequest) -> set[str]:
 def _approve(s, rid, holders=("ndr", "region_uppsala")):
     stewards = {"ndr": "s-ndr-1", "region_uppsala": "s-upp-1"}
     for h in holders:
-        service.decide(s, request_id=rid, holder_id=h, reviewer=stewards[h], decision="approve", justification=OK)
+        service.decide(
+            s, request_id=rid, holder_id=h, reviewer=stewards[h], decision="approve", justification=OK
+        )
 
 
-@pytest.mark.parametrize("title", [f"Studie{NUL}", f"Studie av {RLO}cod.exe", f"{LRI}HbA1c{PDI} och PROM",
-                                   f"Noll{ZWSP}bredd", "Rad\nbrytning", "Tabb\tinne"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        f"Studie{NUL}",
+        f"Studie av {RLO}cod.exe",
+        f"{LRI}HbA1c{PDI} och PROM",
+        f"Noll{ZWSP}bredd",
+        "Rad\nbrytning",
+        "Tabb\tinne",
+    ],
+)
 def test_file_request_refuses_forbidden_characters_in_the_title(seeded, title):
     with session_scope(seeded) as s:
         with pytest.raises(InvalidRequest) as exc:
@@ -49,9 +60,15 @@ def test_file_request_refuses_forbidden_characters_in_the_title(seeded, title):
 def test_every_request_text_field_and_action_is_checked(seeded):
     with session_scope(seeded) as s:
         with pytest.raises(InvalidRequest) as exc:
-            service.file_request(s, applicant="alice", **request_fields(
-                data_form="pseudonymised", output_tier="record",
-                pseudonymisation_justification=f"Linkage across holders is needed {RLO} for follow-up."))
+            service.file_request(
+                s,
+                applicant="alice",
+                **request_fields(
+                    data_form="pseudonymised",
+                    output_tier="record",
+                    pseudonymisation_justification=f"Linkage across holders is needed {RLO} for follow-up.",
+                ),
+            )
         assert _problem_codes(exc.value) == {"request.pseudonymisation_justification.forbidden_character"}
         rid = service.file_request(s, applicant="alice", **request_fields())
         with pytest.raises(InvalidRequest) as exc:
@@ -59,40 +76,68 @@ def test_every_request_text_field_and_action_is_checked(seeded):
         assert exc.value.code == "request.project.forbidden_character"
         service.submit_request(s, request_id=rid, actor="alice")
         with pytest.raises(InvalidRequest) as exc:
-            service.decide(s, request_id=rid, holder_id="ndr", reviewer="s-ndr-1", decision="approve",
-                           justification=f"Looks fine {RLO}to me overall.")
+            service.decide(
+                s,
+                request_id=rid,
+                holder_id="ndr",
+                reviewer="s-ndr-1",
+                decision="approve",
+                justification=f"Looks fine {RLO}to me overall.",
+            )
         assert exc.value.code == "decision.justification.forbidden_character"
         with pytest.raises(InvalidRequest) as exc:
-            service.amend_request(s, request_id=rid, actor="alice", changes={"access_days": 200},
-                                  reason=f"Shorter access{NUL} is enough.")
+            service.amend_request(
+                s,
+                request_id=rid,
+                actor="alice",
+                changes={"access_days": 200},
+                reason=f"Shorter access{NUL} is enough.",
+            )
         assert exc.value.code == "amendment.reason.forbidden_character"
         with pytest.raises(InvalidRequest) as exc:
-            service.amend_request(s, request_id=rid, actor="alice", changes={"project": f"{LRI}Ny{PDI} titel"},
-                                  reason="The title was unclear to reviewers.")
+            service.amend_request(
+                s,
+                request_id=rid,
+                actor="alice",
+                changes={"project": f"{LRI}Ny{PDI} titel"},
+                reason="The title was unclear to reviewers.",
+            )
         assert exc.value.code == "request.project.forbidden_character"
         _approve(s, rid)
         with pytest.raises(InvalidRequest) as exc:
-            service.revoke_permit(s, request_id=rid, actor="admin", justification=f"Ethics approval{ZWSP} withdrawn.")
+            service.revoke_permit(
+                s, request_id=rid, actor="admin", justification=f"Ethics approval{ZWSP} withdrawn."
+            )
         assert exc.value.code == "revoke.justification.forbidden_character"
         # multi-line text from a web form (CRLF) is fine and stored with \n
-        service.revoke_permit(s, request_id=rid, actor="admin", justification="Ethics approval withdrawn.\r\nSee case 12.")
+        service.revoke_permit(
+            s, request_id=rid, actor="admin", justification="Ethics approval withdrawn.\r\nSee case 12."
+        )
         assert service.get_request(s, request_id=rid).status == "revoked"
 
 
 def test_swedish_multiline_justification_is_kept(seeded):
     with session_scope(seeded) as s:
-        rid = service.file_request(s, applicant="alice", **request_fields(holders=["ndr"], members=[],
-                                   variables=["register_visit.hba1c_mmol_mol"]))
+        rid = service.file_request(
+            s,
+            applicant="alice",
+            **request_fields(holders=["ndr"], members=[], variables=["register_visit.hba1c_mmol_mol"]),
+        )
         service.submit_request(s, request_id=rid, actor="alice")
         text = "Godkänd: ändamålet är förenligt med etikprövningen.\r\n– Dataförvaltare, Örebro"
-        service.decide(s, request_id=rid, holder_id="ndr", reviewer="s-ndr-1", decision="approve", justification=text)
+        service.decide(
+            s, request_id=rid, holder_id="ndr", reviewer="s-ndr-1", decision="approve", justification=text
+        )
         [d] = service.get_request(s, request_id=rid).decisions
         assert d.justification == text.replace("\r\n", "\n")
 
 
 titles = st.text(min_size=3, max_size=60).filter(lambda t: 3 <= len(t.strip()))
-swedish = st.text(alphabet="abcdefghijklmnopqrstuvwxyzåäöéABCDEFGHIJKLMNOPQRSTUVWXYZÅÄÖÉ .,;:!?-–()/&%'0123456789",
-                  min_size=3, max_size=200).filter(lambda t: len(t.strip()) >= 3)
+swedish = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzåäöéABCDEFGHIJKLMNOPQRSTUVWXYZÅÄÖÉ .,;:!?-–()/&%'0123456789",
+    min_size=3,
+    max_size=200,
+).filter(lambda t: len(t.strip()) >= 3)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -112,7 +157,8 @@ def test_accepted_titles_never_contain_forbidden_characters(seeded, _):
             except InvalidRequest as exc:
                 assert exc.code in {"request.project.forbidden_character", "request.project"}
                 assert exc.code == "request.project" or any(
-                    unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in title.strip())
+                    unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in title.strip()
+                )
                 return
             stored = service.get_request(s, request_id=rid).project
         assert not [c for c in stored if unicodedata.category(c) in FORBIDDEN_CATEGORIES]
@@ -138,7 +184,9 @@ def test_text_stored_before_the_rule_is_shown_display_safe(seeded):
         service.record_release(s, request_id=rid, release_id="rel-text", manifest_sha256="0" * 64)
     with session_scope(seeded) as s:
         s.execute(update(RequestRow).where(RequestRow.id == rid).values(project=f"Studie {RLO}exe.fdp\x1b"))
-        s.execute(update(DecisionRow).where(DecisionRow.request_id == rid).values(justification=f"OK{LRI} fine"))
+        s.execute(
+            update(DecisionRow).where(DecisionRow.request_id == rid).values(justification=f"OK{LRI} fine")
+        )
     with session_scope(seeded) as s:
         [entry] = service.transparency_register(s)
         assert entry.project == "Studie \ufffdexe.fdp\ufffd"
@@ -200,8 +248,20 @@ def test_cli_refuses_a_title_with_a_zero_width_space(hdp_home):
     assert run("governance", "upgrade").exit_code == 0
     assert run("user", "add", "alice", "--role", "researcher").exit_code == 0
     token = run("user", "token", "alice").output.strip()
-    args = ["request", "file", "--purpose", "scientific_research", "--legal-basis", "gdpr_6_1_e__9_2_j",
-            "--ethics-ref", "2024-01234-01", "--variable", "register_visit.hba1c_mmol_mol", "--holder", "ndr"]
+    args = [
+        "request",
+        "file",
+        "--purpose",
+        "scientific_research",
+        "--legal-basis",
+        "gdpr_6_1_e__9_2_j",
+        "--ethics-ref",
+        "2024-01234-01",
+        "--variable",
+        "register_visit.hba1c_mmol_mol",
+        "--holder",
+        "ndr",
+    ]
     result = run(*args, "--project", f"HbA1c{ZWSP} trajectories", token=token)
     assert result.exit_code != 0
     assert "request.project.forbidden_character" in result.output and "U+200B" in result.output

@@ -39,7 +39,9 @@ def test_release_only_from_approved():
     assert exc.value.code == "transition.draft.release" and "allowed: edit, submit" in str(exc.value)
 
 
-_decisions = st.lists(st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.sampled_from(list(Decision))), max_size=6)
+_decisions = st.lists(
+    st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.sampled_from(list(Decision))), max_size=6
+)
 
 
 @given(_decisions, st.integers(1, 3))
@@ -53,7 +55,9 @@ def test_holder_outcome_law(decisions, required):
         assert verdict in (HolderVerdict.REJECTED, HolderVerdict.RETURNED)
 
 
-@given(st.dictionaries(st.sampled_from(["ndr", "a", "b", "c"]), st.sampled_from(list(HolderVerdict)), min_size=1))
+@given(
+    st.dictionaries(st.sampled_from(["ndr", "a", "b", "c"]), st.sampled_from(list(HolderVerdict)), min_size=1)
+)
 def test_request_approved_only_when_every_holder_approved(verdicts):
     action = request_outcome(verdicts)
     assert (action is Action.APPROVE) == all(v is HolderVerdict.APPROVED for v in verdicts.values())

@@ -66,19 +66,36 @@ def test_reid_cli_end_to_end_with_governance_tokens(hdp_home, kek_env):
     tokens = {}
     with store.session_scope(hdp_home.governance_url) as s:
         for name, roles in (("rita", {"researcher"}), ("sam", {"steward"}), ("stina", {"steward"})):
-            service.create_user(s, name=name, roles=roles, holder_ids=() if "researcher" in roles else ("ndr",))
+            service.create_user(
+                s, name=name, roles=roles, holder_ids=() if "researcher" in roles else ("ndr",)
+            )
             tokens[name] = service.issue_token(s, user_name=name)
     import duckdb
+
     con = duckdb.connect(str(hdp_home.raw_db("ndr")), read_only=True)
-    anna_pid = con.execute("SELECT person_id FROM person_link WHERE personnummer = ?", [ANNA]).fetchall()[0][0]
+    anna_pid = con.execute("SELECT person_id FROM person_link WHERE personnummer = ?", [ANNA]).fetchall()[0][
+        0
+    ]
     con.close()
     pseud = next(r["release_person_id"] for r in m.to_pylist() if r["person_id"] == anna_pid)
     runner = CliRunner()
-    out = runner.invoke(reid, ["request", "--release", "rel-00003", "--pseudonym", pseud,
-                               "--justification", "INC-1", "--token", tokens["rita"]])
+    out = runner.invoke(
+        reid,
+        [
+            "request",
+            "--release",
+            "rel-00003",
+            "--pseudonym",
+            pseud,
+            "--justification",
+            "INC-1",
+            "--token",
+            tokens["rita"],
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert runner.invoke(reid, ["resolve", "1", "--token", tokens["rita"]]).exit_code == 1
-    assert runner.invoke(reid, ["approve", "1", "--token", tokens["rita"]]).exit_code == 1   # own request
+    assert runner.invoke(reid, ["approve", "1", "--token", tokens["rita"]]).exit_code == 1  # own request
     assert runner.invoke(reid, ["approve", "1", "--token", tokens["sam"]]).exit_code == 0
     assert runner.invoke(reid, ["approve", "1", "--token", "not-a-token"]).exit_code != 0
     assert runner.invoke(reid, ["approve", "1", "--token", tokens["stina"]]).exit_code == 0

@@ -46,6 +46,7 @@ def test_dev_kek_generated_outside_home_with_0600(hdp_home, tmp_path, monkeypatc
 
 def test_production_without_kek_is_an_error(hdp_home, monkeypatch):
     from hdp.settings import get_settings
+
     monkeypatch.delenv("HDP_KEK", raising=False)
     monkeypatch.delenv("HDP_KEK_FILE", raising=False)
     monkeypatch.setenv("HDP_ENV", "production")
@@ -97,7 +98,10 @@ def test_tampered_entry_fails_closed(hdp_home, kek):
     store.active_key("holder:region_skane")
     doc = json.loads(store.path.read_text())
     # swap wrapped keys between entries: the associated data must catch it
-    doc["keys"][0]["wrapped"], doc["keys"][1]["wrapped"] = doc["keys"][1]["wrapped"], doc["keys"][0]["wrapped"]
+    doc["keys"][0]["wrapped"], doc["keys"][1]["wrapped"] = (
+        doc["keys"][1]["wrapped"],
+        doc["keys"][0]["wrapped"],
+    )
     store.path.write_text(json.dumps(doc))
     with pytest.raises(KekError):
         KeyStore(hdp_home).key(a.info.key_id)
@@ -174,6 +178,7 @@ def test_consent_key_accepts_any_form(hdp_home, kek):
 
 def test_pseudonymiser_cannot_be_pickled():
     import pickle
+
     with pytest.raises(TypeError):
         pickle.dumps(Pseudonymiser(b"k" * 32, key_id="k-1"))
 

@@ -75,7 +75,11 @@ def test_invalid_corpus_values_are_what_they_claim():
 def test_known_values():
     ident = parse("811218-9876", reference_date=REF)
     assert (ident.normalised, ident.kind, ident.sex, ident.birth_date) == (
-        "198112189876", PERSONNUMMER, "M", date(1981, 12, 18))
+        "198112189876",
+        PERSONNUMMER,
+        "M",
+        date(1981, 12, 18),
+    )
     # '+' means 100 or older at the reference date
     assert parse("121212+1212", reference_date=REF).normalised == "191212121212"
     assert parse("121212-1212", reference_date=REF).normalised == "201212121212"
@@ -102,34 +106,34 @@ INVALID = [
     ("", MISSING),
     ("   ", MISSING),
     ("abc", UNKNOWN_FORMAT),
-    ("19811218987", UNKNOWN_FORMAT),          # 11 digits
-    ("1981121898765", UNKNOWN_FORMAT),        # 13 digits
+    ("19811218987", UNKNOWN_FORMAT),  # 11 digits
+    ("1981121898765", UNKNOWN_FORMAT),  # 13 digits
     ("811218 9876", UNKNOWN_FORMAT),
     ("811218--9876", UNKNOWN_FORMAT),
     ("81-1218-9876", UNKNOWN_FORMAT),
-    ("19811218+9876", UNKNOWN_FORMAT),        # '+' is meaningless with a 4-digit year
-    ("８１１２１８-９８７６", UNKNOWN_FORMAT),   # full-width digits
+    ("19811218+9876", UNKNOWN_FORMAT),  # '+' is meaningless with a 4-digit year
+    ("８１１２１８-９８７６", UNKNOWN_FORMAT),  # full-width digits
     ("811218-987X", UNKNOWN_FORMAT),
     ("811218-9875", BAD_CHECKSUM),
     ("198112189877", BAD_CHECKSUM),
-    ("811318-9876", IMPOSSIBLE_DATE),         # month 13
-    ("810018-9876", IMPOSSIBLE_DATE),         # month 00
-    ("811200-9876", IMPOSSIBLE_DATE),         # day 00
-    ("811232-9876", IMPOSSIBLE_DATE),         # day 32
-    ("811260-9876", IMPOSSIBLE_DATE),         # samordning day 0
-    ("811292-9876", IMPOSSIBLE_DATE),         # samordning day 32
-    ("19010229-1234", IMPOSSIBLE_DATE),       # 1901 not a leap year
-    ("19000229-1234", IMPOSSIBLE_DATE),       # 1900 not a leap year
-    ("20990101-1234", IMPOSSIBLE_DATE),       # born after the reference date
-    ("811218-0008", INVALID_SERIAL),          # serial 000 is never issued (Luhn-valid)
+    ("811318-9876", IMPOSSIBLE_DATE),  # month 13
+    ("810018-9876", IMPOSSIBLE_DATE),  # month 00
+    ("811200-9876", IMPOSSIBLE_DATE),  # day 00
+    ("811232-9876", IMPOSSIBLE_DATE),  # day 32
+    ("811260-9876", IMPOSSIBLE_DATE),  # samordning day 0
+    ("811292-9876", IMPOSSIBLE_DATE),  # samordning day 32
+    ("19010229-1234", IMPOSSIBLE_DATE),  # 1901 not a leap year
+    ("19000229-1234", IMPOSSIBLE_DATE),  # 1900 not a leap year
+    ("20990101-1234", IMPOSSIBLE_DATE),  # born after the reference date
+    ("811218-0008", INVALID_SERIAL),  # serial 000 is never issued (Luhn-valid)
     ("8112180008", INVALID_SERIAL),
     ("19811218-0008", INVALID_SERIAL),
     ("198112180008", INVALID_SERIAL),
     ("811218+0008", INVALID_SERIAL),
-    ("701063-0007", INVALID_SERIAL),          # samordningsnummer with serial 000
+    ("701063-0007", INVALID_SERIAL),  # samordningsnummer with serial 000
     ("197010630007", INVALID_SERIAL),
-    ("811218-0009", BAD_CHECKSUM),            # serial 000 and a wrong check digit: the checksum wins
-    ("811318-0007", IMPOSSIBLE_DATE),         # serial 000 and month 13: the date wins
+    ("811218-0009", BAD_CHECKSUM),  # serial 000 and a wrong check digit: the checksum wins
+    ("811318-0007", IMPOSSIBLE_DATE),  # serial 000 and month 13: the date wins
 ]
 
 
@@ -146,7 +150,9 @@ def test_invalid_corpus(value, reason):
 
 def test_leap_day_valid():
     nine = "000229123"
-    assert parse(f"20{nine[:6]}-{nine[6:]}{luhn_digit(nine)}", reference_date=REF).birth_date == date(2000, 2, 29)
+    assert parse(f"20{nine[:6]}-{nine[6:]}{luhn_digit(nine)}", reference_date=REF).birth_date == date(
+        2000, 2, 29
+    )
 
 
 def test_identifier_repr_hides_value():
@@ -209,7 +215,12 @@ def test_serial_000_is_never_valid(birth, samord, form):
         value = f"{twelve[2:8]}{'+' if age >= 100 else '-'}{twelve[8:]}"
     assert try_parse(value, reference_date=REF) == INVALID_SERIAL
     assert parse_batch([value], reference_date=REF).to_pylist()[0] == {
-        "normalised": None, "kind": None, "sex": None, "birth_date": None, "reason_code": INVALID_SERIAL}
+        "normalised": None,
+        "kind": None,
+        "sex": None,
+        "birth_date": None,
+        "reason_code": INVALID_SERIAL,
+    }
     with pytest.raises(InvalidIdentifier) as exc:
         parse(value, reference_date=REF)
     assert twelve[2:8] not in str(exc.value)
@@ -222,7 +233,7 @@ def test_luhn_detects_every_single_digit_error(item, position, delta):
     ten = twelve[2:]
     assert luhn_ok(ten)
     pos = 2 + position % 10
-    changed = twelve[:pos] + str((int(twelve[pos]) + delta) % 10) + twelve[pos + 1:]
+    changed = twelve[:pos] + str((int(twelve[pos]) + delta) % 10) + twelve[pos + 1 :]
     assert not luhn_ok(changed[2:])
     result = try_parse(changed, reference_date=REF)
     assert result in (BAD_CHECKSUM, IMPOSSIBLE_DATE)
@@ -237,14 +248,23 @@ def test_batch_agrees_with_scalar(value):
         assert row["reason_code"] == scalar
         assert row["normalised"] is None
     else:
-        assert row == {"normalised": scalar.normalised, "kind": scalar.kind, "sex": scalar.sex,
-                       "birth_date": scalar.birth_date, "reason_code": None}
+        assert row == {
+            "normalised": scalar.normalised,
+            "kind": scalar.kind,
+            "sex": scalar.sex,
+            "birth_date": scalar.birth_date,
+            "reason_code": None,
+        }
 
 
-_values = st.one_of(st.none(), st.text(max_size=16), st.from_regex(r"\A\s?\d{6,8}[-+]?\d{4}\s?\Z"),
-                    st.from_regex(r"\A\d{6,8}[-+]?000\d\Z"),
-                    identifiers().map(lambda item: item[0]),
-                    identifiers().map(lambda item: f"{item[0][2:8]}{'+' if item[1].year < 1927 else '-'}{item[0][8:]}"))
+_values = st.one_of(
+    st.none(),
+    st.text(max_size=16),
+    st.from_regex(r"\A\s?\d{6,8}[-+]?\d{4}\s?\Z"),
+    st.from_regex(r"\A\d{6,8}[-+]?000\d\Z"),
+    identifiers().map(lambda item: item[0]),
+    identifiers().map(lambda item: f"{item[0][2:8]}{'+' if item[1].year < 1927 else '-'}{item[0][8:]}"),
+)
 
 
 @given(st.lists(_values, max_size=60), st.dates(min_value=date(1990, 1, 1), max_value=date(2030, 12, 31)))
@@ -256,7 +276,18 @@ def test_batch_of_many_agrees_with_scalar(values, ref):
     for value, row in zip(values, rows, strict=True):
         scalar = try_parse(value, reference_date=ref)
         if isinstance(scalar, str):
-            assert row == {"normalised": None, "kind": None, "sex": None, "birth_date": None, "reason_code": scalar}
+            assert row == {
+                "normalised": None,
+                "kind": None,
+                "sex": None,
+                "birth_date": None,
+                "reason_code": scalar,
+            }
         else:
-            assert row == {"normalised": scalar.normalised, "kind": scalar.kind, "sex": scalar.sex,
-                           "birth_date": scalar.birth_date, "reason_code": None}
+            assert row == {
+                "normalised": scalar.normalised,
+                "kind": scalar.kind,
+                "sex": scalar.sex,
+                "birth_date": scalar.birth_date,
+                "reason_code": None,
+            }

@@ -12,8 +12,13 @@ from pipelines.pseudonymise import pseudonymise_holder
 from pipelines.reid import ReidError, decide_reid, get_reid, request_reid, resolve_reid
 from pipelines.release_identity import release_person_map
 
-ROLES = {"alice": {"steward"}, "bob": {"reid_approver"}, "carol": {"steward"}, "mallory": {"researcher"},
-         "rita": {"researcher"}}
+ROLES = {
+    "alice": {"steward"},
+    "bob": {"reid_approver"},
+    "carol": {"steward"},
+    "mallory": {"researcher"},
+    "rita": {"researcher"},
+}
 
 
 def has_role(user: str, role: str) -> bool:
@@ -26,8 +31,9 @@ def release(hdp_home, kek_env):
     build_region(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)
     pseudonymise_holder("region_uppsala", settings=hdp_home)
-    m = release_person_map(holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00007",
-                           settings=hdp_home)
+    m = release_person_map(
+        holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00007", settings=hdp_home
+    )
     ndr_anna = _holder_pid(hdp_home, ANNA)
     anna = next(r["release_person_id"] for r in m.to_pylist() if r["person_id"] == ndr_anna)
     return hdp_home, anna
@@ -35,6 +41,7 @@ def release(hdp_home, kek_env):
 
 def _holder_pid(settings, pnr):
     import duckdb
+
     con = duckdb.connect(str(settings.raw_db("ndr")), read_only=True)
     try:
         return con.execute("SELECT person_id FROM person_link WHERE personnummer = ?", [pnr]).fetchall()[0][0]
@@ -43,8 +50,13 @@ def _holder_pid(settings, pnr):
 
 
 def _new(settings, pseudonym, requester="rita"):
-    return request_reid(release_id="rel-00007", pseudonym=pseudonym, requester=requester,
-                        justification="INC-2026-001 patient-safety finding", settings=settings)
+    return request_reid(
+        release_id="rel-00007",
+        pseudonym=pseudonym,
+        requester=requester,
+        justification="INC-2026-001 patient-safety finding",
+        settings=settings,
+    )
 
 
 def test_two_approvals_then_requester_resolves_once(release):
@@ -53,8 +65,10 @@ def test_two_approvals_then_requester_resolves_once(release):
     decide_reid(request_id=rid, actor="alice", decision="approve", has_role=has_role, settings=s)
     with pytest.raises(ReidError, match="2 different approvers"):
         resolve_reid(request_id=rid, actor="rita", has_role=has_role, settings=s)
-    assert decide_reid(request_id=rid, actor="bob", decision="approve", has_role=has_role,
-                       settings=s).status == "approved"
+    assert (
+        decide_reid(request_id=rid, actor="bob", decision="approve", has_role=has_role, settings=s).status
+        == "approved"
+    )
     with pytest.raises(ReidError, match="only the requester"):
         resolve_reid(request_id=rid, actor="alice", has_role=has_role, settings=s)
     assert resolve_reid(request_id=rid, actor="rita", has_role=has_role, settings=s) == ANNA
@@ -63,11 +77,18 @@ def test_two_approvals_then_requester_resolves_once(release):
     log = AuditLog(s.audit_dir / "audit.jsonl")
     assert log.verify().ok
     kinds = [e["kind"] for e in log.entries() if e["kind"].startswith("reid.")]
-    assert kinds == ["reid.requested", "reid.approved", "reid.refused", "reid.approved", "reid.refused",
-                     "reid.resolved", "reid.refused"]
+    assert kinds == [
+        "reid.requested",
+        "reid.approved",
+        "reid.refused",
+        "reid.approved",
+        "reid.refused",
+        "reid.resolved",
+        "reid.refused",
+    ]
     text = (s.audit_dir / "audit.jsonl").read_text()
     assert ANNA not in text and ANNA[2:] not in text and anna not in text
-    for path in s.home.rglob("*"):   # the identifier appears nowhere new outside the raw zone
+    for path in s.home.rglob("*"):  # the identifier appears nowhere new outside the raw zone
         if path.is_file() and s.restricted not in path.parents:
             assert ANNA.encode() not in path.read_bytes(), path
 
@@ -97,7 +118,9 @@ def test_role_revoked_after_approval_blocks_resolve(release):
     decide_reid(request_id=rid, actor="alice", decision="approve", has_role=has_role, settings=s)
     decide_reid(request_id=rid, actor="bob", decision="approve", has_role=has_role, settings=s)
     with pytest.raises(ReidError):
-        resolve_reid(request_id=rid, actor="rita", has_role=lambda u, r: u != "bob" and has_role(u, r), settings=s)
+        resolve_reid(
+            request_id=rid, actor="rita", has_role=lambda u, r: u != "bob" and has_role(u, r), settings=s
+        )
 
 
 def test_rejection_is_final(release):

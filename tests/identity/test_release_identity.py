@@ -33,8 +33,12 @@ def two_holders(hdp_home, kek_env):
 
 def test_same_person_links_inside_a_release_not_across(two_holders):
     s = two_holders
-    m1 = release_person_map(holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00001", settings=s)
-    m2 = release_person_map(holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00002", settings=s)
+    m1 = release_person_map(
+        holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00001", settings=s
+    )
+    m2 = release_person_map(
+        holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-00002", settings=s
+    )
     assert m1.column_names == ["holder", "person_id", "release_person_id", "consent_key"]
     rows = m1.to_pylist()
     by_release = {}
@@ -60,15 +64,18 @@ def test_missing_holder_is_a_clear_error(hdp_home, kek_env):
 
 def test_release_policy_generalises(hdp_home, kek_env):
     pids = [f"p{i}" for i in range(12)]
-    t = pa.table({
-        "person_id": pids + ["p0"],
-        "birth_year": [1950 + i for i in range(12)] + [1950],
-        "county": ["03"] * 6 + ["12"] * 5 + ["25"] + ["03"],
-        "visit_date": [date(2024, 1, 1) + timedelta(days=i) for i in range(12)] + [date(2024, 3, 1)],
-        "hba1c_mmol_mol": [50.0] * 13,
-    })
-    out = apply_release_policy(t, table_name="register_visit", release_domain="release:rel-00001",
-                               settings=hdp_home)
+    t = pa.table(
+        {
+            "person_id": pids + ["p0"],
+            "birth_year": [1950 + i for i in range(12)] + [1950],
+            "county": ["03"] * 6 + ["12"] * 5 + ["25"] + ["03"],
+            "visit_date": [date(2024, 1, 1) + timedelta(days=i) for i in range(12)] + [date(2024, 3, 1)],
+            "hba1c_mmol_mol": [50.0] * 13,
+        }
+    )
+    out = apply_release_policy(
+        t, table_name="register_visit", release_domain="release:rel-00001", settings=hdp_home
+    )
     assert out.column_names == t.column_names
     assert out["person_id"].to_pylist() == t["person_id"].to_pylist()
     assert out["birth_year"].to_pylist()[:6] == [1950] * 5 + [1955]
@@ -76,22 +83,30 @@ def test_release_policy_generalises(hdp_home, kek_env):
     shifted = out["visit_date"].to_pylist()
     deltas = [(a - b).days for a, b in zip(shifted, t["visit_date"].to_pylist(), strict=True)]
     assert all(-14 <= d <= 14 for d in deltas)
-    assert deltas[0] == deltas[12]                          # same person, same offset: intervals kept
+    assert deltas[0] == deltas[12]  # same person, same offset: intervals kept
     assert len(set(deltas)) > 1
-    other = apply_release_policy(t, table_name="register_visit", release_domain="release:rel-00002",
-                                 settings=hdp_home)
-    assert other["visit_date"].to_pylist() != shifted        # another release, other offsets
+    other = apply_release_policy(
+        t, table_name="register_visit", release_domain="release:rel-00002", settings=hdp_home
+    )
+    assert other["visit_date"].to_pylist() != shifted  # another release, other offsets
     desc = describe_release_policy()
     assert desc["default_action"] == "keep" and any(r["variable"] == "*.birth_year" for r in desc["rules"])
 
 
 def test_release_policy_on_fhir_strings(hdp_home, kek_env):
-    t = pa.table({"person_id": ["a", "a"], "encounter_id": ["x", "y"],
-                  "start_time": ["2024-01-02T10:00:00+01:00", "2024-01-05"],
-                  "postal_code": ["751 05", "99999"]})
+    t = pa.table(
+        {
+            "person_id": ["a", "a"],
+            "encounter_id": ["x", "y"],
+            "start_time": ["2024-01-02T10:00:00+01:00", "2024-01-05"],
+            "postal_code": ["751 05", "99999"],
+        }
+    )
     from privacy.policy import load_release_policy
-    out = apply_release_policy(t, table_name="encounter", release_domain="release:r", settings=hdp_home,
-                               policy=load_release_policy())
+
+    out = apply_release_policy(
+        t, table_name="encounter", release_domain="release:r", settings=hdp_home, policy=load_release_policy()
+    )
     st_ = out["start_time"].to_pylist()
     first = datetime.fromisoformat(st_[0].replace("Z", "+00:00"))
     second = date.fromisoformat(st_[1])

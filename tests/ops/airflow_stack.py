@@ -118,7 +118,9 @@ class AirflowStack:
             "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db,
             # Airflow derives postgresql+asyncpg (not installed) unless told: psycopg 3 does async too.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.airflow_db.replace("+psycopg:", "+psycopg_async:"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.airflow_db.replace(
+                "+psycopg:", "+psycopg_async:"
+            ),
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self._redis_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.airflow_db,
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
@@ -127,8 +129,11 @@ class AirflowStack:
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             # prefork (Celery's default, as in production) unless a diagnosis asks otherwise
-            **({"AIRFLOW__CELERY__POOL": os.environ["HDP_IT_CELERY_POOL"]}
-               if os.environ.get("HDP_IT_CELERY_POOL") else {}),
+            **(
+                {"AIRFLOW__CELERY__POOL": os.environ["HDP_IT_CELERY_POOL"]}
+                if os.environ.get("HDP_IT_CELERY_POOL")
+                else {}
+            ),
             # Notice a dead worker quickly (default 300 s) so the kill test stays short; 25 s
             # stays well above the supervisor's 5 s heartbeat on a loaded 2-core machine.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "25",
@@ -168,8 +173,14 @@ class AirflowStack:
     # -- processes -------------------------------------------------------------------------
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.root)
+        proc = subprocess.Popen(
+            [AIRFLOW, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.root,
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -183,7 +194,9 @@ class AirflowStack:
         try:
             code = migrate.wait(timeout=max(1.0, self.budget.remaining()))
         except subprocess.TimeoutExpired as exc:
-            raise BudgetExceeded("airflow db migrate did not finish within the budget\n" + self.tail_logs()) from exc
+            raise BudgetExceeded(
+                "airflow db migrate did not finish within the budget\n" + self.tail_logs()
+            ) from exc
         del self.procs["migrate"]
         if code != 0:
             raise StackError(f"airflow db migrate failed (exit {code})\n" + self.tail_logs())
@@ -196,8 +209,19 @@ class AirflowStack:
     def start_worker(self) -> str:
         self.worker_count += 1
         name = f"worker{self.worker_count}"
-        self._start(name, ["celery", "worker", "--queues", self.queue, "--concurrency", str(WORKER_CONCURRENCY),
-                           "--celery-hostname", f"{name}_{self.queue}@%h"])
+        self._start(
+            name,
+            [
+                "celery",
+                "worker",
+                "--queues",
+                self.queue,
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+                "--celery-hostname",
+                f"{name}_{self.queue}@%h",
+            ],
+        )
         return name
 
     def workers(self) -> list[str]:
@@ -242,8 +266,9 @@ class AirflowStack:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api + "/api/v2", timeout=30)
 
-    def _until(self, what: str, probe: Callable[[], object], *, cap_s: float | None = None,
-               interval_s: float = 2) -> object:
+    def _until(
+        self, what: str, probe: Callable[[], object], *, cap_s: float | None = None, interval_s: float = 2
+    ) -> object:
         """Poll ``probe`` until it returns something truthy, within ``cap_s`` and the budget."""
         deadline = self.budget.deadline(cap_s)
         while True:
@@ -253,12 +278,15 @@ class AirflowStack:
                 return result
             if time.monotonic() >= deadline:
                 kind = BudgetExceeded if self.budget.remaining() <= 0 else StackError
-                raise kind(f"{what} after {self.budget.elapsed():.0f} s of the module's "
-                           f"{self.budget.total_s:.0f} s budget\n" + self.tail_logs())
+                raise kind(
+                    f"{what} after {self.budget.elapsed():.0f} s of the module's "
+                    f"{self.budget.total_s:.0f} s budget\n" + self.tail_logs()
+                )
             time.sleep(interval_s)
 
     def wait_healthy(self) -> None:
         """Until the scheduler reports healthy and the execution API (what workers call) answers."""
+
         def healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
                 r = httpx.get(f"{self.api}/api/v2/monitor/health", timeout=5)
@@ -271,6 +299,7 @@ class AirflowStack:
     def wait_dags(self, dag_ids: list[str]) -> None:
         """Until the dag-processor has serialised every DAG."""
         with self.client() as c:
+
             def parsed() -> bool:
                 r = c.get("/dags", params={"limit": 100})
                 return r.status_code == 200 and set(dag_ids) <= {d["dag_id"] for d in r.json()["dags"]}
@@ -300,8 +329,9 @@ class AirflowStack:
             r.raise_for_status()
             return r.json()["task_instances"]
 
-    def wait_runs(self, dag_ids: list[str], *, after: dict[str, int] | None = None,
-                  cap_s: float | None = None) -> dict[str, dict]:
+    def wait_runs(
+        self, dag_ids: list[str], *, after: dict[str, int] | None = None, cap_s: float | None = None
+    ) -> dict[str, dict]:
         """Wait until each DAG has more than ``after[dag_id]`` runs (default 0) and its newest
         run is finished; returns that run per DAG."""
         after = after or {}
@@ -310,8 +340,11 @@ class AirflowStack:
             newest: dict[str, list[dict]] = {}
             for run in self.all_runs():
                 newest.setdefault(run["dag_id"], []).append(run)
-            done = {d: rs[0] for d, rs in newest.items()
-                    if d in dag_ids and len(rs) > after.get(d, 0) and rs[0]["state"] in FINISHED}
+            done = {
+                d: rs[0]
+                for d, rs in newest.items()
+                if d in dag_ids and len(rs) > after.get(d, 0) and rs[0]["state"] in FINISHED
+            }
             return done if len(done) == len(dag_ids) else None
 
         return self._until(f"runs of {dag_ids} unfinished", finished, cap_s=cap_s)  # type: ignore[return-value]
@@ -330,23 +363,30 @@ class AirflowStack:
         lines = []
         for t in sorted(tis, key=lambda t: t["start_date"]):
             q, s, e = ts(t["queued_when"]), ts(t["start_date"]), ts(t["end_date"])
-            lines.append(f"{t['dag_id']:>28}.{t['task_id']:<18} try {t['try_number']} "
-                         f"queued {(q or s) - t0:6.1f}  start {s - t0:6.1f}  "
-                         f"end {(e - t0) if e else float('nan'):6.1f}  ({t['state']})")
+            lines.append(
+                f"{t['dag_id']:>28}.{t['task_id']:<18} try {t['try_number']} "
+                f"queued {(q or s) - t0:6.1f}  start {s - t0:6.1f}  "
+                f"end {(e - t0) if e else float('nan'):6.1f}  ({t['state']})"
+            )
         return "\n".join(lines)
 
 
 @contextlib.contextmanager
-def airflow_stack(root: Path, hdp_home: Path, budget: Budget,
-                  during_migration: Callable[[AirflowStack], None] | None = None) -> Iterator[AirflowStack]:
+def airflow_stack(
+    root: Path, hdp_home: Path, budget: Budget, during_migration: Callable[[AirflowStack], None] | None = None
+) -> Iterator[AirflowStack]:
     """A started stack; always stopped (processes swept, databases dropped) on the way out."""
     with temporary_postgres_database("hdp_it") as airflow_db, temporary_postgres_database("hdp_it") as hdp_db:
-        stack = AirflowStack(root=root, airflow_db=airflow_db, hdp_db=hdp_db, hdp_home=hdp_home, budget=budget)
+        stack = AirflowStack(
+            root=root, airflow_db=airflow_db, hdp_db=hdp_db, hdp_home=hdp_home, budget=budget
+        )
         try:
             stack.start(during_migration=(lambda: during_migration(stack)) if during_migration else None)
             yield stack
         finally:
             stopping = time.monotonic()
             swept = stack.stop()
-            print(f"\nstack stopped in {time.monotonic() - stopping:.0f} s"
-                  + (f"; swept {len(swept)} stray processes" if swept else ""))
+            print(
+                f"\nstack stopped in {time.monotonic() - stopping:.0f} s"
+                + (f"; swept {len(swept)} stray processes" if swept else "")
+            )

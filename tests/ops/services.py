@@ -60,7 +60,9 @@ def temporary_postgres_database(prefix: str = "hdp_it") -> Iterator[str]:
     from psycopg import sql
 
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True) as con:
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True
+    ) as con:
         con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield _pg_url(name)
@@ -68,8 +70,9 @@ def temporary_postgres_database(prefix: str = "hdp_it") -> Iterator[str]:
         from pipelines.monitoring import store
 
         store.dispose_all()
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB,
-                             autocommit=True) as con:
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True
+        ) as con:
             con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -81,10 +84,17 @@ def reap_stale_databases(prefix: str = "hdp_it") -> list[str]:
     from psycopg import sql
 
     dropped = []
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True) as con:
-        names = [r[0] for r in con.execute(
-            "SELECT d.datname FROM pg_database d WHERE d.datname LIKE %s AND NOT EXISTS "
-            "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)", [prefix.replace("_", r"\_") + r"\_%"])]
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, autocommit=True
+    ) as con:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT d.datname FROM pg_database d WHERE d.datname LIKE %s AND NOT EXISTS "
+                "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                [prefix.replace("_", r"\_") + r"\_%"],
+            )
+        ]
         for name in names:
             match = re.fullmatch(rf"{re.escape(prefix)}_(\d+)_[0-9a-f]{{8}}", name)
             if match and not psutil.pid_exists(int(match[1])):

@@ -43,10 +43,15 @@ print(json.dumps({
 
 
 def test_config_is_airflows_default_and_preloads_on_worker_init(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(CONFIG_DIR), "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "GX_ANALYTICS_ENABLED": "false"}
-    result = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(CONFIG_DIR),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["is_default"] and found["acks_late"] is True  # a killed worker's task is not lost
@@ -54,4 +59,9 @@ def test_config_is_airflows_default_and_preloads_on_worker_init(tmp_path):
     assert [line.rsplit(" in ", 1)[0] for line in found["logged"]] == ["preloaded wave, json"]
     # Only third-party libraries: a worker must run the DAG code of the task it is given.
     assert "great_expectations" in found["shipped_preload"]
-    assert not {m.split(".")[0] for m in found["shipped_preload"]} & {"hdp", "pipelines", "governance", "dags"}
+    assert not {m.split(".")[0] for m in found["shipped_preload"]} & {
+        "hdp",
+        "pipelines",
+        "governance",
+        "dags",
+    }

@@ -87,8 +87,10 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("celery_stack")
     home = root / "hdp_home"
     home.mkdir()
-    with pytest.MonkeyPatch.context() as mp, \
-            airflow_stack(root, home, budget, during_migration=lambda s: _prepare(s, mp)) as s:
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        airflow_stack(root, home, budget, during_migration=lambda s: _prepare(s, mp)) as s,
+    ):
         s.wait_dags(ALL_DAGS)
         print(f"\nstack up and DAGs parsed after {budget.elapsed():.0f} s")
         yield s
@@ -110,8 +112,14 @@ def approve_request() -> int:
     for holder in DEMO_REQUEST["holders"]:
         for name in STEWARDS[holder]:
             with store.session_scope(url) as session:
-                service.decide(session, request_id=request_id, holder_id=holder, reviewer=name,
-                               decision="approve", justification="Integration test: scope matches the purpose.")
+                service.decide(
+                    session,
+                    request_id=request_id,
+                    holder_id=holder,
+                    reviewer=name,
+                    decision="approve",
+                    justification="Integration test: scope matches the purpose.",
+                )
     return request_id
 
 
@@ -138,8 +146,11 @@ def check_release(path: Path) -> dict:
 
 
 def _failures(stack, runs: dict[str, dict]) -> dict:
-    return {d: [(t["task_id"], t["state"]) for t in stack.task_instances(d, r["dag_run_id"])]
-            for d, r in runs.items() if r["state"] != "success"}
+    return {
+        d: [(t["task_id"], t["state"]) for t in stack.task_instances(d, r["dag_run_id"])]
+        for d, r in runs.items()
+        if r["state"] != "success"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +179,9 @@ def test_full_pipeline_through_scheduler_and_celery(stack, pipeline):
     assert states == dict.fromkeys(ALL_DAGS, "success"), _failures(stack, runs)
     assert {runs[d]["run_type"] for d in INGEST} == {"scheduled"}
     assert {runs[d]["run_type"] for d in [*PSEUDONYMISE, "release"]} == {"asset_triggered"}
-    assert all(len([r for r in stack.all_runs() if r["dag_id"] == d]) == 1 for d in ALL_DAGS), "a DAG ran twice"
+    assert all(len([r for r in stack.all_runs() if r["dag_id"] == d]) == 1 for d in ALL_DAGS), (
+        "a DAG ran twice"
+    )
 
     manifest = check_release(release_dir(request_id))
     assert set(manifest["request"]["holders"]) == {"ndr", "region_uppsala", "region_orebro"}
@@ -214,7 +227,9 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
     from . import procs
 
     failed = {d: r["state"] for d, r in pipeline["runs"].items() if r["state"] != "success"}
-    assert not failed, f"needs the research zones of a successful pipeline run; these DAG runs failed: {failed}"
+    assert not failed, (
+        f"needs the research zones of a successful pipeline run; these DAG runs failed: {failed}"
+    )
     started = time.monotonic()
     # Nothing but this release may run meanwhile (an @daily ingest crossing midnight would).
     for dag_id in [*INGEST, *PSEUDONYMISE]:
@@ -234,8 +249,10 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
     stack.start_worker()
 
     run = stack.wait_runs(["release"], after={"release": 1})["release"]
-    print(f"\nkill test: {time.monotonic() - started:.0f} s from trigger to the retried release\n"
-          f"{stack.timeline()}")
+    print(
+        f"\nkill test: {time.monotonic() - started:.0f} s from trigger to the retried release\n"
+        f"{stack.timeline()}"
+    )
     assert run["dag_run_id"] == run_id and run["state"] == "success", stack.task_instances("release", run_id)
     builds = [t for t in stack.task_instances("release", run_id) if t["task_id"] == "build_release"]
     assert builds and all(t["state"] == "success" for t in builds)

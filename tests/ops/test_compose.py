@@ -14,8 +14,13 @@ from hdp.settings import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / "deploy" / "hdp.env.example"
-AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-worker")
+AIRFLOW_SERVICES = (
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY$|KEK", re.I)
 
 
@@ -40,8 +45,13 @@ def _compose(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
             pytest.fail("docker-compose is not installed (CI installs Debian's docker-compose)")
         pytest.skip("docker-compose not installed: apt-get install docker-compose")
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run([exe, "-f", str(COMPOSE), "--project-directory", str(REPO_ROOT), *args],
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [exe, "-f", str(COMPOSE), "--project-directory", str(REPO_ROOT), *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_config_is_valid_and_has_the_production_shape(tmp_path):

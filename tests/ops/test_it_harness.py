@@ -53,8 +53,13 @@ def test_unreachable_service_fails_under_ci(probe, closed_port, monkeypatch):
 
 
 def _spawn(mode: str, token: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR_LIKE, mode], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, procs.MARK: token})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR_LIKE, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, procs.MARK: token},
+    )
     child = int(proc.stdout.readline())
     return proc, child
 
@@ -89,10 +94,16 @@ def _dead_pid() -> int:
 
 def test_reap_orphaned_stacks_kills_only_stacks_whose_test_process_is_gone():
     mine, theirs = os.urandom(6).hex(), os.urandom(6).hex()
-    owned = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
-                             env={**os.environ, procs.MARK: mine, procs.OWNER: str(os.getpid())})
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
-                              env={**os.environ, procs.MARK: theirs, procs.OWNER: str(_dead_pid())})
+    owned = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        start_new_session=True,
+        env={**os.environ, procs.MARK: mine, procs.OWNER: str(os.getpid())},
+    )
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        start_new_session=True,
+        env={**os.environ, procs.MARK: theirs, procs.OWNER: str(_dead_pid())},
+    )
     try:
         time.sleep(0.2)  # environ is readable once the interpreter has started
         assert orphan.pid in procs.reap_orphaned_stacks()
@@ -112,12 +123,21 @@ def test_reap_stale_databases_drops_only_databases_of_dead_test_runs():
     if reason:
         pytest.skip(reason)
     stale = f"hdp_it_{_dead_pid()}_{os.urandom(4).hex()}"
-    with psycopg.connect(host=services.PG_HOST, port=services.PG_PORT, user=services.PG_USER,
-                         dbname=services.PG_ADMIN_DB, autocommit=True) as con:
+    with psycopg.connect(
+        host=services.PG_HOST,
+        port=services.PG_PORT,
+        user=services.PG_USER,
+        dbname=services.PG_ADMIN_DB,
+        autocommit=True,
+    ) as con:
         con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stale)))
         with services.temporary_postgres_database() as live_url:
             live = live_url.rsplit("/", 1)[1]
             assert stale in services.reap_stale_databases()
-            exists = {r[0] for r in con.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)",
-                                                [stale, live])}
+            exists = {
+                r[0]
+                for r in con.execute(
+                    "SELECT datname FROM pg_database WHERE datname IN (%s, %s)", [stale, live]
+                )
+            }
             assert exists == {live}

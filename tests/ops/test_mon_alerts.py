@@ -14,13 +14,24 @@ IDENT = TaskIdentity("ingest__region_skane", "scheduled__2026-11-21", "ingest_fh
 
 
 def test_payload_has_ids_and_counts_only():
-    alert = alerts.build_alert(IDENT, error_type="QualityGateFailed", figures=figures_from_counts(
-        {"rows_in": 50, "rows_out": 40, "quarantined": {"fhir.invalid": 10}, "checks_failed": ["a", "b"]}))
+    alert = alerts.build_alert(
+        IDENT,
+        error_type="QualityGateFailed",
+        figures=figures_from_counts(
+            {"rows_in": 50, "rows_out": 40, "quarantined": {"fhir.invalid": 10}, "checks_failed": ["a", "b"]}
+        ),
+    )
     payload = json.loads(alert.to_json())
     assert payload == {
-        "event": "hdp.task_failed", "dag_id": "ingest__region_skane", "task_id": "ingest_fhir",
-        "run_id": "scheduled__2026-11-21", "map_index": -1, "try_number": 3, "holder": "region_skane",
-        "source": "fhir", "error_type": "QualityGateFailed",
+        "event": "hdp.task_failed",
+        "dag_id": "ingest__region_skane",
+        "task_id": "ingest_fhir",
+        "run_id": "scheduled__2026-11-21",
+        "map_index": -1,
+        "try_number": 3,
+        "holder": "region_skane",
+        "source": "fhir",
+        "error_type": "QualityGateFailed",
         "counts": {"rows_in": 50, "rows_out": 40, "rows_quarantined": 10, "checks_failed": 2},
         "quarantined_by_reason": {"fhir.invalid": 10},
     }

@@ -11,8 +11,14 @@ from pipelines.monitoring import callbacks, store
 from .webhook import webhook_server
 
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-COUNTS = {"holder": "ndr", "source": "prom", "files": 1, "lines_read": 20, "rows_loaded": 18,
-          "quarantined": {"csv.bad_number": 2}}
+COUNTS = {
+    "holder": "ndr",
+    "source": "prom",
+    "files": 1,
+    "lines_read": 20,
+    "rows_loaded": 18,
+    "quarantined": {"csv.bad_number": 2},
+}
 
 
 class FakeTI(SimpleNamespace):
@@ -22,8 +28,16 @@ class FakeTI(SimpleNamespace):
 
 
 def _context(task_id="ingest_prom", try_number=1, map_index=-1, xcoms=None, exception=None):
-    ti = FakeTI(dag_id="ingest__ndr", run_id="scheduled__n1", task_id=task_id, map_index=map_index,
-                try_number=try_number, start_date=T0, end_date=T0 + timedelta(seconds=7), xcoms=xcoms or {})
+    ti = FakeTI(
+        dag_id="ingest__ndr",
+        run_id="scheduled__n1",
+        task_id=task_id,
+        map_index=map_index,
+        try_number=try_number,
+        start_date=T0,
+        end_date=T0 + timedelta(seconds=7),
+        xcoms=xcoms or {},
+    )
     return {"ti": ti, "exception": exception}
 
 
@@ -34,7 +48,14 @@ def test_execute_then_success_records_the_returned_counts(metrics_sqlite):
     callbacks.on_success(ctx)
     (t,) = store.latest_runs()[0].tasks
     assert (t.state, t.holder, t.source, t.rows_in, t.rows_out, t.rows_quarantined, t.duration_s) == (
-        "success", "ndr", "prom", 20, 18, 2, 7.0)
+        "success",
+        "ndr",
+        "prom",
+        20,
+        18,
+        2,
+        7.0,
+    )
 
 
 def test_mapped_task_pulls_its_own_index(metrics_sqlite):
@@ -57,7 +78,13 @@ def test_failure_records_alerts_and_never_forwards_the_message(metrics_sqlite, m
         assert received == []  # retries are not alerts
         callbacks.on_failure(_context(task_id="validate_raw", try_number=3, exception=GateFailed()))
     (t,) = store.latest_runs()[0].tasks
-    assert (t.state, t.try_number, t.error_type, t.checks_failed, t.rows_in) == ("failed", 3, "GateFailed", 1, 100)
+    assert (t.state, t.try_number, t.error_type, t.checks_failed, t.rows_in) == (
+        "failed",
+        3,
+        "GateFailed",
+        1,
+        100,
+    )
     (payload,) = received
     assert payload["task_id"] == "validate_raw" and payload["holder"] == "ndr"
     assert payload["counts"]["checks_failed"] == 1

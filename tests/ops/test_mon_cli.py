@@ -16,18 +16,38 @@ NOW = datetime.now(UTC)
 
 def _night(run="scheduled__night"):
     t0 = NOW - timedelta(hours=8)
-    store.record(TaskIdentity("ingest__ndr", run, "ingest_register"), state="success", started_at=t0,
-                 ended_at=t0 + timedelta(seconds=30), figures=figures_from_counts(
-                     {"holder": "ndr", "source": "register", "lines_read": 10001, "rows_loaded": 9950,
-                      "quarantined": {"csv.bad_date": 20, "csv.duplicate": 31}}))
-    store.record(TaskIdentity("ingest__ndr", run, "validate_raw", -1, 3), state="failed",
-                 error_type="QualityGateFailed", started_at=t0 + timedelta(seconds=31),
-                 ended_at=t0 + timedelta(seconds=40), figures=figures_from_counts({"checks_failed": 2}))
+    store.record(
+        TaskIdentity("ingest__ndr", run, "ingest_register"),
+        state="success",
+        started_at=t0,
+        ended_at=t0 + timedelta(seconds=30),
+        figures=figures_from_counts(
+            {
+                "holder": "ndr",
+                "source": "register",
+                "lines_read": 10001,
+                "rows_loaded": 9950,
+                "quarantined": {"csv.bad_date": 20, "csv.duplicate": 31},
+            }
+        ),
+    )
+    store.record(
+        TaskIdentity("ingest__ndr", run, "validate_raw", -1, 3),
+        state="failed",
+        error_type="QualityGateFailed",
+        started_at=t0 + timedelta(seconds=31),
+        ended_at=t0 + timedelta(seconds=40),
+        figures=figures_from_counts({"checks_failed": 2}),
+    )
 
 
 def test_status_answers_what_failed_where_on_whose_data_and_how_much_was_quarantined(metrics_sqlite):
-    store.record(TaskIdentity("ingest__region_skane", "old", "ingest_fhir"), state="success",
-                 started_at=NOW - timedelta(days=3), ended_at=NOW - timedelta(days=3, seconds=-5))
+    store.record(
+        TaskIdentity("ingest__region_skane", "old", "ingest_fhir"),
+        state="success",
+        started_at=NOW - timedelta(days=3),
+        ended_at=NOW - timedelta(days=3, seconds=-5),
+    )
     _night()
     result = CliRunner().invoke(status, ["--since", "24h", "--failed"])
     assert result.exit_code == 0, result.output
@@ -45,7 +65,8 @@ def test_status_json_and_empty(metrics_sqlite):
     (run,) = json.loads(CliRunner().invoke(status, ["--json"]).output)
     assert run["failed_tasks"] == ["validate_raw"] and run["rows_quarantined"] == 51
     assert {"task_id": "ingest_register", "holder": "ndr", "reason_code": "csv.bad_date", "rows": 20} in run[
-        "quarantined_by_reason"]
+        "quarantined_by_reason"
+    ]
 
 
 def test_parse_since():

@@ -30,7 +30,11 @@ def test_ingest_dag_run_records_its_figures(hdp_home, metrics_sqlite, tmp_path, 
         assert (t.state, t.holder, t.source) == ("success", "ndr", source)
         assert t.rows_in > t.rows_out > 0 and t.duration_s > 0
     # generate() injects defects at its default rate: some rows must be quarantined, per reason
-    reasons = [r for r in store.quarantine_by_reason("ingest__ndr", outcome.run_id) if r[0].startswith("ingest_")]
-    assert sum(n for *_, n in reasons) == sum(tasks[f"ingest_{s}"].rows_quarantined or 0 for s in ("register", "prom"))
+    reasons = [
+        r for r in store.quarantine_by_reason("ingest__ndr", outcome.run_id) if r[0].startswith("ingest_")
+    ]
+    assert sum(n for *_, n in reasons) == sum(
+        tasks[f"ingest_{s}"].rows_quarantined or 0 for s in ("register", "prom")
+    )
     assert all(r.startswith(("csv.", "file.", "encoding.")) for _, _, r, _ in reasons)
     assert tasks["validate_raw"].state == outcome.state or outcome.state != "success"

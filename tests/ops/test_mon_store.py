@@ -9,8 +9,14 @@ from pipelines.monitoring import store
 from pipelines.monitoring.figures import TaskIdentity, figures_from_counts
 
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-INGEST = {"holder": "ndr", "source": "register", "files": 1, "lines_read": 100, "rows_loaded": 90,
-          "quarantined": {"csv.bad_date": 4, "csv.duplicate": 6}}
+INGEST = {
+    "holder": "ndr",
+    "source": "register",
+    "files": 1,
+    "lines_read": 100,
+    "rows_loaded": 90,
+    "quarantined": {"csv.bad_date": 4, "csv.duplicate": 6},
+}
 
 
 def _ident(task="ingest_register", run="scheduled__1", dag="ingest__ndr", try_number=1, map_index=-1):
@@ -37,23 +43,43 @@ def test_start_then_success_records_figures_and_duration(metrics_url):
     store.record_start(ident, started_at=T0)
     (run,) = store.latest_runs()
     assert run.state == "running" and run.ended_at is None
-    store.record(ident, state="success", figures=figures_from_counts(INGEST), ended_at=T0 + timedelta(seconds=42))
+    store.record(
+        ident, state="success", figures=figures_from_counts(INGEST), ended_at=T0 + timedelta(seconds=42)
+    )
     (run,) = store.latest_runs()
     (t,) = run.tasks
     assert (t.holder, t.source, t.state, t.rows_in, t.rows_out, t.rows_quarantined) == (
-        "ndr", "register", "success", 100, 90, 10)
+        "ndr",
+        "register",
+        "success",
+        100,
+        90,
+        10,
+    )
     assert t.started_at == T0 and t.duration_s == pytest.approx(42)
     assert run.state == "success" and run.rows_quarantined == 10
     assert store.quarantine_by_reason("ingest__ndr", "scheduled__1") == [
-        ("ingest_register", "ndr", "csv.bad_date", 4), ("ingest_register", "ndr", "csv.duplicate", 6)]
+        ("ingest_register", "ndr", "csv.bad_date", 4),
+        ("ingest_register", "ndr", "csv.duplicate", 6),
+    ]
     assert store.task_details(ident)[("files", "")] == 1.0
 
 
 def test_retry_replaces_the_row_instead_of_double_counting(metrics_url):
-    store.record(_ident(try_number=1), state="up_for_retry", error_type="OperationalError",
-                 started_at=T0, ended_at=T0 + timedelta(seconds=1))
-    store.record(_ident(try_number=2), state="success", figures=figures_from_counts(INGEST),
-                 started_at=T0 + timedelta(seconds=30), ended_at=T0 + timedelta(seconds=40))
+    store.record(
+        _ident(try_number=1),
+        state="up_for_retry",
+        error_type="OperationalError",
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=1),
+    )
+    store.record(
+        _ident(try_number=2),
+        state="success",
+        figures=figures_from_counts(INGEST),
+        started_at=T0 + timedelta(seconds=30),
+        ended_at=T0 + timedelta(seconds=40),
+    )
     (run,) = store.latest_runs()
     (t,) = run.tasks
     assert (t.try_number, t.state, t.error_type, t.rows_quarantined) == (2, "success", None, 10)
@@ -62,14 +88,32 @@ def test_retry_replaces_the_row_instead_of_double_counting(metrics_url):
 
 
 def test_latest_runs_filters_and_orders(metrics_url):
-    store.record(_ident(run="old"), state="success", started_at=T0 - timedelta(days=2),
-                 ended_at=T0 - timedelta(days=2) + timedelta(seconds=5))
-    store.record(_ident(run="night", task="ingest_prom"), state="failed", error_type="QualityGateFailed",
-                 started_at=T0, ended_at=T0 + timedelta(seconds=5))
-    store.record(_ident(run="night"), state="success", figures=figures_from_counts(INGEST),
-                 started_at=T0, ended_at=T0 + timedelta(seconds=9))
-    store.record(_ident(dag="release", task="build_release", run="r1", map_index=0), state="success",
-                 started_at=T0 + timedelta(hours=1), ended_at=T0 + timedelta(hours=1, seconds=3))
+    store.record(
+        _ident(run="old"),
+        state="success",
+        started_at=T0 - timedelta(days=2),
+        ended_at=T0 - timedelta(days=2) + timedelta(seconds=5),
+    )
+    store.record(
+        _ident(run="night", task="ingest_prom"),
+        state="failed",
+        error_type="QualityGateFailed",
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=5),
+    )
+    store.record(
+        _ident(run="night"),
+        state="success",
+        figures=figures_from_counts(INGEST),
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=9),
+    )
+    store.record(
+        _ident(dag="release", task="build_release", run="r1", map_index=0),
+        state="success",
+        started_at=T0 + timedelta(hours=1),
+        ended_at=T0 + timedelta(hours=1, seconds=3),
+    )
     assert [r.run_id for r in store.latest_runs()] == ["r1", "night", "old"]
     assert [r.run_id for r in store.latest_runs(limit=1)] == ["r1"]
     assert [r.run_id for r in store.latest_runs(failed_only=True)] == ["night"]
@@ -79,4 +123,7 @@ def test_latest_runs_filters_and_orders(metrics_url):
     assert night.state == "failed" and [t.task_id for t in night.failed_tasks] == ["ingest_prom"]
     assert night.failed_tasks[0].holder == "ndr" and night.failed_tasks[0].source == "prom"
     assert night.duration_s == pytest.approx(9)
-    assert [(r.dag_id, r.run_id) for r in store.latest_per_dag()] == [("ingest__ndr", "night"), ("release", "r1")]
+    assert [(r.dag_id, r.run_id) for r in store.latest_per_dag()] == [
+        ("ingest__ndr", "night"),
+        ("release", "r1"),
+    ]

@@ -35,8 +35,13 @@ def test_each_bad_line_gets_its_reason_and_no_value_in_detail():
     ]
     pf = _parse(HEADER + "\n" + "\n".join(lines) + "\n")
     reasons = {r.line_no: r.reason_code for r in pf.rejects}
-    assert reasons == {3: "csv.duplicate", 4: "csv.bad_date", 5: "csv.bad_number",
-                       6: "csv.missing_required", 7: "csv.column_count"}
+    assert reasons == {
+        3: "csv.duplicate",
+        4: "csv.bad_date",
+        5: "csv.bad_number",
+        6: "csv.missing_required",
+        7: "csv.column_count",
+    }
     assert len(pf.rows) == 1
     for r in pf.rejects:
         assert "1912121212" not in r.detail and "femtio" not in r.detail
@@ -83,5 +88,7 @@ def test_ingest_writes_raw_table_and_quarantine_idempotently(hdp_home):
     con = duckdb.connect(str(hdp_home.raw_db("ndr")), read_only=True)
     assert con.execute("select count(*) from register_visit").fetchone()[0] == 1
     assert con.execute("select count(*) from quarantine").fetchone()[0] == 2
-    kept = con.execute("select original_path from quarantine where reason_code='encoding.not_utf8'").fetchone()[0]
+    kept = con.execute(
+        "select original_path from quarantine where reason_code='encoding.not_utf8'"
+    ).fetchone()[0]
     assert open(kept, "rb").read() == (landing / "b.csv").read_bytes()

@@ -72,7 +72,7 @@ def fit(rows: list, rng: random.Random) -> list:
     DuckDB writes such a segment without compacting it, gap included (smaller ones are moved up)."""
     tail = rng.randint(3100, 3800)
     segments = (len(rows) - tail) // SEGMENT_ROWS
-    return rows[:segments * SEGMENT_ROWS + tail] if segments >= 0 else rows
+    return rows[: segments * SEGMENT_ROWS + tail] if segments >= 0 else rows
 
 
 def _forms(number: str) -> list[str]:
@@ -86,24 +86,77 @@ def build_raw_zones(settings, population, seed: int) -> None:
     rng = random.Random(seed)
     for holder in ("ndr", "region_uppsala"):
         landing = settings.ensure_restricted(settings.landing_dir(holder))
-        (landing / "delivery.json").write_text(json.dumps({"holder": holder, "extract_date": str(EXTRACT_DATE),
-                                                           "files": []}))
+        (landing / "delivery.json").write_text(
+            json.dumps({"holder": holder, "extract_date": str(EXTRACT_DATE), "files": []})
+        )
     reg, prom = [], []
     for p in population.persons:
         for v in p.visits:
             ident = rng.choice(_forms(p.number))
-            reg.append((ident, p.given[0], p.family, p.address.postal_code, v.day, p.diabetes_type, float(v.hba1c),
-                        v.bmi, v.systolic, v.diastolic, v.smoking, v.treatment, "register/ndr_visits.csv", len(reg) + 2))
+            reg.append(
+                (
+                    ident,
+                    p.given[0],
+                    p.family,
+                    p.address.postal_code,
+                    v.day,
+                    p.diabetes_type,
+                    float(v.hba1c),
+                    v.bmi,
+                    v.systolic,
+                    v.diastolic,
+                    v.smoking,
+                    v.treatment,
+                    "register/ndr_visits.csv",
+                    len(reg) + 2,
+                )
+            )
             if v.prom is not None:
-                prom.append((ident, v.day, *v.prom.levels, v.prom.vas, *v.prom.prem, "prom/prom_visits.csv",
-                             len(prom) + 2))
+                prom.append(
+                    (
+                        ident,
+                        v.day,
+                        *v.prom.levels,
+                        v.prom.vas,
+                        *v.prom.prem,
+                        "prom/prom_visits.csv",
+                        len(prom) + 2,
+                    )
+                )
     reg, prom = fit(reg, rng), fit(prom, rng)
-    reg_cols = ["personnummer", "first_name", "family_name", "postal_code", "visit_date", "diabetes_type",
-                "hba1c_mmol_mol", "bmi", "systolic_bp", "diastolic_bp", "smoking", "treatment", "_source_file",
-                "_line_no"]
-    prom_cols = ["personnummer", "visit_date", "eq5d_mobility", "eq5d_self_care", "eq5d_usual_activities",
-                 "eq5d_pain_discomfort", "eq5d_anxiety_depression", "eq_vas", "prem_respect", "prem_involvement",
-                 "prem_information", "prem_accessibility", "prem_overall", "_source_file", "_line_no"]
+    reg_cols = [
+        "personnummer",
+        "first_name",
+        "family_name",
+        "postal_code",
+        "visit_date",
+        "diabetes_type",
+        "hba1c_mmol_mol",
+        "bmi",
+        "systolic_bp",
+        "diastolic_bp",
+        "smoking",
+        "treatment",
+        "_source_file",
+        "_line_no",
+    ]
+    prom_cols = [
+        "personnummer",
+        "visit_date",
+        "eq5d_mobility",
+        "eq5d_self_care",
+        "eq5d_usual_activities",
+        "eq5d_pain_discomfort",
+        "eq5d_anxiety_depression",
+        "eq_vas",
+        "prem_respect",
+        "prem_involvement",
+        "prem_information",
+        "prem_accessibility",
+        "prem_overall",
+        "_source_file",
+        "_line_no",
+    ]
     path = settings.raw_db("ndr")
     con = duckdb.connect(str(path))
     for name, cols, rows in (("register_visit", reg_cols, reg), ("prom_response", prom_cols, prom)):
@@ -117,35 +170,102 @@ def build_raw_zones(settings, population, seed: int) -> None:
     for idx in population.by_region[region]:
         p = population.persons[idx]
         pid = f"pat-{seed}-{idx}"
-        patients.append((pid, "http://electronichealth.se/identifier/personnummer", p.number, p.family,
-                         " ".join(p.given), p.sex, p.birth_date.isoformat(), p.address.postal_code, None))
-        resources.append(("Patient", pid, json.dumps({
-            "resourceType": "Patient", "id": pid, "identifier": [{"value": p.number}],
-            "name": [{"family": p.family, "given": list(p.given)}],
-            "address": [{"line": [p.address.line], "postalCode": p.address.postal_code, "city": p.address.city}]},
-            ensure_ascii=False), "fhir/Patient.ndjson", len(resources) + 1))
+        patients.append(
+            (
+                pid,
+                "http://electronichealth.se/identifier/personnummer",
+                p.number,
+                p.family,
+                " ".join(p.given),
+                p.sex,
+                p.birth_date.isoformat(),
+                p.address.postal_code,
+                None,
+            )
+        )
+        resources.append(
+            (
+                "Patient",
+                pid,
+                json.dumps(
+                    {
+                        "resourceType": "Patient",
+                        "id": pid,
+                        "identifier": [{"value": p.number}],
+                        "name": [{"family": p.family, "given": list(p.given)}],
+                        "address": [
+                            {
+                                "line": [p.address.line],
+                                "postalCode": p.address.postal_code,
+                                "city": p.address.city,
+                            }
+                        ],
+                    },
+                    ensure_ascii=False,
+                ),
+                "fhir/Patient.ndjson",
+                len(resources) + 1,
+            )
+        )
         for k, v in enumerate(p.visits):
             if v.region != region:
                 continue
             eid = f"enc-{seed}-{idx}-{k}"
-            encounters.append((eid, pid, "finished", "AMB", f"{v.day.isoformat()}T10:00:00+01:00",
-                               f"{v.day.isoformat()}T10:30:00+01:00"))
-            conditions.append((f"cond-{seed}-{idx}-{k}", pid, eid, "http://hl7.org/fhir/sid/icd-10-se",
-                               "E11.9" if p.diabetes_type == "typ2" else "E10.9", v.day.isoformat()))
+            encounters.append(
+                (
+                    eid,
+                    pid,
+                    "finished",
+                    "AMB",
+                    f"{v.day.isoformat()}T10:00:00+01:00",
+                    f"{v.day.isoformat()}T10:30:00+01:00",
+                )
+            )
+            conditions.append(
+                (
+                    f"cond-{seed}-{idx}-{k}",
+                    pid,
+                    eid,
+                    "http://hl7.org/fhir/sid/icd-10-se",
+                    "E11.9" if p.diabetes_type == "typ2" else "E10.9",
+                    v.day.isoformat(),
+                )
+            )
     encounters, conditions = fit(encounters, rng), fit(conditions, rng)
     path = settings.raw_db(region)
     con = duckdb.connect(str(path))
     for name, cols, rows in (
         ("fhir_resource", ["resource_type", "id", "resource", "_source_file", "_line_no"], resources),
-        ("fhir_patient", ["patient_id", "identifier_system", "personnummer", "family_name", "given_name", "gender",
-                          "birth_date", "postal_code", "deceased_date"], patients),
-        ("fhir_encounter", ["encounter_id", "patient_id", "status", "class_code", "start_time", "end_time"],
-         encounters),
-        ("fhir_condition", ["condition_id", "patient_id", "encounter_id", "code_system", "code", "recorded_date"],
-         conditions),
+        (
+            "fhir_patient",
+            [
+                "patient_id",
+                "identifier_system",
+                "personnummer",
+                "family_name",
+                "given_name",
+                "gender",
+                "birth_date",
+                "postal_code",
+                "deceased_date",
+            ],
+            patients,
+        ),
+        (
+            "fhir_encounter",
+            ["encounter_id", "patient_id", "status", "class_code", "start_time", "end_time"],
+            encounters,
+        ),
+        (
+            "fhir_condition",
+            ["condition_id", "patient_id", "encounter_id", "code_system", "code", "recorded_date"],
+            conditions,
+        ),
     ):
-        columns = {c: pa.array([r[i] for r in rows], pa.string()) if c == "deceased_date" else [r[i] for r in rows]
-                   for i, c in enumerate(cols)}
+        columns = {
+            c: pa.array([r[i] for r in rows], pa.string()) if c == "deceased_date" else [r[i] for r in rows]
+            for i, c in enumerate(cols)
+        }
         con.register("_rows", pa.table(columns))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _rows")
         con.unregister("_rows")
@@ -190,16 +310,34 @@ def run(home: Path, seed: int, persons: int) -> dict:
         pseudonymise_holder(holder, settings=settings)
     spray(payload)
     request = ReleaseRequest(
-        request_id=seed, project="leak scan", purpose="scientific_research", holders=("ndr", "region_uppsala"),
-        variables=("register_visit.birth_year", "register_visit.sex", "register_visit.county",
-                   "register_visit.visit_date", "register_visit.hba1c_mmol_mol", "prom_response.eq_vas",
-                   "patient.birth_year", "encounter.start_time", "condition.code"),
-        output_tier="aggregate")
-    person_map = release_person_map(holder_ids=request.holders, release_domain=release_domain(seed),
-                                    settings=settings)
+        request_id=seed,
+        project="leak scan",
+        purpose="scientific_research",
+        holders=("ndr", "region_uppsala"),
+        variables=(
+            "register_visit.birth_year",
+            "register_visit.sex",
+            "register_visit.county",
+            "register_visit.visit_date",
+            "register_visit.hba1c_mmol_mol",
+            "prom_response.eq_vas",
+            "patient.birth_year",
+            "encounter.start_time",
+            "condition.code",
+        ),
+        output_tier="aggregate",
+    )
+    person_map = release_person_map(
+        holder_ids=request.holders, release_domain=release_domain(seed), settings=settings
+    )
     spray(payload)
-    assemble(request, person_map=person_map, excluded_consent_keys=frozenset(),
-             staging=settings.releases_dir / release_id_for(seed), settings=settings)
+    assemble(
+        request,
+        person_map=person_map,
+        excluded_consent_keys=frozenset(),
+        staging=settings.releases_dir / release_id_for(seed),
+        settings=settings,
+    )
     files = [p for p in home.rglob("*") if p.is_file() and settings.restricted not in p.parents]
     return {"needles": len(needles), "files": len(files), "leaks": find_leaks(home, needles)}
 

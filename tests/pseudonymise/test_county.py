@@ -30,11 +30,11 @@ def test_sql_lookup_equals_python(values):
 
 
 def test_known_areas():
-    assert postcode_to_county("11122") == "01"      # Stockholm
-    assert postcode_to_county("753 20") == "03"     # Uppsala
-    assert postcode_to_county("70210") == "18"      # Örebro
-    assert postcode_to_county("69131") == "18"      # Karlskoga
-    assert postcode_to_county("21119") == "12"      # Malmö
-    assert postcode_to_county("43430") == "13"      # Kungsbacka (Halland, in a Göteborg area)
-    assert postcode_to_county("76130") == "01"      # Norrtälje (Stockholm, in an Uppsala area)
+    assert postcode_to_county("11122") == "01"  # Stockholm
+    assert postcode_to_county("753 20") == "03"  # Uppsala
+    assert postcode_to_county("70210") == "18"  # Örebro
+    assert postcode_to_county("69131") == "18"  # Karlskoga
+    assert postcode_to_county("21119") == "12"  # Malmö
+    assert postcode_to_county("43430") == "13"  # Kungsbacka (Halland, in a Göteborg area)
+    assert postcode_to_county("76130") == "01"  # Norrtälje (Stockholm, in an Uppsala area)
     assert postcode_to_county("00123") is None and postcode_to_county("7021") is None

@@ -62,21 +62,33 @@ def test_everything_private_is_created_owner_only_whatever_the_umask(umask, hdp_
         for source in sources:
             stages.ingest_source(holder, source)  # raw zone, quarantine (with copies of originals)
         stages.pseudonymise(holder)  # key store, person_link, staging, research file
-    request = ReleaseRequest(request_id=3, project="p", purpose="scientific_research",
-                             holders=("ndr", "region_uppsala"),
-                             variables=("register_visit.birth_year", "condition.code"), output_tier="aggregate")
-    assemble(request, person_map=release_person_map(holder_ids=request.holders, release_domain=release_domain(3),
-                                                    settings=settings),
-             excluded_consent_keys=frozenset(), staging=settings.releases_dir / release_id_for(3),
-             settings=settings)  # consent link and cell keys in restricted/releases/
+    request = ReleaseRequest(
+        request_id=3,
+        project="p",
+        purpose="scientific_research",
+        holders=("ndr", "region_uppsala"),
+        variables=("register_visit.birth_year", "condition.code"),
+        output_tier="aggregate",
+    )
+    assemble(
+        request,
+        person_map=release_person_map(
+            holder_ids=request.holders, release_domain=release_domain(3), settings=settings
+        ),
+        excluded_consent_keys=frozenset(),
+        staging=settings.releases_dir / release_id_for(3),
+        settings=settings,
+    )  # consent link and cell keys in restricted/releases/
     # DuckDB's own files while a connection is open: the WAL and spill files
     with write_connection(settings.raw_db("ndr")) as con:
         spill = settings.ensure_restricted(settings.scratch_dir / "spill-test")
         con.execute("SET memory_limit = '64MB'")
         con.execute("SET threads = 1")
         con.execute(f"SET temp_directory = '{spill}'")
-        con.execute("CREATE TEMP TABLE big AS SELECT md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS v "
-                    "FROM range(1500000) t(i)")  # more than the memory limit: spilled
+        con.execute(
+            "CREATE TEMP TABLE big AS SELECT md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS v "
+            "FROM range(1500000) t(i)"
+        )  # more than the memory limit: spilled
         con.execute("CREATE TABLE wal_test AS SELECT 1 AS x")  # in the WAL until the connection closes
         open_now = _modes(settings.restricted)
         spilled = list(spill.iterdir())
@@ -96,12 +108,15 @@ def test_everything_private_is_created_owner_only_whatever_the_umask(umask, hdp_
     sqlite_files = [p for p in governance_db.parent.glob(governance_db.name + "*")]
     assert governance_db in sqlite_files
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in sqlite_files} == {
-        p.name: oct(PRIVATE_FILE_MODE) for p in sqlite_files}
+        p.name: oct(PRIVATE_FILE_MODE) for p in sqlite_files
+    }
     assert _modes(settings.audit_dir) == {}
     assert (settings.keys_dir / "keystore.json").exists()
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o000, 0o277], indirect=True, ids=["umask022", "umask000", "umask277"])
+@pytest.mark.parametrize(
+    "umask", [0o022, 0o000, 0o277], indirect=True, ids=["umask022", "umask000", "umask277"]
+)
 def test_private_dirs_and_files_whatever_the_umask(umask, tmp_path):
     top = tmp_path / "zone"
     leaf = ensure_private_dir(top / "a" / "b", top=top)

@@ -19,11 +19,17 @@ from pseudonymise.raw_fixtures import EXTRACT_DATE, pnr
 KEY = secrets.token_bytes(32)
 PSEUDO = Pseudonymiser(KEY, key_id="k-test")
 
-_valid = st.builds(lambda y, m, d, s: pnr(f"{y:04d}{m:02d}{d:02d}", f"{s:03d}"),
-                   st.integers(1930, 2020), st.integers(1, 12), st.integers(1, 28), st.integers(0, 999))
+_valid = st.builds(
+    lambda y, m, d, s: pnr(f"{y:04d}{m:02d}{d:02d}", f"{s:03d}"),
+    st.integers(1930, 2020),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.integers(0, 999),
+)
 _forms = _valid.flatmap(lambda v: st.sampled_from([v, f"{v[:8]}-{v[8:]}", f"{v[2:8]}-{v[8:]}", f" {v} "]))
-_values = st.lists(st.one_of(_forms, st.text(max_size=14), st.from_regex(r"\A\d{8}-?\d{4}\Z")), unique=True,
-                   max_size=40)
+_values = st.lists(
+    st.one_of(_forms, st.text(max_size=14), st.from_regex(r"\A\d{8}-?\d{4}\Z")), unique=True, max_size=40
+)
 
 
 @given(_values, st.lists(st.booleans(), min_size=40, max_size=40))
@@ -40,10 +46,15 @@ def test_pseudonyms_equal_hmac_of_the_normalised_identifier(values, flags):
         else:
             want = hmac.new(KEY, parsed.normalised.encode(), hashlib.sha256).hexdigest()
             assert row["person_id"] == want and row["normalised"] == parsed.normalised
-            assert (row["birth_year"], row["sex"], row["id_type"]) == (parsed.birth_date.year, parsed.sex,
-                                                                         parsed.kind)
+            assert (row["birth_year"], row["sex"], row["id_type"]) == (
+                parsed.birth_date.year,
+                parsed.sex,
+                parsed.kind,
+            )
             if used:
                 expected_link.add((want, parsed.normalised))
-    _, link = person_map(arr, PSEUDO, reference_date=EXTRACT_DATE, used=pa.array(flags[:len(values)], pa.bool_()))
+    _, link = person_map(
+        arr, PSEUDO, reference_date=EXTRACT_DATE, used=pa.array(flags[: len(values)], pa.bool_())
+    )
     got = list(zip(link["person_id"].to_pylist(), link["personnummer"].to_pylist(), strict=True))
     assert len(got) == len(set(got)) and set(got) == expected_link

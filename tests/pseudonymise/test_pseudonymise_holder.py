@@ -9,12 +9,39 @@ from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from pseudonymise.raw_fixtures import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
 
 RESEARCH = {
-    "register_visit": ["person_id", "birth_year", "sex", "id_type", "county", "visit_date", "diabetes_type",
-                       "hba1c_mmol_mol", "bmi", "systolic_bp", "diastolic_bp", "smoking", "treatment"],
-    "prom_response": ["person_id", "birth_year", "sex", "id_type", "visit_date", "eq5d_mobility", "eq5d_self_care",
-                      "eq5d_usual_activities", "eq5d_pain_discomfort", "eq5d_anxiety_depression", "eq_vas",
-                      "prem_respect", "prem_involvement", "prem_information", "prem_accessibility",
-                      "prem_overall"],
+    "register_visit": [
+        "person_id",
+        "birth_year",
+        "sex",
+        "id_type",
+        "county",
+        "visit_date",
+        "diabetes_type",
+        "hba1c_mmol_mol",
+        "bmi",
+        "systolic_bp",
+        "diastolic_bp",
+        "smoking",
+        "treatment",
+    ],
+    "prom_response": [
+        "person_id",
+        "birth_year",
+        "sex",
+        "id_type",
+        "visit_date",
+        "eq5d_mobility",
+        "eq5d_self_care",
+        "eq5d_usual_activities",
+        "eq5d_pain_discomfort",
+        "eq5d_anxiety_depression",
+        "eq_vas",
+        "prem_respect",
+        "prem_involvement",
+        "prem_information",
+        "prem_accessibility",
+        "prem_overall",
+    ],
     "patient": ["person_id", "birth_year", "sex", "id_type", "county", "deceased_year"],
     "encounter": ["person_id", "encounter_id", "status", "class_code", "start_time", "end_time"],
     "condition": ["person_id", "encounter_id", "code_system", "code", "recorded_date"],
@@ -35,9 +62,13 @@ def _columns(path):
     try:
         out = {}
         for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
-            out[t] = [r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-                [t]).fetchall()]
+            out[t] = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                    [t],
+                ).fetchall()
+            ]
         return out
     finally:
         con.close()
@@ -48,34 +79,42 @@ def test_ndr_research_zone_contract(hdp_home, kek_env):
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.rows_in == 9 and result.rows_out == 6
     assert result.quarantined == 3
-    assert result.quarantined_by_reason == {"identifier.bad_checksum": 1, "identifier.impossible_date": 1,
-                                            "identifier.unknown_format": 1}
+    assert result.quarantined_by_reason == {
+        "identifier.bad_checksum": 1,
+        "identifier.impossible_date": 1,
+        "identifier.unknown_format": 1,
+    }
     assert result.persons == 3
     cols = _columns(hdp_home.research_db("ndr"))
     assert cols == {t: RESEARCH[t] for t in ("register_visit", "prom_response")}
-    rows = _read(hdp_home.research_db("ndr"),
-                 "SELECT person_id, birth_year, sex, id_type, county FROM register_visit ORDER BY visit_date")
+    rows = _read(
+        hdp_home.research_db("ndr"),
+        "SELECT person_id, birth_year, sex, id_type, county FROM register_visit ORDER BY visit_date",
+    )
     anna1, bertil, cesar, anna2 = rows
-    assert anna1[0] == anna2[0] and anna1[0] != bertil[0]          # two forms of one identifier link
+    assert anna1[0] == anna2[0] and anna1[0] != bertil[0]  # two forms of one identifier link
     assert len(anna1[0]) == 64 and all(c in "0123456789abcdef" for c in anna1[0])
     assert anna1[1:] == (1950, "F", "personnummer", "03")
     assert bertil[1:] == (1981, "M", "personnummer", "12")
-    assert cesar[1:] == (1970, "M", "samordningsnummer", None)     # 99999: unknown county, not a guess
+    assert cesar[1:] == (1970, "M", "samordningsnummer", None)  # 99999: unknown county, not a guess
     prom = dict(_read(hdp_home.research_db("ndr"), "SELECT eq_vas, person_id FROM prom_response"))
-    assert prom[80] == anna1[0] and prom[65] == bertil[0]          # linked across sources
+    assert prom[80] == anna1[0] and prom[65] == bertil[0]  # linked across sources
 
 
 def test_quarantine_keeps_originals_with_reason_and_position(hdp_home, kek_env):
     build_ndr(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)
-    q = _read(hdp_home.raw_db("ndr"), """SELECT stage, holder, source, source_file, line_no, reason_code, detail,
-        CAST(original AS VARCHAR) FROM quarantine ORDER BY line_no""")
+    q = _read(
+        hdp_home.raw_db("ndr"),
+        """SELECT stage, holder, source, source_file, line_no, reason_code, detail,
+        CAST(original AS VARCHAR) FROM quarantine ORDER BY line_no""",
+    )
     assert [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in q] == [
         ("pseudonymise", "ndr", "register", "register/ndr_visits.csv", 6, "identifier.bad_checksum"),
         ("pseudonymise", "ndr", "register", "register/ndr_visits.csv", 7, "identifier.impossible_date"),
         ("pseudonymise", "ndr", "register", "register/ndr_visits.csv", 8, "identifier.unknown_format"),
     ]
-    assert BAD_SUM in q[0][7] and BAD_DATE in q[1][7]               # original kept for the operator
+    assert BAD_SUM in q[0][7] and BAD_DATE in q[1][7]  # original kept for the operator
     for r in q:
         assert BAD_SUM not in r[6] and BAD_DATE not in r[6] and "12345" not in r[6]
 
@@ -90,7 +129,9 @@ def test_person_link_and_rerun_is_identical(hdp_home, kek_env):
     assert sorted(_read(hdp_home.raw_db("ndr"), "SELECT * FROM person_link")) == link1
     assert sorted(_read(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str) == data1
     assert {p for _, p in link1} == {ANNA, BERTIL, CESAR}
-    assert _read(hdp_home.raw_db("ndr"), "SELECT count(*) FROM quarantine")[0][0] == 3   # replaced, not doubled
+    assert (
+        _read(hdp_home.raw_db("ndr"), "SELECT count(*) FROM quarantine")[0][0] == 3
+    )  # replaced, not doubled
     assert not list(hdp_home.research_db("ndr").parent.glob(".*tmp*"))
 
 
@@ -100,20 +141,27 @@ def test_region_fhir_tables(hdp_home, kek_env):
     db = hdp_home.research_db("region_uppsala")
     cols = _columns(db)
     assert cols == {t: RESEARCH[t] for t in ("patient", "encounter", "condition", "observation")}
-    patients = _read(db, "SELECT birth_year, sex, id_type, county, deceased_year FROM patient ORDER BY birth_year")
+    patients = _read(
+        db, "SELECT birth_year, sex, id_type, county, deceased_year FROM patient ORDER BY birth_year"
+    )
     assert patients == [(1950, "F", "personnummer", "03", None), (1981, "M", "personnummer", "03", 2025)]
     enc = _read(db, "SELECT person_id, encounter_id FROM encounter")
-    assert len(enc) == 4                                        # dangling and unresolvable kept
+    assert len(enc) == 4  # dangling and unresolvable kept
     assert sum(p is None for p, _ in enc) == 2
     assert result.unresolved_person_rows == 2
     assert all(len(e) == 64 for _, e in enc) and "e1" not in {e for _, e in enc}
     # condition/observation encounter ids join to encounter's pseudonyms
-    joined = _read(db, """SELECT count(*) FROM condition c JOIN encounter e USING (encounter_id)
-                          WHERE c.person_id = e.person_id""")
+    joined = _read(
+        db,
+        """SELECT count(*) FROM condition c JOIN encounter e USING (encounter_id)
+                          WHERE c.person_id = e.person_id""",
+    )
     assert joined == [(1,)]
     assert _read(db, "SELECT count(*) FROM condition WHERE encounter_id IS NULL") == [(1,)]
-    q = _read(hdp_home.raw_db("region_uppsala"),
-              "SELECT source, record_key, reason_code, source_file, line_no FROM quarantine")
+    q = _read(
+        hdp_home.raw_db("region_uppsala"),
+        "SELECT source, record_key, reason_code, source_file, line_no FROM quarantine",
+    )
     assert q == [("fhir", "Patient/p-bad", "identifier.bad_checksum", "fhir/Patient.ndjson", 3)]
 
 
@@ -124,7 +172,7 @@ def test_same_person_differs_between_holders(hdp_home, kek_env):
     pseudonymise_holder("region_uppsala", settings=hdp_home)
     ndr = {p for (p,) in _read(hdp_home.research_db("ndr"), "SELECT person_id FROM register_visit")}
     reg = {p for (p,) in _read(hdp_home.research_db("region_uppsala"), "SELECT person_id FROM patient")}
-    assert ndr and reg and not (ndr & reg)                      # holder domains are separate
+    assert ndr and reg and not (ndr & reg)  # holder domains are separate
 
 
 def test_no_identifier_or_name_outside_restricted(hdp_home, kek_env):
@@ -132,8 +180,22 @@ def test_no_identifier_or_name_outside_restricted(hdp_home, kek_env):
     build_region(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)
     pseudonymise_holder("region_uppsala", settings=hdp_home)
-    needles = [v.encode() for v in (ANNA, BERTIL, CESAR, ANNA[2:], BERTIL[2:], "Andersson", "Bertil", "75105",
-                                     "1950-01-01", "p-anna", "p-bertil")]
+    needles = [
+        v.encode()
+        for v in (
+            ANNA,
+            BERTIL,
+            CESAR,
+            ANNA[2:],
+            BERTIL[2:],
+            "Andersson",
+            "Bertil",
+            "75105",
+            "1950-01-01",
+            "p-anna",
+            "p-bertil",
+        )
+    ]
     for path in hdp_home.home.rglob("*"):
         if path.is_file() and hdp_home.restricted not in path.parents:
             blob = path.read_bytes()
@@ -146,10 +208,14 @@ def test_missing_raw_zone_is_clear_error(hdp_home, kek_env):
 
 
 def test_missing_identifier_is_quarantined(hdp_home, kek_env):
-    build_ndr(hdp_home, register_rows=[(None, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80,
-                                        "aldrig", "kost"),
-                                       ("  ", "A", "B", "75105", "2024-01-02", "typ2", 50.0, 25.0, 120, 80,
-                                        "aldrig", "kost")], prom_rows=[])
+    build_ndr(
+        hdp_home,
+        register_rows=[
+            (None, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80, "aldrig", "kost"),
+            ("  ", "A", "B", "75105", "2024-01-02", "typ2", 50.0, 25.0, 120, 80, "aldrig", "kost"),
+        ],
+        prom_rows=[],
+    )
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined_by_reason == {"identifier.missing": 2}
     assert result.tables == {"register_visit": 0, "prom_response": 0}
@@ -168,10 +234,12 @@ def test_no_key_material_in_any_file_or_log(hdp_home, kek_env, caplog):
         build_region(hdp_home)
         pseudonymise_holder("ndr", settings=hdp_home)
         pseudonymise_holder("region_uppsala", settings=hdp_home)
-        release_person_map(holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-1", settings=hdp_home)
+        release_person_map(
+            holder_ids=("ndr", "region_uppsala"), release_domain="release:rel-1", settings=hdp_home
+        )
     store = KeyStore(hdp_home)
     secrets_ = [store.key(k.key_id).secret for k in store.list()]
-    assert len(secrets_) == 4                         # two holders, the release, consent
+    assert len(secrets_) == 4  # two holders, the release, consent
     secrets_.append(base64.b64decode(os.environ["HDP_KEK"]))
     needles = [n for k in secrets_ for n in (k, k.hex().encode(), base64.b64encode(k))]
     for path in hdp_home.home.rglob("*"):
@@ -192,10 +260,14 @@ def test_stale_temporary_research_files_are_removed(hdp_home, kek_env):
 
 def test_null_identifier_among_valid_ones_is_quarantined(hdp_home, kek_env):
     """Every distinct value is valid, one row has none: that row is still found and quarantined."""
-    build_ndr(hdp_home, register_rows=[(ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80,
-                                        "aldrig", "kost"),
-                                       (None, "A", "B", "75105", "2024-01-02", "typ2", 50.0, 25.0, 120, 80,
-                                        "aldrig", "kost")], prom_rows=[])
+    build_ndr(
+        hdp_home,
+        register_rows=[
+            (ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80, "aldrig", "kost"),
+            (None, "A", "B", "75105", "2024-01-02", "typ2", 50.0, 25.0, 120, 80, "aldrig", "kost"),
+        ],
+        prom_rows=[],
+    )
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined_by_reason == {"identifier.missing": 1}
     assert result.tables == {"register_visit": 1, "prom_response": 0}
@@ -203,8 +275,12 @@ def test_null_identifier_among_valid_ones_is_quarantined(hdp_home, kek_env):
 
 
 def test_all_valid_identifiers_quarantine_nothing(hdp_home, kek_env):
-    build_ndr(hdp_home, register_rows=[(ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80,
-                                        "aldrig", "kost")])
+    build_ndr(
+        hdp_home,
+        register_rows=[
+            (ANNA, "A", "B", "75105", "2024-01-01", "typ2", 50.0, 25.0, 120, 80, "aldrig", "kost")
+        ],
+    )
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined == 0 and result.rows_out == result.rows_in == 3
 

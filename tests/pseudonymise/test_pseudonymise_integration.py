@@ -23,13 +23,19 @@ def test_identifier_defects_match_the_defect_manifest(hdp_home, kek_env):
         for source in sources:
             stages.ingest_source(holder, source)
         result = stages.pseudonymise(holder)
-        expected = {(d["defect_class"], d["file"], d["line"], d["record_key"]) for d in defects
-                    if d["holder"] == holder and d["defect_class"].startswith("identifier.")}
+        expected = {
+            (d["defect_class"], d["file"], d["line"], d["record_key"])
+            for d in defects
+            if d["holder"] == holder and d["defect_class"].startswith("identifier.")
+        }
         con = duckdb.connect(str(hdp_home.raw_db(holder)), read_only=True)
         try:
-            got = {tuple(r) for r in con.execute(
-                "SELECT reason_code, source_file, line_no, record_key FROM quarantine WHERE stage = 'pseudonymise'"
-            ).fetchall()}
+            got = {
+                tuple(r)
+                for r in con.execute(
+                    "SELECT reason_code, source_file, line_no, record_key FROM quarantine WHERE stage = 'pseudonymise'"
+                ).fetchall()
+            }
         finally:
             con.close()
         assert expected and got == expected
@@ -60,8 +66,9 @@ def test_quality_gate_then_pseudonymise_accounts_for_every_row(hdp_home, kek_env
         finally:
             con.close()
         assert gated > 0 and sum(result["excluded_by_quality"].values()) > 0, holder
-        assert result["rows_in"] == (result["rows_out"] + result["quarantined"]
-                                     + sum(result["excluded_by_quality"].values())), holder
+        assert result["rows_in"] == (
+            result["rows_out"] + result["quarantined"] + sum(result["excluded_by_quality"].values())
+        ), holder
         research = duckdb.connect(str(hdp_home.research_db(holder)), read_only=True)
         try:
             for table, written in result["tables"].items():

@@ -8,7 +8,7 @@ from pipelines.pseudonymise import pseudonymise_holder
 from pipelines.quality.gate import run_gate
 from pseudonymise.raw_fixtures import ANNA, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
 
-OUT_OF_RANGE_HBA1C = 900.0   # plausibility check register.hba1c_mmol_mol.range quarantines it
+OUT_OF_RANGE_HBA1C = 900.0  # plausibility check register.hba1c_mmol_mol.range quarantines it
 
 
 def _read(path, sql):
@@ -22,10 +22,34 @@ def _read(path, sql):
 def _ndr_rows():
     return [
         (ANNA, "Anna", "Andersson", "75105", "2024-03-01", "typ2", 52.0, 27.1, 130, 80, "aldrig", "kost"),
-        (BERTIL, "Bertil", "Berg", "21119", "2024-04-02", "typ1", OUT_OF_RANGE_HBA1C, 23.0, 120, 75, "daglig",
-         "insulin"),
-        (CESAR, "Cesar", "Carlsson", "75105", "2024-05-03", "typ2", OUT_OF_RANGE_HBA1C, 31.0, 140, 90,
-         "tidigare", "glp1"),
+        (
+            BERTIL,
+            "Bertil",
+            "Berg",
+            "21119",
+            "2024-04-02",
+            "typ1",
+            OUT_OF_RANGE_HBA1C,
+            23.0,
+            120,
+            75,
+            "daglig",
+            "insulin",
+        ),
+        (
+            CESAR,
+            "Cesar",
+            "Carlsson",
+            "75105",
+            "2024-05-03",
+            "typ2",
+            OUT_OF_RANGE_HBA1C,
+            31.0,
+            140,
+            90,
+            "tidigare",
+            "glp1",
+        ),
         (CESAR, "Cesar", "Carlsson", "75105", "2024-06-03", "typ2", 48.0, 31.0, 140, 90, "tidigare", "glp1"),
         (BAD_SUM, "X", "Y", "70210", "2024-06-04", "typ2", 50.0, 25.0, 125, 80, "aldrig", "kost"),
     ]
@@ -34,15 +58,22 @@ def _ndr_rows():
 def test_quality_quarantined_rows_do_not_reach_research_zone(hdp_home, kek_env):
     build_ndr(hdp_home, register_rows=_ndr_rows())
     run_gate("raw", holder_id="ndr", run_id="test-raw", settings=hdp_home, render_docs=False)
-    flagged = _read(hdp_home.raw_db("ndr"), """SELECT DISTINCT source_file, line_no FROM quarantine
-        WHERE stage = 'quality' AND check_id = 'register.hba1c_mmol_mol.range' ORDER BY line_no""")
+    flagged = _read(
+        hdp_home.raw_db("ndr"),
+        """SELECT DISTINCT source_file, line_no FROM quarantine
+        WHERE stage = 'quality' AND check_id = 'register.hba1c_mmol_mol.range' ORDER BY line_no""",
+    )
     assert flagged == [("register/ndr_visits.csv", 3), ("register/ndr_visits.csv", 4)]
 
     result = pseudonymise_holder("ndr", settings=hdp_home)
     db = hdp_home.research_db("ndr")
-    assert _read(db, f"SELECT count(*) FROM register_visit WHERE hba1c_mmol_mol = {OUT_OF_RANGE_HBA1C}") == [(0,)]
+    assert _read(db, f"SELECT count(*) FROM register_visit WHERE hba1c_mmol_mol = {OUT_OF_RANGE_HBA1C}") == [
+        (0,)
+    ]
     assert sorted(_read(db, "SELECT visit_date::VARCHAR, hba1c_mmol_mol FROM register_visit")) == [
-        ("2024-03-01", 52.0), ("2024-06-03", 48.0)]
+        ("2024-03-01", 52.0),
+        ("2024-06-03", 48.0),
+    ]
     # the invalid identifier (caught by the gate's identifier check too) still gets its own record
     assert result.quarantined_by_reason == {"identifier.bad_checksum": 1}
     assert result.excluded_by_quality == {"register_visit": 2, "prom_response": 0}
@@ -77,8 +108,12 @@ def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
     build_region(hdp_home)
     # the gate's foreign-key check quarantines the encounter of the missing patient (Encounter/e3)
     run_gate("raw", holder_id="region_uppsala", run_id="test-raw", settings=hdp_home, render_docs=False)
-    keys = {k for (k,) in _read(hdp_home.raw_db("region_uppsala"),
-                                "SELECT record_key FROM quarantine WHERE stage = 'quality'")}
+    keys = {
+        k
+        for (k,) in _read(
+            hdp_home.raw_db("region_uppsala"), "SELECT record_key FROM quarantine WHERE stage = 'quality'"
+        )
+    }
     assert "Encounter/e3" in keys
     excluded_encounters = {k for k in keys if k.startswith("Encounter/")}
     result = pseudonymise_holder("region_uppsala", settings=hdp_home)

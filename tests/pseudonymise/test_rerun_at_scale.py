@@ -15,16 +15,23 @@ ROWS, PERSONS = 200_000, 20_000
 def _fingerprint(path) -> tuple:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return tuple(con.execute(f"SELECT count(*), md5(string_agg(s, '|' ORDER BY s)) "
-                                 f"FROM (SELECT CAST(t AS VARCHAR) AS s FROM {t} t)").fetchall()[0]
-                     for t in ("register_visit", "prom_response"))
+        return tuple(
+            con.execute(
+                f"SELECT count(*), md5(string_agg(s, '|' ORDER BY s)) "
+                f"FROM (SELECT CAST(t AS VARCHAR) AS s FROM {t} t)"
+            ).fetchall()[0]
+            for t in ("register_visit", "prom_response")
+        )
     finally:
         con.close()
 
 
 def test_rerun_on_a_large_table_is_identical(hdp_home, kek_env):
     build_ndr(hdp_home)
-    ids = [pnr(f"19{40 + i % 60:02d}{1 + i % 12:02d}{1 + i % 28:02d}", f"{1 + i % 999:03d}") for i in range(PERSONS)]  # serial 000 is never issued
+    ids = [
+        pnr(f"19{40 + i % 60:02d}{1 + i % 12:02d}{1 + i % 28:02d}", f"{1 + i % 999:03d}")
+        for i in range(PERSONS)
+    ]  # serial 000 is never issued
     con = duckdb.connect(str(hdp_home.raw_db("ndr")))
     con.register("ids", pa.table({"k": pa.array(range(PERSONS)), "v": pa.array(ids)}))
     con.execute(f"""INSERT INTO register_visit SELECT v, 'A', 'B', lpad(CAST(10000 + i % 89000 AS VARCHAR), 5, '0'),

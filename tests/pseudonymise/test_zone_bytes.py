@@ -27,8 +27,12 @@ RUNS = [(1, 1500), (2, 2000), (3, 1200), (4, 2500), (5, 1800), (6, 1000)]
 def test_no_identifier_name_or_address_in_any_byte_outside_restricted(tmp_path):
     results = {}
     for seed, persons in RUNS:
-        proc = subprocess.run([sys.executable, str(SCENARIO), str(tmp_path / f"home{seed}"), str(seed), str(persons)],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(SCENARIO), str(tmp_path / f"home{seed}"), str(seed), str(persons)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[(seed, persons)] = json.loads(proc.stdout.strip().splitlines()[-1])
     for run, result in results.items():
@@ -43,7 +47,9 @@ def test_the_clean_writer_is_a_fresh_isolated_process_without_the_callers_enviro
     from pipelines import clean_writer
 
     monkeypatch.setenv("HDP_KEK", "c2VjcmV0")
-    duckdb.connect().execute(f"COPY (SELECT 1 AS x, NULL::VARCHAR AS y) TO '{tmp_path / 't.parquet'}' (FORMAT parquet)")
+    duckdb.connect().execute(
+        f"COPY (SELECT 1 AS x, NULL::VARCHAR AS y) TO '{tmp_path / 't.parquet'}' (FORMAT parquet)"
+    )
     seen = {}
     real_run = subprocess.run
 
@@ -54,8 +60,11 @@ def test_the_clean_writer_is_a_fresh_isolated_process_without_the_callers_enviro
     monkeypatch.setattr(clean_writer.subprocess, "run", spy)
     target = tmp_path / "out.duckdb"
     counts = clean_writer.write_duckdb(
-        target, [clean_writer.TableSource("t", tmp_path / "t.parquet", 'CREATE TABLE "t" (x BIGINT, y VARCHAR)')],
-        temp_directory=tmp_path, threads=1)
+        target,
+        [clean_writer.TableSource("t", tmp_path / "t.parquet", 'CREATE TABLE "t" (x BIGINT, y VARCHAR)')],
+        temp_directory=tmp_path,
+        threads=1,
+    )
     assert counts == {"t": 1}
     assert seen["args"][:2] == [sys.executable, "-I"]  # exec'd, isolated: not a fork of this heap
     assert not any(k.startswith(("HDP_", "AIRFLOW", "PYTHON")) for k in seen["env"])

@@ -50,13 +50,25 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list) -> None:
 
     if not rows:
         return
-    cols = [c for (c,) in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()]
-    types = [t for (t,) in con.execute(
-        "SELECT data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]).fetchall()]
+    cols = [
+        c
+        for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).fetchall()
+    ]
+    types = [
+        t
+        for (t,) in con.execute(
+            "SELECT data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).fetchall()
+    ]
     data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
-    tmp = pa.table({c: pa.array(v, from_pandas=True) if any(x is not None for x in v) else pa.nulls(len(v))
-                    for c, v in data.items()})
+    tmp = pa.table(
+        {
+            c: pa.array(v, from_pandas=True) if any(x is not None for x in v) else pa.nulls(len(v))
+            for c, v in data.items()
+        }
+    )
     con.register("_rows", tmp)
     casts = ", ".join(f'CAST("{c}" AS {t})' for c, t in zip(cols, types, strict=True))
     con.execute(f"INSERT INTO {table} SELECT {casts} FROM _rows")
@@ -65,8 +77,9 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list) -> None:
 
 def write_delivery(landing: Path, holder: str) -> None:
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "delivery.json").write_text(json.dumps({"holder": holder, "extract_date": EXTRACT.isoformat(),
-                                                        "files": []}))
+    (landing / "delivery.json").write_text(
+        json.dumps({"holder": holder, "extract_date": EXTRACT.isoformat(), "files": []})
+    )
 
 
 def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, list[int]]:
@@ -77,16 +90,32 @@ def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, 
     for i, pnr in enumerate(pnrs):
         line = i + 2
         visit = date(2015, 1, 1) + timedelta(days=i * 5)
-        rows.append([pnr, "Anna", "Svensson", "752 37", visit, "typ2", 52.0 + i % 30, 27.5, 135, 82,
-                     "aldrig", "tabletter", "register/ndr_visits.csv", line])
+        rows.append(
+            [
+                pnr,
+                "Anna",
+                "Svensson",
+                "752 37",
+                visit,
+                "typ2",
+                52.0 + i % 30,
+                27.5,
+                135,
+                82,
+                "aldrig",
+                "tabletter",
+                "register/ndr_visits.csv",
+                line,
+            ]
+        )
     if defects:
-        rows[5][6] = 913.37                # HbA1c out of range
+        rows[5][6] = 913.37  # HbA1c out of range
         lines["value.out_of_range"] = [rows[5][13]]
-        rows[7][6] = 6.837                  # HbA1c in DCCT %
+        rows[7][6] = 6.837  # HbA1c in DCCT %
         lines["value.wrong_unit"] = [rows[7][13]]
         rows[9][0] = rows[9][0][:-1] + str((int(rows[9][0][-1]) + 1) % 10)  # Luhn digit wrong
         lines["identifier.bad_checksum"] = [rows[9][13]]
-        rows[11][0] = rows[11][0][:4] + "13" + rows[11][0][6:]               # month 13
+        rows[11][0] = rows[11][0][:4] + "13" + rows[11][0][6:]  # month 13
         lines["identifier.impossible_date"] = [rows[11][13]]
     con = duckdb.connect(str(db))
     con.execute("""CREATE OR REPLACE TABLE register_visit (personnummer VARCHAR, first_name VARCHAR,
@@ -100,22 +129,55 @@ def build_ndr_raw(db: Path, *, n: int = 400, defects: bool = True) -> dict[str, 
         prem_information VARCHAR, prem_accessibility VARCHAR, prem_overall VARCHAR, _source_file VARCHAR, _line_no BIGINT)""")
     prom = []
     for i in range(0, n, 2):
-        prom.append([rows[i][0], rows[i][4], 1, 2, 1, 3, 1, 80, "5", "4", "ej aktuellt", "3", "5",
-                     "prom/prom_visits.csv", i // 2 + 2])
+        prom.append(
+            [
+                rows[i][0],
+                rows[i][4],
+                1,
+                2,
+                1,
+                3,
+                1,
+                80,
+                "5",
+                "4",
+                "ej aktuellt",
+                "3",
+                "5",
+                "prom/prom_visits.csv",
+                i // 2 + 2,
+            ]
+        )
     if defects:
-        prom[4][2] = 7                      # EQ-5D level 7
-        prom[6][7] = 151                    # VAS 151
+        prom[4][2] = 7  # EQ-5D level 7
+        prom[6][7] = 151  # VAS 151
         lines["prom.out_of_range"] = [prom[4][14], prom[6][14]]
     _insert(con, "prom_response", prom)
     quarantine.ensure_table(con)
     con.execute("DELETE FROM quarantine")
     if defects:
-        quarantine.add(con, [
-            quarantine.QuarantineRecord(stage="ingest", holder="ndr", source="register", reason_code="csv.duplicate",
-                                        source_file="register/ndr_visits.csv", line_no=n + 2, original=b"x"),
-            quarantine.QuarantineRecord(stage="ingest", holder="ndr", source="register", reason_code="encoding.not_utf8",
-                                        source_file="register/extra.csv", original_path="q/extra.csv"),
-        ])
+        quarantine.add(
+            con,
+            [
+                quarantine.QuarantineRecord(
+                    stage="ingest",
+                    holder="ndr",
+                    source="register",
+                    reason_code="csv.duplicate",
+                    source_file="register/ndr_visits.csv",
+                    line_no=n + 2,
+                    original=b"x",
+                ),
+                quarantine.QuarantineRecord(
+                    stage="ingest",
+                    holder="ndr",
+                    source="register",
+                    reason_code="encoding.not_utf8",
+                    source_file="register/extra.csv",
+                    original_path="q/extra.csv",
+                ),
+            ],
+        )
     con.close()
     return lines
 
@@ -147,25 +209,62 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         encounter_id VARCHAR, authored DATE, mobility INTEGER, self_care INTEGER, usual_activities INTEGER,
         pain_discomfort INTEGER, anxiety_depression INTEGER, eq_vas INTEGER)""")
     keys: dict[str, list[str]] = {}
-    acc: dict[str, list] = {t: [] for t in ("fhir_patient", "fhir_resource", "fhir_encounter", "fhir_condition",
-                                           "fhir_observation", "fhir_medication_request", "fhir_procedure",
-                                           "fhir_eq5d_response")}
+    acc: dict[str, list] = {
+        t: []
+        for t in (
+            "fhir_patient",
+            "fhir_resource",
+            "fhir_encounter",
+            "fhir_condition",
+            "fhir_observation",
+            "fhir_medication_request",
+            "fhir_procedure",
+            "fhir_eq5d_response",
+        )
+    }
     for i, pnr in enumerate(pnrs):
         pid = f"p{i}"
         birth = date(int(pnr[:4]), int(pnr[4:6]), int(pnr[6:8]))
-        acc["fhir_patient"].append((pid, "http://electronichealth.se/identifier/personnummer", pnr, "Svensson", "Anna",
-                                    "female", birth, "752 37", None))
-        acc["fhir_resource"].append(("Patient", pid, json.dumps({"resourceType": "Patient", "id": pid}),
-                                     "fhir/Patient.ndjson", i + 1))
+        acc["fhir_patient"].append(
+            (
+                pid,
+                "http://electronichealth.se/identifier/personnummer",
+                pnr,
+                "Svensson",
+                "Anna",
+                "female",
+                birth,
+                "752 37",
+                None,
+            )
+        )
+        acc["fhir_resource"].append(
+            ("Patient", pid, json.dumps({"resourceType": "Patient", "id": pid}), "fhir/Patient.ndjson", i + 1)
+        )
         start = datetime(2018, 1, 1) + timedelta(days=i * 7)
         acc["fhir_encounter"].append((f"e{i}", pid, "finished", "AMB", start, start + timedelta(hours=1)))
         acc["fhir_resource"].append(("Encounter", f"e{i}", "{}", "fhir/Encounter.ndjson", i + 1))
-        acc["fhir_condition"].append((f"c{i}", pid, f"e{i}", "http://hl7.org/fhir/sid/icd-10-se", "E11.9", start.date()))
-        acc["fhir_observation"].append((f"o{i}", pid, f"e{i}", "http://www.npu-terminology.org", "NPU27300",
-                                        48.0 + i % 20, "mmol/mol", start))
-        acc["fhir_medication_request"].append((f"m{i}", pid, f"e{i}", "http://www.whocc.no/atc", "A10BA02", start.date(),
-                                               "active"))
-        acc["fhir_procedure"].append((f"x{i}", pid, f"e{i}", "urn:oid:1.2.752.116.1.3.2.1.4", "AF037", start.date()))
+        acc["fhir_condition"].append(
+            (f"c{i}", pid, f"e{i}", "http://hl7.org/fhir/sid/icd-10-se", "E11.9", start.date())
+        )
+        acc["fhir_observation"].append(
+            (
+                f"o{i}",
+                pid,
+                f"e{i}",
+                "http://www.npu-terminology.org",
+                "NPU27300",
+                48.0 + i % 20,
+                "mmol/mol",
+                start,
+            )
+        )
+        acc["fhir_medication_request"].append(
+            (f"m{i}", pid, f"e{i}", "http://www.whocc.no/atc", "A10BA02", start.date(), "active")
+        )
+        acc["fhir_procedure"].append(
+            (f"x{i}", pid, f"e{i}", "urn:oid:1.2.752.116.1.3.2.1.4", "AF037", start.date())
+        )
         acc["fhir_eq5d_response"].append((f"q{i}", pid, f"e{i}", start.date(), 1, 1, 2, 2, 1, 75))
     for table, rows in acc.items():
         _insert(con, table, rows)
@@ -173,22 +272,37 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         con.execute("UPDATE fhir_encounter SET patient_id = 'ghost' WHERE encounter_id = 'e3'")
         keys["fhir.dangling_reference"] = ["Encounter/e3"]
         con.execute("UPDATE fhir_condition SET code = 'E19.9' WHERE condition_id = 'c4'")
-        con.execute("UPDATE fhir_medication_request SET atc_code = 'C99ZZ01' WHERE medication_request_id = 'm5'")
+        con.execute(
+            "UPDATE fhir_medication_request SET atc_code = 'C99ZZ01' WHERE medication_request_id = 'm5'"
+        )
         keys["code.unknown"] = ["Condition/c4", "MedicationRequest/m5"]
         # Checks that quarantine their failing rows block only on a systemic share (> 5 %), so the
         # unit and VAS errors hit 4 of 60 rows: enough to block, as a switched unit would.
         wrong_unit, bad_vas = ["o6", "o10", "o11", "o12"], ["q7", "q20", "q21", "q22"]
-        con.execute(f"UPDATE fhir_observation SET value = 7.137, unit = '%' WHERE observation_id IN {tuple(wrong_unit)}")
+        con.execute(
+            f"UPDATE fhir_observation SET value = 7.137, unit = '%' WHERE observation_id IN {tuple(wrong_unit)}"
+        )
         keys["value.wrong_unit"] = [f"Observation/{k}" for k in wrong_unit]
-        con.execute(f"UPDATE fhir_eq5d_response SET eq_vas = 157 WHERE questionnaire_response_id IN {tuple(bad_vas)}")
+        con.execute(
+            f"UPDATE fhir_eq5d_response SET eq_vas = 157 WHERE questionnaire_response_id IN {tuple(bad_vas)}"
+        )
         keys["value.out_of_range"] = [f"QuestionnaireResponse/{k}" for k in bad_vas]
     quarantine.ensure_table(con)
     con.execute("DELETE FROM quarantine")
     if defects:
-        quarantine.add(con, [
-            quarantine.QuarantineRecord(stage="ingest", holder="region_uppsala", source="fhir",
-                                        reason_code="json.malformed", source_file="fhir/Observation.ndjson", line_no=9),
-        ])
+        quarantine.add(
+            con,
+            [
+                quarantine.QuarantineRecord(
+                    stage="ingest",
+                    holder="region_uppsala",
+                    source="fhir",
+                    reason_code="json.malformed",
+                    source_file="fhir/Observation.ndjson",
+                    line_no=9,
+                ),
+            ],
+        )
     con.close()
     return keys
 
@@ -199,7 +313,12 @@ def build_research(db: Path, raw_db: Path) -> None:
     con = duckdb.connect(str(db))
     con.execute(f"ATTACH '{raw_db}' AS raw (READ_ONLY)")
     con.create_function("pseud", pseudonym, ["VARCHAR"], "VARCHAR")
-    tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'raw'").fetchall()}
+    tables = {
+        t
+        for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'raw'"
+        ).fetchall()
+    }
     if "register_visit" in tables:
         con.execute("""CREATE OR REPLACE TABLE register_visit AS SELECT pseud(personnummer) AS person_id,
             CAST(left(personnummer, 4) AS INTEGER) AS birth_year, 'K' AS sex, 'personnummer' AS id_type, '03' AS county,
@@ -239,7 +358,9 @@ def build_release(release_dir: Path, research: dict[str, Path]) -> Path:
     by_table: dict[str, list[str]] = {}
     for holder_id, path in research.items():
         con.execute(f"ATTACH '{path}' AS {holder_id} (READ_ONLY)")
-        for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [holder_id]).fetchall():
+        for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [holder_id]
+        ).fetchall():
             by_table.setdefault(t, []).append(holder_id)
     for table, hs in by_table.items():
         union = " UNION ALL ".join(f"SELECT '{h}' AS holder, * FROM {h}.{table}" for h in hs)

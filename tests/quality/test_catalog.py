@@ -12,9 +12,21 @@ from hypothesis import strategies as st
 from pipelines.quality import catalog
 from pipelines.quality.catalog import CheckLibraryError, Threshold, parse_check
 
-BASE = {"id": "x.y.range", "kind": "range", "column": "bmi", "min": 12, "max": 80, "category": "plausibility",
-        "subcategory": "atemporal", "source": "register", "zones": ["raw"], "table": "register_visit",
-        "severity": "blocking", "threshold": {"max_failed_share": 0.01}, "note": "why"}
+BASE = {
+    "id": "x.y.range",
+    "kind": "range",
+    "column": "bmi",
+    "min": 12,
+    "max": 80,
+    "category": "plausibility",
+    "subcategory": "atemporal",
+    "source": "register",
+    "zones": ["raw"],
+    "table": "register_visit",
+    "severity": "blocking",
+    "threshold": {"max_failed_share": 0.01},
+    "note": "why",
+}
 
 
 def test_library_loads_with_unique_ids_notes_and_thresholds():
@@ -33,12 +45,40 @@ def test_every_zone_and_kahn_category_is_covered():
         assert cats == {"conformance", "completeness", "plausibility"}, zone
 
 
-@pytest.mark.parametrize("zone,tables", [
-    ("raw", {"register_visit", "prom_response", "fhir_patient", "fhir_encounter", "fhir_condition", "fhir_observation",
-             "fhir_medication_request", "fhir_procedure", "fhir_eq5d_response", "fhir_resource"}),
-    ("research", {"register_visit", "prom_response", "patient", "encounter", "condition", "observation",
-                  "medication_request", "procedure", "eq5d_response"}),
-])
+@pytest.mark.parametrize(
+    "zone,tables",
+    [
+        (
+            "raw",
+            {
+                "register_visit",
+                "prom_response",
+                "fhir_patient",
+                "fhir_encounter",
+                "fhir_condition",
+                "fhir_observation",
+                "fhir_medication_request",
+                "fhir_procedure",
+                "fhir_eq5d_response",
+                "fhir_resource",
+            },
+        ),
+        (
+            "research",
+            {
+                "register_visit",
+                "prom_response",
+                "patient",
+                "encounter",
+                "condition",
+                "observation",
+                "medication_request",
+                "procedure",
+                "eq5d_response",
+            },
+        ),
+    ],
+)
 def test_every_contract_table_has_checks(zone, tables):
     covered = {c.table for c in catalog.checks_for(zone, None)}
     assert tables <= covered
@@ -49,7 +89,9 @@ def test_zone_overrides_apply():
     assert research["register.visit.unique"].params["columns"] == ["person_id", "visit_date"]
     raw = {c.id: c for c in catalog.checks_for("raw", ["fhir"])}
     assert raw["fhir.encounter.patient_ref"].table == "fhir_encounter"
-    assert {c.id: c for c in catalog.checks_for("research", ["fhir"])}["fhir.encounter.patient_ref"].table == "encounter"
+    assert {c.id: c for c in catalog.checks_for("research", ["fhir"])}[
+        "fhir.encounter.patient_ref"
+    ].table == "encounter"
     # only the raw zone may quarantine
     assert not any(c.quarantine for c in catalog.checks_for("research", None))
 
@@ -62,20 +104,23 @@ def test_source_applicability():
     assert "prom.visit.matches_register" not in {c.id for c in catalog.checks_for("research", ["prom"])}
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"kind": "nonsense"}, "unknown kind"),
-    ({"category": "beauty"}, "Kahn"),
-    ({"severity": "fatal"}, "severity"),
-    ({"threshold": {"max_failed_share": 1.5}}, "max_failed_share"),
-    ({"threshold": {"max_failed_share": 0.1, "max_failed_count": -1}}, "max_failed_count"),
-    ({"note": " "}, "note"),
-    ({"column": "bmi; DROP TABLE x"}, "plain identifier"),
-    ({"zones": ["staging"]}, "zones"),
-    ({"id": "NoDots"}, "dotted"),
-    ({"quarantine": True, "zones": ["research"]}, "quarantine"),
-    ({"overrides": {"release": {"severity": "warning"}}}, "override"),
-    ({"extra_field": 1}, "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"kind": "nonsense"}, "unknown kind"),
+        ({"category": "beauty"}, "Kahn"),
+        ({"severity": "fatal"}, "severity"),
+        ({"threshold": {"max_failed_share": 1.5}}, "max_failed_share"),
+        ({"threshold": {"max_failed_share": 0.1, "max_failed_count": -1}}, "max_failed_count"),
+        ({"note": " "}, "note"),
+        ({"column": "bmi; DROP TABLE x"}, "plain identifier"),
+        ({"zones": ["staging"]}, "zones"),
+        ({"id": "NoDots"}, "dotted"),
+        ({"quarantine": True, "zones": ["research"]}, "quarantine"),
+        ({"overrides": {"release": {"severity": "warning"}}}, "override"),
+        ({"extra_field": 1}, "unknown fields"),
+    ],
+)
 def test_malformed_checks_are_refused_with_a_reason(change, message):
     raw = {**copy.deepcopy(BASE), **change}
     with pytest.raises(CheckLibraryError, match=message):

@@ -22,10 +22,18 @@ pytest.importorskip("synthetic_data.generate", reason="synthetic_data.generate h
 pytest.importorskip("pipelines.ingest", reason="pipelines.ingest (CSV ingestion) has not landed yet")
 pytest.importorskip("pipelines.fhir.ingest", reason="pipelines.fhir.ingest has not landed yet")
 
-FHIR_TABLE = {"Patient": "patient", "Encounter": "encounter", "Condition": "condition", "Observation": "observation",
-              "MedicationRequest": "medication_request", "Procedure": "procedure",
-              "QuestionnaireResponse": "eq5d_response"}
-OBSERVATION_RANGES = {f"fhir.observation.{n}.range" for n in ("hba1c", "bmi", "systolic_bp", "diastolic_bp", "body_weight")}
+FHIR_TABLE = {
+    "Patient": "patient",
+    "Encounter": "encounter",
+    "Condition": "condition",
+    "Observation": "observation",
+    "MedicationRequest": "medication_request",
+    "Procedure": "procedure",
+    "QuestionnaireResponse": "eq5d_response",
+}
+OBSERVATION_RANGES = {
+    f"fhir.observation.{n}.range" for n in ("hba1c", "bmi", "systolic_bp", "diastolic_bp", "body_weight")
+}
 
 
 def expected_checks(d: dict) -> set[str]:
@@ -47,10 +55,19 @@ def expected_checks(d: dict) -> set[str]:
     if cls == "fhir.dangling_reference":
         return {f"fhir.{FHIR_TABLE[rtype]}.patient_ref", "fhir.flag.dangling_reference"}
     if cls == "code.unknown":
-        return {f"fhir.{FHIR_TABLE[rtype]}.{'atc' if col == 'atc_code' else 'code'}.known", "fhir.flag.code_unknown"}
-    return {{"json.malformed_line": "ingest.fhir.json_malformed", "file.not_utf8": f"ingest.{src}.encoding",
-             "file.truncated": f"ingest.{src}.truncated", "fhir.wrong_resource_type": "ingest.fhir.wrong_resource_type",
-             "fhir.invalid": "ingest.fhir.invalid"}[cls]}
+        return {
+            f"fhir.{FHIR_TABLE[rtype]}.{'atc' if col == 'atc_code' else 'code'}.known",
+            "fhir.flag.code_unknown",
+        }
+    return {
+        {
+            "json.malformed_line": "ingest.fhir.json_malformed",
+            "file.not_utf8": f"ingest.{src}.encoding",
+            "file.truncated": f"ingest.{src}.truncated",
+            "fhir.wrong_resource_type": "ingest.fhir.wrong_resource_type",
+            "fhir.invalid": "ingest.fhir.invalid",
+        }[cls]
+    }
 
 
 def _deliver(settings, *, defect_rate: float) -> None:
@@ -72,15 +89,20 @@ def test_every_injected_defect_is_caught_by_a_named_check(hdp_home):
     defects = [json.loads(line) for line in hdp_home.defect_manifest.read_text().splitlines() if line.strip()]
     from synthetic_data.defects import DEFECT_CLASSES
 
-    assert {d["defect_class"] for d in defects} == set(DEFECT_CLASSES), "the generator should inject every class"
-    results = {h.id: {c.id: c for c in run_gate("raw", holder_id=h.id, run_id="defects", render_docs=False).checks}
-               for h in holders()}
+    assert {d["defect_class"] for d in defects} == set(DEFECT_CLASSES), (
+        "the generator should inject every class"
+    )
+    results = {
+        h.id: {c.id: c for c in run_gate("raw", holder_id=h.id, run_id="defects", render_docs=False).checks}
+        for h in holders()
+    }
     library = {c.id: c for c in catalog.library()}
     quarantined: dict[str, list[tuple]] = {}
     for h in holders():
         with duckdb.connect(str(hdp_home.raw_db(h.id)), read_only=True) as con:
             quarantined[h.id] = con.execute(
-                "SELECT stage, source_file, line_no, record_key, reason_code, check_id FROM quarantine").fetchall()
+                "SELECT stage, source_file, line_no, record_key, reason_code, check_id FROM quarantine"
+            ).fetchall()
 
     caught_by_class: dict[str, set[str]] = defaultdict(set)
     missed = []
@@ -93,10 +115,15 @@ def test_every_injected_defect_is_caught_by_a_named_check(hdp_home):
             if stage == "quality":
                 hit = check_id in ids and (
                     (d["record_key"] is not None and record_key == d["record_key"])
-                    or (d["source"] != "fhir" and source_file == d["file"] and line_no == d["line"]))
+                    or (d["source"] != "fhir" and source_file == d["file"] and line_no == d["line"])
+                )
             else:
-                codes = {code for i in ids if library[i].kind == "quarantine_reason"
-                         for code in library[i].params["reason_codes"]}
+                codes = {
+                    code
+                    for i in ids
+                    if library[i].kind == "quarantine_reason"
+                    for code in library[i].params["reason_codes"]
+                }
                 hit = reason in codes and source_file == d["file"] and line_no == d["line"]
             if hit:
                 located = True
@@ -105,7 +132,9 @@ def test_every_injected_defect_is_caught_by_a_named_check(hdp_home):
         if counted and (located or flag_only):
             caught_by_class[d["defect_class"]] |= counted
         else:
-            missed.append((d["defect_class"], d["holder"], d["file"], d["line"], d["record_key"], sorted(ids)))
+            missed.append(
+                (d["defect_class"], d["holder"], d["file"], d["line"], d["record_key"], sorted(ids))
+            )
     assert not missed, missed[:10]
     assert set(caught_by_class) == set(DEFECT_CLASSES)
 

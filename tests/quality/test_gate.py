@@ -16,9 +16,14 @@ def by_id(result):
 
 def test_clean_zones_pass_everywhere_without_warnings(clean_zones):
     s = clean_zones["settings"]
-    results = [run_gate(z, holder_id=h, run_id="clean", render_docs=False)
-               for z in ("raw", "research") for h in ("ndr", "region_uppsala")]
-    results.append(run_gate("release", release_dir=clean_zones["release_dir"], run_id="clean", render_docs=False))
+    results = [
+        run_gate(z, holder_id=h, run_id="clean", render_docs=False)
+        for z in ("raw", "research")
+        for h in ("ndr", "region_uppsala")
+    ]
+    results.append(
+        run_gate("release", release_dir=clean_zones["release_dir"], run_id="clean", render_docs=False)
+    )
     for r in results:
         bad = [c.describe() for c in r.checks if c.verdict != "pass"]
         assert r.passed and not bad, (r.zone, r.scope, bad)
@@ -30,17 +35,19 @@ def test_raw_gate_catches_defects_and_quarantines_rows_with_check_ids(zones):
     s = zones["settings"]
     result = run_gate("raw", holder_id="ndr", run_id="r1", render_docs=False)
     checks = by_id(result)
-    assert checks["register.hba1c_mmol_mol.range"].failed_rows == 2     # 913.37 and the DCCT 6.837
+    assert checks["register.hba1c_mmol_mol.range"].failed_rows == 2  # 913.37 and the DCCT 6.837
     assert checks["register.hba1c_mmol_mol.unit"].failed_rows == 1
-    assert checks["register.personnummer.valid"].failed_rows == 2       # bad Luhn digit, month 13
+    assert checks["register.personnummer.valid"].failed_rows == 2  # bad Luhn digit, month 13
     assert checks["prom.eq5d_mobility.range"].failed_rows == 1
     assert checks["prom.eq_vas.range"].failed_rows == 1
     assert checks["ingest.register.duplicate"].failed_rows == 1
     assert checks["ingest.register.encoding"].verdict == "warn"
     assert result.passed  # all within the tolerated shares
     with duckdb.connect(str(s.raw_db("ndr")), read_only=True) as con:
-        rows = con.execute("SELECT check_id, reason_code, source_file, line_no, detail, original FROM quarantine "
-                           "WHERE stage = 'quality'").fetchall()
+        rows = con.execute(
+            "SELECT check_id, reason_code, source_file, line_no, detail, original FROM quarantine "
+            "WHERE stage = 'quality'"
+        ).fetchall()
     got = {(r[0], r[3]) for r in rows}
     lines = zones["ndr_lines"]
     assert ("register.hba1c_mmol_mol.range", lines["value.out_of_range"][0]) in got
@@ -58,10 +65,14 @@ def test_raw_gate_rerun_gives_the_same_result(zones):
     first = run_gate("raw", holder_id="region_uppsala", run_id="a", render_docs=False)
     second = run_gate("raw", holder_id="region_uppsala", run_id="b", render_docs=False)
     strip = [(c.id, c.failed_rows, c.total_rows, c.verdict, c.quarantined_rows) for c in first.checks]
-    assert strip == [(c.id, c.failed_rows, c.total_rows, c.verdict, c.quarantined_rows) for c in second.checks]
+    assert strip == [
+        (c.id, c.failed_rows, c.total_rows, c.verdict, c.quarantined_rows) for c in second.checks
+    ]
     with duckdb.connect(str(s.raw_db("region_uppsala")), read_only=True) as con:
         n = con.execute("SELECT count(*) FROM quarantine WHERE stage = 'quality'").fetchone()[0]
-        keys = {r[0] for r in con.execute("SELECT record_key FROM quarantine WHERE stage = 'quality'").fetchall()}
+        keys = {
+            r[0] for r in con.execute("SELECT record_key FROM quarantine WHERE stage = 'quality'").fetchall()
+        }
     assert n == second.quarantined_rows
     for k in zones["region_keys"]["fhir.dangling_reference"] + zones["region_keys"]["value.wrong_unit"]:
         assert k in keys
@@ -109,7 +120,10 @@ def test_missing_table_in_research_fails_closed(zones):
         con.execute("DROP TABLE prom_response")
     result = run_gate("research", holder_id="ndr", run_id="r4", render_docs=False)
     errors = {c.id: c for c in result.checks if c.verdict == "error"}
-    assert "prom.person_id.format" in errors and "missing: table prom_response" in errors["prom.person_id.format"].reason
+    assert (
+        "prom.person_id.format" in errors
+        and "missing: table prom_response" in errors["prom.person_id.format"].reason
+    )
     assert not result.passed
 
 
@@ -127,8 +141,10 @@ def test_identifier_leaking_into_research_blocks(zones):
     s = zones["settings"]
     with duckdb.connect(str(s.research_db("ndr"))) as con:
         con.execute("ALTER TABLE register_visit ADD COLUMN personnummer VARCHAR")
-        con.execute("UPDATE register_visit SET treatment = '19121212-1212' WHERE visit_date = (SELECT min(visit_date) "
-                    "FROM register_visit)")
+        con.execute(
+            "UPDATE register_visit SET treatment = '19121212-1212' WHERE visit_date = (SELECT min(visit_date) "
+            "FROM register_visit)"
+        )
     result = run_gate("research", holder_id="ndr", run_id="r6", render_docs=False)
     checks = by_id(result)
     assert checks["privacy.no_direct_identifier_columns"].verdict == "fail"
@@ -140,11 +156,23 @@ def test_identifier_leaking_into_research_blocks(zones):
 def test_a_check_whose_sql_fails_is_an_error_not_a_crash(zones, monkeypatch):
     from pipelines.quality import catalog
 
-    broken = catalog.parse_check({
-        "id": "test.broken.predicate", "kind": "predicate", "columns": ["bmi"],
-        "fail_when": "CAST(diabetes_type AS INTEGER) > 1", "description": "casts text to a number",
-        "category": "plausibility", "subcategory": "atemporal", "source": "register", "zones": ["raw"],
-        "table": "register_visit", "severity": "blocking", "threshold": {"max_failed_share": 0}, "note": "n"})
+    broken = catalog.parse_check(
+        {
+            "id": "test.broken.predicate",
+            "kind": "predicate",
+            "columns": ["bmi"],
+            "fail_when": "CAST(diabetes_type AS INTEGER) > 1",
+            "description": "casts text to a number",
+            "category": "plausibility",
+            "subcategory": "atemporal",
+            "source": "register",
+            "zones": ["raw"],
+            "table": "register_visit",
+            "severity": "blocking",
+            "threshold": {"max_failed_share": 0},
+            "note": "n",
+        }
+    )
     lib = catalog.library() + (broken,)
     monkeypatch.setattr(catalog, "library", lambda: lib)
     result = by_id(run_gate("raw", holder_id="ndr", run_id="r7", render_docs=False))
@@ -172,12 +200,17 @@ def test_quarantined_rows_can_be_kept_out_of_the_research_zone(zones):
     run_gate("raw", holder_id="ndr", run_id="q1", render_docs=False)
     run_gate("raw", holder_id="region_uppsala", run_id="q1", render_docs=False)
     with duckdb.connect(str(s.raw_db("ndr")), read_only=True) as con:
-        quarantined = con.execute("SELECT count(DISTINCT line_no) FROM quarantine WHERE stage = 'quality' "
-                                  "AND source = 'register'").fetchone()[0]
-        kept = con.execute(f"SELECT count(*), max(hba1c_mmol_mol) FROM register_visit AS t "
-                           f"WHERE {not_quarantined_sql('register_visit')}").fetchone()
+        quarantined = con.execute(
+            "SELECT count(DISTINCT line_no) FROM quarantine WHERE stage = 'quality' AND source = 'register'"
+        ).fetchone()[0]
+        kept = con.execute(
+            f"SELECT count(*), max(hba1c_mmol_mol) FROM register_visit AS t "
+            f"WHERE {not_quarantined_sql('register_visit')}"
+        ).fetchone()
     assert quarantined >= 4 and kept[0] == 400 - quarantined and kept[1] < 200
     with duckdb.connect(str(s.raw_db("region_uppsala")), read_only=True) as con:
-        left = con.execute(f"SELECT count(*) FROM fhir_observation AS o WHERE unit = '%' AND "
-                           f"{not_quarantined_sql('fhir_observation', 'o')}").fetchone()[0]
+        left = con.execute(
+            f"SELECT count(*) FROM fhir_observation AS o WHERE unit = '%' AND "
+            f"{not_quarantined_sql('fhir_observation', 'o')}"
+        ).fetchone()[0]
     assert left == 0

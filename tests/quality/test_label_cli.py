@@ -67,7 +67,9 @@ def test_cli_history_shows_drift_and_docs_prints_the_path(zones):
     with duckdb.connect(str(s.raw_db("ndr"))) as con:
         con.execute("UPDATE register_visit SET hba1c_mmol_mol = 999 WHERE _line_no BETWEEN 20 AND 29")
     run_gate("raw", holder_id="ndr", run_id="d2", render_docs=False)
-    out = CliRunner().invoke(quality, ["history", "--check", "register.hba1c_mmol_mol.range", "--holder", "ndr"])
+    out = CliRunner().invoke(
+        quality, ["history", "--check", "register.hba1c_mmol_mol.range", "--holder", "ndr"]
+    )
     assert out.exit_code == 0, out.output
     lines = [ln for ln in out.output.splitlines() if "register.hba1c_mmol_mol.range" in ln]
     assert len(lines) == 2
@@ -83,4 +85,8 @@ def test_cli_gate_exits_nonzero_when_blocked(zones):
     ok = CliRunner().invoke(quality, ["gate", "raw", "--holder", "ndr", "--run-id", "c1"])
     assert ok.exit_code == 0, ok.output
     blocked = CliRunner().invoke(quality, ["gate", "raw", "--holder", "region_uppsala", "--run-id", "c1"])
-    assert blocked.exit_code == 1 and "BLOCKED" in blocked.output and "fhir.observation.hba1c.unit" in blocked.output
+    assert (
+        blocked.exit_code == 1
+        and "BLOCKED" in blocked.output
+        and "fhir.observation.hba1c.unit" in blocked.output
+    )

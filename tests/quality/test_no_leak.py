@@ -78,8 +78,10 @@ def test_docs_results_and_logs_hold_no_identifier_or_health_value(zones, caplog)
     assert not leaks, leaks[:10]
     # the checks that saw these values did fail: the values were there to leak
     raw_region = next(r for r in results if r.zone == "raw" and r.scope == "region_uppsala")
-    assert {c.id for c in raw_region.checks if c.failed_rows} >= {"fhir.observation.hba1c.unit",
-                                                                 "fhir.condition.code.known"}
+    assert {c.id for c in raw_region.checks if c.failed_rows} >= {
+        "fhir.observation.hba1c.unit",
+        "fhir.condition.code.known",
+    }
 
 
 def test_gx_analytics_are_off_after_rendering(zones, monkeypatch):

@@ -45,8 +45,12 @@ def reference_valid(pnr: str, ref_year: int) -> bool:
         return False
     digits = "".join(ch for ch in pnr if ch.isdigit())
     born = reference_birth_date(pnr, ref_year)
-    return (luhn_ok(digits[-10:]) and born is not None and born <= date(ref_year, 12, 31)
-            and digits[-4:-1] != "000")
+    return (
+        luhn_ok(digits[-10:])
+        and born is not None
+        and born <= date(ref_year, 12, 31)
+        and digits[-4:-1] != "000"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +64,12 @@ def con():
 
 pnr_like = st.one_of(
     # well-formed shapes with random digits: exercises dates, samordningsnummer days and Luhn
-    st.builds(lambda cent, body, sep: cent + body[:6] + sep + body[6:],
-              st.sampled_from(["", "19", "20"]), st.text("0123456789", min_size=10, max_size=10),
-              st.sampled_from(["", "-", "+"])),
+    st.builds(
+        lambda cent, body, sep: cent + body[:6] + sep + body[6:],
+        st.sampled_from(["", "19", "20"]),
+        st.text("0123456789", min_size=10, max_size=10),
+        st.sampled_from(["", "-", "+"]),
+    ),
     st.text("0123456789-+ ", max_size=14),
 )
 
@@ -70,8 +77,9 @@ pnr_like = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(pnr_like, st.integers(1990, 2030))
 def test_personnummer_macro_matches_reference(con, pnr, ref_year):
-    valid, born = con.execute("SELECT hdp_pnr_valid(?, ?), hdp_pnr_birth_date(?, ?)",
-                              [pnr, ref_year, pnr, ref_year]).fetchone()
+    valid, born = con.execute(
+        "SELECT hdp_pnr_valid(?, ?), hdp_pnr_birth_date(?, ?)", [pnr, ref_year, pnr, ref_year]
+    ).fetchone()
     assert bool(valid) == reference_valid(pnr, ref_year)
     if reference_valid(pnr, ref_year):
         assert born == reference_birth_date(pnr, ref_year)
@@ -81,12 +89,23 @@ def test_known_test_personnummer_are_valid_and_altered_ones_are_not(con):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "synthetic_data" / "skatteverket_testpersonnummer.txt"
-    numbers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()[:2000] if line.strip().isdigit()]
+    numbers = [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()[:2000]
+        if line.strip().isdigit()
+    ]
     assert numbers
-    rows = con.execute("SELECT count_if(NOT hdp_pnr_valid(s, 2026)) FROM (SELECT unnest(?) AS s)", [numbers]).fetchone()
+    rows = con.execute(
+        "SELECT count_if(NOT hdp_pnr_valid(s, 2026)) FROM (SELECT unnest(?) AS s)", [numbers]
+    ).fetchone()
     assert rows[0] == 0
     bad = [n[:-1] + str((int(n[-1]) + 1) % 10) for n in numbers]
-    assert con.execute("SELECT count_if(hdp_pnr_valid(s, 2026)) FROM (SELECT unnest(?) AS s)", [bad]).fetchone()[0] == 0
+    assert (
+        con.execute("SELECT count_if(hdp_pnr_valid(s, 2026)) FROM (SELECT unnest(?) AS s)", [bad]).fetchone()[
+            0
+        ]
+        == 0
+    )
 
 
 def test_serial_000_is_invalid_like_the_parser(con):
@@ -105,20 +124,34 @@ def test_literals_are_escaped():
 
 
 def _check(**kw):
-    base = {"id": "t.t.t", "category": "plausibility", "subcategory": "atemporal", "source": "register",
-            "zones": ["raw"], "table": "t", "severity": "blocking", "threshold": {"max_failed_share": 0}, "note": "n"}
+    base = {
+        "id": "t.t.t",
+        "category": "plausibility",
+        "subcategory": "atemporal",
+        "source": "register",
+        "zones": ["raw"],
+        "table": "t",
+        "severity": "blocking",
+        "threshold": {"max_failed_share": 0},
+        "note": "n",
+    }
     return parse_check({**base, **kw})
 
 
-@pytest.mark.parametrize("check,expected", [
-    (_check(kind="range", column="v", min=1, max=5), 2),          # 0 and 9 fail; NULL is not a range failure
-    (_check(kind="not_null", column="v", category="completeness", subcategory="presence"), 1),
-    (_check(kind="in_set", column="v", values=[1, 2, 3], category="conformance", subcategory="value"), 2),
-    (_check(kind="predicate", columns=["v"], fail_when="v > 4", description="d"), 1),
-    (_check(kind="range", column="v", min=1, max=5, where="k = 'a'"), 1),
-])
+@pytest.mark.parametrize(
+    "check,expected",
+    [
+        (_check(kind="range", column="v", min=1, max=5), 2),  # 0 and 9 fail; NULL is not a range failure
+        (_check(kind="not_null", column="v", category="completeness", subcategory="presence"), 1),
+        (_check(kind="in_set", column="v", values=[1, 2, 3], category="conformance", subcategory="value"), 2),
+        (_check(kind="predicate", columns=["v"], fail_when="v > 4", description="d"), 1),
+        (_check(kind="range", column="v", min=1, max=5, where="k = 'a'"), 1),
+    ],
+)
 def test_row_fail_expressions_count_the_right_rows(con, check, expected):
-    con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM (VALUES (0, 'a'), (3, 'b'), (9, 'b'), (NULL, 'a')) v(v, k)")
+    con.execute(
+        "CREATE OR REPLACE TABLE t AS SELECT * FROM (VALUES (0, 'a'), (3, 'b'), (9, 'b'), (NULL, 'a')) v(v, k)"
+    )
     expr = sql.row_fail_expr(check, RunContext(date(2024, 1, 1)), {"v": "INTEGER", "k": "VARCHAR"})
     assert con.execute(f"SELECT count_if({expr}) FROM t").fetchone()[0] == expected
 
@@ -126,7 +159,17 @@ def test_row_fail_expressions_count_the_right_rows(con, check, expected):
 def test_identifier_pattern_finds_personnummer_but_not_pseudonyms(con):
     import hashlib
 
-    texts = ["19121212-1212", "x 121212-1212 y", "191212121212", hashlib.sha256(b"a").hexdigest(),
-             "urn:oid:1.2.752.116.1.3.2.1.4", "2020-01-01T10:00:00+01:00", "NPU27300", "E11.9"]
-    hits = [con.execute("SELECT regexp_matches(?, ?)", [t, sql.IDENTIFIER_PATTERN]).fetchone()[0] for t in texts]
+    texts = [
+        "19121212-1212",
+        "x 121212-1212 y",
+        "191212121212",
+        hashlib.sha256(b"a").hexdigest(),
+        "urn:oid:1.2.752.116.1.3.2.1.4",
+        "2020-01-01T10:00:00+01:00",
+        "NPU27300",
+        "E11.9",
+    ]
+    hits = [
+        con.execute("SELECT regexp_matches(?, ?)", [t, sql.IDENTIFIER_PATTERN]).fetchone()[0] for t in texts
+    ]
     assert hits == [True, True, True, False, False, False, False, False]

@@ -18,7 +18,18 @@ from synthetic_data.fhir import iter_fhir_resources
 
 def test_cli_generates_and_prints_counts_only(hdp_home):
     result = CliRunner().invoke(
-        main, ["generate", "--persons", "40", "--seed", "3", "--defect-rate", "0.05", "--extract-date", "2026-06-30"]
+        main,
+        [
+            "generate",
+            "--persons",
+            "40",
+            "--seed",
+            "3",
+            "--defect-rate",
+            "0.05",
+            "--extract-date",
+            "2026-06-30",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "persons: 40" in result.output and "defects:" in result.output
@@ -41,7 +52,9 @@ def test_stream_equals_clean_delivery(clean):
     for region in ("region_orebro",):
         streamed: dict[str, list[str]] = {}
         for r in iter_fhir_resources(seed=5, persons=300, region=region, extract_date=date(2026, 11, 1)):
-            streamed.setdefault(r["resourceType"], []).append(json.dumps(r, ensure_ascii=False, separators=(",", ":")))
+            streamed.setdefault(r["resourceType"], []).append(
+                json.dumps(r, ensure_ascii=False, separators=(",", ":"))
+            )
         for rtype, path in delivery.fhir_files(region).items():
             assert file_lines(path) == streamed.get(rtype, [])
 

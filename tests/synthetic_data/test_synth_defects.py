@@ -41,7 +41,16 @@ def test_every_class_is_injected(defective):
     assert {m["defect_class"] for m in manifest} == set(DEFECT_CLASSES)
     assert [m["defect_id"] for m in manifest] == list(range(1, len(manifest) + 1))
     for m in manifest:
-        assert list(m) == ["defect_id", "defect_class", "holder", "source", "file", "line", "record_key", "column"]
+        assert list(m) == [
+            "defect_id",
+            "defect_class",
+            "holder",
+            "source",
+            "file",
+            "line",
+            "record_key",
+            "column",
+        ]
         assert m["source"] in ("register", "prom", "fhir")
         assert (m["line"] is None) == (m["defect_class"] == "file.not_utf8")
     # roughly the requested share of lines is defective
@@ -94,7 +103,7 @@ def test_csv_manifest_entries_are_exact(defective):
         elif cls == "field.missing_required":
             assert record[m["column"]] == ""
         elif cls == "row.duplicate":
-            assert line in lines[1: m["line"] - 1]
+            assert line in lines[1 : m["line"] - 1]
         else:
             pytest.fail(f"unexpected CSV defect {cls}")
 
@@ -157,8 +166,10 @@ def test_fhir_manifest_entries_are_exact(defective):
                 elif cls == "value.out_of_range":
                     if file_type == "QuestionnaireResponse":
                         answers = {i["linkId"]: i["answer"][0] for i in res["item"]}
-                        assert answers["mobility"]["valueCoding"]["code"] == "7" or \
-                            answers["eq-vas"]["valueInteger"] > 100
+                        assert (
+                            answers["mobility"]["valueCoding"]["code"] == "7"
+                            or answers["eq-vas"]["valueInteger"] > 100
+                        )
                     else:
                         v = res["valueQuantity"]["value"]
                         code = res["code"]["coding"][0]["code"]
@@ -173,8 +184,11 @@ def test_fhir_manifest_entries_are_exact(defective):
 
 def test_each_fhir_class_in_its_planned_files(defective):
     delivery, _ = defective
-    seen = Counter((m["file"].split("/")[1].split(".")[0], m["defect_class"])
-                   for m in delivery.manifest() if m["source"] == "fhir")
+    seen = Counter(
+        (m["file"].split("/")[1].split(".")[0], m["defect_class"])
+        for m in delivery.manifest()
+        if m["source"] == "fhir"
+    )
     for rtype, classes in FHIR_PLAN.items():
         for cls in classes:
             assert seen[(rtype, cls)] >= 3, (rtype, cls)  # at least once per region
@@ -235,8 +249,15 @@ def test_fhir_resources_validate_with_r4b(defective):
             assert r4b_valid(bundle), bundle_path.name
             for entry in bundle["entry"]:
                 assert r4b_valid(entry["resource"])
-    assert set(per_type) == {"Patient", "Encounter", "Condition", "Observation", "MedicationRequest",
-                             "Procedure", "QuestionnaireResponse"}
+    assert set(per_type) == {
+        "Patient",
+        "Encounter",
+        "Condition",
+        "Observation",
+        "MedicationRequest",
+        "Procedure",
+        "QuestionnaireResponse",
+    }
 
 
 def test_bundles_reference_existing_patients_and_have_their_own_ids(defective):

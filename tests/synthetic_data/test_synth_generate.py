@@ -25,7 +25,8 @@ from synthetic_data.generate import GenerationError, generate
 def tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -48,7 +49,9 @@ def test_landing_layout_and_delivery_json(defective):
         meta = json.loads((landing / "delivery.json").read_text(encoding="utf-8"))
         assert meta["holder"] == holder and meta["extract_date"] == "2026-11-01"
         present = sorted(
-            str(p.relative_to(landing)) for p in landing.rglob("*") if p.is_file() and p.name != "delivery.json"
+            str(p.relative_to(landing))
+            for p in landing.rglob("*")
+            if p.is_file() and p.name != "delivery.json"
         )
         assert meta["files"] == present
         assert not (landing.parent / "landing.tmp").exists()
@@ -59,7 +62,10 @@ def test_landing_layout_and_delivery_json(defective):
         types = sorted(f.split("/")[1].split(".")[0] for f in files if not f.startswith("fhir/bundles/"))
         assert types == sorted(RESOURCE_TYPES)
         assert [f for f in files if f.startswith("fhir/bundles/")] == [
-            "fhir/bundles/collection.json", "fhir/bundles/searchset.json", "fhir/bundles/transaction.json"]
+            "fhir/bundles/collection.json",
+            "fhir/bundles/searchset.json",
+            "fhir/bundles/transaction.json",
+        ]
 
 
 def test_some_but_not_all_ndjson_files_are_gzip(defective):
@@ -158,9 +164,16 @@ def test_register_has_decimal_commas_empty_optionals_and_mixed_forms(defective):
     assert bmi and all("," in v and "." not in v for v in bmi)
     assert any(r[6] == "" for r in rows) and any(r[10] == "" for r in rows)
     forms = Counter(
-        "12" if re.fullmatch(r"\d{12}", r[0]) else "12-" if re.fullmatch(r"\d{8}-\d{4}", r[0])
-        else "10-" if re.fullmatch(r"\d{6}-\d{4}", r[0]) else "10+" if re.fullmatch(r"\d{6}\+\d{4}", r[0])
-        else "other" for r in rows
+        "12"
+        if re.fullmatch(r"\d{12}", r[0])
+        else "12-"
+        if re.fullmatch(r"\d{8}-\d{4}", r[0])
+        else "10-"
+        if re.fullmatch(r"\d{6}-\d{4}", r[0])
+        else "10+"
+        if re.fullmatch(r"\d{6}\+\d{4}", r[0])
+        else "other"
+        for r in rows
     )
     assert forms["other"] == 0
     assert forms["12"] > forms["12-"] > 0 and forms["10-"] > 0 and forms["10+"] > 0
@@ -195,8 +208,12 @@ def patients_by_number(delivery: Delivery) -> dict[str, list[tuple[str, dict]]]:
     out: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for region in REGIONS:
         for rtype, _, res, _ in delivery.resources(region):
-            if rtype == "Patient" and res and res["resourceType"] == "Patient" and identifier_ok(
-                    res["identifier"][0]["value"]):
+            if (
+                rtype == "Patient"
+                and res
+                and res["resourceType"] == "Patient"
+                and identifier_ok(res["identifier"][0]["value"])
+            ):
                 out[res["identifier"][0]["value"]].append((region, res))
     return out
 
@@ -204,8 +221,13 @@ def patients_by_number(delivery: Delivery) -> dict[str, list[tuple[str, dict]]]:
 def test_same_persons_across_holders(clean):
     delivery, summary = clean
     patients = patients_by_number(delivery)
-    register = {normalise(line.split(";")[0]) for _, line in clean_lines(delivery, "ndr", "register/ndr_visits.csv")[1:]}
-    prom = {normalise(line.split(";")[0]) for _, line in clean_lines(delivery, "ndr", "prom/prom_visits.csv")[1:]}
+    register = {
+        normalise(line.split(";")[0])
+        for _, line in clean_lines(delivery, "ndr", "register/ndr_visits.csv")[1:]
+    }
+    prom = {
+        normalise(line.split(";")[0]) for _, line in clean_lines(delivery, "ndr", "prom/prom_visits.csv")[1:]
+    }
     assert len(register) == 300
     assert set(patients) == register  # every NDR person is in a region's journal and vice versa
     assert prom <= register and len(prom) > 100
@@ -217,8 +239,9 @@ def test_same_persons_across_holders(clean):
             assert res["gender"] == ids.sex(number)
             assert res["birthDate"] == ids.birth_date(number).isoformat()
             system = res["identifier"][0]["system"]
-            assert system == (ids.SAMORDNINGSNUMMER_SYSTEM if ids.is_samordningsnummer(number)
-                              else ids.PERSONNUMMER_SYSTEM)
+            assert system == (
+                ids.SAMORDNINGSNUMMER_SYSTEM if ids.is_samordningsnummer(number) else ids.PERSONNUMMER_SYSTEM
+            )
     for entries in patients.values():
         for region, res in entries:
             lo, hi = geo.POSTAL_RANGES[region][0]
@@ -273,8 +296,12 @@ def test_hba1c_values_agree_between_register_and_journal(clean):
         if not r[6]:
             continue
         day = date.fromisoformat(r[4])
-        values = set().union(*(journal.get((normalise(r[0]), (day + timedelta(days=s)).isoformat()), set())
-                               for s in range(-3, 4)))
+        values = set().union(
+            *(
+                journal.get((normalise(r[0]), (day + timedelta(days=s)).isoformat()), set())
+                for s in range(-3, 4)
+            )
+        )
         if values:
             total += 1
             agree += float(r[6]) in values

@@ -25,8 +25,11 @@ def test_numbers_come_from_the_test_list(people):
     listed = set(ids.test_numbers())
     assert people.generated == 0 and people.from_test_list == 2000
     for p in people.persons:
-        base = p.number if p.id_type == "personnummer" else (
-            ids.with_check_digit(p.number[:6] + f"{int(p.number[6:8]) - 60:02d}" + p.number[8:11]))
+        base = (
+            p.number
+            if p.id_type == "personnummer"
+            else (ids.with_check_digit(p.number[:6] + f"{int(p.number[6:8]) - 60:02d}" + p.number[8:11]))
+        )
         assert base in listed
         assert ids.is_valid_luhn(p.number)
     assert len({p.number for p in people.persons}) == 2000
@@ -97,8 +100,11 @@ def test_falls_back_to_generated_numbers_when_list_is_too_small(monkeypatch):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(min_value=0, max_value=2**31), persons=st.integers(min_value=1, max_value=30),
-       extract=st.dates(min_value=date(2023, 1, 1), max_value=date(2027, 12, 31)))
+@given(
+    seed=st.integers(min_value=0, max_value=2**31),
+    persons=st.integers(min_value=1, max_value=30),
+    extract=st.dates(min_value=date(2023, 1, 1), max_value=date(2027, 12, 31)),
+)
 def test_population_laws_hold_for_any_seed(seed, persons, extract):
     p = pop.build_population.__wrapped__(seed=seed, persons=persons, extract_date=extract)
     numbers = [x.number for x in p.persons]

@@ -67,6 +67,11 @@ def test_identifier_defects_are_reported_as_declared(number, seed, samordning):
     if samordning:
         number = ids.to_samordningsnummer(number)
     assert not isinstance(try_parse(number, reference_date=EXTRACT), str)  # valid, serial 000 included
-    assert try_parse(bad_checksum(number, random.Random(seed)), reference_date=EXTRACT) == "identifier.bad_checksum"
-    assert try_parse(impossible_date(number, random.Random(seed)), reference_date=EXTRACT) == \
-        "identifier.impossible_date"
+    assert (
+        try_parse(bad_checksum(number, random.Random(seed)), reference_date=EXTRACT)
+        == "identifier.bad_checksum"
+    )
+    assert (
+        try_parse(impossible_date(number, random.Random(seed)), reference_date=EXTRACT)
+        == "identifier.impossible_date"
+    )

@@ -17,9 +17,16 @@ JUSTIFICATION = "Ethics approval covers it; the variables are proportionate to t
 def decide(client, request_id, *, holder="ndr", decision="approve", justification=JUSTIFICATION, csrf=None):
     page = client.get(f"/web/requests/{request_id}")
     token = csrf if csrf is not None else csrf_of(page.text)
-    return client.post(f"/web/requests/{request_id}/decide", data={
-        "csrf_token": token, "holder_id": holder, "decision": decision, "justification": justification,
-    }, follow_redirects=True)
+    return client.post(
+        f"/web/requests/{request_id}/decide",
+        data={
+            "csrf_token": token,
+            "holder_id": holder,
+            "decision": decision,
+            "justification": justification,
+        },
+        follow_redirects=True,
+    )
 
 
 def governance_request(world, request_id):
@@ -35,8 +42,12 @@ def release(world, request_id, release_id="rel-web-000001"):
     from governance.store import session_scope
 
     with session_scope(world.url) as s:
-        return service.record_release(s, request_id=request_id, release_id=release_id,
-                                      manifest_sha256=hashlib.sha256(b"manifest").hexdigest())
+        return service.record_release(
+            s,
+            request_id=request_id,
+            release_id=release_id,
+            manifest_sha256=hashlib.sha256(b"manifest").hexdigest(),
+        )
 
 
 # ------------------------------------------------------------------ login, sessions, CSRF
@@ -45,11 +56,18 @@ def release(world, request_id, release_id="rel-web-000001"):
 def test_login_sets_opaque_httponly_strict_cookie_never_the_token(client, world):
     token = world.tokens["s-ndr"]
     form = client.get("/web/login")
-    r = client.post("/web/login", data={"token": token, "csrf_token": csrf_of(form.text), "next": ""},
-                    follow_redirects=False)
+    r = client.post(
+        "/web/login",
+        data={"token": token, "csrf_token": csrf_of(form.text), "next": ""},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/web/steward"
     cookie = r.headers["set-cookie"]
-    assert "hdp_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert (
+        "hdp_session=" in cookie
+        and "HttpOnly" in cookie
+        and "SameSite=strict" in cookie.replace("Strict", "strict")
+    )
     assert token not in cookie and hashlib.sha256(token.encode()).hexdigest() not in cookie
     # The anonymous (pre-login) session is replaced: session fixation is useless.
     assert form.cookies.get("hdp_session") != r.cookies.get("hdp_session")
@@ -75,15 +93,29 @@ def test_pages_need_login_and_redirect_back(client, world):
     assert r.status_code == 303
     assert r.headers["location"] == f"/web/login?next=/web/requests/{world.request_id}"
     form = client.get(r.headers["location"])
-    r = client.post("/web/login", data={"token": world.tokens["s-ndr"], "csrf_token": csrf_of(form.text),
-                                        "next": f"/web/requests/{world.request_id}"}, follow_redirects=False)
+    r = client.post(
+        "/web/login",
+        data={
+            "token": world.tokens["s-ndr"],
+            "csrf_token": csrf_of(form.text),
+            "next": f"/web/requests/{world.request_id}",
+        },
+        follow_redirects=False,
+    )
     assert r.headers["location"] == f"/web/requests/{world.request_id}"
 
 
 def test_next_cannot_redirect_off_site(client, world):
     form = client.get("/web/login")
-    r = client.post("/web/login", data={"token": world.tokens["alice"], "csrf_token": csrf_of(form.text),
-                                        "next": "//evil.example/web/x"}, follow_redirects=False)
+    r = client.post(
+        "/web/login",
+        data={
+            "token": world.tokens["alice"],
+            "csrf_token": csrf_of(form.text),
+            "next": "//evil.example/web/x",
+        },
+        follow_redirects=False,
+    )
     assert r.headers["location"] == "/web/researcher"
 
 
@@ -132,9 +164,15 @@ def test_queue_shows_only_requests_of_the_stewards_holders(client, world):
     assert "Inga ansökningar väntar" in r.text
     # Not visible at all (404, not 403: existence is not revealed).
     assert client.get(f"/web/requests/{world.request_id}").status_code == 404
-    assert client.post(f"/web/requests/{world.request_id}/decide", data={
-        "csrf_token": "x", "holder_id": "ndr", "decision": "approve", "justification": JUSTIFICATION,
-    }).status_code in (403, 404)
+    assert client.post(
+        f"/web/requests/{world.request_id}/decide",
+        data={
+            "csrf_token": "x",
+            "holder_id": "ndr",
+            "decision": "approve",
+            "justification": JUSTIFICATION,
+        },
+    ).status_code in (403, 404)
     assert governance_request(world, world.request_id).decisions == ()
 
 
@@ -156,7 +194,9 @@ def test_request_page_shows_request_precheck_and_decision_form(client, world, hd
     assert re.search(r"register_visit\.hba1c_mmol_mol</code></td><td>hälsouppgift", html)
     # Thresholds of the holder in scope and the computed group sizes (the lonely 1931 person).
     assert "Nationella diabetesregistret (NDR)</td><td>5</td><td>5" in html
-    row = re.search(r'<tr class="risk-at_risk"><td>ndr</td><td>register_visit</td>(.*?)</tr>', html, re.S).group(1)
+    row = re.search(
+        r'<tr class="risk-at_risk"><td>ndr</td><td>register_visit</td>(.*?)</tr>', html, re.S
+    ).group(1)
     cells = re.findall(r"<td>(.*?)</td>", row, re.S)
     assert cells[0] == "birth_year, county, sex"
     assert cells[1:4] == ["61", "7", "1"]  # persons, groups, smallest group
@@ -226,13 +266,41 @@ def test_quality_results_and_release_label_are_shown(client, world, hdp_home):
     from pipelines.quality.store import write_result
 
     checks = (
-        CheckResult("ndr.hba1c.range", "research", "register_visit", "hba1c_mmol_mol", "range", "plausibility",
-                    "atemporal", "warning", 3, 120, 0.01, None, "warn"),
-        CheckResult("ndr.person.not_null", "research", "register_visit", "person_id", "not_null", "completeness",
-                    "presence", "blocking", 0, 120, 0.0, None, "pass"),
+        CheckResult(
+            "ndr.hba1c.range",
+            "research",
+            "register_visit",
+            "hba1c_mmol_mol",
+            "range",
+            "plausibility",
+            "atemporal",
+            "warning",
+            3,
+            120,
+            0.01,
+            None,
+            "warn",
+        ),
+        CheckResult(
+            "ndr.person.not_null",
+            "research",
+            "register_visit",
+            "person_id",
+            "not_null",
+            "completeness",
+            "presence",
+            "blocking",
+            0,
+            120,
+            0.0,
+            None,
+            "pass",
+        ),
     )
-    write_result(hdp_home.quality_dir, GateResult("run-42", "research", "ndr", True, checks,
-                                                  "2026-01-01T00:00:00+00:00", 0.1, "lib-1"))
+    write_result(
+        hdp_home.quality_dir,
+        GateResult("run-42", "research", "ndr", True, checks, "2026-01-01T00:00:00+00:00", 0.1, "lib-1"),
+    )
     login(client, world.tokens["s-ndr"])
     html = client.get(f"/web/requests/{world.request_id}").text
     assert "run-42" in html and "1 godkända, 1 varningar, 0 underkända" in html
@@ -244,7 +312,7 @@ def test_quality_results_and_release_label_are_shown(client, world, hdp_home):
     (rel / "manifest.json").write_text(json.dumps({"quality": {"label": "green", "checks": {"fail": 0}}}))
     html = client.get(f"/web/requests/{world.request_id}").text
     assert "Kvalitetsetikett för utlämnandet" in html
-    assert "<th scope=\"row\">label</th><td>green</td>" in html
+    assert '<th scope="row">label</th><td>green</td>' in html
 
 
 # ------------------------------------------------------------------ researcher, register, language, escaping
@@ -298,8 +366,9 @@ def test_output_is_escaped(client, world):
     from governance.store import session_scope
 
     with session_scope(world.url) as s:
-        rid = service.file_request(s, applicant="alice",
-                                   **request_fields(project='<script>alert("x")</script> & co'))
+        rid = service.file_request(
+            s, applicant="alice", **request_fields(project='<script>alert("x")</script> & co')
+        )
         service.submit_request(s, request_id=rid, actor="alice")
     login(client, world.tokens["s-ndr"])
     for url in ("/web/steward", f"/web/requests/{rid}"):
@@ -377,9 +446,12 @@ def test_templates_use_only_known_strings():
 
     values = {
         "status_": {*Status, *HolderVerdict, "active", "approved", "expired", "revoked"},
-        "decision_": set(Decision), "past_": set(Decision),
+        "decision_": set(Decision),
+        "past_": set(Decision),
         "risk_": {precheck.OK, precheck.AT_RISK, precheck.NO_QUASI, precheck.NO_DATA, precheck.UNAVAILABLE},
-        "sens_": {*SENSITIVITY_LEVELS, precheck.UNKNOWN}, "data_form_": set(DATA_FORMS), "tier_": set(OUTPUT_TIERS),
+        "sens_": {*SENSITIVITY_LEVELS, precheck.UNKNOWN},
+        "data_form_": set(DATA_FORMS),
+        "tier_": set(OUTPUT_TIERS),
     }
     assert prefixes == set(values)
     missing = [p + str(v) for p, vs in values.items() for v in vs if p + str(v) not in STRINGS]

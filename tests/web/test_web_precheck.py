@@ -18,12 +18,26 @@ from access.web.precheck import group_size_sql
 def test_classify_uses_the_catalogue():
     from governance.catalogue import load_catalogue
 
-    out = {v.name: v.sensitivity for v in precheck.classify_variables(
-        ["register_visit.person_id", "register_visit.birth_year", "register_visit.hba1c_mmol_mol",
-         "encounter.status", "nope.nothing"], load_catalogue())}
-    assert out == {"register_visit.person_id": "pseudonym", "register_visit.birth_year": "quasi_identifier",
-                   "register_visit.hba1c_mmol_mol": "health", "encounter.status": "administrative",
-                   "nope.nothing": "unknown"}
+    out = {
+        v.name: v.sensitivity
+        for v in precheck.classify_variables(
+            [
+                "register_visit.person_id",
+                "register_visit.birth_year",
+                "register_visit.hba1c_mmol_mol",
+                "encounter.status",
+                "nope.nothing",
+            ],
+            load_catalogue(),
+        )
+    }
+    assert out == {
+        "register_visit.person_id": "pseudonym",
+        "register_visit.birth_year": "quasi_identifier",
+        "register_visit.hba1c_mmol_mol": "health",
+        "encounter.status": "administrative",
+        "nope.nothing": "unknown",
+    }
 
 
 def test_sql_refuses_non_identifiers():
@@ -37,7 +51,8 @@ def test_sql_refuses_non_identifiers():
 
 rows_strategy = st.lists(
     st.tuples(st.integers(0, 15), st.sampled_from(["F", "M", None]), st.integers(1950, 1953)),
-    min_size=1, max_size=60,
+    min_size=1,
+    max_size=60,
 )
 
 
@@ -46,8 +61,13 @@ rows_strategy = st.lists(
 def test_group_sizes_match_brute_force(rows, k):
     """For all tables: persons, groups, smallest group, groups/persons below k equal a Python count."""
     con = duckdb.connect()
-    data = pa.table({"person_id": [f"p{p}" for p, _, _ in rows], "sex": pa.array([s for _, s, _ in rows], pa.string()),
-                     "birth_year": [y for _, _, y in rows]})
+    data = pa.table(
+        {
+            "person_id": [f"p{p}" for p, _, _ in rows],
+            "sex": pa.array([s for _, s, _ in rows], pa.string()),
+            "birth_year": [y for _, _, y in rows],
+        }
+    )
     con.register("data", data)
     con.execute("CREATE TABLE patient AS SELECT * FROM data")
     persons_per_group: dict[tuple, set] = defaultdict(set)
@@ -55,16 +75,24 @@ def test_group_sizes_match_brute_force(rows, k):
         persons_per_group[(s, y)].add(p)
     sizes = Counter({g: len(ps) for g, ps in persons_per_group.items()})
     got = con.execute(group_size_sql("patient", ("sex", "birth_year"), k)).fetchone()
-    expected = (len({p for p, _, _ in rows}), len(sizes), min(sizes.values()),
-                sum(1 for n in sizes.values() if n < k), sum(n for n in sizes.values() if n < k))
+    expected = (
+        len({p for p, _, _ in rows}),
+        len(sizes),
+        min(sizes.values()),
+        sum(1 for n in sizes.values() if n < k),
+        sum(n for n in sizes.values() if n < k),
+    )
     assert tuple(got) == expected
 
 
 def _thresholds(*ids):
     from hdp.settings import holders
 
-    return tuple(precheck.HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)
-                 for h in holders() if h.id in ids)
+    return tuple(
+        precheck.HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)
+        for h in holders()
+        if h.id in ids
+    )
 
 
 def test_group_sizes_over_research_zones(tmp_path):
@@ -73,14 +101,25 @@ def test_group_sizes_over_research_zones(tmp_path):
     paths = {"ndr": tmp_path / "ndr.duckdb"}
     write_research_zone(paths["ndr"])
     variables = precheck.classify_variables(
-        ["register_visit.sex", "register_visit.county", "register_visit.hba1c_mmol_mol", "patient.sex"], load_catalogue())
-    out = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr", "region_skane"),
-                               table_holders=table_holders(),
-                               research_db=lambda h: paths.get(h, tmp_path / f"{h}.duckdb"))
+        ["register_visit.sex", "register_visit.county", "register_visit.hba1c_mmol_mol", "patient.sex"],
+        load_catalogue(),
+    )
+    out = precheck.group_sizes(
+        variables=variables,
+        thresholds=_thresholds("ndr", "region_skane"),
+        table_holders=table_holders(),
+        research_db=lambda h: paths.get(h, tmp_path / f"{h}.duckdb"),
+    )
     by = {(g.holder_id, g.table): g for g in out}
     assert set(by) == {("ndr", "register_visit"), ("region_skane", "patient")}
     ndr = by[("ndr", "register_visit")]
-    assert (ndr.status, ndr.persons, ndr.groups, ndr.smallest_group, ndr.groups_below_k) == ("at_risk", 61, 3, 1, 1)
+    assert (ndr.status, ndr.persons, ndr.groups, ndr.smallest_group, ndr.groups_below_k) == (
+        "at_risk",
+        61,
+        3,
+        1,
+        1,
+    )
     assert by[("region_skane", "patient")].status == "no_data"  # no research zone yet
 
 
@@ -90,8 +129,12 @@ def test_locked_or_broken_research_zone_is_unavailable_not_an_error(tmp_path):
     bad = tmp_path / "ndr.duckdb"
     bad.write_bytes(b"not a duckdb file" * 100)
     variables = precheck.classify_variables(["register_visit.sex"], load_catalogue())
-    [g] = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
-                               research_db=lambda h: bad)
+    [g] = precheck.group_sizes(
+        variables=variables,
+        thresholds=_thresholds("ndr"),
+        table_holders=table_holders(),
+        research_db=lambda h: bad,
+    )
     assert g.status == "unavailable" and g.reason and " " not in g.reason  # an exception type only
 
 
@@ -103,8 +146,12 @@ def test_missing_column_is_reported_by_name(tmp_path):
     con.execute("CREATE TABLE register_visit (person_id VARCHAR, sex VARCHAR)")
     con.close()
     variables = precheck.classify_variables(["register_visit.sex", "register_visit.county"], load_catalogue())
-    [g] = precheck.group_sizes(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
-                               research_db=lambda h: path)
+    [g] = precheck.group_sizes(
+        variables=variables,
+        thresholds=_thresholds("ndr"),
+        table_holders=table_holders(),
+        research_db=lambda h: path,
+    )
     assert g.status == "unavailable" and g.reason == "column(s) missing: county"
 
 
@@ -114,9 +161,15 @@ def test_group_sizes_are_cached_until_the_research_zone_changes(tmp_path, monkey
     precheck.clear_cache()
     path = tmp_path / "ndr.duckdb"
     write_research_zone(path, singleton=True)
-    variables = precheck.classify_variables(["register_visit.sex", "register_visit.birth_year"], load_catalogue())
-    args = dict(variables=variables, thresholds=_thresholds("ndr"), table_holders=table_holders(),
-                research_db=lambda h: path)
+    variables = precheck.classify_variables(
+        ["register_visit.sex", "register_visit.birth_year"], load_catalogue()
+    )
+    args = dict(
+        variables=variables,
+        thresholds=_thresholds("ndr"),
+        table_holders=table_holders(),
+        research_db=lambda h: path,
+    )
     [first] = precheck.group_sizes(**args)
     calls = []
     real = precheck._table_groups

@@ -55,7 +55,11 @@ def test_malformed_session_ids(value):
 def test_csrf_check():
     _, session = SessionStore().create()
     assert session.check_csrf(session.csrf_token)
-    assert not session.check_csrf(None) and not session.check_csrf("") and not session.check_csrf(session.csrf_token[:-1])
+    assert (
+        not session.check_csrf(None)
+        and not session.check_csrf("")
+        and not session.check_csrf(session.csrf_token[:-1])
+    )
     _, other = SessionStore().create()
     assert not session.check_csrf(other.csrf_token)
 
@@ -71,10 +75,20 @@ def test_delete_and_purge():
     assert store.purge_expired() == 1 and len(store) == 0
 
 
-@pytest.mark.parametrize("target,expected", [
-    ("/web/requests/1", "/web/requests/1"), ("/web/", "/web/"), (None, None), ("", None),
-    ("/api/x", None), ("//evil/web/", None), ("https://evil/web/", None), ("/web//evil", None),
-    ("/web/\\evil", None), ("/web/x\r\nSet-Cookie: a=b", None),
-])
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("/web/requests/1", "/web/requests/1"),
+        ("/web/", "/web/"),
+        (None, None),
+        ("", None),
+        ("/api/x", None),
+        ("//evil/web/", None),
+        ("https://evil/web/", None),
+        ("/web//evil", None),
+        ("/web/\\evil", None),
+        ("/web/x\r\nSet-Cookie: a=b", None),
+    ],
+)
 def test_safe_next(target, expected):
     assert safe_next(target) == expected

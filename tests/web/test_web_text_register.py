@@ -13,10 +13,16 @@ FORBIDDEN = (RLO, LRI, ESC, "\x00")
 def _approve(client, world):
     login(client, world.tokens["s-ndr"])
     page = client.get(f"/web/requests/{world.request_id}")
-    r = client.post(f"/web/requests/{world.request_id}/decide",
-                    data={"csrf_token": csrf_of(page.text), "holder_id": "ndr", "decision": "approve",
-                          "justification": "Proportionate and covered by the ethics approval."},
-                    follow_redirects=True)
+    r = client.post(
+        f"/web/requests/{world.request_id}/decide",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "holder_id": "ndr",
+            "decision": "approve",
+            "justification": "Proportionate and covered by the ethics approval.",
+        },
+        follow_redirects=True,
+    )
     assert r.status_code == 200
 
 
@@ -26,10 +32,16 @@ def test_register_shows_stored_control_characters_replaced(client, world):
 
     _approve(client, world)
     with session_scope(world.url) as s:
-        s.execute(update(RequestRow).where(RequestRow.id == world.request_id)
-                  .values(project=f"HbA1c {RLO}exe.yduts{ESC} {LRI}x"))
-        s.execute(update(DecisionRow).where(DecisionRow.request_id == world.request_id)
-                  .values(justification=f"Fine{RLO} by us."))
+        s.execute(
+            update(RequestRow)
+            .where(RequestRow.id == world.request_id)
+            .values(project=f"HbA1c {RLO}exe.yduts{ESC} {LRI}x")
+        )
+        s.execute(
+            update(DecisionRow)
+            .where(DecisionRow.request_id == world.request_id)
+            .values(justification=f"Fine{RLO} by us.")
+        )
     page = client.get(f"/web/requests/{world.request_id}")
     assert page.status_code == 200
     assert not any(ch in page.text for ch in FORBIDDEN)
@@ -46,10 +58,16 @@ def test_register_shows_stored_control_characters_replaced(client, world):
 def test_web_decision_with_a_bidi_override_is_refused(client, world):
     login(client, world.tokens["s-ndr"])
     page = client.get(f"/web/requests/{world.request_id}")
-    r = client.post(f"/web/requests/{world.request_id}/decide",
-                    data={"csrf_token": csrf_of(page.text), "holder_id": "ndr", "decision": "approve",
-                          "justification": f"Proportionate {RLO}and covered."},
-                    follow_redirects=True)
+    r = client.post(
+        f"/web/requests/{world.request_id}/decide",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "holder_id": "ndr",
+            "decision": "approve",
+            "justification": f"Proportionate {RLO}and covered.",
+        },
+        follow_redirects=True,
+    )
     # the steward's own text comes back in the form to be corrected; the error names the code point
     assert "U+202E" in r.text
     from governance import service

@@ -25,8 +25,12 @@ def request_fields(**over):
         purpose="scientific_research",
         legal_basis="gdpr_6_1_e__9_2_j",
         ethics_ref="2024-01234-01",
-        variables=["register_visit.hba1c_mmol_mol", "register_visit.birth_year", "register_visit.sex",
-                   "register_visit.county"],
+        variables=[
+            "register_visit.hba1c_mmol_mol",
+            "register_visit.birth_year",
+            "register_visit.sex",
+            "register_visit.county",
+        ],
         holders=["ndr"],
         members=["bob"],
         period=("2015-01-01", "2024-12-31"),
@@ -55,7 +59,8 @@ def seed(url: str, *, migrate: bool = True) -> World:
         world.request_id = service.file_request(s, applicant="alice", **request_fields())
         service.submit_request(s, request_id=world.request_id, actor="alice")
         world.dual_request_id = service.file_request(
-            s, applicant="dual", **request_fields(project="Dual role steward's own project", members=[]))
+            s, applicant="dual", **request_fields(project="Dual role steward's own project", members=[])
+        )
         service.submit_request(s, request_id=world.dual_request_id, actor="dual")
     return world
 
@@ -74,11 +79,41 @@ def write_research_zone(path: Path, *, persons: int = 60, singleton: bool = True
         pid = hashlib.sha256(f"web-test-person-{i}".encode()).hexdigest()
         birth_year, sex, county = 1960 + (i % 3), ("F", "M")[i % 2], "03"
         for v in range(2):  # two visits each: persons, not rows, are counted
-            rows.append((pid, birth_year, sex, "personnummer", county, f"2020-0{v + 1}-15", 1, 50.0 + v, 25.0, 120,
-                         80, "no", "insulin"))
+            rows.append(
+                (
+                    pid,
+                    birth_year,
+                    sex,
+                    "personnummer",
+                    county,
+                    f"2020-0{v + 1}-15",
+                    1,
+                    50.0 + v,
+                    25.0,
+                    120,
+                    80,
+                    "no",
+                    "insulin",
+                )
+            )
     if singleton:
-        rows.append((hashlib.sha256(b"web-test-lonely").hexdigest(), 1931, "F", "personnummer", "25", "2020-03-01",
-                     1, 60.0, 22.0, 130, 85, "no", "insulin"))
+        rows.append(
+            (
+                hashlib.sha256(b"web-test-lonely").hexdigest(),
+                1931,
+                "F",
+                "personnummer",
+                "25",
+                "2020-03-01",
+                1,
+                60.0,
+                22.0,
+                130,
+                85,
+                "no",
+                "insulin",
+            )
+        )
     con.executemany("INSERT INTO register_visit VALUES (" + ", ".join("?" * 13) + ")", rows)
     con.close()
 
@@ -95,5 +130,8 @@ def csrf_of(html: str) -> str:
 def login(client, token: str):
     """Log in through the form like a browser; returns the final response."""
     form = client.get("/web/login")
-    return client.post("/web/login", data={"token": token, "csrf_token": csrf_of(form.text), "next": ""},
-                       follow_redirects=True)
+    return client.post(
+        "/web/login",
+        data={"token": token, "csrf_token": csrf_of(form.text), "next": ""},
+        follow_redirects=True,
+    )

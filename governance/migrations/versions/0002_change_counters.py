@@ -46,12 +46,16 @@ def upgrade() -> None:
         for t in tables:
             if dialect == "postgresql":
                 # One bump per statement (a bulk insert of 10,000 opt-outs is one change).
-                op.execute(f"CREATE TRIGGER {t}_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} "
-                           f"FOR EACH STATEMENT EXECUTE FUNCTION gov_bump_change('{scope}')")
+                op.execute(
+                    f"CREATE TRIGGER {t}_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {t} "
+                    f"FOR EACH STATEMENT EXECUTE FUNCTION gov_bump_change('{scope}')"
+                )
             else:  # SQLite has row triggers only
                 for verb in ("INSERT", "UPDATE", "DELETE"):
-                    op.execute(f"CREATE TRIGGER {t}_change_{verb.lower()} AFTER {verb} ON {t} BEGIN "
-                               f"UPDATE gov_change SET version = version + 1 WHERE scope = '{scope}'; END")
+                    op.execute(
+                        f"CREATE TRIGGER {t}_change_{verb.lower()} AFTER {verb} ON {t} BEGIN "
+                        f"UPDATE gov_change SET version = version + 1 WHERE scope = '{scope}'; END"
+                    )
 
 
 def downgrade() -> None:
