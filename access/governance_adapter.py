@@ -13,6 +13,7 @@ queues behind a writer, and any accidental write is rolled back).
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -201,3 +202,21 @@ class ServiceGovernance:
         from governance import service
 
         return self._read(service.output_exceptions, permit_id=permit_id)
+
+
+_shared: dict[str, ServiceGovernance] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_governance(url: str) -> ServiceGovernance:
+    """The one ``ServiceGovernance`` of this process for the store at ``url``.
+
+    The web pages and the API authenticate through it (``shared_governance(url).authenticate_token(token)``)
+    and so share one cache: a token is looked up once, and a revocation committed anywhere is
+    seen by both at their next request (the cache checks the change counter on every lookup).
+    """
+    with _shared_lock:
+        governance = _shared.get(url)
+        if governance is None:
+            governance = _shared[url] = ServiceGovernance(url)
+        return governance
