@@ -58,7 +58,7 @@ from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
 from pipelines.quality.quarantine_rows import not_quarantined_sql
 from pipelines.warehouse import write_connection
 from privacy.domains import holder_domain, pseudonymiser, resource_message
-from privacy.personnummer import _REASON_TEXT, parse_batch
+from privacy.personnummer import REASON_TEXT, parse_batch
 from privacy.policy import (
     PseudonymisePolicy,
     TableRule,
@@ -335,7 +335,7 @@ def _quarantine_identifiers(
     invalid distinct values and their reasons. Returns raw table -> rows quarantined."""
     for source_name in sorted({r.source_name for r in rules if r.identifier}):
         quarantine.reset(con, stage=STAGE, source=source_name)
-    reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in _REASON_TEXT.items())
+    reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in REASON_TEXT.items())
     quarantined_rows: dict[str, int] = {}
     # Finding the rows of bad values is a scan of every identifier column; with no invalid
     # value and no NULL among the distinct identifiers there is nothing to find.

@@ -30,14 +30,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PERSONNUMMER = "personnummer"
-SAMORDNINGSNUMMER = "samordningsnummer"
+PERSONNUMMER: Final = "personnummer"
+SAMORDNINGSNUMMER: Final = "samordningsnummer"
+IdentifierKind = Literal["personnummer", "samordningsnummer"]
 
 BAD_CHECKSUM = "identifier.bad_checksum"
 IMPOSSIBLE_DATE = "identifier.impossible_date"
@@ -46,7 +48,8 @@ MISSING = "identifier.missing"
 INVALID_SERIAL = "identifier.invalid_serial"
 REASON_CODES = frozenset({BAD_CHECKSUM, IMPOSSIBLE_DATE, UNKNOWN_FORMAT, MISSING, INVALID_SERIAL})
 
-_REASON_TEXT = {
+#: What each reason code means, in words (never containing the value): for messages and reports.
+REASON_TEXT = {
     BAD_CHECKSUM: "check digit does not match (Luhn)",
     IMPOSSIBLE_DATE: "birth date part is not a possible date",
     UNKNOWN_FORMAT: "not a personnummer/samordningsnummer in any accepted form",
@@ -64,7 +67,7 @@ class InvalidIdentifier(ValueError):
 
     def __init__(self, reason_code: str) -> None:
         self.reason_code = reason_code
-        super().__init__(f"{reason_code}: {_REASON_TEXT[reason_code]}")
+        super().__init__(f"{reason_code}: {REASON_TEXT[reason_code]}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Identifier:
     """A validated identifier. ``normalised`` is the 12-digit form without separator."""
 
     normalised: str
-    kind: Literal["personnummer", "samordningsnummer"]
+    kind: IdentifierKind
     sex: Literal["F", "M"]
     birth_date: date
 
@@ -150,7 +153,7 @@ def parse(value: str | None, *, reference_date: date | None = None) -> Identifie
         raise InvalidIdentifier(UNKNOWN_FORMAT)
     ref = reference_date or date.today()
     yy, month, raw_day = int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:6])
-    kind: Literal["personnummer", "samordningsnummer"] = PERSONNUMMER
+    kind: IdentifierKind = PERSONNUMMER
     day = raw_day
     if raw_day > 60:
         kind, day = SAMORDNINGSNUMMER, raw_day - 60
@@ -201,7 +204,9 @@ BATCH_SCHEMA = pa.schema(
 _CUM_DAYS = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
 
 
-def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _days_from_civil(
+    y: npt.NDArray[np.integer], m: npt.NDArray[np.integer], d: npt.NDArray[np.integer]
+) -> npt.NDArray[np.int64]:
     """Days since 1970-01-01 for valid (y, m, d) arrays (proleptic Gregorian)."""
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     doy = _CUM_DAYS[m - 1] + d - 1 + ((m > 2) & leap)
@@ -209,7 +214,122 @@ def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     days_before_year = (
         365 * (y - 1970) + (yp // 4 - yp // 100 + yp // 400) - (1969 // 4 - 1969 // 100 + 1969 // 400)
     )
-    return days_before_year + doy
+    return np.asarray(days_before_year + doy, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Forms:
+    """The shape of each value (one entry per value) and its digits as an ``n x 12`` matrix."""
+
+    missing: npt.NDArray[np.bool_]
+    unknown: npt.NDArray[np.bool_]  # not in any accepted form (and not missing)
+    plus: npt.NDArray[np.bool_]  # written with '+' (100 or older)
+    twelve: npt.NDArray[np.bool_]  # 12-digit form (century given)
+    #: 12 ASCII digits per value: 10-digit forms left-padded with "00", unaccepted forms all "0"
+    padded: pa.StringArray
+    #: ``padded`` as int32 digits: small enough to be cheap, wide enough for year arithmetic
+    digits: npt.NDArray[np.int32]
+
+
+@dataclass(frozen=True)
+class _BirthDates:
+    """Birth date parts of every value; ``days`` is 1970-01-01 wherever ``possible`` is False."""
+
+    year: npt.NDArray[np.int64]
+    samordningsnummer: npt.NDArray[np.bool_]  # day of month + 60
+    possible: npt.NDArray[np.bool_]  # a real calendar date, not after the reference date
+    days: npt.NDArray[np.int64]  # since 1970-01-01
+
+
+def _string_array(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.StringArray:
+    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(list(values), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.string())
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _bools(arr: pa.Array, null_as: bool) -> npt.NDArray[np.bool_]:
+    return np.asarray(pc.fill_null(arr, null_as), dtype=bool)
+
+
+def _digit_matrix(padded: pa.StringArray) -> npt.NDArray[np.int32]:
+    """The 12 ASCII digits of each value of ``padded`` as an ``n x 12`` int32 matrix."""
+    n = len(padded)
+    if not n:
+        return np.zeros((0, 12), dtype=np.int32)
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=n + 1, offset=padded.offset * 4)
+    raw = np.frombuffer(padded.buffers()[2], dtype=np.uint8)
+    if offsets[n] - offsets[0] == 12 * n and bool(np.all(np.diff(offsets) == 12)):
+        # every value is 12 bytes (the usual case): the data buffer *is* an n x 12 matrix
+        ascii_digits = raw[offsets[0] : offsets[n]].reshape(n, 12)
+    else:
+        ascii_digits = raw[offsets[:-1, None] + np.arange(12)[None, :]]
+    return np.subtract(ascii_digits, ord("0"), dtype=np.int32)
+
+
+def _forms(arr: pa.StringArray) -> _Forms:
+    """Sort each value into missing / unknown form / accepted form, and line up its digits."""
+    stripped = pc.utf8_trim(arr, characters=_WS)
+    missing = _bools(pc.equal(pc.binary_length(stripped), 0), True)
+    form_ok = (
+        _bools(pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False)
+        & ~missing
+    )
+    plus = _bools(pc.match_substring(stripped, "+"), False) & form_ok
+    # plain substring replaces: a regex replace costs several times more on a million values
+    digits_only = pc.replace_substring(
+        pc.replace_substring(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")), "-", ""),
+        "+",
+        "",
+    )
+    twelve = np.asarray(pc.utf8_length(digits_only), dtype=np.int64) == 12
+    padded = pc.utf8_lpad(digits_only, 12, "0")
+    unknown = (~form_ok & ~missing) | (twelve & plus)  # '+' only has a meaning in 10-digit form
+    return _Forms(missing, unknown, plus, twelve, padded, _digit_matrix(padded))
+
+
+def _birth_dates(forms: _Forms, ref: date) -> _BirthDates:
+    """Birth dates, the century of 10-digit forms decided as :func:`_century_year` does."""
+    dm = forms.digits
+    yy = dm[:, 2] * 10 + dm[:, 3]
+    month = dm[:, 4] * 10 + dm[:, 5]
+    raw_day = dm[:, 6] * 10 + dm[:, 7]
+    samord = raw_day > 60
+    day = np.where(samord, raw_day - 60, raw_day)
+    year10 = ref.year - ((ref.year - yy) % 100)
+    after_ref = (month * 100 + day) > (ref.month * 100 + ref.day)
+    year10 = np.where(after_ref & (year10 == ref.year), year10 - 100, year10)
+    year10 = np.where(forms.plus, year10 - 100, year10)
+    year = np.where(forms.twelve, dm[:, 0] * 1000 + dm[:, 1] * 100 + yy, year10).astype(np.int64)
+
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    mdays = np.array(_DAYS, dtype=np.int64)[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+    possible = month_ok & (day >= 1) & (day <= mdays)
+    days = _days_from_civil(
+        np.where(possible, year, 1970), np.where(possible, month, 1), np.where(possible, day, 1)
+    )
+    possible &= days <= (ref - date(1970, 1, 1)).days
+    return _BirthDates(year, samord, possible, days)
+
+
+def _luhn_ok_rows(digits: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
+    """:func:`luhn_ok` of every row's 10-digit form (digits 2..11): positions 0, 2, 4, .. doubled."""
+    ten = digits[:, 2:12]
+    dbl = ten[:, 0:9:2] * 2
+    dbl = np.where(dbl > 9, dbl - 9, dbl)
+    return np.asarray((dbl.sum(axis=1) + ten[:, 1:10:2].sum(axis=1)) % 10 == 0, dtype=bool)
+
+
+def _reason_codes(n: int, masks: Iterable[tuple[npt.NDArray[np.bool_], str]]) -> pa.StringArray:
+    """One reason code per value from disjoint masks (no per-value Python); null where none applies."""
+    reason = pa.nulls(n, pa.string())
+    for mask, code in masks:
+        if mask.any():
+            reason = pc.if_else(pa.array(mask), pa.scalar(code), reason)
+    return reason
 
 
 def parse_batch(
@@ -219,113 +339,43 @@ def parse_batch(
 
     Returns a table with :data:`BATCH_SCHEMA`, row *i* describing ``values[i]``. Equal to
     calling :func:`parse` on each value (property-tested), about two orders of magnitude faster.
+    The checks run in :func:`parse`'s order: form, date, check digit, serial number.
     """
     ref = reference_date or date.today()
-    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(list(values), pa.string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.string())
-    if not pa.types.is_string(arr.type):
-        arr = arr.cast(pa.string())
-    n = len(arr)
-    stripped = pc.utf8_trim(arr, characters=_WS)
-    missing = np.asarray(pc.fill_null(pc.equal(pc.binary_length(stripped), 0), True), dtype=bool)
-    form_ok = (
-        np.asarray(
-            pc.fill_null(
-                pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False
-            ),
-            dtype=bool,
-        )
-        & ~missing
+    forms = _forms(_string_array(values))
+    dates = _birth_dates(forms, ref)
+    luhn = _luhn_ok_rows(forms.digits)
+    serial_ok = (forms.digits[:, 8] | forms.digits[:, 9] | forms.digits[:, 10]) != 0
+
+    valid_form = ~forms.missing & ~forms.unknown
+    bad_date = valid_form & ~dates.possible
+    bad_sum = valid_form & dates.possible & ~luhn
+    bad_serial = valid_form & dates.possible & luhn & ~serial_ok
+    ok = valid_form & dates.possible & luhn & serial_ok
+    reason = _reason_codes(
+        len(forms.padded),
+        (
+            (bad_serial, INVALID_SERIAL),
+            (bad_sum, BAD_CHECKSUM),
+            (bad_date, IMPOSSIBLE_DATE),
+            (forms.unknown, UNKNOWN_FORMAT),
+            (forms.missing, MISSING),
+        ),
     )
-    sep_arr = np.asarray(pc.fill_null(pc.match_substring(stripped, "+"), False), dtype=bool)
-    # plain substring replaces: a regex replace costs several times more on a million values
-    digits_only = pc.replace_substring(
-        pc.replace_substring(pc.if_else(pa.array(form_ok), stripped, pa.scalar("000000000000")), "-", ""),
-        "+",
-        "",
-    )
-    lengths = np.asarray(pc.utf8_length(digits_only), dtype=np.int64)
-    twelve = lengths == 12
-    # Left-pad 10-digit forms with "00" so every row is 12 ASCII digits, then view as a matrix.
-    padded = pc.utf8_lpad(digits_only, 12, "0")
-    buf = padded.buffers()[2]
-    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=n + 1, offset=padded.offset * 4)
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    if n and offsets[n] - offsets[0] == 12 * n and bool(np.all(np.diff(offsets) == 12)):
-        # every value is 12 bytes (the usual case): the data buffer *is* an n x 12 matrix.
-        # int32 digits: small enough to be cheap, wide enough for year arithmetic below
-        dm = raw[offsets[0] : offsets[n]].reshape(n, 12).astype(np.int32) - 48
-    elif n:
-        idx = offsets[:-1, None] + np.arange(12)[None, :]
-        dm = raw[idx].astype(np.int32) - 48
-    else:
-        dm = np.zeros((0, 12), dtype=np.int32)
-
-    plus = sep_arr & form_ok
-    unknown = ~form_ok & ~missing
-    unknown |= twelve & plus  # '+' only has a meaning in 10-digit form
-
-    yy = dm[:, 2] * 10 + dm[:, 3]
-    month = dm[:, 4] * 10 + dm[:, 5]
-    raw_day = dm[:, 6] * 10 + dm[:, 7]
-    samord = raw_day > 60
-    day = np.where(samord, raw_day - 60, raw_day)
-    # century for 10-digit forms (see _century_year)
-    year10 = ref.year - ((ref.year - yy) % 100)
-    after_ref = (month * 100 + day) > (ref.month * 100 + ref.day)
-    year10 = np.where(after_ref & (year10 == ref.year), year10 - 100, year10)
-    year10 = np.where(plus, year10 - 100, year10)
-    year = np.where(twelve, dm[:, 0] * 1000 + dm[:, 1] * 100 + yy, year10)
-
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_ok = (month >= 1) & (month <= 12)
-    mdays = np.array(_DAYS, dtype=np.int64)[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
-    date_ok = month_ok & (day >= 1) & (day <= mdays)
-    safe_y = np.where(date_ok, year, 1970)
-    safe_m = np.where(date_ok, month, 1)
-    safe_d = np.where(date_ok, day, 1)
-    days = _days_from_civil(safe_y, safe_m, safe_d)
-    ref_days = (ref - date(1970, 1, 1)).days
-    date_ok &= days <= ref_days
-
-    # Luhn over digits 2..11 (the 10-digit form): positions 0,2,4,.. of that form doubled.
-    ten = dm[:, 2:12]
-    dbl = ten[:, 0:9:2] * 2
-    dbl = np.where(dbl > 9, dbl - 9, dbl)
-    luhn = (dbl.sum(axis=1) + ten[:, 1:10:2].sum(axis=1)) % 10 == 0
-
-    serial_ok = (dm[:, 8] | dm[:, 9] | dm[:, 10]) != 0
-
-    valid_form = ~missing & ~unknown
-    bad_date = valid_form & ~date_ok
-    bad_sum = valid_form & date_ok & ~luhn
-    bad_serial = valid_form & date_ok & luhn & ~serial_ok
-    ok = valid_form & date_ok & luhn & serial_ok
-
-    # reason codes as a dictionary-free string array built from masks (no per-value Python)
-    null_str = pa.scalar(None, pa.string())
-    reason = pa.nulls(n, pa.string())
-    for mask, code in (
-        (bad_serial, INVALID_SERIAL),
-        (bad_sum, BAD_CHECKSUM),
-        (bad_date, IMPOSSIBLE_DATE),
-        (unknown, UNKNOWN_FORMAT),
-        (missing, MISSING),
-    ):
-        if mask.any():
-            reason = pc.if_else(pa.array(mask), pa.scalar(code), reason)
 
     # normalised: 4-digit year + MMDDNNNC from the padded digits
-    year_str = pc.utf8_lpad(pa.array(year.astype(np.int64)).cast(pa.string()), 4, "0")
-    normalised = pc.binary_join_element_wise(year_str, pc.utf8_slice_codeunits(padded, 4, 12), "")
-    mask = pa.array(~ok)
+    year_str = pc.utf8_lpad(pa.array(dates.year).cast(pa.string()), 4, "0")
+    normalised = pc.binary_join_element_wise(year_str, pc.utf8_slice_codeunits(forms.padded, 4, 12), "")
+    invalid = pa.array(~ok)
+    null_str = pa.scalar(None, pa.string())
+    kind = pc.if_else(pa.array(dates.samordningsnummer), SAMORDNINGSNUMMER, PERSONNUMMER)
+    sex = pc.if_else(pa.array(forms.digits[:, 10] % 2 == 1), "M", "F")
     return pa.table(
         {
-            "normalised": pc.if_else(mask, pa.scalar(None, pa.string()), normalised),
-            "kind": pc.if_else(mask, null_str, pc.if_else(pa.array(samord), SAMORDNINGSNUMMER, PERSONNUMMER)),
-            "sex": pc.if_else(mask, null_str, pc.if_else(pa.array(dm[:, 10] % 2 == 1), "M", "F")),
-            "birth_date": pa.array(days.astype(np.int32), pa.int32(), mask=~ok).cast(pa.date32()),
+            "normalised": pc.if_else(invalid, null_str, normalised),
+            "kind": pc.if_else(invalid, null_str, kind),
+            "sex": pc.if_else(invalid, null_str, sex),
+            "birth_date": pa.array(dates.days.astype(np.int32), pa.int32(), mask=~ok).cast(pa.date32()),
             "reason_code": reason,
         },
         schema=BATCH_SCHEMA,
