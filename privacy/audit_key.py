@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hdp import audit
 from hdp.settings import Settings, get_settings
+from privacy.keys import KeyStore, KeyStoreError
 
 AUDIT_DOMAIN = "audit"
 
@@ -29,8 +30,6 @@ _lock = threading.Lock()
 
 def key_ring(settings: Settings | None = None) -> audit.KeyRing:
     """The audit key ring of a data home: the active key, and every older version by id."""
-    from privacy.keys import KeyStore, KeyStoreError
-
     store = KeyStore(settings or get_settings())
     active = store.active_key(AUDIT_DOMAIN)
 

@@ -273,10 +273,9 @@ class KeyStore:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise KeyStoreError(f"key store {self.path} is unreadable ({type(exc).__name__})") from None
-        if doc.get("format") != STORE_FORMAT:
-            raise KeyStoreError(
-                f"key store {self.path} has format {doc.get('format')!r}, expected {STORE_FORMAT}"
-            )
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise KeyStoreError(f"key store {self.path} has format {found!r}, expected {STORE_FORMAT}")
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
