@@ -12,6 +12,18 @@ from pathlib import Path
 
 import click
 
+from hdp.settings import holder as get_holder
+from pipelines.fhir.conformance import report, run_suite, summary
+from pipelines.fhir.ingest import (
+    FileProblem,
+    bundle_entries,
+    classify,
+    classify_line,
+    ingest_fhir,
+    ndjson_chunks,
+    split_lines,
+)
+
 
 @click.group()
 def fhir() -> None:
@@ -29,8 +41,6 @@ def fhir() -> None:
 )
 def conformance(directory: Path, report_file: Path) -> None:
     """Run every SQL on FHIR v2 test file (tests/*.json) in DIRECTORY and write a report."""
-    from pipelines.fhir.conformance import report, run_suite, summary
-
     outcomes = run_suite(directory)
     if not outcomes:
         raise click.ClickException(f"no test files (*.json) found in {directory}")
@@ -55,9 +65,6 @@ def conformance(directory: Path, report_file: Path) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per core; 0 = none).")
 def ingest(holder: str, workers: int | None) -> None:
     """Ingest HOLDER's landing/fhir/ into its raw zone (prints counts as JSON)."""
-    from hdp.settings import holder as get_holder
-    from pipelines.fhir.ingest import ingest_fhir
-
     try:
         get_holder(holder)
     except KeyError as exc:
@@ -74,35 +81,24 @@ def validate(file: Path) -> None:
     Prints one line per invalid resource (line or entry, reason code, element path and reason)
     and a summary; exits 1 if anything is invalid.
     """
-    from pipelines.fhir.ingest import (
-        VIEWS_DIR,
-        _classify_line,
-        _init_worker,
-        _ndjson_chunks,
-        bundle_entries,
-        classify,
-        split_lines,
-    )
-
-    _init_worker(str(VIEWS_DIR))
     counts: Counter[str] = Counter()
     bad = 0
     if file.name.endswith(".ndjson") or file.name.endswith(".ndjson.gz"):
-        problems: list[tuple] = []
-        for _rel, expected, first, blob, unterminated in _ndjson_chunks(file, file.name, 2000, problems):
-            lines = split_lines(blob)
+        problems: list[FileProblem] = []
+        for chunk in ndjson_chunks(file, file.name, 2000, problems):
+            lines = split_lines(chunk.blob)
             for i, line in enumerate(lines):
-                out = _classify_line(line, expected, unterminated and i == len(lines) - 1)
+                out = classify_line(line, chunk.expected, chunk.last_unterminated and i == len(lines) - 1)
                 if out is None:
                     continue
                 counts[out.reason or "valid"] += 1
                 if not out.valid:
                     bad += 1
-                    click.echo(f"line {first + i}: {out.reason}: {out.detail}")
-        for _rel, line_no, reason, detail, _t in problems:
+                    click.echo(f"line {chunk.first_line_no + i}: {out.reason}: {out.detail}")
+        for problem in problems:
             bad += 1
-            counts[reason] += 1
-            click.echo(f"line {line_no}: {reason}: {detail}")
+            counts[problem.reason] += 1
+            click.echo(f"line {problem.line_no}: {problem.reason}: {problem.detail}")
     else:
         data = file.read_bytes()
         try:
@@ -110,19 +106,20 @@ def validate(file: Path) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
         if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
-            entries, problems2 = bundle_entries(data)
-            for idx, reason, detail in problems2:
+            entries, bundle_problems = bundle_entries(data)
+            for bp in bundle_problems:
                 bad += 1
-                counts[reason] += 1
-                click.echo(f"entry {idx if idx is not None else '-'}: {reason}: {detail}")
-            for idx, res, raw in entries:
-                out = classify(res, raw, None)
+                counts[bp.reason] += 1
+                where = bp.entry_index if bp.entry_index is not None else "-"
+                click.echo(f"entry {where}: {bp.reason}: {bp.detail}")
+            for entry in entries:
+                out = classify(entry.resource, entry.raw, None)
                 counts[out.reason or "valid"] += 1
                 if not out.valid:
                     bad += 1
-                    click.echo(f"entry {idx}: {out.reason}: {out.detail}")
+                    click.echo(f"entry {entry.entry_index}: {out.reason}: {out.detail}")
         else:
-            out = _classify_line(data, None, False)
+            out = classify_line(data, None, False)
             if out is not None:
                 counts[out.reason or "valid"] += 1
                 if not out.valid:

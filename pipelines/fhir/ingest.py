@@ -38,11 +38,13 @@ import re
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import duckdb
 import msgspec
 
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
@@ -54,6 +56,12 @@ from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
 from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_view
 from pipelines.fhir.viewsql import SQL_MACROS, Unsupported, compile_view_sql
 from pipelines.warehouse import write_connection
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Int64Array = npt.NDArray[np.int64]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +129,27 @@ class FhirIngestError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- per-resource logic
+#: View name -> the rows one resource gives in that view.
+ViewRows = dict[str, list[tuple[Any, ...]]]
+
+
+class Flag(NamedTuple):
+    """A finding on an accepted resource: ``code.unknown`` (element path) or ``view.error`` (view name)."""
+
+    code: str
+    path: str
+
+
+class IndexedFlag(NamedTuple):
+    """A :class:`Flag` of the resource at ``position`` in its chunk's :class:`FastColumns`."""
+
+    position: int
+    code: str
+    path: str
+
+
 @dataclass
-class _Outcome:
+class ResourceOutcome:
     """Result of one resource; exactly one of ``valid`` / ``reason`` is set."""
 
     rtype: str | None = None
@@ -130,12 +157,9 @@ class _Outcome:
     valid: bool = False
     reason: str | None = None
     detail: str = ""
-    rows: dict[str, list[tuple[Any, ...]]] | None = None
-    flags: list[tuple[str, str]] | None = None  # (flag_code, path)
+    rows: ViewRows | None = None
+    flags: list[Flag] | None = None
     sql_flat: bool = False  # rows of the SQL-compiled views come from DuckDB, not from ``rows``
-
-
-_state: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -166,17 +190,36 @@ def view_plan(views_dir: Path) -> ViewPlan:
     return ViewPlan(views, sql, python_only)
 
 
-def _init_worker(views_dir: str) -> None:
-    plan = view_plan(Path(views_dir))
+@dataclass(frozen=True)
+class _Classifier:
+    """What classifying a resource needs: built once per process (each worker builds its own)."""
+
+    views_by_type: dict[str, list[CompiledView]]
+    python_views_by_type: dict[str, list[CompiledView]]  # the views the SQL compiler could not take
+    codes: dict[str, frozenset[str]]
+
+
+_classifier: _Classifier | None = None
+
+
+def init_classifier(views_dir: Path = VIEWS_DIR) -> None:
+    """(Re)build this process's views and code lists; a worker process's initializer."""
+    global _classifier
+    plan = view_plan(views_dir)
     by_type: dict[str, list[CompiledView]] = {}
     py_by_type: dict[str, list[CompiledView]] = {}
     for v in plan.views.values():
         by_type.setdefault(v.resource, []).append(v)
         if v.name in plan.python_only:
             py_by_type.setdefault(v.resource, []).append(v)
-    _state["views_by_type"] = by_type
-    _state["py_views_by_type"] = py_by_type
-    _state["codes"] = code_lists()
+    _classifier = _Classifier(by_type, py_by_type, code_lists())
+
+
+def _state() -> _Classifier:
+    if _classifier is None:
+        init_classifier()
+    assert _classifier is not None
+    return _classifier
 
 
 def _record_key(rtype: Any, rid: Any) -> str | None:
@@ -185,21 +228,21 @@ def _record_key(rtype: Any, rid: Any) -> str | None:
     return None
 
 
-def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
+def classify(obj: Any, raw: bytes | str, expected: str | None) -> ResourceOutcome:
     """Validate, flatten and terminology-check one decoded resource (pure, no I/O)."""
     if type(obj) is not dict:
-        return _Outcome(reason="fhir.invalid", detail="resource: not a JSON object")
+        return ResourceOutcome(reason="fhir.invalid", detail="resource: not a JSON object")
     rtype = obj.get("resourceType")
     if type(rtype) is not str:
-        return _Outcome(reason="fhir.invalid", detail="resourceType: required element missing")
+        return ResourceOutcome(reason="fhir.invalid", detail="resourceType: required element missing")
     if expected is not None and rtype != expected:
-        return _Outcome(
+        return ResourceOutcome(
             rtype=rtype,
             reason="fhir.wrong_resource_type",
             detail=f"resourceType: not the file's resource type ({expected})",
         )
     if rtype not in RESOURCE_TYPES:
-        return _Outcome(
+        return ResourceOutcome(
             rtype=None,
             reason="fhir.wrong_resource_type",
             detail="resourceType: not a resource type this platform ingests",
@@ -210,15 +253,15 @@ def classify(obj: Any, raw: bytes | str, expected: str | None) -> _Outcome:
         detail = "; ".join(str(i) for i in issues[:5]) + (
             f" (+{len(issues) - 5} more)" if len(issues) > 5 else ""
         )
-        return _Outcome(
+        return ResourceOutcome(
             rtype=rtype, rid=rid if isinstance(rid, str) else None, reason="fhir.invalid", detail=detail
         )
     if type(rid) is not str:
-        return _Outcome(rtype=rtype, reason="fhir.invalid", detail=f"{rtype}.id: required for ingestion")
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    flags: list[tuple[str, str]] = []
-    _python_rows(obj, rtype, rows, flags)
-    return _Outcome(rtype=rtype, rid=rid, valid=True, rows=rows, flags=flags)
+        return ResourceOutcome(
+            rtype=rtype, reason="fhir.invalid", detail=f"{rtype}.id: required for ingestion"
+        )
+    rows, flags = _python_rows(obj, rtype)
+    return ResourceOutcome(rtype=rtype, rid=rid, valid=True, rows=rows, flags=flags)
 
 
 _decode = msgspec.json.Decoder().decode
@@ -238,54 +281,70 @@ def json_depth(body: bytes) -> int:
     return best
 
 
-def _fast_outcome(body: bytes, expected: str) -> _Outcome | None:
+def _python_only_rows(obj: dict[str, Any], rtype: str, flags: list[Flag]) -> ViewRows:
+    """Rows of the views the SQL compiler could not take (the others come from DuckDB)."""
+    rows: ViewRows = {}
+    for view in _state().python_views_by_type.get(rtype, ()):
+        try:
+            rows[view.name] = view.rows(obj)
+        except ViewDefinitionError:
+            flags.append(Flag("view.error", view.name))
+    return rows
+
+
+def _fast_outcome(body: bytes, expected: str) -> ResourceOutcome | None:
     """The fast path: a certainly valid resource (rows left to SQL where possible), or None."""
     struct = fast_decode(body, expected)
     if struct is None:
         return None
-    flags = [("code.unknown", p) for p in struct_unknown_code_paths(expected, struct, _state["codes"])]
+    flags = [Flag("code.unknown", p) for p in struct_unknown_code_paths(expected, struct, _state().codes)]
     if sql_safe(body, struct):
-        rows: dict[str, list[tuple[Any, ...]]] = {}
-        py_views = _state["py_views_by_type"].get(expected, ())
-        if py_views:
-            obj = _decode(body)
-            for view in py_views:
-                try:
-                    rows[view.name] = view.rows(obj)
-                except ViewDefinitionError:
-                    flags.append(("view.error", view.name))
-        return _Outcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags, sql_flat=True)
+        rows = (
+            _python_only_rows(_decode(body), expected, flags)
+            if _state().python_views_by_type.get(expected)
+            else {}
+        )
+        return ResourceOutcome(
+            rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags, sql_flat=True
+        )
     # Valid, but possibly with duplicate keys (DuckDB would read another value): Python views.
-    obj = _decode(body)
-    rows = {}
-    flags = []
-    _python_rows(obj, expected, rows, flags)
-    return _Outcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags)
+    rows, flags = _python_rows(_decode(body), expected)
+    return ResourceOutcome(rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags)
 
 
-def _python_rows(
-    obj: dict[str, Any], rtype: str, rows: dict[str, list[tuple[Any, ...]]], flags: list[tuple[str, str]]
-) -> None:
-    for view in _state["views_by_type"].get(rtype, ()):
+def _python_rows(obj: dict[str, Any], rtype: str) -> tuple[ViewRows, list[Flag]]:
+    """Rows of every view of ``rtype`` evaluated in Python, and the resource's flags."""
+    rows: ViewRows = {}
+    flags: list[Flag] = []
+    state = _state()
+    for view in state.views_by_type.get(rtype, ()):
         try:
             rows[view.name] = view.rows(obj)
         except ViewDefinitionError:
             # The resource is valid FHIR but breaks the view's assumptions (e.g. a
             # repeated element where the view expects one): keep it, flag it.
-            flags.append(("view.error", view.name))
-    for path in unknown_code_paths(obj, _state["codes"]):
-        flags.append(("code.unknown", path))
+            flags.append(Flag("view.error", view.name))
+    for path in unknown_code_paths(obj, state.codes):
+        flags.append(Flag("code.unknown", path))
+    return rows, flags
 
 
-def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Outcome | None:
+def classify_line(line: bytes, expected: str | None, unterminated: bool) -> ResourceOutcome | None:
+    """Check, validate and flatten one NDJSON line (None: a blank line).
+
+    ``expected``: the file's resource type; ``unterminated``: the line is the file's last and has
+    no line end (so a JSON error means the file was cut).
+    """
     body = line.rstrip(b"\r\n")
     if not body.strip():
         return None
     if len(body) > MAX_RESOURCE_BYTES:
-        return _Outcome(reason="fhir.too_large", detail=f"line: larger than {MAX_RESOURCE_BYTES} bytes")
+        return ResourceOutcome(
+            reason="fhir.too_large", detail=f"line: larger than {MAX_RESOURCE_BYTES} bytes"
+        )
     # Cheap bound first: depth cannot exceed the number of opening brackets.
     if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and json_depth(body) > MAX_JSON_DEPTH:
-        return _Outcome(
+        return ResourceOutcome(
             reason="json.too_deep", detail=f"line: JSON nested deeper than {MAX_JSON_DEPTH} levels"
         )
     if expected is not None and not unterminated:
@@ -298,22 +357,91 @@ def _classify_line(line: bytes, expected: str | None, unterminated: bool) -> _Ou
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
-            return _Outcome(reason="encoding.not_utf8", detail="line: not valid UTF-8")
+            return ResourceOutcome(reason="encoding.not_utf8", detail="line: not valid UTF-8")
         if unterminated:
-            return _Outcome(reason="file.truncated", detail="last line: incomplete (file cut mid-record)")
-        return _Outcome(reason="json.malformed", detail="line: not valid JSON")
+            return ResourceOutcome(
+                reason="file.truncated", detail="last line: incomplete (file cut mid-record)"
+            )
+        return ResourceOutcome(reason="json.malformed", detail="line: not valid JSON")
     return classify(obj, body, expected)
 
 
-# A chunk travels to a worker as (source_file, expected_type, first_line_no, whole lines as one
-# bytes object, last_unterminated).
-_Chunk = tuple[str, str | None, int, bytes, bool]
-# Fast-path resources of a chunk, column-wise (cheap to pickle, no per-resource work in the main
-# process): line_nos, ids, the raw lines concatenated, their int64 Arrow offsets, flags
-# [(index, flag_code, path)], rows of Python-only views {index: {view: rows}}.
-_FastCols = tuple[
-    list[int], list[str], bytes, Any, list[tuple[int, str, str]], dict[int, dict[str, list[tuple[Any, ...]]]]
-]
+# --------------------------------------------------------------------------- chunks of lines
+class Chunk(NamedTuple):
+    """Whole lines of one file as they travel to a worker (one bytes object: pickled as one copy)."""
+
+    source_file: str
+    expected: str | None  # the file's resource type (None: the file name names none)
+    first_line_no: int
+    blob: bytes
+    last_unterminated: bool  # the last line has no line end: the file may have been cut
+
+
+@dataclass(slots=True)
+class ValidResource:
+    """A valid resource read one by one (reference path, bundle entry, or a fast one unpacked)."""
+
+    line_no: int | None  # None for a bundle entry
+    rtype: str
+    rid: str
+    text: bytes
+    rows: ViewRows
+    flags: list[Flag]
+    sql_flat: bool  # rows of the SQL-compiled views come from DuckDB, not from ``rows``
+
+
+@dataclass(slots=True)
+class QuarantinedLine:
+    line_no: int
+    reason: str
+    detail: str
+    record_key: str | None
+    rtype: str | None
+    original: bytes
+
+
+@dataclass(slots=True)
+class FastColumns:
+    """The fast-path resources of a chunk, column-wise: cheap to pickle, and loaded without any
+    per-resource work in the main process."""
+
+    line_nos: list[int]
+    ids: list[str]
+    data: bytes  # the raw lines concatenated: resource i is data[offsets[i]:offsets[i + 1]]
+    offsets: Int64Array
+    flags: list[IndexedFlag]
+    python_rows: dict[int, ViewRows]  # rows of the Python-only views, by index
+
+    def one_by_one(self, rtype: str) -> list[ValidResource]:
+        """The same resources as :class:`ValidResource` (for the rare chunk that needs order or a
+        duplicate check per resource)."""
+        flags: dict[int, list[Flag]] = {}
+        for f in self.flags:
+            flags.setdefault(f.position, []).append(Flag(f.code, f.path))
+        data, offsets = self.data, self.offsets
+        return [
+            ValidResource(
+                self.line_nos[i],
+                rtype,
+                rid,
+                data[offsets[i] : offsets[i + 1]],
+                self.python_rows.get(i, {}),
+                flags.get(i, []),
+                True,
+            )
+            for i, rid in enumerate(self.ids)
+        ]
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """What a worker returns for one :class:`Chunk` (every line is in exactly one of the lists)."""
+
+    source_file: str
+    expected: str | None
+    fast: FastColumns  # accepted by the fast validator, rows of the compiled views left to SQL
+    valid: list[ValidResource]  # other valid resources, in line order
+    quarantined: list[QuarantinedLine]
 
 
 def split_lines(blob: bytes) -> list[bytes]:
@@ -324,33 +452,28 @@ def split_lines(blob: bytes) -> list[bytes]:
     return lines
 
 
-def _process_chunk(
-    chunk: _Chunk,
-) -> tuple[str, str | None, _FastCols, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Worker: returns (source_file, expected, fast, valid, quarantined) for one chunk of lines.
-
-    fast: the resources the fast validator accepted and SQL can flatten (see ``_FastCols``);
-    valid: other valid ones, (line_no, rtype, rid, raw bytes, rows_by_view, flags, sql_flat);
-    quarantined: (line_no, reason, detail, record_key, rtype, original bytes).
-    """
-    source_file, expected, first, blob, last_unterminated = chunk
-    lines = split_lines(blob)
-    valid: list[tuple[Any, ...]] = []
-    quar: list[tuple[Any, ...]] = []
+def process_chunk(chunk: Chunk) -> ChunkResult:
+    """Worker: classify every line of one chunk."""
+    lines = split_lines(chunk.blob)
+    expected, first = chunk.expected, chunk.first_line_no
+    valid: list[ValidResource] = []
+    quarantined: list[QuarantinedLine] = []
     line_nos: list[int] = []
     ids: list[str] = []
     texts: list[bytes] = []
-    fflags: list[tuple[int, str, str]] = []
-    pyrows: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    fflags: list[IndexedFlag] = []
+    pyrows: dict[int, ViewRows] = {}
     dec = fast_decoder(expected) if expected is not None else None
-    codes = _state["codes"]
-    py_views = _state["py_views_by_type"].get(expected, ()) if expected is not None else ()
-    last = len(lines) - 1 if last_unterminated else -1
+    state = _state()
+    codes = state.codes
+    py_views = state.python_views_by_type.get(expected, ()) if expected is not None else ()
+    last = len(lines) - 1 if chunk.last_unterminated else -1
     for i, line in enumerate(lines):
         body = line.rstrip(b"\r\n")
-        # The hot loop: the same checks as _classify_line + _fast_outcome, inlined.
+        # The hot loop: the same checks as classify_line + _fast_outcome, inlined.
         if (
             dec is not None
+            and expected is not None
             and i != last
             and len(body) <= MAX_RESOURCE_BYTES
             and body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH
@@ -364,45 +487,45 @@ def _process_chunk(
                 line_nos.append(first + i)
                 ids.append(struct.id)
                 texts.append(body)
-                for path in struct_unknown_code_paths(expected, struct, codes):  # type: ignore[arg-type]
-                    fflags.append((idx, "code.unknown", path))
+                for path in struct_unknown_code_paths(expected, struct, codes):
+                    fflags.append(IndexedFlag(idx, "code.unknown", path))
                 if py_views:
                     obj = _decode(body)
-                    rows: dict[str, list[tuple[Any, ...]]] = {}
+                    rows: ViewRows = {}
                     for view in py_views:
                         try:
                             rows[view.name] = view.rows(obj)
                         except ViewDefinitionError:
-                            fflags.append((idx, "view.error", view.name))
+                            fflags.append(IndexedFlag(idx, "view.error", view.name))
                     pyrows[idx] = rows
                 continue
-        out = _classify_line(line, expected, last_unterminated and i == len(lines) - 1)
+        out = classify_line(line, expected, i == last)
         if out is None:
             continue
         line_no = first + i
         if out.valid:
-            valid.append((line_no, out.rtype, out.rid, body, out.rows, out.flags, out.sql_flat))
+            assert out.rtype is not None and out.rid is not None  # a valid outcome has both
+            valid.append(
+                ValidResource(
+                    line_no, out.rtype, out.rid, body, out.rows or {}, out.flags or [], out.sql_flat
+                )
+            )
         else:
-            quar.append(
-                (
+            quarantined.append(
+                QuarantinedLine(
                     line_no,
-                    out.reason,
+                    out.reason or "fhir.invalid",
                     out.detail,
                     _record_key(out.rtype, out.rid),
                     out.rtype or expected,
                     body,
                 )
             )
-    return (
-        source_file,
-        expected,
-        (line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows),
-        valid,
-        quar,
-    )
+    fast = FastColumns(line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows)
+    return ChunkResult(chunk.source_file, expected, fast, valid, quarantined)
 
 
-def _offsets(texts: list[bytes]) -> Any:
+def _offsets(texts: list[bytes]) -> Int64Array:
     import numpy as np
 
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -411,24 +534,30 @@ def _offsets(texts: list[bytes]) -> Any:
 
 
 # --------------------------------------------------------------------------- reading files
+@dataclass(frozen=True)
+class FileProblem:
+    """A problem with a whole file (a cut or corrupt compressed stream), found while reading it."""
+
+    source_file: str
+    line_no: int
+    reason: str
+    detail: str
+    rtype: str | None
+
+
 def _expected_type(path: Path) -> str | None:
     stem = path.name.split(".", 1)[0]
     return stem if stem in RESOURCE_TYPES else None
 
 
-class _TruncatedGzip(Exception):
-    def __init__(self, line_no: int) -> None:
-        self.line_no = line_no
-
-
-def _ndjson_chunks(
-    path: Path, rel: str, chunk_lines: int, file_problems: list[tuple[Any, ...]]
-) -> Iterator[_Chunk]:
+def ndjson_chunks(
+    path: Path, rel: str, chunk_lines: int, file_problems: list[FileProblem]
+) -> Iterator[Chunk]:
     """Chunks of whole lines as one bytes object each (pickled to a worker as a single copy).
 
     Plain files are read in blocks of about ``chunk_lines`` average lines and cut after the last
     newline; compressed files line by line, so that a cut or corrupt stream keeps every line
-    decoded before the damage.
+    decoded before the damage (and the damage is added to ``file_problems``).
     """
     expected = _expected_type(path)
     if path.name.endswith(".gz"):
@@ -448,16 +577,16 @@ def _ndjson_chunks(
                 pending = data
             else:
                 blob, pending = data[:cut], data[cut:]
-                yield rel, expected, first, blob, False
+                yield Chunk(rel, expected, first, blob, False)
                 first += blob.count(b"\n")
             data = f.read(block)
     if pending:
-        yield rel, expected, first, pending, True  # the last line has no line end: maybe cut
+        yield Chunk(rel, expected, first, pending, True)  # the last line has no line end: maybe cut
 
 
 def _gzip_chunks(
-    path: Path, rel: str, expected: str | None, chunk_lines: int, file_problems: list[tuple[Any, ...]]
-) -> Iterator[_Chunk]:
+    path: Path, rel: str, expected: str | None, chunk_lines: int, file_problems: list[FileProblem]
+) -> Iterator[Chunk]:
     lines: list[bytes] = []
     first = 1
     line_no = 0
@@ -469,20 +598,22 @@ def _gzip_chunks(
                     line = line[3:]
                 lines.append(line)
                 if len(lines) >= chunk_lines:
-                    yield rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n")
+                    yield Chunk(rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n"))
                     first += len(lines)
                     lines = []
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
         # Compressed stream cut or corrupt: what was decoded is kept; the rest is a file-level issue.
         file_problems.append(
-            (rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt", expected)
+            FileProblem(
+                rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt", expected
+            )
         )
         if lines:
             # The last decoded line may be partial: treat it as the truncated record.
-            yield rel, expected, first, b"".join(lines), True
+            yield Chunk(rel, expected, first, b"".join(lines), True)
         return
     if lines:
-        yield rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n")
+        yield Chunk(rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n"))
 
 
 def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
@@ -511,44 +642,33 @@ def _rewrite_refs(node: Any, urls: dict[str, str]) -> Any:
     return node
 
 
-def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[int | None, str, str]]]:
-    """Entries of a Bundle as (index, resource, raw_json) and bundle-level problems (index, reason, detail).
+class BundleEntry(NamedTuple):
+    entry_index: int  # in ``Bundle.entry``
+    resource: Any
+    raw: str  # the resource as JSON text (after references between entries are resolved)
+
+
+class BundleProblem(NamedTuple):
+    entry_index: int | None  # the entry, or None: the whole file
+    reason: str
+    detail: str
+
+
+def bundle_entries(data: bytes) -> tuple[list[BundleEntry], list[BundleProblem]]:
+    """The entries of a Bundle, and its problems (of the file, or of single entries).
 
     Transaction entries without an id get the uuid of their ``urn:uuid:`` fullUrl as id, so
     that re-runs give the same keys; references between entries are rewritten accordingly.
     """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return [], [(None, "encoding.not_utf8", "file: not valid UTF-8")]
-    try:
-        bundle = json.loads(text)
-    except json.JSONDecodeError:
-        return [], [(None, "json.malformed", "file: not valid JSON")]
-    if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
-        return [], [
-            (None, "fhir.wrong_resource_type", "resourceType: a file under bundles/ must be a Bundle")
-        ]
-    if bundle.get("type") not in BUNDLE_TYPES:
-        return [], [(None, "fhir.invalid", "Bundle.type: not collection, transaction or searchset")]
-    entries = bundle.get("entry") or []
-    if type(entries) is not list:
-        return [], [(None, "fhir.invalid", "Bundle.entry: not an array")]
+    entries = _bundle_entry_list(data)
+    if isinstance(entries, BundleProblem):
+        return [], [entries]
     urls: dict[str, str] = {}
     prepared: list[tuple[int, Any]] = []
-    problems: list[tuple[int | None, str, str]] = []
+    problems: list[BundleProblem] = []
     for i, e in enumerate(entries):
-        if type(e) is not dict:
-            problems.append((i, "fhir.invalid", f"Bundle.entry[{i}]: not an object"))
-            continue
-        req = e.get("request")
-        if type(req) is dict and req.get("method") == "DELETE":
-            continue
-        if type(e.get("search")) is dict and e["search"].get("mode") == "outcome":
-            continue  # OperationOutcome of a search: not data
-        res = e.get("resource")
+        res = _entry_resource(i, e, problems)
         if res is None:
-            problems.append((i, "fhir.invalid", f"Bundle.entry[{i}].resource: required element missing"))
             continue
         full_url = e.get("fullUrl")
         if type(res) is dict and type(res.get("resourceType")) is str:
@@ -560,15 +680,83 @@ def bundle_entries(data: bytes) -> tuple[list[tuple[int, Any, str]], list[tuple[
     out = []
     for i, res in prepared:
         res = _rewrite_refs(res, urls) if urls else res
-        out.append((i, res, json.dumps(res, ensure_ascii=False, separators=(",", ":"))))
+        out.append(BundleEntry(i, res, json.dumps(res, ensure_ascii=False, separators=(",", ":"))))
     return out, problems
 
 
+def _bundle_entry_list(data: bytes) -> list[Any] | BundleProblem:
+    """``Bundle.entry`` of a file, or why the file as a whole cannot be read as a Bundle."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return BundleProblem(None, "encoding.not_utf8", "file: not valid UTF-8")
+    try:
+        bundle = json.loads(text)
+    except json.JSONDecodeError:
+        return BundleProblem(None, "json.malformed", "file: not valid JSON")
+    if type(bundle) is not dict or bundle.get("resourceType") != "Bundle":
+        return BundleProblem(
+            None, "fhir.wrong_resource_type", "resourceType: a file under bundles/ must be a Bundle"
+        )
+    if bundle.get("type") not in BUNDLE_TYPES:
+        return BundleProblem(None, "fhir.invalid", "Bundle.type: not collection, transaction or searchset")
+    entries = bundle.get("entry") or []
+    if type(entries) is not list:
+        return BundleProblem(None, "fhir.invalid", "Bundle.entry: not an array")
+    return entries
+
+
+def _entry_resource(i: int, entry: Any, problems: list[BundleProblem]) -> Any:
+    """The resource of entry ``i``; None for an entry that carries no data (or a problem, added)."""
+    if type(entry) is not dict:
+        problems.append(BundleProblem(i, "fhir.invalid", f"Bundle.entry[{i}]: not an object"))
+        return None
+    req = entry.get("request")
+    if type(req) is dict and req.get("method") == "DELETE":
+        return None
+    if type(entry.get("search")) is dict and entry["search"].get("mode") == "outcome":
+        return None  # OperationOutcome of a search: not data
+    res = entry.get("resource")
+    if res is None:
+        problems.append(
+            BundleProblem(i, "fhir.invalid", f"Bundle.entry[{i}].resource: required element missing")
+        )
+    return res
+
+
 # --------------------------------------------------------------------------- loading
+@dataclass
+class _ResourceBuffer:
+    """Resources added one by one since the last flush, column-wise."""
+
+    rtype: list[str] = field(default_factory=list)
+    rid: list[str] = field(default_factory=list)
+    text: list[bytes] = field(default_factory=list)
+    source_file: list[str] = field(default_factory=list)
+    line_no: list[int | None] = field(default_factory=list)
+    sql_flat: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class _FlagBuffer:
+    """``fhir_flag`` rows since the last flush, column-wise."""
+
+    rtype: list[str] = field(default_factory=list)
+    resource_key: list[str] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)
+
+    def add(self, rtype: str, resource_key: str, code: str, path: str) -> None:
+        self.rtype.append(rtype)
+        self.resource_key.append(resource_key)
+        self.code.append(code)
+        self.path.append(path)
+
+
 class _Loader:
     """Buffers rows and writes them to DuckDB in Arrow batches."""
 
-    def __init__(self, con: Any, plan: ViewPlan) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, plan: ViewPlan) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -579,127 +767,129 @@ class _Loader:
         self.sql = plan.sql
         self.sql_types = {plan.views[name].resource for name in plan.sql}
         self.json_type = pa.json_(pa.large_string())
-        views = plan.views
         for macro in SQL_MACROS:
             con.execute(macro)
-        # One-by-one resources: [rtype, id, text, source_file, line_no, rows come from SQL?]
-        self.res: list[list[Any]] = [[], [], [], [], [], []]
+        self.res = _ResourceBuffer()
         self.batches: list[Any] = []  # fhir_resource record batches built column-wise (add_columns)
-        self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in views}
-        self.flags: list[list[Any]] = [[], [], [], []]
+        self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in self.views}
+        self.flags = _FlagBuffer()
         self.row_counts: Counter[str] = Counter()
         self.pending = 0
 
-    def add(
-        self,
-        rtype: str,
-        rid: str,
-        text: bytes,
-        source_file: str,
-        line_no: int | None,
-        rows: dict[str, list[tuple[Any, ...]]],
-        flags: list[tuple[str, str]],
-        sql_flat: bool,
-    ) -> None:
-        for col, v in zip(self.res, (rtype, rid, text, source_file, line_no, sql_flat), strict=True):
-            col.append(v)
-        for name, rs in rows.items():
+    def add(self, source_file: str, r: ValidResource) -> None:
+        res = self.res
+        res.rtype.append(r.rtype)
+        res.rid.append(r.rid)
+        res.text.append(r.text)
+        res.source_file.append(source_file)
+        res.line_no.append(r.line_no)
+        res.sql_flat.append(r.sql_flat)
+        for name, rs in r.rows.items():
             self.rows[name].extend(rs)
-        for code, path in flags:
-            for col, v in zip(self.flags, (rtype, rid, code, path), strict=True):
-                col.append(v)
+        for code, path in r.flags:
+            self.flags.add(r.rtype, r.rid, code, path)
         self.pending += 1
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
-    def add_columns(
-        self,
-        rtype: str,
-        ids: list[str],
-        data: bytes,
-        offsets: Any,
-        source_file: str,
-        line_nos: list[int],
-        rows_by_idx: dict[int, dict[str, list[tuple[Any, ...]]]],
-        flags: list[tuple[int, str, str]],
-    ) -> None:
+    def add_columns(self, source_file: str, rtype: str, cols: FastColumns) -> None:
         import numpy as np
 
         pa = self.pa
+        ids = cols.ids
         n = len(ids)
         self.batches.append(
             pa.record_batch(
                 {
                     "resource_type": pa.repeat(pa.scalar(rtype, pa.string()), n),
                     "id": _ascii_string_array(pa, ids),
-                    "resource": _buffer_string_array(pa, data, offsets),
+                    "resource": _buffer_string_array(pa, cols.data, cols.offsets),
                     "_source_file": pa.repeat(pa.scalar(source_file, pa.string()), n),
                     # (numpy first: pyarrow converts a list of Python ints ~20x slower)
-                    "_line_no": pa.array(np.fromiter(line_nos, np.int64, len(line_nos))),
+                    "_line_no": pa.array(np.fromiter(cols.line_nos, np.int64, len(cols.line_nos))),
                 }
             )
         )
-        for rows in rows_by_idx.values():
+        for rows in cols.python_rows.values():
             for name, rs in rows.items():
                 self.rows[name].extend(rs)
-        for idx, code, path in flags:
-            for col, v in zip(self.flags, (rtype, ids[idx], code, path), strict=True):
-                col.append(v)
+        for idx, code, path in cols.flags:
+            self.flags.add(rtype, ids[idx], code, path)
         self.pending += n
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
     def flush(self) -> None:
-        pa = self.pa
-        python_flat = None
-        if self.res[0]:
-            single = pa.record_batch(
-                {
-                    "resource_type": pa.array(self.res[0], pa.string()),
-                    "id": pa.array(self.res[1], pa.large_string()),
-                    "resource": _string_array(pa, self.res[2]),
-                    "_source_file": pa.array(self.res[3], pa.string()),
-                    "_line_no": pa.array(self.res[4], pa.int64()),
-                }
-            )
-            sql_mask = pa.array(self.res[5], pa.bool_())
-            self.batches.append(single.filter(sql_mask))
-            python_flat = single.filter(self.pc.invert(sql_mask))
+        python_flat = self._split_single_resources()
         if self.batches:
-            # Rows of the SQL-compiled views, from this batch (Python gave the rest, see self.rows).
-            flat = pa.Table.from_batches(self.batches)
-            types = set(self.pc.unique(flat.column("resource_type")).to_pylist())
-            parsed = types <= self.sql_types
-            if parsed:
-                # Every row is about to be parsed by DuckDB's JSON reader in a view below (which
-                # fails the run on anything it cannot read): tag the text as JSON, so that the
-                # insert does not parse all of it a second time for the ::JSON cast.
-                i = flat.schema.get_field_index("resource")
-                flat = flat.set_column(
-                    i,
-                    "resource",
-                    self.pa.chunked_array(
-                        [pa.ExtensionArray.from_storage(self.json_type, c) for c in flat.column(i).chunks],
-                        type=self.json_type,
-                    ),
-                )
-            self.con.register(_FLAT_SOURCE, flat)
-            for name, sql in self.sql.items():
-                n = self.con.execute(sql).fetchall()
-                self.row_counts[name] += int(n[0][0]) if n else 0
-            cast = "" if parsed else "::JSON"
-            self.con.execute(
-                f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
-                " _line_no FROM _fhir_flat_batch"
-            )
-            self.con.unregister(_FLAT_SOURCE)
+            self._load_flat_batches()
         if python_flat is not None and python_flat.num_rows:
-            self.con.register("_fhir_batch", python_flat)
-            self.con.execute(
+            self._insert(
+                python_flat,
                 "INSERT INTO fhir_resource SELECT resource_type, id, resource::JSON, _source_file,"
-                " _line_no FROM _fhir_batch"
+                " _line_no FROM _fhir_batch",
             )
-            self.con.unregister("_fhir_batch")
+        self._load_python_rows()
+        if self.flags.rtype:
+            self._load_flags()
+        self.res = _ResourceBuffer()
+        self.batches = []
+        self.rows = {n: [] for n in self.views}
+        self.flags = _FlagBuffer()
+        self.pending = 0
+
+    def _split_single_resources(self) -> Any:
+        """Resources added one by one: those whose rows come from SQL join the flat batches; the
+        rest (rows already made in Python) are returned as one record batch (None: there are none)."""
+        res = self.res
+        if not res.rtype:
+            return None
+        pa = self.pa
+        single = pa.record_batch(
+            {
+                "resource_type": pa.array(res.rtype, pa.string()),
+                "id": pa.array(res.rid, pa.large_string()),
+                "resource": _string_array(pa, res.text),
+                "_source_file": pa.array(res.source_file, pa.string()),
+                "_line_no": pa.array(res.line_no, pa.int64()),
+            }
+        )
+        sql_mask = pa.array(res.sql_flat, pa.bool_())
+        self.batches.append(single.filter(sql_mask))
+        return single.filter(self.pc.invert(sql_mask))
+
+    def _load_flat_batches(self) -> None:
+        """Run the SQL-compiled views over the flat batches, then store their resources."""
+        pa = self.pa
+        flat = pa.Table.from_batches(self.batches)
+        types = set(self.pc.unique(flat.column("resource_type")).to_pylist())
+        parsed = types <= self.sql_types
+        if parsed:
+            # Every row is about to be parsed by DuckDB's JSON reader in a view below (which
+            # fails the run on anything it cannot read): tag the text as JSON, so that the
+            # insert does not parse all of it a second time for the ::JSON cast.
+            i = flat.schema.get_field_index("resource")
+            flat = flat.set_column(
+                i,
+                "resource",
+                pa.chunked_array(
+                    [pa.ExtensionArray.from_storage(self.json_type, c) for c in flat.column(i).chunks],
+                    type=self.json_type,
+                ),
+            )
+        self.con.register(_FLAT_SOURCE, flat)
+        for name, sql in self.sql.items():
+            n = self.con.execute(sql).fetchall()
+            self.row_counts[name] += int(n[0][0]) if n else 0
+        cast = "" if parsed else "::JSON"
+        self.con.execute(
+            f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
+            f" _line_no FROM {_FLAT_SOURCE}"
+        )
+        self.con.unregister(_FLAT_SOURCE)
+
+    def _load_python_rows(self) -> None:
+        pa = self.pa
         for name, rows in self.rows.items():
             if not rows:
                 continue
@@ -708,27 +898,26 @@ class _Loader:
             arrays = {}
             for c, values in zip(view.columns, cols, strict=True):
                 arrays[c.name] = pa.array(values, type=_arrow_type(pa, c.type))
-            self.con.register("_fhir_batch", pa.table(arrays))
-            self.con.execute(f'INSERT INTO "{name}" SELECT * FROM _fhir_batch')
-            self.con.unregister("_fhir_batch")
+            self._insert(pa.table(arrays), f'INSERT INTO "{name}" SELECT * FROM _fhir_batch')
             self.row_counts[name] += len(rows)
-        if self.flags[0]:
-            t = pa.table(
-                {
-                    "resource_type": self.flags[0],
-                    "resource_key": self.flags[1],
-                    "flag_code": self.flags[2],
-                    "path": self.flags[3],
-                }
-            )
-            self.con.register("_fhir_batch", t)
-            self.con.execute("INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
-            self.con.unregister("_fhir_batch")
-        self.res = [[], [], [], [], [], []]
-        self.batches = []
-        self.rows = {n: [] for n in self.views}
-        self.flags = [[], [], [], []]
-        self.pending = 0
+
+    def _load_flags(self) -> None:
+        flags = self.flags
+        table = self.pa.table(
+            {
+                "resource_type": flags.rtype,
+                "resource_key": flags.resource_key,
+                "flag_code": flags.code,
+                "path": flags.path,
+            }
+        )
+        self._insert(table, "INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
+
+    def _insert(self, table: Any, sql: str) -> None:
+        """Run ``sql`` with the Arrow ``table`` registered as ``_fhir_batch``."""
+        self.con.register("_fhir_batch", table)
+        self.con.execute(sql)
+        self.con.unregister("_fhir_batch")
 
 
 def _string_array(pa: Any, texts: list[bytes]) -> Any:
@@ -781,122 +970,56 @@ def _create_tables(con: Any, views: dict[str, CompiledView]) -> None:
         con.execute(f'CREATE TABLE "{name}" ({cols})')
 
 
-# (table, resource type, column, referenced table, key, path) for the link check.
+class ReferenceLink(NamedTuple):
+    """A reference the link check follows: ``table.column`` must be some ``target.target_key``."""
+
+    table: str
+    rtype: str
+    key: str  # the table's own key (names the flagged resource)
+    column: str
+    target: str
+    target_key: str
+    path: str  # the element that holds the reference (the flag's path)
+
+
+def _to_patient(table: str, rtype: str, key: str) -> ReferenceLink:
+    return ReferenceLink(table, rtype, key, "patient_id", "fhir_patient", "patient_id", f"{rtype}.subject")
+
+
+def _to_encounter(table: str, rtype: str, key: str) -> ReferenceLink:
+    return ReferenceLink(
+        table, rtype, key, "encounter_id", "fhir_encounter", "encounter_id", f"{rtype}.encounter"
+    )
+
+
 _LINKS = (
-    (
-        "fhir_encounter",
-        "Encounter",
-        "encounter_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "Encounter.subject",
-    ),
-    (
-        "fhir_condition",
-        "Condition",
-        "condition_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "Condition.subject",
-    ),
-    (
-        "fhir_condition",
-        "Condition",
-        "condition_id",
-        "encounter_id",
-        "fhir_encounter",
-        "encounter_id",
-        "Condition.encounter",
-    ),
-    (
-        "fhir_observation",
-        "Observation",
-        "observation_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "Observation.subject",
-    ),
-    (
-        "fhir_observation",
-        "Observation",
-        "observation_id",
-        "encounter_id",
-        "fhir_encounter",
-        "encounter_id",
-        "Observation.encounter",
-    ),
-    (
-        "fhir_medication_request",
-        "MedicationRequest",
-        "medication_request_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "MedicationRequest.subject",
-    ),
-    (
-        "fhir_medication_request",
-        "MedicationRequest",
-        "medication_request_id",
-        "encounter_id",
-        "fhir_encounter",
-        "encounter_id",
-        "MedicationRequest.encounter",
-    ),
-    (
-        "fhir_procedure",
-        "Procedure",
-        "procedure_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "Procedure.subject",
-    ),
-    (
-        "fhir_procedure",
-        "Procedure",
-        "procedure_id",
-        "encounter_id",
-        "fhir_encounter",
-        "encounter_id",
-        "Procedure.encounter",
-    ),
-    (
-        "fhir_eq5d_response",
-        "QuestionnaireResponse",
-        "questionnaire_response_id",
-        "patient_id",
-        "fhir_patient",
-        "patient_id",
-        "QuestionnaireResponse.subject",
-    ),
-    (
-        "fhir_eq5d_response",
-        "QuestionnaireResponse",
-        "questionnaire_response_id",
-        "encounter_id",
-        "fhir_encounter",
-        "encounter_id",
-        "QuestionnaireResponse.encounter",
-    ),
+    _to_patient("fhir_encounter", "Encounter", "encounter_id"),
+    _to_patient("fhir_condition", "Condition", "condition_id"),
+    _to_encounter("fhir_condition", "Condition", "condition_id"),
+    _to_patient("fhir_observation", "Observation", "observation_id"),
+    _to_encounter("fhir_observation", "Observation", "observation_id"),
+    _to_patient("fhir_medication_request", "MedicationRequest", "medication_request_id"),
+    _to_encounter("fhir_medication_request", "MedicationRequest", "medication_request_id"),
+    _to_patient("fhir_procedure", "Procedure", "procedure_id"),
+    _to_encounter("fhir_procedure", "Procedure", "procedure_id"),
+    _to_patient("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id"),
+    _to_encounter("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id"),
 )
 
 
-def _flag_dangling(con: Any, views: dict[str, CompiledView]) -> int:
+def _flag_dangling(con: duckdb.DuckDBPyConnection, views: dict[str, CompiledView]) -> int:
     total = 0
-    for table, rtype, key, col, target, target_key, path in _LINKS:
-        if table not in views or target not in views:
+    for link in _LINKS:
+        if link.table not in views or link.target not in views:
             continue
         n = con.execute(
             f"""INSERT INTO fhir_flag
-                SELECT ?, t."{key}", 'fhir.dangling_reference', ?
-                FROM "{table}" t
-                WHERE t."{col}" IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM "{target}" r WHERE r."{target_key}" = t."{col}")""",
-            [rtype, path],
+                SELECT ?, t."{link.key}", 'fhir.dangling_reference', ?
+                FROM "{link.table}" t
+                WHERE t."{link.column}" IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM "{link.target}" r
+                                  WHERE r."{link.target_key}" = t."{link.column}")""",
+            [link.rtype, link.path],
         ).fetchall()
         total += int(n[0][0]) if n else 0
     return total
@@ -911,6 +1034,267 @@ def _worker_count(requested: int | None) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+# --------------------------------------------------------------------------- one ingest, step by step
+@dataclass
+class IngestTally:
+    """The counts of one ingest (what :class:`FhirIngestResult` reports)."""
+
+    read: Counter[str] = field(default_factory=Counter)  # by resource type
+    valid: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)  # by reason code
+    quarantined_by_type: Counter[str] = field(default_factory=Counter)
+    unknown_codes: int = 0
+    view_errors: int = 0
+
+    def count_flags(self, codes: Iterable[str]) -> None:
+        for code in codes:
+            if code == "code.unknown":
+                self.unknown_codes += 1
+            elif code == "view.error":
+                self.view_errors += 1
+
+
+class _Intake:
+    """The main process's side of one ingest: keeps the delivery order (the first ``Type/id`` wins,
+    later ones are ``fhir.duplicate_id``), counts, passes accepted resources to the loader and
+    collects the quarantine records."""
+
+    def __init__(self, holder: str, loader: _Loader) -> None:
+        self.holder = holder
+        self.loader = loader
+        self.tally = IngestTally()
+        self.seen: dict[str, set[str]] = {t: set() for t in RESOURCE_TYPES}  # ids so far, by type
+        self.records: list[quarantine.QuarantineRecord] = []
+
+    def quarantine(
+        self,
+        source_file: str,
+        line_no: int | None,
+        reason: str,
+        detail: str,
+        *,
+        record_key: str | None = None,
+        rtype: str | None = None,
+        original: bytes | None = None,
+        original_path: str | None = None,
+    ) -> None:
+        self.tally.quarantined[reason] += 1
+        self.tally.quarantined_by_type[rtype or "unknown"] += 1
+        self.records.append(
+            quarantine.QuarantineRecord(
+                stage=STAGE,
+                holder=self.holder,
+                source=SOURCE,
+                reason_code=reason,
+                detail=detail,
+                source_file=source_file,
+                line_no=line_no,
+                record_key=record_key,
+                original=original,
+                original_path=original_path,
+            )
+        )
+
+    def reject(self, source_file: str, line: QuarantinedLine) -> None:
+        self.tally.read[line.rtype or "unknown"] += 1
+        self.quarantine(
+            source_file,
+            line.line_no,
+            line.reason,
+            line.detail,
+            record_key=line.record_key,
+            rtype=line.rtype,
+            original=line.original,
+        )
+
+    def accept(self, source_file: str, res: ValidResource) -> None:
+        rtype, rid = res.rtype, res.rid
+        self.tally.read[rtype] += 1
+        seen_ids = self.seen[rtype]
+        if rid in seen_ids:
+            self.quarantine(
+                source_file,
+                res.line_no,
+                "fhir.duplicate_id",
+                f"{rtype}.id: already delivered earlier in this extract",
+                record_key=f"{rtype}/{rid}",
+                rtype=rtype,
+                original=res.text,
+            )
+            return
+        seen_ids.add(rid)
+        self.tally.valid[rtype] += 1
+        self.tally.count_flags(f.code for f in res.flags)
+        self.loader.add(source_file, res)
+
+    def accept_fast(self, source_file: str, rtype: str, cols: FastColumns) -> None:
+        """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
+        seen_ids = self.seen[rtype]
+        if not seen_ids.isdisjoint(cols.ids) or len(set(cols.ids)) != len(cols.ids):
+            for res in cols.one_by_one(rtype):
+                self.accept(source_file, res)
+            return
+        seen_ids.update(cols.ids)
+        self.tally.read[rtype] += len(cols.ids)
+        self.tally.valid[rtype] += len(cols.ids)
+        self.tally.count_flags(f.code for f in cols.flags)
+        self.loader.add_columns(source_file, rtype, cols)
+
+    def take_chunk(self, result: ChunkResult) -> None:
+        for line in result.quarantined:
+            self.reject(result.source_file, line)
+        if result.expected is None or not result.fast.ids:
+            for res in result.valid:
+                self.accept(result.source_file, res)
+        elif not result.valid:
+            self.accept_fast(result.source_file, result.expected, result.fast)
+        else:
+            # Mixed chunk (rare): accept in line order, so the first delivery of an id wins.
+            merged = result.valid + result.fast.one_by_one(result.expected)
+            merged.sort(key=lambda r: r.line_no or 0)
+            for res in merged:
+                self.accept(result.source_file, res)
+
+    def result(self, files: int, dangling: int) -> FhirIngestResult:
+        t = self.tally
+        return FhirIngestResult(
+            holder=self.holder,
+            files=files,
+            resources_read=dict(sorted(t.read.items())),
+            resources_valid=dict(sorted(t.valid.items())),
+            quarantined=dict(sorted(t.quarantined.items())),
+            quarantined_by_type=dict(sorted(t.quarantined_by_type.items())),
+            rows=dict(sorted(self.loader.row_counts.items())),
+            dangling_references=dangling,
+            unknown_codes=t.unknown_codes,
+            view_errors=t.view_errors,
+        )
+
+
+class _ReadAhead:
+    """Bounds the chunks read ahead of the main process.
+
+    ``Pool.imap`` pulls its input as fast as it can: without a bound, whole files would sit in
+    memory, queued for the workers. At most ``limit`` chunks are in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._stopped = threading.Event()
+
+    def feed(self, chunks: Iterable[Chunk]) -> Iterator[Chunk]:
+        for chunk in chunks:
+            while not self._slots.acquire(timeout=0.2):
+                if self._stopped.is_set():  # the consumer gave up: let the pool shut down
+                    return
+            yield chunk
+
+    def consume(self, results: Iterable[ChunkResult]) -> Iterator[ChunkResult]:
+        for result in results:
+            self._slots.release()
+            yield result
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+@contextmanager
+def _processed_chunks(chunks: Iterable[Chunk], n_workers: int) -> Iterator[Iterator[ChunkResult]]:
+    """The chunks' results in input order, from ``n_workers`` worker processes (0: this process)."""
+    read_ahead = _ReadAhead(IN_FLIGHT_CHUNKS)
+    fed = read_ahead.feed(chunks)
+    if n_workers == 0:
+        init_classifier(VIEWS_DIR)
+        yield read_ahead.consume(map(process_chunk, fed))
+        return
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    pool = ctx.Pool(n_workers, initializer=init_classifier, initargs=(VIEWS_DIR,))
+    try:
+        yield read_ahead.consume(pool.imap(process_chunk, fed, chunksize=1))
+    except BaseException:
+        read_ahead.stop()
+        pool.terminate()
+        raise
+    finally:
+        read_ahead.stop()  # before join: the pool's feeder thread may be waiting for a slot
+        pool.close()
+        pool.join()
+
+
+def _ingest_ndjson(
+    intake: _Intake, files: list[Path], landing_root: Path, chunk_lines: int, workers: int | None
+) -> list[FileProblem]:
+    """Read, validate and flatten every NDJSON file; returns the problems of whole files."""
+    problems: list[FileProblem] = []
+    chunks = (
+        chunk
+        for p in files
+        for chunk in ndjson_chunks(p, str(p.relative_to(landing_root)), chunk_lines, problems)
+    )
+    for t in {_expected_type(p) for p in files} - {None}:
+        fast_decoder(t)  # build the Structs once, before forking: workers inherit them
+    with _processed_chunks(chunks, _worker_count(workers)) as results:
+        for result in results:
+            intake.take_chunk(result)
+    return problems
+
+
+def _quarantine_files(intake: _Intake, problems: list[FileProblem], settings: Settings) -> None:
+    """Keep a copy of each damaged file and quarantine its problem."""
+    for p in problems:
+        kept = quarantine.keep_original_file(
+            settings.landing_dir(intake.holder) / p.source_file,
+            settings.quarantine_dir(intake.holder),
+            p.source_file,
+        )
+        intake.quarantine(
+            p.source_file, p.line_no, p.reason, p.detail, rtype=p.rtype, original_path=str(kept)
+        )
+
+
+def _ingest_bundles(intake: _Intake, bundles: list[Path], settings: Settings) -> None:
+    """Validate and flatten every Bundle's entries, in this process."""
+    landing_root = settings.landing_dir(intake.holder)
+    for p in bundles:
+        rel = str(p.relative_to(landing_root))
+        entries, problems = bundle_entries(p.read_bytes())
+        for problem in problems:
+            if problem.entry_index is None:  # the whole file
+                kept = quarantine.keep_original_file(p, settings.quarantine_dir(intake.holder), rel)
+                intake.quarantine(
+                    rel, None, problem.reason, problem.detail, rtype="Bundle", original_path=str(kept)
+                )
+            else:
+                intake.quarantine(rel, None, problem.reason, problem.detail)
+        for entry in entries:
+            raw = entry.raw.encode("utf-8")
+            out = classify(entry.resource, entry.raw, None)
+            if out.valid:
+                res = ValidResource(
+                    None, out.rtype or "", out.rid or "", raw, out.rows or {}, out.flags or [], False
+                )
+                intake.accept(rel, res)
+            else:
+                intake.tally.read[out.rtype or "unknown"] += 1
+                intake.quarantine(
+                    rel,
+                    None,
+                    out.reason or "fhir.invalid",
+                    f"Bundle.entry[{entry.entry_index}].resource: {out.detail}",
+                    record_key=_record_key(out.rtype, out.rid),
+                    rtype=out.rtype,
+                    original=raw,
+                )
+
+
+def _configure_raw_zone(con: duckdb.DuckDBPyConnection) -> None:
+    # Bound DuckDB's memory whatever the delivery's size (it spills the open transaction to
+    # disk beyond this); the workers and buffers add ~0.5 GiB (goal: under 4 GiB in all).
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    if not COMPRESS_RAW_STRINGS:
+        con.execute("SET disabled_compression_methods = 'dict_fsst'")
+
+
 def ingest_fhir(
     holder_id: str,
     *,
@@ -923,261 +1307,41 @@ def ingest_fhir(
     ``workers=0`` runs everything in this process (tests, debugging).
     """
     settings = settings or get_settings()
-    landing = settings.landing_dir(holder_id) / "fhir"
+    landing_root = settings.landing_dir(holder_id)
+    landing = landing_root / "fhir"
     plan = view_plan(VIEWS_DIR)
-    views = plan.views
-    if not views:
+    if not plan.views:
         raise FhirIngestError(f"no ViewDefinitions found in {VIEWS_DIR}")
     if plan.python_only:
         log.info("fhir views evaluated in Python (not compiled to SQL): %s", sorted(plan.python_only))
     ndjson, bundles = landing_files(landing) if landing.is_dir() else ([], [])
 
-    read: Counter[str] = Counter()
-    valid_n: Counter[str] = Counter()
-    q_reason: Counter[str] = Counter()
-    q_type: Counter[str] = Counter()
-    seen: dict[str, set[str]] = {t: set() for t in RESOURCE_TYPES}  # ids delivered so far, by type
-    qrecords: list[quarantine.QuarantineRecord] = []
-    unknown_codes = 0
-    view_errors = 0
-
-    def q(
-        source_file: str,
-        line_no: int | None,
-        reason: str,
-        detail: str,
-        record_key: str | None,
-        rtype: str | None,
-        original: bytes | None,
-        original_path: str | None = None,
-    ) -> None:
-        q_reason[reason] += 1
-        q_type[rtype or "unknown"] += 1
-        qrecords.append(
-            quarantine.QuarantineRecord(
-                stage=STAGE,
-                holder=holder_id,
-                source=SOURCE,
-                reason_code=reason,
-                detail=detail,
-                source_file=source_file,
-                line_no=line_no,
-                record_key=record_key,
-                original=original,
-                original_path=original_path,
-            )
-        )
-
     with write_connection(settings.raw_db(holder_id)) as con:
-        # Bound DuckDB's memory whatever the delivery's size (it spills the open transaction to
-        # disk beyond this); the workers and buffers add ~0.5 GiB (goal: under 4 GiB in all).
-        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-        if not COMPRESS_RAW_STRINGS:
-            con.execute("SET disabled_compression_methods = 'dict_fsst'")
+        _configure_raw_zone(con)
         con.execute("BEGIN TRANSACTION")
         try:
-            _create_tables(con, views)
+            _create_tables(con, plan.views)
             quarantine.reset(con, stage=STAGE, source=SOURCE)
-            loader = _Loader(con, plan)
-
-            def accept(
-                source_file: str,
-                line_no: int | None,
-                rtype: str,
-                rid: str,
-                text: bytes,
-                rows: dict[str, list[tuple[Any, ...]]],
-                flags: list[tuple[str, str]],
-                sql_flat: bool,
-            ) -> None:
-                nonlocal unknown_codes, view_errors
-                read[rtype] += 1
-                seen_ids = seen[rtype]
-                if rid in seen_ids:
-                    q(
-                        source_file,
-                        line_no,
-                        "fhir.duplicate_id",
-                        f"{rtype}.id: already delivered earlier in this extract",
-                        f"{rtype}/{rid}",
-                        rtype,
-                        text,
-                    )
-                    return
-                seen_ids.add(rid)
-                valid_n[rtype] += 1
-                unknown_codes += sum(1 for c, _ in flags if c == "code.unknown")
-                view_errors += sum(1 for c, _ in flags if c == "view.error")
-                loader.add(rtype, rid, text, source_file, line_no, rows, flags, sql_flat)
-
-            def accept_fast(source_file: str, rtype: str, cols: _FastCols) -> None:
-                """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
-                nonlocal unknown_codes, view_errors
-                line_nos, ids, data, offsets, fflags, pyrows = cols
-                seen_ids = seen[rtype]
-                if not seen_ids.isdisjoint(ids) or len(set(ids)) != len(ids):
-                    by_idx: dict[int, list[tuple[str, str]]] = {}
-                    for idx, code, path in fflags:
-                        by_idx.setdefault(idx, []).append((code, path))
-                    for i in range(len(ids)):
-                        accept(
-                            source_file,
-                            line_nos[i],
-                            rtype,
-                            ids[i],
-                            data[offsets[i] : offsets[i + 1]],
-                            pyrows.get(i, {}),
-                            by_idx.get(i, []),
-                            True,
-                        )
-                    return
-                seen_ids.update(ids)
-                read[rtype] += len(ids)
-                valid_n[rtype] += len(ids)
-                for _idx, code, _path in fflags:
-                    if code == "code.unknown":
-                        unknown_codes += 1
-                    else:
-                        view_errors += 1
-                loader.add_columns(rtype, ids, data, offsets, source_file, line_nos, pyrows, fflags)
-
-            file_problems: list[tuple[Any, ...]] = []
-
-            # Pool.imap pulls its input as fast as it can: without a bound, whole files would sit
-            # in memory, queued for the workers. At most IN_FLIGHT chunks are read ahead.
-            in_flight = threading.BoundedSemaphore(IN_FLIGHT_CHUNKS)
-            stop = threading.Event()
-
-            def chunks() -> Iterator[_Chunk]:
-                for p in ndjson:
-                    for chunk in _ndjson_chunks(
-                        p, str(p.relative_to(settings.landing_dir(holder_id))), chunk_lines, file_problems
-                    ):
-                        while not in_flight.acquire(timeout=0.2):
-                            if stop.is_set():  # the consumer gave up: let the pool shut down
-                                return
-                        yield chunk
-
-            n_workers = _worker_count(workers)
-            for t in {_expected_type(p) for p in ndjson} - {None}:
-                fast_decoder(t)  # build the Structs once, before forking: workers inherit them
-            if n_workers == 0:
-                _init_worker(str(VIEWS_DIR))
-                results: Iterator[Any] = map(_process_chunk, chunks())
-                pool = None
-            else:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-                pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(str(VIEWS_DIR),))
-                results = pool.imap(_process_chunk, chunks(), chunksize=1)
-            try:
-                for source_file, expected, fast, valid, quar in results:
-                    in_flight.release()
-                    for line_no, reason, detail, record_key, rtype, original in quar:
-                        read[rtype or "unknown"] += 1
-                        q(source_file, line_no, reason, detail, record_key, rtype, original)
-                    if not valid:
-                        if fast[1]:
-                            accept_fast(source_file, expected, fast)
-                        continue
-                    # Mixed chunk (rare): accept in line order, so the first delivery of an id wins.
-                    line_nos, ids, data, offsets, fflags, pyrows = fast
-                    by_idx: dict[int, list[tuple[str, str]]] = {}
-                    for idx, code, path in fflags:
-                        by_idx.setdefault(idx, []).append((code, path))
-                    merged = valid + [
-                        (
-                            line_nos[i],
-                            expected,
-                            ids[i],
-                            data[offsets[i] : offsets[i + 1]],
-                            pyrows.get(i, {}),
-                            by_idx.get(i, []),
-                            True,
-                        )
-                        for i in range(len(ids))
-                    ]
-                    merged.sort(key=lambda r: r[0])
-                    for line_no, rtype, rid, text, rows, flags, sql_flat in merged:
-                        accept(source_file, line_no, rtype, rid, text, rows, flags, sql_flat)
-            except BaseException:
-                stop.set()
-                if pool is not None:
-                    pool.terminate()
-                raise
-            finally:
-                stop.set()
-                if pool is not None:
-                    pool.close()
-                    pool.join()
-            for rel, line_no, reason, detail, rtype in file_problems:
-                kept = quarantine.keep_original_file(
-                    settings.landing_dir(holder_id) / rel, settings.quarantine_dir(holder_id), rel
-                )
-                q(rel, line_no, reason, detail, None, rtype, None, str(kept))
-
-            if "views_by_type" not in _state:
-                _init_worker(str(VIEWS_DIR))
-            for p in bundles:
-                rel = str(p.relative_to(settings.landing_dir(holder_id)))
-                data = p.read_bytes()
-                entries, problems = bundle_entries(data)
-                for idx, reason, detail in problems:
-                    if idx is None:
-                        kept = quarantine.keep_original_file(p, settings.quarantine_dir(holder_id), rel)
-                        q(rel, None, reason, detail, None, "Bundle", None, str(kept))
-                    else:
-                        q(rel, None, reason, detail, None, None, None)
-                for idx, res, raw in entries:
-                    out = classify(res, raw, None)
-                    if out.valid:
-                        accept(
-                            rel,
-                            None,
-                            out.rtype or "",
-                            out.rid or "",
-                            raw.encode("utf-8"),
-                            out.rows or {},
-                            out.flags or [],
-                            False,
-                        )
-                    else:
-                        read[out.rtype or "unknown"] += 1
-                        q(
-                            rel,
-                            None,
-                            out.reason or "fhir.invalid",
-                            f"Bundle.entry[{idx}].resource: {out.detail}",
-                            _record_key(out.rtype, out.rid),
-                            out.rtype,
-                            raw.encode("utf-8"),
-                        )
-            loader.flush()
-            quarantine.add(con, qrecords)
-            dangling = _flag_dangling(con, views)
+            intake = _Intake(holder_id, _Loader(con, plan))
+            file_problems = _ingest_ndjson(intake, ndjson, landing_root, chunk_lines, workers)
+            _quarantine_files(intake, file_problems, settings)
+            _ingest_bundles(intake, bundles, settings)
+            intake.loader.flush()
+            quarantine.add(con, intake.records)
+            dangling = _flag_dangling(con, plan.views)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
 
-    result = FhirIngestResult(
-        holder=holder_id,
-        files=len(ndjson) + len(bundles),
-        resources_read=dict(sorted(read.items())),
-        resources_valid=dict(sorted(valid_n.items())),
-        quarantined=dict(sorted(q_reason.items())),
-        quarantined_by_type=dict(sorted(q_type.items())),
-        rows=dict(sorted(loader.row_counts.items())),
-        dangling_references=dangling,
-        unknown_codes=unknown_codes,
-        view_errors=view_errors,
-    )
+    result = intake.result(files=len(ndjson) + len(bundles), dangling=dangling)
     log.info(
         "fhir ingest %s: %d files, %d valid, %d quarantined, %d dangling references, %d unknown codes",
         holder_id,
         result.files,
-        sum(valid_n.values()),
-        sum(q_reason.values()),
+        sum(result.resources_valid.values()),
+        sum(result.quarantined.values()),
         dangling,
-        unknown_codes,
+        result.unknown_codes,
     )
     return result

@@ -350,12 +350,16 @@ def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     ing._create_tables(con, plan.views)
     loader = ing._Loader(con, plan)
     good = json.dumps(f.patient("ok"), separators=(",", ":")).encode()
-    loader.add_columns("Patient", ["ok"], good, np.array([0, len(good)], np.int64), "f", [1], {}, [])
+    loader.add_columns(
+        "f", "Patient", ing.FastColumns([1], ["ok"], good, np.array([0, len(good)], np.int64), [], {})
+    )
     loader.flush()
     assert con.sql("SELECT resource::VARCHAR, typeof(resource) FROM fhir_resource").fetchall() == [
         (good.decode(), "JSON")
     ]
     bad = b'{"resourceType":"Patient","id":"bad",'
-    loader.add_columns("Patient", ["bad"], bad, np.array([0, len(bad)], np.int64), "f", [2], {}, [])
+    loader.add_columns(
+        "f", "Patient", ing.FastColumns([2], ["bad"], bad, np.array([0, len(bad)], np.int64), [], {})
+    )
     with pytest.raises(duckdb.Error):
         loader.flush()
