@@ -20,17 +20,24 @@ import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from hdp.settings import REPO_ROOT, Settings, get_settings, holder
+from governance import cohort
+from governance.values import ApprovedRequest
+from hdp.settings import REPO_ROOT, Settings, holder
 from pipelines.cellkeys import CELL_KEYS, write_cell_keys
 from pipelines.clean_writer import TableSource, write_duckdb
+from pipelines.quality.gate import raise_for_blocking, run_gate
+from pipelines.quality.label import quality_label
+from pipelines.release_identity import apply_release_policy, describe_release_policy, release_person_map
+from privacy.disclosure import check_k_anonymity
 
 #: The column that places each research table's rows in time (for the request's period).
 EVENT_DATE_COLUMN = {
@@ -53,21 +60,6 @@ class ReleaseError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ReleaseRequest:
-    """What the release builder needs to know about an approved request."""
-
-    request_id: int
-    project: str
-    purpose: str
-    holders: tuple[str, ...]
-    variables: tuple[str, ...]  # "table.column"
-    output_tier: str = "record"
-    approvals: tuple[dict[str, Any], ...] = ()
-    period: tuple[Any, Any] = (None, None)
-    cohort_criteria: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ReleaseResult:
     release_id: str
     request_id: int
@@ -77,6 +69,23 @@ class ReleaseResult:
     excluded_persons_consent: int = 0
     excluded_rows_unlinked: int = 0
     disclosure: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """A release renamed into place: what the edge records in governance and the audit log."""
+
+    result: ReleaseResult
+    manifest_sha256: str
+
+
+@dataclass(frozen=True)
+class AssembledTable:
+    """One table written into the staging directory."""
+
+    rows: int
+    unlinked_rows: int  # rows in the period whose person has no release pseudonym (left out)
+    disclosure: dict[str, Any] | None  # the k-anonymity report of a record-level table
 
 
 def _ident(name: str) -> str:
@@ -115,8 +124,6 @@ def code_version() -> str:
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
-
         return f"hdp {version('hdp')}"
 
 
@@ -139,14 +146,12 @@ def _holder_columns(con: duckdb.DuckDBPyConnection, holder_id: str, table: str) 
     }
 
 
-def _select_cohort(con: duckdb.DuckDBPyConnection, request: ReleaseRequest) -> None:
+def _select_cohort(con: duckdb.DuckDBPyConnection, request: ApprovedRequest) -> None:
     """Temp table ``cohort``: the eligible persons who meet the request's cohort criteria.
 
     A person qualifies when, in every table the criteria name, at least one of their rows (in
     any holder in scope) meets all of that table's conditions. Values are bound parameters.
     """
-    from governance import cohort
-
     try:
         conditions = cohort.by_table(cohort.parse(request.cohort_criteria))
     except cohort.InvalidCriteria as exc:
@@ -179,11 +184,9 @@ PERSON_QUASI_IDENTIFIERS = ("birth_year", "sex", "id_type", "county", "deceased_
 
 
 def _generalise(
-    con: duckdb.DuckDBPyConnection, table: str, request: ReleaseRequest, settings: Settings
+    con: duckdb.DuckDBPyConnection, table: str, request: ApprovedRequest, settings: Settings
 ) -> None:
     """Apply the release policy (schemas/policies/release.json) to one assembled table, in place."""
-    from pipelines.release_identity import apply_release_policy
-
     generalised = apply_release_policy(
         con.sql(f'SELECT * FROM "{table}"').to_arrow_table(),
         table_name=table,
@@ -203,8 +206,6 @@ def _enforce_k_anonymity(con: duckdb.DuckDBPyConnection, table: str, *, k: int) 
     itself smaller than ``k``, those rows are dropped. The result is verified with the access
     layer's k-anonymity check and the release fails closed if it does not hold.
     """
-    from privacy.disclosure import check_k_anonymity
-
     columns = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
     qis = [c for c in PERSON_QUASI_IDENTIFIERS if c in columns]
     report: dict[str, Any] = {"k": k, "quasi_identifiers": qis, "persons_suppressed": 0, "rows_dropped": 0}
@@ -231,7 +232,7 @@ def _enforce_k_anonymity(con: duckdb.DuckDBPyConnection, table: str, *, k: int) 
 
 
 def assemble(
-    request: ReleaseRequest,
+    request: ApprovedRequest,
     *,
     person_map: pa.Table,
     excluded_consent_keys: frozenset[str],
@@ -239,13 +240,52 @@ def assemble(
     settings: Settings,
 ) -> ReleaseResult:
     """Write the release's tables into ``staging``. Pure apart from reading research zones."""
+    release_id = release_id_for(request.request_id)
     staging.mkdir(parents=True)
-    spill = settings.ensure_restricted(settings.scratch_dir / f"release-{release_id_for(request.request_id)}")
+    spill = settings.ensure_restricted(settings.scratch_dir / f"release-{release_id}")
+    con = _connect(spill)
+    excluded_persons = _select_eligible(con, person_map, excluded_consent_keys)
+    _attach_research_zones(con, request.holders, settings)
+    _select_cohort(con, request)
+    tables = {
+        table: _write_table(con, table, columns, request, staging, settings)
+        for table, columns in sorted(variables_by_table(request.variables).items())
+    }
+    released_persons = _select_released_persons(con, tables)
+    private = _fresh_private_staging_dir(settings, release_id)
+    _write_consent_link(con, private / CONSENT_LINK)
+    ddl = _table_ddl(con, tables)
+    con.close()
+    _write_release_db(staging, ddl, spill)
+    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
+    return ReleaseResult(
+        release_id=release_id,
+        request_id=request.request_id,
+        path=str(staging),
+        rows={table: t.rows for table, t in tables.items()},
+        persons=released_persons,
+        excluded_persons_consent=excluded_persons,
+        excluded_rows_unlinked=sum(t.unlinked_rows for t in tables.values()),
+        disclosure={table: t.disclosure for table, t in tables.items() if t.disclosure is not None},
+    )
+
+
+def _connect(spill: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # One thread: the same input must give byte-identical Parquet files on every run.
     con.execute("SET threads = 1")
     # An in-memory database spills to ./.tmp by default: wherever the worker happens to run.
     con.execute("SET temp_directory = ?", [str(spill)])
+    return con
+
+
+def _select_eligible(
+    con: duckdb.DuckDBPyConnection, person_map: pa.Table, excluded_consent_keys: frozenset[str]
+) -> int:
+    """Temp table ``eligible``: the persons of ``person_map`` not excluded by consent.
+
+    Returns how many release persons consent excluded.
+    """
     con.register("person_map", person_map)
     con.register("excluded", pa.table({"consent_key": pa.array(sorted(excluded_consent_keys), pa.string())}))
     con.execute("""
@@ -257,112 +297,147 @@ def assemble(
         SELECT count(DISTINCT release_person_id) FROM person_map
         WHERE consent_key IN (SELECT consent_key FROM excluded)
     """).fetchall()[0][0]
+    return int(excluded_persons)
 
-    for holder_id in request.holders:
+
+def _attach_research_zones(
+    con: duckdb.DuckDBPyConnection, holder_ids: tuple[str, ...], settings: Settings
+) -> None:
+    for holder_id in holder_ids:
         path = settings.research_db(holder_id)
         if not path.exists():
             raise ReleaseError(f"holder {holder_id} has no research zone yet; run its pseudonymisation first")
         con.execute(f"ATTACH '{path}' AS \"h_{holder_id}\" (READ_ONLY)")
 
-    _select_cohort(con, request)
 
-    start, end = request.period
-    rows: dict[str, int] = {}
-    disclosure: dict[str, dict[str, Any]] = {}
+def _period_conditions(table: str, period: tuple[date | None, date | None]) -> list[str]:
+    """SQL conditions (on alias ``t``) that keep the rows of ``table`` dated within ``period``."""
+    date_col = EVENT_DATE_COLUMN.get(table)
+    if not date_col:
+        return []
+    start, end = period
+    conditions = []
+    if start:
+        conditions.append(f"CAST(t.\"{date_col}\" AS DATE) >= DATE '{start}'")
+    if end:
+        conditions.append(f"CAST(t.\"{date_col}\" AS DATE) <= DATE '{end}'")
+    return conditions
+
+
+def _select_table_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: list[str], request: ApprovedRequest
+) -> int:
+    """Temp table ``table``: the cohort's rows of every holder in scope, under release pseudonyms.
+
+    Returns how many rows in the period were left out because their person has no release pseudonym.
+    """
+    where = _period_conditions(table, request.period)
+    parts = []
     unlinked = 0
-    for table, columns in sorted(variables_by_table(request.variables).items()):
-        parts = []
-        for holder_id in request.holders:
-            present = _holder_columns(con, holder_id, table)
-            if not present:
-                continue
-            missing = [c for c in columns if c not in present]
-            if missing:
-                raise ReleaseError(f"{table} of {holder_id} has no column(s) {missing}")
-            where = []
-            date_col = EVENT_DATE_COLUMN.get(table)
-            if date_col and start:
-                where.append(f"CAST(t.\"{date_col}\" AS DATE) >= DATE '{start}'")
-            if date_col and end:
-                where.append(f"CAST(t.\"{date_col}\" AS DATE) <= DATE '{end}'")
-            source = f'"h_{holder_id}"."{table}" t'
-            cols = ", ".join(f't."{c}"' for c in columns)
-            unlinked += con.execute(
-                f"SELECT count(*) FROM {source} WHERE t.person_id IS NULL OR t.person_id NOT IN "
-                f"(SELECT person_id FROM person_map WHERE holder = '{holder_id}')"
-                + (f" AND {' AND '.join(where)}" if where else "")
-            ).fetchall()[0][0]
-            parts.append(
-                f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
-                f"JOIN cohort e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
-                + (f" WHERE {' AND '.join(where)}" if where else "")
-            )
-        if not parts:
-            raise ReleaseError(f"no holder in scope has table {table}")
-        con.execute(
-            f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL'
+    for holder_id in request.holders:
+        present = _holder_columns(con, holder_id, table)
+        if not present:
+            continue
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise ReleaseError(f"{table} of {holder_id} has no column(s) {missing}")
+        source = f'"h_{holder_id}"."{table}" t'
+        cols = ", ".join(f't."{c}"' for c in columns)
+        unlinked += con.execute(
+            f"SELECT count(*) FROM {source} WHERE t.person_id IS NULL OR t.person_id NOT IN "
+            f"(SELECT person_id FROM person_map WHERE holder = '{holder_id}')"
+            + (f" AND {' AND '.join(where)}" if where else "")
+        ).fetchall()[0][0]
+        parts.append(
+            f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
+            f"JOIN cohort e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
         )
-        _generalise(con, table, request, settings)
-        if request.output_tier == "record":
-            disclosure[table] = _enforce_k_anonymity(
-                con, table, k=max(holder(h).k_anonymity for h in request.holders)
-            )
-        rows[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
-        con.execute(
-            f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
-        )
+    if not parts:
+        raise ReleaseError(f"no holder in scope has table {table}")
+    con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM ({" UNION ALL ".join(parts)}) ORDER BY ALL')
+    return int(unlinked)
 
+
+def _write_table(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: list[str],
+    request: ApprovedRequest,
+    staging: Path,
+    settings: Settings,
+) -> AssembledTable:
+    """Select, generalise and (record level) k-anonymise one table; write it as Parquet into ``staging``."""
+    unlinked = _select_table_rows(con, table, columns, request)
+    _generalise(con, table, request, settings)
+    disclosure = None
+    if request.output_tier == "record":
+        disclosure = _enforce_k_anonymity(con, table, k=max(holder(h).k_anonymity for h in request.holders))
+    rows = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+    con.execute(f"COPY \"{table}\" TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
+    return AssembledTable(rows=int(rows), unlinked_rows=unlinked, disclosure=disclosure)
+
+
+def _select_released_persons(con: duckdb.DuckDBPyConnection, tables: dict[str, AssembledTable]) -> int:
+    """Temp view ``released_persons``: the release pseudonyms with a row in any table; returns their count."""
     con.execute(
         "CREATE TEMP VIEW released_persons AS SELECT DISTINCT person_id FROM ("
-        + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in rows)
+        + " UNION ALL ".join(f'SELECT person_id FROM "{t}"' for t in tables)
         + ")"
     )
-    released_persons = con.execute("SELECT count(*) FROM released_persons").fetchall()[0][0]
-    # The consent link maps every release pseudonym to the one cross-release consent key, so
-    # it lives in the restricted zone, never beside the release files researchers may read.
-    private = private_staging_dir(settings, release_id_for(request.request_id))
+    return int(con.execute("SELECT count(*) FROM released_persons").fetchall()[0][0])
+
+
+def _fresh_private_staging_dir(settings: Settings, release_id: str) -> Path:
+    private = private_staging_dir(settings, release_id)
     if private.exists():
         shutil.rmtree(private)
     private.mkdir(parents=True, mode=0o700)
+    return private
+
+
+def _write_consent_link(con: duckdb.DuckDBPyConnection, destination: Path) -> None:
+    # The consent link maps every release pseudonym to the one cross-release consent key, so
+    # it lives in the restricted zone, never beside the release files researchers may read.
     con.execute(f"""
         COPY (SELECT DISTINCT release_person_id AS person_id, consent_key FROM eligible
               WHERE release_person_id IN (SELECT person_id FROM released_persons) ORDER BY ALL)
-        TO '{private / CONSENT_LINK}' (FORMAT parquet)
+        TO '{destination}' (FORMAT parquet)
     """)
-    # The access layer opens this file read-only; researchers never see consent keys. It is
-    # written from the Parquet files by a process that never held an identifier, with each
-    # table's types as assembled and its rows in file order (the cell keys follow row ids).
-    ddl = {
+
+
+def _table_ddl(con: duckdb.DuckDBPyConnection, tables: dict[str, AssembledTable]) -> dict[str, str]:
+    """``CREATE TABLE`` of each assembled table, with its types as assembled."""
+    return {
         table: f'CREATE TABLE "{table}" ('
         + ", ".join(
             f'"{_ident(name)}" {dtype}' for name, dtype, *_ in con.execute(f'DESCRIBE "{table}"').fetchall()
         )
         + ")"
-        for table in rows
+        for table in tables
     }
-    con.close()
+
+
+def _write_release_db(staging: Path, ddl: dict[str, str], spill: Path) -> None:
+    # The access layer opens this file read-only; researchers never see consent keys. It is
+    # written from the Parquet files by a process that never held an identifier, with each
+    # table's rows in file order (the cell keys follow row ids).
     write_duckdb(
         staging / RELEASE_DB,
-        [TableSource(t, staging / f"{t}.parquet", ddl[t]) for t in rows],
+        [TableSource(t, staging / f"{t}.parquet", create) for t, create in ddl.items()],
         temp_directory=spill,
         threads=1,
     )
     shutil.rmtree(spill, ignore_errors=True)
-    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
-    return ReleaseResult(
-        release_id=release_id_for(request.request_id),
-        request_id=request.request_id,
-        path=str(staging),
-        rows=rows,
-        persons=int(released_persons),
-        excluded_persons_consent=int(excluded_persons),
-        excluded_rows_unlinked=int(unlinked),
-        disclosure=disclosure,
-    )
 
 
 def write_manifest(
-    staging: Path, request: ReleaseRequest, result: ReleaseResult, *, policy: Any, quality: Any
+    staging: Path,
+    request: ApprovedRequest,
+    result: ReleaseResult,
+    *,
+    policy: dict[str, Any],
+    quality: dict[str, Any],
 ) -> dict[str, Any]:
     files = {
         p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -419,141 +494,86 @@ def _publish_dir(staging: Path, final: Path) -> None:
         staging.rename(final)
 
 
-def _build(
-    request: ReleaseRequest, excluded: frozenset[str], staging: Path, settings: Settings
+def build(
+    request: ApprovedRequest, *, excluded_consent_keys: frozenset[str], staging: Path, settings: Settings
 ) -> ReleaseResult:
-    from pipelines.release_identity import release_person_map
-
-    if staging.exists():  # left over from an interrupted attempt
+    """Assemble the release of ``request`` into ``staging`` (replacing an interrupted attempt)."""
+    if staging.exists():
         shutil.rmtree(staging)
     person_map = release_person_map(
         holder_ids=request.holders, release_domain=release_domain(request.request_id), settings=settings
     )
     return assemble(
-        request, person_map=person_map, excluded_consent_keys=excluded, staging=staging, settings=settings
+        request,
+        person_map=person_map,
+        excluded_consent_keys=excluded_consent_keys,
+        staging=staging,
+        settings=settings,
     )
 
 
-def _release_request(approved: Any) -> ReleaseRequest:
-    return ReleaseRequest(
-        request_id=approved.request_id,
-        project=approved.project,
-        purpose=approved.purpose,
-        holders=tuple(approved.holders),
-        variables=tuple(approved.variables),
-        output_tier=approved.output_tier,
-        approvals=tuple(approved.approvals),
-        period=tuple(approved.period),
-        cohort_criteria=dict(approved.cohort_criteria),
-    )
+def build_and_publish(
+    request: ApprovedRequest, *, excluded_consent_keys: frozenset[str], run_id: str, settings: Settings
+) -> PublishedRelease:
+    """Build the release of an approved request, gate it and publish it atomically.
 
-
-def build_and_publish(request_id: int, *, run_id: str, settings: Settings | None = None) -> ReleaseResult:
-    """Build the release of an approved request, gate it, publish it atomically, record it."""
-    from governance import service, store
-    from hdp.audit import AuditLog
-    from pipelines.quality.gate import raise_for_blocking, run_gate
-    from pipelines.quality.label import quality_label
-    from pipelines.release_identity import describe_release_policy
-
-    settings = settings or get_settings()
-    rid = release_id_for(request_id)
-    final = settings.releases_dir / rid
-    with store.session_scope(settings.governance_url) as session:
-        ready = {r.request_id: r for r in service.requests_ready_for_release(session)}
-        if request_id not in ready:
-            permit = service.permit_for_request(session, request_id=request_id)
-            if permit is not None and permit.release_id == rid and (final / MANIFEST).exists():
-                # A retry after the release was published and recorded (the worker died before
-                # reporting success): the work is done, report it instead of failing the run.
-                manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
-                return ReleaseResult(
-                    release_id=rid,
-                    request_id=request_id,
-                    path=str(final),
-                    rows=manifest["rows"],
-                    persons=manifest["persons"],
-                )
-            raise ReleaseError(
-                f"request {request_id} is not approved by every holder in scope, or already released"
-            )
-        request = _release_request(ready[request_id])
-        excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
-    staging = settings.releases_dir / f".staging-{rid}"
-    result = _build(request, frozenset(excluded), staging, settings)
+    Publishing only renames files into place: recording the release in governance is the
+    caller's (the edge's) part, after this returns.
+    """
+    release_id = release_id_for(request.request_id)
+    final = settings.releases_dir / release_id
+    staging = settings.releases_dir / f".staging-{release_id}"
+    result = build(request, excluded_consent_keys=excluded_consent_keys, staging=staging, settings=settings)
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
-    manifest = write_manifest(
-        staging, request, result, policy=describe_release_policy(), quality=quality_label(staging)
-    )
+    write_manifest(staging, request, result, policy=describe_release_policy(), quality=quality_label(staging))
     # Restricted files first: the access layer refuses a release whose consent link is missing.
-    _publish_dir(private_staging_dir(settings, rid), settings.release_private_dir / rid)
+    _publish_dir(private_staging_dir(settings, release_id), settings.release_private_dir / release_id)
     _publish_dir(staging, final)
-    manifest_sha = sha256_file(final / MANIFEST)
-    with store.session_scope(settings.governance_url) as session:
-        service.record_release(session, request_id=request_id, release_id=rid, manifest_sha256=manifest_sha)
-    AuditLog(settings.audit_dir / "audit.jsonl").append(
-        {
-            "kind": "release.published",
-            "release_id": rid,
-            "request_id": request_id,
-            "run_id": run_id,
-            "manifest_sha256": manifest_sha,
-            "rows": manifest["rows"],
-        }
+    return PublishedRelease(
+        result=replace(result, path=str(final)), manifest_sha256=sha256_file(final / MANIFEST)
     )
-    return ReleaseResult(**{**result.__dict__, "path": str(final)})
+
+
+def published_release(release_id: str, *, request_id: int, settings: Settings) -> ReleaseResult | None:
+    """What the manifest of a published release records (None if there is none).
+
+    For a retry after the release was published and recorded (the worker died before
+    reporting success): the work is done, and this reports it.
+    """
+    final = settings.releases_dir / release_id
+    if not (final / MANIFEST).exists():
+        return None
+    manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+    return ReleaseResult(
+        release_id=release_id,
+        request_id=request_id,
+        path=str(final),
+        rows=manifest["rows"],
+        persons=manifest["persons"],
+    )
 
 
 def rebuild_for_comparison(
-    request_id: int, destination: Path, *, settings: Settings | None = None
+    request: ApprovedRequest, *, excluded_consent_keys: frozenset[str], destination: Path, settings: Settings
 ) -> dict[str, int]:
-    """Rebuild an already released request into ``destination`` (not published, not recorded).
+    """Rebuild an already released request into ``destination`` (not published); returns its row counts.
 
     For operators and tests to check that a release is reproducible from the research zones
     and keys: the Parquet files must be byte-identical to the published ones.
     """
-    from governance import service, store
-
-    settings = settings or get_settings()
-    with store.session_scope(settings.governance_url) as session:
-        view = service.get_request(session, request_id=request_id)
-        request = ReleaseRequest(
-            request_id=view.id,
-            project=view.project,
-            purpose=view.purpose,
-            holders=tuple(view.holders),
-            variables=tuple(view.variables),
-            output_tier=view.output_tier,
-            period=tuple(view.period),
-            cohort_criteria=dict(view.cohort_criteria),
-        )
-        excluded = service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
     try:
-        return _build(request, frozenset(excluded), destination, settings).rows
+        return build(
+            request, excluded_consent_keys=excluded_consent_keys, staging=destination, settings=settings
+        ).rows
     finally:  # the rebuilt consent link and keys are not needed for a comparison of the files
-        shutil.rmtree(private_staging_dir(settings, release_id_for(request_id)), ignore_errors=True)
+        shutil.rmtree(private_staging_dir(settings, release_id_for(request.request_id)), ignore_errors=True)
 
 
-def delete_ended_releases(*, settings: Settings | None = None) -> dict[str, int]:
-    """Expire permits past their end, then delete the files of every release whose permit ended.
-
-    Access already stops at the moment a permit expires or is revoked (the access layer checks
-    the permit at every query); this removes the data itself, as the permit promised.
-    """
-    from governance import service, store
-
-    settings = settings or get_settings()
-    now = datetime.now(UTC)
-    with store.session_scope(settings.governance_url) as session:
-        expired = service.expire_permits(session, at=now)
-        due = [p.release_id for p in service.releases_due_for_deletion(session, at=now) if p.release_id]
-    deleted = 0
-    for release_id in due:
-        path = settings.releases_dir / release_id
-        if path.exists():
-            shutil.rmtree(path)
-            deleted += 1
-        shutil.rmtree(settings.release_private_dir / release_id, ignore_errors=True)
-        with store.session_scope(settings.governance_url) as session:
-            service.mark_release_deleted(session, release_id=release_id, now=now)
-    return {"permits_expired": len(expired), "releases_deleted": deleted, "releases_marked_deleted": len(due)}
+def delete_release_files(release_id: str, *, settings: Settings) -> bool:
+    """Delete a release's files and its restricted files; True if the release directory existed."""
+    path = settings.releases_dir / release_id
+    existed = path.exists()
+    if existed:
+        shutil.rmtree(path)
+    shutil.rmtree(settings.release_private_dir / release_id, ignore_errors=True)
+    return existed

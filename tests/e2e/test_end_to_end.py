@@ -301,7 +301,7 @@ def test_rerun_gives_identical_pseudonyms_and_release_files(demo):
     assert research_ids() == before
     # Rebuild the same release from the same inputs and keys: byte-identical Parquet files.
     code = (
-        "import json,sys\nfrom pathlib import Path\nfrom pipelines.release import rebuild_for_comparison\n"
+        "import json,sys\nfrom pathlib import Path\nfrom edge.releases import rebuild_for_comparison\n"
         "print(json.dumps(rebuild_for_comparison(int(sys.argv[1]), Path(sys.argv[2]))))"
     )
     rebuilt_dir = home.parent / "rebuilt"
@@ -316,8 +316,8 @@ def test_rerun_gives_identical_pseudonyms_and_release_files(demo):
     assert rebuilt.keys() == published.keys() and rebuilt == published
     # A retried release task (the worker died after publishing) reports the published release.
     code = (
-        "import json,sys\nfrom pipelines.release import build_and_publish\n"
-        "print(json.dumps(build_and_publish(int(sys.argv[1]), run_id='retry').rows))"
+        "import json,sys\nfrom edge.releases import build_release\n"
+        "print(json.dumps(build_release(int(sys.argv[1]), run_id='retry').rows))"
     )
     retried = subprocess.run(
         [sys.executable, "-c", code, str(summary["request_id"])],

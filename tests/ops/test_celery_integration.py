@@ -220,9 +220,9 @@ def test_killed_worker_mid_release_is_replaced_and_the_release_is_the_same(stack
     domain (``release:<release_id>``), so two requests' releases differ by design. What a killed
     worker must not change is the release of the *same* request: the Parquet files that the
     retried task published must be byte-identical to an uninterrupted build of that request
-    (``pipelines.release.rebuild_for_comparison``, the same builder, keys and research zones)."""
+    (``edge.releases.rebuild_for_comparison``, the same builder, keys and research zones)."""
+    from edge.releases import rebuild_for_comparison
     from pipelines.monitoring import store
-    from pipelines.release import rebuild_for_comparison
 
     from . import procs
 

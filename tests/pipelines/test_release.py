@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+from datetime import date
+
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.release import ReleaseError, ReleaseRequest, assemble, private_staging_dir, variables_by_table
+from edge.releases import delete_ended_releases
+from governance import service, store
+from governance.values import ApprovedRequest
+from hdp.settings import holder
+from pipelines.release import ReleaseError, assemble, private_staging_dir, variables_by_table
 
 
 def _research(settings, holder, rows):
@@ -38,8 +44,10 @@ def _request(**kw):
         holders=("ndr", "region_uppsala"),
         variables=("register_visit.birth_year", "register_visit.hba1c_mmol_mol"),
         output_tier="aggregate",
+        approvals=(),
+        period=(None, None),
     )
-    return ReleaseRequest(**{**base, **kw})
+    return ApprovedRequest(**{**base, **kw})
 
 
 def test_assemble_links_holders_excludes_opted_out_and_unlinked(hdp_home):
@@ -103,7 +111,7 @@ def test_period_filter(hdp_home):
     _research(hdp_home, "region_uppsala", [])
     staging = hdp_home.releases_dir / ".s"
     result = assemble(
-        _request(period=("2024-01-01", "2024-12-31")),
+        _request(period=(date(2024, 1, 1), date(2024, 12, 31))),
         person_map=PERSON_MAP,
         excluded_consent_keys=frozenset(),
         staging=staging,
@@ -128,9 +136,6 @@ def test_unknown_column_and_bad_variable_are_refused(hdp_home):
 
 
 def test_revoked_release_is_deleted_and_marked(hdp_home):
-    from governance import service, store
-    from pipelines.release import delete_ended_releases
-
     url = hdp_home.governance_url
     store.upgrade(url)
     with store.session_scope(url) as s:
@@ -243,8 +248,6 @@ def test_release_policy_generalises_birth_year_to_five_year_bands(hdp_home):
 
 
 def test_record_level_release_is_made_k_anonymous_by_local_suppression(hdp_home):
-    from hdp.settings import holder
-
     k = max(holder("ndr").k_anonymity, holder("region_uppsala").k_anonymity)
     persons = [f"a{i}" for i in range(k + 1)]
     person_map = pa.table(

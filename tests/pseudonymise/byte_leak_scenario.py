@@ -293,9 +293,10 @@ def run(home: Path, seed: int, persons: int) -> dict:
     os.environ.pop("HDP_KEK_FILE", None)
     sys.path.insert(0, str(REPO))
 
+    from governance.values import ApprovedRequest
     from hdp.settings import get_settings
     from pipelines.pseudonymise import pseudonymise_holder
-    from pipelines.release import ReleaseRequest, assemble, release_domain, release_id_for
+    from pipelines.release import assemble, release_domain, release_id_for
     from pipelines.release_identity import release_person_map
     from synthetic_data.population import build_population
     from tests.e2e.leakscan import find_leaks
@@ -309,7 +310,7 @@ def run(home: Path, seed: int, persons: int) -> dict:
         spray(payload)
         pseudonymise_holder(holder, settings=settings)
     spray(payload)
-    request = ReleaseRequest(
+    request = ApprovedRequest(
         request_id=seed,
         project="leak scan",
         purpose="scientific_research",
@@ -326,6 +327,8 @@ def run(home: Path, seed: int, persons: int) -> dict:
             "condition.code",
         ),
         output_tier="aggregate",
+        approvals=(),
+        period=(None, None),
     )
     person_map = release_person_map(
         holder_ids=request.holders, release_domain=release_domain(seed), settings=settings

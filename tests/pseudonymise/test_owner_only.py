@@ -50,8 +50,9 @@ def umask(request):
 def test_everything_private_is_created_owner_only_whatever_the_umask(umask, hdp_home, kek_env, monkeypatch):
     from edge import stages
     from governance import service, store
+    from governance.values import ApprovedRequest
     from hdp.audit import AuditLog
-    from pipelines.release import ReleaseRequest, assemble, release_domain, release_id_for
+    from pipelines.release import assemble, release_domain, release_id_for
     from pipelines.release_identity import release_person_map
     from pipelines.warehouse import write_connection
     from synthetic_data.generate import generate
@@ -62,13 +63,15 @@ def test_everything_private_is_created_owner_only_whatever_the_umask(umask, hdp_
         for source in sources:
             stages.ingest_source(holder, source)  # raw zone, quarantine (with copies of originals)
         stages.pseudonymise(holder)  # key store, person_link, staging, research file
-    request = ReleaseRequest(
+    request = ApprovedRequest(
         request_id=3,
         project="p",
         purpose="scientific_research",
         holders=("ndr", "region_uppsala"),
         variables=("register_visit.birth_year", "condition.code"),
         output_tier="aggregate",
+        approvals=(),
+        period=(None, None),
     )
     assemble(
         request,
