@@ -25,7 +25,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["Env", "FhirPathError", "Typed", "compile_path", "unwrap"]
+__all__ = ["Env", "FhirPathError", "Node", "Typed", "compile_path", "parse_path", "unwrap"]
 
 
 class FhirPathError(ValueError):
@@ -150,7 +150,9 @@ def _tokenize(src: str) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- AST
-# Nodes are tuples: (kind, ...). Kept as plain tuples: the tree lives only until compiled.
+# Nodes are tuples: (kind, ...). Kept as plain tuples: the tree lives only until compiled
+# (here, or to SQL by pipelines.fhir.viewsql).
+Node = tuple[Any, ...]
 
 _BINARY_PRECEDENCE: list[set[str]] = [
     {"implies"},
@@ -184,7 +186,7 @@ class _Parser:
         if v != value or kind in ("string", "delimited"):
             raise FhirPathError(f"expected {value!r}")
 
-    def parse(self) -> tuple:
+    def parse(self) -> Node:
         node = self.expr(0)
         if self.peek()[0] != "eof":
             raise FhirPathError("unexpected trailing input")
@@ -196,7 +198,7 @@ class _Parser:
             return v
         return None
 
-    def expr(self, level: int) -> tuple:
+    def expr(self, level: int) -> Node:
         if level == len(_BINARY_PRECEDENCE):
             return self.unary()
         left = self.expr(level + 1)
@@ -218,14 +220,14 @@ class _Parser:
             name = self.next()[1]  # FHIR.Quantity / System.String -> the bare type name
         return name
 
-    def unary(self) -> tuple:
+    def unary(self) -> Node:
         kind, v = self.peek()
         if kind == "op" and v in ("-", "+"):
             self.next()
             return ("neg", self.unary()) if v == "-" else self.unary()
         return self.postfix()
 
-    def postfix(self) -> tuple:
+    def postfix(self) -> Node:
         node = self.term()
         while True:
             kind, v = self.peek()
@@ -240,7 +242,7 @@ class _Parser:
             else:
                 return node
 
-    def invocation(self) -> tuple:
+    def invocation(self) -> Node:
         kind, v = self.next()
         if kind == "delimited":
             return ("member", _unescape(v[1:-1]))
@@ -250,9 +252,9 @@ class _Parser:
             return self.call(v)
         return ("member", v)
 
-    def call(self, name: str) -> tuple:
+    def call(self, name: str) -> Node:
         self.expect("(")
-        args: list[tuple] = []
+        args: list[Node] = []
         if self.peek()[1] != ")":
             while True:
                 args.append(self.expr(0))
@@ -263,7 +265,7 @@ class _Parser:
         self.expect(")")
         return ("call", name, args)
 
-    def term(self) -> tuple:
+    def term(self) -> Node:
         kind, v = self.next()
         if kind == "number":
             return ("lit", Decimal(v) if "." in v else int(v))
@@ -640,6 +642,11 @@ def _reference_key(ref: Any, type_name: str | None) -> str | None:
 # --------------------------------------------------------------------------- compiler
 
 
+def parse_path(src: str) -> Node:
+    """The syntax tree of a FHIRPath expression (raises :class:`FhirPathError`)."""
+    return _Parser(src).parse()
+
+
 def compile_path(src: str) -> Fn:
     """Compile a FHIRPath expression into ``fn(focus_collection, env) -> collection``."""
     if not isinstance(src, str) or not src.strip():
@@ -647,7 +654,7 @@ def compile_path(src: str) -> Fn:
     return _compile(_Parser(src).parse())
 
 
-def _compile(node: tuple) -> Fn:
+def _compile(node: Node) -> Fn:
     kind = node[0]
     if kind == "lit":
         value = node[1]
@@ -722,7 +729,7 @@ def _compile(node: tuple) -> Fn:
     raise FhirPathError(f"unsupported expression node {kind}")  # pragma: no cover
 
 
-def _compile_invocation(node: tuple) -> Fn:
+def _compile_invocation(node: Node) -> Fn:
     if node[0] == "member":
         name = node[1]
         return lambda focus, env: _navigate(focus, name)
@@ -769,7 +776,7 @@ def _compile_binary(op: str, left: Fn, right: Fn) -> Fn:
     raise FhirPathError(f"unsupported operator {op}")
 
 
-def _type_arg(args: list[tuple], fname: str) -> str:
+def _type_arg(args: list[Node], fname: str) -> str:
     if len(args) != 1:
         raise FhirPathError(f"{fname}() takes one type name")
     node = args[0]
@@ -780,181 +787,266 @@ def _type_arg(args: list[tuple], fname: str) -> str:
     raise FhirPathError(f"{fname}() takes a type name")
 
 
-def _compile_function(name: str, args: list[tuple]) -> Fn:  # noqa: C901 - a dispatch table
-    def nargs(*allowed: int) -> None:
-        if len(args) not in allowed:
-            raise FhirPathError(f"{name}() called with {len(args)} arguments")
+#: A function's compiler: (function name, argument nodes) -> the compiled call.
+_FunctionCompiler = Callable[[str, list[Node]], Fn]
+_FUNCTIONS: dict[str, _FunctionCompiler] = {}
 
-    if name == "where":
-        nargs(1)
+
+def _function(*names: str) -> Callable[[_FunctionCompiler], _FunctionCompiler]:
+    """Register a compiler for the FHIRPath functions ``names``."""
+
+    def register(compiler: _FunctionCompiler) -> _FunctionCompiler:
+        for name in names:
+            _FUNCTIONS[name] = compiler
+        return compiler
+
+    return register
+
+
+def _compile_function(name: str, args: list[Node]) -> Fn:
+    compiler = _FUNCTIONS.get(name)
+    if compiler is None:
+        raise FhirPathError(f"unsupported function {name}()")
+    return compiler(name, args)
+
+
+def _arity(name: str, args: list[Node], *allowed: int) -> None:
+    if len(args) not in allowed:
+        raise FhirPathError(f"{name}() called with {len(args)} arguments")
+
+
+@_function("where")
+def _where(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 1)
+    crit = _compile(args[0])
+
+    def where(focus: list[Any], env: Env) -> list[Any]:
+        return [x for x in focus if _to_bool(crit([x], env), "where()") is True]
+
+    return where
+
+
+@_function("select")
+def _select(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 1)
+    proj = _compile(args[0])
+    return lambda focus, env: [y for x in focus for y in proj([x], env)]
+
+
+@_function("exists")
+def _exists(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0, 1)
+    if args:
         crit = _compile(args[0])
+        return lambda focus, env: [any(_to_bool(crit([x], env), "exists()") is True for x in focus)]
+    return lambda focus, env: [bool(focus)]
 
-        def where(focus: list[Any], env: Env) -> list[Any]:
-            return [x for x in focus if _to_bool(crit([x], env), "where()") is True]
 
-        return where
-    if name == "select":
-        nargs(1)
-        proj = _compile(args[0])
-        return lambda focus, env: [y for x in focus for y in proj([x], env)]
-    if name == "exists":
-        nargs(0, 1)
-        if args:
-            crit = _compile(args[0])
-            return lambda focus, env: [any(_to_bool(crit([x], env), "exists()") is True for x in focus)]
-        return lambda focus, env: [bool(focus)]
-    if name == "empty":
-        nargs(0)
-        return lambda focus, env: [not focus]
-    if name == "first":
-        nargs(0)
-        return lambda focus, env: focus[:1]
-    if name == "last":
-        nargs(0)
-        return lambda focus, env: focus[-1:]
-    if name == "tail":
-        nargs(0)
-        return lambda focus, env: focus[1:]
-    if name in ("skip", "take"):
-        nargs(1)
-        n_fn = _compile(args[0])
+@_function("empty")
+def _empty(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: [not focus]
 
-        def skip_take(focus: list[Any], env: Env) -> list[Any]:
-            n = _singleton(n_fn(focus, env), name)
-            if type(n) is not int:
-                raise FhirPathError(f"{name}() needs an integer")
-            return focus[max(n, 0) :] if name == "skip" else focus[: max(n, 0)]
 
-        return skip_take
-    if name == "count":
-        nargs(0)
-        return lambda focus, env: [len(focus)]
-    if name == "distinct":
-        nargs(0)
-        return lambda focus, env: _union(focus, [])
-    if name == "not":
-        nargs(0)
+@_function("first")
+def _first(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: focus[:1]
 
-        def not_(focus: list[Any], env: Env) -> list[Any]:
-            b = _to_bool(focus, "not()")
-            return [] if b is None else [not b]
 
-        return not_
-    if name == "hasValue":
-        nargs(0)
-        return lambda focus, env: [len(focus) == 1 and not isinstance(unwrap(focus[0]), dict | list)]
-    if name in ("ofType", "as"):
-        tname = _type_arg(args, name)
-        return lambda focus, env: [x for x in focus if _is_type(x, tname)]
-    if name == "is":
-        tname = _type_arg(args, name)
-        return lambda focus, env: [] if not focus else [_is_type(_single_item(focus, "is()"), tname)]
-    if name == "extension":
-        nargs(1)
-        url_fn = _compile(args[0])
+@_function("last")
+def _last(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: focus[-1:]
 
-        def extension(focus: list[Any], env: Env) -> list[Any]:
-            url = _singleton(url_fn(focus, env), "extension()")
-            return [e for e in _navigate(focus, "extension") if type(e) is dict and e.get("url") == url]
 
-        return extension
-    if name == "join":
-        nargs(0, 1)
-        sep_fn = _compile(args[0]) if args else None
+@_function("tail")
+def _tail(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: focus[1:]
 
-        def join(focus: list[Any], env: Env) -> list[Any]:
-            sep = "" if sep_fn is None else _singleton(sep_fn(focus, env), "join()")
-            if sep is None:
-                sep = ""
-            parts = [unwrap(x) for x in focus]
-            if any(type(p) is not str for p in parts):
-                raise FhirPathError("join() needs strings")
-            return ["".join(parts) if not sep else sep.join(parts)]
 
-        return join
-    if name == "toString":
-        nargs(0)
+@_function("skip", "take")
+def _skip_take(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 1)
+    n_fn = _compile(args[0])
+    skip = name == "skip"
 
-        def to_string(focus: list[Any], env: Env) -> list[Any]:
-            v = _singleton(focus, "toString()")
-            if v is None:
-                return []
-            if type(v) is bool:
-                return ["true" if v else "false"]
-            return [str(v)] if not isinstance(v, dict | list) else []
+    def skip_take(focus: list[Any], env: Env) -> list[Any]:
+        n = _singleton(n_fn(focus, env), name)
+        if type(n) is not int:
+            raise FhirPathError(f"{name}() needs an integer")
+        return focus[max(n, 0) :] if skip else focus[: max(n, 0)]
 
-        return to_string
-    if name == "getResourceKey":
-        nargs(0)
+    return skip_take
 
-        def resource_key(focus: list[Any], env: Env) -> list[Any]:
-            out = []
-            for x in focus:
-                x = unwrap(x)
-                if type(x) is dict and type(x.get("id")) is str:
-                    out.append(x["id"])
-            return out
 
-        return resource_key
-    if name == "getReferenceKey":
-        if len(args) > 1:
-            raise FhirPathError("getReferenceKey() takes at most one type name")
-        tname = _type_arg(args, name) if args else None
+@_function("count")
+def _count(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: [len(focus)]
 
-        def reference_key(focus: list[Any], env: Env) -> list[Any]:
-            out = []
-            for x in focus:
-                k = _reference_key(x, tname)
-                if k is not None:
-                    out.append(k)
-            return out
 
-        return reference_key
-    if name in ("lowBoundary", "highBoundary"):
-        nargs(0, 1)
-        prec_fn = _compile(args[0]) if args else None
-        high = name == "highBoundary"
+@_function("distinct")
+def _distinct(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: _union(focus, [])
 
-        def boundary(focus: list[Any], env: Env) -> list[Any]:
-            if not focus:
-                return []
-            item = _single_item(focus, name)
-            precision = None if prec_fn is None else _singleton(prec_fn(focus, env), name)
-            r = _boundary(item, high, precision)
-            return [] if r is None else [r]
 
-        return boundary
-    if name in ("toInteger", "toDecimal"):
-        nargs(0)
-        want_int = name == "toInteger"
+@_function("not")
+def _not(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
 
-        def convert(focus: list[Any], env: Env) -> list[Any]:
-            v = _singleton(focus, name + "()")
-            if v is None:
-                return []
-            if type(v) is bool:
-                return [int(v)] if want_int else [Decimal(int(v))]
-            if type(v) is int:
-                return [v] if want_int else [Decimal(v)]
-            if want_int:
-                return [int(v)] if type(v) is str and _INT_RE.match(v) else []
-            if type(v) in (float, Decimal):
-                return [_num(v)]
-            return [Decimal(v)] if type(v) is str and _DEC_RE.match(v) else []
+    def not_(focus: list[Any], env: Env) -> list[Any]:
+        b = _to_bool(focus, "not()")
+        return [] if b is None else [not b]
 
-        return convert
-    if name == "iif":
-        nargs(2, 3)
-        cond, then = _compile(args[0]), _compile(args[1])
-        other = _compile(args[2]) if len(args) == 3 else None
+    return not_
 
-        def iif(focus: list[Any], env: Env) -> list[Any]:
-            if _to_bool(cond(focus, env), "iif()") is True:
-                return then(focus, env)
-            return other(focus, env) if other else []
 
-        return iif
-    raise FhirPathError(f"unsupported function {name}()")
+@_function("hasValue")
+def _has_value(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    return lambda focus, env: [len(focus) == 1 and not isinstance(unwrap(focus[0]), dict | list)]
+
+
+@_function("ofType", "as")
+def _of_type(name: str, args: list[Node]) -> Fn:
+    tname = _type_arg(args, name)
+    return lambda focus, env: [x for x in focus if _is_type(x, tname)]
+
+
+@_function("is")
+def _is(name: str, args: list[Node]) -> Fn:
+    tname = _type_arg(args, name)
+    return lambda focus, env: [] if not focus else [_is_type(_single_item(focus, "is()"), tname)]
+
+
+@_function("extension")
+def _extension(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 1)
+    url_fn = _compile(args[0])
+
+    def extension(focus: list[Any], env: Env) -> list[Any]:
+        url = _singleton(url_fn(focus, env), "extension()")
+        return [e for e in _navigate(focus, "extension") if type(e) is dict and e.get("url") == url]
+
+    return extension
+
+
+@_function("join")
+def _join(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0, 1)
+    sep_fn = _compile(args[0]) if args else None
+
+    def join(focus: list[Any], env: Env) -> list[Any]:
+        sep = None if sep_fn is None else _singleton(sep_fn(focus, env), "join()")
+        parts = [unwrap(x) for x in focus]
+        if any(type(p) is not str for p in parts):
+            raise FhirPathError("join() needs strings")
+        return [sep.join(parts) if sep else "".join(parts)]
+
+    return join
+
+
+@_function("toString")
+def _to_string(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+
+    def to_string(focus: list[Any], env: Env) -> list[Any]:
+        v = _singleton(focus, "toString()")
+        if v is None:
+            return []
+        if type(v) is bool:
+            return ["true" if v else "false"]
+        return [str(v)] if not isinstance(v, dict | list) else []
+
+    return to_string
+
+
+@_function("getResourceKey")
+def _get_resource_key(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+
+    def resource_key(focus: list[Any], env: Env) -> list[Any]:
+        out = []
+        for x in focus:
+            x = unwrap(x)
+            if type(x) is dict and type(x.get("id")) is str:
+                out.append(x["id"])
+        return out
+
+    return resource_key
+
+
+@_function("getReferenceKey")
+def _get_reference_key(name: str, args: list[Node]) -> Fn:
+    if len(args) > 1:
+        raise FhirPathError("getReferenceKey() takes at most one type name")
+    tname = _type_arg(args, name) if args else None
+
+    def reference_key(focus: list[Any], env: Env) -> list[Any]:
+        out = []
+        for x in focus:
+            k = _reference_key(x, tname)
+            if k is not None:
+                out.append(k)
+        return out
+
+    return reference_key
+
+
+@_function("lowBoundary", "highBoundary")
+def _boundary_function(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0, 1)
+    prec_fn = _compile(args[0]) if args else None
+    high = name == "highBoundary"
+
+    def boundary(focus: list[Any], env: Env) -> list[Any]:
+        if not focus:
+            return []
+        item = _single_item(focus, name)
+        precision = None if prec_fn is None else _singleton(prec_fn(focus, env), name)
+        r = _boundary(item, high, precision)
+        return [] if r is None else [r]
+
+    return boundary
+
+
+@_function("toInteger", "toDecimal")
+def _convert(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 0)
+    want_int = name == "toInteger"
+
+    def convert(focus: list[Any], env: Env) -> list[Any]:
+        v = _singleton(focus, name + "()")
+        if v is None:
+            return []
+        if type(v) is bool:
+            return [int(v)] if want_int else [Decimal(int(v))]
+        if type(v) is int:
+            return [v] if want_int else [Decimal(v)]
+        if want_int:
+            return [int(v)] if type(v) is str and _INT_RE.match(v) else []
+        if type(v) in (float, Decimal):
+            return [_num(v)]
+        return [Decimal(v)] if type(v) is str and _DEC_RE.match(v) else []
+
+    return convert
+
+
+@_function("iif")
+def _iif(name: str, args: list[Node]) -> Fn:
+    _arity(name, args, 2, 3)
+    cond, then = _compile(args[0]), _compile(args[1])
+    other = _compile(args[2]) if len(args) == 3 else None
+
+    def iif(focus: list[Any], env: Env) -> list[Any]:
+        if _to_bool(cond(focus, env), "iif()") is True:
+            return then(focus, env)
+        return other(focus, env) if other else []
+
+    return iif
 
 
 def _single_item(items: list[Any], what: str) -> Any:

@@ -55,7 +55,7 @@ def _value_of_constant(c: dict[str, Any]) -> Any:
     return Typed(v, t) if t in ("date", "dateTime", "instant", "time") else v
 
 
-def _compile_fhirpath(path: Any, where: str) -> Callable[[list[Any], Env], list[Any]]:
+def _compile_fhirpath(path: Any, where: str) -> PathFn:
     if not isinstance(path, str):
         raise ViewDefinitionError(f"{where}: a FHIRPath expression must be a string")
     try:
@@ -69,129 +69,153 @@ def _output(v: Any) -> Any:
     return v
 
 
-class _Compiler:
-    def __init__(self) -> None:
-        self.columns: list[Column] = []
+#: The nodes a select iterates over (``forEach`` / ``forEachOrNull`` / ``repeat``), from its parent's.
+FocusFn = Callable[[Any, Env], list[Any]]
+PathFn = Callable[[list[Any], Env], list[Any]]
 
-    def select(self, sel: Any, where: str) -> tuple[RowsFn, list[Column]]:
-        """Compile one select element; returns its row function and its columns in order."""
-        if not isinstance(sel, dict):
-            raise ViewDefinitionError(f"{where}: a select must be an object")
-        unknown = set(sel) - _SELECT_KEYS
-        if unknown:
-            raise ViewDefinitionError(f"{where}: unknown select keys {sorted(unknown)}")
-        iterators = [k for k in ("forEach", "forEachOrNull", "repeat") if k in sel]
-        if len(iterators) > 1:
-            raise ViewDefinitionError(f"{where}: only one of forEach, forEachOrNull, repeat")
 
-        focus_fn: Callable[[Any, Env], list[Any]] | None = None
-        or_null = False
-        if "forEach" in sel or "forEachOrNull" in sel:
-            key = "forEach" if "forEach" in sel else "forEachOrNull"
-            fp = _compile_fhirpath(sel[key], f"{where}.{key}")
-            or_null = key == "forEachOrNull"
-            focus_fn = lambda node, env, fp=fp: fp([node], env)  # noqa: E731
-        elif "repeat" in sel:
-            paths = sel["repeat"]
-            if not isinstance(paths, list) or not paths:
-                raise ViewDefinitionError(f"{where}.repeat: needs a non-empty list of expressions")
-            fps = [_compile_fhirpath(p, f"{where}.repeat") for p in paths]
+def _compile_select(sel: Any, where: str) -> tuple[RowsFn, list[Column]]:
+    """Compile one select element; returns its row function and its columns in order."""
+    _check_select(sel, where)
+    focus_fn = _compile_focus(sel, where)
+    parts: list[RowsFn] = []
+    columns: list[Column] = []
+    if sel.get("column") is not None:
+        cols = _compile_columns(sel["column"], where)
+        parts.append(_column_part(cols))
+        columns.extend(col for col, _ in cols)
+    for i, sub in enumerate(sel.get("select") or []):
+        fn, sub_cols = _compile_select(sub, f"{where}.select[{i}]")
+        parts.append(fn)
+        columns.extend(sub_cols)
+    if "unionAll" in sel:
+        fn, union_cols = _compile_union_all(sel["unionAll"], f"{where}.unionAll")
+        parts.append(fn)
+        columns.extend(union_cols)
+    rows_at = _cross_product(parts)
+    if focus_fn is None:
+        return rows_at, columns
+    return _iterate(focus_fn, rows_at, or_null="forEachOrNull" in sel, n_cols=len(columns)), columns
 
-            def repeat(node: Any, env: Env) -> list[Any]:
-                out: list[Any] = []
 
-                def visit(n: Any) -> None:
-                    for fp in fps:
-                        for child in fp([n], env):
-                            out.append(child)
-                            visit(child)
+def _check_select(sel: Any, where: str) -> None:
+    if not isinstance(sel, dict):
+        raise ViewDefinitionError(f"{where}: a select must be an object")
+    unknown = set(sel) - _SELECT_KEYS
+    if unknown:
+        raise ViewDefinitionError(f"{where}: unknown select keys {sorted(unknown)}")
+    iterators = [k for k in ("forEach", "forEachOrNull", "repeat") if k in sel]
+    if len(iterators) > 1:
+        raise ViewDefinitionError(f"{where}: only one of forEach, forEachOrNull, repeat")
 
-                visit(node)
-                return out
 
-            focus_fn = repeat
+def _compile_focus(sel: dict[str, Any], where: str) -> FocusFn | None:
+    """The select's own iteration, or None: its rows are made at its parent's focus."""
+    if "forEach" in sel or "forEachOrNull" in sel:
+        key = "forEach" if "forEach" in sel else "forEachOrNull"
+        fp = _compile_fhirpath(sel[key], f"{where}.{key}")
+        return lambda node, env: fp([node], env)
+    if "repeat" in sel:
+        return _compile_repeat(sel["repeat"], f"{where}.repeat")
+    return None
 
-        parts: list[RowsFn] = []
-        columns: list[Column] = []
 
-        col_defs = sel.get("column")
-        if col_defs is not None:
-            if not isinstance(col_defs, list) or not col_defs:
-                raise ViewDefinitionError(f"{where}.column: needs a non-empty list")
-            cols: list[tuple[Column, Callable[[list[Any], Env], list[Any]]]] = []
-            for i, c in enumerate(col_defs):
-                if not isinstance(c, dict) or not isinstance(c.get("name"), str) or "path" not in c:
-                    raise ViewDefinitionError(f"{where}.column[{i}]: needs a name and a path")
-                if not _NAME_RE.match(c["name"]):
-                    raise ViewDefinitionError(f"{where}.column[{i}]: name is not database-friendly")
-                coll = c.get("collection", False)
-                if not isinstance(coll, bool):
-                    raise ViewDefinitionError(f"{where}.column[{i}].collection must be a boolean")
-                col = Column(c["name"], c["path"], c.get("type"), coll)
-                cols.append((col, _compile_fhirpath(c["path"], f"{where}.column[{i}].path")))
-                columns.append(col)
-            parts.append(_column_part(cols))
+def _compile_repeat(paths: Any, where: str) -> FocusFn:
+    """``repeat``: every node reached by following the paths again and again, depth first."""
+    if not isinstance(paths, list) or not paths:
+        raise ViewDefinitionError(f"{where}: needs a non-empty list of expressions")
+    fps = [_compile_fhirpath(p, where) for p in paths]
 
-        for i, sub in enumerate(sel.get("select") or []):
-            fn, sub_cols = self.select(sub, f"{where}.select[{i}]")
-            parts.append(fn)
-            columns.extend(sub_cols)
+    def repeat(node: Any, env: Env) -> list[Any]:
+        out: list[Any] = []
 
-        if "unionAll" in sel:
-            branches = sel["unionAll"]
-            if not isinstance(branches, list) or not branches:
-                raise ViewDefinitionError(f"{where}.unionAll: needs a non-empty list")
-            fns: list[RowsFn] = []
-            union_cols: list[Column] | None = None
-            for i, b in enumerate(branches):
-                fn, bcols = self.select(b, f"{where}.unionAll[{i}]")
-                names = [c.name for c in bcols]
-                if union_cols is not None and names != [c.name for c in union_cols]:
-                    raise ViewDefinitionError(f"{where}.unionAll[{i}]: columns differ from the first branch")
-                union_cols = union_cols if union_cols is not None else bcols
-                fns.append(fn)
-            parts.append(lambda node, env, fns=fns: [r for f in fns for r in f(node, env)])
-            columns.extend(union_cols or [])
+        def visit(n: Any) -> None:
+            for fp in fps:
+                for child in fp([n], env):
+                    out.append(child)
+                    visit(child)
 
-        n_cols = len(columns)
+        visit(node)
+        return out
 
-        def rows_at(node: Any, env: Env) -> list[Row]:
-            if len(parts) == 1:
-                return parts[0](node, env)
-            produced = [p(node, env) for p in parts]
-            if not all(produced):
-                return []
-            return [tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*produced)]
+    return repeat
 
-        if focus_fn is None:
-            return rows_at, columns
 
-        null_row = (None,) * n_cols
+def _compile_columns(col_defs: Any, where: str) -> list[tuple[Column, PathFn]]:
+    if not isinstance(col_defs, list) or not col_defs:
+        raise ViewDefinitionError(f"{where}.column: needs a non-empty list")
+    cols: list[tuple[Column, PathFn]] = []
+    for i, c in enumerate(col_defs):
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or "path" not in c:
+            raise ViewDefinitionError(f"{where}.column[{i}]: needs a name and a path")
+        if not _NAME_RE.match(c["name"]):
+            raise ViewDefinitionError(f"{where}.column[{i}]: name is not database-friendly")
+        coll = c.get("collection", False)
+        if not isinstance(coll, bool):
+            raise ViewDefinitionError(f"{where}.column[{i}].collection must be a boolean")
+        col = Column(c["name"], c["path"], c.get("type"), coll)
+        cols.append((col, _compile_fhirpath(c["path"], f"{where}.column[{i}].path")))
+    return cols
 
-        def iterate(node: Any, env: Env) -> list[Row]:
-            foci = focus_fn(node, env) if node is not None else []
-            out: list[Row] = []
-            saved = env.row_index
+
+def _compile_union_all(branches: Any, where: str) -> tuple[RowsFn, list[Column]]:
+    """``unionAll``: the rows of every branch, one after the other (same columns in each)."""
+    if not isinstance(branches, list) or not branches:
+        raise ViewDefinitionError(f"{where}: needs a non-empty list")
+    fns: list[RowsFn] = []
+    union_cols: list[Column] | None = None
+    for i, b in enumerate(branches):
+        fn, bcols = _compile_select(b, f"{where}[{i}]")
+        names = [c.name for c in bcols]
+        if union_cols is not None and names != [c.name for c in union_cols]:
+            raise ViewDefinitionError(f"{where}[{i}]: columns differ from the first branch")
+        union_cols = union_cols if union_cols is not None else bcols
+        fns.append(fn)
+    return (lambda node, env: [r for f in fns for r in f(node, env)]), union_cols or []
+
+
+def _cross_product(parts: list[RowsFn]) -> RowsFn:
+    """The rows of a select at one node: the cross product of its parts' rows."""
+
+    def rows_at(node: Any, env: Env) -> list[Row]:
+        if len(parts) == 1:
+            return parts[0](node, env)
+        produced = [p(node, env) for p in parts]
+        if not all(produced):
+            return []
+        return [tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*produced)]
+
+    return rows_at
+
+
+def _iterate(focus_fn: FocusFn, rows_at: RowsFn, *, or_null: bool, n_cols: int) -> RowsFn:
+    """Rows at each node of the focus, ``%rowIndex`` set to its position."""
+    null_row = (None,) * n_cols
+
+    def iterate(node: Any, env: Env) -> list[Row]:
+        foci = focus_fn(node, env) if node is not None else []
+        out: list[Row] = []
+        saved = env.row_index
+        try:
+            for i, f in enumerate(foci):
+                env.row_index = i
+                out.extend(rows_at(unwrap(f), env))
+        finally:
+            env.row_index = saved
+        if not foci and or_null:
+            # The null row still evaluates its columns (on an empty focus), so that
+            # %rowIndex is 0 and constants/literals keep their value.
+            env.row_index = 0
             try:
-                for i, f in enumerate(foci):
-                    env.row_index = i
-                    out.extend(rows_at(unwrap(f), env))
+                out.extend(rows_at(None, env) or [null_row])
             finally:
                 env.row_index = saved
-            if not foci and or_null:
-                # The null row still evaluates its columns (on an empty focus), so that
-                # %rowIndex is 0 and constants/literals keep their value.
-                env.row_index = 0
-                try:
-                    out.extend(rows_at(None, env) or [null_row])
-                finally:
-                    env.row_index = saved
-            return out
+        return out
 
-        return iterate, columns
+    return iterate
 
 
-def _column_part(cols: list[tuple[Column, Callable[[list[Any], Env], list[Any]]]]) -> RowsFn:
+def _column_part(cols: list[tuple[Column, PathFn]]) -> RowsFn:
     def part(node: Any, env: Env) -> list[Row]:
         focus = [] if node is None else [node]
         values: list[Any] = []
@@ -223,7 +247,7 @@ class CompiledView:
     resource: str
     columns: tuple[Column, ...]
     _rows: RowsFn
-    _where: tuple[Callable[[list[Any], Env], list[Any]], ...]
+    _where: tuple[PathFn, ...]
     _constants: dict[str, list[Any]]
 
     @property
@@ -278,8 +302,7 @@ def compile_view(view: Any) -> CompiledView:
         if not isinstance(w, dict) or "path" not in w:
             raise ViewDefinitionError(f"where[{i}]: needs a path")
         where_fns.append(_compile_fhirpath(w["path"], f"where[{i}]"))
-    compiler = _Compiler()
-    rows_fn, columns = compiler.select({"select": select}, "view")
+    rows_fn, columns = _compile_select({"select": select}, "view")
     names = [c.name for c in columns]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.fhir import validation as v
-from pipelines.fhir.fhirpath import FhirPathError, _Parser
+from pipelines.fhir.fhirpath import FhirPathError, parse_path
 from pipelines.fhir.viewdef import CompiledView
 
 __all__ = ["SQL_MACROS", "Unsupported", "compile_view_sql"]
@@ -393,7 +393,7 @@ class _Compiler:
 
     def column(self, path: str, col_type: str | None) -> str:
         try:
-            node = _Parser(path).parse()
+            node = parse_path(path)
         except FhirPathError as exc:
             raise Unsupported(str(exc)) from None
         coll = self.expr(node, self.root_coll())
@@ -455,7 +455,7 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
     wheres = []
     for w in view.get("where") or []:
         try:
-            node = _Parser(w["path"]).parse()
+            node = parse_path(w["path"])
         except FhirPathError as exc:
             raise Unsupported(str(exc)) from None
         if not (node[0] == "bin" and node[1] in ("=", "and", "or")):
