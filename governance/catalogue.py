@@ -176,6 +176,12 @@ def table_holders(path: Path = CATALOGUE_PATH) -> dict[str, frozenset[str]]:
     return {t: frozenset(v["holders"]) for t, v in data["tables"].items()}
 
 
+def reviewers_required() -> dict[str, int]:
+    """Holder id -> how many distinct stewards of that holder must approve a request
+    (schemas/holders.json, read at every call: the known holders are exactly its keys)."""
+    return {h.id: h.reviewers_required for h in holders()}
+
+
 def main(argv: list[str]) -> int:
     expected = render(generate_catalogue())
     if "--check" in argv:

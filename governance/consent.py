@@ -184,7 +184,8 @@ def _resolve(records: Iterable[Any], purpose: str) -> bool:
     for group in (specific, general):
         if group:
             latest = max(group, key=lambda r: (r.valid_from, r.id))
-            return latest.choice == "opt_out"
+            choice: str = latest.choice
+            return choice == "opt_out"
     return False
 
 

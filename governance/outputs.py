@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import TypedDict, Unpack
 
 from governance.errors import (
     DuplicateDecision,
@@ -95,6 +96,22 @@ class OutputException:
 
     def in_force(self, at: datetime) -> bool:
         return self.recorded_at <= at and (self.withdrawn_at is None or at < self.withdrawn_at)
+
+
+class FileFacts(TypedDict, total=False):
+    """The facts of an output's file that a resubmission may replace (a new file)."""
+
+    query_masked: str
+    query_sha256: str
+    format: str
+    file_name: str
+    sha256: str
+    size_bytes: int
+    rows: int
+    columns: tuple[str, ...]
+    row_level: bool
+    row_level_reasons: tuple[str, ...]
+    consent_sha256: str
 
 
 @dataclass(frozen=True)
@@ -317,7 +334,7 @@ def decide(
 
 
 def resubmit(
-    output: OutputRequest, actor: str, context: str, *, at: datetime, **replacement: object
+    output: OutputRequest, actor: str, context: str, *, at: datetime, **replacement: Unpack[FileFacts]
 ) -> OutputRequest:
     """A returned output, answered: a new round (earlier approvals no longer count), with new
     context and, optionally, a new file (``replacement``: the file's facts)."""
@@ -337,7 +354,7 @@ def resubmit(
         updated_at=at,
         decided_at=None,
         **replacement,
-    )  # type: ignore[arg-type]
+    )
 
 
 def withdraw(output: OutputRequest, actor: str, *, at: datetime) -> OutputRequest:

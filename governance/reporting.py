@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from governance.models import HolderReviewRow, PermitRow, RequestRow
+from governance.permits import permit_status
 from governance.purposes import PURPOSES
 from governance.values import KeyFigure, Overdue, TransparencyEntry
 from governance.workflow import IN_REVIEW, HolderVerdict
@@ -51,6 +53,18 @@ def period_key(dt: datetime, period: str) -> str:
     raise ValueError(f"period must be one of {PERIODS}")
 
 
+@dataclass
+class _Tally:
+    """One holder's reviews opened in one period: counts, and the days each step took."""
+
+    submitted: int = 0
+    decided: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)  # decided reviews by verdict
+    released: int = 0
+    days_to_decision: list[float] = field(default_factory=list)
+    days_to_release: list[float] = field(default_factory=list)
+
+
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
@@ -68,47 +82,36 @@ def key_figures(session: Session, *, period: str = "month") -> list[KeyFigure]:
         .join(RequestRow, RequestRow.id == HolderReviewRow.request_id)
         .outerjoin(PermitRow, PermitRow.request_id == RequestRow.id)
     ).all()
-    acc: dict[tuple[str, str], dict] = defaultdict(
-        lambda: {
-            "submitted": 0,
-            "decided": 0,
-            "approved": 0,
-            "rejected": 0,
-            "returned": 0,
-            "released": 0,
-            "to_decision": [],
-            "to_release": [],
-        }
-    )
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     for rev, req, permit in rows:
-        a = acc[(rev.holder_id, period_key(rev.opened_at, period))]
-        a["submitted"] += 1
+        t = tallies[(rev.holder_id, period_key(rev.opened_at, period))]
+        t.submitted += 1
         if rev.decided_at is not None:
-            a["decided"] += 1
-            a[rev.verdict] += 1
-            a["to_decision"].append((rev.decided_at - rev.opened_at).total_seconds() / _DAY)
+            t.decided += 1
+            t.verdicts[rev.verdict] += 1
+            t.days_to_decision.append((rev.decided_at - rev.opened_at).total_seconds() / _DAY)
             if (
                 rev.verdict == HolderVerdict.APPROVED.value
                 and permit is not None
                 and permit.released_at is not None
                 and rev.review_round == req.review_round
             ):
-                a["released"] += 1
-                a["to_release"].append((permit.released_at - rev.decided_at).total_seconds() / _DAY)
+                t.released += 1
+                t.days_to_release.append((permit.released_at - rev.decided_at).total_seconds() / _DAY)
     return [
         KeyFigure(
             holder_id=h,
             period=p,
-            submitted=a["submitted"],
-            decided=a["decided"],
-            approved=a["approved"],
-            rejected=a["rejected"],
-            returned=a["returned"],
-            released=a["released"],
-            median_days_to_decision=_median(a["to_decision"]),
-            median_days_decision_to_release=_median(a["to_release"]),
+            submitted=t.submitted,
+            decided=t.decided,
+            approved=t.verdicts[HolderVerdict.APPROVED.value],
+            rejected=t.verdicts[HolderVerdict.REJECTED.value],
+            returned=t.verdicts[HolderVerdict.RETURNED.value],
+            released=t.released,
+            median_days_to_decision=_median(t.days_to_decision),
+            median_days_decision_to_release=_median(t.days_to_release),
         )
-        for (h, p), a in sorted(acc.items())
+        for (h, p), t in sorted(tallies.items(), key=lambda item: item[0])
     ]
 
 
@@ -122,15 +125,6 @@ def transparency_register(session: Session, *, at: datetime | None = None) -> li
     ).all()
     out = []
     for p, req in rows:
-        status = (
-            "revoked"
-            if p.revoked_at is not None
-            else "expired"
-            if at >= p.expires_at
-            else "active"
-            if p.release_id is not None
-            else "approved"
-        )
         out.append(
             TransparencyEntry(
                 permit_id=p.id,
@@ -142,7 +136,7 @@ def transparency_register(session: Session, *, at: datetime | None = None) -> li
                 issued_on=p.issued_at.date(),
                 expires_on=p.expires_at.date(),
                 released_on=p.released_at.date() if p.released_at else None,
-                status=status,
+                status=permit_status(p, at),
             )
         )
     return out

@@ -84,13 +84,16 @@ class RequestView:
 
 @dataclass(frozen=True)
 class ApprovedRequest:
+    """What a release is built from: an approved request, the approvals of the round that
+    approved it (holder_id, reviewer, decided_at as ISO text, justification), the permit's users."""
+
     request_id: int
     project: str
     purpose: str
     holders: tuple[str, ...]
     variables: tuple[str, ...]
     output_tier: str
-    approvals: tuple[dict[str, Any], ...]
+    approvals: tuple[dict[str, str], ...]
     period: tuple[date | None, date | None]
     data_form: str = "anonymised"
     cohort_criteria: dict[str, Any] = field(default_factory=dict)

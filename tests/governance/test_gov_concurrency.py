@@ -15,7 +15,8 @@ import pytest
 from govtest_helpers import request_fields
 from sqlalchemy import func, select
 
-from governance import service
+from governance import releases, service
+from governance import requests as requests_module
 from governance.errors import AlreadyReleased, ConcurrencyConflict, DuplicateDecision
 from governance.models import DecisionRow, PermitRow
 from governance.store import session_scope
@@ -45,14 +46,14 @@ def _run_together(*calls):
 
 @pytest.fixture
 def slow_critical_section(monkeypatch):
-    real = service._round_reviews
+    real = requests_module.round_reviews
 
     def slow(session, row):
         out = real(session, row)
         time.sleep(0.05)
         return out
 
-    monkeypatch.setattr(service, "_round_reviews", slow)
+    monkeypatch.setattr(requests_module, "round_reviews", slow)
 
 
 def _decide(url, rid, holder, reviewer):
@@ -118,14 +119,14 @@ def test_concurrent_release_recorded_once(seeded, monkeypatch):
     rid = _submitted(seeded)
     for holder, reviewer in (("ndr", "s-ndr-1"), ("region_uppsala", "s-upp-1")):
         _decide(seeded, rid, holder, reviewer)()
-    real = service._permit_row
+    real = releases.permit_row
 
     def slow(session, request_id):
         out = real(session, request_id)
         time.sleep(0.05)
         return out
 
-    monkeypatch.setattr(service, "_permit_row", slow)
+    monkeypatch.setattr(releases, "permit_row", slow)
 
     def release(n):
         def call():

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from govtest_helpers import request_fields
 
-from governance import service
+from governance import airlock, service
 from governance.errors import DuplicateDecision, InvalidRequest, InvalidTransition, NotFound, PermissionDenied
 from governance.store import session_scope
 
@@ -260,14 +260,14 @@ def slow_checks(monkeypatch):
     """Widen the race: a pause after the output and its checks are read, before writing."""
     import time
 
-    real = service._output_value
+    real = airlock._output_value
 
     def slow(session, row):
         value = real(session, row)
         time.sleep(0.05)
         return value
 
-    monkeypatch.setattr(service, "_output_value", slow)
+    monkeypatch.setattr(airlock, "_output_value", slow)
 
 
 def test_concurrent_checks_count_once_each(permit, slow_checks):
