@@ -14,6 +14,8 @@ view is audited as ``access.output_preview``). Everything is autoescaped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,40 +23,76 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from access.errors import Refusal
+from access.outputs import OutputDesk, export_rule
+from access.ports import User
+from access.web.pages import PREFIX, Page, PageKit
+from governance import service
+from governance.outputs import IN_CHECK, WITHDRAWABLE, OutputRequest, OutputStatus
+from governance.values import Permit
 
 log = logging.getLogger(__name__)
 
 PAGE_PREVIEW_ROWS = 50
 MAX_SQL = 20_000
 MAX_TEXT = 5000
+MAX_TITLE = 200
 FORMATS = ("csv", "parquet", "json", "arrow")
 DECISIONS = ("approve", "reject", "return")
 
 
-def _desk(request: Request) -> Any:
-    return getattr(request.app.state, "outputs", None)
-
-
-def _is_checker(p: Any) -> bool:
+def _is_checker(p: Page) -> bool:
     return bool(p.roles & {"output_checker", "steward"})
 
 
-def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one page per nested handler
-    """Add the airlock's pages to the ``/web`` router (``web``: its ``WebApp``)."""
-    from access.web.routes import PREFIX
+@dataclass(frozen=True)
+class Caller:
+    """A logged-in caller of an airlock page, with the desk that does the work."""
 
-    def start(request: Request) -> tuple[Any, Any, Response | None]:
-        p = web.page(request)
+    page: Page
+    user: User
+    desk: OutputDesk
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The first rows of an output, as the checker's page shows them."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class OutputPages:
+    """The airlock's page handlers over the ``/web`` router's ``PageKit``.
+
+    Handlers that change something (a form POST) check the CSRF token, refuse over-long input
+    with 422 on the page it came from, call the desk, and redirect with a flash on success; a
+    ``Refusal`` from the desk re-renders the page with its message and status.
+    """
+
+    def __init__(self, web: PageKit) -> None:
+        self.web = web
+
+    # -- plumbing ------------------------------------------------------------------------
+    def start(self, request: Request) -> Caller | Response:
+        """The logged-in caller and the app's desk, or the response that ends the request here."""
+        p = self.web.page(request)
         if p.user is None:
-            return p, None, web.login_redirect(p)
-        desk = _desk(request)
+            return self.web.login_redirect(p)
+        desk: OutputDesk | None = getattr(request.app.state, "outputs", None)
         if desk is None:
-            return p, None, web.error(p, 404, "not_found")
-        return p, desk, None
+            return self.web.error(p, 404, "not_found")
+        return Caller(p, p.user, desk)
 
-    def refused(p: Any, exc: Refusal) -> Response:
+    def start_form(self, request: Request, csrf_token: str) -> Caller | Response:
+        """As ``start``, for a form: also refuses a missing or wrong CSRF token (403)."""
+        caller = self.start(request)
+        if isinstance(caller, Caller) and not self.web.csrf_ok(caller.page, csrf_token):
+            return self.web.error(caller.page, 403, "csrf_failed")
+        return caller
+
+    def refused(self, p: Page, exc: Refusal) -> Response:
         status = exc.status if 400 <= exc.status < 600 else 400
-        return web.render(
+        return self.web.render(
             p,
             "error.html",
             status=status,
@@ -62,123 +100,114 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             message=p.t("output_error", message=exc.message),
         )
 
-    def record_permits(p: Any) -> list[Any]:
-        from governance import service
+    def done(self, p: Page, kind: str, text: str, url: str) -> Response:
+        """After a successful form: a message for the next page, and the redirect to it."""
+        p.flash(kind, text)
+        return self.web.redirect(p, url)
 
-        with web.store() as s:
-            permits = service.releases_for_user(s, user_name=p.user.name, at=datetime.now(UTC))
+    def record_permits(self, user: User) -> list[Permit]:
+        """The caller's record-level permits, for the request form (the port's permits carry
+        no project title, which the form shows)."""
+        with self.web.store() as s:
+            permits = service.releases_for_user(s, user_name=user.name, at=datetime.now(UTC))
         return [x for x in permits if x.output_tier == "record"]
 
     # -- researcher ------------------------------------------------------------------------
-    def outputs_page(
-        request: Request,
+    def outputs_view(
+        self,
+        c: Caller,
         *,
-        page: Any = None,
         status: int = 200,
         error: str | None = None,
         form: dict[str, str] | None = None,
     ) -> Response:
-        from access.outputs import export_rule
-
-        p, desk, early = (page, _desk(request), None) if page is not None else start(request)
-        if early is not None:
-            return early
         try:
-            mine = desk.mine(p.user)
+            mine = c.desk.mine(c.user)
         except Refusal as exc:
-            return refused(p, exc)
-        return web.render(
-            p,
+            return self.refused(c.page, exc)
+        return self.web.render(
+            c.page,
             "outputs_mine.html",
             status=status,
-            title=p.t("outputs_title"),
+            title=c.page.t("outputs_title"),
             outputs=mine,
-            permits=record_permits(p),
+            permits=self.record_permits(c.user),
             formats=FORMATS,
             error=error,
             form=form or {},
             preview_rows=export_rule().preview_rows,
         )
 
-    @router.get("/outputs", response_class=HTMLResponse)
-    def outputs(request: Request) -> Response:
-        return outputs_page(request)
+    def outputs(self, request: Request) -> Response:
+        c = self.start(request)
+        return c if isinstance(c, Response) else self.outputs_view(c)
 
-    @router.post("/outputs", response_class=HTMLResponse)
     def create(
+        self,
         request: Request,
         csrf_token: str = Form(""),
         release_id: str = Form(""),
         sql: str = Form(""),
-        format: str = Form("csv"),
+        format: str = Form("csv"),  # noqa: A002 - the form field's name
         title: str = Form(""),
         context: str = Form(""),
-    ) -> Response:  # noqa: A002
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
+    ) -> Response:
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
+        t = c.page.t
         form = {"release_id": release_id, "sql": sql, "format": format, "title": title, "context": context}
-        if len(sql) > MAX_SQL or len(context) > MAX_TEXT or len(title) > 200 or format not in FORMATS:
-            return outputs_page(
-                request,
-                page=p,
-                status=422,
-                form=form,
-                error=p.t("output_error", message="input too long or unknown format"),
-            )
+        if len(sql) > MAX_SQL or len(context) > MAX_TEXT or len(title) > MAX_TITLE or format not in FORMATS:
+            message = "input too long or unknown format"
+            return self.outputs_view(c, status=422, form=form, error=t("output_error", message=message))
         try:
-            o = desk.create(p.user, release_id, sql, format, title=title, context=context)
+            o = c.desk.create(c.user, release_id, sql, format, title=title, context=context)
         except Refusal as exc:
             log.info("web output request refused code=%s", exc.reason)
-            return outputs_page(
-                request, page=p, status=exc.status, form=form, error=p.t("output_error", message=exc.message)
-            )
-        assert p.session is not None
-        p.session.flash.append(("success", p.t("output_created", id=o.id)))
-        return web.redirect(p, f"{PREFIX}/outputs/{o.id}")
+            error = t("output_error", message=exc.message)
+            return self.outputs_view(c, status=exc.status, form=form, error=error)
+        return self.done(c.page, "success", t("output_created", id=o.id), f"{PREFIX}/outputs/{o.id}")
 
     # -- one output ------------------------------------------------------------------------
-    def output_page(
-        request: Request,
+    def preview(self, c: Caller, o: OutputRequest) -> Preview:
+        """The output's first rows for a checker (each view audited by the desk)."""
+        _, table = c.desk.preview(c.user, o.id, rows=PAGE_PREVIEW_ROWS)
+        return Preview(table.column_names, [list(r.values()) for r in table.to_pylist()])
+
+    def output_view(
+        self,
+        c: Caller,
         output_id: int,
         *,
-        page: Any = None,
         status: int = 200,
         error: str | None = None,
         form: dict[str, str] | None = None,
     ) -> Response:
-        from governance import outputs as out
-
-        p, desk, early = (page, _desk(request), None) if page is not None else start(request)
-        if early is not None:
-            return early
+        p, user = c.page, c.user
         try:
-            o = desk.get(p.user, output_id)
+            o = c.desk.get(user, output_id)
         except Refusal as exc:
-            return refused(p, exc)
-        is_requester = o.requester == p.user.name
+            return self.refused(p, exc)
+        is_requester = o.requester == user.name
         may_check = not is_requester and _is_checker(p)
         awaiting = (
             may_check
-            and out.OutputStatus(o.status) in out.IN_CHECK
-            and all(c.checker != p.user.name for c in o.current_checks)
+            and OutputStatus(o.status) in IN_CHECK
+            and all(check.checker != user.name for check in o.current_checks)
         )
-        columns, rows = [], []
+        shown = Preview([], [])
         if may_check and o.status not in ("rejected", "withdrawn"):
             try:
-                _, table = desk.preview(p.user, output_id, rows=PAGE_PREVIEW_ROWS)
-                columns, rows = table.column_names, [list(r.values()) for r in table.to_pylist()]
+                shown = self.preview(c, o)
             except Refusal as exc:
                 error = error or p.t("output_error", message=exc.message)
         exceptions = []
         if o.row_level:
             try:
-                exceptions = [e for e in desk.exceptions(p.user, o.permit_id) if e.id == o.exception_id]
+                exceptions = [e for e in c.desk.exceptions(user, o.permit_id) if e.id == o.exception_id]
             except Refusal:
                 exceptions = []
-        return web.render(
+        return self.web.render(
             p,
             "output.html",
             status=status,
@@ -187,127 +216,120 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
             is_requester=is_requester,
             may_check=may_check,
             awaiting=awaiting,
-            columns=columns,
-            rows=rows,
+            columns=shown.columns,
+            rows=shown.rows,
             preview_rows=PAGE_PREVIEW_ROWS,
             exceptions=exceptions,
             error=error,
             form=form or {},
             downloadable=is_requester and o.downloadable,
             approvals=len(o.approvers),
-            withdrawable=is_requester and out.OutputStatus(o.status) in out.WITHDRAWABLE,
-            returned=is_requester and o.status == out.OutputStatus.RETURNED,
+            withdrawable=is_requester and OutputStatus(o.status) in WITHDRAWABLE,
+            returned=is_requester and o.status == OutputStatus.RETURNED,
         )
 
-    @router.get("/outputs/{output_id}", response_class=HTMLResponse)
-    def output(request: Request, output_id: int) -> Response:
-        return output_page(request, output_id)
+    def output(self, request: Request, output_id: int) -> Response:
+        c = self.start(request)
+        return c if isinstance(c, Response) else self.output_view(c, output_id)
 
-    @router.post("/outputs/{output_id}/check", response_class=HTMLResponse)
+    def act_on_output(
+        self,
+        c: Caller,
+        output_id: int,
+        *,
+        form: dict[str, str],
+        too_long: str | None,
+        action: Callable[[], OutputRequest],
+        what: str,
+    ) -> OutputRequest | Response:
+        """Run ``action`` on one output: an over-long input (``too_long`` names it) or a refusal
+        re-renders the output's page with the form as it was; otherwise the changed output."""
+        t = c.page.t
+        if too_long is not None:
+            return self.output_view(
+                c, output_id, status=422, form=form, error=t("output_error", message=too_long)
+            )
+        try:
+            return action()
+        except Refusal as exc:
+            log.info("web output %s refused output=%s code=%s", what, output_id, exc.reason)
+            error = t("output_error", message=exc.message)
+            return self.output_view(c, output_id, status=exc.status, form=form, error=error)
+
     def check(
+        self,
         request: Request,
         output_id: int,
         csrf_token: str = Form(""),
         decision: str = Form(""),
         comment: str = Form(""),
     ) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
-        form = {"decision": decision, "comment": comment}
-        if len(comment) > MAX_TEXT:
-            return output_page(
-                request,
-                output_id,
-                page=p,
-                status=422,
-                form=form,
-                error=p.t("output_error", message="comment too long"),
-            )
-        try:
-            o = desk.decide(p.user, output_id, decision, comment)
-        except Refusal as exc:
-            log.info("web output check refused output=%s code=%s", output_id, exc.reason)
-            return output_page(
-                request,
-                output_id,
-                page=p,
-                status=exc.status,
-                form=form,
-                error=p.t("output_error", message=exc.message),
-            )
-        assert p.session is not None
-        p.session.flash.append(("success", p.t("check_recorded", status=p.t(f"status_{o.status}"))))
-        return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
+        o = self.act_on_output(
+            c,
+            output_id,
+            form={"decision": decision, "comment": comment},
+            too_long="comment too long" if len(comment) > MAX_TEXT else None,
+            action=lambda: c.desk.decide(c.user, output_id, decision, comment),
+            what="check",
+        )
+        if isinstance(o, Response):
+            return o
+        t = c.page.t
+        recorded = t("check_recorded", status=t(f"status_{o.status}"))
+        return self.done(c.page, "success", recorded, f"{PREFIX}/outputs/{output_id}")
 
-    @router.post("/outputs/{output_id}/resubmit", response_class=HTMLResponse)
     def resubmit(
+        self,
         request: Request,
         output_id: int,
         csrf_token: str = Form(""),
         context: str = Form(""),
         sql: str = Form(""),
     ) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
-        form = {"context": context, "sql": sql}
-        if len(sql) > MAX_SQL or len(context) > MAX_TEXT:
-            return output_page(
-                request,
-                output_id,
-                page=p,
-                status=422,
-                form=form,
-                error=p.t("output_error", message="input too long"),
-            )
-        try:
-            desk.resubmit(p.user, output_id, context=context, sql=sql.strip() or None)
-        except Refusal as exc:
-            return output_page(
-                request,
-                output_id,
-                page=p,
-                status=exc.status,
-                form=form,
-                error=p.t("output_error", message=exc.message),
-            )
-        assert p.session is not None
-        p.session.flash.append(("success", p.t("resubmitted")))
-        return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
+        o = self.act_on_output(
+            c,
+            output_id,
+            form={"context": context, "sql": sql},
+            too_long="input too long" if len(sql) > MAX_SQL or len(context) > MAX_TEXT else None,
+            action=lambda: c.desk.resubmit(c.user, output_id, context=context, sql=sql.strip() or None),
+            what="resubmission",
+        )
+        if isinstance(o, Response):
+            return o
+        return self.done(c.page, "success", c.page.t("resubmitted"), f"{PREFIX}/outputs/{output_id}")
 
-    @router.post("/outputs/{output_id}/withdraw", response_class=HTMLResponse)
-    def withdraw(request: Request, output_id: int, csrf_token: str = Form("")) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
-        try:
-            desk.withdraw(p.user, output_id)
-        except Refusal as exc:
-            return output_page(
-                request, output_id, page=p, status=exc.status, error=p.t("output_error", message=exc.message)
-            )
-        assert p.session is not None
-        p.session.flash.append(("info", p.t("withdrawn_notice")))
-        return web.redirect(p, f"{PREFIX}/outputs/{output_id}")
+    def withdraw(self, request: Request, output_id: int, csrf_token: str = Form("")) -> Response:
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
+        o = self.act_on_output(
+            c,
+            output_id,
+            form={},
+            too_long=None,
+            action=lambda: c.desk.withdraw(c.user, output_id),
+            what="withdrawal",
+        )
+        if isinstance(o, Response):
+            return o
+        return self.done(c.page, "info", c.page.t("withdrawn_notice"), f"{PREFIX}/outputs/{output_id}")
 
-    @router.get("/outputs/{output_id}/download")
-    def download(request: Request, output_id: int) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
+    def download(self, request: Request, output_id: int) -> Response:
+        c = self.start(request)
+        if isinstance(c, Response):
+            return c
         try:
-            d = desk.download(p.user, output_id)
+            d = c.desk.download(c.user, output_id)
         except Refusal as exc:
-            return refused(p, exc)
-        return web.finish(
-            p,
+            return self.refused(c.page, exc)
+        return self.web.finish(
+            c.page,
             Response(
                 d.body,
                 media_type=d.media_type,
@@ -319,83 +341,93 @@ def add_output_pages(router: APIRouter, web: Any) -> None:  # noqa: C901 - one p
         )
 
     # -- checkers --------------------------------------------------------------------------
-    @router.get("/checking", response_class=HTMLResponse)
-    def checking(request: Request) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not _is_checker(p):
-            return web.error(p, 403, "forbidden")
+    def checking(self, request: Request) -> Response:
+        c = self.start(request)
+        if isinstance(c, Response):
+            return c
+        if not _is_checker(c.page):
+            return self.web.error(c.page, 403, "forbidden")
         try:
-            everything = desk.for_checker(p.user)
-            awaiting = desk.queue(p.user)
+            everything = c.desk.for_checker(c.user)
+            awaiting = c.desk.queue(c.user)
         except Refusal as exc:
-            return refused(p, exc)
+            return self.refused(c.page, exc)
         waiting_ids = {o.id for o in awaiting}
-        return web.render(
-            p,
+        return self.web.render(
+            c.page,
             "outputs_checking.html",
-            title=p.t("checking_title"),
+            title=c.page.t("checking_title"),
             awaiting=awaiting,
             others=[o for o in everything if o.id not in waiting_ids],
         )
 
     # -- stewards' exceptions ----------------------------------------------------------------
-    def exceptions_page(
-        request: Request, permit_id: int, *, page: Any = None, status: int = 200, error: str | None = None
+    def exceptions_view(
+        self, c: Caller, permit_id: int, *, status: int = 200, error: str | None = None
     ) -> Response:
-        p, desk, early = (page, _desk(request), None) if page is not None else start(request)
-        if early is not None:
-            return early
         try:
-            found = desk.exceptions(p.user, permit_id)
+            found = c.desk.exceptions(c.user, permit_id)
         except Refusal as exc:
-            return refused(p, exc)
-        return web.render(
-            p,
+            return self.refused(c.page, exc)
+        return self.web.render(
+            c.page,
             "output_exceptions.html",
             status=status,
-            title=p.t("exceptions_title", id=permit_id),
+            title=c.page.t("exceptions_title", id=permit_id),
             permit_id=permit_id,
             exceptions=found,
-            may_record="steward" in p.roles,
+            may_record="steward" in c.page.roles,
             error=error,
         )
 
-    @router.get("/permits/{permit_id}/output-exceptions", response_class=HTMLResponse)
-    def exceptions(request: Request, permit_id: int) -> Response:
-        return exceptions_page(request, permit_id)
+    def exceptions(self, request: Request, permit_id: int) -> Response:
+        c = self.start(request)
+        return c if isinstance(c, Response) else self.exceptions_view(c, permit_id)
 
-    @router.post("/permits/{permit_id}/output-exceptions", response_class=HTMLResponse)
     def record_exception(
-        request: Request, permit_id: int, csrf_token: str = Form(""), justification: str = Form("")
+        self, request: Request, permit_id: int, csrf_token: str = Form(""), justification: str = Form("")
     ) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
+        t = c.page.t
         try:
-            desk.record_exception(p.user, permit_id, justification[: MAX_TEXT + 1])
+            # Cut one past the limit: governance refuses it as too long, with its own message.
+            c.desk.record_exception(c.user, permit_id, justification[: MAX_TEXT + 1])
         except Refusal as exc:
-            return exceptions_page(
-                request, permit_id, page=p, status=exc.status, error=p.t("output_error", message=exc.message)
-            )
-        assert p.session is not None
-        p.session.flash.append(("success", p.t("exception_recorded")))
-        return web.redirect(p, f"{PREFIX}/permits/{permit_id}/output-exceptions")
+            error = t("output_error", message=exc.message)
+            return self.exceptions_view(c, permit_id, status=exc.status, error=error)
+        url = f"{PREFIX}/permits/{permit_id}/output-exceptions"
+        return self.done(c.page, "success", t("exception_recorded"), url)
 
-    @router.post("/output-exceptions/{exception_id}/withdraw", response_class=HTMLResponse)
-    def withdraw_exception(request: Request, exception_id: int, csrf_token: str = Form("")) -> Response:
-        p, desk, early = start(request)
-        if early is not None:
-            return early
-        if not web.csrf_ok(p, csrf_token):
-            return web.error(p, 403, "csrf_failed")
+    def withdraw_exception(self, request: Request, exception_id: int, csrf_token: str = Form("")) -> Response:
+        c = self.start_form(request, csrf_token)
+        if isinstance(c, Response):
+            return c
         try:
-            e = desk.withdraw_exception(p.user, exception_id)
+            e = c.desk.withdraw_exception(c.user, exception_id)
         except Refusal as exc:
-            return refused(p, exc)
-        assert p.session is not None
-        p.session.flash.append(("info", p.t("exception_withdrawn")))
-        return web.redirect(p, f"{PREFIX}/permits/{e.permit_id}/output-exceptions")
+            return self.refused(c.page, exc)
+        url = f"{PREFIX}/permits/{e.permit_id}/output-exceptions"
+        return self.done(c.page, "info", c.page.t("exception_withdrawn"), url)
+
+
+def add_output_pages(router: APIRouter, web: PageKit) -> None:
+    """Add the airlock's pages to the ``/web`` router (``web``: its ``WebApp``)."""
+    pages = OutputPages(web)
+    routes: tuple[tuple[str, str, Callable[..., Response]], ...] = (
+        ("GET", "/outputs", pages.outputs),
+        ("POST", "/outputs", pages.create),
+        ("GET", "/outputs/{output_id}", pages.output),
+        ("POST", "/outputs/{output_id}/check", pages.check),
+        ("POST", "/outputs/{output_id}/resubmit", pages.resubmit),
+        ("POST", "/outputs/{output_id}/withdraw", pages.withdraw),
+        ("GET", "/checking", pages.checking),
+        ("GET", "/permits/{permit_id}/output-exceptions", pages.exceptions),
+        ("POST", "/permits/{permit_id}/output-exceptions", pages.record_exception),
+        ("POST", "/output-exceptions/{exception_id}/withdraw", pages.withdraw_exception),
+    )
+    for method, path, endpoint in routes:
+        router.add_api_route(path, endpoint, methods=[method], response_class=HTMLResponse)
+    # A file, not a page.
+    router.add_api_route("/outputs/{output_id}/download", pages.download, methods=["GET"])

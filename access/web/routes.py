@@ -23,234 +23,64 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from fastapi.responses import HTMLResponse, Response
 
-from access.web import i18n, precheck, quality
-from access.web.sessions import COOKIE_NAME, SessionStore, WebSession
+from access.ports import Governance, User
+from access.web import precheck, quality
+from access.web.outputs import add_output_pages
+from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
+from access.web.sessions import COOKIE_NAME, SessionStore
+from governance import service
+from governance.catalogue import load_catalogue, table_holders
+from governance.errors import GovernanceError, NotFound
+from governance.purposes import LEGAL_BASES, PURPOSES
+from governance.values import Permit, RequestView
+from hdp.settings import Settings, holders
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = WEB_DIR / "templates"
-STATIC_DIR = WEB_DIR / "static"
-PREFIX = "/web"
 IN_REVIEW = ("submitted", "under_review")
 DECISIONS = ("approve", "reject", "return")
 MAX_JUSTIFICATION = 4000  # characters; longer text is refused before it reaches the store
 
-SECURITY_HEADERS = {
-    # No script at all on these pages; styles only from our own stylesheet.
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
+__all__ = ["PREFIX", "WebApp", "build_router", "pending_holders", "safe_next"]
 
 
-def _fmt_date(value: date | datetime | None) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, datetime):
-        return (
-            value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            if value.tzinfo
-            else value.strftime("%Y-%m-%d %H:%M")
-        )
-    return value.isoformat()
+@dataclass(frozen=True)
+class QueueItem:
+    """A request awaiting the steward's decision: for which of their holders, due when."""
+
+    request: RequestView
+    holders: list[str]
+    due: datetime
 
 
-def _fmt_day(value: date | datetime | None) -> str:
-    if value is None:
-        return "–"
-    return (value.date() if isinstance(value, datetime) else value).isoformat()
-
-
-def make_environment() -> Environment:
-    """The Jinja environment: autoescape on for everything, undefined names are errors."""
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["dt"] = _fmt_date
-    env.filters["day"] = _fmt_day
-    return env
-
-
-def safe_next(target: str | None) -> str | None:
-    """A post-login redirect target only if it is a local web page (no open redirect).
-
-    >>> safe_next("/web/requests/3"), safe_next("//evil.example/web"), safe_next("https://x/web")
-    ('/web/requests/3', None, None)
-    """
-    if not target or not target.startswith(PREFIX + "/") or target.startswith("//") or "\\" in target:
-        return None
-    if any(ch in target for ch in "\r\n") or "//" in target:
-        return None
-    return target
-
-
-@dataclass
-class Page:
-    """What a handler knows about the caller: language, session, authenticated user."""
-
-    request: Request
-    lang: str
-    t: Callable[..., str]
-    session: WebSession | None
-    session_id: str | None
-    user: Any = None  # governance.values.User when logged in
-    set_lang_cookie: bool = False
-    new_cookie: str | None = None  # a session id to set on the response
-    flashes: list[tuple[str, str]] = field(default_factory=list)
-    expired: bool = False  # the session's token was revoked or its user disabled
-
-    @property
-    def roles(self) -> frozenset[str]:
-        return frozenset(self.user.roles) if self.user else frozenset()
-
-
-class WebApp:
-    """The page handlers with their dependencies (session store, governance URL, settings)."""
+class WebApp(PageKit):
+    """The page handlers with their dependencies (session store, governance, settings)."""
 
     def __init__(
         self,
         *,
         sessions: SessionStore | None = None,
         governance_url: Callable[[], str] | None = None,
-        settings: Callable[[], Any] | None = None,
+        settings: Callable[[], Settings] | None = None,
+        governance: Callable[[], Governance] | None = None,
         api_base_url: str | None = None,
         transparency_json_url: str = PREFIX + "/transparency.json",
         precheck_groups: bool = True,
     ) -> None:
-        from hdp.settings import get_settings
-
-        self.sessions = sessions or SessionStore()
-        self._settings = settings or get_settings
-        self._governance_url = governance_url or (lambda: self._settings().governance_url)
+        super().__init__(
+            sessions=sessions, governance_url=governance_url, settings=settings, governance=governance
+        )
         self.api_base_url = api_base_url
         self.transparency_json_url = transparency_json_url
         self.precheck_groups = precheck_groups
-        self.env = make_environment()
-
-    # -- plumbing ------------------------------------------------------------------------
-    def store(self):  # type: ignore[no-untyped-def]
-        from governance.store import session_scope
-
-        return session_scope(self._governance_url())
-
-    def page(self, request: Request) -> Page:
-        lang = i18n.negotiate(
-            request.query_params.get("lang"),
-            request.cookies.get(i18n.LANG_COOKIE),
-            request.headers.get("accept-language"),
-        )
-        session_id = request.cookies.get(COOKIE_NAME)
-        session = self.sessions.get(session_id)
-        p = Page(
-            request=request,
-            lang=lang,
-            t=i18n.translator(lang),
-            session=session,
-            session_id=session_id if session else None,
-            set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES,
-        )
-        if session is not None and session.authenticated:
-            from governance.service import authenticate_token
-
-            with self.store() as s:
-                user = authenticate_token(s, session.token)  # type: ignore[arg-type]
-            if user is None or user.name != session.user_name:
-                # Token revoked or user disabled since login: end the session (fails closed).
-                self.sessions.delete(session_id)
-                p.session, p.session_id, p.expired = None, None, True
-            else:
-                p.user = user
-        if p.session is not None and p.session.flash:
-            p.flashes.extend(p.session.flash)
-            p.session.flash.clear()
-        return p
-
-    def ensure_session(self, p: Page) -> WebSession:
-        """The caller's session, creating an anonymous one (for the login form's CSRF token)."""
-        if p.session is None:
-            p.new_cookie, p.session = self.sessions.create()
-            p.session_id = p.new_cookie
-        return p.session
-
-    def _secure(self, request: Request) -> bool:
-        return request.url.scheme == "https" or bool(getattr(self._settings(), "is_production", False))
-
-    def finish(self, p: Page, response: Response) -> Response:
-        for k, v in SECURITY_HEADERS.items():
-            response.headers[k] = v
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Vary"] = "Cookie, Accept-Language"
-        secure = self._secure(p.request)
-        if p.new_cookie:
-            response.set_cookie(
-                COOKIE_NAME,
-                p.new_cookie,
-                httponly=True,
-                samesite="strict",
-                secure=secure,
-                path="/",
-                max_age=int(self.sessions.absolute_timeout.total_seconds()),
-            )
-        if p.set_lang_cookie:
-            response.set_cookie(
-                i18n.LANG_COOKIE,
-                p.lang,
-                httponly=True,
-                samesite="strict",
-                secure=secure,
-                path="/",
-                max_age=365 * 86400,
-            )
-        return response
-
-    def render(self, p: Page, template: str, *, status: int = 200, **context: Any) -> Response:
-        csrf = p.session.csrf_token if p.session is not None else ""
-        html = self.env.get_template(template).render(
-            t=p.t,
-            lang=p.lang,
-            user=p.user,
-            roles=p.roles,
-            csrf_token=csrf,
-            flashes=p.flashes,
-            path=p.request.url.path,
-            prefix=PREFIX,
-            **context,
-        )
-        return self.finish(p, HTMLResponse(html, status_code=status))
-
-    def redirect(self, p: Page, url: str) -> Response:
-        return self.finish(p, RedirectResponse(url, status_code=303))
-
-    def login_redirect(self, p: Page) -> Response:
-        from urllib.parse import quote
-
-        notice = "&notice=session_expired" if p.expired else ""
-        return self.redirect(p, f"{PREFIX}/login?next={quote(p.request.url.path, safe='/')}{notice}")
-
-    def error(self, p: Page, status: int, key: str) -> Response:
-        return self.render(p, "error.html", status=status, title=p.t("error_title"), message=p.t(key))
-
-    def csrf_ok(self, p: Page, submitted: str | None) -> bool:
-        return p.session is not None and p.session.check_csrf(submitted)
 
     # -- pages -------------------------------------------------------------------------------
     def home(self, request: Request) -> Response:
@@ -285,16 +115,13 @@ class WebApp:
         )
 
     def login(self, request: Request, token: str, csrf_token: str, next_url: str) -> Response:
-        from governance.service import authenticate_token
-
         p = self.page(request)
         if not self.csrf_ok(p, csrf_token):
             # A fresh anonymous session for the re-rendered form (the old one may be forged).
             self.sessions.delete(p.session_id)
             p.session = None
             return self.login_form(request, page=p, status=403, error=p.t("csrf_failed"))
-        with self.store() as s:
-            user = authenticate_token(s, token.strip())
+        user = self.authenticate(token.strip())
         if user is None:
             log.info("web login failed")  # nothing about the token, not even its length
             return self.login_form(request, page=p, status=401, error=p.t("login_failed"))
@@ -316,39 +143,23 @@ class WebApp:
         self.sessions.delete(p.session_id)
         response = self.redirect(p, f"{PREFIX}/login?notice=logged_out")
         response.delete_cookie(
-            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self._secure(request)
+            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self.secure(request)
         )
         return response
 
     def steward_queue(self, request: Request) -> Response:
-        from governance import service
-
         p = self.page(request)
         if p.user is None:
             return self.login_redirect(p)
         if "steward" not in p.roles:
             return self.error(p, 403, "forbidden")
         mine = sorted(p.user.holder_ids)
-        seen: dict[int, Any] = {}
+        seen: dict[int, RequestView] = {}
         with self.store() as s:
             for h in mine:
                 for r in service.list_requests(s, holder_id=h):
                     seen.setdefault(r.id, r)
-        awaiting, others = [], []
-        for r in sorted(seen.values(), key=lambda r: r.id):
-            if r.status == "draft":
-                continue  # not submitted: not the holders' business yet
-            pending = pending_holders(r, p.user)
-            if pending:
-                due = min(
-                    rv.due_at
-                    for rv in r.reviews
-                    if rv.review_round == r.review_round and rv.holder_id in pending
-                )
-                awaiting.append({"request": r, "holders": pending, "due": due})
-            else:
-                others.append(r)
-        others.sort(key=lambda r: r.id, reverse=True)
+        awaiting, others = split_queue(seen.values(), p.user)
         return self.render(
             p,
             "steward_queue.html",
@@ -358,23 +169,23 @@ class WebApp:
             others=others,
         )
 
-    def _visible_request(self, p: Page, request_id: int):  # type: ignore[no-untyped-def]
-        """The request if the caller may see it (steward of a holder in scope, applicant, member)."""
-        from governance import service
-        from governance.errors import NotFound
-
+    def _visible_request(
+        self, p: Page, user: User, request_id: int
+    ) -> tuple[RequestView, Permit | None] | None:
+        """The request and its permit if the caller may see it (steward of a holder in scope,
+        applicant, member); None otherwise, as for a request that does not exist."""
         try:
             with self.store() as s:
                 r = service.get_request(s, request_id=request_id)
                 permit = service.permit_for_request(s, request_id=request_id)
         except NotFound:
-            return None, None
+            return None
         as_steward = (
-            "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders)) and r.status != "draft"
+            "steward" in p.roles and bool(set(user.holder_ids) & set(r.holders)) and r.status != "draft"
         )
-        as_member = p.user.name == r.applicant or p.user.name in r.members
+        as_member = user.name == r.applicant or user.name in r.members
         if not (as_steward or as_member):
-            return None, None
+            return None
         return r, permit
 
     def request_page(
@@ -390,9 +201,10 @@ class WebApp:
         p = page or self.page(request)
         if p.user is None:
             return self.login_redirect(p)
-        r, permit = self._visible_request(p, request_id)
-        if r is None:
+        visible = self._visible_request(p, p.user, request_id)
+        if visible is None:
             return self.error(p, 404, "not_found")
+        r, permit = visible
         steward_view = "steward" in p.roles and bool(set(p.user.holder_ids) & set(r.holders))
         context: dict[str, Any] = {
             "r": r,
@@ -400,32 +212,13 @@ class WebApp:
             "steward_view": steward_view,
             "error": error,
             "form": form or {},
+            "purpose_text": PURPOSES.get(r.purpose, ""),
+            "legal_basis_text": LEGAL_BASES.get(r.legal_basis, ""),
+            "holder_names": {h.id: h.name for h in holders()},
+            "current_reviews": [rv for rv in r.reviews if rv.review_round == r.review_round],
         }
-        from governance.catalogue import load_catalogue, table_holders
-        from governance.purposes import LEGAL_BASES, PURPOSES
-        from hdp.settings import holders
-
-        settings = self._settings()
-        context["purpose_text"] = PURPOSES.get(r.purpose, "")
-        context["legal_basis_text"] = LEGAL_BASES.get(r.legal_basis, "")
-        context["holder_names"] = {h.id: h.name for h in holders()}
-        context["current_reviews"] = [rv for rv in r.reviews if rv.review_round == r.review_round]
         if steward_view:
-            context["pending"] = pending_holders(r, p.user)
-            context["check"] = precheck.precheck(
-                r.variables,
-                r.holders,
-                catalogue=load_catalogue(),
-                holders=holders(),
-                table_holders=table_holders(),
-                research_db=settings.research_db,
-                compute_groups=self.precheck_groups,
-            )
-            context["gates"] = [
-                quality.latest_gate(settings.quality_dir, zone="research", scope=h) for h in r.holders
-            ]
-            label = quality.release_label(settings.releases_dir, permit.release_id if permit else None)
-            context["release_label"] = quality.flatten_label(label) if label else None
+            context.update(self._steward_context(r, permit, p.user))
         else:
             context["variables"] = precheck.classify_variables(r.variables, load_catalogue())
         return self.render(
@@ -435,6 +228,26 @@ class WebApp:
             title=p.t("request_title", id=r.id, project=r.project),
             **context,
         )
+
+    def _steward_context(self, r: RequestView, permit: Permit | None, user: User) -> dict[str, Any]:
+        """What a steward of one of the request's holders sees besides the request: what awaits
+        their decision, the disclosure pre-check, the quality gates and the release's label."""
+        settings = self._settings()
+        label = quality.release_label(settings.releases_dir, permit.release_id if permit else None)
+        return {
+            "pending": pending_holders(r, user),
+            "check": precheck.precheck(
+                r.variables,
+                r.holders,
+                catalogue=load_catalogue(),
+                holders=holders(),
+                table_holders=table_holders(),
+                research_db=settings.research_db,
+                compute_groups=self.precheck_groups,
+            ),
+            "gates": [quality.latest_gate(settings.quality_dir, zone="research", scope=h) for h in r.holders],
+            "release_label": quality.flatten_label(label) if label else None,
+        }
 
     def decide(
         self,
@@ -446,16 +259,12 @@ class WebApp:
         decision: str,
         justification: str,
     ) -> Response:
-        from governance import service
-        from governance.errors import GovernanceError
-
         p = self.page(request)
         if p.user is None:
             return self.login_redirect(p)
         if not self.csrf_ok(p, csrf_token):
             return self.error(p, 403, "csrf_failed")
-        r, _ = self._visible_request(p, request_id)
-        if r is None or "steward" not in p.roles:
+        if self._visible_request(p, p.user, request_id) is None or "steward" not in p.roles:
             return self.error(p, 404, "not_found")
         form = {"holder_id": holder_id, "decision": decision, "justification": justification}
         if len(justification) > MAX_JUSTIFICATION:
@@ -489,13 +298,10 @@ class WebApp:
             decision,
             new_status,
         )
-        assert p.session is not None
-        p.session.flash.append(("success", p.t("decision_recorded", status=p.t(f"status_{new_status}"))))
+        p.flash("success", p.t("decision_recorded", status=p.t(f"status_{new_status}")))
         return self.redirect(p, f"{PREFIX}/requests/{request_id}")
 
     def researcher(self, request: Request) -> Response:
-        from governance import service
-
         p = self.page(request)
         if p.user is None:
             return self.login_redirect(p)
@@ -522,13 +328,9 @@ class WebApp:
         )
 
     def transparency(self, request: Request) -> Response:
-        from governance.service import transparency_register
-
         p = self.page(request)
         with self.store() as s:
-            entries = transparency_register(s)
-        from hdp.settings import holders
-
+            entries = service.transparency_register(s)
         response = self.render(
             p,
             "transparency.html",
@@ -545,12 +347,8 @@ class WebApp:
 
     def transparency_json(self) -> Response:
         """The public register as JSON (same entries as the page; no personal data)."""
-        from dataclasses import asdict
-
-        from governance.service import transparency_register
-
         with self.store() as s:
-            entries = [asdict(e) for e in transparency_register(s)]
+            entries = [asdict(e) for e in service.transparency_register(s)]
         body = json.dumps(
             {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "permits": entries},
             default=str,
@@ -575,7 +373,28 @@ class WebApp:
         )
 
 
-def pending_holders(r: Any, user: Any) -> list[str]:
+def split_queue(requests: Iterable[RequestView], user: User) -> tuple[list[QueueItem], list[RequestView]]:
+    """A steward's queue: what awaits their decision (oldest first, with the earliest deadline)
+    and the other submitted requests of their holders (newest first). Drafts are not the
+    holders' business yet."""
+    awaiting: list[QueueItem] = []
+    others: list[RequestView] = []
+    for r in sorted(requests, key=lambda r: r.id):
+        if r.status == "draft":
+            continue
+        pending = pending_holders(r, user)
+        if pending:
+            due = min(
+                rv.due_at for rv in r.reviews if rv.review_round == r.review_round and rv.holder_id in pending
+            )
+            awaiting.append(QueueItem(request=r, holders=pending, due=due))
+        else:
+            others.append(r)
+    others.sort(key=lambda r: r.id, reverse=True)
+    return awaiting, others
+
+
+def pending_holders(r: RequestView, user: User) -> list[str]:
     """The steward's holders that still await a decision from this steward in the current round."""
     if r.status not in IN_REVIEW:
         return []
@@ -658,7 +477,5 @@ def build_router(**options: Any) -> APIRouter:
     def stylesheet() -> Response:
         return web.stylesheet()
 
-    from access.web.outputs import add_output_pages  # the airlock: outputs, checking, exceptions
-
-    add_output_pages(router, web)
+    add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
     return router

@@ -47,7 +47,7 @@ class WebSession:
     last_seen: datetime
     user_name: str | None = None
     token: str | None = field(default=None, repr=False)  # never printed, never logged
-    flash: list[str] = field(default_factory=list)
+    flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) shown once
 
     @property
     def authenticated(self) -> bool:

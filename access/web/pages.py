@@ -1,0 +1,240 @@
+"""What every ``/web`` page shares: the caller (``Page``), authentication, rendering, security headers.
+
+``PageKit`` is the plumbing under the page handlers of ``access.web.routes`` and
+``access.web.outputs``. A session's token is checked on every request through the governance
+port (``access.ports.Governance.authenticate_token``), the same cached port the API
+authenticates through (``access.governance_adapter.shared_governance``), so a revocation
+takes effect on the next page as on the next query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.orm import Session
+
+from access.governance_adapter import shared_governance
+from access.ports import Governance, User
+from access.web import i18n
+from access.web.sessions import COOKIE_NAME, SessionStore, WebSession
+from governance.store import session_scope
+from hdp.settings import Settings, get_settings
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+PREFIX = "/web"
+
+SECURITY_HEADERS = {
+    # No script at all on these pages; styles only from our own stylesheet.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _fmt_date(value: date | datetime | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, datetime):
+        return (
+            value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            if value.tzinfo
+            else value.strftime("%Y-%m-%d %H:%M")
+        )
+    return value.isoformat()
+
+
+def _fmt_day(value: date | datetime | None) -> str:
+    if value is None:
+        return "–"
+    return (value.date() if isinstance(value, datetime) else value).isoformat()
+
+
+def make_environment() -> Environment:
+    """The Jinja environment: autoescape on for everything, undefined names are errors."""
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dt"] = _fmt_date
+    env.filters["day"] = _fmt_day
+    return env
+
+
+def safe_next(target: str | None) -> str | None:
+    """A post-login redirect target only if it is a local web page (no open redirect).
+
+    >>> safe_next("/web/requests/3"), safe_next("//evil.example/web"), safe_next("https://x/web")
+    ('/web/requests/3', None, None)
+    """
+    if not target or not target.startswith(PREFIX + "/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ch in target for ch in "\r\n") or "//" in target:
+        return None
+    return target
+
+
+@dataclass
+class Page:
+    """What a handler knows about the caller: language, session, authenticated user."""
+
+    request: Request
+    lang: str
+    t: Callable[..., str]
+    session: WebSession | None
+    session_id: str | None
+    user: User | None = None  # set when the session's token is still good
+    set_lang_cookie: bool = False
+    new_cookie: str | None = None  # a session id to set on the response
+    flashes: list[tuple[str, str]] = field(default_factory=list)
+    expired: bool = False  # the session's token was revoked or its user disabled
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self.user.roles) if self.user else frozenset()
+
+    def flash(self, kind: str, text: str) -> None:
+        """A message for the next page this session sees (after a redirect)."""
+        assert self.session is not None, "a page that redirects after a form has a session"
+        self.session.flash.append((kind, text))
+
+
+class PageKit:
+    """Sessions, authentication, rendering and responses, shared by every page handler."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionStore | None = None,
+        governance_url: Callable[[], str] | None = None,
+        settings: Callable[[], Settings] | None = None,
+        governance: Callable[[], Governance] | None = None,
+    ) -> None:
+        self.sessions = sessions or SessionStore()
+        self._settings = settings or get_settings
+        self._governance_url = governance_url or (lambda: self._settings().governance_url)
+        # The API's port for the same store: one cache, one rule for who a token belongs to.
+        self._governance = governance or (lambda: shared_governance(self._governance_url()))
+        self.env = make_environment()
+
+    def store(self) -> AbstractContextManager[Session]:
+        """A session on the governance store, for what the port does not cover (review queue,
+        requests and decisions, the public register, permits with their project titles)."""
+        return session_scope(self._governance_url())
+
+    def authenticate(self, token: str) -> User | None:
+        """The user holding ``token`` now (None: unknown, revoked, disabled or malformed)."""
+        return self._governance().authenticate_token(token)
+
+    def page(self, request: Request) -> Page:
+        lang = i18n.negotiate(
+            request.query_params.get("lang"),
+            request.cookies.get(i18n.LANG_COOKIE),
+            request.headers.get("accept-language"),
+        )
+        session_id = request.cookies.get(COOKIE_NAME)
+        session = self.sessions.get(session_id)
+        p = Page(
+            request=request,
+            lang=lang,
+            t=i18n.translator(lang),
+            session=session,
+            session_id=session_id if session else None,
+            set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES,
+        )
+        if session is not None and session.token is not None:
+            user = self.authenticate(session.token)
+            if user is None or user.name != session.user_name:
+                # Token revoked or user disabled since login: end the session (fails closed).
+                self.sessions.delete(session_id)
+                p.session, p.session_id, p.expired = None, None, True
+            else:
+                p.user = user
+        if p.session is not None and p.session.flash:
+            p.flashes.extend(p.session.flash)
+            p.session.flash.clear()
+        return p
+
+    def ensure_session(self, p: Page) -> WebSession:
+        """The caller's session, creating an anonymous one (for the login form's CSRF token)."""
+        if p.session is None:
+            p.new_cookie, p.session = self.sessions.create()
+            p.session_id = p.new_cookie
+        return p.session
+
+    def secure(self, request: Request) -> bool:
+        """Cookies are Secure over HTTPS and always in production."""
+        return request.url.scheme == "https" or bool(getattr(self._settings(), "is_production", False))
+
+    def finish(self, p: Page, response: Response) -> Response:
+        for k, v in SECURITY_HEADERS.items():
+            response.headers[k] = v
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = "Cookie, Accept-Language"
+        secure = self.secure(p.request)
+        if p.new_cookie:
+            response.set_cookie(
+                COOKIE_NAME,
+                p.new_cookie,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path="/",
+                max_age=int(self.sessions.absolute_timeout.total_seconds()),
+            )
+        if p.set_lang_cookie:
+            response.set_cookie(
+                i18n.LANG_COOKIE,
+                p.lang,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+                path="/",
+                max_age=365 * 86400,
+            )
+        return response
+
+    def render(self, p: Page, template: str, *, status: int = 200, **context: Any) -> Response:
+        csrf = p.session.csrf_token if p.session is not None else ""
+        html = self.env.get_template(template).render(
+            t=p.t,
+            lang=p.lang,
+            user=p.user,
+            roles=p.roles,
+            csrf_token=csrf,
+            flashes=p.flashes,
+            path=p.request.url.path,
+            prefix=PREFIX,
+            **context,
+        )
+        return self.finish(p, HTMLResponse(html, status_code=status))
+
+    def redirect(self, p: Page, url: str) -> Response:
+        return self.finish(p, RedirectResponse(url, status_code=303))
+
+    def login_redirect(self, p: Page) -> Response:
+        notice = "&notice=session_expired" if p.expired else ""
+        return self.redirect(p, f"{PREFIX}/login?next={quote(p.request.url.path, safe='/')}{notice}")
+
+    def error(self, p: Page, status: int, key: str) -> Response:
+        return self.render(p, "error.html", status=status, title=p.t("error_title"), message=p.t(key))
+
+    def csrf_ok(self, p: Page, submitted: str | None) -> bool:
+        return p.session is not None and p.session.check_csrf(submitted)
