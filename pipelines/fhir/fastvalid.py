@@ -1,7 +1,7 @@
 """Validation at C speed: msgspec Structs generated from the R4B-derived schema of :mod:`validation`.
 
 :func:`pipelines.fhir.validation.fast_accept` walks a decoded dict in Python (~50 µs per
-resource). This module turns the very same schema (``validation._type_spec``: element names,
+resource). This module turns the very same schema (``validation.type_spec``: element names,
 cardinality, primitive types, required elements, choice groups, required-binding codes,
 reference target types) into ``msgspec.Struct`` types once per process, so that decoding a
 line *is* validating it, in C:
@@ -35,40 +35,30 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from pipelines.fhir import primitives
 from pipelines.fhir import validation as v
 
 __all__ = ["decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
 
 # --------------------------------------------------------------------------- primitive patterns
-# msgspec applies ``pattern`` with ``re.search``: every pattern is anchored with ^ and \Z.
-# Character classes are ASCII-explicit ([0-9], not \d, which would match other scripts' digits).
-_Y = r"(?!0000)[0-9]{4}"
-_MD = (
-    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-    r"|(?:0[13-9]|1[0-2])-(?:29|30)"
-    r"|(?:0[13578]|1[02])-31)"
-)
-_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29"
-_FULL_DATE = rf"(?:{_Y}-{_MD}|(?!0000){_LEAP})"
-_DATE = rf"(?:{_Y}(?:-(?:0[1-9]|1[0-2]))?|{_FULL_DATE})"
-_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-_TZ = r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+# msgspec applies ``pattern`` with ``re.search``: the FHIR formats (:mod:`primitives`) are anchored.
 # Printable, not all blank: ASCII, Latin-1 and Latin Extended-A letters, general punctuation.
 # Stricter than str.isprintable() (anything else is simply left to the reference).
 _PRINTABLE = r" -~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e"
 
+#: The pattern of each primitive check of :mod:`validation` the Structs model, by its name.
 PATTERNS: dict[str, str] = {
     "_p_string": rf"^ *[!-~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e][{_PRINTABLE}]*\Z",
-    "_p_code": r"^[!-~]+(?: [!-~]+)*\Z",
-    "_p_id": r"^[A-Za-z0-9\-.]{1,64}\Z",
-    "_p_uri": r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]+\Z",
-    "_p_url": r"^https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?\Z",
-    "_p_oid": r"^urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+\Z",
-    "_p_uuid": r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z",
-    "_p_date": rf"^{_DATE}\Z",
-    "_p_datetime": rf"^(?:{_DATE}|{_FULL_DATE}T{_TIME}{_TZ})\Z",
-    "_p_instant": rf"^{_FULL_DATE}T{_TIME}{_TZ}\Z",
-    "_p_time": rf"^{_TIME}\Z",
+    "_p_code": primitives.CODE,
+    "_p_id": primitives.ID,
+    "_p_uri": primitives.URI,
+    "_p_url": primitives.URL,
+    "_p_oid": primitives.OID,
+    "_p_uuid": primitives.UUID,
+    "_p_date": primitives.DATE,
+    "_p_datetime": primitives.DATE_TIME,
+    "_p_instant": primitives.INSTANT,
+    "_p_time": primitives.TIME,
 }
 _I32 = (-2147483648, 2147483647)
 _NUMERIC: dict[str, Any] = {
@@ -131,7 +121,7 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
     if hasattr(_mod, cname):
         return cname
     setattr(_mod, cname, None)  # placeholder: recursion through Extension etc. resolves lazily
-    spec = v._type_spec(type_name)
+    spec = v.type_spec(type_name)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     renames: dict[str, str] = {}
     choice_groups = []
@@ -139,7 +129,7 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
         check = el.check
         if check is None:
             continue  # not modelled: if present, the line is left to the reference
-        if type(check) is v._Lazy:
+        if type(check) is v.LazyType:
             sub_refs = el.ref_types if check.name == "Reference" else None
             tp: Any = _struct(check.name, sub_refs)
         else:
@@ -194,7 +184,7 @@ def decoder(expected: str | None) -> msgspec.json.Decoder:
     """A decoder for one resource type (a Bulk Data file), or for any ingested type (bundles)."""
     if expected is not None:
         return msgspec.json.Decoder(_resolve(_struct(expected)))
-    union = Union[tuple(_resolve(_struct(t)) for t in v.RESOURCE_TYPES)]  # noqa: UP007
+    union: Any = Union[tuple(_resolve(_struct(t)) for t in v.RESOURCE_TYPES)]  # noqa: UP007 - built at run time
     return msgspec.json.Decoder(union)
 
 
@@ -246,7 +236,7 @@ def struct_unknown_code_paths(rtype: str, s: Any, lists: dict[str, frozenset[str
         return []
     out = []
     for i, c in enumerate(codings):
-        known = lists.get(c.system) if c.system is not msgspec.UNSET else lists.get(None)  # type: ignore[arg-type]
+        known = lists.get(c.system) if c.system is not msgspec.UNSET else None  # no system: not checked
         if known is not None and (c.code if c.code is not msgspec.UNSET else None) not in known:
             out.append(f"{rtype}.{key}.coding[{i}]")
     return out

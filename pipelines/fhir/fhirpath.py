@@ -25,6 +25,8 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pipelines.fhir.primitives import FHIRPATH_DATE_RE, FHIRPATH_DATE_TIME_RE, FHIRPATH_TIME_RE
+
 __all__ = ["Env", "FhirPathError", "Node", "Typed", "compile_path", "parse_path", "unwrap"]
 
 
@@ -526,14 +528,10 @@ def _union(left: list[Any], right: list[Any]) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- boundaries
-_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
-_DT_RE = re.compile(
-    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?)?)?)?"
-    r"(Z|[+-]\d{2}:\d{2})?$"
-)
+# The strings toInteger() / toDecimal() convert (the dates and times boundaries parse are
+# pipelines.fhir.primitives.FHIRPATH_*).
 _INT_RE = re.compile(r"^[+-]?\d{1,18}$")
 _DEC_RE = re.compile(r"^[+-]?\d{1,28}(\.\d{1,28})?$")
-_TIME_RE = re.compile(r"^(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
 
 
 def _decimal_boundary(v: Any, high: bool, precision: int | None) -> Any:
@@ -551,7 +549,7 @@ def _decimal_boundary(v: Any, high: bool, precision: int | None) -> Any:
 
 
 def _date_boundary(s: str, high: bool) -> str | None:
-    m = _DATE_RE.match(s)
+    m = FHIRPATH_DATE_RE.match(s)
     if not m:
         return None
     y, mo, d = m.group(1), m.group(2), m.group(3)
@@ -563,7 +561,7 @@ def _date_boundary(s: str, high: bool) -> str | None:
 
 
 def _datetime_boundary(s: str, high: bool) -> str | None:
-    m = _DT_RE.match(s)
+    m = FHIRPATH_DATE_TIME_RE.match(s)
     if not m:
         return None
     y, mo, d, hh, mi, ss, frac, tz = m.groups()
@@ -584,7 +582,7 @@ def _datetime_boundary(s: str, high: bool) -> str | None:
 
 
 def _time_boundary(s: str, high: bool) -> str | None:
-    m = _TIME_RE.match(s)
+    m = FHIRPATH_TIME_RE.match(s)
     if not m:
         return None
     hh, mi, ss, frac = m.groups()
@@ -607,10 +605,10 @@ def _boundary(item: Any, high: bool, precision: int | None) -> Any:
     if t in ("dateTime", "instant") or (t == "string" and "T" in v):
         r = _datetime_boundary(v, high)
         return None if r is None else Typed(r, "dateTime")
-    if t == "date" or (t == "string" and _DATE_RE.match(v)):
+    if t == "date" or (t == "string" and FHIRPATH_DATE_RE.match(v)):
         r = _date_boundary(v, high)
         return None if r is None else Typed(r, "date")
-    if t == "time" or (t == "string" and _TIME_RE.match(v)):
+    if t == "time" or (t == "string" and FHIRPATH_TIME_RE.match(v)):
         r = _time_boundary(v, high)
         return None if r is None else Typed(r, "time")
     return None

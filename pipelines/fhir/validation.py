@@ -27,19 +27,24 @@ Issues carry an element path and a fixed reason phrase, never a value from the r
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import typing
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from pipelines.fhir import primitives
+
 __all__ = [
+    "ElementSpec",
     "Issue",
+    "LazyType",
     "RESOURCE_TYPES",
+    "TypeSpec",
+    "code_issues",
     "fast_accept",
     "reference_issues",
-    "code_issues",
+    "type_spec",
     "validate_resource",
 ]
 
@@ -66,32 +71,9 @@ class Issue:
 
 # --------------------------------------------------------------------------- primitive checks
 # Each is deliberately at least as strict as fhir_core's type (proved by the differential
-# test; anchored with \Z, since '$' would also match before a trailing newline); anything they refuse goes to the reference validator, so strictness costs only time.
-_DATE_RE = re.compile(r"^(\d{4})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12]\d|3[01]))?)?\Z")
-_DT_RE = re.compile(
-    r"^(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
-    r"(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)\Z"
-)
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?\Z")
-_CODE_RE = re.compile(r"^[^\s]+( [^\s]+)*\Z")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
-_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e]+\Z")
-_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?\Z")
-_OID_RE = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+\Z")
-_UUID_RE = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# test); anything they refuse goes to the reference validator, so strictness costs only time.
+# The string formats are the FHIR primitive formats of :mod:`primitives` (shared with fastvalid).
 _INT32 = (-2147483648, 2147483647)
-
-
-def _valid_ymd(y: str, m: str | None, d: str | None) -> bool:
-    if int(y) < 1:
-        return False
-    if d is None:
-        return True
-    try:
-        _dt.date(int(y), int(m or 1), int(d))
-    except ValueError:
-        return False
-    return True
 
 
 def _p_string(v: Any) -> bool:
@@ -99,27 +81,27 @@ def _p_string(v: Any) -> bool:
 
 
 def _p_code(v: Any) -> bool:
-    return type(v) is str and v.isascii() and _CODE_RE.match(v) is not None
+    return type(v) is str and primitives.CODE_RE.match(v) is not None
 
 
 def _p_id(v: Any) -> bool:
-    return type(v) is str and _ID_RE.match(v) is not None
+    return type(v) is str and primitives.ID_RE.match(v) is not None
 
 
 def _p_uri(v: Any) -> bool:
-    return type(v) is str and _URI_RE.match(v) is not None
+    return type(v) is str and primitives.URI_RE.match(v) is not None
 
 
 def _p_url(v: Any) -> bool:
-    return type(v) is str and _URL_RE.match(v) is not None
+    return type(v) is str and primitives.URL_RE.match(v) is not None
 
 
 def _p_oid(v: Any) -> bool:
-    return type(v) is str and _OID_RE.match(v) is not None
+    return type(v) is str and primitives.OID_RE.match(v) is not None
 
 
 def _p_uuid(v: Any) -> bool:
-    return type(v) is str and _UUID_RE.match(v) is not None
+    return type(v) is str and primitives.UUID_RE.match(v) is not None
 
 
 def _p_bool(v: Any) -> bool:
@@ -143,30 +125,19 @@ def _p_positive(v: Any) -> bool:
 
 
 def _p_date(v: Any) -> bool:
-    if type(v) is not str:
-        return False
-    m = _DATE_RE.match(v)
-    return m is not None and _valid_ymd(*m.groups())
+    return type(v) is str and primitives.DATE_RE.match(v) is not None
 
 
 def _p_datetime(v: Any) -> bool:
-    if type(v) is not str:
-        return False
-    if "T" not in v:
-        return _p_date(v)
-    m = _DT_RE.match(v)
-    return m is not None and _valid_ymd(m.group(1), m.group(2), m.group(3))
+    return type(v) is str and primitives.DATE_TIME_RE.match(v) is not None
 
 
 def _p_instant(v: Any) -> bool:
-    if type(v) is not str:
-        return False
-    m = _DT_RE.match(v)
-    return m is not None and _valid_ymd(m.group(1), m.group(2), m.group(3))
+    return type(v) is str and primitives.INSTANT_RE.match(v) is not None
 
 
 def _p_time(v: Any) -> bool:
-    return type(v) is str and _TIME_RE.match(v) is not None
+    return type(v) is str and primitives.TIME_RE.match(v) is not None
 
 
 _PRIMITIVE_CHECKS = {
@@ -196,18 +167,22 @@ def _never(v: Any) -> bool:
 
 # --------------------------------------------------------------------------- schema from the models
 @dataclass
-class _Element:
+class ElementSpec:
+    """One element of a type, as the fast paths and the SQL compiler see it."""
+
     key: str
     is_list: bool
-    check: Any  # a primitive check function, a _Type, or None (always undecided)
+    check: Any  # a primitive check function, a TypeSpec, or None (always undecided)
     enum: frozenset[str] | None
     ref_types: frozenset[str] | None
 
 
 @dataclass
-class _Type:
+class TypeSpec:
+    """A FHIR type (resource or datatype) derived from its R4B model: its elements and their rules."""
+
     name: str
-    elements: dict[str, _Element]
+    elements: dict[str, ElementSpec]
     required: tuple[str, ...]
     choice_groups: dict[str, tuple[tuple[str, ...], bool]]  # group -> (keys, required)
     element_of_key: dict[str, str]  # json key -> choice group name (if any)
@@ -237,13 +212,14 @@ def _model_class(name: str) -> Any:
 
 
 @cache
-def _type_spec(model_name: str) -> _Type:
-    spec = _Type(model_name, {}, (), {}, {})
+def type_spec(model_name: str) -> TypeSpec:
+    """The schema of one R4B type (built once per process)."""
+    spec = TypeSpec(model_name, {}, (), {}, {})
     _build(spec, _model_class(model_name))
     return spec
 
 
-def _build(spec: _Type, cls: Any) -> None:
+def _build(spec: TypeSpec, cls: Any) -> None:
     required: list[str] = []
     for fname, field in cls.model_fields.items():
         key = field.alias or fname
@@ -263,13 +239,13 @@ def _build(spec: _Type, cls: Any) -> None:
             tname = target.__name__
             # Contained / nested resources are left to the reference validator.
             if tname not in ("Resource", "DomainResource"):
-                check = _Lazy(tname)
+                check = LazyType(tname)
         enum_values = extra.get("enum_values")
         enum = frozenset(enum_values) if enum_values and "+" not in enum_values else None
         refs = extra.get("enum_reference_types")
         if refs and "Resource" in refs:
             refs = None  # any resource type may be referenced
-        spec.elements[key] = _Element(key, is_list, check, enum, frozenset(refs) if refs else None)
+        spec.elements[key] = ElementSpec(key, is_list, check, enum, frozenset(refs) if refs else None)
         if field.is_required() or extra.get("element_required"):
             required.append(key)
         group = extra.get("one_of_many")
@@ -280,26 +256,26 @@ def _build(spec: _Type, cls: Any) -> None:
     spec.required = tuple(required)
 
 
-class _Lazy:
+class LazyType:
     """A complex type resolved on first use (types are recursive: Extension, Identifier ...)."""
 
     __slots__ = ("name", "_spec")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._spec: _Type | None = None
+        self._spec: TypeSpec | None = None
 
     @property
-    def spec(self) -> _Type:
+    def spec(self) -> TypeSpec:
         if self._spec is None:
-            self._spec = _type_spec(self.name)
+            self._spec = type_spec(self.name)
         return self._spec
 
 
 _REF_RE = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}\Z")
 
 
-def _fast_complex(obj: Any, spec: _Type) -> bool:
+def _fast_complex(obj: Any, spec: TypeSpec) -> bool:
     if type(obj) is not dict or not obj:
         return False
     elements = spec.elements
@@ -311,6 +287,7 @@ def _fast_complex(obj: Any, spec: _Type) -> bool:
         check = el.check
         if check is None:
             return False
+        items: list[Any] | tuple[Any]
         if el.is_list:
             if type(value) is not list or not value:
                 return False
@@ -319,7 +296,7 @@ def _fast_complex(obj: Any, spec: _Type) -> bool:
             if type(value) is list:
                 return False
             items = (value,)
-        if type(check) is _Lazy:
+        if type(check) is LazyType:
             sub = check.spec
             for it in items:
                 if not _fast_complex(it, sub):
@@ -331,7 +308,7 @@ def _fast_complex(obj: Any, spec: _Type) -> bool:
                     return False
                 if enum is not None and it not in enum:
                     return False
-        if el.ref_types is not None and type(check) is _Lazy:
+        if el.ref_types is not None and type(check) is LazyType:
             for it in items:
                 ref = it.get("reference")
                 if ref is not None:
@@ -362,7 +339,7 @@ def fast_accept(resource: Any) -> bool:
     if rtype not in RESOURCE_TYPES:
         return False
     body = {k: v for k, v in resource.items() if k != "resourceType"}
-    return _fast_complex(body, _type_spec(rtype))
+    return _fast_complex(body, type_spec(rtype))
 
 
 # --------------------------------------------------------------------------- reference path
@@ -446,11 +423,11 @@ def code_issues(resource: Any) -> list[Issue]:
     if rtype not in RESOURCE_TYPES:
         return []
     issues: list[Issue] = []
-    _codes(resource, _type_spec(rtype), rtype, issues)
+    _codes(resource, type_spec(rtype), rtype, issues)
     return issues
 
 
-def _codes(obj: Any, spec: _Type, path: str, issues: list[Issue]) -> None:
+def _codes(obj: Any, spec: TypeSpec, path: str, issues: list[Issue]) -> None:
     if type(obj) is not dict:
         return
     for key, value in obj.items():
@@ -460,7 +437,7 @@ def _codes(obj: Any, spec: _Type, path: str, issues: list[Issue]) -> None:
         items = value if type(value) is list else [value]
         for i, it in enumerate(items):
             p = f"{path}.{key}" + (f"[{i}]" if el.is_list else "")
-            if type(el.check) is _Lazy:
+            if type(el.check) is LazyType:
                 _codes(it, el.check.spec, p, issues)
             elif el.enum is not None and type(it) is str and it not in el.enum:
                 issues.append(Issue(p, "not a permitted code"))

@@ -105,7 +105,7 @@ class _Coll:
 
 
 def _ftype(el: Any) -> str:
-    return el.check.name if type(el.check) is v._Lazy else el.check.__name__
+    return el.check.name if type(el.check) is v.LazyType else el.check.__name__
 
 
 class _Compiler:
@@ -172,7 +172,7 @@ class _Compiler:
     def member(self, coll: _Coll, name: str) -> _Coll:
         if coll.ftype.startswith("_p_"):
             raise Unsupported(f"navigation '{name}' into a primitive")
-        spec = v._type_spec(coll.ftype)
+        spec = v.type_spec(coll.ftype)
         for st in coll.shadow:
             # The previous element was absent -> the Python evaluator navigates a longer element
             # with that prefix instead. Exact only if that one cannot produce ``name``.
@@ -180,7 +180,7 @@ class _Compiler:
                 continue
             if any(
                 k == name or (k.startswith(name) and k[len(name) :][:1].isupper())
-                for k in v._type_spec(st).elements
+                for k in v.type_spec(st).elements
             ):
                 raise Unsupported("element name shadowed by a longer element name")
         el = spec.elements.get(name)
@@ -211,7 +211,7 @@ class _Compiler:
         """``name.ofType(tname)`` where ``name`` is a choice element (``value[x]``)."""
         if coll.ftype.startswith("_p_"):
             raise Unsupported("ofType() on a primitive")
-        spec = v._type_spec(coll.ftype)
+        spec = v.type_spec(coll.ftype)
         key = name + tname[:1].upper() + tname[1:]
         group = spec.element_of_key.get(key)
         el = spec.elements.get(key)
@@ -367,7 +367,7 @@ class _Compiler:
                 left, right = right, left
             if left[0] != "member":
                 raise Unsupported("where() comparison without an element")
-            el = v._type_spec(ftype).elements.get(left[1])
+            el = v.type_spec(ftype).elements.get(left[1])
             if (
                 el is None
                 or el.is_list
@@ -376,8 +376,7 @@ class _Compiler:
             ):
                 raise Unsupported("where() on a non-string element")
             if any(
-                k.startswith(left[1]) and k[len(left[1]) :][:1].isupper()
-                for k in v._type_spec(ftype).elements
+                k.startswith(left[1]) and k[len(left[1]) :][:1].isupper() for k in v.type_spec(ftype).elements
             ):
                 raise Unsupported("where() element name shadowed")
             lit = self.literal(right)
