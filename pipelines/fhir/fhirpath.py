@@ -662,19 +662,7 @@ def _compile(node: Node) -> Fn:
     if kind == "this":
         return lambda focus, env: focus
     if kind == "const":
-        name = node[1]
-        if name == "rowIndex":
-            return lambda focus, env: [env.row_index]
-        if name in ("resource", "rootResource", "context"):
-            return lambda focus, env: [env.resource]
-
-        def const(focus: list[Any], env: Env) -> list[Any]:
-            try:
-                return env.constants[name]
-            except KeyError:
-                raise FhirPathError(f"undefined constant %{name}") from None
-
-        return const
+        return _compile_constant(node[1])
     if kind == "member":
         name = node[1]
         return lambda focus, env: _navigate(focus, name)
@@ -685,46 +673,69 @@ def _compile(node: Node) -> Fn:
     if kind == "call":
         return _compile_function(node[1], node[2])
     if kind == "index":
-        base, idx = _compile(node[1]), _compile(node[2])
-
-        def index(focus: list[Any], env: Env) -> list[Any]:
-            items = base(focus, env)
-            i = _singleton(idx(focus, env), "indexer")
-            if type(i) is not int:
-                raise FhirPathError("an indexer needs an integer")
-            return [items[i]] if 0 <= i < len(items) else []
-
-        return index
+        return _compile_index(_compile(node[1]), _compile(node[2]))
     if kind == "neg":
-        inner = _compile(node[1])
-
-        def neg(focus: list[Any], env: Env) -> list[Any]:
-            v = _singleton(inner(focus, env), "unary minus")
-            if v is None:
-                return []
-            if not isinstance(v, _NUM) or type(v) is bool:
-                raise FhirPathError("unary minus needs a number")
-            return [-v]
-
-        return neg
+        return _compile_negation(_compile(node[1]))
     if kind == "typeop":
-        op, inner_node, tname = node[1], node[2], node[3]
-        inner = _compile(inner_node)
-        if op == "is":
-
-            def is_(focus: list[Any], env: Env) -> list[Any]:
-                items = inner(focus, env)
-                if not items:
-                    return []
-                if len(items) > 1:
-                    raise FhirPathError("'is' expects a single item")
-                return [_is_type(items[0], tname)]
-
-            return is_
-        return lambda focus, env: [x for x in inner(focus, env) if _is_type(x, tname)]
+        return _compile_type_operator(node[1], _compile(node[2]), node[3])
     if kind == "bin":
         return _compile_binary(node[1], _compile(node[2]), _compile(node[3]))
     raise FhirPathError(f"unsupported expression node {kind}")  # pragma: no cover
+
+
+def _compile_constant(name: str) -> Fn:
+    """``%name``: the environment's constants, ``%rowIndex`` and ``%resource``."""
+    if name == "rowIndex":
+        return lambda focus, env: [env.row_index]
+    if name in ("resource", "rootResource", "context"):
+        return lambda focus, env: [env.resource]
+
+    def const(focus: list[Any], env: Env) -> list[Any]:
+        try:
+            return env.constants[name]
+        except KeyError:
+            raise FhirPathError(f"undefined constant %{name}") from None
+
+    return const
+
+
+def _compile_index(base: Fn, idx: Fn) -> Fn:
+    def index(focus: list[Any], env: Env) -> list[Any]:
+        items = base(focus, env)
+        i = _singleton(idx(focus, env), "indexer")
+        if type(i) is not int:
+            raise FhirPathError("an indexer needs an integer")
+        return [items[i]] if 0 <= i < len(items) else []
+
+    return index
+
+
+def _compile_negation(inner: Fn) -> Fn:
+    def neg(focus: list[Any], env: Env) -> list[Any]:
+        v = _singleton(inner(focus, env), "unary minus")
+        if v is None:
+            return []
+        if not isinstance(v, _NUM) or type(v) is bool:
+            raise FhirPathError("unary minus needs a number")
+        return [-v]
+
+    return neg
+
+
+def _compile_type_operator(op: str, inner: Fn, tname: str) -> Fn:
+    """``x is T`` (a boolean about one item) and ``x as T`` (the items of type T)."""
+    if op == "as":
+        return lambda focus, env: [x for x in inner(focus, env) if _is_type(x, tname)]
+
+    def is_(focus: list[Any], env: Env) -> list[Any]:
+        items = inner(focus, env)
+        if not items:
+            return []
+        if len(items) > 1:
+            raise FhirPathError("'is' expects a single item")
+        return [_is_type(items[0], tname)]
+
+    return is_
 
 
 def _compile_invocation(node: Node) -> Fn:
