@@ -140,7 +140,11 @@ class PeakRss:
 
 
 def one_run() -> None:
-    """Child process: one ingest; prints its result (counts only) as JSON."""
+    """Child process: one ingest; prints its result (counts only) as JSON.
+
+    The project's modules are imported in the functions that use them, not at the top: the child's
+    imports are part of what is timed, and the parent's memory counts in the peak (see PeakRss).
+    """
     from hdp.settings import get_settings
     from pipelines.fhir.ingest import ingest_fhir
 
