@@ -43,7 +43,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -217,28 +217,70 @@ def resource_map(ids: pa.Array, resource_type: str, pseudo: Pseudonymiser) -> pa
 
 
 # --------------------------------------------------------------------------------------
+# The raw zone as the policy sees it
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RawTables:
+    """The raw tables this run reads: which the policy covers, their columns, and which rows may
+    reach the research zone."""
+
+    #: every table of the raw zone (before this run adds ``quarantine``)
+    present: set[str]
+    #: the policy's rules whose raw table was delivered, in policy order
+    rules: list[TableRule]
+    #: raw table -> its columns
+    columns: dict[str, set[str]]
+    #: raw table -> SQL condition on alias ``r``: the row was not quarantined by the raw-zone
+    #: quality gate (stage ``quality``). Every read that feeds the research zone carries it.
+    keep: dict[str, str]
+
+
+def _read_raw_tables(
+    con: duckdb.DuckDBPyConnection, policy: PseudonymisePolicy, holder_id: str
+) -> _RawTables:
+    present = _tables(con)
+    rules = [r for r in policy.tables if r.source in present]
+    columns = {r.source: set(_columns(con, r.source)) for r in rules}
+    for r in rules:
+        unexpected = sorted(columns[r.source] - r.used_source_columns() - r.drop)
+        if unexpected:
+            log.warning(
+                "holder %s: %s has columns not in the policy, dropped: %s",
+                holder_id,
+                r.source,
+                ", ".join(unexpected),
+            )
+    quarantine.ensure_table(con)
+    gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = ?", [QUALITY_STAGE]).fetchall()[0][0]
+    # (with no quality records the condition is true for every row: skip the anti-join)
+    keep = {r.source: not_quarantined_sql(r.source, "r") if gated else "true" for r in rules}
+    return _RawTables(present=present, rules=rules, columns=columns, keep=keep)
+
+
+# --------------------------------------------------------------------------------------
 # SQL for one table
 # --------------------------------------------------------------------------------------
 
 
-def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
-    """(FROM ... joins, SELECT list) producing the research table from raw table alias r."""
+def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
+    """The query producing the research table from raw table alias ``r``: rows with a valid
+    identifier (or, FHIR, any resolved or unresolved patient) that satisfy ``keep``."""
     joins = [f"{_q(rule.source)} r"]
     if rule.identifier:
         joins.append(f"LEFT JOIN _pm pm ON r.{_q(rule.identifier)} = pm.raw_value")
-        person = "pm"
     else:
         joins.append(f"LEFT JOIN _patient_map pm ON r.{_q(rule.via_patient or '')} = pm.patient_id")
-        person = "pm"
     select = []
     for i, c in enumerate(rule.columns):
         if c.source and c.source not in cols:
             select.append(f"NULL AS {_q(c.name)}")  # holder did not deliver this column
             continue
         if c.action == "person_id":
-            expr = f"{person}.person_id"
+            expr = "pm.person_id"
         elif c.action in ("birth_year", "sex", "id_type"):
-            expr = f"{person}.{c.action}"
+            expr = f"pm.{c.action}"
         elif c.action == "county":
             joins.append(f"LEFT JOIN _county c{i} ON r.{_q(c.source or '')} = c{i}.postal_code")
             expr = f"c{i}.county"
@@ -253,7 +295,8 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
         else:  # keep
             expr = f"r.{_q(c.source or c.name)}"
         select.append(f"{expr} AS {_q(c.name)}")
-    return " ".join(joins), ", ".join(select)
+    valid = "pm.person_id IS NOT NULL" if rule.identifier else "true"
+    return f"SELECT {', '.join(select)} FROM {' '.join(joins)} WHERE {valid} AND {keep}"
 
 
 #: Keyed pseudonyms are random hex: no compression scheme gains more than the hex encoding's
@@ -262,9 +305,15 @@ def _select_sql(rule: TableRule, cols: set[str]) -> tuple[str, str]:
 _UNCOMPRESSED_ACTIONS = frozenset({"person_id", "resource_pseudonym"})
 
 
-def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -> tuple[str, str]:
-    """CREATE TABLE for the research table (types from the query, pseudonyms uncompressed), and
-    the query with its untyped NULL columns (a column the holder did not deliver) cast to VARCHAR."""
+@dataclass(frozen=True)
+class _TypedResearchQuery:
+    #: CREATE TABLE for the research table (types from the query, pseudonyms uncompressed)
+    ddl: str
+    #: the query, its untyped NULL columns (a column the holder did not deliver) cast to VARCHAR
+    query: str
+
+
+def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -> _TypedResearchQuery:
     types = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {query}").fetchall()}
     cols, select = [], []
     for c in rule.columns:
@@ -273,7 +322,10 @@ def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -
         using = " USING COMPRESSION uncompressed" if c.action in _UNCOMPRESSED_ACTIONS else ""
         cols.append(f"{_q(c.name)} {dtype}{using}")
         select.append(f"CAST({_q(c.name)} AS VARCHAR) AS {_q(c.name)}" if untyped else _q(c.name))
-    return f"CREATE TABLE {_q(rule.name)} ({', '.join(cols)})", f"SELECT {', '.join(select)} FROM ({query})"
+    return _TypedResearchQuery(
+        ddl=f"CREATE TABLE {_q(rule.name)} ({', '.join(cols)})",
+        query=f"SELECT {', '.join(select)} FROM ({query})",
+    )
 
 
 def _sql_str(value: str | Path) -> str:
@@ -301,60 +353,141 @@ def _bad_rows(rule: TableRule) -> str:
     )
 
 
-def _county_map(
-    con: duckdb.DuckDBPyConnection, rules: list[TableRule], cols: dict[str, set[str]], keep: dict[str, str]
-) -> None:
-    """Temp table ``_county``: distinct postal codes of kept rows -> county.
+# --------------------------------------------------------------------------------------
+# The steps of the stage, in the order they run
+# --------------------------------------------------------------------------------------
 
-    The regex runs per distinct code, the join per row: measured 2.4 s for the regex on 10 M
-    rows vs about 1 s for distinct + join.
+
+@dataclass(frozen=True)
+class _StagePaths:
+    raw_db: Path
+    research_db: Path
+    #: the research database is built here and renamed into place
+    research_tmp: Path
+    #: Parquet hand-over of the research tables to the clean writer (restricted)
+    staging: Path
+    #: DuckDB spill files of this process (restricted: they hold identifiers)
+    spill: Path
+
+
+def _stage_paths(holder_id: str, settings: Settings) -> _StagePaths:
+    research_db = settings.research_db(holder_id)
+    return _StagePaths(
+        raw_db=settings.raw_db(holder_id),
+        research_db=research_db,
+        research_tmp=research_db.with_name(f".{research_db.name}.{os.getpid()}.tmp"),
+        staging=settings.holder_dir(holder_id) / "research_staging",
+        spill=settings.ensure_restricted(settings.scratch_dir / f"pseudonymise-{holder_id}"),
+    )
+
+
+def _memory_limit() -> str:
+    """DuckDB memory cap for the stage's connection (``HDP_PSEUDONYMISE_MEMORY_LIMIT``, default 2GB;
+    the setting admits only a number and a unit, so it can go into SQL)."""
+    return get_settings().pseudonymise_memory_limit
+
+
+def _configure(con: duckdb.DuckDBPyConnection, spill: Path) -> None:
+    # Row order in the research zone carries no meaning (its values are deterministic, its
+    # order is not promised), so DuckDB may write in parallel without reordering.
+    con.execute("SET preserve_insertion_order = false")
+    # Bounded memory: joins and aggregates spill rather than grow with the delivery (10 M
+    # rows, 1 M persons: peak RSS about 2 GiB with the 2 GB cap, 4.3 GiB without it).
+    con.execute(f"SET memory_limit = '{_memory_limit()}'")
+    # Spill files hold identifiers: inside the restricted zone, whatever the default.
+    con.execute(f"SET temp_directory = {_sql_str(spill)}")
+
+
+class _PhaseTimer:
+    """Debug log of how long each phase took (phase names and seconds only)."""
+
+    def __init__(self, holder_id: str) -> None:
+        self.holder_id = holder_id
+        self.t, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, phase: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        log.debug(
+            "pseudonymise %s: %s in %.2f s (cpu %.2f s)", self.holder_id, phase, now - self.t, cpu - self.cpu
+        )
+        self.t, self.cpu = now, cpu
+
+
+@dataclass(frozen=True)
+class _DistinctIdentifiers:
+    #: distinct non-null identifier values as delivered (strings)
+    values: pa.Array
+    #: boolean, one per value: at least one of its rows is carried into the research zone
+    used: pa.Array
+    #: some identifier column holds a NULL (those rows are quarantined as ``identifier.missing``)
+    any_null: bool
+
+
+def _distinct_identifiers(con: duckdb.DuckDBPyConnection, raw: _RawTables) -> _DistinctIdentifiers:
+    """Every delivered identifier value, once, flagged by whether the research zone uses it.
+
+    Every value is validated later (a row with an invalid identifier gets its identifier.*
+    quarantine record even when a quality check caught it too), but only the persons of kept
+    rows go to ``person_link``. One aggregation over the rows: NULL is grouped like any value
+    and split off afterwards.
     """
-    pc_parts = [
-        f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
-        for r in rules
-        for c in r.columns
-        if c.action == "county" and c.source in cols[r.source]
+    parts = [
+        f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {raw.keep[r.source]} AS keep "
+        f"FROM {_q(r.source)} r"
+        for r in raw.rules
+        if r.identifier and r.identifier in raw.columns[r.source]
     ]
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _county AS
-        SELECT v AS postal_code, {county_sql("v")} AS county
-        FROM (SELECT DISTINCT v FROM ({" UNION ALL ".join(pc_parts) if pc_parts else "SELECT NULL::VARCHAR AS v"})
-              WHERE v IS NOT NULL)""")
+    none = _DistinctIdentifiers(pa.array([], pa.string()), pa.array([], pa.bool_()), any_null=False)
+    if not parts:
+        return none
+    t = con.sql(
+        f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) GROUP BY v"
+    ).to_arrow_table()
+    t = t.combine_chunks()
+    any_null = t.num_rows > 0 and t["v"].null_count > 0
+    if any_null:
+        t = t.filter(pc.is_valid(t["v"]))
+    if not t.num_rows:
+        return replace(none, any_null=any_null)
+    return _DistinctIdentifiers(t["v"].chunk(0).cast(pa.string()), t["keep"].chunk(0), any_null)
+
+
+def _invalid_values(values: pa.Array, parsed: pa.Table) -> pa.Table:
+    """``(raw_value, reason_code)`` of the distinct values that are not valid identifiers."""
+    return pa.table({"raw_value": values, "reason_code": parsed["reason_code"]}).filter(
+        pc.is_valid(parsed["reason_code"])
+    )
 
 
 def _quarantine_identifiers(
-    con: duckdb.DuckDBPyConnection,
-    rules: list[TableRule],
-    cols: dict[str, set[str]],
-    present: set[str],
-    holder_id: str,
-    bad: pa.Table,
-    null_identifiers: bool,
+    con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str, bad: pa.Table, any_null: bool
 ) -> dict[str, int]:
     """Replace this stage's quarantine records: every raw row whose identifier is invalid or
     missing, with its reason and the row (FHIR: the resource) as delivered. ``bad`` holds the
     invalid distinct values and their reasons. Returns raw table -> rows quarantined."""
-    for source_name in sorted({r.source_name for r in rules if r.identifier}):
+    for source_name in sorted({r.source_name for r in raw.rules if r.identifier}):
         quarantine.reset(con, stage=STAGE, source=source_name)
     reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in REASON_TEXT.items())
     quarantined_rows: dict[str, int] = {}
     # Finding the rows of bad values is a scan of every identifier column; with no invalid
     # value and no NULL among the distinct identifiers there is nothing to find.
-    if not null_identifiers and not bad.num_rows:
+    if not any_null and not bad.num_rows:
         return quarantined_rows
     con.register("_bad", bad)
     try:
-        for r in rules:
-            if not r.identifier or r.identifier not in cols[r.source]:
+        for r in raw.rules:
+            cols = raw.columns[r.source]
+            if not r.identifier or r.identifier not in cols:
                 continue
-            has_pos = {"_source_file", "_line_no"} <= cols[r.source]
+            has_pos = {"_source_file", "_line_no"} <= cols
             sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
             key = (
                 f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
-                if r.record_key and r.record_key[1] in cols[r.source]
+                if r.record_key and r.record_key[1] in cols
                 else "NULL"
             )
             original = "encode(CAST(to_json(r) AS VARCHAR))"
-            if r.record_key and "fhir_resource" in present:
+            if r.record_key and "fhir_resource" in raw.present:
                 # keep the resource exactly as delivered, and its position in the delivery
                 # (one record per row even if the id occurs twice in fhir_resource)
                 cur = con.execute(
@@ -383,9 +516,198 @@ def _quarantine_identifiers(
     return quarantined_rows
 
 
-# --------------------------------------------------------------------------------------
-# The stage
-# --------------------------------------------------------------------------------------
+def _quarantined_by_reason(con: duckdb.DuckDBPyConnection, holder_id: str) -> dict[str, int]:
+    rows = con.execute(
+        "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
+        [STAGE, holder_id],
+    ).fetchall()
+    return {str(code): int(n) for code, n in rows}
+
+
+def _county_map(con: duckdb.DuckDBPyConnection, raw: _RawTables) -> None:
+    """Temp table ``_county``: distinct postal codes of kept rows -> county.
+
+    The regex runs per distinct code, the join per row: measured 2.4 s for the regex on 10 M
+    rows vs about 1 s for distinct + join.
+    """
+    pc_parts = [
+        f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {raw.keep[r.source]}"
+        for r in raw.rules
+        for c in r.columns
+        if c.action == "county" and c.source in raw.columns[r.source]
+    ]
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _county AS
+        SELECT v AS postal_code, {county_sql("v")} AS county
+        FROM (SELECT DISTINCT v FROM ({" UNION ALL ".join(pc_parts) if pc_parts else "SELECT NULL::VARCHAR AS v"})
+              WHERE v IS NOT NULL)""")
+
+
+def _load_temp_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Temp table ``name`` holding the Arrow ``table`` (copied: joins on it run in DuckDB)."""
+    con.register("_arrow", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_q(name)} AS SELECT * FROM _arrow")
+    finally:
+        con.unregister("_arrow")
+
+
+def _patient_map(con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str) -> None:
+    """Temp table ``_patient_map``: FHIR patient id -> person, valid identifiers of kept patients only
+    (a quarantined Patient does not resolve its resources: fail closed)."""
+    patient_rule = next((r for r in raw.rules if r.source == "fhir_patient"), None)
+    if patient_rule is None or "patient_id" not in raw.columns["fhir_patient"]:
+        con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
+        return
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
+        SELECT DISTINCT r.patient_id, pm.person_id FROM fhir_patient r
+        JOIN _pm pm ON r.{_q(patient_rule.identifier or "personnummer")} = pm.raw_value
+        WHERE pm.person_id IS NOT NULL AND {raw.keep["fhir_patient"]}""")
+    dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][0]
+    if dup:
+        raise PseudonymiseError(f"holder {holder_id}: {dup} FHIR patient ids map to more than one person")
+
+
+def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
+    if not parts:
+        return pa.array([], pa.string())
+    sql = " UNION ".join(parts)
+    col = con.sql(f"SELECT DISTINCT v FROM ({sql}) WHERE v IS NOT NULL").to_arrow_table()["v"]
+    arr = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
+    return arr.cast(pa.string())
+
+
+def _resource_maps(con: duckdb.DuckDBPyConnection, raw: _RawTables, pseudo: Pseudonymiser) -> None:
+    """Temp table ``_res_<type>`` per resource type the policy pseudonymises: distinct resource
+    id of kept rows -> pseudonym."""
+    resource_types = {
+        c.resource_type
+        for r in raw.rules
+        for c in r.columns
+        if c.action == "resource_pseudonym" and c.resource_type is not None
+    }
+    for rtype in sorted(resource_types):
+        parts = [
+            f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {raw.keep[r.source]}"
+            for r in raw.rules
+            for c in r.columns
+            if c.resource_type == rtype and c.source in raw.columns[r.source]
+        ]
+        _load_temp_table(con, "_res_" + rtype, resource_map(_distinct(con, parts), rtype, pseudo))
+
+
+def _person_link(con: duckdb.DuckDBPyConnection) -> int:
+    """``person_link`` (restricted): holder pseudonym -> normalised identifier, for the persons
+    of rows carried into the research zone. Returns the number of persons."""
+    con.execute(
+        "CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
+        "personnummer VARCHAR)"
+    )
+    return int(
+        con.execute(
+            "INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
+            "WHERE used AND person_id IS NOT NULL"
+        ).fetchall()[0][0]
+    )
+
+
+def _clear_leftovers(paths: _StagePaths) -> None:
+    """Remove what a killed run left behind. Called with the raw zone's write lock held, so no
+    other run of this holder is writing."""
+    paths.research_db.parent.mkdir(parents=True, exist_ok=True)
+    for stale in paths.research_db.parent.glob(f".{paths.research_db.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+    if paths.staging.exists():
+        shutil.rmtree(paths.staging)
+
+
+@dataclass(frozen=True)
+class _StagedTable:
+    """One research table written to its Parquet hand-over file, and its row accounting."""
+
+    source: TableSource
+    rows_in: int
+    rows_out: int
+    #: raw rows the raw-zone quality gate kept out (and that were not quarantined here)
+    excluded_by_quality: int
+    #: rows written without a person (FHIR rows whose patient is not resolved)
+    unresolved_person_rows: int
+
+
+def _stage_table(
+    con: duckdb.DuckDBPyConnection,
+    rule: TableRule,
+    raw: _RawTables,
+    staging: Path,
+    *,
+    quarantined_rows: int,
+    holder_id: str,
+) -> _StagedTable:
+    typed = _research_ddl(con, rule, _research_select(rule, raw.columns[rule.source], raw.keep[rule.source]))
+    parquet = staging / f"{rule.name}.parquet"
+    rows_out = int(
+        con.execute(f"COPY ({typed.query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})").fetchall()[0][0]
+    )
+    rows_in = int(con.execute(f"SELECT count(*) FROM {_q(rule.source)}").fetchall()[0][0])
+    # every raw row is written, quarantined for its identifier, or excluded by the gate
+    excluded = rows_in - rows_out - quarantined_rows
+    if excluded < 0:  # would mean a row was counted twice: never report a wrong count
+        raise PseudonymiseError(f"holder {holder_id}: inconsistent row counts for {rule.name}")
+    unresolved = 0
+    if rule.via_patient:
+        unresolved = int(
+            con.execute(
+                f"SELECT count(*) FROM read_parquet({_sql_str(parquet)}) WHERE person_id IS NULL"
+            ).fetchall()[0][0]
+        )
+    return _StagedTable(TableSource(rule.name, parquet, typed.ddl), rows_in, rows_out, excluded, unresolved)
+
+
+def _build_research_db(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTables,
+    paths: _StagePaths,
+    settings: Settings,
+    *,
+    quarantined_rows: dict[str, int],
+    holder_id: str,
+    timer: _PhaseTimer,
+) -> list[_StagedTable]:
+    """Stage every research table as Parquet, then have the clean writer build the research
+    database from those files at ``paths.research_tmp``."""
+    _clear_leftovers(paths)
+    settings.ensure_restricted(paths.staging)
+    try:
+        staged = [
+            _stage_table(
+                con,
+                r,
+                raw,
+                paths.staging,
+                quarantined_rows=quarantined_rows.get(r.source, 0),
+                holder_id=holder_id,
+            )
+            for r in raw.rules
+        ]
+        timer.lap("research tables staged")
+        for name in ("_pm", "_patient_map", "_county"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+        # The research file itself: written once by a process that never held an identifier.
+        written = write_duckdb(
+            paths.research_tmp,
+            [t.source for t in staged],
+            temp_directory=paths.staging,
+            preserve_insertion_order=False,
+        )
+        if written != {t.source.name: t.rows_out for t in staged}:
+            raise PseudonymiseError(f"holder {holder_id}: the research file does not hold the staged rows")
+        timer.lap("research file written")
+    except BaseException:
+        paths.research_tmp.unlink(missing_ok=True)
+        paths.research_tmp.with_name(paths.research_tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    return staged
 
 
 @contextmanager
@@ -400,59 +722,16 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-#: DuckDB memory cap for the stage's connection (override: HDP_PSEUDONYMISE_MEMORY_LIMIT).
-MEMORY_LIMIT = "2GB"
+def _replace_research_db(paths: _StagePaths) -> None:
+    """Rename the new research database into place: readers see the old file or the new one."""
+    with _exclusive(paths.research_db):
+        os.replace(paths.research_tmp, paths.research_db)
+        paths.research_db.with_name(paths.research_db.name + ".wal").unlink(missing_ok=True)
 
 
-def _memory_limit() -> str:
-    value = os.environ.get("HDP_PSEUDONYMISE_MEMORY_LIMIT", MEMORY_LIMIT).strip()
-    if not value.replace(".", "").isalnum():
-        raise PseudonymiseError("HDP_PSEUDONYMISE_MEMORY_LIMIT must look like '2GB'")
-    return value
-
-
-class _PhaseTimer:
-    """Debug log of how long each phase took (phase names and seconds only)."""
-
-    def __init__(self, holder_id: str) -> None:
-        self.holder_id = holder_id
-        self.t, self.cpu = time.perf_counter(), time.process_time()
-
-    def lap(self, phase: str) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
-        log.debug(
-            "pseudonymise %s: %s in %.2f s (cpu %.2f s)", self.holder_id, phase, now - self.t, cpu - self.cpu
-        )
-        self.t, self.cpu = now, cpu
-
-
-def _distinct_flagged(con: duckdb.DuckDBPyConnection, parts: list[str]) -> tuple[pa.Array, pa.Array, bool]:
-    """Distinct non-null values ``v`` of the union of ``parts``; per value, whether any of its
-    rows has ``keep`` true (columns ``v``, ``keep`` in every part); whether any ``v`` was NULL.
-
-    One aggregation over the rows: NULL is grouped like any value and split off afterwards.
-    """
-    if not parts:
-        return pa.array([], pa.string()), pa.array([], pa.bool_()), False
-    t = con.sql(
-        f"SELECT v, bool_or(keep) AS keep FROM ({' UNION ALL '.join(parts)}) GROUP BY v"
-    ).to_arrow_table()
-    t = t.combine_chunks()
-    has_null = t.num_rows > 0 and t["v"].null_count > 0
-    if has_null:
-        t = t.filter(pc.is_valid(t["v"]))
-    if not t.num_rows:
-        return pa.array([], pa.string()), pa.array([], pa.bool_()), has_null
-    return t["v"].chunk(0).cast(pa.string()), t["keep"].chunk(0), has_null
-
-
-def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
-    if not parts:
-        return pa.array([], pa.string())
-    sql = " UNION ".join(parts)
-    col = con.sql(f"SELECT DISTINCT v FROM ({sql}) WHERE v IS NOT NULL").to_arrow_table()["v"]
-    arr = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
-    return arr.cast(pa.string())
+# --------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------
 
 
 def pseudonymise_holder(
@@ -469,188 +748,53 @@ def pseudonymise_holder(
         raise PseudonymiseError(f"holder {holder_id} has no raw zone at {raw_path}; run its ingestion first")
     ref = reference_date_for(holder_id, settings)
     pseudo = pseudonymiser(holder_domain(holder_id), settings=settings)
-    research_path = settings.research_db(holder_id)
-    tmp_path = research_path.with_name(f".{research_path.name}.{os.getpid()}.tmp")
-    staging = settings.holder_dir(holder_id) / "research_staging"
-    spill = settings.ensure_restricted(settings.scratch_dir / f"pseudonymise-{holder_id}")
+    paths = _stage_paths(holder_id, settings)
 
-    with write_connection(raw_path) as con:
-        # Row order in the research zone carries no meaning (its values are deterministic, its
-        # order is not promised), so DuckDB may write in parallel without reordering.
-        con.execute("SET preserve_insertion_order = false")
-        # Bounded memory: joins and aggregates spill rather than grow with the delivery (10 M
-        # rows, 1 M persons: peak RSS about 2 GiB with the 2 GB cap, 4.3 GiB without it).
-        con.execute(f"SET memory_limit = '{_memory_limit()}'")
-        # Spill files hold identifiers: inside the restricted zone, whatever the default.
-        con.execute(f"SET temp_directory = {_sql_str(spill)}")
+    with write_connection(paths.raw_db) as con:
+        _configure(con, paths.spill)
         timer = _PhaseTimer(holder_id)
-        present = _tables(con)
-        rules = [r for r in policy.tables if r.source in present]
-        cols = {r.source: set(_columns(con, r.source)) for r in rules}
-        for r in rules:
-            unexpected = sorted(cols[r.source] - r.used_source_columns() - r.drop)
-            if unexpected:
-                log.warning(
-                    "holder %s: %s has columns not in the policy, dropped: %s",
-                    holder_id,
-                    r.source,
-                    ", ".join(unexpected),
-                )
+        raw = _read_raw_tables(con, policy, holder_id)
 
-        # Rows the raw-zone quality gate quarantined (stage 'quality') never reach the research
-        # zone: every read that feeds it carries this condition (alias r).
-        quarantine.ensure_table(con)
-        gated = con.execute("SELECT count(*) FROM quarantine WHERE stage = ?", [QUALITY_STAGE]).fetchall()[0][
-            0
-        ]
-        # (with no quality records the condition is true for every row: skip the anti-join)
-        keep = {r.source: not_quarantined_sql(r.source, "r") if gated else "true" for r in rules}
-
-        # 1. distinct identifiers -> person map. Every delivered value is validated (a row
-        #    with an invalid identifier gets its identifier.* quarantine record even when a
-        #    quality check caught it too); person_link holds the persons of kept rows only.
-        id_parts = [
-            f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {keep[r.source]} AS keep "
-            f"FROM {_q(r.source)} r"
-            for r in rules
-            if r.identifier and r.identifier in cols[r.source]
-        ]
-        values, used, null_identifiers = _distinct_flagged(con, id_parts)
-        timer.lap(f"{len(values)} distinct identifiers")
-        parsed = parse_batch(values, reference_date=ref)
-        bad = pa.table({"raw_value": values, "reason_code": parsed["reason_code"]}).filter(
-            pc.is_valid(parsed["reason_code"])
-        )
-        # 2. Identifier quarantine (replacing earlier records) and county map, then the HMACs.
-        #    Measured: running the two DuckDB steps in a worker thread while this thread hashes
-        #    gains nothing on two cores (the hashing slows from 1.4 to 2.4 s), so they run in turn.
+        identifiers = _distinct_identifiers(con, raw)
+        timer.lap(f"{len(identifiers.values)} distinct identifiers")
+        parsed = parse_batch(identifiers.values, reference_date=ref)
+        # Measured: running the two DuckDB steps (identifier quarantine, county map) in a worker
+        # thread while this thread hashes gains nothing on two cores (the hashing slows from 1.4
+        # to 2.4 s), so they run in turn.
         quarantined_rows = _quarantine_identifiers(
-            con, rules, cols, present, holder_id, bad, null_identifiers
+            con, raw, holder_id, _invalid_values(identifiers.values, parsed), identifiers.any_null
         )
-        _county_map(con, rules, cols, keep)
-        pm = _person_table(values, parsed, pseudo).append_column("used", used)
-        by_reason = dict(
-            con.execute(
-                "SELECT reason_code, count(*) FROM quarantine WHERE stage = ? AND holder = ? GROUP BY 1 ORDER BY 1",
-                [STAGE, holder_id],
-            ).fetchall()
+        _county_map(con, raw)
+        persons_table = _person_table(identifiers.values, parsed, pseudo).append_column(
+            "used", identifiers.used
         )
+        by_reason = _quarantined_by_reason(con, holder_id)
         timer.lap("identifiers validated, rows quarantined, county map, pseudonyms")
-        con.register("_pm_arrow", pm)
-        con.execute("CREATE OR REPLACE TEMP TABLE _pm AS SELECT * FROM _pm_arrow")
-        con.unregister("_pm_arrow")
-        # 3. FHIR patients -> person (valid identifiers only)
-        patient_rule = next((r for r in rules if r.source == "fhir_patient"), None)
-        if patient_rule is not None and "patient_id" in cols["fhir_patient"]:
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
-                SELECT DISTINCT r.patient_id, pm.person_id FROM fhir_patient r
-                JOIN _pm pm ON r.{_q(patient_rule.identifier or "personnummer")} = pm.raw_value
-                WHERE pm.person_id IS NOT NULL AND {keep["fhir_patient"]}""")
-            dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][
-                0
-            ]
-            if dup:
-                raise PseudonymiseError(
-                    f"holder {holder_id}: {dup} FHIR patient ids map to more than one person"
-                )
-        else:
-            con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
+        _load_temp_table(con, "_pm", persons_table)
 
-        #    distinct resource ids -> pseudonyms
-        for rtype in sorted(
-            {c.resource_type for r in rules for c in r.columns if c.action == "resource_pseudonym"}
-        ):
-            parts = [
-                f"SELECT CAST(r.{_q(c.source or '')} AS VARCHAR) AS v FROM {_q(r.source)} r WHERE {keep[r.source]}"
-                for r in rules
-                for c in r.columns
-                if c.resource_type == rtype and c.source in cols[r.source]
-            ]
-            con.register("_res_arrow", resource_map(_distinct(con, parts), rtype or "", pseudo))
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_q('_res_' + (rtype or ''))} AS SELECT * FROM _res_arrow"
-            )
-            con.unregister("_res_arrow")
-
+        _patient_map(con, raw, holder_id)
+        _resource_maps(con, raw, pseudo)
         timer.lap("patient and resource maps")
-        # 4. person_link (restricted): holder pseudonym -> normalised identifier
-        con.execute(
-            "CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
-            "personnummer VARCHAR)"
-        )
-        persons = con.execute(
-            "INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
-            "WHERE used AND person_id IS NOT NULL"
-        ).fetchall()[0][0]
-
+        persons = _person_link(con)
         timer.lap("person_link")
-        # 5. research zone, rebuilt from scratch in a temporary file. We hold the raw zone's
-        # write lock, so no other run of this holder is writing: leftovers of a killed run go.
-        research_path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in research_path.parent.glob(f".{research_path.name}.*.tmp*"):
-            stale.unlink(missing_ok=True)
-        if staging.exists():
-            shutil.rmtree(staging)
-        settings.ensure_restricted(staging)
-        counts: dict[str, int] = {}
-        excluded: dict[str, int] = {}
-        rows_in = unresolved = 0
-        sources: list[TableSource] = []
-        try:
-            for r in rules:
-                joins, select = _select_sql(r, cols[r.source])
-                valid = "pm.person_id IS NOT NULL" if r.identifier else "true"
-                query = f"SELECT {select} FROM {joins} WHERE {valid} AND {keep[r.source]}"
-                ddl, typed_query = _research_ddl(con, r, query)
-                parquet = staging / f"{r.name}.parquet"
-                counts[r.name] = int(
-                    con.execute(
-                        f"COPY ({typed_query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})"
-                    ).fetchall()[0][0]
-                )
-                sources.append(TableSource(r.name, parquet, ddl))
-                n_in = int(con.execute(f"SELECT count(*) FROM {_q(r.source)}").fetchall()[0][0])
-                rows_in += n_in
-                # every raw row is written, quarantined for its identifier, or excluded by the gate
-                excluded[r.name] = n_in - counts[r.name] - quarantined_rows.get(r.source, 0)
-                if excluded[r.name] < 0:  # would mean a row was counted twice: never report a wrong count
-                    raise PseudonymiseError(f"holder {holder_id}: inconsistent row counts for {r.name}")
-                if r.via_patient:
-                    unresolved += con.execute(
-                        f"SELECT count(*) FROM read_parquet({_sql_str(parquet)}) WHERE person_id IS NULL"
-                    ).fetchall()[0][0]
-            timer.lap("research tables staged")
-            for name in ("_pm", "_patient_map", "_county"):
-                con.execute(f"DROP TABLE IF EXISTS {name}")
-            # The research file itself: written once by a process that never held an identifier.
-            written = write_duckdb(tmp_path, sources, temp_directory=staging, preserve_insertion_order=False)
-            if written != counts:
-                raise PseudonymiseError(
-                    f"holder {holder_id}: the research file does not hold the staged rows"
-                )
-            timer.lap("research file written")
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            tmp_path.with_name(tmp_path.name + ".wal").unlink(missing_ok=True)
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
-    with _exclusive(research_path):
-        os.replace(tmp_path, research_path)
-        research_path.with_name(research_path.name + ".wal").unlink(missing_ok=True)
+        staged = _build_research_db(
+            con, raw, paths, settings, quarantined_rows=quarantined_rows, holder_id=holder_id, timer=timer
+        )
+
+    _replace_research_db(paths)
     result = PseudonymiseResult(
         holder=holder_id,
-        rows_in=int(rows_in),
-        rows_out=int(sum(counts.values())),
-        persons=int(persons),
-        quarantined=int(sum(by_reason.values())),
-        quarantined_by_reason={k: int(v) for k, v in by_reason.items()},
-        unresolved_person_rows=int(unresolved),
-        tables={k: int(v) for k, v in counts.items()},
-        excluded_by_quality={k: int(v) for k, v in excluded.items()},
+        rows_in=sum(t.rows_in for t in staged),
+        rows_out=sum(t.rows_out for t in staged),
+        persons=persons,
+        quarantined=sum(by_reason.values()),
+        quarantined_by_reason=by_reason,
+        unresolved_person_rows=sum(t.unresolved_person_rows for t in staged),
+        tables={t.source.name: t.rows_out for t in staged},
+        excluded_by_quality={t.source.name: t.excluded_by_quality for t in staged},
         key_id=pseudo.key_id,
-        research_db=str(research_path),
+        research_db=str(paths.research_db),
     )
     log.info(
         "pseudonymised holder %s: %d rows in, %d out, %d persons, %d quarantined, %d excluded by the "
@@ -660,7 +804,7 @@ def pseudonymise_holder(
         result.rows_out,
         result.persons,
         result.quarantined,
-        sum(excluded.values()),
+        sum(result.excluded_by_quality.values()),
         result.unresolved_person_rows,
     )
     return result
