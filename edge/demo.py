@@ -22,7 +22,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from access.app import create_app
+from edge import orchestrate
+from governance import consent, service, store
 from hdp.settings import get_settings
+from privacy.domains import consent_key
+from synthetic_data.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ STEWARDS = {
     "region_orebro": ["olga.orebro", "oskar.orebro"],  # Örebro requires two reviewers
     "region_skane": ["sara.skane"],
 }
-DEMO_REQUEST = {
+DEMO_REQUEST: dict[str, Any] = {
     "project": "HbA1c, livskvalitet och vårdkontakter vid diabetes i Mellansverige",
     "purpose": "scientific_research",
     "legal_basis": "gdpr_6_1_e__9_2_j",
@@ -64,7 +71,7 @@ DEMO_REQUEST = {
 }
 #: The aggregate-only request: anonymised data (no linkage variable, so no pseudonymisation
 #: justification), answers only as disclosure-controlled cells. Two holders, so two stewards decide.
-AGGREGATE_REQUEST = {
+AGGREGATE_REQUEST: dict[str, Any] = {
     "project": "HbA1c och BMI per kön och diabetestyp – aggregerad uppföljning i NDR och Region Skåne",
     "purpose": "scientific_research",
     "legal_basis": "gdpr_6_1_e__9_2_j",
@@ -91,19 +98,20 @@ AGGREGATE_QUERY = (
     "SELECT sex, count(DISTINCT person_id) AS persons, count(*) AS visits, avg(hba1c_mmol_mol) AS mean_hba1c "
     "FROM register_visit GROUP BY sex"
 )
-TIERS = {"record": DEMO_REQUEST, "aggregate": AGGREGATE_REQUEST}
+TIERS: dict[str, dict[str, Any]] = {"record": DEMO_REQUEST, "aggregate": AGGREGATE_REQUEST}
 DEMO_QUERY = (
     "SELECT diabetes_type, count(DISTINCT person_id) AS persons, count(*) AS visits, "
     "round(avg(hba1c_mmol_mol), 1) AS mean_hba1c FROM register_visit GROUP BY diabetes_type ORDER BY persons DESC"
 )
 
 
-def _ensure_users(session: Any) -> dict[str, str]:
+def ensure_users(session: Session) -> dict[str, str]:
     """Create the demo's users if missing; returns fresh tokens for the two researchers."""
-    from governance import service
-
     existing = {u.name for u in service.list_users(session)}
-    wanted = [(RESEARCHER, ["researcher"], []), (OTHER_RESEARCHER, ["researcher"], [])]
+    wanted: list[tuple[str, list[str], list[str]]] = [
+        (RESEARCHER, ["researcher"], []),
+        (OTHER_RESEARCHER, ["researcher"], []),
+    ]
     wanted += [(name, ["steward"], [holder]) for holder, names in STEWARDS.items() for name in names]
     for name, roles, holder_ids in wanted:
         if name not in existing:
@@ -111,14 +119,11 @@ def _ensure_users(session: Any) -> dict[str, str]:
     return {name: service.issue_token(session, user_name=name) for name in (RESEARCHER, OTHER_RESEARCHER)}
 
 
-def _record_opt_outs(session: Any, count: int = 3) -> int:
+def record_opt_outs(session: Session, count: int = 3) -> int:
     """Three persons from the register extract opt out of secondary use (EHDS art. 71).
 
     Reads identifiers inside the restricted zone and stores only their consent keys.
     """
-    from governance import consent
-    from privacy.domains import consent_key
-
     path = get_settings().landing_dir("ndr") / "register" / "ndr_visits.csv"
     keys: list[str] = []
     with open(path, encoding="utf-8", newline="") as fh:
@@ -143,10 +148,8 @@ def _record_opt_outs(session: Any, count: int = 3) -> int:
     return len(keys)
 
 
-def _file_and_approve(url: str, fields: dict[str, Any]) -> int:
+def file_and_approve(url: str, fields: dict[str, Any]) -> int:
     """The researcher files and submits the request; every steward of every holder in scope approves."""
-    from governance import service, store
-
     with store.session_scope(url) as session:
         request_id = service.file_request(session, applicant=RESEARCHER, **fields)
         service.submit_request(session, request_id=request_id, actor=RESEARCHER)
@@ -170,13 +173,7 @@ def _file_and_approve(url: str, fields: dict[str, Any]) -> int:
 
 
 def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
-    from fastapi.testclient import TestClient
-
-    from access.app import create_app
-    from edge import orchestrate
-    from governance import service, store
-    from synthetic_data.generate import generate
-
+    """Run the whole demo on the data home; the summary names both releases and how to query them."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     summary: dict[str, Any] = {}
@@ -192,42 +189,19 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
 
     store.upgrade(settings.governance_url)
     with store.session_scope(settings.governance_url) as session:
-        tokens = _ensure_users(session)
-        summary["opted_out_persons"] = _record_opt_outs(session)
-    request_ids = {tier: _file_and_approve(settings.governance_url, fields) for tier, fields in TIERS.items()}
+        tokens = ensure_users(session)
+        summary["opted_out_persons"] = record_opt_outs(session)
+    request_ids = {tier: file_and_approve(settings.governance_url, fields) for tier, fields in TIERS.items()}
     summary["request_id"] = request_ids["record"]
     summary["aggregate_request_id"] = request_ids["aggregate"]
 
     release_runs = orchestrate.run_dags(["release"])  # builds every approved request: both tiers
     summary["dag_runs"].update({o.dag_id: o.state for o in release_runs})
-    release_ids: dict[str, str | None] = {}
-    with store.session_scope(settings.governance_url) as session:
-        for tier, request_id in request_ids.items():
-            permit = service.permit_for_request(session, request_id=request_id, at=datetime.now(UTC))
-            release_ids[tier] = permit.release_id if permit else None
+    release_ids = _release_ids(settings.governance_url, request_ids)
     summary["release_id"] = release_ids["record"]
     summary["aggregate_release_id"] = release_ids["aggregate"]
 
-    client = TestClient(create_app())
-    researcher = {"Authorization": f"Bearer {tokens[RESEARCHER]}"}
-
-    def query(release_id: str | None, sql: str, headers: dict[str, str]) -> Any:
-        return client.post(
-            f"/releases/{release_id}/query", json={"sql": sql, "format": "json"}, headers=headers
-        )
-
-    answer = query(release_ids["record"], DEMO_QUERY, researcher)
-    summary["researcher_query"] = {"status": answer.status_code, "sql": DEMO_QUERY, "result": answer.json()}
-    answer = query(release_ids["aggregate"], AGGREGATE_QUERY, researcher)
-    summary["aggregate_query"] = {
-        "status": answer.status_code,
-        "sql": AGGREGATE_QUERY,
-        "result": answer.json(),
-    }
-    refused = query(
-        release_ids["record"], DEMO_QUERY, {"Authorization": f"Bearer {tokens[OTHER_RESEARCHER]}"}
-    )
-    summary["other_researcher_status"] = refused.status_code
+    summary.update(_query_both_tiers(release_ids, tokens))
     summary["researcher_token"] = tokens[RESEARCHER]
     # Both tiers at once: one token ($HDP_TOKEN), two releases, a command for each (no server needed).
     # A record-level result comes back only as a preview (json/arrow); aggregate cells leave as csv.
@@ -242,3 +216,40 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
         for tier, sql in (("record", DEMO_QUERY), ("aggregate", AGGREGATE_QUERY))
     }
     return summary
+
+
+def _release_ids(url: str, request_ids: dict[str, int]) -> dict[str, str | None]:
+    """The release bound to each tier's permit (None if the release DAG did not publish it)."""
+    release_ids: dict[str, str | None] = {}
+    with store.session_scope(url) as session:
+        for tier, request_id in request_ids.items():
+            permit = service.permit_for_request(session, request_id=request_id, at=datetime.now(UTC))
+            release_ids[tier] = permit.release_id if permit else None
+    return release_ids
+
+
+def _query_both_tiers(release_ids: dict[str, str | None], tokens: dict[str, str]) -> dict[str, Any]:
+    """The researcher queries both releases through the access layer; the other researcher is refused."""
+    from fastapi.testclient import TestClient  # slow to import, and only the demo needs it
+
+    client = TestClient(create_app())
+
+    def query(release_id: str | None, sql: str, user: str) -> Any:
+        return client.post(
+            f"/releases/{release_id}/query",
+            json={"sql": sql, "format": "json"},
+            headers={"Authorization": f"Bearer {tokens[user]}"},
+        )
+
+    answer = query(release_ids["record"], DEMO_QUERY, RESEARCHER)
+    aggregate = query(release_ids["aggregate"], AGGREGATE_QUERY, RESEARCHER)
+    refused = query(release_ids["record"], DEMO_QUERY, OTHER_RESEARCHER)
+    return {
+        "researcher_query": {"status": answer.status_code, "sql": DEMO_QUERY, "result": answer.json()},
+        "aggregate_query": {
+            "status": aggregate.status_code,
+            "sql": AGGREGATE_QUERY,
+            "result": aggregate.json(),
+        },
+        "other_researcher_status": refused.status_code,
+    }

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hdp.settings import holders
+from hdp.settings import REPO_ROOT, holders
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ def pipeline_dag_ids(stage: str = "all") -> list[str]:
 def run_dags(dag_ids: Iterable[str], *, raise_on_failure: bool = True) -> list[DagRunOutcome]:
     """Run each DAG once, in the order given (the order the assets would trigger them)."""
     from airflow.dag_processing.dagbag import DagBag
-
-    from hdp.settings import REPO_ROOT
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     if bag.import_errors:

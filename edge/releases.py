@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from governance import consent, service, store
+from governance import service, store
 from governance.values import ApprovedRequest
 from hdp.audit import AuditLog
 from hdp.settings import Settings, get_settings
@@ -88,36 +88,16 @@ def rebuild_for_comparison(
     """
     settings = settings or get_settings()
     with store.session_scope(settings.governance_url) as session:
-        request = _approved_request(session, request_id)
+        request = service.approved_request(session, request_id=request_id)
         excluded = _excluded_consent_keys(session, request)
     return release.rebuild_for_comparison(
         request, excluded_consent_keys=excluded, destination=destination, settings=settings
     )
 
 
-def _approved_request(session: Session, request_id: int) -> ApprovedRequest:
-    """The request as the builder needs it, whatever its state (it may be released already).
-
-    The approvals are left out: a rebuild for comparison writes no manifest.
-    """
-    view = service.get_request(session, request_id=request_id)
-    return ApprovedRequest(
-        request_id=view.id,
-        project=view.project,
-        purpose=view.purpose,
-        holders=view.holders,
-        variables=view.variables,
-        output_tier=view.output_tier,
-        approvals=(),
-        period=view.period,
-        data_form=view.data_form,
-        cohort_criteria=dict(view.cohort_criteria),
-    )
-
-
 def _excluded_consent_keys(session: Session, request: ApprovedRequest) -> frozenset[str]:
     """Consent keys of the persons who may not be in a release for the request's purpose, now."""
-    return consent.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
+    return service.excluded_consent_keys(session, purpose=request.purpose, at=datetime.now(UTC))
 
 
 def delete_ended_releases(*, settings: Settings | None = None) -> dict[str, int]:

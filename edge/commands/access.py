@@ -1,16 +1,26 @@
-"""CLI: ``hdp serve``, ``hdp query``, ``hdp audit verify|report``."""
+"""CLI: ``hdp serve``, ``hdp query``, ``hdp audit verify|report``.
+
+Three imports wait for the command that needs them: uvicorn (only ``serve``), the HTTP client
+(``query`` against a server) and the in-process access engine with its DuckDB, SQLAlchemy and
+sqlglot (``query --in-process``, and the access log's file name for ``audit report``).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from hdp.audit import AuditLog, build_report, render_report
+from access.errors import Refusal
+from governance import store
+from governance.auditing import StoreCheckpoints, checkpoint_table_exists
+from hdp.audit import AuditLog, KeyRing, build_report, render_report
+from hdp.settings import get_settings
+from privacy.audit_key import key_ring
+from privacy.keys import KeyStoreError
 
 
 @click.command()
@@ -18,7 +28,7 @@ from hdp.audit import AuditLog, build_report, render_report
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
     "--workers",
-    default=lambda: int(os.environ.get("HDP_ACCESS_WORKERS", "2")),
+    default=lambda: get_settings().access_workers,
     show_default="2",
     type=int,
     help="uvicorn worker processes (each keeps its own release engines and memory); "
@@ -27,9 +37,6 @@ from hdp.audit import AuditLog, build_report, render_report
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the access layer (FastAPI on uvicorn)."""
     import uvicorn
-
-    from governance import store
-    from hdp.settings import get_settings
 
     store.upgrade(get_settings().governance_url)  # idempotent; a fresh data home works at once
 
@@ -63,17 +70,16 @@ def query(
     release: str, token: str, url: str, fmt: str, output: Path | None, in_process: bool, sql: str
 ) -> None:
     """Run SQL against a release you hold a permit for."""
-    from access.errors import Refusal
-
     if in_process:
         from access.governance_adapter import ServiceGovernance
-        from access.service import AccessService, AccessSettings
-        from hdp.settings import get_settings
+        from access.service import AccessService, AccessSettings, QueryResult
 
         svc = AccessService(AccessSettings.from_env(), ServiceGovernance(get_settings().governance_url))
         try:
             user = svc.authenticate(token, endpoint="cli")
-            body = svc.query(user, release, sql, fmt).body
+            result = svc.query(user, release, sql, fmt)
+            assert isinstance(result, QueryResult)  # only a query with stream=True is streamed
+            body = result.body
         except Refusal as r:
             raise click.ClickException(f"refused ({r.reason}): {r.message}") from None
         finally:
@@ -98,8 +104,6 @@ def query(
 def _audit_paths(path: Path | None) -> list[Path]:
     if path:
         return [path]
-    from hdp.settings import get_settings
-
     return sorted(get_settings().audit_dir.glob("*.jsonl"))
 
 
@@ -108,13 +112,8 @@ def audit() -> None:
     """Verify the keyed audit logs against their anchors and checkpoints; report unusual access."""
 
 
-def _audit_backends(no_checkpoints: bool):  # type: ignore[no-untyped-def]
+def _audit_backends(no_checkpoints: bool) -> tuple[KeyRing, StoreCheckpoints | None]:
     """The data home's audit key ring and checkpoint store (None: checked without)."""
-    from governance.auditing import StoreCheckpoints, checkpoint_table_exists
-    from hdp.settings import get_settings
-    from privacy.audit_key import key_ring
-    from privacy.keys import KeyStoreError
-
     settings = get_settings()
     try:
         ring = key_ring(settings)
@@ -144,8 +143,6 @@ def verify(path: Path | None, no_checkpoints: bool) -> None:
     ring, checkpoints = _audit_backends(no_checkpoints)
     paths = _audit_paths(path)
     if path is None and checkpoints is not None:  # a log deleted from the folder still counts
-        from hdp.settings import get_settings
-
         audit_dir = get_settings().audit_dir
         paths = sorted({*paths, *(audit_dir / name for name in checkpoints.log_ids())})
     if not paths:
@@ -212,7 +209,6 @@ def report(path: Path | None, since: str | None, until: str | None, as_json: boo
     """Follow-up of access (Patient Data Act): per-user volume, time of day, refusals."""
     if path is None:
         from access.service import AUDIT_FILE
-        from hdp.settings import get_settings
 
         path = get_settings().audit_dir / AUDIT_FILE
     rep = build_report(AuditLog(path).entries(), since=_when(since), until=_when(until))

@@ -7,6 +7,8 @@ from datetime import datetime
 import click
 
 from synthetic_data.fhir import DEFAULT_EXTRACT_DATE
+from synthetic_data.generate import GenerationError
+from synthetic_data.generate import generate as generate_deliveries
 
 
 @click.command("generate")
@@ -40,11 +42,10 @@ def generate(persons: int, seed: int, defect_rate: float, extract_date: datetime
     Replaces every holder's landing area under $HDP_HOME/restricted/ and writes
     restricted/synthetic/defects.jsonl.
     """
-    from synthetic_data.generate import GenerationError
-    from synthetic_data.generate import generate as run
-
     try:
-        summary = run(seed=seed, persons=persons, defect_rate=defect_rate, extract_date=extract_date.date())
+        summary = generate_deliveries(
+            seed=seed, persons=persons, defect_rate=defect_rate, extract_date=extract_date.date()
+        )
     except GenerationError as exc:
         raise click.ClickException(str(exc)) from exc
     for line in summary.lines():

@@ -11,7 +11,6 @@ Output never shows a token except the one just issued, and never a personnummer 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,22 +19,24 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
+from governance import ledger, service
+from governance.errors import GovernanceError
 from governance.purposes import LEGAL_BASES, PURPOSES, SECONDARY_USE
+from governance.store import current_revision, session_scope, upgrade
+from governance.values import User
+from hdp.settings import get_settings
+from privacy import domains
 
 
 def _url() -> str:
-    from hdp.settings import get_settings
-
     return get_settings().governance_url
 
 
 @contextmanager
-def _session() -> Iterator[Any]:
+def _session() -> Iterator[Session]:
     """A committed-on-success session on a migrated store; governance errors become clean CLI errors."""
-    from governance.errors import GovernanceError
-    from governance.store import session_scope, upgrade
-
     url = _url()
     upgrade(url)  # idempotent: a no-op when the schema is current
     try:
@@ -45,10 +46,9 @@ def _session() -> Iterator[Any]:
         raise click.ClickException(f"[{exc.code}] {exc.message}") from None
 
 
-def _actor(session: Any, role: str | None = None) -> Any:
-    from governance import service
-
-    token = os.environ.get("HDP_TOKEN", "")
+def _actor(session: Session, role: str | None = None) -> User:
+    configured = get_settings().token
+    token = configured.get_secret_value() if configured is not None else ""
     if not token:
         raise click.ClickException(
             "set HDP_TOKEN to your API token (an operator issues one with `hdp user token NAME`)"
@@ -130,8 +130,6 @@ def file_cmd(
     submit_now: bool,
 ) -> None:
     """File a request as the token's user (a draft unless --submit)."""
-    from governance import service
-
     try:
         cohort = json.loads(criteria)
     except json.JSONDecodeError as exc:
@@ -164,8 +162,6 @@ def file_cmd(
 @click.argument("request_id", type=int)
 def submit_cmd(request_id: int) -> None:
     """Submit a draft (or a request returned for changes) for review."""
-    from governance import service
-
     with _session() as s:
         user = _actor(s)
         service.submit_request(s, request_id=request_id, actor=user.name)
@@ -179,8 +175,6 @@ def submit_cmd(request_id: int) -> None:
 @click.option("--justification", required=True)
 def decide_cmd(request_id: int, holder: str, decision: str, justification: str) -> None:
     """Decide for one holder as the token's steward."""
-    from governance import service
-
     with _session() as s:
         user = _actor(s, "steward")
         status = service.decide(
@@ -199,8 +193,6 @@ def decide_cmd(request_id: int, holder: str, decision: str, justification: str) 
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(request_id: int, as_json: bool) -> None:
     """Show a request with its reviews, decisions, permit and history."""
-    from governance import service
-
     with _session() as s:
         view = service.get_request(s, request_id=request_id)
         permit = service.permit_for_request(s, request_id=request_id)
@@ -237,8 +229,6 @@ def show_cmd(request_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(status: str | None, holder: str | None, as_json: bool) -> None:
     """List requests (newest first)."""
-    from governance import service
-
     with _session() as s:
         views = service.list_requests(s, status=status, holder_id=holder)
     if as_json:
@@ -280,8 +270,6 @@ def amend_cmd(
     reason: str,
 ) -> None:
     """Amend a submitted request (logged; goes through review again)."""
-    from governance import service
-
     with _session() as s:
         user = _actor(s)
         view = service.get_request(s, request_id=request_id)
@@ -312,8 +300,6 @@ def amend_cmd(
 @click.option("--justification", required=True)
 def revoke_cmd(request_id: int, justification: str) -> None:
     """Revoke a permit at once (steward of a holder in scope, or admin)."""
-    from governance import service
-
     with _session() as s:
         user = _actor(s)
         permit = service.revoke_permit(s, request_id=request_id, actor=user.name, justification=justification)
@@ -329,17 +315,15 @@ _SCOPES = sorted([SECONDARY_USE, *PURPOSES])
 
 def _consent_key(personnummer: str | None, key: str | None) -> str:
     """The consent key: given directly, or derived from a personnummer (``-`` reads it from stdin)."""
-    if bool(personnummer) == bool(key):
-        raise click.UsageError("give exactly one of --personnummer or --key")
-    if key:
+    if key and not personnummer:
         return key
+    if not personnummer or key:
+        raise click.UsageError("give exactly one of --personnummer or --key")
     if personnummer == "-":
         personnummer = sys.stdin.readline().strip()
-    # Imported here: governance must not depend on the identity package at import time.
-    from privacy.domains import consent_key
 
     try:
-        return consent_key(personnummer)
+        return domains.consent_key(personnummer)
     except ValueError as exc:
         # The identity package's message names the problem, never the number.
         reason = getattr(exc, "reason_code", type(exc).__name__)
@@ -377,8 +361,6 @@ def _record(
     valid_from: str | None,
     valid_to: str | None,
 ) -> None:
-    from governance import service
-
     ck = _consent_key(personnummer, key)
     with _session() as s:
         user = _actor(s, "steward")
@@ -437,8 +419,6 @@ def opt_in_cmd(
 @click.option("--source", required=True)
 def withdraw_cmd(personnummer: str | None, key: str | None, purpose: str, source: str) -> None:
     """Withdraw consent now: ends earlier choices and excludes the person from later releases and queries."""
-    from governance import service
-
     ck = _consent_key(personnummer, key)
     with _session() as s:
         user = _actor(s, "steward")
@@ -451,8 +431,6 @@ def withdraw_cmd(personnummer: str | None, key: str | None, purpose: str, source
 @click.option("--json", "as_json", is_flag=True)
 def show_consent_cmd(personnummer: str | None, key: str | None, as_json: bool) -> None:
     """Show one person's consent records and current state per purpose."""
-    from governance import service
-
     ck = _consent_key(personnummer, key)
     now = _now()
     with _session() as s:
@@ -494,8 +472,6 @@ def user() -> None:
 @click.option("--holder", "holders", multiple=True, help="Holder a steward reviews for (repeat).")
 def user_add(name: str, roles: tuple[str, ...], holders: tuple[str, ...]) -> None:
     """Create a user."""
-    from governance import service
-
     with _session() as s:
         u = service.create_user(s, name=name, roles=roles, holder_ids=holders, actor="cli")
     click.echo(
@@ -508,8 +484,6 @@ def user_add(name: str, roles: tuple[str, ...], holders: tuple[str, ...]) -> Non
 @click.argument("name")
 def user_token(name: str) -> None:
     """Issue a new API token; it is printed once and stored only as a hash."""
-    from governance import service
-
     with _session() as s:
         token = service.issue_token(s, user_name=name)
     click.echo(token)
@@ -519,8 +493,6 @@ def user_token(name: str) -> None:
 @click.argument("name")
 def user_disable(name: str) -> None:
     """Disable a user at once: tokens stop working, access to every release ends."""
-    from governance import service
-
     with _session() as s:
         service.disable_user(s, name=name, actor="cli")
     click.echo(f"user {name} disabled")
@@ -528,8 +500,6 @@ def user_disable(name: str) -> None:
 
 @user.command("list")
 def user_list() -> None:
-    from governance import service
-
     with _session() as s:
         for u in service.list_users(s):
             click.echo(f"{u.name:<24} {','.join(sorted(u.roles)):<30} {','.join(sorted(u.holder_ids))}")
@@ -546,8 +516,6 @@ def governance() -> None:
 @governance.command("upgrade")
 def upgrade_cmd() -> None:
     """Apply the store's migrations (idempotent)."""
-    from governance.store import current_revision, upgrade
-
     url = _url()
     upgrade(url)
     click.echo(f"governance store at revision {current_revision(url)}")
@@ -557,8 +525,6 @@ def upgrade_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def overdue_cmd(as_json: bool) -> None:
     """Holder reviews past their decision deadline."""
-    from governance import service
-
     with _session() as s:
         rows = service.overdue_reviews(s, at=_now())
     if as_json:
@@ -577,8 +543,6 @@ def overdue_cmd(as_json: bool) -> None:
 @click.option("--holder", default=None, help="Only this holder (default: all holders).")
 def deadline_cmd(days: int, holder: str | None) -> None:
     """Set the decision deadline applied to reviews opened from now on."""
-    from governance import service
-
     with _session() as s:
         service.set_decision_deadline(s, days=days, holder_id=holder, actor="cli")
     click.echo(f"decision deadline {days} days for {holder or 'all holders'}")
@@ -587,8 +551,6 @@ def deadline_cmd(days: int, holder: str | None) -> None:
 @governance.command("expire")
 def expire_cmd() -> None:
     """Mark permits past their expiry (access already ends at expiry) and list releases to delete."""
-    from governance import service
-
     now = _now()
     with _session() as s:
         expired = service.expire_permits(s, at=now)
@@ -604,8 +566,6 @@ def expire_cmd() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def figures_cmd(period: str, as_json: bool) -> None:
     """Key figures per holder and period: counts and median days to decision and to release."""
-    from governance import service
-
     with _session() as s:
         figs = service.key_figures(s, period=period)
     if as_json:
@@ -631,8 +591,6 @@ def figures_cmd(period: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def transparency_cmd(as_json: bool) -> None:
     """The public register of permits (no personal data)."""
-    from governance import service
-
     with _session() as s:
         entries = service.transparency_register(s)
     if as_json:
@@ -651,8 +609,6 @@ def transparency_cmd(as_json: bool) -> None:
 @click.option("--justification", required=True)
 def budget_cmd(permit_id: int, queries: int, justification: str) -> None:
     """Set a permit's query budget (a steward of one of its holders; HDP_TOKEN)."""
-    from governance import ledger
-
     with _session() as s:
         who = _actor(s, "steward")
         ledger.set_query_budget(
@@ -666,8 +622,6 @@ def budget_cmd(permit_id: int, queries: int, justification: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ledger_cmd(since: str | None, as_json: bool) -> None:
     """Follow-up of aggregate queries (operators): budgets used and flagged pairs of queries."""
-    from governance import ledger
-
     with _session() as s:
         _actor(s, "operator")
         report = ledger.follow_up(s, since=_parse_time(since))

@@ -1,4 +1,7 @@
-"""``hdp run`` and ``hdp demo``: the pipeline from the command line."""
+"""``hdp run`` and ``hdp demo``: the pipeline from the command line.
+
+Both drive the DAGs through :mod:`edge.orchestrate`, which imports Airflow only when it runs them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import logging
 
 import click
 
+from edge import orchestrate
+from edge.demo import run_demo
 from hdp.settings import get_settings
 
 
@@ -20,8 +25,6 @@ from hdp.settings import get_settings
 )
 def run(stage: str) -> None:
     """Run the DAGs through Airflow (dag.test) on the embedded defaults."""
-    from edge import orchestrate
-
     logging.basicConfig(level=logging.INFO)
     orchestrate.migrate_metadata_db()
     outcomes = orchestrate.run_dags(orchestrate.pipeline_dag_ids(stage))
@@ -41,9 +44,7 @@ def run(stage: str) -> None:
 )
 def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) -> None:
     """Generate data, run every DAG, file and approve a record-level and an aggregate-only request, release and query both."""
-    from edge import demo as demo_flow
-
-    summary = demo_flow.run_demo(persons=persons, seed=seed, defect_rate=defect_rate)
+    summary = run_demo(persons=persons, seed=seed, defect_rate=defect_rate)
     text = json.dumps(summary, indent=2, ensure_ascii=False, default=str)
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as fh:

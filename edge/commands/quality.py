@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from hdp.settings import get_settings
+from pipelines.quality import catalog, store
+from pipelines.quality.docs import docs_index
+from pipelines.quality.gate import run_gate
 
 
 @click.group()
@@ -21,8 +24,6 @@ def quality() -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Also print each check's note.")
 def checks_cmd(zone: str | None, verbose: bool) -> None:
     """List the check library (schemas/checks)."""
-    from pipelines.quality import catalog
-
     lib = catalog.library()
     click.echo(f"check library {catalog.library_version()[:12]}: {len(lib)} checks")
     for c in lib:
@@ -48,8 +49,6 @@ def checks_cmd(zone: str | None, verbose: bool) -> None:
 @click.option("--limit", type=int, default=200, show_default=True, help="Most recent rows to show.")
 def history_cmd(check_id: str | None, holder: str | None, zone: str | None, limit: int) -> None:
     """Results per run, oldest first, with the change in failed share since the previous run."""
-    from pipelines.quality import store
-
     rows = store.history(get_settings().quality_dir, check_id=check_id, scope=holder, zone=zone)
     if not rows:
         click.echo("no quality results stored yet")
@@ -78,8 +77,6 @@ def history_cmd(check_id: str | None, holder: str | None, zone: str | None, limi
 @click.argument("run_id")
 def docs_cmd(run_id: str) -> None:
     """Print the path of a run's Data Docs (index.html)."""
-    from pipelines.quality.docs import docs_index
-
     path = docs_index(get_settings().quality_dir, run_id)
     if not path.exists():
         raise click.ClickException(f"no Data Docs for run {run_id!r} (looked for {path})")
@@ -95,8 +92,6 @@ def docs_cmd(run_id: str) -> None:
 @click.option("--run-id", required=True, help="Run id to file the results and Data Docs under.")
 def gate_cmd(zone: str, holder: str | None, release_dir: Path | None, run_id: str) -> None:
     """Run the quality gate by hand; exits 1 when a blocking check fails."""
-    from pipelines.quality.gate import run_gate
-
     result = run_gate(zone, holder_id=holder, release_dir=release_dir, run_id=run_id)
     for c in result.checks:
         if c.verdict != "pass":

@@ -13,9 +13,9 @@ def test_demo_files_one_request_per_tier_and_both_become_ready_for_release(hdp_h
     url = hdp_home.governance_url
     store.upgrade(url)
     with store.session_scope(url) as session:
-        demo._ensure_users(session)
+        demo.ensure_users(session)
     assert set(demo.TIERS) == {"record", "aggregate"}
-    ids = {tier: demo._file_and_approve(url, fields) for tier, fields in demo.TIERS.items()}
+    ids = {tier: demo.file_and_approve(url, fields) for tier, fields in demo.TIERS.items()}
     with store.session_scope(url) as session:
         ready = {r.request_id: r for r in service.requests_ready_for_release(session, at=datetime.now(UTC))}
         assert set(ready) == set(ids.values())
@@ -28,8 +28,8 @@ def test_demo_files_one_request_per_tier_and_both_become_ready_for_release(hdp_h
         assert approvers == {(h, n) for h in demo.AGGREGATE_REQUEST["holders"] for n in demo.STEWARDS[h]}
     # a second run on the same data home files a fresh pair (users are re-used, nothing clashes)
     with store.session_scope(url) as session:
-        demo._ensure_users(session)
-    again = {tier: demo._file_and_approve(url, fields) for tier, fields in demo.TIERS.items()}
+        demo.ensure_users(session)
+    again = {tier: demo.file_and_approve(url, fields) for tier, fields in demo.TIERS.items()}
     assert not set(again.values()) & set(ids.values())
 
 
