@@ -622,8 +622,8 @@ class EngineCache:
         self._build_locks: dict[tuple, threading.Lock] = {}
 
     def get(self, permit: Permit, excluded_keys: frozenset[str] = frozenset()) -> ReleaseEngine:
-        directory = release_dir(self.releases_dir, permit.release_id)
-        private = release_dir(self.private_dir, permit.release_id)
+        directory = release_dir(self.releases_dir, permit.release)
+        private = release_dir(self.private_dir, permit.release)
         stamp = []
         for path in (directory / "release.duckdb", private / CONSENT_LINK, private / CELL_KEYS):
             try:

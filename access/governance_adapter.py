@@ -12,13 +12,24 @@ queues behind a writer, and any accidental write is rolled back).
 
 from __future__ import annotations
 
-import hashlib
 import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from access.governance_cache import Answer, VersionedCache
-from access.ports import Permit, User, to_permit, to_user
+from governance import service
+from governance.outputs import OutputException, OutputRequest
+from governance.store import readonly_connection, session_scope
+from governance.users import token_hash
+from governance.values import Permit, User
+
+T = TypeVar("T")
 
 #: Change-counter scopes (governance.models.CHANGE_SCOPES): users, tokens, requests, permits;
 #: consent records.
@@ -37,41 +48,31 @@ class ServiceGovernance:
         self._permits = VersionedCache(lambda: self._version(ACCESS))
         self._consent = VersionedCache(lambda: self._version(CONSENT), capacity=64)
 
-    def _scope(self):  # type: ignore[no-untyped-def]
-        from governance.store import session_scope
-
+    def _scope(self) -> AbstractContextManager[Session]:
         return session_scope(self.url, readonly=True)
 
     def _version(self, scope: str) -> int:
         """The scope's change counter, read fresh (once per cached lookup)."""
-        from governance.store import readonly_connection
-
         with readonly_connection(self.url) as conn:
             return self._read_version(conn, scope)
 
     @staticmethod
-    def _read_version(reader, scope: str) -> int:  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def _read_version(reader: Session | Connection, scope: str) -> int:
         return service.change_versions(reader)[scope]
 
     # -- the port ------------------------------------------------------------------------
     def authenticate_token(self, token: str) -> User | None:
-        from governance import service
-
         def load() -> Answer[User | None]:
             with self._scope() as session:
                 version = self._read_version(session, ACCESS)
                 user = service.authenticate_token(session, token)
-            return Answer(None if user is None else to_user(user), version, cacheable=user is not None)
+            return Answer(user, version, cacheable=user is not None)
 
         # Malformed tokens are governance's to refuse (uncached, like every refusal).
         # Keyed by the token's hash: the plain token is not kept in memory beyond the request.
-        return self._tokens.get(hashlib.sha256(token.encode()).hexdigest(), load)
+        return self._tokens.get(token_hash(token), load)
 
     def active_permit(self, *, user_name: str, release_id: str, at: datetime) -> Permit | None:
-        from governance import service
-
         def load() -> Answer[Permit | None]:
             with self._scope() as session:
                 version = self._read_version(session, ACCESS)
@@ -79,20 +80,16 @@ class ServiceGovernance:
             if p is None or p.release_id is None:
                 return Answer(None, version, cacheable=False)
             # Active from issue to expiry unless something is written (revocation bumps the version).
-            return Answer(to_permit(p), version, valid_from=p.issued_at, valid_until=p.expires_at)
+            return Answer(p, version, valid_from=p.issued_at, valid_until=p.expires_at)
 
         return self._permits.get((user_name, release_id), load, at=at)
 
     def releases_for_user(self, *, user_name: str, at: datetime) -> list[Permit]:
-        from governance import service
-
         with self._scope() as session:
             permits = service.releases_for_user(session, user_name=user_name, at=at)
-        return [to_permit(p) for p in permits if p.release_id is not None]
+        return [p for p in permits if p.release_id is not None]
 
     def excluded_consent_keys(self, *, purpose: str, at: datetime) -> frozenset[str]:
-        from governance import service
-
         def load() -> Answer[frozenset[str]]:
             with self._scope() as session:  # one snapshot: version first, then the set
                 version = self._read_version(session, CONSENT)
@@ -106,44 +103,32 @@ class ServiceGovernance:
 
     # -- the airlock (access.ports.OutputGovernance) over governance.service -------------
     # Each call is one transaction: a refusal (GovernanceError) rolls it back whole.
-    def _write(self, fn, **kwargs):  # type: ignore[no-untyped-def]
-        from governance.store import session_scope
-
+    def _write(self, fn: Callable[..., T], **kwargs: Any) -> T:
         with session_scope(self.url) as session:
             return fn(session, **kwargs)
 
-    def _read(self, fn, **kwargs):  # type: ignore[no-untyped-def]
+    def _read(self, fn: Callable[..., T], **kwargs: Any) -> T:
         with self._scope() as session:
             return fn(session, **kwargs)
 
-    def file_output(self, *, at: datetime, **facts: object):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def file_output(self, *, at: datetime, **facts: Any) -> OutputRequest:
         return self._write(service.file_output_request, now=at, **facts)
 
-    def get_output(self, *, output_id: int):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def get_output(self, *, output_id: int) -> OutputRequest:
         return self._read(service.get_output_request, output_id=output_id)
 
-    def list_outputs(self, *, requester: str):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def list_outputs(self, *, requester: str) -> list[OutputRequest]:
         return self._read(service.list_output_requests, requester=requester)
 
-    def outputs_for_checker(self, *, checker: str):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def outputs_for_checker(self, *, checker: str) -> list[OutputRequest]:
         return self._read(service.outputs_for_checker, checker=checker)
 
     def output_scope(self, *, permit_id: int) -> tuple[frozenset[str], frozenset[str]]:
-        from governance import service
-
         return self._read(service.output_permit_scope, permit_id=permit_id)
 
-    def check_output(self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def check_output(
+        self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime
+    ) -> OutputRequest:
         return self._write(
             service.check_output,
             output_id=output_id,
@@ -154,10 +139,8 @@ class ServiceGovernance:
         )
 
     def resubmit_output(
-        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
-    ):  # type: ignore[no-untyped-def]
-        from governance import service
-
+        self, *, output_id: int, actor: str, context: str, replacement: Mapping[str, Any] | None, at: datetime
+    ) -> OutputRequest:
         return self._write(
             service.resubmit_output_request,
             output_id=output_id,
@@ -167,23 +150,19 @@ class ServiceGovernance:
             now=at,
         )
 
-    def withdraw_output(self, *, output_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest:
         return self._write(service.withdraw_output_request, output_id=output_id, actor=actor, now=at)
 
-    def record_output_download(self, *, output_id: int, actor: str, sha256: str, at: datetime):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def record_output_download(
+        self, *, output_id: int, actor: str, sha256: str, at: datetime
+    ) -> OutputRequest:
         return self._write(
             service.record_output_download, output_id=output_id, actor=actor, sha256=sha256, now=at
         )
 
     def record_output_exception(
         self, *, permit_id: int, steward: str, justification: str, at: datetime, holder_id: str | None = None
-    ):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    ) -> OutputException:
         return self._write(
             service.record_output_exception,
             permit_id=permit_id,
@@ -193,14 +172,10 @@ class ServiceGovernance:
             now=at,
         )
 
-    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime) -> OutputException:
         return self._write(service.withdraw_output_exception, exception_id=exception_id, actor=actor, now=at)
 
-    def output_exceptions(self, *, permit_id: int):  # type: ignore[no-untyped-def]
-        from governance import service
-
+    def output_exceptions(self, *, permit_id: int) -> list[OutputException]:
         return self._read(service.output_exceptions, permit_id=permit_id)
 
 

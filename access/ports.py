@@ -8,32 +8,24 @@ benchmark and the embedded demo.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from governance import outputs as out
+from governance.errors import InvalidTransition, NotFound, PermissionDenied
 from governance.outputs import OutputException, OutputRequest  # the airlock's values
-from governance.values import User  # one user type for governance and access
+from governance.users import token_hash
+
+# One permit type and one user type for governance and access.
+from governance.values import Permit, User
 
 ROLES = frozenset({"researcher", "steward", "operator", "admin", "output_checker"})
 RECORD = "record"
 AGGREGATE = "aggregate"
-
-
-@dataclass(frozen=True)
-class Permit:
-    id: int
-    request_id: int
-    release_id: str
-    users: frozenset[str]
-    variables: frozenset[str]  # "table.column"
-    holders: frozenset[str]
-    purpose: str
-    output_tier: str  # "record" | "aggregate"
-    expires_at: datetime
 
 
 @runtime_checkable
@@ -69,7 +61,7 @@ class OutputGovernance(Protocol):
     ) -> OutputRequest: ...
 
     def resubmit_output(
-        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
+        self, *, output_id: int, actor: str, context: str, replacement: dict[str, Any] | None, at: datetime
     ) -> OutputRequest: ...
 
     def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest: ...
@@ -89,34 +81,6 @@ class OutputGovernance(Protocol):
     def output_exceptions(self, *, permit_id: int) -> list[OutputException]: ...
 
 
-def to_user(obj: object) -> User:
-    """Copy any object with the User fields into the access layer's frozen value."""
-    return User(
-        name=str(obj.name),  # type: ignore[attr-defined]
-        roles=frozenset(obj.roles),  # type: ignore[attr-defined]
-        holder_ids=frozenset(getattr(obj, "holder_ids", ()) or ()),
-    )
-
-
-def to_permit(obj: object) -> Permit:
-    """Copy any object with the Permit fields into the access layer's frozen value."""
-    return Permit(
-        id=int(obj.id),  # type: ignore[attr-defined]
-        request_id=int(obj.request_id),  # type: ignore[attr-defined]
-        release_id=str(obj.release_id),  # type: ignore[attr-defined]
-        users=frozenset(obj.users),  # type: ignore[attr-defined]
-        variables=frozenset(obj.variables),  # type: ignore[attr-defined]
-        holders=frozenset(obj.holders),  # type: ignore[attr-defined]
-        purpose=str(obj.purpose),  # type: ignore[attr-defined]
-        output_tier=str(obj.output_tier),  # type: ignore[attr-defined]
-        expires_at=obj.expires_at,  # type: ignore[attr-defined]
-    )
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @dataclass
 class InMemoryGovernance:
     """A thread-safe in-memory governance store (tests, benchmark, embedded demo).
@@ -130,7 +94,8 @@ class InMemoryGovernance:
     _tokens: dict[str, str] = field(default_factory=dict)
     _optouts: list[tuple[str, str | None, datetime]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _airlock: dict = field(default_factory=dict, repr=False)  # outputs, exceptions (the airlock)
+    _output_store: dict[int, OutputRequest] = field(default_factory=dict, repr=False)  # the airlock
+    _exception_store: list[OutputException] = field(default_factory=list, repr=False)
 
     def add_user(self, name: str, roles: set[str] | frozenset[str], holder_ids: tuple[str, ...] = ()) -> User:
         unknown = set(roles) - ROLES
@@ -144,7 +109,7 @@ class InMemoryGovernance:
     def issue_token(self, name: str) -> str:
         token = "hdp_" + secrets.token_urlsafe(32)
         with self._lock:
-            self._tokens[_token_hash(token)] = name
+            self._tokens[token_hash(token)] = name
         return token
 
     def add_permit(self, permit: Permit) -> Permit:
@@ -163,7 +128,7 @@ class InMemoryGovernance:
     # -- the port -------------------------------------------------------
     def authenticate_token(self, token: str) -> User | None:
         with self._lock:
-            name = self._tokens.get(_token_hash(token))
+            name = self._tokens.get(token_hash(token))
             return self.users.get(name) if name else None
 
     def active_permit(self, *, user_name: str, release_id: str, at: datetime) -> Permit | None:
@@ -184,23 +149,19 @@ class InMemoryGovernance:
             )
 
     # -- the airlock (OutputGovernance), the same rules as the store --------------------
-    def _outputs(self) -> dict:
-        return self._airlock.setdefault("outputs", {})
+    def _outputs(self) -> dict[int, OutputRequest]:
+        return self._output_store
 
     def _exceptions(self) -> list[OutputException]:
-        return self._airlock.setdefault("exceptions", [])
+        return self._exception_store
 
     def _permit_by_id(self, permit_id: int) -> Permit:
-        from governance.errors import NotFound
-
         for p in self.permits:
             if p.id == permit_id:
                 return p
         raise NotFound(f"permit {permit_id} does not exist", code="permit.not_found")
 
-    def _party(self, name: str):  # type: ignore[no-untyped-def]
-        from governance import outputs as out
-
+    def _party(self, name: str) -> out.Party:
         user = self.users.get(name)
         return out.party(user) if user else out.Party(name, frozenset())
 
@@ -209,28 +170,23 @@ class InMemoryGovernance:
         return live[-1] if live else None
 
     def _locked_output(self, output_id: int) -> OutputRequest:
-        from governance.errors import NotFound
-
         o = self._outputs().get(output_id)
         if o is None:
             raise NotFound(f"output {output_id} does not exist", code="output.not_found")
         return o
 
     def _require_permit(self, permit_id: int, user: str, at: datetime, code: str) -> Permit:
-        from governance.errors import PermissionDenied
-
         p = self._permit_by_id(permit_id)
         u = self.users.get(user)
         if user not in p.users or u is None or "researcher" not in u.roles or not at < p.expires_at:
             raise PermissionDenied(f"permit {permit_id} is not in force for {user!r}", code=code)
         return p
 
-    def file_output(self, *, at: datetime, **facts: object) -> OutputRequest:
-        from governance import outputs as out
-        from governance.errors import PermissionDenied
-
+    def file_output(self, *, at: datetime, **facts: Any) -> OutputRequest:
+        # ``facts``: governance.service.file_output_request's keyword arguments, as the access
+        # layer's airlock passes them on; checked here as the store checks them.
         with self._lock:
-            permit_id = int(facts["permit_id"])  # type: ignore[arg-type]
+            permit_id = int(facts["permit_id"])
             p = self._require_permit(permit_id, str(facts["requester"]), at, "output.not_on_permit")
             exception = self._exception_in_force(permit_id, at) if facts.get("row_level") else None
             if facts.get("row_level") and exception is None:
@@ -242,7 +198,7 @@ class InMemoryGovernance:
             o = out.OutputRequest(
                 id=oid,
                 permit_id=permit_id,
-                release_id=p.release_id,
+                release_id=p.release,
                 requester=str(facts["requester"]),
                 status=out.OutputStatus.SUBMITTED.value,
                 round=1,
@@ -256,10 +212,10 @@ class InMemoryGovernance:
                 file_name=str(facts["file_name"]),
                 sha256=str(facts["sha256"]),
                 size_bytes=int(facts["size_bytes"]),
-                rows=int(facts["rows"]),  # type: ignore[arg-type]
+                rows=int(facts["rows"]),
                 columns=tuple(facts["columns"]),
-                row_level=bool(facts.get("row_level")),  # type: ignore[arg-type]
-                row_level_reasons=tuple(facts.get("row_level_reasons") or ()),  # type: ignore[arg-type]
+                row_level=bool(facts.get("row_level")),
+                row_level_reasons=tuple(facts.get("row_level_reasons") or ()),
                 exception_id=exception.id if exception else None,
                 consent_sha256=str(facts.get("consent_sha256") or "0" * 64),
                 created_at=at,
@@ -284,8 +240,6 @@ class InMemoryGovernance:
             return frozenset(p.users), frozenset(p.holders)
 
     def outputs_for_checker(self, *, checker: str) -> list[OutputRequest]:
-        from governance import outputs as out
-
         with self._lock:
             who = self._party(checker)
             found = []
@@ -306,8 +260,6 @@ class InMemoryGovernance:
     def check_output(
         self, *, output_id: int, checker: str, decision: str, comment: str, at: datetime
     ) -> OutputRequest:
-        from governance import outputs as out
-
         with self._lock:
             o = self._locked_output(output_id)
             p = self._permit_by_id(o.permit_id)
@@ -324,13 +276,8 @@ class InMemoryGovernance:
             return o
 
     def resubmit_output(
-        self, *, output_id: int, actor: str, context: str, replacement: dict | None, at: datetime
+        self, *, output_id: int, actor: str, context: str, replacement: dict[str, Any] | None, at: datetime
     ) -> OutputRequest:
-        from dataclasses import replace
-
-        from governance import outputs as out
-        from governance.errors import PermissionDenied
-
         with self._lock:
             repl = dict(replacement or {})
             if "columns" in repl:
@@ -351,8 +298,6 @@ class InMemoryGovernance:
             return o
 
     def withdraw_output(self, *, output_id: int, actor: str, at: datetime) -> OutputRequest:
-        from governance import outputs as out
-
         with self._lock:
             o = out.withdraw(self._locked_output(output_id), actor, at=at)
             self._outputs()[output_id] = o
@@ -361,12 +306,6 @@ class InMemoryGovernance:
     def record_output_download(
         self, *, output_id: int, actor: str, sha256: str, at: datetime
     ) -> OutputRequest:
-        import hmac
-        from dataclasses import replace
-
-        from governance import outputs as out
-        from governance.errors import InvalidTransition, PermissionDenied
-
         with self._lock:
             o = self._locked_output(output_id)
             if (refusal := out.download_refusal(o, actor)) is not None:
@@ -393,8 +332,6 @@ class InMemoryGovernance:
     def record_output_exception(
         self, *, permit_id: int, steward: str, justification: str, at: datetime, holder_id: str | None = None
     ) -> OutputException:
-        from governance import outputs as out
-
         with self._lock:
             p = self._permit_by_id(permit_id)
             who = self._party(steward)
@@ -419,11 +356,6 @@ class InMemoryGovernance:
             return e
 
     def withdraw_output_exception(self, *, exception_id: int, actor: str, at: datetime) -> OutputException:
-        from dataclasses import replace
-
-        from governance import outputs as out
-        from governance.errors import NotFound, PermissionDenied
-
         with self._lock:
             found = [i for i, e in enumerate(self._exceptions()) if e.id == exception_id]
             if not found:

@@ -120,6 +120,13 @@ class Permit:
     def __post_init__(self) -> None:
         _display_safe(self, single=("project",))
 
+    @property
+    def release(self) -> str:
+        """The release this permit grants; the access layer is given released permits only."""
+        if self.release_id is None:
+            raise ValueError(f"permit {self.id} is not bound to a release yet")
+        return self.release_id
+
     def is_active(self, at: datetime) -> bool:
         """True only for a released, unrevoked permit within its validity (fails closed)."""
         return (
