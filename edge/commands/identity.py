@@ -16,7 +16,9 @@ from pathlib import Path
 
 import click
 
+from governance import service, store
 from hdp.settings import get_settings
+from pipelines.reid import HasRole, ReidError, decide_reid, get_reid, request_reid, resolve_reid
 from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
 
 # -------------------------------------------------------------------------------- keys
@@ -133,10 +135,8 @@ def keys_rotate_domain(domain: str, yes: bool) -> None:
 # -------------------------------------------------------------------------------- reid
 
 
-def _governance_identity(token: str | None) -> tuple[str, object]:
+def _governance_identity(token: str | None) -> tuple[str, HasRole]:
     """(user name, has_role) from the governance store; the CLI edge may import governance."""
-    from governance import service, store
-
     if not token:
         raise click.UsageError("give your API token with --token or HDP_TOKEN")
     url = get_settings().governance_url
@@ -167,8 +167,6 @@ def reid() -> None:
 @_token
 def reid_request(release_id: str, pseudonym: str, justification: str, token: str | None) -> None:
     """File a request to re-identify one person of a release."""
-    from pipelines.reid import ReidError, request_reid
-
     user, _ = _governance_identity(token)
     try:
         rid = request_reid(
@@ -181,11 +179,9 @@ def reid_request(release_id: str, pseudonym: str, justification: str, token: str
 
 
 def _decide(request_id: int, token: str | None, decision: str) -> None:
-    from pipelines.reid import ReidError, decide_reid
-
     user, has_role = _governance_identity(token)
     try:
-        r = decide_reid(request_id=request_id, actor=user, decision=decision, has_role=has_role)  # type: ignore[arg-type]
+        r = decide_reid(request_id=request_id, actor=user, decision=decision, has_role=has_role)
     except ReidError as exc:
         _fail(exc)
         return
@@ -212,8 +208,6 @@ def reid_reject(request_id: int, token: str | None) -> None:
 @click.argument("request_id", type=int)
 def reid_show(request_id: int) -> None:
     """Status and approvers of a request (no pseudonym, no identifier)."""
-    from pipelines.reid import ReidError, get_reid
-
     try:
         r = get_reid(request_id)
     except ReidError as exc:
@@ -230,11 +224,9 @@ def reid_show(request_id: int) -> None:
 @_token
 def reid_resolve(request_id: int, token: str | None) -> None:
     """Print the identifier of an approved request (requester only, once)."""
-    from pipelines.reid import ReidError, resolve_reid
-
     user, has_role = _governance_identity(token)
     try:
-        identifier = resolve_reid(request_id=request_id, actor=user, has_role=has_role)  # type: ignore[arg-type]
+        identifier = resolve_reid(request_id=request_id, actor=user, has_role=has_role)
     except (ReidError, KeyStoreError) as exc:
         _fail(exc)
         return
