@@ -6,6 +6,9 @@ Per data holder (each a separate data controller, so each could run as its own n
 and one ``release`` DAG that builds, gates and publishes the releases of approved requests.
 Assets chain them: a holder's fresh raw zone triggers its pseudonymisation; fresh research
 zones trigger the release DAG.
+
+Each task imports ``edge.stages`` when it runs, not when the file is parsed: the scheduler parses
+this file often, and the stages bring DuckDB, pyarrow and SQLAlchemy work with them.
 """
 
 from __future__ import annotations
