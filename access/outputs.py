@@ -21,10 +21,11 @@ layer's HTTP boundary is where data leaves, so the rule is applied to every quer
   permit has recorded a justified exception on the permit (``classify`` decides, failing
   closed: anything not clearly a grouped aggregate is row-level).
 
-``ExportRule.from_env`` reads ``HDP_ACCESS_PREVIEW_ROWS`` and ``HDP_ACCESS_PREVIEW_FORMATS``; in
-production (``HDP_ENV=production``) they may only tighten the defaults, otherwise every
-record-level query is refused (``output.rule_invalid``, 503): a looser rule exists for
-development and for tests of the engine, never for real data.
+``ExportRule.from_env`` takes the settings ``HDP_ACCESS_PREVIEW_ROWS`` and
+``HDP_ACCESS_PREVIEW_FORMATS`` (:class:`hdp.settings.Settings`); in production
+(``HDP_ENV=production``) they may only tighten the defaults, otherwise every record-level query
+is refused (``output.rule_invalid``, 503): a looser rule exists for development and for tests of
+the engine, never for real data.
 
 Every step is written to the access audit log (``access.output_*``) as well as, through
 governance, to the governance audit log; neither gets free text or data, only ids, hashes,
@@ -39,7 +40,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from sqlglot import exp
 from access.errors import Forbidden, NotFound, QueryRefused, Refusal
 from access.formats import MEDIA_TYPES, serialise
 from access.ports import AGGREGATE, RECORD, OutputGovernance, Permit, User
+from hdp.settings import SettingsError, get_settings, load_settings
 
 PREVIEW_ROWS = 100
 PREVIEW_FORMATS = frozenset({"json", "arrow"})
@@ -96,18 +98,21 @@ class ExportRule:
     preview_formats: frozenset[str] = PREVIEW_FORMATS
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ExportRule:
-        env = dict(os.environ if env is None else env)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ExportRule:
+        """The rule of the settings of ``env`` (default: this process's environment)."""
         try:
-            rows = int(env.get("HDP_ACCESS_PREVIEW_ROWS", PREVIEW_ROWS))
-            raw = env.get("HDP_ACCESS_PREVIEW_FORMATS")
+            settings = get_settings() if env is None else load_settings(env)
+            rows = PREVIEW_ROWS if settings.access_preview_rows is None else settings.access_preview_rows
             formats = (
-                PREVIEW_FORMATS if raw is None else frozenset(f.strip() for f in raw.split(",") if f.strip())
+                PREVIEW_FORMATS
+                if settings.access_preview_formats is None
+                else settings.access_preview_formats
             )
-        except ValueError:
-            rows, formats = -1, frozenset()
+            production = settings.is_production
+        except SettingsError:
+            rows, formats, production = -1, frozenset(), False
         looser = rows > PREVIEW_ROWS or not formats <= PREVIEW_FORMATS
-        if rows < 0 or not formats <= set(MEDIA_TYPES) or (looser and env.get("HDP_ENV") == "production"):
+        if rows < 0 or not formats <= set(MEDIA_TYPES) or (looser and production):
             raise Refusal(
                 "output.rule_invalid",
                 "the export rule is misconfigured (HDP_ACCESS_PREVIEW_*); record-level results are "
@@ -117,16 +122,13 @@ class ExportRule:
         return cls(rows, formats)
 
 
-_rules: dict[tuple[str | None, ...], ExportRule] = {}
+_rules: dict[tuple[int | None, frozenset[str] | None, str], ExportRule] = {}
 
 
 def export_rule() -> ExportRule:
     """The rule in force (from the environment; re-read when it changes, cached otherwise)."""
-    key = (
-        os.environ.get("HDP_ACCESS_PREVIEW_ROWS"),
-        os.environ.get("HDP_ACCESS_PREVIEW_FORMATS"),
-        os.environ.get("HDP_ENV"),
-    )
+    settings = get_settings()
+    key = (settings.access_preview_rows, settings.access_preview_formats, settings.environment)
     rule = _rules.get(key)
     if rule is None:
         rule = _rules[key] = ExportRule.from_env()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,21 +73,20 @@ class AccessSettings:
     def from_env(cls) -> AccessSettings:
         """From ``hdp.settings`` plus ``HDP_ACCESS_*`` / ``HDP_OIDC_*`` variables."""
         s = hdp_settings.get_settings()
-        env = os.environ
         return cls(
             releases_dir=s.releases_dir,
             private_dir=s.release_private_dir,
             audit_path=s.audit_dir / AUDIT_FILE,
             limits=Limits(
-                timeout_s=float(env.get("HDP_ACCESS_TIMEOUT_S", "10")),
-                max_rows=int(env.get("HDP_ACCESS_MAX_ROWS", "1000000")),
-                memory_limit=env.get("HDP_ACCESS_MEMORY_LIMIT", "1GB"),
-                threads=int(env.get("HDP_ACCESS_THREADS", "2")),
+                timeout_s=s.access_timeout_s,
+                max_rows=s.access_max_rows,
+                memory_limit=s.access_memory_limit,
+                threads=s.access_threads,
             ),
-            query_budget=int(env.get("HDP_ACCESS_QUERY_BUDGET", str(DEFAULT_BUDGET))),
-            oidc_issuer=env.get("HDP_OIDC_ISSUER"),
-            oidc_audience=env.get("HDP_OIDC_AUDIENCE"),
-            oidc_jwks_url=env.get("HDP_OIDC_JWKS_URL"),
+            query_budget=DEFAULT_BUDGET if s.access_query_budget is None else s.access_query_budget,
+            oidc_issuer=s.oidc_issuer,
+            oidc_audience=s.oidc_audience,
+            oidc_jwks_url=s.oidc_jwks_url,
         )
 
 

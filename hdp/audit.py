@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from hdp.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -66,8 +68,6 @@ _ANCHOR_WIDTH = 256
 _ENTRY_CONTEXT = b"hdp-audit-entry-v1\x00"
 _ANCHOR_CONTEXT = b"hdp-audit-anchor-v1\x00"
 _TEXT_CONTEXT = b"hdp-audit-text-v1\x00"
-#: Default: a head checkpoint every this many entries (and on close).
-CHECKPOINT_EVERY = int(os.environ.get("HDP_AUDIT_CHECKPOINT_EVERY", "100"))
 #: Audit files and their folder are the owner's only, whatever the umask.
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -223,7 +223,9 @@ class AuditLog:
 
     ``key``: a :class:`KeyRing` or :class:`AuditKey` (keyed), None (unkeyed), or
     ``DEFAULT``: asked of the process's key source on first use (and again while it has none).
-    ``checkpoints``: where head checkpoints go (None: nowhere); ``checkpoint_every`` entries.
+    ``checkpoints``: where head checkpoints go (None: nowhere); every ``checkpoint_every`` entries
+    (default ``HDP_AUDIT_CHECKPOINT_EVERY``). The head anchor goes to ``anchor_path`` (default: in
+    ``HDP_AUDIT_ANCHOR_DIR``, else beside the log).
     """
 
     def __init__(
@@ -234,21 +236,22 @@ class AuditLog:
         fsync: bool = True,
         key: KeyRing | AuditKey | None = DEFAULT,
         checkpoints: CheckpointStore | None = None,
-        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.path = path
-        anchor_dir = os.environ.get("HDP_AUDIT_ANCHOR_DIR")
+        settings = get_settings()
+        anchor_dir = settings.audit_anchor_dir
         if anchor_path is None:
             anchor_path = (
-                (Path(anchor_dir) / (path.name + ".head"))
-                if anchor_dir
-                else path.with_name(path.name + ".head")
+                (anchor_dir / (path.name + ".head")) if anchor_dir else path.with_name(path.name + ".head")
             )
         self.anchor_path = anchor_path
         self.log_id = path.name  # bound into every MAC: entries cannot move between logs
         self.fsync = fsync
         self.checkpoints = checkpoints
-        self.checkpoint_every = max(1, checkpoint_every)
+        self.checkpoint_every = max(
+            1, settings.audit_checkpoint_every if checkpoint_every is None else checkpoint_every
+        )
         self._key_default = key is DEFAULT
         self._ring: KeyRing | None = None if key is DEFAULT else _as_ring(key)
         self._prepared = False  # folders and modes made on first append, not on every one (hot path)

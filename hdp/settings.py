@@ -1,4 +1,4 @@
-"""Where everything lives, read once from the environment.
+"""The platform's settings (:class:`Settings`, every ``HDP_*`` variable) and where everything lives.
 
 All state is under one data home, ``$HDP_HOME`` (default ``var/`` in the checkout).
 Direct identifiers may only ever exist under ``$HDP_HOME/restricted/``; every other
@@ -34,18 +34,45 @@ import errno
 import json
 import logging
 import os
+import re
 import struct
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO_ROOT / "schemas"
 
-DEVELOPMENT = "development"
-PRODUCTION = "production"
+DEVELOPMENT: Final = "development"
+PRODUCTION: Final = "production"
+#: Every setting is an environment variable with this prefix (see :class:`Settings`).
+ENV_PREFIX = "HDP_"
+#: Default: an audit log's head is checkpointed every this many entries (and on close).
+DEFAULT_CHECKPOINT_EVERY = 100
 
 
 class SettingsError(RuntimeError):
@@ -192,11 +219,211 @@ class Holder:
     perturbation: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: Path
-    environment: str
-    governance_url: str
+def _memory_limit(value: str) -> str:
+    if not _MEMORY_LIMIT.fullmatch(value):
+        raise ValueError("must be a size such as '2GB' or '512MiB'")
+    return value
+
+
+def _comma_separated(value: object) -> object:
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _expand_user(value: Path | None) -> Path | None:
+    return None if value is None else value.expanduser()
+
+
+#: A DuckDB memory limit ("2GB", "512MiB", "1.5 GB"). Checked here because it is spliced into
+#: ``SET memory_limit = '...'``: nothing but a number and a unit gets there.
+_MEMORY_LIMIT = re.compile(r"[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B|bytes)", re.IGNORECASE)
+MemoryLimit = Annotated[str, AfterValidator(_memory_limit)]
+#: A comma-separated list ("json,arrow") as a set; NoDecode: not JSON.
+CommaSeparated = Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_separated)]
+UserPath = Annotated[Path, AfterValidator(_expand_user)]
+
+#: The environment :func:`load_settings` reads while it builds a :class:`Settings` (None: os.environ).
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("hdp_settings_environ", default=None)
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping :func:`load_settings` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _environ.get()
+        if environ is None:
+            return super()._load_env_vars()
+        # as pydantic-settings reads os.environ: names compared case-insensitively, empty = unset
+        return {k.lower(): v for k, v in environ.items() if not (self.env_ignore_empty and v == "")}
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform, each from one ``HDP_*`` environment variable.
+
+    The variable of a field is ``HDP_`` and the field's name in capitals (``home``: ``HDP_HOME``),
+    except ``environment`` (``HDP_ENV``). An empty variable counts as unset. This class is the one
+    place a variable is read, typed, checked and described (``deploy/hdp.env.example`` lists them
+    for deployments); modules read ``get_settings().<field>``, never ``os.environ``. A bad value
+    is a :class:`SettingsError` naming the variable (never echoing a secret's value).
+
+    Secrets (the key-encryption key, the CLI user's token, URLs that may carry a password or a
+    token) are hidden from ``repr`` and from error messages.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+        frozen=True,
+        extra="ignore",
+    )
+
+    # -- where everything lives ------------------------------------------------
+    home: Path = Field(
+        default_factory=lambda: REPO_ROOT / "var",
+        validate_default=True,
+        description="The data home: every file the platform keeps (default: var/ in the checkout).",
+    )
+    environment: Literal["development", "production"] = Field(
+        default=DEVELOPMENT,
+        validation_alias=AliasChoices("HDP_ENV", "environment"),
+        description="'development' or 'production'. Production refuses insecure defaults: a SQLite "
+        "governance or metrics store, a generated key-encryption key, a KEK file others can read, "
+        "export rules looser than the defaults.",
+    )
+    governance_url: str = Field(
+        default="",
+        validate_default=True,
+        repr=False,
+        description="SQLAlchemy URL of the governance store (default: SQLite governance.sqlite in the "
+        "data home). Production needs Postgres (postgresql+psycopg://...). May hold a password.",
+    )
+    metrics_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="SQLAlchemy URL of the run-metrics store (default: SQLite under the data home's "
+        "monitoring/; production needs Postgres: every worker records into it). May hold a password.",
+    )
+    alert_webhook: SecretStr | None = Field(
+        default=None,
+        description="http(s) URL that failure alerts are POSTed to as JSON (unset: log only). Its "
+        "scheme is checked when an alert is sent, never here: a bad webhook must not fail the task "
+        "it reports on. May hold a token.",
+    )
+
+    # -- keys ------------------------------------------------------------------
+    kek: SecretStr | None = Field(
+        default=None,
+        description="The key-encryption key, base64 of 32 bytes (for secret managers that inject "
+        "variables). Checked where it is decoded (privacy.keys), like a key file.",
+    )
+    kek_file: UserPath | None = Field(
+        default=None,
+        description="A file outside the data home holding the key-encryption key (base64 of 32 "
+        "bytes, mode 0600); used when HDP_KEK is unset.",
+    )
+    kek_dir: UserPath = Field(
+        default_factory=lambda: Path.home() / ".config" / "hdp",
+        description="Development only: the folder of the generated key-encryption key (kek), used "
+        "when neither HDP_KEK nor HDP_KEK_FILE is set. Default ~/.config/hdp.",
+    )
+
+    # -- audit log -------------------------------------------------------------
+    audit_anchor_dir: UserPath | None = Field(
+        default=None,
+        description="Folder of the audit logs' head anchors (default: beside each log); point it at "
+        "another volume or WORM storage in production.",
+    )
+    audit_checkpoint_every: int = Field(
+        default=DEFAULT_CHECKPOINT_EVERY,
+        ge=1,
+        description="Record an audit log's head in the governance store every this many entries.",
+    )
+
+    # -- pipelines -------------------------------------------------------------
+    quality_memory_limit: MemoryLimit = Field(
+        default="2GB", description="DuckDB memory limit of a quality-gate run (the gate spills beyond it)."
+    )
+    pseudonymise_memory_limit: MemoryLimit = Field(
+        default="2GB", description="DuckDB memory limit of a pseudonymisation run."
+    )
+
+    # -- access layer ----------------------------------------------------------
+    access_workers: int = Field(default=2, ge=1, description="uvicorn worker processes of `hdp serve`.")
+    access_timeout_s: float = Field(default=10.0, gt=0, description="Seconds a researcher's query may run.")
+    access_max_rows: int = Field(default=1_000_000, ge=1, description="Rows a query may return at most.")
+    access_memory_limit: MemoryLimit = Field(default="1GB", description="DuckDB memory limit of a query.")
+    access_threads: int = Field(default=2, ge=1, description="DuckDB threads of a query.")
+    access_query_budget: int | None = Field(
+        default=None,
+        ge=0,
+        description="Distinct aggregate queries a permit may ask when no steward set its budget "
+        "(default: governance.ledger.DEFAULT_BUDGET).",
+    )
+    access_preview_rows: int | None = Field(
+        default=None,
+        ge=0,
+        description="Rows a record-level query may return directly (default: access.outputs."
+        "PREVIEW_ROWS); in production only lower than the default.",
+    )
+    access_preview_formats: CommaSeparated | None = Field(
+        default=None,
+        description="Comma-separated formats a record-level result may be returned in directly "
+        "(default: access.outputs.PREVIEW_FORMATS); in production only a subset of the default.",
+    )
+    oidc_issuer: str | None = Field(default=None, description="OIDC issuer of researchers' identity tokens.")
+    oidc_audience: str | None = Field(
+        default=None, description="OIDC audience the identity tokens must name."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="URL of the OIDC issuer's signing keys (JWKS)."
+    )
+
+    # -- client side -------------------------------------------------------------
+    token: SecretStr | None = Field(
+        default=None,
+        description="Client side, never read by a server: the API token of the person using the hdp "
+        "CLI. The governance commands act with it; `hdp query` and the identity commands take it "
+        "through their --token option, whose default is this variable (click's envvar).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Values given to the constructor, then the environment; no .env file and no secrets
+        # folder: deployments inject variables (docker-compose, the secret manager).
+        return init_settings, _EnvironSource(settings_cls)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("governance_url")
+    @classmethod
+    def _governance_store(cls, value: str, info: ValidationInfo) -> str:
+        home = info.data.get("home")
+        url = value or (f"sqlite:///{home / 'governance.sqlite'}" if home is not None else "")
+        if info.data.get("environment") == PRODUCTION and not url.startswith("postgresql"):
+            raise ValueError("production needs a Postgres URL (postgresql+psycopg://...)")
+        return url
+
+    @field_validator("oidc_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc
+        ):
+            raise ValueError("must be an http(s) URL")
+        return value
 
     # -- restricted zone -------------------------------------------------
     @property
@@ -273,24 +500,69 @@ class Settings:
         return self.environment == PRODUCTION
 
 
-def _default_home() -> Path:
-    return REPO_ROOT / "var"
+class _CachedSettings:
+    """:func:`get_settings`: one validated :class:`Settings` per ``HDP_*`` environment."""
+
+    def __call__(self) -> Settings:
+        """The settings of this process's environment, validated once (per ``HDP_*`` environment).
+
+        A process whose environment does not change reads and checks it once. A change of an
+        ``HDP_*`` variable (a test's ``monkeypatch.setenv``, ``CliRunner(env=...)``) is seen by
+        the next call; ``get_settings.cache_clear()`` forgets every cached object.
+        """
+        snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+        return _settings_of(snapshot)
+
+    def cache_clear(self) -> None:
+        _settings_of.cache_clear()
 
 
-@cache
-def get_settings() -> Settings:
-    """Settings from the environment, validated once per process.
+@lru_cache(maxsize=8)
+def _settings_of(snapshot: tuple[tuple[str, str], ...]) -> Settings:
+    return load_settings(dict(snapshot))
 
-    Tests that change ``HDP_HOME`` call ``get_settings.cache_clear()``.
-    """
-    home = Path(os.environ.get("HDP_HOME") or _default_home()).resolve()
-    environment = os.environ.get("HDP_ENV", DEVELOPMENT)
-    if environment not in (DEVELOPMENT, PRODUCTION):
-        raise SettingsError(f"HDP_ENV must be {DEVELOPMENT!r} or {PRODUCTION!r}, not {environment!r}")
-    governance_url = os.environ.get("HDP_GOVERNANCE_URL") or f"sqlite:///{home / 'governance.sqlite'}"
-    if environment == PRODUCTION and governance_url.startswith("sqlite"):
-        raise SettingsError("production needs HDP_GOVERNANCE_URL pointing at Postgres, not SQLite")
-    return Settings(home=home, environment=environment, governance_url=governance_url)
+
+get_settings = _CachedSettings()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings read from ``environ`` (default ``os.environ``), uncached; :class:`SettingsError`
+    naming each bad variable."""
+    token = _environ.set(os.environ if environ is None else environ)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    finally:
+        _environ.reset(token)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a :class:`Settings` field."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return ENV_PREFIX + field.upper()
+
+
+def _is_secret(field: str) -> bool:
+    info = Settings.model_fields[field]
+    return not info.repr or info.annotation in (SecretStr, SecretStr | None)
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per bad variable: its name, what is wrong, and the value unless it is a secret."""
+    by_name = {f: f for f in Settings.model_fields} | {env_name(f): f for f in Settings.model_fields}
+    lines = []
+    for error in exc.errors(include_input=True, include_url=False):
+        field = by_name.get(str(error["loc"][0]), "") if error["loc"] else ""
+        if not field:
+            lines.append(error["msg"])
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        shown = "" if _is_secret(field) else f" (got {error['input']!r})"
+        lines.append(f"{env_name(field)}: {message}{shown}")
+    return "; ".join(lines)
 
 
 @cache

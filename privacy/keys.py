@@ -86,11 +86,9 @@ def _is_within(path: Path, root: Path) -> bool:
     return True
 
 
-def _default_kek_dir() -> Path:
-    return Path(os.environ.get("HDP_KEK_DIR") or Path.home() / ".config" / "hdp")
-
-
-def _read_kek_file(path: Path, settings: Settings, origin: str) -> bytes:
+def read_kek_file(path: Path, settings: Settings, origin: str) -> bytes:
+    """The key-encryption key in file ``path``: outside the data home, not readable by others in
+    production, base64 of 32 bytes. ``origin`` names the file's source in errors."""
     if _is_within(path, settings.home):
         raise KekError(
             f"{origin} ({path}) lies inside HDP_HOME; keep the key-encryption key outside the data home"
@@ -110,19 +108,23 @@ def _read_kek_file(path: Path, settings: Settings, origin: str) -> bytes:
 
 
 def load_kek(settings: Settings | None = None) -> bytes:
-    """The key-encryption key from the environment or a file outside ``$HDP_HOME``."""
+    """The key-encryption key from the environment or a file outside ``$HDP_HOME``.
+
+    ``settings`` (default: the current ones) gives the data home and the environment; the key's
+    source (``HDP_KEK``, ``HDP_KEK_FILE``, ``HDP_KEK_DIR``) is always this process's current
+    setting, read at each call.
+    """
     settings = settings or get_settings()
-    env = os.environ.get("HDP_KEK")
-    if env:
-        return _decode_kek(env, "HDP_KEK")
-    file = os.environ.get("HDP_KEK_FILE")
-    if file:
-        return _read_kek_file(Path(file).expanduser(), settings, "HDP_KEK_FILE")
+    source = get_settings()
+    if source.kek is not None and source.kek.get_secret_value():
+        return _decode_kek(source.kek.get_secret_value(), "HDP_KEK")
+    if source.kek_file is not None:
+        return read_kek_file(source.kek_file, settings, "HDP_KEK_FILE")
     if settings.is_production:
         raise KekError("HDP_ENV=production needs a key-encryption key: set HDP_KEK or HDP_KEK_FILE")
-    path = _default_kek_dir() / "kek"
+    path = source.kek_dir / "kek"
     if path.exists():
-        return _read_kek_file(path, settings, "development KEK file")
+        return read_kek_file(path, settings, "development KEK file")
     if _is_within(path, settings.home):
         raise KekError(f"development KEK location {path} lies inside HDP_HOME; set HDP_KEK_DIR elsewhere")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,7 +133,7 @@ def load_kek(settings: Settings | None = None) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_kek_file(path, settings, "development KEK file")
+        return read_kek_file(path, settings, "development KEK file")
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(base64.b64encode(kek).decode() + "\n")
     log.warning(

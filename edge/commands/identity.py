@@ -19,7 +19,7 @@ import click
 from governance import service, store
 from hdp.settings import get_settings
 from pipelines.reid import HasRole, ReidError, decide_reid, get_reid, request_reid, resolve_reid
-from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
+from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek, read_kek_file
 
 # -------------------------------------------------------------------------------- keys
 
@@ -78,17 +78,7 @@ def keys_rotate_kek(new_kek_file: Path, generate: bool) -> None:
             with os.fdopen(fd, "w", encoding="ascii") as fh:
                 fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
         # read through the same checks as HDP_KEK_FILE (outside HDP_HOME, permissions, format)
-        saved = os.environ.get("HDP_KEK"), os.environ.get("HDP_KEK_FILE")
-        try:
-            os.environ.pop("HDP_KEK", None)
-            os.environ["HDP_KEK_FILE"] = str(new_kek_file)
-            new = LocalAesGcmKms(load_kek(settings))
-        finally:
-            for name, value in zip(("HDP_KEK", "HDP_KEK_FILE"), saved, strict=True):
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        new = LocalAesGcmKms(read_kek_file(new_kek_file.expanduser(), settings, "--new-kek-file"))
         if new.key_id == current.key_id:
             raise KekError("the new key-encryption key is the current one")
         n = store.rotate_kek(new)

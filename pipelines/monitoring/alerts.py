@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
+from hdp.settings import get_settings
 from pipelines.monitoring.figures import TaskFigures, TaskIdentity
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def build_alert(
 
 
 def webhook_url() -> str | None:
-    url = os.environ.get(WEBHOOK_ENV, "").strip()
+    configured = get_settings().alert_webhook
+    url = configured.get_secret_value().strip() if configured is not None else ""
     if not url:
         return None
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:

@@ -15,7 +15,6 @@ Only counts, ids and exception *class names* are stored: never a message, never 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,7 +82,7 @@ QUARANTINED = "quarantined"
 def metrics_url() -> str:
     """``HDP_METRICS_URL``, else SQLite under ``$HDP_HOME/monitoring/``; production refuses SQLite."""
     settings = get_settings()
-    url = os.environ.get(METRICS_URL_ENV) or f"sqlite:///{settings.home / 'monitoring' / 'metrics.sqlite'}"
+    url = settings.metrics_url or f"sqlite:///{settings.home / 'monitoring' / 'metrics.sqlite'}"
     if settings.is_production and url.startswith("sqlite"):
         raise SettingsError(
             f"production needs {METRICS_URL_ENV} pointing at Postgres: every worker records run metrics"

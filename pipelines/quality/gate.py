@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -48,13 +47,11 @@ __all__ = [
 ]
 
 
-#: DuckDB memory cap for the gate's connection. DuckDB's default is 80% of RAM; the gate shares the
-#: worker with other tasks, and spilling to disk (uniqueness, references) is cheaper than an OOM kill.
-MEMORY_LIMIT = os.environ.get("HDP_QUALITY_MEMORY_LIMIT", "2GB")
-
-
 def _configure(con) -> None:
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT.replace(chr(39), '')}'")
+    # A memory cap (HDP_QUALITY_MEMORY_LIMIT, default 2GB; only a number and a unit get through the
+    # setting's check): DuckDB's default is 80% of RAM, the gate shares the worker with other tasks,
+    # and spilling to disk (uniqueness, references) is cheaper than an OOM kill.
+    con.execute(f"SET memory_limit = '{get_settings().quality_memory_limit}'")
     con.execute("SET preserve_insertion_order = false")  # quarantine copies need no order; saves memory
 
 

@@ -287,10 +287,11 @@ def test_export_rule_configuration(monkeypatch):
     from access.outputs import ExportRule
 
     assert ExportRule.from_env({}) == ExportRule(100, frozenset({"json", "arrow"}))
-    assert ExportRule.from_env({"HDP_ACCESS_PREVIEW_ROWS": "10", "HDP_ENV": "production"}).preview_rows == 10
+    production = {"HDP_ENV": "production", "HDP_GOVERNANCE_URL": "postgresql+psycopg://gov@db/gov"}
+    assert ExportRule.from_env({"HDP_ACCESS_PREVIEW_ROWS": "10", **production}).preview_rows == 10
     for env in (
-        {"HDP_ACCESS_PREVIEW_ROWS": "5000", "HDP_ENV": "production"},
-        {"HDP_ACCESS_PREVIEW_FORMATS": "json,csv", "HDP_ENV": "production"},
+        {"HDP_ACCESS_PREVIEW_ROWS": "5000", **production},
+        {"HDP_ACCESS_PREVIEW_FORMATS": "json,csv", **production},
         {"HDP_ACCESS_PREVIEW_ROWS": "many"},
         {"HDP_ACCESS_PREVIEW_FORMATS": "xlsx"},
     ):

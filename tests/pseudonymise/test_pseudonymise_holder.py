@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from hdp.settings import SettingsError
 from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from pseudonymise.raw_fixtures import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
 
@@ -288,7 +289,7 @@ def test_all_valid_identifiers_quarantine_nothing(hdp_home, kek_env):
 def test_memory_limit_setting_is_validated(hdp_home, kek_env, monkeypatch):
     build_ndr(hdp_home)
     monkeypatch.setenv("HDP_PSEUDONYMISE_MEMORY_LIMIT", "1GB'; DROP TABLE person_link; --")
-    with pytest.raises(PseudonymiseError, match="HDP_PSEUDONYMISE_MEMORY_LIMIT"):
+    with pytest.raises(SettingsError, match="HDP_PSEUDONYMISE_MEMORY_LIMIT"):
         pseudonymise_holder("ndr", settings=hdp_home)
     monkeypatch.setenv("HDP_PSEUDONYMISE_MEMORY_LIMIT", "512MB")
     assert pseudonymise_holder("ndr", settings=hdp_home).rows_out == 6
