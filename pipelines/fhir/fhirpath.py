@@ -649,7 +649,7 @@ def compile_path(src: str) -> Fn:
     """Compile a FHIRPath expression into ``fn(focus_collection, env) -> collection``."""
     if not isinstance(src, str) or not src.strip():
         raise FhirPathError("a FHIRPath expression must be a non-empty string")
-    return _compile(_Parser(src).parse())
+    return _compile(parse_path(src))
 
 
 def _compile(node: Node) -> Fn:

@@ -281,10 +281,14 @@ def json_depth(body: bytes) -> int:
     return best
 
 
-def _python_only_rows(obj: dict[str, Any], rtype: str, flags: list[Flag]) -> ViewRows:
+def _python_only_rows(body: bytes, rtype: str, flags: list[Flag]) -> ViewRows:
     """Rows of the views the SQL compiler could not take (the others come from DuckDB)."""
+    views = _state().python_views_by_type.get(rtype)
+    if not views:
+        return {}
+    obj = _decode(body)
     rows: ViewRows = {}
-    for view in _state().python_views_by_type.get(rtype, ()):
+    for view in views:
         try:
             rows[view.name] = view.rows(obj)
         except ViewDefinitionError:
@@ -299,11 +303,7 @@ def _fast_outcome(body: bytes, expected: str) -> ResourceOutcome | None:
         return None
     flags = [Flag("code.unknown", p) for p in struct_unknown_code_paths(expected, struct, _state().codes)]
     if sql_safe(body, struct):
-        rows = (
-            _python_only_rows(_decode(body), expected, flags)
-            if _state().python_views_by_type.get(expected)
-            else {}
-        )
+        rows = _python_only_rows(body, expected, flags)
         return ResourceOutcome(
             rtype=expected, rid=struct.id, valid=True, rows=rows, flags=flags, sql_flat=True
         )
@@ -757,6 +757,8 @@ class _Loader:
     """Buffers rows and writes them to DuckDB in Arrow batches."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, plan: ViewPlan) -> None:
+        # pyarrow and numpy are imported where loading needs them: each takes about as long to
+        # import as the rest of this module, and ``hdp fhir validate`` needs neither.
         import pyarrow as pa
         import pyarrow.compute as pc
 
