@@ -254,8 +254,9 @@ class _EnvironSource(EnvSettingsSource):
         environ = _environ.get()
         if environ is None:
             return super()._load_env_vars()
-        # as pydantic-settings reads os.environ: names compared case-insensitively, empty = unset
-        return {k.lower(): v for k, v in environ.items() if not (self.env_ignore_empty and v == "")}
+        # the settings' variables, upper case as documented (pydantic-settings compares lower-cased
+        # names); an empty variable is unset
+        return {k.lower(): v for k, v in environ.items() if k.isupper() and v != ""}
 
 
 class Settings(BaseSettings):
@@ -510,16 +511,22 @@ class _CachedSettings:
         ``HDP_*`` variable (a test's ``monkeypatch.setenv``, ``CliRunner(env=...)``) is seen by
         the next call; ``get_settings.cache_clear()`` forgets every cached object.
         """
-        snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
-        return _settings_of(snapshot)
+        # Only the settings' own variables: looking up two dozen names is cheap, decoding the
+        # whole environment on every call is not.
+        return _settings_of(tuple(os.environ.get(name) for name in _env_names()))
 
     def cache_clear(self) -> None:
         _settings_of.cache_clear()
 
 
+@cache
+def _env_names() -> tuple[str, ...]:
+    return tuple(env_name(field) for field in Settings.model_fields)
+
+
 @lru_cache(maxsize=8)
-def _settings_of(snapshot: tuple[tuple[str, str], ...]) -> Settings:
-    return load_settings(dict(snapshot))
+def _settings_of(values: tuple[str | None, ...]) -> Settings:
+    return load_settings({name: v for name, v in zip(_env_names(), values, strict=True) if v is not None})
 
 
 get_settings = _CachedSettings()
