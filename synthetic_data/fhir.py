@@ -12,6 +12,7 @@ import hashlib
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 from synthetic_data import codes as cs
 from synthetic_data import geo
 from synthetic_data import identifiers as ids
-from synthetic_data.population import MEDS_FOR_TREATMENT, Person, build_population
+from synthetic_data.population import MEDS_FOR_TREATMENT, OtherEncounter, Person, Visit, build_population
 
 DEFAULT_EXTRACT_DATE = date(2026, 11, 1)
 
@@ -299,49 +300,72 @@ def _diabetes_icd(person: Person, rng: random.Random) -> str:
     return f"{prefix}.5" if rng.random() < 0.05 else f"{prefix}.9"
 
 
-def person_resources(
-    person: Person, region: str, *, seed: int, new_id: IdFactory | None = None
-) -> list[Resource]:
-    """All journal resources of one person in one region's FHIR system, in chronological order."""
-    new_id = new_id or IdFactory(seed, region)
-    rng = random.Random(f"{seed}:fhir:{region}:{person.index}")
-    k = person.index
-    pid = new_id("Patient", k)
-    out: list[Resource] = [patient_resource(person, region, pid)]
-    hba1c_system, hba1c_code, hba1c_display = hba1c_coding(region, rng)
+#: Key of the first non-NDR encounter: visits are keyed by their index (0, 1, ...), other encounters
+#: by this plus theirs, so the key tells the two apart and orders a visit before an encounter of
+#: the same day. It is part of the resources' id paths.
+_OTHER_ENCOUNTER_KEY = 10_000
 
-    # events in this region: ("ndr", visit) and ("other", encounter), chronological
-    events: list[tuple[date, int, Any]] = []
-    for i, v in enumerate(person.visits):
-        if v.region == region:
-            events.append((v.day + timedelta(days=v.encounter_shift), i, v))
-    for j, o in enumerate(person.other_encounters):
-        if o.region == region:
-            events.append((o.start, 10_000 + j, o))
-    events.sort(key=lambda e: (e[0], e[1]))
-    if not events:
-        return out
-    first_day = events[0][0]
 
-    # chronic conditions (problem list)
-    out.append(
+@dataclass(frozen=True)
+class _JournalEvent:
+    """One contact in a region's journal: an NDR visit or another encounter."""
+
+    day: date  # the journal's day (a visit's register date shifted by its encounter_shift)
+    key: int
+    contact: Visit | OtherEncounter
+
+
+def _journal_events(person: Person, region: str) -> list[_JournalEvent]:
+    """The person's contacts with this region, in chronological order."""
+    events = [
+        _JournalEvent(v.day + timedelta(days=v.encounter_shift), i, v)
+        for i, v in enumerate(person.visits)
+        if v.region == region
+    ]
+    events.extend(
+        _JournalEvent(o.start, _OTHER_ENCOUNTER_KEY + j, o)
+        for j, o in enumerate(person.other_encounters)
+        if o.region == region
+    )
+    events.sort(key=lambda e: (e.day, e.key))
+    return events
+
+
+@dataclass(frozen=True)
+class _Journal:
+    """What every resource of one person's journal in one region shares."""
+
+    person: Person
+    region: str
+    pid: str
+    new_id: IdFactory
+    #: the person's stream for this region: resources draw from it in journal order
+    rng: random.Random
+    #: (system, code, display) of HbA1c at this region's labs, fixed per person
+    hba1c: tuple[str, str, str]
+
+
+def _problem_list(j: _Journal, first_day: date) -> list[Resource]:
+    """The diabetes and the comorbidities that started while the person lived in the region."""
+    person, k = j.person, j.person.index
+    out = [
         condition_resource(
-            new_id("Condition", k, "dm"),
-            pid,
-            code=_diabetes_icd(person, rng),
+            j.new_id("Condition", k, "dm"),
+            j.pid,
+            code=_diabetes_icd(person, j.rng),
             recorded=max(first_day, person.diagnosis_date),
             onset=person.diagnosis_date,
             encounter=None,
             category="problem-list-item",
         )
-    )
+    ]
     for n, (code, onset) in enumerate(person.comorbidities):
-        if person.region_at(max(onset, first_day)) != region:
+        if person.region_at(max(onset, first_day)) != j.region:
             continue
         out.append(
             condition_resource(
-                new_id("Condition", k, "c", n),
-                pid,
+                j.new_id("Condition", k, "c", n),
+                j.pid,
                 code=code,
                 recorded=max(onset, first_day),
                 onset=onset,
@@ -349,156 +373,195 @@ def person_resources(
                 category="problem-list-item",
             )
         )
+    return out
 
-    last_med_year: dict[str, str] = {}
-    med_requests: list[Resource] = []
-    for day, key, ev in events:
-        eid = new_id("Encounter", k, key)
-        if key < 10_000:  # an NDR visit
-            v = ev
-            minute = 8 * 60 + rng.randrange(0, 16) * 30
-            start = local_datetime(day, minute)
-            out.append(
-                encounter_resource(
+
+class _Prescriptions:
+    """Medication requests of one journal: each medicine renewed at the first visit of a year."""
+
+    def __init__(self, j: _Journal) -> None:
+        self._journal = j
+        self._last_year: dict[str, str] = {}
+        self.requests: list[Resource] = []
+
+    def renew(self, key: int, eid: str, day: date, authored: str, atcs: tuple[str, ...]) -> None:
+        j, year = self._journal, str(day.year)
+        k = j.person.index
+        for atc in atcs:
+            if self._last_year.get(atc) == year:
+                continue
+            self._last_year[atc] = year
+            self.requests.append(
+                medication_request_resource(
+                    j.new_id("MedicationRequest", k, key, atc),
+                    j.pid,
                     eid,
-                    pid,
-                    kind="NDR",
-                    start=start,
-                    end=local_datetime(day, minute + 30),
-                    region=region,
+                    atc=atc,
+                    authored=authored,
+                    status="active",
                 )
             )
-            if rng.random() < 0.95:
-                out.append(
-                    observation_resource(
-                        new_id("Observation", k, key, "hba1c"),
-                        pid,
-                        eid,
-                        system=hba1c_system,
-                        code=hba1c_code,
-                        display=hba1c_display,
-                        value=v.hba1c,
-                        unit="mmol/mol",
-                        when=start,
-                        lab=True,
-                    )
-                )
-            if rng.random() < 0.8:
-                out.append(
-                    observation_resource(
-                        new_id("Observation", k, key, "bmi"),
-                        pid,
-                        eid,
-                        system=cs.LOINC_SYSTEM,
-                        code=cs.BMI_LOINC[0],
-                        display=cs.BMI_LOINC[1],
-                        value=v.bmi,
-                        unit="kg/m2",
-                        when=start,
-                        lab=False,
-                    )
-                )
-            if rng.random() < 0.7:
-                out.append(
-                    observation_resource(
-                        new_id("Observation", k, key, "weight"),
-                        pid,
-                        eid,
-                        system=cs.LOINC_SYSTEM,
-                        code=cs.WEIGHT_LOINC[0],
-                        display=cs.WEIGHT_LOINC[1],
-                        value=v.weight,
-                        unit="kg",
-                        when=start,
-                        lab=False,
-                    )
-                )
-            if rng.random() < 0.9:
-                out.extend(_blood_pressure(new_id, k, key, pid, eid, v.systolic, v.diastolic, start))
-            if v.ekg:
-                out.append(
-                    procedure_resource(
-                        new_id("Procedure", k, key, "AF037"),
-                        pid,
-                        eid,
-                        code="AF037",
-                        performed=start,
-                    )
-                )
-            if v.prom is not None and rng.random() < 0.6:
-                out.append(
-                    eq5d_response_resource(
-                        new_id("QuestionnaireResponse", k, key),
-                        pid,
-                        eid,
-                        levels=v.prom.levels,
-                        vas=v.prom.vas,
-                        authored=start,
-                    )
-                )
-            # prescriptions renewed at the first visit of each year
-            year = str(day.year)
-            for atc in MEDS_FOR_TREATMENT[v.treatment] + person.extra_medications:
-                if last_med_year.get(atc) == year:
-                    continue
-                last_med_year[atc] = year
-                med_requests.append(
-                    medication_request_resource(
-                        new_id("MedicationRequest", k, key, atc),
-                        pid,
-                        eid,
-                        atc=atc,
-                        authored=start,
-                        status="active",
-                    )
-                )
+
+    def settled(self) -> list[Resource]:
+        """The requests with their final status: active only if it is the latest for that medicine
+        and the person still lives in the region."""
+        latest: dict[str, Resource] = {}
+        for mr in self.requests:
+            atc = mr["medicationCodeableConcept"]["coding"][0]["code"]
+            if atc in latest:
+                latest[atc]["status"] = "completed"
+            latest[atc] = mr
+        person = self._journal.person
+        if person.death_date is not None or person.regions[-1] != self._journal.region:
+            for mr in latest.values():
+                mr["status"] = "stopped"
+        return self.requests
+
+
+def _visit_resources(
+    j: _Journal, day: date, key: int, v: Visit, prescriptions: _Prescriptions
+) -> list[Resource]:
+    """An NDR visit's encounter and what was measured there (each measurement is sometimes missing)."""
+    k, rng = j.person.index, j.rng
+    eid = j.new_id("Encounter", k, key)
+    minute = 8 * 60 + rng.randrange(0, 16) * 30
+    start = local_datetime(day, minute)
+    out = [
+        encounter_resource(
+            eid, j.pid, kind="NDR", start=start, end=local_datetime(day, minute + 30), region=j.region
+        )
+    ]
+    system, code, display = j.hba1c
+    if rng.random() < 0.95:
+        out.append(
+            observation_resource(
+                j.new_id("Observation", k, key, "hba1c"),
+                j.pid,
+                eid,
+                system=system,
+                code=code,
+                display=display,
+                value=v.hba1c,
+                unit="mmol/mol",
+                when=start,
+                lab=True,
+            )
+        )
+    if rng.random() < 0.8:
+        out.append(
+            observation_resource(
+                j.new_id("Observation", k, key, "bmi"),
+                j.pid,
+                eid,
+                system=cs.LOINC_SYSTEM,
+                code=cs.BMI_LOINC[0],
+                display=cs.BMI_LOINC[1],
+                value=v.bmi,
+                unit="kg/m2",
+                when=start,
+                lab=False,
+            )
+        )
+    if rng.random() < 0.7:
+        out.append(
+            observation_resource(
+                j.new_id("Observation", k, key, "weight"),
+                j.pid,
+                eid,
+                system=cs.LOINC_SYSTEM,
+                code=cs.WEIGHT_LOINC[0],
+                display=cs.WEIGHT_LOINC[1],
+                value=v.weight,
+                unit="kg",
+                when=start,
+                lab=False,
+            )
+        )
+    if rng.random() < 0.9:
+        out.extend(_blood_pressure(j.new_id, k, key, j.pid, eid, v.systolic, v.diastolic, start))
+    if v.ekg:
+        out.append(
+            procedure_resource(
+                j.new_id("Procedure", k, key, "AF037"), j.pid, eid, code="AF037", performed=start
+            )
+        )
+    if v.prom is not None and rng.random() < 0.6:
+        out.append(
+            eq5d_response_resource(
+                j.new_id("QuestionnaireResponse", k, key),
+                j.pid,
+                eid,
+                levels=v.prom.levels,
+                vas=v.prom.vas,
+                authored=start,
+            )
+        )
+    prescriptions.renew(key, eid, day, start, MEDS_FOR_TREATMENT[v.treatment] + j.person.extra_medications)
+    return out
+
+
+def _other_encounter_resources(j: _Journal, day: date, key: int, o: OtherEncounter) -> list[Resource]:
+    """A non-NDR encounter with its diagnosis, blood pressure and procedure, where it has them."""
+    k, rng = j.person.index, j.rng
+    eid = j.new_id("Encounter", k, key)
+    minute = 7 * 60 + rng.randrange(0, 28) * 30
+    start = local_datetime(day, minute)
+    end_day = day + timedelta(days=o.days)
+    end = local_datetime(
+        end_day,
+        min(minute + (60 if o.days == 0 else 0), 23 * 60)
+        if o.days == 0
+        else 10 * 60 + rng.randrange(0, 12) * 30,
+    )
+    out = [encounter_resource(eid, j.pid, kind=o.class_code, start=start, end=end, region=j.region)]
+    if o.diagnosis is not None:
+        out.append(
+            condition_resource(
+                j.new_id("Condition", k, key),
+                j.pid,
+                code=o.diagnosis,
+                recorded=day,
+                onset=None,
+                encounter=eid,
+                category="encounter-diagnosis",
+            )
+        )
+    if o.systolic is not None and o.diastolic is not None:
+        out.extend(_blood_pressure(j.new_id, k, key, j.pid, eid, o.systolic, o.diastolic, start))
+    if o.procedure is not None:
+        out.append(
+            procedure_resource(
+                j.new_id("Procedure", k, key, o.procedure),
+                j.pid,
+                eid,
+                code=o.procedure,
+                performed=local_datetime(day, minute + 120) if o.days else start,
+            )
+        )
+    return out
+
+
+def person_resources(
+    person: Person, region: str, *, seed: int, new_id: IdFactory | None = None
+) -> list[Resource]:
+    """All journal resources of one person in one region's FHIR system, in chronological order
+    (the medication requests last)."""
+    new_id = new_id or IdFactory(seed, region)
+    rng = random.Random(f"{seed}:fhir:{region}:{person.index}")
+    pid = new_id("Patient", person.index)
+    out: list[Resource] = [patient_resource(person, region, pid)]
+    journal = _Journal(person, region, pid, new_id, rng, hba1c_coding(region, rng))
+    events = _journal_events(person, region)
+    if not events:
+        return out
+    out.extend(_problem_list(journal, events[0].day))
+    prescriptions = _Prescriptions(journal)
+    for event in events:
+        if isinstance(event.contact, Visit):
+            out.extend(_visit_resources(journal, event.day, event.key, event.contact, prescriptions))
         else:
-            o = ev
-            minute = 7 * 60 + rng.randrange(0, 28) * 30
-            start = local_datetime(day, minute)
-            end_day = day + timedelta(days=o.days)
-            end = local_datetime(
-                end_day,
-                min(minute + (60 if o.days == 0 else 0), 23 * 60)
-                if o.days == 0
-                else 10 * 60 + rng.randrange(0, 12) * 30,
-            )
-            out.append(encounter_resource(eid, pid, kind=o.class_code, start=start, end=end, region=region))
-            if o.diagnosis is not None:
-                out.append(
-                    condition_resource(
-                        new_id("Condition", k, key),
-                        pid,
-                        code=o.diagnosis,
-                        recorded=day,
-                        onset=None,
-                        encounter=eid,
-                        category="encounter-diagnosis",
-                    )
-                )
-            if o.systolic is not None and o.diastolic is not None:
-                out.extend(_blood_pressure(new_id, k, key, pid, eid, o.systolic, o.diastolic, start))
-            if o.procedure is not None:
-                out.append(
-                    procedure_resource(
-                        new_id("Procedure", k, key, o.procedure),
-                        pid,
-                        eid,
-                        code=o.procedure,
-                        performed=local_datetime(day, minute + 120) if o.days else start,
-                    )
-                )
-    # a prescription stays active only if it is the latest for that medicine and the person lives
-    latest: dict[str, Resource] = {}
-    for mr in med_requests:
-        atc = mr["medicationCodeableConcept"]["coding"][0]["code"]
-        if atc in latest:
-            latest[atc]["status"] = "completed"
-        latest[atc] = mr
-    if person.death_date is not None or person.regions[-1] != region:
-        for mr in latest.values():
-            mr["status"] = "stopped"
-    out.extend(med_requests)
+            out.extend(_other_encounter_resources(journal, event.day, event.key, event.contact))
+    out.extend(prescriptions.settled())
     return out
 
 

@@ -123,9 +123,7 @@ class Person:
 
     def region_at(self, d: date) -> str:
         """The region responsible for the person on day ``d``."""
-        if self.previous_address is not None and self.move_date is not None and d < self.move_date:
-            return self.previous_address.region
-        return self.home_region
+        return _region_on(d, self.home_region, self.previous_address, self.move_date)
 
     def address_in(self, region: str) -> Address:
         if self.previous_address is not None and self.previous_address.region == region:
@@ -289,24 +287,23 @@ def _prom(rng: random.Random, age: int, hba1c: float) -> Prom:
     return Prom(levels=tuple(levels), vas=vas, prem=prem)  # type: ignore[arg-type]
 
 
-def _person(seed: int, index: int, number: str, from_list: bool, extract_date: date) -> Person:
-    rng = random.Random(f"{seed}:person:{index}")
-    if rng.random() < SAMORDNINGSNUMMER_SHARE:
-        number = ids.to_samordningsnummer(number)
-    born = ids.birth_date(number)
-    sex = ids.sex(number)
-    age = ids.age_on(number, extract_date)
+@dataclass(frozen=True)
+class _Names:
+    given: tuple[str, ...]
+    family: str
+
+
+def _names(rng: random.Random, sex: str) -> _Names:
     names = geo.MALE_NAMES if sex == "male" else geo.FEMALE_NAMES
     given = (rng.choice(names),) if rng.random() < 0.7 else tuple(rng.sample(names, 2))
     family = rng.choice(geo.FAMILY_NAMES)
     if rng.random() < 0.1:
         family = f"{family}-{rng.choice(geo.FAMILY_NAMES)}"
-    height = rng.gauss(178, 7) if sex == "male" else rng.gauss(165, 6)
+    return _Names(given=given, family=family)
 
-    home = rng.choices(geo.REGIONS, weights=geo.REGION_WEIGHTS)[0]
-    address = _address(rng, home)
 
-    dtype = _diabetes_type(rng, age)
+def _diagnosis_date(rng: random.Random, dtype: str, born: date, age: int, extract_date: date) -> date:
+    """When the diabetes was diagnosed: in the past, at least 90 days before the extract."""
     onset_age = rng.gauss(14, 9) if dtype == "typ1" else rng.gauss(55, 11)
     if onset_age >= age - 0.3:  # would be diagnosed in the future: years since diagnosis instead
         onset_age = age - 0.3 - rng.expovariate(1 / 6)
@@ -317,41 +314,62 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         diagnosis = latest_diagnosis - timedelta(days=rng.randrange(400))
     if diagnosis < born:
         diagnosis = born + timedelta(days=30)
+    return diagnosis
 
-    start = max(date(FIRST_YEAR, 1, 1), diagnosis + timedelta(days=14))
-    end = extract_date - timedelta(days=1)
-    death: date | None = None
+
+def _death_date(rng: random.Random, age: int, start: date, end: date) -> date | None:
+    """A death within the follow-up [start, end] (likelier with age), or None."""
     p_death = 0.015 + max(0, age - 70) * 0.004
     if rng.random() < p_death:
         span = (end - start).days
         if span > 60:
-            death = start + timedelta(days=rng.randrange(30, span))
-            end = death - timedelta(days=1)
+            return start + timedelta(days=rng.randrange(30, span))
+    return None
 
-    # clinical baseline
-    bmi0 = rng.gauss(25, 4) if dtype == "typ1" else rng.gauss(30, 5)
-    bmi0 = _clip(bmi0, 16.5, 52)
-    hba1c0 = rng.gauss(62 if dtype == "typ1" else 53, 10)
-    sys0 = rng.gauss(128 + 0.35 * (age - 55) + 0.5 * (bmi0 - 28), 12)
-    dia0 = rng.gauss(78 - 0.1 * (age - 55), 8)
+
+@dataclass(frozen=True)
+class _Baseline:
+    """A person's clinical state at the start of follow-up; visits vary around it."""
+
+    bmi: float
+    hba1c: float
+    systolic: float
+    diastolic: float
+    smoking: str
+    treatment: str
+    #: from this year on the treatment is escalated one step (None: never)
+    escalate_year: int | None
+
+
+def _baseline(rng: random.Random, dtype: str, age: int, extract_date: date) -> _Baseline:
+    bmi = _clip(rng.gauss(25, 4) if dtype == "typ1" else rng.gauss(30, 5), 16.5, 52)
+    hba1c = rng.gauss(62 if dtype == "typ1" else 53, 10)
+    systolic = rng.gauss(128 + 0.35 * (age - 55) + 0.5 * (bmi - 28), 12)
+    diastolic = rng.gauss(78 - 0.1 * (age - 55), 8)
     smoking = rng.choices(SMOKING, weights=(55, 30, 10, 5) if age >= 40 else (75, 10, 10, 5))[0]
     treatment = _initial_treatment(rng, dtype)
     escalate_year = rng.randint(FIRST_YEAR, extract_date.year) if rng.random() < 0.2 else None
+    return _Baseline(bmi, hba1c, systolic, diastolic, smoking, treatment, escalate_year)
 
-    # comorbidities
-    comorb: list[tuple[str, date]] = []
 
-    def onset_between(a: date, b: date) -> date:
-        if b <= a:
-            return a
-        return a + timedelta(days=rng.randrange((b - a).days + 1))
+def _day_between(rng: random.Random, a: date, b: date) -> date:
+    """A uniformly drawn day in [a, b] (``a`` itself if the interval is empty)."""
+    if b <= a:
+        return a
+    return a + timedelta(days=rng.randrange((b - a).days + 1))
 
+
+def _comorbidities(
+    rng: random.Random, dtype: str, age: int, bmi: float, diagnosis: date, end: date
+) -> list[tuple[str, date]]:
+    """(ICD-10-SE code, onset) of the person's other chronic conditions, onset after diagnosis."""
     t2like = dtype != "typ1"
+    comorbidities: list[tuple[str, date]] = []
     for code, p in (
         ("I10", 0.55 if t2like else 0.2),
         ("E78.0", 0.35 if t2like else 0.15),
         ("N18.3", 0.12 + 0.004 * max(age - 60, 0)),
-        ("E66.9", 0.7 if bmi0 >= 30 else 0.0),
+        ("E66.9", 0.7 if bmi >= 30 else 0.0),
         ("I25.1", 0.1 if age >= 55 else 0.01),
         ("I48.9", 0.06 if age >= 65 else 0.01),
         ("G63.2", 0.1),
@@ -360,11 +378,14 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         ("E03.9", 0.1 if dtype == "typ1" else 0.03),
     ):
         if rng.random() < p:
-            comorb.append((code, onset_between(diagnosis, end)))
-    codes = {c for c, _ in comorb}
+            comorbidities.append((code, _day_between(rng, diagnosis, end)))
+    return comorbidities
 
+
+def _extra_medications(rng: random.Random, dtype: str, age: int, codes: set[str]) -> list[str]:
+    """ATC codes in use besides the diabetes treatment's own (may repeat: the caller dedupes)."""
     meds: list[str] = []
-    if t2like and rng.random() < 0.3:
+    if dtype != "typ1" and rng.random() < 0.3:
         meds.append(rng.choice(("A10BK01", "A10BK03", "A10BH01", "A10BB12")))
     if "I10" in codes:
         meds.append("C09AA05" if rng.random() < 0.6 else rng.choice(("C09CA01", "C08CA01")))
@@ -372,8 +393,11 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         meds.append("C10AA01" if rng.random() < 0.4 else "C10AA05")
     if "I25.1" in codes:
         meds.append("B01AC06")
+    return meds
 
-    # visits
+
+def _visit_days(rng: random.Random, dtype: str, start: date, end: date, extract_date: date) -> list[date]:
+    """NDR visit days in [start, end], one to four a year on weekdays; at least one visit."""
     weights = (1, 3, 4, 2) if dtype == "typ1" else (2, 4, 3, 1)
     visit_days: list[date] = []
     for year in range(FIRST_YEAR, extract_date.year + 1):
@@ -391,104 +415,189 @@ def _person(seed: int, index: int, number: str, from_list: bool, extract_date: d
         visit_days.extend(sorted(days))
     if not visit_days:  # diagnosed (or died) at the edge of the period: one visit
         visit_days = [min(start, end) if start <= end else end]
+    return visit_days
 
+
+def _region_on(day: date, home: str, previous: Address | None, move: date | None) -> str:
+    """The region responsible on ``day`` for a person living in ``home``, or in ``previous``
+    before ``move``."""
+    if previous is not None and move is not None and day < move:
+        return previous.region
+    return home
+
+
+@dataclass(frozen=True)
+class _Residence:
+    """Where a person lives: ``home`` now, ``previous`` before ``move`` (for persons who moved)."""
+
+    home: str
     previous: Address | None = None
     move: date | None = None
+
+    def region_at(self, day: date) -> str:
+        return _region_on(day, self.home, self.previous, self.move)
+
+
+def _residence(rng: random.Random, home: str, visit_days: list[date]) -> _Residence:
+    """Some persons moved from another region, between two of their visits."""
     if len(visit_days) >= 2 and rng.random() < MOVED_SHARE:
         k = rng.randrange(1, len(visit_days))
         move = visit_days[k - 1] + timedelta(
             days=rng.randrange(1, (visit_days[k] - visit_days[k - 1]).days + 1)
         )
         old_region = rng.choice([r for r in geo.REGIONS if r != home])
-        previous = _address(rng, old_region)
+        return _Residence(home=home, previous=_address(rng, old_region), move=move)
+    return _Residence(home=home)
 
-    def region_at(d: date) -> str:
-        if move is not None and previous is not None and d < move:
-            return previous.region
-        return home
 
+def _visits(
+    rng: random.Random,
+    number: str,
+    visit_days: list[date],
+    baseline: _Baseline,
+    height: float,
+    residence: _Residence,
+) -> list[Visit]:
+    """The NDR visits: values drift around the baseline, the treatment escalates in its year."""
     visits: list[Visit] = []
     for i, d in enumerate(visit_days):
         years = (d - visit_days[0]).days / 365.25
-        tr = treatment
-        if escalate_year is not None and d.year >= escalate_year:
-            tr = _ESCALATE[treatment]
+        tr = baseline.treatment
+        if baseline.escalate_year is not None and d.year >= baseline.escalate_year:
+            tr = _ESCALATE[baseline.treatment]
         hba1c = _clip(
-            hba1c0 + 1.2 * math.sin(years) + rng.gauss(0, 5) - (4 if tr != treatment else 0), 28, 140
+            baseline.hba1c + 1.2 * math.sin(years) + rng.gauss(0, 5) - (4 if tr != baseline.treatment else 0),
+            28,
+            140,
         )
-        bmi = _clip(bmi0 + 0.3 * years + rng.gauss(0, 0.6), 15.5, 60)
+        bmi = _clip(baseline.bmi + 0.3 * years + rng.gauss(0, 0.6), 15.5, 60)
         age_v = ids.age_on(number, d)
         shift = 0 if rng.random() < 0.6 else rng.randint(-3, 3)
         visits.append(
             Visit(
                 day=d,
-                region=region_at(d + timedelta(days=shift)),
+                region=residence.region_at(d + timedelta(days=shift)),
                 encounter_shift=shift,
                 hba1c=int(round(hba1c)),
                 bmi=round(bmi, 1),
                 weight=round(bmi * (height / 100) ** 2, 1),
-                systolic=int(round(_clip(sys0 + rng.gauss(0, 9), 85, 210))),
-                diastolic=int(round(_clip(dia0 + rng.gauss(0, 6), 45, 120))),
-                smoking=smoking if i == 0 or rng.random() > 0.03 else "tidigare",
+                systolic=int(round(_clip(baseline.systolic + rng.gauss(0, 9), 85, 210))),
+                diastolic=int(round(_clip(baseline.diastolic + rng.gauss(0, 6), 45, 120))),
+                smoking=baseline.smoking if i == 0 or rng.random() > 0.03 else "tidigare",
                 treatment=tr,
                 prom=_prom(rng, age_v, hba1c) if rng.random() < PROM_SHARE else None,
                 ekg=rng.random() < 0.15,
             )
         )
+    return visits
 
-    others: list[OtherEncounter] = []
-    first, last = visit_days[0], end
+
+def _other_encounter(
+    rng: random.Random,
+    when: date,
+    last: date,
+    codes: set[str],
+    age: int,
+    baseline: _Baseline,
+    residence: _Residence,
+) -> OtherEncounter:
+    cls = rng.choices(("AMB", "EMER", "IMP", "VR"), weights=(45, 25, 15, 15))[0]
+    stay = rng.randint(1, 9) if cls == "IMP" else 0
+    if when + timedelta(days=stay) > last:
+        stay = 0
+    diag = None
+    proc = None
+    if cls in ("EMER", "IMP"):
+        diag = rng.choice(("E16.2", "J18.9", "S72.0", "I48.9", "I10"))
+        if "I25.1" in codes and cls == "IMP" and rng.random() < 0.3:
+            diag, proc = "I25.1", "FNG05"
+        elif "G63.2" in codes and cls == "IMP" and rng.random() < 0.2:
+            proc = rng.choice(("NHQ09", "NGQ19"))
+    elif cls == "AMB":
+        if "H36.0" in codes and rng.random() < 0.3:
+            diag, proc = "H36.0", "CKC12"
+        elif age >= 60 and rng.random() < 0.08:
+            proc = "CJE20"
+    bp = cls in ("EMER", "IMP")
+    return OtherEncounter(
+        start=when,
+        days=stay,
+        class_code=cls,
+        region=residence.region_at(when),
+        diagnosis=diag,
+        procedure=proc,
+        systolic=int(round(_clip(baseline.systolic + rng.gauss(5, 12), 85, 220))) if bp else None,
+        diastolic=int(round(_clip(baseline.diastolic + rng.gauss(2, 8), 45, 125))) if bp else None,
+    )
+
+
+def _other_encounters(
+    rng: random.Random,
+    first: date,
+    last: date,
+    codes: set[str],
+    age: int,
+    baseline: _Baseline,
+    residence: _Residence,
+) -> list[OtherEncounter]:
+    """Journal contacts between the first visit and the end of follow-up that are not NDR visits."""
     span_days = (last - first).days
-    if span_days > 0:
-        for _ in range(rng.choices((0, 1, 2, 3, 4, 6), weights=(20, 25, 25, 15, 10, 5))[0]):
-            when = first + timedelta(days=rng.randrange(span_days))
-            cls = rng.choices(("AMB", "EMER", "IMP", "VR"), weights=(45, 25, 15, 15))[0]
-            stay = rng.randint(1, 9) if cls == "IMP" else 0
-            if when + timedelta(days=stay) > last:
-                stay = 0
-            diag = None
-            proc = None
-            if cls in ("EMER", "IMP"):
-                diag = rng.choice(("E16.2", "J18.9", "S72.0", "I48.9", "I10"))
-                if "I25.1" in codes and cls == "IMP" and rng.random() < 0.3:
-                    diag, proc = "I25.1", "FNG05"
-                elif "G63.2" in codes and cls == "IMP" and rng.random() < 0.2:
-                    proc = rng.choice(("NHQ09", "NGQ19"))
-            elif cls == "AMB":
-                if "H36.0" in codes and rng.random() < 0.3:
-                    diag, proc = "H36.0", "CKC12"
-                elif age >= 60 and rng.random() < 0.08:
-                    proc = "CJE20"
-            bp = cls in ("EMER", "IMP")
-            others.append(
-                OtherEncounter(
-                    start=when,
-                    days=stay,
-                    class_code=cls,
-                    region=region_at(when),
-                    diagnosis=diag,
-                    procedure=proc,
-                    systolic=int(round(_clip(sys0 + rng.gauss(5, 12), 85, 220))) if bp else None,
-                    diastolic=int(round(_clip(dia0 + rng.gauss(2, 8), 45, 125))) if bp else None,
-                )
-            )
-        others.sort(key=lambda e: (e.start, e.class_code))
+    if span_days <= 0:
+        return []
+    others: list[OtherEncounter] = []
+    for _ in range(rng.choices((0, 1, 2, 3, 4, 6), weights=(20, 25, 25, 15, 10, 5))[0]):
+        when = first + timedelta(days=rng.randrange(span_days))
+        others.append(_other_encounter(rng, when, last, codes, age, baseline, residence))
+    others.sort(key=lambda e: (e.start, e.class_code))
+    return others
+
+
+def _person(seed: int, index: int, number: str, from_list: bool, extract_date: date) -> Person:
+    # One stream per person, drawn from in a fixed order: every step below takes its draws in
+    # turn, so reordering the steps changes every later value (and the generated files).
+    rng = random.Random(f"{seed}:person:{index}")
+    if rng.random() < SAMORDNINGSNUMMER_SHARE:
+        number = ids.to_samordningsnummer(number)
+    born = ids.birth_date(number)
+    sex = ids.sex(number)
+    age = ids.age_on(number, extract_date)
+    names = _names(rng, sex)
+    height = rng.gauss(178, 7) if sex == "male" else rng.gauss(165, 6)
+    home = rng.choices(geo.REGIONS, weights=geo.REGION_WEIGHTS)[0]
+    address = _address(rng, home)
+
+    dtype = _diabetes_type(rng, age)
+    diagnosis = _diagnosis_date(rng, dtype, born, age, extract_date)
+    start = max(date(FIRST_YEAR, 1, 1), diagnosis + timedelta(days=14))
+    end = extract_date - timedelta(days=1)
+    death = _death_date(rng, age, start, end)
+    if death is not None:
+        end = death - timedelta(days=1)
+
+    baseline = _baseline(rng, dtype, age, extract_date)
+    comorbidities = _comorbidities(rng, dtype, age, baseline.bmi, diagnosis, end)
+    codes = {c for c, _ in comorbidities}
+    meds = _extra_medications(rng, dtype, age, codes)
+    visit_days = _visit_days(rng, dtype, start, end, extract_date)
+    residence = _residence(rng, home, visit_days)
+    visits = _visits(rng, number, visit_days, baseline, height, residence)
+    others = _other_encounters(rng, visit_days[0], end, codes, age, baseline, residence)
 
     return Person(
         index=index,
         number=number,
         from_test_list=from_list,
-        given=given,
-        family=family,
+        given=names.given,
+        family=names.family,
         height_cm=round(height, 1),
         home_region=home,
         address=address,
-        previous_address=previous,
-        move_date=move,
+        previous_address=residence.previous,
+        move_date=residence.move,
         diabetes_type=dtype,
         diagnosis_date=diagnosis,
         death_date=death,
-        comorbidities=tuple(comorb),
+        comorbidities=tuple(comorbidities),
         extra_medications=tuple(dict.fromkeys(meds)),
         visits=tuple(visits),
         other_encounters=tuple(others),
