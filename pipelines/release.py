@@ -12,6 +12,10 @@ and only then renamed into place, so a half-built or failing release is never vi
 The builder holds identifiers (it reads ``person_link`` for the release pseudonyms), so the
 release's DuckDB file is written by a fresh process from the release's Parquet files
 (:mod:`pipelines.clean_writer`), and DuckDB spills into the restricted zone.
+
+The builder takes its inputs (the approved request, the consent keys excluded at build time,
+the settings) and returns what it built; reading them from governance and recording the
+published release there is the edge's part (:mod:`edge.releases`).
 """
 
 from __future__ import annotations
