@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -248,6 +248,164 @@ def _obs_code(r: Resource) -> str:
     return r["code"]["coding"][0]["code"]
 
 
+def _record_key(r: Resource) -> str:
+    return f"{r['resourceType']}/{r['id']}"
+
+
+@dataclass
+class _FhirInjection:
+    """One NDJSON file while its defects are injected: the resources (changed in place), which
+    lines carry which defect, and what is delivered beside them."""
+
+    resource_type: str
+    resources: list[Resource]
+    rng: random.Random
+    new_id: Callable[..., str]
+    misplaced: Callable[[str, str], Resource]
+    picker: _Picker
+    #: defects per class in this file
+    per_class: int
+    tags: dict[int, Tag] = field(default_factory=dict)
+    #: lines cut short (not valid JSON)
+    malformed: set[int] = field(default_factory=set)
+    #: lines delivered twice (the copy a little later)
+    duplicates: list[int] = field(default_factory=list)
+    #: line -> resources of another type delivered right after it
+    inserts: dict[int, list[tuple[Resource, Tag]]] = field(default_factory=dict)
+
+    def take(self, eligible: Callable[[int], bool] = lambda i: True) -> list[int]:
+        """This class's lines, disjoint from every other class's."""
+        return self.picker.take(self.per_class, eligible)
+
+    def tag(self, i: int, defect: str, column: str | None) -> None:
+        self.tags[i] = Tag(defect, column, _record_key(self.resources[i]))
+
+
+def _inject_identifier(f: _FhirInjection, defect: str) -> None:
+    mutate = bad_checksum if defect == "identifier.bad_checksum" else impossible_date
+    for i in f.take():
+        ident = f.resources[i]["identifier"][0]
+        ident["value"] = mutate(ident["value"], f.rng)
+        f.tag(i, defect, "personnummer")
+
+
+def _inject_duplicate(f: _FhirInjection, defect: str) -> None:
+    f.duplicates = f.take()
+
+
+def _inject_malformed(f: _FhirInjection, defect: str) -> None:
+    for i in f.take():
+        f.malformed.add(i)
+        f.tag(i, defect, None)
+
+
+def _inject_dangling_reference(f: _FhirInjection, defect: str) -> None:
+    for i in f.take():
+        f.resources[i]["subject"] = {
+            "reference": f"Patient/{f.new_id('Patient', 'dangling', f.resource_type, i)}"
+        }
+        f.tag(i, defect, "patient_id")
+
+
+def _inject_unknown_code(f: _FhirInjection, defect: str) -> None:
+    for n_i, i in enumerate(f.take()):
+        r = f.resources[i]
+        if f.resource_type == "Condition":
+            unknown = cs.UNKNOWN_ICD10SE[n_i % len(cs.UNKNOWN_ICD10SE)]
+            r["code"] = {"coding": [{"system": cs.ICD10SE_SYSTEM, "code": unknown}]}
+            f.tag(i, defect, "code")
+        else:
+            unknown = cs.UNKNOWN_ATC[n_i % len(cs.UNKNOWN_ATC)]
+            r["medicationCodeableConcept"] = {"coding": [{"system": cs.ATC_SYSTEM, "code": unknown}]}
+            f.tag(i, defect, "atc_code")
+
+
+def _inject_out_of_range(f: _FhirInjection, defect: str) -> None:
+    if f.resource_type == "QuestionnaireResponse":
+        for n_i, i in enumerate(f.take()):
+            r = f.resources[i]
+            if n_i % 2 == 0:
+                r["item"][0]["answer"][0]["valueCoding"]["code"] = "7"
+                f.tag(i, defect, "mobility")
+            else:
+                r["item"][5]["answer"][0]["valueInteger"] = 150
+                f.tag(i, defect, "eq_vas")
+        return
+    for i in f.take(lambda i: _obs_code(f.resources[i]) in _OUT_OF_RANGE_CODES):
+        r = f.resources[i]
+        r["valueQuantity"]["value"] = 900 if _obs_code(r) in _HBA1C_CODES else 3
+        f.tag(i, defect, "value")
+
+
+def _inject_wrong_unit(f: _FhirInjection, defect: str) -> None:
+    for i in f.take(lambda i: _obs_code(f.resources[i]) in _HBA1C_CODES):
+        q = f.resources[i]["valueQuantity"]
+        q.update(value=round(dcct_percent(q["value"]), 1), unit="%", code="%")
+        f.tag(i, defect, "value")
+
+
+def _inject_missing_required(f: _FhirInjection, defect: str) -> None:
+    for i in f.take():
+        del f.resources[i]["status"]
+        f.tag(i, defect, "status")
+
+
+def _inject_invalid(f: _FhirInjection, defect: str) -> None:
+    for n_i, i in enumerate(f.take()):
+        r = f.resources[i]
+        if f.resource_type == "MedicationRequest":
+            r["authoredOn"] = r["authoredOn"][:5] + "13" + r["authoredOn"][7:]
+            f.tag(i, defect, "authored_on")
+        elif n_i % 3 == 0:
+            r["effectiveDateTime"] = r["effectiveDateTime"][:5] + "02-30" + r["effectiveDateTime"][10:]
+            f.tag(i, defect, "effective_time")
+        elif n_i % 3 == 1:
+            r["valueQuantity"]["value"] = str(r["valueQuantity"]["value"]).replace(".", ",") + ",0"
+            f.tag(i, defect, "value")
+        else:
+            r["varde"] = r["valueQuantity"]["value"]  # element unknown to FHIR
+            f.tag(i, defect, None)
+
+
+def _inject_wrong_resource_type(f: _FhirInjection, defect: str) -> None:
+    for n_i, i in enumerate(f.take()):
+        pid = f.resources[i]["subject"]["reference"].split("/", 1)[1]
+        other = f.misplaced(pid, f"{f.resource_type}:{n_i}")
+        f.inserts.setdefault(i, []).append((other, Tag(defect, None, _record_key(other))))
+
+
+#: The injector of each defect class that FHIR_PLAN uses (kept in step with it by tests).
+_FHIR_INJECTORS: dict[str, Callable[[_FhirInjection, str], None]] = {
+    "identifier.bad_checksum": _inject_identifier,
+    "identifier.impossible_date": _inject_identifier,
+    "row.duplicate": _inject_duplicate,
+    "json.malformed_line": _inject_malformed,
+    "fhir.dangling_reference": _inject_dangling_reference,
+    "code.unknown": _inject_unknown_code,
+    "value.out_of_range": _inject_out_of_range,
+    "value.wrong_unit": _inject_wrong_unit,
+    "field.missing_required": _inject_missing_required,
+    "fhir.invalid": _inject_invalid,
+    "fhir.wrong_resource_type": _inject_wrong_resource_type,
+}
+
+
+def _delivered_lines(f: _FhirInjection) -> list[Line]:
+    """The file's lines: each resource (cut short if malformed), then what is delivered after it."""
+    after = _place_copies(len(f.resources), f.duplicates, f.rng, last_allowed=len(f.resources) - 1)
+    out: list[Line] = []
+    for i, r in enumerate(f.resources):
+        text = dumps(r)
+        if i in f.malformed:
+            text = text[: max(20, int(len(text) * 0.6))]
+        out.append((text, f.tags.get(i)))
+        for extra, tag in f.inserts.get(i, ()):
+            out.append((dumps(extra), tag))
+        for orig in after.get(i, ()):
+            out.append((dumps(f.resources[orig]), Tag("row.duplicate", None, _record_key(f.resources[orig]))))
+    return out
+
+
 def fhir_lines(
     resource_type: str,
     resources: list[Resource],
@@ -264,113 +422,18 @@ def fhir_lines(
     """
     plan = FHIR_PLAN[resource_type] if rate > 0 else ()
     n = len(resources)
-    k = per_class_count(rate, n, max(len(plan), 1))
-    picker = _Picker(n, rng)
-    tags: dict[int, Tag] = {}
-    malformed: set[int] = set()
-    duplicates: list[int] = []
-    inserts: dict[int, list[tuple[Resource, Tag]]] = {}
-
-    def key(r: Resource) -> str:
-        return f"{r['resourceType']}/{r['id']}"
-
+    injection = _FhirInjection(
+        resource_type,
+        resources,
+        rng,
+        new_id,
+        misplaced,
+        picker=_Picker(n, rng),
+        per_class=per_class_count(rate, n, max(len(plan), 1)),
+    )
     for defect in plan:
-        if defect in ("identifier.bad_checksum", "identifier.impossible_date"):
-            for i in picker.take(k):
-                ident = resources[i]["identifier"][0]
-                mutate = bad_checksum if defect == "identifier.bad_checksum" else impossible_date
-                ident["value"] = mutate(ident["value"], rng)
-                tags[i] = Tag(defect, "personnummer", key(resources[i]))
-        elif defect == "row.duplicate":
-            duplicates = picker.take(k)
-        elif defect == "json.malformed_line":
-            for i in picker.take(k):
-                malformed.add(i)
-                tags[i] = Tag(defect, None, key(resources[i]))
-        elif defect == "fhir.dangling_reference":
-            for i in picker.take(k):
-                resources[i]["subject"] = {
-                    "reference": f"Patient/{new_id('Patient', 'dangling', resource_type, i)}"
-                }
-                tags[i] = Tag(defect, "patient_id", key(resources[i]))
-        elif defect == "code.unknown":
-            for n_i, i in enumerate(picker.take(k)):
-                r = resources[i]
-                if resource_type == "Condition":
-                    r["code"] = {
-                        "coding": [
-                            {
-                                "system": cs.ICD10SE_SYSTEM,
-                                "code": cs.UNKNOWN_ICD10SE[n_i % len(cs.UNKNOWN_ICD10SE)],
-                            }
-                        ]
-                    }
-                    tags[i] = Tag(defect, "code", key(r))
-                else:
-                    r["medicationCodeableConcept"] = {
-                        "coding": [
-                            {"system": cs.ATC_SYSTEM, "code": cs.UNKNOWN_ATC[n_i % len(cs.UNKNOWN_ATC)]}
-                        ]
-                    }
-                    tags[i] = Tag(defect, "atc_code", key(r))
-        elif defect == "value.out_of_range":
-            if resource_type == "QuestionnaireResponse":
-                for n_i, i in enumerate(picker.take(k)):
-                    r = resources[i]
-                    if n_i % 2 == 0:
-                        r["item"][0]["answer"][0]["valueCoding"]["code"] = "7"
-                        tags[i] = Tag(defect, "mobility", key(r))
-                    else:
-                        r["item"][5]["answer"][0]["valueInteger"] = 150
-                        tags[i] = Tag(defect, "eq_vas", key(r))
-            else:
-                for i in picker.take(k, lambda i: _obs_code(resources[i]) in _OUT_OF_RANGE_CODES):
-                    r = resources[i]
-                    r["valueQuantity"]["value"] = 900 if _obs_code(r) in _HBA1C_CODES else 3
-                    tags[i] = Tag(defect, "value", key(r))
-        elif defect == "value.wrong_unit":
-            for i in picker.take(k, lambda i: _obs_code(resources[i]) in _HBA1C_CODES):
-                q = resources[i]["valueQuantity"]
-                q.update(value=round(dcct_percent(q["value"]), 1), unit="%", code="%")
-                tags[i] = Tag(defect, "value", key(resources[i]))
-        elif defect == "field.missing_required":
-            for i in picker.take(k):
-                del resources[i]["status"]
-                tags[i] = Tag(defect, "status", key(resources[i]))
-        elif defect == "fhir.invalid":
-            for n_i, i in enumerate(picker.take(k)):
-                r = resources[i]
-                if resource_type == "MedicationRequest":
-                    r["authoredOn"] = r["authoredOn"][:5] + "13" + r["authoredOn"][7:]
-                    tags[i] = Tag(defect, "authored_on", key(r))
-                elif n_i % 3 == 0:
-                    r["effectiveDateTime"] = (
-                        r["effectiveDateTime"][:5] + "02-30" + r["effectiveDateTime"][10:]
-                    )
-                    tags[i] = Tag(defect, "effective_time", key(r))
-                elif n_i % 3 == 1:
-                    r["valueQuantity"]["value"] = str(r["valueQuantity"]["value"]).replace(".", ",") + ",0"
-                    tags[i] = Tag(defect, "value", key(r))
-                else:
-                    r["varde"] = r["valueQuantity"]["value"]  # element unknown to FHIR
-                    tags[i] = Tag(defect, None, key(r))
-        elif defect == "fhir.wrong_resource_type":
-            for n_i, i in enumerate(picker.take(k)):
-                pid = resources[i]["subject"]["reference"].split("/", 1)[1]
-                other = misplaced(pid, f"{resource_type}:{n_i}")
-                inserts.setdefault(i, []).append((other, Tag(defect, None, key(other))))
-        else:  # pragma: no cover - plan and branches are kept in step by tests
+        injector = _FHIR_INJECTORS.get(defect)
+        if injector is None:  # pragma: no cover - plan and injectors are kept in step by tests
             raise AssertionError(f"no FHIR injector for {defect}")
-
-    after = _place_copies(n, duplicates, rng, last_allowed=n - 1)
-    out: list[Line] = []
-    for i, r in enumerate(resources):
-        text = dumps(r)
-        if i in malformed:
-            text = text[: max(20, int(len(text) * 0.6))]
-        out.append((text, tags.get(i)))
-        for extra, tag in inserts.get(i, ()):
-            out.append((dumps(extra), tag))
-        for orig in after.get(i, ()):
-            out.append((dumps(resources[orig]), Tag("row.duplicate", None, key(resources[orig]))))
-    return out
+        injector(injection, defect)
+    return _delivered_lines(injection)

@@ -24,11 +24,10 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 from hdp.settings import Settings, get_settings, holders
 from synthetic_data import codes as cs
@@ -137,12 +136,44 @@ class GenerationSummary:
 
 
 @dataclass(frozen=True)
+class _DefectLine:
+    """A defective line of a written file: its 1-based number (None: the whole file) and tag."""
+
+    line: int | None
+    tag: Tag
+
+
+@dataclass(frozen=True)
 class _Written:
     relative: str
     source: str
     records: int
     compressed: bool
-    manifest: list[tuple[int | None, Tag]]  # (line, tag)
+    defects: list[_DefectLine]
+
+
+@dataclass(frozen=True)
+class _StagedDelivery:
+    """One holder's new landing area, written beside the old one until every holder's is done."""
+
+    tmp: Path
+    written: list[_Written]
+
+
+@dataclass(frozen=True)
+class _DefectEntry:
+    """One line of the defect manifest (``defect_id`` is added when it is written, in order)."""
+
+    defect_class: str
+    holder: str
+    source: str
+    file: str
+    line: int | None
+    record_key: str | None
+    column: str | None
+
+    def sort_key(self) -> tuple[str, str, int, str]:
+        return (self.holder, self.file, self.line or 0, self.defect_class)
 
 
 def generate(
@@ -155,71 +186,34 @@ def generate(
 ) -> GenerationSummary:
     """Write every holder's landing area and the defect manifest; return counts."""
     started = time.perf_counter()
-    if persons < 1:
-        raise GenerationError(f"persons must be at least 1 (got {persons})")
-    if not 0 <= defect_rate <= MAX_DEFECT_RATE:
-        raise GenerationError(f"defect_rate must be between 0 and {MAX_DEFECT_RATE} (got {defect_rate})")
-    if extract_date < EARLIEST_EXTRACT_DATE:
-        raise GenerationError(
-            f"extract_date must be on or after {EARLIEST_EXTRACT_DATE.isoformat()} (visits start in {FIRST_YEAR})"
-        )
+    _check_arguments(persons, defect_rate, extract_date)
     settings = settings or get_settings()
-    regions = [h.id for h in holders() if h.kind == "region"]
-    if tuple(regions) != geo.REGIONS:
-        raise GenerationError(
-            f"schemas/holders.json regions {regions} differ from the generator's {geo.REGIONS}"
-        )
-
+    regions = _regions()
     population = build_population(seed=seed, persons=persons, extract_date=extract_date)
-    staged: dict[str, tuple[Path, list[_Written]]] = {}
-    try:
-        staged[NDR] = _write_ndr(settings, population, seed, defect_rate, extract_date)
-        gz_files = _gzip_choice(seed)
-        for region in regions:
-            staged[region] = _write_region(
-                settings, population, region, seed, defect_rate, extract_date, gz_files
-            )
-    except BaseException:
-        for tmp, _ in staged.values():
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    staged = _stage_deliveries(settings, population, regions, seed, defect_rate, extract_date)
 
-    manifest: list[dict[str, Any]] = []
+    manifest: list[_DefectEntry] = []
     files: list[FileCount] = []
-    for holder_id, (tmp, written) in staged.items():
-        landing = settings.landing_dir(holder_id)
-        delivery = {
-            "holder": holder_id,
-            "extract_date": extract_date.isoformat(),
-            "files": sorted(w.relative for w in written),
-        }
-        (tmp / "delivery.json").write_text(json.dumps(delivery, indent=2) + "\n", encoding="utf-8")
-        # replace the old delivery as a whole: never append to or mix with an earlier run
-        if landing.exists():
-            shutil.rmtree(landing)
-        tmp.rename(landing)
-        for w in sorted(written, key=lambda w: w.relative):
+    for holder_id, delivery in staged.items():
+        _publish(settings, holder_id, delivery, extract_date)
+        for w in sorted(delivery.written, key=lambda w: w.relative):
             files.append(FileCount(holder_id, w.source, w.relative, w.records, w.compressed))
-            for line, tag in w.manifest:
-                manifest.append(
-                    {
-                        "defect_class": tag.defect_class,
-                        "holder": holder_id,
-                        "source": w.source,
-                        "file": w.relative,
-                        "line": line,
-                        "record_key": tag.record_key,
-                        "column": tag.column,
-                    }
+            manifest.extend(
+                _DefectEntry(
+                    d.tag.defect_class,
+                    holder_id,
+                    w.source,
+                    w.relative,
+                    d.line,
+                    d.tag.record_key,
+                    d.tag.column,
                 )
+                for d in w.defects
+            )
+    manifest.sort(key=_DefectEntry.sort_key)
+    _write_manifest(settings.defect_manifest, manifest)
 
-    manifest.sort(key=lambda d: (d["holder"], d["file"], d["line"] or 0, d["defect_class"]))
-    settings.defect_manifest.parent.mkdir(parents=True, exist_ok=True)
-    with settings.defect_manifest.open("w", encoding="utf-8", newline="\n") as out:
-        for n, entry in enumerate(manifest, start=1):
-            out.write(json.dumps({"defect_id": n, **entry}, ensure_ascii=False) + "\n")
-
-    counts = Counter(d["defect_class"] for d in manifest)
+    counts = Counter(d.defect_class for d in manifest)
     missing = [c for c in DEFECT_CLASSES if counts[c] == 0]
     if defect_rate > 0 and missing:
         raise GenerationError(
@@ -244,6 +238,73 @@ def generate(
     )
 
 
+def _check_arguments(persons: int, defect_rate: float, extract_date: date) -> None:
+    if persons < 1:
+        raise GenerationError(f"persons must be at least 1 (got {persons})")
+    if not 0 <= defect_rate <= MAX_DEFECT_RATE:
+        raise GenerationError(f"defect_rate must be between 0 and {MAX_DEFECT_RATE} (got {defect_rate})")
+    if extract_date < EARLIEST_EXTRACT_DATE:
+        raise GenerationError(
+            f"extract_date must be on or after {EARLIEST_EXTRACT_DATE.isoformat()} (visits start in {FIRST_YEAR})"
+        )
+
+
+def _regions() -> list[str]:
+    """The region holders of schemas/holders.json, which must be the generator's regions."""
+    regions = [h.id for h in holders() if h.kind == "region"]
+    if tuple(regions) != geo.REGIONS:
+        raise GenerationError(
+            f"schemas/holders.json regions {regions} differ from the generator's {geo.REGIONS}"
+        )
+    return regions
+
+
+def _stage_deliveries(
+    settings: Settings,
+    population: Population,
+    regions: list[str],
+    seed: int,
+    defect_rate: float,
+    extract_date: date,
+) -> dict[str, _StagedDelivery]:
+    """Every holder's delivery, written to staging folders (all removed if one fails)."""
+    staged: dict[str, _StagedDelivery] = {}
+    try:
+        staged[NDR] = _write_ndr(settings, population, seed, defect_rate, extract_date)
+        gz_files = _gzip_choice(seed)
+        for region in regions:
+            staged[region] = _write_region(
+                settings, population, region, seed, defect_rate, extract_date, gz_files
+            )
+    except BaseException:
+        for delivery in staged.values():
+            shutil.rmtree(delivery.tmp, ignore_errors=True)
+        raise
+    return staged
+
+
+def _publish(settings: Settings, holder_id: str, delivery: _StagedDelivery, extract_date: date) -> None:
+    """Add ``delivery.json`` to the staged delivery and put it in place of the holder's landing area."""
+    landing = settings.landing_dir(holder_id)
+    manifest = {
+        "holder": holder_id,
+        "extract_date": extract_date.isoformat(),
+        "files": sorted(w.relative for w in delivery.written),
+    }
+    (delivery.tmp / "delivery.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # replace the old delivery as a whole: never append to or mix with an earlier run
+    if landing.exists():
+        shutil.rmtree(landing)
+    delivery.tmp.rename(landing)
+
+
+def _write_manifest(path: Path, entries: list[_DefectEntry]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for n, entry in enumerate(entries, start=1):
+            out.write(json.dumps({"defect_id": n, **asdict(entry)}, ensure_ascii=False) + "\n")
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 
@@ -264,8 +325,8 @@ def _write_lines(
     trailing_newline: bool,
     compressed: bool = False,
     encoding: str = "utf-8",
-) -> list[tuple[int | None, Tag]]:
-    """Write lines and return (1-based line number, tag) of every defective line."""
+) -> list[_DefectLine]:
+    """Write lines and return the defective ones (1-based line number and tag)."""
     texts = ([header] if header is not None else []) + [t for t, _ in lines]
     data = "\n".join(texts)
     if trailing_newline and texts:
@@ -281,12 +342,12 @@ def _write_lines(
     else:
         path.write_bytes(raw)
     offset = 2 if header is not None else 1
-    return [(i + offset, tag) for i, (_, tag) in enumerate(lines) if tag is not None]
+    return [_DefectLine(i + offset, tag) for i, (_, tag) in enumerate(lines) if tag is not None]
 
 
 def _write_ndr(
     settings: Settings, population: Population, seed: int, rate: float, extract_date: date
-) -> tuple[Path, list[_Written]]:
+) -> _StagedDelivery:
     tmp = _staging_dir(settings, NDR)
     written: list[_Written] = []
     reg_schema, prom_schema = source_schema("register"), source_schema("prom")
@@ -305,8 +366,8 @@ def _write_ndr(
             extract_date=extract_date,
             truncate=truncate,
         )
-        tags = _write_lines(tmp / schema.file, lines, header=schema.header, trailing_newline=not truncate)
-        written.append(_Written(schema.file, schema.source, len(lines), False, tags))
+        defects = _write_lines(tmp / schema.file, lines, header=schema.header, trailing_newline=not truncate)
+        written.append(_Written(schema.file, schema.source, len(lines), False, defects))
     if rate > 0:
         lines = _supplement_lines(population, reg, seed, extract_date)
         _write_lines(
@@ -317,9 +378,11 @@ def _write_ndr(
             encoding=SUPPLEMENT_ENCODING,
         )
         written.append(
-            _Written(SUPPLEMENT_FILE, "register", len(lines), False, [(None, Tag("file.not_utf8"))])
+            _Written(
+                SUPPLEMENT_FILE, "register", len(lines), False, [_DefectLine(None, Tag("file.not_utf8"))]
+            )
         )
-    return tmp, written
+    return _StagedDelivery(tmp, written)
 
 
 def _supplement_lines(population: Population, reg: list[CsvRow], seed: int, extract_date: date) -> list[Line]:
@@ -366,7 +429,7 @@ def _write_region(
     rate: float,
     extract_date: date,
     gz_files: set[tuple[str, str]],
-) -> tuple[Path, list[_Written]]:
+) -> _StagedDelivery:
     tmp = _staging_dir(settings, region)
     new_id = IdFactory(seed, region)
     by_type: dict[str, list[Resource]] = {t: [] for t in RESOURCE_TYPES}
@@ -375,34 +438,6 @@ def _write_region(
             by_type[r["resourceType"]].append(r)
 
     misplaced_day = extract_date - timedelta(days=40)
-
-    def misplaced(resource_type: str):
-        def build(pid: str, tag: str) -> Resource:
-            if resource_type == "Observation":  # a Condition in the Observation file
-                return condition_resource(
-                    new_id("Condition", "misplaced", tag),
-                    pid,
-                    code="I10",
-                    recorded=misplaced_day,
-                    onset=None,
-                    encounter=None,
-                    category="problem-list-item",
-                )
-            return observation_resource(  # an Observation in another type's file
-                new_id("Observation", "misplaced", tag),
-                pid,
-                None,
-                system=cs.LOINC_SYSTEM,
-                code=cs.BMI_LOINC[0],
-                display=cs.BMI_LOINC[1],
-                value=27.5,
-                unit="kg/m2",
-                when=local_datetime(misplaced_day, 600),
-                lab=False,
-            )
-
-        return build
-
     written: list[_Written] = []
     for rtype in RESOURCE_TYPES:
         compressed = (region, rtype) in gz_files
@@ -413,10 +448,12 @@ def _write_region(
             rate=rate,
             rng=random.Random(f"{seed}:defects:{region}:{rtype}"),
             new_id=new_id,
-            misplaced=misplaced(rtype),
+            misplaced=_misplaced_builder(rtype, new_id, misplaced_day),
         )
-        tags = _write_lines(tmp / relative, lines, header=None, trailing_newline=True, compressed=compressed)
-        written.append(_Written(relative, "fhir", len(lines), compressed, tags))
+        defects = _write_lines(
+            tmp / relative, lines, header=None, trailing_newline=True, compressed=compressed
+        )
+        written.append(_Written(relative, "fhir", len(lines), compressed, defects))
 
     for name, bundle in _bundles(population, region, seed, extract_date).items():
         relative = f"fhir/bundles/{name}.json"
@@ -424,7 +461,38 @@ def _write_region(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         written.append(_Written(relative, "fhir", len(bundle["entry"]), False, []))
-    return tmp, written
+    return _StagedDelivery(tmp, written)
+
+
+def _misplaced_builder(resource_type: str, new_id: IdFactory, day: date) -> Callable[[str, str], Resource]:
+    """For the wrong-resource-type defect in ``resource_type``'s file: ``build(pid, tag)`` makes a
+    valid resource of another type for patient ``pid``."""
+
+    def build(pid: str, tag: str) -> Resource:
+        if resource_type == "Observation":  # a Condition in the Observation file
+            return condition_resource(
+                new_id("Condition", "misplaced", tag),
+                pid,
+                code="I10",
+                recorded=day,
+                onset=None,
+                encounter=None,
+                category="problem-list-item",
+            )
+        return observation_resource(  # an Observation in another type's file
+            new_id("Observation", "misplaced", tag),
+            pid,
+            None,
+            system=cs.LOINC_SYSTEM,
+            code=cs.BMI_LOINC[0],
+            display=cs.BMI_LOINC[1],
+            value=27.5,
+            unit="kg/m2",
+            when=local_datetime(day, 600),
+            lab=False,
+        )
+
+    return build
 
 
 def _bundles(population: Population, region: str, seed: int, extract_date: date) -> dict[str, Resource]:
