@@ -78,7 +78,9 @@ def validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def request_validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A malformed request as 422 naming the fields, never echoing their input."""
+    assert isinstance(exc, RequestValidationError)  # registered for RequestValidationError only
     fields = validation_fields(exc)
     request.scope[REASON] = INVALID
     request.scope[FIELDS] = [".".join(str(p) for p in f["loc"]) for f in fields]
