@@ -15,7 +15,6 @@ The transparency register (JSON and an HTML page) is public and holds no persona
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated aliases at runtime.
 
-import html
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
@@ -24,11 +23,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
+from access.ports import User
+from access.web.pages import make_environment
 from governance import ledger, service
 from governance.catalogue import load_catalogue
 from governance.errors import GovernanceError, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES
+from governance.values import RequestView, TransparencyEntry
+from hdp.settings import holders
+from privacy.cellkey import PerturbationSettings
 
 STAFF = frozenset({"steward", "admin", "operator"})
 
@@ -141,7 +146,7 @@ def _deny(message: str, code: str = "auth.forbidden", status: int = 403) -> JSON
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
-def _run(session: Any, fn: Callable[[], Any], *, status: int = 200, mutate: bool = True) -> Any:
+def _run(session: Session, fn: Callable[[], Any], *, status: int = 200, mutate: bool = True) -> Any:
     """Call the service; commit a mutation, or roll back and answer the refusal."""
     try:
         result = fn()
@@ -153,11 +158,11 @@ def _run(session: Any, fn: Callable[[], Any], *, status: int = 200, mutate: bool
     return JSONResponse(_jsonable(result), status_code=status)
 
 
-def _roles(user: Any) -> frozenset[str]:
+def _roles(user: User) -> frozenset[str]:
     return frozenset(user.roles)
 
 
-def _may_see(user: Any, view: Any) -> bool:
+def _may_see(user: User, view: RequestView) -> bool:
     roles = _roles(user)
     if user.name == view.applicant or user.name in view.members or roles & {"admin", "operator"}:
         return True
@@ -165,7 +170,7 @@ def _may_see(user: Any, view: Any) -> bool:
     return "steward" in roles and view.status != "draft" and bool(set(user.holder_ids) & set(view.holders))
 
 
-def _visible(session: Any, user: Any, request_id: int) -> Any:
+def _visible(session: Session, user: User, request_id: int) -> RequestView:
     view = service.get_request(session, request_id=request_id)
     if not _may_see(user, view):
         # Same answer as for a missing request: do not reveal that it exists.
@@ -173,46 +178,33 @@ def _visible(session: Any, user: Any, request_id: int) -> Any:
     return view
 
 
-def _transparency_html(entries: list[Any]) -> str:
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (
-                e.permit_id,
-                e.project,
-                e.purpose,
-                ", ".join(e.holders),
-                e.issued_on,
-                e.expires_on,
-                e.released_on or "-",
-                e.status,
-            )
-        )
-        + "</tr>"
-        for e in entries
-    )
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Transparency register</title>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'></head><body>"
-        "<main><h1>Data permits (transparency register)</h1>"
-        "<p>Every data permit issued for secondary use of health data: project, purpose, data holders, "
-        "dates and status. No personal data is published. Machine-readable: "
-        "<a href='transparency'>JSON</a>.</p>"
-        "<table><thead><tr><th scope='col'>Permit</th><th scope='col'>Project</th><th scope='col'>Purpose</th>"
-        "<th scope='col'>Data holders</th><th scope='col'>Issued</th><th scope='col'>Expires</th>"
-        "<th scope='col'>Released</th><th scope='col'>Status</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></main></body></html>"
-    )
+_pages = make_environment()
 
 
-def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any]) -> APIRouter:
+def transparency_html(entries: list[TransparencyEntry]) -> str:
+    """The register as a plain English page (template ``governance_transparency.html``)."""
+    return _pages.get_template("governance_transparency.html").render(entries=entries)
+
+
+SessionDependency = Callable[..., Any]  # yields a sqlalchemy Session
+UserDependency = Callable[..., User]
+
+
+def make_router(get_session: SessionDependency, current_user: UserDependency) -> APIRouter:
     """The governance API; mount with ``app.include_router(make_router(get_session, current_user))``."""
     router = APIRouter(prefix="/governance", tags=["governance"])
-    Session = Annotated[Any, Depends(get_session)]
-    CurrentUser = Annotated[Any, Depends(current_user)]
+    router.include_router(public_router(get_session))
+    router.include_router(requests_router(get_session, current_user))
+    router.include_router(consent_router(get_session, current_user))
+    router.include_router(follow_up_router(get_session, current_user))
+    router.include_router(admin_router(get_session, current_user))
+    return router
 
-    # ------------------------------------------------------------------ public
+
+def public_router(get_session: SessionDependency) -> APIRouter:
+    """Purposes, variables, disclosure settings and the transparency register: no login."""
+    router = APIRouter()
+    DbSession = Annotated[Session, Depends(get_session)]
 
     @router.get("/purposes")
     def purposes() -> dict[str, Any]:
@@ -225,9 +217,6 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
     @router.get("/disclosure")
     def disclosure() -> list[dict[str, Any]]:
         """Each holder's disclosure settings, public like the register (never a key)."""
-        from hdp.settings import holders
-        from privacy.cellkey import PerturbationSettings
-
         return [
             {
                 "holder_id": h.id,
@@ -241,17 +230,24 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         ]
 
     @router.get("/transparency")
-    def transparency(session: Session) -> Any:
+    def transparency(session: DbSession) -> Any:
         return _run(session, lambda: service.transparency_register(session), mutate=False)
 
     @router.get("/transparency.html", response_class=HTMLResponse)
-    def transparency_page(session: Session) -> HTMLResponse:
-        return HTMLResponse(_transparency_html(service.transparency_register(session)))
+    def transparency_page(session: DbSession) -> HTMLResponse:
+        return HTMLResponse(transparency_html(service.transparency_register(session)))
 
-    # ------------------------------------------------------------------ requests
+    return router
+
+
+def requests_router(get_session: SessionDependency, current_user: UserDependency) -> APIRouter:
+    """Data requests through their life (file, edit, submit, decide, amend, revoke) and my permits."""
+    router = APIRouter()
+    DbSession = Annotated[Session, Depends(get_session)]
+    CurrentUser = Annotated[User, Depends(current_user)]
 
     @router.post("/requests", status_code=201)
-    def file_request(body: FileBody, session: Session, user: CurrentUser) -> Any:
+    def file_request(body: FileBody, session: DbSession, user: CurrentUser) -> Any:
         if "researcher" not in _roles(user):
             return _deny("filing a request needs the researcher role")
         fields = body.model_dump(exclude={"submit"})
@@ -266,7 +262,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
 
     @router.get("/requests")
     def list_requests(
-        session: Session, user: CurrentUser, status: str | None = None, holder_id: str | None = None
+        session: DbSession, user: CurrentUser, status: str | None = None, holder_id: str | None = None
     ) -> Any:
         def go() -> list[dict[str, Any]]:
             try:
@@ -290,7 +286,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go, mutate=False)
 
     @router.get("/requests/{request_id}")
-    def get_request(request_id: int, session: Session, user: CurrentUser) -> Any:
+    def get_request(request_id: int, session: DbSession, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
             view = _visible(session, user, request_id)
             return {
@@ -302,7 +298,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go, mutate=False)
 
     @router.patch("/requests/{request_id}")
-    def edit_request(request_id: int, body: EditBody, session: Session, user: CurrentUser) -> Any:
+    def edit_request(request_id: int, body: EditBody, session: DbSession, user: CurrentUser) -> Any:
         changes = body.model_dump(exclude_unset=True)
 
         def go() -> Any:
@@ -312,7 +308,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go)
 
     @router.post("/requests/{request_id}/submit")
-    def submit_request(request_id: int, session: Session, user: CurrentUser) -> Any:
+    def submit_request(request_id: int, session: DbSession, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
             _visible(session, user, request_id)
             service.submit_request(session, request_id=request_id, actor=user.name)
@@ -324,7 +320,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go)
 
     @router.post("/requests/{request_id}/decisions")
-    def decide(request_id: int, body: DecisionBody, session: Session, user: CurrentUser) -> Any:
+    def decide(request_id: int, body: DecisionBody, session: DbSession, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
             _visible(session, user, request_id)
             status = service.decide(
@@ -340,7 +336,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go)
 
     @router.post("/requests/{request_id}/amendments", status_code=201)
-    def amend(request_id: int, body: AmendBody, session: Session, user: CurrentUser) -> Any:
+    def amend(request_id: int, body: AmendBody, session: DbSession, user: CurrentUser) -> Any:
         changes = body.changes.model_dump(exclude_unset=True)
 
         def go() -> dict[str, Any]:
@@ -353,7 +349,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go, status=201)
 
     @router.post("/requests/{request_id}/revoke")
-    def revoke(request_id: int, body: RevokeBody, session: Session, user: CurrentUser) -> Any:
+    def revoke(request_id: int, body: RevokeBody, session: DbSession, user: CurrentUser) -> Any:
         def go() -> Any:
             _visible(session, user, request_id)
             return service.revoke_permit(
@@ -363,22 +359,30 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go)
 
     @router.get("/permits")
-    def my_permits(session: Session, user: CurrentUser) -> Any:
+    def my_permits(session: DbSession, user: CurrentUser) -> Any:
         return _run(
             session,
             lambda: service.releases_for_user(session, user_name=user.name, at=datetime.now(UTC)),
             mutate=False,
         )
 
-    # ------------------------------------------------------------------ consent (stewards)
+    return router
 
-    def _steward(user: Any) -> JSONResponse | None:
-        if not _roles(user) & {"steward", "admin"}:
-            return _deny("consent records are kept by stewards")
-        return None
+
+def _steward(user: User) -> JSONResponse | None:
+    if not _roles(user) & {"steward", "admin"}:
+        return _deny("consent records are kept by stewards")
+    return None
+
+
+def consent_router(get_session: SessionDependency, current_user: UserDependency) -> APIRouter:
+    """Consent records, kept by stewards."""
+    router = APIRouter()
+    DbSession = Annotated[Session, Depends(get_session)]
+    CurrentUser = Annotated[User, Depends(current_user)]
 
     @router.post("/consent", status_code=201)
-    def record_consent(body: ConsentBody, session: Session, user: CurrentUser) -> Any:
+    def record_consent(body: ConsentBody, session: DbSession, user: CurrentUser) -> Any:
         if (denied := _steward(user)) is not None:
             return denied
         return _run(
@@ -399,7 +403,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         )
 
     @router.post("/consent/withdraw", status_code=201)
-    def withdraw_consent(body: WithdrawBody, session: Session, user: CurrentUser) -> Any:
+    def withdraw_consent(body: WithdrawBody, session: DbSession, user: CurrentUser) -> Any:
         if (denied := _steward(user)) is not None:
             return denied
         return _run(
@@ -417,7 +421,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         )
 
     @router.get("/consent/{consent_key}")
-    def show_consent(consent_key: str, session: Session, user: CurrentUser) -> Any:
+    def show_consent(consent_key: str, session: DbSession, user: CurrentUser) -> Any:
         if (denied := _steward(user)) is not None:
             return denied
         now = datetime.now(UTC)
@@ -431,17 +435,24 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
 
         return _run(session, go, mutate=False)
 
-    # ------------------------------------------------------------------ follow-up (staff)
+    return router
+
+
+def follow_up_router(get_session: SessionDependency, current_user: UserDependency) -> APIRouter:
+    """Overdue reviews, key figures, query budgets and the query ledger, for staff."""
+    router = APIRouter()
+    DbSession = Annotated[Session, Depends(get_session)]
+    CurrentUser = Annotated[User, Depends(current_user)]
 
     @router.get("/overdue")
-    def overdue(session: Session, user: CurrentUser) -> Any:
+    def overdue(session: DbSession, user: CurrentUser) -> Any:
         if not _roles(user) & STAFF:
             return _deny("overdue reviews are for stewards, operators and admins")
         return _run(session, lambda: service.overdue_reviews(session, at=datetime.now(UTC)), mutate=False)
 
     @router.get("/figures")
     def figures(
-        session: Session,
+        session: DbSession,
         user: CurrentUser,
         period: Annotated[Literal["month", "quarter", "year"], Query()] = "month",
     ) -> Any:
@@ -450,7 +461,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, lambda: service.key_figures(session, period=period), mutate=False)
 
     @router.put("/permits/{permit_id}/budget")
-    def set_budget(permit_id: int, body: BudgetBody, session: Session, user: CurrentUser) -> Any:
+    def set_budget(permit_id: int, body: BudgetBody, session: DbSession, user: CurrentUser) -> Any:
         """A steward of one of the permit's holders sets how many distinct aggregate queries it may ask."""
 
         def go() -> dict[str, Any]:
@@ -466,16 +477,23 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         return _run(session, go)
 
     @router.get("/ledger")
-    def ledger_follow_up(session: Session, user: CurrentUser) -> Any:
+    def ledger_follow_up(session: DbSession, user: CurrentUser) -> Any:
         """Operators' follow-up of aggregate queries: budgets used, flagged pairs (digests and ids only)."""
         if not _roles(user) & {"operator", "admin"}:
             return _deny("the query ledger follow-up is for operators and admins")
         return _run(session, lambda: ledger.follow_up(session), mutate=False)
 
-    # ------------------------------------------------------------------ administration
+    return router
+
+
+def admin_router(get_session: SessionDependency, current_user: UserDependency) -> APIRouter:
+    """Users, tokens and decision deadlines, for admins."""
+    router = APIRouter()
+    DbSession = Annotated[Session, Depends(get_session)]
+    CurrentUser = Annotated[User, Depends(current_user)]
 
     @router.post("/users", status_code=201)
-    def add_user(body: UserBody, session: Session, user: CurrentUser) -> Any:
+    def add_user(body: UserBody, session: DbSession, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("creating users needs the admin role")
         return _run(
@@ -487,7 +505,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         )
 
     @router.post("/users/{name}/tokens", status_code=201)
-    def new_token(name: str, session: Session, user: CurrentUser) -> Any:
+    def new_token(name: str, session: DbSession, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("issuing tokens needs the admin role")
         # The plain token is in this one response only; the store keeps its hash.
@@ -496,7 +514,7 @@ def make_router(get_session: Callable[..., Any], current_user: Callable[..., Any
         )
 
     @router.put("/deadline")
-    def deadline(body: DeadlineBody, session: Session, user: CurrentUser) -> Any:
+    def deadline(body: DeadlineBody, session: DbSession, user: CurrentUser) -> Any:
         if "admin" not in _roles(user):
             return _deny("changing decision deadlines needs the admin role")
 
