@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 
 class CleanWriteError(RuntimeError):
     """The writer process failed (the message names the file, never a value)."""
@@ -103,8 +105,6 @@ def _quote(name: str) -> str:
 
 
 def _child(job: dict) -> dict[str, int]:
-    import duckdb
-
     target = Path(job["target"])
     con = duckdb.connect(str(target), config={"autoinstall_known_extensions": False})
     counts: dict[str, int] = {}

@@ -115,7 +115,7 @@ def _expr(rule: ReleaseRule, col: str, dtype: pa.DataType, joins: list[str], i: 
         return None
     # string columns holding ISO dates/times (FHIR) are converted through TIMESTAMPTZ/DATE
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        as_date = f"TRY_CAST({c} AS DATE)"
+        as_date: str | None = f"TRY_CAST({c} AS DATE)"
         as_ts = f"TRY_CAST({c} AS TIMESTAMPTZ)"
         is_date_only = f"(length({c}) = 10)"
     else:

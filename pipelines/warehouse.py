@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -71,3 +72,13 @@ def read_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+def single_row(
+    con: duckdb.DuckDBPyConnection, query: str, parameters: Sequence[object] | None = None
+) -> tuple[Any, ...]:
+    """The one row of a query that always returns exactly one (an aggregate without GROUP BY)."""
+    row = con.execute(query, parameters).fetchone()
+    if row is None:  # cannot happen for an aggregate; the message names no value
+        raise RuntimeError("an aggregate query returned no row")
+    return row

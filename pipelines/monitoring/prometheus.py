@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pipelines.monitoring import store
 from pipelines.monitoring.store import FAILED, DagRunSummary
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -183,8 +184,6 @@ def families_from_runs(
 
 def collect(url: str | None = None) -> list[MetricFamily]:
     """Read the store and build the families (I/O)."""
-    from pipelines.monitoring import store
-
     latest = store.latest_per_dag(url=url)
     quarantine = {
         (r.dag_id, r.run_id): store.quarantine_by_reason(r.dag_id, r.run_id, url=url) for r in latest

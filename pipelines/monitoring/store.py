@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -100,8 +101,6 @@ def _engine(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             if url.startswith("sqlite:///"):
-                from pathlib import Path
-
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 # Several task processes write at once: wait for the file lock, don't fail.
                 engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -205,7 +204,8 @@ def record(
         if started_at is None:
             # Keep the start time the start record saw when the caller does not know it.
             previous = con.execute(sa.select(task_run.c.started_at).where(_where(task_run, ident))).first()
-            started_at = _aware(previous.started_at) if previous is not None else (ended_at or _now())
+            recorded = _aware(previous.started_at) if previous is not None else None
+            started_at = recorded or ended_at or _now()
         row["started_at"] = _utc(started_at)
         ended_at = _utc(ended_at) if ended_at else None
         row["ended_at"] = ended_at
@@ -397,6 +397,8 @@ def task_counts_by_state(*, url: str | None = None) -> dict[tuple[str, str], int
 
 def all_details(dag_id: str, run_id: str, *, url: str | None = None) -> list[sa.Row]:
     with _begin(url) as con:
-        return con.execute(
-            sa.select(task_metric).where(task_metric.c.dag_id == dag_id, task_metric.c.run_id == run_id)
-        ).all()
+        return list(
+            con.execute(
+                sa.select(task_metric).where(task_metric.c.dag_id == dag_id, task_metric.c.run_id == run_id)
+            ).all()
+        )

@@ -12,6 +12,7 @@ Zone-specific differences (another table name, a different threshold) go in ``ov
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -361,7 +362,5 @@ def code_list(name: str) -> frozenset[str]:
     path = CODES_DIR / f"{name}.csv"
     if not path.exists():
         raise CheckLibraryError(f"code list {name!r} not found at {path}")
-    import csv
-
     with path.open(encoding="utf-8", newline="") as fh:
         return frozenset(row["code"].strip() for row in csv.DictReader(fh) if row.get("code", "").strip())

@@ -18,11 +18,19 @@ import os
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.quality.catalog import Check
 from pipelines.quality.results import ERROR, PASS, SKIPPED, CheckResult, GateResult
 from pipelines.quality.store import safe_name
+
+if TYPE_CHECKING:  # GX is imported inside render() only (slow, and analytics must be off first)
+    from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
+
+    class _SiteConfig(DataDocsSiteConfigTypedDict):
+        """GX's site config type lacks SiteBuilder's ``show_how_to_buttons`` (GX calls it incomplete)."""
+
+        show_how_to_buttons: bool
 
 
 def docs_index(quality_dir: Path, run_id: str) -> Path:
@@ -242,19 +250,17 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
             context.variables.analytics_enabled = False
             context.variables.save()
         site_name = "hdp_run"
-        if site_name not in (context.get_config().data_docs_sites or {}):
-            context.add_data_docs_site(
-                site_name=site_name,
-                site_config={
-                    "class_name": "SiteBuilder",
-                    "show_how_to_buttons": False,
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(site_dir),
-                    },
+        if site_name not in (context.config.data_docs_sites or {}):
+            site_config: _SiteConfig = {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(site_dir),
                 },
-            )
+            }
+            context.add_data_docs_site(site_name=site_name, site_config=site_config)
         keys = []
         for suite_name, table, suite_result in suites:
             key = ValidationResultIdentifier(

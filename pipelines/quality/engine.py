@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import duckdb
 from pipelines.quality import sql
 from pipelines.quality.catalog import Check, CheckLibraryError
 from pipelines.quality.results import ERROR, FAIL, PASS, SKIPPED, WARN, CheckResult
+from pipelines.warehouse import single_row
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,7 @@ def install_macros(con: duckdb.DuckDBPyConnection) -> None:
 
 def _sql_columns(predicate: str) -> list[str]:
     """Column names an SQL predicate reads ({placeholders} stand for run constants)."""
-    import re
-
+    # sqlglot takes about a second to import: only runs that compile checks pay for it
     import sqlglot
     from sqlglot import exp
 
@@ -217,7 +218,7 @@ def _evaluate_row_checks(
         [(f"u_{col}", " OR ".join(exprs)) for col, exprs in by_column.items()] if column_unions else []
     )
     try:
-        row = con.execute(sql.table_scan_sql(table, items + union_items, derived)).fetchone()
+        row = single_row(con, sql.table_scan_sql(table, items + union_items, derived))
         names = ["__total"] + [a for a, _ in items + union_items]
         values = dict(zip(names, row, strict=True))
     except duckdb.Error:
@@ -230,9 +231,9 @@ def _evaluate_row_checks(
                 continue
             fail, scope = compiled[check.id]
             try:
-                r = con.execute(
-                    sql.table_scan_sql(table, [("f", fail), ("s", scope)], sql.row_derived(check, ctx))
-                ).fetchone()
+                r = single_row(
+                    con, sql.table_scan_sql(table, [("f", fail), ("s", scope)], sql.row_derived(check, ctx))
+                )
                 values["__total"], values[f"f{i}"], values[f"s{i}"] = r[0], r[1], r[2]
             except duckdb.Error as exc:
                 out[check.id] = _result(check, zone, 0, 0, ERROR, _error_reason(exc))
@@ -263,7 +264,7 @@ def _evaluate_set_check(
             return _result(check, zone, failed, total)
         if check.kind == "flag_count":
             total = (
-                con.execute(f"SELECT count(*) FROM {sql.ident(check.table)}").fetchone()[0]
+                single_row(con, f"SELECT count(*) FROM {sql.ident(check.table)}")[0]
                 if check.table in schema.tables
                 else 0
             )
@@ -271,16 +272,16 @@ def _evaluate_set_check(
             if FLAG_TABLE in schema.tables:
                 codes = list(check.params["flag_codes"])
                 marks = ", ".join("?" for _ in codes)
-                failed = con.execute(
-                    f"SELECT count(*) FROM {FLAG_TABLE} WHERE flag_code IN ({marks})", codes
-                ).fetchone()[0]
+                failed = single_row(
+                    con, f"SELECT count(*) FROM {FLAG_TABLE} WHERE flag_code IN ({marks})", codes
+                )[0]
             return _result(check, zone, int(failed), int(total))
         if check.kind == "columns_absent":
             forbidden = set(check.params["columns"])
             failed = total = 0
-            offending = []
+            offending: list[str] = []
             for table in _data_tables(schema):
-                n = con.execute(f"SELECT count(*) FROM {sql.ident(table)}").fetchone()[0]
+                n = single_row(con, f"SELECT count(*) FROM {sql.ident(table)}")[0]
                 total += n
                 bad = sorted(forbidden & set(schema.tables[table]))
                 if bad:
@@ -298,10 +299,10 @@ def _evaluate_set_check(
                     for c, t in schema.tables[table].items()
                     if t.upper().startswith("VARCHAR") and c not in exclude
                 ]
-                f, n = con.execute(sql.identifier_scan_sql(table, cols)).fetchone()
+                f, n = single_row(con, sql.identifier_scan_sql(table, cols))
                 failed, total = failed + int(f), total + int(n)
             return _result(check, zone, failed, total)
-        failed, total = con.execute(sql.set_fail_sql(check, ctx)).fetchone()
+        failed, total = single_row(con, sql.set_fail_sql(check, ctx))
         return _result(check, zone, int(failed or 0), int(total or 0))
     except duckdb.Error as exc:
         log.warning("check %s could not run: %s", check.id, type(exc).__name__)
@@ -316,22 +317,20 @@ def _quarantine_counts(
     con: duckdb.DuckDBPyConnection, check: Check, schema: Schema, source_tables: Mapping[str, str]
 ) -> tuple[int, int]:
     table = source_tables.get(check.source, check.table)
-    loaded = (
-        con.execute(f"SELECT count(*) FROM {sql.ident(table)}").fetchone()[0] if table in schema.tables else 0
-    )
+    loaded = single_row(con, f"SELECT count(*) FROM {sql.ident(table)}")[0] if table in schema.tables else 0
     if QUARANTINE_TABLE not in schema.tables:
         return 0, int(loaded)
     # Earlier quality-stage records are this gate's own output, not ingestion's verdict.
     base = "FROM quarantine WHERE source = ? AND stage <> 'quality'"
-    rejected = con.execute(f"SELECT count(*) {base}", [check.source]).fetchone()[0]
+    rejected = single_row(con, f"SELECT count(*) {base}", [check.source])[0]
     codes = list(check.params["reason_codes"])
     if codes == ["*"]:
         failed = rejected
     else:
         marks = ", ".join("?" for _ in codes)
-        failed = con.execute(
-            f"SELECT count(*) {base} AND reason_code IN ({marks})", [check.source, *codes]
-        ).fetchone()[0]
+        failed = single_row(
+            con, f"SELECT count(*) {base} AND reason_code IN ({marks})", [check.source, *codes]
+        )[0]
     return int(failed), int(loaded) + int(rejected)
 
 

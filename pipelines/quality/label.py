@@ -20,10 +20,11 @@ import duckdb
 
 from hdp.settings import Settings, get_settings
 from pipelines.quality import catalog, store
-from pipelines.quality.engine import Schema
+from pipelines.quality.engine import Schema, install_macros
 from pipelines.quality.gate import evaluate_zone
 from pipelines.quality.results import ERROR, FAIL, PASS, SKIPPED, WARN
 from pipelines.quality.sql import ident
+from pipelines.warehouse import single_row
 
 LABEL_SCHEMA = "hdp.quality_label/1"
 STAGING_PREFIX = ".staging-"
@@ -59,9 +60,9 @@ def quality_label(release_dir: Path) -> dict[str, Any]:
         coverage: list[dict[str, Any]] = []
         for table in sorted(t for t in schema.tables if t not in ("quarantine",) and not t.startswith("_")):
             cols = schema.tables[table]
-            counts = con.execute(
-                f"SELECT count(*), {', '.join(f'count({ident(c)})' for c in cols)} FROM {ident(table)}"
-            ).fetchone()
+            counts = single_row(
+                con, f"SELECT count(*), {', '.join(f'count({ident(c)})' for c in cols)} FROM {ident(table)}"
+            )
             total = int(counts[0])
             for col, nonnull in zip(cols, counts[1:], strict=True):
                 if col in KEY_COLUMNS:
@@ -81,8 +82,6 @@ def quality_label(release_dir: Path) -> dict[str, Any]:
             date_col = next((c for c in DATE_COLUMNS if c in cols), None)
             holder_expr = ident("holder") if "holder" in cols else "NULL"
             year_expr = f"year(hdp_date({ident(date_col)}))" if date_col else "NULL"
-            from pipelines.quality.engine import install_macros
-
             install_macros(con)
             for h, year, n in con.execute(
                 f"SELECT {holder_expr}, {year_expr} AS y, count(*) FROM {ident(table)} GROUP BY ALL ORDER BY 1, 2"

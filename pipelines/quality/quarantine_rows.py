@@ -22,6 +22,7 @@ from pipelines.quality import sql
 from pipelines.quality.catalog import Check
 from pipelines.quality.engine import Schema
 from pipelines.quality.results import CheckResult
+from pipelines.warehouse import single_row
 
 STAGE = "quality"
 
@@ -134,13 +135,13 @@ def _quarantine_set_check(
 ) -> int:
     where = sql.failing_rows_predicate(check, ctx, schema.tables[check.table])
     key, src, line, original = _key_and_origin(check.table, schema)
-    before = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    before = single_row(con, "SELECT count(*) FROM quarantine")[0]
     con.execute(
         _insert_head(holder, check.source) + f"{src}, {line}, {key}, {sql.literal('check.' + check.id)}, "
         f"{sql.literal(_detail(check))}, {sql.literal(check.id)}, {original}, NULL "
         f"FROM {sql.ident(check.table)} AS t{_resource_join(check.table, schema)} WHERE {where}"
     )
-    return con.execute("SELECT count(*) FROM quarantine").fetchone()[0] - before
+    return single_row(con, "SELECT count(*) FROM quarantine")[0] - before
 
 
 def quarantine_failures(

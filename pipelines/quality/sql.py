@@ -106,7 +106,7 @@ class RunContext:
 
 
 def _is_numeric(col_type: str | None) -> bool:
-    return bool(col_type) and col_type.upper().split("(")[0] in NUMERIC_TYPES
+    return col_type is not None and col_type.upper().split("(")[0] in NUMERIC_TYPES
 
 
 def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -> str:
@@ -120,11 +120,10 @@ def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -
         expr = f"{col} IS NULL{blank}"
     elif kind in ("in_set", "code_list"):
         values = sorted(code_list(p["code_list"])) if kind == "code_list" else p["values"]
-        if _is_numeric(col_types.get(p["column"])) or not all(isinstance(v, str) for v in values):
-            target = f"CAST({col} AS VARCHAR)"
+        as_text = _is_numeric(col_types.get(p["column"])) or not all(isinstance(v, str) for v in values)
+        if as_text:
             values = [str(v) for v in values]
-        else:
-            target = col
+        target = f"CAST({col} AS VARCHAR)" if as_text else col
         expr = f"{col} IS NOT NULL AND {target} NOT IN ({', '.join(literal(v) for v in values)})"
     elif kind == "range":
         val = col if _is_numeric(col_types.get(p["column"])) else f"TRY_CAST({col} AS DOUBLE)"
