@@ -89,12 +89,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _width_bucket_free(sql: str) -> str:
+def width_bucket_free(sql: str) -> str:
     """DuckDB has no ``width_bucket``: rewrite it (SQL standard semantics) as a CASE."""
     if "WIDTH_BUCKET" not in sql.upper():
         return sql
 
-    def lower(node: exp.Expression) -> exp.Expression:
+    def lower(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.WidthBucket):
             x = node.this.sql(dialect="duckdb")
             lo = node.args["min_value"].sql(dialect="duckdb")
@@ -110,50 +110,27 @@ def _width_bucket_free(sql: str) -> str:
     return parse_one(sql, read="duckdb").transform(lower).sql(dialect="duckdb")
 
 
-def compile_query(
-    query: AggregateQuery,
-    *,
-    keyed_schema: str,
-    holder_bits: Mapping[str, int],
-    max_rows_per_person: Mapping[str, int],
-    complete_columns: Mapping[str, frozenset[str]] | None = None,
-) -> CompiledQuery:
-    """The statistics and exact SQL for ``query`` over the engine's keyed views."""
-    first = query.sources[0]
-    froms = [f"{keyed_schema}.{_q(first.table)} AS {_q(first.alias)}"]
-    for s in query.sources[1:]:
-        side = "LEFT JOIN" if s.join == "left" else "JOIN"
-        froms.append(
-            f"{side} {keyed_schema}.{_q(s.table)} AS {_q(s.alias)} "
-            f"ON {_q(s.alias)}.person_id = {_q(first.alias)}.person_id"
-        )
-    from_sql = " ".join(froms)
-    where = f" WHERE {_width_bucket_free(query.where)}" if query.where else ""
-    a = _q(first.alias)
-    # A joined row's record key is the sum of its parts' (a LEFT join's missing part adds 0);
-    # its person (and person key, bit) is the first table's: joins are on person_id. A single
-    # table needs no arithmetic (measured: the casts alone cost 2 ms per million rows).
-    if len(query.sources) == 1:
-        rk, hb = f"{a}.__rk", f"{a}.__hb"
-    else:
-        rk = " + ".join(f"coalesce({_q(s.alias)}.__rk::INTEGER, 0)" for s in query.sources)
-        hb = " | ".join(f"coalesce({_q(s.alias)}.__hb, 0)" for s in query.sources)
-    complete = complete_columns or {}
-    optional = {s.alias for s in query.sources if s.join == "left"}
-    keys = [_width_bucket_free(k.sql) for k in query.keys]
-    g = [f"{k} AS __g{i}" for i, k in enumerate(keys)]
-    group = f" GROUP BY {', '.join(f'__g{i}' for i in range(len(keys)))}" if keys else ""
+@dataclass(frozen=True)
+class MeasuredColumns:
+    """The columns the measures read (``__v<j>`` order) and what each needs."""
 
-    value_columns: list[ColumnRef] = []
+    columns: tuple[ColumnRef, ...]
+    magnitude: frozenset[int]  # indexes the dominance rule covers
+    counted: frozenset[int]  # indexes whose count or sum is perturbed with their own cell key
+    variances: Mapping[int, frozenset[str]]  # index -> var_samp and/or var_pop
+
+
+def measured_columns(measures: tuple[Measure, ...]) -> MeasuredColumns:
+    columns: list[ColumnRef] = []
     magnitude: set[int] = set()
     counted: set[int] = set()
     variances: dict[int, set[str]] = {}
-    for m in query.measures:
+    for m in measures:
         if m.column is None:
             continue
-        if m.column not in value_columns:
-            value_columns.append(m.column)
-        j = value_columns.index(m.column)
+        if m.column not in columns:
+            columns.append(m.column)
+        j = columns.index(m.column)
         if m.kind in MAGNITUDE_KINDS:
             magnitude.add(j)
         if m.kind in ("count", "sum"):
@@ -162,10 +139,72 @@ def compile_query(
             variances.setdefault(j, set()).add("var_samp")
         if m.kind in ("variance_pop", "stddev_pop"):
             variances.setdefault(j, set()).add("var_pop")
-    persons_in_stats = any(m.kind == "persons" for m in query.measures)
+    return MeasuredColumns(
+        tuple(columns),
+        frozenset(magnitude),
+        frozenset(counted),
+        {j: frozenset(fns) for j, fns in variances.items()},
+    )
 
+
+@dataclass(frozen=True)
+class QueryFrame:
+    """The parts the statistics and the exact query share."""
+
+    from_sql: str  # FROM ... JOIN ... over the keyed views
+    where: str  # " WHERE ..." or ""
+    person_table: str  # the first table's alias, quoted: joins are on its person_id
+    keys: tuple[str, ...]  # the grouping expressions, as DuckDB SQL
+    group: str  # " GROUP BY __g0, ..." or ""
+
+    @property
+    def key_outputs(self) -> list[str]:
+        return [f"{k} AS __g{i}" for i, k in enumerate(self.keys)]
+
+    @property
+    def key_names(self) -> list[str]:
+        return [f"__g{i}" for i in range(len(self.keys))]
+
+
+def query_frame(query: AggregateQuery, keyed_schema: str) -> QueryFrame:
+    first = query.sources[0]
+    froms = [f"{keyed_schema}.{_q(first.table)} AS {_q(first.alias)}"]
+    for s in query.sources[1:]:
+        side = "LEFT JOIN" if s.join == "left" else "JOIN"
+        froms.append(
+            f"{side} {keyed_schema}.{_q(s.table)} AS {_q(s.alias)} "
+            f"ON {_q(s.alias)}.person_id = {_q(first.alias)}.person_id"
+        )
+    keys = tuple(width_bucket_free(k.sql) for k in query.keys)
+    return QueryFrame(
+        from_sql=" ".join(froms),
+        where=f" WHERE {width_bucket_free(query.where)}" if query.where else "",
+        person_table=_q(first.alias),
+        keys=keys,
+        group=f" GROUP BY {', '.join(f'__g{i}' for i in range(len(keys)))}" if keys else "",
+    )
+
+
+def _stats_sql(
+    query: AggregateQuery,
+    frame: QueryFrame,
+    measured: MeasuredColumns,
+    complete: Mapping[str, frozenset[str]],
+    persons_in_stats: bool,
+) -> str:
+    """One cheap pass: per cell the counts, cell keys, signatures and per-column figures."""
+    a = frame.person_table
+    # A joined row's record key is the sum of its parts' (a LEFT join's missing part adds 0);
+    # its person (and person key, bit) is the first table's: joins are on person_id. A single
+    # table needs no arithmetic (measured: the casts alone cost 2 ms per million rows).
+    if len(query.sources) == 1:
+        rk, hb = f"{a}.__rk", f"{a}.__hb"
+    else:
+        rk = " + ".join(f"coalesce({_q(s.alias)}.__rk::INTEGER, 0)" for s in query.sources)
+        hb = " | ".join(f"coalesce({_q(s.alias)}.__hb, 0)" for s in query.sources)
+    optional = {s.alias for s in query.sources if s.join == "left"}
     stats = [
-        *g,
+        *frame.key_outputs,
         "count(*) AS __rows",
         f"sum({rk}) AS __ck_rows",
         f"bit_or({a}.__pb) AS __sig",
@@ -173,7 +212,7 @@ def compile_query(
     ]
     if persons_in_stats:
         stats += [f"count(DISTINCT {a}.__pnk) AS __persons", f"sum(DISTINCT {a}.__pnk) AS __ck_persons"]
-    for j, col in enumerate(value_columns):
+    for j, col in enumerate(measured.columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
         stats += [
             f"count({v}) AS __n{j}",
@@ -187,22 +226,30 @@ def compile_query(
             stats.append(f"bit_or({a}.__pb) AS __sig{j}")
         else:
             stats.append(f"bit_or({a}.__pb) FILTER (WHERE {v} IS NOT NULL) AS __sig{j}")
-        if j in counted:
+        if j in measured.counted:
             stats.append(f"sum({rk}) FILTER (WHERE {v} IS NOT NULL) AS __ck{j}")
-        for fn in sorted(variances.get(j, ())):
+        for fn in sorted(measured.variances.get(j, ())):
             stats.append(f"{fn}({v}) AS __{fn}{j}")
-    stats_sql = f"SELECT {', '.join(stats)} FROM {from_sql}{where}{group}"
+    return f"SELECT {', '.join(stats)} FROM {frame.from_sql}{frame.where}{frame.group}"
 
-    rows_dominance = len(query.sources) > 1 and any(m.kind in ("rows", "count") for m in query.measures)
-    inner = [*g, f"{a}.__pn AS __person", f"any_value({a}.__pk) AS __pkey", "count(*) AS __prows"]
+
+def _exact_sql(frame: QueryFrame, measured: MeasuredColumns) -> str:
+    """Per cell, grouped by person first: exact persons and each person's contributions."""
+    a = frame.person_table
+    inner = [
+        *frame.key_outputs,
+        f"{a}.__pn AS __person",
+        f"any_value({a}.__pk) AS __pkey",
+        "count(*) AS __prows",
+    ]
     outer = [
-        *(f"__g{i}" for i in range(len(keys))),
+        *frame.key_names,
         "count(*) AS __persons",
         "sum(__pkey) AS __ck_persons",
         "sum(__prows) AS __totrows",
         "list_sort(list(__prows), 'DESC')[1:8] AS __toprows",
     ]
-    for j, col in enumerate(value_columns):
+    for j, col in enumerate(measured.columns):
         v = f"{_q(col.alias)}.{_q(col.name)}"
         inner.append(f"sum({v}) AS __p{j}")
         outer += [
@@ -210,22 +257,36 @@ def compile_query(
             f"sum(abs(__p{j})) AS __tot{j}",
             f"list_sort(list(abs(__p{j})) FILTER (WHERE __p{j} IS NOT NULL), 'DESC')[1:8] AS __top{j}",
         ]
-    inner_group = f" GROUP BY {', '.join([*(f'__g{i}' for i in range(len(keys))), '__person'])}"
-    exact_sql = (
-        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {from_sql}{where}{inner_group})"
-        + group
+    inner_group = f" GROUP BY {', '.join([*frame.key_names, '__person'])}"
+    return (
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {frame.from_sql}{frame.where}"
+        f"{inner_group})" + frame.group
     )
+
+
+def compile_query(
+    query: AggregateQuery,
+    *,
+    keyed_schema: str,
+    holder_bits: Mapping[str, int],
+    max_rows_per_person: Mapping[str, int],
+    complete_columns: Mapping[str, frozenset[str]] | None = None,
+) -> CompiledQuery:
+    """The statistics and exact SQL for ``query`` over the engine's keyed views."""
+    frame = query_frame(query, keyed_schema)
+    measured = measured_columns(query.measures)
+    persons_in_stats = any(m.kind == "persons" for m in query.measures)
     rows_per_person = 1
     for s in query.sources:
         rows_per_person *= max(1, int(max_rows_per_person.get(s.table, 1)))
     return CompiledQuery(
         query=query,
-        stats_sql=stats_sql,
-        exact_sql=exact_sql,
-        value_columns=tuple(value_columns),
-        magnitude_columns=frozenset(magnitude),
+        stats_sql=_stats_sql(query, frame, measured, complete_columns or {}, persons_in_stats),
+        exact_sql=_exact_sql(frame, measured),
+        value_columns=measured.columns,
+        magnitude_columns=measured.magnitude,
         persons_in_stats=persons_in_stats,
-        rows_dominance=rows_dominance,
+        rows_dominance=len(query.sources) > 1 and any(m.kind in ("rows", "count") for m in query.measures),
         holder_of_bit={bit: h for h, bit in holder_bits.items()},
         max_rows_per_person=rows_per_person,
     )
@@ -359,8 +420,9 @@ def publish(
             if out.key is not None:
                 values.append(row[f"__g{out.key}"])
                 continue
-            value = _measure_value(q.measures[out.measure], row, ex, cq, t, rows_p, persons_p, pert, ptable)
-            if value is None and q.measures[out.measure].kind != "persons":
+            measure = q.measure_of(out)
+            value = _measure_value(measure, row, ex, cq, t, rows_p, persons_p, pert, ptable)
+            if value is None and measure.kind != "persons":
                 summary["measures_withheld"] += 1
             values.append(value)
         for col, v in zip(columns, values, strict=True):
@@ -372,7 +434,7 @@ def publish(
         if out.key is not None:
             typ = stats.schema.field(f"__g{out.key}").type
         else:
-            typ = pa.int64() if q.measures[out.measure].kind in COUNT_KINDS else pa.float64()
+            typ = pa.int64() if q.measure_of(out).kind in COUNT_KINDS else pa.float64()
         arrays.append(pa.array(columns[i], type=typ))
         fields.append(pa.field(out.name, typ))
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlglot import exp
 
@@ -249,6 +250,12 @@ class AggregateQuery:
     terms: tuple[tuple[str, str], ...] = ()
     #: when the whole filter is NOT (...): the parts inside, likewise (complementary queries)
     negates: tuple[tuple[str, str], ...] | None = None
+
+    def measure_of(self, output: Output) -> Measure:
+        """The measure an output shows (an output is a grouping key or a measure)."""
+        if output.measure is None:
+            raise ValueError(f"output {output.name!r} is a grouping key, not a measure")
+        return self.measures[output.measure]
 
     @property
     def shape(self) -> str:
@@ -578,11 +585,68 @@ class _Parser:
         return ref
 
 
+class SelectItem(NamedTuple):
+    """One item of the SELECT list: its output name and its expression (alias removed)."""
+
+    name: str
+    node: exp.Expression
+
+
+@dataclass(frozen=True)
+class Filter:
+    """The WHERE clause, qualified, with its top-level parts for the ledger."""
+
+    sql: str | None = None
+    conjuncts: tuple[str, ...] = ()
+    terms: tuple[tuple[str, str], ...] = ()
+    negates: tuple[tuple[str, str], ...] | None = None
+
+
+_CLAUSES_REFUSED = (
+    ("having", "HAVING"),
+    ("qualify", "QUALIFY"),
+    ("offset", "OFFSET"),
+    ("distinct", "DISTINCT"),
+    ("sample", "SAMPLE"),
+    ("prewhere", "PREWHERE"),
+    ("connect", "CONNECT BY"),
+    ("into", "INTO"),
+)
+
+
 def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) -> AggregateQuery:
     """Check ``tree`` (already through ``access.sandbox``) against the grammar.
 
     ``views`` maps each permitted table to its (column, DuckDB type) pairs.
     """
+    select = _one_plain_select(tree)
+    p = _Parser(views)
+    p.parse_sources(select)
+    where = _filter(p, select.args.get("where"))
+    items = _select_items(select)
+    measures_by_item = {
+        i: m for i, item in enumerate(items) if (m := p.measure(item.node, i + 1)) is not None
+    }
+    if not measures_by_item:
+        raise refuse("not_aggregate", "an aggregate-only permit needs at least one measure", HINT_MEASURES)
+    keys = _keys(p, _group_key_nodes(p, select, items, measures_by_item))
+    outputs, measures = _outputs(p, items, measures_by_item, keys)
+    return AggregateQuery(
+        tuple(p.sources),
+        tuple(keys),
+        tuple(measures),
+        tuple(outputs),
+        where.sql,
+        tuple(_order(select, items, outputs, keys, p)),
+        _limit(select),
+        where.conjuncts,
+        where.terms,
+        where.negates,
+    )
+
+
+def _one_plain_select(tree: exp.Expression) -> exp.Select:
+    """``tree`` if it is one SELECT without a clause the grammar refuses."""
     if isinstance(tree, exp.Union | exp.Except | exp.Intersect):
         raise refuse(
             "set_operation", "UNION, EXCEPT and INTERSECT are not allowed", "ask each part separately"
@@ -590,40 +654,32 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
     if not isinstance(tree, exp.Select):
         raise refuse("shape", "an aggregate-only permit accepts one SELECT ... GROUP BY query", HINT_MEASURES)
     _refuse_anywhere(tree)
-    for arg, what in (
-        ("having", "HAVING"),
-        ("qualify", "QUALIFY"),
-        ("offset", "OFFSET"),
-        ("distinct", "DISTINCT"),
-        ("sample", "SAMPLE"),
-        ("prewhere", "PREWHERE"),
-        ("connect", "CONNECT BY"),
-        ("into", "INTO"),
-    ):
+    for arg, what in _CLAUSES_REFUSED:
         if tree.args.get(arg):
             raise refuse(
                 "clause",
                 f"{what} is not allowed with an aggregate-only permit",
                 "filter rows with WHERE; filter published cells in your own code",
             )
-    p = _Parser(views)
-    p.parse_sources(tree)
+    return tree
 
-    where_node = tree.args.get("where")
-    where_sql: str | None = None
-    conjuncts: tuple[str, ...] = ()
-    terms: tuple[tuple[str, str], ...] = ()
-    negates: tuple[tuple[str, str], ...] | None = None
-    if where_node is not None:
-        p.condition(where_node.this)
-        qualified = _qualify_all(p, where_node.this)
-        where_sql = qualified.sql(dialect="duckdb")
-        terms = _terms(qualified)
-        conjuncts = tuple(full for _, full in terms)
-        inner = _unparen(qualified)
-        if isinstance(inner, exp.Not):
-            negates = _terms(inner.this)
 
+def _filter(p: _Parser, where_node: exp.Expression | None) -> Filter:
+    if where_node is None:
+        return Filter()
+    p.condition(where_node.this)
+    qualified = _qualify_all(p, where_node.this)
+    terms = _terms(qualified)
+    inner = _unparen(qualified)
+    return Filter(
+        sql=qualified.sql(dialect="duckdb"),
+        conjuncts=tuple(full for _, full in terms),
+        terms=terms,
+        negates=_terms(inner.this) if isinstance(inner, exp.Not) else None,
+    )
+
+
+def _select_items(tree: exp.Select) -> list[SelectItem]:
     selects = list(tree.expressions)
     if any(
         isinstance(s, exp.Star) or (isinstance(s, exp.Column) and isinstance(s.this, exp.Star))
@@ -632,43 +688,48 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
         raise refuse(
             "shape", "SELECT * is not allowed with an aggregate-only permit", "name group keys and measures"
         )
-    items: list[tuple[str, exp.Expression]] = []
+    items = []
     for s in selects:
         inner = s.this if isinstance(s, exp.Alias) else s
-        items.append((s.alias_or_name if isinstance(s, exp.Alias) else _default_name(inner), inner))
-    measures_by_item: dict[int, Measure] = {}
-    for i, (_, inner) in enumerate(items):
-        m = p.measure(inner, i + 1)
-        if m is not None:
-            measures_by_item[i] = m
-    if not measures_by_item:
-        raise refuse("not_aggregate", "an aggregate-only permit needs at least one measure", HINT_MEASURES)
+        items.append(SelectItem(s.alias_or_name if isinstance(s, exp.Alias) else _default_name(inner), inner))
+    return items
 
+
+def _group_key_nodes(
+    p: _Parser, tree: exp.Select, items: list[SelectItem], measures_by_item: Mapping[int, Measure]
+) -> list[exp.Expression]:
+    """The GROUP BY expressions, positions and output aliases resolved to the items they name."""
     group = tree.args.get("group")
-    if group is not None and any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets", "totals")):
+    if group is None:
+        return []
+    if any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets", "totals")):
         raise refuse(
             "clause", "ROLLUP, CUBE and GROUPING SETS are not allowed", "ask for each margin separately"
         )
+    if group.args.get("all"):
+        return [item.node for i, item in enumerate(items) if i not in measures_by_item]
     key_nodes: list[exp.Expression] = []
-    if group is not None and group.args.get("all"):
-        key_nodes = [inner for i, (_, inner) in enumerate(items) if i not in measures_by_item]
-    elif group is not None:
-        aliases = {name.lower(): inner for name, inner in items}
-        for g in group.expressions:
-            if isinstance(g, exp.Literal) and not g.is_string:
-                idx = int(g.this) - 1
-                if not 0 <= idx < len(items):
-                    raise refuse("group_key", "GROUP BY position out of range", "count select items from 1")
-                key_nodes.append(items[idx][1])
-            elif (
-                isinstance(g, exp.Column)
-                and not g.table
-                and g.name.lower() in aliases
-                and not _is_view_column(p, g)
-            ):
-                key_nodes.append(aliases[g.name.lower()])
-            else:
-                key_nodes.append(g)
+    aliases = {item.name.lower(): item.node for item in items}
+    for g in group.expressions:
+        if isinstance(g, exp.Literal) and not g.is_string:
+            idx = int(g.this) - 1
+            if not 0 <= idx < len(items):
+                raise refuse("group_key", "GROUP BY position out of range", "count select items from 1")
+            key_nodes.append(items[idx].node)
+        elif (
+            isinstance(g, exp.Column)
+            and not g.table
+            and g.name.lower() in aliases
+            and not _is_view_column(p, g)
+        ):
+            key_nodes.append(aliases[g.name.lower()])
+        else:
+            key_nodes.append(g)
+    return key_nodes
+
+
+def _keys(p: _Parser, key_nodes: list[exp.Expression]) -> list[Key]:
+    """The distinct group keys (the same expression twice is one key)."""
     keys: list[Key] = []
     for node in key_nodes:
         if _contains_aggregate(node):
@@ -676,7 +737,13 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
         key = p.key(node, what="a group key")
         if all(key.sql != k.sql for k in keys):
             keys.append(key)
+    return keys
 
+
+def _outputs(
+    p: _Parser, items: list[SelectItem], measures_by_item: Mapping[int, Measure], keys: list[Key]
+) -> tuple[list[Output], list[Measure]]:
+    """Each output column as a measure or a group key; every key must be selected."""
     outputs: list[Output] = []
     measures: list[Measure] = []
     selected_keys: set[int] = set()
@@ -701,30 +768,16 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
             "every GROUP BY key must also be selected",
             "select each key, so that two cells never look alike",
         )
-
-    order = tuple(_order(tree, items, outputs, keys, p))
-    limit = _limit(tree)
-    return AggregateQuery(
-        tuple(p.sources),
-        tuple(keys),
-        tuple(measures),
-        tuple(outputs),
-        where_sql,
-        order,
-        limit,
-        conjuncts,
-        terms,
-        negates,
-    )
+    return outputs, measures
 
 
-def _unparen(node: exp.Expression) -> exp.Expression:
+def _unparen(node: exp.Expr) -> exp.Expr:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
 
 
-def _terms(node: exp.Expression) -> tuple[tuple[str, str], ...]:
+def _terms(node: exp.Expr) -> tuple[tuple[str, str], ...]:
     """(masked form, full text) of each top-level AND part of a filter."""
     node = _unparen(node)
     parts = list(node.flatten()) if isinstance(node, exp.And) else [node]

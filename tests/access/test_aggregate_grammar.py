@@ -20,7 +20,7 @@ from access_support import World, auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from access.aggregate import _width_bucket_free
+from access.aggregate import width_bucket_free
 from access.errors import Refusal
 from access.ports import User
 from access.service import AccessService
@@ -266,10 +266,10 @@ class Direct:
         holders = (
             "list_distinct(flatten(list([r.holder" + (", p.holder" if " p " in f" {from_} " else "") + "])))"
         )
-        exprs = [_width_bucket_free(k) for k in keys]
+        exprs = [width_bucket_free(k) for k in keys]
         sql = (
             f"SELECT {', '.join([*exprs, 'count(DISTINCT r.person_id)', holders])} FROM {from_}"
-            + (f" WHERE {_width_bucket_free(where)}" if where else "")
+            + (f" WHERE {width_bucket_free(where)}" if where else "")
             + (f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else "")
         )
         out = {}
