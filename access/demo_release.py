@@ -34,6 +34,11 @@ def consent_key(i: int, seed: int = 0) -> str:
     return hashlib.sha256(f"consent-{seed}-{i}".encode()).hexdigest()
 
 
+def _row_count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def write_release(
     directory: Path,
     *,
@@ -92,9 +97,7 @@ def write_release(
             ORDER BY j
             """
         )
-        counts = {
-            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("patient", "register_visit")
-        }
+        counts = {t: _row_count(con, t) for t in ("patient", "register_visit")}
         linked = max(persons - unlinked, 0)
         con.execute(
             f"""

@@ -446,7 +446,8 @@ class ReleaseEngine:
 
     @property
     def unlinked_count(self) -> int:
-        return int(self.con.cursor().execute("SELECT count(*) FROM hdp_sys.unlinked").fetchone()[0])
+        row = self.con.cursor().execute("SELECT count(*) FROM hdp_sys.unlinked").fetchone()
+        return int(row[0]) if row else 0
 
     def refresh_exclusions(self, keys: frozenset[str]) -> None:
         """Make the released rows match ``keys`` (the current opt-outs) before a query runs."""
@@ -624,7 +625,7 @@ class EngineCache:
     def get(self, permit: Permit, excluded_keys: frozenset[str] = frozenset()) -> ReleaseEngine:
         directory = release_dir(self.releases_dir, permit.release)
         private = release_dir(self.private_dir, permit.release)
-        stamp = []
+        stamp: list[tuple[int, int] | None] = []
         for path in (directory / "release.duckdb", private / CONSENT_LINK, private / CELL_KEYS):
             try:
                 st = path.stat()

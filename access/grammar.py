@@ -614,7 +614,7 @@ _CLAUSES_REFUSED = (
 )
 
 
-def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) -> AggregateQuery:
+def parse(tree: exp.Expr, views: Mapping[str, Sequence[tuple[str, str]]]) -> AggregateQuery:
     """Check ``tree`` (already through ``access.sandbox``) against the grammar.
 
     ``views`` maps each permitted table to its (column, DuckDB type) pairs.
@@ -645,7 +645,7 @@ def parse(tree: exp.Expression, views: Mapping[str, Sequence[tuple[str, str]]]) 
     )
 
 
-def _one_plain_select(tree: exp.Expression) -> exp.Select:
+def _one_plain_select(tree: exp.Expr) -> exp.Select:
     """``tree`` if it is one SELECT without a clause the grammar refuses."""
     if isinstance(tree, exp.Union | exp.Except | exp.Intersect):
         raise refuse(
@@ -837,7 +837,7 @@ def _limit(tree: exp.Select) -> int | None:
     return int(value.this)
 
 
-def _refuse_anywhere(tree: exp.Expression) -> None:
+def _refuse_anywhere(tree: exp.Expr) -> None:
     """Constructs that are refused wherever they appear, with the reason that fits."""
     for node in tree.walk():
         if isinstance(node, exp.With):

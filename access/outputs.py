@@ -191,7 +191,7 @@ def _inside_count(node: exp.Expression, select: exp.Select) -> bool:
     return False
 
 
-def classify_query(tree: exp.Expression, pseudonyms: frozenset[str] | None = None) -> tuple[str, ...]:
+def classify_query(tree: exp.Expr, pseudonyms: frozenset[str] | None = None) -> tuple[str, ...]:
     """Why the result of ``tree`` is row-level (empty when it is an aggregate table).
 
     Fails closed: only a top-level SELECT that aggregates (an aggregate function of its own in

@@ -264,7 +264,7 @@ class ValidatedQuery:
     masked: str  # literals and unknown identifiers masked: this is what the audit log keeps
     masked_sha256: str
     tables: frozenset[str]  # views referenced
-    tree: exp.Expression
+    tree: exp.Expr
 
 
 def echo_name(name: str) -> str:
@@ -311,7 +311,7 @@ def function_name(node: exp.Func) -> str:
     return node.sql_name().lower()
 
 
-def _ctes_in_scope(node: exp.Expression) -> set[str]:
+def _ctes_in_scope(node: exp.Expr) -> set[str]:
     """CTE names visible at ``node``: those of the WITH clauses of its enclosing queries.
 
     Scope matters: a CTE defined in a subquery is not visible outside it, and there an
@@ -334,7 +334,7 @@ def _ctes_in_scope(node: exp.Expression) -> set[str]:
     return names
 
 
-def _check_tree(tree: exp.Expression, allowed: frozenset[str]) -> frozenset[str]:
+def _check_tree(tree: exp.Expr, allowed: frozenset[str]) -> frozenset[str]:
     if not isinstance(tree, exp.Select | exp.Union | exp.Except | exp.Intersect):
         raise QueryRefused("sql.not_select", "only SELECT queries are allowed")
 
@@ -380,7 +380,7 @@ def _check_tree(tree: exp.Expression, allowed: frozenset[str]) -> frozenset[str]
     return frozenset(used)
 
 
-def mask(tree: exp.Expression, known_names: frozenset[str]) -> str:
+def mask(tree: exp.Expr, known_names: frozenset[str]) -> str:
     """The query with every literal replaced by ``?``, every comment dropped and every
     identifier that is not a known table or column name replaced by ``_n``.
 

@@ -13,7 +13,7 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,7 +115,7 @@ class _Body:
     so a body dropped before its first chunk (client gone before the response began) would
     keep its engine lease; this wrapper releases it on ``close`` or garbage collection."""
 
-    def __init__(self, gen: Iterator[bytes], owned: ExitStack) -> None:
+    def __init__(self, gen: Generator[bytes, None, None], owned: ExitStack) -> None:
         self._gen = gen
         self._owned = owned
         self._started = False
@@ -409,7 +409,7 @@ class AccessService:
 
     def _stream(
         self, rs: ResultStream, head: list[pa.RecordBatch], owned: ExitStack, event: dict[str, Any]
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """Arrow IPC stream of ``head`` and then the rest of ``rs``; logs the end either way.
 
         Past the row limit, or on any error, the stream stops *without* its end-of-stream

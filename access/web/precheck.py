@@ -142,7 +142,9 @@ def _table_groups(
         return GroupRisk(
             holder_id, table, qis, k, UNAVAILABLE, reason=f"column(s) missing: {', '.join(missing)}"
         )
-    persons, groups, smallest, below, persons_below = con.execute(group_size_sql(table, qis, k)).fetchone()
+    figures = con.execute(group_size_sql(table, qis, k)).fetchone()
+    assert figures is not None  # an aggregate without GROUP BY always has one row
+    persons, groups, smallest, below, persons_below = figures
     if not groups:
         return GroupRisk(holder_id, table, qis, k, NO_DATA, persons=0, groups=0, reason="table is empty")
     return GroupRisk(
