@@ -25,8 +25,11 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from access.governance_adapter import ServiceGovernance
 from access.grammar import AggregateQuery
 from governance import ledger as gl
+from governance.store import session_scope
+from privacy.keys import KeyStore
 
 #: Remembered (permit, fingerprint, result) triples per worker before the oldest are forgotten
 #: (forgetting only costs one store round trip when the query comes again).
@@ -71,11 +74,7 @@ def entry_for(
 
 def default_ledger(governance: object, *, default_budget: int = gl.DEFAULT_BUDGET) -> QueryLedger:
     """The governance store's ledger when the layer talks to the store, else one in memory."""
-    from access.governance_adapter import ServiceGovernance
-
     if isinstance(governance, ServiceGovernance):
-        from privacy.keys import KeyStore
-
         key = KeyStore().active_key(LEDGER_DOMAIN).secret
         return StoreLedger(governance.url, key=key, default_budget=default_budget)
     return MemoryLedger(default_budget=default_budget)
@@ -126,8 +125,6 @@ class StoreLedger(_Digests):
         key = (permit_id, entry.fingerprint, entry.result_sha256)
         if key in self._known:
             return gl.Admission(True, -1, -1, new=False)  # recorded before: no store round trip
-        from governance.store import session_scope
-
         with session_scope(self.url) as session:
             admission = gl.record_query(
                 session,

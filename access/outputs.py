@@ -47,11 +47,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from sqlglot import exp
 
+from access.engine import release_dir
 from access.errors import Forbidden, NotFound, QueryRefused, Refusal
 from access.formats import MEDIA_TYPES, serialise
 from access.ports import AGGREGATE, RECORD, OutputGovernance, Permit, User
+from governance import outputs as out
+from governance.catalogue import load_catalogue
+from governance.errors import GovernanceError
 from hdp.settings import SettingsError, get_settings, load_settings
 
 PREVIEW_ROWS = 100
@@ -163,8 +170,6 @@ def check_direct(release_id: str, fmt: str, rows: int | None = None) -> None:
 def pseudonym_columns() -> frozenset[str]:
     """Column names the catalogue marks as pseudonyms (linkage keys), plus ``person_id``."""
     try:
-        from governance.catalogue import load_catalogue
-
         names = {v["column"] for v in load_catalogue().values() if v.get("sensitivity") == "pseudonym"}
     except Exception:  # noqa: BLE001 - without the catalogue, the release's pseudonym still counts
         names = set()
@@ -231,8 +236,6 @@ def classify_query(tree: exp.Expr, pseudonyms: frozenset[str] | None = None) -> 
 
 def values_look_like_pseudonyms(table: pa.Table) -> bool:
     """True when any text value holds a run of 16+ hex digits (a pseudonym or a piece of one)."""
-    import pyarrow.compute as pc
-
     for column in table.columns:
         t = column.type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -260,8 +263,6 @@ class OutputFiles:
         self.root = root
 
     def _dir(self, release_id: str) -> Path:
-        from access.engine import release_dir
-
         d = release_dir(self.root, release_id)  # refuses ids that are not plain names
         for p in (self.root, d):
             p.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -282,8 +283,6 @@ class OutputFiles:
     def path(self, release_id: str, name: str) -> Path:
         if "/" in name or name.startswith(".") or not name:
             raise NotFound("output.file_missing", "the output's file is not available")
-        from access.engine import release_dir
-
         return release_dir(self.root, release_id) / name
 
     def read(self, release_id: str, name: str) -> bytes:
@@ -303,12 +302,8 @@ class OutputFiles:
 def read_table(body: bytes, fmt: str) -> pa.Table:
     """An output file back as an Arrow table (for the checkers' preview)."""
     if fmt == "csv":
-        import pyarrow.csv as pacsv
-
         return pacsv.read_csv(io.BytesIO(body))
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
         return pq.read_table(io.BytesIO(body))
     if fmt == "arrow":
         return pa.ipc.open_stream(io.BytesIO(body)).read_all()
@@ -414,7 +409,6 @@ class OutputDesk:
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """Governance refusals become access refusals with the same code and status."""
-        from governance.errors import GovernanceError
 
         def guarded() -> Any:
             try:
@@ -429,8 +423,6 @@ class OutputDesk:
 
     def _visible(self, user: User, output_id: int) -> Any:
         """The output if ``user`` may see it (requester, or someone who may check it); else 404."""
-        from governance import outputs as out
-
         o = self._call("get_output", lambda: self.gov.get_output(output_id=output_id))
         if o.requester == user.name:
             return o
@@ -605,8 +597,6 @@ class OutputDesk:
 
     def download(self, user: User, output_id: int) -> Download:
         """The approved file, for its requester, if its hash is the one checked (audited either way)."""
-        from governance import outputs as out
-
         now = self.service.clock()
         event: dict[str, Any] = {"event": "access.output_download", "user": user.name, "output_id": output_id}
         try:
@@ -653,8 +643,6 @@ class OutputDesk:
 
     def queue(self, user: User) -> list[Any]:
         """Outputs awaiting ``user``'s check in their current round, oldest first."""
-        from governance import outputs as out
-
         return sorted(
             (
                 o
@@ -681,8 +669,6 @@ class OutputDesk:
         return o, table.slice(0, rows)
 
     def decide(self, user: User, output_id: int, decision: str, comment: str) -> Any:
-        from governance import outputs as out
-
         now = self.service.clock()
         event: dict[str, Any] = {
             "event": "access.output_check",
@@ -770,8 +756,6 @@ class OutputDesk:
 
     def exceptions(self, user: User, permit_id: int) -> list[Any]:
         """A permit's exceptions: for its users, its holders' stewards and output checkers."""
-        from governance import outputs as out
-
         users, holders = self._call("output_scope", lambda: self.gov.output_scope(permit_id=permit_id))
         who = out.party(user)
         if not (

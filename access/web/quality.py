@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.quality.store import latest
+
 log = logging.getLogger(__name__)
 
 VERDICTS = ("pass", "warn", "fail", "error", "skipped")
@@ -93,10 +95,6 @@ def summarise(rows: list[dict[str, Any]], *, zone: str, scope: str) -> GateSumma
 
 def latest_gate(quality_dir: Path, *, zone: str, scope: str) -> GateSummary:
     """The latest stored gate run for (zone, scope); never raises (the page must still render)."""
-    try:
-        from pipelines.quality.store import latest
-    except ImportError:
-        return GateSummary(scope=scope, zone=zone)
     try:
         rows = latest(quality_dir, zone=zone, scope=scope)
     except Exception as exc:  # noqa: BLE001 - any reader failure degrades to "unavailable", logged by type
