@@ -174,6 +174,52 @@ def map_duckdb_error(err: duckdb.Error) -> Refusal:
 _PSEUDONYM_STORAGE = " USING COMPRESSION uncompressed"
 
 
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """The files an engine opens: the release database, and from the private side the consent
+    link and (when built) the perturbation keys."""
+
+    database: Path
+    consent_link: Path
+    cell_keys: Path | None
+
+    @classmethod
+    def find(cls, directory: Path, private_directory: Path, output_tier: str) -> ReleaseFiles:
+        """The release's files, or the refusal that says which one a query cannot do without."""
+        database = directory / "release.duckdb"
+        link = private_directory / CONSENT_LINK
+        keys = private_directory / CELL_KEYS
+        if not database.is_file():
+            raise ReleaseUnavailable("release.unknown", "the release has no database")
+        if not link.is_file():
+            # Without the consent link no withdrawal could be applied: refuse the whole release.
+            raise QueryRefused("release.no_consent_link", "the release has no consent link", status=503)
+        has_keys = keys.is_file()
+        if output_tier == AGGREGATE and not has_keys:
+            # Without the perturbation keys no count could be perturbed: refuse rather than
+            # publish exact counts.
+            raise QueryRefused(
+                "release.no_cell_keys", "the release has no perturbation keys; rebuild it", status=503
+            )
+        return cls(database, link, keys if has_keys else None)
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, limits: Limits) -> None:
+    """No Python objects, extensions or files reachable from a query; bounded memory and
+    threads; and no query can change any of it back."""
+    for stmt in (
+        "SET python_enable_replacements = false",
+        "SET autoload_known_extensions = false",
+        "SET autoinstall_known_extensions = false",
+        "SET allow_community_extensions = false",
+        "SET enable_external_access = false",
+        f"SET memory_limit = {_sql_str(limits.memory_limit)}",
+        f"SET threads = {int(limits.threads)}",
+        "SET lock_configuration = true",
+    ):
+        con.execute(stmt)
+
+
 class ReleaseEngine:
     """The locked-down database for one permit on one release."""
 
@@ -186,21 +232,9 @@ class ReleaseEngine:
         *,
         private_directory: Path,
     ) -> None:
-        db_path = directory / "release.duckdb"
-        link_path = private_directory / CONSENT_LINK
-        keys_path = private_directory / CELL_KEYS
-        if not db_path.is_file():
-            raise ReleaseUnavailable("release.unknown", "the release has no database")
-        if not link_path.is_file():
-            # Without the consent link no withdrawal could be applied: refuse the whole release.
-            raise QueryRefused("release.no_consent_link", "the release has no consent link", status=503)
-        #: Aggregate permits need the perturbation keys (without them no count could be
-        #: perturbed: refuse rather than publish exact counts).
-        self.cell_keys = keys_path.is_file()
-        if permit.output_tier == AGGREGATE and not self.cell_keys:
-            raise QueryRefused(
-                "release.no_cell_keys", "the release has no perturbation keys; rebuild it", status=503
-            )
+        files = ReleaseFiles.find(directory, private_directory, permit.output_tier)
+        #: Whether the release has perturbation keys (aggregate permits cannot do without).
+        self.cell_keys = files.cell_keys is not None
         #: holder id -> its bit in a cell's holder mask (see ``access.aggregate``)
         self.holder_bits: dict[str, int] = {}
         #: table -> the most rows one person has in it (bounds one person's share of a cell)
@@ -228,16 +262,22 @@ class ReleaseEngine:
         self._stale: list[str] = []
         self._running = 0
         self._gen_lock = threading.Lock()
+        self.con = self._open(files, excluded_keys)
+
+    def _open(self, files: ReleaseFiles, excluded_keys: frozenset[str]) -> duckdb.DuckDBPyConnection:
+        """The in-memory database: the release attached read-only, the permitted views over
+        the consented rows, then locked down (no file, extension or setting reachable)."""
         con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
         try:
-            con.execute(f"ATTACH {_sql_str(str(db_path))} AS rel (READ_ONLY)")
-            if self.cell_keys:
-                con.execute(f"ATTACH {_sql_str(str(keys_path))} AS hdp_keys (READ_ONLY)")
+            con.execute(f"ATTACH {_sql_str(str(files.database))} AS rel (READ_ONLY)")
+            if files.cell_keys is not None:
+                con.execute(f"ATTACH {_sql_str(str(files.cell_keys))} AS hdp_keys (READ_ONLY)")
             con.execute("CREATE SCHEMA hdp_sys")
             con.execute(f"CREATE SCHEMA {KEYED_SCHEMA}")
             con.execute(
                 "CREATE TABLE hdp_sys.consent_link AS SELECT CAST(person_id AS VARCHAR) AS person_id, "
-                f"CAST(consent_key AS VARCHAR) AS consent_key FROM read_parquet({_sql_str(str(link_path))})"
+                "CAST(consent_key AS VARCHAR) AS consent_key "
+                f"FROM read_parquet({_sql_str(str(files.consent_link))})"
             )
             con.execute("CREATE TABLE hdp_sys.excluded_person (person_id VARCHAR)")
             self.views = self._columns(con)
@@ -245,21 +285,11 @@ class ReleaseEngine:
                 self.holder_bits = self._holder_bits(con)
             self._create_exclusions(con)
             self._materialise(con, excluded_keys)
-            for stmt in (
-                "SET python_enable_replacements = false",
-                "SET autoload_known_extensions = false",
-                "SET autoinstall_known_extensions = false",
-                "SET allow_community_extensions = false",
-                "SET enable_external_access = false",
-                f"SET memory_limit = {_sql_str(limits.memory_limit)}",
-                f"SET threads = {int(limits.threads)}",
-                "SET lock_configuration = true",
-            ):
-                con.execute(stmt)
+            _lock_down(con, self.limits)
         except Exception:
             con.close()
             raise
-        self.con = con
+        return con
 
     def _columns(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
         """Permitted tables -> their permitted columns (plus person_id and holder)."""
