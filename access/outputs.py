@@ -450,12 +450,7 @@ class OutputDesk:
             )
         if permit.output_tier != RECORD:
             raise Forbidden("permit.unknown_tier", "the permit's output tier is not one this layer knows")
-        keys = frozenset(
-            svc._governance(
-                "excluded_consent_keys",
-                lambda: svc.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
-            )
-        )
+        keys = svc.excluded_keys(permit, now)
         with svc.engines.lease(permit, keys) as engine:
             engine.refresh_exclusions(keys)
             checked, _ = svc._prepare(engine, sql, RECORD)
@@ -611,10 +606,7 @@ class OutputDesk:
                     "output.permit_inactive", "the permit this output was filed under is not in force"
                 )
             if o.row_level:
-                keys = self.service._governance(
-                    "excluded_consent_keys",
-                    lambda: self.service.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
-                )
+                keys = self.service.excluded_keys(permit, now)
                 if _consent_digest(keys) != o.consent_sha256:
                     raise Refusal(
                         "output.consent_changed",

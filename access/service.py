@@ -149,6 +149,18 @@ def _prefetch(rs: ResultStream, rows: int) -> tuple[list[pa.RecordBatch], bool]:
     return head, False
 
 
+@dataclass(frozen=True)
+class RecordStream:
+    """A record-level result too large to collect: its first batches and the open stream."""
+
+    stream: ResultStream
+    head: list[pa.RecordBatch]
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -222,6 +234,16 @@ class AccessService:
         return user
 
     # -- authorisation -----------------------------------------------------------
+    def excluded_keys(self, permit: Permit, at: datetime) -> frozenset[str]:
+        """The consent keys opted out of the permit's purpose at ``at``: read at the moment of
+        every query (the port's cache is exactly as current as a fresh read)."""
+        return frozenset(
+            self._governance(
+                "excluded_consent_keys",
+                lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=at),
+            )
+        )
+
     def _permit(self, user: User, release_id: str, now: datetime) -> Permit:
         release_dir(self.settings.releases_dir, release_id)  # refuses path tricks early
         if "researcher" not in user.roles:
@@ -319,13 +341,7 @@ class AccessService:
             permit = self._permit(user, release_id, now)
             event["permit_id"] = permit.id
             event["tier"] = permit.output_tier
-            # Consent at the moment of the query: read the current opt-outs every time.
-            keys = frozenset(
-                self._governance(
-                    "excluded_consent_keys",
-                    lambda: self.governance.excluded_consent_keys(purpose=permit.purpose, at=now),
-                )
-            )
+            keys = self.excluded_keys(permit, now)
             engine = stack.enter_context(self.engines.lease(permit, keys))
             engine.refresh_exclusions(keys)
             checked, compiled = self._prepare(engine, sql, permit.output_tier)
@@ -333,46 +349,18 @@ class AccessService:
             event["query_sha256"] = checked.masked_sha256
             summary: dict[str, Any] = {}
             if compiled is None:  # record tier: a file format is an export (access.outputs)
-                check_export(release_id, fmt)
-            if compiled is None and stream and fmt == "arrow":
-                rs = engine.open_stream(checked.sql)
-                stack.callback(rs.close)
-                head, complete = _prefetch(rs, STREAM_AFTER_ROWS)
-                if not complete:
-                    check_export(release_id, fmt, STREAM_AFTER_ROWS + 1)  # beyond a preview: an export
+                record = self._record_table(engine, checked, release_id, fmt, stream=stream, stack=stack)
+                if isinstance(record, RecordStream):
                     # Logged before the first byte leaves; the end (rows, hash) is logged too.
                     self._log(
-                        **event,
-                        decision="allowed",
-                        streamed=True,
-                        rows=None,
-                        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                        **event, decision="allowed", streamed=True, rows=None, duration_ms=_ms_since(started)
                     )
                     owned = stack.pop_all()  # the lease and the stream now belong to the body
-                    return StreamedResult(
-                        MEDIA_TYPES[fmt], permit.id, _Body(self._stream(rs, head, owned, event), owned)
-                    )
-                table = pa.Table.from_batches(head, schema=rs.schema)
-                if table.num_rows > self.settings.limits.max_rows:  # a limit below the threshold
-                    raise QueryCutOff(
-                        "limit.rows",
-                        f"the result has more than {self.settings.limits.max_rows} rows; aggregate or filter, "
-                        "or narrow the query",
-                    )
-            elif compiled is None:
-                (table,) = engine.run([checked.sql])
+                    body_chunks = self._stream(record.stream, record.head, owned, event)
+                    return StreamedResult(MEDIA_TYPES[fmt], permit.id, _Body(body_chunks, owned))
+                table = record
             else:
-                disclosure = self._disclosure_settings(permit)
-                (stats,) = engine.run([compiled.stats_sql])
-                exact = None
-                if aggregate.needs_exact(compiled, stats, disclosure):
-                    # Same snapshot for both: a consent change between them cannot mix two states.
-                    stats, exact = engine.run([compiled.stats_sql, compiled.exact_sql])
-            stack.close()  # lease ends before the Python-side work below
-            if compiled is None:  # record tier: more rows than a preview is an export (access.outputs)
-                check_export(release_id, fmt, table.num_rows)
-            if compiled is not None:
-                table, summary = aggregate.publish(compiled, stats, exact, disclosure)
+                table, summary = self._aggregate_table(engine, compiled, permit, stack=stack)
                 self._admit(user, permit, compiled, table, summary, now, event)
             body = serialise(
                 table,
@@ -387,13 +375,7 @@ class AccessService:
             # A refused query keeps a keyed digest of its exact text (even when refused before
             # masking); never the text, which may hold a personnummer. hdp/audit.py text_mac.
             event["query_text_hmac"] = self.audit.text_mac(sql)
-            self._log(
-                **event,
-                decision="refused",
-                reason=r.reason,
-                rows=0,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+            self._log(**event, decision="refused", reason=r.reason, rows=0, duration_ms=_ms_since(started))
             raise
         finally:
             stack.close()
@@ -402,10 +384,57 @@ class AccessService:
             decision="allowed",
             rows=table.num_rows,
             result_sha256=digest,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=_ms_since(started),
             **summary,
         )
         return QueryResult(body, MEDIA_TYPES[fmt], table.num_rows, digest, permit.id, summary)
+
+    def _record_table(
+        self,
+        engine: ReleaseEngine,
+        checked: ValidatedQuery,
+        release_id: str,
+        fmt: str,
+        *,
+        stream: bool,
+        stack: ExitStack,
+    ) -> pa.Table | RecordStream:
+        """A record-level result, whole; or, streaming Arrow beyond ``STREAM_AFTER_ROWS`` rows,
+        its first batches and the open stream (its closing is on ``stack``). More rows than a
+        preview is an export (``access.outputs``): refused here, before or after the run."""
+        check_export(release_id, fmt)
+        if stream and fmt == "arrow":
+            rs = engine.open_stream(checked.sql)
+            stack.callback(rs.close)
+            head, complete = _prefetch(rs, STREAM_AFTER_ROWS)
+            if not complete:
+                check_export(release_id, fmt, STREAM_AFTER_ROWS + 1)  # beyond a preview: an export
+                return RecordStream(rs, head)
+            table = pa.Table.from_batches(head, schema=rs.schema)
+            if table.num_rows > self.settings.limits.max_rows:  # a limit below the threshold
+                raise QueryCutOff(
+                    "limit.rows",
+                    f"the result has more than {self.settings.limits.max_rows} rows; aggregate or filter, "
+                    "or narrow the query",
+                )
+        else:
+            (table,) = engine.run([checked.sql])
+        stack.close()  # lease ends before the Python-side work below
+        check_export(release_id, fmt, table.num_rows)
+        return table
+
+    def _aggregate_table(
+        self, engine: ReleaseEngine, compiled: aggregate.CompiledQuery, permit: Permit, *, stack: ExitStack
+    ) -> tuple[pa.Table, dict[str, Any]]:
+        """The published cells of an aggregate query and the disclosure summary."""
+        disclosure = self._disclosure_settings(permit)
+        (stats,) = engine.run([compiled.stats_sql])
+        exact = None
+        if aggregate.needs_exact(compiled, stats, disclosure):
+            # Same snapshot for both: a consent change between them cannot mix two states.
+            stats, exact = engine.run([compiled.stats_sql, compiled.exact_sql])
+        stack.close()  # lease ends before the Python-side work below
+        return aggregate.publish(compiled, stats, exact, disclosure)
 
     def _stream(
         self, rs: ResultStream, head: list[pa.RecordBatch], owned: ExitStack, event: dict[str, Any]
@@ -462,7 +491,7 @@ class AccessService:
                 rows=rows,
                 result_sha256=digest.hexdigest(),
                 streamed=True,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=_ms_since(started),
                 **outcome,
             )
 
