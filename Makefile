@@ -10,8 +10,9 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
 # The line coverage `make test` may not fall under: measured over the packages listed in
 # pyproject's [tool.coverage.run], in the test process only (the hub, workers and Airflow processes
-# the end-to-end tests start are not followed, so the true figure is higher).
-COV_FLOOR ?= 0
+# the end-to-end tests start are not followed, so the true figure is higher). Measured 90.69 %
+# (917 tests, CI=1) when the floor was set; raise it as coverage rises, never lower it to pass.
+COV_FLOOR ?= 90
 
 .PHONY: help venv demo check fmt test test-fast lint bench lock clean
 
