@@ -265,8 +265,9 @@ def _read_raw_tables(
 
 
 def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
-    """The query producing the research table from raw table alias ``r``: rows with a valid
-    identifier (or, FHIR, any resolved or unresolved patient) that satisfy ``keep``."""
+    """The query producing the research table from raw table alias ``r``: the rows that satisfy
+    ``keep`` and, for a table with an identifier column, have a valid identifier (FHIR tables
+    keep rows whose patient is not resolved, with ``person_id`` NULL)."""
     joins = [f"{_q(rule.source)} r"]
     if rule.identifier:
         joins.append(f"LEFT JOIN _pm pm ON r.{_q(rule.identifier)} = pm.raw_value")

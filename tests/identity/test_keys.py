@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hdp.settings import get_settings
 from privacy.domains import consent_key, pseudonymiser
 from privacy.keys import KekError, KeyStore, KeyStoreError, LocalAesGcmKms, load_kek
 from privacy.pseudonym import Pseudonymiser
@@ -45,8 +46,6 @@ def test_dev_kek_generated_outside_home_with_0600(hdp_home, tmp_path, monkeypatc
 
 
 def test_production_without_kek_is_an_error(hdp_home, monkeypatch):
-    from hdp.settings import get_settings
-
     monkeypatch.delenv("HDP_KEK", raising=False)
     monkeypatch.delenv("HDP_KEK_FILE", raising=False)
     monkeypatch.setenv("HDP_ENV", "production")

@@ -19,6 +19,7 @@ from pipelines.release_identity import (
     shift_days,
 )
 from privacy.domains import consent_key
+from privacy.policy import load_release_policy
 from privacy.pseudonym import Pseudonymiser
 
 
@@ -102,7 +103,6 @@ def test_release_policy_on_fhir_strings(hdp_home, kek_env):
             "postal_code": ["751 05", "99999"],
         }
     )
-    from privacy.policy import load_release_policy
 
     out = apply_release_policy(
         t, table_name="encounter", release_domain="release:r", settings=hdp_home, policy=load_release_policy()

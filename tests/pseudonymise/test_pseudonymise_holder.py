@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import logging
+import os
+
 import duckdb
 import pytest
 
 from hdp.settings import SettingsError
 from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
+from pipelines.release_identity import release_person_map
+from privacy.keys import KeyStore
 from pseudonymise.raw_fixtures import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
 
 RESEARCH = {
@@ -223,13 +229,6 @@ def test_missing_identifier_is_quarantined(hdp_home, kek_env):
 
 
 def test_no_key_material_in_any_file_or_log(hdp_home, kek_env, caplog):
-    import base64
-    import logging
-    import os
-
-    from pipelines.release_identity import release_person_map
-    from privacy.keys import KeyStore
-
     with caplog.at_level(logging.DEBUG):
         build_ndr(hdp_home)
         build_region(hdp_home)

@@ -16,7 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
+
+from pipelines import clean_writer, warehouse
 
 SCENARIO = Path(__file__).with_name("byte_leak_scenario.py")
 RUNS = [(1, 1500), (2, 2000), (3, 1200), (4, 2500), (5, 1800), (6, 1000)]
@@ -42,10 +45,6 @@ def test_no_identifier_name_or_address_in_any_byte_outside_restricted(tmp_path):
 
 
 def test_the_clean_writer_is_a_fresh_isolated_process_without_the_callers_environment(tmp_path, monkeypatch):
-    import duckdb
-
-    from pipelines import clean_writer
-
     monkeypatch.setenv("HDP_KEK", "c2VjcmV0")
     duckdb.connect().execute(
         f"COPY (SELECT 1 AS x, NULL::VARCHAR AS y) TO '{tmp_path / 't.parquet'}' (FORMAT parquet)"
@@ -76,10 +75,6 @@ def test_the_clean_writer_is_a_fresh_isolated_process_without_the_callers_enviro
 
 
 def test_a_reader_never_opens_a_zone_file_for_writing(tmp_path, monkeypatch):
-    import duckdb
-
-    from pipelines import warehouse
-
     path = tmp_path / "z.duckdb"
     duckdb.connect(str(path)).close()
     modes = []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pipelines.quality import catalog
 from pipelines.quality.catalog import CheckLibraryError, Threshold, parse_check
+from synthetic_data import codes
 
 BASE = {
     "id": "x.y.range",
@@ -135,8 +136,6 @@ def test_duplicate_ids_across_files_are_refused(tmp_path):
 
 
 def test_code_lists_contain_the_generators_codes_and_not_its_unknown_ones():
-    from synthetic_data import codes
-
     assert set(codes.ICD10SE) <= catalog.code_list("icd10se")
     assert set(codes.ATC) <= catalog.code_list("atc")
     assert set(codes.KVA) <= catalog.code_list("kva")

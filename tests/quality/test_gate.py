@@ -5,8 +5,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipelines.quality import store
+from pipelines.quality import catalog, store
 from pipelines.quality.gate import GateInputMissing, run_gate
+from pipelines.quality.quarantine_rows import not_quarantined_sql
 from pipelines.quality.results import QualityGateFailed, raise_for_blocking
 
 
@@ -154,8 +155,6 @@ def test_identifier_leaking_into_research_blocks(zones):
 
 
 def test_a_check_whose_sql_fails_is_an_error_not_a_crash(zones, monkeypatch):
-    from pipelines.quality import catalog
-
     broken = catalog.parse_check(
         {
             "id": "test.broken.predicate",
@@ -194,8 +193,6 @@ def test_history_keeps_every_run(zones):
 
 
 def test_quarantined_rows_can_be_kept_out_of_the_research_zone(zones):
-    from pipelines.quality.quarantine_rows import not_quarantined_sql
-
     s = zones["settings"]
     run_gate("raw", holder_id="ndr", run_id="q1", render_docs=False)
     run_gate("raw", holder_id="region_uppsala", run_id="q1", render_docs=False)

@@ -16,6 +16,7 @@ from synth_helpers import REGIONS, Delivery, file_lines, identifier_ok, normalis
 from hdp.settings import get_settings
 from synthetic_data import geo
 from synthetic_data import identifiers as ids
+from synthetic_data import population as pop
 from synthetic_data.csv_sources import source_schema
 from synthetic_data.defects import DEFECT_CLASSES
 from synthetic_data.fhir import RESOURCE_TYPES
@@ -349,8 +350,6 @@ def test_rejects_bad_arguments(hdp_home):
 
 
 def test_summary_says_when_numbers_were_generated(hdp_home, monkeypatch):
-    from synthetic_data import population as pop
-
     small = tuple(n for n in ids.test_numbers() if int(n[:4]) == 1950)
     monkeypatch.setattr(pop.ids, "test_numbers", lambda: small)
     pop.build_population.cache_clear()
