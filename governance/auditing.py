@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect, select
@@ -25,7 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from governance.models import AuditCheckpointRow
-from hdp.audit import Checkpoint
+from governance.store import engine_for, session_scope
+from hdp.audit import AuditLog, Checkpoint
+from hdp.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,6 @@ def _flush_audit(session: Session) -> None:
     pending = session.info.pop(_KEY, None)
     if not pending:
         return
-    from hdp.audit import AuditLog
-    from hdp.settings import get_settings
-
     # No checkpoint store on the log itself: its checkpoint goes into this very transaction
     # (a second session would wait for this one's write lock on SQLite).
     audit_log = AuditLog(get_settings().audit_dir / GOVERNANCE_LOG, checkpoints=None)
@@ -90,8 +90,6 @@ class StoreCheckpoints:
         return "StoreCheckpoints(<governance store>)"
 
     def record(self, log_id: str, seq: int, entry_hash: str) -> None:
-        from governance.store import session_scope
-
         try:
             with session_scope(self.url) as session:
                 _record(session, log_id, seq, entry_hash)
@@ -102,14 +100,10 @@ class StoreCheckpoints:
 
     def log_ids(self) -> list[str]:
         """Every log with a checkpoint (a log deleted from the folder is still named here)."""
-        from governance.store import session_scope
-
         with session_scope(self.url, readonly=True) as session:
             return sorted(session.scalars(select(AuditCheckpointRow.log_id).distinct()))
 
     def load(self, log_id: str) -> list[Checkpoint]:
-        from governance.store import session_scope
-
         with session_scope(self.url, readonly=True) as session:
             rows = session.execute(
                 select(AuditCheckpointRow.seq, AuditCheckpointRow.entry_hash)
@@ -122,10 +116,6 @@ class StoreCheckpoints:
 def checkpoint_table_exists(url: str) -> bool:
     """Whether the store at ``url`` exists and has the checkpoint table (migration 0004);
     never creates a SQLite file."""
-    from pathlib import Path
-
-    from governance.store import engine_for
-
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return False
     with engine_for(url).connect() as conn:

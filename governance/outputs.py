@@ -31,6 +31,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TypedDict, Unpack
 
+from governance import text as free_text
 from governance.errors import (
     DuplicateDecision,
     InvalidRequest,
@@ -185,8 +186,6 @@ def clean_text(
     """Stripped, normalised text of ``minimum``-``maximum`` characters; control and invisible
     format characters (bidi overrides, NUL, zero-width ...) are refused as everywhere in
     governance (``governance.text``): a checker must read exactly what was written."""
-    from governance import text as free_text
-
     cleaned, problem = free_text.check(
         (value or "").strip(), code=f"output.{field}", label=field, multiline=multiline
     )
