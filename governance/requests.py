@@ -32,6 +32,7 @@ from governance.permits import apply_amendment, issue_permit, permit_row
 from governance.request_fields import (
     PERMIT_AMENDABLE,
     REQUEST_FIELDS,
+    Problem,
     check_field_names,
     check_justification,
     clean_fields,
@@ -191,6 +192,107 @@ def round_reviews(session: Session, row: RequestRow) -> list[HolderReviewRow]:
     )
 
 
+def _checked_decision(decision: str, justification: str) -> str:
+    """The decision's justification, normalised; InvalidRequest lists every problem of the input."""
+    problems: list[Problem] = []
+    if decision not in {d.value for d in Decision}:
+        problems.append(("decision.unknown", f"decision must be approve, reject or return, not {decision!r}"))
+    justification, problem = check_justification(
+        justification,
+        code="decision.justification",
+        label="justification",
+        too_short="every decision needs a justification",
+    )
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise InvalidRequest(problems)
+    return justification
+
+
+def _check_may_decide(session: Session, row: RequestRow, *, holder_id: str, reviewer: str) -> None:
+    """The request is in review, the holder in its scope, and ``reviewer`` an active steward of
+    the holder who neither applied for nor works on the request."""
+    if Status(row.status) not in IN_REVIEW:
+        raise InvalidTransition(
+            f"request {row.id} is {row.status}; decisions are taken only while it is submitted or under review",
+            code=f"transition.{row.status}.decide",
+        )
+    if holder_id not in row.holders:
+        raise InvalidRequest(
+            [("decision.holder_not_in_scope", f"holder {holder_id!r} is not in scope of request {row.id}")]
+        )
+    user = user_row(session, reviewer)
+    if (
+        user is None
+        or user.disabled_at is not None
+        or "steward" not in user.roles
+        or holder_id not in user.holder_ids
+    ):
+        raise PermissionDenied(f"{reviewer!r} is not a steward of {holder_id!r}", code="decision.not_steward")
+    if reviewer == row.applicant or reviewer in row.members:
+        raise SelfDecision(f"{reviewer!r} applied for or works on request {row.id} and may not decide on it")
+
+
+def _round_decisions(session: Session, row: RequestRow, holder_id: str) -> list[DecisionRow]:
+    """The decisions already taken for ``holder_id`` in the request's current round."""
+    return list(
+        session.execute(
+            select(DecisionRow).where(
+                DecisionRow.request_id == row.id,
+                DecisionRow.holder_id == holder_id,
+                DecisionRow.review_round == row.review_round,
+            )
+        ).scalars()
+    )
+
+
+def _check_not_decided(review: HolderReviewRow, earlier: list[DecisionRow], reviewer: str) -> None:
+    """The holder is still pending in this round and ``reviewer`` has not decided for it yet."""
+    if review.verdict != HolderVerdict.PENDING.value:
+        raise InvalidTransition(
+            f"holder {review.holder_id!r} has already decided ({review.verdict}) in this round",
+            code="decision.holder_already_decided",
+        )
+    if any(d.reviewer == reviewer for d in earlier):
+        raise DuplicateDecision(
+            f"{reviewer!r} has already decided for {review.holder_id!r} in this round; "
+            "a second reviewer is needed"
+        )
+
+
+def _update_holder_verdict(
+    review: HolderReviewRow, earlier: list[DecisionRow], latest: ReviewDecision, now: datetime
+) -> HolderVerdict:
+    """The holder's verdict with ``latest`` added to its earlier decisions, stored on its review."""
+    verdict = holder_outcome(
+        [ReviewDecision(d.reviewer, Decision(d.decision)) for d in earlier] + [latest],
+        review.reviewers_required,
+    )
+    review.verdict = verdict.value
+    if verdict is not HolderVerdict.PENDING:
+        review.decided_at = now
+    return verdict
+
+
+def _move_request(row: RequestRow, reviews: Mapping[str, HolderReviewRow], now: datetime) -> Action:
+    """Move the request to the status its holders' verdicts call for; returns the action taken."""
+    action = request_outcome({h: HolderVerdict(r.verdict) for h, r in reviews.items()})
+    row.status = next_status(row.status, action).value
+    row.updated_at = now
+    if action in (Action.APPROVE, Action.REJECT, Action.RETURN):
+        row.decided_at = now
+    return action
+
+
+def _grant(session: Session, row: RequestRow, now: datetime) -> None:
+    """An approved request issues its permit; an approved amendment updates its parent's permit."""
+    if row.parent_id is None:
+        issue_permit(session, row, now)
+    else:
+        apply_amendment(session, row, parent_id=row.parent_id, now=now)
+
+
 def decide(
     session: Session,
     *,
@@ -207,68 +309,13 @@ def decide(
     with its required number of distinct reviewers; one rejection or return decides at once.
     """
     now = aware_now(now)
-    problems = []
-    if decision not in {d.value for d in Decision}:
-        problems.append(("decision.unknown", f"decision must be approve, reject or return, not {decision!r}"))
-    justification, problem = check_justification(
-        justification,
-        code="decision.justification",
-        label="justification",
-        too_short="every decision needs a justification",
-    )
-    if problem:
-        problems.append(problem)
-    if problems:
-        raise InvalidRequest(problems)
+    justification = _checked_decision(decision, justification)
     row = lock_request(session, request_id)
-    if Status(row.status) not in IN_REVIEW:
-        raise InvalidTransition(
-            f"request {request_id} is {row.status}; decisions are taken only while it is submitted or under review",
-            code=f"transition.{row.status}.decide",
-        )
-    if holder_id not in row.holders:
-        raise InvalidRequest(
-            [
-                (
-                    "decision.holder_not_in_scope",
-                    f"holder {holder_id!r} is not in scope of request {request_id}",
-                )
-            ]
-        )
-    user = user_row(session, reviewer)
-    if (
-        user is None
-        or user.disabled_at is not None
-        or "steward" not in user.roles
-        or holder_id not in user.holder_ids
-    ):
-        raise PermissionDenied(f"{reviewer!r} is not a steward of {holder_id!r}", code="decision.not_steward")
-    if reviewer == row.applicant or reviewer in row.members:
-        raise SelfDecision(
-            f"{reviewer!r} applied for or works on request {request_id} and may not decide on it"
-        )
+    _check_may_decide(session, row, holder_id=holder_id, reviewer=reviewer)
     reviews = {r.holder_id: r for r in round_reviews(session, row)}
     review = reviews[holder_id]
-    if review.verdict != HolderVerdict.PENDING.value:
-        raise InvalidTransition(
-            f"holder {holder_id!r} has already decided ({review.verdict}) in this round",
-            code="decision.holder_already_decided",
-        )
-    earlier = (
-        session.execute(
-            select(DecisionRow).where(
-                DecisionRow.request_id == row.id,
-                DecisionRow.holder_id == holder_id,
-                DecisionRow.review_round == row.review_round,
-            )
-        )
-        .scalars()
-        .all()
-    )
-    if any(d.reviewer == reviewer for d in earlier):
-        raise DuplicateDecision(
-            f"{reviewer!r} has already decided for {holder_id!r} in this round; a second reviewer is needed"
-        )
+    earlier = _round_decisions(session, row, holder_id)
+    _check_not_decided(review, earlier, reviewer)
     session.add(
         DecisionRow(
             request_id=row.id,
@@ -280,20 +327,9 @@ def decide(
             decided_at=now,
         )
     )
-    verdict = holder_outcome(
-        [ReviewDecision(d.reviewer, Decision(d.decision)) for d in earlier]
-        + [ReviewDecision(reviewer, Decision(decision))],
-        review.reviewers_required,
-    )
-    review.verdict = verdict.value
-    if verdict is not HolderVerdict.PENDING:
-        review.decided_at = now
-    action = request_outcome({h: HolderVerdict(r.verdict) for h, r in reviews.items()})
+    verdict = _update_holder_verdict(review, earlier, ReviewDecision(reviewer, Decision(decision)), now)
     from_status = row.status
-    row.status = next_status(row.status, action).value
-    row.updated_at = now
-    if action in (Action.APPROVE, Action.REJECT, Action.RETURN):
-        row.decided_at = now
+    action = _move_request(row, reviews, now)
     record_event(
         session,
         row,
@@ -307,10 +343,7 @@ def decide(
         review_round=row.review_round,
     )
     if action is Action.APPROVE:
-        if row.parent_id is None:
-            issue_permit(session, row, now)
-        else:
-            apply_amendment(session, row, parent_id=row.parent_id, now=now)
+        _grant(session, row, now)
     flush(session)
     return row.status
 
