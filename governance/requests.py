@@ -10,6 +10,7 @@ An approval by every holder issues the permit (``governance.permits``) in the sa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -348,6 +349,124 @@ def decide(
     return row.status
 
 
+@dataclass(frozen=True)
+class _Amendment:
+    """What an amendment changes and why, as recorded in the history."""
+
+    actor: str
+    fields: tuple[str, ...]  # the changed field names, sorted
+    reason: str  # normalised and stripped
+    now: datetime
+
+
+def _checked_reason(changes: Mapping[str, Any], reason: str) -> str:
+    """The amendment's reason, normalised; InvalidRequest when it or the changes are unusable."""
+    reason, problem = check_justification(
+        reason, code="amendment.reason", label="amendment reason", too_short="an amendment needs a reason"
+    )
+    if problem:
+        raise InvalidRequest([problem])
+    if not changes:
+        raise InvalidRequest([("amendment.empty", "an amendment must change at least one field")])
+    check_field_names(changes, REQUEST_FIELDS)
+    return reason
+
+
+def _check_may_amend(row: RequestRow, actor: str) -> None:
+    if actor != row.applicant:
+        raise PermissionDenied(f"only the applicant may amend request {row.id}")
+    if row.parent_id is not None:
+        raise InvalidRequest([("amendment.of_amendment", "amend the original request, not an amendment")])
+
+
+def _check_permit_amendable(changes: Mapping[str, Any]) -> None:
+    """A permit in force can change only in ``PERMIT_AMENDABLE``; anything else needs a new request."""
+    if not_allowed := sorted(set(changes) - PERMIT_AMENDABLE):
+        raise InvalidRequest(
+            [
+                (
+                    "amendment.field",
+                    f"a permit can be amended only in {sorted(PERMIT_AMENDABLE)}; {not_allowed} needs a new request",
+                )
+            ]
+        )
+
+
+def _amend_in_review(
+    session: Session, row: RequestRow, clean: Mapping[str, Any], target: Status, amendment: _Amendment
+) -> int:
+    """Change the request itself and restart its review in a new round; returns its id."""
+    from_status = row.status
+    for k, v in clean.items():
+        setattr(row, k, v)
+    row.status = target.value
+    row.updated_at = amendment.now
+    _open_round(session, row, amendment.now)
+    record_event(
+        session,
+        row,
+        actor=amendment.actor,
+        action="amend",
+        from_status=from_status,
+        now=amendment.now,
+        fields=list(amendment.fields),
+        reason=amendment.reason,
+        review_round=row.review_round,
+    )
+    flush(session)
+    return row.id
+
+
+def _check_permit_in_force(session: Session, row: RequestRow, now: datetime) -> None:
+    permit = permit_row(session, row.id)
+    if permit is None or permit.revoked_at is not None or permit.expires_at <= now:
+        raise InvalidTransition(
+            f"request {row.id}'s permit is no longer in force", code="amendment.parent_inactive"
+        )
+
+
+def _file_amendment(
+    session: Session, row: RequestRow, clean: Mapping[str, Any], amendment: _Amendment
+) -> int:
+    """File a child request carrying the amendment of ``row``'s permit; returns the child's id."""
+    now = amendment.now
+    child = RequestRow(
+        applicant=row.applicant,
+        status=Status.DRAFT.value,
+        review_round=0,
+        parent_id=row.id,
+        amendment={"fields": list(amendment.fields), "reason": amendment.reason},
+        created_at=now,
+        updated_at=now,
+        **clean,
+    )
+    session.add(child)
+    flush(session)
+    record_event(
+        session,
+        child,
+        actor=amendment.actor,
+        action="file_amendment",
+        from_status=None,
+        now=now,
+        parent_id=row.id,
+        fields=list(amendment.fields),
+    )
+    record_event(
+        session,
+        row,
+        actor=amendment.actor,
+        action="amend",
+        from_status=row.status,
+        now=now,
+        amendment_request_id=child.id,
+        fields=list(amendment.fields),
+        reason=amendment.reason,
+    )
+    flush(session)
+    return child.id
+
+
 def amend_request(
     session: Session,
     *,
@@ -365,90 +484,19 @@ def amend_request(
       extension) goes through the same workflow; on approval it updates the permit.
     """
     now = aware_now(now)
-    reason, problem = check_justification(
-        reason, code="amendment.reason", label="amendment reason", too_short="an amendment needs a reason"
-    )
-    if problem:
-        raise InvalidRequest([problem])
-    if not changes:
-        raise InvalidRequest([("amendment.empty", "an amendment must change at least one field")])
-    check_field_names(changes, REQUEST_FIELDS)
+    reason = _checked_reason(changes, reason)
     row = lock_request(session, request_id)
-    if actor != row.applicant:
-        raise PermissionDenied(f"only the applicant may amend request {request_id}")
-    if row.parent_id is not None:
-        raise InvalidRequest([("amendment.of_amendment", "amend the original request, not an amendment")])
-    from_status = row.status
+    _check_may_amend(row, actor)
     target = next_status(row.status, Action.AMEND)
-    if Status(from_status) not in IN_REVIEW and (not_allowed := sorted(set(changes) - PERMIT_AMENDABLE)):
-        raise InvalidRequest(
-            [
-                (
-                    "amendment.field",
-                    f"a permit can be amended only in {sorted(PERMIT_AMENDABLE)}; {not_allowed} needs a new request",
-                )
-            ]
-        )
+    in_review = Status(row.status) in IN_REVIEW
+    if not in_review:
+        _check_permit_amendable(changes)
     clean = clean_fields(session, row.applicant, {**row_fields(row), **changes}, now)
-    if Status(from_status) in IN_REVIEW:
-        for k, v in clean.items():
-            setattr(row, k, v)
-        row.status = target.value
-        row.updated_at = now
-        _open_round(session, row, now)
-        record_event(
-            session,
-            row,
-            actor=actor,
-            action="amend",
-            from_status=from_status,
-            now=now,
-            fields=sorted(changes),
-            reason=reason.strip(),
-            review_round=row.review_round,
-        )
-        flush(session)
-        return row.id
-    permit = permit_row(session, row.id)
-    if permit is None or permit.revoked_at is not None or permit.expires_at <= now:
-        raise InvalidTransition(
-            f"request {request_id}'s permit is no longer in force", code="amendment.parent_inactive"
-        )
-    child = RequestRow(
-        applicant=row.applicant,
-        status=Status.DRAFT.value,
-        review_round=0,
-        parent_id=row.id,
-        amendment={"fields": sorted(changes), "reason": reason.strip()},
-        created_at=now,
-        updated_at=now,
-        **clean,
-    )
-    session.add(child)
-    flush(session)
-    record_event(
-        session,
-        child,
-        actor=actor,
-        action="file_amendment",
-        from_status=None,
-        now=now,
-        parent_id=row.id,
-        fields=sorted(changes),
-    )
-    record_event(
-        session,
-        row,
-        actor=actor,
-        action="amend",
-        from_status=from_status,
-        now=now,
-        amendment_request_id=child.id,
-        fields=sorted(changes),
-        reason=reason.strip(),
-    )
-    flush(session)
-    return child.id
+    amendment = _Amendment(actor=actor, fields=tuple(sorted(changes)), reason=reason.strip(), now=now)
+    if in_review:
+        return _amend_in_review(session, row, clean, target, amendment)
+    _check_permit_in_force(session, row, now)
+    return _file_amendment(session, row, clean, amendment)
 
 
 def _request_view(session: Session, row: RequestRow) -> RequestView:
