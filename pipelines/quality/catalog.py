@@ -195,12 +195,9 @@ def _check_identifiers(params: Mapping[str, Any], file: str, cid: str) -> None:
         raise _fail(file, cid, f"ref_table {params['ref_table']!r} is not a plain identifier")
 
 
-def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
-    """One check from its JSON object; raises CheckLibraryError naming what is wrong."""
-    cid = str(raw.get("id", "?"))
-    if not _ID.match(cid):
-        raise _fail(file, cid, "id must be dotted lower-case words, e.g. register.hba1c_mmol_mol.range")
-    base = {
+#: The fields every check has; any other field of a check object is a parameter of its kind.
+_BASE_FIELDS = frozenset(
+    {
         "id",
         "kind",
         "category",
@@ -215,11 +212,13 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
         "requires",
         "overrides",
     }
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise _fail(file, cid, f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+)
+
+
+def _kind_params(raw: Mapping[str, Any], kind: str, file: str, cid: str) -> dict[str, Any]:
+    """The check's parameters: exactly the required and optional ones of its kind, identifiers plain."""
     required, optional = KINDS[kind]
-    params = {k: v for k, v in raw.items() if k not in base}
+    params = {k: v for k, v in raw.items() if k not in _BASE_FIELDS}
     missing = required - set(params)
     if missing:
         raise _fail(file, cid, f"kind {kind} needs {sorted(missing)}")
@@ -227,6 +226,11 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
     if unknown:
         raise _fail(file, cid, f"unknown fields {sorted(unknown)} for kind {kind}")
     _check_identifiers(params, file, cid)
+    return params
+
+
+def _check_classification(raw: Mapping[str, Any], file: str, cid: str) -> None:
+    """Kahn category and subcategory, source, zones and severity come from their vocabularies."""
     category, sub = raw.get("category"), raw.get("subcategory")
     if category not in CATEGORIES or sub not in CATEGORIES[category]:
         raise _fail(file, cid, f"category/subcategory {category}/{sub} is not a Kahn category")
@@ -237,18 +241,10 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
         raise _fail(file, cid, f"zones must be a non-empty list drawn from {ZONES}")
     if raw.get("severity") not in SEVERITIES:
         raise _fail(file, cid, f"severity must be one of {SEVERITIES}")
-    table = raw.get("table")
-    if not isinstance(table, str) or not (table == ALL_TABLES or _IDENT.match(table)):
-        raise _fail(file, cid, "table must be a plain identifier or '*'")
-    note = raw.get("note")
-    if not isinstance(note, str) or not note.strip():
-        raise _fail(file, cid, "every check needs a note saying why it exists")
-    quarantine = bool(raw.get("quarantine", False))
-    if quarantine and (kind not in QUARANTINABLE_KINDS or "raw" not in zones):
-        raise _fail(
-            file, cid, "quarantine is only for row-level or foreign_key checks that run in the raw zone"
-        )
-    overrides = raw.get("overrides", {})
+
+
+def _check_overrides(overrides: Any, zones: list[str], file: str, cid: str) -> None:
+    """Each override is for one of the check's zones and changes only what may differ per zone."""
     if not isinstance(overrides, Mapping):
         raise _fail(file, cid, "overrides must be an object keyed by zone")
     for zone, ov in overrides.items():
@@ -264,11 +260,37 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
             _threshold(ov["threshold"], file, cid)
         if "params" in ov:
             _check_identifiers(ov["params"], file, cid)
+
+
+def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
+    """One check from its JSON object; raises CheckLibraryError naming what is wrong."""
+    cid = str(raw.get("id", "?"))
+    if not _ID.match(cid):
+        raise _fail(file, cid, "id must be dotted lower-case words, e.g. register.hba1c_mmol_mol.range")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise _fail(file, cid, f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+    params = _kind_params(raw, kind, file, cid)
+    _check_classification(raw, file, cid)
+    zones = raw["zones"]
+    table = raw.get("table")
+    if not isinstance(table, str) or not (table == ALL_TABLES or _IDENT.match(table)):
+        raise _fail(file, cid, "table must be a plain identifier or '*'")
+    note = raw.get("note")
+    if not isinstance(note, str) or not note.strip():
+        raise _fail(file, cid, "every check needs a note saying why it exists")
+    quarantine = bool(raw.get("quarantine", False))
+    if quarantine and (kind not in QUARANTINABLE_KINDS or "raw" not in zones):
+        raise _fail(
+            file, cid, "quarantine is only for row-level or foreign_key checks that run in the raw zone"
+        )
+    overrides = raw.get("overrides", {})
+    _check_overrides(overrides, zones, file, cid)
     return Check(
         id=cid,
         kind=kind,
-        category=category,
-        subcategory=sub,
+        category=raw["category"],
+        subcategory=raw["subcategory"],
         source=raw["source"],
         zones=tuple(zones),
         table=table,
