@@ -16,21 +16,29 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.quality.catalog import Check
+from pipelines.quality.catalog import ALL_TABLES, Check
 from pipelines.quality.results import ERROR, PASS, SKIPPED, CheckResult, GateResult
 from pipelines.quality.store import safe_name
 
-if TYPE_CHECKING:  # GX is imported inside render() only (slow, and analytics must be off first)
+if TYPE_CHECKING:  # GX is imported inside render() and its steps only (slow; analytics off first)
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.data_context import FileDataContext
     from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
 
     class _SiteConfig(DataDocsSiteConfigTypedDict):
         """GX's site config type lacks SiteBuilder's ``show_how_to_buttons`` (GX calls it incomplete)."""
 
         show_how_to_buttons: bool
+
+
+#: The one Data Docs site of a run's GX project.
+SITE_NAME = "hdp_run"
 
 
 def docs_index(quality_dir: Path, run_id: str) -> Path:
@@ -174,17 +182,122 @@ def _meta(check: Check | None, res: CheckResult) -> dict[str, Any]:
     }
 
 
-def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> Path:
-    """Add ``result`` to its run's Data Docs site and rebuild the site; returns index.html."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before the import: GX reads it at start-up
+@dataclass(frozen=True)
+class _TableSuite:
+    """One table's results of a gate, as one GX suite validation result."""
+
+    name: str
+    table: str
+    result: ExpectationSuiteValidationResult
+
+
+def _batch_name(table: str) -> str:
+    return table if table != ALL_TABLES else "all_tables"
+
+
+def _validation_result(check: Check | None, res: CheckResult) -> ExpectationValidationResult:
+    """One check result as a GX expectation validation result: counts only."""
+    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    etype, kwargs, res_dict = _expectation(check, res)
+    kwargs["description"] = _description(res, kwargs.pop("description", None) or _rule(etype, kwargs))
+    config = ExpectationConfiguration(type=etype, kwargs=kwargs, meta=_meta(check, res))
+    return ExpectationValidationResult(
+        success=res.verdict in (PASS, SKIPPED),
+        expectation_config=config,
+        result=res_dict,
+        exception_info={
+            "raised_exception": res.verdict == ERROR,
+            "exception_message": res.reason or None,
+            "exception_traceback": None,
+        },
+    )
+
+
+def _table_suite(
+    result: GateResult, table: str, results: list[CheckResult], checks: dict[str, Check], run_time: datetime
+) -> _TableSuite:
+    """The suite of one table: its checks in id order, failed when any of them blocks."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    evrs = [_validation_result(checks.get(res.id), res) for res in sorted(results, key=lambda r: r.id)]
+    ok = sum(1 for e in evrs if e.success)
+    suite_name = f"{result.zone}.{safe_name(result.scope)}.{_batch_name(table)}"
+    suite_result = ExpectationSuiteValidationResult(
+        success=not any(r.blocks for r in results),
+        results=evrs,
+        suite_name=suite_name,
+        statistics={
+            "evaluated_expectations": len(evrs),
+            "successful_expectations": ok,
+            "unsuccessful_expectations": len(evrs) - ok,
+            "success_percent": round(100.0 * ok / len(evrs), 2) if evrs else 100.0,
+        },
+        meta={
+            "run_id": {"run_name": result.run_id, "run_time": run_time.isoformat()},
+            "active_batch_definition": {
+                "datasource_name": "hdp",
+                "data_asset_name": f"{result.zone}/{result.scope}",
+                "batch_definition_name": table,
+            },
+            "batch_spec": {},
+            "batch_markers": {},
+            "hdp_library_version": result.library_version,
+        },
+    )
+    return _TableSuite(suite_name, table, suite_result)
+
+
+def _run_context(project_dir: Path, site_dir: Path) -> FileDataContext:
+    """The run's GX project, analytics off, with its Data Docs site ``SITE_NAME`` at ``site_dir``."""
     import great_expectations as gx
-    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+
+    context = gx.get_context(mode="file", project_root_dir=str(project_dir))
+    if context.variables.analytics_enabled is not False:
+        # recorded in the project file too, so nothing later re-enables it from a default
+        context.variables.analytics_enabled = False
+        context.variables.save()
+    if SITE_NAME not in (context.config.data_docs_sites or {}):
+        site_config: _SiteConfig = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(site_dir),
+            },
+        }
+        context.add_data_docs_site(site_name=SITE_NAME, site_config=site_config)
+    return context
+
+
+def _store_suites(
+    context: FileDataContext, suites: list[_TableSuite], run_id: str, run_time: datetime
+) -> list[ValidationResultIdentifier]:
+    """Store each suite's result in the run's validation-results store; returns their keys."""
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
     )
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    keys = []
+    for suite in suites:
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+            run_id=RunIdentifier(run_name=run_id, run_time=run_time),
+            batch_identifier=_batch_name(suite.table),
+        )
+        context.validation_results_store.set(key, suite.result)
+        keys.append(key)
+    return keys
+
+
+def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> Path:
+    """Add ``result`` to its run's Data Docs site and rebuild the site; returns index.html."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before the import: GX reads it at start-up
+    import great_expectations  # noqa: F401 - imported here first, after analytics are off
 
     run = safe_name(result.run_id)
     site_dir = quality_dir / "docs" / run
@@ -192,84 +305,10 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
     by_table: dict[str, list[CheckResult]] = {}
     for res in result.checks:
         by_table.setdefault(res.table, []).append(res)
-    suites = []
-    for table in sorted(by_table):
-        evrs = []
-        for res in sorted(by_table[table], key=lambda r: r.id):
-            check = checks.get(res.id)
-            etype, kwargs, res_dict = _expectation(check, res)
-            kwargs["description"] = _description(res, kwargs.pop("description", None) or _rule(etype, kwargs))
-            config = ExpectationConfiguration(type=etype, kwargs=kwargs, meta=_meta(check, res))
-            evrs.append(
-                ExpectationValidationResult(
-                    success=res.verdict in (PASS, SKIPPED),
-                    expectation_config=config,
-                    result=res_dict,
-                    exception_info={
-                        "raised_exception": res.verdict == ERROR,
-                        "exception_message": res.reason or None,
-                        "exception_traceback": None,
-                    },
-                )
-            )
-        ok = sum(1 for e in evrs if e.success)
-        blocked = any(r.blocks for r in by_table[table])
-        suite_name = f"{result.zone}.{safe_name(result.scope)}.{table if table != '*' else 'all_tables'}"
-        suites.append(
-            (
-                suite_name,
-                table,
-                ExpectationSuiteValidationResult(
-                    success=not blocked,
-                    results=evrs,
-                    suite_name=suite_name,
-                    statistics={
-                        "evaluated_expectations": len(evrs),
-                        "successful_expectations": ok,
-                        "unsuccessful_expectations": len(evrs) - ok,
-                        "success_percent": round(100.0 * ok / len(evrs), 2) if evrs else 100.0,
-                    },
-                    meta={
-                        "run_id": {"run_name": result.run_id, "run_time": run_time.isoformat()},
-                        "active_batch_definition": {
-                            "datasource_name": "hdp",
-                            "data_asset_name": f"{result.zone}/{result.scope}",
-                            "batch_definition_name": table,
-                        },
-                        "batch_spec": {},
-                        "batch_markers": {},
-                        "hdp_library_version": result.library_version,
-                    },
-                ),
-            )
-        )
+    suites = [_table_suite(result, table, by_table[table], checks, run_time) for table in sorted(by_table)]
     with _locked(quality_dir / "docs" / f"{run}.lock"):
-        context = gx.get_context(mode="file", project_root_dir=str(quality_dir / "gx" / run))
-        if context.variables.analytics_enabled is not False:
-            # recorded in the project file too, so nothing later re-enables it from a default
-            context.variables.analytics_enabled = False
-            context.variables.save()
-        site_name = "hdp_run"
-        if site_name not in (context.config.data_docs_sites or {}):
-            site_config: _SiteConfig = {
-                "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(site_dir),
-                },
-            }
-            context.add_data_docs_site(site_name=site_name, site_config=site_config)
-        keys = []
-        for suite_name, table, suite_result in suites:
-            key = ValidationResultIdentifier(
-                expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
-                run_id=RunIdentifier(run_name=result.run_id, run_time=run_time),
-                batch_identifier=table if table != "*" else "all_tables",
-            )
-            context.validation_results_store.set(key, suite_result)
-            keys.append(key)
+        context = _run_context(quality_dir / "gx" / run, site_dir)
+        keys = _store_suites(context, suites, result.run_id, run_time)
         # only this gate's pages are (re)built; the index still lists every page of the run
-        context.build_data_docs(site_names=[site_name], resource_identifiers=keys)
+        context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=keys)
     return site_dir / "index.html"
