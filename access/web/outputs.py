@@ -26,7 +26,6 @@ from access.errors import Refusal
 from access.outputs import OutputDesk, export_rule
 from access.ports import User
 from access.web.pages import PREFIX, Page, PageKit
-from governance import service
 from governance.outputs import IN_CHECK, WITHDRAWABLE, OutputRequest, OutputStatus
 from governance.values import Permit
 
@@ -106,10 +105,8 @@ class OutputPages:
         return self.web.redirect(p, url)
 
     def record_permits(self, user: User) -> list[Permit]:
-        """The caller's record-level permits, for the request form (the port's permits carry
-        no project title, which the form shows)."""
-        with self.web.store() as s:
-            permits = service.releases_for_user(s, user_name=user.name, at=datetime.now(UTC))
+        """The caller's record-level permits with a release, for the request form."""
+        permits = self.web.governance().releases_for_user(user_name=user.name, at=datetime.now(UTC))
         return [x for x in permits if x.output_tier == "record"]
 
     # -- researcher ------------------------------------------------------------------------

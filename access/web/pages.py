@@ -136,12 +136,16 @@ class PageKit:
 
     def store(self) -> AbstractContextManager[Session]:
         """A session on the governance store, for what the port does not cover (review queue,
-        requests and decisions, the public register, permits with their project titles)."""
+        requests and decisions, the public register)."""
         return session_scope(self._governance_url())
+
+    def governance(self) -> Governance:
+        """The governance port of this store (cached, shared with the API)."""
+        return self._governance()
 
     def authenticate(self, token: str) -> User | None:
         """The user holding ``token`` now (None: unknown, revoked, disabled or malformed)."""
-        return self._governance().authenticate_token(token)
+        return self.governance().authenticate_token(token)
 
     def page(self, request: Request) -> Page:
         lang = i18n.negotiate(
