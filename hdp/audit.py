@@ -434,105 +434,165 @@ class AuditLog:
     def _verify_lines(
         self, lines: Iterable[str], ring: KeyRing | None, checkpoints: list[Checkpoint]
     ) -> VerifyResult:
-        keyed = ring is not None
-
-        def bad(count: int, seq: int | None, reason: str) -> VerifyResult:
-            return VerifyResult(False, count, seq, reason, keyed=keyed, checkpoints=len(checkpoints))
-
         anchor = self._read_anchor()
         wanted = {c.seq for c in checkpoints}
         if anchor is not None:
-            wanted.add(anchor[0])
-        prev_hash, expected_seq, count = GENESIS, 1, 0
-        keyed_seen = False
-        hashes: dict[int, str] = {}
+            wanted.add(anchor.seq)
+        chain = _Chain()
+        broken = (
+            self._walk(lines, ring, wanted, chain)
+            or self._check_head(chain, anchor, ring)
+            or _check_checkpoints(chain, checkpoints)
+        )
+        if broken is not None:
+            return VerifyResult(
+                False,
+                chain.count,
+                broken.seq,
+                broken.reason,
+                keyed=ring is not None,
+                checkpoints=len(checkpoints),
+            )
+        return VerifyResult(True, chain.count, keyed=ring is not None, checkpoints=len(checkpoints))
+
+    def _walk(
+        self, lines: Iterable[str], ring: KeyRing | None, wanted: set[int], chain: _Chain
+    ) -> _Break | None:
+        """Follow the chain line by line, recording in ``chain`` the hashes of the ``wanted`` seqs;
+        the first break, or None when every entry links and verifies."""
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                return bad(count, expected_seq, f"line {lineno} is not JSON")
+                return _Break(chain.expected_seq, f"line {lineno} is not JSON")
             if not isinstance(entry, dict):
-                return bad(count, expected_seq, f"line {lineno} is not an entry")
-            seq = entry.get("seq")
-            if seq != expected_seq:
-                return bad(count, expected_seq, f"expected seq {expected_seq}, found {seq}")
-            if entry.get("prev") != prev_hash:
-                return bad(count, seq, "link to previous entry broken")
-            mac_key = entry.get("mac_key")
-            if mac_key is not None:
-                if ring is None:
-                    return bad(count, seq, "the entry is keyed: verifying it needs the audit key")
-                key = ring.get(str(mac_key))
-                if key is None:
-                    return bad(
-                        count,
-                        seq,
-                        f"the entry names audit key {mac_key!r}, which the key store does not hold",
-                    )
-                if not hmac.compare_digest(str(entry.get("hash")), entry_mac(key, self.log_id, entry)):
-                    return bad(count, seq, "entry content does not match its keyed hash")
-                keyed_seen = True
-            else:
-                if keyed_seen:
-                    return bad(count, seq, "an unkeyed entry after keyed ones")
-                if entry.get("hash") != entry_hash(entry):
-                    return bad(count, seq, "entry content does not match its hash")
-            prev_hash, expected_seq, count = entry["hash"], expected_seq + 1, count + 1
-            if seq in wanted:
-                hashes[seq] = entry["hash"]
+                return _Break(chain.expected_seq, f"line {lineno} is not an entry")
+            broken = self._check_entry(entry, ring, chain)
+            if broken is not None:
+                return broken
+            chain.keyed_seen = chain.keyed_seen or entry.get("mac_key") is not None
+            chain.prev_hash = entry["hash"]
+            chain.count += 1
+            if entry["seq"] in wanted:
+                chain.hashes[entry["seq"]] = entry["hash"]
+        return None
+
+    def _check_entry(self, entry: dict[str, Any], ring: KeyRing | None, chain: _Chain) -> _Break | None:
+        """The entry's seq follows, it links to the previous entry, and its hash (keyed when it
+        names a key; unkeyed only before any keyed entry) matches its content."""
+        seq = entry.get("seq")
+        if seq != chain.expected_seq:
+            return _Break(chain.expected_seq, f"expected seq {chain.expected_seq}, found {seq}")
+        if entry.get("prev") != chain.prev_hash:
+            return _Break(seq, "link to previous entry broken")
+        mac_key = entry.get("mac_key")
+        if mac_key is None:
+            if chain.keyed_seen:
+                return _Break(seq, "an unkeyed entry after keyed ones")
+            if entry.get("hash") != entry_hash(entry):
+                return _Break(seq, "entry content does not match its hash")
+            return None
+        if ring is None:
+            return _Break(seq, "the entry is keyed: verifying it needs the audit key")
+        key = ring.get(str(mac_key))
+        if key is None:
+            return _Break(seq, f"the entry names audit key {mac_key!r}, which the key store does not hold")
+        if not hmac.compare_digest(str(entry.get("hash")), entry_mac(key, self.log_id, entry)):
+            return _Break(seq, "entry content does not match its keyed hash")
+        return None
+
+    def _check_head(self, chain: _Chain, anchor: _Anchor | None, ring: KeyRing | None) -> _Break | None:
+        """The chain reaches the anchored head, and the anchor is keyed exactly when the log is."""
+        count = chain.count
         if anchor is None:
             if count:
-                return bad(count, count + 1, "head anchor missing: cannot rule out a cut-off tail")
-        else:
-            a_seq, a_hash, a_key, a_mac = anchor
-            if keyed and count and not keyed_seen:
-                return bad(
-                    count,
-                    count,
-                    "the log is not keyed (written before audit keys): 'hdp audit seal' keys its head",
-                )
-            if keyed and count:
-                key = ring.get(a_key) if (ring is not None and a_key) else None
-                if key is None or not hmac.compare_digest(a_mac, anchor_mac(key, self.log_id, a_seq, a_hash)):
-                    return bad(count, a_seq, "the head anchor is not keyed with the audit key: rewritten")
-            elif a_key and not keyed:
-                return bad(count, a_seq, "the head anchor is keyed: verifying it needs the audit key")
-            if a_seq > count:
-                return bad(
-                    count,
-                    count + 1,
-                    f"log ends at seq {count} but the anchor records seq {a_seq}: tail removed",
-                )
-            if hashes.get(a_seq) != a_hash:
-                return bad(count, a_seq, "entry does not match the anchored head")
-        for c in sorted(checkpoints, key=lambda c: c.seq):
-            if c.seq > count:
-                return bad(
-                    count,
-                    count + 1,
-                    f"log ends at seq {count} but the checkpoint store records seq "
-                    f"{c.seq}: entries removed, or the log replaced",
-                )
-            if hashes.get(c.seq) != c.hash:
-                return bad(
-                    count,
-                    c.seq,
-                    "the entry does not match the checkpoint store's record of it: "
-                    "the log was replaced or re-chained",
-                )
-        return VerifyResult(True, count, keyed=keyed, checkpoints=len(checkpoints))
+                return _Break(count + 1, "head anchor missing: cannot rule out a cut-off tail")
+            return None
+        keyed = ring is not None
+        if keyed and count and not chain.keyed_seen:
+            return _Break(
+                count, "the log is not keyed (written before audit keys): 'hdp audit seal' keys its head"
+            )
+        if keyed and count:
+            key = ring.get(anchor.mac_key) if (ring is not None and anchor.mac_key) else None
+            if key is None or not hmac.compare_digest(
+                anchor.mac, anchor_mac(key, self.log_id, anchor.seq, anchor.hash)
+            ):
+                return _Break(anchor.seq, "the head anchor is not keyed with the audit key: rewritten")
+        elif anchor.mac_key and not keyed:
+            return _Break(anchor.seq, "the head anchor is keyed: verifying it needs the audit key")
+        if anchor.seq > count:
+            return _Break(
+                count + 1, f"log ends at seq {count} but the anchor records seq {anchor.seq}: tail removed"
+            )
+        if chain.hashes.get(anchor.seq) != anchor.hash:
+            return _Break(anchor.seq, "entry does not match the anchored head")
+        return None
 
-    def _read_anchor(self) -> tuple[int, str, str, str] | None:
-        """(seq, hash, mac_key, mac) of the anchor; mac_key and mac empty when unkeyed."""
+    def _read_anchor(self) -> _Anchor | None:
+        """The head anchor as recorded, or None when there is none."""
         try:
             raw = json.loads(self.anchor_path.read_text(encoding="utf-8"))
-            return int(raw["seq"]), str(raw["hash"]), str(raw.get("mac_key") or ""), str(raw.get("mac") or "")
+            return _Anchor(
+                int(raw["seq"]), str(raw["hash"]), str(raw.get("mac_key") or ""), str(raw.get("mac") or "")
+            )
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
-            return (1 << 62, "", "", "")  # unreadable anchor: verification fails rather than passes
+            return _Anchor(1 << 62, "", "", "")  # unreadable anchor: verification fails rather than passes
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """The head anchor as read; ``mac_key`` and ``mac`` are empty when it is unkeyed."""
+
+    seq: int
+    hash: str
+    mac_key: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class _Break:
+    """Where verification found the log broken (``seq``, as VerifyResult.first_bad_seq) and why."""
+
+    seq: int | None
+    reason: str
+
+
+@dataclass
+class _Chain:
+    """What walking a log has established so far."""
+
+    count: int = 0  # entries verified
+    prev_hash: str = GENESIS
+    keyed_seen: bool = False
+    hashes: dict[int, str] = field(default_factory=dict)  # hash at each anchored or checkpointed seq
+
+    @property
+    def expected_seq(self) -> int:
+        return self.count + 1
+
+
+def _check_checkpoints(chain: _Chain, checkpoints: list[Checkpoint]) -> _Break | None:
+    """Every checkpointed head is in the chain: the log was neither cut to an old head nor replaced."""
+    count = chain.count
+    for c in sorted(checkpoints, key=lambda c: c.seq):
+        if c.seq > count:
+            return _Break(
+                count + 1,
+                f"log ends at seq {count} but the checkpoint store records seq "
+                f"{c.seq}: entries removed, or the log replaced",
+            )
+        if chain.hashes.get(c.seq) != c.hash:
+            return _Break(
+                c.seq,
+                "the entry does not match the checkpoint store's record of it: "
+                "the log was replaced or re-chained",
+            )
+    return None
 
 
 def _as_ring(key: KeyRing | AuditKey | None) -> KeyRing | None:
