@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 import jwt
 
-from access.ports import ROLES, Governance, User
+from access.ports import Governance, User
+from governance.values import ROLES
 
 
 class Authenticator(Protocol):

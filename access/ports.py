@@ -21,9 +21,8 @@ from governance.outputs import OutputException, OutputRequest  # the airlock's v
 from governance.users import token_hash
 
 # One permit type and one user type for governance and access.
-from governance.values import Permit, User
+from governance.values import ROLES, Permit, User
 
-ROLES = frozenset({"researcher", "steward", "operator", "admin", "output_checker"})
 RECORD = "record"
 AGGREGATE = "aggregate"
 
