@@ -108,17 +108,19 @@ class IngestResult:
         return sum(self.quarantined.values())
 
 
-class _BadValue(ValueError):
-    def __init__(self, reason_code: str, column: str) -> None:
+class _LineRejected(ValueError):
+    """A line goes to quarantine: its reason code and a detail naming the column or rule, never a value."""
+
+    def __init__(self, reason_code: str, detail: str) -> None:
         super().__init__(reason_code)
         self.reason_code = reason_code
-        self.column = column
+        self.detail = detail
 
 
 def _convert(value: str, column: Column, decimal: str) -> Any:
     if value == "":
         if column.required:
-            raise _BadValue("csv.missing_required", column.name)
+            raise _LineRejected("csv.missing_required", f"column {column.name}")
         return None
     try:
         if column.type == "VARCHAR":
@@ -131,8 +133,62 @@ def _convert(value: str, column: Column, decimal: str) -> Any:
             return int(value)
     except ValueError:
         reason = "csv.bad_date" if column.type == "DATE" else "csv.bad_number"
-        raise _BadValue(reason, column.name) from None
+        raise _LineRejected(reason, f"column {column.name}") from None
     raise SourceSchemaError(f"unsupported type {column.type}")  # pragma: no cover - checked at load
+
+
+def _convert_line(line: str, schema: SourceSchema) -> dict[str, Any]:
+    """One data line as a raw-zone row; _LineRejected when a field count or value is wrong."""
+    fields = next(csv.reader([line], delimiter=schema.delimiter))
+    if len(fields) != len(schema.columns):
+        raise _LineRejected("csv.column_count", f"{len(fields)} fields, expected {len(schema.columns)}")
+    return {
+        c.raw: _convert(v.strip(), c, schema.decimal) for c, v in zip(schema.columns, fields, strict=True)
+    }
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """The delivered file being parsed: where its quarantine records say they come from."""
+
+    schema: SourceSchema
+    holder: str
+    relative_name: str
+
+    def reject(
+        self, reason: str, detail: str, line_no: int | None, original: bytes | None
+    ) -> QuarantineRecord:
+        return QuarantineRecord(
+            stage=STAGE,
+            holder=self.holder,
+            source=self.schema.source,
+            reason_code=reason,
+            detail=detail,
+            source_file=self.relative_name,
+            line_no=line_no,
+            original=original,
+        )
+
+    def undecodable(self, exc: UnicodeDecodeError) -> ParsedFile:
+        """The whole file quarantined: it is not text in its declared encoding."""
+        encoding = self.schema.encoding
+        reason = "encoding.not_utf8" if encoding.lower().replace("_", "-") == "utf-8" else "encoding.invalid"
+        detail = (
+            f"file is not valid {encoding} (first bad byte at offset {exc.start}); whole file quarantined"
+        )
+        return ParsedFile([], [], [self.reject(reason, detail, None, None)], 0)
+
+    def header_mismatch(self, header: list[str], raw_lines: list[str]) -> ParsedFile:
+        """The whole file quarantined: its header is not the declared columns in order."""
+        expected = [c.name for c in self.schema.columns]
+        missing = [n for n in expected if n not in header]
+        extra = [n for n in header if n not in expected]
+        detail = (
+            f"header differs from schemas/sources/{self.schema.source}.json (missing {missing}, "
+            f"unexpected {extra}); whole file quarantined"
+        )
+        original = raw_lines[0].encode(self.schema.encoding)
+        return ParsedFile([], [], [self.reject("csv.header_mismatch", detail, 1, original)], len(raw_lines))
 
 
 def parse_delimited(data: bytes, schema: SourceSchema, *, holder: str, relative_name: str) -> ParsedFile:
@@ -141,111 +197,56 @@ def parse_delimited(data: bytes, schema: SourceSchema, *, holder: str, relative_
     Rejected lines become quarantine records carrying the original line bytes; the
     ``detail`` text names the column and rule, never the value.
     """
-
-    def reject(reason: str, detail: str, line_no: int | None, original: bytes | None) -> QuarantineRecord:
-        return QuarantineRecord(
-            stage=STAGE,
-            holder=holder,
-            source=schema.source,
-            reason_code=reason,
-            detail=detail,
-            source_file=relative_name,
-            line_no=line_no,
-            original=original,
-        )
-
+    delivery = _Delivery(schema, holder, relative_name)
     try:
         text = data.decode(schema.encoding)
     except UnicodeDecodeError as exc:
-        return ParsedFile(
-            [],
-            [],
-            [
-                reject(
-                    "encoding.not_utf8"
-                    if schema.encoding.lower().replace("_", "-") == "utf-8"
-                    else "encoding.invalid",
-                    f"file is not valid {schema.encoding} (first bad byte at offset {exc.start}); whole file quarantined",
-                    None,
-                    None,
-                )
-            ],
-            0,
-        )
+        return delivery.undecodable(exc)
     if text.startswith("\ufeff"):  # a byte-order mark is common in Excel exports and harmless
         text = text[1:]
     if not text:
-        return ParsedFile([], [], [reject("file.empty", "file is empty", None, None)], 0)
-
+        return ParsedFile([], [], [delivery.reject("file.empty", "file is empty", None, None)], 0)
     raw_lines = text.splitlines(keepends=True)
-    truncated_line = len(raw_lines) if not raw_lines[-1].endswith(("\n", "\r")) else None
     header = next(csv.reader([raw_lines[0]], delimiter=schema.delimiter))
-    expected = [c.name for c in schema.columns]
-    if header != expected:
-        missing = [n for n in expected if n not in header]
-        extra = [n for n in header if n not in expected]
-        return ParsedFile(
-            [],
-            [],
-            [
-                reject(
-                    "csv.header_mismatch",
-                    f"header differs from schemas/sources/{schema.source}.json (missing {missing}, unexpected {extra}); "
-                    "whole file quarantined",
-                    1,
-                    raw_lines[0].encode(schema.encoding),
-                )
-            ],
-            len(raw_lines),
-        )
+    if header != [c.name for c in schema.columns]:
+        return delivery.header_mismatch(header, raw_lines)
+    return _parse_data_lines(raw_lines, delivery)
 
+
+def _parse_data_lines(raw_lines: list[str], delivery: _Delivery) -> ParsedFile:
+    """The lines after the header: each one a row or a quarantine record (blank lines skipped)."""
+    schema = delivery.schema
+    truncated_line = len(raw_lines) if not raw_lines[-1].endswith(("\n", "\r")) else None
     rows: list[dict[str, Any]] = []
     line_numbers: list[int] = []
     rejects: list[QuarantineRecord] = []
     seen_keys: dict[tuple[Any, ...], int] = {}
+    raw_key = _raw_unique_key(schema)  # once per file, not per row: this loop is the hot path
     for line_no, line in enumerate(raw_lines[1:], start=2):
         original = line.encode(schema.encoding)
         if not line.strip():
             continue
-        if line_no == truncated_line:
-            rejects.append(
-                reject("file.truncated", "last line has no line end: the file was cut off", line_no, original)
-            )
-            continue
-        fields = next(csv.reader([line], delimiter=schema.delimiter))
-        if len(fields) != len(schema.columns):
-            rejects.append(
-                reject(
-                    "csv.column_count",
-                    f"{len(fields)} fields, expected {len(schema.columns)}",
-                    line_no,
-                    original,
-                )
-            )
-            continue
         try:
-            row = {
-                c.raw: _convert(v.strip(), c, schema.decimal)
-                for c, v in zip(schema.columns, fields, strict=True)
-            }
-        except _BadValue as bad:
-            rejects.append(reject(bad.reason_code, f"column {bad.column}", line_no, original))
-            continue
-        key = tuple(row[_raw_name(schema, k)] for k in schema.unique_key)
-        if schema.unique_key and key in seen_keys:
-            rejects.append(
-                reject(
-                    "csv.duplicate",
-                    f"same {'+'.join(schema.unique_key)} as line {seen_keys[key]}",
-                    line_no,
-                    original,
+            if line_no == truncated_line:
+                raise _LineRejected("file.truncated", "last line has no line end: the file was cut off")
+            row = _convert_line(line, schema)
+            key = tuple(row[k] for k in raw_key)
+            if schema.unique_key and key in seen_keys:
+                raise _LineRejected(
+                    "csv.duplicate", f"same {'+'.join(schema.unique_key)} as line {seen_keys[key]}"
                 )
-            )
+        except _LineRejected as rejected:
+            rejects.append(delivery.reject(rejected.reason_code, rejected.detail, line_no, original))
             continue
         seen_keys[key] = line_no
         rows.append(row)
         line_numbers.append(line_no)
     return ParsedFile(rows, line_numbers, rejects, len(raw_lines))
+
+
+def _raw_unique_key(schema: SourceSchema) -> tuple[str, ...]:
+    """The raw-zone names of the schema's unique key columns."""
+    return tuple(_raw_name(schema, k) for k in schema.unique_key)
 
 
 def _raw_name(schema: SourceSchema, delivered_name: str) -> str:
@@ -276,7 +277,7 @@ def _dedupe_across_files(schema: SourceSchema, parsed: list[tuple[str, ParsedFil
     """A key delivered in two files is a duplicate too: keep the first (files in name order)."""
     if not schema.unique_key:
         return
-    raw_key = [_raw_name(schema, k) for k in schema.unique_key]
+    raw_key = _raw_unique_key(schema)  # once per file, not per row: this loop is the hot path
     seen: dict[tuple[Any, ...], str] = {}
     for relative_name, pf in parsed:
         keep_rows, keep_lines = [], []
