@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from hdp.settings import Holder, holders
+from hdp.settings import Holder, local_holders
 from pipelines.monitoring.callbacks import CALLBACKS
 from privacy.audit_key import configure as configure_audit_key
 
@@ -130,7 +130,7 @@ def pseudonymise_dag(holder: Holder):
 
 @dag(
     dag_id="release",
-    schedule=[research_asset(h.id) for h in holders()],
+    schedule=[research_asset(h.id) for h in local_holders()],
     start_date=START,
     catchup=False,
     default_args=DEFAULT_ARGS,
@@ -142,7 +142,7 @@ def release_dag():
     delete_ended_releases() >> build_release.expand(request_id=ready_requests())
 
 
-for _holder in holders():
+for _holder in local_holders():
     globals()[f"ingest__{_holder.id}"] = ingest_dag(_holder)
     globals()[f"pseudonymise__{_holder.id}"] = pseudonymise_dag(_holder)
 release = release_dag()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hdp.settings import REPO_ROOT, holders
+from hdp.settings import REPO_ROOT, local_holders
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def migrate_metadata_db() -> None:
 
 def pipeline_dag_ids(stage: str = "all") -> list[str]:
     ids = {
-        "ingest": [f"ingest__{h.id}" for h in holders()],
-        "pseudonymise": [f"pseudonymise__{h.id}" for h in holders()],
+        "ingest": [f"ingest__{h.id}" for h in local_holders()],
+        "pseudonymise": [f"pseudonymise__{h.id}" for h in local_holders()],
         "release": ["release"],
     }
     if stage == "all":

@@ -23,8 +23,14 @@ from pipelines.release import ReleaseError, ReleaseResult
 
 
 def requests_ready_for_release(*, settings: Settings | None = None) -> list[int]:
-    """Ids of requests approved by every holder in scope that have no release yet."""
+    """Ids of requests approved by every holder in scope that have no release yet.
+
+    None at a node: its part of a federated release is built by the node agent once the project
+    key the nodes in scope share has arrived (``node.agent``), never by the release DAG, which
+    would otherwise draw a key of its own."""
     settings = settings or get_settings()
+    if settings.federation_role == "node":
+        return []
     store.upgrade(settings.governance_url)
     with store.session_scope(settings.governance_url) as session:
         return [r.request_id for r in service.requests_ready_for_release(session)]

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hdp.settings import REPO_ROOT, SCHEMAS_DIR, holders
+from hdp.settings import REPO_ROOT, SCHEMAS_DIR, get_settings, holders
 
 ARCHITECTURE_MD = REPO_ROOT / "docs" / "ARCHITECTURE.md"
 CATALOGUE_PATH = SCHEMAS_DIR / "variables.json"
@@ -178,7 +178,12 @@ def table_holders(path: Path = CATALOGUE_PATH) -> dict[str, frozenset[str]]:
 
 def reviewers_required() -> dict[str, int]:
     """Holder id -> how many distinct stewards of that holder must approve a request
-    (schemas/holders.json, read at every call: the known holders are exactly its keys)."""
+    (schemas/holders.json, read at every call: the known holders are exactly its keys).
+
+    At a federation's hub a holder's verdict is its node's, one signed decision: the node's own
+    store has already required its number of stewards."""
+    if get_settings().federation_role == "hub":
+        return {h.id: 1 for h in holders()}
     return {h.id: h.reviewers_required for h in holders()}
 
 

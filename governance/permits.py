@@ -22,6 +22,9 @@ from governance.users import has_role, user_row
 from governance.values import Permit
 from governance.workflow import Action, Status, next_status
 
+#: Statuses of a permit in force: approved (no release yet) and active (bound to its release).
+IN_FORCE = frozenset({"approved", "active"})
+
 
 def permit_status(p: PermitRow, at: datetime) -> str:
     """revoked, expired (at ``at``), active (bound to a release) or approved (not yet released)."""

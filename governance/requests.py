@@ -57,7 +57,14 @@ from governance.workflow import (
 DEFAULT_DEADLINE_DAYS = 30
 
 
-def file_request(session: Session, *, applicant: str, now: datetime | None = None, **fields: Any) -> int:
+def file_request(
+    session: Session,
+    *,
+    applicant: str,
+    now: datetime | None = None,
+    request_id: int | None = None,
+    **fields: Any,
+) -> int:
     """File a draft request; returns its id.
 
     Fields: project, purpose (``governance.purposes.PURPOSES``), legal_basis (``LEGAL_BASES``),
@@ -66,11 +73,17 @@ def file_request(session: Session, *, applicant: str, now: datetime | None = Non
     data_form ("anonymised" default | "pseudonymised" + pseudonymisation_justification),
     output_tier ("aggregate" default | "record", which needs data_form "pseudonymised": record
     rows carry the release pseudonym), access_days (365 default).
+
+    ``request_id`` files it under a given id: a node mirrors the hub's application under the
+    hub's own number, so that one id names it everywhere (refused if the id is taken).
     """
     check_field_names(fields, REQUEST_FIELDS)
     now = aware_now(now)
     clean = clean_fields(session, applicant, fields, now)
+    if request_id is not None and session.get(RequestRow, request_id) is not None:
+        raise InvalidRequest([("request.id_taken", f"request {request_id} already exists")])
     row = RequestRow(
+        id=request_id,
         applicant=applicant,
         status=Status.DRAFT.value,
         review_round=0,

@@ -53,6 +53,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -382,6 +383,26 @@ class Settings(BaseSettings):
         default=None, description="URL of the OIDC issuer's signing keys (JWKS)."
     )
 
+    # -- federation ----------------------------------------------------------------
+    federation_role: Literal["single", "hub", "node"] = Field(
+        default="single",
+        description="'single': every holder in one data home (the first version); 'node': one data "
+        "holder's node (HDP_NODE_HOLDER), which connects out to the hub; 'hub': the health data "
+        "access body's hub, which never holds an identifier (its private zone is secure/, not "
+        "restricted/).",
+    )
+    node_holder: str | None = Field(
+        default=None, description="A node's own data holder (schemas/holders.json id); nodes only."
+    )
+    hub_url: str | None = Field(
+        default=None, description="The hub's base URL a node connects out to (http(s)); nodes only."
+    )
+    hub_identity: UserPath | None = Field(
+        default=None,
+        description="A node's copy of the hub's public identity (JSON from `hdp hub identity`), "
+        "registered out of band; nodes only.",
+    )
+
     # -- client side -------------------------------------------------------------
     token: SecretStr | None = Field(
         default=None,
@@ -417,7 +438,7 @@ class Settings(BaseSettings):
             raise ValueError("production needs a Postgres URL (postgresql+psycopg://...)")
         return url
 
-    @field_validator("oidc_jwks_url")
+    @field_validator("oidc_jwks_url", "hub_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and (
@@ -426,13 +447,30 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value
 
+    @model_validator(mode="after")
+    def _node_knows_its_holder(self) -> Settings:
+        if self.federation_role == "node":
+            known = {h.id for h in holders()}
+            if self.node_holder not in known:
+                raise ValueError(f"HDP_NODE_HOLDER must name this node's data holder, one of {sorted(known)}")
+        elif self.node_holder is not None:
+            raise ValueError("HDP_NODE_HOLDER is for nodes (HDP_FEDERATION_ROLE=node) only")
+        return self
+
     # -- restricted zone -------------------------------------------------
+    @property
+    def private_zone_name(self) -> str:
+        """``restricted`` where direct identifiers may live (a node, a single home); ``secure`` at
+        the hub, whose owner-only zone holds its own keys and releases' secrets but never an
+        identifier, so that a scan can tell the two apart by name."""
+        return "secure" if self.federation_role == "hub" else "restricted"
+
     @property
     def restricted(self) -> Path:
         """The restricted zone's root, which exists and is owner-only (0700, with the owner-only
         default ACL) once any path inside it has been asked for: so whatever is created below
         it afterwards, by whichever component or library, is private whatever the umask."""
-        root = self.home / "restricted"
+        root = self.home / self.private_zone_name
         _private_root(root)
         return root
 
@@ -590,6 +628,17 @@ def holders() -> tuple[Holder, ...]:
         )
         for h in raw["holders"]
     )
+
+
+def local_holders(settings: Settings | None = None) -> tuple[Holder, ...]:
+    """The holders whose data this data home processes: every holder in a single home, the node's
+    own holder at a node, none at the hub (it never holds a holder's zones)."""
+    settings = settings or get_settings()
+    if settings.federation_role == "hub":
+        return ()
+    if settings.federation_role == "node":
+        return tuple(h for h in holders() if h.id == settings.node_holder)
+    return holders()
 
 
 def holder(holder_id: str) -> Holder:

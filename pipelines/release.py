@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from importlib.metadata import version
@@ -524,10 +525,18 @@ def build_and_publish(
     Publishing only renames files into place: recording the release in governance is the
     caller's (the edge's) part, after this returns.
     """
-    release_id = release_id_for(request.request_id)
-    final = settings.releases_dir / release_id
-    staging = settings.releases_dir / f".staging-{release_id}"
+    staging = settings.releases_dir / f".staging-{release_id_for(request.request_id)}"
     result = build(request, excluded_consent_keys=excluded_consent_keys, staging=staging, settings=settings)
+    return gate_and_publish(request, result, staging=staging, run_id=run_id, settings=settings)
+
+
+def gate_and_publish(
+    request: ApprovedRequest, result: ReleaseResult, *, staging: Path, run_id: str, settings: Settings
+) -> PublishedRelease:
+    """Pass an assembled release through the release quality gate, write its manifest and rename
+    it (its restricted files first) into place."""
+    release_id = result.release_id
+    final = settings.releases_dir / release_id
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
     write_manifest(staging, request, result, policy=describe_release_policy(), quality=quality_label(staging))
     # Restricted files first: the access layer refuses a release whose consent link is missing.
@@ -535,6 +544,70 @@ def build_and_publish(
     _publish_dir(staging, final)
     return PublishedRelease(
         result=replace(result, path=str(final)), manifest_sha256=sha256_file(final / MANIFEST)
+    )
+
+
+def assemble_parts(
+    request: ApprovedRequest,
+    parts: Mapping[str, Mapping[str, Path]],
+    *,
+    staging: Path,
+    settings: Settings,
+) -> ReleaseResult:
+    """Assemble a federated release from the parts the nodes built (holder -> table -> Parquet).
+
+    Each node has already selected its cohort, applied the release policy, its consent
+    exclusions and k-anonymity, and passed its gate, with the project pseudonyms the nodes share.
+    Here the parts become one release: rows of every holder per table, k-anonymity enforced again
+    over the union (a person's rows from two holders can form a rarer combination), the release
+    database, fresh perturbation keys, and a consent link that maps each project pseudonym to
+    itself (consent is kept at the nodes; the nodes send the pseudonyms that leave a release).
+    """
+    release_id = release_id_for(request.request_id)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    spill = settings.ensure_restricted(settings.scratch_dir / f"release-{release_id}")
+    con = _connect(spill)
+    tables: dict[str, AssembledTable] = {}
+    for table in sorted(variables_by_table(request.variables)):
+        files = [str(p[table]) for _, p in sorted(parts.items()) if table in p]
+        if not files:
+            continue
+        con.execute(
+            f"CREATE TABLE {_ident(table)} AS SELECT * FROM read_parquet(?, union_by_name = true) "
+            "ORDER BY holder, person_id",
+            [files],
+        )
+        disclosure = None
+        if request.output_tier == "record":
+            disclosure = _enforce_k_anonymity(
+                con, table, k=max(holder(h).k_anonymity for h in request.holders)
+            )
+        rows = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchall()[0][0]
+        con.execute(
+            f"COPY {_ident(table)} TO '{staging / (table + '.parquet')}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+        tables[table] = AssembledTable(rows=int(rows), unlinked_rows=0, disclosure=disclosure)
+    if not tables:
+        raise ReleaseError("no node delivered a table of this release")
+    released_persons = _select_released_persons(con, tables)
+    private = _fresh_private_staging_dir(settings, release_id)
+    con.execute(
+        f"COPY (SELECT person_id, person_id AS consent_key FROM released_persons ORDER BY ALL) "
+        f"TO '{private / CONSENT_LINK}' (FORMAT parquet)"
+    )
+    ddl = _table_ddl(con, tables)
+    con.close()
+    _write_release_db(staging, ddl, spill)
+    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
+    return ReleaseResult(
+        release_id=release_id,
+        request_id=request.request_id,
+        path=str(staging),
+        rows={table: t.rows for table, t in tables.items()},
+        persons=released_persons,
+        disclosure={table: t.disclosure for table, t in tables.items() if t.disclosure is not None},
     )
 
 

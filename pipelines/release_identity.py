@@ -68,7 +68,9 @@ def release_person_map(
         return MAP_SCHEMA.empty_table()
     links = pa.concat_tables(parts)
     uniq = pc.unique(links["personnummer"]) if links.num_rows else pa.array([], pa.string())
-    release = pseudonymiser(domain, settings=settings).many(uniq)
+    # At a node the project key comes from the federation (drawn by one node of the scope and
+    # shared sealed); a node never draws one of its own for a release.
+    release = pseudonymiser(domain, settings=settings, create=settings.federation_role != "node").many(uniq)
     consent = pseudonymiser(CONSENT_DOMAIN, settings=settings).many(uniq)
     idx = pc.index_in(links["personnummer"], value_set=uniq)
     return pa.table(

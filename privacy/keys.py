@@ -53,6 +53,9 @@ NONCE_BYTES = 12
 
 ACTIVE = "active"
 RETIRED = "retired"
+#: A federation party's own key pairs, as 32-byte seeds: the Ed25519 key that signs its messages
+#: and the X25519 key that opens payloads sealed for it.
+FEDERATION_DOMAINS = ("federation:sign", "federation:seal")
 
 
 class KeyStoreError(RuntimeError):
@@ -228,15 +231,16 @@ def _aad(domain: str, key_id: str, version: int) -> bytes:
 
 def validate_domain(domain: str) -> str:
     kind, _, name = domain.partition(":")
-    if domain in ("consent", "audit", "ledger") or (
+    if domain in ("consent", "audit", "ledger", *FEDERATION_DOMAINS) or (
         kind in ("holder", "release") and name and all(c.isalnum() or c in "_-." for c in name)
     ):
         # "audit": the audit log's MAC key (privacy/audit_key.py); "ledger": the query
-        # ledger's digests of query texts (access/ledger.py)
+        # ledger's digests of query texts (access/ledger.py); "federation:*": this party's
+        # Ed25519 signing seed and X25519 sealing key (federation/identity.py)
         return domain
     raise KeyStoreError(
-        f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent' "
-        "'audit' or 'ledger'"
+        f"unknown key domain {domain!r}; expected 'holder:<id>', 'release:<id>', 'consent', "
+        "'audit', 'ledger', 'federation:sign' or 'federation:seal'"
     )
 
 
@@ -333,6 +337,26 @@ class KeyStore:
                 log.info("generated data key %s for domain %s", current["key_id"], domain)
         return self._unwrap(current)
 
+    def install_key(self, domain: str, secret: bytes) -> KeyInfo:
+        """Store ``secret`` as the key of ``domain``, received from another party (a project key
+        the nodes of one federated release share). Idempotent for the same secret; a domain that
+        already has a different active key is refused, so a key is never silently replaced."""
+        validate_domain(domain)
+        if len(secret) != KEY_BYTES:
+            raise KeyStoreError(f"a data key is {KEY_BYTES} bytes")
+        with self._locked():
+            doc = self._read()
+            self._check_kek(doc)
+            current = self._active_entry(doc, domain)
+            if current is not None:
+                if hmac.compare_digest(self._unwrap(current).secret, secret):
+                    return self._info(current)
+                raise KeyStoreError(f"domain {domain!r} already has a different key")
+            entry = self._new_entry(doc, domain, version=1, secret=secret)
+            self._write(doc)
+            log.info("installed data key %s for domain %s", entry["key_id"], domain)
+        return self._info(entry)
+
     def key(self, key_id: str) -> DataKey:
         """A specific key version (active or retired), for re-identification after rotation."""
         for e in self._read()["keys"]:
@@ -345,9 +369,11 @@ class KeyStore:
         active = [e for e in doc["keys"] if e["domain"] == domain and e["status"] == ACTIVE]
         return max(active, key=lambda e: int(e["version"])) if active else None
 
-    def _new_entry(self, doc: dict[str, Any], domain: str, *, version: int) -> dict[str, Any]:
+    def _new_entry(
+        self, doc: dict[str, Any], domain: str, *, version: int, secret: bytes | None = None
+    ) -> dict[str, Any]:
         key_id = "k-" + secrets.token_hex(8)
-        secret = secrets.token_bytes(KEY_BYTES)
+        secret = secrets.token_bytes(KEY_BYTES) if secret is None else secret
         entry = {
             "key_id": key_id,
             "domain": domain,

@@ -1,0 +1,160 @@
+"""The hub's HTTP face for the nodes (``/federation/v1``) and for everyone (the catalogue).
+
+Nodes connect out: they post their messages and hold a long poll (``GET /inbox``) that the hub
+answers as soon as something is queued for them, so no node opens an inbound port. Every
+request of a node carries a signed message (the body, or the ``X-HDP-Message`` header for the
+poll and for a part's sealed bytes); there is no other credential.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the annotations.
+import asyncio
+import hashlib
+import os
+from collections import defaultdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from federation.messages import MessageRejected
+from hub.coordinator import Hub, TaskRefused
+from hub.queries import FederatedQueries, QueryIncomplete
+
+MAX_POLL_S = 30.0
+MAX_PART_BYTES = 16 * 1024**3
+MESSAGE_HEADER = "x-hdp-message"
+
+
+class Wakeups:
+    """Wakes the long polls and query waits of one event loop when something arrives for them."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def notify(self, key: str) -> None:
+        """Thread-safe: called from worker threads as messages are queued or answers recorded."""
+        loop = self.loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self._set, key)
+
+    def _set(self, key: str) -> None:
+        for event in self._events.get(key, ()):
+            event.set()
+
+    async def wait(self, key: str, timeout: float) -> None:
+        self.loop = self.loop or asyncio.get_running_loop()
+        event = asyncio.Event()
+        self._events[key].add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._events[key].discard(event)
+
+
+def _refused(exc: MessageRejected | TaskRefused) -> JSONResponse:
+    status = 401 if isinstance(exc, MessageRejected) else 409
+    return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=status)
+
+
+def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> APIRouter:
+    router = APIRouter(prefix="/federation/v1")
+
+    @router.get("/identity")
+    def identity() -> dict[str, Any]:
+        """The hub's public identity (nodes compare its fingerprint with the one they were given)."""
+        return hub.keys.public.to_json()
+
+    @router.post("/messages")
+    async def post_message(request: Request) -> Response:
+        token = (await request.body()).decode("ascii", errors="replace")
+        try:
+            accepted = await run_in_threadpool(hub.accept, token)
+        except (MessageRejected, TaskRefused) as exc:
+            return _refused(exc)
+        return JSONResponse({"accepted": accepted.message.type, **accepted.outcome}, status_code=202)
+
+    @router.get("/inbox")
+    async def inbox(request: Request, wait: float = 20.0) -> Response:
+        wakeups.loop = wakeups.loop or asyncio.get_running_loop()
+        try:
+            poll = await run_in_threadpool(hub.believe, request.headers.get(MESSAGE_HEADER, ""))
+        except MessageRejected as exc:
+            return _refused(exc)
+        if poll.type != "poll":
+            return _refused(MessageRejected("message.not_a_poll", "the inbox takes a poll message"))
+        deadline = asyncio.get_running_loop().time() + max(0.0, min(wait, MAX_POLL_S))
+        while True:
+            pending = await run_in_threadpool(hub.state.pending, poll.sender)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if pending or remaining <= 0:
+                break
+            await wakeups.wait(poll.sender, remaining)
+        return JSONResponse({"messages": [hub.signed(item) for item in pending]})
+
+    @router.post("/parts/{permit_id}")
+    async def post_part(permit_id: int, request: Request) -> Response:
+        """A node's release part, sealed for the secure environment; the signed ``part`` message in
+        the header carries its SHA-256 and size, so the bytes are bound to the node and the permit."""
+        try:
+            message = await run_in_threadpool(hub.believe, request.headers.get(MESSAGE_HEADER, ""))
+            if message.type != "part" or message.permit != permit_id:
+                raise TaskRefused("part.mismatch", "the header is not a part message for this permit")
+            await run_in_threadpool(hub.check_part_sender, message)
+        except (MessageRejected, TaskRefused) as exc:
+            return _refused(exc)
+        expected, size = message.body.get("sha256"), message.body.get("size")
+        if not isinstance(expected, str) or not isinstance(size, int) or not 0 <= size <= MAX_PART_BYTES:
+            return _refused(TaskRefused("part.invalid", "sha256 and size are required"))
+        target = hub.part_path(permit_id, message.sender)
+        partial = target.with_suffix(".partial")
+        digest, received = hashlib.sha256(), 0
+        with open(partial, "wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > size:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+        if received != size or digest.hexdigest() != expected:
+            os.unlink(partial)
+            return _refused(
+                TaskRefused("part.truncated", "the bytes received do not match the signed size and digest")
+            )
+        os.replace(partial, target)
+        outcome = await run_in_threadpool(hub.part_delivered, message, target)
+        return JSONResponse({"accepted": "part", **outcome}, status_code=202)
+
+    @router.get("/permits/{permit_id}/status")
+    async def permit_status(permit_id: int) -> dict[str, Any]:
+        return await run_in_threadpool(hub.permit_status, permit_id)
+
+    @router.post("/permits/{permit_id}/query")
+    async def federated_query(permit_id: int, request: Request) -> Response:
+        body = await request.json()
+        token = request.headers.get("authorization", "").partition(" ")[2].strip()
+        try:
+            result = await queries.run(permit_id, token=token, sql=str(body.get("sql", "")))
+        except QueryIncomplete as exc:
+            return JSONResponse(exc.body, status_code=503)
+        return JSONResponse(result)
+
+    return router
+
+
+def catalogue_router(hub: Hub) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/catalogue.jsonld")
+    def catalogue_jsonld() -> Response:
+        return Response(hub.catalogue_document("json-ld"), media_type="application/ld+json")
+
+    @router.get("/catalogue.ttl")
+    def catalogue_turtle() -> Response:
+        return Response(hub.catalogue_document("turtle"), media_type="text/turtle")
+
+    return router

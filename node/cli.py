@@ -1,0 +1,63 @@
+"""``hdp-node``: run a data holder's node agent, show its public identity."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from federation.identity import PartyKeys, node_party
+from governance import store
+from hdp.settings import Settings, get_settings
+from privacy.audit_key import configure as configure_audit_key
+
+
+def _node_settings() -> Settings:
+    settings = get_settings()
+    if settings.federation_role != "node" or settings.node_holder is None:
+        raise click.UsageError(
+            "set HDP_FEDERATION_ROLE=node and HDP_NODE_HOLDER (and HDP_HOME to the node's data home)"
+        )
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """A data holder's node in the federation."""
+
+
+@main.command()
+def run() -> None:
+    """Connect out to the hub and act on what it routes here, until stopped (SIGTERM/SIGINT)."""
+    from node.agent import Node
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _node_settings()
+    configure_audit_key()
+    store.upgrade(settings.governance_url)
+    node = Node(settings)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        node.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    node.run_forever()
+
+
+@main.command()
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write the JSON to a file"
+)
+def identity(output: Path | None) -> None:
+    """Print this node's public identity (for the hub's operator: `hdp-hub register-node`)."""
+    settings = _node_settings()
+    assert settings.node_holder is not None
+    doc = json.dumps(PartyKeys.load(node_party(settings.node_holder), settings).public.to_json(), indent=2)
+    if output:
+        output.write_text(doc + "\n", encoding="utf-8")
+    click.echo(doc)
