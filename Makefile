@@ -17,7 +17,7 @@ COV_FLOOR ?= 90
 .PHONY: help venv demo check fmt test test-fast lint bench lock clean
 
 help:
-	@echo "make demo      - set up, generate data, run the DAGs, approve a request, release, query"
+	@echo "make demo      - the federation on one machine: a hub and four nodes as processes, end to end"
 	@echo "make check     - ruff lint, ruff format --check, mypy, import contract (CI and pre-commit)"
 	@echo "make fmt       - ruff format, then ruff check --fix"
 	@echo "make test      - the full test suite with coverage (what CI runs after make check)"
@@ -35,7 +35,7 @@ $(BIN)/hdp: pyproject.toml requirements.lock
 venv: $(BIN)/hdp
 
 demo: venv
-	$(BIN)/hdp demo
+	$(BIN)/hdp federation-demo
 
 # Every check that needs no test run; fails on the first that does not pass.
 check: venv

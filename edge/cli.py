@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "edge.commands.pipeline:demo",
         "Everything end to end: generate, run the DAGs, approve, release, query.",
     ),
+    "federation-demo": (
+        "edge.commands.pipeline:federation_demo",
+        "The federation on one machine: hub and four nodes as processes, end to end (make demo).",
+    ),
     "generate": ("edge.commands.generate:generate", "Generate synthetic deliveries for every data holder."),
     "run": ("edge.commands.pipeline:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
     "status": ("edge.commands.status:status", "Latest pipeline runs and their figures."),

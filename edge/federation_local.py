@@ -10,7 +10,8 @@ Layout under ``root``::
 
     hub/                  the hub's data home (no restricted/: its private zone is secure/)
     nodes/<holder>/       each node's data home (restricted/ with its landing area, zones, keys)
-    keks/<party>/         each party's development key-encryption key (outside every data home)
+    keks/<party>/         each party's development key-encryption key (outside every data home;
+                          ``kek_root`` puts them elsewhere, as the demo does: ~/.config/hdp/federation)
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class LocalFederation:
     root: Path
     holder_ids: tuple[str, ...] = field(default_factory=lambda: tuple(h.id for h in holders()))
     port: int = field(default_factory=free_port)
+    #: where each party's development KEK is kept (default ``root/keks``): outside every data home
+    kek_root: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # -- homes and environments -------------------------------------------------------------
@@ -60,6 +63,9 @@ class LocalFederation:
 
     def node_home(self, holder_id: str) -> Path:
         return self.root / "nodes" / holder_id
+
+    def kek_dir(self, party: str) -> Path:
+        return (self.kek_root or self.root / "keks") / party
 
     @property
     def hub_url(self) -> str:
@@ -72,7 +78,7 @@ class LocalFederation:
         env = {
             **base,
             "HDP_HOME": str(home),
-            "HDP_KEK_DIR": str(self.root / "keks" / party),
+            "HDP_KEK_DIR": str(self.kek_dir(party)),
             "AIRFLOW_HOME": str(home / "airflow"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parent.parent / "dags"),
@@ -114,7 +120,7 @@ class LocalFederation:
         would deliver it to its own node; the generator's home is removed afterwards."""
         generator = self.root / "generator"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HDP_", "AIRFLOW_"))}
-        env |= {"HDP_HOME": str(generator), "HDP_KEK_DIR": str(self.root / "keks" / "generator")}
+        env |= {"HDP_HOME": str(generator), "HDP_KEK_DIR": str(self.kek_dir("generator"))}
         subprocess.run(
             [
                 str(BIN / "hdp"),
@@ -214,16 +220,17 @@ class LocalFederation:
 
     def stop(self, party: str | None = None) -> None:
         """Stop one party, or all (nodes first), gracefully."""
-        for name in [party] if party else [p for p in self.processes if p != "hub"] + ["hub"]:
-            process = self.processes.pop(name, None)
-            if process is None:
-                continue
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        names = [party] if party else [p for p in self.processes if p != "hub"]
+        for group in (names, [] if party else ["hub"]):
+            stopping = {name: self.processes.pop(name) for name in group if name in self.processes}
+            for process in stopping.values():
+                os.killpg(process.pid, signal.SIGTERM)
+            for process in stopping.values():
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=30)
 
     # -- people ------------------------------------------------------------------------------
     def add_user(self, party: str, name: str, role: str, holder_ids: Sequence[str] = ()) -> str:

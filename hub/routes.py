@@ -22,6 +22,7 @@ from hub.coordinator import Hub, TaskRefused
 from hub.queries import FederatedQueries, QueryIncomplete
 
 MAX_POLL_S = 30.0
+RECHECK_S = 2.0
 MAX_PART_BYTES = 16 * 1024**3
 MESSAGE_HEADER = "x-hdp-message"
 
@@ -93,7 +94,9 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
             remaining = deadline - asyncio.get_running_loop().time()
             if pending or remaining <= 0:
                 break
-            await wakeups.wait(poll.sender, remaining)
+            # woken at once by this process; a message another process queued (an operator's
+            # command, a second worker) is picked up within the re-check interval
+            await wakeups.wait(poll.sender, min(remaining, RECHECK_S))
         return JSONResponse({"messages": [hub.signed(item) for item in pending]})
 
     @router.post("/parts/{permit_id}")

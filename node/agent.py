@@ -42,7 +42,7 @@ from federation.nonces import FileNonceStore
 from federation.sealing import open_sealed, seal
 from governance import service, store
 from governance.catalogue import table_holders
-from governance.errors import GovernanceError, NotFound
+from governance.errors import GovernanceError, InvalidRequest, NotFound
 from governance.permits import IN_FORCE
 from governance.values import User
 from hdp.audit import AuditLog
@@ -59,6 +59,8 @@ POLL_WAIT_S = 20.0
 LOCAL_PASS_S = 0.5
 CATALOGUE_EVERY_S = 300.0
 MESSAGE_HEADER = "X-HDP-Message"
+#: Seconds before a message whose handling failed is tried again (it stays unacknowledged).
+RETRY_AFTER_FAILURE_S = 5.0
 
 
 class Node:
@@ -117,6 +119,7 @@ class Node:
     # -- the loop ------------------------------------------------------------------------------
     def run_forever(self) -> None:
         """Poll and act until stopped; a hub that cannot be reached is retried with backoff."""
+        self.resume()
         local = threading.Thread(target=self._local_loop, name="node-local", daemon=True)
         local.start()
         backoff = 0.5
@@ -128,6 +131,14 @@ class Node:
                 log.warning("hub unreachable (%s); retrying in %.1f s", type(exc).__name__, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def resume(self) -> None:
+        """After a restart: build the parts of permits whose build was cut off."""
+        for permit_id in self.state.permits_without_part():
+            try:
+                self.build_part_when_ready(permit_id)
+            except Exception:  # reported to the hub as part_failed; the redelivery retries
+                pass
 
     def _local_loop(self) -> None:
         last_catalogue = 0.0
@@ -155,15 +166,19 @@ class Node:
             outbox_id = message.body.get("outbox_id")
             if not isinstance(outbox_id, int):
                 continue
-            if not self.state.first_time(outbox_id):
+            if self.state.handled(outbox_id):
                 handled.append(outbox_id)  # a redelivery: acted on already
                 continue
+            # Marked handled only once acted on: a node killed half-way acts again on the
+            # redelivery, and every handler is idempotent (a second application, permit, key
+            # share or part build finds its work done; the hub keeps a query's first answer).
             try:
                 self.handle(message)
             except Exception:
-                self.state.forget(outbox_id)  # act on it again when it is redelivered
                 log.exception("node failed to handle a %s message", message.type)
+                self.stopping.wait(RETRY_AFTER_FAILURE_S)  # the hub redelivers it at once
                 continue
+            self.state.mark_handled(outbox_id)
             handled.append(outbox_id)
         if handled:
             self.send("ack", {"ids": handled}, permit=None)
@@ -205,6 +220,11 @@ class Node:
             except NotFound:
                 existing = None
             if existing is None:
+                criteria = {
+                    variable: condition
+                    for variable, condition in (body.get("cohort_criteria") or {}).items()
+                    if variable.split(".", 1)[0] in own_tables
+                }
                 fields = {
                     k: body[k]
                     for k in (
@@ -212,7 +232,6 @@ class Node:
                         "purpose",
                         "legal_basis",
                         "ethics_ref",
-                        "cohort_criteria",
                         "data_form",
                         "pseudonymisation_justification",
                         "output_tier",
@@ -220,16 +239,23 @@ class Node:
                     )
                     if body.get(k) is not None
                 }
-                service.file_request(
-                    session,
-                    applicant=body["applicant"],
-                    request_id=message.permit,
-                    holders=[self.holder_id],
-                    variables=variables,
-                    members=body.get("members", []),
-                    period=tuple(body.get("period") or (None, None)),
-                    **fields,
-                )
+                try:
+                    service.file_request(
+                        session,
+                        applicant=body["applicant"],
+                        request_id=message.permit,
+                        holders=[self.holder_id],
+                        variables=variables,
+                        members=body.get("members", []),
+                        period=tuple(body.get("period") or (None, None)),
+                        cohort_criteria=criteria,
+                        **fields,
+                    )
+                except InvalidRequest as exc:
+                    # this node's rules refuse it as filed (the hub shows the reason to the applicant)
+                    codes = ",".join(sorted({code for code, _ in exc.problems}))[:60]
+                    self.send("refusal", {"reason": f"application.invalid:{codes}"}, permit=message.permit)
+                    return
                 service.submit_request(session, request_id=message.permit, actor=body["applicant"])
             elif existing.status == "returned":
                 service.submit_request(session, request_id=message.permit, actor=body["applicant"])

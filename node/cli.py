@@ -42,7 +42,10 @@ def run() -> None:
     node = Node(settings)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
+        # Out of the long poll (or a part build) at once: every task is acted on again after a
+        # restart unless it was marked done, so stopping half-way loses nothing.
         node.stopping.set()
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

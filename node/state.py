@@ -41,12 +41,11 @@ class NodeState:
                 return False
         return True
 
-    def first_time(self, outbox_id: int) -> bool:
-        return self._insert("INSERT INTO handled VALUES (?)", (outbox_id,))
+    def handled(self, outbox_id: int) -> bool:
+        return self._one("SELECT 1 FROM handled WHERE outbox_id = ?", (outbox_id,)) is not None
 
-    def forget(self, outbox_id: int) -> None:
-        with self._lock:
-            self._con.execute("DELETE FROM handled WHERE outbox_id = ?", (outbox_id,))
+    def mark_handled(self, outbox_id: int) -> None:
+        self._insert("INSERT INTO handled VALUES (?)", (outbox_id,))
 
     def set_hub_round(self, request_id: int, hub_round: int) -> None:
         with self._lock:
@@ -88,3 +87,10 @@ class NodeState:
     def mark_part_sent(self, permit_id: int) -> None:
         with self._lock:
             self._con.execute("UPDATE permit SET part_sent = 1 WHERE permit_id = ?", (permit_id,))
+
+    def permits_without_part(self) -> list[int]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT permit_id FROM permit WHERE ended = 0 AND part_sent = 0 ORDER BY permit_id"
+            )
+            return [r[0] for r in rows]

@@ -13,7 +13,10 @@ REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 SQL
 }
 
-create airflow airflow "${AIRFLOW_DB_PASSWORD:?}"
+# The hub runs no Airflow: its Postgres (hub-postgres) gets no AIRFLOW_DB_PASSWORD and no airflow role.
+if [ -n "${AIRFLOW_DB_PASSWORD:-}" ]; then
+  create airflow airflow "$AIRFLOW_DB_PASSWORD"
+fi
 create hdp hdp_governance "${HDP_DB_PASSWORD:?}"
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
      -c "CREATE DATABASE hdp_monitoring OWNER hdp" -c "REVOKE ALL ON DATABASE hdp_monitoring FROM PUBLIC"

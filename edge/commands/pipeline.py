@@ -51,3 +51,36 @@ def demo(persons: int, seed: int, defect_rate: float, summary_json: str | None) 
             fh.write(text + "\n")
     click.echo(text)
     click.echo(f"\nData home: {get_settings().home}")
+
+
+@click.command("federation-demo")
+@click.option("--persons", default=1000, show_default=True, help="Size of the synthetic population.")
+@click.option("--seed", default=42, show_default=True)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the summary to this file (for scripts and tests).",
+)
+def federation_demo(persons: int, seed: int, summary_json: str | None) -> None:
+    """The hub and a node per data holder as separate processes, each with its own data home under
+    $HDP_HOME (hub/, nodes/<holder>/) and its own key-encryption key (~/.config/hdp/federation/):
+    deliveries, each node's DAGs, applications, each node's stewards, project keys, parts, the
+    secure environment's release, a federated aggregate query; all stopped at the end."""
+    from edge.federation_demo import run_federated_demo
+
+    settings = get_settings()
+    summary = run_federated_demo(
+        settings.home,
+        kek_root=settings.kek_dir / "federation",
+        persons=persons,
+        seed=seed,
+        echo=click.echo,
+    )
+    if summary_json:
+        with open(summary_json, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+    click.echo(f"\nData homes: {settings.home}/hub, {settings.home}/nodes/<holder>")
+    click.echo(f"Researcher token (hub): {summary.get('researcher_token')}")
+    for what, command in summary.get("next", {}).items():
+        click.echo(f"Next, {what}: {command}")

@@ -14,7 +14,9 @@ with the value. Needles are given as strings: every written form of each identif
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -202,3 +204,59 @@ def find_cell_leaks(home: Path, needles: set[str]) -> list[str]:
 def find_leaks(home: Path, needles: set[str]) -> list[str]:
     """Every leak outside restricted/: in cells of structured files and in the bytes of every file."""
     return find_cell_leaks(home, needles) + find_byte_leaks(home, needles)
+
+
+def _patients(restricted: Path):
+    """Every Patient resource delivered, in NDJSON (plain or gzipped) or in a Bundle."""
+    for path in restricted.glob("*/landing/fhir/Patient.ndjson*"):
+        text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode(
+            "utf-8"
+        )
+        for line in text.splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    for path in restricted.glob("*/landing/fhir/bundles/*.json"):
+        try:
+            bundle = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        for entry in bundle.get("entry", []):
+            if (entry.get("resource") or {}).get("resourceType") == "Patient":
+                yield entry["resource"]
+
+
+def landing_identifiers_and_names(home: Path) -> tuple[set[str], set[str]]:
+    """Every identifier form, full name and street address the holders delivered (read inside
+    the restricted zone). Names and addresses are returned together."""
+    from privacy.personnummer import InvalidIdentifier, parse
+
+    ids: set[str] = set()
+    names: set[str] = set()
+    restricted = home / "restricted"  # a single data home, or a node's
+    for path in restricted.glob("*/landing/register/*.csv"):
+        try:
+            rows = list(csv.DictReader(path.open(encoding="utf-8"), delimiter=";"))
+        except UnicodeDecodeError:
+            rows = list(csv.DictReader(path.open(encoding="cp1252"), delimiter=";"))
+        for row in rows:
+            if row.get("personnummer"):
+                ids.add(row["personnummer"])
+                try:
+                    ids |= identifier_forms(parse(row["personnummer"]).normalised)
+                except InvalidIdentifier:
+                    pass
+            if row.get("fornamn") and row.get("efternamn"):
+                names.add(f"{row['fornamn']} {row['efternamn']}")
+    for patient in _patients(restricted):
+        for ident in patient.get("identifier", []):
+            if ident.get("value"):
+                ids |= identifier_forms(ident["value"]) if len(ident["value"]) == 12 else {ident["value"]}
+        for name in patient.get("name", []):
+            if name.get("given") and name.get("family"):
+                names.add(f"{name['given'][0]} {name['family']}")
+                names.add(f"{' '.join(name['given'])} {name['family']}")
+        for address in patient.get("address", []):
+            names |= {line for line in address.get("line", []) if line}
+    return ids, names

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import gzip
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.leakscan import find_byte_leaks, find_cell_leaks, identifier_forms
+from tests.e2e.leakscan import find_byte_leaks, find_cell_leaks, landing_identifiers_and_names
 
 pytestmark = pytest.mark.slow
 
@@ -69,62 +68,6 @@ def demo(tmp_path_factory):
     return home, env, summary, proc
 
 
-def _patients(restricted: Path):
-    """Every Patient resource delivered, in NDJSON (plain or gzipped) or in a Bundle."""
-    for path in restricted.glob("*/landing/fhir/Patient.ndjson*"):
-        text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode(
-            "utf-8"
-        )
-        for line in text.splitlines():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    for path in restricted.glob("*/landing/fhir/bundles/*.json"):
-        try:
-            bundle = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        for entry in bundle.get("entry", []):
-            if (entry.get("resource") or {}).get("resourceType") == "Patient":
-                yield entry["resource"]
-
-
-def _landing_identifiers_and_names(home: Path) -> tuple[set[str], set[str]]:
-    """Every identifier form, full name and street address the holders delivered (read inside
-    the restricted zone). Names and addresses are returned together."""
-    from privacy.personnummer import InvalidIdentifier, parse
-
-    ids: set[str] = set()
-    names: set[str] = set()
-    restricted = home / "restricted"
-    for path in restricted.glob("*/landing/register/*.csv"):
-        try:
-            rows = list(csv.DictReader(path.open(encoding="utf-8"), delimiter=";"))
-        except UnicodeDecodeError:
-            rows = list(csv.DictReader(path.open(encoding="cp1252"), delimiter=";"))
-        for row in rows:
-            if row.get("personnummer"):
-                ids.add(row["personnummer"])
-                try:
-                    ids |= identifier_forms(parse(row["personnummer"]).normalised)
-                except InvalidIdentifier:
-                    pass
-            if row.get("fornamn") and row.get("efternamn"):
-                names.add(f"{row['fornamn']} {row['efternamn']}")
-    for patient in _patients(restricted):
-        for ident in patient.get("identifier", []):
-            if ident.get("value"):
-                ids |= identifier_forms(ident["value"]) if len(ident["value"]) == 12 else {ident["value"]}
-        for name in patient.get("name", []):
-            if name.get("given") and name.get("family"):
-                names.add(f"{name['given'][0]} {name['family']}")
-                names.add(f"{' '.join(name['given'])} {name['family']}")
-        for address in patient.get("address", []):
-            names |= {line for line in address.get("line", []) if line}
-    return ids, names
-
-
 def test_demo_query_succeeds_for_the_permitted_researcher_and_is_refused_for_another(demo):
     _, _, summary, _ = demo
     assert all(state == "success" for state in summary["dag_runs"].values()), summary["dag_runs"]
@@ -168,7 +111,7 @@ def test_demo_builds_both_tiers_and_the_aggregate_release_answers_a_grouped_quer
 
 def test_no_identifier_or_name_outside_the_restricted_zone(demo):
     home, _, _, proc = demo
-    ids, names = _landing_identifiers_and_names(home)
+    ids, names = landing_identifiers_and_names(home)
     assert len(ids) > PERSONS and len(names) > PERSONS / 2  # the scan has something to look for
     assert any(n[-1].isdigit() and not n[0].isdigit() for n in names)  # street addresses too
     # every cell of every DuckDB, Parquet and SQLite file, and every byte of every file (WAL,

@@ -124,7 +124,9 @@ def test_a_rejected_forgery_does_not_burn_the_real_nonce():
 def test_changing_any_byte_of_a_message_makes_it_unbelievable(data):
     token = _decision()
     position = data.draw(st.integers(0, len(token) - 1))
-    replacement = data.draw(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."))
+    replacement = data.draw(
+        st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    )
     if token[position] == replacement:
         return
     altered = token[:position] + replacement + token[position + 1 :]
