@@ -138,10 +138,17 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
 
     @router.post("/permits/{permit_id}/query")
     async def federated_query(permit_id: int, request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
+            return JSONResponse(
+                {"error": "request.body", "message": 'send {"sql": "..."} as JSON'}, status_code=400
+            )
         token = request.headers.get("authorization", "").partition(" ")[2].strip()
         try:
-            result = await queries.run(permit_id, token=token, sql=str(body.get("sql", "")))
+            result = await queries.run(permit_id, token=token, sql=body["sql"])
         except QueryIncomplete as exc:
             return JSONResponse(exc.body, status_code=503)
         return JSONResponse(result)

@@ -34,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from federation.identity import PublicIdentity
 from hdp.settings import make_private_file
@@ -175,13 +176,23 @@ class HubState:
         permit: int | None,
         route_key: str | None = None,
     ) -> int | None:
-        """Queue a message for ``recipient``; None if ``route_key`` was already routed."""
+        """Queue a message for ``recipient``; None if ``route_key`` was already routed (by this or a
+        concurrent pass: the unique key decides)."""
+        try:
+            return self._insert_outbox(recipient, message_type, body, permit=permit, route_key=route_key)
+        except IntegrityError:
+            return None
+
+    def _insert_outbox(
+        self,
+        recipient: str,
+        message_type: str,
+        body: Mapping[str, Any],
+        *,
+        permit: int | None,
+        route_key: str | None,
+    ) -> int:
         with self.begin() as con:
-            if (
-                route_key is not None
-                and con.execute(select(outbox.c.id).where(outbox.c.route_key == route_key)).first()
-            ):
-                return None
             result = con.execute(
                 insert(outbox).values(
                     recipient=recipient,

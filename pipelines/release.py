@@ -112,9 +112,9 @@ def variables_by_table(variables: tuple[str, ...]) -> dict[str, list[str]]:
         table, _, column = variable.partition(".")
         if not table or not column or not table.isidentifier() or not column.isidentifier():
             raise ReleaseError(f"variable {variable!r} is not of the form table.column")
-        if column in ("person_id", "holder"):
-            continue  # always present
-        grouped.setdefault(table, []).append(column)
+        columns = grouped.setdefault(table, [])  # a table asked for by its person_id alone is still in
+        if column not in ("person_id", "holder"):  # always present
+            columns.append(column)
     return grouped
 
 
@@ -347,14 +347,14 @@ def _select_table_rows(
         if missing:
             raise ReleaseError(f"{table} of {holder_id} has no column(s) {missing}")
         source = f'"h_{holder_id}"."{table}" t'
-        cols = ", ".join(f't."{c}"' for c in columns)
+        cols = "".join(f', t."{c}"' for c in columns)
         unlinked += con.execute(
             f"SELECT count(*) FROM {source} WHERE t.person_id IS NULL OR t.person_id NOT IN "
             f"(SELECT person_id FROM person_map WHERE holder = '{holder_id}')"
             + (f" AND {' AND '.join(where)}" if where else "")
         ).fetchall()[0][0]
         parts.append(
-            f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder, {cols} FROM {source} "
+            f"SELECT e.release_person_id AS person_id, '{holder_id}' AS holder{cols} FROM {source} "
             f"JOIN cohort e ON e.holder = '{holder_id}' AND e.person_id = t.person_id"
             + (f" WHERE {' AND '.join(where)}" if where else "")
         )

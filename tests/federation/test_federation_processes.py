@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -15,9 +17,7 @@ import pytest
 from edge.federation_local import LocalFederation
 from federation.identity import PartyKeys, node_party
 from federation.messages import sign
-from hdp.settings import load_settings
 from hub.state import HubState
-from privacy.keys import KeyStore
 from tests.e2e.leakscan import find_byte_leaks, find_cell_leaks, landing_identifiers_and_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -277,8 +277,50 @@ def test_a_node_refuses_a_permit_its_own_stewards_did_not_approve(fed):
     assert not (fed.node_home("region_orebro") / "releases" / f"rel-{request_id:05d}").exists()
 
 
-def _node_keys(fed: LocalFederation, holder_id: str) -> PartyKeys:
-    return PartyKeys.load(node_party(holder_id), load_settings(fed.env(holder_id)))
+def _in_node(fed: LocalFederation, holder_id: str, code: str) -> str:
+    """Run ``code`` in a process of the node's own environment (its KEK is read only there)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=fed.env(holder_id),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def _signed_by(
+    fed: LocalFederation, holder_id: str, message_type: str, body: dict, *, permit=None, ttl=120, age=0.0
+) -> str:
+    """A message signed with the node's own key, in the node's own process."""
+    return _in_node(
+        fed,
+        holder_id,
+        "import time; from federation.identity import PartyKeys, node_party; from federation.messages import sign; "
+        "from hdp.settings import get_settings; "
+        f"keys = PartyKeys.load(node_party({holder_id!r}), get_settings()); "
+        f"print(sign(keys, {message_type!r}, {body!r}, recipient='hub', permit={permit!r}, ttl={ttl}, now=time.time() - {age}))",
+    )
+
+
+def _node_key_material(fed: LocalFederation, holder_id: str) -> set[str]:
+    """Every data key of a node's key store, in the forms a file could hold it (hex, base64)."""
+    out = _in_node(
+        fed,
+        holder_id,
+        "import base64, json; from privacy.keys import KeyStore; s = KeyStore(); "
+        "print(json.dumps([s.key(i.key_id).secret.hex() for i in s.list()]))",
+    )
+    forms = set()
+    for hexed in json.loads(out):
+        secret = bytes.fromhex(hexed)
+        forms |= {
+            hexed,
+            base64.b64encode(secret).decode(),
+            base64.urlsafe_b64encode(secret).decode().rstrip("="),
+        }
+    return forms
 
 
 def _post(fed: LocalFederation, token: str) -> httpx.Response:
@@ -286,12 +328,11 @@ def _post(fed: LocalFederation, token: str) -> httpx.Response:
 
 
 def test_forged_replayed_and_expired_messages_are_each_rejected(fed, aggregate_permit):
-    keys = _node_keys(fed, "ndr")
-    genuine = sign(keys, "ack", {"ids": []}, recipient="hub", permit=None)
+    genuine = _signed_by(fed, "ndr", "ack", {"ids": []})
     assert _post(fed, genuine).status_code == 202
     replayed = _post(fed, genuine)
     assert (replayed.status_code, replayed.json()["error"]) == (401, "message.replayed")
-    expired = sign(keys, "ack", {"ids": []}, recipient="hub", permit=None, ttl=60, now=time.time() - 120)
+    expired = _signed_by(fed, "ndr", "ack", {"ids": []}, ttl=60, age=120)
     assert _post(fed, expired).json()["error"] == "message.expired"
     impostor = PartyKeys.from_seeds(node_party("ndr"), sign_seed=b"\x01" * 32, seal_seed=b"\x02" * 32)
     forged = sign(
@@ -302,18 +343,19 @@ def test_forged_replayed_and_expired_messages_are_each_rejected(fed, aggregate_p
         permit=aggregate_permit,
     )
     assert _post(fed, forged).json()["error"] == "message.bad_signature"
-    # a real node deciding for a holder it is not: believed as a message, refused as a task
-    skane = sign(
-        _node_keys(fed, "region_orebro"),
-        "decision",
-        {"decision": "approve", "review_round": 1},
-        recipient="hub",
-        permit=aggregate_permit,
+    # a real node deciding for an application outside its scope: believed as a message, refused as a task
+    outsider = _signed_by(
+        fed, "region_orebro", "decision", {"decision": "approve", "review_round": 1}, permit=aggregate_permit
     )
-    refused = _post(fed, skane)
+    refused = _post(fed, outsider)
     assert (refused.status_code, refused.json()["error"]) == (409, "permit.not_in_scope")
-    # a poll signed by the node is still no credential for another node's inbox
-    poll = sign(keys, "poll", {}, recipient="node:region_skane", permit=None)
+    # a node's poll is no credential for another node's inbox
+    poll = _in_node(
+        fed,
+        "ndr",
+        "from federation.identity import PartyKeys; from federation.messages import sign; from hdp.settings import get_settings; "
+        "print(sign(PartyKeys.load('node:ndr', get_settings()), 'poll', {}, recipient='node:region_skane', permit=None))",
+    )
     inbox = httpx.get(f"{fed.hub_url}/federation/v1/inbox", headers={"X-HDP-Message": poll}, timeout=30)
     assert inbox.json()["error"] == "message.wrong_recipient"
 
@@ -352,15 +394,8 @@ def test_the_hub_holds_no_identifier_no_name_and_no_node_key(fed, record_release
     assert ids and names
     keys: set[str] = set()
     for h in fed.holder_ids:
-        store = KeyStore(load_settings(fed.env(h)))
-        for info in store.list():
-            secret = store.key(info.key_id).secret
-            keys |= {
-                secret.hex(),
-                base64.b64encode(secret).decode(),
-                base64.urlsafe_b64encode(secret).decode().rstrip("="),
-            }
-        keys.add((fed.root / "keks" / h / "kek").read_text().strip())
+        keys |= _node_key_material(fed, h)
+        keys.add((fed.kek_dir(h) / "kek").read_text().strip())
     hub = fed.hub_home
     assert not (hub / "restricted").exists()
     assert find_cell_leaks(hub, ids | names) == []
