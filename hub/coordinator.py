@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ APPLICATION_FIELDS = (
     "access_days",
 )
 DECISIONS = ("approve", "reject", "return", "withdraw")
+PSEUDONYM = re.compile(r"^[0-9a-f]{64}$")
 
 
 def node_user(holder_id: str) -> str:
@@ -147,6 +149,7 @@ class Hub:
             "aggregate_result": self._on_query_answer,
             "refusal": self._on_refusal,
             "ack": self._on_ack,
+            "exclusions": self._on_exclusions,
         }
 
     def _log(self, message: Message, **extra: Any) -> None:
@@ -254,6 +257,29 @@ class Hub:
                 self.wakeup(to)
                 relayed.append(to)
         return {"relayed_to": relayed}
+
+    def _on_exclusions(self, message: Message) -> Mapping[str, Any]:
+        """Project pseudonyms of persons who opted out after the release was assembled: recorded in
+        the hub's consent registry as the release's consent keys (its consent link maps each project
+        pseudonym to itself), so the secure environment drops them at the next query."""
+        assert message.permit is not None
+        self._in_scope(message)
+        pseudonyms, scope = message.body.get("pseudonyms"), message.body.get("scope", "secondary_use")
+        if not isinstance(pseudonyms, list) or not all(
+            isinstance(p, str) and PSEUDONYM.match(p) for p in pseudonyms
+        ):
+            raise TaskRefused("exclusions.invalid", "pseudonyms are 64 hex digits")
+        with store.session_scope(self.settings.governance_url) as session:
+            for pseudonym in pseudonyms:
+                service.record_consent(
+                    session,
+                    consent_key=pseudonym,
+                    scope=str(scope),
+                    choice="opt_out",
+                    source_ref=f"{message.sender} permit {message.permit}",
+                    actor=node_user(holder_of(message.sender)),
+                )
+        return {"excluded": len(pseudonyms)}
 
     def _on_part_failed(self, message: Message) -> Mapping[str, Any]:
         assert message.permit is not None

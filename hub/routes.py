@@ -70,6 +70,12 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
         """The hub's public identity (nodes compare its fingerprint with the one they were given)."""
         return hub.keys.public.to_json()
 
+    @router.get("/nodes")
+    async def nodes() -> dict[str, Any]:
+        """The registered nodes' public identities: what a node seals an opt-out for the others with."""
+        identities = await run_in_threadpool(lambda: [hub.state.identity(p) for p in hub.state.nodes()])
+        return {"nodes": [i.to_json() for i in identities if i is not None]}
+
     @router.post("/messages")
     async def post_message(request: Request) -> Response:
         token = (await request.body()).decode("ascii", errors="replace")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import secrets
 import tarfile
@@ -49,8 +50,9 @@ from hdp.audit import AuditLog
 from hdp.settings import Settings, SettingsError
 from node.state import NodeState
 from pipelines.release import release_domain, release_id_for
-from privacy.domains import release_domain_name
+from privacy.domains import consent_key, pseudonymiser, release_domain_name
 from privacy.keys import KeyStore, KeyStoreError
+from privacy.personnummer import parse
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +356,58 @@ class Node:
             secret = open_sealed(sealed, self.keys.opening)
             KeyStore(self.settings).install_key(self._key_domain(message.permit), secret)
             self.build_part_when_ready(message.permit)
+        elif kind == "opt_out":
+            self._on_relayed_opt_out(sealed, str(message.body.get("from", "node")).replace(":", "."))
+
+    # -- opt-outs -------------------------------------------------------------------------------------
+    def opt_out(self, personnummer: str, *, scope: str, source_ref: str) -> list[str]:
+        """Record an opt-out at this node and send it on to every other node, sealed for each (the
+        hub relays bytes it cannot open, and stores no personnummer). Returns the nodes it went to."""
+        ident = parse(personnummer)
+        self._record_opt_out(ident.normalised, scope=scope, source_ref=source_ref, actor=self.party)
+        listed = self.http.get("/federation/v1/nodes", timeout=30)
+        listed.raise_for_status()
+        payload = json.dumps(
+            {"personnummer": ident.normalised, "scope": scope, "source_ref": source_ref}
+        ).encode()
+        sealed_for = {}
+        for doc in listed.json().get("nodes", []):
+            other = PublicIdentity.from_json(doc)
+            if other.party != self.party:
+                sealed_for[other.party] = base64.b64encode(seal(payload, other.sealing_key())).decode()
+        self.send("opt_out", {"sealed_for": sealed_for}, permit=None)
+        return sorted(sealed_for)
+
+    def _record_opt_out(self, normalised: str, *, scope: str, source_ref: str, actor: str) -> None:
+        """Into this node's consent registry (its own consent key): applied at its next build and
+        query; and, for each federated release it took part in, the person's project pseudonym goes
+        to the secure environment, which drops it at the next query."""
+        with store.session_scope(self.settings.governance_url) as session:
+            service.record_consent(
+                session,
+                consent_key=consent_key(normalised, settings=self.settings),
+                scope=scope,
+                choice="opt_out",
+                source_ref=source_ref,
+                actor=actor,
+            )
+        for permit_id in self.state.record_permits():
+            if not self._has_project_key(permit_id):
+                continue
+            pseudonym = pseudonymiser(self._key_domain(permit_id), settings=self.settings, create=False).one(
+                normalised
+            )
+            self.send("exclusions", {"pseudonyms": [pseudonym], "scope": scope}, permit=permit_id)
+
+    def _on_relayed_opt_out(self, sealed: bytes, sender: str) -> None:
+        doc = json.loads(open_sealed(sealed, self.keys.opening))
+        normalised = parse(str(doc["personnummer"])).normalised
+        self._record_opt_out(
+            normalised,
+            scope=str(doc["scope"]),
+            source_ref=str(doc["source_ref"])[:128],
+            actor=f"relay.{sender}",
+        )
 
     def on_revocation(self, message: Message) -> None:
         assert message.permit is not None

@@ -64,3 +64,23 @@ def identity(output: Path | None) -> None:
     if output:
         output.write_text(doc + "\n", encoding="utf-8")
     click.echo(doc)
+
+
+@main.command("opt-out")
+@click.option("--personnummer", required=True, help="'-' reads it from stdin (keeps it out of shell history)")
+@click.option(
+    "--source", "source_ref", required=True, help="Source document reference (form id, 1177 case, ...)"
+)
+@click.option("--purpose", "scope", default="secondary_use", show_default=True)
+def opt_out(personnummer: str, source_ref: str, scope: str) -> None:
+    """Record a person's opt-out here and send it, sealed, to every other node."""
+    import sys
+
+    from node.agent import Node
+
+    settings = _node_settings()
+    configure_audit_key()
+    if personnummer == "-":
+        personnummer = sys.stdin.readline().strip()
+    reached = Node(settings).opt_out(personnummer, scope=scope, source_ref=source_ref)
+    click.echo(f"opt-out recorded here and sent to {len(reached)} other node(s)")

@@ -94,3 +94,11 @@ class NodeState:
                 "SELECT permit_id FROM permit WHERE ended = 0 AND part_sent = 0 ORDER BY permit_id"
             )
             return [r[0] for r in rows]
+
+    def record_permits(self) -> list[int]:
+        """Permits in force here whose release is record level (assembled in the secure environment)."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT permit_id, body FROM permit WHERE ended = 0 ORDER BY permit_id"
+            ).fetchall()
+        return [r[0] for r in rows if json.loads(r[1]).get("output_tier") == "record"]

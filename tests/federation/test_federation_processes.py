@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -419,3 +420,72 @@ def test_the_catalogue_is_healthdcat_ap_built_from_what_the_nodes_published(fed,
     )
     text = json.dumps(doc)
     assert "numberOfUniqueIndividuals" in text and "NON_PUBLIC" in text
+
+
+def _a_registered_personnummer(fed: LocalFederation) -> str:
+    """A valid identifier the register delivered (read inside the node's restricted zone, as its
+    operator would take an opt-out form)."""
+    from privacy.personnummer import InvalidIdentifier, parse
+
+    landing = fed.node_home("ndr") / "restricted" / "ndr" / "landing" / "register"
+    for path in sorted(landing.glob("*.csv")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+            for field in line.split(";"):
+                try:
+                    return parse(field).normalised
+                except InvalidIdentifier:
+                    continue
+    raise AssertionError("no valid identifier in the register's delivery")
+
+
+def test_an_opt_out_at_one_node_reaches_every_node_and_the_release_at_the_next_query(fed, record_release):
+    release_id = f"rel-{record_release:05d}"
+    sql = {"sql": "SELECT count(DISTINCT person_id) AS persons FROM register_visit", "format": "json"}
+
+    def persons() -> int:
+        with fed.hub_api(fed.researcher) as api:  # type: ignore[attr-defined]
+            return int(api.post(f"/releases/{release_id}/query", json=sql).json()["rows"][0][0])
+
+    before = persons()
+    personnummer = _a_registered_personnummer(fed)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hdp-node"),
+            "opt-out",
+            "--personnummer",
+            "-",
+            "--source",
+            "1177-test-case",
+        ],
+        input=personnummer + "\n",
+        env=fed.env("region_uppsala"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 other node(s)" in done.stdout
+    # recorded at every node, in its own consent registry (by its own consent key)
+    for h in fed.holder_ids:
+        fed.wait_for(
+            f"the opt-out at {h}",
+            lambda h=h: (
+                "opt_out"
+                in fed.command(
+                    h,
+                    "hdp",
+                    "consent",
+                    "show",
+                    "--personnummer",
+                    personnummer,
+                    token=fed.stewards[h][0],  # type: ignore[attr-defined]
+                    check=False,
+                )
+            ),
+            timeout=60,
+        )
+    # the register's node sent the person's project pseudonym: the secure environment drops it
+    fed.wait_for("the release to drop the person", lambda: persons() == before - 1, timeout=60)
+    # the hub's files never held the identifier in clear (sealed per node, relayed)
+    hub_bytes = b"".join(p.read_bytes() for p in fed.hub_home.rglob("*") if p.is_file())
+    assert personnummer.encode() not in hub_bytes and personnummer[2:].encode() not in hub_bytes
