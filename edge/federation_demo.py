@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.demo import AGGREGATE_REQUEST, DEMO_REQUEST, RESEARCHER, STEWARDS
-from edge.federation_local import LocalFederation
+from edge.federation_local import LocalFederation, free_port, port_is_free
 
 FEDERATED_AGGREGATE = {
     **AGGREGATE_REQUEST,
@@ -37,6 +37,7 @@ LINKED_QUERY = (
     "SELECT r.diabetes_type, count(DISTINCT r.person_id) AS persons, round(avg(r.hba1c_mmol_mol), 1) AS mean_hba1c "
     "FROM register_visit r GROUP BY r.diabetes_type ORDER BY persons DESC"
 )
+HUB_PORT = 8700
 WHY = "Ethics approval and variable list match the purpose; data minimised."
 
 
@@ -92,7 +93,8 @@ def _approve(fed: LocalFederation, tokens: dict[str, str], request_id: int, hold
 def run_federated_demo(
     root: Path, *, kek_root: Path, persons: int, seed: int, echo: Callable[[str], None]
 ) -> dict[str, Any]:
-    fed = LocalFederation(root, kek_root=kek_root)
+    # the hub on its usual port when it is free, so that the commands printed at the end work as shown
+    fed = LocalFederation(root, kek_root=kek_root, port=HUB_PORT if port_is_free(HUB_PORT) else free_port())
     story = Story(echo)
     summary: dict[str, Any] = {"hub": fed.hub_url, "data_homes": {"hub": str(fed.hub_home)}}
     try:
@@ -115,7 +117,7 @@ def run_federated_demo(
         with fed.hub_api(tokens[RESEARCHER]) as api:
             ids = {}
             for tier, fields in (("record", DEMO_REQUEST), ("aggregate", FEDERATED_AGGREGATE)):
-                response = api.post("/requests", json={**fields, "submit": True})
+                response = api.post("/governance/requests", json={**fields, "submit": True})
                 response.raise_for_status()
                 ids[tier] = int(response.json()["request_id"])
                 echo(
@@ -162,7 +164,8 @@ def run_federated_demo(
         fed.stop()
         echo("✓ hub and nodes stopped")
     summary["next"] = {
-        "hub": f"HDP_HOME={fed.hub_home} HDP_FEDERATION_ROLE=hub HDP_KEK_DIR={fed.kek_dir('hub')} .venv/bin/hdp-hub serve --port {fed.port}",
+        "hub": f"HDP_HOME={fed.hub_home} HDP_FEDERATION_ROLE=hub HDP_HUB_URL={fed.hub_url} HDP_KEK_DIR={fed.kek_dir('hub')} "
+        f".venv/bin/hdp-hub serve --port {fed.port}",
         "node": f"HDP_HOME={fed.node_home('ndr')} HDP_FEDERATION_ROLE=node HDP_NODE_HOLDER=ndr HDP_HUB_URL={fed.hub_url} "
         f"HDP_HUB_IDENTITY={fed.node_home('ndr') / 'hub-identity.json'} HDP_KEK_DIR={fed.kek_dir('ndr')} .venv/bin/hdp-node run",
         "federated query": f"curl -H 'Authorization: Bearer <researcher_token>' -d '{json.dumps({'sql': FEDERATED_QUERY})}' "

@@ -43,6 +43,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class PartyFailed(RuntimeError):
     """A party's command failed; the message names the command, never its output's data."""
 
