@@ -48,6 +48,7 @@ def create_hub_app() -> FastAPI:
             try:
                 await run_in_threadpool(hub.route)
                 await run_in_threadpool(environment.assemble_ready)
+                await run_in_threadpool(environment.follow_withdrawals)
             except Exception:  # keep routing; the next pass retries what failed
                 log.exception("hub routing pass failed")
             await asyncio.sleep(ROUTE_EVERY_S)

@@ -12,6 +12,7 @@ the release waiting, with the reason in the permit's status, and its delivery co
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import shutil
@@ -65,6 +66,37 @@ class SecureEnvironment:
         self.hub = hub
         self.settings = hub.settings
 
+    def follow_withdrawals(self) -> list[str]:
+        """Re-assemble each published record-level release one of whose nodes has withdrawn since,
+        from the parts of the nodes still in it (kept sealed in the private zone), so that the
+        withdrawn node's rows leave at the next query; returns the re-assembled release ids. A
+        release left with no node is deleted."""
+        with store.session_scope(self.settings.governance_url) as session:
+            released = [
+                service.approved_request(session, request_id=v.id)
+                for v in service.list_requests(session, status="released")
+            ]
+        done = []
+        for request in (r for r in released if r.output_tier == "record"):
+            withdrawn = self.hub.state.withdrawn(request.request_id)
+            release_id = release.release_id_for(request.request_id)
+            manifest = self.settings.releases_dir / release_id / release.MANIFEST
+            if not withdrawn or not manifest.exists():
+                continue
+            assembled_from = set(json.loads(manifest.read_text(encoding="utf-8"))["request"]["holders"])
+            remaining = [node_party(h) for h in sorted(assembled_from) if node_party(h) not in withdrawn]
+            if len(remaining) == len(assembled_from):
+                continue
+            if not remaining:
+                release.delete_release_files(release_id, settings=self.settings)
+            else:
+                self._assemble(request, remaining, self.hub.state.parts(request.request_id), record=False)
+            self.hub.audit.append(
+                {"kind": "federation.release_reassembled", "permit": request.request_id, "nodes": remaining}
+            )
+            done.append(release_id)
+        return done
+
     def assemble_ready(self) -> list[str]:
         """Assemble every record-level release whose parts have all arrived; returns their ids."""
         with store.session_scope(self.settings.governance_url) as session:
@@ -89,7 +121,9 @@ class SecureEnvironment:
                 )
         return published
 
-    def _assemble(self, request: ApprovedRequest, scope: list[str], parts: dict[str, Any]) -> str:
+    def _assemble(
+        self, request: ApprovedRequest, scope: list[str], parts: dict[str, Any], *, record: bool = True
+    ) -> str:
         release_id = release.release_id_for(request.request_id)
         work = self.settings.ensure_restricted(self.settings.scratch_dir / f"parts-{release_id}")
         try:
@@ -110,13 +144,15 @@ class SecureEnvironment:
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        with store.session_scope(self.settings.governance_url) as session:
-            service.record_release(
-                session,
-                request_id=request.request_id,
-                release_id=release_id,
-                manifest_sha256=published.manifest_sha256,
-            )
+        if record:  # a re-assembly after a withdrawal keeps the permit's recorded release
+            with store.session_scope(self.settings.governance_url) as session:
+                service.record_release(
+                    session,
+                    request_id=request.request_id,
+                    release_id=release_id,
+                    manifest_sha256=published.manifest_sha256,
+                )
+
         self.hub.audit.append(
             {
                 "kind": "federation.release_published",

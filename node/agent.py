@@ -95,8 +95,10 @@ class Node:
 
     def send(self, message_type: str, body: Mapping[str, Any], *, permit: int | None) -> httpx.Response:
         response = self.http.post("/federation/v1/messages", content=self._signed(message_type, body, permit))
+        if response.status_code >= 500:
+            response.raise_for_status()  # the hub could not act: the caller tries again later
         if response.status_code >= 400:
-            log.warning("hub refused %s: %s", message_type, response.json().get("error"))
+            log.warning("hub refused %s: %s", message_type, _reason(response))
         return response
 
     def poll(self, wait: float = POLL_WAIT_S) -> list[str]:
@@ -280,17 +282,13 @@ class Node:
                 None,
             )
             permit = permits.get(view.id)
-            if (
-                permit is not None
-                and permit.status == "revoked"
-                and self.state.mark_sent(view.id, "withdraw")
-            ):
-                self.send("decision", {"decision": "withdraw", "justification": ""}, permit=view.id)
+            if permit is not None and permit.status == "revoked":
+                self._forward_once(view.id, "withdraw", {"decision": "withdraw", "justification": ""})
                 continue
             if review is None or review.verdict == "pending" or hub_round is None:
                 continue
             verdict = {"approved": "approve", "rejected": "reject", "returned": "return"}.get(review.verdict)
-            if verdict is None or not self.state.mark_sent(view.id, f"{verdict}:{hub_round}"):
+            if verdict is None or self.state.was_sent(view.id, f"{verdict}:{hub_round}"):
                 continue
             justification = next(
                 (
@@ -300,11 +298,19 @@ class Node:
                 ),
                 "",
             )
-            self.send(
-                "decision",
+            self._forward_once(
+                view.id,
+                f"{verdict}:{hub_round}",
                 {"decision": verdict, "justification": justification, "review_round": hub_round},
-                permit=view.id,
             )
+
+    def _forward_once(self, request_id: int, what: str, body: Mapping[str, Any]) -> None:
+        """Send a decision unless sent already; marked sent only once the hub has answered (a hub
+        that cannot be reached raises, and the next pass sends it again)."""
+        if self.state.was_sent(request_id, what):
+            return
+        self.send("decision", body, permit=request_id)
+        self.state.mark_sent(request_id, what)
 
     # -- permits, project keys, parts -----------------------------------------------------------
     def _local_permit_in_force(self, permit_id: int) -> bool:
@@ -524,6 +530,13 @@ class Node:
             return
         summary = summarise_holder(self.holder_id, node_id=self.party, settings=self.settings)
         self.send("catalogue", {"summary": summary}, permit=None)
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.status_code))
+    except ValueError:
+        return str(response.status_code)
 
 
 def _part_archive(release_dir: Path) -> bytes:

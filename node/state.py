@@ -59,6 +59,11 @@ class NodeState:
         with self._lock:
             return [r[0] for r in self._con.execute("SELECT request_id FROM mirrored ORDER BY request_id")]
 
+    def was_sent(self, request_id: int, what: str) -> bool:
+        return (
+            self._one("SELECT 1 FROM sent WHERE request_id = ? AND what = ?", (request_id, what)) is not None
+        )
+
     def mark_sent(self, request_id: int, what: str) -> bool:
         """Record that ``what`` was sent for the request; False if it already was."""
         return self._insert("INSERT INTO sent VALUES (?, ?)", (request_id, what))

@@ -489,3 +489,32 @@ def test_an_opt_out_at_one_node_reaches_every_node_and_the_release_at_the_next_q
     # the hub's files never held the identifier in clear (sealed per node, relayed)
     hub_bytes = b"".join(p.read_bytes() for p in fed.hub_home.rglob("*") if p.is_file())
     assert personnummer.encode() not in hub_bytes and personnummer[2:].encode() not in hub_bytes
+
+
+def test_a_node_withdrawing_from_an_assembled_release_takes_its_rows_out_at_the_next_query(
+    fed, record_release
+):
+    release_id = f"rel-{record_release:05d}"
+    sql = {
+        "sql": "SELECT holder, count(*) AS n FROM patient GROUP BY holder ORDER BY holder",
+        "format": "json",
+    }
+
+    def holders() -> set[str]:
+        with fed.hub_api(fed.researcher) as api:  # type: ignore[attr-defined]
+            return {row[0] for row in api.post(f"/releases/{release_id}/query", json=sql).json()["rows"]}
+
+    assert holders() == {"region_orebro", "region_uppsala"}
+    fed.command(
+        "region_orebro",
+        "hdp",
+        "request",
+        "revoke",
+        str(record_release),
+        "--justification",
+        "The region's steward withdraws approval for its data",
+        token=fed.stewards["region_orebro"][0],  # type: ignore[attr-defined]
+    )
+    fed.wait_for("the release without Örebro's rows", lambda: holders() == {"region_uppsala"}, timeout=120)
+    manifest = json.loads((fed.hub_home / "releases" / release_id / "manifest.json").read_text())
+    assert sorted(manifest["request"]["holders"]) == ["ndr", "region_uppsala"]
