@@ -19,7 +19,8 @@ from hdp.settings import SettingsError, get_settings
 from hub.coordinator import Hub
 from hub.environment import SecureEnvironment
 from hub.queries import FederatedQueries
-from hub.routes import Wakeups, catalogue_router, federation_router
+from hub.routes import catalogue_router, federation_router
+from hub.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 #: Seconds between the hub's passes over the governance store (applications and permits to
@@ -37,7 +38,7 @@ def create_hub_app() -> FastAPI:
     wakeups = Wakeups()
     hub.wakeup = wakeups.notify
     environment = SecureEnvironment(hub)
-    queries = FederatedQueries(hub, app.state.service, wakeups.wait)
+    queries = FederatedQueries(hub, app.state.service, wakeups)
     app.include_router(federation_router(hub, wakeups, queries))
     app.include_router(catalogue_router(hub))
     app.state.hub = hub

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -31,10 +32,23 @@ from governance.permits import IN_FORCE
 from governance.values import Permit
 from hdp.settings import holder
 from hub.coordinator import Hub
-from hub.federated_query import merge_node_results, plan_federated_query
+from hub.federated_query import FederatedPlan, merge_node_results, plan_federated_query
+from hub.wakeups import Wakeups, woken
 
 #: Seconds a node has to answer, beyond the query time limit every node applies itself.
 ANSWER_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A federated query on its way: to which nodes, under which plan."""
+
+    permit_id: int
+    user: str
+    plan: FederatedPlan
+    nodes: tuple[str, ...]
+    not_holding: tuple[str, ...]
+    withdrawn: dict[str, str]
 
 
 class QueryIncomplete(Exception):
@@ -52,12 +66,10 @@ def _json_value(value: Any) -> Any:
 
 
 class FederatedQueries:
-    def __init__(
-        self, hub: Hub, access: AccessService, wait: Callable[[str, float], Awaitable[None]]
-    ) -> None:
+    def __init__(self, hub: Hub, access: AccessService, wakeups: Wakeups) -> None:
         self.hub = hub
         self.access = access
-        self._wait = wait
+        self.wakeups = wakeups
 
     def _permit(self, permit_id: int, token: str) -> tuple[str, Permit]:
         user = self.access.authenticate(token or None, endpoint="/federation/v1/query")
@@ -74,9 +86,9 @@ class FederatedQueries:
             )
         return user.name, permit
 
-    def _views(self, permit: Permit, nodes: list[str]) -> dict[str, list[tuple[str, str]]]:
+    @staticmethod
+    def _views(parts: Mapping[str, Mapping[str, Any]], nodes: list[str]) -> dict[str, list[tuple[str, str]]]:
         """The tables and column types the nodes' parts show (each node reports its part's schema)."""
-        parts = self.hub.state.parts(permit.request_id)
         views: dict[str, dict[str, str]] = {}
         for party in nodes:
             facts = (parts.get(party) or {}).get("facts") or {}
@@ -90,26 +102,33 @@ class FederatedQueries:
         return {t: sorted(cols.items()) for t, cols in views.items()}
 
     async def run(self, permit_id: int, *, token: str, sql: str) -> dict[str, Any]:
-        user_name, permit = await run_in_threadpool(self._permit, permit_id, token)
+        """Plan, send to every node, wait for all answers, merge. The blocking parts (the store,
+        parsing, merging) run in worker threads: the event loop also serves the nodes' polls."""
+        query_id = secrets.token_hex(12)
+        # subscribed before the query goes out, so an answer that comes back at once still wakes us
+        with self.wakeups.subscription(f"query:{query_id}") as answered:
+            sent = await run_in_threadpool(self._send, query_id, permit_id, token, sql)
+            answers = await self._answers(query_id, sent.nodes, answered)
+        return await run_in_threadpool(self._merge, sent, answers, sql)
+
+    def _send(self, query_id: str, permit_id: int, token: str, sql: str) -> Sent:
+        user_name, permit = self._permit(permit_id, token)
         withdrawn = self.hub.state.withdrawn(permit_id)
         nodes = [node_party(h) for h in permit.holders if node_party(h) not in withdrawn]
         if not nodes:
             raise Forbidden("permit.withdrawn", "every node in scope has withdrawn its approval")
-        plan = plan_federated_query(sql, self._views(permit, nodes))
+        parts = self.hub.state.parts(permit_id)
+        plan = plan_federated_query(sql, self._views(parts, nodes))
         # A node whose part has none of a table the query reads holds nothing it could add: it is
         # left out and named, which is not a partial total.
         read_tables = {source.table for source in plan.query.sources}
-        schemas = {
-            p: set(((self.hub.state.parts(permit_id).get(p) or {}).get("facts") or {}).get("schema") or {})
-            for p in nodes
-        }
-        not_holding = sorted(p for p in nodes if not read_tables <= schemas[p])
+        schemas = {p: set(((parts.get(p) or {}).get("facts") or {}).get("schema") or {}) for p in nodes}
+        not_holding = tuple(sorted(p for p in nodes if not read_tables <= schemas[p]))
         nodes = [p for p in nodes if p not in not_holding]
         if not nodes:
             raise QueryRefused(
                 "federation.no_node_holds", "no node in the permit holds every table the query reads"
             )
-        query_id = secrets.token_hex(12)
         for party in nodes:
             self.hub.state.enqueue(
                 party,
@@ -118,9 +137,11 @@ class FederatedQueries:
                 permit=permit_id,
             )
             self.hub.wakeup(party)
-        answers = await self._answers(query_id, nodes)
-        tables, left, failed = {}, dict(withdrawn), {}
-        for party in nodes:
+        return Sent(permit_id, user_name, plan, tuple(nodes), not_holding, dict(withdrawn))
+
+    def _merge(self, sent: Sent, answers: Mapping[str, Mapping[str, Any]], sql: str) -> dict[str, Any]:
+        tables, left, failed = {}, dict(sent.withdrawn), {}
+        for party in sent.nodes:
             answer = answers.get(party)
             if answer is None:
                 failed[party] = "node.no_answer"
@@ -131,7 +152,9 @@ class FederatedQueries:
             else:
                 failed[party] = answer["reason"]
         if failed:
-            self._log(user_name, permit_id, sql, decision="incomplete", nodes=sorted(tables), failed=failed)
+            self._log(
+                sent.user, sent.permit_id, sql, decision="incomplete", nodes=sorted(tables), failed=failed
+            )
             raise QueryIncomplete(
                 {
                     "error": "federation.incomplete",
@@ -143,16 +166,21 @@ class FederatedQueries:
         if not tables:
             raise Forbidden("permit.withdrawn", "every node in scope has withdrawn its approval")
         thresholds = {party: holder(party.split(":", 1)[1]).min_cell_count for party in tables}
-        merged, summary = merge_node_results(plan, tables, thresholds=thresholds)
+        merged, summary = merge_node_results(sent.plan, tables, thresholds=thresholds)
         self._log(
-            user_name, permit_id, sql, decision="allowed", nodes=sorted(tables), published=summary.published
+            sent.user,
+            sent.permit_id,
+            sql,
+            decision="allowed",
+            nodes=sorted(tables),
+            published=summary.published,
         )
         return {
             "columns": merged.column_names,
             "rows": [[_json_value(v) for v in row.values()] for row in merged.to_pylist()],
             "nodes_answered": sorted(tables),
             "nodes_withdrawn": left,
-            "nodes_without_these_tables": not_holding,
+            "nodes_without_these_tables": list(sent.not_holding),
             "disclosure": {
                 "cells": summary.cells,
                 "published": summary.published,
@@ -161,15 +189,18 @@ class FederatedQueries:
             },
         }
 
-    async def _answers(self, query_id: str, nodes: list[str]) -> dict[str, Mapping[str, Any]]:
+    async def _answers(
+        self, query_id: str, nodes: tuple[str, ...], answered: asyncio.Event
+    ) -> dict[str, Mapping[str, Any]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.access.settings.limits.timeout_s + ANSWER_MARGIN_S
         while True:
+            answered.clear()
             answers = await run_in_threadpool(self.hub.state.query_results, query_id)
             remaining = deadline - loop.time()
             if all(p in answers for p in nodes) or remaining <= 0:
                 return answers
-            await self._wait(f"query:{query_id}", min(remaining, 1.0))
+            await woken(answered, min(remaining, 1.0))
 
     def _log(self, user_name: str, permit_id: int, sql: str, **extra: Any) -> None:
         self.hub.audit.append(

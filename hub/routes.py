@@ -10,7 +10,6 @@ poll and for a part's sealed bytes); there is no other credential.
 import asyncio
 import hashlib
 import os
-from collections import defaultdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,41 +19,12 @@ from starlette.concurrency import run_in_threadpool
 from federation.messages import MessageRejected
 from hub.coordinator import Hub, TaskRefused
 from hub.queries import FederatedQueries, QueryIncomplete
+from hub.wakeups import Wakeups, woken
 
 MAX_POLL_S = 30.0
 RECHECK_S = 2.0
 MAX_PART_BYTES = 16 * 1024**3
 MESSAGE_HEADER = "x-hdp-message"
-
-
-class Wakeups:
-    """Wakes the long polls and query waits of one event loop when something arrives for them."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
-
-    def notify(self, key: str) -> None:
-        """Thread-safe: called from worker threads as messages are queued or answers recorded."""
-        loop = self.loop
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(self._set, key)
-
-    def _set(self, key: str) -> None:
-        for event in self._events.get(key, ()):
-            event.set()
-
-    async def wait(self, key: str, timeout: float) -> None:
-        self.loop = self.loop or asyncio.get_running_loop()
-        event = asyncio.Event()
-        self._events[key].add(event)
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            self._events[key].discard(event)
 
 
 def _refused(exc: MessageRejected | TaskRefused) -> JSONResponse:
@@ -94,16 +64,23 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
             return _refused(exc)
         if poll.type != "poll":
             return _refused(MessageRejected("message.not_a_poll", "the inbox takes a poll message"))
+        acks = poll.body.get("ack")
+        if isinstance(acks, list) and all(isinstance(i, int) for i in acks) and acks:
+            # what the node handled since its last poll: one round trip instead of two
+            await run_in_threadpool(hub.state.ack, poll.sender, acks)
         deadline = asyncio.get_running_loop().time() + max(0.0, min(wait, MAX_POLL_S))
-        while True:
-            pending = await run_in_threadpool(hub.state.pending, poll.sender)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if pending or remaining <= 0:
-                break
-            # woken at once by this process; a message another process queued (an operator's
-            # command, a second worker) is picked up within the re-check interval
-            await wakeups.wait(poll.sender, min(remaining, RECHECK_S))
-        return JSONResponse({"messages": [hub.signed(item) for item in pending]})
+        with wakeups.subscription(poll.sender) as event:
+            while True:
+                event.clear()
+                pending = await run_in_threadpool(hub.state.pending, poll.sender)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if pending or remaining <= 0:
+                    break
+                # woken at once by this process; a message another process queued (an operator's
+                # command, a second worker) is picked up within the re-check interval
+                await woken(event, min(remaining, RECHECK_S))
+        signed = await run_in_threadpool(lambda: [hub.signed(item) for item in pending])
+        return JSONResponse({"messages": signed})
 
     @router.post("/parts/{permit_id}")
     async def post_part(permit_id: int, request: Request) -> Response:

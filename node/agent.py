@@ -25,6 +25,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ CATALOGUE_EVERY_S = 300.0
 MESSAGE_HEADER = "X-HDP-Message"
 #: Seconds before a message whose handling failed is tried again (it stays unacknowledged).
 RETRY_AFTER_FAILURE_S = 5.0
+#: Aggregate queries this node answers at once (each is bounded by the access layer's limits).
+QUERY_WORKERS = 4
 
 
 class Node:
@@ -87,6 +90,7 @@ class Node:
         self.http = client or httpx.Client(base_url=settings.hub_url, timeout=POLL_WAIT_S + 15)
         self._access: AccessService | None = None
         self._builds = threading.Lock()
+        self._queries = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="node-query")
         self.stopping = threading.Event()
 
     # -- the channel ---------------------------------------------------------------------
@@ -101,11 +105,13 @@ class Node:
             log.warning("hub refused %s: %s", message_type, _reason(response))
         return response
 
-    def poll(self, wait: float = POLL_WAIT_S) -> list[str]:
+    def poll(self, wait: float = POLL_WAIT_S, *, ack: list[int] | None = None) -> list[str]:
+        """The next messages for this node; ``ack`` acknowledges those handled since the last poll
+        (one round trip for both)."""
         response = self.http.get(
             "/federation/v1/inbox",
             params={"wait": wait},
-            headers={MESSAGE_HEADER: self._signed("poll", {}, None)},
+            headers={MESSAGE_HEADER: self._signed("poll", {"ack": ack or []}, None)},
             timeout=wait + 15,
         )
         response.raise_for_status()
@@ -127,9 +133,11 @@ class Node:
         local = threading.Thread(target=self._local_loop, name="node-local", daemon=True)
         local.start()
         backoff = 0.5
+        handled: list[int] = []
         while not self.stopping.is_set():
             try:
-                self.handle_all(self.poll())
+                tokens = self.poll(ack=handled)
+                handled = self.handle_all(tokens, ack=False)
                 backoff = 0.5
             except httpx.HTTPError as exc:
                 log.warning("hub unreachable (%s); retrying in %.1f s", type(exc).__name__, backoff)
@@ -158,8 +166,10 @@ class Node:
                 log.exception("node local pass failed")
             self.stopping.wait(LOCAL_PASS_S)
 
-    def handle_all(self, tokens: list[str]) -> None:
-        handled = []
+    def handle_all(self, tokens: list[str], *, ack: bool = True) -> list[int]:
+        """Act on each message (at most once in effect); returns the outbox ids handled, and
+        acknowledges them at once unless ``ack`` is False (the next poll carries them)."""
+        handled: list[int] = []
         for token in tokens:
             try:
                 message = self.believe(token)
@@ -184,8 +194,9 @@ class Node:
                 continue
             self.state.mark_handled(outbox_id)
             handled.append(outbox_id)
-        if handled:
+        if handled and ack:
             self.send("ack", {"ids": handled}, permit=None)
+        return handled
 
     def handle(self, message: Message) -> None:
         handlers: dict[str, Callable[[Message], None]] = {
@@ -193,7 +204,10 @@ class Node:
             "permit": self.on_permit,
             "relay": self.on_relay,
             "revocation": self.on_revocation,
-            "aggregate_query": self.on_aggregate_query,
+            # answered in worker threads: a slow query does not hold up the node's other tasks, and
+            # several researchers' queries run side by side (answered at most once: the hub keeps
+            # the first answer)
+            "aggregate_query": self._answer_in_background,
         }
         handler = handlers.get(message.type)
         if handler is None:
@@ -490,6 +504,15 @@ class Node:
     @staticmethod
     def _researcher(name: str) -> User:
         return User(name=name, roles=frozenset({"researcher"}))
+
+    def _answer_in_background(self, message: Message) -> None:
+        self._queries.submit(self._answer_safely, message)
+
+    def _answer_safely(self, message: Message) -> None:
+        try:
+            self.on_aggregate_query(message)
+        except Exception:  # the hub reports the node as not answering; nothing partial leaves
+            log.exception("aggregate query failed at this node")
 
     def on_aggregate_query(self, message: Message) -> None:
         """Run a federated query on this node's part, under its own thresholds, perturbation,
