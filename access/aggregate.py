@@ -438,7 +438,7 @@ def publish(
         arrays.append(pa.array(columns[i], type=typ))
         fields.append(pa.field(out.name, typ))
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    return _order_and_limit(table, q), summary
+    return order_and_limit(table, q), summary
 
 
 def _dominated(
@@ -524,7 +524,7 @@ def _significant(value: float, digits: int) -> float:
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
-def _order_and_limit(table: pa.Table, q: AggregateQuery) -> pa.Table:
+def order_and_limit(table: pa.Table, q: AggregateQuery) -> pa.Table:
     """The researcher's ORDER BY, then the group keys: cells come out of a parallel GROUP BY in
     any order, and the same query must give the same answer, byte for byte."""
     order = [(o.output, o.descending) for o in q.order]

@@ -61,31 +61,14 @@ class Story:
 def _approve(fed: LocalFederation, tokens: dict[str, str], request_id: int, holders: list[str]) -> list[str]:
     lines = []
     for holder_id in holders:
+        steward_token = tokens[STEWARDS[holder_id][0]]
         fed.wait_for(
             f"application {request_id} at {holder_id}",
-            lambda h=holder_id: (
-                f"request {request_id} "
-                in fed.command(
-                    h, "hdp", "request", "show", str(request_id), token=tokens[STEWARDS[h][0]], check=False
-                )
-            ),
+            lambda h=holder_id, t=steward_token: fed.has_application(h, request_id, token=t),
             timeout=120,
         )
         for steward in STEWARDS[holder_id]:
-            fed.command(
-                holder_id,
-                "hdp",
-                "request",
-                "decide",
-                str(request_id),
-                "--holder",
-                holder_id,
-                "--decision",
-                "approve",
-                "--justification",
-                WHY,
-                token=tokens[steward],
-            )
+            fed.decide(holder_id, request_id, token=tokens[steward], justification=WHY)
             lines.append(f"{steward}@{holder_id}")
     return lines
 

@@ -251,6 +251,30 @@ class LocalFederation:
         out = self.command(party, "hdp", "user", "token", name)
         return next(w for w in out.split() if w.startswith("hdp_"))
 
+    def has_application(self, holder_id: str, request_id: int, *, token: str) -> bool:
+        """Has the hub's application reached this node's own store (seen as its steward sees it)?"""
+        shown = self.command(holder_id, "hdp", "request", "show", str(request_id), token=token, check=False)
+        return f"request {request_id} " in shown
+
+    def decide(
+        self, holder_id: str, request_id: int, *, token: str, decision: str = "approve", justification: str
+    ) -> None:
+        """A steward decides at their own node, with the node's own CLI."""
+        self.command(
+            holder_id,
+            "hdp",
+            "request",
+            "decide",
+            str(request_id),
+            "--holder",
+            holder_id,
+            "--decision",
+            decision,
+            "--justification",
+            justification,
+            token=token,
+        )
+
     def hub_api(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.hub_url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 

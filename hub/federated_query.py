@@ -40,10 +40,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from sqlglot import exp
 
 from access import sandbox
+from access.aggregate import order_and_limit
 from access.errors import QueryRefused
 from access.grammar import AggregateQuery, ColumnRef, parse
 
@@ -419,7 +419,7 @@ def merge_node_results(
         line.append(len(rows))
         published.append(line)
 
-    table = _ordered_and_limited(_table(plan, tables, published), plan)
+    table = order_and_limit(_table(plan, tables, published), plan.query)
     summary = MergeSummary(
         cells=len(cells),
         published=len(published),
@@ -442,22 +442,6 @@ def _table(plan: FederatedPlan, tables: Sequence[pa.Table], lines: Sequence[Sequ
     fields.append(pa.field(NODES_IN_CELL, pa.int64()))
     arrays = [pa.array([line[i] for line in lines], type=f.type) for i, f in enumerate(fields)]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _ordered_and_limited(table: pa.Table, plan: FederatedPlan) -> pa.Table:
-    """The researcher's ORDER BY on the merged values, then the group keys (so the same merge
-    gives the same table), NULLs last; then LIMIT."""
-    q = plan.query
-    order = [(o.output, o.descending) for o in q.order]
-    order += [(i, False) for i, out in enumerate(q.outputs) if out.key is not None]
-    if order and table.num_rows > 1:
-        # Positional names: the researcher's output may repeat a name.
-        renamed = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
-        sort_keys = [(f"c{i}", "descending" if desc else "ascending", "at_end") for i, desc in order]
-        table = table.take(pc.sort_indices(renamed, sort_keys=sort_keys))
-    if q.limit is not None:
-        table = table.slice(0, q.limit)
-    return table
 
 
 def _rounded(table: pa.Table, plan: FederatedPlan) -> pa.Table:

@@ -259,10 +259,7 @@ def assemble(
     released_persons = _select_released_persons(con, tables)
     private = _fresh_private_staging_dir(settings, release_id)
     _write_consent_link(con, private / CONSENT_LINK)
-    ddl = _table_ddl(con, tables)
-    con.close()
-    _write_release_db(staging, ddl, spill)
-    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
+    _write_database_and_keys(con, tables, staging=staging, private=private, spill=spill)
     return ReleaseResult(
         release_id=release_id,
         request_id=request.request_id,
@@ -421,6 +418,22 @@ def _table_ddl(con: duckdb.DuckDBPyConnection, tables: dict[str, AssembledTable]
         + ")"
         for table in tables
     }
+
+
+def _write_database_and_keys(
+    con: duckdb.DuckDBPyConnection,
+    tables: dict[str, AssembledTable],
+    *,
+    staging: Path,
+    private: Path,
+    spill: Path,
+) -> None:
+    """Close the assembling connection, write the release database from the Parquet files and
+    draw the release's perturbation keys."""
+    ddl = _table_ddl(con, tables)
+    con.close()
+    _write_release_db(staging, ddl, spill)
+    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
 
 
 def _write_release_db(staging: Path, ddl: dict[str, str], spill: Path) -> None:
@@ -597,10 +610,7 @@ def assemble_parts(
         f"COPY (SELECT person_id, person_id AS consent_key FROM released_persons ORDER BY ALL) "
         f"TO '{private / CONSENT_LINK}' (FORMAT parquet)"
     )
-    ddl = _table_ddl(con, tables)
-    con.close()
-    _write_release_db(staging, ddl, spill)
-    write_cell_keys(staging / RELEASE_DB, private / CELL_KEYS)
+    _write_database_and_keys(con, tables, staging=staging, private=private, spill=spill)
     return ReleaseResult(
         release_id=release_id,
         request_id=request.request_id,

@@ -66,10 +66,7 @@ def _file(fed: LocalFederation, *, holders: tuple[str, ...], variables: tuple[st
 
 
 def _mirrored(fed: LocalFederation, holder_id: str, request_id: int) -> bool:
-    out = fed.command(
-        holder_id, "hdp", "request", "show", str(request_id), token=fed.stewards[holder_id][0], check=False
-    )  # type: ignore[attr-defined]
-    return f"request {request_id} " in out
+    return fed.has_application(holder_id, request_id, token=fed.stewards[holder_id][0])  # type: ignore[attr-defined]
 
 
 def _decide(fed: LocalFederation, holder_id: str, request_id: int, decision: str = "approve") -> None:
@@ -77,20 +74,7 @@ def _decide(fed: LocalFederation, holder_id: str, request_id: int, decision: str
         f"application {request_id} at {holder_id}", lambda: _mirrored(fed, holder_id, request_id), timeout=60
     )
     for token in fed.stewards[holder_id]:  # type: ignore[attr-defined]
-        fed.command(
-            holder_id,
-            "hdp",
-            "request",
-            "decide",
-            str(request_id),
-            "--holder",
-            holder_id,
-            "--decision",
-            decision,
-            "--justification",
-            WHY,
-            token=token,
-        )
+        fed.decide(holder_id, request_id, token=token, decision=decision, justification=WHY)
 
 
 def _hub_request(fed: LocalFederation, request_id: int) -> str:
