@@ -180,12 +180,19 @@ def _resolve(name: str) -> Any:
 
 
 @cache
-def decoder(expected: str | None) -> msgspec.json.Decoder:
-    """A decoder for one resource type (a Bulk Data file), or for any ingested type (bundles)."""
-    if expected is not None:
-        return msgspec.json.Decoder(_resolve(_struct(expected)))
-    union: Any = Union[tuple(_resolve(_struct(t)) for t in v.RESOURCE_TYPES)]  # noqa: UP007 - built at run time
-    return msgspec.json.Decoder(union)
+def decoder(expected: str) -> msgspec.json.Decoder:
+    """The decoder of one resource type's lines (a Bulk Data file), its Structs built on first use."""
+    return msgspec.json.Decoder(_resolve(_struct(expected)))
+
+
+class _TypeOnly(msgspec.Struct):
+    """Just the ``resourceType`` of a line (other keys skipped): picks the decoder of a line whose
+    type no file name tells. (One union over all ~140 types would build every type's Structs.)"""
+
+    resourceType: str  # noqa: N815 - the JSON name
+
+
+_type_only = msgspec.json.Decoder(_TypeOnly).decode
 
 
 _ENCODE = msgspec.json.Encoder().encode
@@ -209,6 +216,10 @@ def fast_decode(line: bytes | str, expected: str | None) -> Any:
     if type(line) is str:
         line = line.encode("utf-8")
     try:
+        if expected is None:
+            expected = _type_only(line).resourceType
+            if expected not in v.RESOURCE_TYPES:
+                return None
         return decoder(expected).decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None

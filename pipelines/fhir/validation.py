@@ -48,16 +48,38 @@ __all__ = [
     "validate_resource",
 ]
 
-#: Resource types this platform ingests.
-RESOURCE_TYPES = (
-    "Patient",
-    "Encounter",
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "Procedure",
-    "QuestionnaireResponse",
-)
+
+def _r4b_resource_types() -> tuple[str, ...]:
+    """Every concrete resource type of the reference's R4B models, read from the package's files.
+
+    Importing the ~190 model modules to ask ``issubclass(cls, Resource)`` costs about two seconds;
+    each model module declares its class as ``class X(domainresource.DomainResource)`` or
+    ``class X(resource.Resource)`` near its top, so the first few kB of every file answer the same
+    question in milliseconds, without importing pydantic (``tests/fhir/test_fastvalid_real.py``
+    checks the two answers are equal). DomainResource itself is abstract; a Bundle is a container
+    (ingestion unpacks its entries), never a resource of its own here.
+    """
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("fhir.resources")  # imports only the namespace package "fhir"
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("fhir.resources is not installed")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "R4B")
+    declares = re.compile(
+        rb"^class ([A-Z][A-Za-z]+)\((?:domainresource\.DomainResource|resource\.Resource)\):", re.M
+    )
+    found: set[str] = set()
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                found.update(m.decode() for m in declares.findall(f.read(8192)))
+    return tuple(sorted(found - {"DomainResource", "Bundle"}))
+
+
+#: Resource types this platform ingests: every FHIR R4 (R4B models) resource type.
+RESOURCE_TYPES: tuple[str, ...] = _r4b_resource_types()
+_RESOURCE_TYPE_SET = frozenset(RESOURCE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -336,7 +358,7 @@ def fast_accept(resource: Any) -> bool:
     if type(resource) is not dict:
         return False
     rtype = resource.get("resourceType")
-    if rtype not in RESOURCE_TYPES:
+    if type(rtype) is not str or rtype not in _RESOURCE_TYPE_SET:
         return False
     body = {k: v for k, v in resource.items() if k != "resourceType"}
     return _fast_complex(body, type_spec(rtype))
@@ -420,7 +442,7 @@ def reference_issues(rtype: str, raw_json: bytes | str) -> list[Issue]:
 def code_issues(resource: Any) -> list[Issue]:
     """Codes outside a required binding's value set (the rule the reference declares but skips)."""
     rtype = resource.get("resourceType") if type(resource) is dict else None
-    if rtype not in RESOURCE_TYPES:
+    if type(rtype) is not str or rtype not in _RESOURCE_TYPE_SET:
         return []
     issues: list[Issue] = []
     _codes(resource, type_spec(rtype), rtype, issues)
@@ -448,6 +470,6 @@ def validate_resource(resource: Any, raw_json: bytes | str) -> list[Issue]:
     if fast_accept(resource):
         return []
     rtype = resource.get("resourceType") if type(resource) is dict else None
-    if rtype not in RESOURCE_TYPES:
+    if type(rtype) is not str or rtype not in _RESOURCE_TYPE_SET:
         return [Issue("resourceType", "not a supported resource type")]
     return reference_issues(rtype, raw_json) or code_issues(resource)
