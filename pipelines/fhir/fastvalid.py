@@ -2,12 +2,14 @@
 
 :func:`pipelines.fhir.validation.fast_accept` walks a decoded dict in Python (~50 µs per
 resource). This module turns the very same schema (``validation.type_spec``: element names,
-cardinality, primitive types, required elements, choice groups, required-binding codes,
-reference target types) into ``msgspec.Struct`` types once per process, so that decoding a
+cardinality, primitive types, required elements, choice groups, required-binding codes)
+into ``msgspec.Struct`` types once per process, so that decoding a
 line *is* validating it, in C:
 
-* unknown elements, ``_element`` extensions, ``null``, contained resources, and elements of a
-  primitive type the fast path does not model are unknown fields -> decoding fails;
+* unknown elements, ``null`` (but for the placeholders of an ``_element`` list) and elements
+  the fast path does not model are unknown fields -> decoding fails;
+* a resource inside a resource (``contained``, of any type) is decoded by its own type's Struct
+  (built when that type is first met, see :func:`_resource_in`);
 * primitives carry patterns at least as strict as the ``_p_*`` checks in :mod:`validation`
   (dates are exact, leap years included, so no Python post-check is needed). These regex calls
   are most of the decoding time (about 0.5 µs each); a line-level proof that would let a
@@ -17,7 +19,8 @@ line *is* validating it, in C:
 * choice groups (``value[x]``) are checked by a generated ``__post_init__`` on the few
   Structs that have them;
 * empty arrays are refused (``min_length=1``); an empty object decodes only into a type without
-  required elements, which the reference accepts as well (the differential test covers it).
+  required elements, which the reference accepts as well (the differential test covers it),
+  except an ``_element`` object, which the reference refuses empty (``TypeSpec.any_of``).
 
 It only ever *accepts*: :func:`fast_decode` returns ``None`` whenever decoding fails for any
 reason, and the caller then asks the reference validator. The law "fast-accept implies
@@ -26,6 +29,7 @@ reference-accept" is checked by ``tests/fhir/test_validation_differential.py``.
 
 from __future__ import annotations
 
+import keyword
 import re
 import sys
 import types
@@ -59,9 +63,11 @@ PATTERNS: dict[str, str] = {
     "_p_datetime": primitives.DATE_TIME,
     "_p_instant": primitives.INSTANT,
     "_p_time": primitives.TIME,
+    "_p_base64": primitives.BASE64,
 }
 _I32 = (-2147483648, 2147483647)
-_NUMERIC: dict[str, Any] = {
+#: Primitives modelled by their JSON type (and bounds) alone.
+_TYPED: dict[str, Any] = {
     "_p_integer": Annotated[int, msgspec.Meta(ge=_I32[0], le=_I32[1])],
     "_p_unsigned": Annotated[int, msgspec.Meta(ge=0, le=_I32[1])],
     "_p_positive": Annotated[int, msgspec.Meta(ge=1, le=_I32[1])],
@@ -70,13 +76,14 @@ _NUMERIC: dict[str, Any] = {
         Annotated[float, msgspec.Meta(gt=-1e15, lt=1e15)],
     ],
     "_p_bool": bool,
+    "_p_xhtml": str,  # Narrative.div: any string, exactly like the reference (see validation._p_xhtml)
 }
 
 
 def _primitive_type(check: Any, enum: frozenset[str] | None) -> Any:
     name = getattr(check, "__name__", "")
-    if name in _NUMERIC:
-        return _NUMERIC[name] if enum is None else None
+    if name in _TYPED:
+        return _TYPED[name] if enum is None else None
     pat = PATTERNS.get(name)
     if pat is None:
         return None
@@ -91,33 +98,64 @@ def _primitive_type(check: Any, enum: frozenset[str] | None) -> Any:
 _MODULE_NAME = "pipelines.fhir._fast_structs"
 _mod = types.ModuleType(_MODULE_NAME)
 sys.modules[_MODULE_NAME] = _mod
-_REF_PAT = r"^(?:{types})/[A-Za-z0-9\-.]{{1,64}}\Z"
+_TYPES = frozenset(v.RESOURCE_TYPES)
 
 
-def _choice_post_init(groups: tuple[tuple[tuple[str, ...], bool], ...]) -> Any:
-    """``__post_init__`` enforcing choice-type exclusivity (and presence when required).
+def _resource_in(raw: msgspec.Raw) -> Any:
+    """A resource inside a resource (``contained`` ...), decoded by its own type's Struct.
 
-    Generated as straight-line code (no loop, no getattr): it runs for every Observation.
+    Such fields are decoded as ``msgspec.Raw`` first: one union over every resource type would
+    build all ~140 types' Structs before the first line; this way a type is built when first met.
+    """
+    try:
+        rtype = _type_only(raw).resourceType
+        if rtype not in _TYPES:
+            raise ValueError("not a resource type")
+        return decoder(rtype).decode(raw)
+    except msgspec.DecodeError as exc:  # (ValidationError included)
+        raise ValueError("invalid resource inside a resource") from exc
+
+
+def _post_init(
+    groups: tuple[tuple[tuple[str, ...], bool], ...],
+    resources: tuple[tuple[str, bool], ...],
+    any_of: tuple[str, ...],
+) -> Any:
+    """``__post_init__`` enforcing choice-type exclusivity (and presence when required), the
+    presence of one of ``any_of``, and decoding the resources inside (``resources``: attribute,
+    is a list).
+
+    Generated as straight-line code (no loop, no getattr): it runs for every resource.
     """
     lines = ["def __post_init__(self):"]
+    if any_of:
+        absent = " and ".join(f"self.{k} is U" for k in any_of)
+        lines += [f"    if {absent}:", "        raise ValueError('empty')"]
     for keys, required in groups:
         count = " + ".join(f"(self.{k} is not U)" for k in keys) or "0"
         cond = "n > 1 or n == 0" if required else "n > 1"
         lines += [f"    n = {count}", f"    if {cond}:", "        raise ValueError('choice group')"]
-    ns: dict[str, Any] = {"U": msgspec.UNSET}
+    for attr, is_list in resources:
+        # The decoded Structs replace the raw text: sql_safe re-encodes them (duplicate keys).
+        decoded = f"[R(x) for x in self.{attr}]" if is_list else f"R(self.{attr})"
+        lines += [f"    if self.{attr} is not U:", f"        self.{attr} = {decoded}"]
+    ns: dict[str, Any] = {"U": msgspec.UNSET, "R": _resource_in}
     exec("\n".join(lines), ns)  # noqa: S102 - code built from model field names only
     return ns["__post_init__"]
 
 
 def _attr(key: str) -> str:
-    # Python keywords / builtins clash: "class" (Encounter.class) is renamed, its JSON name kept.
-    return key + "_" if key in ("class", "for", "import", "global", "from", "id_") else key
+    """The Struct attribute of a JSON key (which stays the field's name in JSON)."""
+    if key.startswith("_"):
+        return key[1:] + "__ext"  # ``_birthDate``: msgspec keeps leading underscores private
+    # Python keywords clash ("class": Encounter.class).
+    return key + "_" if keyword.iskeyword(key) else key
 
 
 @cache
-def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
+def _struct(type_name: str) -> str:
     """Name (in the generated module) of the Struct for ``type_name`` (built on first use)."""
-    cname = type_name if ref_types is None else f"{type_name}__{'_'.join(sorted(ref_types))}"
+    cname = type_name
     if hasattr(_mod, cname):
         return cname
     setattr(_mod, cname, None)  # placeholder: recursion through Extension etc. resolves lazily
@@ -125,19 +163,22 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     renames: dict[str, str] = {}
     choice_groups = []
+    resources = []
     for key, el in spec.elements.items():
         check = el.check
         if check is None:
             continue  # not modelled: if present, the line is left to the reference
         if type(check) is v.LazyType:
-            sub_refs = el.ref_types if check.name == "Reference" else None
-            tp: Any = _struct(check.name, sub_refs)
+            tp: Any = _struct(check.name)
+        elif check is v._p_resource:
+            tp = msgspec.Raw
+            resources.append((_attr(key), el.is_list))
         else:
             tp = _primitive_type(check, el.enum)
             if tp is None:
                 continue
-        if type_name == "Reference" and key == "reference" and ref_types is not None:
-            tp = Annotated[str, msgspec.Meta(pattern=_REF_PAT.format(types="|".join(sorted(ref_types))))]
+        if el.nulls:
+            tp = Union[tp, None]  # noqa: UP007
         if el.is_list:
             # typing.List, not list[...]: it turns the struct names into resolvable forward refs.
             tp = Annotated[typing.List[tp], msgspec.Meta(min_length=1)]  # noqa: UP006
@@ -154,8 +195,9 @@ def _struct(type_name: str, ref_types: frozenset[str] | None = None) -> str:
         if len(present) > 1 or req:
             choice_groups.append((present, req))
     ns: dict[str, Any] = {}
-    if choice_groups:
-        ns["__post_init__"] = _choice_post_init(tuple(choice_groups))
+    if choice_groups or resources or spec.any_of:
+        any_of = tuple(_attr(k) for k in spec.any_of)
+        ns["__post_init__"] = _post_init(tuple(choice_groups), tuple(resources), any_of)
     kwargs: dict[str, Any] = {}
     if type_name in v.RESOURCE_TYPES:
         kwargs.update(tag_field="resourceType", tag=type_name)
@@ -218,7 +260,7 @@ def fast_decode(line: bytes | str, expected: str | None) -> Any:
     try:
         if expected is None:
             expected = _type_only(line).resourceType
-            if expected not in v.RESOURCE_TYPES:
+            if expected not in _TYPES:
                 return None
         return decoder(expected).decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):

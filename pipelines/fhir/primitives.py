@@ -3,7 +3,7 @@ r"""What FHIR dates, times and other string primitives look like: written once, 
 Two concepts, kept apart on purpose:
 
 **FHIR primitive formats** (the R4 datatypes): what a *valid* ``date``, ``dateTime``, ``instant``,
-``time``, ``code``, ``id``, ``uri``, ``url``, ``oid`` or ``uuid`` value in a resource looks like, exactly:
+``time``, ``code``, ``id``, ``uri``, ``url``, ``oid``, ``uuid`` or ``base64Binary`` value in a resource looks like, exactly:
 month 01-12, a day that exists in its month (leap years included), no year 0000, offsets from
 -12:00 to +14:00, at most microseconds. Each is regular-expression text, ASCII-explicit (``[0-9]``,
 not ``\d``, which matches other scripts' digits) and anchored with ``^`` and ``\Z`` (``$`` would also
@@ -52,11 +52,17 @@ TIME = rf"^{_TIME_OF_DAY}\Z"
 #: ``code``: printable ASCII, single spaces between words.
 CODE = r"^[!-~]+(?: [!-~]+)*\Z"
 ID = r"^[A-Za-z0-9\-.]{1,64}\Z"
-URI = r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]+\Z"
+#: ``uri`` (and ``canonical``): absolute or relative (a nested extension's url is a bare name, a
+#: canonical may end in ``|version``); FHIR's own regex is ``\S*``: here printable ASCII, no blank.
+URI = r"^[!-~]+\Z"
 #: ``url`` (and ``canonical`` here): http(s) with a host, an optional port and a plain path.
 URL = r"^https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~\-]+)*/?\Z"
 OID = r"^urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+\Z"
-UUID = r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
+#: ``uuid``: as a URI, lower case. The reference's type is pydantic's UUID4, so the version digit
+#: must be 4 (and the variant the RFC one).
+UUID = r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z"
+#: ``base64Binary``: canonical base64 (RFC 4648 alphabet, padded, no blanks or line breaks).
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z"
 
 DATE_RE = re.compile(DATE)
 DATE_TIME_RE = re.compile(DATE_TIME)
@@ -68,6 +74,7 @@ URI_RE = re.compile(URI)
 URL_RE = re.compile(URL)
 OID_RE = re.compile(OID)
 UUID_RE = re.compile(UUID)
+BASE64_RE = re.compile(BASE64)
 
 # --------------------------------------------------------------------------- FHIRPath partial values
 #: year, month, day (the last two optional).

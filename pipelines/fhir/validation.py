@@ -1,19 +1,26 @@
 """Validation of FHIR R4 resources: exact like the reference, fast where it can be.
 
 **Reference.** ``fhir.resources`` 8.x is R5 at its top level; the team's reference for R4
-is its ``fhir.resources.R4B`` package (R4B shares R4's resources used here). A resource is
+is its ``fhir.resources.R4B`` package (R4B keeps R4's resources and adds a few). Every concrete
+resource type of it is ingested (:data:`RESOURCE_TYPES`). A resource is
 valid when ``R4B.<Type>.model_validate_json`` accepts it **and** every coded element
 with a required binding holds one of the codes the R4B model itself declares
-(``enum_values`` in the field metadata). fhir.resources 8.3 declares those codes but does
-not enforce them (it accepts ``gender: "bogus"``); a bad code must still reach
-quarantine (ARCHITECTURE.md: defect ``fhir.invalid``), so the one rule is added from the
-reference's own metadata. Value sets marked open (``"+"``) are not checked.
+(``enum_values`` in the field metadata), contained resources included. fhir.resources 8.3
+declares those codes but does not enforce them (it accepts ``gender: "bogus"``); a bad code
+must still reach quarantine (ARCHITECTURE.md: defect ``fhir.invalid``), so the one rule is
+added from the reference's own metadata. Value sets marked open (``"+"``) are not checked.
+
+What the reference does *not* check, and so neither path may refuse for: the target of a
+``Reference.reference`` (any string: ``Type/id``, conditional ``Type?identifier=s|v``, absolute
+URLs, ``urn:uuid:``, ``#contained``; the target types in the metadata are documentation), the
+content of ``Narrative.div`` (any string), the form of a ``uri`` / ``canonical`` (any string).
 
 **Fast path.** :func:`fast_accept` walks the decoded resource against a schema derived
 once from the same R4B models (element names, cardinality, primitive types, required
-elements, choice groups, codes). It only ever *accepts*: whenever it is not certain
-(an unusual primitive, a ``_element`` extension, ``null``, an empty array, a contained
-resource ...), it answers "undecided" and the reference decides. Exactness therefore
+elements, choice groups, codes, ``_element`` primitive extensions, contained resources of any
+type). It only ever *accepts*: whenever it is not certain (a string outside the formats of
+:mod:`primitives`, ``null``, an empty array, lax JSON types the reference coerces such as
+``"true"`` for a boolean ...), it answers "undecided" and the reference decides. Exactness therefore
 rests on one law — fast-accept implies reference-accept — which
 ``tests/fhir/test_validation_differential.py`` checks over generated valid and mutated
 resources.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import re
 import typing
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -126,6 +134,21 @@ def _p_uuid(v: Any) -> bool:
     return type(v) is str and primitives.UUID_RE.match(v) is not None
 
 
+def _p_base64(v: Any) -> bool:
+    return type(v) is str and primitives.BASE64_RE.match(v) is not None
+
+
+def _p_xhtml(v: Any) -> bool:
+    # Narrative.div: the reference's type (fhir_core ``Xhtml``) carries no constraint at all, so
+    # any JSON string is what it accepts ("" and text that is not XHTML included).
+    return type(v) is str
+
+
+def _p_resource(v: Any) -> bool:
+    """A resource inside a resource (``contained``, ``Parameters.parameter.resource``): any type."""
+    return fast_accept(v)
+
+
 def _p_bool(v: Any) -> bool:
     return type(v) is bool
 
@@ -169,7 +192,7 @@ _PRIMITIVE_CHECKS = {
     "Id": _p_id,
     "Uri": _p_uri,
     "Url": _p_url,
-    "Canonical": _p_url,
+    "Canonical": _p_uri,  # fhir_core's Canonical is its Uri (any string), not its Url
     "Oid": _p_oid,
     "Uuid": _p_uuid,
     "Decimal": _p_decimal,
@@ -180,6 +203,9 @@ _PRIMITIVE_CHECKS = {
     "DateTime": _p_datetime,
     "Instant": _p_instant,
     "Time": _p_time,
+    "Xhtml": _p_xhtml,
+    "EncodedBytes": _p_base64,  # pydantic's Base64Bytes (checked to be base64 in _primitive_check)
+    "UuidVersion": _p_uuid,  # pydantic's UUID4 (checked to be version 4 in _primitive_check)
 }
 
 
@@ -194,9 +220,11 @@ class ElementSpec:
 
     key: str
     is_list: bool
-    check: Any  # a primitive check function, a TypeSpec, or None (always undecided)
+    check: Any  # a primitive check function, a LazyType, or None (always undecided)
     enum: frozenset[str] | None
-    ref_types: frozenset[str] | None
+    #: Items of the list may be null: the ``_element`` list of a repeating primitive, whose nulls
+    #: line its extensions up with the values.
+    nulls: bool = False
 
 
 @dataclass
@@ -208,6 +236,7 @@ class TypeSpec:
     required: tuple[str, ...]
     choice_groups: dict[str, tuple[tuple[str, ...], bool]]  # group -> (keys, required)
     element_of_key: dict[str, str]  # json key -> choice group name (if any)
+    any_of: tuple[str, ...] = ()  # at least one of these elements must be present
 
 
 def _unwrap_annotation(ann: Any) -> tuple[bool, Any]:
@@ -238,6 +267,10 @@ def type_spec(model_name: str) -> TypeSpec:
     """The schema of one R4B type (built once per process)."""
     spec = TypeSpec(model_name, {}, (), {}, {})
     _build(spec, _model_class(model_name))
+    if model_name == "FHIRPrimitiveExtension":
+        # The one rule of the R4B models kept in a model validator rather than in field metadata
+        # (an ``_element`` object needs an id or extensions; ``{}`` is refused).
+        spec.any_of = ("id", "extension")
     return spec
 
 
@@ -245,7 +278,13 @@ def _build(spec: TypeSpec, cls: Any) -> None:
     required: list[str] = []
     for fname, field in cls.model_fields.items():
         key = field.alias or fname
-        if fname.endswith("__ext") or fname in ("fhir_comments", "resource_type"):
+        if fname in ("fhir_comments", "resource_type"):
+            continue
+        if fname.endswith("__ext"):
+            # ``_element``: the id and extensions of a primitive element (the reference checks no
+            # pairing with the value: a required value may even be absent, ``_status`` alone).
+            is_list, _ = _unwrap_annotation(field.annotation)
+            spec.elements[key] = ElementSpec(key, is_list, _PRIMITIVE_EXTENSION, None, nulls=is_list)
             continue
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         is_list, inner = _unwrap_annotation(field.annotation)
@@ -253,21 +292,17 @@ def _build(spec: TypeSpec, cls: Any) -> None:
         if inner is bool:
             check = _p_bool
         elif typing.get_origin(inner) is typing.Annotated:
-            meta = typing.get_args(inner)[1:]
-            names = [type(m).__name__ if not isinstance(m, type) else m.__name__ for m in meta]
-            check = next((_PRIMITIVE_CHECKS[n] for n in names if n in _PRIMITIVE_CHECKS), None)
+            check = _primitive_check(typing.get_args(inner))
         elif isinstance(inner, type) and hasattr(inner, "get_model_klass"):
-            target = inner.get_model_klass()
-            tname = target.__name__
-            # Contained / nested resources are left to the reference validator.
-            if tname not in ("Resource", "DomainResource"):
-                check = LazyType(tname)
+            tname = inner.get_model_klass().__name__
+            # A field typed Resource takes a resource of any type, chosen by its resourceType.
+            check = _p_resource if tname == "Resource" else LazyType(tname)
         enum_values = extra.get("enum_values")
         enum = frozenset(enum_values) if enum_values and "+" not in enum_values else None
-        refs = extra.get("enum_reference_types")
-        if refs and "Resource" in refs:
-            refs = None  # any resource type may be referenced
-        spec.elements[key] = ElementSpec(key, is_list, check, enum, frozenset(refs) if refs else None)
+        # (``enum_reference_types``, a Reference's target types, is documentation only: the
+        # reference accepts any string as ``Reference.reference``, conditional, logical, absolute
+        # and ``urn:uuid:`` references included, whatever type they name.)
+        spec.elements[key] = ElementSpec(key, is_list, check, enum)
         if field.is_required() or extra.get("element_required"):
             required.append(key)
         group = extra.get("one_of_many")
@@ -276,6 +311,20 @@ def _build(spec: TypeSpec, cls: Any) -> None:
             spec.choice_groups[group] = (keys + (key,), req or bool(extra.get("one_of_many_required")))
             spec.element_of_key[key] = group
     spec.required = tuple(required)
+
+
+def _primitive_check(annotated_args: tuple[Any, ...]) -> Any:
+    """The check of a primitive field ``Annotated[base, *metadata]`` (None: not modelled)."""
+    base, *meta = annotated_args
+    for m in meta:
+        name = m.__name__ if isinstance(m, type) else type(m).__name__
+        if name == "EncodedBytes" and getattr(m.encoder, "__name__", "") != "Base64Encoder":
+            continue
+        if name == "UuidVersion" and (base is not uuid.UUID or m.uuid_version != 4):
+            continue
+        if name in _PRIMITIVE_CHECKS:
+            return _PRIMITIVE_CHECKS[name]
+    return None
 
 
 class LazyType:
@@ -294,7 +343,7 @@ class LazyType:
         return self._spec
 
 
-_REF_RE = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}\Z")
+_PRIMITIVE_EXTENSION = LazyType("FHIRPrimitiveExtension")
 
 
 def _fast_complex(obj: Any, spec: TypeSpec) -> bool:
@@ -321,7 +370,7 @@ def _fast_complex(obj: Any, spec: TypeSpec) -> bool:
         if type(check) is LazyType:
             sub = check.spec
             for it in items:
-                if not _fast_complex(it, sub):
+                if not _fast_complex(it, sub) and not (it is None and el.nulls):
                     return False
         else:
             enum = el.enum
@@ -330,13 +379,6 @@ def _fast_complex(obj: Any, spec: TypeSpec) -> bool:
                     return False
                 if enum is not None and it not in enum:
                     return False
-        if el.ref_types is not None and type(check) is LazyType:
-            for it in items:
-                ref = it.get("reference")
-                if ref is not None:
-                    m = _REF_RE.match(ref) if type(ref) is str else None
-                    if m is None or m.group(1) not in el.ref_types:
-                        return False
         if key in spec.element_of_key:
             if groups_seen is None:
                 groups_seen = set()
@@ -350,6 +392,8 @@ def _fast_complex(obj: Any, spec: TypeSpec) -> bool:
     for g, (_keys, req) in spec.choice_groups.items():
         if req and (groups_seen is None or g not in groups_seen):
             return False
+    if spec.any_of and not any(k in obj for k in spec.any_of):
+        return False
     return True
 
 
@@ -461,6 +505,11 @@ def _codes(obj: Any, spec: TypeSpec, path: str, issues: list[Issue]) -> None:
             p = f"{path}.{key}" + (f"[{i}]" if el.is_list else "")
             if type(el.check) is LazyType:
                 _codes(it, el.check.spec, p, issues)
+            elif el.check is _p_resource:
+                # A contained resource is part of the resource: its codes are checked alike.
+                rtype = it.get("resourceType") if type(it) is dict else None
+                if type(rtype) is str and rtype in _RESOURCE_TYPE_SET:
+                    _codes(it, type_spec(rtype), p, issues)
             elif el.enum is not None and type(it) is str and it not in el.enum:
                 issues.append(Issue(p, "not a permitted code"))
 
