@@ -1,12 +1,13 @@
-"""Swedish personnummer and samordningsnummer: parse, validate, normalise.
+"""Swedish personnummer and samordningsnummer (and interim numbers): parse, validate, normalise.
 
 Accepted forms (surrounding whitespace ignored)::
 
     YYYYMMDDNNNC     12 digits
     YYYYMMDD-NNNC    12 digits with '-'
+    YYYYMMDD+NNNC    12 digits with '+': the person turns 100 in the reference year or earlier
     YYMMDDNNNC       10 digits, no separator (read like '-')
     YYMMDD-NNNC      10 digits, person younger than 100 at the reference date
-    YYMMDD+NNNC      10 digits, person 100 or older at the reference date
+    YYMMDD+NNNC      10 digits, person turning 100 in the reference year or earlier
 
 ``C`` is a Luhn check digit over the 10-digit form ``YYMMDDNNN``. The ninth digit (last
 of ``NNN``) is odd for men, even for women. A samordningsnummer (coordination number)
@@ -14,6 +15,25 @@ adds 60 to the day of month. The serial number ``NNN`` runs from 001 to 999: Ska
 never issues 000, so a Luhn-valid number with serial 000 is refused as
 ``identifier.invalid_serial`` (checked after the date and the check digit, so a mistyped
 number is still reported as a checksum error).
+
+The '+' separator. Skatteverket replaces '-' by '+' from the year a person turns 100
+(folkbokföringslagen 18 § 2 st.; Skatteverket, rättslig vägledning "Personnummer", 2015.10).
+A 10-digit form with '+' therefore means the latest year ending in ``YY`` at least 100 years
+before the reference year (by calendar year, not by birthday). A 12-digit form with '+' carries
+its century, so the '+' is only checked: the person must turn 100 in the reference year or
+earlier, else ``identifier.plus_under_100``. '-' and no separator keep the exact-age rule (the
+person is 0-99 on the reference date), and a 12-digit form with '-' is accepted at any age.
+
+Interim numbers (``YYMMDD-Xnnn``, "T-nummer", "interimistiskt personnummer"): a letter
+``X`` in T R S U W X J K L M N replaces the first digit of the serial, and counts as 1 in the
+Luhn check (personnummer/meta, package specification "Interim-Number", commit c44a844). They
+are *not* issued by Skatteverket: universities (Ladok) and other organisations assign them to
+people without a personnummer or samordningsnummer, and a number is unique only within its
+issuer (KTH and Stockholm University describe them as valid only at the university). They are
+accepted (kind ``interim``, normalised ``YYYYMMDDXnnC``, the real day of month, never + 60) only
+with ``allow_interim=True``; otherwise a well-formed, Luhn-valid one is refused as
+``identifier.interim_not_accepted`` (after every other check, so a malformed one keeps its
+specific reason). The pipeline passes ``HDP_ACCEPT_INTERIM_NUMBERS`` (default off).
 
 Errors never contain the value itself (it is a direct identifier): only a reason code.
 
@@ -39,27 +59,45 @@ import pyarrow.compute as pc
 
 PERSONNUMMER: Final = "personnummer"
 SAMORDNINGSNUMMER: Final = "samordningsnummer"
-IdentifierKind = Literal["personnummer", "samordningsnummer"]
+INTERIM: Final = "interim"
+IdentifierKind = Literal["personnummer", "samordningsnummer", "interim"]
 
 BAD_CHECKSUM = "identifier.bad_checksum"
 IMPOSSIBLE_DATE = "identifier.impossible_date"
 UNKNOWN_FORMAT = "identifier.unknown_format"
 MISSING = "identifier.missing"
 INVALID_SERIAL = "identifier.invalid_serial"
-REASON_CODES = frozenset({BAD_CHECKSUM, IMPOSSIBLE_DATE, UNKNOWN_FORMAT, MISSING, INVALID_SERIAL})
+PLUS_UNDER_100 = "identifier.plus_under_100"
+INTERIM_NOT_ACCEPTED = "identifier.interim_not_accepted"
+REASON_CODES = frozenset(
+    {
+        BAD_CHECKSUM,
+        IMPOSSIBLE_DATE,
+        UNKNOWN_FORMAT,
+        MISSING,
+        INVALID_SERIAL,
+        PLUS_UNDER_100,
+        INTERIM_NOT_ACCEPTED,
+    }
+)
 
-#: What each reason code means, in words (never containing the value): for messages and reports.
+#: What each reason code means, in words (never containing the value, nor a quote: the texts go
+#: into SQL string literals): for messages and reports.
 REASON_TEXT = {
     BAD_CHECKSUM: "check digit does not match (Luhn)",
     IMPOSSIBLE_DATE: "birth date part is not a possible date",
     UNKNOWN_FORMAT: "not a personnummer/samordningsnummer in any accepted form",
     MISSING: "identifier is empty",
     INVALID_SERIAL: "serial number 000 is never issued",
+    PLUS_UNDER_100: "the plus separator of a 12-digit form, but the person turns 100 after the reference year",
+    INTERIM_NOT_ACCEPTED: "an interim number (letter in the serial); accepted only with HDP_ACCEPT_INTERIM_NUMBERS",
 }
 
 #: Whitespace tolerated around a value (ASCII only: anything more exotic is a format error).
 _WS = " \t\r\n\x0b\x0c"
-_FORM = re.compile(r"([0-9]{2})?([0-9]{6})([-+])?([0-9]{4})")
+#: The letters an interim number may carry in place of the serial's first digit.
+INTERIM_LETTERS: Final = "TRSUWXJKLMN"
+_FORM = re.compile(rf"([0-9]{{2}})?([0-9]{{6}})([-+])?([0-9]{{4}}|[{INTERIM_LETTERS}][0-9]{{3}})")
 
 
 class InvalidIdentifier(ValueError):
@@ -72,7 +110,8 @@ class InvalidIdentifier(ValueError):
 
 @dataclass(frozen=True)
 class Identifier:
-    """A validated identifier. ``normalised`` is the 12-digit form without separator."""
+    """A validated identifier. ``normalised`` is the 12-character form without separator (12
+    digits; an interim number keeps its letter)."""
 
     normalised: str
     kind: IdentifierKind
@@ -83,11 +122,11 @@ class Identifier:
         return f"Identifier(kind={self.kind!r}, <redacted>)"
 
     def ten_digit(self, *, reference_date: date | None = None) -> str:
-        """The 10-digit form with '-' (or '+' when 100 or older at ``reference_date``)."""
+        """The 10-digit form with '-' (or '+' from the year of the 100th birthday, as Skatteverket
+        writes it)."""
         ref = reference_date or date.today()
-        b = self.birth_date
-        age = ref.year - b.year - ((ref.month, ref.day) < (b.month, b.day))
-        return f"{self.normalised[2:8]}{'+' if age >= 100 else '-'}{self.normalised[8:]}"
+        plus = ref.year - self.birth_date.year >= 100
+        return f"{self.normalised[2:8]}{'+' if plus else '-'}{self.normalised[8:]}"
 
 
 def luhn_ok(ten_digits: str) -> bool:
@@ -123,21 +162,25 @@ _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _century_year(yy: int, month: int, day: int, plus: bool, ref: date) -> int:
-    """Full birth year for a 10-digit form: the most recent year ending in ``yy`` whose
-    (month, day) is not after the reference date; 100 years earlier with '+'."""
+    """Full birth year for a 10-digit form. '-' (or none): the most recent year ending in ``yy``
+    whose (month, day) is not after the reference date. '+': the most recent year ending in
+    ``yy`` at least 100 years before the reference year (the '+' is written from the year of the
+    100th birthday, so the birthday need not have passed)."""
     year = ref.year - ((ref.year - yy) % 100)
-    if (month, day) > (ref.month, ref.day) and year == ref.year:
-        year -= 100
     if plus:
+        return year - 100
+    if (month, day) > (ref.month, ref.day) and year == ref.year:
         year -= 100
     return year
 
 
-def parse(value: str | None, *, reference_date: date | None = None) -> Identifier:
+def parse(
+    value: str | None, *, reference_date: date | None = None, allow_interim: bool = False
+) -> Identifier:
     """Parse one identifier in any accepted form; raise :class:`InvalidIdentifier`.
 
     ``reference_date`` (default today) decides the century of 10-digit forms and is the
-    latest possible birth date.
+    latest possible birth date. ``allow_interim`` accepts interim numbers (kind ``interim``).
     """
     if value is None:
         raise InvalidIdentifier(MISSING)
@@ -148,14 +191,14 @@ def parse(value: str | None, *, reference_date: date | None = None) -> Identifie
     if m is None:
         raise InvalidIdentifier(UNKNOWN_FORMAT)
     cc, yymmdd, sep, tail = m.groups()
-    if cc is not None and sep == "+":
-        # '+' only has a meaning in the 10-digit form, where the century is implicit.
-        raise InvalidIdentifier(UNKNOWN_FORMAT)
     ref = reference_date or date.today()
     yy, month, raw_day = int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:6])
-    kind: IdentifierKind = PERSONNUMMER
+    interim = not tail[0].isdigit()
+    kind: IdentifierKind = INTERIM if interim else PERSONNUMMER
     day = raw_day
     if raw_day > 60:
+        if interim:  # an interim number carries the real day of month
+            raise InvalidIdentifier(IMPOSSIBLE_DATE)
         kind, day = SAMORDNINGSNUMMER, raw_day - 60
     if not 1 <= month <= 12 or day < 1:
         raise InvalidIdentifier(IMPOSSIBLE_DATE)
@@ -166,10 +209,14 @@ def parse(value: str | None, *, reference_date: date | None = None) -> Identifie
     birth = date(year, month, day)
     if birth > ref:
         raise InvalidIdentifier(IMPOSSIBLE_DATE)
-    if not luhn_ok(yymmdd + tail):
+    if sep == "+" and cc is not None and ref.year - year < 100:
+        raise InvalidIdentifier(PLUS_UNDER_100)
+    if not luhn_ok(yymmdd + ("1" + tail[1:] if interim else tail)):
         raise InvalidIdentifier(BAD_CHECKSUM)
     if tail[:3] == "000":
         raise InvalidIdentifier(INVALID_SERIAL)
+    if interim and not allow_interim:
+        raise InvalidIdentifier(INTERIM_NOT_ACCEPTED)
     return Identifier(
         normalised=f"{year:04d}{yymmdd[2:]}{tail}",
         kind=kind,
@@ -178,10 +225,12 @@ def parse(value: str | None, *, reference_date: date | None = None) -> Identifie
     )
 
 
-def try_parse(value: str | None, *, reference_date: date | None = None) -> Identifier | str:
+def try_parse(
+    value: str | None, *, reference_date: date | None = None, allow_interim: bool = False
+) -> Identifier | str:
     """:func:`parse`, returning the reason code instead of raising."""
     try:
-        return parse(value, reference_date=reference_date)
+        return parse(value, reference_date=reference_date, allow_interim=allow_interim)
     except InvalidIdentifier as exc:
         return exc.reason_code
 
@@ -225,9 +274,11 @@ class _Forms:
     unknown: npt.NDArray[np.bool_]  # not in any accepted form (and not missing)
     plus: npt.NDArray[np.bool_]  # written with '+' (100 or older)
     twelve: npt.NDArray[np.bool_]  # 12-digit form (century given)
-    #: 12 ASCII digits per value: 10-digit forms left-padded with "00", unaccepted forms all "0"
+    interim: npt.NDArray[np.bool_]  # a letter in place of the serial's first digit
+    #: 12 ASCII characters per value: 10-digit forms left-padded with "00", unaccepted forms all "0"
     padded: pa.StringArray
-    #: ``padded`` as int32 digits: small enough to be cheap, wide enough for year arithmetic
+    #: ``padded`` as int32 digits, an interim letter read as 1 (its value in the Luhn check):
+    #: small enough to be cheap, wide enough for year arithmetic
     digits: npt.NDArray[np.int32]
 
 
@@ -274,7 +325,12 @@ def _forms(arr: pa.StringArray) -> _Forms:
     stripped = pc.utf8_trim(arr, characters=_WS)
     missing = _bools(pc.equal(pc.binary_length(stripped), 0), True)
     form_ok = (
-        _bools(pc.match_substring_regex(stripped, r"^([0-9]{8}-?[0-9]{4}|[0-9]{6}[-+]?[0-9]{4})$"), False)
+        _bools(
+            pc.match_substring_regex(
+                stripped, rf"^[0-9]{{6}}([0-9]{{2}})?[-+]?[0-9{INTERIM_LETTERS}][0-9]{{3}}$"
+            ),
+            False,
+        )
         & ~missing
     )
     plus = _bools(pc.match_substring(stripped, "+"), False) & form_ok
@@ -286,8 +342,12 @@ def _forms(arr: pa.StringArray) -> _Forms:
     )
     twelve = np.asarray(pc.utf8_length(digits_only), dtype=np.int64) == 12
     padded = pc.utf8_lpad(digits_only, 12, "0")
-    unknown = (~form_ok & ~missing) | (twelve & plus)  # '+' only has a meaning in 10-digit form
-    return _Forms(missing, unknown, plus, twelve, padded, _digit_matrix(padded))
+    unknown = ~form_ok & ~missing
+    digits = _digit_matrix(padded)
+    interim = digits[:, 8] > 9  # an ASCII letter, not a digit
+    if interim.any():
+        digits[:, 8] = np.where(interim, 1, digits[:, 8])
+    return _Forms(missing, unknown, plus, twelve, interim, padded, digits)
 
 
 def _birth_dates(forms: _Forms, ref: date) -> _BirthDates:
@@ -298,16 +358,17 @@ def _birth_dates(forms: _Forms, ref: date) -> _BirthDates:
     raw_day = dm[:, 6] * 10 + dm[:, 7]
     samord = raw_day > 60
     day = np.where(samord, raw_day - 60, raw_day)
-    year10 = ref.year - ((ref.year - yy) % 100)
+    latest = ref.year - ((ref.year - yy) % 100)
     after_ref = (month * 100 + day) > (ref.month * 100 + ref.day)
-    year10 = np.where(after_ref & (year10 == ref.year), year10 - 100, year10)
-    year10 = np.where(forms.plus, year10 - 100, year10)
+    year10 = np.where(after_ref & (latest == ref.year), latest - 100, latest)
+    year10 = np.where(forms.plus, latest - 100, year10)
     year = np.where(forms.twelve, dm[:, 0] * 1000 + dm[:, 1] * 100 + yy, year10).astype(np.int64)
 
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     month_ok = (month >= 1) & (month <= 12)
     mdays = np.array(_DAYS, dtype=np.int64)[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
-    possible = month_ok & (day >= 1) & (day <= mdays)
+    # an interim number carries the real day of month (never + 60)
+    possible = month_ok & (day >= 1) & (day <= mdays) & ~(samord & forms.interim)
     days = _days_from_civil(
         np.where(possible, year, 1970), np.where(possible, month, 1), np.where(possible, day, 1)
     )
@@ -333,30 +394,40 @@ def _reason_codes(n: int, masks: Iterable[tuple[npt.NDArray[np.bool_], str]]) ->
 
 
 def parse_batch(
-    values: pa.Array | pa.ChunkedArray | Sequence[str | None], *, reference_date: date | None = None
+    values: pa.Array | pa.ChunkedArray | Sequence[str | None],
+    *,
+    reference_date: date | None = None,
+    allow_interim: bool = False,
 ) -> pa.Table:
     """Parse many identifiers at once; never raises for a bad value.
 
     Returns a table with :data:`BATCH_SCHEMA`, row *i* describing ``values[i]``. Equal to
     calling :func:`parse` on each value (property-tested), about two orders of magnitude faster.
-    The checks run in :func:`parse`'s order: form, date, check digit, serial number.
+    The checks run in :func:`parse`'s order: form, date, '+' of a 12-digit form, check digit,
+    serial number, interim refusal.
     """
     ref = reference_date or date.today()
     forms = _forms(_string_array(values))
     dates = _birth_dates(forms, ref)
     luhn = _luhn_ok_rows(forms.digits)
     serial_ok = (forms.digits[:, 8] | forms.digits[:, 9] | forms.digits[:, 10]) != 0
+    plus_ok = ~(forms.twelve & forms.plus & (ref.year - dates.year < 100))
 
     valid_form = ~forms.missing & ~forms.unknown
     bad_date = valid_form & ~dates.possible
-    bad_sum = valid_form & dates.possible & ~luhn
-    bad_serial = valid_form & dates.possible & luhn & ~serial_ok
-    ok = valid_form & dates.possible & luhn & serial_ok
+    bad_plus = valid_form & dates.possible & ~plus_ok
+    checked = valid_form & dates.possible & plus_ok
+    bad_sum = checked & ~luhn
+    bad_serial = checked & luhn & ~serial_ok
+    refused_interim = checked & luhn & serial_ok & forms.interim & (not allow_interim)
+    ok = checked & luhn & serial_ok & ~refused_interim
     reason = _reason_codes(
         len(forms.padded),
         (
+            (refused_interim, INTERIM_NOT_ACCEPTED),
             (bad_serial, INVALID_SERIAL),
             (bad_sum, BAD_CHECKSUM),
+            (bad_plus, PLUS_UNDER_100),
             (bad_date, IMPOSSIBLE_DATE),
             (forms.unknown, UNKNOWN_FORMAT),
             (forms.missing, MISSING),
@@ -369,6 +440,8 @@ def parse_batch(
     invalid = pa.array(~ok)
     null_str = pa.scalar(None, pa.string())
     kind = pc.if_else(pa.array(dates.samordningsnummer), SAMORDNINGSNUMMER, PERSONNUMMER)
+    if forms.interim.any():
+        kind = pc.if_else(pa.array(forms.interim), INTERIM, kind)
     sex = pc.if_else(pa.array(forms.digits[:, 10] % 2 == 1), "M", "F")
     return pa.table(
         {

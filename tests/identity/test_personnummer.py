@@ -16,6 +16,7 @@ from privacy.personnummer import (
     INVALID_SERIAL,
     MISSING,
     PERSONNUMMER,
+    PLUS_UNDER_100,
     SAMORDNINGSNUMMER,
     UNKNOWN_FORMAT,
     InvalidIdentifier,
@@ -111,7 +112,13 @@ INVALID = [
     ("811218 9876", UNKNOWN_FORMAT),
     ("811218--9876", UNKNOWN_FORMAT),
     ("81-1218-9876", UNKNOWN_FORMAT),
-    ("19811218+9876", UNKNOWN_FORMAT),  # '+' is meaningless with a 4-digit year
+    ("19811218+9876", PLUS_UNDER_100),  # '+' with a 4-digit year: only for someone turning 100 by 2026
+    ("19811218+987X", UNKNOWN_FORMAT),
+    ("811218-T87X", UNKNOWN_FORMAT),  # interim letter, but a letter as check digit
+    ("811218-A876", UNKNOWN_FORMAT),  # not one of the interim letters
+    ("811218-t876", UNKNOWN_FORMAT),  # interim letters are capitals
+    ("811218-TT76", UNKNOWN_FORMAT),
+    ("811218T8760", UNKNOWN_FORMAT),
     ("８１１２１８-９８７６", UNKNOWN_FORMAT),  # full-width digits
     ("811218-987X", UNKNOWN_FORMAT),
     ("811218-9875", BAD_CHECKSUM),
