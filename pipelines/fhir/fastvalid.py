@@ -170,7 +170,7 @@ def _struct(type_name: str) -> str:
             continue  # not modelled: if present, the line is left to the reference
         if type(check) is v.LazyType:
             tp: Any = _struct(check.name)
-        elif check is v._p_resource:
+        elif getattr(check, "__name__", "") == "_p_resource":
             tp = msgspec.Raw
             resources.append((_attr(key), el.is_list))
         else:
