@@ -4,7 +4,8 @@ A check is data, reviewed like code. Each one names the zones it runs in (raw, r
 release), the table and column(s) it looks at, its Kahn category (conformance, completeness,
 plausibility), a kind from a closed vocabulary (``KINDS``), a severity (``blocking`` stops the
 downstream release tasks, ``warning`` is reported only), a threshold (tolerated share of
-failing rows, optionally also a count) and a note for operators and stewards.
+failing rows, optionally also a count) and a note for operators and stewards. A warning never
+excludes a row: only a blocking check may quarantine (the library refuses anything else).
 
 Zone-specific differences (another table name, a different threshold) go in ``overrides``;
 ``resolve(check, zone)`` applies them. This module is pure: no database, no GX.
@@ -262,6 +263,26 @@ def _check_overrides(overrides: Any, zones: list[str], file: str, cid: str) -> N
             _check_identifiers(ov["params"], file, cid)
 
 
+def _check_warnings_keep_rows(
+    raw: Mapping[str, Any], kind: str, overrides: Mapping[str, Any], file: str, cid: str
+) -> None:
+    """A warning never excludes rows. Quarantined rows do not reach the research zone, so
+    quarantine is for blocking checks only, as the check runs in the raw zone (overrides applied)."""
+    in_raw = overrides.get("raw", {})
+    quarantine = bool(in_raw.get("quarantine", raw.get("quarantine", False)))
+    if not quarantine:
+        return
+    if kind not in QUARANTINABLE_KINDS:
+        raise _fail(file, cid, "quarantine is only for row-level or foreign_key checks")
+    if in_raw.get("severity", raw.get("severity")) != "blocking":
+        raise _fail(
+            file,
+            cid,
+            "a warning never excludes rows: quarantine keeps failing rows out of the research zone, so "
+            "only a blocking check may quarantine (make it blocking, or drop quarantine to report only)",
+        )
+
+
 def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
     """One check from its JSON object; raises CheckLibraryError naming what is wrong."""
     cid = str(raw.get("id", "?"))
@@ -286,6 +307,7 @@ def parse_check(raw: Mapping[str, Any], file: str = "<inline>") -> Check:
         )
     overrides = raw.get("overrides", {})
     _check_overrides(overrides, zones, file, cid)
+    _check_warnings_keep_rows(raw, kind, overrides, file, cid)
     return Check(
         id=cid,
         kind=kind,
@@ -353,12 +375,12 @@ def library() -> tuple[Check, ...]:
 
 
 def library_version(directory: Path = CHECKS_DIR) -> str:
-    """SHA-256 over the library files (checks and code lists): recorded with every result."""
+    """SHA-256 over the library files (checks, code lists and mapping tables): recorded with every result."""
     digest = hashlib.sha256()
     for label, path in sorted(
         [
             *((f"checks/{p.name}", p) for p in directory.glob("*.json")),
-            *((f"codes/{p.name}", p) for p in CODES_DIR.glob("*.csv")),
+            *((f"codes/{p.relative_to(CODES_DIR).as_posix()}", p) for p in CODES_DIR.rglob("*.csv")),
         ]
     ):
         digest.update(label.encode())

@@ -237,4 +237,5 @@ def identifier_scan_sql(table: str, columns: Sequence[str]) -> str:
     if not columns:
         return f"SELECT 0, count(*) FROM {ident(table)}"
     anym = " OR ".join(f"regexp_matches({ident(c)}, {literal(IDENTIFIER_PATTERN)})" for c in columns)
-    return f"SELECT count_if(coalesce({anym}, FALSE)), count(*) FROM {ident(table)}"
+    # count_if over no rows is NULL in DuckDB, not 0
+    return f"SELECT coalesce(count_if(coalesce({anym}, FALSE)), 0), count(*) FROM {ident(table)}"

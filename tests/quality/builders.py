@@ -14,6 +14,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines import quarantine
+from pipelines.fhir.ingest import VIEWS_DIR
+from pipelines.fhir.viewdef import load_view
+from privacy.policy import load_pseudonymise_policy
 
 EXTRACT = date(2024, 6, 30)
 GOOD_PNR = ["19121212-1212", "195001182046", "460911-3307", "19400125-3456", "8802022010"]
@@ -186,6 +189,18 @@ def pseudonym(text: str) -> str:
     return hashlib.sha256(b"test-key" + text.encode()).hexdigest()
 
 
+#: Flattened FHIR tables the region builder creates empty, with their view's columns (ingestion
+#: creates every view's table, whether or not the delivery has that resource type).
+_VIEW_ONLY_TABLES = (
+    "fhir_immunization",
+    "fhir_allergy_intolerance",
+    "fhir_diagnostic_report",
+    "fhir_document_reference",
+    "fhir_organization",
+    "fhir_practitioner",
+)
+
+
 def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str, list[str]]:
     """fhir_* tables of one region; returns defect kind -> record keys."""
     pnrs = valid_pnrs(n)
@@ -202,12 +217,15 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
     con.execute("""CREATE OR REPLACE TABLE fhir_observation (observation_id VARCHAR, patient_id VARCHAR,
         encounter_id VARCHAR, code_system VARCHAR, code VARCHAR, value DOUBLE, unit VARCHAR, effective_time TIMESTAMP)""")
     con.execute("""CREATE OR REPLACE TABLE fhir_medication_request (medication_request_id VARCHAR, patient_id VARCHAR,
-        encounter_id VARCHAR, code_system VARCHAR, atc_code VARCHAR, authored_on DATE, status VARCHAR)""")
+        encounter_id VARCHAR, code_system VARCHAR, code VARCHAR, atc_code VARCHAR, authored_on DATE, status VARCHAR)""")
     con.execute("""CREATE OR REPLACE TABLE fhir_procedure (procedure_id VARCHAR, patient_id VARCHAR, encounter_id VARCHAR,
         code_system VARCHAR, code VARCHAR, performed_date DATE)""")
     con.execute("""CREATE OR REPLACE TABLE fhir_eq5d_response (questionnaire_response_id VARCHAR, patient_id VARCHAR,
         encounter_id VARCHAR, authored DATE, mobility INTEGER, self_care INTEGER, usual_activities INTEGER,
         pain_discomfort INTEGER, anxiety_depression INTEGER, eq_vas INTEGER)""")
+    for name in _VIEW_ONLY_TABLES:
+        cols = ", ".join(f'"{c.name}" VARCHAR' for c in load_view(VIEWS_DIR / f"{name}.json")[1].columns)
+        con.execute(f"CREATE OR REPLACE TABLE {name} ({cols})")
     keys: dict[str, list[str]] = {}
     acc: dict[str, list] = {
         t: []
@@ -260,7 +278,7 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
             )
         )
         acc["fhir_medication_request"].append(
-            (f"m{i}", pid, f"e{i}", "http://www.whocc.no/atc", "A10BA02", start.date(), "active")
+            (f"m{i}", pid, f"e{i}", "http://www.whocc.no/atc", "A10BA02", "A10BA02", start.date(), "active")
         )
         acc["fhir_procedure"].append(
             (f"x{i}", pid, f"e{i}", "urn:oid:1.2.752.116.1.3.2.1.4", "AF037", start.date())
@@ -273,7 +291,7 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
         keys["fhir.dangling_reference"] = ["Encounter/e3"]
         con.execute("UPDATE fhir_condition SET code = 'E19.9' WHERE condition_id = 'c4'")
         con.execute(
-            "UPDATE fhir_medication_request SET atc_code = 'C99ZZ01' WHERE medication_request_id = 'm5'"
+            "UPDATE fhir_medication_request SET code = 'C99ZZ01', atc_code = 'C99ZZ01' WHERE medication_request_id = 'm5'"
         )
         keys["code.unknown"] = ["Condition/c4", "MedicationRequest/m5"]
         # Checks that quarantine their failing rows block only on a systemic share (> 5 %), so the
@@ -341,12 +359,17 @@ def build_research(db: Path, raw_db: Path) -> None:
         con.execute(f"""CREATE OR REPLACE TABLE observation AS SELECT {pid} AS person_id,
             pseud(encounter_id) AS encounter_id, code_system, code, value, unit, effective_time FROM raw.fhir_observation t""")
         con.execute(f"""CREATE OR REPLACE TABLE medication_request AS SELECT {pid} AS person_id,
-            pseud(encounter_id) AS encounter_id, code_system, atc_code, authored_on, status FROM raw.fhir_medication_request t""")
+            pseud(encounter_id) AS encounter_id, code_system, code, atc_code, authored_on, status FROM raw.fhir_medication_request t""")
         con.execute(f"""CREATE OR REPLACE TABLE procedure AS SELECT {pid} AS person_id, pseud(encounter_id) AS encounter_id,
             code_system, code, performed_date FROM raw.fhir_procedure t""")
         con.execute(f"""CREATE OR REPLACE TABLE eq5d_response AS SELECT {pid} AS person_id,
             pseud(encounter_id) AS encounter_id, authored, mobility, self_care, usual_activities, pain_discomfort,
             anxiety_depression, eq_vas FROM raw.fhir_eq5d_response t""")
+        for rule in load_pseudonymise_policy().tables:
+            if rule.source in _VIEW_ONLY_TABLES and rule.source in tables:
+                kept = ", ".join(c.name for c in rule.columns if c.action == "keep")
+                con.execute(f"""CREATE OR REPLACE TABLE {rule.name} AS SELECT {pid} AS person_id,
+                    pseud(encounter_id) AS encounter_id, {kept} FROM raw.{rule.source} t""")
     con.close()
 
 

@@ -163,3 +163,87 @@ def test_threshold_is_monotone_in_failures(share, failed, total, extra):
 def test_threshold_count_limit(limit, total, failed):
     failed = min(failed, total)
     assert Threshold(1.0, limit).allows(failed, total) == (failed <= limit)
+
+
+def test_no_shipped_check_lets_a_warning_exclude_rows():
+    """Quarantined rows never reach the research zone: only blocking checks may quarantine."""
+    lib = catalog.load_library()
+    quarantining = [catalog.resolve(c, "raw") for c in lib if "raw" in c.zones and c.quarantine]
+    assert quarantining, "the library should still quarantine on blocking checks"
+    for c in lib:
+        if "raw" in c.zones:
+            raw = catalog.resolve(c, "raw")
+            assert not raw.quarantine or raw.severity == "blocking", c.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"severity": "warning", "quarantine": True},
+        {"quarantine": True, "overrides": {"raw": {"severity": "warning"}}},
+        {"severity": "warning", "overrides": {"raw": {"quarantine": True}}},
+    ],
+)
+def test_a_warning_check_cannot_quarantine(change):
+    with pytest.raises(CheckLibraryError, match="a warning never excludes rows"):
+        parse_check({**copy.deepcopy(BASE), **change}, "t.json")
+
+
+def test_a_blocking_check_quarantines_and_a_warning_reports():
+    assert parse_check({**BASE, "quarantine": True}).quarantine
+    warning = parse_check({**BASE, "severity": "warning"})
+    assert warning.severity == "warning" and not warning.quarantine
+    # a warning in research/release next to a quarantining blocking raw check is fine
+    mixed = parse_check(
+        {
+            **BASE,
+            "quarantine": True,
+            "zones": ["raw", "research"],
+            "overrides": {"research": {"severity": "warning"}},
+        }
+    )
+    assert catalog.resolve(mixed, "raw").quarantine and not catalog.resolve(mixed, "research").quarantine
+
+
+def test_quarantine_copy_refuses_a_hand_made_warning_check():
+    import dataclasses
+    from datetime import date
+
+    import duckdb
+
+    from pipelines.quality.quarantine_rows import quarantine_failures
+    from pipelines.quality.results import CheckResult
+    from pipelines.quality.sql import RunContext
+
+    check = dataclasses.replace(parse_check({**BASE, "quarantine": True}), severity="warning")
+    result = CheckResult(
+        check.id, "raw", check.table, "bmi", check.kind, check.category, check.subcategory,
+        "warning", 1, 2, 0.01, None, "warn",
+    )  # fmt: skip
+    con = duckdb.connect()
+    con.execute("CREATE TABLE register_visit (bmi DOUBLE, _source_file VARCHAR, _line_no BIGINT)")
+    with pytest.raises(ValueError, match="a warning never excludes rows"):
+        quarantine_failures(
+            con,
+            [check],
+            {check.id: result},
+            holder="h",
+            ctx=RunContext(date(2024, 1, 1)),
+            sources=["register"],
+        )
+
+
+def test_code_list_checks_only_look_at_codes_of_their_system():
+    """A code of another system (RxNorm, SNOMED CT, LOINC where NPU is expected) is not a failure
+    of a known-code check: it is counted by the warning fhir.<table>.code_system.known."""
+    lib = catalog.load_library()
+    for c in lib:
+        if c.kind != "code_list" or c.source != "fhir":
+            continue
+        # atc_code holds ATC codes only (the delivered ATC coding or a mapped code)
+        assert c.params["column"] == "atc_code" or "code_system =" in c.params.get("where", ""), c.id
+        assert not c.quarantine, c.id
+    system_checks = {c.id: c for c in lib if c.id.endswith(".code_system.known")}
+    for table in ("condition", "observation", "medication_request", "procedure"):
+        check = system_checks[f"fhir.{table}.code_system.known"]
+        assert check.severity == "warning" and not check.quarantine

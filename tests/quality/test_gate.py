@@ -75,8 +75,14 @@ def test_raw_gate_rerun_gives_the_same_result(zones):
             r[0] for r in con.execute("SELECT record_key FROM quarantine WHERE stage = 'quality'").fetchall()
         }
     assert n == second.quarantined_rows
-    for k in zones["region_keys"]["fhir.dangling_reference"] + zones["region_keys"]["value.wrong_unit"]:
+    for k in zones["region_keys"]["value.wrong_unit"]:  # blocking checks quarantine
         assert k in keys
+    # warnings count but never exclude rows: a dangling reference and an unknown code stay
+    by_id = {c.id: c for c in second.checks}
+    assert by_id["fhir.encounter.patient_ref"].failed_rows == 1
+    assert by_id["fhir.medication_request.atc.known"].failed_rows == 1
+    for k in zones["region_keys"]["fhir.dangling_reference"] + zones["region_keys"]["code.unknown"]:
+        assert k not in keys
 
 
 def test_blocking_failure_raises_with_ids_and_counts_only(zones):
