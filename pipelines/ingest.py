@@ -5,6 +5,15 @@ every delivered file ends up either as a row of the raw table or as a quarantine
 a reason code; nothing is dropped silently. Whole files that cannot be read (wrong encoding)
 are copied byte for byte into the quarantine area.
 
+Each file's encoding is decided for the whole file before it is parsed (:mod:`pipelines.encoding`):
+UTF-8 (a byte-order mark is skipped), UTF-16/32 (mark or NUL pattern), the source's declared
+encoding, or, when the file is not UTF-8, cp1252 if its bytes are plausible cp1252 (Swedish
+registers still deliver it; latin-1 reads the same). A file read through a conversion it did not
+declare gets one file-level record (``encoding.converted_from_cp1252``, ``..._utf16``, ``..._utf32``:
+a notice, counted in ``files_converted``, not as quarantined) and its original is kept; a file that
+cannot be read gets one (``encoding.not_utf8``, ``encoding.mixed``, ``encoding.invalid``). Only a few
+damaged lines in an otherwise UTF-8 file are quarantined line by line (``encoding.not_utf8``).
+
 Parsing is split from I/O: :func:`parse_delimited` is a pure function over bytes, so the
 rules can be unit- and property-tested without a database.
 """
@@ -22,10 +31,13 @@ from typing import Any
 import pyarrow as pa
 
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
+from pipelines import encoding as file_encoding
 from pipelines import quarantine, warehouse
 from pipelines.quarantine import QuarantineRecord
 
 STAGE = "ingest"
+#: The 8-bit encoding a file that is not UTF-8 may be in, when its source declares UTF-8.
+DETECTED_8BIT = "cp1252"
 
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DATE": pa.date32(), "DOUBLE": pa.float64(), "INTEGER": pa.int32()}
 
@@ -55,6 +67,17 @@ class SourceSchema:
     @property
     def landing_subdir(self) -> str:
         return self.source
+
+    @property
+    def declares_8bit(self) -> bool:
+        """The source declares an 8-bit encoding (cp1252, latin-1) rather than UTF-8."""
+        return file_encoding.normalise(self.encoding) != "utf-8"
+
+    def scan(self, data: bytes) -> file_encoding.Verdict:
+        """How a delivered file of this source is read (see the module docstring)."""
+        if self.declares_8bit:
+            return file_encoding.scan([data], fallback=self.encoding, declared=True)
+        return file_encoding.scan([data], fallback=DETECTED_8BIT)
 
 
 @cache
@@ -102,6 +125,9 @@ class IngestResult:
     lines_read: int
     rows_loaded: int
     quarantined: dict[str, int] = field(default_factory=dict)
+    #: files read through a conversion to UTF-8 they did not declare, by notice code: each also has
+    #: one file-level record in the quarantine table, with the original kept
+    files_converted: dict[str, int] = field(default_factory=dict)
 
     @property
     def quarantined_total(self) -> int:
@@ -149,11 +175,13 @@ def _convert_line(line: str, schema: SourceSchema) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Delivery:
-    """The delivered file being parsed: where its quarantine records say they come from."""
+    """The delivered file being parsed: where its quarantine records say they come from, and the
+    encoding it is read in (to give rejected lines back as the bytes delivered)."""
 
     schema: SourceSchema
     holder: str
     relative_name: str
+    read_as: file_encoding.FileEncoding = file_encoding.FileEncoding("utf-8")
 
     def reject(
         self, reason: str, detail: str, line_no: int | None, original: bytes | None
@@ -169,16 +197,18 @@ class _Delivery:
             original=original,
         )
 
-    def undecodable(self, exc: UnicodeDecodeError) -> ParsedFile:
-        """The whole file quarantined: it is not text in its declared encoding."""
-        encoding = self.schema.encoding
-        reason = "encoding.not_utf8" if encoding.lower().replace("_", "-") == "utf-8" else "encoding.invalid"
-        detail = (
-            f"file is not valid {encoding} (first bad byte at offset {exc.start}); whole file quarantined"
-        )
+    def original(self, line: str) -> bytes:
+        """A line exactly as delivered (bytes that were not UTF-8 included)."""
+        enc = self.read_as
+        return line.encode(enc.codec, "surrogateescape" if enc.is_utf8 else "strict")
+
+    def whole_file(self, reason: str, detail: str) -> ParsedFile:
+        """The whole file quarantined, once, with its reason."""
         return ParsedFile([], [], [self.reject(reason, detail, None, None)], 0)
 
-    def header_mismatch(self, header: list[str], raw_lines: list[str]) -> ParsedFile:
+    def header_mismatch(
+        self, header: list[str], raw_lines: list[str], notices: list[QuarantineRecord]
+    ) -> ParsedFile:
         """The whole file quarantined: its header is not the declared columns in order."""
         expected = [c.name for c in self.schema.columns]
         missing = [n for n in expected if n not in header]
@@ -187,34 +217,48 @@ class _Delivery:
             f"header differs from schemas/sources/{self.schema.source}.json (missing {missing}, "
             f"unexpected {extra}); whole file quarantined"
         )
-        original = raw_lines[0].encode(self.schema.encoding)
-        return ParsedFile([], [], [self.reject("csv.header_mismatch", detail, 1, original)], len(raw_lines))
+        original = self.original(raw_lines[0])
+        rejects = [*notices, self.reject("csv.header_mismatch", detail, 1, original)]
+        return ParsedFile([], [], rejects, len(raw_lines))
 
 
 def parse_delimited(data: bytes, schema: SourceSchema, *, holder: str, relative_name: str) -> ParsedFile:
     """Parse one delivered file. Pure: no I/O.
 
-    Rejected lines become quarantine records carrying the original line bytes; the
-    ``detail`` text names the column and rule, never the value.
+    The file's encoding is decided first, for the whole file: one file-level record when it is
+    read through a conversion (a notice) or not read at all. Rejected lines become quarantine
+    records carrying the original line bytes; the ``detail`` text names the column and rule,
+    never the value.
     """
-    delivery = _Delivery(schema, holder, relative_name)
+    verdict = schema.scan(data)
+    if verdict.encoding is None:
+        unread = _Delivery(schema, holder, relative_name)
+        return unread.whole_file(verdict.reason or "encoding.invalid", verdict.detail)
+    delivery = _Delivery(schema, holder, relative_name, verdict.encoding)
     try:
-        text = data.decode(schema.encoding)
-    except UnicodeDecodeError as exc:
-        return delivery.undecodable(exc)
-    if text.startswith("\ufeff"):  # a byte-order mark is common in Excel exports and harmless
-        text = text[1:]
+        text = file_encoding.decode(data, verdict.encoding)
+    except UnicodeDecodeError as exc:  # a declared 8-bit encoding with a byte it leaves undefined
+        detail = (
+            f"file is not valid {verdict.encoding.label} (byte at offset {exc.start}); whole file quarantined"
+        )
+        return delivery.whole_file("encoding.invalid", detail)
+    notices = [] if verdict.reason is None else [delivery.reject(verdict.reason, verdict.detail, None, None)]
     if not text:
-        return ParsedFile([], [], [delivery.reject("file.empty", "file is empty", None, None)], 0)
+        return ParsedFile([], [], [*notices, delivery.reject("file.empty", "file is empty", None, None)], 0)
     raw_lines = text.splitlines(keepends=True)
     header = next(csv.reader([raw_lines[0]], delimiter=schema.delimiter))
     if header != [c.name for c in schema.columns]:
-        return delivery.header_mismatch(header, raw_lines)
-    return _parse_data_lines(raw_lines, delivery)
+        return delivery.header_mismatch(header, raw_lines, notices)
+    parsed = _parse_data_lines(raw_lines, delivery, check_bytes=verdict.damaged_lines > 0)
+    parsed.rejects[:0] = notices
+    return parsed
 
 
-def _parse_data_lines(raw_lines: list[str], delivery: _Delivery) -> ParsedFile:
-    """The lines after the header: each one a row or a quarantine record (blank lines skipped)."""
+def _parse_data_lines(raw_lines: list[str], delivery: _Delivery, *, check_bytes: bool) -> ParsedFile:
+    """The lines after the header: each one a row or a quarantine record (blank lines skipped).
+
+    ``check_bytes``: the file has a few lines with bytes that are not UTF-8; those are rejected.
+    """
     schema = delivery.schema
     truncated_line = len(raw_lines) if not raw_lines[-1].endswith(("\n", "\r")) else None
     rows: list[dict[str, Any]] = []
@@ -223,10 +267,11 @@ def _parse_data_lines(raw_lines: list[str], delivery: _Delivery) -> ParsedFile:
     seen_keys: dict[tuple[Any, ...], int] = {}
     raw_key = _raw_unique_key(schema)  # once per file, not per row: this loop is the hot path
     for line_no, line in enumerate(raw_lines[1:], start=2):
-        original = line.encode(schema.encoding)
         if not line.strip():
             continue
         try:
+            if check_bytes and file_encoding.has_undecodable(line):
+                raise _LineRejected("encoding.not_utf8", "line: not valid UTF-8")
             if line_no == truncated_line:
                 raise _LineRejected("file.truncated", "last line has no line end: the file was cut off")
             row = _convert_line(line, schema)
@@ -236,6 +281,7 @@ def _parse_data_lines(raw_lines: list[str], delivery: _Delivery) -> ParsedFile:
                     "csv.duplicate", f"same {'+'.join(schema.unique_key)} as line {seen_keys[key]}"
                 )
         except _LineRejected as rejected:
+            original = delivery.original(line)
             rejects.append(delivery.reject(rejected.reason_code, rejected.detail, line_no, original))
             continue
         seen_keys[key] = line_no
@@ -341,11 +387,15 @@ def ingest_delimited_source(holder_id: str, source: str, *, settings: Settings |
         quarantine.add(con, rejects)
         con.execute("COMMIT")
 
+    notices = Counter(
+        r.reason_code for r in rejects if r.reason_code.startswith(file_encoding.CONVERTED_PREFIX)
+    )
     return IngestResult(
         holder=holder_id,
         source=source,
         files=len(files),
         lines_read=sum(max(pf.lines_read - 1, 0) for _, pf in parsed),
         rows_loaded=table.num_rows,
-        quarantined=dict(Counter(r.reason_code for r in rejects)),
+        quarantined=dict(Counter(r.reason_code for r in rejects if r.reason_code not in notices)),
+        files_converted=dict(sorted(notices.items())),
     )

@@ -4,6 +4,10 @@ The quarantine lives in the holder's restricted zone (``raw.duckdb`` table ``qua
 plus copies of whole rejected files under ``restricted/<holder>/quarantine/``), because a
 rejected record may carry identifiers. Reason codes and details never contain a value
 from the record: ``detail`` names columns, paths and line numbers only.
+
+One kind of record is a notice rather than a rejection: a file that ingestion read only through
+a conversion to UTF-8 (``encoding.converted_from_*``, see :mod:`pipelines.encoding`) gets one
+file-level record with its original kept here, so the operator sees it; its rows were loaded.
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ Flow for one holder (``ingest_fhir``):
 
 1. Every ``fhir/*.ndjson``, ``fhir/*.ndjson.gz`` (one file per resource type, Bulk Data) and
    every ``fhir/bundles/*.json`` (collection / transaction / searchset) is read as a stream.
+   Each file's encoding is decided first, for the whole file (:mod:`pipelines.encoding`; Bulk
+   Data and FHIR JSON are UTF-8): a UTF-8 byte-order mark is skipped; UTF-16/32 (mark or NUL
+   pattern) is converted to UTF-8 as it streams, with one file-level notice
+   (``encoding.converted_from_utf16`` / ``_utf32``; counted in ``files_converted``, the original
+   kept); a file that is not UTF-8 is quarantined once, whole (``encoding.not_utf8``,
+   ``encoding.mixed``, ``encoding.invalid``), and no line of it is loaded. Only a few bad lines in
+   a UTF-8 file stay line-level ``encoding.not_utf8`` records.
 2. Worker processes (chunks of whole lines; the machine has two cores) check each line's size
    and nesting depth (``fhir.too_large``, ``json.too_deep``), then validate it:
    * fast path (:mod:`pipelines.fhir.fastvalid`): decoding into msgspec Structs generated
@@ -22,6 +29,11 @@ Flow for one holder (``ingest_fhir``):
 5. Links: references to Patient / Encounter that resolve to no ingested resource are
    flagged in ``fhir_flag`` (``fhir.dangling_reference``); nothing is dropped for it.
 
+Progress goes to the task log every ``PROGRESS_EVERY_S`` seconds (files done of all, resources
+read, valid and quarantined so far, rate): counts only. Memory stays bounded whatever the
+delivery's size: files stream through in chunks, a bounded number in flight, rows are flushed to
+DuckDB every ``FLUSH_RESOURCES`` under ``DUCKDB_MEMORY_LIMIT``.
+
 Bad input never stops the run: it goes to ``quarantine`` (stage ``ingest``, source ``fhir``)
 with a reason code and a detail that names paths only; ``original`` holds the raw bytes.
 Re-running replaces the tables and this stage's quarantine rows.
@@ -36,9 +48,10 @@ import multiprocessing as mp
 import os
 import re
 import threading
+import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +61,7 @@ import duckdb
 import msgspec
 
 from hdp.settings import SCHEMAS_DIR, Settings, get_settings
-from pipelines import quarantine
+from pipelines import encoding, quarantine
 from pipelines.fhir.fastvalid import decoder as fast_decoder
 from pipelines.fhir.fastvalid import fast_decode, sql_safe, struct_unknown_code_paths
 from pipelines.fhir.terminology import code_lists, unknown_code_paths
@@ -83,6 +96,8 @@ DUCKDB_MEMORY_LIMIT = "1536MB"
 _AVG_LINE_BYTES = 512
 #: Chunks read ahead of the main process (bounds memory: ~IN_FLIGHT_CHUNKS x 1 MiB per side).
 IN_FLIGHT_CHUNKS = 8
+#: Seconds between two progress lines of an ingest in the task log.
+PROGRESS_EVERY_S = 10.0
 #: Resources buffered in the main process before one Arrow insert into DuckDB.
 FLUSH_RESOURCES = 100_000
 #: Input limits: a line (resource) larger than this is quarantined as ``fhir.too_large``, one
@@ -118,6 +133,9 @@ class FhirIngestResult:
     resources_valid: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, int] = field(default_factory=dict)  # by reason code
     quarantined_by_type: dict[str, int] = field(default_factory=dict)
+    #: files read through a conversion to UTF-8, by notice code (``encoding.converted_from_utf16``):
+    #: each also has one file-level record in the quarantine table, with the original kept
+    files_converted: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # per flattened table
     dangling_references: int = 0
     unknown_codes: int = 0
@@ -536,13 +554,20 @@ def _offsets(texts: list[bytes]) -> Int64Array:
 # --------------------------------------------------------------------------- reading files
 @dataclass(frozen=True)
 class FileProblem:
-    """A problem with a whole file (a cut or corrupt compressed stream), found while reading it."""
+    """Something about a whole file, found while reading it: its encoding (a conversion notice,
+    ``encoding.converted_from_*``, or a reason the file is not read at all; ``line_no`` None), or a
+    cut or corrupt compressed stream (``line_no``: the first line lost)."""
 
     source_file: str
-    line_no: int
+    line_no: int | None
     reason: str
     detail: str
     rtype: str | None
+
+    @property
+    def is_notice(self) -> bool:
+        """The file was read (after a conversion): nothing in it was rejected for this."""
+        return self.reason.startswith(encoding.CONVERTED_PREFIX)
 
 
 def _expected_type(path: Path) -> str | None:
@@ -550,70 +575,89 @@ def _expected_type(path: Path) -> str | None:
     return stem if stem in RESOURCE_TYPES else None
 
 
+class _StreamDamaged(Exception):
+    """A compressed stream ended early or is corrupt: what came before it was read."""
+
+
+def _raw_blocks(path: Path, size: int) -> Iterator[bytes]:
+    """The file's bytes (decompressed for ``.gz``) in blocks of about ``size``."""
+    if not path.name.endswith(".gz"):
+        with open(path, "rb") as f:
+            while block := f.read(size):
+                yield block
+        return
+    with gzip.open(path, "rb") as g:
+        try:
+            # read1: one decompression step per call, so a damaged stream loses nothing decoded before it
+            while block := g.read1(size):
+                yield block
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise _StreamDamaged from exc
+
+
+def _scan_encoding(path: Path, block: int) -> encoding.Verdict:
+    """The whole file's encoding, in a first pass (a damaged gzip stream is judged on what it holds;
+    the second pass reports the damage, at the line where it starts)."""
+
+    def readable() -> Iterator[bytes]:
+        try:
+            yield from _raw_blocks(path, block)
+        except _StreamDamaged:
+            return
+
+    return encoding.scan(readable())
+
+
 def ndjson_chunks(
     path: Path, rel: str, chunk_lines: int, file_problems: list[FileProblem]
 ) -> Iterator[Chunk]:
     """Chunks of whole lines as one bytes object each (pickled to a worker as a single copy).
 
-    Plain files are read in blocks of about ``chunk_lines`` average lines and cut after the last
-    newline; compressed files line by line, so that a cut or corrupt stream keeps every line
-    decoded before the damage (and the damage is added to ``file_problems``).
+    The file's encoding is decided first, for the whole file (:mod:`pipelines.encoding`): a file
+    that is not read at all, or is read through a conversion to UTF-8, adds its one record to
+    ``file_problems``. Then the file (decompressed, converted) is read in blocks of about
+    ``chunk_lines`` average lines, cut after the last line end; a cut or corrupt compressed stream
+    keeps every line decoded before the damage (the damage is added to ``file_problems``).
     """
     expected = _expected_type(path)
-    if path.name.endswith(".gz"):
-        yield from _gzip_chunks(path, rel, expected, chunk_lines, file_problems)
-        return
     block = max(1, chunk_lines) * _AVG_LINE_BYTES
-    first = 1
-    pending = b""
-    with open(path, "rb") as f:
-        data = f.read(block)
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        while data:
-            data = pending + data if pending else data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # no line end yet (a very long line): read on
-                pending = data
-            else:
-                blob, pending = data[:cut], data[cut:]
-                yield Chunk(rel, expected, first, blob, False)
-                first += blob.count(b"\n")
-            data = f.read(block)
-    if pending:
-        yield Chunk(rel, expected, first, pending, True)  # the last line has no line end: maybe cut
-
-
-def _gzip_chunks(
-    path: Path, rel: str, expected: str | None, chunk_lines: int, file_problems: list[FileProblem]
-) -> Iterator[Chunk]:
-    lines: list[bytes] = []
-    first = 1
-    line_no = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            for line in f:
-                line_no += 1
-                if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
-                    line = line[3:]
-                lines.append(line)
-                if len(lines) >= chunk_lines:
-                    yield Chunk(rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n"))
-                    first += len(lines)
-                    lines = []
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError):
-        # Compressed stream cut or corrupt: what was decoded is kept; the rest is a file-level issue.
-        file_problems.append(
-            FileProblem(
-                rel, line_no + 1, "file.truncated", "compressed stream ends early or is corrupt", expected
-            )
-        )
-        if lines:
-            # The last decoded line may be partial: treat it as the truncated record.
-            yield Chunk(rel, expected, first, b"".join(lines), True)
+    verdict = _scan_encoding(path, block)
+    if verdict.reason is not None:
+        file_problems.append(FileProblem(rel, None, verdict.reason, verdict.detail, expected))
+    if verdict.encoding is None:
         return
-    if lines:
-        yield Chunk(rel, expected, first, b"".join(lines), not lines[-1].endswith(b"\n"))
+    first = 1
+    parts: list[bytes] = []  # read since the last chunk (joined once per chunk, not per piece)
+    size = 0
+    try:
+        for data in encoding.to_utf8(_raw_blocks(path, block), verdict.encoding):
+            parts.append(data)
+            size += len(data)
+            if size < block:  # a small piece (gzip, a conversion): read on
+                continue
+            joined = b"".join(parts)
+            cut = joined.rfind(b"\n") + 1
+            if cut == 0:  # no line end yet (a very long line): read on
+                parts = [joined]
+                continue
+            blob, rest = joined[:cut], joined[cut:]
+            parts, size = ([rest], len(rest)) if rest else ([], 0)
+            yield Chunk(rel, expected, first, blob, False)
+            first += blob.count(b"\n")
+    except _StreamDamaged:
+        pending = b"".join(parts)
+        lost = first + pending.count(b"\n") + (1 if pending and not pending.endswith(b"\n") else 0)
+        file_problems.append(
+            FileProblem(rel, lost, "file.truncated", "compressed stream ends early or is corrupt", expected)
+        )
+        if pending:
+            # The last decoded line may be partial: treat it as the truncated record.
+            yield Chunk(rel, expected, first, pending, not pending.endswith(b"\n"))
+        return
+    pending = b"".join(parts)
+    if pending:
+        # Without a line end, the last line may have been cut: a worker decides.
+        yield Chunk(rel, expected, first, pending, not pending.endswith(b"\n"))
 
 
 def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
@@ -659,13 +703,18 @@ def bundle_entries(data: bytes) -> tuple[list[BundleEntry], list[BundleProblem]]
 
     Transaction entries without an id get the uuid of their ``urn:uuid:`` fullUrl as id, so
     that re-runs give the same keys; references between entries are rewritten accordingly.
+    A Bundle in UTF-16/32 is read through a conversion, noted as a problem of the whole file
+    (``encoding.converted_from_*``: a notice, its entries are read).
     """
-    entries = _bundle_entry_list(data)
+    text, notice = _bundle_text(data)
+    problems: list[BundleProblem] = [] if notice is None else [notice]
+    if text is None:
+        return [], problems
+    entries = _bundle_entry_list(text)
     if isinstance(entries, BundleProblem):
-        return [], [entries]
+        return [], [*problems, entries]
     urls: dict[str, str] = {}
     prepared: list[tuple[int, Any]] = []
-    problems: list[BundleProblem] = []
     for i, e in enumerate(entries):
         res = _entry_resource(i, e, problems)
         if res is None:
@@ -684,12 +733,23 @@ def bundle_entries(data: bytes) -> tuple[list[BundleEntry], list[BundleProblem]]
     return out, problems
 
 
-def _bundle_entry_list(data: bytes) -> list[Any] | BundleProblem:
-    """``Bundle.entry`` of a file, or why the file as a whole cannot be read as a Bundle."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return BundleProblem(None, "encoding.not_utf8", "file: not valid UTF-8")
+def _bundle_text(data: bytes) -> tuple[str | None, BundleProblem | None]:
+    """A Bundle file's text (None: unreadable) and its file-level encoding record, if any.
+
+    A Bundle is one JSON document: a byte that is not UTF-8 anywhere in it makes the whole file
+    unreadable (``encoding.not_utf8``), unlike a line of NDJSON.
+    """
+    verdict = encoding.scan([data])
+    if verdict.encoding is None:
+        return None, BundleProblem(None, verdict.reason or "encoding.not_utf8", verdict.detail)
+    if verdict.damaged_lines:
+        return None, BundleProblem(None, "encoding.not_utf8", "file: not valid UTF-8")
+    notice = None if verdict.reason is None else BundleProblem(None, verdict.reason, verdict.detail)
+    return encoding.decode(data, verdict.encoding), notice
+
+
+def _bundle_entry_list(text: str) -> list[Any] | BundleProblem:
+    """``Bundle.entry`` of a file's text, or why the file as a whole cannot be read as a Bundle."""
     try:
         bundle = json.loads(text)
     except json.JSONDecodeError:
@@ -1045,6 +1105,7 @@ class IngestTally:
     valid: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)  # by reason code
     quarantined_by_type: Counter[str] = field(default_factory=Counter)
+    converted: Counter[str] = field(default_factory=Counter)  # files, by notice code
     unknown_codes: int = 0
     view_errors: int = 0
 
@@ -1080,8 +1141,11 @@ class _Intake:
         original: bytes | None = None,
         original_path: str | None = None,
     ) -> None:
-        self.tally.quarantined[reason] += 1
-        self.tally.quarantined_by_type[rtype or "unknown"] += 1
+        if reason.startswith(encoding.CONVERTED_PREFIX):
+            self.tally.converted[reason] += 1  # a notice: the file was read, nothing rejected
+        else:
+            self.tally.quarantined[reason] += 1
+            self.tally.quarantined_by_type[rtype or "unknown"] += 1
         self.records.append(
             quarantine.QuarantineRecord(
                 stage=STAGE,
@@ -1166,10 +1230,63 @@ class _Intake:
             resources_valid=dict(sorted(t.valid.items())),
             quarantined=dict(sorted(t.quarantined.items())),
             quarantined_by_type=dict(sorted(t.quarantined_by_type.items())),
+            files_converted=dict(sorted(t.converted.items())),
             rows=dict(sorted(self.loader.row_counts.items())),
             dangling_references=dangling,
             unknown_codes=t.unknown_codes,
             view_errors=t.view_errors,
+        )
+
+
+class Progress:
+    """Progress of the NDJSON files of one ingest in the task log: a line every ``every`` seconds
+    (a region's delivery runs for many minutes), counts only.
+
+    Files are read in order, so a result from the ``i``-th file means the ``i`` before it are done.
+    """
+
+    def __init__(
+        self,
+        holder: str,
+        files: list[str],
+        tally: IngestTally,
+        *,
+        every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.holder = holder
+        self.position = {name: i for i, name in enumerate(files)}
+        self.total = len(files)
+        self.tally = tally
+        self.every = PROGRESS_EVERY_S if every is None else every
+        self.clock = clock
+        self.started = clock()
+        self.due = self.started + self.every
+        self.files_done = 0
+
+    def update(self, source_file: str) -> None:
+        """After each chunk: log when the time has come (one clock read; the hot path)."""
+        self.files_done = self.position.get(source_file, self.files_done)
+        if self.clock() >= self.due:
+            self.report()
+
+    def report(self, files_done: int | None = None) -> None:
+        now = self.clock()
+        self.due = now + self.every
+        t = self.tally
+        read = sum(t.read.values())
+        elapsed = max(now - self.started, 1e-9)
+        log.info(
+            "fhir ingest %s progress: %d/%d files done, %d resources read, %d valid, %d quarantined, "
+            "%.0f resources/s, %.0f s",
+            self.holder,
+            self.files_done if files_done is None else files_done,
+            self.total,
+            read,
+            sum(t.valid.values()),
+            sum(t.quarantined.values()),
+            read / elapsed,
+            elapsed,
         )
 
 
@@ -1228,21 +1345,25 @@ def _ingest_ndjson(
 ) -> list[FileProblem]:
     """Read, validate and flatten every NDJSON file; returns the problems of whole files."""
     problems: list[FileProblem] = []
+    names = [str(p.relative_to(landing_root)) for p in files]
     chunks = (
         chunk
-        for p in files
-        for chunk in ndjson_chunks(p, str(p.relative_to(landing_root)), chunk_lines, problems)
+        for p, rel in zip(files, names, strict=True)
+        for chunk in ndjson_chunks(p, rel, chunk_lines, problems)
     )
     for t in {_expected_type(p) for p in files} - {None}:
         fast_decoder(t)  # build the Structs once, before forking: workers inherit them
+    progress = Progress(intake.holder, names, intake.tally)
     with _processed_chunks(chunks, _worker_count(workers)) as results:
         for result in results:
             intake.take_chunk(result)
+            progress.update(result.source_file)
+    progress.report(files_done=len(names))
     return problems
 
 
 def _quarantine_files(intake: _Intake, problems: list[FileProblem], settings: Settings) -> None:
-    """Keep a copy of each damaged file and quarantine its problem."""
+    """Keep a copy of each damaged or converted file and record its problem (or notice)."""
     for p in problems:
         kept = quarantine.keep_original_file(
             settings.landing_dir(intake.holder) / p.source_file,

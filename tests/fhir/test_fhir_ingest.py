@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 
 import duckdb
 import fhir_factory as f
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.fhir.ingest import ingest_fhir
 
@@ -363,3 +366,177 @@ def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     )
     with pytest.raises(duckdb.Error):
         loader.flush()
+
+
+# --------------------------------------------------------------------------- whole-file encodings
+def _patients(n: int = 30) -> str:
+    out = []
+    for i in range(n):
+        p = f.patient(f"p{i}")
+        p["name"][0]["family"] = "Åström" if i % 2 else "Öberg"
+        p["name"][0]["given"] = ["Märta"]
+        out.append(_line(p))
+    return "".join(out)
+
+
+def _quarantine_rows(hdp_home):
+    con = _db(hdp_home)
+    try:
+        return con.sql(
+            "SELECT source_file, line_no, reason_code, detail, original_path FROM quarantine "
+            "ORDER BY source_file, line_no NULLS FIRST"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "name,encoded,notice",
+    [
+        ("utf-16-le", lambda t: codecs.BOM_UTF16_LE + t.encode("utf-16-le"), "encoding.converted_from_utf16"),
+        ("utf-16-be", lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"), "encoding.converted_from_utf16"),
+        ("utf-32-le", lambda t: codecs.BOM_UTF32_LE + t.encode("utf-32-le"), "encoding.converted_from_utf32"),
+        ("utf-32-be", lambda t: t.encode("utf-32-be"), "encoding.converted_from_utf32"),
+        ("utf-8-bom", lambda t: codecs.BOM_UTF8 + t.encode(), None),
+    ],
+)
+def test_a_unicode_ndjson_file_gives_one_file_level_result(hdp_home, landing, name, encoded, notice):
+    text = _patients()
+    bad = f.patient("bad", gender="bogus")
+    text += _line(bad)  # line 31: invalid FHIR, quarantined once like in any UTF-8 file
+    delivered = encoded(text)
+    _write(landing, "Patient.ndjson", delivered)
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.resources_valid == {"Patient": 30}
+    assert res.quarantined == {"fhir.invalid": 1}
+    assert res.files_converted == ({notice: 1} if notice else {})
+    rows = _quarantine_rows(hdp_home)
+    expected = [("fhir/Patient.ndjson", 31, "fhir.invalid")]
+    if notice:
+        expected.insert(0, ("fhir/Patient.ndjson", None, notice))
+    assert [r[:3] for r in rows] == expected
+    if notice:
+        kept = rows[0][4]
+        assert open(kept, "rb").read() == delivered  # the original, byte for byte
+        assert "31 lines" in rows[0][3] and "Åström" not in rows[0][3]
+    con = _db(hdp_home)
+    assert con.sql("SELECT count(*) FROM fhir_patient WHERE family_name = 'Åström'").fetchall() == [(15,)]
+    assert con.sql("SELECT max(_line_no) FROM fhir_resource").fetchall() == [(30,)]
+
+
+def test_a_utf16_gzip_file_is_converted_as_it_streams(hdp_home, landing):
+    text = _patients(200)
+    _write(landing, "Patient.ndjson.gz", codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0, chunk_lines=3)
+    assert res.resources_valid == {"Patient": 200} and res.quarantined == {}
+    assert res.files_converted == {"encoding.converted_from_utf16": 1}
+
+
+def test_a_cp1252_ndjson_file_is_quarantined_once_and_nothing_of_it_loaded(hdp_home, landing):
+    delivered = _patients().encode("cp1252")
+    _write(landing, "Patient.ndjson", delivered)
+    _write(landing, "Encounter.ndjson", _line(f.encounter("e1")))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.quarantined == {"encoding.not_utf8": 1}
+    assert res.resources_valid == {"Encounter": 1}
+    (row,) = _quarantine_rows(hdp_home)
+    assert row[:3] == ("fhir/Patient.ndjson", None, "encoding.not_utf8")
+    assert "30 of 30 lines" in row[3]
+    assert open(row[4], "rb").read() == delivered
+
+
+def test_a_file_partly_utf8_partly_cp1252_is_quarantined_once_as_mixed(hdp_home, landing):
+    text = _patients()
+    _write(landing, "Patient.ndjson", text.encode() + _patients(20).replace('"p', '"q').encode("cp1252"))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.quarantined == {"encoding.mixed": 1} and res.resources_valid == {}
+
+
+def test_one_bad_byte_in_a_utf8_file_stays_a_line_level_problem(hdp_home, landing):
+    lines = _patients().encode().splitlines(keepends=True)
+    lines[4] = lines[4].replace("Öberg".encode(), b"\xd6berg")  # cp1252 Ö in a UTF-8 file
+    _write(landing, "Patient.ndjson", b"".join(lines))
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.quarantined == {"encoding.not_utf8": 1} and res.resources_valid == {"Patient": 29}
+    assert [r[:3] for r in _quarantine_rows(hdp_home)] == [("fhir/Patient.ndjson", 5, "encoding.not_utf8")]
+
+
+def test_a_utf16_bundle_is_converted_and_read(hdp_home, landing):
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": f.patient("bp")}]}
+    _write(landing, "bundles/b.json", codecs.BOM_UTF16_BE + json.dumps(bundle).encode("utf-16-be"))
+    _write(landing, "bundles/c.json", codecs.BOM_UTF8 + json.dumps(bundle).replace('"bp"', '"cp"').encode())
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    assert res.resources_valid == {"Patient": 2} and res.quarantined == {}
+    assert res.files_converted == {"encoding.converted_from_utf16": 1}
+
+
+def test_a_cut_gzip_stream_keeps_the_lines_before_the_damage(hdp_home, landing):
+    whole = gzip.compress("".join(_line(f.patient(f"p{i}")) for i in range(400)).encode())
+    (landing / "Patient.ndjson.gz").write_bytes(whole[: len(whole) * 2 // 3])
+    res = ingest_fhir(HOLDER, settings=hdp_home, workers=0, chunk_lines=4)
+    assert 0 < res.resources_valid["Patient"] < 400
+    truncated = [r for r in _quarantine_rows(hdp_home) if r[2] == "file.truncated"]
+    assert truncated and all(r[1] > res.resources_valid["Patient"] for r in truncated)
+
+
+_NDJSON_TEXT = st.lists(
+    st.builds(
+        lambda s: json.dumps({"resourceType": "Basic", "id": "x", "v": s}, ensure_ascii=False), st.text()
+    ),
+    max_size=5,
+).map(lambda lines: "".join(line + "\n" for line in lines))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _NDJSON_TEXT,
+    st.sampled_from(
+        [
+            ("utf-8", codecs.BOM_UTF8),
+            ("utf-16-le", codecs.BOM_UTF16_LE),
+            ("utf-16-le", b""),
+            ("utf-16-be", codecs.BOM_UTF16_BE),
+            ("utf-16-be", b""),
+            ("utf-32-le", codecs.BOM_UTF32_LE),
+            ("utf-32-be", codecs.BOM_UTF32_BE),
+            ("utf-32-le", b""),
+        ]
+    ),
+    st.booleans(),
+)
+def test_any_text_in_any_unicode_encoding_reads_as_its_utf8_lines(tmp_path_factory, text, enc, gz):
+    from pipelines.fhir.ingest import ndjson_chunks
+
+    codec, bom = enc
+    d = tmp_path_factory.mktemp("enc")
+    name = "Basic.ndjson.gz" if gz else "Basic.ndjson"
+    data = bom + text.encode(codec)
+    (d / name).write_bytes(gzip.compress(data) if gz else data)
+    problems: list = []
+    chunks = list(ndjson_chunks(d / name, name, 1, problems))
+    assert b"".join(c.blob for c in chunks) == text.encode()
+    assert [c.first_line_no for c in chunks] == sorted({c.first_line_no for c in chunks})
+    converted = codec != "utf-8" and bool(text or bom)  # a mark alone says UTF-16/32 too
+    assert [p.reason for p in problems] == (
+        [f"encoding.converted_from_{codec[:6].replace('-', '')}"] if converted else []
+    )
+
+
+def test_progress_reaches_the_task_log_with_counts_only(hdp_home, landing, caplog, monkeypatch):
+    import logging
+
+    import pipelines.fhir.ingest as ing
+
+    monkeypatch.setattr(ing, "PROGRESS_EVERY_S", 0.0)
+    _write(landing, "Patient.ndjson", _patients(50))
+    _write(landing, "Encounter.ndjson", _line(f.encounter("e1")))
+    with caplog.at_level(logging.INFO, logger="pipelines.fhir.ingest"):
+        ingest_fhir(HOLDER, settings=hdp_home, workers=0, chunk_lines=4)
+    progress = [r.getMessage() for r in caplog.records if "progress" in r.getMessage()]
+    assert len(progress) > 5
+    assert progress[-1].startswith(
+        f"fhir ingest {HOLDER} progress: 2/2 files done, 51 resources read, 51 valid, 0 quarantined"
+    )
+    text = " ".join(progress)
+    for value in ("Åström", "Öberg", "191212121212", "p1"):
+        assert value not in text

@@ -4,6 +4,7 @@ import duckdb
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.encoding import CONVERTED_PREFIX, decode
 from pipelines.ingest import ingest_delimited_source, load_source_schema, parse_delimited
 
 SCHEMA = load_source_schema("register")
@@ -54,10 +55,21 @@ def test_truncated_last_line_is_quarantined_and_the_rest_kept():
     assert len(pf.rows) == 1
 
 
-def test_non_utf8_file_is_rejected_whole():
-    pf = _parse(f"{HEADER}\n{GOOD.replace('Tolvan', 'Åsa')}\n".encode("cp1252"))
-    assert [r.reason_code for r in pf.rejects] == ["encoding.not_utf8"]
+def test_a_file_neither_utf8_nor_cp1252_is_rejected_whole():
+    lines = [GOOD.replace("2024-03-01", f"2024-03-{d:02d}") for d in range(1, 21)]
+    data = f"{HEADER}\n{chr(10).join(lines)}\n".encode().replace(
+        b"Tolvan", b"T\x81lvan"
+    )  # undefined in cp1252
+    pf = _parse(data)
+    assert [(r.reason_code, r.line_no) for r in pf.rejects] == [("encoding.not_utf8", None)]
     assert pf.rows == []
+
+
+def test_a_cp1252_file_is_read_and_noted_once():
+    pf = _parse(f"{HEADER}\n{GOOD.replace('Tolvan', 'Åsa')}\n".encode("cp1252"))
+    assert [(r.reason_code, r.line_no) for r in pf.rejects] == [("encoding.converted_from_cp1252", None)]
+    assert [r["first_name"] for r in pf.rows] == ["Åsa"]
+    assert "Åsa" not in pf.rejects[0].detail
 
 
 def test_header_mismatch_is_rejected_whole():
@@ -67,28 +79,38 @@ def test_header_mismatch_is_rejected_whole():
 
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_never_raise_and_every_line_is_accounted_for(data):
-    pf = _parse(HEADER.encode() + b"\n" + data)
+    delivered = HEADER.encode() + b"\n" + data
+    pf = _parse(delivered)
     # every non-blank data line is either a row or a reject; nothing disappears
-    if not any(r.line_no is None or r.reason_code == "csv.header_mismatch" for r in pf.rejects):
-        text = (HEADER.encode() + b"\n" + data).decode()
+    line_rejects = [r for r in pf.rejects if r.line_no is not None]
+    if len(line_rejects) == len(pf.rejects) or all(
+        r.reason_code.startswith(CONVERTED_PREFIX) for r in pf.rejects if r.line_no is None
+    ):
+        if any(r.reason_code == "csv.header_mismatch" for r in line_rejects):
+            return
+        verdict = SCHEMA.scan(delivered)
+        assert verdict.encoding is not None
+        text = decode(delivered, verdict.encoding)
         non_blank = [ln for ln in text.splitlines()[1:] if ln.strip()]
-        assert len(pf.rows) + len(pf.rejects) == len(non_blank)
+        assert len(pf.rows) + len(line_rejects) == len(non_blank)
 
 
 def test_ingest_writes_raw_table_and_quarantine_idempotently(hdp_home):
     landing = hdp_home.landing_dir("ndr") / "register"
     landing.mkdir(parents=True)
     (landing / "a.csv").write_text(f"{HEADER}\n{GOOD}\n{GOOD}\n", encoding="utf-8")
-    (landing / "b.csv").write_bytes(f"{HEADER}\n{GOOD.replace('Tolvan', 'Åsa')}\n".encode("cp1252"))
+    damaged = GOOD.replace("Tolvan", "T\x81lvan").replace("2024-03-01", "2024-03-02").encode("latin-1")
+    (landing / "b.csv").write_bytes(HEADER.encode() + b"\n" + damaged + b"\n")  # one line not UTF-8
     first = ingest_delimited_source("ndr", "register", settings=hdp_home)
     second = ingest_delimited_source("ndr", "register", settings=hdp_home)
     assert first == second
     assert first.rows_loaded == 1
     assert first.quarantined == {"csv.duplicate": 1, "encoding.not_utf8": 1}
+    assert first.files_converted == {}
     con = duckdb.connect(str(hdp_home.raw_db("ndr")), read_only=True)
     assert con.execute("select count(*) from register_visit").fetchone()[0] == 1
     assert con.execute("select count(*) from quarantine").fetchone()[0] == 2
-    kept = con.execute(
-        "select original_path from quarantine where reason_code='encoding.not_utf8'"
-    ).fetchone()[0]
-    assert open(kept, "rb").read() == (landing / "b.csv").read_bytes()
+    line_no, original = con.execute(
+        "select line_no, original from quarantine where reason_code='encoding.not_utf8'"
+    ).fetchone()
+    assert (line_no, original) == (2, damaged + b"\n")  # the line exactly as delivered
