@@ -20,7 +20,7 @@ import fhir_factory as factory
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_validation_differential import _ODD_VALUES, _paths, _reference_valid, mutate
+from test_validation_differential import _ODD_VALUES, _REAL, _paths, _reference_valid, mutate
 
 from pipelines.fhir import fastvalid
 from pipelines.fhir import validation as v
@@ -163,6 +163,34 @@ def test_targeted_mutants_obey_the_law():
     assert accepted > 200 and rejected > 1000, (accepted, rejected)
 
 
+def test_targeted_mutants_of_real_shapes_obey_the_law():
+    """Narratives, conditional references, extensions, attachments, contained resources: every
+    targeted mutant of a real shape (a seeded share of them: there are tens of thousands)."""
+    rng = random.Random(1215)
+    accepted = rejected = 0
+    for res in _REAL:
+        mutants = targeted_mutants(res)
+        for m in rng.sample(mutants, min(len(mutants), 150)):
+            if _check_law(m):
+                accepted += 1
+            else:
+                rejected += 1
+    assert accepted > 300 and rejected > 1000, (accepted, rejected)
+
+
+def test_real_shapes_take_the_fast_path():
+    for r in _REAL:
+        line = json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode()
+        assert _fast(r), r["resourceType"]
+        assert fastvalid.sql_safe(line, fastvalid.fast_decode(line, r["resourceType"]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(_REAL) - 1), st.randoms(use_true_random=False))
+def test_differential_property_on_real_shapes(index, rnd):
+    _check_law(mutate(_REAL[index], rnd))
+
+
 def test_required_binding_codes_and_choice_groups_are_enforced():
     p = factory.patient()
     p["gender"] = "bogus"
@@ -205,6 +233,33 @@ def test_escapes_and_whitespace_are_not_sql_safe_unless_proven():
     assert not fastvalid.sql_safe(line, fastvalid.fast_decode(line, "Patient"))
     spaced = b'{ "resourceType" : "Patient", "id" : "a", "gender" : "male" }'
     assert fastvalid.sql_safe(spaced, fastvalid.fast_decode(spaced, "Patient"))
+
+
+@pytest.mark.parametrize(
+    "line, safe",
+    [
+        # XHTML attributes in a narrative: escaped quotes re-encode as escaped quotes
+        (
+            b'{"resourceType":"Patient","id":"a","text":{"status":"generated","div":"<a href=\\"x\\">y</a>"}}',
+            True,
+        ),
+        (b'{"resourceType":"Patient","id":"a","gender":"male","name":[{"family":"O\\"B"}]}', True),
+        (
+            b'{"resourceType":"Patient","id":"a","gender":"male","gender":"male","name":[{"family":"\\"\\""}]}',
+            False,
+        ),
+        # \u0022 decodes to a quote the encoder writes back: it could hide a duplicate key
+        (
+            b'{"resourceType":"Patient","id":"a","gender":"male","gender":"male","name":[{"family":"\\u0022"}]}',
+            False,
+        ),
+        (b'{"resourceType":"Patient","id":"a","name":[{"family":"\\u0022"}]}', False),
+    ],
+)
+def test_escaped_quotes_are_sql_safe_unicode_escapes_are_not(line, safe):
+    s = fastvalid.fast_decode(line, "Patient")
+    assert s is not None
+    assert fastvalid.sql_safe(line, s) is safe
 
 
 def test_differential_seeded_sweep_on_generated_resources():

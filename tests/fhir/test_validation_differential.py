@@ -26,8 +26,21 @@ from pipelines.fhir.validation import (
     reference_issues,
     validate_resource,
 )
+from synthetic_data.fhir_real import iter_real_resources
 
 _SAMPLES = factory.rich_samples()
+
+
+def real_shapes() -> list[dict[str, Any]]:
+    """One resource of each type a real (Synthea-style) export has: narratives, conditional and
+    logical references, extensions, base64 attachments, a contained resource."""
+    firsts: dict[tuple[str, bool], dict[str, Any]] = {}
+    for r in iter_real_resources(3, patients=12, encounters=10, providers=3):
+        firsts.setdefault((r["resourceType"], "contained" in r), r)
+    return list(firsts.values())
+
+
+_REAL = real_shapes()
 
 _ODD_VALUES: list[Any] = [
     "",
@@ -181,6 +194,38 @@ def test_differential_seeded_sweep():
 @given(st.integers(0, len(_SAMPLES) - 1), st.randoms(use_true_random=False))
 def test_differential_property(index, rnd):
     res = mutate(_SAMPLES[index], rnd)
+    ref_ok = _reference_valid(res)
+    if fast_accept(res):
+        assert ref_ok
+    assert (not validate_resource(res, json.dumps(res))) == ref_ok
+
+
+def test_real_shapes_take_the_fast_path_and_are_valid():
+    assert any("contained" in r for r in _REAL)
+    for r in _REAL:
+        assert _reference_valid(r), r["resourceType"]
+        assert fast_accept(r), r["resourceType"]
+
+
+def test_differential_seeded_sweep_on_real_shapes():
+    """Mutants of real shapes: the law holds, decisions agree, and the sweep is not one-sided."""
+    rng = random.Random(20261215)
+    fast_accepted = rejected = 0
+    for _ in range(1500):
+        res = mutate(rng.choice(_REAL), rng)
+        ref_ok = _reference_valid(res)
+        if fast_accept(res):
+            fast_accepted += 1
+            assert ref_ok, f"fast path accepted a resource the reference rejects: {json.dumps(res)[:400]}"
+        assert (not validate_resource(res, json.dumps(res))) == ref_ok
+        rejected += not ref_ok
+    assert fast_accepted > 150 and rejected > 300, (fast_accepted, rejected)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(_REAL) - 1), st.randoms(use_true_random=False))
+def test_differential_property_on_real_shapes(index, rnd):
+    res = mutate(_REAL[index], rnd)
     ref_ok = _reference_valid(res)
     if fast_accept(res):
         assert ref_ok
