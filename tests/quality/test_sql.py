@@ -173,3 +173,19 @@ def test_identifier_pattern_finds_personnummer_but_not_pseudonyms(con):
         con.execute("SELECT regexp_matches(?, ?)", [t, sql.IDENTIFIER_PATTERN]).fetchone()[0] for t in texts
     ]
     assert hits == [True, True, True, False, False, False, False, False]
+
+
+def test_an_encounter_soon_after_death_is_plausible_a_late_one_is_not(con):
+    """Death certification and autopsy happen after death (Synthea: 1-4 days later)."""
+    from pipelines.quality.catalog import library
+
+    check = next(c for c in library() if c.id == "fhir.encounter.before_death")
+    con.execute(
+        "CREATE OR REPLACE TABLE fhir_patient AS SELECT 'p' AS patient_id, '1989-05-09T20:35:22-04:00' AS deceased_date"
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE fhir_encounter AS SELECT * FROM (VALUES ('e1', 'p', '1989-05-01T10:00:00-04:00'), "
+        "('e2', 'p', '1989-05-13T23:58:16-04:00'), ('e3', 'p', '1989-07-01T10:00:00-04:00')) v(encounter_id, patient_id, start_time)"
+    )
+    failed, total = con.execute(sql.set_fail_sql(check, RunContext(date(2024, 1, 1)))).fetchone()
+    assert (failed, total) == (1, 3)
