@@ -351,6 +351,12 @@ class Settings(BaseSettings):
     pseudonymise_memory_limit: MemoryLimit = Field(
         default="2GB", description="DuckDB memory limit of a pseudonymisation run."
     )
+    accept_interim_numbers: bool = Field(
+        default=False,
+        description="Accept interim numbers (YYMMDD-Xnnn, a letter in the serial) as patient identifiers; "
+        "they are assigned by organisations, not Skatteverket, and link only within their holder. "
+        "Off: refused as identifier.interim_not_accepted.",
+    )
 
     # -- access layer ----------------------------------------------------------
     access_workers: int = Field(default=2, ge=1, description="uvicorn worker processes of `hdp serve`.")

@@ -1,8 +1,20 @@
 """Pseudonymisation stage: raw zone -> research zone, for one data holder.
 
-Reads ``restricted/<holder>/raw.duckdb``, validates every person identifier, replaces it with
+Reads ``restricted/<holder>/raw.duckdb``, identifies every person, replaces the identifier with
 the holder-domain keyed pseudonym, generalises quasi-identifiers and writes
 ``research/<holder>.duckdb`` as declared in ``schemas/policies/pseudonymise.json``.
+
+Who a person is (:mod:`privacy.identifiers`): the best kind of identifier they carry,
+national (personnummer, samordningsnummer) > reservnummer > interim > foreign > local, each
+pseudonymised in its own namespace (a national number exactly as before; the other kinds
+prefixed by kind and holder, so they link within the holder only). A CSV register's identifier
+column may hold a national number, an interim number (``HDP_ACCEPT_INTERIM_NUMBERS``) or a
+reserve number in one of the holder's formats (``schemas/holders.json``). A FHIR Patient is
+identified by its national number (the view's ``personnummer`` column) if it has one, else by
+the best of its other identifiers (read from the validated resource in ``fhir_resource``),
+else by its logical id (kind ``local``). ``id_type`` in the research zone is the kind; birth
+year and sex come from national numbers only, otherwise from the columns the policy names
+(``fallback_from``: the Patient's birthDate year and gender).
 
 Speed comes from doing the expensive work once per *distinct* value, not per row: one
 aggregation finds the distinct identifiers (with a flag: does any of its rows reach the
@@ -12,16 +24,20 @@ maps onto the big tables and writes each research table with one INSERT. ``perso
 deduplicated from the same map, and the identifier-quarantine scan runs only when some
 distinct value is invalid or NULL. Key material never reaches DuckDB: only pseudonyms do.
 
-Rows whose identifier is invalid go to the raw zone's ``quarantine`` table (stage
-``pseudonymise``, reason ``identifier.*``, the whole raw row as JSON in ``original``). FHIR
-rows whose patient cannot be resolved keep ``person_id`` NULL and are counted, not dropped.
+No research row is ever written without a person. Rows whose identifier is unusable go to
+the raw zone's ``quarantine`` table (stage ``pseudonymise``, reason ``identifier.*``, the whole
+raw row as JSON in ``original``, for FHIR the resource as delivered). FHIR rows whose patient
+cannot be resolved are quarantined too: ``person.unresolved`` (the reference names no delivered
+Patient, or there is none) and ``person.patient_quarantined`` (the Patient was quarantined, for
+its identifier or by the quality gate); they are counted in ``unresolved_person_rows``.
 
 Rows the raw-zone quality gate quarantined (``quarantine`` stage ``quality``, matched by file
 and line or by resource key: :func:`pipelines.quality.quarantine_rows.not_quarantined_sql`)
 never reach the research zone, and a quarantined Patient does not resolve its resources'
 ``person_id`` (fail closed). They are counted per research table in ``excluded_by_quality``.
 Identifiers are still validated on every delivered row, so an invalid one keeps its
-``identifier.*`` record even when a quality check caught the row too.
+``identifier.*`` record even when a quality check caught the row too. For every table,
+``rows in = written + quarantined here + excluded_by_quality``.
 The research database is rebuilt from scratch in a temporary file and renamed into place,
 so a re-run gives the same result and readers never see a half-written file.
 
@@ -54,11 +70,19 @@ import pyarrow.compute as pc
 from hdp.settings import Settings, get_settings
 from pipelines import quarantine
 from pipelines.clean_writer import TableSource, write_duckdb
+from pipelines.quality.quarantine_rows import FHIR_TABLES, not_quarantined_sql
 from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
-from pipelines.quality.quarantine_rows import not_quarantined_sql
 from pipelines.warehouse import write_connection
 from privacy.domains import holder_domain, pseudonymiser, resource_message
-from privacy.personnummer import REASON_TEXT, parse_batch
+from privacy.identifiers import (
+    LOCAL,
+    PATIENT_ID_SYSTEM,
+    IdentifierScheme,
+    classify_values,
+    identify,
+    load_scheme,
+)
+from privacy.identifiers import REASON_TEXT as IDENTIFIER_REASON_TEXT
 from privacy.policy import (
     PseudonymisePolicy,
     TableRule,
@@ -70,6 +94,17 @@ from privacy.pseudonym import Pseudonymiser
 log = logging.getLogger(__name__)
 
 STAGE = "pseudonymise"
+
+PERSON_UNRESOLVED = "person.unresolved"
+PATIENT_QUARANTINED = "person.patient_quarantined"
+#: Every reason this stage quarantines a row for (texts never hold a value nor a quote: SQL literals).
+REASON_TEXT = {
+    **IDENTIFIER_REASON_TEXT,
+    PERSON_UNRESOLVED: "the patient reference names no Patient of this delivery",
+    PATIENT_QUARANTINED: "the Patient was quarantined (its identifier, or the raw quality gate)",
+}
+#: A holder whose configuration is not given: national numbers only (interim numbers refused).
+NATIONAL_ONLY = IdentifierScheme(holder="national_only", patient_id_fallback=False)
 
 
 class PseudonymiseError(RuntimeError):
@@ -86,6 +121,7 @@ class PseudonymiseResult:
     persons: int
     quarantined: int
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    #: FHIR rows quarantined because their patient could not be resolved (``person.*``)
     unresolved_person_rows: int = 0
     tables: dict[str, int] = field(default_factory=dict)
     #: research table -> raw rows the raw-zone quality gate quarantined (stage ``quality``) that
@@ -143,49 +179,62 @@ def reference_date_for(holder_id: str, settings: Settings) -> date:
 # --------------------------------------------------------------------------------------
 
 
-def person_rows(raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date) -> pa.Table:
+def person_rows(
+    raw_values: pa.Array,
+    pseudo: Pseudonymiser,
+    *,
+    reference_date: date,
+    scheme: IdentifierScheme = NATIONAL_ONLY,
+) -> pa.Table:
     """Distinct raw identifier values -> validity, pseudonym and derived attributes, one row each.
 
-    Columns ``raw_value, normalised, person_id, birth_year, sex, id_type, reason_code``
-    (``normalised`` and ``person_id`` NULL and ``reason_code`` set for an invalid value). Each
-    valid value is hashed as it comes: a person delivered in two forms (``19811218-9876`` and
-    ``198112189876``) is hashed twice, which is rare and cheaper than deduplicating a million
-    values first; both rows get the same pseudonym.
+    Columns ``raw_value, identifier, person_id, birth_year, sex, id_type, reason_code``
+    (``identifier``, the namespaced identifier of :mod:`privacy.identifiers`, and ``person_id``
+    NULL and ``reason_code`` set for an unusable value). Each valid value is hashed as it comes:
+    a person delivered in two forms (``19811218-9876`` and ``198112189876``) is hashed twice,
+    which is rare and cheaper than deduplicating a million values first; both rows get the same
+    pseudonym.
     """
-    return _person_table(raw_values, parse_batch(raw_values, reference_date=reference_date), pseudo)
+    identified = classify_values(raw_values, scheme, reference_date=reference_date)
+    return _person_table(raw_values, identified, pseudo)
 
 
-def _person_table(raw_values: pa.Array, parsed: pa.Table, pseudo: Pseudonymiser) -> pa.Table:
-    normalised = parsed["normalised"]
+def _person_table(raw_values: pa.Array, identified: pa.Table, pseudo: Pseudonymiser) -> pa.Table:
+    identifier = identified["identifier"]
     return pa.table(
         {
             "raw_value": raw_values,
-            "normalised": normalised,
-            "person_id": pseudo.many(normalised),
-            "birth_year": pc.year(parsed["birth_date"]).cast(pa.int32()),
-            "sex": parsed["sex"],
-            "id_type": parsed["kind"],
-            "reason_code": parsed["reason_code"],
+            "identifier": identifier,
+            "person_id": pseudo.many(identifier),
+            "birth_year": identified["birth_year"],
+            "sex": identified["sex"],
+            "id_type": identified["kind"],
+            "reason_code": identified["reason_code"],
         }
     )
 
 
 def person_map(
-    raw_values: pa.Array, pseudo: Pseudonymiser, *, reference_date: date, used: pa.Array | None = None
+    raw_values: pa.Array,
+    pseudo: Pseudonymiser,
+    *,
+    reference_date: date,
+    used: pa.Array | None = None,
+    scheme: IdentifierScheme = NATIONAL_ONLY,
 ) -> tuple[pa.Table, pa.Table]:
-    """:func:`person_rows` and the ``person_link`` rows (one per distinct normalised identifier).
+    """:func:`person_rows` and the ``person_link`` rows (one per distinct namespaced identifier).
 
     ``used`` (boolean, one per value; default all true) marks the values that occur in at
     least one row carried into the research zone: only those persons go to the link.
     """
-    rows = person_rows(raw_values, pseudo, reference_date=reference_date)
+    rows = person_rows(raw_values, pseudo, reference_date=reference_date, scheme=scheme)
     keep = pc.is_valid(rows["person_id"])
     if used is not None:
         keep = pc.and_(keep, pc.fill_null(used, False))
     link = (
         rows.filter(keep)
-        .select(["person_id", "normalised"])
-        .group_by(["person_id", "normalised"])
+        .select(["person_id", "identifier"])
+        .group_by(["person_id", "identifier"])
         .aggregate([])
         .rename_columns(["person_id", "personnummer"])
     )
@@ -264,15 +313,37 @@ def _read_raw_tables(
 # --------------------------------------------------------------------------------------
 
 
+def _national_column(rule: TableRule, alias: str) -> str:
+    """The Patient table's national identifier as matched against ``_patients.national``: blank
+    counts as absent (the Patient is then known by another identifier)."""
+    return f"nullif(trim(CAST({alias}.{_q(rule.identifier or '')} AS VARCHAR)), '')"
+
+
+def _person_join(rule: TableRule) -> str:
+    """The join giving raw table alias ``r`` its person as ``pm`` (NULL when it has none)."""
+    if rule.patient_key:
+        return (
+            f"LEFT JOIN _patients pm ON r.{_q(rule.patient_key)} = pm.patient_id "
+            f"AND {_national_column(rule, 'r')} IS NOT DISTINCT FROM pm.national"
+        )
+    if rule.identifier:
+        return f"LEFT JOIN _pm pm ON r.{_q(rule.identifier)} = pm.raw_value"
+    return f"LEFT JOIN _patient_map pm ON r.{_q(rule.via_patient or '')} = pm.patient_id"
+
+
+def _fallback_sql(action: str, column: str) -> str:
+    """birth_year / sex from a raw column, for persons whose identifier carries none: the year
+    of a (possibly partial) date, a FHIR administrative gender."""
+    value = f"CAST(r.{_q(column)} AS VARCHAR)"
+    if action == "birth_year":
+        return f"TRY_CAST(left({value}, 4) AS INTEGER)"
+    return f"CASE {value} WHEN 'female' THEN 'F' WHEN 'male' THEN 'M' END"
+
+
 def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
     """The query producing the research table from raw table alias ``r``: the rows that satisfy
-    ``keep`` and, for a table with an identifier column, have a valid identifier (FHIR tables
-    keep rows whose patient is not resolved, with ``person_id`` NULL)."""
-    joins = [f"{_q(rule.source)} r"]
-    if rule.identifier:
-        joins.append(f"LEFT JOIN _pm pm ON r.{_q(rule.identifier)} = pm.raw_value")
-    else:
-        joins.append(f"LEFT JOIN _patient_map pm ON r.{_q(rule.via_patient or '')} = pm.patient_id")
+    ``keep`` and have a person (every other row is quarantined or excluded by the gate)."""
+    joins = [f"{_q(rule.source)} r", _person_join(rule)]
     select = []
     for i, c in enumerate(rule.columns):
         if c.source and c.source not in cols:
@@ -280,6 +351,8 @@ def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
             continue
         if c.action == "person_id":
             expr = "pm.person_id"
+        elif c.action in ("birth_year", "sex") and c.fallback and c.fallback in cols:
+            expr = f"coalesce(pm.{c.action}, {_fallback_sql(c.action, c.fallback)})"
         elif c.action in ("birth_year", "sex", "id_type"):
             expr = f"pm.{c.action}"
         elif c.action == "county":
@@ -296,8 +369,7 @@ def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
         else:  # keep
             expr = f"r.{_q(c.source or c.name)}"
         select.append(f"{expr} AS {_q(c.name)}")
-    valid = "pm.person_id IS NOT NULL" if rule.identifier else "true"
-    return f"SELECT {', '.join(select)} FROM {' '.join(joins)} WHERE {valid} AND {keep}"
+    return f"SELECT {', '.join(select)} FROM {' '.join(joins)} WHERE pm.person_id IS NOT NULL AND {keep}"
 
 
 #: Keyed pseudonyms are random hex: no compression scheme gains more than the hex encoding's
@@ -424,19 +496,26 @@ class _DistinctIdentifiers:
     any_null: bool
 
 
+def _column_rules(raw: _RawTables) -> list[TableRule]:
+    """The rules whose identifier column is read value by value (CSV registers): every rule
+    with a delivered identifier column except the FHIR Patient table (:func:`_patient_maps`)."""
+    return [
+        r for r in raw.rules if r.identifier and not r.patient_key and r.identifier in raw.columns[r.source]
+    ]
+
+
 def _distinct_identifiers(con: duckdb.DuckDBPyConnection, raw: _RawTables) -> _DistinctIdentifiers:
     """Every delivered identifier value, once, flagged by whether the research zone uses it.
 
     Every value is validated later (a row with an invalid identifier gets its identifier.*
-    quarantine record even when a quality check caught it too), but only the persons of kept
+    quarantine record even when a quality check caught the row too), but only the persons of kept
     rows go to ``person_link``. One aggregation over the rows: NULL is grouped like any value
     and split off afterwards.
     """
     parts = [
-        f"SELECT CAST(r.{_q(r.identifier)} AS VARCHAR) AS v, {raw.keep[r.source]} AS keep "
+        f"SELECT CAST(r.{_q(r.identifier or '')} AS VARCHAR) AS v, {raw.keep[r.source]} AS keep "
         f"FROM {_q(r.source)} r"
-        for r in raw.rules
-        if r.identifier and r.identifier in raw.columns[r.source]
+        for r in _column_rules(raw)
     ]
     none = _DistinctIdentifiers(pa.array([], pa.string()), pa.array([], pa.bool_()), any_null=False)
     if not parts:
@@ -453,22 +532,67 @@ def _distinct_identifiers(con: duckdb.DuckDBPyConnection, raw: _RawTables) -> _D
     return _DistinctIdentifiers(t["v"].chunk(0).cast(pa.string()), t["keep"].chunk(0), any_null)
 
 
-def _invalid_values(values: pa.Array, parsed: pa.Table) -> pa.Table:
-    """``(raw_value, reason_code)`` of the distinct values that are not valid identifiers."""
-    return pa.table({"raw_value": values, "reason_code": parsed["reason_code"]}).filter(
-        pc.is_valid(parsed["reason_code"])
+def _invalid_values(values: pa.Array, identified: pa.Table) -> pa.Table:
+    """``(raw_value, reason_code)`` of the distinct values that are not usable identifiers."""
+    return pa.table({"raw_value": values, "reason_code": identified["reason_code"]}).filter(
+        pc.is_valid(identified["reason_code"])
     )
+
+
+def _reset_quarantine(con: duckdb.DuckDBPyConnection, raw: _RawTables) -> None:
+    """Forget this stage's earlier records of every source it reads: a re-run replaces them."""
+    for source_name in sorted({r.source_name for r in raw.rules}):
+        quarantine.reset(con, stage=STAGE, source=source_name)
+
+
+def _quarantine_rows(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTables,
+    rule: TableRule,
+    holder_id: str,
+    *,
+    rows: str,
+    column: str,
+) -> int:
+    """Copy the raw rows of ``rows`` (a FROM clause over alias ``r`` that gives ``q.reason``) into
+    the quarantine with their reason, the column it concerns, and where they came from: a FHIR
+    row with its resource key and the resource as delivered, a CSV row with its file and line.
+    Returns how many rows were copied."""
+    cols = raw.columns[rule.source]
+    texts = " ".join(
+        f"WHEN '{code}' THEN '{text.replace(chr(39), chr(39) * 2)}'" for code, text in REASON_TEXT.items()
+    )
+    detail = f"'column {column}: ' || CASE q.reason {texts} END"
+    record_key = rule.record_key or FHIR_TABLES.get(rule.source)
+    if record_key is not None and record_key[1] not in cols:
+        record_key = None
+    key = f"'{record_key[0]}/' || r.{_q(record_key[1])}" if record_key else "NULL"
+    head = f"INSERT INTO quarantine SELECT '{STAGE}', ?, '{rule.source_name}'"
+    if record_key and "fhir_resource" in raw.present:
+        # keep the resource exactly as delivered, and its position in the delivery
+        # (one record per row even if the id occurs twice in fhir_resource)
+        sql = f"""{head}, fr._source_file, fr._line_no, {key}, q.reason, {detail}, NULL,
+                   encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
+            FROM {rows}
+            LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
+                              arg_min(resource, _line_no) AS resource
+                       FROM fhir_resource WHERE resource_type = '{record_key[0]}' GROUP BY id) fr
+                 ON fr.id = r.{_q(record_key[1])}"""
+    else:
+        has_pos = {"_source_file", "_line_no"} <= cols
+        sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
+        sql = f"""{head}, {sf}, {ln}, {key}, q.reason, {detail}, NULL,
+                   encode(CAST(to_json(r) AS VARCHAR)), NULL
+            FROM {rows}"""
+    return int(con.execute(sql, [holder_id]).fetchall()[0][0])
 
 
 def _quarantine_identifiers(
     con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str, bad: pa.Table, any_null: bool
 ) -> dict[str, int]:
-    """Replace this stage's quarantine records: every raw row whose identifier is invalid or
-    missing, with its reason and the row (FHIR: the resource) as delivered. ``bad`` holds the
-    invalid distinct values and their reasons. Returns raw table -> rows quarantined."""
-    for source_name in sorted({r.source_name for r in raw.rules if r.identifier}):
-        quarantine.reset(con, stage=STAGE, source=source_name)
-    reasons_sql = " ".join(f"WHEN '{code}' THEN '{text}'" for code, text in REASON_TEXT.items())
+    """Quarantine every raw row of an identifier column (:func:`_column_rules`) whose identifier
+    is unusable or missing, with its reason and the row as delivered. ``bad`` holds the unusable
+    distinct values and their reasons. Returns raw table -> rows quarantined."""
     quarantined_rows: dict[str, int] = {}
     # Finding the rows of bad values is a scan of every identifier column; with no invalid
     # value and no NULL among the distinct identifiers there is nothing to find.
@@ -476,45 +600,47 @@ def _quarantine_identifiers(
         return quarantined_rows
     con.register("_bad", bad)
     try:
-        for r in raw.rules:
-            cols = raw.columns[r.source]
-            if not r.identifier or r.identifier not in cols:
-                continue
-            has_pos = {"_source_file", "_line_no"} <= cols
-            sf, ln = ("r._source_file", "r._line_no") if has_pos else ("NULL", "NULL")
-            key = (
-                f"'{r.record_key[0]}/' || r.{_q(r.record_key[1])}"
-                if r.record_key and r.record_key[1] in cols
-                else "NULL"
+        for r in _column_rules(raw):
+            quarantined_rows[r.source] = _quarantine_rows(
+                con, raw, r, holder_id, rows=_bad_rows(r), column=r.identifier or ""
             )
-            original = "encode(CAST(to_json(r) AS VARCHAR))"
-            if r.record_key and "fhir_resource" in raw.present:
-                # keep the resource exactly as delivered, and its position in the delivery
-                # (one record per row even if the id occurs twice in fhir_resource)
-                cur = con.execute(
-                    f"""INSERT INTO quarantine
-                    SELECT '{STAGE}', ?, '{r.source_name}', fr._source_file, fr._line_no, {key}, q.reason,
-                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL,
-                           encode(CAST(coalesce(fr.resource, to_json(r)) AS VARCHAR)), NULL
-                    FROM {_bad_rows(r)}
-                    LEFT JOIN (SELECT id, arg_min(_source_file, _line_no) AS _source_file, min(_line_no) AS _line_no,
-                                      arg_min(resource, _line_no) AS resource
-                               FROM fhir_resource WHERE resource_type = '{r.record_key[0]}' GROUP BY id) fr
-                         ON fr.id = r.{_q(r.record_key[1])}""",
-                    [holder_id],
-                )
-            else:
-                cur = con.execute(
-                    f"""INSERT INTO quarantine
-                    SELECT '{STAGE}', ?, '{r.source_name}', {sf}, {ln}, {key}, q.reason,
-                           'column {r.identifier}: ' || CASE q.reason {reasons_sql} END, NULL, {original}, NULL
-                    FROM {_bad_rows(r)}""",
-                    [holder_id],
-                )
-            quarantined_rows[r.source] = int(cur.fetchall()[0][0])
     finally:
         con.unregister("_bad")
     return quarantined_rows
+
+
+def _quarantine_patients(con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str) -> dict[str, int]:
+    """Quarantine the FHIR Patient rows whose chosen identifier is unusable (``_patients``)."""
+    rule = _patient_rule(raw)
+    if rule is None:
+        return {}
+    pk = _q(rule.patient_key or "")
+    rows = (
+        f"{_q(rule.source)} r JOIN _patients p ON r.{pk} IS NOT DISTINCT FROM p.patient_id "
+        f"AND {_national(rule, raw, 'r')} IS NOT DISTINCT FROM p.national AND p.reason_code IS NOT NULL "
+        "CROSS JOIN LATERAL (SELECT p.reason_code AS reason) q"
+    )
+    column = rule.identifier if rule.identifier in raw.columns[rule.source] else rule.patient_key
+    return {rule.source: _quarantine_rows(con, raw, rule, holder_id, rows=rows, column=column or "")}
+
+
+def _quarantine_unresolved(con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str) -> dict[str, int]:
+    """Quarantine the rows of FHIR tables that would reach the research zone but whose patient
+    resolves to no person: ``person.unresolved`` when no delivered Patient has that id (or the
+    row names none), ``person.patient_quarantined`` when the Patient was quarantined."""
+    out: dict[str, int] = {}
+    for r in raw.rules:
+        if not r.via_patient:
+            continue
+        via = f"r.{_q(r.via_patient)}" if r.via_patient in raw.columns[r.source] else "NULL"
+        rows = (
+            f"(SELECT * FROM {_q(r.source)} r WHERE {raw.keep[r.source]} "
+            f"AND NOT EXISTS (SELECT 1 FROM _patient_map m WHERE m.patient_id = {via})) r "
+            f"CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (SELECT 1 FROM _patients p WHERE p.patient_id = {via}) "
+            f"THEN '{PATIENT_QUARANTINED}' ELSE '{PERSON_UNRESOLVED}' END AS reason) q"
+        )
+        out[r.source] = _quarantine_rows(con, raw, r, holder_id, rows=rows, column=r.via_patient)
+    return out
 
 
 def _quarantined_by_reason(con: duckdb.DuckDBPyConnection, holder_id: str) -> dict[str, int]:
@@ -552,20 +678,151 @@ def _load_temp_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table)
         con.unregister("_arrow")
 
 
-def _patient_map(con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str) -> None:
-    """Temp table ``_patient_map``: FHIR patient id -> person, valid identifiers of kept patients only
-    (a quarantined Patient does not resolve its resources: fail closed)."""
-    patient_rule = next((r for r in raw.rules if r.source == "fhir_patient"), None)
-    if patient_rule is None or "patient_id" not in raw.columns["fhir_patient"]:
-        con.execute("CREATE OR REPLACE TEMP TABLE _patient_map (patient_id VARCHAR, person_id VARCHAR)")
-        return
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _patient_map AS
-        SELECT DISTINCT r.patient_id, pm.person_id FROM fhir_patient r
-        JOIN _pm pm ON r.{_q(patient_rule.identifier or "personnummer")} = pm.raw_value
-        WHERE pm.person_id IS NOT NULL AND {raw.keep["fhir_patient"]}""")
+def _patient_rule(raw: _RawTables) -> TableRule | None:
+    """The FHIR Patient table's rule (``patient_key``), when its table and key were delivered."""
+    rule = next((r for r in raw.rules if r.patient_key), None)
+    if rule is None or rule.patient_key not in raw.columns[rule.source]:
+        return None
+    return rule
+
+
+def _national(rule: TableRule, raw: _RawTables, alias: str) -> str:
+    """The Patient's national identifier column, blank as NULL (NULL if not delivered)."""
+    return _national_column(rule, alias) if rule.identifier in raw.columns[rule.source] else "NULL::VARCHAR"
+
+
+_PATIENTS_SCHEMA = pa.schema(
+    [
+        ("patient_id", pa.string()),
+        ("national", pa.string()),  # the national column as matched (blank: NULL)
+        ("used", pa.bool_()),  # a row of this Patient is carried into the research zone
+        ("identifier", pa.string()),  # namespaced (privacy.identifiers); NULL when unusable
+        ("person_id", pa.string()),
+        ("birth_year", pa.int32()),
+        ("sex", pa.string()),
+        ("id_type", pa.string()),
+        ("reason_code", pa.string()),
+    ]
+)
+
+
+def _fhir_candidates(
+    con: duckdb.DuckDBPyConnection, raw: _RawTables, scheme: IdentifierScheme, patient_ids: pa.Array
+) -> pa.Table:
+    """The best non-national identifier of each of ``patient_ids`` by the holder's rules
+    (:meth:`~privacy.identifiers.IdentifierScheme.fhir_rules`): ``(patient_id, kind, system,
+    value)``, read from the validated Patient resources. Identifiers without a value and those
+    with ``use: old`` are ignored; an identifier matched by its type only is namespaced by it."""
+    rules = scheme.fhir_rules()
+    empty = pa.table({n: pa.array([], pa.string()) for n in ("patient_id", "kind", "system", "value")})
+    if "fhir_resource" not in raw.present or not len(patient_ids) or not rules.num_rows:
+        return empty
+    con.register("_want", pa.table({"patient_id": patient_ids}))
+    con.register("_id_rules", rules)
+    try:
+        return (
+            con.sql("""
+            WITH res AS (
+                SELECT id, arg_min(resource, _line_no) AS resource FROM fhir_resource
+                WHERE resource_type = 'Patient' AND id IN (SELECT patient_id FROM _want) GROUP BY id),
+            ids AS (SELECT id AS patient_id, unnest(json_extract(resource, '$.identifier[*]')) AS i FROM res),
+            flat AS (
+                SELECT patient_id, json_extract_string(i, '$.system') AS system,
+                       trim(json_extract_string(i, '$.value')) AS value,
+                       json_extract_string(i, '$.type.coding[*].code') AS type_codes
+                FROM ids
+                WHERE coalesce(json_extract_string(i, '$.use'), '') <> 'old'
+                  AND nullif(trim(json_extract_string(i, '$.value')), '') IS NOT NULL)
+            SELECT f.patient_id,
+                   arg_min(ru.kind, (ru.rank, f.value)) AS kind,
+                   arg_min(coalesce(f.system, 'type:' || ru.type_code), (ru.rank, f.value)) AS system,
+                   arg_min(f.value, (ru.rank, f.value)) AS value
+            FROM flat f JOIN _id_rules ru ON f.system = ru.system OR list_contains(f.type_codes, ru.type_code)
+            GROUP BY f.patient_id""")
+            .to_arrow_table()
+            .cast(empty.schema)
+        )
+    finally:
+        con.unregister("_want")
+        con.unregister("_id_rules")
+
+
+def _patient_maps(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTables,
+    scheme: IdentifierScheme,
+    pseudo: Pseudonymiser,
+    *,
+    reference_date: date,
+    holder_id: str,
+) -> None:
+    """Temp tables ``_patients`` (every delivered FHIR Patient: its identity, pseudonym or the
+    reason it has none) and ``_patient_map`` (patient id -> person of the Patients that resolve
+    their resources: a usable identity and a Patient row the gate kept; fail closed).
+
+    A Patient is identified by its national number when it has one (a present but invalid
+    one quarantines it), else by the best of its other identifiers, else by its logical id.
+    """
+    rule = _patient_rule(raw)
+    if rule is None:
+        _load_temp_table(con, "_patients", _PATIENTS_SCHEMA.empty_table())
+    else:
+        pats = (
+            con.sql(
+                f"SELECT CAST(r.{_q(rule.patient_key or '')} AS VARCHAR) AS patient_id, "
+                f"{_national(rule, raw, 'r')} AS national, bool_or({raw.keep[rule.source]}) AS used "
+                f"FROM {_q(rule.source)} r GROUP BY ALL ORDER BY ALL"
+            )
+            .to_arrow_table()
+            .combine_chunks()
+        )
+        has_national = pc.is_valid(pats["national"])
+        national = pats.filter(has_national)
+        by_national = classify_values(national["national"], scheme, reference_date=reference_date)
+        other = pats.filter(pc.invert(has_national))
+        by_other = _identify_without_national(con, raw, scheme, other["patient_id"], reference_date)
+        identified = pa.concat_tables([by_national, by_other])
+        keys = pa.concat_tables([national, other])
+        table = pa.table(
+            {
+                "patient_id": keys["patient_id"],
+                "national": keys["national"],
+                "used": keys["used"],
+                "identifier": identified["identifier"],
+                "person_id": pseudo.many(identified["identifier"]),
+                "birth_year": identified["birth_year"],
+                "sex": identified["sex"],
+                "id_type": identified["kind"],
+                "reason_code": identified["reason_code"],
+            },
+            schema=_PATIENTS_SCHEMA,
+        )
+        _load_temp_table(con, "_patients", table)
+    con.execute("""CREATE OR REPLACE TEMP TABLE _patient_map AS
+        SELECT DISTINCT patient_id, person_id FROM _patients
+        WHERE used AND person_id IS NOT NULL AND patient_id IS NOT NULL""")
     dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][0]
     if dup:
         raise PseudonymiseError(f"holder {holder_id}: {dup} FHIR patient ids map to more than one person")
+
+
+def _identify_without_national(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTables,
+    scheme: IdentifierScheme,
+    patient_ids: pa.Array,
+    reference_date: date,
+) -> pa.Table:
+    """The identity of Patients without a national number, one row per id of ``patient_ids``."""
+    cand = _fhir_candidates(con, raw, scheme, patient_ids)
+    pos = pc.index_in(patient_ids, value_set=cand["patient_id"])
+    kinds, systems, values = (pc.take(cand[c], pos) for c in ("kind", "system", "value"))
+    if scheme.patient_id_fallback:  # finally the Patient's logical id (kind local)
+        none = pc.is_null(pos)
+        kinds = pc.if_else(none, LOCAL, kinds)
+        systems = pc.if_else(none, PATIENT_ID_SYSTEM, systems)
+        values = pc.if_else(none, patient_ids, values)
+    return identify(kinds, systems, values, scheme, reference_date=reference_date)
 
 
 def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
@@ -597,16 +854,21 @@ def _resource_maps(con: duckdb.DuckDBPyConnection, raw: _RawTables, pseudo: Pseu
 
 
 def _person_link(con: duckdb.DuckDBPyConnection) -> int:
-    """``person_link`` (restricted): holder pseudonym -> normalised identifier, for the persons
-    of rows carried into the research zone. Returns the number of persons."""
+    """``person_link`` (restricted): holder pseudonym -> namespaced identifier, for the persons
+    of rows carried into the research zone. Returns the number of persons.
+
+    The column keeps its name ``personnummer`` (release building, re-identification read it):
+    it holds a national number's 12 digits exactly as before, and the namespaced identifier
+    (``<kind>\\x1f<holder>\\x1f...``, :mod:`privacy.identifiers`) of every other kind."""
     con.execute(
         "CREATE OR REPLACE TABLE person_link (person_id VARCHAR USING COMPRESSION uncompressed, "
         "personnummer VARCHAR)"
     )
     return int(
         con.execute(
-            "INSERT INTO person_link SELECT DISTINCT person_id, normalised FROM _pm "
-            "WHERE used AND person_id IS NOT NULL"
+            "INSERT INTO person_link SELECT DISTINCT person_id, identifier FROM ("
+            "SELECT person_id, identifier FROM _pm WHERE used AND person_id IS NOT NULL UNION ALL "
+            "SELECT person_id, identifier FROM _patients WHERE used AND person_id IS NOT NULL)"
         ).fetchall()[0][0]
     )
 
@@ -630,8 +892,6 @@ class _StagedTable:
     rows_out: int
     #: raw rows the raw-zone quality gate kept out (and that were not quarantined here)
     excluded_by_quality: int
-    #: rows written without a person (FHIR rows whose patient is not resolved)
-    unresolved_person_rows: int
 
 
 def _stage_table(
@@ -649,18 +909,11 @@ def _stage_table(
         con.execute(f"COPY ({typed.query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})").fetchall()[0][0]
     )
     rows_in = int(con.execute(f"SELECT count(*) FROM {_q(rule.source)}").fetchall()[0][0])
-    # every raw row is written, quarantined for its identifier, or excluded by the gate
+    # every raw row is written, quarantined here (identifier, person), or excluded by the gate
     excluded = rows_in - rows_out - quarantined_rows
     if excluded < 0:  # would mean a row was counted twice: never report a wrong count
         raise PseudonymiseError(f"holder {holder_id}: inconsistent row counts for {rule.name}")
-    unresolved = 0
-    if rule.via_patient:
-        unresolved = int(
-            con.execute(
-                f"SELECT count(*) FROM read_parquet({_sql_str(parquet)}) WHERE person_id IS NULL"
-            ).fetchall()[0][0]
-        )
-    return _StagedTable(TableSource(rule.name, parquet, typed.ddl), rows_in, rows_out, excluded, unresolved)
+    return _StagedTable(TableSource(rule.name, parquet, typed.ddl), rows_in, rows_out, excluded)
 
 
 def _build_research_db(
@@ -690,7 +943,7 @@ def _build_research_db(
             for r in raw.rules
         ]
         timer.lap("research tables staged")
-        for name in ("_pm", "_patient_map", "_county"):
+        for name in ("_pm", "_patients", "_patient_map", "_county"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
         # The research file itself: written once by a process that never held an identifier.
         written = write_duckdb(
@@ -740,10 +993,15 @@ def pseudonymise_holder(
     *,
     settings: Settings | None = None,
     policy: PseudonymisePolicy | None = None,
+    identifiers: IdentifierScheme | None = None,
 ) -> PseudonymiseResult:
-    """Build ``research/<holder>.duckdb`` (and ``person_link``, quarantine) from the raw zone."""
+    """Build ``research/<holder>.duckdb`` (and ``person_link``, quarantine) from the raw zone.
+
+    ``identifiers``: the holder's identifier scheme (default: ``schemas/holders.json`` and
+    ``HDP_ACCEPT_INTERIM_NUMBERS``)."""
     settings = settings or get_settings()
     policy = policy or load_pseudonymise_policy()
+    scheme = identifiers or load_scheme(holder_id, accept_interim=settings.accept_interim_numbers)
     raw_path = settings.raw_db(holder_id)
     if not raw_path.exists():
         raise PseudonymiseError(f"holder {holder_id} has no raw zone at {raw_path}; run its ingestion first")
@@ -756,26 +1014,29 @@ def pseudonymise_holder(
         timer = _PhaseTimer(holder_id)
         raw = _read_raw_tables(con, policy, holder_id)
 
-        identifiers = _distinct_identifiers(con, raw)
-        timer.lap(f"{len(identifiers.values)} distinct identifiers")
-        parsed = parse_batch(identifiers.values, reference_date=ref)
+        values = _distinct_identifiers(con, raw)
+        timer.lap(f"{len(values.values)} distinct identifiers")
+        identified = classify_values(values.values, scheme, reference_date=ref)
         # Measured: running the two DuckDB steps (identifier quarantine, county map) in a worker
         # thread while this thread hashes gains nothing on two cores (the hashing slows from 1.4
         # to 2.4 s), so they run in turn.
+        _reset_quarantine(con, raw)
         quarantined_rows = _quarantine_identifiers(
-            con, raw, holder_id, _invalid_values(identifiers.values, parsed), identifiers.any_null
+            con, raw, holder_id, _invalid_values(values.values, identified), values.any_null
         )
         _county_map(con, raw)
-        persons_table = _person_table(identifiers.values, parsed, pseudo).append_column(
-            "used", identifiers.used
-        )
-        by_reason = _quarantined_by_reason(con, holder_id)
+        persons_table = _person_table(values.values, identified, pseudo).append_column("used", values.used)
         timer.lap("identifiers validated, rows quarantined, county map, pseudonyms")
         _load_temp_table(con, "_pm", persons_table)
 
-        _patient_map(con, raw, holder_id)
+        _patient_maps(con, raw, scheme, pseudo, reference_date=ref, holder_id=holder_id)
+        unresolved = _quarantine_unresolved(con, raw, holder_id)
+        for counts in (_quarantine_patients(con, raw, holder_id), unresolved):
+            for source, n in counts.items():
+                quarantined_rows[source] = quarantined_rows.get(source, 0) + n
+        by_reason = _quarantined_by_reason(con, holder_id)
         _resource_maps(con, raw, pseudo)
-        timer.lap("patient and resource maps")
+        timer.lap("patient and resource maps, unresolved rows quarantined")
         persons = _person_link(con)
         timer.lap("person_link")
 
@@ -791,7 +1052,7 @@ def pseudonymise_holder(
         persons=persons,
         quarantined=sum(by_reason.values()),
         quarantined_by_reason=by_reason,
-        unresolved_person_rows=sum(t.unresolved_person_rows for t in staged),
+        unresolved_person_rows=sum(unresolved.values()),
         tables={t.source.name: t.rows_out for t in staged},
         excluded_by_quality={t.source.name: t.excluded_by_quality for t in staged},
         key_id=pseudo.key_id,
@@ -799,7 +1060,7 @@ def pseudonymise_holder(
     )
     log.info(
         "pseudonymised holder %s: %d rows in, %d out, %d persons, %d quarantined, %d excluded by the "
-        "quality gate, %d unresolved",
+        "quality gate, %d without a resolvable patient",
         holder_id,
         result.rows_in,
         result.rows_out,

@@ -43,6 +43,9 @@ class ColumnRule:
     action: str
     source: str | None = None  # raw column read ('from'); defaults to name for keep
     resource_type: str | None = None
+    #: birth_year / sex: the raw column read when the person's identifier carries none (only
+    #: national numbers do): a date (its year) or a FHIR gender code ('fallback_from')
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,15 @@ class TableRule:
     record_key: tuple[str, str] | None  # (resource_type, id column) for quarantine record keys
     columns: tuple[ColumnRule, ...]
     drop: frozenset[str]
+    #: the FHIR Patient table: its column holding the Patient's logical id. The person is then
+    #: chosen among all the Patient's identifiers (privacy.identifiers), 'identifier' (the
+    #: national number) first, and the other FHIR tables resolve their 'via_patient' through it.
+    patient_key: str | None = None
 
     def used_source_columns(self) -> set[str]:
         used = {c.source for c in self.columns if c.source}
-        used |= {x for x in (self.identifier, self.via_patient) if x}
+        used |= {c.fallback for c in self.columns if c.fallback}
+        used |= {x for x in (self.identifier, self.via_patient, self.patient_key) if x}
         if self.record_key:
             used.add(self.record_key[1])
         return used
@@ -82,7 +90,18 @@ def _col(raw: dict[str, Any], table: str) -> ColumnRule:
         raise PolicyError(f"table {table}: column {raw['name']!r} ({action}) needs 'from'")
     if action == "resource_pseudonym" and not raw.get("resource_type"):
         raise PolicyError(f"table {table}: column {raw['name']!r} needs 'resource_type'")
-    return ColumnRule(name=raw["name"], action=action, source=source, resource_type=raw.get("resource_type"))
+    fallback = raw.get("fallback_from")
+    if fallback is not None and action not in ("birth_year", "sex"):
+        raise PolicyError(
+            f"table {table}: column {raw['name']!r}: only birth_year and sex have 'fallback_from'"
+        )
+    return ColumnRule(
+        name=raw["name"],
+        action=action,
+        source=source,
+        resource_type=raw.get("resource_type"),
+        fallback=fallback,
+    )
 
 
 def load_pseudonymise_policy(path: Path | None = None) -> PseudonymisePolicy:
@@ -98,6 +117,9 @@ def load_pseudonymise_policy(path: Path | None = None) -> PseudonymisePolicy:
             raise PolicyError(f"table {name}: no person_id column")
         if via and any(c.action in ("birth_year", "sex", "id_type") for c in cols):
             raise PolicyError(f"table {name}: identifier-derived columns need 'identifier'")
+        patient_key = spec.get("patient_key")
+        if patient_key is not None and identifier is None:
+            raise PolicyError(f"table {name}: 'patient_key' (the FHIR Patient table) needs 'identifier'")
         rk = spec.get("record_key")
         tables.append(
             TableRule(
@@ -109,8 +131,11 @@ def load_pseudonymise_policy(path: Path | None = None) -> PseudonymisePolicy:
                 record_key=(rk["resource_type"], rk["column"]) if rk else None,
                 columns=cols,
                 drop=frozenset(spec.get("drop", ())),
+                patient_key=patient_key,
             )
         )
+    if sum(t.patient_key is not None for t in tables) > 1:
+        raise PolicyError("more than one table declares 'patient_key' (there is one FHIR Patient table)")
     return PseudonymisePolicy(version=int(doc["version"]), tables=tuple(tables), path=str(path))
 
 

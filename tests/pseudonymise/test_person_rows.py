@@ -42,10 +42,10 @@ def test_pseudonyms_equal_hmac_of_the_normalised_identifier(values, flags):
         parsed = try_parse(value, reference_date=EXTRACT_DATE)
         assert row["raw_value"] == value
         if isinstance(parsed, str):
-            assert row["person_id"] is None and row["normalised"] is None and row["reason_code"] == parsed
+            assert row["person_id"] is None and row["identifier"] is None and row["reason_code"] == parsed
         else:
             want = hmac.new(KEY, parsed.normalised.encode(), hashlib.sha256).hexdigest()
-            assert row["person_id"] == want and row["normalised"] == parsed.normalised
+            assert row["person_id"] == want and row["identifier"] == parsed.normalised
             assert (row["birth_year"], row["sex"], row["id_type"]) == (
                 parsed.birth_date.year,
                 parsed.sex,

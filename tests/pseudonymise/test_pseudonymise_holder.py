@@ -153,9 +153,10 @@ def test_region_fhir_tables(hdp_home, kek_env):
     )
     assert patients == [(1950, "F", "personnummer", "03", None), (1981, "M", "personnummer", "03", 2025)]
     enc = _read(db, "SELECT person_id, encounter_id FROM encounter")
-    assert len(enc) == 4  # dangling and unresolvable kept
-    assert sum(p is None for p, _ in enc) == 2
+    assert len(enc) == 2  # the dangling one and the one of the quarantined patient are quarantined
+    assert not [p for p, _ in enc if p is None]
     assert result.unresolved_person_rows == 2
+    assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
     assert all(len(e) == 64 for _, e in enc) and "e1" not in {e for _, e in enc}
     # condition/observation encounter ids join to encounter's pseudonyms
     joined = _read(
@@ -167,9 +168,18 @@ def test_region_fhir_tables(hdp_home, kek_env):
     assert _read(db, "SELECT count(*) FROM condition WHERE encounter_id IS NULL") == [(1,)]
     q = _read(
         hdp_home.raw_db("region_uppsala"),
-        "SELECT source, record_key, reason_code, source_file, line_no FROM quarantine",
+        "SELECT source, record_key, reason_code, source_file, line_no FROM quarantine ORDER BY record_key",
     )
-    assert q == [("fhir", "Patient/p-bad", "identifier.bad_checksum", "fhir/Patient.ndjson", 3)]
+    assert q == [
+        ("fhir", "Encounter/e3", "person.unresolved", None, None),
+        ("fhir", "Encounter/e4", "person.patient_quarantined", None, None),
+        ("fhir", "Patient/p-bad", "identifier.bad_checksum", "fhir/Patient.ndjson", 3),
+    ]
+    assert result.quarantined_by_reason == {
+        "identifier.bad_checksum": 1,
+        "person.patient_quarantined": 1,
+        "person.unresolved": 1,
+    }
 
 
 def test_same_person_differs_between_holders(hdp_home, kek_env):

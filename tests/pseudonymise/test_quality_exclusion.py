@@ -106,7 +106,13 @@ def test_rerun_after_gate_is_identical(hdp_home, kek_env):
 
 def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
     build_region(hdp_home)
-    # the gate's foreign-key check quarantines the encounter of the missing patient (Encounter/e3)
+    con = duckdb.connect(str(hdp_home.raw_db("region_uppsala")))
+    try:  # an encounter after the extract date: the gate quarantines Encounter/e2 by its key
+        con.execute(
+            "UPDATE fhir_encounter SET start_time = '2027-01-02T10:00:00+01:00' WHERE encounter_id = 'e2'"
+        )
+    finally:
+        con.close()
     run_gate("raw", holder_id="region_uppsala", run_id="test-raw", settings=hdp_home, render_docs=False)
     keys = {
         k
@@ -114,12 +120,12 @@ def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
             hdp_home.raw_db("region_uppsala"), "SELECT record_key FROM quarantine WHERE stage = 'quality'"
         )
     }
-    assert "Encounter/e3" in keys
-    excluded_encounters = {k for k in keys if k.startswith("Encounter/")}
+    assert {"Encounter/e2", "Patient/p-bad"} <= keys
     result = pseudonymise_holder("region_uppsala", settings=hdp_home)
-    assert result.tables["encounter"] == 4 - len(excluded_encounters)
-    assert result.excluded_by_quality["encounter"] == len(excluded_encounters)
+    assert result.tables["encounter"] == 1  # e1
+    assert result.excluded_by_quality["encounter"] == 1  # e2, caught by the gate
+    # e3 names no patient, e4's patient was quarantined: quarantined here, never written without a person
+    assert result.unresolved_person_rows == 2
     db = hdp_home.research_db("region_uppsala")
-    # e3 was the one dangling row: with it gone only the invalid-identifier patient's encounter is unresolved
-    assert _read(db, "SELECT count(*) FROM encounter WHERE person_id IS NULL") == [(1,)]
-    assert result.unresolved_person_rows == 1
+    assert _read(db, "SELECT count(*) FROM encounter WHERE person_id IS NULL") == [(0,)]
+    assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
