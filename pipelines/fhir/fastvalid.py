@@ -45,14 +45,11 @@ from pipelines.fhir import validation as v
 __all__ = ["decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
 
 # --------------------------------------------------------------------------- primitive patterns
-# msgspec applies ``pattern`` with ``re.search``: the FHIR formats (:mod:`primitives`) are anchored.
-# Printable, not all blank: ASCII, Latin-1 and Latin Extended-A letters, general punctuation.
-# Stricter than str.isprintable() (anything else is simply left to the reference).
-_PRINTABLE = r" -~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e"
-
+# msgspec applies ``pattern`` with ``re.search``: the FHIR formats (:mod:`primitives`) are anchored
+# (but ``string``, which needs no anchor).
 #: The pattern of each primitive check of :mod:`validation` the Structs model, by its name.
 PATTERNS: dict[str, str] = {
-    "_p_string": rf"^ *[!-~\u00a1-\u00ac\u00ae-\u017f\u2010-\u2027\u2030-\u205e][{_PRINTABLE}]*\Z",
+    "_p_string": primitives.STRING,
     "_p_code": primitives.CODE,
     "_p_id": primitives.ID,
     "_p_uri": primitives.URI,

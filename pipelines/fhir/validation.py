@@ -107,7 +107,7 @@ _INT32 = (-2147483648, 2147483647)
 
 
 def _p_string(v: Any) -> bool:
-    return type(v) is str and v != "" and not v.isspace() and v.isprintable()
+    return type(v) is str and primitives.STRING_RE.search(v) is not None
 
 
 def _p_code(v: Any) -> bool:
