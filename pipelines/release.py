@@ -4,7 +4,10 @@ A release joins the research zones of every holder in scope. Each holder's pseud
 mapped, inside the restricted boundary, to the release's own project-domain pseudonym, so
 the same person links across holders within a release and cannot be linked between two
 projects' releases. Persons excluded by the consent registry at build time are left out;
-rows whose person cannot be resolved are left out too (fail closed), and both are counted.
+so are persons known only by a holder-local identifier (reserve, interim, foreign or local:
+the opt-out registry is keyed by personnummer, so their choice cannot be checked; fail
+closed, see privacy/README.md "Consent"), and rows whose person cannot be resolved (fail
+closed); each is counted.
 
 The release is assembled in a staging directory, passed through the release quality gate
 and only then renamed into place, so a half-built or failing release is never visible.
@@ -72,6 +75,8 @@ class ReleaseResult:
     rows: dict[str, int] = field(default_factory=dict)
     persons: int = 0
     excluded_persons_consent: int = 0
+    #: persons known only by a holder-local identifier, whose opt-out cannot be checked
+    excluded_persons_consent_unverifiable: int = 0
     excluded_rows_unlinked: int = 0
     disclosure: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -249,7 +254,7 @@ def assemble(
     staging.mkdir(parents=True)
     spill = settings.ensure_restricted(settings.scratch_dir / f"release-{release_id}")
     con = _connect(spill)
-    excluded_persons = _select_eligible(con, person_map, excluded_consent_keys)
+    excluded_persons, unverifiable_persons = _select_eligible(con, person_map, excluded_consent_keys)
     _attach_research_zones(con, request.holders, settings)
     _select_cohort(con, request)
     tables = {
@@ -267,6 +272,7 @@ def assemble(
         rows={table: t.rows for table, t in tables.items()},
         persons=released_persons,
         excluded_persons_consent=excluded_persons,
+        excluded_persons_consent_unverifiable=unverifiable_persons,
         excluded_rows_unlinked=sum(t.unlinked_rows for t in tables.values()),
         disclosure={table: t.disclosure for table, t in tables.items() if t.disclosure is not None},
     )
@@ -283,23 +289,25 @@ def _connect(spill: Path) -> duckdb.DuckDBPyConnection:
 
 def _select_eligible(
     con: duckdb.DuckDBPyConnection, person_map: pa.Table, excluded_consent_keys: frozenset[str]
-) -> int:
-    """Temp table ``eligible``: the persons of ``person_map`` not excluded by consent.
+) -> tuple[int, int]:
+    """Temp table ``eligible``: the persons of ``person_map`` not excluded by consent, and whose
+    consent can be checked (a consent key: known by a national number; fail closed for the others).
 
-    Returns how many release persons consent excluded.
+    Returns how many release persons consent excluded, and how many could not be checked.
     """
     con.register("person_map", person_map)
     con.register("excluded", pa.table({"consent_key": pa.array(sorted(excluded_consent_keys), pa.string())}))
     con.execute("""
         CREATE TEMP TABLE eligible AS
         SELECT holder, person_id, release_person_id, consent_key FROM person_map
-        WHERE consent_key NOT IN (SELECT consent_key FROM excluded)
+        WHERE consent_key IS NOT NULL AND consent_key NOT IN (SELECT consent_key FROM excluded)
     """)
-    excluded_persons = con.execute("""
-        SELECT count(DISTINCT release_person_id) FROM person_map
-        WHERE consent_key IN (SELECT consent_key FROM excluded)
-    """).fetchall()[0][0]
-    return int(excluded_persons)
+    excluded_persons, unverifiable = con.execute("""
+        SELECT count(DISTINCT release_person_id) FILTER (consent_key IN (SELECT consent_key FROM excluded)),
+               count(DISTINCT release_person_id) FILTER (consent_key IS NULL)
+        FROM person_map
+    """).fetchall()[0]
+    return int(excluded_persons), int(unverifiable)
 
 
 def _attach_research_zones(
@@ -478,6 +486,7 @@ def write_manifest(
         "persons": result.persons,
         "excluded": {
             "persons_by_consent": result.excluded_persons_consent,
+            "persons_consent_unverifiable": result.excluded_persons_consent_unverifiable,
             "rows_without_linkable_person": result.excluded_rows_unlinked,
         },
         "files": files,

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from hdp.settings import Settings, get_settings
 from pipelines.warehouse import read_connection
 from privacy.domains import CONSENT_DOMAIN, pseudonymiser, release_domain_name, resource_message
+from privacy.identifiers import national_mask
 from privacy.policy import ReleasePolicy, ReleaseRule, county_prefixes, load_release_policy
 from privacy.pseudonym import Pseudonymiser
 
@@ -32,6 +33,8 @@ MAP_SCHEMA = pa.schema(
         ("holder", pa.string()),
         ("person_id", pa.string()),
         ("release_person_id", pa.string()),
+        #: NULL for a person known only by a holder-local identifier: the opt-out registry is keyed
+        #: by personnummer, so there is no key to look up (the release builder leaves them out)
         ("consent_key", pa.string()),
     ]
 )
@@ -42,10 +45,13 @@ def release_person_map(
 ) -> pa.Table:
     """Holder pseudonyms -> this release's pseudonyms and consent keys.
 
-    Columns ``(holder, person_id, release_person_id, consent_key)``. The release pseudonym is
-    computed from the normalised identifier under the release's own key, so the same person
-    gets one ``release_person_id`` across every holder of the release, and unrelated ones in
-    another release. Identifiers are read from ``person_link`` and never leave this function.
+    Columns ``(holder, person_id, release_person_id, consent_key)``. The
+    release pseudonym is computed from the namespaced identifier (:mod:`privacy.identifiers`)
+    under the release's own key: a national number gives the same person one
+    ``release_person_id`` across every holder of the release (and unrelated ones in another
+    release); a holder-local identifier (reserve, interim, foreign, local) carries its holder in
+    its namespace, so it never links to another holder's person. Identifiers are read from
+    ``person_link`` and never leave this function.
     """
     settings = settings or get_settings()
     domain = release_domain_name(release_domain)
@@ -78,7 +84,9 @@ def release_person_map(
             "holder": links["holder"],
             "person_id": links["person_id"],
             "release_person_id": release.take(idx),
-            "consent_key": consent.take(idx),
+            "consent_key": pc.if_else(
+                national_mask(links["personnummer"]), consent.take(idx), pa.scalar(None, pa.string())
+            ),
         },
         schema=MAP_SCHEMA,
     )
