@@ -56,9 +56,9 @@ Configuration: ``schemas/holders.json``, per holder, ``"identifiers"`` (all keys
   national id is listed before a passport, whose number changes on renewal. Within a kind the
   first listed match wins, then the smallest value, so the choice does not depend on the order of
   a Patient's identifiers. ``use: old`` identifiers are ignored.
-* CSV registers have one identifier column: a value there is a national number, an interim
-  number, or a reserve number in one of the holder's formats (:func:`classify_values`).
-
+* CSV registers have one identifier column: a value there is a national number, else a reserve
+  number in one of the holder's formats, else an interim number (:func:`classify_values`). A
+  holder's reserve format decides before the interim shape: it is the more specific of the two.
 A value of the best kind that is *present but invalid* (a wrong check digit, a reserve number in
 no configured format, an interim number while they are refused) quarantines the person's rows
 with its reason: lower kinds are not tried, so a data error never silently gives the person a
@@ -127,10 +127,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WS = " \t\r\n\x0b\x0c"
 
 #: Socialstyrelsen's recommendation for reserve numbers: a correct birth date and at least one
-#: letter among the last four characters, which keeps them apart from every personnummer.
-SOCIALSTYRELSEN_PATTERN: Final = (
-    "[0-9]{8}(?:[A-Z][0-9A-Z]{3}|[0-9][A-Z][0-9A-Z]{2}|[0-9]{2}[A-Z][0-9A-Z]|[0-9]{3}[A-Z])"
-)
+#: letter among the last four characters, which keeps them apart from every personnummer. The
+#: interim shape (a letter T R S U W X J K L M N and three digits) is left out: whether such a
+#: value is accepted is HDP_ACCEPT_INTERIM_NUMBERS's decision, not this generic pattern's.
+SOCIALSTYRELSEN_PATTERN: Final = "[0-9]{8}(?![TRSUWXJKLMN][0-9]{3})(?=[0-9]{0,3}[A-Z])[0-9A-Z]{4}"
 
 #: A holder without an ``identifiers`` entry: the generic reserve format, passports and national
 #: ids of other countries (by HL7 v2-0203 type), the source system's medical record number, and
@@ -438,29 +438,23 @@ def _reserve(value: str, scheme: IdentifierScheme, ref: date) -> str | None:
 
 def classify_values(values: pa.Array, scheme: IdentifierScheme, *, reference_date: date) -> pa.Table:
     """The identifiers of one identifier column (CSV register, the national column of FHIR
-    Patients): a national number, else an interim number (when accepted), else a reserve
-    number in one of the holder's formats; else the reason.
+    Patients), in the order of the kinds: a national number, else a reserve number in one of
+    the holder's formats, else an interim number (when accepted); else the reason.
 
-    The national parser runs vectorised on every value; only the values it refuses (few, in
-    a real delivery) are tried against the reserve formats, in Python.
+    A holder's own reserve format is more specific than the interim shape (VGR's gender letters
+    K, M and X are interim letters too), so it decides first. The national parser runs
+    vectorised on every value; only the values it does not accept as national (few, in a real
+    delivery) are looked at again, in Python.
     """
-    parsed = parse_batch(values, reference_date=reference_date, allow_interim=scheme.accept_interim)
+    parsed = parse_batch(values, reference_date=reference_date, allow_interim=True)
     kind = parsed["kind"]
     national = pc.fill_null(pc.is_in(kind, pa.array(sorted(NATIONAL_KINDS))), False)
     identifier = parsed["normalised"]
-    interim = pc.fill_null(pc.equal(kind, INTERIM), False)
-    if pc.any(interim).as_py():
-        prefix = namespaced(INTERIM, "", holder=scheme.holder)
-        identifier = pc.if_else(interim, pc.binary_join_element_wise(prefix, identifier, ""), identifier)
     reason = parsed["reason_code"]
-    # a well-formed interim number stays an interim number (refused or not); every other
-    # refused value may be a reserve number
-    candidates = pc.and_(pc.is_valid(reason), pc.not_equal(reason, INTERIM_NOT_ACCEPTED))
-    candidates = pc.and_(candidates, pc.not_equal(reason, MISSING))
-    if scheme.reservnummer and pc.any(candidates).as_py():
-        identifier, kind, reason = _with_reserve_numbers(
-            values, scheme, reference_date, candidates, identifier, kind, reason
-        )
+    # not national and not missing: an interim number, a reserve number, or invalid
+    rest = pc.and_(pc.invert(national), pc.fill_null(pc.not_equal(reason, MISSING), True))
+    if pc.any(rest).as_py():
+        identifier, kind, reason = _not_national(values, parsed, rest, scheme, reference_date)
     return pa.table(
         {
             "identifier": identifier,
@@ -475,26 +469,34 @@ def classify_values(values: pa.Array, scheme: IdentifierScheme, *, reference_dat
     )
 
 
-def _with_reserve_numbers(
-    values: pa.Array,
-    scheme: IdentifierScheme,
-    ref: date,
-    candidates: pa.Array,
-    identifier: pa.Array,
-    kind: pa.Array,
-    reason: pa.Array,
+def _not_national(
+    values: pa.Array, parsed: pa.Table, rest: pa.Array, scheme: IdentifierScheme, ref: date
 ) -> tuple[pa.Array, pa.Array, pa.Array]:
-    idx = pc.indices_nonzero(candidates).to_pylist()
-    raw = pc.take(values, pa.array(idx, pa.int64())).to_pylist()
-    ids: list[str | None] = list(identifier.to_pylist())
-    kinds: list[str | None] = list(kind.to_pylist())
-    reasons: list[str | None] = list(reason.to_pylist())
-    for i, value in zip(idx, raw, strict=True):
+    """(identifier, kind, reason) with the values of ``rest`` decided: a reserve number of the
+    holder, else an interim number (accepted or refused), else invalid (a reserve number's shape
+    with a wrong date or check digit: ``identifier.reservnummer_invalid``; otherwise the national
+    parser's reason)."""
+    idx = pc.indices_nonzero(rest).to_pylist()
+    take = pa.array(idx, pa.int64())
+    raw = pc.take(values, take).to_pylist()
+    interim = pc.take(parsed["normalised"], take).to_pylist()  # set only for a valid interim number
+    ids: list[str | None] = parsed["normalised"].to_pylist()
+    kinds: list[str | None] = parsed["kind"].to_pylist()
+    reasons: list[str | None] = parsed["reason_code"].to_pylist()
+    for i, value, interim_number in zip(idx, raw, interim, strict=True):
+        national_reason = reasons[i]
+        ids[i] = kinds[i] = reasons[i] = None
         found = _reserve(value, scheme, ref)
         if found is not None:
-            ids[i], kinds[i], reasons[i] = found, RESERVNUMMER, None
+            ids[i], kinds[i] = found, RESERVNUMMER
+        elif interim_number is not None and scheme.accept_interim:
+            ids[i], kinds[i] = namespaced(INTERIM, interim_number, holder=scheme.holder), INTERIM
+        elif interim_number is not None:
+            reasons[i] = INTERIM_NOT_ACCEPTED
         elif any(f.matches(_reserve_normalised(value)) for f in scheme.reservnummer):
             reasons[i] = RESERVNUMMER_INVALID  # its shape, but a wrong date or check digit
+        else:
+            reasons[i] = national_reason
     return pa.array(ids, pa.string()), pa.array(kinds, pa.string()), pa.array(reasons, pa.string())
 
 
