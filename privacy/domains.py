@@ -1,9 +1,17 @@
 """Pseudonym domains and the keyed pseudonyms computed in them.
 
+Every person pseudonym is the HMAC of the person's *namespaced identifier*
+(:mod:`privacy.identifiers`): a national number's 12 digits, as always; any other kind prefixed
+by its kind and holder (``reservnummer\x1fregion_skane\x1f...``), so it can only ever match
+the same identifier of the same holder.
+
 * ``holder:<id>``: the research-zone ``person_id`` of one data holder (stable across runs).
-* ``release:<id>``: a release's own ``person_id``, computed from the normalised identifier,
-  so the same person links across holders inside one release but not between releases.
+* ``release:<id>``: a release's own ``person_id``, computed from the namespaced identifier,
+  so a national number links across holders inside one release but not between releases, and
+  a holder-local identifier links only within its holder.
 * ``consent``: the consent registry's key for a person, shared by governance and releases.
+  The registry is keyed by national numbers: a person known only by a holder-local identifier
+  has no consent key, and releases leave such persons out (fail closed; privacy/README.md).
 
 Resource ids (FHIR ``Encounter`` ids, ...) are pseudonymised in the holder domain with a
 type prefix, so they can never collide with a person pseudonym.
@@ -50,9 +58,10 @@ def pseudonymiser(domain: str, *, settings: Settings | None = None, create: bool
 def consent_key(
     personnummer: str, *, reference_date: date | None = None, settings: Settings | None = None
 ) -> str:
-    """Consent-domain pseudonym of an identifier in any accepted form.
+    """Consent-domain pseudonym of a personnummer or samordningsnummer in any accepted form.
 
-    Raises :class:`~privacy.personnummer.InvalidIdentifier` for an invalid one.
+    Raises :class:`~privacy.personnummer.InvalidIdentifier` for an invalid one (an interim
+    number too: it is no key of the opt-out registry).
     """
     ident = parse(personnummer, reference_date=reference_date)
     return pseudonymiser(CONSENT_DOMAIN, settings=settings).one(ident.normalised)
