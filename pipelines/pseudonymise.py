@@ -323,7 +323,7 @@ def _person_join(rule: TableRule) -> str:
     """The join giving raw table alias ``r`` its person as ``pm`` (NULL when it has none)."""
     if rule.patient_key:
         return (
-            f"LEFT JOIN _patients pm ON r.{_q(rule.patient_key)} = pm.patient_id "
+            f"LEFT JOIN _patients pm ON r.{_q(rule.patient_key)} IS NOT DISTINCT FROM pm.patient_id "
             f"AND {_national_column(rule, 'r')} IS NOT DISTINCT FROM pm.national"
         )
     if rule.identifier:
