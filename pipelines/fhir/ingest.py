@@ -42,11 +42,13 @@ Re-running replaces the tables and this stage's quarantine rows.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
 import re
+import resource
 import threading
 import time
 import zlib
@@ -429,6 +431,7 @@ class FastColumns:
     offsets: Int64Array
     flags: list[IndexedFlag]
     python_rows: dict[int, ViewRows]  # rows of the Python-only views, by index
+    id_digests: bytes  # id_digest of each id, concatenated (made by the worker, for SeenIds)
 
     def one_by_one(self, rtype: str) -> list[ValidResource]:
         """The same resources as :class:`ValidResource` (for the rare chunk that needs order or a
@@ -539,7 +542,8 @@ def process_chunk(chunk: Chunk) -> ChunkResult:
                     body,
                 )
             )
-    fast = FastColumns(line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows)
+    digests = b"".join(map(id_digest, ids))
+    fast = FastColumns(line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows, digests)
     return ChunkResult(chunk.source_file, expected, fast, valid, quarantined)
 
 
@@ -939,16 +943,17 @@ class _Loader:
                     type=self.json_type,
                 ),
             )
-        self.con.register(_FLAT_SOURCE, flat)
+        batch = self.con.from_arrow(flat)  # a relation, not a registered name: see _insert
         for name, sql in self.sql.items():
-            n = self.con.execute(sql).fetchall()
+            inserted = batch.query(_FLAT_SOURCE, sql)  # runs now; its one row is the row count
+            n = inserted.fetchall() if inserted is not None else []
             self.row_counts[name] += int(n[0][0]) if n else 0
         cast = "" if parsed else "::JSON"
-        self.con.execute(
+        batch.query(
+            _FLAT_SOURCE,
             f"INSERT INTO fhir_resource SELECT resource_type, id, resource{cast}, _source_file,"
-            f" _line_no FROM {_FLAT_SOURCE}"
+            f" _line_no FROM {_FLAT_SOURCE}",
         )
-        self.con.unregister(_FLAT_SOURCE)
 
     def _load_python_rows(self) -> None:
         pa = self.pa
@@ -976,10 +981,14 @@ class _Loader:
         self._insert(table, "INSERT INTO fhir_flag SELECT * FROM _fhir_batch")
 
     def _insert(self, table: Any, sql: str) -> None:
-        """Run ``sql`` with the Arrow ``table`` registered as ``_fhir_batch``."""
-        self.con.register("_fhir_batch", table)
-        self.con.execute(sql)
-        self.con.unregister("_fhir_batch")
+        """Run ``sql`` with the Arrow ``table`` as ``_fhir_batch``.
+
+        Through a relation, not ``con.register``: a registered name is a catalog entry, and inside
+        the ingest's one transaction DuckDB keeps dropped entries (and so the Arrow data they
+        reference, out of its memory limit's sight) until the commit: the whole delivery's text
+        stayed in memory (measured: ~0.6 GB per million resources).
+        """
+        self.con.from_arrow(table).query("_fhir_batch", sql)
 
 
 def _string_array(pa: Any, texts: list[bytes]) -> Any:
@@ -1117,6 +1126,71 @@ class IngestTally:
                 self.view_errors += 1
 
 
+def id_digest(rid: str) -> bytes:
+    """The 128-bit digest :class:`SeenIds` remembers an id by."""
+    return hashlib.blake2b(rid.encode(), digest_size=16).digest()
+
+
+class SeenIds:
+    """The ids of one resource type delivered so far, remembered by 128-bit digests.
+
+    A region's delivery has ~15 M ids: as ``str`` in a ``set`` they took ~130 bytes each (~2 GB),
+    as digests in a sorted array 16 bytes (~0.25 GB). Two different ids share a digest with
+    probability ~n²/2^129 (about 1e-25 for 15 M ids): the check stays exact in practice. Digests
+    added since the last merge wait in a small ``set``; every ``MERGE_AT`` of them are merged into
+    the sorted array (one copy of it).
+    """
+
+    MERGE_AT = 1 << 20
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._np = np
+        self._sorted = np.empty(0, dtype="S16")
+        # As numpy gives S16 items back: without trailing NUL bytes (still one key per digest).
+        self._recent: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def __contains__(self, digest: bytes) -> bool:
+        key = digest.rstrip(b"\0")
+        if key in self._recent:
+            return True
+        i = int(self._np.searchsorted(self._sorted, digest))
+        return i < len(self._sorted) and self._sorted[i] == key
+
+    def add(self, digest: bytes) -> None:
+        self._recent.add(digest.rstrip(b"\0"))
+        self._merge_if_due()
+
+    def add_new(self, digests: bytes) -> bool:
+        """Add a chunk's digests if none of them was seen before and none repeats; otherwise add
+        nothing and return False (the caller goes one by one)."""
+        np = self._np
+        batch = np.frombuffer(digests, dtype="S16")
+        keys = batch.tolist()
+        if len(set(keys)) != len(keys) or not self._recent.isdisjoint(keys):
+            return False
+        if len(self._sorted):
+            at = np.searchsorted(self._sorted, batch)
+            at[at == len(self._sorted)] = 0
+            if bool((self._sorted[at] == batch).any()):
+                return False
+        self._recent.update(keys)
+        self._merge_if_due()
+        return True
+
+    def _merge_if_due(self) -> None:
+        if len(self._recent) < self.MERGE_AT:
+            return
+        np = self._np
+        new = np.sort(np.array(list(self._recent), dtype="S16"))
+        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, new), new)
+        self._recent = set()
+
+
 class _Intake:
     """The main process's side of one ingest: keeps the delivery order (the first ``Type/id`` wins,
     later ones are ``fhir.duplicate_id``), counts, passes accepted resources to the loader and
@@ -1126,7 +1200,7 @@ class _Intake:
         self.holder = holder
         self.loader = loader
         self.tally = IngestTally()
-        self.seen: dict[str, set[str]] = {t: set() for t in RESOURCE_TYPES}  # ids so far, by type
+        self.seen: dict[str, SeenIds] = {}  # ids so far, by type
         self.records: list[quarantine.QuarantineRecord] = []
 
     def quarantine(
@@ -1176,8 +1250,9 @@ class _Intake:
     def accept(self, source_file: str, res: ValidResource) -> None:
         rtype, rid = res.rtype, res.rid
         self.tally.read[rtype] += 1
-        seen_ids = self.seen[rtype]
-        if rid in seen_ids:
+        seen_ids = self._seen(rtype)
+        digest = id_digest(rid)
+        if digest in seen_ids:
             self.quarantine(
                 source_file,
                 res.line_no,
@@ -1188,23 +1263,27 @@ class _Intake:
                 original=res.text,
             )
             return
-        seen_ids.add(rid)
+        seen_ids.add(digest)
         self.tally.valid[rtype] += 1
         self.tally.count_flags(f.code for f in res.flags)
         self.loader.add(source_file, res)
 
     def accept_fast(self, source_file: str, rtype: str, cols: FastColumns) -> None:
         """The fast-path resources of one chunk, in bulk when none of them is a duplicate."""
-        seen_ids = self.seen[rtype]
-        if not seen_ids.isdisjoint(cols.ids) or len(set(cols.ids)) != len(cols.ids):
+        if not self._seen(rtype).add_new(cols.id_digests):  # a duplicate in there somewhere
             for res in cols.one_by_one(rtype):
                 self.accept(source_file, res)
             return
-        seen_ids.update(cols.ids)
         self.tally.read[rtype] += len(cols.ids)
         self.tally.valid[rtype] += len(cols.ids)
         self.tally.count_flags(f.code for f in cols.flags)
         self.loader.add_columns(source_file, rtype, cols)
+
+    def _seen(self, rtype: str) -> SeenIds:
+        seen = self.seen.get(rtype)
+        if seen is None:
+            seen = self.seen[rtype] = SeenIds()
+        return seen
 
     def take_chunk(self, result: ChunkResult) -> None:
         for line in result.quarantined:
@@ -1240,7 +1319,8 @@ class _Intake:
 
 class Progress:
     """Progress of the NDJSON files of one ingest in the task log: a line every ``every`` seconds
-    (a region's delivery runs for many minutes), counts only.
+    (a region's delivery runs for many minutes), counts only (and this process's peak memory: the
+    main process holds DuckDB and the buffers; its workers stay small).
 
     Files are read in order, so a result from the ``i``-th file means the ``i`` before it are done.
     """
@@ -1278,7 +1358,7 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         log.info(
             "fhir ingest %s progress: %d/%d files done, %d resources read, %d valid, %d quarantined, "
-            "%.0f resources/s, %.0f s",
+            "%.0f resources/s, %.0f s, peak memory of this process %d MiB",
             self.holder,
             self.files_done if files_done is None else files_done,
             self.total,
@@ -1287,6 +1367,7 @@ class Progress:
             sum(t.quarantined.values()),
             read / elapsed,
             elapsed,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,  # KiB on Linux
         )
 
 

@@ -196,6 +196,7 @@ def test_flattened_tables_have_exactly_the_contract_columns(hdp_home, landing):
             "patient_id",
             "encounter_id",
             "code_system",
+            "code",
             "atc_code",
             "authored_on",
             "status",
@@ -354,7 +355,9 @@ def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     loader = ing._Loader(con, plan)
     good = json.dumps(f.patient("ok"), separators=(",", ":")).encode()
     loader.add_columns(
-        "f", "Patient", ing.FastColumns([1], ["ok"], good, np.array([0, len(good)], np.int64), [], {})
+        "f",
+        "Patient",
+        ing.FastColumns([1], ["ok"], good, np.array([0, len(good)], np.int64), [], {}, ing.id_digest("ok")),
     )
     loader.flush()
     assert con.sql("SELECT resource::VARCHAR, typeof(resource) FROM fhir_resource").fetchall() == [
@@ -362,7 +365,9 @@ def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     ]
     bad = b'{"resourceType":"Patient","id":"bad",'
     loader.add_columns(
-        "f", "Patient", ing.FastColumns([2], ["bad"], bad, np.array([0, len(bad)], np.int64), [], {})
+        "f",
+        "Patient",
+        ing.FastColumns([2], ["bad"], bad, np.array([0, len(bad)], np.int64), [], {}, ing.id_digest("bad")),
     )
     with pytest.raises(duckdb.Error):
         loader.flush()
@@ -540,3 +545,41 @@ def test_progress_reaches_the_task_log_with_counts_only(hdp_home, landing, caplo
     text = " ".join(progress)
     for value in ("Åström", "Öberg", "191212121212", "p1"):
         assert value not in text
+
+
+def test_seen_ids_find_every_repeat_across_merges(monkeypatch):
+    import random
+
+    from pipelines.fhir.ingest import SeenIds, id_digest
+
+    monkeypatch.setattr(SeenIds, "MERGE_AT", 7)
+    seen = SeenIds()
+    rng = random.Random(3)
+    ids = [f"id-{rng.randrange(400)}" for _ in range(600)]
+    truth: set[str] = set()
+    for start in range(0, len(ids), 5):
+        chunk = ids[start : start + 5]
+        fresh = not (set(chunk) & truth) and len(set(chunk)) == len(chunk)
+        assert seen.add_new(b"".join(map(id_digest, chunk))) is fresh
+        if fresh:
+            truth |= set(chunk)
+            continue
+        for rid in chunk:
+            assert (id_digest(rid) in seen) is (rid in truth)
+            if rid not in truth:
+                seen.add(id_digest(rid))
+                truth.add(rid)
+    assert len(seen) == len(truth)
+    assert id_digest(b"\x00".decode() + "x") not in seen
+
+
+def test_seen_ids_keep_digests_that_end_in_nul_bytes(monkeypatch):
+    from pipelines.fhir.ingest import SeenIds, id_digest
+
+    monkeypatch.setattr(SeenIds, "MERGE_AT", 2)
+    nul = next(f"n{i}" for i in range(10_000) if id_digest(f"n{i}").endswith(b"\0"))
+    seen = SeenIds()
+    assert seen.add_new(id_digest(nul) + id_digest("other"))  # merged into the sorted array
+    assert id_digest(nul) in seen and not seen.add_new(id_digest(nul))
+    seen.add(id_digest("third"))
+    assert id_digest("third") in seen and len(seen) == 3
