@@ -241,32 +241,33 @@ class _Utf8Tally:
             self.lines += block.count(b"\n")
             self._before = self._context(block[-_SAMPLE_WINDOW:].decode("ascii"))
             return
-        self._text(self._decode(block, final=False))
+        self._text(*self._decode(block, final=False))
 
     def finish(self) -> None:
-        self._text(self._decode(b"", final=True))
+        self._text(*self._decode(b"", final=True))
         if self._open:
             self.sample += self._open.encode("utf-8", "surrogateescape")
 
-    def _decode(self, block: bytes, *, final: bool) -> str:
+    def _decode(self, block: bytes, *, final: bool) -> tuple[str, bool]:
+        """The block's text, and whether it holds bytes that are not UTF-8 (marked as escapes)."""
         d = self._decoder
         try:
-            return d.decode(block, final)  # strict first: it is the fastest, and valid files pass
+            return d.decode(block, final), False  # strict first: the fastest, and valid files pass
         except UnicodeDecodeError:
             # The decoder's state is unchanged by the failed call: decode again, marking bad bytes.
             d.errors = "surrogateescape"
             try:
-                return d.decode(block, final)
+                return d.decode(block, final), True
             finally:
                 d.errors = "strict"
 
-    def _text(self, text: str) -> None:
+    def _text(self, text: str, escaped: bool) -> None:
         if not self.multibyte and _MULTIBYTE.search(text):
             self.multibyte = True
         if self._wanted:
             self._piece(self._open, text, 0)
         pos, line = 0, self.lines
-        while (m := _ESCAPED.search(text, pos)) is not None:
+        while escaped and (m := _ESCAPED.search(text, pos)) is not None:
             line += text.count("\n", pos, m.start())
             if line != self._last_damaged:
                 self._last_damaged = line
