@@ -261,7 +261,9 @@ def county_sql(column: str) -> str:
 
 
 def resource_map(ids: pa.Array, resource_type: str, pseudo: Pseudonymiser) -> pa.Table:
-    messages = pa.array([resource_message(resource_type, v) for v in ids.to_pylist()], pa.string())
+    # resource_message(resource_type, id) for every id, without a Python string per value
+    prefix = resource_message(resource_type, "")
+    messages = pc.binary_join_element_wise(pa.scalar(prefix), ids.cast(pa.string()), "")
     return pa.table({"resource_id": ids, "pseudonym": pseudo.many(messages)})
 
 
@@ -612,7 +614,8 @@ def _quarantine_identifiers(
 def _quarantine_patients(con: duckdb.DuckDBPyConnection, raw: _RawTables, holder_id: str) -> dict[str, int]:
     """Quarantine the FHIR Patient rows whose chosen identifier is unusable (``_patients``)."""
     rule = _patient_rule(raw)
-    if rule is None:
+    bad = con.execute("SELECT count(*) FROM _patients WHERE reason_code IS NOT NULL").fetchall()[0][0]
+    if rule is None or not bad:  # the usual case: no scan of the Patient table
         return {}
     pk = _q(rule.patient_key or "")
     rows = (
@@ -712,7 +715,8 @@ def _fhir_candidates(
     """The best non-national identifier of each of ``patient_ids`` by the holder's rules
     (:meth:`~privacy.identifiers.IdentifierScheme.fhir_rules`): ``(patient_id, kind, system,
     value)``, read from the validated Patient resources. Identifiers without a value and those
-    with ``use: old`` are ignored; an identifier matched by its type only is namespaced by it."""
+    with ``use: old`` are ignored; an identifier matched by its type only is namespaced by it.
+    (Ingestion keeps one resource per Patient id; were there two, the best of both would win.)"""
     rules = scheme.fhir_rules()
     empty = pa.table({n: pa.array([], pa.string()) for n in ("patient_id", "kind", "system", "value")})
     if "fhir_resource" not in raw.present or not len(patient_ids) or not rules.num_rows:
@@ -722,10 +726,9 @@ def _fhir_candidates(
     try:
         return (
             con.sql("""
-            WITH res AS (
-                SELECT id, arg_min(resource, _line_no) AS resource FROM fhir_resource
-                WHERE resource_type = 'Patient' AND id IN (SELECT patient_id FROM _want) GROUP BY id),
-            ids AS (SELECT id AS patient_id, unnest(json_extract(resource, '$.identifier[*]')) AS i FROM res),
+            WITH ids AS (
+                SELECT id AS patient_id, unnest(json_extract(resource, '$.identifier[*]')) AS i FROM fhir_resource
+                WHERE resource_type = 'Patient' AND id IN (SELECT patient_id FROM _want)),
             flat AS (
                 SELECT patient_id, json_extract_string(i, '$.system') AS system,
                        trim(json_extract_string(i, '$.value')) AS value,

@@ -500,14 +500,40 @@ def _not_national(
     return pa.array(ids, pa.string()), pa.array(kinds, pa.string()), pa.array(reasons, pa.string())
 
 
-def _opaque(kind: str, system: str | None, value: str | None, holder: str) -> tuple[str | None, str | None]:
-    """(namespaced identifier, reason) of a foreign or local identifier: any usable value."""
-    v = (value or "").strip(_WS)
-    if not v:
-        return None, MISSING
-    if len(v) > MAX_VALUE_LENGTH or _CONTROL.search(v) or not system or SEPARATOR in system:
-        return None, UNUSABLE
-    return namespaced(kind, v, holder=holder, system=system), None
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (``replace_with_mask`` takes no chunked arrays)."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks else pa.array([], values.type)
+    return values
+
+
+def _opaque(kinds: pa.Array, systems: pa.Array, values: pa.Array, holder: str) -> pa.Table:
+    """Foreign and local identifiers, vectorised: any value is usable that is not empty (after
+    ASCII whitespace), at most :data:`MAX_VALUE_LENGTH` characters and free of control characters,
+    under a system without the separator."""
+    v = pc.utf8_trim(values, characters=_WS)
+    empty = pc.fill_null(pc.equal(pc.utf8_length(v), 0), True)
+    unusable = pc.or_kleene(
+        pc.or_kleene(
+            pc.greater(pc.utf8_length(v), MAX_VALUE_LENGTH), pc.match_substring_regex(v, _CONTROL.pattern)
+        ),
+        pc.fill_null(pc.match_substring(systems, SEPARATOR), True),
+    )
+    unusable = pc.and_(pc.invert(empty), pc.fill_null(unusable, True))
+    usable = pc.invert(pc.or_(empty, unusable))
+    identifier = pc.binary_join_element_wise(kinds, pa.scalar(holder), systems, v, SEPARATOR)
+    reason = pc.if_else(empty, MISSING, pc.if_else(unusable, UNUSABLE, pa.scalar(None, pa.string())))
+    n = len(values)
+    return pa.table(
+        {
+            "identifier": pc.if_else(usable, identifier, pa.scalar(None, pa.string())),
+            "kind": kinds,
+            "birth_year": pa.nulls(n, pa.int32()),
+            "sex": pa.nulls(n, pa.string()),
+            "reason_code": reason,
+        },
+        schema=IDENTIFIED_SCHEMA,
+    )
 
 
 def identify(
@@ -520,30 +546,20 @@ def identify(
     national number under such a system is a national number); foreign and local values are
     opaque and need only be usable; a null kind (no identifier at all) is ``identifier.missing``.
     """
-    n = len(values)
-    parsed_kinds = kinds.to_pylist()
-    coded = [i for i, k in enumerate(parsed_kinds) if k in (RESERVNUMMER, INTERIM)]
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    if coded:
-        table = classify_values(
-            pc.take(values, pa.array(coded, pa.int64())), scheme, reference_date=reference_date
-        )
-        for i, row in zip(coded, table.to_pylist(), strict=True):
-            rows[i] = row
-    for i, (k, system, value) in enumerate(
-        zip(parsed_kinds, systems.to_pylist(), values.to_pylist(), strict=True)
-    ):
-        if k in (FOREIGN, LOCAL):
-            ident, reason = _opaque(k, system, value, scheme.holder)
-            rows[i] = {"identifier": ident, "kind": k, "birth_year": None, "sex": None, "reason_code": reason}
-        elif k is None:  # nothing to identify the person by
-            rows[i] = {
-                "identifier": None,
-                "kind": None,
-                "birth_year": None,
-                "sex": None,
-                "reason_code": MISSING,
-            }
-        elif k not in (RESERVNUMMER, INTERIM):
-            raise ValueError(f"identify: kind {k!r} is not a FHIR identifier kind")
-    return pa.Table.from_pylist(rows, schema=IDENTIFIED_SCHEMA)
+    unknown = set(pc.unique(kinds).to_pylist()) - {RESERVNUMMER, INTERIM, FOREIGN, LOCAL, None}
+    if unknown:
+        raise ValueError(f"identify: {sorted(unknown)}: not a FHIR identifier kind")
+    out = _opaque(kinds, systems, values, scheme.holder)  # the foreign and local rows, and no kind: missing
+    out = out.set_column(4, "reason_code", pc.if_else(pc.is_null(kinds), MISSING, out["reason_code"]))
+    coded = _array(pc.fill_null(pc.is_in(kinds, pa.array([RESERVNUMMER, INTERIM])), False))
+    if not pc.any(coded).as_py():
+        return out
+    read = classify_values(values.filter(coded), scheme, reference_date=reference_date)
+    out, read = out.combine_chunks(), read.combine_chunks()
+    return pa.table(
+        {
+            name: pc.replace_with_mask(out[name].chunk(0), coded, read[name].chunk(0))
+            for name in IDENTIFIED_SCHEMA.names
+        },
+        schema=IDENTIFIED_SCHEMA,
+    )

@@ -11,7 +11,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.pseudonymise import person_map, person_rows
+from pipelines.pseudonymise import person_map, person_rows, resource_map
+from privacy.domains import resource_message
 from privacy.personnummer import try_parse
 from privacy.pseudonym import Pseudonymiser
 from pseudonymise.raw_fixtures import EXTRACT_DATE, pnr
@@ -58,3 +59,11 @@ def test_pseudonyms_equal_hmac_of_the_normalised_identifier(values, flags):
     )
     got = list(zip(link["person_id"].to_pylist(), link["personnummer"].to_pylist(), strict=True))
     assert len(got) == len(set(got)) and set(got) == expected_link
+
+
+@given(st.lists(st.text(min_size=1, max_size=20), unique=True, max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_resource_pseudonyms_equal_hmac_of_the_resource_message(ids):
+    got = resource_map(pa.array(ids, pa.string()), "Encounter", PSEUDO)
+    want = [hmac.new(KEY, resource_message("Encounter", i).encode(), hashlib.sha256).hexdigest() for i in ids]
+    assert got["resource_id"].to_pylist() == ids and got["pseudonym"].to_pylist() == want
