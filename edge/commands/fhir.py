@@ -96,9 +96,11 @@ def validate(file: Path) -> None:
                     bad += 1
                     click.echo(f"line {chunk.first_line_no + i}: {out.reason}: {out.detail}")
         for problem in problems:
-            bad += 1
+            # a conversion notice (UTF-16 read as UTF-8) is reported but rejects nothing
+            bad += 0 if problem.is_notice else 1
             counts[problem.reason] += 1
-            click.echo(f"line {problem.line_no}: {problem.reason}: {problem.detail}")
+            at = "file" if problem.line_no is None else f"line {problem.line_no}"
+            click.echo(f"{at}: {problem.reason}: {problem.detail}")
     else:
         data = file.read_bytes()
         try:

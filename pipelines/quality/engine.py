@@ -13,13 +13,19 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from duckdb.func import ARROW
 
+from pipelines.encoding import CONVERTED_PREFIX
 from pipelines.quality import sql
 from pipelines.quality.catalog import Check, CheckLibraryError
 from pipelines.quality.results import ERROR, FAIL, PASS, SKIPPED, WARN, CheckResult
 from pipelines.warehouse import single_row
+from privacy.identifiers import IdentifierScheme, classify_values
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,23 @@ class Evaluation:
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:
     for macro in sql.MACROS:
         con.execute(macro)
+
+
+def install_identifier_function(
+    con: duckdb.DuckDBPyConnection, scheme: IdentifierScheme, reference_date: date
+) -> None:
+    """``hdp_holder_identifier_ok(value)``: TRUE when pseudonymisation would link ``value`` to a
+    person at this holder (:func:`privacy.identifiers.classify_values`: a national number, one of
+    the holder's reserve formats, an interim number when accepted). The raw gate's ``personnummer``
+    checks then count and quarantine exactly the rows pseudonymisation would refuse."""
+
+    def usable(values: pa.Array) -> pa.Array:
+        reasons = classify_values(values, scheme, reference_date=reference_date)["reason_code"]
+        return pc.is_null(reasons)
+
+    con.create_function(
+        "hdp_holder_identifier_ok", usable, ["varchar"], "boolean", type=ARROW, side_effects=False
+    )
 
 
 def _sql_columns(predicate: str) -> list[str]:
@@ -322,7 +345,10 @@ def _quarantine_counts(
         return 0, int(loaded)
     # Earlier quality-stage records are this gate's own output, not ingestion's verdict.
     base = "FROM quarantine WHERE source = ? AND stage <> 'quality'"
-    rejected = single_row(con, f"SELECT count(*) {base}", [check.source])[0]
+    # A conversion notice (encoding.converted_from_*) marks a file whose rows were loaded: it is
+    # counted only by a check that names it, never as a rejection.
+    notice = f"reason_code LIKE '{CONVERTED_PREFIX}%'"
+    rejected = single_row(con, f"SELECT count(*) {base} AND NOT {notice}", [check.source])[0]
     codes = list(check.params["reason_codes"])
     if codes == ["*"]:
         failed = rejected

@@ -34,6 +34,7 @@ from pipelines.quality.quarantine_rows import quarantine_failures
 from pipelines.quality.results import GateResult, QualityGateFailed, raise_for_blocking
 from pipelines.quality.sql import RunContext
 from pipelines.warehouse import read_connection, write_connection
+from privacy.identifiers import load_scheme
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,15 @@ def run_gate(
     if not db.exists():
         raise GateInputMissing(f"{zone} gate for {scope}: {db} does not exist; run the upstream task first")
     checks = catalog.checks_for(zone, sources)
-    ctx = RunContext(extract)
+    ctx = RunContext(extract, holder_identifiers=zone == "raw")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     quarantined: dict[str, int] = {}
     if zone == "raw":
+        scheme = load_scheme(scope, accept_interim=settings.accept_interim_numbers)
         with write_connection(db) as con:
             _configure(con)
+            engine.install_identifier_function(con, scheme, extract)
             evaluation = engine.evaluate(con, checks, zone=zone, ctx=ctx, missing_is_error=True)
             by_id = {r.id: r for r in evaluation.results}
             quarantined = quarantine_failures(

@@ -98,6 +98,10 @@ class RunContext:
     """Run-wide values library SQL may refer to."""
 
     extract_date: date
+    #: the connection has ``hdp_holder_identifier_ok`` (engine.install_identifier_function): a value
+    #: that is no valid national number passes the ``personnummer`` kind when it is one of the
+    #: holder's usable identifiers (a reserve number, an accepted interim number)
+    holder_identifiers: bool = False
 
     def render(self, sql: str) -> str:
         return sql.replace("{extract_date}", literal(self.extract_date)).replace(
@@ -132,10 +136,17 @@ def row_fail_expr(check: Check, ctx: RunContext, col_types: Mapping[str, str]) -
         expr = f"{col} IS NOT NULL AND NOT regexp_full_match(CAST({col} AS VARCHAR), {literal(p['pattern'])})"
     elif kind == "personnummer":
         # __pnr_<col> is computed once per row in the scan's inner projection (row_derived)
-        expr = (
-            f"{col} IS NOT NULL AND NOT coalesce(hdp_pnr_num_valid({ident('__pnr_' + p['column'])}, "
-            f"{ctx.extract_date.year}), FALSE)"
+        national = (
+            f"coalesce(hdp_pnr_num_valid({ident('__pnr_' + p['column'])}, {ctx.extract_date.year}), FALSE)"
         )
+        if ctx.holder_identifiers:
+            # CASE, so that only the rare values that are no national number reach the function
+            expr = (
+                f"CASE WHEN {col} IS NULL OR {national} THEN FALSE "
+                f"ELSE NOT coalesce(hdp_holder_identifier_ok(CAST({col} AS VARCHAR)), FALSE) END"
+            )
+        else:
+            expr = f"{col} IS NOT NULL AND NOT {national}"
     elif kind == "predicate":
         expr = ctx.render(p["fail_when"])
     else:

@@ -56,3 +56,13 @@ def test_cli_validate_reports_paths_not_values(tmp_path):
     assert r.exit_code == 1
     assert "line 1: fhir.invalid: Patient.gender: not a permitted code" in r.output
     assert "bogus" not in r.output
+
+
+def test_cli_validate_reads_a_utf16_file_with_one_file_level_notice(tmp_path):
+    p = tmp_path / "Patient.ndjson"
+    p.write_bytes('{"resourceType":"Patient","id":"b","gender":"female"}\n'.encode("utf-16"))
+    r = CliRunner().invoke(fhir, ["validate", str(p)])
+    assert r.exit_code == 0, r.output
+    notices = [line for line in r.output.splitlines() if line.startswith("file: ")]
+    assert len(notices) == 1 and "encoding.converted_from_utf16" in notices[0]
+    assert "valid=1" in r.output and "json.malformed" not in r.output

@@ -351,3 +351,34 @@ def test_a_patient_under_a_wrong_kind_system_is_not_national(hdp_home, kek_env, 
     pseudonymise_holder(holder, settings=hdp_home, identifiers=_scheme(holder))
     (identifier,) = _read(hdp_home.raw_db(holder), "SELECT personnummer FROM person_link")[0]
     assert identifier == namespaced("foreign", number, holder=holder, system=SSN)
+
+
+def test_the_raw_gate_refuses_exactly_the_identifiers_pseudonymisation_refuses(
+    hdp_home, kek_env, monkeypatch
+):
+    """register.personnummer.valid / prom.personnummer.valid accept what classify_values accepts
+    (the holder's reserve numbers, interim numbers when accepted), so a delivery of reserve
+    numbers is not blocked nor its rows quarantined by the gate before they could be linked."""
+    from pipelines.quality.gate import run_gate
+
+    rows = [
+        _register_row(ANNA, 1),
+        _register_row("19650312TF26", 2),
+        _register_row(SLL, 3),
+        _register_row(INTERIM, 4),
+        _register_row("19650399TF26", 5),
+        _register_row("12345", 6),
+    ]
+    build_ndr(hdp_home, register_rows=rows, prom_rows=[_prom_row("19650312TF26", 70), _prom_row(INTERIM, 80)])
+
+    def failed(settings):
+        gate = run_gate("raw", holder_id="ndr", run_id="ids", settings=settings, render_docs=False)
+        by_id = {c.id: c for c in gate.checks}
+        return {i: by_id[i].failed_rows for i in ("register.personnummer.valid", "prom.personnummer.valid")}
+
+    assert failed(hdp_home) == {"register.personnummer.valid": 3, "prom.personnummer.valid": 1}
+    monkeypatch.setenv("HDP_ACCEPT_INTERIM_NUMBERS", "true")
+    from hdp.settings import get_settings
+
+    get_settings.cache_clear()
+    assert failed(get_settings()) == {"register.personnummer.valid": 2, "prom.personnummer.valid": 0}
