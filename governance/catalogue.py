@@ -44,6 +44,10 @@ TABLE_SOURCE: Mapping[str, str] = {
     "medication_request": "fhir",
     "procedure": "fhir",
     "eq5d_response": "fhir",
+    "immunization": "fhir",
+    "allergy_intolerance": "fhir",
+    "diagnostic_report": "fhir",
+    "document_reference": "fhir",
 }
 
 _PSEUDONYM = {"person_id", "encounter_id"}
@@ -61,8 +65,23 @@ _QUASI = {
     "authored_on",
     "performed_date",
     "authored",
+    "occurrence_time",
+    "onset_time",
+    "issued_time",
+    "document_time",
 }
-_ADMIN = {"code_system", "status", "class_code", "unit"}
+_ADMIN = {
+    "code_system",
+    "status",
+    "class_code",
+    "unit",
+    "clinical_status",
+    "verification_status",
+    "category_system",
+    "content_type",
+    "format_system",
+    "format_code",
+}
 _HEALTH = {
     "diabetes_type",
     "hba1c_mmol_mol",
@@ -85,6 +104,8 @@ _HEALTH = {
     "code",
     "value",
     "atc_code",
+    "category",
+    "criticality",
     "mobility",
     "self_care",
     "usual_activities",

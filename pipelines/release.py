@@ -57,6 +57,10 @@ EVENT_DATE_COLUMN = {
     "medication_request": "authored_on",
     "procedure": "performed_date",
     "eq5d_response": "authored",
+    "immunization": "occurrence_time",
+    "allergy_intolerance": "recorded_date",
+    "diagnostic_report": "effective_time",
+    "document_reference": "document_time",
 }
 RELEASE_DB = "release.duckdb"
 CONSENT_LINK = "consent_link.parquet"

@@ -46,11 +46,17 @@ def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No progress bar: a long statement would draw it into the task log (Airflow captures stdout)."""
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 @contextmanager
 def write_connection(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
     """An exclusive read-write connection to the DuckDB file at ``path``."""
     with _writer_lock(path, timeout_s):
-        con = duckdb.connect(str(path))
+        con = _quiet(duckdb.connect(str(path)))
         try:
             yield con
         finally:
@@ -67,7 +73,7 @@ def read_connection(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """
     with _writer_lock(path, LOCK_TIMEOUT_S):
         pass  # wait until no writer holds the file, then open read-only
-    con = duckdb.connect(str(path), read_only=True)
+    con = _quiet(duckdb.connect(str(path), read_only=True))
     try:
         yield con
     finally:

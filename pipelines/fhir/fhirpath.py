@@ -622,7 +622,10 @@ def _reference_key(ref: Any, type_name: str | None) -> str | None:
     r = ref.get("reference")
     if type(r) is not str or not r:
         return None
-    if r.startswith("#"):
+    if r.startswith("#") or "?" in r:
+        # A local (contained) reference names no resource here; a conditional reference
+        # (``Practitioner?identifier=system|value``) names a search, not an id, and any part of
+        # it would be a fragment of the identifier searched for.
         return None
     if r.startswith("urn:uuid:") or r.startswith("urn:oid:"):
         return None if type_name else r.rsplit(":", 1)[1]

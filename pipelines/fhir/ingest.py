@@ -66,7 +66,7 @@ from hdp.settings import SCHEMAS_DIR, Settings, get_settings
 from pipelines import encoding, quarantine
 from pipelines.fhir.fastvalid import decoder as fast_decoder
 from pipelines.fhir.fastvalid import fast_decode, sql_safe, struct_unknown_code_paths
-from pipelines.fhir.terminology import code_lists, unknown_code_paths
+from pipelines.fhir.terminology import code_lists, fill_mapped_columns, unknown_code_paths
 from pipelines.fhir.validation import RESOURCE_TYPES, validate_resource
 from pipelines.fhir.viewdef import CompiledView, ViewDefinitionError, load_view
 from pipelines.fhir.viewsql import SQL_MACROS, Unsupported, compile_view_sql
@@ -142,6 +142,9 @@ class FhirIngestResult:
     dangling_references: int = 0
     unknown_codes: int = 0
     view_errors: int = 0
+    #: flattened ``table.column`` -> rows whose code was filled from a mapping table (the delivered
+    #: code and system are kept beside it; see pipelines.fhir.terminology.fill_mapped_columns)
+    codes_mapped: dict[str, int] = field(default_factory=dict)
 
 
 class FhirIngestError(RuntimeError):
@@ -1053,13 +1056,13 @@ class ReferenceLink(NamedTuple):
     path: str  # the element that holds the reference (the flag's path)
 
 
-def _to_patient(table: str, rtype: str, key: str) -> ReferenceLink:
-    return ReferenceLink(table, rtype, key, "patient_id", "fhir_patient", "patient_id", f"{rtype}.subject")
+def _to_patient(table: str, rtype: str, key: str, element: str = "subject") -> ReferenceLink:
+    return ReferenceLink(table, rtype, key, "patient_id", "fhir_patient", "patient_id", f"{rtype}.{element}")
 
 
-def _to_encounter(table: str, rtype: str, key: str) -> ReferenceLink:
+def _to_encounter(table: str, rtype: str, key: str, element: str = "encounter") -> ReferenceLink:
     return ReferenceLink(
-        table, rtype, key, "encounter_id", "fhir_encounter", "encounter_id", f"{rtype}.encounter"
+        table, rtype, key, "encounter_id", "fhir_encounter", "encounter_id", f"{rtype}.{element}"
     )
 
 
@@ -1075,6 +1078,18 @@ _LINKS = (
     _to_encounter("fhir_procedure", "Procedure", "procedure_id"),
     _to_patient("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id"),
     _to_encounter("fhir_eq5d_response", "QuestionnaireResponse", "questionnaire_response_id"),
+    _to_patient("fhir_immunization", "Immunization", "immunization_id", element="patient"),
+    _to_encounter("fhir_immunization", "Immunization", "immunization_id"),
+    _to_patient(
+        "fhir_allergy_intolerance", "AllergyIntolerance", "allergy_intolerance_id", element="patient"
+    ),
+    _to_encounter("fhir_allergy_intolerance", "AllergyIntolerance", "allergy_intolerance_id"),
+    _to_patient("fhir_diagnostic_report", "DiagnosticReport", "diagnostic_report_id"),
+    _to_encounter("fhir_diagnostic_report", "DiagnosticReport", "diagnostic_report_id"),
+    _to_patient("fhir_document_reference", "DocumentReference", "document_reference_id"),
+    _to_encounter(
+        "fhir_document_reference", "DocumentReference", "document_reference_id", element="context.encounter"
+    ),
 )
 
 
@@ -1300,7 +1315,7 @@ class _Intake:
             for res in merged:
                 self.accept(result.source_file, res)
 
-    def result(self, files: int, dangling: int) -> FhirIngestResult:
+    def result(self, files: int, dangling: int, mapped: dict[str, int]) -> FhirIngestResult:
         t = self.tally
         return FhirIngestResult(
             holder=self.holder,
@@ -1314,6 +1329,7 @@ class _Intake:
             dangling_references=dangling,
             unknown_codes=t.unknown_codes,
             view_errors=t.view_errors,
+            codes_mapped=dict(sorted(mapped.items())),
         )
 
 
@@ -1534,13 +1550,14 @@ def ingest_fhir(
             _ingest_bundles(intake, bundles, settings)
             intake.loader.flush()
             quarantine.add(con, intake.records)
+            mapped = fill_mapped_columns(con)
             dangling = _flag_dangling(con, plan.views)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
 
-    result = intake.result(files=len(ndjson) + len(bundles), dangling=dangling)
+    result = intake.result(files=len(ndjson) + len(bundles), dangling=dangling, mapped=mapped)
     log.info(
         "fhir ingest %s: %d files, %d valid, %d quarantined, %d dangling references, %d unknown codes",
         holder_id,

@@ -64,7 +64,7 @@ SQL_MACROS = (
     """CREATE OR REPLACE TEMP MACRO _fhir_ref_parts(p) AS
          CASE WHEN len(p) >= 4 AND p[-2] = '_history' THEN p[1:len(p) - 2] ELSE p END""",
     """CREATE OR REPLACE TEMP MACRO _fhir_ref_key(ref, t) AS
-         CASE WHEN ref IS NULL OR ref = '' OR starts_with(ref, '#') THEN NULL
+         CASE WHEN ref IS NULL OR ref = '' OR starts_with(ref, '#') OR contains(ref, '?') THEN NULL
               WHEN starts_with(ref, 'urn:uuid:') OR starts_with(ref, 'urn:oid:')
                 THEN CASE WHEN t IS NULL THEN string_split(ref, ':')[-1] END
               ELSE list_transform([_fhir_ref_parts(string_split(ref, '/'))],

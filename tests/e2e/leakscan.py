@@ -207,8 +207,9 @@ def find_leaks(home: Path, needles: set[str]) -> list[str]:
 
 
 def _patients(restricted: Path):
-    """Every Patient resource delivered, in NDJSON (plain or gzipped) or in a Bundle."""
-    for path in restricted.glob("*/landing/fhir/Patient.ndjson*"):
+    """Every Patient resource delivered, in NDJSON (plain or gzipped; ``Patient.ndjson`` or a Bulk Data
+    export's numbered ``Patient.000.ndjson``) or in a Bundle."""
+    for path in restricted.glob("*/landing/fhir/Patient*.ndjson*"):
         text = (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).decode(
             "utf-8"
         )

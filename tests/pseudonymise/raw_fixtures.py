@@ -182,7 +182,7 @@ def build_region(settings, holder: str = "region_uppsala") -> None:
                 "p-anna",
                 "e1",
                 "http://loinc.org",
-                "4548-4",
+                "59261-8",
                 53.0,
                 "mmol/mol",
                 "2024-01-02T10:10:00+01:00",
