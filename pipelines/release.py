@@ -330,11 +330,14 @@ def _period_conditions(table: str, period: tuple[date | None, date | None]) -> l
     if not date_col:
         return []
     start, end = period
+    # FHIR dates are kept as delivered: a dateTime with an offset, or a partial date ('2019-04'),
+    # which has no day to compare and so falls outside any period asked for (never an error).
+    day = f'TRY_CAST(left(CAST(t."{date_col}" AS VARCHAR), 10) AS DATE)'
     conditions = []
     if start:
-        conditions.append(f"CAST(t.\"{date_col}\" AS DATE) >= DATE '{start}'")
+        conditions.append(f"{day} >= DATE '{start}'")
     if end:
-        conditions.append(f"CAST(t.\"{date_col}\" AS DATE) <= DATE '{end}'")
+        conditions.append(f"{day} <= DATE '{end}'")
     return conditions
 
 

@@ -274,3 +274,29 @@ def test_record_level_release_is_made_k_anonymous_by_local_suppression(hdp_home)
     assert 1990 not in years and years.count(1950) == k
     report = result.disclosure["register_visit"]
     assert report["k"] == k and report["persons_suppressed"] == 1 and report["rows_dropped"] == 1
+
+
+def test_period_filter_reads_fhir_datetimes_and_leaves_out_partial_dates(hdp_home):
+    """The new FHIR tables filter on their delivered dateTime (offsets kept); a partial date has
+    no day to compare, so it falls outside a period rather than failing the release."""
+    path = hdp_home.research_db("region_uppsala")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE immunization (person_id VARCHAR, code VARCHAR, occurrence_time VARCHAR)")
+        con.executemany(
+            "INSERT INTO immunization VALUES (?, ?, ?)",
+            [("u1", "208", "2024-03-01T10:00:00-05:00"), ("u1", "10", "2019-04"), ("u1", "08", "2023-12-31")],
+        )
+    _research(hdp_home, "ndr", [])
+    result = assemble(
+        _request(
+            variables=("immunization.code",),
+            holders=("ndr", "region_uppsala"),
+            period=(date(2024, 1, 1), date(2024, 12, 31)),
+        ),
+        person_map=PERSON_MAP,
+        excluded_consent_keys=frozenset(),
+        staging=hdp_home.releases_dir / ".s",
+        settings=hdp_home,
+    )
+    assert result.rows == {"immunization": 1}
