@@ -1,9 +1,10 @@
 """The fast path on real shapes: real generator output (Synthea bulk exports) and the project's
 real-shaped generator (:mod:`synthetic_data.fhir_real`), against the reference validator.
 
-The real sample (``tests/fixtures/synthea-bulk/``, see its README for source and licence) is read
-from the first of: ``$HDP_SYNTHEA_SAMPLE``, ``tests/fixtures/synthea-bulk/``,
-``../shared/testdata/synthea-bulk/`` (beside the repository); its tests are skipped when none exists.
+The real sample (a Synthea bulk export, e.g. a branch of the public
+smart-on-fhir/sample-bulk-fhir-datasets) is read from the first of: ``$HDP_SYNTHEA_SAMPLE``,
+``../shared/testdata/synthea-bulk/`` (beside the repository), see ``real_shapes.sample_dir``; its
+tests are skipped when neither exists. Third-party data is read from there, never committed here.
 
 The laws, line by line: the msgspec fast path accepts a line iff the reference (``fhir.resources``
 R4B ``model_validate_json`` plus required-binding codes) accepts it; the Python fast path never
@@ -17,34 +18,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from real_shapes import sample_dir
 
 from pipelines.fhir import fastvalid
 from pipelines.fhir import validation as v
 from synthetic_data.fhir_real import iter_real_resources
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _sample_dir() -> Path | None:
-    candidates = [
-        Path(os.environ["HDP_SYNTHEA_SAMPLE"]) if os.environ.get("HDP_SYNTHEA_SAMPLE") else None,
-        REPO / "tests" / "fixtures" / "synthea-bulk",
-        REPO.parent / "shared" / "testdata" / "synthea-bulk",
-    ]
-    return next((p for p in candidates if p is not None and p.is_dir()), None)
-
-
-SAMPLE = _sample_dir()
+SAMPLE = sample_dir()
 needs_sample = pytest.mark.skipif(SAMPLE is None, reason="the real Synthea sample is not present")
 
 
