@@ -3,8 +3,9 @@
 :mod:`synthetic_data.fhir` writes the resources this platform's Swedish journals deliver, in the
 shapes the platform chose. Real exports look different, and the fast validator must keep up with
 them (issue 15): this generator writes those shapes, for the benchmark ``fhir_real`` and the tests.
-The shapes follow the public Synthea samples (``tests/fixtures/synthea-bulk/README.md``); the code
-and every value here are the project's own.
+The shapes follow the public Synthea samples (smart-on-fhir/sample-bulk-fhir-datasets, read from
+beside the repository when present, never committed: README, "Developing"); the code and every
+value here are the project's own.
 
 What a real export has that the platform's own generator does not:
 

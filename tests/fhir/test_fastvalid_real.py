@@ -122,7 +122,7 @@ def test_every_element_of_the_real_types_is_modelled():
 def test_real_sample_fast_path_agrees_with_the_reference_line_by_line():
     lines = real_lines()
     types = Counter(rtype for rtype, _ in lines)
-    assert len(types) >= 15, types  # every type the sample ships
+    assert "Patient" in types and len(types) >= 5, types  # a bulk export: patients and their records
     disagree = []
     fast_n = 0
     for rtype, line in lines:
