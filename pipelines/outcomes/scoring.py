@@ -46,7 +46,7 @@ VAS_INVALID = "eq5d.vas_invalid"
 REASONS = (DIMENSION_MISSING, DIMENSION_INVALID, VAS_MISSING, VAS_INVALID)
 
 VAS_MIN, VAS_MAX = 0, 100
-_BATCH_ROWS = 1 << 20
+_BATCH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,9 @@ def _validity(arr: pa.Array) -> np.ndarray | None:
         return None
     if arr.null_count == len(arr):
         return np.zeros(len(arr), dtype=bool)
-    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset :].view(bool)
+    start, shift = divmod(arr.offset, 8)
+    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)[start : start + (shift + len(arr) + 7) // 8]
+    return np.unpackbits(bits, count=shift + len(arr), bitorder="little")[shift:].view(bool)
 
 
 def _integers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
