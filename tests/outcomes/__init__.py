@@ -1,0 +1,1 @@
+"""Tests of pipelines.outcomes (issue 17)."""
