@@ -20,13 +20,13 @@ from pipelines.outcomes.scoring import (
     DIMENSION_INVALID,
     DIMENSION_MISSING,
     EQ5D_RESPONSE,
-    EQ5DColumns,
     LEVEL_SUM,
     PROFILE,
     PROM_RESPONSE,
     VAS,
     VAS_INVALID,
     VAS_MISSING,
+    EQ5DColumns,
     index_column,
     profile_levels,
     score_eq5d,
@@ -38,7 +38,10 @@ DIMS = PROM_RESPONSE.dimensions
 ALL_SETS = [load_value_set(i) for i in available_value_sets()]
 
 
-def _table(rows: list[tuple], vas: list | None = None, type_=pa.int32()) -> pa.Table:
+INT32 = pa.int32()
+
+
+def _table(rows: list[tuple], vas: list | None = None, type_: pa.DataType = INT32) -> pa.Table:
     cols = {name: pa.array([r[i] for r in rows], type_) for i, name in enumerate(DIMS)}
     cols["eq_vas"] = pa.array(vas if vas is not None else [50] * len(rows), pa.int32())
     return pa.table(cols)
