@@ -94,8 +94,13 @@ def index_column(value_set: ValueSet | str) -> str:
 
 @cache
 def profile_dictionary(levels: int) -> pa.Array:
-    """Every profile string of an instrument, by state code."""
-    return pa.array(["".join(str(v) for v in row) for row in state_levels(levels).tolist()], pa.string())
+    """Every profile string of an instrument, by state code (built from bytes: no Python strings)."""
+    grid = state_levels(levels)
+    chars = (grid.astype(np.uint8) + ord("0")).tobytes()  # row-major: five ASCII digits per state
+    offsets = np.arange(0, grid.size + 1, grid.shape[1], dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), grid.shape[0], [None, pa.py_buffer(offsets), pa.py_buffer(chars)]
+    )
 
 
 @cache
@@ -162,8 +167,9 @@ def _integers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray 
 def _level_column(arr: pa.Array, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(level clipped to lo..hi as int16, validity or None, invalid) for one column."""
     values, validity, not_integral = _integers(arr)
-    clipped = np.clip(values, lo, hi).astype(np.int16, copy=False)
-    invalid = clipped != values
+    in_range = np.clip(values, lo, hi)
+    invalid = in_range != values
+    clipped = in_range.astype(np.int16, copy=False)
     if not_integral is not None:
         invalid |= not_integral
     if validity is not None:
