@@ -166,3 +166,12 @@ def test_window_pairs_match_a_brute_force_reading_of_the_rule(rows, lo, width, p
             expected.append((p, d, (window[0] if pick == "first" else window[-1]) - d))
     assert sorted(_pairs(r)) == sorted(expected)
     assert r.paired == len(expected)
+
+
+def test_empty_input_and_a_single_response():
+    empty = _t([("a", 0, 0.5, 50)]).slice(0, 0)
+    for rule in (WINDOW, YEAR_ON_YEAR, PairingRule(min_days=1, max_days=9, pick="nearest", target_days=5)):
+        r = pair_changes(empty, rule)
+        assert (r.pairs.num_rows, r.baselines, r.paired, r.persons) == (0, 0, 0, 0)
+        one = pair_changes(_t([("a", 0, 0.5, 50)]), rule, keep_unpaired=True)
+        assert (one.baselines, one.paired, one.pairs.num_rows) == (1, 0, 1)

@@ -219,3 +219,13 @@ def test_chunked_input_and_many_batches_keep_row_order():
     assert np.allclose(got[ok], expected[ok], atol=1e-12)
     assert r.counts[DIMENSION_INVALID] == int((~ok).sum())
     assert r.scored == int(ok.sum())
+
+
+def test_empty_and_all_null_input():
+    empty = _table([])
+    r = score_eq5d(empty, ["se_5l_tto_2020"])
+    assert r.table.num_rows == 0 and r.scored == 0 and set(r.counts.values()) == {0}
+    nulls = pa.table({name: pa.nulls(3) for name in [*DIMS, "eq_vas"]})
+    r = score_eq5d(nulls, ["se_5l_tto_2020"])
+    assert r.table.column(PROFILE).null_count == 3
+    assert (r.counts[DIMENSION_MISSING], r.counts[VAS_MISSING], r.scored) == (3, 3, 0)
