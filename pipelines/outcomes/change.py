@@ -17,7 +17,8 @@ procedure or visit). The pairing rule is configuration (:class:`PairingRule`):
 Several follow-ups in the window give one pair (the one ``pick`` chooses); a person without any
 follow-up gives no pair (or, with ``keep_unpaired``, a row whose follow-up side is NULL), and is
 counted. The changes are follow-up minus baseline; NULL when either side is NULL. Nothing is
-imputed.
+imputed. With ``ChangeColumns.profile`` the pair carries both EQ-5D profiles and their Paretian
+classification (``pchc``: improve / worsen / mixed / no_change), which needs no value set.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.outcomes.scoring import split_profiles
+
 
 @dataclass(frozen=True)
 class ChangeColumns:
@@ -37,6 +40,8 @@ class ChangeColumns:
     index: str = "eq5d_index_se_5l_tto_2020"
     vas: str | None = "eq5d_vas"
     event: str | None = None  # boolean marker of baseline responses (mode "window")
+    profile: str | None = None  # EQ-5D profile (e.g. eq5d_profile): adds the Paretian classification
+    levels: int = 5  # of the profile: 5 for EQ-5D-5L, 3 for EQ-5D-3L
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,38 @@ class ChangeResult:
     @property
     def unpaired(self) -> int:
         return self.baselines - self.paired
+
+
+PCHC_CATEGORIES = ("no_change", "improve", "worsen", "mixed")
+
+
+def paretian_classification(
+    baseline: pa.Array | pa.ChunkedArray, follow_up: pa.Array | pa.ChunkedArray, levels: int = 5
+) -> pa.Array:
+    """The Paretian classification of health change between two EQ-5D profiles, row by row.
+
+    ``improve``: better in at least one dimension and worse in none; ``worsen``: the reverse;
+    ``mixed``: better in some, worse in others; ``no_change``: the same profile. NULL when either
+    profile is NULL. (The classification of Devlin, Parkin and Browne, Health Economics 2010, for
+    before-and-after EQ-5D data; it needs no value set.)
+    """
+    before = split_profiles(baseline, levels)
+    after = split_profiles(follow_up, levels)
+    n = before.num_rows
+    if n == 0:
+        return pa.array([], pa.string())
+    b = np.stack(
+        [np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float64) for c in before.columns], axis=1
+    )
+    a = np.stack(
+        [np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float64) for c in after.columns], axis=1
+    )
+    known = ~(np.isnan(b).any(axis=1) | np.isnan(a).any(axis=1))
+    with np.errstate(invalid="ignore"):
+        better = (a < b).any(axis=1)
+        worse = (a > b).any(axis=1)
+    category = np.where(better & worse, 3, np.where(better, 1, np.where(worse, 2, 0))).astype(np.int8)
+    return pc.take(pa.array(PCHC_CATEGORIES, pa.string()), pa.array(category, mask=~known))
 
 
 def _days(col: pa.ChunkedArray) -> np.ndarray:
@@ -202,6 +239,13 @@ def pair_changes(
         out["baseline_vas"] = pa.array(vas[b], pa.float64(), from_pandas=True)
         out["follow_up_vas"] = pa.array(np.where(has_f, vas[f_safe], np.nan), pa.float64(), from_pandas=True)
         out["vas_change"] = pc.subtract(out["follow_up_vas"], out["baseline_vas"])
+    if columns.profile:
+        profiles = table.column(columns.profile)
+        out["baseline_profile"] = profiles.take(pa.array(b))
+        out["follow_up_profile"] = profiles.take(f_take)
+        out["pchc"] = paretian_classification(
+            out["baseline_profile"], out["follow_up_profile"], columns.levels
+        )
     pairs = pa.table(out)
     persons = int(person.max()) + 1 if n else 0
     persons_paired = len(np.unique(person[base_rows[paired_mask]])) if n else 0

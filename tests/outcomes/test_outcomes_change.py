@@ -175,3 +175,33 @@ def test_empty_input_and_a_single_response():
         assert (r.pairs.num_rows, r.baselines, r.paired, r.persons) == (0, 0, 0, 0)
         one = pair_changes(_t([("a", 0, 0.5, 50)]), rule, keep_unpaired=True)
         assert (one.baselines, one.paired, one.pairs.num_rows) == (1, 0, 1)
+
+
+def test_paretian_classification_of_the_profiles():
+    from pipelines.outcomes.change import paretian_classification
+
+    before = pa.array(["11111", "21341", "12345", None, "33333", "55555"])
+    after = pa.array(["11111", "11341", "12355", "11111", "23334", "55554"])
+    assert paretian_classification(before, after).to_pylist() == [
+        "no_change",
+        "improve",
+        "worsen",
+        None,
+        "mixed",
+        "improve",
+    ]
+    three = paretian_classification(pa.array(["33333"]), pa.array(["33332"]), levels=3)
+    assert three.to_pylist() == ["improve"]
+    with pytest.raises(ValueError):
+        paretian_classification(pa.array(["55555"]), pa.array(["11111"]), levels=3)
+
+
+def test_pairs_carry_profiles_and_their_classification():
+    t = _t([("a", 0, 0.5, 50), ("a", 40, 0.8, 80), ("b", 0, 0.9, 90), ("b", 45, 0.6, 60)])
+    t = t.append_column("eq5d_profile", pa.array(["22222", "12222", "11111", "11121"]))
+    r = pair_changes(t, WINDOW, columns=ChangeColumns(profile="eq5d_profile"))
+    got = {
+        p["person_id"]: (p["baseline_profile"], p["follow_up_profile"], p["pchc"])
+        for p in r.pairs.to_pylist()
+    }
+    assert got == {"a": ("22222", "12222", "improve"), "b": ("11111", "11121", "worsen")}
