@@ -8,3 +8,49 @@ schemas/valuesets/):
 * :mod:`pipelines.outcomes.survey` - share of positive answers per patient-survey dimension;
 * :mod:`pipelines.outcomes.change` - baseline/follow-up pairs per person and their change.
 """
+
+from pipelines.outcomes.change import (
+    YEAR_ON_YEAR,
+    ChangeColumns,
+    ChangeResult,
+    PairingRule,
+    pair_changes,
+    paretian_classification,
+)
+from pipelines.outcomes.scoring import (
+    EQ5D_RESPONSE,
+    PROM_RESPONSE,
+    REASONS,
+    EQ5DColumns,
+    EQ5DScores,
+    index_column,
+    score_eq5d,
+    split_profiles,
+)
+from pipelines.outcomes.survey import PREM_DEFAULT, SurveyConfig, SurveyDimension, survey_shares
+from pipelines.outcomes.valuesets import ValueSet, ValueSetError, available_value_sets, load_value_set
+
+__all__ = [
+    "EQ5D_RESPONSE",
+    "PREM_DEFAULT",
+    "PROM_RESPONSE",
+    "REASONS",
+    "YEAR_ON_YEAR",
+    "ChangeColumns",
+    "ChangeResult",
+    "EQ5DColumns",
+    "EQ5DScores",
+    "PairingRule",
+    "SurveyConfig",
+    "SurveyDimension",
+    "ValueSet",
+    "ValueSetError",
+    "available_value_sets",
+    "index_column",
+    "load_value_set",
+    "pair_changes",
+    "paretian_classification",
+    "score_eq5d",
+    "split_profiles",
+    "survey_shares",
+]
