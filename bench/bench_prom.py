@@ -16,7 +16,9 @@ memory is that side's own), alternating which goes first, ``--runs`` times; medi
   (``pyarrow.parquet.read_table``): what any use of these columns costs before computing
   anything.
 
-The scoring alone (ours minus read) is printed as context.
+The scoring alone (ours minus read) and the ratio of CPU seconds (user + system, all threads;
+steadier than wall time when the machine is shared) are printed as context; the load average
+is printed with every run.
 
     python bench/bench_prom.py [--rows N] [--runs N]
 
@@ -83,6 +85,8 @@ from pipelines.outcomes.scoring import score_eq5d
 from pipelines.outcomes.valuesets import load_value_set
 vs = load_value_set({value_set!r}); vs.state_values()   # load once, before the clock
 side, path = sys.argv[1], sys.argv[2]
+usage0 = resource.getrusage(resource.RUSAGE_SELF)
+cpu0 = usage0.ru_utime + usage0.ru_stime
 t0 = time.perf_counter()
 table = pq.read_table(path, columns={columns!r})
 t_read = time.perf_counter() - t0
@@ -90,8 +94,9 @@ result = None
 if side == "ours":
     result = score_eq5d(table, [vs])
 seconds = time.perf_counter() - t0
-out = {{"seconds": seconds, "read_seconds": t_read,
-       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
+usage = resource.getrusage(resource.RUSAGE_SELF)
+out = {{"seconds": seconds, "read_seconds": t_read, "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu0,
+       "peak_rss_mib": usage.ru_maxrss / 1024}}
 if result is not None:
     out.update(scored=result.scored, counts=result.counts)
 print(json.dumps(out))
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 (ours if side == "ours" else base).append(m)
                 print(
                     f"run {run + 1} {side:8s} {m['seconds']:.3f} s (read {m['read_seconds']:.3f} s) "
+                    f"cpu {m['cpu_seconds']:.3f} s "
                     f"peak {m['peak_rss_mib']:.0f} MiB load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
@@ -134,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         base_s = statistics.median(m["seconds"] for m in base)
         scoring_s = statistics.median(m["seconds"] - m["read_seconds"] for m in ours)
         peak = statistics.median(m["peak_rss_mib"] for m in ours)
+        cpu_ratio = statistics.median(m["cpu_seconds"] for m in ours) / statistics.median(
+            m["cpu_seconds"] for m in base
+        )
         print(f"scored {ours[-1]['scored']:,} of {args.rows:,}; counts {ours[-1]['counts']}")
         print(
             f"median: ours {ours_s:.3f} s, baseline {base_s:.3f} s, scoring alone {scoring_s:.3f} s "
-            f"({args.rows / scoring_s:,.0f} responses/s)"
+            f"({args.rows / scoring_s:,.0f} responses/s); CPU seconds ratio {cpu_ratio:.2f} "
+            f"(user+system, all threads: steadier than wall time on a shared machine)"
         )
         print(
             f"BENCH prom responses_per_s={args.rows / ours_s:.0f} baseline_per_s={args.rows / base_s:.0f} "

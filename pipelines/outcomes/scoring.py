@@ -290,8 +290,16 @@ def score_eq5d(
     if workers == 1:
         parts = [run(b) for b in batches]
     else:
+        # one contiguous run of batches per worker: few tasks, row order kept by concatenation
+        bounds = np.linspace(0, len(batches), workers + 1).astype(int)
+
+        def run_many(lo_hi: tuple[int, int]) -> list[_Part]:
+            return [run(b) for b in batches[lo_hi[0] : lo_hi[1]]]
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(run, batches))
+            parts = [
+                p for chunk in pool.map(run_many, zip(bounds[:-1], bounds[1:], strict=True)) for p in chunk
+            ]
 
     names = [PROFILE, LEVEL_SUM] + ([VAS] if columns.vas else []) + [index_column(vs) for vs in sets]
     types = [pa.dictionary(pa.int16(), pa.string()), pa.int8()]
