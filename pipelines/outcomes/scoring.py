@@ -11,9 +11,9 @@ columns and, optionally, EQ VAS; the output is a table of the same length, row f
 
 A dimension that is NULL (``eq5d.dimension_missing``) or not a level of the instrument
 (``eq5d.dimension_invalid``: out of range, not an integer, not a number) makes the profile,
-the level sum and every index of that row NULL. Nothing is imputed. Each reason is counted once
-per row it applies to (a row with one missing and one invalid dimension counts under both);
-``scored`` is the number of rows with a complete, valid profile. EQ VAS is independent of the
+the level sum and every index of that row NULL. Nothing is imputed. Each row not scored is
+counted under exactly one reason: ``eq5d.dimension_missing`` when any dimension is NULL, else
+``eq5d.dimension_invalid``; so ``scored`` + both counts = rows. EQ VAS is independent of the
 dimensions: ``eq5d.vas_missing`` / ``eq5d.vas_invalid`` null only ``eq5d_vas``.
 
 The value set is configuration (an id under schemas/valuesets/ or a :class:`ValueSet`), and the
@@ -214,14 +214,15 @@ def _score_batch(
     assert any_invalid is not None
     good = ~any_invalid if all_valid is None else np.logical_and(all_valid, ~any_invalid)
     n_missing = 0 if all_valid is None else n - int(np.count_nonzero(all_valid))
-    n_invalid = int(np.count_nonzero(any_invalid))
     bad = n - int(np.count_nonzero(good))
+    n_invalid = bad - n_missing  # rows with every dimension given, one of them not a level
     bitmap = _bitmap(good) if bad else None
+    idx = code.astype(np.intp)  # one widening for every gather below
     code_arr = pa.Array.from_buffers(pa.int16(), n, [bitmap, pa.py_buffer(code)], null_count=bad)
     columns: list[pa.Array] = [
         pa.DictionaryArray.from_arrays(code_arr, profile_dictionary(levels)),
         pa.Array.from_buffers(
-            pa.int8(), n, [bitmap, pa.py_buffer(_level_sums(levels)[code])], null_count=bad
+            pa.int8(), n, [bitmap, pa.py_buffer(np.take(_level_sums(levels), idx))], null_count=bad
         ),
     ]
     vas_missing = vas_invalid = 0
@@ -240,7 +241,7 @@ def _score_batch(
             )
         )
     for vs in value_sets:
-        values = vs.state_values()[code]
+        values = np.take(vs.state_values(), idx)
         columns.append(pa.Array.from_buffers(pa.float64(), n, [bitmap, pa.py_buffer(values)], null_count=bad))
     return _Part(columns, n_missing, n_invalid, bad, vas_missing, vas_invalid)
 

@@ -3,7 +3,7 @@
 Properties (exhaustive over all states where the state space is small, Hypothesis over tables):
 full health has the highest index; a worse level in any one dimension never raises the index;
 the profile round-trips to the dimensions; the level sum stays within 5..5L; a missing or
-invalid dimension gives NULL (never imputed) and is counted under its reason.
+invalid dimension gives NULL (never imputed) and the row is counted under one reason.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_scoring_properties(rows, cut):
         strict=True,
     ):
         has_missing = any(v is None for v in row)
-        has_invalid = any(v is not None and not 1 <= v <= 5 for v in row)
+        has_invalid = not has_missing and any(not 1 <= v <= 5 for v in row)  # one reason per row
         missing += has_missing
         invalid += has_invalid
         if has_missing or has_invalid:
@@ -114,6 +114,7 @@ def test_scoring_properties(rows, cut):
     assert result.counts[DIMENSION_MISSING] == missing
     assert result.counts[DIMENSION_INVALID] == invalid
     assert result.scored == sum(1 for r in rows if all(v is not None and 1 <= v <= 5 for v in r))
+    assert result.scored + missing + invalid == len(rows)
     assert result.rows == len(rows) == out.num_rows
 
 
@@ -156,9 +157,9 @@ def test_missing_and_invalid_dimensions_give_null_and_are_counted():
     result = score_eq5d(_table(rows), ["se_5l_tto_2020"])
     assert result.table.column(PROFILE).to_pylist() == ["21341", None, None, None, "11111"]
     assert result.table.column("eq5d_index_se_5l_tto_2020").null_count == 3
-    # a row with one missing and one invalid dimension counts under both reasons
-    assert result.counts == {DIMENSION_MISSING: 2, DIMENSION_INVALID: 2, VAS_MISSING: 0, VAS_INVALID: 0}
-    assert result.scored == 2
+    # one reason per row: a row with a missing and an invalid dimension counts as missing
+    assert result.counts == {DIMENSION_MISSING: 2, DIMENSION_INVALID: 1, VAS_MISSING: 0, VAS_INVALID: 0}
+    assert result.scored + result.counts[DIMENSION_MISSING] + result.counts[DIMENSION_INVALID] == 5
 
 
 def test_non_integers_and_text():
