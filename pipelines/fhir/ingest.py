@@ -47,12 +47,13 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue
 import re
 import resource
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -398,6 +399,29 @@ class Chunk(NamedTuple):
     first_line_no: int
     blob: bytes
     last_unterminated: bool  # the last line has no line end: the file may have been cut
+    #: Where ``blob`` lies in the file as it is (a plain UTF-8 file), or None. A worker is sent the
+    #: chunk without its blob and reads it there (see :func:`_chunk_blob`): the text then crosses
+    #: no pipe at all, the main process keeps its copy for loading.
+    where: FileSlice | None = None
+
+
+class FileSlice(NamedTuple):
+    path: str
+    offset: int
+    length: int
+    adler32: int  # of the bytes the main process read: the worker checks that it reads the same
+
+
+def _chunk_blob(chunk: Chunk) -> bytes:
+    """The chunk's lines (read from the file when the chunk was sent without them)."""
+    where = chunk.where
+    if chunk.blob or where is None:
+        return chunk.blob
+    with open(where.path, "rb") as f:
+        blob = os.pread(f.fileno(), where.length, where.offset)
+    if len(blob) != where.length or zlib.adler32(blob) != where.adler32:
+        raise FhirIngestError(f"{chunk.source_file}: the file changed while it was being ingested")
+    return blob
 
 
 @dataclass(slots=True)
@@ -435,6 +459,17 @@ class FastColumns:
     flags: list[IndexedFlag]
     python_rows: dict[int, ViewRows]  # rows of the Python-only views, by index
     id_digests: bytes  # id_digest of each id, concatenated (made by the worker, for SeenIds)
+    #: ``data`` is left empty by the worker: it is the chunk's blob without its line ends (every
+    #: line of the chunk took the fast path, none has a ``\r``); the main process, which read the
+    #: blob, restores it (:meth:`restore_data`), so the text does not travel back through the pipe
+    from_blob: bool = False
+
+    def restore_data(self, blob: bytes) -> None:
+        if self.from_blob:
+            self.data = blob.replace(b"\n", b"")
+            self.from_blob = False
+            if len(self.data) != int(self.offsets[-1]):  # never expected: the worker checked
+                raise RuntimeError("fhir ingest: a chunk's text does not match its offsets")
 
     def one_by_one(self, rtype: str) -> list[ValidResource]:
         """The same resources as :class:`ValidResource` (for the rare chunk that needs order or a
@@ -478,7 +513,8 @@ def split_lines(blob: bytes) -> list[bytes]:
 
 def process_chunk(chunk: Chunk) -> ChunkResult:
     """Worker: classify every line of one chunk."""
-    lines = split_lines(chunk.blob)
+    blob = _chunk_blob(chunk)
+    lines = split_lines(blob)
     expected, first = chunk.expected, chunk.first_line_no
     valid: list[ValidResource] = []
     quarantined: list[QuarantinedLine] = []
@@ -546,7 +582,12 @@ def process_chunk(chunk: Chunk) -> ChunkResult:
                 )
             )
     digests = b"".join(map(id_digest, ids))
-    fast = FastColumns(line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows, digests)
+    if not valid and not quarantined and len(ids) == len(lines) and b"\r" not in blob:
+        # Every line is a fast-path resource as it stands: the text is the blob without its line
+        # ends, which the main process still holds (see FastColumns.from_blob).
+        fast = FastColumns(line_nos, ids, b"", _offsets(texts), fflags, pyrows, digests, True)
+    else:
+        fast = FastColumns(line_nos, ids, b"".join(texts), _offsets(texts), fflags, pyrows, digests)
     return ChunkResult(chunk.source_file, expected, fast, valid, quarantined)
 
 
@@ -633,6 +674,13 @@ def ndjson_chunks(
         file_problems.append(FileProblem(rel, None, verdict.reason, verdict.detail, expected))
     if verdict.encoding is None:
         return
+    # A plain UTF-8 file is read as it is (but its mark): each chunk knows where it lies in it.
+    direct = verdict.encoding.is_utf8 and not path.name.endswith(".gz")
+    offset = verdict.encoding.bom
+
+    def where(blob: bytes) -> FileSlice | None:
+        return FileSlice(str(path), offset, len(blob), zlib.adler32(blob)) if direct else None
+
     first = 1
     parts: list[bytes] = []  # read since the last chunk (joined once per chunk, not per piece)
     size = 0
@@ -649,8 +697,9 @@ def ndjson_chunks(
                 continue
             blob, rest = joined[:cut], joined[cut:]
             parts, size = ([rest], len(rest)) if rest else ([], 0)
-            yield Chunk(rel, expected, first, blob, False)
+            yield Chunk(rel, expected, first, blob, False, where(blob))
             first += blob.count(b"\n")
+            offset += len(blob)
     except _StreamDamaged:
         pending = b"".join(parts)
         lost = first + pending.count(b"\n") + (1 if pending and not pending.endswith(b"\n") else 0)
@@ -664,7 +713,7 @@ def ndjson_chunks(
     pending = b"".join(parts)
     if pending:
         # Without a line end, the last line may have been cut: a worker decides.
-        yield Chunk(rel, expected, first, pending, not pending.endswith(b"\n"))
+        yield Chunk(rel, expected, first, pending, not pending.endswith(b"\n"), where(pending))
 
 
 def landing_files(landing: Path) -> tuple[list[Path], list[Path]]:
@@ -835,11 +884,15 @@ class _Loader:
         self.views = plan.views
         self.sql = plan.sql
         self.sql_types = {plan.views[name].resource for name in plan.sql}
+        self.sql_by_type: dict[str, list[tuple[str, str]]] = {}  # type -> its compiled views
+        for name, sql in plan.sql.items():
+            self.sql_by_type.setdefault(plan.views[name].resource, []).append((name, sql))
         self.json_type = pa.json_(pa.large_string())
         for macro in SQL_MACROS:
             con.execute(macro)
         self.res = _ResourceBuffer()
         self.batches: list[Any] = []  # fhir_resource record batches built column-wise (add_columns)
+        self.batch_types: list[str | None] = []  # each batch's resource type (None: several)
         self.rows: dict[str, list[tuple[Any, ...]]] = {n: [] for n in self.views}
         self.flags = _FlagBuffer()
         self.row_counts: Counter[str] = Counter()
@@ -867,6 +920,7 @@ class _Loader:
         pa = self.pa
         ids = cols.ids
         n = len(ids)
+        self.batch_types.append(rtype)
         self.batches.append(
             pa.record_batch(
                 {
@@ -903,6 +957,7 @@ class _Loader:
             self._load_flags()
         self.res = _ResourceBuffer()
         self.batches = []
+        self.batch_types = []
         self.rows = {n: [] for n in self.views}
         self.flags = _FlagBuffer()
         self.pending = 0
@@ -925,13 +980,36 @@ class _Loader:
         )
         sql_mask = pa.array(res.sql_flat, pa.bool_())
         self.batches.append(single.filter(sql_mask))
+        self.batch_types.append(None)
         return single.filter(self.pc.invert(sql_mask))
 
     def _load_flat_batches(self) -> None:
-        """Run the SQL-compiled views over the flat batches, then store their resources."""
+        """Run the SQL-compiled views over the flat batches, then store their resources.
+
+        Consecutive batches of one resource type go to DuckDB together, and only to that type's
+        views (a view scanning the whole flush for its type cost as much as parsing it); the
+        groups are loaded in order, so ``fhir_resource`` keeps the batches' order.
+        """
+        for name in self.sql:
+            self.row_counts[name] += 0  # every compiled view ran once anything was loaded
+        groups: list[tuple[str | None, list[Any]]] = []
+        for rtype, b in zip(self.batch_types, self.batches, strict=True):
+            if groups and rtype is not None and groups[-1][0] == rtype:
+                groups[-1][1].append(b)
+            else:
+                groups.append((rtype, [b]))
+        for rtype, batches in groups:
+            self._load_flat_group(rtype, batches)
+
+    def _load_flat_group(self, rtype: str | None, batches: list[Any]) -> None:
         pa = self.pa
-        flat = pa.Table.from_batches(self.batches)
-        types = set(self.pc.unique(flat.column("resource_type")).to_pylist())
+        flat = pa.Table.from_batches(batches)
+        if not flat.num_rows:
+            return
+        if rtype is not None:
+            types = {rtype}
+        else:
+            types = set(self.pc.unique(flat.column("resource_type")).to_pylist())
         parsed = types <= self.sql_types
         if parsed:
             # Every row is about to be parsed by DuckDB's JSON reader in a view below (which
@@ -947,10 +1025,11 @@ class _Loader:
                 ),
             )
         batch = self.con.from_arrow(flat)  # a relation, not a registered name: see _insert
-        for name, sql in self.sql.items():
-            inserted = batch.query(_FLAT_SOURCE, sql)  # runs now; its one row is the row count
-            n = inserted.fetchall() if inserted is not None else []
-            self.row_counts[name] += int(n[0][0]) if n else 0
+        for t in sorted(types & self.sql_types):
+            for name, sql in self.sql_by_type[t]:
+                inserted = batch.query(_FLAT_SOURCE, sql)  # runs now; its one row is the row count
+                n = inserted.fetchall() if inserted is not None else []
+                self.row_counts[name] += int(n[0][0]) if n else 0
         cast = "" if parsed else "::JSON"
         batch.query(
             _FLAT_SOURCE,
@@ -992,6 +1071,74 @@ class _Loader:
         stayed in memory (measured: ~0.6 GB per million resources).
         """
         self.con.from_arrow(table).query("_fhir_batch", sql)
+
+
+class _LoaderThread:
+    """A :class:`_Loader` run by one thread of its own, fed through a bounded queue: the DuckDB
+    inserts and the views' SQL (which release the GIL) overlap with the main thread receiving the
+    workers' results, instead of stopping it (and so the workers) at every flush.
+
+    The loader thread is the only one to use the connection until :meth:`close` or :meth:`abort`
+    has returned. Its first error stops it (what is queued after it is dropped) and is raised again
+    in the main thread, at its next call or at :meth:`close`, so the ingest rolls back.
+    """
+
+    #: Calls queued ahead of the loader thread (each about one chunk: ~2 MiB).
+    QUEUE_CALLS = 32
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.Queue(
+            self.QUEUE_CALLS
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fhir-loader", daemon=True)
+        self._thread.start()
+
+    @property
+    def row_counts(self) -> Counter[str]:
+        return self.loader.row_counts
+
+    def add(self, source_file: str, r: ValidResource) -> None:
+        self._put((self.loader.add, (source_file, r)))
+
+    def add_columns(self, source_file: str, rtype: str, cols: FastColumns) -> None:
+        self._put((self.loader.add_columns, (source_file, rtype, cols)))
+
+    def close(self) -> None:
+        """Flush what is left, wait for the loader thread; raises its error, if any."""
+        try:
+            self._put((self.loader.flush, ()))
+        finally:
+            self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Drop what is queued and wait for the loader thread (before a rollback)."""
+        if self._error is None:
+            self._error = RuntimeError("fhir ingest: loading aborted")
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)  # the thread drains the queue even after an error: never blocks long
+            self._thread.join()
+
+    def _put(self, call: tuple[Callable[..., None], tuple[Any, ...]]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(call)
+
+    def _run(self) -> None:
+        while (call := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # stopped: drop the rest
+            fn, args = call
+            try:
+                fn(*args)
+            except BaseException as exc:  # raised again in the main thread
+                self._error = exc
 
 
 def _string_array(pa: Any, texts: list[bytes]) -> Any:
@@ -1211,7 +1358,7 @@ class _Intake:
     later ones are ``fhir.duplicate_id``), counts, passes accepted resources to the loader and
     collects the quarantine records."""
 
-    def __init__(self, holder: str, loader: _Loader) -> None:
+    def __init__(self, holder: str, loader: _Loader | _LoaderThread) -> None:
         self.holder = holder
         self.loader = loader
         self.tally = IngestTally()
@@ -1397,16 +1544,22 @@ class _ReadAhead:
     def __init__(self, limit: int) -> None:
         self._slots = threading.BoundedSemaphore(limit)
         self._stopped = threading.Event()
+        self._blobs: deque[bytes] = deque()  # of the chunks in flight, in input order
 
-    def feed(self, chunks: Iterable[Chunk]) -> Iterator[Chunk]:
+    def feed(self, chunks: Iterable[Chunk], by_reference: bool = False) -> Iterator[Chunk]:
+        """The chunks, as the slots allow; ``by_reference``: without the blob of a chunk that
+        knows where it lies in its file (worker processes read it there)."""
         for chunk in chunks:
             while not self._slots.acquire(timeout=0.2):
                 if self._stopped.is_set():  # the consumer gave up: let the pool shut down
                     return
-            yield chunk
+            self._blobs.append(chunk.blob)
+            yield chunk._replace(blob=b"") if by_reference and chunk.where is not None else chunk
 
     def consume(self, results: Iterable[ChunkResult]) -> Iterator[ChunkResult]:
+        """The results in input order (as ``Pool.imap`` and ``map`` give them), with their text."""
         for result in results:
+            result.fast.restore_data(self._blobs.popleft())
             self._slots.release()
             yield result
 
@@ -1418,7 +1571,7 @@ class _ReadAhead:
 def _processed_chunks(chunks: Iterable[Chunk], n_workers: int) -> Iterator[Iterator[ChunkResult]]:
     """The chunks' results in input order, from ``n_workers`` worker processes (0: this process)."""
     read_ahead = _ReadAhead(IN_FLIGHT_CHUNKS)
-    fed = read_ahead.feed(chunks)
+    fed = read_ahead.feed(chunks, by_reference=n_workers > 0)
     if n_workers == 0:
         init_classifier(VIEWS_DIR)
         yield read_ahead.consume(map(process_chunk, fed))
@@ -1544,11 +1697,16 @@ def ingest_fhir(
         try:
             _create_tables(con, plan.views)
             quarantine.reset(con, stage=STAGE, source=SOURCE)
-            intake = _Intake(holder_id, _Loader(con, plan))
-            file_problems = _ingest_ndjson(intake, ndjson, landing_root, chunk_lines, workers)
-            _quarantine_files(intake, file_problems, settings)
-            _ingest_bundles(intake, bundles, settings)
-            intake.loader.flush()
+            loader = _LoaderThread(_Loader(con, plan))
+            try:
+                intake = _Intake(holder_id, loader)
+                file_problems = _ingest_ndjson(intake, ndjson, landing_root, chunk_lines, workers)
+                _quarantine_files(intake, file_problems, settings)
+                _ingest_bundles(intake, bundles, settings)
+            except BaseException:
+                loader.abort()  # the connection is this thread's again before the rollback
+                raise
+            loader.close()
             quarantine.add(con, intake.records)
             mapped = fill_mapped_columns(con)
             dangling = _flag_dangling(con, plan.views)
