@@ -5,6 +5,7 @@ schemas/valuesets/):
 
 * :mod:`pipelines.outcomes.valuesets` - EQ-5D value sets as cited data, validated when loaded;
 * :mod:`pipelines.outcomes.scoring` - health profile, level sum, EQ VAS, indices, reason counts;
+* :mod:`pipelines.outcomes.sql` - the same profile, level sum and indices as DuckDB SQL expressions;
 * :mod:`pipelines.outcomes.survey` - share of positive answers per patient-survey dimension;
 * :mod:`pipelines.outcomes.change` - baseline/follow-up pairs per person and their change.
 """
@@ -27,6 +28,7 @@ from pipelines.outcomes.scoring import (
     score_eq5d,
     split_profiles,
 )
+from pipelines.outcomes.sql import index_sql, level_sum_sql, profile_sql, score_sql
 from pipelines.outcomes.survey import PREM_DEFAULT, SurveyConfig, SurveyDimension, survey_shares
 from pipelines.outcomes.valuesets import ValueSet, ValueSetError, available_value_sets, load_value_set
 
@@ -47,10 +49,14 @@ __all__ = [
     "ValueSetError",
     "available_value_sets",
     "index_column",
+    "index_sql",
+    "level_sum_sql",
     "load_value_set",
     "pair_changes",
     "paretian_classification",
+    "profile_sql",
     "score_eq5d",
+    "score_sql",
     "split_profiles",
     "survey_shares",
 ]

@@ -1,0 +1,189 @@
+"""EQ-5D scores as DuckDB SQL: the profile, level sum and value-set indices of :mod:`scoring`,
+compiled to one expression each over given dimension column expressions.
+
+This is how derived scores reach a table written by SQL (the research zone: the pseudonymisation
+policy's ``eq5d`` action) without a round trip through Arrow. The rule is
+:func:`pipelines.outcomes.scoring.score_eq5d`'s, value for value (a property test holds them
+together): a dimension that is NULL, out of range, not an integer (3.5, NaN, ``'3.0'``, ``'x'``)
+or an empty/blank string makes the profile, the level sum and every index of the row NULL.
+Nothing is imputed. Integer, floating and decimal columns are read by value; strings are read
+as digits with surrounding Unicode blanks ignored (``' 3 '`` and ``'003'`` are level 3), exactly
+as :func:`score_eq5d` reads them. Any other column type (boolean, date, ...) raises a DuckDB
+error when a row is read, as :func:`score_eq5d` raises ``TypeError``: never a silent NULL.
+
+The index is the value set's model written out (constant minus one decrement per dimension,
+minus each term whose condition holds), subtracting in the same order as
+:meth:`ValueSet.state_values`, so the SQL and the Arrow result agree to the last bit in
+practice (the test asks 1e-9). The value set is read from ``schemas/valuesets/`` when the
+expression is compiled: an unknown id, or a value set for another instrument than the one
+asked for, raises :class:`ValueSetError` / ``ValueError`` then, before any data moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipelines.outcomes.valuesets import DIMENSIONS, ValueSet, load_value_set
+
+#: the scores a policy may ask for, and the DuckDB type of each
+SCORES = ("profile", "level_sum", "index")
+SQL_TYPES = {"profile": "VARCHAR", "level_sum": "INTEGER", "index": "DOUBLE"}
+
+#: the code points pyarrow's ``utf8_trim_whitespace`` removes (what :func:`score_eq5d` ignores
+#: around a string level); a test checks this list against pyarrow over all of Unicode
+TRIMMED_WHITESPACE: tuple[int, ...] = (
+    0x09,
+    0x0A,
+    0x0B,
+    0x0C,
+    0x0D,
+    0x1C,
+    0x1D,
+    0x1E,
+    0x1F,
+    0x20,
+    0x85,
+    0xA0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+)
+_BLANK = "[" + "".join(f"\\x{{{cp:X}}}" for cp in TRIMMED_WHITESPACE) + "]"
+
+_NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+)
+
+
+def _str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _double(value: float) -> str:
+    # repr() is the shortest string that reads back as the same float64
+    return f"CAST({_str(repr(float(value)))} AS DOUBLE)"
+
+
+def _check_levels(levels: int) -> None:
+    if levels not in (3, 5):
+        raise ValueError("levels must be 3 (EQ-5D-3L) or 5 (EQ-5D-5L)")
+
+
+def _check_dimensions(dimensions: Sequence[str]) -> tuple[str, ...]:
+    dims = tuple(dimensions)
+    if len(dims) != len(DIMENSIONS) or not all(isinstance(d, str) and d for d in dims):
+        raise ValueError(
+            f"give the {len(DIMENSIONS)} dimension expressions in profile order ({', '.join(DIMENSIONS)})"
+        )
+    return dims
+
+
+def level_sql(expr: str, levels: int = 5) -> str:
+    """SQL for one dimension as an INTEGER level 1..``levels``, NULL when missing or not a level.
+
+    ``expr`` is any SQL expression (e.g. ``r."eq5d_mobility"``); its type picks the branch
+    (``typeof`` is folded to a constant when the query is planned).
+    """
+    _check_levels(levels)
+    x = f"({expr})"
+    allowed = ", ".join(str(lv) for lv in range(1, levels + 1))
+    numeric = ", ".join(_str(t) for t in _NUMERIC_TYPES)
+    text = f"CAST({x} AS VARCHAR)"
+    pattern = _str(f"^{_BLANK}*0{{0,8}}([1-{levels}]){_BLANK}*$")
+    return (
+        f"(CASE WHEN typeof({x}) IN ({numeric}) OR typeof({x}) LIKE 'DECIMAL(%' "
+        f"THEN CASE WHEN {x} IN ({allowed}) THEN CAST({x} AS INTEGER) END "
+        f"WHEN typeof({x}) = 'VARCHAR' "
+        f"THEN CAST(nullif(regexp_extract({text}, {pattern}, 1), '') AS INTEGER) "
+        f"WHEN typeof({x}) = '\"NULL\"' THEN CAST(NULL AS INTEGER) "
+        f"ELSE CAST(error('an EQ-5D dimension must be integer, floating, decimal or string, not ' "
+        f"|| typeof({x})) AS INTEGER) END)"
+    )
+
+
+def _levels(dimensions: Sequence[str], levels: int) -> list[str]:
+    return [level_sql(d, levels) for d in _check_dimensions(dimensions)]
+
+
+def profile_sql(dimensions: Sequence[str], levels: int = 5) -> str:
+    """SQL for the health profile (``'21341'``, VARCHAR), NULL unless all five are levels."""
+    lv = _levels(dimensions, levels)
+    n = len(lv)
+    digits = " + ".join(f"{lv[d]} * {10 ** (n - 1 - d)}" for d in range(n))
+    return f"CAST({digits} AS VARCHAR)"
+
+
+def level_sum_sql(dimensions: Sequence[str], levels: int = 5) -> str:
+    """SQL for the sum of the five levels (INTEGER), NULL unless all five are levels."""
+    return f"CAST({' + '.join(_levels(dimensions, levels))} AS INTEGER)"
+
+
+def index_sql(dimensions: Sequence[str], value_set: ValueSet | str, *, levels: int | None = None) -> str:
+    """SQL for the value set's index (DOUBLE), NULL unless all five dimensions are levels.
+
+    ``value_set``: a :class:`ValueSet` or an id under schemas/valuesets/ (loaded and validated
+    here). ``levels``, when given, must be the value set's instrument.
+    """
+    vs = value_set if isinstance(value_set, ValueSet) else load_value_set(value_set)
+    if levels is not None and levels != vs.levels:
+        raise ValueError(f"value set {vs.id} is for {vs.instrument}, not EQ-5D-{levels}L")
+    lv = _levels(dimensions, vs.levels)
+    expr = _double(vs.constant)
+    for d, level in enumerate(lv):
+        table = ", ".join(_double(v) for v in vs.decrements[d])
+        expr = f"({expr} - [{table}][{level}])"  # 1-based; a NULL level gives NULL
+    if vs.terms:
+        worst = f"greatest({', '.join(lv)})"
+        for term in vs.terms:
+            expr = (
+                f"({expr} - CASE WHEN {worst} >= {term.at_least} THEN {_double(term.decrement)} ELSE 0.0 END)"
+            )
+    return expr
+
+
+def score_sql(
+    score: str, dimensions: Sequence[str], *, value_set: str | None = None, levels: int | None = None
+) -> str:
+    """One score by name (``profile``, ``level_sum``, ``index``), as a policy declares it.
+
+    ``index`` needs ``value_set``; the other two refuse one. ``levels`` defaults to 5 for the
+    profile and level sum and to the value set's instrument for an index.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown EQ-5D score {score!r}; one of {', '.join(SCORES)}")
+    if score == "index":
+        if not value_set:
+            raise ValueError("an EQ-5D index needs a value set")
+        return index_sql(dimensions, value_set, levels=levels)
+    if value_set is not None:
+        raise ValueError(f"the EQ-5D {score} takes no value set")
+    if score == "profile":
+        return profile_sql(dimensions, 5 if levels is None else levels)
+    return level_sum_sql(dimensions, 5 if levels is None else levels)
+
+
+__all__ = [
+    "SCORES",
+    "SQL_TYPES",
+    "TRIMMED_WHITESPACE",
+    "index_sql",
+    "level_sql",
+    "level_sum_sql",
+    "profile_sql",
+    "score_sql",
+]
