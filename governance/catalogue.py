@@ -69,6 +69,8 @@ _QUASI = {
     "onset_time",
     "issued_time",
     "document_time",
+    # a rare EQ-5D health profile (3125 states) singles a person out
+    "eq5d_profile",
 }
 _ADMIN = {
     "code_system",
@@ -111,6 +113,9 @@ _HEALTH = {
     "usual_activities",
     "pain_discomfort",
     "anxiety_depression",
+    "eq5d_level_sum",
+    "eq5d_index_se_5l_tto_2020",
+    "eq5d_index_se_5l_vas_2020",
 }
 
 

@@ -70,6 +70,8 @@ import pyarrow.compute as pc
 from hdp.settings import Settings, get_settings
 from pipelines import quarantine
 from pipelines.clean_writer import TableSource, write_duckdb
+from pipelines.outcomes.sql import SQL_TYPES, score_sql
+from pipelines.outcomes.valuesets import ValueSetError
 from pipelines.quality.quarantine_rows import FHIR_TABLES, not_quarantined_sql
 from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
 from pipelines.warehouse import write_connection
@@ -84,6 +86,7 @@ from privacy.identifiers import (
 )
 from privacy.identifiers import REASON_TEXT as IDENTIFIER_REASON_TEXT
 from privacy.policy import (
+    ColumnRule,
     PseudonymisePolicy,
     TableRule,
     county_prefixes,
@@ -342,6 +345,35 @@ def _fallback_sql(action: str, column: str) -> str:
     return f"CASE {value} WHEN 'female' THEN 'F' WHEN 'male' THEN 'M' END"
 
 
+def _eq5d_sql(rule: TableRule, c: ColumnRule, cols: set[str] | None) -> str:
+    """An ``eq5d`` column: the score compiled over raw columns ``r.<dimension>``
+    (:mod:`pipelines.outcomes.sql`: NULL when a dimension is missing or not a level; nothing is
+    imputed). A dimension the holder did not deliver gives a NULL of the score's type. An
+    unknown value set or one for another instrument stops the run (fail closed).
+    ``cols=None``: compile over every dimension (the check before any data moves)."""
+    try:
+        expr = score_sql(
+            c.score or "",
+            [f"r.{_q(d)}" for d in c.dimensions],
+            value_set=c.value_set,
+            levels=c.levels,
+        )
+    except (ValueSetError, ValueError) as exc:
+        raise PseudonymiseError(f"policy table {rule.name}, column {c.name}: {exc}") from exc
+    if cols is not None and not set(c.dimensions) <= cols:
+        return f"CAST(NULL AS {SQL_TYPES[c.score or '']})"
+    return expr
+
+
+def check_derived_columns(policy: PseudonymisePolicy) -> None:
+    """Compile every derived (``eq5d``) column of the policy; raise PseudonymiseError if one
+    cannot be (unknown value set, value set for another instrument)."""
+    for rule in policy.tables:
+        for c in rule.columns:
+            if c.action == "eq5d":
+                _eq5d_sql(rule, c, None)
+
+
 def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
     """The query producing the research table from raw table alias ``r``: the rows that satisfy
     ``keep`` and have a person (every other row is quarantined or excluded by the gate)."""
@@ -351,7 +383,9 @@ def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
         if c.source and c.source not in cols:
             select.append(f"NULL AS {_q(c.name)}")  # holder did not deliver this column
             continue
-        if c.action == "person_id":
+        if c.action == "eq5d":
+            expr = _eq5d_sql(rule, c, cols)
+        elif c.action == "person_id":
             expr = "pm.person_id"
         elif c.action in ("birth_year", "sex") and c.fallback and c.fallback in cols:
             expr = f"coalesce(pm.{c.action}, {_fallback_sql(c.action, c.fallback)})"
@@ -1004,6 +1038,7 @@ def pseudonymise_holder(
     ``HDP_ACCEPT_INTERIM_NUMBERS``)."""
     settings = settings or get_settings()
     policy = policy or load_pseudonymise_policy()
+    check_derived_columns(policy)  # fail closed before any data moves
     scheme = identifiers or load_scheme(holder_id, accept_interim=settings.accept_interim_numbers)
     raw_path = settings.raw_db(holder_id)
     if not raw_path.exists():

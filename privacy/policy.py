@@ -13,6 +13,7 @@ run before any data moves.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,8 +24,17 @@ from hdp.settings import SCHEMAS_DIR
 POLICY_DIR = SCHEMAS_DIR / "policies"
 
 RESEARCH_ACTIONS = frozenset(
-    {"person_id", "birth_year", "sex", "id_type", "county", "year", "resource_pseudonym", "keep"}
+    {"person_id", "birth_year", "sex", "id_type", "county", "year", "resource_pseudonym", "keep", "eq5d"}
 )
+#: ``eq5d`` (a score derived from the five EQ-5D dimensions, computed as the research table is
+#: written: pipelines.outcomes.sql): the scores, and how many dimensions a rule names (profile
+#: order: mobility, self-care, usual activities, pain/discomfort, anxiety/depression). Only the
+#: shape is checked here; the value set is resolved (and an unknown one refused) where the
+#: expression is compiled, before any data moves.
+EQ5D_SCORES = frozenset({"profile", "level_sum", "index"})
+EQ5D_DIMENSIONS = 5
+_EQ5D_KEYS = frozenset({"score", "value_set", "levels", "dimensions"})
+_VALUE_SET_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 RELEASE_ACTIONS = frozenset({"keep", "drop", "year", "band5", "month", "shift", "top_code", "county"})
 
 
@@ -46,6 +56,12 @@ class ColumnRule:
     #: birth_year / sex: the raw column read when the person's identifier carries none (only
     #: national numbers do): a date (its year) or a FHIR gender code ('fallback_from')
     fallback: str | None = None
+    #: eq5d: which score ('profile', 'level_sum', 'index'), its value set (index only), the
+    #: instrument's levels (3 or 5; None: 5, or the value set's) and the five raw dimension columns
+    score: str | None = None
+    value_set: str | None = None
+    levels: int | None = None
+    dimensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class TableRule:
     def used_source_columns(self) -> set[str]:
         used = {c.source for c in self.columns if c.source}
         used |= {c.fallback for c in self.columns if c.fallback}
+        used |= {d for c in self.columns for d in c.dimensions}
         used |= {x for x in (self.identifier, self.via_patient, self.patient_key) if x}
         if self.record_key:
             used.add(self.record_key[1])
@@ -79,10 +96,49 @@ class PseudonymisePolicy:
     path: str
 
 
+def _eq5d_col(raw: dict[str, Any], table: str) -> ColumnRule:
+    where = f"table {table}: column {raw.get('name')!r} (eq5d)"
+    if "from" in raw or "fallback_from" in raw:
+        raise PolicyError(f"{where} reads 'dimensions', not 'from'")
+    score = raw.get("score")
+    if score not in EQ5D_SCORES:
+        raise PolicyError(f"{where}: unknown score {score!r}; one of {sorted(EQ5D_SCORES)}")
+    dims = raw.get("dimensions")
+    if (
+        not isinstance(dims, list)
+        or len(dims) != EQ5D_DIMENSIONS
+        or not all(isinstance(d, str) and d for d in dims)
+        or len(set(dims)) != len(dims)
+    ):
+        raise PolicyError(f"{where}: 'dimensions' must name {EQ5D_DIMENSIONS} distinct raw columns")
+    value_set = raw.get("value_set")
+    if score == "index":
+        if not isinstance(value_set, str) or not _VALUE_SET_ID.match(value_set):
+            raise PolicyError(f"{where}: an index needs 'value_set', the id of a value set")
+    elif value_set is not None:
+        raise PolicyError(f"{where}: the {score} takes no 'value_set'")
+    levels = raw.get("levels")
+    if levels is not None and (isinstance(levels, bool) or levels not in (3, 5)):
+        raise PolicyError(f"{where}: 'levels' must be 3 (EQ-5D-3L) or 5 (EQ-5D-5L)")
+    return ColumnRule(
+        name=raw["name"],
+        action="eq5d",
+        score=score,
+        value_set=value_set,
+        levels=levels,
+        dimensions=tuple(dims),
+    )
+
+
 def _col(raw: dict[str, Any], table: str) -> ColumnRule:
     action = raw.get("action")
     if action not in RESEARCH_ACTIONS:
         raise PolicyError(f"table {table}: column {raw.get('name')!r} has unknown action {action!r}")
+    if action == "eq5d":
+        return _eq5d_col(raw, table)
+    stray = sorted(_EQ5D_KEYS & set(raw))
+    if stray:
+        raise PolicyError(f"table {table}: column {raw.get('name')!r}: {stray} belong to action eq5d")
     source = raw.get("from")
     if action in ("keep", "resource_pseudonym") and source is None:
         source = raw["name"]
