@@ -186,3 +186,115 @@ def test_unknown_value_set_stops_the_run_before_data_moves(hdp_home, kek_env, tm
     assert not hdp_home.research_db("ndr").exists()
     tables = {t for (t,) in _read(hdp_home.raw_db("ndr"), "SELECT table_name FROM duckdb_tables()")}
     assert "quarantine" not in tables and "person_link" not in tables  # nothing was written
+
+
+# --- Issue 17, task A: EQ-5D-5L answers from another implementer's questionnaire -------------
+
+#: The Medizininformatik-Initiative PRO module's EQ-5D-5L "minimal" questionnaire (canonical and
+#: linkIds as published in github.com/medizininformatik-initiative/kerndatensatzmodul-proms,
+#: input/fsh/definitions/eq-5d/mii-qst-pro-eq-5d-5l-minimal.fsh); answers are codes "1".."5".
+MII = "https://www.medizininformatik-initiative.de/fhir/ext/modul-pro/Questionnaire/mii-qst-pro-euroqol-eq5d5l-minimal"
+OWN = "http://euroqol.org/fhir/Questionnaire/eq-5d-5l-sv"
+OWN_LINKS = ("mobility", "self-care", "usual-activities", "pain-discomfort", "anxiety-depression", "eq-vas")
+MII_LINKS = tuple(
+    f"euroqol-eq5d5l-{q}" for q in ("q01-MO", "q02-SC", "q03-UA", "q04-PD", "q05-AD", "q06-vas")
+)
+
+
+def _qr(qid: str, canonical: str, links: tuple[str, ...], levels, vas: int, system: str | None) -> dict:
+    def coding(level):
+        return {"code": str(level)} if system is None else {"system": system, "code": str(level)}
+
+    items = [
+        {"linkId": link, "answer": [{"valueCoding": coding(level)}]}
+        for link, level in zip(links[:5], levels, strict=True)
+        if level is not None
+    ]
+    items.append({"linkId": links[5], "answer": [{"valueInteger": vas}]})
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": qid,
+        "questionnaire": canonical,
+        "status": "completed",
+        "subject": {"reference": "Patient/p-anna"},
+        "encounter": {"reference": "Encounter/e1"},
+        "authored": "2024-03-01T10:00:00+01:00",
+        "item": items,
+    }
+
+
+def _view_rows(resources: list[dict]) -> tuple[list[tuple], list[tuple]]:
+    """fhir_eq5d_response rows from the compiled SQL and from the Python evaluator."""
+    import msgspec
+
+    from pipelines.fhir import ingest as ing
+    from pipelines.fhir.viewsql import SQL_MACROS
+
+    plan = ing.view_plan(ing.VIEWS_DIR)
+    assert "fhir_eq5d_response" in plan.sql  # the view still compiles to SQL
+    view = plan.views["fhir_eq5d_response"]
+    con = duckdb.connect()
+    try:
+        ing._create_tables(con, {"fhir_eq5d_response": view})
+        for m in SQL_MACROS:
+            con.execute(m)
+        con.execute(
+            f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
+            " _source_file VARCHAR, _line_no BIGINT)"
+        )
+        con.executemany(
+            f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
+            [(r["resourceType"], r["id"], json.dumps(r)) for r in resources],
+        )
+        con.execute(plan.sql["fhir_eq5d_response"])
+        sql_rows = con.execute(
+            "SELECT * FROM fhir_eq5d_response ORDER BY questionnaire_response_id"
+        ).fetchall()
+    finally:
+        con.close()
+    py_rows = sorted(
+        (tuple(row) for r in resources for row in view.rows(msgspec.json.decode(json.dumps(r)))),
+        key=lambda row: row[0],
+    )
+    return sql_rows, py_rows
+
+
+def test_mii_coded_response_gives_the_same_row_as_the_own_questionnaire():
+    levels, system = (2, 1, 3, 4, 1), "http://euroqol.org/fhir/CodeSystem/eq-5d-5l-level"
+    own = _qr("qr-own", OWN, OWN_LINKS, levels, 70, system)
+    mii = _qr("qr-mii", MII, MII_LINKS, levels, 70, None)
+    partial = _qr("qr-mii-partial", MII, MII_LINKS, (5, 5, None, 1, 2), 55, None)
+    other = _qr("qr-other", "http://example.org/Questionnaire/not-eq5d", MII_LINKS, levels, 70, None)
+    mixed = _qr("qr-mixed", OWN, MII_LINKS, levels, 70, None)  # MII linkIds under our canonical
+    sql_rows, py_rows = _view_rows([own, mii, partial, other, mixed])
+    assert sql_rows == py_rows
+    by_id = {r[0]: r[1:] for r in sql_rows}
+    assert set(by_id) == {"qr-own", "qr-mii", "qr-mii-partial", "qr-mixed"}  # other questionnaire: no row
+    assert by_id["qr-mii"] == by_id["qr-own"] == ("p-anna", "e1", "2024-03-01T10:00:00+01:00", *levels, 70)
+    assert by_id["qr-mii-partial"][3:] == (5, 5, None, 1, 2, 55)
+
+
+def test_mii_coded_response_gives_the_same_scores_after_pseudonymisation(hdp_home, kek_env):
+    levels = (2, 1, 3, 4, 1)
+    own = _qr("qr-own", OWN, OWN_LINKS, levels, 70, "http://euroqol.org/fhir/CodeSystem/eq-5d-5l-level")
+    mii = _qr("qr-mii", MII, MII_LINKS, levels, 70, None)
+    mii["authored"] = "2024-03-02T10:00:00+01:00"
+    rows, _ = _view_rows([own, mii])
+    build_region(hdp_home)
+    con = duckdb.connect(str(hdp_home.raw_db("region_uppsala")))
+    try:
+        con.execute("""CREATE TABLE fhir_eq5d_response (questionnaire_response_id VARCHAR, patient_id VARCHAR,
+            encounter_id VARCHAR, authored VARCHAR, mobility INTEGER, self_care INTEGER, usual_activities INTEGER,
+            pain_discomfort INTEGER, anxiety_depression INTEGER, eq_vas INTEGER)""")
+        con.executemany("INSERT INTO fhir_eq5d_response VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        con.close()
+    pseudonymise_holder("region_uppsala", settings=hdp_home)
+    got = _read(
+        hdp_home.research_db("region_uppsala"),
+        f"SELECT {', '.join(SCORES)} FROM eq5d_response ORDER BY authored",
+    )
+    assert len(got) == 2 and got[0] == got[1]
+    assert got[0][:2] == ("21341", 11)
+    assert math.isclose(got[0][2], TTO.value(levels), abs_tol=1e-9)
+    assert math.isclose(got[0][3], VAS.value(levels), abs_tol=1e-9)
