@@ -7,7 +7,8 @@ schemas/valuesets/):
 * :mod:`pipelines.outcomes.scoring` - health profile, level sum, EQ VAS, indices, reason counts;
 * :mod:`pipelines.outcomes.sql` - the same profile, level sum and indices as DuckDB SQL expressions;
 * :mod:`pipelines.outcomes.survey` - share of positive answers per patient-survey dimension;
-* :mod:`pipelines.outcomes.change` - baseline/follow-up pairs per person and their change.
+* :mod:`pipelines.outcomes.change` - baseline/follow-up pairs per person and their change;
+* :mod:`pipelines.outcomes.keyfigures` - key figures per holder and period under disclosure control.
 """
 
 from pipelines.outcomes.change import (
@@ -17,6 +18,18 @@ from pipelines.outcomes.change import (
     PairingRule,
     pair_changes,
     paretian_classification,
+)
+from pipelines.outcomes.keyfigures import (
+    EQ5D_COLUMNS,
+    PROM_COLUMNS,
+    Figure,
+    Improvement,
+    KeyFigureColumns,
+    KeyFigures,
+    PeriodFigures,
+    key_figures,
+    mean_ci,
+    threshold_for,
 )
 from pipelines.outcomes.scoring import (
     EQ5D_RESPONSE,
@@ -33,6 +46,16 @@ from pipelines.outcomes.survey import PREM_DEFAULT, SurveyConfig, SurveyDimensio
 from pipelines.outcomes.valuesets import ValueSet, ValueSetError, available_value_sets, load_value_set
 
 __all__ = [
+    "EQ5D_COLUMNS",
+    "PROM_COLUMNS",
+    "Figure",
+    "Improvement",
+    "KeyFigureColumns",
+    "KeyFigures",
+    "PeriodFigures",
+    "key_figures",
+    "mean_ci",
+    "threshold_for",
     "EQ5D_RESPONSE",
     "PREM_DEFAULT",
     "PROM_RESPONSE",
