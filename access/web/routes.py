@@ -35,6 +35,7 @@ from access.ports import Governance, User
 from access.web import precheck, quality
 from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
+from access.web.prom import add_prom_pages
 from access.web.sessions import COOKIE_NAME, SessionStore
 from governance import service
 from governance.catalogue import load_catalogue, table_holders
@@ -478,4 +479,5 @@ def build_router(**options: Any) -> APIRouter:
         return web.stylesheet()
 
     add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
+    add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
     return router

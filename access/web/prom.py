@@ -1,0 +1,332 @@
+"""PROM key figures pages for stewards: ``/web/prom`` (their holders) and ``/web/prom/{holder}``.
+
+The figures come from the holder's research zone (``research/<holder>.duckdb``, opened read-only):
+``prom_response`` (register; response rate against the persons of ``register_visit``) or else
+``eq5d_response`` (FHIR; no denominator, so no response rate). They are computed by
+``pipelines.outcomes.keyfigures`` under the holder's ``min_cell_count``: a withheld cell reaches
+the template as its reason only (no value, interval or count), and the chart plots shown means
+only. Aggregates only, never a person or a single response.
+
+Access as for the other steward pages: logged in, role ``steward``, and the holder must be one of
+the steward's own (any other holder id gets 404, not 403). The chart is inline SVG drawn on the
+server: no script, no external asset, nothing a Content-Security-Policy of ``default-src 'none'``
+would block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from access.web.pages import PREFIX, Page, PageKit
+from hdp.settings import holders
+from pipelines.outcomes import EQ5D_COLUMNS, PROM_COLUMNS, Figure, KeyFigureColumns, KeyFigures, key_figures
+from pipelines.outcomes.keyfigures import Period
+
+log = logging.getLogger(__name__)
+
+#: The texts of these pages (the shared ones come from access.web.i18n).
+STRINGS: dict[str, dict[str, str]] = {
+    "prom_title": {"sv": "PROM-nyckeltal", "en": "PROM key figures"},
+    "prom_hub_intro": {
+        "sv": "Nyckeltal för patientrapporterade utfall (EQ-5D) per dataansvarig du förvaltar. "
+        "Celler med för få personer visas inte.",
+        "en": "Key figures of patient-reported outcomes (EQ-5D) for each data holder you steward. "
+        "Cells with too few persons are not shown.",
+    },
+    "prom_holder_title": {"sv": "PROM-nyckeltal: {holder}", "en": "PROM key figures: {holder}"},
+    "prom_intro": {
+        "sv": "Källa: forskningszonens tabell {table}. Varje cell bygger på minst {k} personer "
+        "(dataansvarigs gräns); annars visas bara skälet.",
+        "en": "Source: the research zone's table {table}. Every cell rests on at least {k} persons "
+        "(the holder's threshold); otherwise only the reason is shown.",
+    },
+    "prom_period": {"sv": "Period", "en": "Period"},
+    "prom_by_year": {"sv": "Per år", "en": "By year"},
+    "prom_by_quarter": {"sv": "Per kvartal", "en": "By quarter"},
+    "prom_responses": {"sv": "Svar", "en": "Responses"},
+    "prom_persons": {"sv": "Personer", "en": "Persons"},
+    "prom_response_rate": {"sv": "Svarsfrekvens", "en": "Response rate"},
+    "prom_mean_index": {"sv": "Medelindex (95 % KI)", "en": "Mean index (95% CI)"},
+    "prom_mean_vas": {"sv": "Medel EQ VAS (95 % KI)", "en": "Mean EQ VAS (95% CI)"},
+    "prom_improved": {"sv": "Andel förbättrade", "en": "Share improved"},
+    "prom_withheld": {"sv": "Visas ej", "en": "Withheld"},
+    "prom_reason_keyfigures.too_few_persons": {
+        "sv": "för få personer",
+        "en": "too few persons",
+    },
+    "prom_reason_keyfigures.small_complement": {
+        "sv": "resten är för få personer",
+        "en": "the rest are too few persons",
+    },
+    "prom_reason_keyfigures.no_denominator": {
+        "sv": "ingen nämnare",
+        "en": "no denominator",
+    },
+    "prom_reason_keyfigures.no_values": {"sv": "inga värden", "en": "no values"},
+    "prom_no_denominator_note": {
+        "sv": "Svarsfrekvens saknas: källan har ingen lista över inbjudna eller besökare att räkna mot.",
+        "en": "No response rate: the source has no list of invited or visiting persons to count against.",
+    },
+    "prom_denominator_note": {
+        "sv": "Svarsfrekvens: svarande bland personer med besök i registret ({table}) under perioden.",
+        "en": "Response rate: responders among persons with a register visit ({table}) in the period.",
+    },
+    "prom_improved_note": {
+        "sv": "Förbättrad: {measure} högre än vid föregående mätning ({rule}), räknat på uppföljningens period.",
+        "en": "Improved: {measure} higher than at the previous measurement ({rule}), counted in the "
+        "follow-up's period.",
+    },
+    "prom_rule_calendar_year": {"sv": "år mot år", "en": "year on year"},
+    "prom_rule_window": {"sv": "tidsfönster", "en": "time window"},
+    "prom_measure_index": {"sv": "index", "en": "index"},
+    "prom_measure_vas": {"sv": "EQ VAS", "en": "EQ VAS"},
+    "prom_measure_pchc": {"sv": "hälsoprofil (Pareto)", "en": "health profile (Paretian)"},
+    "prom_chart_title": {
+        "sv": "Medelindex per period med 95 % konfidensintervall",
+        "en": "Mean index per period with 95% confidence interval",
+    },
+    "prom_chart_empty": {
+        "sv": "Inget medelindex kan visas ännu.",
+        "en": "No mean index can be shown yet.",
+    },
+    "prom_unavailable": {
+        "sv": "Inga PROM-data i forskningszonen för {holder} ({reason}).",
+        "en": "No PROM data in the research zone of {holder} ({reason}).",
+    },
+    "prom_open": {"sv": "Visa nyckeltal för {holder}", "en": "Show key figures for {holder}"},
+    "prom_holder": {"sv": "Dataansvarig", "en": "Data holder"},
+}
+
+
+def translator(lang: str) -> Callable[..., str]:
+    def tp(key: str, **fields: object) -> str:
+        text = STRINGS[key][lang]
+        return text.format(**fields) if fields else text
+
+    return tp
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    table: str
+    responses: pa.Table
+    columns: KeyFigureColumns
+    denominator_table: str | None = None
+    denominator: pa.Table | None = None
+
+
+def load_source(path: Path) -> Source | str:
+    """The response table (and denominator) of a research zone, or why there is none."""
+    import duckdb
+
+    if not path.is_file():
+        return "no_research_zone"
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        log.warning("research zone unreadable for the PROM page: %s", type(exc).__name__)
+        return "unreadable"
+    try:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        for table, columns in (("prom_response", PROM_COLUMNS), ("eq5d_response", EQ5D_COLUMNS)):
+            if table not in tables:
+                continue
+            have = {
+                c
+                for (c,) in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+                ).fetchall()
+            }
+            wanted = [
+                c for c in (columns.person, columns.date, columns.index, columns.vas, columns.profile) if c
+            ]
+            if not set(wanted) <= have:
+                return "unscored"
+            select = ", ".join(f'"{c}"' for c in wanted)
+            responses = con.sql(f'SELECT {select} FROM "{table}"').to_arrow_table()
+            if table == "prom_response" and "register_visit" in tables:
+                denominator = con.sql(
+                    'SELECT DISTINCT person_id, visit_date FROM "register_visit"'
+                ).to_arrow_table()
+                return Source(table, responses, columns, "register_visit", denominator)
+            return Source(table, responses, columns)
+        return "no_prom_table"
+    except duckdb.Error as exc:
+        log.warning("PROM tables unreadable: %s", type(exc).__name__)
+        return "unreadable"
+    finally:
+        con.close()
+
+
+# -- chart --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    label: str
+    x: float
+    y: float | None = None  # None: withheld, nothing drawn
+    y_low: float | None = None
+    y_high: float | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    points: tuple[ChartPoint, ...]
+    ticks: tuple[tuple[float, str], ...]  # (y, label)
+
+    @property
+    def has_values(self) -> bool:
+        return any(p.y is not None for p in self.points)
+
+
+def build_chart(kf: KeyFigures, *, width: int = 640, height: int = 260) -> Chart:
+    """Geometry of the mean-index chart: shown cells only; withheld periods keep their slot empty."""
+    left, right, top, bottom = 56, width - 16, 16, height - 40
+    shown = [
+        (r.period, r.mean_index) for r in kf.rows if r.mean_index.shown and r.mean_index.value is not None
+    ]
+    values = [v for _, f in shown for v in (f.value, f.low, f.high) if v is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    if hi - lo < 0.1:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 0.05, mid + 0.05
+    pad = (hi - lo) * 0.08
+    lo, hi = lo - pad, hi + pad
+
+    def y(v: float) -> float:
+        return round(bottom - (v - lo) / (hi - lo) * (bottom - top), 1)
+
+    n = len(kf.rows)
+    step = (right - left) / max(n, 1)
+    points = []
+    for i, r in enumerate(kf.rows):
+        x = round(left + step * (i + 0.5), 1)
+        f = r.mean_index
+        if f.shown and f.value is not None:
+            points.append(
+                ChartPoint(
+                    r.period,
+                    x,
+                    y(f.value),
+                    y(f.low) if f.low is not None else None,
+                    y(f.high) if f.high is not None else None,
+                    f"{r.period}: {fmt(f, 'index')}",
+                )
+            )
+        else:
+            points.append(ChartPoint(r.period, x))
+    ticks = tuple((y(lo + (hi - lo) * j / 4), f"{lo + (hi - lo) * j / 4:.2f}") for j in range(5))
+    return Chart(width, height, left, right, top, bottom, tuple(points), ticks)
+
+
+def fmt(f: Figure, kind: str) -> str:
+    """A shown figure as text (callers check ``f.shown`` first)."""
+    if f.value is None:
+        return ""
+    if kind == "count":
+        return str(int(f.value))
+    if kind == "share":
+        return f"{f.value * 100:.0f} % (n={f.persons})"
+    digits = 3 if kind == "index" else 1
+    text = f"{f.value:.{digits}f}"
+    if f.low is not None and f.high is not None:
+        text += f" ({f.low:.{digits}f} – {f.high:.{digits}f})"
+    return text + f" n={f.persons}"
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+class PromPages:
+    def __init__(self, web: PageKit) -> None:
+        self.web = web
+
+    def _steward(self, request: Request) -> Page | Response:
+        """The caller's page if a logged-in steward, else the response that refuses them."""
+        p = self.web.page(request)
+        if p.user is None:
+            return self.web.login_redirect(p)
+        if "steward" not in p.roles:
+            return self.web.error(p, 403, "forbidden")
+        return p
+
+    def hub(self, request: Request) -> Response:
+        p = self._steward(request)
+        if isinstance(p, Response):
+            return p
+        assert p.user is not None
+        names = {h.id: h.name for h in holders()}
+        mine = [(h, names.get(h, h)) for h in sorted(p.user.holder_ids)]
+        tp = translator(p.lang)
+        return self.web.render(p, "prom_hub.html", title=tp("prom_title"), tp=tp, holders=mine)
+
+    def holder(self, request: Request, holder_id: str) -> Response:
+        p = self._steward(request)
+        if isinstance(p, Response):
+            return p
+        assert p.user is not None
+        known = {h.id: h for h in holders()}
+        if holder_id not in p.user.holder_ids or holder_id not in known:
+            return self.web.error(p, 404, "not_found")
+        tp = translator(p.lang)
+        period: Period = "quarter" if request.query_params.get("period") == "quarter" else "year"
+        name = known[holder_id].name
+        source = load_source(self.web._settings().research_db(holder_id))
+        context: dict[str, Any] = {
+            "tp": tp,
+            "holder_id": holder_id,
+            "holder_name": name,
+            "period": period,
+            "title": tp("prom_holder_title", holder=name),
+        }
+        if isinstance(source, str):
+            return self.web.render(
+                p, "prom_keyfigures.html", kf=None, chart=None, source=None, unavailable=source, **context
+            )
+        kf = key_figures(
+            source.responses,
+            holder=holder_id,
+            threshold=known[holder_id].min_cell_count,
+            columns=source.columns,
+            period=period,
+            denominator=source.denominator,
+        )
+        return self.web.render(
+            p,
+            "prom_keyfigures.html",
+            kf=kf,
+            chart=build_chart(kf),
+            source=source,
+            unavailable=None,
+            fmt=fmt,
+            **context,
+        )
+
+
+def add_prom_pages(router: APIRouter, web: PageKit) -> None:
+    """Add the PROM key figures pages to the ``/web`` router."""
+    pages = PromPages(web)
+    router.add_api_route("/prom", pages.hub, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/prom/{holder_id}", pages.holder, methods=["GET"], response_class=HTMLResponse)
+
+
+__all__ = ["PREFIX", "STRINGS", "add_prom_pages", "build_chart", "load_source"]
