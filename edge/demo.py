@@ -57,6 +57,8 @@ DEMO_REQUEST: dict[str, Any] = {
         "prom_response.visit_date",
         "prom_response.eq_vas",
         "prom_response.eq5d_mobility",
+        "prom_response.eq5d_level_sum",
+        "prom_response.eq5d_index_se_5l_tto_2020",
         "condition.code",
         "condition.recorded_date",
     ],
