@@ -443,6 +443,76 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     "exception_withdraw": {"sv": "Återkalla", "en": "Withdraw"},
     "exception_withdrawn": {"sv": "Undantaget är återkallat.", "en": "The exception is withdrawn."},
     "exceptions_link": {"sv": "Undantag för tillståndet", "en": "The permit's exceptions"},
+    # PROM key figures (access/web/prom.py)
+    "prom_title": {"sv": "PROM-nyckeltal", "en": "PROM key figures"},
+    "prom_hub_intro": {
+        "sv": "Nyckeltal för patientrapporterade utfall (EQ-5D) per dataansvarig du förvaltar. "
+        "Celler med för få personer visas inte.",
+        "en": "Key figures of patient-reported outcomes (EQ-5D) for each data holder you steward. "
+        "Cells with too few persons are not shown.",
+    },
+    "prom_holder_title": {"sv": "PROM-nyckeltal: {holder}", "en": "PROM key figures: {holder}"},
+    "prom_intro": {
+        "sv": "Källa: forskningszonens tabell {table}. Varje cell bygger på minst {k} personer "
+        "(dataansvarigs gräns); annars visas bara skälet.",
+        "en": "Source: the research zone's table {table}. Every cell rests on at least {k} persons "
+        "(the holder's threshold); otherwise only the reason is shown.",
+    },
+    "prom_period": {"sv": "Period", "en": "Period"},
+    "prom_by_year": {"sv": "Per år", "en": "By year"},
+    "prom_by_quarter": {"sv": "Per kvartal", "en": "By quarter"},
+    "prom_responses": {"sv": "Svar", "en": "Responses"},
+    "prom_persons": {"sv": "Personer", "en": "Persons"},
+    "prom_response_rate": {"sv": "Svarsfrekvens", "en": "Response rate"},
+    "prom_mean_index": {"sv": "Medelindex (95 % KI)", "en": "Mean index (95% CI)"},
+    "prom_mean_vas": {"sv": "Medel EQ VAS (95 % KI)", "en": "Mean EQ VAS (95% CI)"},
+    "prom_improved": {"sv": "Andel förbättrade", "en": "Share improved"},
+    "prom_withheld": {"sv": "Visas ej", "en": "Withheld"},
+    "prom_reason_keyfigures.too_few_persons": {
+        "sv": "för få personer",
+        "en": "too few persons",
+    },
+    "prom_reason_keyfigures.small_complement": {
+        "sv": "resten är för få personer",
+        "en": "the rest are too few persons",
+    },
+    "prom_reason_keyfigures.no_denominator": {
+        "sv": "ingen nämnare",
+        "en": "no denominator",
+    },
+    "prom_reason_keyfigures.no_values": {"sv": "inga värden", "en": "no values"},
+    "prom_no_denominator_note": {
+        "sv": "Svarsfrekvens saknas: källan har ingen lista över inbjudna eller besökare att räkna mot.",
+        "en": "No response rate: the source has no list of invited or visiting persons to count against.",
+    },
+    "prom_denominator_note": {
+        "sv": "Svarsfrekvens: svarande bland personer med besök i registret ({table}) under perioden.",
+        "en": "Response rate: responders among persons with a register visit ({table}) in the period.",
+    },
+    "prom_improved_note": {
+        "sv": "Förbättrad: {measure} högre än vid föregående mätning ({rule}), räknat på uppföljningens period.",
+        "en": "Improved: {measure} higher than at the previous measurement ({rule}), counted in the "
+        "follow-up's period.",
+    },
+    "prom_rule_calendar_year": {"sv": "år mot år", "en": "year on year"},
+    "prom_rule_window": {"sv": "tidsfönster", "en": "time window"},
+    "prom_measure_index": {"sv": "index", "en": "index"},
+    "prom_measure_vas": {"sv": "EQ VAS", "en": "EQ VAS"},
+    "prom_measure_pchc": {"sv": "hälsoprofil (Pareto)", "en": "health profile (Paretian)"},
+    "prom_chart_title": {
+        "sv": "Medelindex per period med 95 % konfidensintervall",
+        "en": "Mean index per period with 95% confidence interval",
+    },
+    "prom_chart_empty": {
+        "sv": "Inget medelindex kan visas ännu.",
+        "en": "No mean index can be shown yet.",
+    },
+    "prom_unavailable": {
+        "sv": "Inga PROM-data i forskningszonen för {holder} ({reason}).",
+        "en": "No PROM data in the research zone of {holder} ({reason}).",
+    },
+    "prom_open": {"sv": "Visa nyckeltal för {holder}", "en": "Show key figures for {holder}"},
+    "prom_holder": {"sv": "Dataansvarig", "en": "Data holder"},
 }
 
 

@@ -34,6 +34,7 @@ import duckdb
 import msgspec
 import pytest
 from real_shapes import LINES, line_of, rxnorm_to_atc, sample_dir, sample_resources
+from view_harness import flat_source
 
 from pipelines.fhir import ingest as ing
 from pipelines.fhir import terminology
@@ -61,18 +62,7 @@ def _res(key: str) -> dict[str, Any]:
 
 def _rows_both_ways(resources: list[dict[str, Any]]) -> dict[str, list[tuple]]:
     """Rows per view from the compiled SQL, asserting the Python evaluator gives the same."""
-    con = duckdb.connect()
-    ing._create_tables(con, PLAN.views)
-    for m in SQL_MACROS:
-        con.execute(m)
-    con.execute(
-        f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
-        " _source_file VARCHAR, _line_no BIGINT)"
-    )
-    con.executemany(
-        f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
-        [(r["resourceType"], r["id"], json.dumps(r)) for r in resources],
-    )
+    con = flat_source(PLAN.views, [(r["resourceType"], r["id"], json.dumps(r)) for r in resources])
     out = {}
     for name, view in PLAN.views.items():
         con.execute(PLAN.sql[name])

@@ -16,15 +16,15 @@ import random
 from collections import Counter
 from typing import Any
 
-import duckdb
 import fhir_factory as f
 import msgspec
 import pytest
 from test_validation_differential import mutate
+from view_harness import flat_source
 
 from pipelines.fhir import fastvalid
 from pipelines.fhir import ingest as ing
-from pipelines.fhir.viewsql import SQL_MACROS, Unsupported, compile_view_sql
+from pipelines.fhir.viewsql import Unsupported, compile_view_sql
 from synthetic_data.fhir import iter_fhir_resources
 from synthetic_data.fhir_real import iter_real_resources
 
@@ -55,19 +55,8 @@ def _norm(view, row) -> tuple:
 
 def compare(resources: list[dict[str, Any]]) -> dict[str, int]:
     """Rows per view from SQL and from Python over the same resources; asserts equality."""
-    con = duckdb.connect()
-    ing._create_tables(con, PLAN.views)
-    for m in SQL_MACROS:
-        con.execute(m)
     # What ingest registers at each flush: the batch of fast-path resources (JSON as text).
-    con.execute(
-        f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
-        " _source_file VARCHAR, _line_no BIGINT)"
-    )
-    con.executemany(
-        f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
-        [(r["resourceType"], r["id"], _line(r).decode()) for r in resources],
-    )
+    con = flat_source(PLAN.views, [(r["resourceType"], r["id"], _line(r).decode()) for r in resources])
     counts = {}
     for name, view in PLAN.views.items():
         con.execute(PLAN.sql[name])

@@ -228,24 +228,15 @@ def _view_rows(resources: list[dict]) -> tuple[list[tuple], list[tuple]]:
     import msgspec
 
     from pipelines.fhir import ingest as ing
-    from pipelines.fhir.viewsql import SQL_MACROS
+    from tests.fhir.view_harness import flat_source
 
     plan = ing.view_plan(ing.VIEWS_DIR)
     assert "fhir_eq5d_response" in plan.sql  # the view still compiles to SQL
     view = plan.views["fhir_eq5d_response"]
-    con = duckdb.connect()
+    con = flat_source(
+        {"fhir_eq5d_response": view}, [(r["resourceType"], r["id"], json.dumps(r)) for r in resources]
+    )
     try:
-        ing._create_tables(con, {"fhir_eq5d_response": view})
-        for m in SQL_MACROS:
-            con.execute(m)
-        con.execute(
-            f"CREATE TEMP TABLE {ing._FLAT_SOURCE} (resource_type VARCHAR, id VARCHAR, resource VARCHAR,"
-            " _source_file VARCHAR, _line_no BIGINT)"
-        )
-        con.executemany(
-            f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)",
-            [(r["resourceType"], r["id"], json.dumps(r)) for r in resources],
-        )
         con.execute(plan.sql["fhir_eq5d_response"])
         sql_rows = con.execute(
             "SELECT * FROM fhir_eq5d_response ORDER BY questionnaire_response_id"

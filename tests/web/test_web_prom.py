@@ -9,7 +9,8 @@ import re
 import duckdb
 from webtest_helpers import login, write_research_zone
 
-from access.web.prom import STRINGS, load_source
+from access.web.i18n import STRINGS
+from access.web.prom import load_source
 from pipelines.outcomes import key_figures
 
 # 2020: 12 of the 61 register persons answered (shown). 2021: 3 persons (withheld), with values
@@ -120,5 +121,5 @@ def test_access_like_the_other_steward_pages(client, world, hdp_home):
 def test_every_prom_string_has_both_languages():
     from access.web.i18n import LANGUAGES
 
-    for key, texts in STRINGS.items():
+    for key, texts in ((k, v) for k, v in STRINGS.items() if k.startswith("prom_")):
         assert set(texts) == set(LANGUAGES) and all(texts[lang].strip() for lang in LANGUAGES), key
