@@ -112,6 +112,9 @@ def group_size_sql(table: str, quasi_identifiers: tuple[str, ...], k: int) -> st
 
     Persons are counted as distinct ``person_id`` per group (a person with many visits is still
     one person); NULL quasi-identifier values form their own group, as they would in a release.
+    "Persons below k" counts each person once, however many small groups they fall in: with an
+    event-level quasi-identifier (a visit date) one person spreads over many groups, and summing
+    the groups' sizes counted person-group pairs (12,012 "persons" in a table of 1,040).
 
     >>> "GROUP BY \\"sex\\", \\"county\\"" in group_size_sql("patient", ("sex", "county"), 5)
     True
@@ -119,10 +122,13 @@ def group_size_sql(table: str, quasi_identifiers: tuple[str, ...], k: int) -> st
     if not isinstance(k, int) or k < 1:
         raise ValueError("k must be a positive integer")
     cols = ", ".join(_quote(c) for c in quasi_identifiers)
+    match = " AND ".join(f"r.{_quote(c)} IS NOT DISTINCT FROM g.{_quote(c)}" for c in quasi_identifiers)
     return (
-        f"WITH g AS (SELECT count(DISTINCT person_id) AS n FROM {_quote(table)} GROUP BY {cols}) "
-        f"SELECT (SELECT count(DISTINCT person_id) FROM {_quote(table)}), count(*), min(n), "
-        f"count(*) FILTER (WHERE n < {k}), coalesce(sum(n) FILTER (WHERE n < {k}), 0) FROM g"
+        f"WITH r AS (SELECT person_id, {cols} FROM {_quote(table)}), "
+        f"g AS (SELECT {cols}, count(DISTINCT person_id) AS n FROM r GROUP BY {cols}) "
+        f"SELECT (SELECT count(DISTINCT person_id) FROM r), count(*), min(n), "
+        f"count(*) FILTER (WHERE n < {k}), "
+        f"(SELECT count(DISTINCT r.person_id) FROM r JOIN g ON {match} WHERE g.n < {k}) FROM g"
     )
 
 
