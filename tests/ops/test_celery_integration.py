@@ -199,7 +199,7 @@ def test_full_pipeline_through_scheduler_and_celery(stack, pipeline):
     out = CliRunner().invoke(status, ["--limit", "20"]).output
     assert all(d in out for d in ALL_DAGS) and "FAILED" not in out
     body, _ = prometheus.metrics_payload()
-    assert b'hdp_dag_run_failed{dag_id="release"} 0' in body
+    assert b'hdp_dag_run_failed{dag_id="release"} 0.0' in body
 
 
 def _wait_for(path: Path, stack, cap_s: float) -> None:
