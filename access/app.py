@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from access import audit_http
 from access.audit_http import AuditEveryRequest, request_validation_handler
+from access.docs_offline import NO_CDN_DOCS, serve_offline_docs
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
 from access.governance_adapter import shared_governance
@@ -52,7 +53,8 @@ def _bearer(request: Request) -> str | None:
 
 def create_app(settings: AccessSettings | None = None, governance: Governance | None = None) -> FastAPI:
     service = build_service(settings or AccessSettings.from_env(), governance)
-    app = FastAPI(title="Health-data platform: access layer", version="1")
+    app = FastAPI(title="Health-data platform: access layer", version="1", **NO_CDN_DOCS)
+    serve_offline_docs(app)  # Swagger UI and ReDoc from this machine (access/docs_offline.py)
     app.state.service = service
     # Every request leaves an audit entry (its own, or access.http); 500s are JSON, audited.
     app.add_middleware(AuditEveryRequest, service=service)
