@@ -38,7 +38,10 @@ def validate(
         zone, holder_id=holder_id, release_dir=Path(release_dir) if release_dir else None, run_id=run_id
     )
     raise_for_blocking(result)
-    return result.summary()
+    # The rows this gate copied to quarantine, by check id: the run metrics keep them as reason
+    # codes, so `hdp status` shows which check quarantined how many (not only a total).
+    quarantined = {c.id: c.quarantined_rows for c in result.checks if c.quarantined_rows}
+    return result.summary() | {"quarantined": quarantined}
 
 
 def requests_ready_for_release() -> list[int]:

@@ -351,27 +351,86 @@ def task_details(ident: TaskIdentity, *, url: str | None = None) -> dict[tuple[s
     return {(r.name, r.label): r.value for r in rows}
 
 
+#: where a stage that reports its quarantine as a plain total keeps the breakdown by reason
+#: (the pseudonymisation stage: ``quarantined`` is a total, ``quarantined_by_reason`` the codes)
+QUARANTINED_BY_REASON = "quarantined_by_reason"
+#: files read through a conversion to UTF-8, by notice code (the ingest stages' ``files_converted``)
+FILES_CONVERTED = "files_converted"
+
+
+def _labelled_details(
+    con: Connection, dag_id: str, run_id: str, names: Sequence[str]
+) -> list[tuple[str, int, str | None, str, str, int]]:
+    """(task_id, map_index, holder, name, label, value) of the given figure names in one DAG run."""
+    rows = con.execute(
+        sa.select(
+            task_metric.c.task_id,
+            task_metric.c.map_index,
+            task_run.c.holder,
+            task_metric.c.name,
+            task_metric.c.label,
+            task_metric.c.value,
+        )
+        .join(
+            task_run,
+            sa.and_(
+                *(task_run.c[k] == task_metric.c[k] for k in ("dag_id", "run_id", "task_id", "map_index"))
+            ),
+        )
+        .where(task_metric.c.dag_id == dag_id, task_metric.c.run_id == run_id, task_metric.c.name.in_(names))
+        .order_by(task_metric.c.task_id, task_metric.c.map_index, task_metric.c.label)
+    ).all()
+    return [(r[0], int(r[1]), r[2], r[3], r[4], int(r[5])) for r in rows]
+
+
 def quarantine_by_reason(
     dag_id: str, run_id: str, *, url: str | None = None
 ) -> list[tuple[str, str | None, str, int]]:
-    """(task_id, holder, reason_code, rows) for one DAG run."""
+    """(task_id, holder, reason_code, rows) for one DAG run.
+
+    A task that reported only a total (kept under ``unspecified``) but also its breakdown under
+    ``quarantined_by_reason`` is shown by that breakdown, so operators see the real reason codes.
+    """
     with _begin(url) as con:
-        rows = con.execute(
-            sa.select(task_metric.c.task_id, task_run.c.holder, task_metric.c.label, task_metric.c.value)
-            .join(
-                task_run,
-                sa.and_(
-                    *(task_run.c[k] == task_metric.c[k] for k in ("dag_id", "run_id", "task_id", "map_index"))
-                ),
-            )
-            .where(
-                task_metric.c.dag_id == dag_id,
-                task_metric.c.run_id == run_id,
-                task_metric.c.name == QUARANTINED,
-            )
-            .order_by(task_metric.c.task_id, task_metric.c.label)
-        ).all()
-    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+        details = _labelled_details(con, dag_id, run_id, (QUARANTINED, QUARANTINED_BY_REASON))
+    by_task: dict[tuple[str, int], dict[str, list[tuple[str | None, str, int]]]] = {}
+    for task_id, map_index, holder, name, label, value in details:
+        by_task.setdefault((task_id, map_index), {}).setdefault(name, []).append((holder, label, value))
+    out: list[tuple[str, str | None, str, int]] = []
+    for (task_id, _map_index), named in by_task.items():
+        rows = named.get(QUARANTINED, [])
+        if QUARANTINED_BY_REASON in named and all(label == "unspecified" for _, label, _ in rows):
+            rows = named[QUARANTINED_BY_REASON]
+        out.extend((task_id, holder, label, value) for holder, label, value in rows if value)
+    return out
+
+
+def files_converted(
+    dag_id: str, run_id: str, *, url: str | None = None
+) -> list[tuple[str, str | None, str, int]]:
+    """(task_id, holder, notice_code, files) for one DAG run: files read through a conversion to UTF-8."""
+    with _begin(url) as con:
+        details = _labelled_details(con, dag_id, run_id, (FILES_CONVERTED,))
+    return [(task_id, holder, label, value) for task_id, _, holder, _, label, value in details if value]
+
+
+def run_count(*, dag_id: str | None = None, since: datetime | None = None, url: str | None = None) -> int:
+    """How many DAG runs are recorded (optionally of one DAG, started since a time)."""
+    with _begin(url) as con:
+        starts = sa.select(task_run.c.dag_id, task_run.c.run_id).group_by(
+            task_run.c.dag_id, task_run.c.run_id
+        )
+        if dag_id:
+            starts = starts.where(task_run.c.dag_id == dag_id)
+        if since is not None:
+            starts = starts.having(sa.func.min(task_run.c.started_at) >= since)
+        return int(con.execute(sa.select(sa.func.count()).select_from(starts.subquery())).scalar_one())
+
+
+def first_run_started(*, url: str | None = None) -> datetime | None:
+    """When the earliest recorded task run started (None when nothing is recorded)."""
+    with _begin(url) as con:
+        return _aware(con.execute(sa.select(sa.func.min(task_run.c.started_at))).scalar_one())
 
 
 def latest_per_dag(*, url: str | None = None) -> list[DagRunSummary]:
