@@ -513,6 +513,151 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "prom_open": {"sv": "Visa nyckeltal för {holder}", "en": "Show key figures for {holder}"},
     "prom_holder": {"sv": "Dataansvarig", "en": "Data holder"},
+    # --- application form (access/web/apply.py)
+    "nav_apply": {"sv": "Ny ansökan", "en": "New application"},
+    "apply_title": {"sv": "Ny ansökan om data", "en": "New data application"},
+    "apply_edit_title": {"sv": "Ändra ansökan {id}", "en": "Edit application {id}"},
+    "apply_intro": {
+        "sv": "Fyll i ansökan. Spara den som utkast och skicka in den när den är klar: varje dataägare "
+        "i ansökan granskar den. Alla fel visas vid fälten de gäller.",
+        "en": "Fill in the application. Save it as a draft and submit it when it is ready: every data "
+        "holder in it reviews it. Every problem is shown next to the field it concerns.",
+    },
+    "apply_view_request": {"sv": "Visa ansökan {id}", "en": "View application {id}"},
+    "apply_returned_title": {"sv": "Återsänd för komplettering", "en": "Returned for changes"},
+    "apply_returned_intro": {
+        "sv": "Förvaltarna bad om ändringar. Ändra ansökan och skicka in den igen; den granskas då i en ny omgång.",
+        "en": "The stewards asked for changes. Edit the application and submit it again; it is then "
+        "reviewed in a new round.",
+    },
+    "apply_has_problems": {
+        "sv": "Ansökan sparades inte. Rätta det som står vid fälten nedan.",
+        "en": "The application was not saved. Correct what is said next to the fields below.",
+    },
+    "apply_project": {"sv": "Projekttitel (3–200 tecken)", "en": "Project title (3-200 characters)"},
+    "apply_choose": {"sv": "– välj –", "en": "– choose –"},
+    "apply_ethics_help": {
+        "sv": "Etikprövningsmyndighetens diarienummer, till exempel 2024-01234-01.",
+        "en": "The Ethical Review Authority's reference, for example 2024-01234-01.",
+    },
+    "apply_holders": {"sv": "Dataägare", "en": "Data holders"},
+    "apply_variables_help": {
+        "sv": "Variablerna i katalogen, per tabell, med sin känslighetsklass. Varje vald dataägare måste "
+        "leverera minst en av dem.",
+        "en": "The catalogue's variables, by table, with their disclosure class. Every chosen data holder "
+        "must deliver at least one of them.",
+    },
+    "apply_delivered_by": {"sv": "levereras av {holders}", "en": "delivered by {holders}"},
+    "apply_chosen": {"sv": "{n} valda", "en": "{n} chosen"},
+    "apply_members": {"sv": "Projektmedlemmar (användarnamn)", "en": "Project members (user names)"},
+    "apply_members_help": {
+        "sv": "Kommaseparerade användarnamn för forskare som ska arbeta med datat; du själv ingår alltid.",
+        "en": "Comma-separated user names of researchers who will work with the data; you are always included.",
+    },
+    "apply_period_help": {
+        "sv": "Vilken tidsperiod datat ska gälla; båda fälten kan lämnas tomma.",
+        "en": "The period the data should cover; either date may be left empty.",
+    },
+    "apply_period_start": {"sv": "Från", "en": "From"},
+    "apply_period_end": {"sv": "Till", "en": "To"},
+    "apply_cohort_criteria": {"sv": "Urvalskriterier (valfria)", "en": "Cohort criteria (optional)"},
+    "apply_cohort_help": {
+        "sv": 'Som JSON: variabel -> villkor, till exempel {"register_visit.birth_year": {"between": [1940, 1970]}}.',
+        "en": 'As JSON: variable -> condition, for example {"register_visit.birth_year": {"between": [1940, 1970]}}.',
+    },
+    "apply_pseudo_help": {
+        "sv": "Krävs för pseudonymiserade data och för data på radnivå (minst 30 tecken).",
+        "en": "Required for pseudonymised data and for record-level data (at least 30 characters).",
+    },
+    "apply_access_days": {
+        "sv": "Tillståndets längd i dagar från beslutet",
+        "en": "Length of the permit in days from the decision",
+    },
+    "apply_permit_end": {
+        "sv": "Godkänns ansökan i dag gäller tillståndet till och med {date}.",
+        "en": "If the application is approved today, the permit ends on {date}.",
+    },
+    "apply_access_help": {"sv": "1–{max} dagar.", "en": "1-{max} days."},
+    "apply_save": {"sv": "Spara utkast", "en": "Save draft"},
+    "apply_submit": {"sv": "Skicka in ansökan", "en": "Submit the application"},
+    "apply_submit_returned": {"sv": "Skicka in igen", "en": "Submit again"},
+    "apply_mine": {"sv": "Ansökningar att slutföra", "en": "Applications to finish"},
+    "apply_open": {"sv": "Ändra ansökan {id}", "en": "Edit application {id}"},
+    "apply_saved": {
+        "sv": "Utkastet till ansökan {id} är sparat.",
+        "en": "The draft of application {id} is saved.",
+    },
+    "apply_submitted": {
+        "sv": "Ansökan {id} är inskickad för granskning.",
+        "en": "Application {id} is submitted for review.",
+    },
+    "apply_not_editable": {
+        "sv": "Ansökan kan inte längre ändras här (status: {status}); en ändring av ett tillstånd görs som ett tillägg.",
+        "en": "The application can no longer be edited here (status: {status}); a permit is changed by an amendment.",
+    },
+    "apply_unknown_action": {"sv": "Okänd åtgärd i formuläret.", "en": "Unknown action in the form."},
+    "apply_too_long": {
+        "sv": "För lång text (högst {chars} tecken per fält) eller för många val (högst {names}).",
+        "en": "Text too long (at most {chars} characters per field) or too many choices (at most {names}).",
+    },
+    # --- workspace (access/web/workspace.py)
+    "nav_workspace": {"sv": "Arbetsyta", "en": "Workspace"},
+    "workspace_title": {"sv": "Arbetsyta", "en": "Workspace"},
+    "workspace_release_title": {"sv": "Arbetsyta: {release}", "en": "Workspace: {release}"},
+    "workspace_intro": {
+        "sv": "Här ställer du SQL-frågor mot dina uttag på radnivå, inne i den säkra miljön. Frågorna "
+        "kontrolleras och loggas som i API:et. Resultat lämnar miljön bara genom utdatagranskning.",
+        "en": "Here you query your record-level releases with SQL, inside the secure environment. Queries "
+        "are checked and logged as in the API. Results leave the environment only through output checking.",
+    },
+    "workspace_none": {
+        "sv": "Du har inget gällande tillstånd på radnivå med ett uttag.",
+        "en": "You have no permit in force at record level with a release.",
+    },
+    "workspace_open": {"sv": "Öppna arbetsytan för {release}", "en": "Open the workspace for {release}"},
+    "workspace_tables": {"sv": "Tabeller och kolumner", "en": "Tables and columns"},
+    "workspace_sql": {"sv": "SQL-fråga", "en": "SQL query"},
+    "workspace_sql_help": {
+        "sv": "En SELECT-fråga (DuckDB-dialekt) mot tabellerna till vänster.",
+        "en": "One SELECT query (DuckDB dialect) over the tables listed beside it.",
+    },
+    "workspace_run": {"sv": "Kör frågan", "en": "Run the query"},
+    "workspace_row_limit": {
+        "sv": "Här visas högst {rows} rader. Ett större resultat lämnar miljön bara som utdata, efter granskning.",
+        "en": "At most {rows} rows are shown here. A larger result leaves the environment only as an output, "
+        "after checking.",
+    },
+    "workspace_result": {"sv": "Resultat", "en": "Result"},
+    "workspace_result_rows": {
+        "sv": "{rows} rader, {columns} kolumner",
+        "en": "{rows} rows, {columns} columns",
+    },
+    "workspace_refused": {"sv": "Frågan avvisades: {message}", "en": "The query was refused: {message}"},
+    "workspace_too_many_rows": {
+        "sv": "Resultatet har fler än {rows} rader. Lägg till LIMIT {rows} för att se de första raderna här, "
+        "eller begär utdata nedan för hela resultatet.",
+        "en": "The result has more than {rows} rows. Add LIMIT {rows} to look at its first rows here, or "
+        "request an output below for the whole result.",
+    },
+    "workspace_chart": {"sv": "Diagram", "en": "Chart"},
+    "workspace_chart_title": {"sv": "{value} per {category}", "en": "{value} by {category}"},
+    "workspace_chart_hint": {
+        "sv": "Ett stapeldiagram ritas när resultatet har två kolumner: en kategori och ett tal.",
+        "en": "A bar chart is drawn when the result has two columns: a category and a number.",
+    },
+    "workspace_chart_more": {
+        "sv": "Diagrammet visar de första {bars} staplarna.",
+        "en": "The chart shows the first {bars} bars.",
+    },
+    "workspace_output_title": {"sv": "Begär utdata", "en": "Request output"},
+    "workspace_output_intro": {
+        "sv": "Skicka frågans hela resultat till utdatagranskning. Två granskare beslutar; därefter kan du "
+        "ladda ned filen under Mina utdata.",
+        "en": "Send the query's whole result to output checking. Two checkers decide; then you download the "
+        "file under My outputs.",
+    },
+    "workspace_output_submit": {"sv": "Begär utdata", "en": "Request output"},
+    "workspace_null": {"sv": "(saknas)", "en": "(null)"},
 }
 
 

@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from access.ports import Governance, User
 from access.web import precheck, quality
+from access.web.apply import add_apply_pages
 from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
 from access.web.prom import add_prom_pages
@@ -480,4 +481,5 @@ def build_router(**options: Any) -> APIRouter:
 
     add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
     add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
+    add_apply_pages(router, web)  # the application form (access/web/apply.py)
     return router
