@@ -5,7 +5,8 @@ cdn.jsdelivr.net and their favicon from fastapi.tiangolo.com, so inside a closed
 stay blank. Following FastAPI's "Self-hosting JavaScript and CSS for docs", an app is created
 with ``docs_url=None, redoc_url=None`` (:data:`NO_CDN_DOCS`) and :func:`serve_offline_docs`
 adds both pages over the assets of the locked ``fastapi-offline`` package, served straight
-from its installed directory (2.8 MB that need not live in the repository).
+from its installed directory (2.8 MB that need not live in the repository). ReDoc's bundle
+is served with its one hard-coded remote image (the Redocly logo) replaced by an empty one.
 
 Every FastAPI app of the platform (the access layer, and the hub, which is the access app with
 the federation's routes beside it) gets its docs through this one function.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from base64 import b64encode
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 #: Keyword arguments for ``FastAPI(...)``: no default docs pages (they would load from CDNs).
@@ -33,6 +35,11 @@ REDOC_URL = "/redoc"
 ASSETS_URL = "/docs-assets"
 #: The four files the pages load, all inside fastapi-offline's ``static`` directory.
 ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+#: ReDoc's sidebar footer draws the Redocly logo from this URL whatever its options say; the
+#: bundle is served with an empty inline image there instead (:func:`redoc_bundle`).
+REDOC_REMOTE_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
 
 #: Swagger UI's defaults plus: no validator badge (it would send the schema's URL to
 #: validator.swagger.io and load an image from there).
@@ -46,6 +53,16 @@ def assets_dir() -> Path:
     if missing:
         raise RuntimeError(f"fastapi-offline is installed without {', '.join(missing)} in {directory}")
     return directory
+
+
+@cache
+def redoc_bundle() -> bytes:
+    """ReDoc's standalone bundle without its remote logo; fails if the bundle no longer has it
+    where we expect (a new ReDoc must be looked at again, not trusted)."""
+    bundle = (assets_dir() / "redoc.standalone.js").read_bytes()
+    if bundle.count(REDOC_REMOTE_LOGO) != 1:
+        raise RuntimeError("redoc.standalone.js changed: check what it loads before serving it")
+    return bundle.replace(REDOC_REMOTE_LOGO, EMPTY_IMAGE)
 
 
 def _inline_script_hashes(html: str) -> str:
@@ -98,6 +115,13 @@ def serve_offline_docs(app: FastAPI) -> None:
     if app.openapi_url is None:
         raise ValueError("the app has no OpenAPI schema to show")
     openapi_url = app.openapi_url
+    redoc_bundle()  # at start-up: a changed bundle stops the app rather than reach out later
+
+    # before the mount, so that this route and not the file answers for the bundle
+    @app.get(f"{ASSETS_URL}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_js() -> Response:
+        return Response(redoc_bundle(), media_type="text/javascript")
+
     app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
 
     @app.get(DOCS_URL, include_in_schema=False)

@@ -89,7 +89,7 @@ def _assert_offline(client, path: str, html: str) -> None:
 
 
 def test_docs_and_redoc_are_served_whole_from_this_machine(client):
-    from access.docs_offline import ASSET_FILES, ASSETS_URL, assets_dir
+    from access.docs_offline import ASSET_FILES, ASSETS_URL, EMPTY_IMAGE, REDOC_REMOTE_LOGO, assets_dir
 
     docs = client.get("/docs")
     redoc = client.get("/redoc")
@@ -102,10 +102,15 @@ def test_docs_and_redoc_are_served_whole_from_this_machine(client):
     assert f'src="{ASSETS_URL}/redoc.standalone.js"' in redoc.text
     assert '"validatorUrl": null' in docs.text  # no badge from validator.swagger.io
     assert "fonts.googleapis" not in redoc.text and "fonts.googleapis" not in docs.text
-    # the pages' assets are the installed package's files, byte for byte
+    # the pages' assets are the installed package's files, byte for byte, but for ReDoc's logo
     for name in ASSET_FILES:
         served = client.get(f"{ASSETS_URL}/{name}")
-        assert served.status_code == 200 and served.content == (assets_dir() / name).read_bytes(), name
+        expected = (assets_dir() / name).read_bytes()
+        if name == "redoc.standalone.js":
+            assert REDOC_REMOTE_LOGO in expected and REDOC_REMOTE_LOGO not in served.content
+            expected = expected.replace(REDOC_REMOTE_LOGO, EMPTY_IMAGE)
+        assert served.status_code == 200 and served.content == expected, name
+    assert b"cdn.redoc.ly" not in client.get(f"{ASSETS_URL}/redoc.standalone.js").content
     assert client.get("/openapi.json").json()["info"]["title"].startswith("Health-data platform")
     # the bundles themselves fetch no font or stylesheet from elsewhere
     assert external_loads_css(client.get(f"{ASSETS_URL}/swagger-ui.css").text) == []
