@@ -47,7 +47,10 @@ def checks_cmd(zone: str | None, verbose: bool) -> None:
 @click.option("--holder", help="Only this holder (or release id).")
 @click.option("--zone", type=click.Choice(["raw", "research", "release"]))
 @click.option("--limit", type=int, default=200, show_default=True, help="Most recent rows to show.")
-def history_cmd(check_id: str | None, holder: str | None, zone: str | None, limit: int) -> None:
+@click.option("--all", "show_all", is_flag=True, help="Show every stored row (overrides --limit).")
+def history_cmd(
+    check_id: str | None, holder: str | None, zone: str | None, limit: int, show_all: bool
+) -> None:
     """Results per run, oldest first, with the change in failed share since the previous run."""
     rows = store.history(get_settings().quality_dir, check_id=check_id, scope=holder, zone=zone)
     if not rows:
@@ -69,8 +72,15 @@ def history_cmd(check_id: str | None, holder: str | None, zone: str | None, limi
         f"{'started':19s}  {'run':40s} {'zone':8s} {'scope':16s} {'check':50s} {'verdict':7s} "
         f"{'failed/total':>20s} {'share':>8s} change"
     )
-    for line in lines[-limit:]:
+    shown = lines if show_all or limit >= len(lines) else lines[-limit:] if limit > 0 else []
+    for line in shown:
         click.echo(line)
+    if len(shown) < len(lines):
+        # Never cut silently: say how much is left out and how to see it.
+        click.echo(
+            f"showing the {len(shown)} most recent of {len(lines)} rows; see more with --limit N or --all, "
+            "or narrow with --check, --holder, --zone"
+        )
 
 
 @quality.command("docs")
