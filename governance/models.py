@@ -57,6 +57,8 @@ class UserRow(Base):
     holder_ids: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The organisation the person works for (migration 0006): stewards weigh who applies.
+    organisation: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class ApiTokenRow(Base):
@@ -134,6 +136,21 @@ class DecisionRow(Base):
     decision: Mapped[str] = mapped_column(String(16))
     justification: Mapped[str] = mapped_column(Text)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the steward ticked with the decision (migration 0006): the Five Safes and, when the
+    # pre-check flagged groups at risk, the acknowledgement; None for decisions taken without.
+    checklist: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RequestCommentRow(Base):
+    """One comment on a request's thread (``governance.comments``): plain text, never edited."""
+
+    __tablename__ = "gov_request_comment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("gov_request.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PermitRow(Base):

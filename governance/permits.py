@@ -19,7 +19,7 @@ from governance.models import PermitRow, RequestRow
 from governance.request_fields import check_justification
 from governance.transactions import aware_now, flush, lock_request
 from governance.users import has_role, user_row
-from governance.values import Permit
+from governance.values import Permit, PermitOverlap
 from governance.workflow import Action, Status, next_status
 
 #: Statuses of a permit in force: approved (no release yet) and active (bound to its release).
@@ -163,6 +163,44 @@ def permit_for_request(session: Session, *, request_id: int, at: datetime | None
     """The request's permit, in any state (None when it was never approved)."""
     p = permit_row(session, request_id)
     return None if p is None else permit_value(p, at, _project(session, request_id))
+
+
+def overlapping_permits(
+    session: Session, *, request_id: int, at: datetime | None = None
+) -> list[PermitOverlap]:
+    """The applicant's other permits in force at ``at`` that share a holder or a variable with
+    the request, oldest first. Two extracts of one person about the same persons can be linked
+    (a re-identification risk), so stewards see them before deciding.
+    """
+    at = at or datetime.now(UTC)
+    row = session.get(RequestRow, request_id)
+    if row is None:
+        raise NotFound(f"request {request_id} does not exist", code="request.not_found")
+    holders, variables = set(row.holders), set(row.variables)
+    found = session.execute(
+        select(PermitRow, RequestRow.project)
+        .join(RequestRow, RequestRow.id == PermitRow.request_id)
+        .where(PermitRow.request_id != request_id, PermitRow.revoked_at.is_(None), PermitRow.expires_at > at)
+        .order_by(PermitRow.id)
+    ).all()
+    out = []
+    for p, project in found:
+        if row.applicant not in p.users:
+            continue
+        shared_h, shared_v = sorted(holders & set(p.holders)), sorted(variables & set(p.variables))
+        if shared_h or shared_v:
+            out.append(
+                PermitOverlap(
+                    permit_id=p.id,
+                    request_id=p.request_id,
+                    project=project,
+                    status=permit_status(p, at),
+                    expires_at=p.expires_at,
+                    shared_holders=tuple(shared_h),
+                    shared_variables=tuple(shared_v),
+                )
+            )
+    return out
 
 
 def revoke_permit(

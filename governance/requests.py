@@ -56,6 +56,12 @@ from governance.workflow import (
 
 DEFAULT_DEADLINE_DAYS = 30
 
+#: The Five Safes a steward may tick with a decision (safe projects, people, settings, data,
+#: outputs), and the acknowledgement that the disclosure pre-check's groups at risk were seen.
+FIVE_SAFES = ("projects", "people", "settings", "data", "outputs")
+AT_RISK_ACKNOWLEDGED = "at_risk_acknowledged"
+CHECKLIST_ITEMS = (*FIVE_SAFES, AT_RISK_ACKNOWLEDGED)
+
 
 def file_request(
     session: Session,
@@ -224,6 +230,21 @@ def _checked_decision(decision: str, justification: str) -> str:
     return justification
 
 
+def checked_checklist(checklist: Mapping[str, Any] | None) -> dict[str, bool] | None:
+    """The ticks recorded with a decision: every item of ``CHECKLIST_ITEMS`` as True/False (an
+    item not given is not ticked), or None when no checklist came with the decision."""
+    if checklist is None:
+        return None
+    if not isinstance(checklist, Mapping):
+        raise InvalidRequest([("decision.checklist", "the checklist must map items to true or false")])
+    unknown = sorted(str(k) for k in checklist if k not in CHECKLIST_ITEMS)
+    if unknown or not all(isinstance(v, bool) for v in checklist.values()):
+        raise InvalidRequest(
+            [("decision.checklist", f"checklist items are {', '.join(CHECKLIST_ITEMS)}, each true or false")]
+        )
+    return {item: bool(checklist.get(item, False)) for item in CHECKLIST_ITEMS}
+
+
 def _check_may_decide(session: Session, row: RequestRow, *, holder_id: str, reviewer: str) -> None:
     """The request is in review, the holder in its scope, and ``reviewer`` an active steward of
     the holder who neither applied for nor works on the request."""
@@ -316,14 +337,18 @@ def decide(
     decision: str,
     justification: str,
     now: datetime | None = None,
+    checklist: Mapping[str, Any] | None = None,
 ) -> str:
     """Record one steward's decision for one holder; returns the request's status afterwards.
 
     The request is approved (and its permit issued) only when every holder in scope has approved
     with its required number of distinct reviewers; one rejection or return decides at once.
+    ``checklist`` (optional) holds what the steward ticked (``CHECKLIST_ITEMS``); it is stored
+    with the decision and its ticked items in the request's history.
     """
     now = aware_now(now)
     justification = _checked_decision(decision, justification)
+    ticks = checked_checklist(checklist)
     row = lock_request(session, request_id)
     _check_may_decide(session, row, holder_id=holder_id, reviewer=reviewer)
     reviews = {r.holder_id: r for r in round_reviews(session, row)}
@@ -339,6 +364,7 @@ def decide(
             decision=decision,
             justification=justification.strip(),
             decided_at=now,
+            checklist=ticks,
         )
     )
     verdict = _update_holder_verdict(review, earlier, ReviewDecision(reviewer, Decision(decision)), now)
@@ -355,6 +381,7 @@ def decide(
         decision=decision,
         holder_verdict=verdict.value,
         review_round=row.review_round,
+        **({"checklist": sorted(k for k, v in ticks.items() if v)} if ticks is not None else {}),
     )
     if action is Action.APPROVE:
         _grant(session, row, now)
@@ -558,7 +585,15 @@ def _request_view(session: Session, row: RequestRow) -> RequestView:
             for r in reviews
         ),
         decisions=tuple(
-            DecisionView(d.holder_id, d.reviewer, d.decision, d.justification, d.decided_at, d.review_round)
+            DecisionView(
+                d.holder_id,
+                d.reviewer,
+                d.decision,
+                d.justification,
+                d.decided_at,
+                d.review_round,
+                dict(d.checklist) if d.checklist is not None else None,
+            )
             for d in decisions
         ),
     )

@@ -14,6 +14,7 @@ This module only gathers the functions from the modules that hold them, one per 
 * ``governance.requests``: filing, drafts, submission, reviews and decisions, amendments,
   decision deadlines, request views.
 * ``governance.history``: a request's case history.
+* ``governance.comments``: a request's comment thread (stewards of its holders, its applicant side).
 * ``governance.permits``: permits in force, revocation, expiry.
 * ``governance.releases``: requests ready for release, ``approved_request``, recording and
   deleting releases.
@@ -42,6 +43,7 @@ from governance.airlock import (
     withdraw_output_exception,
     withdraw_output_request,
 )
+from governance.comments import MAX_COMMENT, list_comments, may_take_part, post_comment
 from governance.consent import (
     consent_records,
     excluded_consent_keys,
@@ -54,6 +56,7 @@ from governance.history import request_history
 from governance.permits import (
     active_permit,
     expire_permits,
+    overlapping_permits,
     permit_for_request,
     releases_for_user,
     revoke_permit,
@@ -80,7 +83,9 @@ from governance.request_fields import (
     REQUEST_FIELDS,
 )
 from governance.requests import (
+    CHECKLIST_ITEMS,
     DEFAULT_DEADLINE_DAYS,
+    FIVE_SAFES,
     amend_request,
     decide,
     file_request,
@@ -101,7 +106,9 @@ from governance.users import (
     issue_token,
     list_users,
     revoke_tokens,
+    set_organisation,
     token_hash,
+    user_organisation,
 )
 
 __all__ = [
@@ -115,7 +122,9 @@ __all__ = [
     "issue_token",
     "list_users",
     "revoke_tokens",
+    "set_organisation",
     "token_hash",
+    "user_organisation",
     # governance.request_fields
     "DATA_FORMS",
     "DEFAULT_ACCESS_DAYS",
@@ -127,7 +136,9 @@ __all__ = [
     "PERMIT_AMENDABLE",
     "REQUEST_FIELDS",
     # governance.requests
+    "CHECKLIST_ITEMS",
     "DEFAULT_DEADLINE_DAYS",
+    "FIVE_SAFES",
     "amend_request",
     "decide",
     "file_request",
@@ -138,9 +149,15 @@ __all__ = [
     "update_draft",
     # governance.history
     "request_history",
+    # governance.comments
+    "MAX_COMMENT",
+    "list_comments",
+    "may_take_part",
+    "post_comment",
     # governance.permits
     "active_permit",
     "expire_permits",
+    "overlapping_permits",
     "permit_for_request",
     "releases_for_user",
     "revoke_permit",

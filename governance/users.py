@@ -17,13 +17,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from governance import auditing
+from governance import text as free_text
 from governance.catalogue import reviewers_required
 from governance.errors import InvalidRequest, NotFound
 from governance.models import ApiTokenRow, UserRow
+from governance.text import display_text
 from governance.transactions import aware_now, flush
 from governance.values import ROLES, User
 
 USER_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
+MAX_ORGANISATION = 200  # characters (the column's size)
 
 
 def _user_value(row: UserRow) -> User:
@@ -43,10 +46,15 @@ def create_user(
     holder_ids: Iterable[str] = (),
     actor: str = "system",
     now: datetime | None = None,
+    organisation: str | None = None,
 ) -> User:
-    """Create an account; stewards must name the holders they review for."""
+    """Create an account; stewards must name the holders they review for. ``organisation`` is
+    the employer an applicant works for (shown to the stewards who decide on their requests)."""
     roles_set, holders_set = frozenset(roles), frozenset(holder_ids)
     problems: list[tuple[str, str]] = []
+    organisation, problem = _checked_organisation(organisation)
+    if problem:
+        problems.append(problem)
     if not USER_NAME.match(name or ""):
         problems.append(
             ("user.bad_name", "user name must be 2-64 chars: lower-case letter, then a-z 0-9 . _ -")
@@ -65,7 +73,11 @@ def create_user(
     if problems:
         raise InvalidRequest(problems)
     row = UserRow(
-        name=name, roles=sorted(roles_set), holder_ids=sorted(holders_set), created_at=aware_now(now)
+        name=name,
+        roles=sorted(roles_set),
+        holder_ids=sorted(holders_set),
+        created_at=aware_now(now),
+        organisation=organisation,
     )
     session.add(row)
     flush(session)
@@ -78,6 +90,44 @@ def create_user(
         actor=actor,
     )
     return _user_value(row)
+
+
+def _checked_organisation(organisation: str | None) -> tuple[str | None, tuple[str, str] | None]:
+    """(normalised organisation or None, None) or (input, its problem): one line of at most
+    ``MAX_ORGANISATION`` characters that ``governance.text`` allows; blank means not recorded."""
+    if organisation is None or not organisation.strip():
+        return None, None
+    text = organisation.strip()
+    if len(text) > MAX_ORGANISATION:
+        return organisation, (
+            "user.organisation.too_long",
+            f"organisation is longer than {MAX_ORGANISATION} characters",
+        )
+    return free_text.check(text, code="user.organisation", label="organisation")
+
+
+def set_organisation(
+    session: Session, *, name: str, organisation: str | None, actor: str, now: datetime | None = None
+) -> None:
+    """Record (or clear, with None or blank) the organisation an account's holder works for."""
+    row = user_row(session, name)
+    if row is None:
+        raise NotFound(f"no user named {name!r}", code="user.not_found")
+    clean, problem = _checked_organisation(organisation)
+    if problem:
+        raise InvalidRequest([problem])
+    row.organisation = clean
+    flush(session)
+    # The organisation's name is not personal data, but the audit log keeps to facts: set or cleared.
+    auditing.queue(
+        session, event="governance.user_organisation", user=name, set=clean is not None, actor=actor
+    )
+
+
+def user_organisation(session: Session, name: str) -> str | None:
+    """The organisation recorded for the account (None when none is, or there is no such account)."""
+    row = user_row(session, name)
+    return None if row is None else display_text(row.organisation)
 
 
 def get_user(session: Session, *, name: str) -> User:

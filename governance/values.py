@@ -34,9 +34,41 @@ class DecisionView:
     justification: str
     decided_at: datetime
     review_round: int
+    checklist: dict[str, bool] | None = None  # the ticks recorded with it (None: taken without)
 
     def __post_init__(self) -> None:
         _display_safe(self, multiline=("justification",))
+
+
+@dataclass(frozen=True)
+class CommentView:
+    """One comment on a request's thread (plain text; pages escape it)."""
+
+    id: int
+    request_id: int
+    author: str
+    body: str
+    posted_at: datetime
+
+    def __post_init__(self) -> None:
+        _display_safe(self, multiline=("body",))
+
+
+@dataclass(frozen=True)
+class PermitOverlap:
+    """Another permit in force of the same applicant that shares holders or variables with a
+    request: linking two extracts about the same persons is a re-identification risk."""
+
+    permit_id: int
+    request_id: int
+    project: str
+    status: str
+    expires_at: datetime
+    shared_holders: tuple[str, ...]
+    shared_variables: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _display_safe(self, single=("project",))
 
 
 @dataclass(frozen=True)
