@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from access.governance_adapter import shared_governance
 from access.ports import Governance, User
 from access.web import i18n
-from access.web.sessions import COOKIE_NAME, SessionStore, WebSession
+from access.web.sessions import COOKIE_NAME, Sessions, WebSession
 from governance.store import session_scope
 from hdp.settings import Settings, get_settings
 
@@ -98,13 +98,12 @@ class Page:
     request: Request
     lang: str
     t: Callable[..., str]
-    session: WebSession | None
-    session_id: str | None
-    user: User | None = None  # set when the session's token is still good
+    session: WebSession | None  # from the sealed cookie (access.web.sessions); re-sealed when dirty
+    user: User | None = None  # set when the store still vouches for the session
     set_lang_cookie: bool = False
-    new_cookie: str | None = None  # a session id to set on the response
+    clear_cookie: bool = False  # the session ended: the response deletes the cookie
     flashes: list[tuple[str, str]] = field(default_factory=list)
-    expired: bool = False  # the session's token was revoked or its user disabled
+    expired: bool = False  # timed out, token revoked, user disabled or logged out elsewhere
 
     @property
     def roles(self) -> frozenset[str]:
@@ -113,7 +112,7 @@ class Page:
     def flash(self, kind: str, text: str) -> None:
         """A message for the next page this session sees (after a redirect)."""
         assert self.session is not None, "a page that redirects after a form has a session"
-        self.session.flash.append((kind, text))
+        self.session.add_flash(kind, text)
 
 
 class PageKit:
@@ -122,14 +121,14 @@ class PageKit:
     def __init__(
         self,
         *,
-        sessions: SessionStore | None = None,
+        sessions: Sessions | None = None,
         governance_url: Callable[[], str] | None = None,
         settings: Callable[[], Settings] | None = None,
         governance: Callable[[], Governance] | None = None,
     ) -> None:
-        self.sessions = sessions or SessionStore()
         self._settings = settings or get_settings
         self._governance_url = governance_url or (lambda: self._settings().governance_url)
+        self.sessions = sessions or Sessions(settings=self._settings, governance_url=self._governance_url)
         # The API's port for the same store: one cache, one rule for who a token belongs to.
         self._governance = governance or (lambda: shared_governance(self._governance_url()))
         self.env = make_environment()
@@ -153,34 +152,41 @@ class PageKit:
             request.cookies.get(i18n.LANG_COOKIE),
             request.headers.get("accept-language"),
         )
-        session_id = request.cookies.get(COOKIE_NAME)
-        session = self.sessions.get(session_id)
+        cookie = request.cookies.get(COOKIE_NAME)
+        opened = self.sessions.codec().open(cookie)
         p = Page(
             request=request,
             lang=lang,
             t=i18n.translator(lang),
-            session=session,
-            session_id=session_id if session else None,
+            session=opened.session,
             set_lang_cookie=request.query_params.get("lang") in i18n.LANGUAGES,
+            clear_cookie=cookie is not None and opened.session is None,  # expired, tampered, foreign
+            expired=opened.expired and opened.session is None,
         )
-        if session is not None and session.token is not None:
-            user = self.authenticate(session.token)
-            if user is None or user.name != session.user_name:
-                # Token revoked or user disabled since login: end the session (fails closed).
-                self.sessions.delete(session_id)
-                p.session, p.session_id, p.expired = None, None, True
+        session = opened.session
+        if session is not None and session.authenticated:
+            # Every request asks the store: token revoked, user disabled or logged out ends the
+            # session here, in whichever worker (fails closed).
+            user = self.sessions.checks.current_user(session)
+            if user is None:
+                p.session, p.expired, p.clear_cookie = None, True, True
             else:
                 p.user = user
-        if p.session is not None and p.session.flash:
-            p.flashes.extend(p.session.flash)
-            p.session.flash.clear()
+        if p.session is not None:
+            self.sessions.codec().touch(p.session)
+            p.flashes.extend(p.session.take_flashes())
         return p
 
     def ensure_session(self, p: Page) -> WebSession:
         """The caller's session, creating an anonymous one (for the login form's CSRF token)."""
         if p.session is None:
-            p.new_cookie, p.session = self.sessions.create()
-            p.session_id = p.new_cookie
+            p.session = self.sessions.codec().new()
+        return p.session
+
+    def start_session(self, p: Page, **who: str) -> WebSession:
+        """A signed-in session replacing the caller's (new id and CSRF token: no fixation)."""
+        p.session = self.sessions.codec().new(**who)
+        p.clear_cookie = False
         return p.session
 
     def secure(self, request: Request) -> bool:
@@ -193,16 +199,19 @@ class PageKit:
         response.headers["Cache-Control"] = "no-store"
         response.headers["Vary"] = "Cookie, Accept-Language"
         secure = self.secure(p.request)
-        if p.new_cookie:
+        if p.session is not None and p.session.dirty:
+            codec = self.sessions.codec()
             response.set_cookie(
                 COOKIE_NAME,
-                p.new_cookie,
+                codec.seal(p.session),
                 httponly=True,
                 samesite="strict",
                 secure=secure,
                 path="/",
-                max_age=int(self.sessions.absolute_timeout.total_seconds()),
+                max_age=codec.max_age(p.session),
             )
+        elif p.clear_cookie:
+            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=secure)
         if p.set_lang_cookie:
             response.set_cookie(
                 i18n.LANG_COOKIE,

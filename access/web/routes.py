@@ -7,10 +7,12 @@ value (only request metadata, thresholds, and counts).
 
 Security model (see also ``access.web.sessions``):
 
-* Login: the user pastes their API token into a form; it is checked with
-  ``service.authenticate_token`` and kept in server memory only. The browser gets an opaque,
-  HttpOnly, SameSite=Strict session cookie (Secure when served over HTTPS or in production).
-* Every page re-authenticates the session's token, so revocation takes effect at once.
+* Login: the user pastes their API token into a form (or signs in through OIDC,
+  ``access.web.oidc``); the token is checked with ``service.authenticate_token`` and never
+  kept. The browser gets a sealed (encrypted and authenticated), HttpOnly, SameSite=Strict
+  session cookie (Secure when served over HTTPS or in production) that any worker opens.
+* Every page re-checks the session against the store (token unrevoked, user enabled, not
+  logged out), so revocation takes effect at once, in every worker.
 * Every POST form carries the session's CSRF token; a missing or wrong one is refused (403).
 * Jinja autoescaping is on for every template; a strict Content-Security-Policy forbids inline
   script and style and any third-party origin; authenticated pages are ``Cache-Control: no-store``.
@@ -37,11 +39,12 @@ from access.web.apply import add_apply_pages
 from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
 from access.web.prom import add_prom_pages
-from access.web.sessions import COOKIE_NAME, SessionStore
+from access.web.sessions import TOKEN, Sessions
 from governance import service
 from governance.catalogue import load_catalogue, table_holders
 from governance.errors import GovernanceError, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES
+from governance.users import token_hash
 from governance.values import Permit, RequestView
 from hdp.settings import Settings, holders
 
@@ -69,7 +72,7 @@ class WebApp(PageKit):
     def __init__(
         self,
         *,
-        sessions: SessionStore | None = None,
+        sessions: Sessions | None = None,
         governance_url: Callable[[], str] | None = None,
         settings: Callable[[], Settings] | None = None,
         governance: Callable[[], Governance] | None = None,
@@ -120,21 +123,16 @@ class WebApp(PageKit):
         p = self.page(request)
         if not self.csrf_ok(p, csrf_token):
             # A fresh anonymous session for the re-rendered form (the old one may be forged).
-            self.sessions.delete(p.session_id)
             p.session = None
             return self.login_form(request, page=p, status=403, error=p.t("csrf_failed"))
         user = self.authenticate(token.strip())
         if user is None:
             log.info("web login failed")  # nothing about the token, not even its length
             return self.login_form(request, page=p, status=401, error=p.t("login_failed"))
-        # Session fixation: the anonymous session is dropped, the logged-in one gets a new id.
-        self.sessions.delete(p.session_id)
-        p.new_cookie, p.session = self.sessions.create(user_name=user.name, token=token.strip())
+        # A new session (new id and CSRF token: no fixation) holding the token's hash, never the token.
+        self.start_session(p, user_name=user.name, auth=TOKEN, token_sha256=token_hash(token.strip()))
         log.info("web login user=%s", user.name)
-        default = f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
-        if "output_checker" in user.roles and not user.roles & {"steward", "researcher"}:
-            default = f"{PREFIX}/checking"
-        return self.redirect(p, safe_next(next_url) or default)
+        return self.redirect(p, safe_next(next_url) or landing_page(user))
 
     def logout(self, request: Request, csrf_token: str) -> Response:
         p = self.page(request)
@@ -142,12 +140,10 @@ class WebApp(PageKit):
             return self.redirect(p, f"{PREFIX}/login")
         if not self.csrf_ok(p, csrf_token):
             return self.error(p, 403, "csrf_failed")
-        self.sessions.delete(p.session_id)
-        response = self.redirect(p, f"{PREFIX}/login?notice=logged_out")
-        response.delete_cookie(
-            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=self.secure(request)
-        )
-        return response
+        if p.session.authenticated:  # recorded in the store: a copy of the cookie dies with it
+            self.sessions.checks.end(p.session, until=self.sessions.codec().expires_at(p.session))
+        p.session, p.clear_cookie = None, True
+        return self.redirect(p, f"{PREFIX}/login?notice=logged_out")
 
     def steward_queue(self, request: Request) -> Response:
         p = self.page(request)
@@ -373,6 +369,13 @@ class WebApp(PageKit):
             media_type="text/css",
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def landing_page(user: User) -> str:
+    """Where a sign-in lands when no page was asked for: the user's main page by role."""
+    if "output_checker" in user.roles and not user.roles & {"steward", "researcher"}:
+        return f"{PREFIX}/checking"
+    return f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
 
 
 def split_queue(requests: Iterable[RequestView], user: User) -> tuple[list[QueueItem], list[RequestView]]:
