@@ -24,6 +24,7 @@ from access.docs_offline import NO_CDN_DOCS, serve_offline_docs
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
 from access.governance_adapter import shared_governance
+from access.metrics import AccessMetrics, RequestMetrics, platform_sources
 from access.ports import Governance, User
 from access.routes_governance import make_router as make_governance_router
 from access.routes_outputs import mount as mount_outputs
@@ -33,7 +34,6 @@ from governance.auditing import StoreCheckpoints
 from governance.store import session_scope
 from hdp import settings as hdp_settings
 from hdp.audit import build_report
-from pipelines.monitoring.prometheus import metrics_payload
 from privacy.audit_key import configure as configure_audit_key
 
 ServiceDependency = Callable[[], Awaitable[AccessService]]
@@ -60,6 +60,9 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     app.add_middleware(AuditEveryRequest, service=service)
     app.add_exception_handler(RequestValidationError, request_validation_handler)  # no input echoed
     app.add_exception_handler(Refusal, refusal_response)
+    # Outermost: counts every request, the 500s the audit middleware answers too (access/metrics.py).
+    app.state.metrics = AccessMetrics(platform_sources(lambda: hdp_settings.get_settings().governance_url))
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     get_service = service_dependency(service)
     current_user = current_user_dependency(get_service)
@@ -209,9 +212,9 @@ def operator_router(get_service: ServiceDependency, current_user: UserDependency
         return build_report(svc.audit.entries())
 
     @router.get("/metrics")
-    def metrics(_: Operator) -> Response:
-        """Pipeline run figures in the Prometheus text format (scrape with an operator token)."""
-        body, content_type = metrics_payload()
+    def metrics(_: Operator, request: Request) -> Response:
+        """Request, governance and pipeline figures for Prometheus (scrape with an operator token)."""
+        body, content_type = request.app.state.metrics.exposition()
         return Response(body, media_type=content_type)
 
     return router

@@ -140,3 +140,15 @@ def transparency_register(session: Session, *, at: datetime | None = None) -> li
             )
         )
     return out
+
+
+def permit_counts(session: Session, *, at: datetime | None = None) -> dict[tuple[str, str], int]:
+    """(holder_id, status) → permits naming the holder, status as in the transparency register
+    (active: bound to a release in force; approved: not yet released; expired; revoked)."""
+    at = at or datetime.now(UTC)
+    counts: Counter[tuple[str, str]] = Counter()
+    for p in session.scalars(select(PermitRow)):
+        status = permit_status(p, at)
+        for holder_id in p.holders:
+            counts[(holder_id, status)] += 1
+    return dict(counts)
