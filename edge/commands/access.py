@@ -39,6 +39,10 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     store.upgrade(get_settings().governance_url)  # idempotent; a fresh data home works at once
+    if workers > 1:  # every worker counts what it serves; any worker's /metrics sums them all
+        from access.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(get_settings().home / "monitoring" / "prometheus")
 
     uvicorn.run(
         "access.app:create_app",
