@@ -658,6 +658,14 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "workspace_output_submit": {"sv": "Begär utdata", "en": "Request output"},
     "workspace_null": {"sv": "(saknas)", "en": "(null)"},
+    "workspace_record_only": {
+        "sv": "Arbetsytan är för tillstånd på radnivå; aggregatfrågor ställs via API:et eller Python-klienten.",
+        "en": "The workspace is for record-level permits; aggregate queries go through the API or the Python client.",
+    },
+    "workspace_unavailable": {
+        "sv": "Tillstånden kunde inte hämtas just nu; försök igen.",
+        "en": "Your permits could not be read just now; try again.",
+    },
 }
 
 

@@ -40,6 +40,7 @@ from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
 from access.web.prom import add_prom_pages
 from access.web.sessions import TOKEN, Sessions
+from access.web.workspace import add_workspace_pages
 from governance import service
 from governance.catalogue import load_catalogue, table_holders
 from governance.errors import GovernanceError, NotFound
@@ -485,4 +486,5 @@ def build_router(**options: Any) -> APIRouter:
     add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
     add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
     add_apply_pages(router, web)  # the application form (access/web/apply.py)
+    add_workspace_pages(router, web)  # SQL workspace on record-level releases (access/web/workspace.py)
     return router

@@ -1,0 +1,165 @@
+"""The workspace on the real app: the SQL editor over a record-level release, the results table
+and its chart, refusals from the access service, and "request output" into output checking."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "access"))  # outputs_support
+from outputs_support import airlock_world  # noqa: E402
+
+from access.web.workspace import MAX_BARS, bar_chart  # noqa: E402
+
+GROUPED = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CONTEXT = "Two cells by sex, each with more than 100 persons; no pseudonyms, no dates."
+
+
+@pytest.fixture
+def airlock(hdp_home):
+    from governance.store import dispose_all, upgrade
+
+    upgrade(hdp_home.governance_url)
+    w = airlock_world(hdp_home.governance_url, hdp_home.releases_dir, release_id="rel_ws_0001")
+    yield w
+    dispose_all()
+
+
+@pytest.fixture
+def app(airlock):
+    from access.app import create_app
+
+    application = create_app()
+    yield application
+    application.state.service.close()
+
+
+def browser(app, token: str, lang: str = "en"):
+    from fastapi.testclient import TestClient
+
+    c = TestClient(app, base_url="http://testserver")
+    form = c.get(f"/web/login?lang={lang}")
+    r = c.post(
+        "/web/login",
+        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
+        follow_redirects=True,
+    )
+    assert r.status_code == 200
+    return c
+
+
+def run(c, release_id: str, sql: str, csrf: str | None = None):
+    token = csrf if csrf is not None else CSRF.search(c.get(f"/web/workspace/{release_id}").text).group(1)
+    return c.post(f"/web/workspace/{release_id}", data={"csrf_token": token, "sql": sql})
+
+
+def audit(hdp_home) -> list[dict]:
+    path = hdp_home.audit_dir / "access.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_editor_lists_the_release_and_runs_a_query_through_the_access_service(app, airlock, hdp_home):
+    c = browser(app, airlock.tokens["alice"])
+    index = c.get("/web/workspace")
+    assert index.status_code == 200 and f'href="/web/workspace/{airlock.release_id}"' in index.text
+    page = c.get(f"/web/workspace/{airlock.release_id}")
+    assert page.status_code == 200
+    tables = re.search(r'data-testid="workspace-tables">(.*?)</aside>', page.text, re.S).group(1)
+    assert "<code>register_visit</code>" in tables and "<code>hba1c_mmol_mol</code>" in tables
+    assert "At most 100 rows are shown here" in page.text
+
+    r = run(c, airlock.release_id, GROUPED)
+    assert r.status_code == 200
+    table = re.search(r'data-testid="result-table">(.*?)</table>', r.text, re.S).group(1)
+    assert '<th scope="col">sex</th><th scope="col">n</th>' in table
+    counts = [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', table)]
+    assert len(counts) == 2 and sum(counts) == 960  # every visit of the synthetic release
+    assert 'data-testid="result-chart"' in r.text and r.text.count('<rect x="') == 2
+    assert 'id="output-form"' in r.text and f'name="sql" value="{GROUPED}"' in r.text
+    # The same service as the API: one allowed access.query entry, with the masked query's hash.
+    queries = [e for e in audit(hdp_home) if e.get("event") == "access.query" and e.get("user") == "alice"]
+    assert [(e["decision"], e["rows"], e["permit_id"]) for e in queries] == [
+        ("allowed", 2, airlock.permit_id)
+    ]
+
+
+def test_refusals_are_shown_by_the_editor(app, airlock, hdp_home):
+    c = browser(app, airlock.tokens["alice"])
+    # More rows than a preview: refused by the export rule, and the output request is offered.
+    r = run(c, airlock.release_id, "SELECT person_id, visit_date FROM register_visit")
+    assert r.status_code == 403
+    assert "The result has more than 100 rows. Add LIMIT 100" in r.text and 'id="output-form"' in r.text
+    assert 'data-testid="result-table"' not in r.text
+    # A table outside the permit: the sandbox's refusal, and nothing to request.
+    r = run(c, airlock.release_id, "SELECT * FROM patient")
+    assert (
+        r.status_code in (400, 403) and "The query was refused" in r.text and 'id="output-form"' not in r.text
+    )
+    assert "SELECT * FROM patient" in r.text  # the query stays in the editor
+    refused = [e for e in audit(hdp_home) if e.get("event") == "access.query" and e["decision"] == "refused"]
+    assert {e["reason"] for e in refused} >= {"output.review_required"} and len(refused) == 2
+
+
+def test_csrf_and_who_may_use_it(app, airlock, hdp_home):
+    c = browser(app, airlock.tokens["alice"])
+    assert run(c, airlock.release_id, GROUPED, csrf="forged").status_code == 403
+    assert not [e for e in audit(hdp_home) if e.get("event") == "access.query"]  # never ran
+    carol = browser(app, airlock.tokens["carol"])  # a researcher without a permit for it
+    assert 'data-testid="workspace-none"' in carol.get("/web/workspace").text
+    r = carol.get(f"/web/workspace/{airlock.release_id}")
+    assert r.status_code == 403 and "no active permit" in r.text
+    checker = browser(app, airlock.tokens["oc-1"])
+    assert checker.get("/web/workspace").status_code == 403
+    from fastapi.testclient import TestClient
+
+    r = TestClient(app, base_url="http://testserver").get("/web/workspace", follow_redirects=False)
+    assert r.status_code == 303 and "/web/login" in r.headers["location"]
+
+
+def test_request_output_from_a_result_goes_to_output_checking(app, airlock):
+    c = browser(app, airlock.tokens["alice"])
+    page = run(c, airlock.release_id, GROUPED)
+    form = re.search(r'<form method="post" action="/web/outputs"(.*?)</form>', page.text, re.S).group(1)
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+    assert fields["release_id"] == airlock.release_id and fields["sql"] == GROUPED
+    r = c.post(
+        "/web/outputs",
+        data={**fields, "format": "csv", "title": "Visits by sex", "context": CONTEXT},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and re.fullmatch(r"/web/outputs/\d+", r.headers["location"])
+    oid = int(r.headers["location"].rsplit("/", 1)[1])
+    output = app.state.outputs.get(app.state.service.authenticate(airlock.tokens["alice"]), oid)
+    assert (output.status, output.rows, output.format, list(output.columns)) == (
+        "submitted",
+        2,
+        "csv",
+        ["sex", "n"],
+    )
+
+
+def test_bar_chart_geometry():
+    chart = bar_chart(["sex", "n"], [pa.string(), pa.int64()], [["F", 30], ["M", 10], [None, None]])
+    assert chart is not None and [b.label for b in chart.bars] == ["F", "M", "∅"]
+    f, m, empty = chart.bars
+    assert f.x == m.x == chart.zero == chart.left  # bars start at zero
+    assert f.width == pytest.approx(3 * m.width, rel=0.01) and empty.width == 0
+    assert chart.ticks[0][1] == "0" and chart.ticks[-1][0] == chart.right
+    # Negative values: bars go left of the zero line.
+    chart = bar_chart(["k", "delta"], [pa.string(), pa.float64()], [["a", -2.5], ["b", 5.0]])
+    assert chart.bars[0].x + chart.bars[0].width == chart.zero and chart.bars[1].x == chart.zero
+    # Long results are cut at MAX_BARS; long labels are shortened (the tooltip keeps them whole).
+    rows = [[f"category-with-a-very-long-name-{i}", i] for i in range(MAX_BARS + 5)]
+    chart = bar_chart(["c", "n"], [pa.string(), pa.int32()], rows)
+    assert len(chart.bars) == MAX_BARS and chart.total == MAX_BARS + 5
+    assert chart.bars[0].short.endswith("…") and chart.bars[0].label == rows[0][0]
+    # Anything but a category and a number draws nothing.
+    assert bar_chart(["a", "b", "c"], [pa.string()] * 3, [["x", "y", "z"]]) is None
+    assert bar_chart(["a", "b"], [pa.string(), pa.string()], [["x", "y"]]) is None
+    assert bar_chart(["a", "n"], [pa.string(), pa.int64()], [["x", None]]) is None
