@@ -48,6 +48,7 @@ MESSAGE_TYPES: Mapping[str, str] = {
     "poll": "node",  # "give me my messages" (the long poll's credential)
     "ack": "node",  # messages handled, by outbox id
     "catalogue": "node",  # the node's dataset summary (counts only)
+    "prom_key_figures": "node",  # its holder's PROM key figures, every cell under its threshold
     "decision": "node",  # its stewards' decision on an application
     "part": "node",  # its part of a release, sealed for the secure environment
     "part_failed": "node",  # it could not build its part, with a reason code
@@ -64,7 +65,7 @@ MESSAGE_TYPES: Mapping[str, str] = {
     "relay": "hub",  # a key share or opt-out from another node, still sealed for you
 }
 #: Types that come before any permit exists, or are about the channel itself.
-UNBOUND_TYPES = frozenset({"poll", "ack", "catalogue", "opt_out", "relay"})
+UNBOUND_TYPES = frozenset({"poll", "ack", "catalogue", "prom_key_figures", "opt_out", "relay"})
 
 
 class MessageRejected(Exception):

@@ -42,6 +42,7 @@ def create_hub_app() -> FastAPI:
     app.include_router(federation_router(hub, wakeups, queries))
     app.include_router(catalogue_router(hub))
     app.state.hub = hub
+    app.state.prom_federation = hub.prom_key_figures  # the public federation key-figures page
 
     async def routing_loop() -> None:
         wakeups.loop = asyncio.get_running_loop()

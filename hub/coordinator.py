@@ -29,6 +29,7 @@ from governance.values import Permit, RequestView
 from hdp.audit import AuditLog
 from hdp.settings import Settings
 from hub.state import HubState, OutboxMessage
+from pipelines.outcomes.keyfigures import KeyFigures
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class Hub:
     def _handlers(self) -> dict[str, Callable[[Message], Mapping[str, Any]]]:
         return {
             "catalogue": self._on_catalogue,
+            "prom_key_figures": self._on_key_figures,
             "decision": self._on_decision,
             "key_share": self._on_key_share,
             "opt_out": self._on_opt_out,
@@ -197,6 +199,28 @@ class Hub:
             raise TaskRefused("catalogue.not_own", "a node publishes its own holder's summary only")
         self.state.put_catalogue(message.sender, summary.to_json())
         return {"tables": len(summary.tables)}
+
+    def _on_key_figures(self, message: Message) -> Mapping[str, Any]:
+        from pipelines.outcomes.pooling import key_figures_from_document
+
+        documents = message.body.get("figures")
+        if not isinstance(documents, list) or not 1 <= len(documents) <= 2:
+            raise TaskRefused("keyfigures.invalid", "figures must be one or two key-figure documents")
+        periods = set()
+        for document in documents:
+            try:
+                figures, _ = key_figures_from_document(document)
+            except ValueError:
+                raise TaskRefused(
+                    "keyfigures.invalid", "a document does not follow the key-figure format"
+                ) from None
+            if node_party(figures.holder) != message.sender:
+                raise TaskRefused("keyfigures.not_own", "a node publishes its own holder's key figures only")
+            periods.add(figures.period)
+        if len(periods) != len(documents):
+            raise TaskRefused("keyfigures.invalid", "one document per period kind")
+        self.state.put_key_figures(message.sender, documents)
+        return {"periods": sorted(periods)}
 
     def _on_decision(self, message: Message) -> Mapping[str, Any]:
         assert message.permit is not None
@@ -412,6 +436,29 @@ class Hub:
         self._log(message, decision="accepted", size=message.body["size"])
         self.wakeup(f"parts:{message.permit}")
         return {"permit": message.permit}
+
+    # -- PROM key figures ------------------------------------------------------------------------
+    def prom_key_figures(self, period: str) -> tuple[list[KeyFigures], KeyFigures | None]:
+        """Each node's published key figures for ``period`` (year or quarter) and the federation's
+        pooled figures (None when nothing was published or the parts cannot be pooled)."""
+        from pipelines.outcomes.pooling import Part, key_figures_from_document, pool_key_figures
+
+        parts = []
+        for _, documents in sorted(self.state.key_figures().items()):
+            for document in documents:
+                try:
+                    figures, confidence = key_figures_from_document(document)
+                except ValueError:  # checked on receipt; a stored document that no longer reads is skipped
+                    continue
+                if figures.period == period:
+                    parts.append(Part(figures, confidence))
+        if not parts:
+            return [], None
+        try:
+            pooled = pool_key_figures(parts)
+        except ValueError:  # the nodes used different confidence levels
+            pooled = None
+        return [p.figures for p in parts], pooled
 
     # -- catalogue ----------------------------------------------------------------------------
     def catalogue_document(self, fmt: str) -> str:

@@ -150,4 +150,23 @@ def catalogue_router(hub: Hub) -> APIRouter:
     def catalogue_turtle() -> Response:
         return Response(hub.catalogue_document("turtle"), media_type="text/turtle")
 
+    @router.get("/catalogue/prom-key-figures.json")
+    def prom_key_figures(period: str = "year") -> Response:
+        """The nodes' published PROM key figures and the federation's pooled figures (public:
+        every cell is already under its node's threshold; the pool withholds what any node did)."""
+        from pipelines.outcomes.pooling import key_figures_document
+
+        if period not in ("year", "quarter"):
+            return JSONResponse(
+                {"error": "request.period", "message": "period is year or quarter"}, status_code=400
+            )
+        parts, pooled = hub.prom_key_figures(period)
+        return JSONResponse(
+            {
+                "period": period,
+                "holders": [key_figures_document(kf) for kf in parts],
+                "federation": key_figures_document(pooled) if pooled is not None else None,
+            }
+        )
+
     return router

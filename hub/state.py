@@ -69,6 +69,13 @@ catalogue = Table(
     Column("summary", JSON, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
+key_figures = Table(
+    "fed_prom_key_figures",
+    metadata,
+    Column("party", String(80), primary_key=True),
+    Column("documents", JSON, nullable=False),  # the node's published documents (aggregates only)
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
 part = Table(
     "fed_part",
     metadata,
@@ -237,6 +244,19 @@ class HubState:
     def catalogue(self) -> dict[str, Mapping[str, Any]]:
         with self.begin() as con:
             return {r[0]: r[1] for r in con.execute(select(catalogue.c.party, catalogue.c.summary))}
+
+    def put_key_figures(self, party_id: str, documents: list[Mapping[str, Any]]) -> None:
+        with self.begin() as con:
+            con.execute(key_figures.delete().where(key_figures.c.party == party_id))
+            con.execute(
+                insert(key_figures).values(
+                    party=party_id, documents=[dict(d) for d in documents], received_at=now()
+                )
+            )
+
+    def key_figures(self) -> dict[str, list[Mapping[str, Any]]]:
+        with self.begin() as con:
+            return {r[0]: r[1] for r in con.execute(select(key_figures.c.party, key_figures.c.documents))}
 
     def put_part(self, permit_id: int, party_id: str, **values: Any) -> None:
         with self.begin() as con:

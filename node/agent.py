@@ -553,6 +553,21 @@ class Node:
             return
         summary = summarise_holder(self.holder_id, node_id=self.party, settings=self.settings)
         self.send("catalogue", {"summary": summary}, permit=None)
+        self.publish_key_figures()
+
+    def publish_key_figures(self) -> None:
+        """The holder's PROM key figures (by year and quarter), computed here under this node's
+        own min_cell_count: only published cells leave, for the hub's federation figures."""
+        from pipelines.outcomes.keyfigures import threshold_for
+        from pipelines.outcomes.source import published_documents
+
+        documents = published_documents(
+            self.settings.research_db(self.holder_id),
+            holder=self.holder_id,
+            threshold=threshold_for(self.holder_id),
+        )
+        if documents:
+            self.send("prom_key_figures", {"figures": documents}, permit=None)
 
 
 def _reason(response: httpx.Response) -> str:

@@ -513,6 +513,36 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "prom_open": {"sv": "Visa nyckeltal för {holder}", "en": "Show key figures for {holder}"},
     "prom_holder": {"sv": "Dataansvarig", "en": "Data holder"},
+    # --- PROM key figures across the federation (the hub's public page)
+    "prom_federation_title": {
+        "sv": "PROM-nyckeltal i federationen",
+        "en": "PROM key figures across the federation",
+    },
+    "prom_federation_intro": {
+        "sv": "Varje nod beräknar sina nyckeltal själv under sin egen gräns för små celler och publicerar "
+        "bara dem; navet ser aldrig ett enskilt svar. Federationens siffror är nodernas siffror sammanvägda.",
+        "en": "Each node computes its key figures itself under its own small-cell threshold and publishes "
+        "only those; the hub never sees a single response. The federation's figures pool the nodes' figures.",
+    },
+    "prom_federation_pooled": {"sv": "Hela federationen", "en": "Whole federation"},
+    "prom_federation_empty": {
+        "sv": "Ingen nod har publicerat PROM-nyckeltal ännu.",
+        "en": "No node has published PROM key figures yet.",
+    },
+    "prom_federation_pool_note": {
+        "sv": "Personer summeras över dataansvariga (en person hos två räknas två gånger). En cell som någon "
+        "nod inte visar visas inte heller sammanvägd. Strängaste gränsen: {k} personer.",
+        "en": "Persons are summed over holders (a person at two holders counts twice). A cell any node "
+        "withheld is withheld in the pool too. Strictest threshold: {k} persons.",
+    },
+    "prom_reason_keyfigures.partial": {
+        "sv": "någon nod visar inte sin del",
+        "en": "a node withheld its part",
+    },
+    "prom_reason_keyfigures.rules_differ": {
+        "sv": "noderna parar mätningar olika",
+        "en": "the nodes pair measurements differently",
+    },
     # --- application form (access/web/apply.py)
     "nav_apply": {"sv": "Ny ansökan", "en": "New application"},
     "apply_title": {"sv": "Ny ansökan om data", "en": "New data application"},

@@ -15,76 +15,20 @@ would block.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from access.web.i18n import translator
 from access.web.pages import PREFIX, Page, PageKit
 from hdp.settings import holders
-from pipelines.outcomes import EQ5D_COLUMNS, PROM_COLUMNS, Figure, KeyFigureColumns, KeyFigures, key_figures
+from pipelines.outcomes import Figure, KeyFigures, key_figures
 from pipelines.outcomes.keyfigures import Period
-
-log = logging.getLogger(__name__)
+from pipelines.outcomes.source import load_source
 
 # -- data ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    table: str
-    responses: pa.Table
-    columns: KeyFigureColumns
-    denominator_table: str | None = None
-    denominator: pa.Table | None = None
-
-
-def load_source(path: Path) -> Source | str:
-    """The response table (and denominator) of a research zone, or why there is none."""
-    import duckdb
-
-    if not path.is_file():
-        return "no_research_zone"
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        log.warning("research zone unreadable for the PROM page: %s", type(exc).__name__)
-        return "unreadable"
-    try:
-        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        for table, columns in (("prom_response", PROM_COLUMNS), ("eq5d_response", EQ5D_COLUMNS)):
-            if table not in tables:
-                continue
-            have = {
-                c
-                for (c,) in con.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
-                ).fetchall()
-            }
-            wanted = [
-                c for c in (columns.person, columns.date, columns.index, columns.vas, columns.profile) if c
-            ]
-            if not set(wanted) <= have:
-                return "unscored"
-            select = ", ".join(f'"{c}"' for c in wanted)
-            responses = con.sql(f'SELECT {select} FROM "{table}"').to_arrow_table()
-            if table == "prom_response" and "register_visit" in tables:
-                denominator = con.sql(
-                    'SELECT DISTINCT person_id, visit_date FROM "register_visit"'
-                ).to_arrow_table()
-                return Source(table, responses, columns, "register_visit", denominator)
-            return Source(table, responses, columns)
-        return "no_prom_table"
-    except duckdb.Error as exc:
-        log.warning("PROM tables unreadable: %s", type(exc).__name__)
-        return "unreadable"
-    finally:
-        con.close()
 
 
 # -- chart --------------------------------------------------------------------------------------
@@ -239,10 +183,34 @@ class PromPages:
             **context,
         )
 
+    def federation(self, request: Request) -> Response:
+        """The hub's public page: the federation's pooled key figures and each node's published
+        table. Only where the app is a hub (``app.state.prom_federation``), else 404."""
+        p = self.web.page(request)
+        provider = getattr(request.app.state, "prom_federation", None)
+        if provider is None:
+            return self.web.error(p, 404, "not_found")
+        tp = translator(p.lang)
+        period: Period = "quarter" if request.query_params.get("period") == "quarter" else "year"
+        parts, pooled = provider(period)
+        names = {h.id: h.name for h in holders()}
+        return self.web.render(
+            p,
+            "prom_federation.html",
+            title=tp("prom_federation_title"),
+            tp=tp,
+            fmt=fmt,
+            period=period,
+            pooled=pooled,
+            pooled_chart=build_chart(pooled) if pooled is not None else None,
+            parts=[(kf, names.get(kf.holder, kf.holder), build_chart(kf)) for kf in parts],
+        )
+
 
 def add_prom_pages(router: APIRouter, web: PageKit) -> None:
     """Add the PROM key figures pages to the ``/web`` router."""
     pages = PromPages(web)
+    router.add_api_route("/federation/prom", pages.federation, methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/prom", pages.hub, methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/prom/{holder_id}", pages.holder, methods=["GET"], response_class=HTMLResponse)
 

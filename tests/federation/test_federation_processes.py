@@ -406,6 +406,34 @@ def test_the_catalogue_is_healthdcat_ap_built_from_what_the_nodes_published(fed,
     assert "numberOfUniqueIndividuals" in text and "NON_PUBLIC" in text
 
 
+def test_the_hub_pools_the_prom_key_figures_the_nodes_published(fed, aggregate_permit):
+    """Issue 17: every node with scored PROM data publishes its key figures (cells under its own
+    threshold); the hub pools them and shows them on a public page, and holds no response."""
+    from pipelines.outcomes.pooling import key_figures_from_document
+
+    doc = fed.wait_for(
+        "the nodes' PROM key figures",
+        lambda: (lambda d: d if d.get("federation") else None)(
+            httpx.get(f"{fed.hub_url}/catalogue/prom-key-figures.json", timeout=30).json()
+        ),
+        timeout=60,
+    )
+    holders = [key_figures_from_document(h)[0] for h in doc["holders"]]
+    pooled, _ = key_figures_from_document(doc["federation"])
+    assert {kf.holder for kf in holders} <= set(fed.holder_ids) and holders
+    assert pooled.threshold == max(kf.threshold for kf in holders)
+    # a pooled count is the sum of the nodes' counts wherever every node showed its own
+    for row in pooled.rows:
+        cells = [r.responses for kf in holders for r in kf.rows if r.period == row.period]
+        if row.responses.shown:
+            assert row.responses.value == sum(c.value for c in cells)
+        else:
+            assert any(not c.shown for c in cells)
+    page = httpx.get(f"{fed.hub_url}/web/federation/prom?lang=en", timeout=30)
+    assert page.status_code == 200 and 'data-testid="prom-table-federation"' in page.text
+    assert not (fed.hub_home / "research").exists() or not any((fed.hub_home / "research").iterdir())
+
+
 def _a_registered_personnummer(fed: LocalFederation) -> str:
     """A valid identifier the register delivered (read inside the node's restricted zone, as its
     operator would take an opt-out form)."""

@@ -67,7 +67,7 @@ def test_steward_sees_table_and_chart_and_no_withheld_value(client, world, hdp_h
     small_mean = sum(x for x, _ in SMALL) / len(SMALL)
     assert f"{small_mean:.3f}" not in html and f"{small_mean:.2f}" not in html
     # the chart: inline SVG, one point with its CI bar for the one shown mean, nothing external
-    svg = re.search(r'<svg [^>]*data-testid="prom-chart".*?</svg>', html, re.S).group(0)
+    svg = re.search(r'<svg [^>]*data-testid="prom-chart-holder".*?</svg>', html, re.S).group(0)
     assert svg.count("<circle") == 1 and svg.count('class="ci"') == 1
     assert "2021" in svg  # the withheld period keeps its slot, without a point
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -123,3 +123,51 @@ def test_every_prom_string_has_both_languages():
 
     for key, texts in ((k, v) for k, v in STRINGS.items() if k.startswith("prom_")):
         assert set(texts) == set(LANGUAGES) and all(texts[lang].strip() for lang in LANGUAGES), key
+
+
+def test_federation_page_is_a_hub_page_only(client):
+    assert client.get("/web/federation/prom").status_code == 404  # no hub behind this app
+
+
+def test_federation_page_shows_the_pool_and_each_node_and_no_withheld_value(client, hdp_home):
+    """The hub's public page (issue 17): pooled figures and each node's published table; a period
+    one node withheld is withheld in the pool and shows its reason only."""
+    import pyarrow as pa
+
+    from pipelines.outcomes.pooling import Part, pool_key_figures
+
+    def table(rows):
+        p, d, x, v = zip(*rows, strict=True)
+        return pa.table(
+            {
+                "person_id": pa.array(p),
+                "visit_date": pa.array(d, pa.string()),
+                "eq5d_index_se_5l_tto_2020": pa.array(x, pa.float64()),
+                "eq_vas": pa.array(v, pa.int64()),
+                "eq5d_profile": pa.array(["11111"] * len(p)),
+            }
+        )
+
+    ndr = table([(_pid(i), f"2020-03-{i + 1:02d}", x, 70 + i) for i, x in enumerate(INDEX_2020)])
+    skane = table(
+        [(_pid(100 + i), "2020-06-01", x, 60) for i, x in enumerate(INDEX_2020)]
+        + [(_pid(200 + i), "2021-06-01", x, v) for i, (x, v) in enumerate(SMALL)]
+    )
+    parts = [
+        key_figures(ndr, holder="ndr", threshold=5),
+        key_figures(skane, holder="region_skane", threshold=5),
+    ]
+    pooled = pool_key_figures([Part(kf) for kf in parts])
+    client.app.state.prom_federation = lambda period: (parts, pooled)
+    try:
+        r = client.get("/web/federation/prom?lang=en")
+    finally:
+        del client.app.state.prom_federation
+    assert r.status_code == 200
+    html = r.text
+    for key in ("federation", "ndr", "region_skane"):
+        assert f'data-testid="prom-table-{key}"' in html
+    assert "24" in re.search(r'<th scope="row">2020</th>(.*?)</tr>', html, re.S).group(1)  # 12 + 12
+    for value, vas in SMALL:
+        assert f"{value}" not in html and f"{value:.3f}" not in html
+    assert STRINGS["prom_reason_keyfigures.too_few_persons"]["en"] in html
