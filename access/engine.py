@@ -53,8 +53,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from access import sqlnames
 from access.errors import NotFound, QueryCutOff, QueryRefused, Refusal
 from access.ports import AGGREGATE, Permit
+from access.sandbox import echo_name
 from access.watchdog import WATCHDOG
 
 RELEASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -145,22 +147,52 @@ def permitted_columns(permit: Permit) -> dict[str, set[str]]:
     return out
 
 
-def map_duckdb_error(err: duckdb.Error) -> Refusal:
+_UNKNOWN_COLUMN = re.compile(
+    r'Referenced column "(?P<a>[^"]+)" not found|does not have a column named "(?P<b>[^"]+)"'
+)
+_CANDIDATES = re.compile(r"Candidate bindings:[\s:]*(?P<list>.*)")
+
+
+def unknown_column_message(text: str, sql: str | None) -> str | None:
+    """``unknown column 'hba1x' at line 1, col 8; did you mean hba1c_mmol_mol?`` for DuckDB's
+    binder error about a column, the position in the researcher's own text (None: another error).
+    Candidates come from the tables of the query's FROM clause, which are the permitted views."""
+    m = _UNKNOWN_COLUMN.search(text)
+    if not m:
+        return None
+    name = m.group("a") or m.group("b") or ""
+    cand = _CANDIDATES.search(text)
+    offered = re.findall(r'"([^"]+)"', cand.group("list")) if cand else []
+    offered = [c.rsplit(".", 1)[-1] for c in offered]
+    source = (sqlnames.source_of(sql) if sql else None) or ""
+    suggestion = sqlnames.did_you_mean(name, offered) or (f"; did you mean {offered[0]}?" if offered else "")
+    return f"unknown column {echo_name(name)}{sqlnames.where(source, name)}{suggestion}"
+
+
+def map_duckdb_error(err: duckdb.Error, sql: str | None = None, limits: Limits | None = None) -> Refusal:
     """Turn an engine error into a refusal without quoting data.
 
     Conversion and range errors can quote a value from the data (for an aggregate-only permit
     that would be a disclosure), so their text is withheld; binder and parser errors name only
-    tables, columns and functions and are passed on.
+    tables, columns and functions and are passed on, an unknown column with its position in
+    ``sql``'s source text and the closest permitted names. A limit says its size.
     """
     if isinstance(err, duckdb.InterruptException):
-        return QueryCutOff("limit.time", "the query ran longer than the time limit and was stopped")
+        size = f" of {limits.timeout_s:g} s" if limits else ""
+        return QueryCutOff("limit.time", f"the query ran longer than the time limit{size} and was stopped")
     if isinstance(err, duckdb.OutOfMemoryException):
-        return QueryCutOff("limit.memory", "the query needed more memory than the limit and was stopped")
+        size = f" of {limits.memory_limit}" if limits else ""
+        return QueryCutOff(
+            "limit.memory", f"the query needed more memory than the limit{size} and was stopped"
+        )
     if isinstance(err, duckdb.PermissionException):
         return QueryRefused("sql.forbidden_construct", "the engine refused an operation outside the sandbox")
     if isinstance(err, duckdb.BinderException | duckdb.CatalogException | duckdb.ParserException):
-        first = str(err).splitlines()[0][:300]
-        return QueryRefused("sql.invalid", first)
+        text = str(err)
+        column = unknown_column_message(text, sql)
+        if column is not None:
+            return QueryRefused("sql.unknown_column", column)
+        return QueryRefused("sql.invalid", text.splitlines()[0][:300])
     return QueryRefused(
         "sql.runtime_error",
         f"the query failed while running ({type(err).__name__}); the engine's message is withheld "
@@ -498,15 +530,19 @@ class ReleaseEngine:
         self._query_started()
         cur = self.con.cursor()
         deadline = WATCHDOG.watch(limits.timeout_s, cur.interrupt)
+        running: str | None = None  # the statement an error belongs to
         try:
             if len(statements) == 1:  # one statement is its own snapshot: no transaction to open
-                return [self._fetch(cur, statements[0], limits.max_rows)]
+                running = statements[0]
+                return [self._fetch(cur, running, limits.max_rows)]
             cur.execute("BEGIN TRANSACTION")
-            out = [self._fetch(cur, sql, limits.max_rows) for sql in statements]
+            out = []
+            for running in statements:
+                out.append(self._fetch(cur, running, limits.max_rows))
             cur.execute("COMMIT")
             return out
         except duckdb.Error as err:
-            raise map_duckdb_error(err) from None
+            raise map_duckdb_error(err, running, limits) from None
         finally:
             WATCHDOG.cancel(deadline)
             cur.close()
@@ -534,7 +570,8 @@ class ReleaseEngine:
             if rows > max_rows:
                 raise QueryCutOff(
                     "limit.rows",
-                    f"the result has more than {max_rows} rows; aggregate or filter, or narrow the query",
+                    f"the result has more than the row limit of {max_rows} rows; aggregate or filter, "
+                    "or narrow the query",
                 )
             batches.append(batch)
         return pa.Table.from_batches(batches, schema=reader.schema)
@@ -588,6 +625,7 @@ class ResultStream:
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self._on_close = on_close
+        self._limits = limits
         self._cur = con.cursor()
         self._deadline = WATCHDOG.watch(limits.timeout_s, self._cur.interrupt)
         self._closed = False
@@ -596,7 +634,7 @@ class ResultStream:
             self._reader = self._cur.sql(sql).to_arrow_reader(FETCH_BATCH_ROWS)
         except duckdb.Error as err:
             self.close()
-            raise map_duckdb_error(err) from None
+            raise map_duckdb_error(err, sql, limits) from None
         self.schema = self._reader.schema
 
     def next_batch(self) -> pa.RecordBatch | None:
@@ -606,13 +644,14 @@ class ResultStream:
         except StopIteration:
             return None
         except duckdb.Error as err:
-            raise map_duckdb_error(err) from None
+            raise map_duckdb_error(err, None, self._limits) from None
         except pa.ArrowException:
             # DuckDB errors raised while Arrow pulls a batch arrive wrapped (the time limit's
             # interrupt among them); the text is withheld, as for any runtime error.
             raise QueryCutOff(
                 "stream.aborted",
-                "the query stopped while its result was being read (time limit or runtime error)",
+                "the query stopped while its result was being read (the time limit of "
+                f"{self._limits.timeout_s:g} s, or a runtime error)",
             ) from None
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 from sqlglot import exp
 
+from access import sqlnames
 from access.errors import QueryRefused
 from access.sandbox import echo_name
 
@@ -374,10 +375,12 @@ class _Parser:
                     "qualify it: alias.column",
                 )
         if not matches or name not in self.views[matches[0].table]:
+            known = [c for s in (matches or self.sources) for c in self.views[s.table]]
             raise refuse(
                 "column",
-                f"column {echo_name(name)} is not part of your permit",
-                "see GET /releases/{id}/schema",
+                f"unknown column {echo_name(name)}{sqlnames.where_node(column)}"
+                f"{sqlnames.did_you_mean(name, known)}",
+                "the permitted columns of each table: GET /releases/{id}/schema",
             )
         return ColumnRef(matches[0].alias, matches[0].table, name)
 
@@ -916,7 +919,6 @@ def _describe(node: exp.Expression) -> str:
 
 
 def _default_name(node: exp.Expression) -> str:
-    """The output name DuckDB would give a select item without an alias."""
-    if isinstance(node, exp.Column):
-        return node.name
-    return node.sql(dialect="duckdb").lower()
+    """The output name of a select item without an alias: its column's name, else a readable
+    one (``count``, ``sum_x``; the sandbox has aliased the items of a checked tree the same way)."""
+    return sqlnames.readable_name(node)

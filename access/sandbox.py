@@ -33,6 +33,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, TokenError
 
+from access import sqlnames
 from access.errors import QueryRefused
 
 # sqlglot logs unsupported syntax *with the query text*; the query may hold an identifier.
@@ -435,11 +436,14 @@ def validate(
     # comment, and a crafted comment text could otherwise change what DuckDB sees.
     for node in tree.walk():
         node.comments = None
+    known = allowed | frozenset(c.lower() for cols in tables.values() for c in cols)
+    masked = mask(tree, known)  # the audit keeps what the caller wrote, before aliasing
+    # Unaliased results get readable names (count, sum_x), in both tiers (access.sqlnames).
+    sqlnames.alias_projections(tree, reserved=known)
     regenerated = tree.sql(dialect="duckdb")
     # What runs must still be exactly one SELECT to DuckDB's own parser.
     _duckdb_statement_check(regenerated)
-    known = allowed | frozenset(c.lower() for cols in tables.values() for c in cols)
-    masked = mask(tree, known)
+    sqlnames.remember_source(regenerated, sql)  # engine errors point into the caller's text
     return ValidatedQuery(
         sql=regenerated,
         masked=masked,

@@ -180,7 +180,8 @@ def test_plan_moves_order_limit_and_round_to_the_hub_and_keeps_output_names():
     assert tree.args.get("order") is None and tree.args.get("limit") is None
     assert not list(tree.find_all(sqlglot.exp.Round))
     node = _parsed(plan.node_sql)
-    assert plan.node_outputs[:4] == ("sex", "round(avg(hba1c_mmol_mol), 1)", "sd", "count(*)")
+    # unaliased outputs get readable names (access.sqlnames), at the node as at the hub
+    assert plan.node_outputs[:4] == ("sex", "round_avg_hba1c_mmol_mol_1", "sd", "count")
     assert tuple(o.name for o in node.outputs) == plan.node_outputs
     assert all(m.digits is None for m in node.measures)
     assert [o.digits for o in plan.outputs] == [None, 1, 2, None]
@@ -551,9 +552,9 @@ def test_round_applies_to_the_pooled_value():
     # rounding at the nodes first would give round((2 * 50.04 + 50.02) / 3, 2) from 50.04 and 50.02 alike;
     # the pooled mean 50.0333... rounds to 50.03
     assert row["mean"] == 50.03
-    assert row["round(var_pop(hba1c_mmol_mol), 6)"] == round(statistics.pvariance([50.04, 50.04, 50.02]), 6)
+    assert row["round_variance_pop_hba1c_mmol_mol_6"] == round(statistics.pvariance([50.04, 50.04, 50.02]), 6)
     assert row["n"] == 3 and isinstance(row["n"], int)
-    assert merged.schema.names == ["sex", "mean", "round(var_pop(hba1c_mmol_mol), 6)", "n", NODES_IN_CELL]
+    assert merged.schema.names == ["sex", "mean", "round_variance_pop_hba1c_mmol_mol_6", "n", NODES_IN_CELL]
 
 
 def test_a_query_without_keys_merges_to_one_total():
