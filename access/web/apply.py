@@ -35,7 +35,7 @@ from access.web.pages import PREFIX, Page, PageKit
 from governance import service
 from governance.catalogue import SENSITIVITY_LEVELS, load_catalogue, table_holders
 from governance.errors import GovernanceError, InvalidRequest, NotFound
-from governance.purposes import LEGAL_BASES, PURPOSES
+from governance.purposes import LEGAL_BASES, PURPOSES, legal_basis_label, purpose_label
 from governance.values import RequestView
 from hdp.settings import holders
 
@@ -266,6 +266,7 @@ class ApplyPages:
         assert p.user is not None
         with self.web.store() as s:
             mine = [x for x in service.list_requests(s, applicant=p.user.name) if x.status in EDITABLE]
+            organisation = service.user_organisation(s, p.user.name)
         title = p.t("apply_edit_title", id=r.id) if r else p.t("apply_title")
         return self.web.render(
             p,
@@ -278,8 +279,9 @@ class ApplyPages:
             general=general or [],
             mine=[x for x in mine if r is None or x.id != r.id],
             returns=returns_of(r) if r and r.status == "returned" else [],
-            purposes=PURPOSES,
-            legal_bases=LEGAL_BASES,
+            purposes={code: purpose_label(code, p.lang) for code in PURPOSES},
+            legal_bases={code: legal_basis_label(code, p.lang) for code in LEGAL_BASES},
+            organisation=organisation,
             all_holders=holders(),
             groups=variable_groups(load_catalogue(), table_holders()),
             sensitivity_levels=SENSITIVITY_LEVELS,

@@ -566,6 +566,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "apply_project": {"sv": "Projekttitel (3–200 tecken)", "en": "Project title (3-200 characters)"},
     "apply_choose": {"sv": "– välj –", "en": "– choose –"},
+    "apply_organisation": {"sv": "Din organisation", "en": "Your organisation"},
+    "apply_organisation_none": {
+        "sv": "inte registrerad på ditt konto (en administratör registrerar den; förvaltarna ser den i ansökan)",
+        "en": "not recorded on your account (an administrator records it; stewards see it with the application)",
+    },
     "apply_ethics_help": {
         "sv": "Etikprövningsmyndighetens diarienummer, till exempel 2024-01234-01.",
         "en": "The Ethical Review Authority's reference, for example 2024-01234-01.",

@@ -55,9 +55,19 @@ def new_id(response) -> int:
 
 
 def test_file_a_draft_edit_it_and_submit(client, world):
+    from governance import service
+    from governance.store import session_scope
+
     login(client, world.tokens["alice"])
     page = client.get("/web/apply?lang=en")
     assert page.status_code == 200
+    assert "not recorded on your account" in page.text
+    with session_scope(world.url) as s:
+        service.set_organisation(s, name="alice", organisation="Uppsala universitet", actor="admin")
+    page = client.get("/web/apply?lang=sv")
+    assert "Uppsala universitet" in page.text
+    assert "Vetenskaplig forskning med anknytning" in page.text  # purposes in the page's language
+    page = client.get("/web/apply?lang=en")
     # Every catalogue table is offered, with its variables' disclosure classes and holders.
     assert 'data-testid="table-register_visit"' in page.text and "delivered by ndr" in page.text
     assert 'value="register_visit.person_id"' in page.text and "pseudonym (linkage key)" in page.text
