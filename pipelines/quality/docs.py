@@ -9,12 +9,22 @@ the site cannot show a value however GX's result format is set.
 The site lives at ``$HDP_HOME/quality/docs/<run>/index.html``; GX's own project files
 (``great_expectations.yml``, the validation-results store) at ``$HDP_HOME/quality/gx/<run>/``,
 never in the repository. Usage analytics are switched off before GX is imported.
+
+Offline: GX's pages load 17 assets from CDNs and a remote logo whose URL carries the project's
+data-context id. After each build every page is rewritten to load nothing from elsewhere
+(``pipelines.quality.offline_html``) with one small local stylesheet (``hdp-docs.css``) and
+without GX's newsletter footer; GX's copied ``static/`` folder (fonts, logos, a stylesheet with
+a remote image) is removed, and the index is ours: a plain table of every validation of the
+run (GX's builds its table with jQuery from a CDN).
 """
 
 from __future__ import annotations
 
 import fcntl
+import html
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.quality.catalog import ALL_TABLES, Check
+from pipelines.quality.offline_html import offline_page
 from pipelines.quality.results import ERROR, PASS, SKIPPED, CheckResult, GateResult
 from pipelines.quality.store import safe_name
 
@@ -39,6 +50,35 @@ if TYPE_CHECKING:  # GX is imported inside render() and its steps only (slow; an
 
 #: The one Data Docs site of a run's GX project.
 SITE_NAME = "hdp_run"
+#: The site's own stylesheet, at its root; every page links it by a relative path.
+STYLESHEET = "hdp-docs.css"
+#: Enough layout for GX's Bootstrap markup to read well without Bootstrap; system fonts only.
+_CSS = """\
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d1d1f; }
+main, .container-fluid { max-width: 80rem; margin: 0 auto; padding: 1rem 1.5rem; }
+a { color: #0b57a4; }
+h1 { font-size: 1.5rem; } h2, h3, h4 { margin: 1.2rem 0 .5rem; }
+table { border-collapse: collapse; margin: .5rem 0; width: 100%; }
+th, td { border: 1px solid #c9ccd1; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #eef0f3; }
+.row { display: flex; flex-wrap: wrap; }
+.col-lg-2, .col-md-2 { flex: 0 0 15rem; max-width: 15rem; padding-right: 1rem; }
+.col-md-10, .col-lg-10 { flex: 1 1 30rem; min-width: 0; }
+.col-6 { flex: 0 0 50%; } .col-12 { flex: 0 0 100%; }
+.d-none, .cooltip .top, .sr-only { display: none; }
+.card, .alert { border: 1px solid #c9ccd1; border-radius: 4px; padding: .5rem .75rem; margin: .5rem 0; }
+.alert-secondary, .bg-light { background: #f5f6f8; }
+.nav, .breadcrumb { list-style: none; padding-left: 0; }
+.navbar { display: flex; align-items: center; gap: 1rem; padding: .5rem 1.5rem; border-bottom: 1px solid #c9ccd1; }
+.btn { display: inline-block; border: 1px solid #0b57a4; border-radius: 4px; padding: .2rem .6rem; }
+.text-success, .ok { color: #176b2c; } .text-danger, .failed { color: #a4161a; }
+.fa-check-circle::before { content: "\\2714"; } .fa-times::before { content: "\\2716"; }
+.fas { font-style: normal; }
+.ge-breadcrumbs.d-none { display: flex; gap: 1rem; margin: 0; } /* "Home" leads back to the index */
+.card:has(.btn-group-toggle), .btn-group-toggle { display: none; } /* filters that needed jQuery */
+"""
+#: GX's newsletter footer on every page: a marketing link with tracking parameters.
+_GX_NEWSLETTER = re.compile(r"<footer>(?:(?!</footer>).)*greatexpectations\.io/newsletter.*?</footer>", re.S)
 
 
 def docs_index(quality_dir: Path, run_id: str) -> Path:
@@ -311,4 +351,115 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
         keys = _store_suites(context, suites, result.run_id, run_time)
         # only this gate's pages are (re)built; the index still lists every page of the run
         context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=keys)
+        _make_offline(site_dir)
+        _write_index(site_dir, result.run_id, _index_rows(context, site_dir))
     return site_dir / "index.html"
+
+
+def _make_offline(site_dir: Path) -> None:
+    """Every page of the site rewritten to load nothing from elsewhere; GX's static copy gone.
+
+    All pages, not only this gate's: rewriting is idempotent, and a page built before this
+    version of the code is mended too.
+    """
+    shutil.rmtree(site_dir / "static", ignore_errors=True)  # GX copies it again on each build
+    (site_dir / STYLESHEET).write_text(_CSS, encoding="utf-8")
+    for page in site_dir.rglob("*.html"):
+        if page == site_dir / "index.html":
+            continue
+        href = os.path.relpath(site_dir / STYLESHEET, page.parent)
+        text = page.read_text(encoding="utf-8")
+        rewritten = _GX_NEWSLETTER.sub("", offline_page(text, stylesheet_href=href))
+        if rewritten != text:
+            page.write_text(rewritten, encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One validation on the index: a table's suite in one gate (counts and names only)."""
+
+    suite: str
+    zone: str
+    scope: str
+    table: str
+    run_time: datetime
+    success: bool
+    evaluated: int
+    unsuccessful: int
+    link: str | None  # relative to the site's root; None when its page is missing
+
+
+def _index_rows(context: FileDataContext, site_dir: Path) -> list[IndexRow]:
+    """Every validation result in the run's store, with the page GX built for it."""
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+    rows = []
+    for key in context.validation_results_store.list_keys():
+        assert isinstance(key, ValidationResultIdentifier)
+        found = context.validation_results_store.get(key)
+        if found is None:  # listed but gone: nothing to show
+            continue
+        batch = found.meta.get("active_batch_definition", {})
+        zone, _, scope = str(batch.get("data_asset_name", "")).partition("/")
+        # GX's filesystem layout of a validation page: the key's parts as folders, ".html" last
+        page = Path("validations", *key.to_tuple()).with_suffix(".html")
+        run_time = key.run_id.run_time
+        assert run_time is not None  # _store_suites always sets it
+        rows.append(
+            IndexRow(
+                suite=key.expectation_suite_identifier.name,
+                zone=zone,
+                scope=scope,
+                table=str(batch.get("batch_definition_name", "")),
+                run_time=run_time.astimezone(UTC),
+                success=bool(found.success),
+                evaluated=int(found.statistics.get("evaluated_expectations", 0)),
+                unsuccessful=int(found.statistics.get("unsuccessful_expectations", 0)),
+                link=page.as_posix() if (site_dir / page).is_file() else None,
+            )
+        )
+    return sorted(rows, key=lambda r: (r.run_time, r.zone, r.scope, r.table))
+
+
+def index_html(run_id: str, rows: list[IndexRow]) -> str:
+    """The site's index: every validation of the run in a plain table (no script, no remote asset)."""
+    e = html.escape
+    body = []
+    for r in rows:
+        verdict = '<span class="ok">passed</span>' if r.success else '<span class="failed">failed</span>'
+        link = f'<a href="{e(r.link, quote=True)}">{e(r.suite)}</a>' if r.link else e(r.suite)
+        body.append(
+            f"<tr><td>{link}</td><td>{e(r.zone)}</td><td>{e(r.scope)}</td><td>{e(r.table)}</td>"
+            f"<td>{r.run_time:%Y-%m-%d %H:%M:%S} UTC</td><td>{verdict}</td>"
+            f"<td>{r.unsuccessful} of {r.evaluated}</td></tr>"
+        )
+    failed = sum(not r.success for r in rows)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Data Docs: run {e(run_id)}</title>
+<link rel="stylesheet" href="{STYLESHEET}">
+</head>
+<body>
+<main>
+<h1>Data quality: run {e(run_id)}</h1>
+<p>{len(rows)} validations, {failed} failed. Each row is one table of one gate; the page behind
+its link lists every check with its verdict and counts.</p>
+<table>
+<thead><tr><th scope="col">Suite</th><th scope="col">Zone</th><th scope="col">Holder / release</th>
+<th scope="col">Table</th><th scope="col">Time</th><th scope="col">Result</th>
+<th scope="col">Checks failed</th></tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody>
+</table>
+</main>
+</body>
+</html>
+"""
+
+
+def _write_index(site_dir: Path, run_id: str, rows: list[IndexRow]) -> None:
+    (site_dir / "index.html").write_text(index_html(run_id, rows), encoding="utf-8")
