@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("edge.commands.generate:generate", "Generate synthetic deliveries for every data holder."),
     "run": ("edge.commands.pipeline:run", "Run the DAGs through Airflow (ingest, pseudonymise, release)."),
     "status": ("edge.commands.status:status", "Latest pipeline runs and their figures."),
+    "airflow-ui": (
+        "edge.commands.airflow_ui:airflow_ui",
+        "Airflow's UI on this data home's Airflow (or a local federation node's: --node).",
+    ),
     "keys": ("edge.commands.identity:keys", "Key store: list keys, rotate the key-encryption key."),
     "reid": ("edge.commands.identity:reid", "Authorised re-identification (two approvals)."),
     "fhir": ("edge.commands.fhir:fhir", "FHIR ingestion, validation and SQL-on-FHIR conformance."),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.demo import AGGREGATE_REQUEST, DEMO_REQUEST, RESEARCHER, STEWARDS
-from edge.federation_local import LocalFederation, free_port, port_is_free
+from edge.federation_local import HUB_PORT, LocalFederation, free_port, port_is_free
 
 FEDERATED_AGGREGATE = {
     **AGGREGATE_REQUEST,
@@ -37,7 +37,6 @@ LINKED_QUERY = (
     "SELECT r.diabetes_type, count(DISTINCT r.person_id) AS persons, round(avg(r.hba1c_mmol_mol), 1) AS mean_hba1c "
     "FROM register_visit r GROUP BY r.diabetes_type ORDER BY persons DESC"
 )
-HUB_PORT = 8700
 WHY = "Ethics approval and variable list match the purpose; data minimised."
 
 

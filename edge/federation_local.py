@@ -35,6 +35,8 @@ import httpx
 from hdp.settings import ensure_private_dir, holders
 
 BIN = Path(sys.executable).parent
+#: the hub's usual port on one machine (``make demo``), so that printed commands work as shown
+HUB_PORT = 8700
 
 
 def free_port() -> int:
