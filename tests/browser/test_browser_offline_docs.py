@@ -8,6 +8,11 @@ violations (something a bundle tried and the browser refused) show up as console
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,54 @@ def test_redoc_renders_with_every_request_on_loopback(live, browser, shot):
     assert any(u.endswith("/docs-assets/redoc.standalone.js") for u in requests)
     assert [u for u in requests if not is_local(u)] == []
     assert [e for e in errors if "Content Security Policy" in e or "Refused" in e] == []
+
+
+@contextmanager
+def _static_server(directory: Path) -> Iterator[str]:
+    """``directory`` over HTTP on a free loopback port (as an operator might serve Data Docs)."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_data_docs_render_with_no_request_leaving_the_site(live, browser, shot, tmp_path):
+    from datetime import UTC, datetime
+
+    from quality.test_data_docs import gate_result
+
+    from pipelines.quality import docs
+
+    started = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
+    docs.render(tmp_path, gate_result("browser", "ndr", started, passed=True), {})
+    index = docs.render(tmp_path, gate_result("browser", "region_uppsala", started, passed=False), {})
+    with _static_server(index.parent) as site:
+        context = browser.new_context()
+        page = context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        try:
+            page.goto(site + "/index.html", wait_until="networkidle")
+            assert page.locator("tbody tr").count() == 4
+            shot(page, "index")
+            page.locator("a", has_text="raw.region_uppsala.register_visit").click()
+            page.wait_for_load_state("networkidle")
+            assert page.get_by_text("2 of 400 rows failed").first.is_visible()
+            shot(page, "validation")
+            page.get_by_role("link", name="Home").click()  # the breadcrumb leads back to the index
+            page.wait_for_load_state("networkidle")
+            assert page.url == site + "/index.html"
+        finally:
+            context.close()
+    assert any(u.endswith(docs.STYLESHEET) for u in requests)
+    assert [u for u in requests if not u.startswith(site + "/")] == []

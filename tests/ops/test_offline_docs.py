@@ -170,3 +170,27 @@ def test_every_web_page_of_every_user_loads_nothing_from_outside(client):
     assert {"/web/login", "/web/transparency", "/web/researcher", "/web/steward", "/web/prom"} <= visited
     assert f"/web/requests/{world.request_id}" in visited
     assert len(pages) >= 12, sorted(pages)
+
+
+def test_the_hub_serves_the_same_offline_docs_with_its_federation_routes(hdp_home, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from governance import store
+    from hdp.settings import get_settings
+
+    monkeypatch.setenv("HDP_FEDERATION_ROLE", "hub")
+    monkeypatch.setenv("HDP_HUB_URL", "http://127.0.0.1:8700")
+    get_settings.cache_clear()
+    store.upgrade(get_settings().governance_url)
+    from hub.app import create_hub_app
+
+    client = TestClient(create_hub_app(), base_url="http://testserver")  # no start-up: no routing loop
+    try:
+        for path in ("/docs", "/redoc"):
+            page = client.get(path)
+            assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+            _assert_offline(client, path, page.text)
+        assert any(p.startswith("/federation") for p in client.get("/openapi.json").json()["paths"])
+    finally:
+        store.dispose_all()
+        get_settings.cache_clear()

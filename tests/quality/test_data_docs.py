@@ -79,7 +79,8 @@ def _check(check_id: str, table: str, verdict: str, failed: int) -> CheckResult:
     )
 
 
-def _gate(run_id: str, scope: str, started: datetime, *, passed: bool) -> GateResult:
+def gate_result(run_id: str, scope: str, started: datetime, *, passed: bool) -> GateResult:
+    """A raw-zone gate of two tables (the browser test renders it too)."""
     verdict, failed = (PASS, 0) if passed else (FAIL, 2)
     return GateResult(
         run_id=run_id,
@@ -140,8 +141,8 @@ def _assert_site_offline(site: Path) -> int:
 @pytest.mark.slow
 def test_data_docs_load_nothing_from_outside_and_the_index_lists_every_validation(hdp_home):
     quality_dir = hdp_home.quality_dir
-    first = _gate("run 1", "ndr", datetime(2026, 12, 4, 9, 30, 5, tzinfo=UTC), passed=True)
-    second = _gate("run 1", "region_uppsala", datetime(2026, 12, 4, 9, 31, 7, tzinfo=UTC), passed=False)
+    first = gate_result("run 1", "ndr", datetime(2026, 12, 4, 9, 30, 5, tzinfo=UTC), passed=True)
+    second = gate_result("run 1", "region_uppsala", datetime(2026, 12, 4, 9, 31, 7, tzinfo=UTC), passed=False)
     docs.render(quality_dir, first, {})
     index = docs.render(quality_dir, second, {})
     site = index.parent
