@@ -109,8 +109,10 @@ FLUSH_RESOURCES = 100_000
 MAX_RESOURCE_BYTES = 16 * 2**20
 MAX_JSON_DEPTH = 100
 
-# ViewDefinition column type -> DuckDB type. Dates stay VARCHAR on purpose: FHIR dates may be
-# partial ("1970-06") and dateTimes carry their offset; the raw zone keeps them as delivered.
+# ViewDefinition column type -> DuckDB type. Dates load as VARCHAR: FHIR dates may be partial
+# ("1970-06") and dateTimes carry their offset. A column tagged ansi/type DATE in its
+# ViewDefinition (a calendar date in the research contract) is converted after loading
+# (apply_column_types); the others stay as delivered.
 _DUCK_TYPES = {
     "boolean": "BOOLEAN",
     "integer": "BIGINT",
@@ -1240,6 +1242,30 @@ _LINKS = (
 )
 
 
+def apply_column_types(con: duckdb.DuckDBPyConnection, views: dict[str, CompiledView]) -> list[str]:
+    """Convert the columns whose ViewDefinition asks for an SQL type (``ansi/type`` tag), in the
+    ingest's transaction; returns them as ``table.column``.
+
+    Both evaluators load dates as the delivered text, so they stay identical; the research
+    contract wants a calendar date where a column is one (``*_date``): every zone downstream then
+    types it DATE like the register's dates, and releases shift it as a DATE. ``DATE`` takes the
+    date a FHIR date or dateTime starts with, as written (``2022-10-20T23:30:00-05:00`` ->
+    2022-10-20, no time-zone shift, the same reading as the quality checks' ``hdp_date``); a
+    partial date (``2022-10``) names no day and becomes NULL, its delivered text kept in
+    ``fhir_resource``.
+    """
+    converted = []
+    for name, view in views.items():
+        for c in view.columns:
+            if c.sql_type == "DATE":
+                con.execute(
+                    f'ALTER TABLE "{name}" ALTER COLUMN "{c.name}" SET DATA TYPE DATE '
+                    f'USING TRY_CAST(left(CAST("{c.name}" AS VARCHAR), 10) AS DATE)'
+                )
+                converted.append(f"{name}.{c.name}")
+    return converted
+
+
 def _flag_dangling(con: duckdb.DuckDBPyConnection, views: dict[str, CompiledView]) -> int:
     total = 0
     for link in _LINKS:
@@ -1709,6 +1735,7 @@ def ingest_fhir(
             loader.close()
             quarantine.add(con, intake.records)
             mapped = fill_mapped_columns(con)
+            apply_column_types(con, plan.views)
             dangling = _flag_dangling(con, plan.views)
             con.execute("COMMIT")
         except BaseException:

@@ -33,12 +33,34 @@ class ViewDefinitionError(ValueError):
     """A ViewDefinition that is not valid, or that cannot be evaluated on a resource."""
 
 
+#: SQL types a column may ask for with the SQL on FHIR ``ansi/type`` tag, and how its delivered
+#: text becomes one (see ``pipelines.fhir.ingest.apply_column_types``).
+SQL_TYPE_TAG = "ansi/type"
+SQL_TYPES = frozenset({"DATE"})
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     path: str
     type: str | None
     collection: bool
+    #: the database type of the flattened table (``ansi/type`` tag), None: by the FHIR type
+    sql_type: str | None = None
+
+
+def _sql_type(tags: Any, where: str) -> str | None:
+    """The column's ``ansi/type`` tag (SQL on FHIR v2), one of ``SQL_TYPES``, or None."""
+    if tags is None:
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, dict) for t in tags):
+        raise ViewDefinitionError(f"{where}.tag: must be a list of {{name, value}} objects")
+    values = [t.get("value") for t in tags if t.get("name") == SQL_TYPE_TAG]
+    if not values:
+        return None
+    if len(values) > 1 or str(values[0]).upper() not in SQL_TYPES:
+        raise ViewDefinitionError(f"{where}.tag: {SQL_TYPE_TAG} must be one of {sorted(SQL_TYPES)}")
+    return str(values[0]).upper()
 
 
 Row = tuple[Any, ...]
@@ -153,7 +175,9 @@ def _compile_columns(col_defs: Any, where: str) -> list[tuple[Column, PathFn]]:
         coll = c.get("collection", False)
         if not isinstance(coll, bool):
             raise ViewDefinitionError(f"{where}.column[{i}].collection must be a boolean")
-        col = Column(c["name"], c["path"], c.get("type"), coll)
+        col = Column(
+            c["name"], c["path"], c.get("type"), coll, _sql_type(c.get("tag"), f"{where}.column[{i}]")
+        )
         cols.append((col, _compile_fhirpath(c["path"], f"{where}.column[{i}].path")))
     return cols
 
