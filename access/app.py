@@ -26,6 +26,7 @@ from access.formats import chunks
 from access.governance_adapter import shared_governance
 from access.metrics import AccessMetrics, RequestMetrics, platform_sources
 from access.ports import Governance, User
+from access.routes_followup import make_router as make_followup_router
 from access.routes_governance import make_router as make_governance_router
 from access.routes_outputs import mount as mount_outputs
 from access.service import AccessService, AccessSettings, QueryResult, StreamedResult
@@ -69,6 +70,8 @@ def create_app(settings: AccessSettings | None = None, governance: Governance | 
     app.include_router(query_router(get_service, current_user))
     app.include_router(operator_router(get_service, current_user))
     app.include_router(make_governance_router(governance_session, current_user))
+    # Access follow-up (logguppföljning) per holder: access/routes_followup.py
+    app.include_router(make_followup_router(governance_session, current_user, service.settings.audit_path))
     mount_outputs(app, service, current_user)  # the airlock: output requests (access/routes_outputs.py)
     app.include_router(build_web_router())  # server-rendered pages under /web
     app.router.on_shutdown.append(service.audit.close)  # checkpoint the head this worker left

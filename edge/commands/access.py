@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from access.errors import Refusal
+from edge.commands.followup import follow_up
 from governance import store
 from governance.auditing import StoreCheckpoints, checkpoint_table_exists
 from hdp.audit import AuditLog, KeyRing, build_report, render_report
@@ -114,6 +115,9 @@ def _audit_paths(path: Path | None) -> list[Path]:
 @click.group()
 def audit() -> None:
     """Verify the keyed audit logs against their anchors and checkpoints; report unusual access."""
+
+
+audit.add_command(follow_up)  # hdp audit follow-up: per holder (edge/commands/followup.py)
 
 
 def _audit_backends(no_checkpoints: bool) -> tuple[KeyRing, StoreCheckpoints | None]:
