@@ -144,11 +144,16 @@ def test_data_docs_load_nothing_from_outside_and_the_index_lists_every_validatio
     first = gate_result("run 1", "ndr", datetime(2026, 12, 4, 9, 30, 5, tzinfo=UTC), passed=True)
     second = gate_result("run 1", "region_uppsala", datetime(2026, 12, 4, 9, 31, 7, tzinfo=UTC), passed=False)
     docs.render(quality_dir, first, {})
+    # a page GX built before the site was made offline (an older version) is mended too
+    legacy = docs.docs_index(quality_dir, "run 1").parent / "legacy" / "page.html"  # GX reads validations/
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(GX_PAGE)
     index = docs.render(quality_dir, second, {})
     site = index.parent
     assert index == docs.docs_index(quality_dir, "run 1")
 
-    assert _assert_site_offline(site) == 5  # the index and four validation pages
+    assert _assert_site_offline(site) == 6  # the index, four validation pages and the legacy one
+    assert '<link rel="stylesheet" href="../hdp-docs.css">' in legacy.read_text()
     # the project's data-context id (the tracking logo's parameter) is nowhere in the site
     gx_yml = next((quality_dir / "gx").rglob("great_expectations.yml")).read_text()
     context_id = re.search(r"data_context_id: ([0-9a-f-]{36})", gx_yml)
