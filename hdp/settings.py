@@ -388,6 +388,40 @@ class Settings(BaseSettings):
     oidc_jwks_url: str | None = Field(
         default=None, description="URL of the OIDC issuer's signing keys (JWKS)."
     )
+    # web sign-in through the same provider (access/web/oidc.py): on when client id and
+    # redirect base are set with HDP_OIDC_ISSUER
+    oidc_client_id: str | None = Field(
+        default=None,
+        description="Web single sign-on: the web pages' client id at the OIDC provider "
+        "HDP_OIDC_ISSUER (authorisation code flow with PKCE). With HDP_OIDC_REDIRECT_BASE it puts "
+        "'Sign in with <provider>' on the login page.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="Web single sign-on: the client secret, if the provider registered the web "
+        "pages as a confidential client (sent as HTTP Basic); unset: a public client, PKCE only.",
+    )
+    oidc_user_claim: str = Field(
+        default="preferred_username",
+        description="Web single sign-on: the ID token claim whose value is the platform user name. "
+        "Only an existing, enabled user may sign in; none is ever created.",
+    )
+    oidc_redirect_base: str | None = Field(
+        default=None,
+        description="Web single sign-on: the platform's external base URL as browsers reach it "
+        "(https://hdp.example.se, behind the proxy); the provider redirects to "
+        "<base>/web/login/oidc/callback and nowhere else.",
+    )
+    oidc_discovery_url: str | None = Field(
+        default=None,
+        description="Web single sign-on: the provider's discovery document (default: "
+        "HDP_OIDC_ISSUER/.well-known/openid-configuration).",
+    )
+    oidc_provider_name: str | None = Field(
+        default=None,
+        description="Web single sign-on: the provider's name on the login page's button "
+        "(default: the issuer's host name).",
+    )
 
     # -- federation ----------------------------------------------------------------
     federation_role: Literal["single", "hub", "node"] = Field(
@@ -444,7 +478,7 @@ class Settings(BaseSettings):
             raise ValueError("production needs a Postgres URL (postgresql+psycopg://...)")
         return url
 
-    @field_validator("oidc_jwks_url", "hub_url")
+    @field_validator("oidc_jwks_url", "hub_url", "oidc_redirect_base", "oidc_discovery_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and (

@@ -44,6 +44,44 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "Login failed: unknown, revoked or malformed token.",
     },
     "logged_out": {"sv": "Du är utloggad.", "en": "You are logged out."},
+    # --- web sessions and single sign-on (access/web/sessions.py, access/web/oidc.py)
+    "oidc_button": {"sv": "Logga in med {provider}", "en": "Sign in with {provider}"},
+    "oidc_or_token": {"sv": "eller med din API-nyckel:", "en": "or with your API token:"},
+    "oidc_signed_in": {"sv": "Du är inloggad.", "en": "You are signed in."},
+    "oidc_continue": {"sv": "Fortsätt", "en": "Continue"},
+    "oidc_provider_unreachable": {
+        "sv": "Inloggningstjänsten svarar inte som den ska just nu. Försök igen senare eller logga in "
+        "med din API-nyckel.",
+        "en": "The sign-in service is not answering as it should. Try again later or log in with "
+        "your API token.",
+    },
+    "oidc_provider_refused": {
+        "sv": "Inloggningstjänsten avbröt inloggningen. Försök igen.",
+        "en": "The sign-in service stopped the sign-in. Please try again.",
+    },
+    "oidc_state_mismatch": {
+        "sv": "Inloggningen kunde inte verifieras (svaret hörde inte till den här webbläsaren). Försök igen.",
+        "en": "The sign-in could not be verified (the answer did not belong to this browser). "
+        "Please try again.",
+    },
+    "oidc_no_transaction": {
+        "sv": "Inloggningen tog för lång tid eller startades i en annan webbläsare. Försök igen.",
+        "en": "The sign-in took too long or was started in another browser. Please try again.",
+    },
+    "oidc_bad_id_token": {
+        "sv": "Inloggningstjänstens intyg kunde inte verifieras. Inloggningen avbröts.",
+        "en": "The sign-in service's identity token could not be verified. The sign-in was stopped.",
+    },
+    "oidc_no_user_claim": {
+        "sv": "Inloggningstjänsten uppgav inget användarnamn. Kontakta administratören.",
+        "en": "The sign-in service gave no user name. Please contact the administrator.",
+    },
+    "oidc_unknown_user": {
+        "sv": "Du är inloggad hos inloggningstjänsten, men det finns inget aktivt konto på plattformen "
+        "med ditt användarnamn. Konton skapas av administratören; kontakta denne.",
+        "en": "You are signed in at the sign-in service, but the platform has no active account with "
+        "your user name. Accounts are created by the administrator; please contact them.",
+    },
     "session_expired": {
         "sv": "Din session har gått ut eller nyckeln har återkallats. Logga in igen.",
         "en": "Your session has expired or the token was revoked. Please log in again.",

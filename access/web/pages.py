@@ -91,6 +91,13 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+def landing_page(user: User) -> str:
+    """Where a sign-in lands when no page was asked for: the user's main page by role."""
+    if "output_checker" in user.roles and not user.roles & {"steward", "researcher"}:
+        return f"{PREFIX}/checking"
+    return f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
+
+
 @dataclass
 class Page:
     """What a handler knows about the caller: language, session, authenticated user."""
@@ -132,6 +139,9 @@ class PageKit:
         # The API's port for the same store: one cache, one rule for who a token belongs to.
         self._governance = governance or (lambda: shared_governance(self._governance_url()))
         self.env = make_environment()
+
+    def settings(self) -> Settings:
+        return self._settings()
 
     def store(self) -> AbstractContextManager[Session]:
         """A session on the governance store, for what the port does not cover (review queue,

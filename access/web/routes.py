@@ -36,8 +36,9 @@ from fastapi.responses import HTMLResponse, Response
 from access.ports import Governance, User
 from access.web import precheck, quality
 from access.web.apply import add_apply_pages
+from access.web.oidc import OidcPages, add_oidc_pages
 from access.web.outputs import add_output_pages
-from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, safe_next
+from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, landing_page, safe_next
 from access.web.prom import add_prom_pages
 from access.web.sessions import TOKEN, Sessions
 from access.web.workspace import add_workspace_pages
@@ -87,6 +88,7 @@ class WebApp(PageKit):
         self.api_base_url = api_base_url
         self.transparency_json_url = transparency_json_url
         self.precheck_groups = precheck_groups
+        self.oidc: OidcPages | None = None  # single sign-on (access/web/oidc.py), set by build_router
 
     # -- pages -------------------------------------------------------------------------------
     def home(self, request: Request) -> Response:
@@ -118,6 +120,8 @@ class WebApp(PageKit):
             title=p.t("login_title"),
             error=error,
             next=safe_next(request.query_params.get("next")) or "",
+            oidc_provider=config.provider_name if self.oidc and (config := self.oidc.config()) else None,
+            continue_to=None,
         )
 
     def login(self, request: Request, token: str, csrf_token: str, next_url: str) -> Response:
@@ -372,13 +376,6 @@ class WebApp(PageKit):
         )
 
 
-def landing_page(user: User) -> str:
-    """Where a sign-in lands when no page was asked for: the user's main page by role."""
-    if "output_checker" in user.roles and not user.roles & {"steward", "researcher"}:
-        return f"{PREFIX}/checking"
-    return f"{PREFIX}/steward" if "steward" in user.roles else f"{PREFIX}/researcher"
-
-
 def split_queue(requests: Iterable[RequestView], user: User) -> tuple[list[QueueItem], list[RequestView]]:
     """A steward's queue: what awaits their decision (oldest first, with the earliest deadline)
     and the other submitted requests of their holders (newest first). Drafts are not the
@@ -483,6 +480,7 @@ def build_router(**options: Any) -> APIRouter:
     def stylesheet() -> Response:
         return web.stylesheet()
 
+    web.oidc = add_oidc_pages(router, web)  # single sign-on: /web/login/oidc (access/web/oidc.py)
     add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
     add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
     add_apply_pages(router, web)  # the application form (access/web/apply.py)
