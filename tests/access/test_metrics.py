@@ -213,3 +213,35 @@ def test_governance_gauges_count_overdue_reviews_and_permits(hdp_home):
     late = {s.labels["holder"]: s.value for s in families["hdp_reviews_overdue_max_days"].samples}
     assert late["ndr"] > 30
     assert families["hdp_permits"].samples == []  # nothing approved yet
+
+
+def test_the_hub_counts_its_federation_routes_with_the_same_middleware(hdp_home, monkeypatch):
+    """The hub is built on the access app (hub/app.py): its own routes are counted by template too."""
+    from governance.store import dispose_all, upgrade
+    from hdp.settings import get_settings
+
+    monkeypatch.setenv("HDP_FEDERATION_ROLE", "hub")
+    monkeypatch.setenv("HDP_HUB_URL", "http://127.0.0.1:8700")
+    get_settings.cache_clear()
+    upgrade(get_settings().governance_url)
+    from hub.app import create_hub_app
+
+    app = create_hub_app()
+    client = TestClient(app)  # no start-up: no routing loop
+    try:
+        client.get(
+            "/federation/v1/permits/4711/status"
+        )  # an unknown permit: whatever it answers, it is counted
+        assert client.get("/federation/v1/identity").status_code == 200
+        m = parse(app.state.metrics.exposition()[0].decode())
+    finally:
+        app.state.service.close()
+        dispose_all()
+        get_settings.cache_clear()
+    req = "hdp_http_requests_total"
+    assert (
+        sample(m, "hdp_http_requests", req, route="/federation/v1/identity", method="GET", status_class="2xx")
+        == 1
+    )
+    routes = {lab["route"] for _, lab, _ in m["hdp_http_requests"]}
+    assert "/federation/v1/permits/{permit_id}/status" in routes and not any("4711" in r for r in routes)
