@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import fcntl
 import html
+import json
 import os
 import re
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -463,5 +464,29 @@ its link lists every check with its verdict and counts.</p>
 """
 
 
+#: The index's rows as data beside it, so that a page for one holder can list only its own.
+INDEX_ROWS = "index.json"
+
+
 def _write_index(site_dir: Path, run_id: str, rows: list[IndexRow]) -> None:
     (site_dir / "index.html").write_text(index_html(run_id, rows), encoding="utf-8")
+    data = [{**asdict(r), "run_time": r.run_time.isoformat()} for r in rows]
+    (site_dir / INDEX_ROWS).write_text(
+        json.dumps({"run_id": run_id, "rows": data}, indent=1), encoding="utf-8"
+    )
+
+
+def index_rows(quality_dir: Path, run_id: str) -> list[IndexRow]:
+    """The validations the run's index lists (empty when the run has no Data Docs)."""
+    path = docs_index(quality_dir, run_id).parent / INDEX_ROWS
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return [IndexRow(**{**r, "run_time": datetime.fromisoformat(r["run_time"])}) for r in rows]
+
+
+def scope_index_html(quality_dir: Path, run_id: str, scope: str) -> str | None:
+    """The run's index with only ``scope``'s validations (a holder's stewards see their own), or
+    None when the run has none of that scope."""
+    rows = [r for r in index_rows(quality_dir, run_id) if safe_name(r.scope) == safe_name(scope)]
+    return index_html(run_id, rows) if rows else None

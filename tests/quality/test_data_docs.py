@@ -202,6 +202,16 @@ def test_data_docs_load_nothing_from_outside_and_the_index_lists_every_validatio
             "1 of 1",
         ],
     ]
+    # the same rows as data, and an index of one holder's validations only (for its stewards)
+    assert [(r.suite, r.success) for r in docs.index_rows(quality_dir, "run 1")] == [
+        (row[0], row[5] == "passed") for row in rows
+    ]
+    own = _IndexTable()
+    own.feed(docs.scope_index_html(quality_dir, "run 1", "ndr") or "")
+    assert [row[0] for row in own.rows[1:]] == ["raw.ndr.prom_response", "raw.ndr.register_visit"]
+    assert external_loads(docs.scope_index_html(quality_dir, "run 1", "ndr") or "") == []
+    assert docs.scope_index_html(quality_dir, "run 1", "region_orebro") is None
+    assert docs.index_rows(quality_dir, "no such run") == []
     # each link opens its validation's page, which shows the check and its counts
     assert len(table.links) == 4
     failed_page = next(link for link in table.links if "region_uppsala/register_visit" in link)
