@@ -83,6 +83,7 @@ from governance.request_fields import (
     REQUEST_FIELDS,
 )
 from governance.requests import (
+    AT_RISK_ACKNOWLEDGED,
     CHECKLIST_ITEMS,
     DEFAULT_DEADLINE_DAYS,
     FIVE_SAFES,
@@ -136,6 +137,7 @@ __all__ = [
     "PERMIT_AMENDABLE",
     "REQUEST_FIELDS",
     # governance.requests
+    "AT_RISK_ACKNOWLEDGED",
     "CHECKLIST_ITEMS",
     "DEFAULT_DEADLINE_DAYS",
     "FIVE_SAFES",

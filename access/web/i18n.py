@@ -259,6 +259,135 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "sv": "Det finns inget beslut för dig att fatta i den här omgången.",
         "en": "There is no decision for you to take in this round.",
     },
+    # --- steward decision aids on the request page (access/web/request_aids.py, datadocs.py)
+    "period_open": {"sv": "Ingen period angiven", "en": "No period given"},
+    "period_from": {"sv": "från {start}", "en": "from {start}"},
+    "period_until": {"sv": "till och med {end}", "en": "until {end}"},
+    "field_organisation": {"sv": "Organisation", "en": "Organisation"},
+    "organisation_unknown": {"sv": "ej registrerad", "en": "not recorded"},
+    "field_permit_end": {"sv": "Tillståndet upphör", "en": "Permit ends"},
+    "permit_end_projected": {
+        "sv": "{days} dagar efter beslutet (omkring {date} om det beviljas i dag)",
+        "en": "{days} days after approval (about {date} if approved today)",
+    },
+    "cohort_title": {
+        "sv": "Kohortens storlek efter urvalskriterierna",
+        "en": "Cohort size after the criteria",
+    },
+    "cohort_intro": {
+        "sv": "Personer per dataägare i forskningszonen som uppfyller urvalskriterierna, före samkörning "
+        "mellan dataägare. Antal under dataägarens minsta cellstorlek visas som ”< n”; övriga avrundas "
+        "som dataägaren publicerar antal.",
+        "en": "Persons per data holder in the research zone who meet the cohort criteria, before linkage "
+        "across holders. Counts below the holder's minimum cell count show as “< n”; others are "
+        "rounded as the holder publishes counts.",
+    },
+    "col_cohort_persons": {"sv": "Personer", "en": "Persons"},
+    "cohort_not_applied": {
+        "sv": "kriterier på {tables} tillämpas inte här (dataägaren har inte tabellen)",
+        "en": "criteria on {tables} not applied here (the holder does not hold the table)",
+    },
+    "overlaps_title": {"sv": "Sökandens överlappande tillstånd", "en": "The applicant's overlapping permits"},
+    "overlaps_intro": {
+        "sv": "Andra gällande tillstånd för samma sökande som rör samma dataägare eller variabler. Uttag "
+        "som kan samköras ökar risken för återidentifiering.",
+        "en": "Other permits in force of the same applicant that touch the same data holders or "
+        "variables. Extracts that can be linked raise the risk of re-identification.",
+    },
+    "overlaps_none": {
+        "sv": "Inga andra gällande tillstånd överlappar.",
+        "en": "No other permit in force overlaps.",
+    },
+    "col_shared_holders": {"sv": "Gemensamma dataägare", "en": "Shared data holders"},
+    "col_shared_variables": {"sv": "Gemensamma variabler", "en": "Shared variables"},
+    "quality_verdict_pass": {"sv": "Godkänd", "en": "Passed"},
+    "quality_verdict_warn": {"sv": "Godkänd med varningar", "en": "Passed with warnings"},
+    "quality_verdict_fail": {"sv": "Underkänd", "en": "Failed"},
+    "quality_summary": {
+        "sv": "{verdict} {day}: {passed} kontroller godkända, {failed} ej godkända",
+        "en": "{verdict} on {day}: {passed} checks passed, {failed} not passed",
+    },
+    "quality_run_id": {"sv": "körnings-id {run}", "en": "run id {run}"},
+    "quality_docs_link": {"sv": "Data Docs (kvalitetsrapport)", "en": "Data Docs (quality report)"},
+    "quality_release_summary": {
+        "sv": "{verdict}: {passed} av {evaluated} kontroller godkända",
+        "en": "{verdict}: {passed} of {evaluated} checks passed",
+    },
+    "quality_failed_checks": {"sv": "Underkända kontroller", "en": "Failed checks"},
+    "quality_warned_checks": {"sv": "Varningar", "en": "Warnings"},
+    "five_safes_title": {"sv": "De fem säkerheterna (Five Safes)", "en": "Five Safes"},
+    "five_safes_intro": {
+        "sv": "Bocka för varje säkerhet du har bedömt. Bockarna sparas med ditt beslut.",
+        "en": "Tick each safe you have assessed. Your ticks are stored with your decision.",
+    },
+    "safe_projects": {"sv": "Säkert projekt", "en": "Safe projects"},
+    "safe_people": {"sv": "Säkra personer", "en": "Safe people"},
+    "safe_settings": {"sv": "Säker miljö", "en": "Safe settings"},
+    "safe_data": {"sv": "Säkra data", "en": "Safe data"},
+    "safe_outputs": {"sv": "Säkra resultat", "en": "Safe outputs"},
+    "safe_projects_facts": {
+        "sv": "Etikprövning {ethics}; ändamål {purpose}; rättslig grund {basis}.",
+        "en": "Ethics approval {ethics}; purpose {purpose}; legal basis {basis}.",
+    },
+    "safe_people_facts": {
+        "sv": "Sökande {applicant} ({organisation}); medarbetare: {members}; andra överlappande tillstånd: {overlaps}.",
+        "en": "Applicant {applicant} ({organisation}); members: {members}; other overlapping permits: {overlaps}.",
+    },
+    "safe_settings_facts_aggregate": {
+        "sv": "Endast aggregat genom åtkomstlagret: inga rader lämnar plattformen, varje fråga loggas; "
+        "åtkomst i {days} dagar.",
+        "en": "Aggregates only through the access layer: no row leaves the platform, every query is "
+        "logged; access for {days} days.",
+    },
+    "safe_settings_facts_record": {
+        "sv": "Radnivå i den säkra miljön (arbetsytan): data lämnar den inte, varje fråga loggas; "
+        "åtkomst i {days} dagar.",
+        "en": "Record level inside the secure environment (the workspace): data does not leave it, every "
+        "query is logged; access for {days} days.",
+    },
+    "safe_data_facts": {
+        "sv": "{form} data; minsta cellstorlek / k per dataägare: {thresholds}; tabeller med grupper under k: {at_risk}.",
+        "en": "{form} data; minimum cell count / k per holder: {thresholds}; tables with groups below k: {at_risk}.",
+    },
+    "safe_outputs_facts_aggregate": {
+        "sv": "Varje resultat röjandekontrolleras: celler under minsta cellstorlek undertrycks och antal "
+        "störs med cell-key-metoden.",
+        "en": "Every result is disclosure-controlled: cells below the minimum cell count are suppressed "
+        "and counts perturbed by the cell-key method.",
+    },
+    "safe_outputs_facts_record": {
+        "sv": "Resultat som ska lämna den säkra miljön granskas av resultatgranskare innan de lämnas ut.",
+        "en": "Results that are to leave the secure environment are checked by output checkers first.",
+    },
+    "ack_at_risk_label": {"sv": "Jag har sett grupperna med risk", "en": "I have seen the groups at risk"},
+    "ack_at_risk_hint": {
+        "sv": "Förkontrollen visar grupper under k i {tables} tabell(er). Ett godkännande kräver att du "
+        "bekräftar att du har sett dem.",
+        "en": "The pre-check shows groups below k in {tables} table(s). Approving requires that you "
+        "confirm you have seen them.",
+    },
+    "ack_at_risk_required": {
+        "sv": "förkontrollen visar grupper under k i {tables} tabell(er): bekräfta att du har sett "
+        "grupperna med risk innan du godkänner",
+        "en": "the pre-check shows groups below k in {tables} table(s): confirm that you have seen the "
+        "groups at risk before approving",
+    },
+    "col_checklist": {"sv": "Checklista", "en": "Checklist"},
+    "checklist_ticked": {"sv": "{ticked} av 5 säkerheter", "en": "{ticked} of 5 safes"},
+    "checklist_ack": {"sv": "risk bekräftad", "en": "risk acknowledged"},
+    "comments_title": {"sv": "Kommentarer", "en": "Comments"},
+    "comments_intro": {
+        "sv": "Förvaltarna hos dataägarna och den sökande sidan kan läsa och skriva här. Endast ren text.",
+        "en": "The data holders' stewards and the applicant's side can read and write here. Plain text only.",
+    },
+    "comments_none": {"sv": "Inga kommentarer ännu.", "en": "No comments yet."},
+    "thread_label": {"sv": "Ny kommentar", "en": "New comment"},
+    "thread_submit": {"sv": "Skicka kommentar", "en": "Post comment"},
+    "thread_posted": {"sv": "Kommentaren är publicerad.", "en": "Your comment was posted."},
+    "thread_error": {
+        "sv": "Kommentaren kunde inte sparas: {message}",
+        "en": "The comment could not be saved: {message}",
+    },
     # researcher page
     "researcher_title": {"sv": "Mina ansökningar och uttag", "en": "My requests and releases"},
     "my_requests": {"sv": "Mina ansökningar", "en": "My requests"},

@@ -1,6 +1,6 @@
 """Disclosure pre-check shown to a steward before deciding: counts only, never a value.
 
-Three parts:
+Four parts:
 
 * ``classify_variables``: each requested "table.column" with its sensitivity from
   schemas/variables.json (pseudonym, quasi-identifier, health, administrative).
@@ -11,7 +11,10 @@ Three parts:
   below the holder's k. A smallest group of 1 means the requested combination singles someone
   out. Only aggregate counts leave the database; no group key is ever read into Python.
 
-The research zone is counted before cohort selection and before the release's generalisation,
+* ``cohort_sizes``: per holder, the persons who meet the request's cohort criteria, published
+  as the holder publishes counts: "< min_cell_count" below its threshold, else rounded.
+
+The group sizes are counted before cohort selection and before the release's generalisation,
 so the figures are a guide, not the release's final risk (the page says so).
 """
 
@@ -25,6 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
+
+from governance import cohort
+from pipelines.dataset_summary import publishable_count
 
 PSEUDONYM, QUASI, HEALTH, ADMIN, UNKNOWN = (
     "pseudonym",
@@ -51,6 +57,7 @@ class HolderThresholds:
     name: str
     min_cell_count: int
     k_anonymity: int
+    rounding_base: int = 1  # the holder's published counts are rounded to this (its perturbation)
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,41 @@ class GroupRisk:
 
 
 @dataclass(frozen=True)
+class CohortSize:
+    """Persons of one holder who meet the request's cohort criteria, as a steward may see it.
+
+    Only the published form is kept: ``below`` (fewer than the holder's ``min_cell_count``,
+    shown as "< min_cell_count") or ``persons`` rounded by the holder's own rule
+    (``pipelines.dataset_summary.publishable_count``). The exact count never leaves this module.
+    """
+
+    holder_id: str
+    status: str  # ok | no_data | unavailable
+    min_cell_count: int
+    persons: int | None = None  # publishable count (None when below or not computed)
+    below: bool = False  # fewer persons than min_cell_count
+    not_applied: tuple[str, ...] = ()  # criteria tables this holder does not hold (not applied here)
+    reason: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The figure as the page shows it: "< 5", "1,040" or "" when there is none."""
+        if self.below:
+            return f"< {self.min_cell_count}"
+        return f"{self.persons:,}" if self.persons is not None else ""
+
+
+@dataclass(frozen=True)
 class PreCheck:
     variables: tuple[VariableRisk, ...]
     thresholds: tuple[HolderThresholds, ...]
     groups: tuple[GroupRisk, ...]
+    cohort: tuple[CohortSize, ...] = ()
+
+    @property
+    def at_risk(self) -> tuple[GroupRisk, ...]:
+        """The tables with groups below k: approving needs an explicit acknowledgement."""
+        return tuple(g for g in self.groups if g.status == AT_RISK)
 
     @property
     def quasi_identifiers(self) -> tuple[VariableRisk, ...]:
@@ -260,6 +298,107 @@ def group_sizes(
     return tuple(out)
 
 
+def _cohort_count_sql(tables: list[str], conditions: Mapping[str, list[cohort.Condition]]) -> str:
+    """Distinct persons over ``tables`` who, in every table of ``conditions``, have a row meeting
+    all of that table's conditions (the release's rule, ``pipelines.release``); values are ``?``."""
+    population = " UNION ".join(f"SELECT person_id FROM {_quote(t)}" for t in tables)
+    where = [
+        f"person_id IN (SELECT t.person_id FROM {_quote(table)} t WHERE "
+        + " AND ".join(c.sql("t") for c in conds)
+        + ")"
+        for table, conds in sorted(conditions.items())
+    ]
+    return f"SELECT count(DISTINCT person_id) FROM ({population}) p" + (
+        " WHERE " + " AND ".join(where) if where else ""
+    )
+
+
+def cohort_sizes(
+    *,
+    criteria: Mapping[str, object] | None,
+    variables: tuple[VariableRisk, ...],
+    thresholds: tuple[HolderThresholds, ...],
+    table_holders: Mapping[str, Iterable[str]],
+    research_db: Callable[[str], Path],
+) -> tuple[CohortSize, ...]:
+    """Per holder in scope: the persons in its research zone who meet the cohort criteria.
+
+    The population is the persons in the holder's requested tables (and its criteria tables);
+    criteria on a table the holder does not hold cannot be applied at that holder (the release
+    links persons across holders) and are listed in ``not_applied``. Counts below the holder's
+    ``min_cell_count`` are shown as "< n", others rounded by the holder's rounding base.
+    """
+    try:
+        conditions = cohort.by_table(cohort.parse(criteria))
+    except cohort.InvalidCriteria as exc:
+        return tuple(
+            CohortSize(th.holder_id, UNAVAILABLE, th.min_cell_count, reason=str(exc)) for th in thresholds
+        )
+    wanted = {v.table for v in variables if v.sensitivity != UNKNOWN}
+    out = []
+    for th in thresholds:
+        holds = {t for t, hs in table_holders.items() if th.holder_id in set(hs)}
+        tables = sorted((wanted | set(conditions)) & holds)
+        not_applied = tuple(sorted(set(conditions) - holds))
+        path = research_db(th.holder_id)
+        if not tables or not path.exists():
+            out.append(CohortSize(th.holder_id, NO_DATA, th.min_cell_count, not_applied=not_applied))
+            continue
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            out.append(CohortSize(th.holder_id, UNAVAILABLE, th.min_cell_count, reason=type(exc).__name__))
+            continue
+        try:
+            present: dict[str, set[str]] = {}
+            for table, column in con.execute(
+                "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main'"
+            ).fetchall():
+                present.setdefault(table, set()).add(column)
+            tables = [t for t in tables if "person_id" in present.get(t, set())]
+            applied = {t: c for t, c in conditions.items() if t in holds}
+            missing = sorted(
+                f"{t}.{c.column}"
+                for t, conds in applied.items()
+                for c in conds
+                if c.column not in present.get(t, set())
+            )
+            if missing or not tables:
+                reason = f"column(s) missing: {', '.join(missing)}" if missing else "no table with persons"
+                out.append(
+                    CohortSize(
+                        th.holder_id, UNAVAILABLE, th.min_cell_count, not_applied=not_applied, reason=reason
+                    )
+                )
+                continue
+            params = [
+                v
+                for conds in (applied[t] for t in sorted(applied))
+                for c in conds
+                if c.op != "is_null"
+                for v in c.operands
+            ]
+            try:
+                row = con.execute(_cohort_count_sql(tables, applied), params).fetchone()
+            except (duckdb.Error, ValueError) as exc:
+                # The type only: DuckDB messages can quote values.
+                out.append(
+                    CohortSize(th.holder_id, UNAVAILABLE, th.min_cell_count, reason=type(exc).__name__)
+                )
+                continue
+        finally:
+            con.close()
+        n = int(row[0]) if row else 0
+        if n < th.min_cell_count:
+            out.append(CohortSize(th.holder_id, OK, th.min_cell_count, below=True, not_applied=not_applied))
+        else:
+            shown = publishable_count(n, rounding_base=th.rounding_base, min_cell_count=th.min_cell_count)
+            out.append(
+                CohortSize(th.holder_id, OK, th.min_cell_count, persons=shown, not_applied=not_applied)
+            )
+    return tuple(out)
+
+
 def precheck(
     variables: Iterable[str],
     holder_ids: Iterable[str],
@@ -269,11 +408,18 @@ def precheck(
     table_holders: Mapping[str, Iterable[str]],
     research_db: Callable[[str], Path],
     compute_groups: bool = True,
+    criteria: Mapping[str, object] | None = None,
 ) -> PreCheck:
     """The full pre-check for a request (see the module docstring)."""
     wanted = set(holder_ids)
     thresholds = tuple(
-        HolderThresholds(h.id, h.name, h.min_cell_count, h.k_anonymity)  # type: ignore[attr-defined]
+        HolderThresholds(
+            h.id,  # type: ignore[attr-defined]
+            h.name,  # type: ignore[attr-defined]
+            h.min_cell_count,  # type: ignore[attr-defined]
+            h.k_anonymity,  # type: ignore[attr-defined]
+            max(int(dict(getattr(h, "perturbation", ())).get("rounding_base", 1)), 1),
+        )
         for h in holders
         if h.id in wanted  # type: ignore[attr-defined]
     )
@@ -285,4 +431,15 @@ def precheck(
         if compute_groups
         else ()
     )
-    return PreCheck(classified, thresholds, groups)
+    sizes = (
+        cohort_sizes(
+            criteria=criteria,
+            variables=classified,
+            thresholds=thresholds,
+            table_holders=table_holders,
+            research_db=research_db,
+        )
+        if compute_groups
+        else ()
+    )
+    return PreCheck(classified, thresholds, groups, sizes)

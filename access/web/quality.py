@@ -56,6 +56,32 @@ class GateSummary:
             c for c in self.not_passed if c.severity == "blocking" and c.verdict in ("fail", "error")
         )
 
+    @property
+    def verdict(self) -> str:
+        """The gate's verdict for people: fail (a blocking check failed), warn (a check did not
+        pass but none blocks) or pass; "" without results."""
+        if not self.has_results:
+            return ""
+        if self.blocking:
+            return "fail"
+        counts = self.counts or {}
+        return "warn" if any(counts.get(v, 0) for v in ("warn", "fail", "error")) else "pass"
+
+    @property
+    def day(self) -> str:
+        """The run's date (YYYY-MM-DD), the readable part of when it ran."""
+        return (self.started_at or "")[:10]
+
+    @property
+    def passed(self) -> int:
+        return (self.counts or {}).get("pass", 0)
+
+    @property
+    def failed(self) -> int:
+        """Checks that did not pass (failed, errored or warned); skipped ones are not counted."""
+        counts = self.counts or {}
+        return sum(counts.get(v, 0) for v in ("warn", "fail", "error"))
+
 
 def summarise(rows: list[dict[str, Any]], *, zone: str, scope: str) -> GateSummary:
     """Fold the rows of one stored gate run into a summary (pure)."""
@@ -120,6 +146,39 @@ def release_label(releases_dir: Path, release_id: str | None) -> dict[str, Any] 
     if quality is None:
         return None
     return quality if isinstance(quality, dict) else {"label": quality}
+
+
+@dataclass(frozen=True)
+class ReleaseQuality:
+    """A release's quality label (``pipelines.quality.label``) as a steward reads it."""
+
+    passed: bool
+    checks: dict[str, int]  # evaluated, passed, warned, failed, errored, skipped
+    failed: tuple[str, ...]  # check ids that failed or errored
+    warned: tuple[str, ...]
+
+
+def release_quality(label: dict[str, Any]) -> ReleaseQuality | None:
+    """The label's verdict, counts and failing check ids; None for a label of another shape
+    (the page then lists its fields with :func:`flatten_label`).
+
+    >>> release_quality({"passed": True, "checks": {"passed": 3, "failed": 0}, "failed": []}).passed
+    True
+    """
+    checks = label.get("checks")
+    if not isinstance(label.get("passed"), bool) or not isinstance(checks, dict):
+        return None
+
+    def ids(key: str) -> tuple[str, ...]:
+        entries = label.get(key) or []
+        return tuple(str(e.get("id")) for e in entries if isinstance(e, dict))
+
+    return ReleaseQuality(
+        passed=label["passed"],
+        checks={str(k): int(v) for k, v in checks.items() if isinstance(v, int)},
+        failed=ids("failed") + ids("errored"),
+        warned=ids("warned"),
+    )
 
 
 def flatten_label(label: dict[str, Any], *, max_items: int = 40) -> list[tuple[str, str]]:

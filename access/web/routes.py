@@ -28,14 +28,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from access.ports import Governance, User
-from access.web import precheck, quality
+from access.web import precheck, quality, request_aids
 from access.web.apply import add_apply_pages
+from access.web.datadocs import add_datadocs_pages, docs_url
 from access.web.oidc import OidcPages, add_oidc_pages
 from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, landing_page, safe_next
@@ -45,7 +46,7 @@ from access.web.workspace import add_workspace_pages
 from governance import service
 from governance.catalogue import load_catalogue, table_holders
 from governance.errors import GovernanceError, NotFound
-from governance.purposes import LEGAL_BASES, PURPOSES
+from governance.purposes import legal_basis_label, purpose_label
 from governance.users import token_hash
 from governance.values import Permit, RequestView
 from hdp.settings import Settings, holders
@@ -215,11 +216,15 @@ class WebApp(PageKit):
             "steward_view": steward_view,
             "error": error,
             "form": form or {},
-            "purpose_text": PURPOSES.get(r.purpose, ""),
-            "legal_basis_text": LEGAL_BASES.get(r.legal_basis, ""),
+            "purpose_text": purpose_label(r.purpose, p.lang),
+            "legal_basis_text": legal_basis_label(r.legal_basis, p.lang),
             "holder_names": {h.id: h.name for h in holders()},
             "current_reviews": [rv for rv in r.reviews if rv.review_round == r.review_round],
+            "comment_max": service.MAX_COMMENT,
         }
+        with self.store() as s:
+            # organisation, comment thread and (stewards) overlapping permits: request_aids
+            context.update(request_aids.request_extras(s, r, p.user.name, steward_view=steward_view))
         if steward_view:
             context.update(self._steward_context(r, permit, p.user))
         else:
@@ -237,20 +242,28 @@ class WebApp(PageKit):
         their decision, the disclosure pre-check, the quality gates and the release's label."""
         settings = self._settings()
         label = quality.release_label(settings.releases_dir, permit.release_id if permit else None)
+        gates = [quality.latest_gate(settings.quality_dir, zone="research", scope=h) for h in r.holders]
         return {
             "pending": pending_holders(r, user),
-            "check": precheck.precheck(
-                r.variables,
-                r.holders,
-                catalogue=load_catalogue(),
-                holders=holders(),
-                table_holders=table_holders(),
-                research_db=settings.research_db,
-                compute_groups=self.precheck_groups,
-            ),
-            "gates": [quality.latest_gate(settings.quality_dir, zone="research", scope=h) for h in r.holders],
+            "check": self._precheck(r),
+            "gates": gates,
+            "docs_urls": {g.scope: docs_url(settings.quality_dir, g.scope, g.run_id) for g in gates},
             "release_label": quality.flatten_label(label) if label else None,
+            "release_quality": quality.release_quality(label) if label else None,
         }
+
+    def _precheck(self, r: RequestView) -> precheck.PreCheck:
+        settings = self._settings()
+        return precheck.precheck(
+            r.variables,
+            r.holders,
+            catalogue=load_catalogue(),
+            holders=holders(),
+            table_holders=table_holders(),
+            research_db=settings.research_db,
+            compute_groups=self.precheck_groups,
+            criteria=r.cohort_criteria,
+        )
 
     def decide(
         self,
@@ -261,18 +274,30 @@ class WebApp(PageKit):
         holder_id: str,
         decision: str,
         justification: str,
+        safes: list[str] | None = None,
+        ack_at_risk: str = "",
     ) -> Response:
         p = self.page(request)
         if p.user is None:
             return self.login_redirect(p)
         if not self.csrf_ok(p, csrf_token):
             return self.error(p, 403, "csrf_failed")
-        if self._visible_request(p, p.user, request_id) is None or "steward" not in p.roles:
+        visible = self._visible_request(p, p.user, request_id)
+        if visible is None or "steward" not in p.roles:
             return self.error(p, 404, "not_found")
+        checklist = request_aids.checklist_from_form(safes or [], ack_at_risk)
         form = {"holder_id": holder_id, "decision": decision, "justification": justification}
+        form.update({f"safe_{k}": "on" for k, ticked in checklist.items() if ticked})
         if len(justification) > MAX_JUSTIFICATION:
             msg = p.t("decision_error", message=f"justification longer than {MAX_JUSTIFICATION} characters")
             return self.request_page(request, request_id, page=p, status=422, error=msg, form=form)
+        if decision == "approve" and not checklist[service.AT_RISK_ACKNOWLEDGED]:
+            # Enforced here, not only by the form: the pre-check is recomputed for this request.
+            at_risk = self._precheck(visible[0]).at_risk
+            if at_risk:
+                log.info("web decision refused request=%s code=decision.at_risk_not_acknowledged", request_id)
+                msg = p.t("decision_error", message=p.t("ack_at_risk_required", tables=len(at_risk)))
+                return self.request_page(request, request_id, page=p, status=422, error=msg, form=form)
         try:
             with self.store() as s:
                 new_status = service.decide(
@@ -282,6 +307,7 @@ class WebApp(PageKit):
                     reviewer=p.user.name,
                     decision=decision,
                     justification=justification,
+                    checklist=checklist,
                 )
         except GovernanceError as exc:
             # Governance messages name fields, states and ids, never a personal identifier.
@@ -303,6 +329,35 @@ class WebApp(PageKit):
         )
         p.flash("success", p.t("decision_recorded", status=p.t(f"status_{new_status}")))
         return self.redirect(p, f"{PREFIX}/requests/{request_id}")
+
+    def comment(self, request: Request, request_id: int, *, csrf_token: str, body: str) -> Response:
+        """Post a comment on the request's thread (stewards of its holders, its applicant side)."""
+        p = self.page(request)
+        if p.user is None:
+            return self.login_redirect(p)
+        if not self.csrf_ok(p, csrf_token):
+            return self.error(p, 403, "csrf_failed")
+        if self._visible_request(p, p.user, request_id) is None:
+            return self.error(p, 404, "not_found")
+        try:
+            with self.store() as s:
+                service.post_comment(s, request_id=request_id, author=p.user.name, body=body)
+        except NotFound:
+            return self.error(p, 404, "not_found")
+        except GovernanceError as exc:
+            # The message names the rule (length, a character's code point), never the text.
+            log.info("web comment refused request=%s code=%s", request_id, exc.code)
+            return self.request_page(
+                request,
+                request_id,
+                page=p,
+                status=exc.http_status,
+                error=p.t("thread_error", message=exc.message),
+                form={"comment": body[: service.MAX_COMMENT + 1]},
+            )
+        log.info("web comment request=%s", request_id)
+        p.flash("success", p.t("thread_posted"))
+        return self.redirect(p, f"{PREFIX}/requests/{request_id}#comments")
 
     def researcher(self, request: Request) -> Response:
         p = self.page(request)
@@ -454,6 +509,8 @@ def build_router(**options: Any) -> APIRouter:
         holder_id: str = Form(""),
         decision: str = Form(""),
         justification: str = Form(""),
+        safe: Annotated[list[str] | None, Form()] = None,
+        ack_at_risk: str = Form(""),
     ) -> Response:
         return web.decide(
             request,
@@ -462,7 +519,15 @@ def build_router(**options: Any) -> APIRouter:
             holder_id=holder_id,
             decision=decision,
             justification=justification,
+            safes=safe,
+            ack_at_risk=ack_at_risk,
         )
+
+    @router.post("/requests/{request_id}/comments", response_class=HTMLResponse)
+    def comment(
+        request: Request, request_id: int, csrf_token: str = Form(""), body: str = Form("")
+    ) -> Response:
+        return web.comment(request, request_id, csrf_token=csrf_token, body=body)
 
     @router.get("/researcher", response_class=HTMLResponse)
     def researcher(request: Request) -> Response:
@@ -485,4 +550,5 @@ def build_router(**options: Any) -> APIRouter:
     add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
     add_apply_pages(router, web)  # the application form (access/web/apply.py)
     add_workspace_pages(router, web)  # SQL workspace on record-level releases (access/web/workspace.py)
+    add_datadocs_pages(router, web)  # a holder's Data Docs for its stewards (access/web/datadocs.py)
     return router

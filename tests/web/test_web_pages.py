@@ -441,7 +441,7 @@ def test_templates_use_only_known_strings():
     # Keys built from a value ('status_' ~ r.status): every value the store can hold has a text.
     from access.web import precheck
     from governance.catalogue import SENSITIVITY_LEVELS
-    from governance.service import DATA_FORMS, OUTPUT_TIERS
+    from governance.service import DATA_FORMS, FIVE_SAFES, OUTPUT_TIERS
     from governance.workflow import Decision, HolderVerdict, Status
 
     values = {
@@ -452,6 +452,11 @@ def test_templates_use_only_known_strings():
         "sens_": {*SENSITIVITY_LEVELS, precheck.UNKNOWN},
         "data_form_": set(DATA_FORMS),
         "tier_": set(OUTPUT_TIERS),
+        # steward decision aids (request page)
+        "safe_": set(FIVE_SAFES),
+        "safe_settings_facts_": set(OUTPUT_TIERS),
+        "safe_outputs_facts_": set(OUTPUT_TIERS),
+        "quality_verdict_": {"pass", "warn", "fail"},
     }
     assert prefixes == set(values)
     missing = [p + str(v) for p, vs in values.items() for v in vs if p + str(v) not in STRINGS]
