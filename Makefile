@@ -31,6 +31,7 @@ $(BIN)/hdp: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e ./client  # hdp_client: access.client re-exports it
 	@touch $@
 
 venv: $(BIN)/hdp

@@ -90,13 +90,15 @@ def query(
         finally:
             svc.close()
     else:
-        from access.client import AccessError, Client
+        from access.client import AccessError, Client, ClientError
 
         with Client(url, token) as c:
             try:
                 body = c.raw(sql, release=release, format=fmt).content
             except AccessError as e:
                 raise click.ClickException(f"refused ({e.reason}): {e.message}") from None
+            except ClientError as e:  # unreachable: one line, no traceback
+                raise click.ClickException(str(e)) from None
     if output:
         output.write_bytes(body)
         click.echo(f"wrote {len(body)} bytes to {output}", err=True)
