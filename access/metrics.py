@@ -107,6 +107,7 @@ REASON_CODES = frozenset(
         "permit.unknown_tier",
         "release.no_cell_keys",
         "release.no_consent_link",
+        "release.no_manifest",
         "release.too_many_holders",
         "request.bad_status",
         "request.invalid",
