@@ -55,6 +55,8 @@ RULES_DIFFER = "keyfigures.rules_differ"
 #: Pooled persons are a sum over holders (a person at two holders counts twice).
 PERSONS_SUMMED = "keyfigures.persons_summed"
 POOLED_REASONS = (*REASONS, PARTIAL, RULES_DIFFER)
+#: Notes a document may carry about its whole table (a node's, or the pool's).
+NOTES = (*REASONS, PERSONS_SUMMED)
 
 FEDERATION = "federation"
 FORMAT = "hdp.prom_key_figures/1"
@@ -114,7 +116,7 @@ def key_figures_from_document(doc: Any) -> tuple[KeyFigures, float]:
     except TypeError as exc:
         raise ValueError(f"improvement or rule: {exc}") from None
     notes = doc.get("notes")
-    if not isinstance(notes, list) or not all(n in REASONS for n in notes):
+    if not isinstance(notes, list) or not all(n in NOTES for n in notes):
         raise ValueError("notes must be reason codes")
     rows_doc = doc.get("rows")
     if not isinstance(rows_doc, list):
@@ -170,7 +172,7 @@ def _figure_from_document(doc: Any, threshold: int) -> Figure:
     if not isinstance(doc, Mapping):
         raise ValueError("a figure must be an object")
     if "withheld" in doc:
-        if set(doc) != {"withheld"} or doc["withheld"] not in REASONS:
+        if set(doc) != {"withheld"} or doc["withheld"] not in POOLED_REASONS:
             raise ValueError("a withheld figure carries only its reason code")
         return Figure.withhold(doc["withheld"])
     if set(doc) != {"value", "low", "high", "persons"}:

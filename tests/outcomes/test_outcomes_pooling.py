@@ -144,6 +144,16 @@ def test_the_document_round_trips_exactly():
     assert back == kf and confidence == 0.95
 
 
+def test_the_pooled_document_round_trips_too():
+    a, b = _responses("a", 40, 11), _responses("b", 3, 12)
+    kf_b = key_figures(b, holder="region_orebro", threshold=5, improvement=Improvement(min_change=0.1))
+    pooled = pool_key_figures([Part(key_figures(a, holder="ndr", threshold=5)), Part(kf_b)])
+    reasons = {f.withheld for r in pooled.rows for f in r.figures().values()}
+    assert {PARTIAL, RULES_DIFFER} <= reasons
+    back, _ = key_figures_from_document(key_figures_document(pooled))
+    assert back == pooled
+
+
 def _doc():
     a = _responses("a", 30, 10, years=(2024,))
     return key_figures_document(key_figures(a, holder="ndr", threshold=5))

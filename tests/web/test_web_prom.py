@@ -168,6 +168,6 @@ def test_federation_page_shows_the_pool_and_each_node_and_no_withheld_value(clie
     for key in ("federation", "ndr", "region_skane"):
         assert f'data-testid="prom-table-{key}"' in html
     assert "24" in re.search(r'<th scope="row">2020</th>(.*?)</tr>', html, re.S).group(1)  # 12 + 12
-    for value, vas in SMALL:
+    for value, _ in SMALL:
         assert f"{value}" not in html and f"{value:.3f}" not in html
     assert STRINGS["prom_reason_keyfigures.too_few_persons"]["en"] in html
