@@ -26,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from access.ports import User
+from access.web import precheck
 from access.web.pages import make_environment
 from governance import ledger, service
 from governance.catalogue import load_catalogue
-from governance.errors import GovernanceError, NotFound
+from governance.errors import GovernanceError, InvalidRequest, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES
 from governance.values import RequestView, TransparencyEntry
-from hdp.settings import holders
+from hdp.settings import get_settings, holders
 from privacy.cellkey import PerturbationSettings
 
 STAFF = frozenset({"steward", "admin", "operator"})
@@ -79,6 +80,12 @@ class DecisionBody(_Body):
     holder_id: str
     decision: Literal["approve", "reject", "return"]
     justification: str = Field(max_length=5000)
+    # What the steward ticked: the Five Safes and "at_risk_acknowledged" (governance.requests).
+    checklist: dict[str, bool] | None = None
+
+
+class CommentBody(_Body):
+    body: str = Field(max_length=8000)  # the service refuses more than MAX_COMMENT characters
 
 
 class AmendBody(_Body):
@@ -322,7 +329,9 @@ def requests_router(get_session: SessionDependency, current_user: UserDependency
     @router.post("/requests/{request_id}/decisions")
     def decide(request_id: int, body: DecisionBody, session: DbSession, user: CurrentUser) -> Any:
         def go() -> dict[str, Any]:
-            _visible(session, user, request_id)
+            view = _visible(session, user, request_id)
+            if body.decision == "approve":
+                _check_at_risk_acknowledged(view, body.checklist)
             status = service.decide(
                 session,
                 request_id=request_id,
@@ -330,10 +339,27 @@ def requests_router(get_session: SessionDependency, current_user: UserDependency
                 reviewer=user.name,
                 decision=body.decision,
                 justification=body.justification,
+                checklist=body.checklist,
             )
             return {"request_id": request_id, "status": status}
 
         return _run(session, go)
+
+    @router.get("/requests/{request_id}/comments")
+    def list_comments(request_id: int, session: DbSession, user: CurrentUser) -> Any:
+        return _run(
+            session,
+            lambda: service.list_comments(session, request_id=request_id, reader=user.name),
+            mutate=False,
+        )
+
+    @router.post("/requests/{request_id}/comments", status_code=201)
+    def post_comment(request_id: int, body: CommentBody, session: DbSession, user: CurrentUser) -> Any:
+        return _run(
+            session,
+            lambda: service.post_comment(session, request_id=request_id, author=user.name, body=body.body),
+            status=201,
+        )
 
     @router.post("/requests/{request_id}/amendments", status_code=201)
     def amend(request_id: int, body: AmendBody, session: DbSession, user: CurrentUser) -> Any:
@@ -367,6 +393,26 @@ def requests_router(get_session: SessionDependency, current_user: UserDependency
         )
 
     return router
+
+
+def _check_at_risk_acknowledged(view: RequestView, checklist: dict[str, bool] | None) -> None:
+    """An approval of a request whose disclosure pre-check shows groups below k must carry the
+    acknowledgement (as on the request page); InvalidRequest otherwise."""
+    if checklist and checklist.get(service.AT_RISK_ACKNOWLEDGED) is True:
+        return
+    check = precheck.for_request(
+        view.variables, view.holders, view.cohort_criteria, research_db=get_settings().research_db
+    )
+    if check.at_risk:
+        raise InvalidRequest(
+            [
+                (
+                    "decision.at_risk_not_acknowledged",
+                    f"the disclosure pre-check shows groups below k in {len(check.at_risk)} table(s); "
+                    f'approve with checklist {{"{service.AT_RISK_ACKNOWLEDGED}": true}} once you have seen them',
+                )
+            ]
+        )
 
 
 def _steward(user: User) -> JSONResponse | None:

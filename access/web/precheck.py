@@ -443,3 +443,28 @@ def precheck(
         else ()
     )
     return PreCheck(classified, thresholds, groups, sizes)
+
+
+def for_request(
+    variables: Iterable[str],
+    holder_ids: Iterable[str],
+    criteria: Mapping[str, object] | None,
+    *,
+    research_db: Callable[[str], Path],
+    compute_groups: bool = True,
+) -> PreCheck:
+    """:func:`precheck` of a request with the catalogue and holders of this installation (the
+    request page and the API's decision endpoint ask the same question)."""
+    from governance.catalogue import load_catalogue, table_holders
+    from hdp.settings import holders
+
+    return precheck(
+        variables,
+        holder_ids,
+        catalogue=load_catalogue(),
+        holders=holders(),
+        table_holders=table_holders(),
+        research_db=research_db,
+        compute_groups=compute_groups,
+        criteria=criteria,
+    )

@@ -44,7 +44,7 @@ from access.web.prom import add_prom_pages
 from access.web.sessions import TOKEN, Sessions
 from access.web.workspace import add_workspace_pages
 from governance import service
-from governance.catalogue import load_catalogue, table_holders
+from governance.catalogue import load_catalogue
 from governance.errors import GovernanceError, NotFound
 from governance.purposes import legal_basis_label, purpose_label
 from governance.users import token_hash
@@ -253,16 +253,12 @@ class WebApp(PageKit):
         }
 
     def _precheck(self, r: RequestView) -> precheck.PreCheck:
-        settings = self._settings()
-        return precheck.precheck(
+        return precheck.for_request(
             r.variables,
             r.holders,
-            catalogue=load_catalogue(),
-            holders=holders(),
-            table_holders=table_holders(),
-            research_db=settings.research_db,
+            r.cohort_criteria,
+            research_db=self._settings().research_db,
             compute_groups=self.precheck_groups,
-            criteria=r.cohort_criteria,
         )
 
     def decide(
