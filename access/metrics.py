@@ -1,7 +1,8 @@
 """Metrics of the web applications (access layer, hub) for Prometheus, with bounded labels.
 
 * :class:`RequestMetrics` — ASGI middleware, one for every FastAPI app of the platform: the
-  access layer mounts it in ``create_app`` and the hub, built on that app, has it too. It
+  access layer mounts it in ``create_app`` and the hub, built on that app, has it too (the
+  node agent serves no web app: it polls the hub). It
   counts requests by route *template* (``/releases/{release_id}/query``, never the raw path,
   which can hold a personnummer), method and status class, times them per route template, and
   counts refusals by reason code.

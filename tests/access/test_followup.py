@@ -296,6 +296,9 @@ def test_stewards_see_their_holder_operators_every_holder(live):
     assert "someone_elses" not in other.text
     skane = client.get("/audit/follow-up?holder=region_skane", headers=auth(t["s-skane"])).json()
     assert skane["activity"] == [] and skane["releases"] == []
+    # The same permit in the metrics: one release in force for ndr.
+    m = client.get("/metrics", headers=auth(t["olle"])).text
+    assert 'hdp_permits{holder="ndr",status="active"} 1.0' in m
 
 
 def test_cli_prints_the_same_report(live):
