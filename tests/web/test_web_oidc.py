@@ -13,12 +13,15 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -26,7 +29,7 @@ import httpx
 import pytest
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 from fastapi import FastAPI, Form, Request  # module level: the provider's routes resolve these names
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from webtest_helpers import csrf_of
 
 from access.web.oidc import CALLBACK_PATH, TX_COOKIE, OidcConfig, check_url
@@ -48,6 +51,8 @@ class Provider:
     """The identity provider's state and the knobs a test turns to make it misbehave."""
 
     issuer: str
+    redirect_uri: str = REDIRECT_URI  # the one registered for our client
+    interactive: bool = False  # a page the person clicks through, as at a real provider's login
     user: str = "s-ndr"  # who is signed in at the provider
     client_secret: str | None = None  # set: a confidential client, HTTP Basic required
     claims: dict[str, Any] = field(default_factory=dict)  # overrides of the ID token's claims
@@ -62,6 +67,8 @@ class Provider:
         from joserfc.jwk import RSAKey
 
         self.user, self.client_secret, self.claims, self.header, self.sign_with = "s-ndr", None, {}, {}, None
+        self.redirect_uri = REDIRECT_URI
+        self.interactive = False
         self.keys = [RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"}, private=True)]
         self.codes.clear()
         self.token_requests.clear()
@@ -122,7 +129,7 @@ def provider_app(idp: Provider):
         q = request.query_params
         if (
             q.get("client_id") != CLIENT_ID
-            or q.get("redirect_uri") != REDIRECT_URI
+            or q.get("redirect_uri") != idp.redirect_uri
             or q.get("response_type") != "code"
             or q.get("code_challenge_method") != "S256"
             or not q.get("code_challenge")
@@ -135,6 +142,13 @@ def provider_app(idp: Provider):
             "nonce": q.get("nonce", ""),
             "redirect": q["redirect_uri"],
         }
+        if idp.interactive:  # the way back starts from the provider's own page: a cross-site navigation
+            return HTMLResponse(
+                f'<form method="get" action="{q["redirect_uri"]}">'
+                f'<input type="hidden" name="code" value="{code}">'
+                f'<input type="hidden" name="state" value="{q.get("state", "")}">'
+                '<button type="submit">Approve</button></form>'
+            )
         return RedirectResponse(
             f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}", 302
         )
@@ -174,25 +188,32 @@ def provider_app(idp: Provider):
     return app
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[Provider]:
+@contextmanager
+def serving(app: Any, port: int) -> Iterator[None]:
+    """``app`` under uvicorn on 127.0.0.1:``port`` in a thread of this process."""
     import uvicorn
 
-    port = _free_port()
-    idp = Provider(issuer=f"http://127.0.0.1:{port}")
-    idp.reset()
-    server = uvicorn.Server(
-        uvicorn.Config(provider_app(idp), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test provider did not start"
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
-    yield idp
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    port = _free_port()
+    idp = Provider(issuer=f"http://127.0.0.1:{port}")
+    idp.reset()
+    with serving(provider_app(idp), port):
+        yield idp
 
 
 @pytest.fixture
@@ -437,3 +458,50 @@ def test_provider_urls_must_be_https_except_on_loopback_in_development(tmp_path)
     assert config is not None and config.redirect_uri == REDIRECT_URI
     assert config.discovery_url == "https://idp.region.se/.well-known/openid-configuration"
     assert config.provider_name == "idp.region.se" and "pw" not in repr(config)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_chromium_signs_in_through_the_provider_and_lands_signed_in(provider, world, monkeypatch):
+    """In a real browser, where SameSite matters: the app on http://localhost, the provider on
+    http://127.0.0.1 (another site). The Lax transaction cookie must come back on the provider's
+    cross-site redirect, and the Strict session cookie must go with the continue navigation."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{chromium} is required in CI")
+        pytest.skip(f"{chromium} is missing")
+    from playwright.sync_api import sync_playwright
+
+    from access.app import create_app
+    from hdp.settings import get_settings
+
+    port = _free_port()
+    base = f"http://localhost:{port}"
+    provider.reset()
+    provider.redirect_uri = base + CALLBACK_PATH
+    provider.interactive = True
+    monkeypatch.setenv("HDP_OIDC_ISSUER", provider.issuer)
+    monkeypatch.setenv("HDP_OIDC_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("HDP_OIDC_REDIRECT_BASE", base)
+    monkeypatch.setenv("HDP_OIDC_PROVIDER_NAME", "Region Test IdP")
+    get_settings.cache_clear()
+    with serving(create_app(), port), sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(chromium),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = browser.new_context(locale="en-GB").new_page()
+            page.goto(f"{base}/web/requests/{world.request_id}")  # asks to sign in first
+            page.get_by_role("link", name="Sign in with Region Test IdP").click()
+            page.get_by_role("button", name="Approve").click()  # at the provider, another site
+            page.wait_for_url(f"{base}/web/requests/{world.request_id}")
+            assert page.get_by_role("button", name="Log out").is_visible()
+            assert "s-ndr" in page.content()
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            assert cookies["hdp_session"]["sameSite"] == "Strict" and cookies["hdp_session"]["httpOnly"]
+            assert TX_COOKIE not in cookies  # spent
+        finally:
+            browser.close()
