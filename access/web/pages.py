@@ -183,7 +183,8 @@ class PageKit:
             else:
                 p.user = user
         if p.session is not None:
-            self.sessions.codec().touch(p.session)
+            if p.user is not None:  # anonymous sessions are not re-sealed: no Set-Cookie on public pages
+                self.sessions.codec().touch(p.session)
             p.flashes.extend(p.session.take_flashes())
         return p
 

@@ -319,3 +319,22 @@ def test_flash_survives_the_redirect_across_workers(client, world):
     assert 'class="notice notice-success"' in shown.text or "notice-success" in shown.text
     again = client.get(r.headers["location"])
     assert "notice-success" not in again.text  # shown once
+
+
+def test_activity_reseals_signed_in_sessions_but_public_pages_set_no_cookie(client, world, hdp_home):
+    five_minutes_ago = datetime.now(UTC) - timedelta(minutes=5)
+    old = _codec(hdp_home, clock=lambda: five_minutes_ago)
+    # An anonymous visitor (login form seen earlier) reading the public register: cacheable, no cookie.
+    client.cookies.set(COOKIE_NAME, old.seal(old.new()))
+    r = client.get("/web/transparency")
+    assert r.status_code == 200 and "set-cookie" not in r.headers
+    assert r.headers["cache-control"].startswith("public")
+    # A signed-in user's activity moves last-seen forward (idle timeout counts from it).
+    token = world.tokens["alice"]
+    session = old.new(user_name="alice", auth=TOKEN, token_sha256=hashlib.sha256(token.encode()).hexdigest())
+    client.cookies.set(COOKIE_NAME, old.seal(session))
+    r = client.get("/web/researcher")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    resealed = _codec(hdp_home).open(r.cookies[COOKIE_NAME]).session
+    assert resealed.sid == session.sid and resealed.created_at == session.created_at
+    assert resealed.last_seen > session.last_seen + timedelta(minutes=4)
