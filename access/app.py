@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from access import audit_http
 from access.audit_http import AuditEveryRequest, request_validation_handler
+from access.codebook import codebook_for, manifest_for
 from access.docs_offline import NO_CDN_DOCS, serve_offline_docs
 from access.errors import Forbidden, Refusal
 from access.formats import chunks
@@ -175,6 +176,17 @@ def query_router(get_service: ServiceDependency, current_user: UserDependency) -
     @router.get("/releases/{release_id}/schema")
     def schema(release_id: str, user: CurrentUser, svc: Service) -> dict[str, Any]:
         return svc.schema(user, release_id)
+
+    @router.get("/releases/{release_id}/codebook")
+    def codebook(release_id: str, user: CurrentUser, svc: Service) -> dict[str, Any]:
+        """Variables (labels sv/en, type, unit, value set, code system, disclosure class) and
+        provenance (holders, extract dates, quality gates, exclusions, disclosure settings)."""
+        return codebook_for(svc, user, release_id)
+
+    @router.get("/releases/{release_id}/manifest")
+    def manifest(release_id: str, user: CurrentUser, svc: Service) -> dict[str, Any]:
+        """The release manifest's allow-listed fields (nothing identifying, no keys, no paths)."""
+        return manifest_for(svc, user, release_id)
 
     @router.post("/releases/{release_id}/query")
     def query(release_id: str, body: QueryBody, request: Request, svc: Service) -> Response:

@@ -868,6 +868,87 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "sv": "Tillstånden kunde inte hämtas just nu; försök igen.",
         "en": "Your permits could not be read just now; try again.",
     },
+    # --- codebook of a release (access/web/codebook.py)
+    "codebook_title": {"sv": "Kodbok: {release}", "en": "Codebook: {release}"},
+    "codebook_link": {"sv": "Kodbok", "en": "Codebook"},
+    "codebook_intro": {
+        "sv": "Variablerna i uttaget med etikett, typ, enhet, värdemängd och kodsystem, och uttagets "
+        "ursprung: dataansvariga, uttagsdatum, kvalitetskontroller, exkluderingar och röjandeskydd. "
+        "Samma uppgifter som GET /releases/{release}/codebook och Client.describe().",
+        "en": "The release's variables with label, type, unit, values and code system, and where the "
+        "release comes from: data holders, extract dates, quality gates, exclusions and disclosure "
+        "control. The same as GET /releases/{release}/codebook and Client.describe().",
+    },
+    "codebook_variables": {"sv": "Variabler", "en": "Variables"},
+    "codebook_col_variable": {"sv": "Variabel", "en": "Variable"},
+    "codebook_col_label": {"sv": "Beskrivning", "en": "Label"},
+    "codebook_col_type": {"sv": "Typ", "en": "Type"},
+    "codebook_col_unit": {"sv": "Enhet", "en": "Unit"},
+    "codebook_col_values": {"sv": "Värden", "en": "Values"},
+    "codebook_col_code_system": {"sv": "Kodsystem / värdeuppsättning", "en": "Code system / value set"},
+    "codebook_col_class": {"sv": "Skyddsklass", "en": "Disclosure class"},
+    "codebook_col_rule": {"sv": "Regel i uttaget", "en": "Release rule"},
+    "codebook_col_complete": {"sv": "Ifylld", "en": "Complete"},
+    "codebook_range": {"sv": "{low}–{high}", "en": "{low}–{high}"},
+    "codebook_class_pseudonym": {"sv": "pseudonym", "en": "pseudonym"},
+    "codebook_class_quasi_identifier": {"sv": "indirekt identifierande", "en": "quasi-identifier"},
+    "codebook_class_health": {"sv": "hälsouppgift", "en": "health data"},
+    "codebook_class_administrative": {"sv": "administrativ", "en": "administrative"},
+    "codebook_class_unclassified": {"sv": "ej klassad", "en": "unclassified"},
+    "codebook_rule_shift": {
+        "sv": "datum förskjutet per person, högst ±{max_days} dagar",
+        "en": "dates shifted per person, at most ±{max_days} days",
+    },
+    "codebook_rule_band5": {"sv": "femårsklass (nedre gräns)", "en": "five-year band (lower bound)"},
+    "codebook_rule_year": {"sv": "endast år", "en": "year only"},
+    "codebook_rule_month": {"sv": "endast månad", "en": "month only"},
+    "codebook_rule_top_code": {
+        "sv": "ovanliga värden (färre än {min_count} personer) som '{label}'",
+        "en": "rare values (fewer than {min_count} persons) as '{label}'",
+    },
+    "codebook_rule_other": {"sv": "regel: {action}", "en": "rule: {action}"},
+    "codebook_provenance": {"sv": "Ursprung", "en": "Provenance"},
+    "codebook_built": {"sv": "Byggt", "en": "Built"},
+    "codebook_request": {"sv": "Ansökan", "en": "Request"},
+    "codebook_period": {"sv": "Period", "en": "Period"},
+    "codebook_persons": {"sv": "Personer", "en": "Persons"},
+    "codebook_rows": {"sv": "Rader per tabell", "en": "Rows per table"},
+    "codebook_code_version": {"sv": "Kodversion", "en": "Code version"},
+    "codebook_holders": {"sv": "Dataansvariga", "en": "Data holders"},
+    "codebook_col_holder": {"sv": "Dataansvarig", "en": "Data holder"},
+    "codebook_col_extract": {"sv": "Uttagsdatum", "en": "Extract date"},
+    "codebook_col_gates": {
+        "sv": "Kvalitetskontroller före uttaget",
+        "en": "Quality gates before the release",
+    },
+    "codebook_unknown": {"sv": "ej registrerat här", "en": "not recorded here"},
+    "codebook_gate": {
+        "sv": "{zone}: {verdict} {date} ({checks} kontroller)",
+        "en": "{zone}: {verdict} {date} ({checks} checks)",
+    },
+    "codebook_gate_passed": {"sv": "godkänd", "en": "passed"},
+    "codebook_gate_failed": {"sv": "underkänd", "en": "failed"},
+    "codebook_zone_raw": {"sv": "rådatazon", "en": "raw zone"},
+    "codebook_zone_research": {"sv": "forskningszon", "en": "research zone"},
+    "codebook_quality": {"sv": "Kvalitetsetikett (uttagets kontroll)", "en": "Quality label (release gate)"},
+    "codebook_quality_summary": {
+        "sv": "{verdict}: {passed} av {checks} kontroller godkända, {warned} varningar, {failed} underkända "
+        "({skipped} ej tillämpliga).",
+        "en": "{verdict}: {passed} of {checks} checks passed, {warned} warnings, {failed} failed "
+        "({skipped} not applicable).",
+    },
+    "codebook_exclusions": {"sv": "Exkluderingar", "en": "Exclusions"},
+    "codebook_col_reason": {"sv": "Skäl", "en": "Reason"},
+    "codebook_col_count": {"sv": "Antal", "en": "Count"},
+    "codebook_disclosure": {"sv": "Röjandeskydd", "en": "Disclosure control"},
+    "codebook_tier": {"sv": "Utdatanivå", "en": "Output tier"},
+    "codebook_tier_record": {"sv": "radnivå", "en": "record level"},
+    "codebook_tier_aggregate": {"sv": "endast aggregat", "en": "aggregates only"},
+    "codebook_k": {"sv": "k-anonymitet (per tabell)", "en": "k-anonymity (per table)"},
+    "codebook_min_cell": {
+        "sv": "Minsta cellstorlek (per dataansvarig)",
+        "en": "Minimum cell count (per data holder)",
+    },
 }
 
 
