@@ -115,9 +115,12 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
         outcome = await run_in_threadpool(hub.part_delivered, message, target)
         return JSONResponse({"accepted": "part", **outcome}, status_code=202)
 
-    @router.get("/permits/{permit_id}/status")
-    async def permit_status(permit_id: int) -> dict[str, Any]:
-        return await run_in_threadpool(hub.permit_status, permit_id)
+    @router.get("/permits/{permit_id}/status", response_model=None)
+    async def permit_status(permit_id: int) -> dict[str, Any] | JSONResponse:
+        try:
+            return await run_in_threadpool(hub.permit_status, permit_id)
+        except TaskRefused as exc:  # no such application: 404, not a server error
+            return JSONResponse({"error": exc.reason, "message": str(exc)}, status_code=404)
 
     @router.post("/permits/{permit_id}/query")
     async def federated_query(permit_id: int, request: Request) -> Response:

@@ -254,6 +254,60 @@ def test_the_catalogue_holds_what_nodes_published_and_only_for_their_own_holder(
     assert "numberOfUniqueIndividuals" in hub.get("/catalogue.ttl").text
 
 
+def test_the_status_of_an_unknown_permit_is_404(hub):
+    r = hub.get("/federation/v1/permits/987654/status")
+    assert r.status_code == 404 and r.json()["error"] == "permit.unknown"
+
+
+def _key_figures_documents(holder_id: str, persons: int = 30) -> list[dict]:
+    from datetime import date
+
+    import pyarrow as pa
+
+    from pipelines.outcomes import key_figures
+    from pipelines.outcomes.pooling import key_figures_document
+
+    responses = pa.table(
+        {
+            "person_id": [f"{holder_id}-{i}" for i in range(persons)],
+            "visit_date": pa.array([date(2024, 1 + i % 12, 5) for i in range(persons)], pa.date32()),
+            "eq5d_index_se_5l_tto_2020": [0.5 + i / (2 * persons) for i in range(persons)],
+            "eq_vas": [50 + i for i in range(persons)],
+            "eq5d_profile": ["11111"] * persons,
+        }
+    )
+    return [
+        key_figures_document(key_figures(responses, holder=holder_id, threshold=5, period=period))
+        for period in ("year", "quarter")
+    ]
+
+
+def test_published_key_figures_are_pooled_and_only_a_nodes_own_are_taken(hub):
+    def send(holder_id: str, body: dict):
+        message = sign(hub.nodes[holder_id], "prom_key_figures", body, recipient="hub", permit=None)
+        return hub.post("/federation/v1/messages", content=message)
+
+    assert hub.get("/catalogue/prom-key-figures.json").json()["federation"] is None
+    assert send("region_skane", {"figures": _key_figures_documents("region_skane")}).status_code == 202
+    assert send("ndr", {"figures": _key_figures_documents("ndr", 40)}).status_code == 202
+    foreign = send("region_skane", {"figures": _key_figures_documents("ndr")})
+    assert foreign.json()["error"] == "keyfigures.not_own"
+    malformed = _key_figures_documents("region_skane")
+    malformed[0]["rows"][0]["persons"] = {"value": 3.0, "low": None, "high": None, "persons": 3}
+    assert send("region_skane", {"figures": malformed}).json()["error"] == "keyfigures.invalid"
+    twice = _key_figures_documents("region_skane")
+    assert send("region_skane", {"figures": [twice[0], twice[0]]}).json()["error"] == "keyfigures.invalid"
+    doc = hub.get("/catalogue/prom-key-figures.json?period=year").json()
+    assert sorted(h["holder"] for h in doc["holders"]) == ["ndr", "region_skane"]
+    (row,) = doc["federation"]["rows"]
+    assert row["responses"]["value"] == 70 and row["persons"]["persons"] == 70
+    quarters = hub.get("/catalogue/prom-key-figures.json?period=quarter").json()["federation"]["rows"]
+    assert [r["period"] for r in quarters] == ["2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4"]
+    assert hub.get("/catalogue/prom-key-figures.json?period=month").status_code == 400
+    page = hub.get("/web/federation/prom?lang=sv")
+    assert page.status_code == 200 and "PROM-nyckeltal i federationen" in page.text
+
+
 def test_a_federated_query_needs_a_researcher_with_the_permit(hub):
     request_id = _submitted_application()
     response = hub.post(
