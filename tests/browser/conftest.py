@@ -8,31 +8,16 @@ Playwright never downloads a browser: it launches /usr/bin/chromium.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # browser_support, under any --import-mode
+from browser_support import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, ExternalRequests, serve  # noqa: E402
+
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-# Without the background-networking flags Chromium tries to reach Google services, which this
-# closed network refuses (and which a browser test must not do anyway).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "web"))  # reuse the web tests' seeding helpers
 
@@ -43,12 +28,6 @@ def _require_chromium() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{CHROMIUM} is required in CI (apt-get install -y chromium)")
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); set CI=1 to make this fail")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,50 +55,10 @@ def live(tmp_path_factory) -> Iterator[dict]:
     settings = get_settings()
     world = seed(settings.governance_url)
     write_research_zone(settings.research_db("ndr"))
-    port = _free_port()
-    env = {**os.environ, "HDP_HOME": str(home)}
-    log_path = home / "uvicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "access.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--no-access-log",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not start; see {log_path}:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.1)
-        yield {"url": url, "world": world, "home": home, "settings": settings}
+        with serve(home) as url:
+            yield {"url": url, "world": world, "home": home, "settings": settings}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         dispose_all()
         audit.set_key_source(previous_source)
         audit_key.forget()
@@ -156,3 +95,35 @@ def shot(request):
         return path
 
     return take
+
+
+@pytest.fixture(autouse=True)
+def no_external_requests(request) -> Iterator[ExternalRequests | None]:
+    """Every browser test: record each request of every context and page it opens, and fail when
+    any leaves the machine (a CDN, a font, a tracking image, a search engine ...)."""
+    if "browser" not in request.fixturenames:
+        yield None
+        return
+    b = request.getfixturevalue("browser")
+    recorder = ExternalRequests()
+    new_context, new_page = b.new_context, b.new_page
+
+    def watched_context(*args, **kwargs):
+        ctx = new_context(*args, **kwargs)
+        recorder.watch(ctx)
+        return ctx
+
+    def watched_page(*args, **kwargs):
+        page = new_page(*args, **kwargs)
+        recorder.watch(page)
+        return page
+
+    b.new_context, b.new_page = watched_context, watched_page
+    try:
+        yield recorder
+    finally:
+        del b.new_context, b.new_page  # the class's own methods again
+    assert recorder.seen, "the test's pages made no request: the recorder was not attached"
+    assert not recorder.external, (
+        f"pages requested URLs outside the machine: {sorted(set(recorder.external))}"
+    )

@@ -23,30 +23,8 @@ SQL = "SELECT sex, diabetes_type, count(*) AS n FROM register_visit GROUP BY sex
 CONTEXT = "Counts of visits by sex and diabetes type; four cells, the smallest holds more than 40 visits."
 
 
-def _login(browser, url: str, token: str, locale: str, label: str, button: str):
-    ctx = browser.new_context(locale=locale, accept_downloads=True)
-    page = ctx.new_page()
-    page.goto(f"{url}/web/login")
-    page.get_by_label(label).fill(token)
-    page.get_by_role("button", name=button).click()
-    page.wait_for_load_state()
-    return ctx, page
-
-
-def _check(
-    page, url: str, oid: int, link: str, decision: str, comment_label: str, comment: str, button: str
-) -> None:
-    page.goto(f"{url}/web/checking")
-    page.get_by_role("link", name=f"{link} {oid}").click()
-    page.wait_for_url(f"{url}/web/outputs/{oid}")
-    assert page.get_by_test_id("output-preview").is_visible()  # checkers see what is to leave
-    page.get_by_label(decision, exact=True).check()
-    page.get_by_label(comment_label).fill(comment)
-    page.get_by_role("button", name=button).click()
-    page.wait_for_url(f"{url}/web/outputs/{oid}")
-
-
 def test_whole_airlock_in_a_browser(live, browser, shot):
+    from browser_support import check_output, login
     from outputs_support import airlock_world
 
     from access.client import AccessError, Client
@@ -63,7 +41,7 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
         assert preview.num_rows == 2  # a small preview may be looked at inside the environment
 
     # 1. The researcher files an output request from a query, with context.
-    researcher, page = _login(browser, url, world.tokens["alice"], "en-GB", "API token", "Log in")
+    researcher, page = login(browser, url, world.tokens["alice"])
     page.get_by_role("link", name="My outputs").click()
     page.wait_for_url(f"{url}/web/outputs")
     page.get_by_label("Release (record-level permit)").select_option(world.release_id)
@@ -88,11 +66,13 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
     assert page.locator("#check-form").count() == 0
 
     # 2. The first checker (Swedish pages) approves: one approval is not enough.
-    checker1, cpage = _login(browser, url, world.tokens["oc-1"], "sv-SE", "API-nyckel", "Logga in")
+    checker1, cpage = login(
+        browser, url, world.tokens["oc-1"], locale="sv-SE", label="API-nyckel", button="Logga in"
+    )
     assert cpage.url == f"{url}/web/checking"
     assert f"#{oid}" in cpage.get_by_test_id("check-queue").inner_text()
     shot(cpage, "checker-queue")
-    _check(
+    check_output(
         cpage,
         url,
         oid,
@@ -110,8 +90,8 @@ def test_whole_airlock_in_a_browser(live, browser, shot):
     assert page.goto(f"{url}/web/outputs/{oid}/download").status == 409
 
     # 3. A second, different checker approves: now it may leave.
-    checker2, cpage = _login(browser, url, world.tokens["oc-2"], "en-GB", "API token", "Log in")
-    _check(
+    checker2, cpage = login(browser, url, world.tokens["oc-2"])
+    check_output(
         cpage,
         url,
         oid,

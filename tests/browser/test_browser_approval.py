@@ -6,29 +6,11 @@ without a mouse; screenshots of every step go to test-artifacts/browser/.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 JUSTIFICATION = "Ethics approval 2024-01234-01 covers these variables; aggregate output only."
-
-
-def record_release(live, request_id: int, release_id: str) -> None:
-    """What the release DAG does at its end, with a small hand-made release directory."""
-    from access.demo_release import write_release
-    from governance import service
-    from governance.store import session_scope
-
-    rel = live["settings"].releases_dir / release_id
-    manifest = write_release(rel, persons=200, visits=800)  # contract layout, random synthetic values
-    manifest["quality"] = {"label": "passed", "checks": {"pass": 12, "fail": 0}}
-    (rel / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    sha = hashlib.sha256((rel / "manifest.json").read_bytes()).hexdigest()
-    with session_scope(live["settings"].governance_url) as s:
-        service.record_release(s, request_id=request_id, release_id=release_id, manifest_sha256=sha)
 
 
 def status_of(live, request_id: int) -> str:
@@ -62,6 +44,10 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     assert page.get_by_role("heading", name="Röjandekontroll i förväg").is_visible()
     assert page.locator("[data-testid=precheck-groups] tr.risk-at_risk").count() == 1
     page.get_by_label("Godkänn").check()
+    for box in page.locator(
+        "#decision-form input[type=checkbox]"
+    ).all():  # the checklist, if the page has one
+        box.check()
     page.get_by_label("Motivering (krävs, minst 10 tecken)").fill(JUSTIFICATION)
     shot(page, "decision-form")
     page.get_by_role("button", name="Registrera beslut").click()
@@ -72,7 +58,10 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     assert status_of(live, world.request_id) == "approved"
     steward.close()
 
-    record_release(live, world.request_id, "rel-browser-000001")
+    from browser_support import record_release
+
+    settings = live["settings"]
+    record_release(settings.governance_url, settings.releases_dir, world.request_id, "rel-browser-000001")
 
     researcher = browser.new_context(locale="en-GB")
     page = researcher.new_page()
@@ -179,6 +168,12 @@ def test_keyboard_only_approval(live, browser, shot):
         page.keyboard.press("ArrowUp")
     page.keyboard.press("Space")
     assert page.locator("#decision-approve").is_checked()
+    # The checklist, where the page has one: Tab to each box and tick it with Space.
+    boxes = page.locator("#decision-form input[type=checkbox]").count()
+    for _ in range(boxes):
+        _tab_to(page, "el => el.type === 'checkbox' && !el.checked")
+        page.keyboard.press("Space")
+    assert page.locator("#decision-form input[type=checkbox]:checked").count() == boxes
     _tab_to(page, "el => el.id === 'justification'")
     page.keyboard.type(JUSTIFICATION)
     _tab_to(page, "el => el.id === 'submit-decision'")
