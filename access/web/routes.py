@@ -391,7 +391,10 @@ class WebApp(PageKit):
             title=p.t("transparency_title"),
             entries=entries,
             holder_names={h.id: h.name for h in holders()},
-            purposes=sorted({(e.purpose, e.purpose_description) for e in entries}),
+            # the purposes' descriptions in the page's language (the register's JSON stays English)
+            purposes=sorted(
+                {(e.purpose, purpose_label(e.purpose, p.lang) or e.purpose_description) for e in entries}
+            ),
             json_url=self.transparency_json_url,
         )
         if p.user is None:

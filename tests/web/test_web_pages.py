@@ -335,7 +335,7 @@ def test_transparency_register_is_public_and_has_no_personal_data(client, world)
     r = client.get("/web/transparency")
     assert r.status_code == 200
     assert "HbA1c trajectories" in r.text and "scientific_research" in r.text
-    assert '<dt id="purpose-scientific_research">' in r.text and "Scientific research related to" in r.text
+    assert '<dt id="purpose-scientific_research">' in r.text and "Vetenskaplig forskning med" in r.text
     for name in ("alice", "bob", "s-ndr"):
         assert name not in r.text
     assert 'href="/web/transparency.json"' in r.text

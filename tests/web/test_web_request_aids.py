@@ -380,3 +380,17 @@ def test_comment_thread_stewards_and_applicant(client, world, hdp_home):
     audit = (hdp_home.audit_dir / "audit.jsonl").read_text()
     events = [json.loads(line) for line in audit.splitlines() if "governance.request.comment" in line]
     assert [e["actor"] for e in events] == ["s-ndr", "alice"] and "regional comparison" not in audit
+
+
+def test_public_register_describes_purposes_in_the_page_language(client, world):
+    login(client, world.tokens["s-ndr"])
+    decide(client, world.request_id)
+    client.cookies.clear()
+    sv = client.get("/web/transparency?lang=sv").text
+    assert "Vetenskaplig forskning med anknytning till hälso- eller omsorgssektorn" in sv
+    assert "Scientific research related" not in sv
+    en = client.get("/web/transparency?lang=en").text
+    assert "Scientific research related to the health or care sectors" in en
+    # the machine-readable register keeps its stable English descriptions
+    (entry,) = client.get("/web/transparency.json").json()["permits"]
+    assert entry["purpose_description"].startswith("Scientific research related")
