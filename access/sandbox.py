@@ -370,7 +370,8 @@ def _check_tree(tree: exp.Expr, allowed: frozenset[str]) -> frozenset[str]:
             if name not in allowed:
                 raise QueryRefused(
                     "sql.table_not_allowed",
-                    f"table {echo_name(node.name)} is not part of your permit for this release",
+                    f"table {echo_name(node.name)}{sqlnames.where_node(node.this)} is not part of your "
+                    f"permit for this release{sqlnames.did_you_mean(node.name, sorted(allowed))}",
                 )
             used.add(name)
         # Operators (AND, OR, ||, ->>, ...) are Func subclasses in sqlglot; they call nothing.

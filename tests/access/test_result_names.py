@@ -169,3 +169,12 @@ def test_regenerated_sql_is_what_runs_and_the_audit_keeps_what_was_written():
     assert checked.sql == "SELECT COUNT(*) AS count FROM t"
     assert sqlglot.parse_one(checked.sql, read="duckdb").expressions[0].alias == "count"
     assert checked.masked == "SELECT COUNT(*) FROM t"
+
+
+def test_unknown_table_names_its_place_and_the_closest_permitted_table(world):
+    r = _refusal(world, "SELECT count(*)\nFROM register_visits")
+    assert r.reason == "sql.table_not_allowed"
+    assert r.message == (
+        "table 'register_visits' at line 2, col 6 is not part of your permit for this release; "
+        "did you mean register_visit?"
+    )
