@@ -116,6 +116,11 @@ class UserBody(_Body):
     name: str = Field(max_length=64)
     roles: list[str]
     holder_ids: list[str] = Field(default_factory=list)
+    organisation: str | None = Field(default=None, max_length=400)  # the service allows 200
+
+
+class OrganisationBody(_Body):
+    organisation: str | None = Field(max_length=400)  # null or blank clears it
 
 
 class DeadlineBody(_Body):
@@ -545,10 +550,26 @@ def admin_router(get_session: SessionDependency, current_user: UserDependency) -
         return _run(
             session,
             lambda: service.create_user(
-                session, name=body.name, roles=body.roles, holder_ids=body.holder_ids, actor=user.name
+                session,
+                name=body.name,
+                roles=body.roles,
+                holder_ids=body.holder_ids,
+                actor=user.name,
+                organisation=body.organisation,
             ),
             status=201,
         )
+
+    @router.put("/users/{name}/organisation")
+    def set_organisation(name: str, body: OrganisationBody, session: DbSession, user: CurrentUser) -> Any:
+        if "admin" not in _roles(user):
+            return _deny("recording an organisation needs the admin role")
+
+        def go() -> dict[str, Any]:
+            service.set_organisation(session, name=name, organisation=body.organisation, actor=user.name)
+            return {"user": name, "organisation": service.user_organisation(session, name)}
+
+        return _run(session, go)
 
     @router.post("/users/{name}/tokens", status_code=201)
     def new_token(name: str, session: DbSession, user: CurrentUser) -> Any:

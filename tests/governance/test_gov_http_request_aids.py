@@ -78,3 +78,21 @@ def test_comments_over_http(api):
         ("s-ndr-1", "Why birth year?"),
         ("bob", "For age groups."),
     ]
+
+
+def test_admin_records_an_organisation(api):
+    r = api(
+        "POST", "/users", "admin",
+        json={"name": "erik", "roles": ["researcher"], "organisation": "Uppsala universitet"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    with session_scope(api.url) as s:
+        assert service.user_organisation(s, "erik") == "Uppsala universitet"
+    assert api("PUT", "/users/alice/organisation", "alice", json={"organisation": "Mine"}).status_code == 403
+    r = api("PUT", "/users/alice/organisation", "admin", json={"organisation": "Karolinska institutet"})
+    assert r.status_code == 200 and r.json() == {"user": "alice", "organisation": "Karolinska institutet"}
+    r = api("PUT", "/users/alice/organisation", "admin", json={"organisation": "x\u202ey"})
+    assert r.status_code == 422 and r.json()["problems"][0][0] == "user.organisation.forbidden_character"
+    assert api("PUT", "/users/nobody/organisation", "admin", json={"organisation": "X"}).status_code == 404
+    r = api("PUT", "/users/alice/organisation", "admin", json={"organisation": None})
+    assert r.json()["organisation"] is None
