@@ -10,6 +10,8 @@ Layout under ``root``::
 
     hub/                  the hub's data home (no restricted/: its private zone is secure/)
     nodes/<holder>/       each node's data home (restricted/ with its landing area, zones, keys)
+    logs/<party>.log      what each party's commands and processes print (Airflow, Great
+                          Expectations, hub, node agent), owner-only; never on the console
     keks/<party>/         each party's development key-encryption key (outside every data home;
                           ``kek_root`` puts them elsewhere, as the demo does: ~/.config/hdp/federation)
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -32,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from hdp.settings import ensure_private_dir, holders
+from hdp.settings import ensure_private_dir, holders, open_private
 
 BIN = Path(sys.executable).parent
 #: the hub's usual port on one machine (``make demo``), so that printed commands work as shown
@@ -106,10 +109,49 @@ class LocalFederation:
             }
         return env | dict(extra or {})
 
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def log_path(self, party: str) -> Path:
+        """Where everything a party's commands and processes print goes (``logs/<party>.log``)."""
+        return self.logs_dir / f"{party}.log"
+
+    def open_log(self, party: str) -> int:
+        """An owner-only append descriptor on the party's log (its lines may name users and ids)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        return open_private(self.log_path(party), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def shell_command(self, party: str, program: str, *args: str) -> str:
+        """A command line an operator can paste to run one of a party's programs in its own
+        environment (its ``HDP_*`` and ``AIRFLOW_*`` variables; the program by absolute path)."""
+        env = self.env(party)
+        assignments = [
+            f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()) if k.startswith(("HDP_", "AIRFLOW"))
+        ]
+        return " ".join(["env", *assignments, shlex.join([str(BIN / program), *args])])
+
+    def _log_output(
+        self, party: str, argv: Sequence[str], done: subprocess.CompletedProcess[str], quiet: bool
+    ) -> None:
+        fd = self.open_log(party)
+        with os.fdopen(fd, "a", encoding="utf-8") as log:
+            log.write(f"$ {' '.join(argv)}  (exit {done.returncode})\n")
+            if not quiet:  # a command whose output holds a secret (a fresh token) is not logged
+                log.write(done.stdout)
+            log.write(done.stderr)
+
     def command(
-        self, party: str, program: str, *args: str, token: str | None = None, check: bool = True
+        self,
+        party: str,
+        program: str,
+        *args: str,
+        token: str | None = None,
+        check: bool = True,
+        secret_output: bool = False,
     ) -> str:
-        """Run one of a party's commands (``hdp``, ``hdp-hub``, ``hdp-node``); returns its stdout."""
+        """Run one of a party's commands (``hdp``, ``hdp-hub``, ``hdp-node``); returns its stdout.
+        What it prints goes to the party's log, not to the console (``secret_output``: stdout not)."""
         extra = {"HDP_TOKEN": token} if token else None
         done = subprocess.run(
             [str(BIN / program), *args],
@@ -118,6 +160,7 @@ class LocalFederation:
             text=True,
             timeout=1800,
         )
+        self._log_output(party, [program, *args[:2]], done, secret_output)
         if check and done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
             raise PartyFailed(
@@ -132,22 +175,21 @@ class LocalFederation:
         generator = self.root / "generator"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HDP_", "AIRFLOW_"))}
         env |= {"HDP_HOME": str(generator), "HDP_KEK_DIR": str(self.kek_dir("generator"))}
-        subprocess.run(
-            [
-                str(BIN / "hdp"),
-                "generate",
-                "--persons",
-                str(persons),
-                "--seed",
-                str(seed),
-                "--defect-rate",
-                str(defect_rate),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=1800,
+        argv = [
+            "hdp",
+            "generate",
+            "--persons",
+            str(persons),
+            "--seed",
+            str(seed),
+            "--defect-rate",
+            str(defect_rate),
+        ]
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True, timeout=1800
         )
+        self._log_output("generator", argv, done, False)
+        done.check_returncode()
         try:
             for holder_id in self.holder_ids:
                 restricted = ensure_private_dir(self.node_home(holder_id) / "restricted" / holder_id)
@@ -208,19 +250,22 @@ class LocalFederation:
             self.start_node(holder_id)
 
     def _start(self, party: str, argv: Sequence[str]) -> None:
-        log = open(self.root / f"{party}.log", "ab")  # noqa: SIM115 - the process owns it
-        self.processes[party] = subprocess.Popen(
-            [str(BIN / argv[0]), *argv[1:]],
-            env=self.env(party),
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        fd = self.open_log(party)
+        try:
+            self.processes[party] = subprocess.Popen(
+                [str(BIN / argv[0]), *argv[1:]],
+                env=self.env(party),
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)  # the process holds its own copy
 
     def _check_alive(self, party: str) -> None:
         process = self.processes.get(party)
         if process is not None and process.poll() is not None:
-            raise PartyFailed(f"{party}: exited with {process.returncode} (see {party}.log)")
+            raise PartyFailed(f"{party}: exited with {process.returncode} (see {self.log_path(party)})")
 
     def kill(self, party: str) -> None:
         """Kill a party at once (SIGKILL), as a crash would."""
@@ -250,7 +295,7 @@ class LocalFederation:
         for holder_id in holder_ids:
             args += ["--holder", holder_id]
         self.command(party, "hdp", *args, check=False)  # already there on a re-run
-        out = self.command(party, "hdp", "user", "token", name)
+        out = self.command(party, "hdp", "user", "token", name, secret_output=True)
         return next(w for w in out.split() if w.startswith("hdp_"))
 
     def has_application(self, holder_id: str, request_id: int, *, token: str) -> bool:

@@ -21,7 +21,12 @@ from pipelines.quality.gate import raise_for_blocking, run_gate
 def ingest_source(holder_id: str, source: str) -> dict[str, Any]:
     """Load one source of one holder from its landing area into the raw zone."""
     if source == "fhir":
-        return asdict(ingest_fhir(holder_id))
+        result = ingest_fhir(holder_id)
+        # Resources in and loaded, as the headline rows in/out of the run metrics (per type below).
+        return asdict(result) | {
+            "rows_in": sum(result.resources_read.values()),
+            "rows_out": sum(result.resources_valid.values()),
+        }
     return asdict(ingest_delimited_source(holder_id, source))
 
 

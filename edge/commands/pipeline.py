@@ -70,17 +70,10 @@ def federation_demo(persons: int, seed: int, summary_json: str | None) -> None:
     from edge.federation_demo import run_federated_demo
 
     settings = get_settings()
+    # It prints its own story, tables and next steps; tokens go to an owner-only file, never here.
     summary = run_federated_demo(
-        settings.home,
-        kek_root=settings.kek_dir / "federation",
-        persons=persons,
-        seed=seed,
-        echo=click.echo,
+        settings.home, kek_root=settings.kek_dir / "federation", persons=persons, seed=seed
     )
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
-    click.echo(f"\nData homes: {settings.home}/hub, {settings.home}/nodes/<holder>")
-    click.echo(f"Researcher token (hub): {summary.get('researcher_token')}")
-    for what, command in summary.get("next", {}).items():
-        click.echo(f"Next, {what}: {command}")

@@ -174,6 +174,13 @@ def print_rich(runs: list[store.DagRunSummary], quarantine: Labelled, converted:
 def runs_as_json(
     runs: list[store.DagRunSummary], quarantine: Labelled, converted: Labelled | None = None
 ) -> str:
+    # the gate's verdict counts per task (pass, warn, fail, ...), from the detailed figures
+    checks: dict[tuple[str, int], dict[str, int]] = {}
+    for r in runs:
+        for row in store.all_details(r.dag_id, r.run_id):
+            if row.name == "checks":
+                checks.setdefault((row.task_id, row.map_index), {})[row.label] = int(row.value)
+
     def task(t: store.TaskRun) -> dict:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in t.__dict__.items()}
 
@@ -197,7 +204,7 @@ def runs_as_json(
                     {"task_id": c[0], "holder": c[1], "notice_code": c[2], "files": c[3]}
                     for c in (converted or {}).get((r.dag_id, r.run_id), [])
                 ],
-                "tasks": [task(t) for t in r.tasks],
+                "tasks": [task(t) | {"checks": checks.get((t.task_id, t.map_index), {})} for t in r.tasks],
             }
             for r in runs
         ],
