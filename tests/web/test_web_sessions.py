@@ -149,6 +149,31 @@ def test_secret_is_generated_once_wrapped_and_owner_only(hdp_home):
     forget_secrets()
 
 
+def test_an_altered_secret_file_or_another_kek_fails_closed(hdp_home, tmp_path, monkeypatch):
+    from hdp.settings import get_settings
+    from privacy.keys import KeyStoreError
+
+    forget_secrets()
+    load_secret(hdp_home)
+    path = hdp_home.keys_dir / SECRET_FILE
+    stored = path.read_text()
+    forget_secrets()
+    monkeypatch.setenv("HDP_KEK_DIR", str(tmp_path / "another-kek"))  # a different key-encryption key
+    get_settings.cache_clear()
+    with pytest.raises(KeyStoreError):
+        load_secret(get_settings())
+    monkeypatch.setenv("HDP_KEK_DIR", str(hdp_home.kek_dir))
+    get_settings.cache_clear()
+    path.write_text(stored[:-8] + "AAAAAAA\n")  # bytes flipped in the wrapped key
+    forget_secrets()
+    with pytest.raises(KeyStoreError):
+        load_secret(get_settings())
+    path.write_text("not base64 at all\n")
+    with pytest.raises(KeyStoreError):
+        load_secret(get_settings())
+    forget_secrets()
+
+
 def test_processes_starting_together_agree_on_one_secret(hdp_home, tmp_path):
     """Four processes race to create the key; all end up with the same one (no lost writes)."""
     forget_secrets()
