@@ -36,6 +36,7 @@ from fastapi.responses import HTMLResponse, Response
 from access.ports import Governance, User
 from access.web import precheck, quality, request_aids
 from access.web.apply import add_apply_pages
+from access.web.codebook import add_codebook_pages
 from access.web.datadocs import add_datadocs_pages, docs_url
 from access.web.oidc import OidcPages, add_oidc_pages
 from access.web.outputs import add_output_pages
@@ -550,4 +551,5 @@ def build_router(**options: Any) -> APIRouter:
     add_apply_pages(router, web)  # the application form (access/web/apply.py)
     add_workspace_pages(router, web)  # SQL workspace on record-level releases (access/web/workspace.py)
     add_datadocs_pages(router, web)  # a holder's Data Docs for its stewards (access/web/datadocs.py)
+    add_codebook_pages(router, web)  # a release's codebook for its researchers (access/web/codebook.py)
     return router
