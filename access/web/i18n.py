@@ -818,6 +818,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "workspace_open": {"sv": "Öppna arbetsytan för {release}", "en": "Open the workspace for {release}"},
     "workspace_tables": {"sv": "Tabeller och kolumner", "en": "Tables and columns"},
+    "workspace_codebook": {
+        "sv": "Kodbok: etiketter, enheter, värdemängder",
+        "en": "Codebook: labels, units, value sets",
+    },
     "workspace_sql": {"sv": "SQL-fråga", "en": "SQL query"},
     "workspace_sql_help": {
         "sv": "En SELECT-fråga (DuckDB-dialekt) mot tabellerna till vänster.",

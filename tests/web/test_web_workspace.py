@@ -73,6 +73,7 @@ def test_editor_lists_the_release_and_runs_a_query_through_the_access_service(ap
     tables = re.search(r'data-testid="workspace-tables">(.*?)</aside>', page.text, re.S).group(1)
     assert "<code>register_visit</code>" in tables and "<code>hba1c_mmol_mol</code>" in tables
     assert "At most 100 rows are shown here" in page.text
+    assert f'href="/web/releases/{airlock.release_id}/codebook"' in page.text  # labels, units, value sets
 
     r = run(c, airlock.release_id, GROUPED)
     assert r.status_code == 200
