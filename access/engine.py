@@ -190,8 +190,8 @@ def map_duckdb_error(err: duckdb.Error, sql: str | None = None, limits: Limits |
     if isinstance(err, duckdb.BinderException | duckdb.CatalogException | duckdb.ParserException):
         text = str(err)
         column = unknown_column_message(text, sql)
-        if column is not None:
-            return QueryRefused("sql.unknown_column", column)
+        if column is not None:  # same stable reason code, a message that says where and what instead
+            return QueryRefused("sql.invalid", column)
         return QueryRefused("sql.invalid", text.splitlines()[0][:300])
     return QueryRefused(
         "sql.runtime_error",

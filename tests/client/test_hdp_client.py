@@ -126,7 +126,7 @@ def test_a_timeout_is_named():
 @pytest.mark.parametrize(
     ("status", "reason", "kind", "limit"),
     [
-        (400, "sql.unknown_column", QueryError, None),
+        (400, "sql.invalid", QueryError, None),
         (400, "aggregate.column", QueryError, None),
         (422, "limit.time", LimitExceeded, "time"),
         (422, "limit.rows", LimitExceeded, "rows"),
