@@ -159,8 +159,8 @@ def session_digest(sid: str) -> str:
 
 @dataclass(frozen=True)
 class Opened:
-    """A cookie opened: the live session, or None with ``expired`` telling a timed-out session
-    (worth a "session expired" notice) from a missing, tampered or foreign one."""
+    """A cookie opened: the live session, or None with ``expired`` telling a timed-out signed-in
+    session (worth a "session expired" notice) from a missing, tampered or foreign one."""
 
     session: WebSession | None
     expired: bool = False
@@ -237,7 +237,7 @@ class SessionCodec:
         if session.created_at > now + CLOCK_SKEW or session.last_seen < session.created_at:
             return Opened(None)
         if now - session.last_seen > self.idle_timeout or now - session.created_at > self.absolute_timeout:
-            return Opened(None, expired=True)
+            return Opened(None, expired=session.authenticated)  # an old login form is no news
         return Opened(session)
 
     def touch(self, session: WebSession) -> None:
