@@ -276,11 +276,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
     },
     "cohort_intro": {
         "sv": "Personer per dataägare i forskningszonen som uppfyller urvalskriterierna, före samkörning "
-        "mellan dataägare. Antal under dataägarens minsta cellstorlek visas som ”< n”; övriga avrundas "
-        "som dataägaren publicerar antal.",
+        "mellan dataägare och innan personer som avböjt tas bort. Antal under dataägarens minsta "
+        "cellstorlek visas som ”< n”; övriga avrundas som dataägaren publicerar antal.",
         "en": "Persons per data holder in the research zone who meet the cohort criteria, before linkage "
-        "across holders. Counts below the holder's minimum cell count show as “< n”; others are "
-        "rounded as the holder publishes counts.",
+        "across holders and before persons who opted out are removed. Counts below the holder's "
+        "minimum cell count show as “< n”; others are rounded as the holder publishes counts.",
     },
     "col_cohort_persons": {"sv": "Personer", "en": "Persons"},
     "cohort_not_applied": {
