@@ -61,6 +61,18 @@ def values_text(lang: str, variable: Mapping[str, Any]) -> str:
     return f"{rng[0]}–{rng[1]}" if rng and len(rng) == 2 else ""
 
 
+def gate_text(t: Callable[..., str], gate: Mapping[str, Any]) -> str:
+    """One gate a holder's data passed before the release: zone, verdict, day, checks."""
+    zone = str(gate.get("zone"))
+    return t(
+        "codebook_gate",
+        zone=t(f"codebook_zone_{zone}") if zone in ("raw", "research") else zone,
+        verdict=t("codebook_gate_passed") if gate.get("passed") else t("codebook_gate_failed"),
+        date=gate.get("date"),
+        checks=gate.get("checks"),
+    )
+
+
 class CodebookPages:
     def __init__(self, web: PageKit) -> None:
         self.web = web
@@ -93,6 +105,8 @@ class CodebookPages:
             }
             for v in book["variables"]
         ]
+        prov = book["provenance"]
+        tier = prov["disclosure"].get("output_tier")
         return self.web.render(
             p,
             "codebook.html",
@@ -100,7 +114,9 @@ class CodebookPages:
             release_id=release_id,
             book=book,
             variables=variables,
-            prov=book["provenance"],
+            prov=prov,
+            gates={h["id"]: [gate_text(t, g) for g in h["quality_gates"]] for h in prov["holders"]},
+            tier_text=t(f"codebook_tier_{tier}") if tier in ("record", "aggregate") else str(tier or ""),
         )
 
 
