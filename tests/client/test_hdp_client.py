@@ -179,3 +179,36 @@ def test_cli_unreachable_prints_one_line_and_exits_non_zero():
 def test_cli_without_a_token_says_so():
     proc = _cli("--url", "http://127.0.0.1:9", "releases", env_token=None)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: no token: set $HDP_TOKEN or pass --token"
+
+
+def test_cli_refusal_is_one_line_with_the_server_reason(monkeypatch, capsys):
+    from hdp_client import cli
+
+    def refuse(request):
+        return httpx.Response(
+            422,
+            json={
+                "error": "limit.time",
+                "message": "the query ran longer than the time limit of 10 s\nand was stopped",
+            },
+        )
+
+    real = cli.Client
+    monkeypatch.setattr(cli, "Client", lambda *a, **kw: real(*a, **kw, transport=httpx.MockTransport(refuse)))
+    code = cli.main(["--url", "http://x.test", "--token", "t", "query", "-r", "rel-1", "SELECT 1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "error: 422 limit.time: the query ran longer than the time limit of 10 s and was stopped\n"
+
+
+def test_hdp_query_prints_one_line_when_the_server_cannot_be_reached():
+    url = f"http://127.0.0.1:{_closed_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "query", "-r", "rel-1", "-t", "t", "--url", url, "SELECT 1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: cannot reach {url}: connection refused"
+    assert "Traceback" not in proc.stderr
