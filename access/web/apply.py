@@ -33,7 +33,7 @@ from starlette.datastructures import FormData
 
 from access.web.pages import PREFIX, Page, PageKit
 from governance import service
-from governance.catalogue import SENSITIVITY_LEVELS, load_catalogue, table_holders
+from governance.catalogue import load_catalogue, table_holders
 from governance.errors import GovernanceError, InvalidRequest, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES, legal_basis_label, purpose_label
 from governance.values import RequestView
@@ -284,7 +284,6 @@ class ApplyPages:
             organisation=organisation,
             all_holders=holders(),
             groups=variable_groups(load_catalogue(), table_holders()),
-            sensitivity_levels=SENSITIVITY_LEVELS,
             action_url=f"{PREFIX}/apply/{r.id}" if r else f"{PREFIX}/apply",
             permit_end=permit_end_if_approved(form.get("access_days"), datetime.now(UTC).date()),
             max_access_days=service.MAX_ACCESS_DAYS,
