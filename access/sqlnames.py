@@ -51,6 +51,9 @@ _BINARY_WORDS: dict[type[exp.Expr], str] = {
     exp.LTE: "le",
     exp.And: "and",
     exp.Or: "or",
+    exp.Is: "is",
+    exp.Like: "like",
+    exp.ILike: "ilike",
 }
 _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -67,6 +70,14 @@ def _words(node: exp.Expr) -> list[str]:
         return [node.name] if not isinstance(node.this, exp.Star) else []
     if isinstance(node, exp.Star | exp.DataType):
         return []
+    if isinstance(node, exp.Null):
+        return ["null"]
+    if isinstance(node, exp.Boolean):
+        return ["true" if node.this else "false"]
+    if isinstance(node, exp.In):
+        return [*_words(node.this), "in", *[w for e in node.expressions for w in _words(e)]]
+    if isinstance(node, exp.Between):
+        return [*_words(node.this), "between", *_words(node.args["low"]), *_words(node.args["high"])]
     if isinstance(node, exp.Literal):
         # Numbers only: a string literal may be the identifier or value the query filtered on.
         return [str(node.this)] if not node.is_string and len(str(node.this)) <= 12 else []
