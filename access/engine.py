@@ -192,7 +192,13 @@ def map_duckdb_error(err: duckdb.Error, sql: str | None = None, limits: Limits |
         column = unknown_column_message(text, sql)
         if column is not None:  # same stable reason code, a message that says where and what instead
             return QueryRefused("sql.invalid", column)
-        return QueryRefused("sql.invalid", text.splitlines()[0][:300])
+        first = text.splitlines()[0][:300]
+        # A binder error about a named column ("column "sex" must appear in the GROUP BY clause"):
+        # say where that name is in the researcher's text.
+        named = re.match(r'^Binder Error: column "([^"]+)"', first)
+        source = sqlnames.source_of(sql) if sql and named else None
+        at = sqlnames.where(source, named.group(1)) if source and named else ""
+        return QueryRefused("sql.invalid", f"{first}{' (' + at.strip() + ')' if at else ''}")
     return QueryRefused(
         "sql.runtime_error",
         f"the query failed while running ({type(err).__name__}); the engine's message is withheld "

@@ -178,3 +178,10 @@ def test_unknown_table_names_its_place_and_the_closest_permitted_table(world):
         "table 'register_visits' at line 2, col 6 is not part of your permit for this release; "
         "did you mean register_visit?"
     )
+
+
+def test_a_column_outside_group_by_is_placed(world):
+    r = _refusal(world, "SELECT sex,\n  count(*), bmi FROM register_visit GROUP BY sex")
+    assert r.reason == "sql.invalid"
+    assert r.message.startswith('Binder Error: column "bmi" must appear in the GROUP BY clause')
+    assert r.message.endswith("(at line 2, col 13)")
