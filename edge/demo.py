@@ -18,8 +18,11 @@ fresh pair of requests (earlier releases stay until their permits end).
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -27,7 +30,7 @@ from sqlalchemy.orm import Session
 from access.app import create_app
 from edge import orchestrate
 from governance import consent, service, store
-from hdp.settings import get_settings
+from hdp.settings import get_settings, open_private
 from privacy.domains import consent_key
 from synthetic_data.generate import generate
 
@@ -101,10 +104,21 @@ AGGREGATE_QUERY = (
     "FROM register_visit GROUP BY sex"
 )
 TIERS: dict[str, dict[str, Any]] = {"record": DEMO_REQUEST, "aggregate": AGGREGATE_REQUEST}
+#: where the demos keep their users' sign-in tokens (owner-only), instead of printing them
+CREDENTIALS_FILE = "demo-credentials.json"
 DEMO_QUERY = (
     "SELECT diabetes_type, count(DISTINCT person_id) AS persons, count(*) AS visits, "
     "round(avg(hba1c_mmol_mol), 1) AS mean_hba1c FROM register_visit GROUP BY diabetes_type ORDER BY persons DESC"
 )
+
+
+def write_credentials(path: Path, url: str, users: list[dict[str, str]]) -> Path:
+    """The demo's sign-in tokens in an owner-only (0600) file: never printed on the console."""
+    fd = open_private(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"hub": url, "web": f"{url}/web/", "users": users}, fh, indent=2)
+        fh.write("\n")
+    return path
 
 
 def ensure_users(session: Session) -> dict[str, str]:
@@ -204,7 +218,17 @@ def run_demo(*, persons: int, seed: int, defect_rate: float) -> dict[str, Any]:
     summary["aggregate_release_id"] = release_ids["aggregate"]
 
     summary.update(_query_both_tiers(release_ids, tokens))
-    summary["researcher_token"] = tokens[RESEARCHER]
+    # The tokens go to an owner-only file: the summary is printed, and a token is a secret.
+    summary["credentials"] = str(
+        write_credentials(
+            settings.home / CREDENTIALS_FILE,
+            "http://127.0.0.1:8000",
+            [
+                {"name": name, "role": "researcher", "party": "this data home", "token": token}
+                for name, token in tokens.items()
+            ],
+        )
+    )
     # Both tiers at once: one token ($HDP_TOKEN), two releases, a command for each (no server needed).
     # A record-level result comes back only as a preview (json/arrow); aggregate cells leave as csv.
     summary["releases"] = {

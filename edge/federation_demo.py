@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import time
 from collections.abc import Callable
@@ -39,9 +38,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from edge.demo import AGGREGATE_REQUEST, DEMO_REQUEST, RESEARCHER, STEWARDS
+from edge.demo import (
+    AGGREGATE_REQUEST,
+    CREDENTIALS_FILE,
+    DEMO_REQUEST,
+    RESEARCHER,
+    STEWARDS,
+    write_credentials,
+)
 from edge.federation_local import BIN, HUB_PORT, LocalFederation, free_port, port_is_free
-from hdp.settings import open_private
 
 FEDERATED_AGGREGATE = {
     **AGGREGATE_REQUEST,
@@ -57,7 +62,6 @@ WHY = "Ethics approval and variable list match the purpose; data minimised."
 
 #: the demo's synthetic deliveries carry a few injected defects, so that quarantine has reasons to show
 DEFECT_RATE = 0.01
-CREDENTIALS_FILE = "demo-credentials.json"
 STAGES = ("ingest", "pseudonymise")
 GATES = {"ingest": "validate_raw", "pseudonymise": "validate_research"}
 
@@ -230,15 +234,6 @@ def _release_row(manifest: dict[str, Any]) -> dict[str, Any]:
         "persons": _n(manifest.get("persons")),
         "rows": _n(sum((manifest.get("rows") or {}).values())),
     }
-
-
-def write_credentials(path: Path, hub_url: str, users: list[dict[str, str]]) -> Path:
-    """The demo's sign-in tokens, owner-only (0600): never printed on the console."""
-    fd = open_private(path)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"hub": hub_url, "web": f"{hub_url}/web/", "users": users}, fh, indent=2)
-        fh.write("\n")
-    return path
 
 
 # -- the story -------------------------------------------------------------------------------
