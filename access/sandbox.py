@@ -378,7 +378,12 @@ def _check_tree(tree: exp.Expr, allowed: frozenset[str]) -> frozenset[str]:
         if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary | exp.Connector):
             fname = function_name(node)
             if fname not in ALLOWED_FUNCTIONS:
-                raise QueryRefused("sql.function_not_allowed", f"function {echo_name(fname)} is not allowed")
+                raise QueryRefused(
+                    "sql.function_not_allowed",
+                    f"function {echo_name(fname)}{sqlnames.where_node(node)} is not allowed"
+                    # a near-miss of an allowed function is likely a typo (a file reader is not)
+                    f"{sqlnames.did_you_mean(fname, sorted(ALLOWED_FUNCTIONS), cutoff=0.75)}",
+                )
     return frozenset(used)
 
 

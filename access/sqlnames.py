@@ -187,10 +187,10 @@ def locate(sql: str, name: str) -> tuple[int, int] | None:
     return None
 
 
-def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Up to ``n`` candidates closest to ``name`` (difflib ratio), best first."""
+def close_matches(name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.4) -> list[str]:
+    """Up to ``n`` candidates closest to ``name`` (difflib ratio at least ``cutoff``), best first."""
     pool = list(dict.fromkeys(candidates))
-    found = difflib.get_close_matches(name.lower(), [c.lower() for c in pool], n=n, cutoff=0.4)
+    found = difflib.get_close_matches(name.lower(), [c.lower() for c in pool], n=n, cutoff=cutoff)
     by_lower = {c.lower(): c for c in pool}
     return [by_lower[f] for f in found]
 
@@ -210,7 +210,7 @@ def where_node(node: exp.Expr) -> str:
     return f" at line {meta['line']}, col {meta['col'] - (meta['end'] - meta['start'])}"
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``; did you mean a, b?`` with the closest candidates (empty when there are none)."""
-    found = close_matches(name, candidates)
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.4) -> str:
+    """``; did you mean a or b?`` with the closest candidates (empty when there are none)."""
+    found = close_matches(name, candidates, cutoff=cutoff)
     return f"; did you mean {' or '.join(found)}?" if found else ""

@@ -185,3 +185,14 @@ def test_a_column_outside_group_by_is_placed(world):
     assert r.reason == "sql.invalid"
     assert r.message.startswith('Binder Error: column "bmi" must appear in the GROUP BY clause')
     assert r.message.endswith("(at line 2, col 13)")
+
+
+def test_a_mistyped_function_is_placed_and_a_close_allowed_one_offered():
+    with pytest.raises(QueryRefused) as err:
+        validate("SELECT\n medain(x) FROM t", tables={"t": ["x"]})
+    assert (
+        err.value.message == "function 'medain' at line 2, col 2 is not allowed; did you mean median or mean?"
+    )
+    with pytest.raises(QueryRefused) as err:
+        validate("SELECT getenv('HOME')", tables={"t": ["x"]})
+    assert err.value.message == "function 'getenv' at line 1, col 8 is not allowed"  # nothing near it
