@@ -142,3 +142,21 @@ def test_story_prints_one_line_per_step_with_its_seconds_and_a_cross_on_failure(
     first, second = out.getvalue().splitlines()
     assert first.startswith("✓ did it: 42 (") and first.endswith(" s)")
     assert second.startswith("✗ broke (")
+
+
+def test_on_a_terminal_a_spinner_runs_while_the_step_does():
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=True)
+    shown = []
+    spinner = console.status
+
+    def status(text, **kw):
+        shown.append(text)
+        return spinner(text, **kw)
+
+    console.status = status  # type: ignore[method-assign]
+    Story(console).step("working", lambda: 1)
+    assert shown == ["working"] and "✓" in out.getvalue() and "working" in out.getvalue()
+    shown.clear()
+    Story(Console(file=io.StringIO(), width=100)).step("plain", lambda: 1)  # not a terminal: no spinner
+    assert shown == []

@@ -96,3 +96,22 @@ def test_failed_with_only_successful_runs_says_so_and_counts_them(metrics_sqlite
     out = CliRunner().invoke(status, ["--failed", "--since", "150m"]).output
     assert "No failed runs since" in out and "1 run recorded" in out
     assert store.run_count() == 2 and store.run_count(dag_id="ingest__ndr") == 1
+
+
+def test_on_a_terminal_the_runs_are_rich_tables(metrics_sqlite, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from edge.commands import status as status_cmd
+
+    _pipeline_of_one_holder()
+    out = io.StringIO()
+    monkeypatch.setattr("rich.console.Console", lambda **k: Console(file=out, width=160, no_color=True))
+    runs = store.latest_runs()
+    quarantine = {(r.dag_id, r.run_id): store.quarantine_by_reason(r.dag_id, r.run_id) for r in runs}
+    converted = {(r.dag_id, r.run_id): store.files_converted(r.dag_id, r.run_id) for r in runs}
+    status_cmd.print_rich(runs, quarantine, converted)
+    text = out.getvalue()
+    assert "pseudonymise__ndr  manual__pseudonymise__ndr" in text and "─" in text
+    assert "person.invalid_personnummer" in text and "encoding.converted_from_cp1252" in text
