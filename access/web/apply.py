@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from access.web import i18n
 from access.web.pages import PREFIX, Page, PageKit
 from governance import service
 from governance.catalogue import load_catalogue, table_holders
@@ -81,17 +82,42 @@ def field_of(code: str) -> str | None:
     return None
 
 
-def problems_by_field(problems: tuple[tuple[str, str], ...]) -> tuple[dict[str, list[str]], list[str]]:
-    """(field -> its problems' messages, messages about no one field)."""
-    by_field: dict[str, list[str]] = {}
-    general: list[str] = []
+Problem = tuple[str, str]  # (governance problem code, its message)
+
+
+def problems_by_field(problems: tuple[Problem, ...]) -> tuple[dict[str, list[Problem]], list[Problem]]:
+    """(field -> its problems, problems about no one field)."""
+    by_field: dict[str, list[Problem]] = {}
+    general: list[Problem] = []
     for code, message in problems:
         name = field_of(code)
         if name is None:
-            general.append(message)
+            general.append((code, message))
         else:
-            by_field.setdefault(name, []).append(message)
+            by_field.setdefault(name, []).append((code, message))
     return by_field, general
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A problem as the page shows it: what to fix, and governance's own words when they differ."""
+
+    text: str
+    detail: str | None = None
+
+
+def explain(problem: Problem, lang: str) -> Shown:
+    """Governance's message (English, naming the values); on a Swedish page, what to fix in
+    Swedish first (``apply_problem.<code>`` in ``access.web.i18n``), with the message after it."""
+    code, message = problem
+    key = (
+        "apply_problem.forbidden_character"
+        if code.endswith(".forbidden_character")
+        else f"apply_problem.{code}"
+    )
+    if lang == "en" or key not in i18n.STRINGS:
+        return Shown(message)
+    return Shown(i18n.translator(lang)(key), message)
 
 
 @dataclass(frozen=True)
@@ -260,8 +286,8 @@ class ApplyPages:
         form: Mapping[str, Any],
         r: RequestView | None = None,
         status: int = 200,
-        errors: Mapping[str, list[str]] | None = None,
-        general: list[str] | None = None,
+        errors: Mapping[str, list[Shown]] | None = None,
+        general: list[Shown] | None = None,
     ) -> Response:
         assert p.user is not None
         with self.web.store() as s:
@@ -293,10 +319,9 @@ class ApplyPages:
         self, p: Page, exc: GovernanceError, form: Mapping[str, Any], r: RequestView | None
     ) -> Response:
         """Re-render the form with governance's problems beside their fields."""
-        if isinstance(exc, InvalidRequest):
-            errors, general = problems_by_field(exc.problems)
-        else:
-            errors, general = {}, [exc.message]
+        by_field, other = problems_by_field(exc.problems) if isinstance(exc, InvalidRequest) else ({}, [])
+        errors = {name: [explain(x, p.lang) for x in found] for name, found in by_field.items()}
+        general = [explain(x, p.lang) for x in other] or ([] if by_field else [Shown(exc.message)])
         log.info("web application refused request=%s code=%s", r.id if r else None, exc.code)
         return self.render_form(p, form=form, r=r, status=exc.http_status, errors=errors, general=general)
 
@@ -317,7 +342,7 @@ class ApplyPages:
         if action not in ACTIONS:
             return self.web.error(p, 400, "apply_unknown_action")
         if too_long(form):
-            general = [p.t("apply_too_long", chars=MAX_TEXT, names=MAX_NAMES)]
+            general = [Shown(p.t("apply_too_long", chars=MAX_TEXT, names=MAX_NAMES))]
             return self.render_form(p, form=shown_form(form), r=r, status=422, general=general)
         return p, action, r
 

@@ -798,6 +798,78 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "en": "The application can no longer be edited here (status: {status}); a permit is changed by an amendment.",
     },
     "apply_unknown_action": {"sv": "Okänd åtgärd i formuläret.", "en": "Unknown action in the form."},
+    # what each governance problem asks the applicant to fix; the governance message (English,
+    # naming the values) follows it on the Swedish page
+    "apply_problem.request.project": {
+        "sv": "Projekttiteln ska ha 3–200 tecken.",
+        "en": "The project title must have 3-200 characters.",
+    },
+    "apply_problem.request.purpose": {
+        "sv": "Välj ett ändamål ur listan.",
+        "en": "Choose a purpose from the list.",
+    },
+    "apply_problem.request.legal_basis": {
+        "sv": "Välj en rättslig grund ur listan.",
+        "en": "Choose a legal basis from the list.",
+    },
+    "apply_problem.request.ethics_ref": {
+        "sv": "Diarienumret ska se ut som 2024-01234-01 (ÅÅÅÅ-NNNNN-NN), med ett rimligt år.",
+        "en": "The reference must look like 2024-01234-01 (YYYY-NNNNN-NN), with a plausible year.",
+    },
+    "apply_problem.request.holders": {
+        "sv": "Välj minst en känd dataägare.",
+        "en": "Choose at least one known data holder.",
+    },
+    "apply_problem.request.holder_without_variables": {
+        "sv": "Varje vald dataägare måste leverera minst en av de valda variablerna.",
+        "en": "Every chosen data holder must deliver at least one of the chosen variables.",
+    },
+    "apply_problem.request.variables": {
+        "sv": "Välj minst en variabel ur katalogen.",
+        "en": "Choose at least one variable from the catalogue.",
+    },
+    "apply_problem.request.variable_not_held": {
+        "sv": "Några valda variabler levereras inte av någon vald dataägare.",
+        "en": "Some chosen variables are delivered by none of the chosen data holders.",
+    },
+    "apply_problem.request.unknown_user": {
+        "sv": "En projektmedlem finns inte som användare.",
+        "en": "A project member is not a user.",
+    },
+    "apply_problem.request.not_researcher": {
+        "sv": "En projektmedlem har inte forskarrollen.",
+        "en": "A project member does not have the researcher role.",
+    },
+    "apply_problem.request.cohort_criteria": {
+        "sv": "Urvalskriterierna ska vara ett JSON-objekt: variabel -> villkor, med kända variabler och operatorer.",
+        "en": "The cohort criteria must be a JSON object: variable -> condition, with known variables and operators.",
+    },
+    "apply_problem.request.period": {
+        "sv": "Perioden ska vara två datum där början inte ligger efter slutet.",
+        "en": "The period must be two dates, the start not after the end.",
+    },
+    "apply_problem.request.data_form": {"sv": "Välj en dataform.", "en": "Choose a data form."},
+    "apply_problem.request.pseudonymisation_justification": {
+        "sv": "Pseudonymiserade data kräver en motivering på minst 30 tecken.",
+        "en": "Pseudonymised data needs a justification of at least 30 characters.",
+    },
+    "apply_problem.request.pseudonym_needs_justification": {
+        "sv": "Länknycklar (pseudonymer) kräver pseudonymiserade data med motivering.",
+        "en": "Linkage keys (pseudonyms) need pseudonymised data with a justification.",
+    },
+    "apply_problem.request.output_tier": {"sv": "Välj en utdatanivå.", "en": "Choose an output tier."},
+    "apply_problem.request.record_needs_pseudonymised": {
+        "sv": "Radnivå innebär pseudonymiserade data: välj pseudonymiserade och motivera, eller välj endast aggregat.",
+        "en": "Record level means pseudonymised data: choose pseudonymised and justify it, or choose aggregates only.",
+    },
+    "apply_problem.request.access_days": {
+        "sv": "Tillståndets längd ska vara ett heltal, 1–3650 dagar.",
+        "en": "The permit's length must be a whole number, 1-3650 days.",
+    },
+    "apply_problem.forbidden_character": {
+        "sv": "Texten innehåller ett otillåtet osynligt tecken eller styrtecken.",
+        "en": "The text holds a forbidden invisible or control character.",
+    },
     "apply_too_long": {
         "sv": "För lång text (högst {chars} tecken per fält) eller för många val (högst {names}).",
         "en": "Text too long (at most {chars} characters per field) or too many choices (at most {names}).",

@@ -8,7 +8,7 @@ import re
 import pytest
 from webtest_helpers import csrf_of, login
 
-from access.web.apply import PROBLEM_FIELDS, field_of, problems_by_field, variable_groups
+from access.web.apply import PROBLEM_FIELDS, Shown, explain, field_of, problems_by_field, variable_groups
 
 VARIABLES = ["register_visit.hba1c_mmol_mol", "register_visit.sex", "register_visit.birth_year"]
 RETURN_REASON = "Please narrow the period to the years the ethics approval covers."
@@ -139,6 +139,10 @@ def test_problems_are_shown_next_to_their_fields_and_nothing_is_stored(client, w
     assert 'value="register_visit.person_id" checked' in html
     with session_scope(world.url) as s:
         assert len(service.list_requests(s, applicant="alice")) == before
+    # The Swedish page says what to fix in Swedish, with governance's words after it.
+    html = post(client, "/web/apply?lang=sv", bad).text
+    assert "Diarienumret ska se ut som 2024-01234-01" in html
+    assert '<span class="detail" lang="en">(ethics approval reference must look like' in html
 
 
 def test_answer_a_return_for_changes(client, world):
@@ -232,7 +236,14 @@ def test_problem_codes_map_to_fields():
     )
     assert field_of("request.id_taken") is None
     by_field, general = problems_by_field((("request.period", "p"), ("amendment.field", "a")))
-    assert by_field == {"period": ["p"]} and general == ["a"]
+    assert by_field == {"period": [("request.period", "p")]} and general == [("amendment.field", "a")]
+    # English pages show governance's message; Swedish ones say what to fix first, then the message.
+    assert explain(("request.period", "p"), "en") == Shown("p")
+    assert explain(("request.period", "p"), "sv") == Shown(
+        "Perioden ska vara två datum där början inte ligger efter slutet.", "p"
+    )
+    assert explain(("request.project.forbidden_character", "U+202E at 3"), "sv").detail == "U+202E at 3"
+    assert explain(("amendment.field", "a"), "sv") == Shown("a")  # no Swedish text for it: as it is
     assert set(PROBLEM_FIELDS.values()) <= {
         "project", "purpose", "legal_basis", "ethics_ref", "holders", "variables", "members",
         "cohort_criteria", "period", "data_form", "pseudonymisation_justification", "output_tier", "access_days",
