@@ -449,7 +449,10 @@ def print_closing(console: Console, summary: dict[str, Any]) -> None:
         ("Start the hub again", summary["next"]["hub"]),
         ("Start a node again (ndr)", summary["next"]["node"]),
         ("A node's runs", summary["next"]["node status"]),
-        ("A node's Airflow UI", f"{summary['next']['airflow']}  (or: make airflow NODE=ndr)"),
+        (
+            "A node's Airflow UI (http://127.0.0.1:8080, admin)",
+            f"{summary['next']['airflow']}  (or: make airflow NODE=ndr)",
+        ),
         ("Federated query (HDP_TOKEN=researcher's)", summary["next"]["federated query"]),
     ]
     console.print(Text("Next steps", style="bold"))
