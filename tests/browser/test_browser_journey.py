@@ -206,3 +206,44 @@ def test_apply_decide_query_check_download(live, browser, shot, no_external_requ
     )  # fmt: skip
     assert [e["decision"] for e in entries if e.get("event") == "access.output_download"] == ["allowed"]
     assert no_external_requests.seen and not no_external_requests.external
+
+
+def test_answer_a_return_for_changes(live, browser, shot, no_external_requests):
+    """A steward returns an application on the web; the applicant reads why, edits it and submits it again."""
+    from webtest_helpers import request_fields
+
+    from governance import service
+    from governance.store import session_scope
+
+    url, world = live["url"], live["world"]
+    with session_scope(live["settings"].governance_url) as s:
+        rid = service.file_request(
+            s, applicant="carol", **request_fields(project="PROM answers by county", members=[])
+        )
+        service.submit_request(s, request_id=rid, actor="carol")
+    reason = "Please narrow the period to the years the ethics approval covers (2018 on)."
+
+    steward, spage = login(browser, url, world.tokens["s-ndr"])
+    spage.goto(f"{url}/web/requests/{rid}")
+    spage.get_by_label("Return for changes", exact=True).check()
+    spage.get_by_label("Justification (required, at least 10 characters)").fill(reason)
+    spage.get_by_role("button", name="Record decision").click()
+    spage.wait_for_url(f"{url}/web/requests/{rid}")
+    assert spage.get_by_test_id("request-status").inner_text() == "returned for changes"
+    steward.close()
+
+    applicant, page = login(browser, url, world.tokens["carol"])
+    page.get_by_role("link", name="New application").click()
+    page.get_by_role("link", name=f"Edit application {rid}").click()  # listed among those to finish
+    page.wait_for_url(f"{url}/web/apply/{rid}")
+    assert reason in page.get_by_test_id("return-reasons").inner_text()
+    assert page.get_by_label("Project title (3-200 characters)").input_value() == "PROM answers by county"
+    page.get_by_label("From", exact=True).fill("2018-01-01")
+    shot(page, "returned-application")
+    page.get_by_role("button", name="Submit again").press("Enter")
+    page.wait_for_url(f"{url}/web/requests/{rid}")
+    assert page.get_by_test_id("request-status").inner_text() == "submitted"
+    applicant.close()
+    with session_scope(live["settings"].governance_url) as s:
+        r = service.get_request(s, request_id=rid)
+    assert (r.status, r.review_round, str(r.period[0])) == ("submitted", 2, "2018-01-01")
