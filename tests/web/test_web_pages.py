@@ -220,6 +220,7 @@ def test_approve_then_researcher_sees_request_and_release(client, world, hdp_hom
     page = client.get("/web/researcher").text
     rows = re.search(r'data-testid="my-releases">(.*?)</table>', page, re.S).group(1)
     assert "rel-web-000001" in rows and "HbA1c trajectories" in rows
+    assert '/web/releases/rel-web-000001/codebook"' in rows  # each release links its codebook
     assert f"<td>{permit.expires_at.date().isoformat()}</td>" in rows  # valid until
     assert "/releases/rel-web-000001/query" in page  # the how-to uses the real release id
     # bob is a member: sees it too; carol does not.
@@ -321,7 +322,7 @@ def test_quality_results_and_release_label_are_shown(client, world, hdp_home):
 def test_researcher_page_how_to_query(client, world):
     html = login(client, world.tokens["alice"]).text
     assert "Mina ansökningar" in html and "HbA1c trajectories" in html
-    assert "Authorization: Bearer $HDP_TOKEN" in html and "from access.client import" in html
+    assert "Authorization: Bearer $HDP_TOKEN" in html and "from hdp_client import" in html
     assert world.tokens["alice"] not in html  # the token itself is never shown
 
 
