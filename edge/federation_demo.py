@@ -169,28 +169,42 @@ def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}".replace(",", " ")
 
 
-def pipelines_table(rows: list[dict[str, Any]]) -> Table:
+def pipelines_table(rows: list[dict[str, Any]], width: int = 160) -> Table:
+    """Per holder and stage; on a narrow terminal (< 120 columns) without the files-converted column
+    and with only the largest reason, so that the verdict and the totals always show."""
+    wide = width >= 120
     table = _table("Each node's pipelines (hdp status at the node)")
-    table.add_column("holder", no_wrap=True, min_width=14)
-    table.add_column("stage", no_wrap=True, min_width=12)
-    table.add_column("rows in", justify="right", no_wrap=True, min_width=7)
-    table.add_column("rows out", justify="right", no_wrap=True, min_width=8)
-    table.add_column("quarantined (by reason)", no_wrap=True, overflow="ellipsis", max_width=66)
-    table.add_column("converted", justify="right", no_wrap=True)
-    table.add_column("quality gate", no_wrap=True, min_width=17)
+    table.add_column("holder", no_wrap=True)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("rows in", justify="right", no_wrap=True)
+    table.add_column("rows out", justify="right", no_wrap=True)
+    table.add_column("quality gate", no_wrap=True)
+    if wide:
+        table.add_column("converted", justify="right", no_wrap=True)
+    # The one column a narrow terminal may cut (on one line, with an ellipsis): the reasons.
+    table.add_column("quarantined (by reason)" if wide else "quarantined", min_width=16, max_width=66)
     for row in rows:
         if "rows_in" not in row:
-            table.add_row(row["holder"], row["stage"], "-", "-", "-", "-", row["state"], style="red")
+            table.add_row(
+                row["holder"],
+                row["stage"],
+                "-",
+                "-",
+                row["state"],
+                *(["-"] if wide else []),
+                "-",
+                style="red",
+            )
             continue
-        quarantined = _n(row["quarantined"]) + (f": {reasons_text(row['reasons'])}" if row["reasons"] else "")
+        reasons = f": {reasons_text(row['reasons'], shown=2 if wide else 1)}" if row["reasons"] else ""
         table.add_row(
             row["holder"],
             row["stage"],
             _n(row["rows_in"]),
             _n(row["rows_out"]),
-            quarantined,
-            _n(row["files_converted"]) if row["files_converted"] else "-",
             row["gate"],
+            *([_n(row["files_converted"]) if row["files_converted"] else "-"] if wide else []),
+            Text(_n(row["quarantined"]) + reasons, no_wrap=True, overflow="ellipsis"),
             style="red" if row["state"] == "failed" else None,
         )
     return table
@@ -431,11 +445,12 @@ def next_steps(fed: LocalFederation, summary: dict[str, Any], kek_root: Path) ->
 
 def print_closing(console: Console, summary: dict[str, Any]) -> None:
     """The tables, then where things are and how to start them again (no token, no secret)."""
-    for key, table in (
-        ("pipelines", pipelines_table),
-        ("approvals", approvals_table),
-        ("releases", releases_table),
-    ):
+    tables: dict[str, Callable[[Any], Table]] = {
+        "pipelines": lambda rows: pipelines_table(rows, console.width),
+        "approvals": approvals_table,
+        "releases": releases_table,
+    }
+    for key, table in tables.items():
         if summary.get(key):
             console.print()
             console.print(table(summary[key]))
