@@ -56,7 +56,7 @@ def airflow_environment(
         if not settings.airflow_home.exists() and node_ids(settings.home):
             raise click.UsageError(
                 f"{settings.home} holds a local federation: each node has its own Airflow; "
-                f"choose one with --node ({', '.join(node_ids(settings.home))})"
+                f"choose one with --node NAME or make airflow NODE=NAME ({', '.join(node_ids(settings.home))})"
             )
         env = base | {"AIRFLOW_HOME": str(settings.airflow_home)}
     return env | {
