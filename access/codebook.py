@@ -327,6 +327,7 @@ PUBLIC_MANIFEST: Mapping[str, Any] = {
     "code_version": True,
     "policy": True,
     "quality": True,
+    "extract_dates": True,  # per holder, the date its delivery states (no path, no file)
     "built_at": True,
     "tables": True,  # synthetic releases' row counts
     "holders": True,

@@ -42,7 +42,7 @@ from governance.values import ApprovedRequest
 from hdp.settings import REPO_ROOT, Settings, holder
 from pipelines.cellkeys import CELL_KEYS, write_cell_keys
 from pipelines.clean_writer import TableSource, write_duckdb
-from pipelines.quality.gate import raise_for_blocking, run_gate
+from pipelines.quality.gate import delivered_extract_date, raise_for_blocking, run_gate
 from pipelines.quality.label import quality_label
 from pipelines.release_identity import apply_release_policy, describe_release_policy, release_person_map
 from privacy.disclosure import check_k_anonymity
@@ -471,6 +471,7 @@ def write_manifest(
     *,
     policy: dict[str, Any],
     quality: dict[str, Any],
+    extract_dates: Mapping[str, date | None] | None = None,
 ) -> dict[str, Any]:
     files = {
         p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -501,6 +502,8 @@ def write_manifest(
         "code_version": code_version(),
         "policy": policy,
         "quality": quality,
+        # each holder's extract date as its delivery stated it (None: not stated), for the codebook
+        "extract_dates": {h: (d.isoformat() if d else None) for h, d in (extract_dates or {}).items()},
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (staging / MANIFEST).write_text(
@@ -567,7 +570,14 @@ def gate_and_publish(
     release_id = result.release_id
     final = settings.releases_dir / release_id
     raise_for_blocking(run_gate("release", release_dir=staging, run_id=run_id, settings=settings))
-    write_manifest(staging, request, result, policy=describe_release_policy(), quality=quality_label(staging))
+    write_manifest(
+        staging,
+        request,
+        result,
+        policy=describe_release_policy(),
+        quality=quality_label(staging),
+        extract_dates={h: delivered_extract_date(settings, h) for h in request.holders},
+    )
     # Restricted files first: the access layer refuses a release whose consent link is missing.
     _publish_dir(private_staging_dir(settings, release_id), settings.release_private_dir / release_id)
     _publish_dir(staging, final)

@@ -60,14 +60,22 @@ class GateInputMissing(FileNotFoundError):
     """The database the gate should check does not exist (the upstream task did not produce it)."""
 
 
-def extract_date_of(settings: Settings, holder_id: str) -> date:
-    """The holder's extract date from its delivery.json; today (UTC) when it is not known."""
+def delivered_extract_date(settings: Settings, holder_id: str) -> date | None:
+    """The extract date the holder's delivery.json states; None when it states none."""
     path = settings.landing_dir(holder_id) / "delivery.json"
     try:
         return date.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["extract_date"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def extract_date_of(settings: Settings, holder_id: str) -> date:
+    """The holder's extract date from its delivery.json; today (UTC) when it is not known."""
+    delivered = delivered_extract_date(settings, holder_id)
+    if delivered is None:
         log.info("no extract date for %s in delivery.json; using today's date", holder_id)
         return datetime.now(UTC).date()
+    return delivered
 
 
 def _target(

@@ -272,6 +272,8 @@ def test_every_released_column_of_the_demo_release_has_labels_and_a_type(demo):
     prov = book["provenance"]
     assert sorted(h["id"] for h in prov["holders"]) == sorted(DEMO_REQUEST["holders"])
     assert all(h["extract_date"] for h in prov["holders"])  # from each delivery, before the build
+    # recorded in the manifest at build time, so a later delivery cannot change them
+    assert manifest["extract_dates"] == {h["id"]: h["extract_date"] for h in prov["holders"]}
     assert all({g["zone"] for g in h["quality_gates"]} == {"raw", "research"} for h in prov["holders"])
     assert prov["quality"]["passed"] is True
     assert prov["disclosure"]["output_tier"] == "record" and prov["disclosure"]["min_cell_count"]
