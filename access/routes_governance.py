@@ -30,7 +30,7 @@ from access.web import precheck
 from access.web.pages import make_environment
 from governance import ledger, service
 from governance.catalogue import load_catalogue
-from governance.errors import GovernanceError, InvalidRequest, NotFound
+from governance.errors import GovernanceError, NotFound
 from governance.purposes import LEGAL_BASES, PURPOSES
 from governance.values import RequestView, TransparencyEntry
 from hdp.settings import get_settings, holders
@@ -336,7 +336,9 @@ def requests_router(get_session: SessionDependency, current_user: UserDependency
         def go() -> dict[str, Any]:
             view = _visible(session, user, request_id)
             if body.decision == "approve":
-                _check_at_risk_acknowledged(view, body.checklist)
+                precheck.require_at_risk_acknowledged(
+                    view, body.checklist, research_db=get_settings().research_db
+                )
             status = service.decide(
                 session,
                 request_id=request_id,
@@ -398,26 +400,6 @@ def requests_router(get_session: SessionDependency, current_user: UserDependency
         )
 
     return router
-
-
-def _check_at_risk_acknowledged(view: RequestView, checklist: dict[str, bool] | None) -> None:
-    """An approval of a request whose disclosure pre-check shows groups below k must carry the
-    acknowledgement (as on the request page); InvalidRequest otherwise."""
-    if checklist and checklist.get(service.AT_RISK_ACKNOWLEDGED) is True:
-        return
-    check = precheck.for_request(
-        view.variables, view.holders, view.cohort_criteria, research_db=get_settings().research_db
-    )
-    if check.at_risk:
-        raise InvalidRequest(
-            [
-                (
-                    "decision.at_risk_not_acknowledged",
-                    f"the disclosure pre-check shows groups below k in {len(check.at_risk)} table(s); "
-                    f'approve with checklist {{"{service.AT_RISK_ACKNOWLEDGED}": true}} once you have seen them',
-                )
-            ]
-        )
 
 
 def _steward(user: User) -> JSONResponse | None:

@@ -30,6 +30,9 @@ from pathlib import Path
 import duckdb
 
 from governance import cohort
+from governance.errors import InvalidRequest
+from governance.requests import AT_RISK_ACKNOWLEDGED
+from governance.values import RequestView
 from pipelines.dataset_summary import publishable_count
 
 PSEUDONYM, QUASI, HEALTH, ADMIN, UNKNOWN = (
@@ -468,3 +471,24 @@ def for_request(
         compute_groups=compute_groups,
         criteria=criteria,
     )
+
+
+def require_at_risk_acknowledged(
+    view: RequestView, checklist: Mapping[str, object] | None, *, research_db: Callable[[str], Path]
+) -> None:
+    """An approval of a request whose disclosure pre-check shows groups below k must carry the
+    acknowledgement ``at_risk_acknowledged`` (as on the request page); InvalidRequest otherwise.
+    The API and the CLI decide through this one rule; the web form checks the same pre-check."""
+    if checklist and checklist.get(AT_RISK_ACKNOWLEDGED) is True:
+        return
+    check = for_request(view.variables, view.holders, view.cohort_criteria, research_db=research_db)
+    if check.at_risk:
+        raise InvalidRequest(
+            [
+                (
+                    "decision.at_risk_not_acknowledged",
+                    f"the disclosure pre-check shows groups below k in {len(check.at_risk)} table(s); "
+                    f'approve with checklist {{"{AT_RISK_ACKNOWLEDGED}": true}} once you have seen them',
+                )
+            ]
+        )

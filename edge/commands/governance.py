@@ -173,10 +173,32 @@ def submit_cmd(request_id: int) -> None:
 @click.option("--holder", required=True, help="The holder you decide for.")
 @click.option("--decision", required=True, type=click.Choice(["approve", "reject", "return"]))
 @click.option("--justification", required=True)
-def decide_cmd(request_id: int, holder: str, decision: str, justification: str) -> None:
+@click.option(
+    "--safe",
+    "safes",
+    multiple=True,
+    type=click.Choice(list(service.FIVE_SAFES)),
+    help="A Five Safes item you checked (repeat for each): recorded with the decision.",
+)
+@click.option(
+    "--ack-at-risk",
+    is_flag=True,
+    help="You have seen the groups below k of the disclosure pre-check (needed to approve when there are any).",
+)
+def decide_cmd(
+    request_id: int, holder: str, decision: str, justification: str, safes: tuple[str, ...], ack_at_risk: bool
+) -> None:
     """Decide for one holder as the token's steward."""
+    from access.web.precheck import require_at_risk_acknowledged
+
+    checklist = {item: item in safes for item in service.FIVE_SAFES} | {
+        service.AT_RISK_ACKNOWLEDGED: ack_at_risk
+    }
     with _session() as s:
         user = _actor(s, "steward")
+        if decision == "approve":
+            view = service.get_request(s, request_id=request_id)
+            require_at_risk_acknowledged(view, checklist, research_db=get_settings().research_db)
         status = service.decide(
             s,
             request_id=request_id,
@@ -184,6 +206,7 @@ def decide_cmd(request_id: int, holder: str, decision: str, justification: str) 
             reviewer=user.name,
             decision=decision,
             justification=justification,
+            checklist=checklist,
         )
     click.echo(f"request {request_id}: {holder} {decision} recorded; request is now {status}")
 

@@ -225,3 +225,35 @@ def test_consent_commands(cli, monkeypatch):
     ).output
     assert calls == ["19121212-1212"] and "19121212" not in out
     assert "exactly one" in cli("consent", "opt-out", "--source", "x", token=t["s-ndr"], ok=False).output
+
+
+def test_approving_on_the_command_line_needs_the_at_risk_acknowledgement(cli, hdp_home):
+    """The CLI decides by the same rule as the API and the request page: groups below k in the
+    disclosure pre-check must be acknowledged (--ack-at-risk); the ticks are stored."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+    from webtest_helpers import write_research_zone
+
+    from governance import service
+    from governance.store import session_scope
+
+    write_research_zone(hdp_home.research_db("ndr"))  # one person alone in a group
+    t = _tokens(cli)
+    cli(
+        "request", "file", "--project", "Ages", "--purpose", "scientific_research",
+        "--legal-basis", "gdpr_6_1_e__9_2_j", "--ethics-ref", "2024-01234-01",
+        "--variable", "register_visit.hba1c_mmol_mol", "--variable", "register_visit.birth_year",
+        "--variable", "register_visit.sex", "--holder", "ndr", "--submit", token=t["alice"],
+    )  # fmt: skip
+    decide = ["request", "decide", "1", "--holder", "ndr", "--decision", "approve",
+              "--justification", "Proportionate to the aim."]  # fmt: skip
+    bad = cli(*decide, token=t["s-ndr"], ok=False)
+    assert bad.exit_code == 1 and "[decision.at_risk_not_acknowledged]" in bad.output
+    out = cli(*decide, "--ack-at-risk", "--safe", "projects", "--safe", "data", token=t["s-ndr"]).output
+    assert "approved" in out
+    with session_scope(hdp_home.governance_url) as s:
+        (d,) = service.get_request(s, request_id=1).decisions
+    assert d.checklist["at_risk_acknowledged"] and d.checklist["projects"] and d.checklist["data"]
+    assert not d.checklist["people"]
