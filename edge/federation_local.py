@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from governance.requests import FIVE_SAFES
 from hdp.settings import ensure_private_dir, holders, open_private
 
 BIN = Path(sys.executable).parent
@@ -304,23 +305,26 @@ class LocalFederation:
         return f"request {request_id} " in shown
 
     def decide(
-        self, holder_id: str, request_id: int, *, token: str, decision: str = "approve", justification: str
+        self,
+        holder_id: str,
+        request_id: int,
+        *,
+        token: str,
+        decision: str = "approve",
+        justification: str,
+        safes: Sequence[str] = FIVE_SAFES,
+        acknowledge_at_risk: bool = True,
     ) -> None:
-        """A steward decides at their own node, with the node's own CLI."""
-        self.command(
-            holder_id,
-            "hdp",
-            "request",
-            "decide",
-            str(request_id),
-            "--holder",
-            holder_id,
-            "--decision",
-            decision,
-            "--justification",
-            justification,
-            token=token,
-        )
+        """A steward decides at their own node, with the node's own CLI: by default having checked
+        every one of the Five Safes and seen the disclosure pre-check's groups below k (approving
+        without that acknowledgement is refused when there are any)."""
+        args = ["request", "decide", str(request_id), "--holder", holder_id, "--decision", decision]
+        args += ["--justification", justification]
+        for safe in safes:
+            args += ["--safe", safe]
+        if acknowledge_at_risk:
+            args.append("--ack-at-risk")
+        self.command(holder_id, "hdp", *args, token=token)
 
     def hub_api(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.hub_url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
