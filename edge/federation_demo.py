@@ -461,6 +461,7 @@ def print_closing(console: Console, summary: dict[str, Any]) -> None:
         ("Tokens (owner-only file, not shown here)", summary.get("credentials", "-")),
         ("Sign in at the hub", f"{summary['hub']}/web/ as {RESEARCHER} (researcher) with her token"),
         ("Stewards (each at their node)", stewards or "-"),
+        ("PROM key figures, pooled (public, at the hub)", f"{summary['hub']}/web/federation/prom"),
         ("Start the hub again", summary["next"]["hub"]),
         ("Start a node again (ndr)", summary["next"]["node"]),
         ("A node's runs", summary["next"]["node status"]),
