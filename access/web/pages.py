@@ -239,6 +239,7 @@ class PageKit:
         csrf = p.session.csrf_token if p.session is not None else ""
         html = self.env.get_template(template).render(
             t=p.t,
+            num=lambda value, digits=None: i18n.format_number(value, p.lang, digits=digits),
             lang=p.lang,
             user=p.user,
             roles=p.roles,
