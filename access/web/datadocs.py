@@ -8,7 +8,9 @@ request page links the latest research gate run of each holder in scope here:
 Who: a logged-in steward of ``<holder>``; anyone else gets 404 (as for other steward pages),
 and so does a run without results for the holder. GX lays a suite's pages out as
 ``validations/<zone>/<scope>/...`` and ``expectations/<zone>/<scope>/...``: pages of another
-scope are refused; the run's index, the site's stylesheet and other shared pages are served.
+scope are refused. The run's index lists every holder's validations, so a steward gets it
+rebuilt with their holder's rows only (``scope_index_html``); the site's stylesheet and other
+shared pages are served as they are.
 
 Path traversal: the path is split into segments; empty, ``.``/``..``, hidden or backslash
 segments are refused; the resolved file must lie inside the run's site (a symlink pointing
@@ -24,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from access.web.pages import PREFIX, PageKit
-from pipelines.quality.docs import docs_index
+from pipelines.quality.docs import docs_index, scope_index_html
 from pipelines.quality.store import safe_name
 
 ROUTE = "/quality/docs"
@@ -96,11 +98,19 @@ class DataDocsPages:
             return self.web.login_redirect(p)
         if "steward" not in p.roles or holder_id not in p.user.holder_ids or not _RUN.match(run):
             return self.web.error(p, 404, "not_found")
-        site = self.web._settings().quality_dir / "docs" / run
+        quality_dir = self.web._settings().quality_dir
+        site = quality_dir / "docs" / run
         target = resolve(site, holder_id, path) if site.is_dir() and holder_in_run(site, holder_id) else None
         if target is None:
             return self.web.error(p, 404, "not_found")
-        response = self.web.finish(p, Response(target.read_bytes(), media_type=MEDIA_TYPES[target.suffix]))
+        if target == (site / "index.html").resolve():
+            own = scope_index_html(quality_dir, run, holder_id)  # not the other holders' verdicts
+            if own is None:
+                return self.web.error(p, 404, "not_found")
+            body = own.encode("utf-8")
+        else:
+            body = target.read_bytes()
+        response = self.web.finish(p, Response(body, media_type=MEDIA_TYPES[target.suffix]))
         response.headers["Content-Security-Policy"] = CSP
         return response
 

@@ -153,9 +153,19 @@ def _docs_site(hdp_home, run_id):
         )
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(f"<html><body>validation of {holder}</body></html>")
-    (site / "index.html").write_text(
-        '<html><link rel="stylesheet" href="hdp-docs.css"><body>index</body></html>'
-    )
+    from datetime import UTC, datetime
+
+    from pipelines.quality.docs import IndexRow, _write_index
+
+    rows = [
+        IndexRow(
+            f"research.{h}.register_visit", "research", h, "register_visit", datetime(2026, 3, 5, tzinfo=UTC),
+            h == "ndr", 10, 0 if h == "ndr" else 3,
+            f"validations/research/{h}/register_visit/run/t/register_visit.html",
+        )
+        for h in ("ndr", "region_uppsala")
+    ]  # fmt: skip
+    _write_index(site, run_id, rows)
     (site / "hdp-docs.css").write_text("body { margin: 0; }")
     (hdp_home.quality_dir / "secret.txt").write_text("outside the site")
     return site
@@ -175,7 +185,8 @@ def test_quality_label_is_readable_and_links_the_data_docs(client, world, hdp_ho
     link = re.search(r'href="([^"]+)" data-testid="docs-link-ndr"', page).group(1)
     assert link == "/web/quality/docs/ndr/scheduled__2026-03-05T02_00_00_00_00/index.html"
     r = client.get(link)
-    assert r.status_code == 200 and "index" in r.text
+    assert r.status_code == 200 and "research.ndr.register_visit" in r.text
+    assert "region_uppsala" not in r.text  # the run's index, with this holder's rows only
     assert "script-src" not in r.headers["content-security-policy"]
     assert "default-src 'none'" in r.headers["content-security-policy"]
     base = link.removesuffix("index.html")
@@ -200,6 +211,8 @@ def test_quality_label_is_readable_and_links_the_data_docs(client, world, hdp_ho
     login(client, world.tokens["s-upp"])
     assert client.get(link).status_code == 404
     theirs = link.replace("/ndr/", "/region_uppsala/").removesuffix("index.html")
+    index = client.get(theirs + "index.html").text
+    assert "research.region_uppsala.register_visit" in index and "research.ndr." not in index
     assert (
         client.get(
             theirs + "validations/research/region_uppsala/register_visit/run/t/register_visit.html"
