@@ -471,7 +471,11 @@ class AccessService:
                 rows += batch.num_rows
                 if rows > self.settings.limits.max_rows:
                     outcome = {"completed": False, "reason": "limit.rows"}
-                    raise QueryCutOff("limit.rows", "the result exceeded the row limit while streaming")
+                    raise QueryCutOff(
+                        "limit.rows",
+                        f"the result exceeded the row limit of {self.settings.limits.max_rows} rows while "
+                        "streaming; aggregate or filter",
+                    )
                 writer.write_batch(batch)
                 yield drain()
             writer.close()
