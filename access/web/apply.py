@@ -108,14 +108,14 @@ class Shown:
 
 def explain(problem: Problem, lang: str) -> Shown:
     """Governance's message (English, naming the values); on a Swedish page, what to fix in
-    Swedish first (``apply_problem.<code>`` in ``access.web.i18n``), with the message after it."""
+    Swedish first (``apply_problem.<code>`` in the page's catalogue), with the message after it."""
     code, message = problem
     key = (
         "apply_problem.forbidden_character"
         if code.endswith(".forbidden_character")
         else f"apply_problem.{code}"
     )
-    if lang == "en" or key not in i18n.STRINGS:
+    if lang == "en" or key not in i18n.catalogue(lang):
         return Shown(message)
     return Shown(i18n.translator(lang)(key), message)
 
