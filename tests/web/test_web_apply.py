@@ -80,6 +80,8 @@ def test_file_a_draft_edit_it_and_submit(client, world):
     assert str(r.period[0]) == "2015-01-01"
     page = client.get(f"/web/apply/{rid}")
     assert "Utkastet till ansökan" in page.text or "draft of application" in page.text
+    researcher = client.get("/web/researcher").text  # the draft is reachable from "my requests"
+    assert f'href="/web/apply/{rid}" data-testid="edit-{rid}"' in researcher
     assert 'value="Glucose control after 2015"' in page.text
     assert 'id="var-register_visit.sex" name="variables" value="register_visit.sex" checked' in page.text
 
