@@ -47,6 +47,7 @@ def test_steward_sees_table_and_chart_and_no_withheld_value(client, world, hdp_h
     login(client, world.tokens["s-ndr"])
     r = client.get("/web/prom/ndr?lang=en")
     assert r.status_code == 200
+    assert '<a href="/web/prom" aria-current="page">PROM key figures</a>' in r.text  # in the steward's menu
     assert "default-src 'none'" in r.headers["content-security-policy"]
     assert r.headers["cache-control"] == "no-store"
     html = r.text
