@@ -8,7 +8,6 @@ the governance store's audit logs; it holds user names, ids, counts, reason code
 # No `from __future__ import annotations`: FastAPI must see the Annotated aliases at runtime.
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 from access.errors import Forbidden, NotFound, QueryRefused
 from access.ports import User
 from governance.auditing import GOVERNANCE_LOG, StoreCheckpoints
-from governance.followup import FollowUpError, build_follow_up, parse_since
+from governance.followup import FollowUpError, build_follow_up_for
 from hdp import settings as hdp_settings
 
 OVERSEERS = frozenset({"operator", "admin"})
@@ -53,16 +52,13 @@ def make_router(
         if holder not in {h.id for h in hdp_settings.holders()}:
             raise NotFound("holder.unknown", "no such holder")
         settings = hdp_settings.get_settings()
-        now = datetime.now(UTC)
         try:
-            start = parse_since(since, now=now)
-            end = parse_since(until, now=now) if until else None
-            return build_follow_up(
+            return build_follow_up_for(
                 session,
                 [access_log, settings.audit_dir / GOVERNANCE_LOG],
                 holder=holder,
-                since=start,
-                until=end,
+                since=since,
+                until=until,
                 release=release,
                 checkpoints=StoreCheckpoints(settings.governance_url),
             )

@@ -26,12 +26,11 @@ not verify says so).
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from governance.models import PermitRow
 from governance.permits import permit_status
+from hdp import periods
 from hdp.audit import LOCAL_TZ, AuditLog, CheckpointStore, ReportThresholds
 
 #: Events that read or take data out of a release, by what they count as.
@@ -51,9 +51,6 @@ RESEARCHER_EVENTS = frozenset({QUERY, SCHEMA, OUTPUT_REQUEST, DOWNLOAD})
 FILED, CHECKED = "governance.output.filed", "governance.output.checked"
 APPROVED = "approved"
 
-_SINCE = re.compile(r"^(\d{1,4})([hdw])$")
-_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
 
 class FollowUpError(ValueError):
     """A period or scope the report cannot be made for."""
@@ -61,14 +58,10 @@ class FollowUpError(ValueError):
 
 def parse_since(text: str, *, now: datetime) -> datetime:
     """``30d``, ``12h``, ``2w`` (back from ``now``) or an ISO date/time (UTC if no zone)."""
-    m = _SINCE.match(text.strip())
-    if m:
-        return now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise FollowUpError("since: give a duration such as 30d, 12h, 2w or an ISO date") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return periods.parse_since(text, now=now)
+    except ValueError as exc:
+        raise FollowUpError(f"since: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -350,3 +343,27 @@ def build_follow_up(
         entries, facts, holder=holder, since=since, until=until, release=release, thresholds=thresholds
     )
     return {"generated_at": now.isoformat(), "logs": checked, **report}
+
+
+def build_follow_up_for(
+    session: Session,
+    logs: Sequence[Path],
+    *,
+    holder: str,
+    since: str,
+    until: str | None = None,
+    release: str | None = None,
+    checkpoints: CheckpointStore | None = None,
+) -> dict[str, Any]:
+    """:func:`build_follow_up` over a period as operators type it (``30d`` … or ISO dates, both
+    ends read against one "now"): what the API and the CLI ask for."""
+    now = datetime.now(UTC)
+    return build_follow_up(
+        session,
+        logs,
+        holder=holder,
+        since=parse_since(since, now=now),
+        until=parse_since(until, now=now) if until else None,
+        release=release,
+        checkpoints=checkpoints,
+    )

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from governance.auditing import GOVERNANCE_LOG, StoreCheckpoints, checkpoint_table_exists
-from governance.followup import FollowUpError, build_follow_up, parse_since
+from governance.followup import FollowUpError, build_follow_up_for
 from governance.store import session_scope
 from hdp.settings import get_settings, holders
 
@@ -35,17 +34,14 @@ def follow_up(holder: str, since: str, until: str | None, release: str | None, f
         raise click.BadParameter(f"unknown holder {holder!r}", param_hint="--holder")
     if not checkpoint_table_exists(settings.governance_url):
         raise click.ClickException("the governance store is not set up: run 'hdp governance upgrade'")
-    now = datetime.now(UTC)
     try:
-        start = parse_since(since, now=now)
-        end = parse_since(until, now=now) if until else None
         with session_scope(settings.governance_url, readonly=True) as session:
-            report = build_follow_up(
+            report = build_follow_up_for(
                 session,
                 [settings.audit_dir / ACCESS_LOG, settings.audit_dir / GOVERNANCE_LOG],
                 holder=holder,
-                since=start,
-                until=end,
+                since=since,
+                until=until,
                 release=release,
                 checkpoints=StoreCheckpoints(settings.governance_url),
             )

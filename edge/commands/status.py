@@ -7,29 +7,21 @@ were quarantined" without the Airflow UI: ``hdp status --since 24h --failed``.
 from __future__ import annotations
 
 import json
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import click
 
+from hdp import periods
 from pipelines.monitoring import store
-
-_SPAN = re.compile(r"^(\d+)([mhd])$")
 
 
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """``30m``, ``24h``, ``7d`` (ago) or an ISO date/time (UTC if no offset)."""
-    now = now or datetime.now(UTC)
-    m = _SPAN.match(text.strip())
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        return now - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+    """``30m``, ``24h``, ``7d`` (ago) or an ISO date/time (UTC if no offset): :func:`hdp.periods.parse_since`."""
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: use e.g. 30m, 24h, 7d or an ISO date like 2026-11-21") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+        return periods.parse_since(text, now=now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _n(value: int | None) -> str:
