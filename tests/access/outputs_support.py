@@ -9,8 +9,10 @@ and binds it to the permit, exactly as the release DAG would.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 RECORD_VARIABLES = [
     "register_visit.person_id",
@@ -96,3 +98,22 @@ def airlock_world(
             s, request_id=world.request_id, release_id=release_id, manifest_sha256=sha
         ).id
     return world
+
+
+#: The CSRF token a web form carries.
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def browser(app: Any, token: str, lang: str = "en") -> Any:
+    """A TestClient signed in to the web pages with ``token`` (its own cookie jar, like a browser)."""
+    from fastapi.testclient import TestClient
+
+    c = TestClient(app, base_url="http://testserver")
+    form = c.get(f"/web/login?lang={lang}")
+    r = c.post(
+        "/web/login",
+        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},  # type: ignore[union-attr]
+        follow_redirects=True,
+    )
+    assert r.status_code == 200
+    return c

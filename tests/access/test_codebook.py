@@ -10,6 +10,7 @@ import re
 import pytest
 from access_support import auth
 from hdp_client import Client, NotPermitted
+from outputs_support import browser
 
 from access.codebook import (
     STRUCTURAL,
@@ -217,8 +218,6 @@ def test_client_describe_returns_the_codebook(client, world):
 
 # -- the demo release, built here (slow) ----------------------------------------------------------
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -230,20 +229,6 @@ def demo(tmp_path_factory):
         app = create_app()
         yield built, app
         app.state.service.close()
-
-
-def _browser(app, token, lang):
-    from fastapi.testclient import TestClient
-
-    c = TestClient(app, base_url="http://testserver")
-    form = c.get(f"/web/login?lang={lang}")
-    r = c.post(
-        "/web/login",
-        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
-        follow_redirects=True,
-    )
-    assert r.status_code == 200
-    return c
 
 
 @pytest.mark.slow
@@ -293,8 +278,8 @@ def test_the_codebook_page_in_both_languages_for_the_release_researchers_only(de
         ("sv", "Diagnos (ICD-10-SE)", "Ursprung"),
         ("en", "Diagnosis (ICD-10-SE)", "Provenance"),
     ):
-        page = _browser(app, built.tokens[RESEARCHER], lang).get(path)
+        page = browser(app, built.tokens[RESEARCHER], lang).get(path)
         assert page.status_code == 200
         assert label in page.text and heading in page.text and "condition.recorded_date" in page.text
         assert not re.search(r'(src|href)="(https?:)?//', page.text)  # nothing from outside the machine
-    assert _browser(app, built.tokens[OTHER_RESEARCHER], "en").get(path).status_code == 404
+    assert browser(app, built.tokens[OTHER_RESEARCHER], "en").get(path).status_code == 404

@@ -9,14 +9,13 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from outputs_support import airlock_world
+from outputs_support import CSRF, airlock_world, browser
 
 from governance.store import dispose_all, upgrade
 
 SQL = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
 CONTEXT = "Two cells by sex, each with more than 100 persons; no pseudonyms, no dates."
 COMMENT = "Checked: two cells, smallest has over 100 persons."
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -35,21 +34,6 @@ def app(airlock):
     application = create_app()
     yield application
     application.state.service.close()
-
-
-def browser(app, token: str, lang: str = "en"):
-    """A logged-in TestClient (its own cookie jar, like a browser)."""
-    from fastapi.testclient import TestClient
-
-    c = TestClient(app, base_url="http://testserver")
-    form = c.get(f"/web/login?lang={lang}")
-    r = c.post(
-        "/web/login",
-        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
-        follow_redirects=True,
-    )
-    assert r.status_code == 200
-    return c
 
 
 def csrf(c, path: str) -> str:

@@ -12,12 +12,11 @@ import pyarrow as pa
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "access"))  # outputs_support
-from outputs_support import airlock_world  # noqa: E402
+from outputs_support import CSRF, airlock_world, browser  # noqa: E402
 
 from access.web.workspace import MAX_BARS, bar_chart  # noqa: E402
 
 GROUPED = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CONTEXT = "Two cells by sex, each with more than 100 persons; no pseudonyms, no dates."
 
 
@@ -38,20 +37,6 @@ def app(airlock):
     application = create_app()
     yield application
     application.state.service.close()
-
-
-def browser(app, token: str, lang: str = "en"):
-    from fastapi.testclient import TestClient
-
-    c = TestClient(app, base_url="http://testserver")
-    form = c.get(f"/web/login?lang={lang}")
-    r = c.post(
-        "/web/login",
-        data={"token": token, "csrf_token": CSRF.search(form.text).group(1), "next": ""},
-        follow_redirects=True,
-    )
-    assert r.status_code == 200
-    return c
 
 
 def run(c, release_id: str, sql: str, csrf: str | None = None):
