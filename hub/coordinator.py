@@ -204,21 +204,21 @@ class Hub:
         from pipelines.outcomes.pooling import key_figures_from_document
 
         documents = message.body.get("figures")
-        if not isinstance(documents, list) or not 1 <= len(documents) <= 2:
-            raise TaskRefused("keyfigures.invalid", "figures must be one or two key-figure documents")
-        periods = set()
-        for document in documents:
-            try:
-                figures, _ = key_figures_from_document(document)
-            except ValueError:
-                raise TaskRefused(
-                    "keyfigures.invalid", "a document does not follow the key-figure format"
-                ) from None
-            if node_party(figures.holder) != message.sender:
-                raise TaskRefused("keyfigures.not_own", "a node publishes its own holder's key figures only")
-            periods.add(figures.period)
-        if len(periods) != len(documents):
-            raise TaskRefused("keyfigures.invalid", "one document per period kind")
+        if not isinstance(documents, list) or len(documents) != 1:
+            # Year and quarter tables side by side would give a withheld quarter back by subtraction
+            # (a year's responses are its quarters' sum): a node publishes one period kind.
+            raise TaskRefused(
+                "keyfigures.one_period", "figures must be one key-figure document (one period kind)"
+            )
+        try:
+            figures, _ = key_figures_from_document(documents[0])
+        except ValueError:
+            raise TaskRefused(
+                "keyfigures.invalid", "the document does not follow the key-figure format"
+            ) from None
+        if node_party(figures.holder) != message.sender:
+            raise TaskRefused("keyfigures.not_own", "a node publishes its own holder's key figures only")
+        periods = {figures.period}
         self.state.put_key_figures(message.sender, documents)
         return {"periods": sorted(periods)}
 

@@ -20,6 +20,9 @@ from pipelines.outcomes.pooling import key_figures_document
 
 log = logging.getLogger(__name__)
 
+#: The one period kind a node publishes (see :func:`published_documents`).
+PUBLISHED_PERIOD: Period = "year"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -74,22 +77,21 @@ def load_source(path: Path) -> Source | str:
 
 
 def published_documents(path: Path, *, holder: str, threshold: int) -> list[dict[str, Any]]:
-    """The holder's key figures by year and by quarter as the documents a node publishes (every
-    cell already under ``threshold``); empty when the research zone has no scored PROM table."""
+    """The holder's key figures by year as the document a node publishes (every cell already under
+    ``threshold``); empty when the research zone has no scored PROM table.
+
+    By year only: published beside the yearly table, a quarterly one would give a withheld
+    quarter back by subtraction (a year's responses are the sum of its quarters'). The holder's
+    own stewards see both on their page; what leaves the node is one period kind."""
     source = load_source(path)
     if isinstance(source, str):
         return []
-    periods: tuple[Period, ...] = ("year", "quarter")
-    return [
-        key_figures_document(
-            key_figures(
-                source.responses,
-                holder=holder,
-                threshold=threshold,
-                columns=source.columns,
-                period=period,
-                denominator=source.denominator,
-            )
-        )
-        for period in periods
-    ]
+    figures = key_figures(
+        source.responses,
+        holder=holder,
+        threshold=threshold,
+        columns=source.columns,
+        period=PUBLISHED_PERIOD,
+        denominator=source.denominator,
+    )
+    return [key_figures_document(figures)]

@@ -259,7 +259,7 @@ def test_the_status_of_an_unknown_permit_is_404(hub):
     assert r.status_code == 404 and r.json()["error"] == "permit.unknown"
 
 
-def _key_figures_documents(holder_id: str, persons: int = 30) -> list[dict]:
+def _key_figures_documents(holder_id: str, persons: int = 30, periods=("year",)) -> list[dict]:
     from datetime import date
 
     import pyarrow as pa
@@ -278,7 +278,7 @@ def _key_figures_documents(holder_id: str, persons: int = 30) -> list[dict]:
     )
     return [
         key_figures_document(key_figures(responses, holder=holder_id, threshold=5, period=period))
-        for period in ("year", "quarter")
+        for period in periods
     ]
 
 
@@ -295,14 +295,23 @@ def test_published_key_figures_are_pooled_and_only_a_nodes_own_are_taken(hub):
     malformed = _key_figures_documents("region_skane")
     malformed[0]["rows"][0]["persons"] = {"value": 3.0, "low": None, "high": None, "persons": 3}
     assert send("region_skane", {"figures": malformed}).json()["error"] == "keyfigures.invalid"
+    # year and quarter together would give a withheld quarter back by subtraction: refused
+    nested = _key_figures_documents("region_skane", periods=("year", "quarter"))
+    assert send("region_skane", {"figures": nested}).json()["error"] == "keyfigures.one_period"
     twice = _key_figures_documents("region_skane")
-    assert send("region_skane", {"figures": [twice[0], twice[0]]}).json()["error"] == "keyfigures.invalid"
+    assert send("region_skane", {"figures": twice * 2}).json()["error"] == "keyfigures.one_period"
     doc = hub.get("/catalogue/prom-key-figures.json?period=year").json()
     assert sorted(h["holder"] for h in doc["holders"]) == ["ndr", "region_skane"]
     (row,) = doc["federation"]["rows"]
     assert row["responses"]["value"] == 70 and row["persons"]["persons"] == 70
+    assert hub.get("/catalogue/prom-key-figures.json?period=quarter").json()["federation"] is None
+    quarterly = _key_figures_documents("ndr", 40, periods=("quarter",))  # a node that publishes quarters
+    assert send("ndr", {"figures": quarterly}).status_code == 202
     quarters = hub.get("/catalogue/prom-key-figures.json?period=quarter").json()["federation"]["rows"]
     assert [r["period"] for r in quarters] == ["2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4"]
+    assert [h["holder"] for h in hub.get("/catalogue/prom-key-figures.json").json()["holders"]] == [
+        "region_skane"
+    ]  # ndr's quarters replaced its year: the hub never holds both of one node
     assert hub.get("/catalogue/prom-key-figures.json?period=month").status_code == 400
     page = hub.get("/web/federation/prom?lang=sv")
     assert page.status_code == 200 and "PROM-nyckeltal i federationen" in page.text

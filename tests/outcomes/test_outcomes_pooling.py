@@ -187,3 +187,20 @@ def test_a_malformed_document_is_refused_whole(mutate):
     mutate(doc)
     with pytest.raises(ValueError):
         key_figures_from_document(doc)
+
+
+def test_a_node_publishes_one_period_kind_only(tmp_path):
+    """Year and quarter tables published together would give a withheld quarter back by
+    subtraction (a year's responses are its quarters' sum): what leaves a node is by year."""
+    import duckdb
+
+    from pipelines.outcomes.source import published_documents
+
+    path = tmp_path / "research.duckdb"
+    con = duckdb.connect(str(path))
+    con.register("responses", _responses("a", 40, 13))
+    con.execute("CREATE TABLE prom_response AS SELECT * FROM responses")
+    con.close()
+    documents = published_documents(path, holder="ndr", threshold=5)
+    assert [d["period"] for d in documents] == ["year"]
+    assert published_documents(tmp_path / "absent.duckdb", holder="ndr", threshold=5) == []
