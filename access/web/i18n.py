@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
 from functools import cache
 from pathlib import Path
 
-from babel.dates import format_date
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -124,8 +122,3 @@ def format_number(value: float | int, lang: str, *, digits: int | None = None) -
     """A number in the page's locale (``12 012`` / ``12,012``; ``0,85`` / ``0.85``)."""
     pattern = None if digits is None else "#,##0." + "0" * digits if digits else "#,##0"
     return format_decimal(value, format=pattern, locale=LOCALES[lang])
-
-
-def format_day(value: date | datetime, lang: str) -> str:
-    """A date in the page's locale, medium length (``3 dec. 2026`` / ``3 Dec 2026``)."""
-    return format_date(value, format="medium", locale=LOCALES[lang])
