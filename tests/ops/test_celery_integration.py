@@ -50,6 +50,7 @@ def _prepare(stack, mp) -> None:
     from governance import store as gov_store
     from hdp.settings import get_settings
     from pipelines.monitoring import store
+    from privacy import audit_key
     from synthetic_data.generate import generate
 
     # This process (governance set-up, checks) sees the same settings as the workers.
@@ -57,6 +58,10 @@ def _prepare(stack, mp) -> None:
         mp.setenv(key, stack.env[key])
     get_settings.cache_clear()
     store.dispose_all()
+    # Keyed audit entries from this process too, as from every deployed process (the workers
+    # key the governance log; an unkeyed entry after theirs is refused). Importing edge.cli
+    # used to do this by accident when another test ran first.
+    audit_key.configure()
     generate(persons=PERSONS, seed=SEED)
     url = get_settings().governance_url
     gov_store.upgrade(url)  # what the compose file's airflow-init does
