@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import html
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +49,8 @@ if TYPE_CHECKING:  # GX is imported inside render() and its steps only (slow; an
 
         show_how_to_buttons: bool
 
+
+log = logging.getLogger(__name__)
 
 #: The one Data Docs site of a run's GX project.
 SITE_NAME = "hdp_run"
@@ -349,12 +352,70 @@ def render(quality_dir: Path, result: GateResult, checks: dict[str, Check]) -> P
     suites = [_table_suite(result, table, by_table[table], checks, run_time) for table in sorted(by_table)]
     with _locked(quality_dir / "docs" / f"{run}.lock"):
         context = _run_context(quality_dir / "gx" / run, site_dir)
+        set_aside_foreign_results(quality_dir / "gx" / run)
         keys = _store_suites(context, suites, result.run_id, run_time)
-        # only this gate's pages are (re)built; the index still lists every page of the run
-        context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=keys)
+        # Only this gate's pages are (re)built, and GX's own index is not: ours replaces it, and
+        # GX's builder lists every file under the site's validations/ as a result key (a file it
+        # did not write there, an operator's copy say, made it raise IndexError).
+        context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=keys, build_index=False)
         _make_offline(site_dir)
         _write_index(site_dir, result.run_id, _index_rows(context, site_dir))
     return site_dir / "index.html"
+
+
+#: Where a run's GX project keeps its validation results (GX's default for a file context).
+_RESULTS_STORE = Path("gx", "uncommitted", "validations")
+#: Foreign files found in that store are moved here, kept for the operator.
+SET_ASIDE = "set-aside"
+
+
+def set_aside_foreign_results(project_dir: Path) -> int:
+    """Move every ``.json`` file of the run's validation-results store that GX could not read back
+    as a result out of the store, into ``<project>/set-aside/`` (kept, not deleted); returns how many.
+
+    GX lists the whole store on every build and parses each path as a result key, so one stray
+    file (a copy, a note, a truncated write) stopped every later gate of the run from rendering.
+    A result GX wrote is ``<zone>/<scope>/<table>/<run>/<time>/<batch>.json`` holding a JSON
+    object; anything else is foreign.
+    """
+    store = project_dir / _RESULTS_STORE
+    if not store.is_dir():
+        return 0
+    moved = 0
+    # GX lists only files ending in .json (its own .ge_store_backend_id and the like stay)
+    for path in sorted(p for p in store.rglob("*.json") if p.is_file()):
+        if _is_result_file(path, store):
+            continue
+        target = project_dir / SET_ASIDE / path.relative_to(store)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        moved += 1
+    if moved:
+        log.warning(
+            "docs.foreign_result_files: %d file(s) in %s were not validation results; moved to %s",
+            moved,
+            store,
+            project_dir / SET_ASIDE,
+        )
+    return moved
+
+
+def _is_result_file(path: Path, store: Path) -> bool:
+    """Whether GX reads ``path`` back as a result: GX's own parser turns its folders into a key
+    (suite folders, run name, run time, batch) that maps back to this path, and it holds a JSON
+    object."""
+    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
+
+    parts = path.relative_to(store).with_suffix("").parts
+    if len(parts) < 4:
+        return False
+    try:
+        # GX takes an unparseable run time for "now": the key must give back its own path
+        if ValidationResultIdentifier.from_tuple(parts).to_tuple() != parts:
+            return False
+        return isinstance(json.loads(path.read_bytes()), dict)
+    except (ValueError, TypeError, IndexError, OSError):
+        return False
 
 
 def _make_offline(site_dir: Path) -> None:

@@ -236,3 +236,46 @@ def test_data_docs_of_a_real_gate_load_nothing_from_outside(zones):
     site = Path(result.docs_path).parent
     assert _assert_site_offline(site) >= 5
     assert "raw.region_uppsala." in Path(result.docs_path).read_text()
+
+
+@pytest.mark.slow
+def test_foreign_files_in_the_run_stop_no_later_gate_and_are_kept(hdp_home, caplog):
+    """A file GX did not write, in the site's validations/ or in the run's results store (an
+    operator's copy, a note, a truncated write), used to make every later build of the run raise
+    IndexError. Now the site is built, the store's foreign files are moved aside (kept, counted,
+    logged), and the index lists exactly the run's validations."""
+    quality_dir = hdp_home.quality_dir
+    docs.render(
+        quality_dir, gate_result("run 1", "ndr", datetime(2026, 12, 4, 9, 30, 5, tzinfo=UTC), passed=True), {}
+    )
+    site = docs.docs_index(quality_dir, "run 1").parent
+    project = next((quality_dir / "gx").iterdir())
+    store = project / "gx" / "uncommitted" / "validations"
+    foreign = {
+        "copy.json": b"{}",
+        "raw/ndr/notes.json": b'{"a": 1}',  # too short to be a result key
+        "raw/ndr/prom_response/run 1/not-a-time/prom_response.json": b"{}",  # run time unparseable
+        "raw/ndr/x/run 1/20261204T093005.000000Z/x.json": b'{"trunc',  # a result's shape, no JSON
+    }
+    for name, data in foreign.items():
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(data)
+    (store / "README.txt").write_text("ignored by GX: kept where it is")
+    (site / "validations" / "stray.html").write_text("<p>an operator's copy</p>")
+    (site / "validations" / "a" / "b").mkdir(parents=True)
+    (site / "validations" / "a" / "b" / "page.html").write_text("<p>x</p>")
+
+    with caplog.at_level("WARNING", logger="pipelines.quality.docs"):
+        index = docs.render(
+            quality_dir,
+            gate_result("run 1", "region_uppsala", datetime(2026, 12, 4, 9, 31, 7, tzinfo=UTC), passed=False),
+            {},
+        )
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["docs.foreign_result_files"]
+    assert "4 file(s)" in caplog.records[0].getMessage()
+    for name, data in foreign.items():  # kept for the operator, byte for byte
+        assert not (store / name).exists() and (project / docs.SET_ASIDE / name).read_bytes() == data
+    assert (store / "README.txt").exists() and (store / ".ge_store_backend_id").exists()
+    assert len(docs.index_rows(quality_dir, "run 1")) == 4
+    assert "raw.region_uppsala.register_visit" in index.read_text()
+    assert docs.set_aside_foreign_results(project) == 0  # nothing left to move
