@@ -556,8 +556,9 @@ class Node:
         self.publish_key_figures()
 
     def publish_key_figures(self) -> None:
-        """The holder's PROM key figures (by year and quarter), computed here under this node's
-        own min_cell_count: only published cells leave, for the hub's federation figures."""
+        """The holder's PROM key figures by year, computed here under this node's own
+        min_cell_count and through its differencing guard (state owner-only in the node's private
+        federation directory), for the hub's federation figures."""
         from pipelines.outcomes.keyfigures import threshold_for
         from pipelines.outcomes.source import published_documents
 
@@ -565,6 +566,7 @@ class Node:
             self.settings.research_db(self.holder_id),
             holder=self.holder_id,
             threshold=threshold_for(self.holder_id),
+            guard_dir=self.settings.ensure_restricted(self.settings.restricted / "federation"),
         )
         if documents:
             self.send("prom_key_figures", {"figures": documents}, permit=None)

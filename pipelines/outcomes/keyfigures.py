@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +52,10 @@ TOO_FEW_PERSONS = "keyfigures.too_few_persons"
 SMALL_COMPLEMENT = "keyfigures.small_complement"  # the share's "other side" is a small cell
 NO_DENOMINATOR = "keyfigures.no_denominator"
 NO_VALUES = "keyfigures.no_values"
-REASONS = (TOO_FEW_PERSONS, SMALL_COMPLEMENT, NO_DENOMINATOR, NO_VALUES)
+#: A node cannot vouch for this cell against its earlier publications (its differencing guard's
+#: state is missing or damaged, see :mod:`pipelines.outcomes.differencing`): nothing new leaves.
+GUARD_UNAVAILABLE = "keyfigures.guard_unavailable"
+REASONS = (TOO_FEW_PERSONS, SMALL_COMPLEMENT, NO_DENOMINATOR, NO_VALUES, GUARD_UNAVAILABLE)
 
 Period = Literal["year", "quarter"]
 
@@ -126,6 +129,19 @@ class PeriodFigures:
             "mean_vas": self.mean_vas,
             "improved_share": self.improved_share,
         }
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """What each person adds to one period's figures: the figures are computed from exactly this,
+    and a node's differencing guard (:mod:`pipelines.outcomes.differencing`) audits exactly this.
+    Keys are the research zone's person pseudonyms; this never leaves the node."""
+
+    responders: Mapping[Any, int]  # person -> response rows dated in the period
+    denominator: frozenset[Any] | None  # the denominator's persons of the period; None: no denominator
+    index: Mapping[Any, float]  # person -> the index value the mean counts (first of the period)
+    vas: Mapping[Any, float]  # person -> the VAS value the mean counts
+    improved: Mapping[Any, bool]  # paired person (follow-up in the period) -> improved
 
 
 @dataclass(frozen=True)
@@ -259,11 +275,98 @@ def key_figures(
     ``threshold`` defaults to the holder's ``min_cell_count`` (:func:`threshold_for`).
     ``denominator`` (person, date columns ``denominator_columns``) gives the response rate.
     """
+    return key_figures_and_contributions(
+        data,
+        holder=holder,
+        threshold=threshold,
+        columns=columns,
+        period=period,
+        denominator=denominator,
+        denominator_columns=denominator_columns,
+        rule=rule,
+        improvement=improvement,
+        confidence=confidence,
+    )[0]
+
+
+def key_figures_and_contributions(
+    data: pa.Table,
+    *,
+    holder: str,
+    threshold: int | None = None,
+    columns: KeyFigureColumns = PROM_COLUMNS,
+    period: Period = "year",
+    denominator: pa.Table | None = None,
+    denominator_columns: tuple[str, str] = ("person_id", "visit_date"),
+    rule: PairingRule = YEAR_ON_YEAR,
+    improvement: Improvement = Improvement(),
+    confidence: float = 0.95,
+) -> tuple[KeyFigures, dict[str, Contributions]]:
+    """:func:`key_figures` and, per period label, the :class:`Contributions` they were computed
+    from (what a publishing node's differencing guard needs)."""
     if period not in ("year", "quarter"):
         raise ValueError(f"period must be 'year' or 'quarter', not {period!r}")
     if not 0 < confidence < 1:
         raise ValueError("confidence must be between 0 and 1")
     k = threshold_for(holder) if threshold is None else max(int(threshold), 1)
+    contributions = period_contributions(
+        data,
+        columns=columns,
+        period=period,
+        denominator=denominator,
+        denominator_columns=denominator_columns,
+        rule=rule,
+        improvement=improvement,
+    )
+    kf = KeyFigures(
+        holder=holder,
+        threshold=k,
+        period=period,
+        rows=tuple(figures_of(label, c, k, confidence) for label, c in contributions.items()),
+        improvement=improvement,
+        rule=rule,
+        notes=(NO_DENOMINATOR,) if denominator is None else (),
+    )
+    return kf, contributions
+
+
+def figures_of(label: str, c: Contributions, threshold: int, confidence: float = 0.95) -> PeriodFigures:
+    """One period's figures from its contributions, each under the disclosure rule."""
+    k = threshold
+    n = len(c.responders)
+    responses = (
+        Figure(value=float(sum(c.responders.values())), persons=n)
+        if n >= k
+        else Figure.withhold(TOO_FEW_PERSONS)
+    )
+    if c.denominator is None:
+        rate = Figure.withhold(NO_DENOMINATOR)
+    else:
+        rate = _share_figure(sum(1 for p in c.denominator if p in c.responders), len(c.denominator), k)
+    return PeriodFigures(
+        period=label,
+        responses=responses,
+        persons=_count_figure(n, k),
+        response_rate=rate,
+        mean_index=_mean_figure(np.fromiter(c.index.values(), dtype="float64"), k, confidence),
+        mean_vas=_mean_figure(np.fromiter(c.vas.values(), dtype="float64"), k, confidence),
+        improved_share=_share_figure(sum(c.improved.values()), len(c.improved), k),
+    )
+
+
+def period_contributions(
+    data: pa.Table,
+    *,
+    columns: KeyFigureColumns = PROM_COLUMNS,
+    period: Period = "year",
+    denominator: pa.Table | None = None,
+    denominator_columns: tuple[str, str] = ("person_id", "visit_date"),
+    rule: PairingRule = YEAR_ON_YEAR,
+    improvement: Improvement = Improvement(),
+) -> dict[str, Contributions]:
+    """Per period label (sorted), what each person contributes to the figures."""
+    if period not in ("year", "quarter"):
+        raise ValueError(f"period must be 'year' or 'quarter', not {period!r}")
     needed = [columns.person, columns.date, columns.index] + [c for c in (columns.vas,) if c]
     if improvement.measure == "pchc":
         if not columns.profile:
@@ -297,11 +400,8 @@ def key_figures(
     )
 
     # Denominator persons per period.
-    notes: list[str] = []
-    denom_persons: dict[str, set[str]] | None = None
-    if denominator is None:
-        notes.append(NO_DENOMINATOR)
-    else:
+    denom_persons: dict[str, set[Any]] | None = None
+    if denominator is not None:
         dp, dd = denominator_columns
         dlabels = _period_labels(_as_date(denominator.column(dd)), period)
         dids = denominator.column(dp).to_pylist()
@@ -315,45 +415,22 @@ def key_figures(
 
     ids = data.column(columns.person).to_pylist()
     periods = sorted({lab for lab, ok in zip(labels, usable, strict=True) if ok} | set(pairs_by_period))
-    rows = []
+    out: dict[str, Contributions] = {}
     for lab in periods:
         in_period = usable & (labels == lab)
-        n_rows = int(np.count_nonzero(in_period))
-        responders = {ids[i] for i in np.flatnonzero(in_period)}
-        responses = (
-            Figure(value=float(n_rows), persons=len(responders))
-            if len(responders) >= k
-            else Figure.withhold(TOO_FEW_PERSONS)
-        )
-        persons = _count_figure(len(responders), k)
-        if denom_persons is None:
-            rate = Figure.withhold(NO_DENOMINATOR)
-        else:
-            base = denom_persons.get(lab, set())
-            rate = _share_figure(len(responders & base), len(base), k)
+        responders: dict[Any, int] = {}
+        for i in np.flatnonzero(in_period):
+            responders[ids[i]] = responders.get(ids[i], 0) + 1
         first_index = _first_per_person(person, day, in_period & ~np.isnan(index))
         first_vas = _first_per_person(person, day, in_period & ~np.isnan(vas))
-        improved, paired = pairs_by_period.get(lab, (0, 0))
-        rows.append(
-            PeriodFigures(
-                period=lab,
-                responses=responses,
-                persons=persons,
-                response_rate=rate,
-                mean_index=_mean_figure(index[first_index], k, confidence),
-                mean_vas=_mean_figure(vas[first_vas], k, confidence),
-                improved_share=_share_figure(improved, paired, k),
-            )
+        out[lab] = Contributions(
+            responders=responders,
+            denominator=None if denom_persons is None else frozenset(denom_persons.get(lab, ())),
+            index={ids[i]: float(index[i]) for i in first_index},
+            vas={ids[i]: float(vas[i]) for i in first_vas},
+            improved=pairs_by_period.get(lab, {}),
         )
-    return KeyFigures(
-        holder=holder,
-        threshold=k,
-        period=period,
-        rows=tuple(rows),
-        improvement=improvement,
-        rule=rule,
-        notes=tuple(notes),
-    )
+    return out
 
 
 def _improvement_by_period(
@@ -363,8 +440,8 @@ def _improvement_by_period(
     rule: PairingRule,
     improvement: Improvement,
     period: Period,
-) -> dict[str, tuple[int, int]]:
-    """(improved persons, paired persons with a known change) per period of the follow-up."""
+) -> dict[str, dict[Any, bool]]:
+    """Per period of the follow-up: each paired person with a known change -> improved."""
     vas_col = columns.vas if improvement.measure == "vas" else None
     profile_col = columns.profile if improvement.measure == "pchc" else None
     keep = [columns.person, columns.index] + [c for c in (vas_col, profile_col) if c]
@@ -396,12 +473,13 @@ def _improvement_by_period(
         return {}
     labels = _period_labels(pairs.column("follow_up_date"), period)
     person = _codes(pairs.column(columns.person))
+    ids = pairs.column(columns.person).to_pylist()
     day = np.asarray(
         pc.cast(pairs.column("follow_up_date"), pa.int32()).to_numpy(zero_copy_only=False), dtype=np.int64
     )
     better_np = np.asarray(pairs.column("__better").to_numpy(zero_copy_only=False), dtype=bool)
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, dict[Any, bool]] = {}
     for lab in sorted(set(labels)):
         first = _first_per_person(person, day, labels == lab)
-        out[lab] = (int(np.count_nonzero(better_np[first])), len(first))
+        out[lab] = {ids[i]: bool(better_np[i]) for i in first}
     return out

@@ -15,7 +15,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.outcomes.keyfigures import EQ5D_COLUMNS, PROM_COLUMNS, KeyFigureColumns, Period, key_figures
+from pipelines.outcomes.differencing import guard_key_figures
+from pipelines.outcomes.keyfigures import (
+    EQ5D_COLUMNS,
+    PROM_COLUMNS,
+    KeyFigureColumns,
+    Period,
+    key_figures_and_contributions,
+)
 from pipelines.outcomes.pooling import key_figures_document
 
 log = logging.getLogger(__name__)
@@ -76,17 +83,22 @@ def load_source(path: Path) -> Source | str:
         con.close()
 
 
-def published_documents(path: Path, *, holder: str, threshold: int) -> list[dict[str, Any]]:
+def published_documents(path: Path, *, holder: str, threshold: int, guard_dir: Path) -> list[dict[str, Any]]:
     """The holder's key figures by year as the document a node publishes (every cell already under
     ``threshold``); empty when the research zone has no scored PROM table.
 
     By year only: published beside the yearly table, a quarterly one would give a withheld
     quarter back by subtraction (a year's responses are the sum of its quarters'). The holder's
-    own stewards see both on their page; what leaves the node is one period kind."""
+    own stewards see both on their page; what leaves the node is one period kind.
+
+    Through the node's differencing guard (:mod:`pipelines.outcomes.differencing`, its state in
+    the node's private ``guard_dir``): a cell changes only when no combination with what the node
+    published before isolates fewer than ``threshold`` persons, else the earlier cell is re-sent;
+    a guard that cannot read its state withholds every cell. There is no unguarded path."""
     source = load_source(path)
     if isinstance(source, str):
         return []
-    figures = key_figures(
+    figures, contributions = key_figures_and_contributions(
         source.responses,
         holder=holder,
         threshold=threshold,
@@ -94,4 +106,4 @@ def published_documents(path: Path, *, holder: str, threshold: int) -> list[dict
         period=PUBLISHED_PERIOD,
         denominator=source.denominator,
     )
-    return [key_figures_document(figures)]
+    return [key_figures_document(guard_key_figures(figures, contributions, guard_dir))]

@@ -201,6 +201,8 @@ def test_a_node_publishes_one_period_kind_only(tmp_path):
     con.register("responses", _responses("a", 40, 13))
     con.execute("CREATE TABLE prom_response AS SELECT * FROM responses")
     con.close()
-    documents = published_documents(path, holder="ndr", threshold=5)
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    documents = published_documents(path, holder="ndr", threshold=5, guard_dir=guard)
     assert [d["period"] for d in documents] == ["year"]
-    assert published_documents(tmp_path / "absent.duckdb", holder="ndr", threshold=5) == []
+    assert published_documents(tmp_path / "absent.duckdb", holder="ndr", threshold=5, guard_dir=guard) == []
