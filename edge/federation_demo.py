@@ -13,7 +13,8 @@ story:
 6. the hub issues the permits; the nodes share each project key among themselves, build their
    parts and deliver them; the secure environment assembles the record-level release;
 7. the researcher queries the release in the secure environment, and asks a federated
-   aggregate question that every node answers under its own thresholds;
+   aggregate question that every node holding its table answers under its own thresholds (the
+   register NDR holds no FHIR patient table: the answer names it as left out, not as a gap);
 8. everything is stopped; tables show each node's pipeline figures (rows, quarantine by reason,
    quality gate), the approvals per steward and the releases; the last lines say where the logs
    and the (owner-only) credentials file are, and how to start each part again.
@@ -383,7 +384,13 @@ def run_federated_demo(
                 "federated aggregate query (patients by sex)",
                 federated_query,
                 lambda r: (
-                    f" answered by {len(r.get('nodes_answered', []))} nodes: "
+                    f" answered by {len(r.get('nodes_answered', []))} nodes"
+                    + (
+                        f" ({', '.join(r['nodes_without_these_tables'])} without the table)"
+                        if r.get("nodes_without_these_tables")
+                        else ""
+                    )
+                    + ": "
                     + ", ".join(f"{row[0]} {row[1]}" for row in r.get("rows", [])[:4])
                 ),
             )
