@@ -55,7 +55,7 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 
 test: venv
-	$(BIN)/python -m pytest -q --cov --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 --cov --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
