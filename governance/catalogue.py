@@ -116,6 +116,12 @@ _HEALTH = {
     "eq5d_level_sum",
     "eq5d_index_se_5l_tto_2020",
     "eq5d_index_se_5l_vas_2020",
+    # positive or not, one PREM answer each: coarser than the answer (health), no profile of them
+    "prem_respect_positive",
+    "prem_involvement_positive",
+    "prem_information_positive",
+    "prem_accessibility_positive",
+    "prem_overall_positive",
 }
 
 

@@ -70,7 +70,8 @@ import pyarrow.compute as pc
 from hdp.settings import Settings, get_settings
 from pipelines import quarantine
 from pipelines.clean_writer import TableSource, write_duckdb
-from pipelines.outcomes.sql import SQL_TYPES, score_sql
+from pipelines.outcomes.sql import SQL_TYPES, SURVEY_SQL_TYPE, score_sql, survey_positive_sql
+from pipelines.outcomes.survey import SurveyError
 from pipelines.outcomes.valuesets import ValueSetError
 from pipelines.quality.quarantine_rows import FHIR_TABLES, not_quarantined_sql
 from pipelines.quality.quarantine_rows import STAGE as QUALITY_STAGE
@@ -365,13 +366,30 @@ def _eq5d_sql(rule: TableRule, c: ColumnRule, cols: set[str] | None) -> str:
     return expr
 
 
+def _survey_sql(rule: TableRule, c: ColumnRule, cols: set[str] | None) -> str:
+    """A ``survey`` column: 1/0/NULL, is the raw answer ``r.<from>`` positive
+    (:func:`pipelines.outcomes.sql.survey_positive_sql`, schemas/surveys/). An answer column the
+    holder did not deliver gives a NULL INTEGER; an unknown survey or dimension stops the run."""
+    try:
+        expr = survey_positive_sql(f"r.{_q(c.answer or '')}", c.dimension or "", c.survey or "")
+    except SurveyError as exc:
+        raise PseudonymiseError(f"policy table {rule.name}, column {c.name}: {exc}") from exc
+    if cols is not None and c.answer not in cols:
+        return f"CAST(NULL AS {SURVEY_SQL_TYPE})"
+    return expr
+
+
+#: derived-column actions and their compilers (``cols=None``: check only)
+_DERIVED = {"eq5d": _eq5d_sql, "survey": _survey_sql}
+
+
 def check_derived_columns(policy: PseudonymisePolicy) -> None:
-    """Compile every derived (``eq5d``) column of the policy; raise PseudonymiseError if one
-    cannot be (unknown value set, value set for another instrument)."""
+    """Compile every derived (``eq5d``, ``survey``) column of the policy; raise PseudonymiseError
+    if one cannot be (unknown value set or survey, value set for another instrument, ...)."""
     for rule in policy.tables:
         for c in rule.columns:
-            if c.action == "eq5d":
-                _eq5d_sql(rule, c, None)
+            if c.action in _DERIVED:
+                _DERIVED[c.action](rule, c, None)
 
 
 def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
@@ -383,8 +401,8 @@ def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
         if c.source and c.source not in cols:
             select.append(f"NULL AS {_q(c.name)}")  # holder did not deliver this column
             continue
-        if c.action == "eq5d":
-            expr = _eq5d_sql(rule, c, cols)
+        if c.action in _DERIVED:
+            expr = _DERIVED[c.action](rule, c, cols)
         elif c.action == "person_id":
             expr = "pm.person_id"
         elif c.action in ("birth_year", "sex") and c.fallback and c.fallback in cols:

@@ -24,7 +24,18 @@ from hdp.settings import SCHEMAS_DIR
 POLICY_DIR = SCHEMAS_DIR / "policies"
 
 RESEARCH_ACTIONS = frozenset(
-    {"person_id", "birth_year", "sex", "id_type", "county", "year", "resource_pseudonym", "keep", "eq5d"}
+    {
+        "person_id",
+        "birth_year",
+        "sex",
+        "id_type",
+        "county",
+        "year",
+        "resource_pseudonym",
+        "keep",
+        "eq5d",
+        "survey",
+    }
 )
 #: ``eq5d`` (a score derived from the five EQ-5D dimensions, computed as the research table is
 #: written: pipelines.outcomes.sql): the scores, and how many dimensions a rule names (profile
@@ -35,6 +46,10 @@ EQ5D_SCORES = frozenset({"profile", "level_sum", "index"})
 EQ5D_DIMENSIONS = 5
 _EQ5D_KEYS = frozenset({"score", "value_set", "levels", "dimensions"})
 _VALUE_SET_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+#: ``survey`` (is one patient-survey answer positive: 1, 0 or NULL, pipelines.outcomes.sql): the
+#: survey's id under schemas/surveys/, its dimension, and the raw answer column ('from'). The
+#: survey and dimension are resolved (an unknown one refused) where the expression is compiled.
+_SURVEY_KEYS = frozenset({"survey", "dimension"})
 RELEASE_ACTIONS = frozenset({"keep", "drop", "year", "band5", "month", "shift", "top_code", "county"})
 
 
@@ -62,6 +77,10 @@ class ColumnRule:
     value_set: str | None = None
     levels: int | None = None
     dimensions: tuple[str, ...] = ()
+    #: survey: the survey id (schemas/surveys/), its dimension, and the raw answer column
+    survey: str | None = None
+    dimension: str | None = None
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,7 @@ class TableRule:
         used = {c.source for c in self.columns if c.source}
         used |= {c.fallback for c in self.columns if c.fallback}
         used |= {d for c in self.columns for d in c.dimensions}
+        used |= {c.answer for c in self.columns if c.answer}
         used |= {x for x in (self.identifier, self.via_patient, self.patient_key) if x}
         if self.record_key:
             used.add(self.record_key[1])
@@ -130,15 +150,34 @@ def _eq5d_col(raw: dict[str, Any], table: str) -> ColumnRule:
     )
 
 
+def _survey_col(raw: dict[str, Any], table: str) -> ColumnRule:
+    where = f"table {table}: column {raw.get('name')!r} (survey)"
+    survey, dimension, answer = raw.get("survey"), raw.get("dimension"), raw.get("from")
+    if not isinstance(survey, str) or not _VALUE_SET_ID.match(survey):
+        raise PolicyError(f"{where}: 'survey' must be the id of a survey under schemas/surveys/")
+    if not isinstance(dimension, str) or not dimension:
+        raise PolicyError(f"{where}: needs 'dimension', one of the survey's dimensions")
+    if not isinstance(answer, str) or not answer:
+        raise PolicyError(f"{where}: needs 'from', the raw answer column")
+    return ColumnRule(name=raw["name"], action="survey", survey=survey, dimension=dimension, answer=answer)
+
+
+#: the keys only one action takes
+_ACTION_KEYS = {"eq5d": _EQ5D_KEYS, "survey": _SURVEY_KEYS}
+
+
 def _col(raw: dict[str, Any], table: str) -> ColumnRule:
     action = raw.get("action")
     if action not in RESEARCH_ACTIONS:
         raise PolicyError(f"table {table}: column {raw.get('name')!r} has unknown action {action!r}")
+    for owner, keys in _ACTION_KEYS.items():
+        stray = sorted(keys & set(raw)) if action != owner else []
+        if stray:
+            raise PolicyError(f"table {table}: column {raw.get('name')!r}: {stray} belong to action {owner}")
     if action == "eq5d":
         return _eq5d_col(raw, table)
-    stray = sorted(_EQ5D_KEYS & set(raw))
-    if stray:
-        raise PolicyError(f"table {table}: column {raw.get('name')!r}: {stray} belong to action eq5d")
+    if action == "survey":
+        return _survey_col(raw, table)
     source = raw.get("from")
     if action in ("keep", "resource_pseudonym") and source is None:
         source = raw["name"]

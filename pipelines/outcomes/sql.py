@@ -1,5 +1,7 @@
-"""EQ-5D scores as DuckDB SQL: the profile, level sum and value-set indices of :mod:`scoring`,
-compiled to one expression each over given dimension column expressions.
+"""EQ-5D scores and patient-survey answers as DuckDB SQL: the profile, level sum and value-set
+indices of :mod:`scoring`, compiled to one expression each over given dimension column
+expressions, and per survey dimension whether an answer is positive (:func:`survey_positive_sql`,
+the rule of :mod:`pipelines.outcomes.survey`; see there).
 
 This is how derived scores reach a table written by SQL (the research zone: the pseudonymisation
 policy's ``eq5d`` action) without a round trip through Arrow. The rule is
@@ -21,8 +23,14 @@ asked for, raises :class:`ValueSetError` / ``ValueError`` then, before any data 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import cache
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.outcomes.survey import SurveyConfig, load_survey
 from pipelines.outcomes.valuesets import DIMENSIONS, ValueSet, load_value_set
 
 #: the scores a policy may ask for, and the DuckDB type of each
@@ -54,7 +62,7 @@ TRIMMED_WHITESPACE: tuple[int, ...] = (
 )
 _BLANK = "[" + "".join(f"\\x{{{cp:X}}}" for cp in TRIMMED_WHITESPACE) + "]"
 
-_NUMERIC_TYPES = (
+_INTEGER_TYPES = (
     "TINYINT",
     "SMALLINT",
     "INTEGER",
@@ -65,9 +73,8 @@ _NUMERIC_TYPES = (
     "UINTEGER",
     "UBIGINT",
     "UHUGEINT",
-    "FLOAT",
-    "DOUBLE",
 )
+_NUMERIC_TYPES = (*_INTEGER_TYPES, "FLOAT", "DOUBLE")
 
 
 def _str(text: str) -> str:
@@ -177,13 +184,133 @@ def score_sql(
     return level_sum_sql(dimensions, 5 if levels is None else levels)
 
 
+# -- patient-survey answers ---------------------------------------------------------------------
+
+#: DuckDB type of a survey answer column: 1 positive, 0 a valid answer that is not, NULL otherwise
+SURVEY_SQL_TYPE = "INTEGER"
+
+
+@cache
+def _lowered_codepoints() -> np.ndarray:
+    """``utf8_lower`` of every Unicode scalar value, as a code point per code point (index = input).
+
+    :func:`survey_shares` lower-cases answers with pyarrow's ``utf8_lower``, which maps code point
+    by code point; DuckDB's ``lower`` uses another Unicode version (they differ on some 75 code
+    points of recent scripts), so the SQL never calls it: it matches the exact set of code points
+    that pyarrow lower-cases to each character of an answer, read from pyarrow itself here.
+    """
+    points = np.concatenate([np.arange(0xD800), np.arange(0xE000, 0x110000)]).astype("<u4")
+    utf8_lengths = np.select([points < 0x80, points < 0x800, points < 0x10000], [1, 2, 3], 4)
+    offsets = np.concatenate([[0], np.cumsum(utf8_lengths)]).astype(np.int32)
+    data = points.tobytes().decode("utf-32-le").encode("utf-8")
+    chars = pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+    lowered = pc.utf8_lower(chars)
+    if pc.max(pc.utf8_length(lowered)).as_py() != 1 or pc.min(pc.utf8_length(lowered)).as_py() != 1:
+        # a one-to-many mapping would break the per-position match below: refuse, never guess
+        raise RuntimeError("this pyarrow's utf8_lower does not map code point to code point")
+    lowered_points = np.frombuffer(
+        "".join(lowered.to_pylist()).encode("utf-32-le"), dtype="<u4"
+    )  # one per input, in order
+    table = np.full(0x110000, 0xD800, dtype="<u4")  # surrogates: never a lower-case image
+    table[points] = lowered_points
+    return table
+
+
+@cache
+def lower_preimage(char: str) -> frozenset[int]:
+    """The code points that pyarrow's ``utf8_lower`` maps to ``char`` (itself among them unless
+    it has a lower case of its own)."""
+    return frozenset(np.flatnonzero(_lowered_codepoints() == ord(char)).tolist())
+
+
+def _class(points: Iterable[int]) -> str | None:
+    listed = sorted(points)
+    return "[" + "".join(f"\\x{{{p:X}}}" for p in listed) + "]" if listed else None
+
+
+@cache
+def _answer_regex(value: str) -> str | None:
+    """RE2 for the core of a string whose ``utf8_lower(utf8_trim_whitespace(.))`` is ``value``:
+    each position one of the code points pyarrow lower-cases to ``value``'s character there, the
+    first and last never a trimmed blank (those would have been trimmed). None: no string is."""
+    blanks = set(TRIMMED_WHITESPACE)
+    classes = []
+    for i, char in enumerate(value):
+        points = lower_preimage(char)
+        if i in (0, len(value) - 1):
+            points -= blanks
+        cls = _class(points)
+        if cls is None:
+            return None
+        classes.append(cls)
+    return "".join(classes)
+
+
+@cache
+def _is_normal(value: str) -> bool:
+    """True when ``value`` is its own trimmed lower case (then plain equality finds it)."""
+    arr = pa.array([value], pa.string())
+    return bool(pc.utf8_lower(pc.utf8_trim_whitespace(arr))[0].as_py() == value)
+
+
+def _answers_match(text: str, values: frozenset[str]) -> tuple[str | None, str | None]:
+    """(condition, condition): ``text`` equals a value that is its own normal form (the cheap
+    test every well-formed answer passes), or matches the exact pattern of some value."""
+    ordered = sorted(values)
+    plain = [v for v in ordered if _is_normal(v)]
+    cores = [c for c in (_answer_regex(v) for v in ordered) if c is not None]
+    equal = f"{text} IN ({', '.join(_str(v) for v in plain)})" if plain else None
+    blank = f"{_BLANK}*"
+    pattern = (
+        f"regexp_full_match({text}, {_str(blank + '(?:' + '|'.join(cores) + ')' + blank)})" if cores else None
+    )
+    return equal, pattern
+
+
+def survey_positive_sql(expr: str, dimension: str, survey: SurveyConfig | str) -> str:
+    """SQL (INTEGER) for one answer of survey ``dimension``: 1 when it is a positive answer, 0 when
+    it is another valid answer, NULL when it is "not applicable", missing, blank or unknown.
+
+    The mean of the column over a group is :func:`pipelines.outcomes.survey.survey_shares`'
+    ``share_positive`` (NULL answers are out of both the mean's numerator and its denominator;
+    a property test holds the two together); its count is ``n_denominator``, its sum
+    ``n_positive``. ``survey``: a :class:`SurveyConfig` or an id under schemas/surveys/. An
+    unknown survey or dimension raises :class:`SurveyError` here, before any data moves. Answers
+    are read as :func:`survey_shares` reads them: text, or integers as their decimal text;
+    blanks trimmed and lower-cased. Any other column type raises a DuckDB error when a row is read.
+    """
+    config = survey if isinstance(survey, SurveyConfig) else load_survey(survey)
+    dim = config.dimension(dimension)
+    positive = config.positive_of(dim)
+    x = f"({expr})"
+    text = f"CAST({x} AS VARCHAR)"
+    pos_equal, pos_pattern = _answers_match(text, positive)
+    neg_equal, neg_pattern = _answers_match(text, config.answers - positive)
+    # cheap equality first: a well-formed answer never reaches a regular expression
+    branches = [
+        f"WHEN {cond} THEN {flag}"
+        for cond, flag in ((pos_equal, 1), (neg_equal, 0), (pos_pattern, 1), (neg_pattern, 0))
+        if cond is not None
+    ]
+    answer = f"CASE {' '.join(branches)} END" if branches else "NULL"
+    readable = ", ".join(_str(t) for t in (*_INTEGER_TYPES, "VARCHAR"))
+    return (
+        f"(CASE WHEN typeof({x}) IN ({readable}) OR typeof({x}) LIKE 'ENUM(%' "
+        f"THEN CAST({answer} AS INTEGER) "
+        f"WHEN typeof({x}) = '\"NULL\"' THEN CAST(NULL AS INTEGER) "
+        f"ELSE CAST(error('a survey answer must be text or integer, not ' || typeof({x})) AS INTEGER) END)"
+    )
+
+
 __all__ = [
     "SCORES",
     "SQL_TYPES",
+    "SURVEY_SQL_TYPE",
     "TRIMMED_WHITESPACE",
     "index_sql",
     "level_sql",
     "level_sum_sql",
     "profile_sql",
     "score_sql",
+    "survey_positive_sql",
 ]

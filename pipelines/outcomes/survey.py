@@ -3,9 +3,12 @@
 Nationell Patientenkät style: each dimension is reported as the share of respondents who gave a
 positive answer, among those for whom the question applied. Which answers are positive, which
 mean "not applicable" and which are valid at all is configuration (:class:`SurveyConfig`, which
-:meth:`SurveyConfig.from_mapping` builds from plain data), not code; the default covers the
-project's PREM columns of ``prom_response`` (Likert 1-5 as text, 5 the most positive, and
-``ej aktuellt``), with 4 and 5 counted as positive.
+:meth:`SurveyConfig.from_mapping` builds from plain data), not code. A survey's configuration is a
+data file ``schemas/surveys/<id>.json`` (:func:`load_survey`); :data:`PREM_DEFAULT` is
+``schemas/surveys/prem.json``, the project's PREM columns of ``prom_response`` (Likert 1-5 as
+text, 5 the most positive, and ``ej aktuellt``), with 4 and 5 counted as positive. The same file
+drives the research zone's per-answer columns (:func:`pipelines.outcomes.sql.survey_positive_sql`,
+1 positive / 0 not / NULL otherwise), whose mean per group is this module's ``share_positive``.
 
 Per dimension (and per group, with ``by``) the result counts:
 
@@ -22,12 +25,26 @@ decimal text. Disclosure control of small groups is the caller's (the aggregate 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from hdp.settings import SCHEMAS_DIR
+
+SURVEYS_DIR = SCHEMAS_DIR / "surveys"
+_SURVEY_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+#: keys of a survey file that describe it for people and are not part of the rule
+_DESCRIPTIVE_KEYS = frozenset({"id", "title", "note", "source"})
+
+
+class SurveyError(ValueError):
+    """A survey configuration that cannot be applied (unknown survey or dimension, bad file)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class SurveyConfig:
             raise ValueError("a survey configuration needs at least one dimension")
         if len({d.name for d in self.dimensions}) != len(self.dimensions):
             raise ValueError("dimension names must be unique")
+        if "" in self.answers | self.not_applicable:
+            raise ValueError("a blank answer is a missing answer, not a configured one")
         if self.answers & self.not_applicable:
             raise ValueError(
                 f"answers both valid and not applicable: {sorted(self.answers & self.not_applicable)}"
@@ -60,6 +79,19 @@ class SurveyConfig:
                     f"{dim.name}: positive answers must be a non-empty subset of the valid answers"
                 )
 
+    def dimension(self, name: str) -> SurveyDimension:
+        """The dimension called ``name``; :class:`SurveyError` if the survey has none (fail closed)."""
+        for dim in self.dimensions:
+            if dim.name == name:
+                return dim
+        raise SurveyError(
+            f"unknown survey dimension {name!r}; one of {', '.join(d.name for d in self.dimensions)}"
+        )
+
+    def positive_of(self, dim: SurveyDimension) -> frozenset[str]:
+        """The answers that count as positive for ``dim`` (its own list, else the survey's)."""
+        return self.positive if dim.positive is None else dim.positive
+
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> SurveyConfig:
         """Build from data::
@@ -67,7 +99,7 @@ class SurveyConfig:
         {"answers": ["1", ..., "5"], "positive": ["4", "5"], "not_applicable": ["ej aktuellt"],
          "dimensions": [{"name": "respect", "column": "prem_respect"}, ...]}
         """
-        unknown = set(raw) - {"answers", "positive", "not_applicable", "dimensions"}
+        unknown = set(raw) - {"answers", "positive", "not_applicable", "dimensions"} - _DESCRIPTIVE_KEYS
         if unknown:
             raise ValueError(f"unknown survey configuration keys: {sorted(unknown)}")
         dims = []
@@ -96,19 +128,30 @@ def _norm_set(values: Iterable[Any]) -> frozenset[str]:
     return frozenset(_norm(str(v)) for v in values)
 
 
+@cache
+def load_survey(survey_id: str) -> SurveyConfig:
+    """``schemas/surveys/<survey_id>.json`` as a :class:`SurveyConfig` (validated; read once).
+
+    An id that is not a plain name, a missing file, a file whose ``id`` is another, or a
+    configuration :class:`SurveyConfig` refuses raises :class:`SurveyError`.
+    """
+    if not isinstance(survey_id, str) or not _SURVEY_ID.match(survey_id):
+        raise SurveyError(f"not a survey id: {survey_id!r}")
+    path = SURVEYS_DIR / f"{survey_id}.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SurveyError(f"unknown survey {survey_id!r} (no schemas/surveys/{survey_id}.json)") from None
+    if raw.get("id") != survey_id:
+        raise SurveyError(f"schemas/surveys/{survey_id}.json says it is survey {raw.get('id')!r}")
+    try:
+        return SurveyConfig.from_mapping(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SurveyError(f"survey {survey_id}: {exc}") from exc
+
+
 #: The project's PREM columns (``prom_response``; the research names of schemas/sources/prom.json).
-PREM_DEFAULT = SurveyConfig(
-    dimensions=(
-        SurveyDimension("respect", "prem_respect"),
-        SurveyDimension("involvement", "prem_involvement"),
-        SurveyDimension("information", "prem_information"),
-        SurveyDimension("accessibility", "prem_accessibility"),
-        SurveyDimension("overall", "prem_overall"),
-    ),
-    answers=frozenset({"1", "2", "3", "4", "5"}),
-    positive=frozenset({"4", "5"}),
-    not_applicable=frozenset({"ej aktuellt"}),
-)
+PREM_DEFAULT = load_survey("prem")
 
 COUNT_COLUMNS = ("n_positive", "n_denominator", "n_not_applicable", "n_missing", "n_invalid")
 
@@ -127,7 +170,7 @@ def _normalised(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _flags(col: pa.ChunkedArray, dim: SurveyDimension, config: SurveyConfig) -> dict[str, pa.ChunkedArray]:
     text = _normalised(col)
-    positive = config.positive if dim.positive is None else dim.positive
+    positive = config.positive_of(dim)
     blank = pc.fill_null(pc.equal(text, ""), True)  # NULL or empty: no answer
     is_na = pc.fill_null(
         pc.is_in(text, value_set=pa.array(sorted(config.not_applicable), pa.string())), False
