@@ -56,12 +56,17 @@ _BINARY_WORDS: dict[type[exp.Expr], str] = {
     exp.ILike: "ilike",
 }
 _NOT_WORD = re.compile(r"[^\w]+", re.UNICODE)
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def _function_word(node: exp.Func) -> str:
+    """The function's name as the researcher knows it: DuckDB's spelling (``date_trunc``,
+    ``strftime``, ``epoch``), not sqlglot's dialect-neutral class name (``timestamp_trunc``,
+    ``time_to_str``, ``time_to_unix``); sqlglot's name where DuckDB's is no identifier."""
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
-    return node.sql_name().lower()
+    duckdb_name = node.sql(dialect="duckdb").split("(", 1)[0].strip().lower()
+    return duckdb_name if _IDENTIFIER.fullmatch(duckdb_name) else node.sql_name().lower()
 
 
 def _words(node: exp.Expr) -> list[str]:

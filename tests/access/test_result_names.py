@@ -70,6 +70,24 @@ def test_names_never_carry_a_string_literal_or_clash():
     assert "1212" not in " ".join(names)
 
 
+def test_functions_are_named_as_duckdb_spells_them():
+    """sqlglot's class names (timestamp_trunc, time_to_str, time_to_unix, percentile_cont) are
+    not what the researcher wrote or can look up in DuckDB's documentation."""
+    tree = validate(
+        "SELECT date_trunc('month', visit_date), strftime(visit_date, '%Y'), epoch(visit_date), "
+        "quantile_cont(bmi, 0.5), approx_count_distinct(bmi), [bmi, bmi] FROM t",
+        tables={"t": ["visit_date", "bmi"]},
+    ).tree
+    assert [e.alias_or_name for e in tree.expressions] == [
+        "date_trunc_visit_date",
+        "strftime_visit_date",
+        "epoch_visit_date",
+        "quantile_cont_bmi_0_5",
+        "approx_count_distinct_bmi",
+        "array_bmi_bmi",  # DuckDB writes a list as [..]: no name of its own
+    ]
+
+
 _COLUMN = st.sampled_from(["bmi", "hba1c_mmol_mol", "birth_year"])
 _EXPR = st.one_of(
     st.just("count(*)"),
