@@ -62,6 +62,8 @@ DEMO_REQUEST: dict[str, Any] = {
         "prom_response.eq5d_mobility",
         "prom_response.eq5d_level_sum",
         "prom_response.eq5d_index_se_5l_tto_2020",
+        "prom_response.prem_overall",
+        "prom_response.prem_overall_positive",
         "condition.code",
         "condition.recorded_date",
     ],

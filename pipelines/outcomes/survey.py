@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -73,7 +73,7 @@ class SurveyConfig:
                 f"answers both valid and not applicable: {sorted(self.answers & self.not_applicable)}"
             )
         for dim in self.dimensions:
-            positive = self.positive if dim.positive is None else dim.positive
+            positive = self.positive_of(dim)
             if not positive or not positive <= self.answers:
                 raise ValueError(
                     f"{dim.name}: positive answers must be a non-empty subset of the valid answers"
@@ -87,6 +87,10 @@ class SurveyConfig:
         raise SurveyError(
             f"unknown survey dimension {name!r}; one of {', '.join(d.name for d in self.dimensions)}"
         )
+
+    def only(self, *names: str) -> SurveyConfig:
+        """The same survey with only the dimensions ``names`` (a table that carries only some)."""
+        return replace(self, dimensions=tuple(self.dimension(n) for n in names))
 
     def positive_of(self, dim: SurveyDimension) -> frozenset[str]:
         """The answers that count as positive for ``dim`` (its own list, else the survey's)."""

@@ -254,6 +254,9 @@ def test_every_released_column_of_the_demo_release_has_labels_and_a_type(demo):
     assert released["condition.recorded_date"]["type"] == "DATE"
     assert released["condition.code"]["code_system"]["id"] == "icd10se"
     assert released["prom_response.eq5d_index_se_5l_tto_2020"]["value_set"]["id"] == "se_5l_tto_2020"
+    prem = released["prom_response.prem_overall_positive"]  # a derived PREM dimension (issue 17)
+    assert prem["type"] == "INTEGER" and [v["code"] for v in prem["values"]] == ["1", "0"]
+    assert prem["disclosure_class"] == "health" and prem["release_rule"] == {"action": "keep"}
     prov = book["provenance"]
     assert sorted(h["id"] for h in prov["holders"]) == sorted(DEMO_REQUEST["holders"])
     assert all(h["extract_date"] for h in prov["holders"])  # from each delivery, before the build
@@ -266,6 +269,31 @@ def test_every_released_column_of_the_demo_release_has_labels_and_a_type(demo):
     assert "test-research" not in text and "test-raw" not in text  # no run ids
     assert "reviewer" not in text and "justification" not in text
     assert str(built.home) not in text  # no internal path
+
+
+@pytest.mark.slow
+def test_the_demo_release_carries_the_prem_share_as_a_column_mean(demo):
+    """The released PREM flag's mean is the share of positive answers that survey_shares gives
+    for the released answers themselves, "not applicable" left out (issue 17, item 3)."""
+    import duckdb
+
+    from hdp.settings import get_settings
+    from pipelines.outcomes.survey import PREM_DEFAULT, survey_shares
+
+    built, _ = demo
+    path = get_settings().releases_dir / built.release_id / "prom_response.parquet"
+    released = (
+        duckdb.connect().sql(f"SELECT prem_overall, prem_overall_positive FROM '{path}'").to_arrow_table()
+    )
+    flags = released["prem_overall_positive"].to_pylist()
+    assert set(flags) <= {0, 1, None} and 0 in flags and 1 in flags
+    answers = released["prem_overall"].to_pylist()
+    assert any(a == "ej aktuellt" for a in answers)  # the synthetic answers include "not applicable"
+    assert all(f is None for a, f in zip(answers, flags, strict=True) if a == "ej aktuellt")
+    shares = survey_shares(released, PREM_DEFAULT.only("overall"))
+    applicable = [f for f in flags if f is not None]
+    assert shares["share_positive"].to_pylist() == [sum(applicable) / len(applicable)]
+    assert shares["n_denominator"].to_pylist() == [len(applicable)]
 
 
 @pytest.mark.slow

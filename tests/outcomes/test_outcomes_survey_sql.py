@@ -183,7 +183,7 @@ def test_another_column_type_raises_as_survey_shares_does(column_type):
     with pytest.raises(duckdb.Error, match="a survey answer must be text or integer"):
         con.execute(f"SELECT {expr} FROM t").fetchall()
     with pytest.raises(TypeError):
-        survey_shares(con.execute("SELECT a AS prem_respect FROM t").to_arrow_table(), RESPECT_ONLY)
+        survey_shares(con.sql("SELECT a AS prem_respect FROM t").to_arrow_table(), RESPECT_ONLY)
 
 
 def test_an_untyped_null_is_no_answer():
