@@ -1,10 +1,10 @@
-"""The workspace inside the secure environment: an SQL editor over a record-level release, a
-results table, a bar chart of a two-column result, and "request output" into output checking.
+"""The workspace inside the secure environment: an SQL editor over a release, a results table,
+a bar chart of a two-column result, and (record level) "request output" into output checking.
 
 ``add_workspace_pages(router, web)`` adds the pages to the ``/web`` router
 (``access.web.routes``), sharing its ``WebApp`` (sessions, CSRF, rendering, headers):
 
-* ``GET /web/workspace``: the caller's record-level permits with a release;
+* ``GET /web/workspace``: the caller's permits with a release, record level or aggregates only;
 * ``GET /web/workspace/{release_id}``: the editor, with the release's tables and columns beside it;
 * ``POST /web/workspace/{release_id}``: run the query and show its result under the editor.
 
@@ -17,6 +17,15 @@ the output request instead. "Request output" posts the query to ``/web/outputs``
 own form handler (``access.web.outputs``), so the output is filed, checked and downloaded
 exactly as from the outputs page.
 
+An aggregate-only permit gets the same editor. Its query must fit the aggregate grammar
+(``access.grammar``); the service compiles its own SQL from it and returns cells already under
+disclosure control (``access.aggregate``), with a summary of the cells published and withheld,
+shown under the result. Such results are non-personal statistics and leave directly, as from
+the API (``access.outputs``: an output request for an aggregate permit is refused as
+``output.not_needed``), so the page offers no output request. It shows the permit's disclosure
+settings (``AccessService.schema``'s ``disclosure`` block) and opens with an example query
+(``example_query``) built from the release's columns.
+
 The chart is drawn on the server as inline SVG (the pages' Content-Security-Policy allows no
 script and no third-party origin), from the rows already on the page.
 """
@@ -26,19 +35,23 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlglot import exp
 
 from access.errors import Refusal
-from access.outputs import export_rule
-from access.ports import RECORD, User
+from access.grammar import PSEUDONYM
+from access.outputs import export_rule, pseudonym_columns
+from access.ports import AGGREGATE, RECORD, Permit, User
 from access.service import AccessService, QueryResult
-from access.web.outputs import FORMATS, MAX_SQL, OutputPages
+from access.web.outputs import FORMATS, MAX_SQL
 from access.web.pages import Page, PageKit
 
 log = logging.getLogger(__name__)
@@ -189,6 +202,74 @@ def read_result(result: QueryResult) -> pa.Table:
     return pa.ipc.open_stream(io.BytesIO(result.body)).read_all()
 
 
+@dataclass(frozen=True)
+class CellSummary:
+    """The disclosure control of one aggregate result (``access.aggregate.publish``'s summary):
+    cells computed, published and withheld whole (by reason), and single measures withheld."""
+
+    cells: int
+    published: int
+    too_few_persons: int
+    dominance: int
+    after_perturbation: int
+    measures_withheld: int
+
+    @property
+    def withheld(self) -> int:
+        return self.too_few_persons + self.dominance + self.after_perturbation
+
+    @classmethod
+    def of(cls, summary: Mapping[str, Any]) -> CellSummary:
+        return cls(
+            cells=int(summary["cells"]),
+            published=int(summary["published"]),
+            too_few_persons=int(summary["suppressed_persons"]),
+            dominance=int(summary["suppressed_dominance"]),
+            after_perturbation=int(summary["suppressed_after_perturbation"]),
+            measures_withheld=int(summary["measures_withheld"]),
+        )
+
+
+# -- the aggregate tier's example query -------------------------------------------------------
+
+#: Column types (DuckDB's names) whose values are categories: a count by one of them is the
+#: example an aggregate permit's editor opens with.
+CATEGORICAL_TYPES = ("VARCHAR", "BOOLEAN", "ENUM")
+
+
+def _ident(name: str) -> str:
+    return exp.to_identifier(name).sql(dialect="duckdb")  # quoted only where it must be
+
+
+def example_query(tables: Mapping[str, list[dict[str, str]]], pseudonyms: Iterable[str] = ()) -> str:
+    """A query the aggregate grammar accepts: persons (or rows, without ``person_id``) counted by
+    the first categorical column of the first table that has one; an ungrouped count of the
+    first table when none has. Pseudonyms (linkage keys) are never a category: every cell
+    would be one person, all withheld. Empty when there is no table."""
+    if not tables:
+        return ""
+    hidden = {PSEUDONYM, *(p.lower() for p in pseudonyms)}
+
+    def category(columns: list[dict[str, str]]) -> str | None:
+        return next(
+            (
+                c["name"]
+                for c in columns
+                if c["name"].lower() not in hidden and c["type"].upper().startswith(CATEGORICAL_TYPES)
+            ),
+            None,
+        )
+
+    found = ((t, category(cols)) for t, cols in tables.items())
+    table, key = next(((t, k) for t, k in found if k is not None), (next(iter(tables)), None))
+    has_person = any(c["name"].lower() == PSEUDONYM for c in tables[table])
+    measure = f"count(DISTINCT {PSEUDONYM}) AS persons" if has_person else "count(*) AS n"
+    if key is None:
+        return f"SELECT {measure}\nFROM {_ident(table)}"
+    k = _ident(key)
+    return f"SELECT {k}, {measure}\nFROM {_ident(table)}\nGROUP BY {k}\nORDER BY {k}"
+
+
 # -- pages ------------------------------------------------------------------------------------
 
 
@@ -204,7 +285,6 @@ class WorkspacePages:
 
     def __init__(self, web: PageKit) -> None:
         self.web = web
-        self.outputs = OutputPages(web)  # its list of the caller's record-level permits
 
     def start(self, request: Request) -> Caller | Response:
         p = self.web.page(request)
@@ -227,7 +307,9 @@ class WorkspacePages:
         if isinstance(c, Response):
             return c
         try:
-            permits = self.outputs.record_permits(c.user)
+            permits = workspace_permits(
+                self.web.governance().releases_for_user(user_name=c.user.name, at=datetime.now(UTC))
+            )
         except Exception:  # noqa: BLE001 - the governance port failed: refuse, as the API does
             return self.web.error(c.page, 503, "workspace_unavailable")
         return self.web.render(
@@ -241,6 +323,7 @@ class WorkspacePages:
         *,
         sql: str = "",
         result: Result | None = None,
+        summary: CellSummary | None = None,
         error: str | None = None,
         offer_output: bool = False,
         status: int = 200,
@@ -250,11 +333,14 @@ class WorkspacePages:
             rule = export_rule()
         except Refusal as exc:
             return self.refused(c.page, exc)
-        if schema["output_tier"] != RECORD:
-            return self.web.error(c.page, 403, "workspace_record_only")
+        tier = schema["output_tier"]
         tables: dict[str, list[dict[str, str]]] = schema["tables"]
         if not sql and tables:
-            sql = f"SELECT *\nFROM {next(iter(tables))}\nLIMIT 20"
+            sql = (
+                f"SELECT *\nFROM {next(iter(tables))}\nLIMIT 20"
+                if tier == RECORD
+                else example_query(tables, pseudonym_columns())
+            )
         chart = bar_chart(result.columns, result.types, result.rows) if result else None
         return self.web.render(
             c.page,
@@ -262,14 +348,19 @@ class WorkspacePages:
             status=status,
             title=c.page.t("workspace_release_title", release=release_id),
             release_id=release_id,
+            tier=tier,
+            aggregate=tier == AGGREGATE,
+            disclosure=schema.get("disclosure"),
             tables=tables,
             sql=sql,
             result=result,
+            summary=summary,
             chart=chart,
             max_bars=MAX_BARS,
             error=error,
             preview_rows=rule.preview_rows,
-            offer_output=offer_output or result is not None,
+            # Aggregate results leave directly (access.outputs): there is nothing to request.
+            offer_output=tier == RECORD and (offer_output or result is not None),
             formats=FORMATS,
         )
 
@@ -302,7 +393,18 @@ class WorkspacePages:
             )
         assert isinstance(answer, QueryResult)  # not streamed: stream=False
         table = read_result(answer)
-        return self.editor(c, release_id, sql=sql, result=Result.of(table))
+        # Only the aggregate tier's results carry a summary of their disclosure control.
+        summary = CellSummary.of(answer.summary) if answer.summary else None
+        return self.editor(c, release_id, sql=sql, result=Result.of(table), summary=summary)
+
+
+def workspace_permits(permits: Iterable[Permit]) -> list[Permit]:
+    """The permits the workspace opens: those of a tier the access layer serves (record level
+    first, then aggregates only; each by release)."""
+    order = {RECORD: 0, AGGREGATE: 1}
+    return sorted(
+        (p for p in permits if p.output_tier in order), key=lambda p: (order[p.output_tier], p.release_id)
+    )
 
 
 def add_workspace_pages(router: APIRouter, web: PageKit) -> None:

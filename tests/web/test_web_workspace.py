@@ -1,5 +1,6 @@
 """The workspace on the real app: the SQL editor over a record-level release, the results table
-and its chart, refusals from the access service, and "request output" into output checking."""
+and its chart, refusals from the access service, and "request output" into output checking; and
+the same editor over an aggregate-only release (grammar, disclosure summary, no output request)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "access"))  # outputs_support
 from outputs_support import CSRF, airlock_world, browser  # noqa: E402
 
-from access.web.workspace import MAX_BARS, bar_chart  # noqa: E402
+from access.web.workspace import MAX_BARS, bar_chart, example_query  # noqa: E402
 
 GROUPED = "SELECT sex, count(*) AS n FROM register_visit GROUP BY sex ORDER BY sex"
 CONTEXT = "Two cells by sex, each with more than 100 persons; no pseudonyms, no dates."
@@ -28,6 +29,62 @@ def airlock(hdp_home):
     w = airlock_world(hdp_home.governance_url, hdp_home.releases_dir, release_id="rel_ws_0001")
     yield w
     dispose_all()
+
+
+AGGREGATE_RELEASE = "rel_ws_agg_0001"
+AGGREGATE_VARIABLES = [
+    "register_visit.sex",
+    "register_visit.birth_year",
+    "register_visit.county",
+    "register_visit.hba1c_mmol_mol",
+]
+
+
+def add_aggregate_permit(world, releases_dir: Path, release_id: str = AGGREGATE_RELEASE) -> int:
+    """Alice's aggregate-only permit on its own synthetic release (beside her record-level one),
+    filed, approved by the ndr steward and bound to the release as the release DAG would."""
+    import hashlib
+
+    from access.demo_release import write_release
+    from governance import service
+    from governance.store import session_scope
+
+    with session_scope(world.url) as s:
+        request_id = service.file_request(
+            s,
+            applicant="alice",
+            project="Visits by sex, aggregates only",
+            purpose="scientific_research",
+            legal_basis="gdpr_6_1_e__9_2_j",
+            ethics_ref="2024-01234-01",
+            variables=AGGREGATE_VARIABLES,
+            holders=["ndr"],
+            members=[],
+            cohort_criteria={},
+            period=(None, None),
+            output_tier="aggregate",
+            access_days=30,
+        )
+        service.submit_request(s, request_id=request_id, actor="alice")
+    with session_scope(world.url) as s:
+        service.decide(
+            s,
+            request_id=request_id,
+            holder_id="ndr",
+            reviewer="s-ndr",
+            decision="approve",
+            justification="Aggregates only, under the holder's disclosure control.",
+        )
+    rel = releases_dir / release_id
+    write_release(rel, persons=240, visits=960, seed=12)
+    sha = hashlib.sha256((rel / "manifest.json").read_bytes()).hexdigest()
+    with session_scope(world.url) as s:
+        return service.record_release(s, request_id=request_id, release_id=release_id, manifest_sha256=sha).id
+
+
+@pytest.fixture
+def aggregate_permit(airlock, hdp_home) -> int:
+    return add_aggregate_permit(airlock, hdp_home.releases_dir)
 
 
 @pytest.fixture
@@ -149,3 +206,132 @@ def test_bar_chart_geometry():
     assert bar_chart(["a", "b", "c"], [pa.string()] * 3, [["x", "y", "z"]]) is None
     assert bar_chart(["a", "b"], [pa.string(), pa.string()], [["x", "y"]]) is None
     assert bar_chart(["a", "n"], [pa.string(), pa.int64()], [["x", None]]) is None
+
+
+# -- aggregate-only permits ---------------------------------------------------------------------
+
+SQL_TEXTAREA = re.compile(r'<textarea id="sql"[^>]*>(.*?)</textarea>', re.S)
+
+
+def cells(page: str) -> list[list[str]]:
+    body = re.search(r'data-testid="result-table">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    return [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def summary(page: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r'data-testid="summary-(\w+)">(\d+)', page)}
+
+
+def test_index_lists_both_tiers(app, airlock, aggregate_permit):
+    index = browser(app, airlock.tokens["alice"]).get("/web/workspace")
+    assert f'href="/web/workspace/{AGGREGATE_RELEASE}"' in index.text
+    assert f'href="/web/workspace/{airlock.release_id}"' in index.text
+    assert f'data-testid="tier-{AGGREGATE_RELEASE}">aggregates only<' in index.text
+    assert f'data-testid="tier-{airlock.release_id}">record level<' in index.text
+    sv = browser(app, airlock.tokens["alice"], lang="sv").get("/web/workspace")
+    assert f'data-testid="tier-{AGGREGATE_RELEASE}">endast aggregat<' in sv.text
+
+
+def test_aggregate_editor_runs_its_example_query_under_disclosure_control(
+    app, airlock, aggregate_permit, hdp_home
+):
+    import html
+
+    c = browser(app, airlock.tokens["alice"])
+    page = c.get(f"/web/workspace/{AGGREGATE_RELEASE}")
+    assert page.status_code == 200 and 'data-testid="aggregate-intro"' in page.text
+    # The holder's settings, as AccessService.schema gives them (schemas/holders.json: ndr).
+    settings = re.search(r'data-testid="workspace-disclosure">(.*?)</dl>', page.text, re.S).group(1)
+    assert "<dd>ndr: 5</dd>" in settings and "multiples of 5, at most 7" in settings
+    assert "2 largest contributors hold more than 90 %" in settings
+    assert 'data-testid="aggregate-leaves"' in page.text and 'data-testid="row-limit"' not in page.text
+    assert 'id="output-form"' not in page.text
+
+    # The editor opens with a count by a categorical column that the grammar accepts and runs.
+    sql = html.unescape(SQL_TEXTAREA.search(page.text).group(1))
+    assert re.fullmatch(
+        r"SELECT (\w+), count\(DISTINCT person_id\) AS persons\nFROM register_visit\n.*", sql, re.S
+    )
+    r = run(c, AGGREGATE_RELEASE, sql)
+    assert r.status_code == 200 and 'data-testid="query-error"' not in r.text
+    rows = cells(r.text)
+    counts = [int(n) for _, n in rows]
+    assert len(rows) >= 2 and all(n % 5 == 0 and n >= 5 for n in counts)  # perturbed onto the base-5 grid
+    got = summary(r.text)
+    assert got["published"] == len(rows) and got["cells"] == got["published"] + got["withheld"]
+    assert 'data-testid="result-chart"' in r.text and r.text.count('<rect x="') == len(rows)
+    assert 'id="output-form"' not in r.text  # aggregate results leave directly
+
+    # Small cells: most birth years of 240 persons spread over 75 years are withheld, and said so.
+    r = run(
+        c,
+        AGGREGATE_RELEASE,
+        "SELECT birth_year, count(DISTINCT person_id) AS persons FROM register_visit GROUP BY birth_year",
+    )
+    got = summary(r.text)
+    assert r.status_code == 200 and got["withheld"] > 0 and got["published"] == len(cells(r.text))
+    assert got["cells"] == got["published"] + got["withheld"] and "too few persons: " in r.text
+
+    # The same service as the API: allowed aggregate-tier entries carrying the summary.
+    queries = [
+        e
+        for e in audit(hdp_home)
+        if e.get("event") == "access.query" and e["release_id"] == AGGREGATE_RELEASE
+    ]
+    assert [(e["decision"], e["tier"], e["permit_id"]) for e in queries] == [
+        ("allowed", "aggregate", aggregate_permit)
+    ] * 2
+    assert queries[1]["published"] == got["published"]
+
+
+def test_aggregate_editor_refuses_record_level_sql_with_the_grammar_reason(
+    app, airlock, aggregate_permit, hdp_home
+):
+    c = browser(app, airlock.tokens["alice"])
+    r = run(c, AGGREGATE_RELEASE, "SELECT * FROM register_visit")
+    assert r.status_code == 400
+    error = re.search(r'data-testid="query-error">(.*?)</div>', r.text, re.S).group(1)
+    assert "SELECT * is not allowed with an aggregate-only permit" in error and "Hint: " in error
+    assert 'data-testid="result-table"' not in r.text and 'id="output-form"' not in r.text
+    r = run(c, AGGREGATE_RELEASE, "SELECT sex, max(hba1c_mmol_mol) AS top FROM register_visit GROUP BY sex")
+    assert r.status_code == 400 and "The query was refused" in r.text and 'id="output-form"' not in r.text
+    refused = [e for e in audit(hdp_home) if e.get("event") == "access.query" and e["decision"] == "refused"]
+    assert len(refused) == 2 and all(e["reason"].startswith("aggregate.") for e in refused)
+
+
+def test_aggregate_results_need_no_output_request(app, airlock, aggregate_permit):
+    """What the page says: the airlock refuses an output request for an aggregate permit."""
+    from access.errors import Refusal
+
+    alice = app.state.service.authenticate(airlock.tokens["alice"])
+    with pytest.raises(Refusal) as err:
+        app.state.outputs.create(alice, AGGREGATE_RELEASE, GROUPED, "csv", title="Visits", context=CONTEXT)
+    assert err.value.reason == "output.not_needed"
+
+
+def test_example_query_fits_the_aggregate_grammar():
+    from access import grammar
+    from access.sandbox import validate
+
+    def accepted(tables: dict[str, list[tuple[str, str]]], pseudonyms=()) -> str:
+        sql = example_query(
+            {t: [{"name": c, "type": ty} for c, ty in cols] for t, cols in tables.items()}, pseudonyms
+        )
+        checked = validate(sql, tables={t: [c for c, _ in cols] for t, cols in tables.items()})
+        grammar.parse(checked.tree, tables)  # raises QueryRefused outside the grammar
+        return sql
+
+    visits = [("person_id", "VARCHAR"), ("visit_date", "DATE"), ("Län kod", "VARCHAR"), ("sex", "VARCHAR")]
+    assert accepted({"visits": visits}) == (
+        'SELECT "Län kod", count(DISTINCT person_id) AS persons\nFROM visits\nGROUP BY "Län kod"\nORDER BY "Län kod"'
+    )
+    # A linkage key is never the category; a table without one falls through to the next.
+    assert "GROUP BY sex" in accepted({"visits": visits}, pseudonyms=["Län kod"])
+    numbers = [("person_id", "VARCHAR"), ("hba1c", "DOUBLE")]
+    assert accepted({"lab": numbers, "visits": visits}).endswith(
+        'FROM visits\nGROUP BY "Län kod"\nORDER BY "Län kod"'
+    )
+    # No categorical column anywhere: an ungrouped count; no person_id: rows.
+    assert accepted({"lab": numbers}) == "SELECT count(DISTINCT person_id) AS persons\nFROM lab"
+    assert accepted({"flags": [("done", "BOOLEAN")]}).startswith("SELECT done, count(*) AS n")
+    assert example_query({}) == ""
