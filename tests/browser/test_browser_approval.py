@@ -90,6 +90,20 @@ def test_steward_approves_and_researcher_sees_release(live, browser, shot):
     assert page.locator("html").get_attribute("lang") == "sv"
     assert page.get_by_role("heading", name="Mina uttag (1)").is_visible()
     shot(page, "researcher-sv")
+    # The web workspace serves the aggregate-only permit too (in Swedish now): its example
+    # query runs under disclosure control, with the summary shown and no output request.
+    page.get_by_role("link", name="Arbetsyta").click()
+    page.wait_for_url(f"{url}/web/workspace")
+    assert "endast aggregat" in page.get_by_test_id("workspace-releases").inner_text()
+    page.get_by_role("link", name="Öppna arbetsytan för rel-browser-000001").click()
+    page.wait_for_url(f"{url}/web/workspace/rel-browser-000001")
+    assert "ndr: 5" in page.get_by_test_id("workspace-disclosure").inner_text()
+    page.get_by_role("button", name="Kör frågan").click()
+    page.get_by_test_id("result-table").wait_for()
+    rows = page.get_by_test_id("result-table").locator("tbody tr").count()
+    assert rows >= 1 and page.get_by_test_id("summary-published").inner_text() == str(rows)
+    assert page.locator("#output-form").count() == 0
+    shot(page, "workspace-aggregate")
     researcher.close()
 
     public = browser.new_context()
