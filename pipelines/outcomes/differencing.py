@@ -65,7 +65,7 @@ published :data:`MAX_VERSIONS` versions keeps its last one.
 
 from __future__ import annotations
 
-import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -73,7 +73,7 @@ import logging
 import os
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "keyfigures_guard.json"
 KEY_FILE = "keyfigures_guard.key"
+LOCK_FILE = "keyfigures_guard.lock"
 FORMAT = "hdp.keyfigures_guard/1"
 KEY_BYTES = 32
 #: Versions a family may publish per period; then its last one is re-sent (bounds the audit).
@@ -156,17 +157,24 @@ class Keys:
     """Column keys and MACs under the node's guard key (separate sub-keys for each use)."""
 
     def __init__(self, key: bytes) -> None:
-        self._columns = hmac.new(key, b"hdp.keyfigures_guard.columns", hashlib.sha256).digest()
+        # keyed BLAKE2b is a MAC by construction, and several times faster than HMAC per column
+        column_key = hmac.new(key, b"hdp.keyfigures_guard.columns", hashlib.sha256).digest()
+        self._columns = hashlib.blake2b(key=column_key, digest_size=16)
         self._mac = hmac.new(key, b"hdp.keyfigures_guard.mac", hashlib.sha256).digest()
 
-    def column(self, *parts: object) -> str:
-        message = "\x1f".join(str(p) for p in parts).encode()
-        digest = hmac.new(self._columns, message, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def columns(self, prefix: str, items: Iterable[str]) -> list[str]:
+        """128-bit keyed hashes of ``prefix`` + each item (hex)."""
+        base = self._columns.copy()
+        base.update(prefix.encode())
+        out = []
+        for item in items:
+            h = base.copy()
+            h.update(item.encode())
+            out.append(h.hexdigest())
+        return out
 
-    def mac(self, entry: Any) -> str:
-        canonical = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
-        return hmac.new(self._mac, canonical, hashlib.sha256).hexdigest()
+    def mac(self, text: str) -> str:
+        return hmac.new(self._mac, text.encode(), hashlib.sha256).hexdigest()
 
 
 def candidate_columns(
@@ -177,9 +185,13 @@ def candidate_columns(
     values: Mapping[Any, float],
 ) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """The candidate version's person columns (key -> membership bits) and value columns."""
-    counts = {keys.column(period, family.name, "p", p): bits for p, bits in members.items()}
-    valued = {keys.column(period, family.name, "v", p, float(v).hex()) for p, v in values.items()}
-    return counts, valued
+    sep = "\x1f"
+    person_keys = keys.columns(f"{period}{sep}{family.name}{sep}p{sep}", [str(p) for p in members])
+    counts = dict(zip(person_keys, members.values(), strict=True))
+    valued = keys.columns(
+        f"{period}{sep}{family.name}{sep}v{sep}", [f"{p}{sep}{float(v).hex()}" for p, v in values.items()]
+    )
+    return counts, set(valued)
 
 
 # -- one family's state and decision --------------------------------------------------------------
@@ -216,27 +228,20 @@ class FamilyState:
             _figures_from_json(v.get("figures"), family)
         if current is not None and not (isinstance(current, int) and 0 <= current < len(versions)):
             raise ValueError("current")
-        limit = 1 << len(versions)
-        if not isinstance(counts, Mapping) or not all(
-            isinstance(m, list)
-            and len(m) == len(family.counts)
-            and all(isinstance(b, int) and 0 <= b < limit for b in m)
-            for m in counts.values()
-        ):
-            raise ValueError("counts")
-        if not isinstance(values, Mapping) or not all(
-            isinstance(b, int) and 0 < b < limit for b in values.values()
-        ):
-            raise ValueError("values")
-        return FamilyState(list(versions), current, {k: list(m) for k, m in counts.items()}, dict(values))
+        if not isinstance(counts, dict) or not isinstance(values, dict):
+            raise ValueError("columns")
+        # the columns themselves are not checked one by one: the period's MAC proves this node
+        # wrote them, and the audit only reads them
+        return FamilyState(versions, current, counts, values)
 
 
 def _digest(counts: Mapping[str, tuple[int, ...]], values: set[str]) -> str:
     h = hashlib.sha256()
-    for key in sorted(counts):
-        h.update(f"c{key}{counts[key]}".encode())
-    for key in sorted(values):
-        h.update(f"v{key}".encode())
+    keys = sorted(counts)
+    h.update("\n".join(keys).encode())
+    h.update(bytes(b for key in keys for b in counts[key]))  # membership bits are 0 or 1
+    h.update(b"|")
+    h.update("\n".join(sorted(values)).encode())
     return h.hexdigest()
 
 
@@ -264,26 +269,35 @@ def decide(
     v = len(state.versions)
     if v >= MAX_VERSIONS:
         return Decision(FROZEN, state.current)
-    new_counts = {key: list(masks) for key, masks in state.counts.items()}
+    # the atoms with the candidate as version v, without copying the state
+    atoms: Counter[tuple[int | str, ...]] = Counter()
+    for key, masks in state.counts.items():
+        bits = counts.get(key)
+        atoms[
+            ("c", *masks)
+            if bits is None
+            else ("c", *(m | (b << v) for m, b in zip(masks, bits, strict=True)))
+        ] += 1
     for key, bits in counts.items():
-        masks = new_counts.setdefault(key, [0] * n_counts)
+        if key not in state.counts:
+            atoms[("c", *(b << v for b in bits))] += 1
+    for key, mask in state.values.items():
+        atoms[("v", mask | (1 << v)) if key in values else ("v", mask)] += 1
+    atoms[("v", 1 << v)] += len(values - state.values.keys())
+    if _leaks(atoms, v + 1, n_counts, threshold):
+        return Decision(HELD, state.current)
+    for key, bits in counts.items():
+        masks = state.counts.setdefault(key, [0] * n_counts)
         for j, b in enumerate(bits):
             masks[j] |= b << v
-    new_values = dict(state.values)
     for key in values:
-        new_values[key] = new_values.get(key, 0) | (1 << v)
-    if _leaks(new_counts, new_values, v + 1, n_counts, threshold):
-        return Decision(HELD, state.current)
-    state.counts = {key: masks for key, masks in new_counts.items() if any(masks)}
-    state.values = new_values
+        state.values[key] = state.values.get(key, 0) | (1 << v)
     state.versions.append({"digest": digest, "figures": _figures_to_json(figures)})
     state.current = v
     return Decision(NEW_VERSION, v)
 
 
-def _leaks(
-    counts: Mapping[str, list[int]], values: Mapping[str, int], n_versions: int, n_counts: int, threshold: int
-) -> bool:
+def _leaks(atoms: Counter[tuple[int | str, ...]], n_versions: int, n_counts: int, threshold: int) -> bool:
     """Whether some combination of the published numbers is supported on atoms of fewer than
     ``threshold`` columns only, i.e. whether the small atoms' columns are not all in the span of
     the big atoms' columns. Rows: (version, count functional) and (version, value sum).
@@ -291,25 +305,21 @@ def _leaks(
     Modular ranks never exceed the rational rank; a version passes only when, for both primes,
     adding the small atoms raises no rank. It could wrongly pass only if both primes lowered the
     rank of the whole matrix below its rational rank, i.e. divided all of its maximal minors."""
-    atoms: Counter[tuple[Any, ...]] = Counter()
-    for masks in counts.values():
-        atoms[("c", *masks)] += 1
-    for mask in values.values():
-        atoms[("v", mask)] += 1
-    small = [a for a, size in atoms.items() if size < threshold]
+    small = [a for a, size in atoms.items() if 0 < size < threshold]
     if not small:
         return False
-    big = [a for a, size in atoms.items() if size >= threshold]
+    big = [a for a, size in atoms.items() if size >= threshold]  # ("c", *masks) or ("v", mask)
     rows = n_versions * (n_counts + 1)
 
-    def column(atom: tuple[Any, ...]) -> np.ndarray:
+    def column(atom: tuple[int | str, ...]) -> np.ndarray:
         col = np.zeros(rows, dtype=np.int64)
+        masks = [int(m) for m in atom[1:]]
         for u in range(n_versions):
             if atom[0] == "c":
-                for j, mask in enumerate(atom[1:]):
+                for j, mask in enumerate(masks):
                     col[u * (n_counts + 1) + j] = (mask >> u) & 1
             else:
-                col[u * (n_counts + 1) + n_counts] = (atom[1] >> u) & 1
+                col[u * (n_counts + 1) + n_counts] = (masks[0] >> u) & 1
         return col
 
     big_m = np.stack([column(a) for a in big], axis=1) if big else np.zeros((rows, 0), dtype=np.int64)
@@ -459,14 +469,22 @@ class GuardStore:
 
 
 def _load_entry(raw: Any, keys: Keys) -> dict[str, FamilyState]:
+    """A period's entry: its families as JSON text and the MAC of that text."""
     if not isinstance(raw, Mapping) or set(raw) != {"families", "mac"}:
         raise ValueError("period entry")
-    if not hmac.compare_digest(str(raw["mac"]), keys.mac(raw["families"])):
+    text, mac = raw["families"], raw["mac"]
+    if not isinstance(text, str) or not isinstance(mac, str) or not hmac.compare_digest(mac, keys.mac(text)):
         raise ValueError("period MAC")
+    doc = json.loads(text)
     families = {f.name: f for f in FAMILIES}
-    if not isinstance(raw["families"], Mapping) or not set(raw["families"]) <= set(families):
+    if not isinstance(doc, dict) or not set(doc) <= set(families):
         raise ValueError("families")
-    return {name: FamilyState.from_json(doc, families[name]) for name, doc in raw["families"].items()}
+    return {name: FamilyState.from_json(d, families[name]) for name, d in doc.items()}
+
+
+def _entry_json(entry: Mapping[str, FamilyState], keys: Keys) -> dict[str, str]:
+    text = json.dumps({name: state.to_json() for name, state in entry.items()}, separators=(",", ":"))
+    return {"families": text, "mac": keys.mac(text)}
 
 
 def guard_key_figures(
@@ -474,8 +492,20 @@ def guard_key_figures(
 ) -> KeyFigures:
     """``kf`` as the node may publish it, given everything it published before (kept in
     ``directory``); see the module docstring. The state is saved before the figures are returned,
-    so a figure that leaves has always been recorded."""
-    store = GuardStore(directory)
+    so a figure that leaves has always been recorded. Runs under an exclusive lock on the
+    directory's lock file: two publishers reading the same state and each saving its own new
+    version would forget one of them, and later versions would be audited without it."""
+    fd = open_private(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _guard_locked(kf, contributions, GuardStore(directory))
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _guard_locked(
+    kf: KeyFigures, contributions: Mapping[str, Contributions], store: GuardStore
+) -> KeyFigures:
     keys, raw_periods, closed = store.open(kf.holder)
     if keys is None:
         log.warning("PROM key figures withheld, the guard is closed: %s", closed)
@@ -483,6 +513,7 @@ def guard_key_figures(
     periods = dict(raw_periods)
     rows = []
     outcomes: Counter[str] = Counter()
+    changed = False
     for row in kf.rows:
         try:
             entry = _load_entry(periods[row.period], keys) if row.period in periods else {}
@@ -490,13 +521,14 @@ def guard_key_figures(
             log.warning("PROM key figures of one period withheld: %s", PERIOD_CORRUPT)
             rows.append(closed_row(row))
             continue  # the damaged entry is kept as it is, for whoever restores it
+        before = {name: (len(state.versions), state.current) for name, state in entry.items()}
         guarded, codes = guard_period(entry, row, contributions[row.period], keys, kf.threshold)
         rows.append(guarded)
         outcomes.update(codes)
-        families = {name: state.to_json() for name, state in entry.items()}
-        if entry:
-            periods[row.period] = {"families": families, "mac": keys.mac(families)}
-    if periods != raw_periods:
+        if {name: (len(state.versions), state.current) for name, state in entry.items()} != before:
+            periods[row.period] = _entry_json(entry, keys)
+            changed = True
+    if changed:
         store.save(kf.holder, periods)
     for code in (HELD, FROZEN):
         if outcomes[code]:

@@ -367,9 +367,11 @@ def test_a_tampered_period_closes_that_period_only(tmp_path, caplog):
     _publish_node(zone, guard_dir)
     state = json.loads((guard_dir / guard.STATE_FILE).read_text())
     # flip one version bit of one column: the JSON stays valid, the MAC does not
-    counts = state["periods"]["2024"]["families"]["index"]["counts"]
+    families = json.loads(state["periods"]["2024"]["families"])
+    counts = families["index"]["counts"]
     first = next(iter(counts))
     counts[first] = [counts[first][0] ^ 1 ^ 2]
+    state["periods"]["2024"]["families"] = json.dumps(families, separators=(",", ":"))
     (guard_dir / guard.STATE_FILE).write_text(json.dumps(state))
     with caplog.at_level(logging.WARNING, logger="pipelines.outcomes.differencing"):
         doc = _publish_node(zone, guard_dir)
