@@ -52,6 +52,12 @@ class TableSource:
     name: str
     parquet: Path
     ddl: str | None = None
+    #: the rows as a SELECT over the view ``_src`` (``parquet``) and the views of ``lookups``
+    #: (default: ``SELECT * FROM _src``): lets the caller hand over a wide value once per key
+    #: (the pseudonym of each person) instead of once per row
+    select: str | None = None
+    #: ``(view name, Parquet file)``: more identifier-free files ``select`` reads
+    lookups: tuple[tuple[str, Path], ...] = ()
 
 
 #: Environment of the writer: nothing of the caller's (no HDP_KEK, no tokens, no paths).
@@ -77,7 +83,16 @@ def write_duckdb(
         raise CleanWriteError(f"{target.name} exists already; the writer only creates fresh files")
     job = {
         "target": str(target),
-        "tables": [{"name": t.name, "parquet": str(t.parquet), "ddl": t.ddl} for t in tables],
+        "tables": [
+            {
+                "name": t.name,
+                "parquet": str(t.parquet),
+                "ddl": t.ddl,
+                "select": t.select,
+                "lookups": [[view, str(path)] for view, path in t.lookups],
+            }
+            for t in tables
+        ],
         "temp_directory": str(temp_directory),
         "threads": threads,
         "preserve_insertion_order": preserve_insertion_order,
@@ -104,6 +119,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _child(job: dict) -> dict[str, int]:
     target = Path(job["target"])
     con = duckdb.connect(str(target), config={"autoinstall_known_extensions": False})
@@ -118,12 +137,18 @@ def _child(job: dict) -> dict[str, int]:
         )
         for t in job["tables"]:
             name = _quote(t["name"])
+            # temporary views: they live in this connection only, never in the file
+            for view, path in [["_src", t["parquet"]], *t.get("lookups", [])]:
+                con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {_quote(view)} AS SELECT * FROM read_parquet({_literal(path)})"
+                )
+            select = t.get("select") or "SELECT * FROM _src"
             if t["ddl"]:
                 con.execute(t["ddl"])
-                cur = con.execute(f"INSERT INTO {name} SELECT * FROM read_parquet(?)", [t["parquet"]])
+                cur = con.execute(f"INSERT INTO {name} {select}")
                 counts[t["name"]] = int(cur.fetchall()[0][0])
             else:
-                con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet(?)", [t["parquet"]])
+                con.execute(f"CREATE TABLE {name} AS {select}")
                 counts[t["name"]] = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
         con.execute("CHECKPOINT")
     finally:

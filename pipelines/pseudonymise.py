@@ -64,6 +64,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -392,22 +393,37 @@ def check_derived_columns(policy: PseudonymisePolicy) -> None:
                 _DERIVED[c.action](rule, c, None)
 
 
-def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
+def _from_person_map(c: ColumnRule, cols: set[str]) -> bool:
+    """The column is a person's attribute as the person maps hold it (the pseudonym; birth year
+    and sex unless a fallback column was delivered; the identifier's kind): the clean writer
+    takes it from the person map rather than from the staged rows (:func:`_research_ddl`)."""
+    if c.action in ("birth_year", "sex"):
+        return not (c.fallback and c.fallback in cols)
+    return c.action in ("person_id", "id_type")
+
+
+#: the staged rows' column naming the person: their row in the person map (``person_no``)
+_PERSON_NO = "_person_no"
+
+
+def _research_select(rule: TableRule, cols: set[str], keep: str, *, staged: bool = False) -> str:
     """The query producing the research table from raw table alias ``r``: the rows that satisfy
-    ``keep`` and have a person (every other row is quarantined or excluded by the gate)."""
+    ``keep`` and have a person (every other row is quarantined or excluded by the gate).
+    ``staged``: the rows as handed over to the clean writer, the person's number in place of
+    their person-map columns (:func:`_research_ddl`)."""
     joins = [f"{_q(rule.source)} r", _person_join(rule)]
-    select = []
+    select = [f"pm.person_no AS {_PERSON_NO}"] if staged else []
     for i, c in enumerate(rule.columns):
         if c.source and c.source not in cols:
             select.append(f"NULL AS {_q(c.name)}")  # holder did not deliver this column
             continue
+        if staged and _from_person_map(c, cols):
+            continue
         if c.action in _DERIVED:
             expr = _DERIVED[c.action](rule, c, cols)
-        elif c.action == "person_id":
-            expr = "pm.person_id"
         elif c.action in ("birth_year", "sex") and c.fallback and c.fallback in cols:
             expr = f"coalesce(pm.{c.action}, {_fallback_sql(c.action, c.fallback)})"
-        elif c.action in ("birth_year", "sex", "id_type"):
+        elif c.action in ("person_id", "birth_year", "sex", "id_type"):
             expr = f"pm.{c.action}"
         elif c.action == "county":
             joins.append(f"LEFT JOIN _county c{i} ON r.{_q(c.source or '')} = c{i}.postal_code")
@@ -432,26 +448,55 @@ def _research_select(rule: TableRule, cols: set[str], keep: str) -> str:
 _UNCOMPRESSED_ACTIONS = frozenset({"person_id", "resource_pseudonym"})
 
 
+#: The person map's view in the clean writer: ``person_no`` and the person-map columns
+#: (:func:`_write_person_map`)
+_PERSONS_VIEW = "_persons"
+
+
 @dataclass(frozen=True)
 class _TypedResearchQuery:
     #: CREATE TABLE for the research table (types from the query, pseudonyms uncompressed)
     ddl: str
-    #: the query, its untyped NULL columns (a column the holder did not deliver) cast to VARCHAR
+    #: the staging query, its untyped NULL columns (a column the holder did not deliver) cast to VARCHAR
     query: str
+    #: the clean writer's SELECT giving the research rows from the staged ones (``_src``) and the
+    #: person map; None: the staged rows are the research rows
+    writer_select: str | None
 
 
-def _research_ddl(con: duckdb.DuckDBPyConnection, rule: TableRule, query: str) -> _TypedResearchQuery:
-    types = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {query}").fetchall()}
-    cols, select = [], []
+def _research_ddl(
+    con: duckdb.DuckDBPyConnection, rule: TableRule, cols_in: set[str], keep: str
+) -> _TypedResearchQuery:
+    """The research table's DDL and how its rows are staged and written.
+
+    The pseudonym is 64 hex characters. Written once per row into the Parquet hand-over and
+    read back by the clean writer, it took more of the stage's time than anything else (10 M
+    rows: 737 MB of Parquet, against 103 MB without). So a table with persons is staged with
+    each row's person number, an INTEGER, and without the person's other attributes; the clean
+    writer joins the person map (one row per person) and writes the research table whole."""
+    research = _research_select(rule, cols_in, keep)
+    types = {name: dtype for name, dtype, *_ in con.execute(f"DESCRIBE {research}").fetchall()}
+    with_persons = any(c.action == "person_id" for c in rule.columns)
+    ddl, staged, written = [], [_PERSON_NO] if with_persons else [], []
     for c in rule.columns:
         untyped = types[c.name] == '"NULL"'
         dtype = "VARCHAR" if untyped else types[c.name]
         using = " USING COMPRESSION uncompressed" if c.action in _UNCOMPRESSED_ACTIONS else ""
-        cols.append(f"{_q(c.name)} {dtype}{using}")
-        select.append(f"CAST({_q(c.name)} AS VARCHAR) AS {_q(c.name)}" if untyped else _q(c.name))
+        ddl.append(f"{_q(c.name)} {dtype}{using}")
+        if with_persons and _from_person_map(c, cols_in):
+            written.append(f"m.{c.action}")
+        else:
+            staged.append(f"CAST({_q(c.name)} AS VARCHAR) AS {_q(c.name)}" if untyped else _q(c.name))
+            written.append(f"s.{_q(c.name)}")
+    query = _research_select(rule, cols_in, keep, staged=True) if with_persons else research
     return _TypedResearchQuery(
-        ddl=f"CREATE TABLE {_q(rule.name)} ({', '.join(cols)})",
-        query=f"SELECT {', '.join(select)} FROM ({query})",
+        ddl=f"CREATE TABLE {_q(rule.name)} ({', '.join(ddl)})",
+        query=f"SELECT {', '.join(staged)} FROM ({query})",
+        writer_select=(
+            f"SELECT {', '.join(written)} FROM _src s JOIN {_PERSONS_VIEW} m ON s.{_PERSON_NO} = m.person_no"
+            if with_persons
+            else None
+        ),
     )
 
 
@@ -757,6 +802,7 @@ _PATIENTS_SCHEMA = pa.schema(
         ("sex", pa.string()),
         ("id_type", pa.string()),
         ("reason_code", pa.string()),
+        ("person_no", pa.int32()),  # numbered after _pm's (_person_numbers)
     ]
 )
 
@@ -810,6 +856,7 @@ def _patient_maps(
     *,
     reference_date: date,
     holder_id: str,
+    first_person_no: int,
 ) -> None:
     """Temp tables ``_patients`` (every delivered FHIR Patient: its identity, pseudonym or the
     reason it has none) and ``_patient_map`` (patient id -> person of the Patients that resolve
@@ -849,13 +896,14 @@ def _patient_maps(
                 "sex": identified["sex"],
                 "id_type": identified["kind"],
                 "reason_code": identified["reason_code"],
+                "person_no": _person_numbers(keys.num_rows, first=first_person_no),
             },
             schema=_PATIENTS_SCHEMA,
         )
         _load_temp_table(con, "_patients", table)
     con.execute("""CREATE OR REPLACE TEMP TABLE _patient_map AS
-        SELECT DISTINCT patient_id, person_id FROM _patients
-        WHERE used AND person_id IS NOT NULL AND patient_id IS NOT NULL""")
+        SELECT patient_id, person_id, min(person_no) AS person_no FROM _patients
+        WHERE used AND person_id IS NOT NULL AND patient_id IS NOT NULL GROUP BY patient_id, person_id""")
     dup = con.execute("SELECT count(*) - count(DISTINCT patient_id) FROM _patient_map").fetchall()[0][0]
     if dup:
         raise PseudonymiseError(f"holder {holder_id}: {dup} FHIR patient ids map to more than one person")
@@ -878,6 +926,12 @@ def _identify_without_national(
         systems = pc.if_else(none, PATIENT_ID_SYSTEM, systems)
         values = pc.if_else(none, patient_ids, values)
     return identify(kinds, systems, values, scheme, reference_date=reference_date)
+
+
+def _person_numbers(n: int, *, first: int = 0) -> pa.Array:
+    """``first, first + 1, ...``: a row's number in the person maps (``_pm``, ``_patients``). The
+    research rows are staged with it, not with their 64-character pseudonym (:func:`_research_ddl`)."""
+    return pa.array(np.arange(first, first + n, dtype=np.int32))
 
 
 def _distinct(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Array:
@@ -938,6 +992,20 @@ def _clear_leftovers(paths: _StagePaths) -> None:
         shutil.rmtree(paths.staging)
 
 
+def _write_person_map(con: duckdb.DuckDBPyConnection, staging: Path) -> Path:
+    """The person map of the clean writer (:func:`_research_ddl`) as Parquet in ``staging``: person
+    number -> pseudonym, birth year, sex and identifier kind of every person a research row can
+    name (both person maps, ``_pm`` and ``_patients``, number their rows apart). Identifier-free."""
+    persons = staging / "_persons.parquet"
+    columns = "person_no, person_id, birth_year, sex, id_type"
+    con.execute(
+        f"COPY (SELECT {columns} FROM _pm WHERE used AND person_id IS NOT NULL UNION ALL "
+        f"SELECT {columns} FROM _patients WHERE used AND person_id IS NOT NULL) "
+        f"TO {_sql_str(persons)} ({_STAGING_PARQUET})"
+    )
+    return persons
+
+
 @dataclass(frozen=True)
 class _StagedTable:
     """One research table written to its Parquet hand-over file, and its row accounting."""
@@ -955,10 +1023,11 @@ def _stage_table(
     raw: _RawTables,
     staging: Path,
     *,
+    persons: Path,
     quarantined_rows: int,
     holder_id: str,
 ) -> _StagedTable:
-    typed = _research_ddl(con, rule, _research_select(rule, raw.columns[rule.source], raw.keep[rule.source]))
+    typed = _research_ddl(con, rule, raw.columns[rule.source], raw.keep[rule.source])
     parquet = staging / f"{rule.name}.parquet"
     rows_out = int(
         con.execute(f"COPY ({typed.query}) TO {_sql_str(parquet)} ({_STAGING_PARQUET})").fetchall()[0][0]
@@ -968,7 +1037,10 @@ def _stage_table(
     excluded = rows_in - rows_out - quarantined_rows
     if excluded < 0:  # would mean a row was counted twice: never report a wrong count
         raise PseudonymiseError(f"holder {holder_id}: inconsistent row counts for {rule.name}")
-    return _StagedTable(TableSource(rule.name, parquet, typed.ddl), rows_in, rows_out, excluded)
+    source = TableSource(rule.name, parquet, typed.ddl)
+    if typed.writer_select is not None:
+        source = replace(source, select=typed.writer_select, lookups=((_PERSONS_VIEW, persons),))
+    return _StagedTable(source, rows_in, rows_out, excluded)
 
 
 def _build_research_db(
@@ -986,12 +1058,14 @@ def _build_research_db(
     _clear_leftovers(paths)
     settings.ensure_restricted(paths.staging)
     try:
+        persons = _write_person_map(con, paths.staging)
         staged = [
             _stage_table(
                 con,
                 r,
                 raw,
                 paths.staging,
+                persons=persons,
                 quarantined_rows=quarantined_rows.get(r.source, 0),
                 holder_id=holder_id,
             )
@@ -1081,11 +1155,23 @@ def pseudonymise_holder(
             con, raw, holder_id, _invalid_values(values.values, identified), values.any_null
         )
         _county_map(con, raw)
-        persons_table = _person_table(values.values, identified, pseudo).append_column("used", values.used)
+        persons_table = (
+            _person_table(values.values, identified, pseudo)
+            .append_column("used", values.used)
+            .append_column("person_no", _person_numbers(len(values.values)))
+        )
         timer.lap("identifiers validated, rows quarantined, county map, pseudonyms")
         _load_temp_table(con, "_pm", persons_table)
 
-        _patient_maps(con, raw, scheme, pseudo, reference_date=ref, holder_id=holder_id)
+        _patient_maps(
+            con,
+            raw,
+            scheme,
+            pseudo,
+            reference_date=ref,
+            holder_id=holder_id,
+            first_person_no=persons_table.num_rows,
+        )
         unresolved = _quarantine_unresolved(con, raw, holder_id)
         for counts in (_quarantine_patients(con, raw, holder_id), unresolved):
             for source, n in counts.items():

@@ -88,3 +88,36 @@ def test_a_reader_never_opens_a_zone_file_for_writing(tmp_path, monkeypatch):
     with warehouse.read_connection(path) as con:
         assert con.execute("SELECT 42").fetchall() == [(42,)]
     assert modes == [True]
+
+
+def test_the_clean_writer_joins_a_lookup_and_keeps_no_view_in_the_file(tmp_path):
+    """A table handed over once per key (the person map) and once per row (the person's number):
+    the writer joins them; its views are temporary and never reach the file."""
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT * FROM (VALUES (0, 1.5), (1, 2.5), (0, 3.5)) v(no, x)) TO '{tmp_path / 'rows.parquet'}'"
+    )
+    con.execute(
+        f"COPY (SELECT * FROM (VALUES (0, 'aa'), (1, 'bb')) v(no, pid)) TO '{tmp_path / 'map.parquet'}'"
+    )
+    target = tmp_path / "out.duckdb"
+    counts = clean_writer.write_duckdb(
+        target,
+        [
+            clean_writer.TableSource(
+                "t",
+                tmp_path / "rows.parquet",
+                'CREATE TABLE "t" (pid VARCHAR, x DOUBLE)',
+                select="SELECT m.pid, s.x FROM _src s JOIN _people m ON s.no = m.no",
+                lookups=(("_people", tmp_path / "map.parquet"),),
+            )
+        ],
+        temp_directory=tmp_path,
+    )
+    assert counts == {"t": 3}
+    con = duckdb.connect(str(target), read_only=True)
+    assert sorted(con.execute("SELECT * FROM t").fetchall()) == [("aa", 1.5), ("aa", 3.5), ("bb", 2.5)]
+    assert con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall() == [
+        ("t", "BASE TABLE")
+    ]
+    con.close()
