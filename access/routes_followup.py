@@ -44,25 +44,42 @@ def make_router(
         until: Annotated[str | None, Query(max_length=40)] = None,
         release: Annotated[str | None, Query(max_length=128)] = None,
     ) -> dict[str, Any]:
-        if not may_follow_up(user, holder):
-            raise Forbidden(
-                "role.not_holder_steward",
-                "the follow-up of a holder is for its stewards, operators and admins",
-            )
-        if holder not in {h.id for h in hdp_settings.holders()}:
-            raise NotFound("holder.unknown", "no such holder")
-        settings = hdp_settings.get_settings()
-        try:
-            return build_follow_up_for(
-                session,
-                [access_log, settings.audit_dir / GOVERNANCE_LOG],
-                holder=holder,
-                since=since,
-                until=until,
-                release=release,
-                checkpoints=StoreCheckpoints(settings.governance_url),
-            )
-        except FollowUpError as err:
-            raise QueryRefused("followup.invalid", str(err)) from None
+        return holder_follow_up(
+            session, user, access_log, holder=holder, since=since, until=until, release=release
+        )
 
     return router
+
+
+def holder_follow_up(
+    session: Session,
+    user: User,
+    access_log: Path,
+    *,
+    holder: str,
+    since: str,
+    until: str | None = None,
+    release: str | None = None,
+) -> dict[str, Any]:
+    """The follow-up report of ``holder`` for ``user``, or the refusal (the API's and the web
+    page's one rule: ``access.web.followup`` shows the same report)."""
+    if not may_follow_up(user, holder):
+        raise Forbidden(
+            "role.not_holder_steward",
+            "the follow-up of a holder is for its stewards, operators and admins",
+        )
+    if holder not in {h.id for h in hdp_settings.holders()}:
+        raise NotFound("holder.unknown", "no such holder")
+    settings = hdp_settings.get_settings()
+    try:
+        return build_follow_up_for(
+            session,
+            [access_log, settings.audit_dir / GOVERNANCE_LOG],
+            holder=holder,
+            since=since,
+            until=until,
+            release=release,
+            checkpoints=StoreCheckpoints(settings.governance_url),
+        )
+    except FollowUpError as err:
+        raise QueryRefused("followup.invalid", str(err)) from None

@@ -38,6 +38,7 @@ from access.web import precheck, quality, request_aids
 from access.web.apply import add_apply_pages
 from access.web.codebook import add_codebook_pages
 from access.web.datadocs import add_datadocs_pages, docs_url
+from access.web.followup import add_followup_pages
 from access.web.oidc import OidcPages, add_oidc_pages
 from access.web.outputs import add_output_pages
 from access.web.pages import PREFIX, STATIC_DIR, Page, PageKit, landing_page, safe_next
@@ -549,7 +550,8 @@ def build_router(**options: Any) -> APIRouter:
     add_output_pages(router, web)  # the airlock: outputs, checking, exceptions
     add_prom_pages(router, web)  # PROM key figures for stewards (access/web/prom.py)
     add_apply_pages(router, web)  # the application form (access/web/apply.py)
-    add_workspace_pages(router, web)  # SQL workspace on record-level releases (access/web/workspace.py)
+    add_workspace_pages(router, web)  # SQL workspace on released data (access/web/workspace.py)
+    add_followup_pages(router, web)  # access follow-up for stewards (access/web/followup.py)
     add_datadocs_pages(router, web)  # a holder's Data Docs for its stewards (access/web/datadocs.py)
     add_codebook_pages(router, web)  # a release's codebook for its researchers (access/web/codebook.py)
     return router
