@@ -48,15 +48,17 @@ unlikely case that both primes hide the same dependence (see :func:`_leaks`).
 A share is audited on both sides (counted and not counted) because both are columns of its family;
 a share's change with one side unchanged (e.g. k new persons, none improved) passes, the same
 group-level homogeneity the static rule cannot see within a cell either. Families are audited
-separately: numbers of two families combined can only give counts of who lacks a value or a
-visit (as the single table always could, e.g. persons minus the persons behind the mean index),
-never a value, a response status within the denominator or an improvement.
+separately, and a combination across families is not checked. A value, an improvement or a
+response within the denominator is published in one family only; what two families' numbers
+combined give (e.g. persons minus the persons behind the mean index, or responders minus
+responders in the denominator) is a count of persons who lack a value or a visit, which the
+single table has always published too. That residual is not closed here.
 
 State and failure. The node keeps the state owner-only (0600) in its private state directory,
-outside the warehouse: column keys are HMAC-SHA-256 of (period, family, person[, value]) under a
-node key kept beside it, truncated to 128 bits, so the file holds no identifier or value and
-cannot be linked across periods or families. Each period's entry carries a MAC under the same
-key. A missing state (when the key exists), a missing or damaged key, an unreadable file or a
+outside the warehouse: column keys are 128-bit keyed BLAKE2b hashes of (period, family,
+person[, value]) under a sub-key of a random node key kept beside it (also 0600), so the file holds
+no identifier or value and cannot be linked across periods or families. Each period's entry is
+JSON text under an HMAC-SHA-256 with another sub-key. A missing state (when the key exists), a missing or damaged key, an unreadable file or a
 period whose MAC fails closes the guard: those periods' shown cells go out withheld
 (``keyfigures.guard_unavailable``) and a reason code is logged, until the state is restored
 (deleting both files is a deliberate reset that forgets what was published). A family that has
