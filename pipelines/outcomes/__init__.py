@@ -1,12 +1,14 @@
 """Outcome measures from PROM/PREM data: EQ-5D scoring, patient-survey dimensions, change over time.
 
 Pure logic over Arrow (no database, no I/O but reading the declarative value sets in
-schemas/valuesets/):
+schemas/valuesets/ and survey configurations in schemas/surveys/):
 
 * :mod:`pipelines.outcomes.valuesets` - EQ-5D value sets as cited data, validated when loaded;
 * :mod:`pipelines.outcomes.scoring` - health profile, level sum, EQ VAS, indices, reason counts;
-* :mod:`pipelines.outcomes.sql` - the same profile, level sum and indices as DuckDB SQL expressions;
-* :mod:`pipelines.outcomes.survey` - share of positive answers per patient-survey dimension;
+* :mod:`pipelines.outcomes.sql` - the same profile, level sum and indices as DuckDB SQL expressions,
+  and whether a patient-survey answer is positive (the research zone's ``prem_*_positive``);
+* :mod:`pipelines.outcomes.survey` - share of positive answers per patient-survey dimension
+  (configured in schemas/surveys/);
 * :mod:`pipelines.outcomes.change` - baseline/follow-up pairs per person and their change;
 * :mod:`pipelines.outcomes.keyfigures` - key figures per holder and period under disclosure control.
 """
@@ -41,8 +43,15 @@ from pipelines.outcomes.scoring import (
     score_eq5d,
     split_profiles,
 )
-from pipelines.outcomes.sql import index_sql, level_sum_sql, profile_sql, score_sql
-from pipelines.outcomes.survey import PREM_DEFAULT, SurveyConfig, SurveyDimension, survey_shares
+from pipelines.outcomes.sql import index_sql, level_sum_sql, profile_sql, score_sql, survey_positive_sql
+from pipelines.outcomes.survey import (
+    PREM_DEFAULT,
+    SurveyConfig,
+    SurveyDimension,
+    SurveyError,
+    load_survey,
+    survey_shares,
+)
 from pipelines.outcomes.valuesets import ValueSet, ValueSetError, available_value_sets, load_value_set
 
 __all__ = [
@@ -68,12 +77,14 @@ __all__ = [
     "PairingRule",
     "SurveyConfig",
     "SurveyDimension",
+    "SurveyError",
     "ValueSet",
     "ValueSetError",
     "available_value_sets",
     "index_column",
     "index_sql",
     "level_sum_sql",
+    "load_survey",
     "load_value_set",
     "pair_changes",
     "paretian_classification",
@@ -81,5 +92,6 @@ __all__ = [
     "score_eq5d",
     "score_sql",
     "split_profiles",
+    "survey_positive_sql",
     "survey_shares",
 ]

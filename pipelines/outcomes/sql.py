@@ -208,19 +208,34 @@ def _lowered_codepoints() -> np.ndarray:
     if pc.max(pc.utf8_length(lowered)).as_py() != 1 or pc.min(pc.utf8_length(lowered)).as_py() != 1:
         # a one-to-many mapping would break the per-position match below: refuse, never guess
         raise RuntimeError("this pyarrow's utf8_lower does not map code point to code point")
-    lowered_points = np.frombuffer(
-        "".join(lowered.to_pylist()).encode("utf-32-le"), dtype="<u4"
-    )  # one per input, in order
+    # one code point per input, in order: the UTF-8 data buffer decoded as a whole
+    lowered_offsets = np.frombuffer(
+        lowered.buffers()[1], dtype=np.int32, count=len(lowered) + 1, offset=lowered.offset * 4
+    )
+    utf8 = lowered.buffers()[2].to_pybytes()[lowered_offsets[0] : lowered_offsets[-1]]
     table = np.full(0x110000, 0xD800, dtype="<u4")  # surrogates: never a lower-case image
-    table[points] = lowered_points
+    table[points] = np.frombuffer(utf8.decode("utf-8").encode("utf-32-le"), dtype="<u4")
     return table
+
+
+@cache
+def _changed_by_lower() -> dict[int, frozenset[int]]:
+    """Lower-case image -> the code points other than itself that lower-case to it."""
+    lowered = _lowered_codepoints()
+    moved = np.flatnonzero((lowered != np.arange(0x110000)) & (lowered != 0xD800))
+    out: dict[int, set[int]] = {}
+    for source, image in zip(moved.tolist(), lowered[moved].tolist(), strict=True):
+        out.setdefault(image, set()).add(source)
+    return {image: frozenset(sources) for image, sources in out.items()}
 
 
 @cache
 def lower_preimage(char: str) -> frozenset[int]:
     """The code points that pyarrow's ``utf8_lower`` maps to ``char`` (itself among them unless
     it has a lower case of its own)."""
-    return frozenset(np.flatnonzero(_lowered_codepoints() == ord(char)).tolist())
+    point = ord(char)
+    itself = {point} if _lowered_codepoints()[point] == point else set()
+    return frozenset(itself | _changed_by_lower().get(point, frozenset()))
 
 
 def _class(points: Iterable[int]) -> str | None:
@@ -248,9 +263,13 @@ def _answer_regex(value: str) -> str | None:
 
 @cache
 def _is_normal(value: str) -> bool:
-    """True when ``value`` is its own trimmed lower case (then plain equality finds it)."""
-    arr = pa.array([value], pa.string())
-    return bool(pc.utf8_lower(pc.utf8_trim_whitespace(arr))[0].as_py() == value)
+    """True when ``value`` is its own ``utf8_lower(utf8_trim_whitespace(.))`` (then plain equality
+    finds it): no blank at either end, and every character its own lower case."""
+    blanks = {chr(p) for p in TRIMMED_WHITESPACE}
+    lowered = _lowered_codepoints()
+    return (
+        value[:1] not in blanks and value[-1:] not in blanks and all(lowered[ord(c)] == ord(c) for c in value)
+    )
 
 
 def _pattern(text: str, values: Iterable[str]) -> str | None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pipelines.outcomes import survey as survey_module
 from pipelines.outcomes.sql import (
     TRIMMED_WHITESPACE,
+    _is_normal,
     _lowered_codepoints,
     lower_preimage,
     survey_positive_sql,
@@ -172,6 +173,13 @@ def test_every_unicode_code_point_lower_cases_as_pyarrow_says():
     points = [p for p in range(0x110000) if not 0xD800 <= p <= 0xDFFF]
     expected = pc.utf8_lower(pa.array([chr(p) for p in points], pa.string())).to_pylist()
     assert [chr(lowered[p]) for p in points] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=ALPHABET + "\u3000\t", max_size=5) | st.text(max_size=5))
+def test_the_fast_path_takes_exactly_the_strings_that_are_their_own_normal_form(value):
+    arr = pa.array([value], pa.string())
+    assert _is_normal(value) == (pc.utf8_lower(pc.utf8_trim_whitespace(arr)).to_pylist() == [value])
 
 
 @pytest.mark.parametrize("column_type", ["DOUBLE", "BOOLEAN", "DATE", "DECIMAL(4,1)"])
