@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 MAX_BARS = 30
 #: Characters of a category label drawn beside its bar (the full label is in its tooltip).
 LABEL_CHARS = 24
+#: Rows of an aggregate result the page lists (the API returns them all; up to
+#: ``access.aggregate.MAX_CELLS``). A record-level result is never longer than the export
+#: rule's preview bound, so the page lists it whole.
+AGGREGATE_SHOWN_ROWS = 500
 
 
 # -- chart ------------------------------------------------------------------------------------
@@ -359,6 +363,7 @@ class WorkspacePages:
             max_bars=MAX_BARS,
             error=error,
             preview_rows=rule.preview_rows,
+            shown_rows=AGGREGATE_SHOWN_ROWS if tier == AGGREGATE else rule.preview_rows,
             # Aggregate results leave directly (access.outputs): there is nothing to request.
             offer_output=tier == RECORD and (offer_output or result is not None),
             formats=FORMATS,

@@ -284,6 +284,17 @@ def test_aggregate_editor_runs_its_example_query_under_disclosure_control(
     assert queries[1]["published"] == got["published"]
 
 
+def test_a_long_aggregate_result_is_listed_in_part(app, airlock, aggregate_permit, monkeypatch):
+    from access.web import workspace
+
+    monkeypatch.setattr(workspace, "AGGREGATE_SHOWN_ROWS", 2)
+    c = browser(app, airlock.tokens["alice"])
+    r = run(c, AGGREGATE_RELEASE, "SELECT holder, count(*) AS n FROM register_visit GROUP BY holder")
+    published = summary(r.text)["published"]
+    assert published == 4 and len(cells(r.text)) == 2  # the four holders' cells, two listed
+    assert "4 rows, 2 columns · the first 2 are shown here" in r.text
+
+
 def test_aggregate_editor_refuses_record_level_sql_with_the_grammar_reason(
     app, airlock, aggregate_permit, hdp_home
 ):
