@@ -146,6 +146,26 @@ def test_integer_answers_are_read_as_their_text(table):
     assert _sql_figures(table, RESPECT_ONLY, "g") == _arrow_figures(table, RESPECT_ONLY, "g")
 
 
+def test_an_enum_column_is_read_as_its_text_like_a_dictionary_array():
+    values = ["4", " 5", "Ej aktuellt", "2", "x"]
+    rows = [*values, None, "4"]
+    con = duckdb.connect()
+    con.execute(f"CREATE TYPE answer AS ENUM ({', '.join(repr(v) for v in values)})")
+    con.execute("CREATE TABLE t (a answer)")
+    con.executemany("INSERT INTO t VALUES (?)", [[r] for r in rows])
+    assert con.execute("SELECT typeof(a) FROM t LIMIT 1").fetchall()[0][0].startswith("ENUM(")
+    expr = survey_positive_sql("a", "respect", RESPECT_ONLY)
+    mean, n, total = con.execute(f"SELECT avg({expr}), count({expr}), sum({expr}) FROM t").fetchall()[0]
+    table = pa.table(
+        {"prem_respect": pa.array(rows, pa.string()).dictionary_encode(), "g": ["a"] * len(rows)}
+    )
+    assert (
+        _arrow_figures(table, RESPECT_ONLY, "g")
+        == {("a", "respect"): (mean, n, total)}
+        == {("a", "respect"): (3 / 4, 4, 3)}
+    )
+
+
 def test_the_prem_configuration_on_typical_answers():
     answers = ["5", "4", " 4 ", "3", "1", "ej aktuellt", "EJ AKTUELLT", None, "", "7", "4.0"]
     con = duckdb.connect()
