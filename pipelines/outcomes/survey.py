@@ -19,7 +19,8 @@ Per dimension (and per group, with ``by``) the result counts:
 * ``n_invalid`` - an answer the configuration does not know: left out, and counted so it is seen;
 * ``share_positive`` - ``n_positive / n_denominator``, NULL when the denominator is 0.
 
-Answers are compared after trimming blanks and case folding; integer columns are read as their
+Answers, and the configured answers, are compared after trimming blanks and lower-casing
+(pyarrow's ``utf8_trim_whitespace`` and ``utf8_lower``); integer columns are read as their
 decimal text. Disclosure control of small groups is the caller's (the aggregate tier's) job.
 """
 
@@ -38,7 +39,7 @@ import pyarrow.compute as pc
 from hdp.settings import SCHEMAS_DIR
 
 SURVEYS_DIR = SCHEMAS_DIR / "surveys"
-_SURVEY_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_SURVEY_ID = re.compile(r"[a-z0-9][a-z0-9_]*")
 #: keys of a survey file that describe it for people and are not part of the rule
 _DESCRIPTIVE_KEYS = frozenset({"id", "title", "note", "source"})
 
@@ -122,14 +123,14 @@ class SurveyConfig:
         )
 
 
-def _norm(value: str) -> str:
-    return value.strip().casefold()
-
-
 def _norm_set(values: Iterable[Any]) -> frozenset[str]:
+    """Configured answers normalised exactly as the data are (:func:`_normalised`), so that a
+    configured answer is always found: ``str.casefold`` would turn ``ß`` into ``ss``, which no
+    lower-cased answer ever is."""
     if isinstance(values, str):
         raise ValueError("expected a list of answers, not one string")
-    return frozenset(_norm(str(v)) for v in values)
+    text = pa.array([str(v) for v in values], pa.string())
+    return frozenset(pc.utf8_lower(pc.utf8_trim_whitespace(text)).to_pylist())
 
 
 @cache
@@ -139,7 +140,7 @@ def load_survey(survey_id: str) -> SurveyConfig:
     An id that is not a plain name, a missing file, a file whose ``id`` is another, or a
     configuration :class:`SurveyConfig` refuses raises :class:`SurveyError`.
     """
-    if not isinstance(survey_id, str) or not _SURVEY_ID.match(survey_id):
+    if not isinstance(survey_id, str) or not _SURVEY_ID.fullmatch(survey_id):
         raise SurveyError(f"not a survey id: {survey_id!r}")
     path = SURVEYS_DIR / f"{survey_id}.json"
     try:
