@@ -947,6 +947,10 @@ class _Loader:
         if self.pending >= FLUSH_RESOURCES:
             self.flush()
 
+    def use_every_core(self) -> None:
+        """DuckDB's default threads again (loading ran on one: see _configure_raw_zone)."""
+        self.con.execute("RESET threads")
+
     def flush(self) -> None:
         python_flat = self._split_single_resources()
         if self.batches:
@@ -1113,7 +1117,7 @@ class _LoaderThread:
     def close(self) -> None:
         """Flush what is left, wait for the loader thread; raises its error, if any."""
         try:
-            self._put((self.loader.con.execute, ("RESET threads",)))  # see _configure_raw_zone
+            self._put((self.loader.use_every_core, ()))
             self._put((self.loader.flush, ()))
         finally:
             self._stop()
