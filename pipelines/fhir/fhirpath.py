@@ -14,7 +14,7 @@ integer, decimal, boolean, ``{}``, ``@date``), ``$this``, ``%constant``, ``%rowI
 operators ``. [] unary- * / div mod + - & | < <= > >= = != ~ !~ in contains and or xor
 implies is as``, and the functions ``where exists empty first last tail skip take count
 not ofType as is extension join select distinct hasValue getResourceKey getReferenceKey
-lowBoundary highBoundary toString toInteger toDecimal iif``.
+lowBoundary highBoundary toString toInteger toDecimal iif startsWith``.
 """
 
 from __future__ import annotations
@@ -959,6 +959,23 @@ def _join(name: str, args: list[Node]) -> Fn:
         return [sep.join(parts) if sep else "".join(parts)]
 
     return join
+
+
+@_function("startsWith")
+def _starts_with(name: str, args: list[Node]) -> Fn:
+    """FHIRPath ``startsWith(prefix)``: empty for an empty input or prefix, an error on a non-string."""
+    _arity(name, args, 1)
+    prefix_fn = _compile(args[0])
+
+    def starts_with(focus: list[Any], env: Env) -> list[Any]:
+        s, prefix = _singleton(focus, "startsWith()"), _singleton(prefix_fn(focus, env), "startsWith()")
+        if s is None or prefix is None:
+            return []
+        if type(s) is not str or type(prefix) is not str:
+            raise FhirPathError("startsWith() needs strings")
+        return [s.startswith(prefix)]
+
+    return starts_with
 
 
 @_function("toString")

@@ -11,6 +11,9 @@ meaning it can pin down exactly *on resources the fast validator accepted*:
   choice element, ``(A | B).first()``, a union of ``ofType`` branches of one choice group
   (at most one is present: the validator enforces choice exclusivity), ``getResourceKey()``,
   ``getReferenceKey([T])``, ``toInteger()`` on an ASCII-validated code;
+* ``iif(<criterion>, <integer> [, <integer>])`` with integer literals, integer-valued paths or
+  nested ``iif`` as results, the criterion built from ``exists()``, ``startsWith(<literal>)``,
+  ``<element> = <literal>`` and ``and``/``or`` (the EQ-5D view maps answer codes to levels so);
 * view-level ``where`` of the same kind; ``select`` elements with ``column`` and nested
   ``select`` (no ``forEach`` / ``forEachOrNull`` / ``repeat`` / ``unionAll`` yet).
 
@@ -277,6 +280,8 @@ class _Compiler:
             raise Unsupported(f"invocation {inv[0]}")
         if kind == "call":
             return self.call(focus, node[1], node[2])
+        if kind == "lit" and type(node[1]) is int:
+            return _Coll(str(node[1]), False, "_int_value")
         if kind == "bin" and node[1] == "|":
             return self.union([node[2], node[3]], focus, first=False)
         raise Unsupported(f"expression kind {kind}")
@@ -348,12 +353,58 @@ class _Compiler:
             if focus.many or focus.ftype not in _ASCII_CHECKS:
                 raise Unsupported("toInteger() on something other than one ASCII code")
             s = focus.str_sql or f"json_extract_string({focus.sql}, '$')"
+            # ``s`` bound once by a one-element lambda: written twice, DuckDB evaluates it twice
+            # when the whole sits inside a CASE (an ``iif`` branch), which tripled the EQ-5D view.
             return _Coll(
-                f"CASE WHEN regexp_full_match({s}, '[+-]?[0-9]{{1,18}}') THEN CAST({s} AS BIGINT) END",
+                f"list_transform([{s}], lambda z: CASE WHEN regexp_full_match(z, '[+-]?[0-9]{{1,18}}') "
+                "THEN CAST(z AS BIGINT) END)[1]",
                 False,
                 "_int_value",
             )
+        if name == "exists" and not args:
+            if focus.many:
+                return _Coll(f"(coalesce(len({focus.sql}), 0) > 0)", False, "_bool_value")
+            return _Coll(f"({focus.sql} IS NOT NULL)", False, "_bool_value")
+        if name == "startsWith" and len(args) == 1:
+            if focus.many or focus.ftype not in _STRING_CHECKS:
+                raise Unsupported("startsWith() on something other than one string")
+            s = focus.str_sql or f"json_extract_string({focus.sql}, '$')"
+            return _Coll(f"starts_with({s}, {_q(self.literal(args[0]))})", False, "_bool_value")
+        if name == "iif" and len(args) in (2, 3):
+            # CASE WHEN: an empty (NULL) criterion takes the otherwise branch, as in FHIRPath.
+            crit = self.boolean(args[0], focus)
+            then = self.integer(self.expr(args[1], focus))
+            other = self.integer(self.expr(args[2], focus)) if len(args) == 3 else "NULL"
+            return _Coll(f"CASE WHEN {crit} THEN {then} ELSE {other} END", False, "_int_value")
         raise Unsupported(f"function {name}()")
+
+    def integer(self, coll: _Coll) -> str:
+        """SQL BIGINT for a 0..1 integer-valued collection (an ``iif`` result)."""
+        if coll.many:
+            raise Unsupported("iif() result may hold more than one value")
+        if coll.ftype == "_int_value":
+            return coll.sql
+        if coll.ftype in _INT_CHECKS:
+            return f"CAST({coll.str_sql or coll.sql} AS BIGINT)"
+        raise Unsupported(f"iif() result of type {coll.ftype}")
+
+    def boolean(self, node: tuple, focus: _Coll) -> str:
+        """SQL for an ``iif`` criterion (NULL where FHIRPath gives empty)."""
+        if node[0] == "bin" and node[1] in ("and", "or"):
+            return f"({self.boolean(node[2], focus)} {node[1].upper()} {self.boolean(node[3], focus)})"
+        if node[0] == "bin" and node[1] == "=":
+            left, right = node[2], node[3]
+            if right[0] not in ("lit", "const"):
+                left, right = right, left
+            coll = self.expr(left, focus)
+            if coll.many or coll.ftype not in _STRING_CHECKS:
+                raise Unsupported("iif() comparison of something other than one string")
+            s = coll.str_sql or f"json_extract_string({coll.sql}, '$')"
+            return f"({s} = {_q(self.literal(right))})"
+        coll = self.expr(node, focus)
+        if coll.ftype != "_bool_value":
+            raise Unsupported("iif() criterion")
+        return coll.sql
 
     def condition(self, node: tuple, var: str, ftype: str) -> str:
         if node[0] == "bin" and node[1] in ("and", "or"):
@@ -380,8 +431,37 @@ class _Compiler:
             ):
                 raise Unsupported("where() element name shadowed")
             lit = self.literal(right)
-            return f"(json_extract_string({var}, {_q('$.' + left[1])}) = {_q(lit)})"
+            return f"({self._string_at(var, left[1])} = {_q(lit)})"
+        if node[0] == "invoke" and node[1][0] == "member" and node[2][0] == "call":
+            name, fn, args = node[1][1], node[2][1], node[2][2]
+            self._string_element(ftype, name)
+            if fn == "startsWith" and len(args) == 1:
+                lit = self.literal(args[0])
+                return f"starts_with({self._string_at(var, name)}, {_q(lit)})"
+            if fn == "empty" and not args:
+                return f"(json_extract({var}, {_q('$.' + name)}) IS NULL)"
         raise Unsupported("where() condition")
+
+    def _string_at(self, var: str, name: str) -> str:
+        # On the resource itself (a view-level where): the shared one-parse extraction, not a
+        # parse of the whole resource per comparison.
+        if var == self.root:
+            return self.at_str("$." + name) or ""
+        return f"json_extract_string({var}, {_q('$.' + name)})"
+
+    def _string_element(self, ftype: str, name: str) -> None:
+        """Refuse anything but a single, unshadowed string element of ``ftype``."""
+        spec = v.type_spec(ftype)
+        el = spec.elements.get(name)
+        if (
+            el is None
+            or el.is_list
+            or el.check is None
+            or getattr(el.check, "__name__", "") not in _STRING_CHECKS
+        ):
+            raise Unsupported("where() on a non-string element")
+        if any(k.startswith(name) and k[len(name) :][:1].isupper() for k in spec.elements):
+            raise Unsupported("where() element name shadowed")
 
     def literal(self, node: tuple) -> str:
         if node[0] == "lit" and type(node[1]) is str:
@@ -457,7 +537,7 @@ def compile_view_sql(view: dict[str, Any], compiled: CompiledView, *, source: st
             node = parse_path(w["path"])
         except FhirPathError as exc:
             raise Unsupported(str(exc)) from None
-        if not (node[0] == "bin" and node[1] in ("=", "and", "or")):
+        if not (node[0] == "bin" and node[1] in ("=", "and", "or")) and node[0] != "invoke":
             raise Unsupported("view where other than comparisons")
         cond = comp.finish(comp.condition(node, "t.resource", compiled.resource))
         wheres.append(f"coalesce({cond}, false)")
