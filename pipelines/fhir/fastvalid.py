@@ -43,7 +43,7 @@ import msgspec
 from pipelines.fhir import primitives
 from pipelines.fhir import validation as v
 
-__all__ = ["LineDecoder", "decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
+__all__ = ["CODED_TYPES", "LineDecoder", "decoder", "fast_decode", "sql_safe", "struct_unknown_code_paths"]
 
 # --------------------------------------------------------------------------- primitive patterns
 # msgspec applies ``pattern`` with ``re.search``: the FHIR formats (:mod:`primitives`) are anchored
@@ -308,6 +308,8 @@ _CODED = {
     "Procedure": "code",
     "MedicationRequest": "medicationCodeableConcept",
 }
+#: The types :func:`struct_unknown_code_paths` checks (it finds nothing in any other).
+CODED_TYPES = frozenset(_CODED)
 
 
 def struct_unknown_code_paths(rtype: str, s: Any, lists: dict[str, frozenset[str]]) -> list[str]:

@@ -342,6 +342,28 @@ def test_a_failure_mid_run_stops_the_workers_and_rolls_back(hdp_home, landing, m
     assert con.sql("SELECT count(*) FROM fhir_patient").fetchall() == [(400,)]  # the earlier run stands
 
 
+@pytest.mark.slow
+def test_a_worker_error_reaches_the_ingest_and_rolls_back(hdp_home, landing, monkeypatch):
+    """An error inside a worker process (here: a landing file that changed while it was read) is
+    raised again by the ingest, the workers stop, and nothing of the run is kept."""
+    import pipelines.fhir.ingest as ing
+
+    _write(landing, "Patient.ndjson", "".join(_line(f.patient(f"p{i}")) for i in range(400)))
+    ingest_fhir(HOLDER, settings=hdp_home, workers=0)
+    real = ing.process_chunk
+
+    def changed(chunk):
+        if chunk.first_line_no > 100:
+            raise ing.FhirIngestError("Patient.ndjson: the file changed while it was being ingested")
+        return real(chunk)
+
+    monkeypatch.setattr(ing, "process_chunk", changed)  # the forked workers inherit it
+    with pytest.raises(ing.FhirIngestError, match="changed while"):
+        ingest_fhir(HOLDER, settings=hdp_home, workers=2, chunk_lines=2)
+    con = _db(hdp_home)
+    assert con.sql("SELECT count(*) FROM fhir_patient").fetchall() == [(400,)]  # the earlier run stands
+
+
 def test_resource_text_is_read_by_duckdb_json_before_it_is_stored_as_json():
     """The flat batch is inserted without a second ::JSON parse only because the compiled views
     parse every row first; text DuckDB cannot read must fail the load, never be stored."""
