@@ -27,7 +27,9 @@ compression of ``person_id``.
 
 Also measured, as context: the *floor*, a plain copy of the same rows' non-identifying columns
 into a new DuckDB file (no validation, no pseudonym). It bounds the ratio any design that
-writes the research table with DuckDB can reach.
+writes the research table with DuckDB can reach. It is a generous floor: its 11 columns hold
+no person column at all, while the research table's ``person_id`` is 64 hex characters per
+row (10 M rows: 640 MB of the 789 MB research file; the floor's file is 129 MB).
 
 Runs alternate (stage first in odd runs, baseline first in even runs); both run in child
 processes, the stage's peak memory is its child's max RSS. Figures are medians over runs;
@@ -106,6 +108,7 @@ con.close()
 t0, c0 = time.perf_counter(), time.process_time()
 con = duckdb.connect(sys.argv[2])
 con.execute("SET preserve_insertion_order = false")
+con.execute("SET enable_progress_bar = false")  # as in the stage's processes
 con.execute(f"ATTACH '{sys.argv[1]}' AS raw (READ_ONLY)")
 con.execute(f"CREATE TABLE copy AS SELECT {', '.join(cols)} FROM raw.register_visit")
 con.execute("CHECKPOINT")
