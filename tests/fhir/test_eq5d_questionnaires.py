@@ -34,6 +34,8 @@ from pipelines.fhir.questionnaire_views import (
     load_spec,
     render,
 )
+from pipelines.fhir.viewdef import compile_view
+from pipelines.fhir.viewsql import Unsupported, compile_view_sql
 from pipelines.outcomes.valuesets import load_value_set
 from pipelines.pseudonymise import pseudonymise_holder
 
@@ -182,7 +184,9 @@ def test_only_recognised_questionnaires_and_only_their_own_link_ids_count():
     mixed = response("eq5d_mii", "mixed")
     mixed["questionnaire"] = own["canonical"]  # MII linkIds under the project's canonical
     partial = response("eq5d_mii", "partial", levels=(5, 5, None, 1, 2), vas=None)
-    rows = view_rows([other, prefix, mixed, partial])
+    absent = response("eq5d", "absent")
+    del absent["questionnaire"]
+    rows = view_rows([other, prefix, mixed, partial, absent])
     assert set(rows) == {"mixed", "partial"}
     assert rows["mixed"] == (None,) * 6
     assert rows["partial"] == (5, 5, None, 1, 2, None)
@@ -220,6 +224,22 @@ def test_fast_and_reference_validators_agree_and_accept_every_example():
         fast = fastvalid.fast_decode(compact, "QuestionnaireResponse") is not None
         assert fast == (fastvalid.fast_decode(spaced, "QuestionnaireResponse") is not None)
         assert fast and _reference_valid(res), res["id"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "iif(gender = 'male', birthDate)",  # a result that is not an integer
+        "iif(name.exists(), 1, name.family)",  # a result that may hold more than one value
+        "iif(gender, 1)",  # a criterion that is not a boolean
+        "iif(name.family = 'x', 1)",  # a comparison of a collection
+        "iif(gender.startsWith(birthDate), 1)",  # startsWith() of something other than a literal
+    ],
+)
+def test_compiler_refuses_an_iif_it_cannot_prove(path):
+    view = {"resource": "Patient", "name": "t", "select": [{"column": [{"name": "c", "path": path}]}]}
+    with pytest.raises(Unsupported):
+        compile_view_sql(view, compile_view(view))
 
 
 def test_the_data_file_is_checked():
