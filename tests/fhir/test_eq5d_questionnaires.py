@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import pytest
 from pseudonymise.raw_fixtures import ANNA, build_ndr, build_region, kek_env  # noqa: F401  (fixture)
 from test_validation_differential import _reference_valid
-from view_harness import flat_source
+from view_harness import eq5d_view_rows
 
 from pipelines.fhir import fastvalid
-from pipelines.fhir import ingest as ing
 from pipelines.fhir.questionnaire_views import (
     QUESTIONNAIRES,
     VIEW,
@@ -83,23 +81,7 @@ def response(
 
 def view_rows(resources: list[dict[str, Any]]) -> dict[str, tuple]:
     """Rows by response id; the compiled SQL and the Python evaluator must give the same."""
-    plan = ing.view_plan(ing.VIEWS_DIR)
-    assert "fhir_eq5d_response" in plan.sql, plan.python_only  # still compiled to SQL
-    view = plan.views["fhir_eq5d_response"]
-    con = flat_source(
-        {"fhir_eq5d_response": view}, [(r["resourceType"], r["id"], json.dumps(r)) for r in resources]
-    )
-    try:
-        con.execute(plan.sql["fhir_eq5d_response"])
-        sql_rows = con.execute(
-            "SELECT * FROM fhir_eq5d_response ORDER BY questionnaire_response_id"
-        ).fetchall()
-    finally:
-        con.close()
-    py_rows = sorted(
-        (tuple(row) for r in resources for row in view.rows(msgspec.json.decode(json.dumps(r)))),
-        key=lambda row: row[0],
-    )
+    sql_rows, py_rows = eq5d_view_rows(resources)
     assert sql_rows == py_rows
     return {row[0]: row[4:] for row in sql_rows}
 

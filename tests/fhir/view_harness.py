@@ -3,9 +3,12 @@ on chosen resources and compare it with the Python evaluator."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import duckdb
+import msgspec
 
 from pipelines.fhir import ingest as ing
 from pipelines.fhir.viewdef import CompiledView
@@ -27,3 +30,26 @@ def flat_source(
     )
     con.executemany(f"INSERT INTO {ing._FLAT_SOURCE} VALUES (?, ?, ?, 'f', 1)", list(resources))
     return con
+
+
+def eq5d_view_rows(resources: list[dict[str, Any]]) -> tuple[list[tuple], list[tuple]]:
+    """``fhir_eq5d_response`` rows of ``resources`` from the compiled SQL and from the Python
+    evaluator, each sorted by response id (the two must agree)."""
+    plan = ing.view_plan(ing.VIEWS_DIR)
+    assert "fhir_eq5d_response" in plan.sql, plan.python_only  # the view still compiles to SQL
+    view = plan.views["fhir_eq5d_response"]
+    con = flat_source(
+        {"fhir_eq5d_response": view}, [(r["resourceType"], r["id"], json.dumps(r)) for r in resources]
+    )
+    try:
+        con.execute(plan.sql["fhir_eq5d_response"])
+        sql_rows = con.execute(
+            "SELECT * FROM fhir_eq5d_response ORDER BY questionnaire_response_id"
+        ).fetchall()
+    finally:
+        con.close()
+    py_rows = sorted(
+        (tuple(row) for r in resources for row in view.rows(msgspec.json.decode(json.dumps(r)))),
+        key=lambda row: row[0],
+    )
+    return sql_rows, py_rows

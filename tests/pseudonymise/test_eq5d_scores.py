@@ -14,6 +14,7 @@ from pipelines.outcomes.valuesets import load_value_set
 from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from privacy.policy import PolicyError, load_pseudonymise_policy
 from pseudonymise.raw_fixtures import ANNA, BERTIL, CESAR, build_ndr, build_region
+from tests.fhir.view_harness import eq5d_view_rows
 
 SCORES = ["eq5d_profile", "eq5d_level_sum", "eq5d_index_se_5l_tto_2020", "eq5d_index_se_5l_vas_2020"]
 TTO, VAS = load_value_set("se_5l_tto_2020"), load_value_set("se_5l_vas_2020")
@@ -223,33 +224,6 @@ def _qr(qid: str, canonical: str, links: tuple[str, ...], levels, vas: int, syst
     }
 
 
-def _view_rows(resources: list[dict]) -> tuple[list[tuple], list[tuple]]:
-    """fhir_eq5d_response rows from the compiled SQL and from the Python evaluator."""
-    import msgspec
-
-    from pipelines.fhir import ingest as ing
-    from tests.fhir.view_harness import flat_source
-
-    plan = ing.view_plan(ing.VIEWS_DIR)
-    assert "fhir_eq5d_response" in plan.sql  # the view still compiles to SQL
-    view = plan.views["fhir_eq5d_response"]
-    con = flat_source(
-        {"fhir_eq5d_response": view}, [(r["resourceType"], r["id"], json.dumps(r)) for r in resources]
-    )
-    try:
-        con.execute(plan.sql["fhir_eq5d_response"])
-        sql_rows = con.execute(
-            "SELECT * FROM fhir_eq5d_response ORDER BY questionnaire_response_id"
-        ).fetchall()
-    finally:
-        con.close()
-    py_rows = sorted(
-        (tuple(row) for r in resources for row in view.rows(msgspec.json.decode(json.dumps(r)))),
-        key=lambda row: row[0],
-    )
-    return sql_rows, py_rows
-
-
 def test_mii_coded_response_gives_the_same_row_as_the_own_questionnaire():
     levels, system = (2, 1, 3, 4, 1), "http://euroqol.org/fhir/CodeSystem/eq-5d-5l-level"
     own = _qr("qr-own", OWN, OWN_LINKS, levels, 70, system)
@@ -257,7 +231,7 @@ def test_mii_coded_response_gives_the_same_row_as_the_own_questionnaire():
     partial = _qr("qr-mii-partial", MII, MII_LINKS, (5, 5, None, 1, 2), 55, None)
     other = _qr("qr-other", "http://example.org/Questionnaire/not-eq5d", MII_LINKS, levels, 70, None)
     mixed = _qr("qr-mixed", OWN, MII_LINKS, levels, 70, None)  # MII linkIds under our canonical
-    sql_rows, py_rows = _view_rows([own, mii, partial, other, mixed])
+    sql_rows, py_rows = eq5d_view_rows([own, mii, partial, other, mixed])
     assert sql_rows == py_rows
     by_id = {r[0]: r[1:] for r in sql_rows}
     assert set(by_id) == {"qr-own", "qr-mii", "qr-mii-partial", "qr-mixed"}  # other questionnaire: no row
@@ -270,7 +244,7 @@ def test_mii_coded_response_gives_the_same_scores_after_pseudonymisation(hdp_hom
     own = _qr("qr-own", OWN, OWN_LINKS, levels, 70, "http://euroqol.org/fhir/CodeSystem/eq-5d-5l-level")
     mii = _qr("qr-mii", MII, MII_LINKS, levels, 70, None)
     mii["authored"] = "2024-03-02T10:00:00+01:00"
-    rows, _ = _view_rows([own, mii])
+    rows, _ = eq5d_view_rows([own, mii])
     build_region(hdp_home)
     con = duckdb.connect(str(hdp_home.raw_db("region_uppsala")))
     try:
