@@ -34,6 +34,7 @@ import pytest
 from edge import stages
 from synthetic_data.fhir_real import iter_real_resources
 from tests.e2e.leakscan import find_leaks, landing_identifiers_and_names
+from tests.fhir.real_shapes import sample_files
 
 REPO = Path(__file__).resolve().parents[2]
 HOLDER = "region_uppsala"
@@ -73,7 +74,7 @@ def delivered(request, hdp_home):
         sample = _real_sample()
         if sample is None:
             pytest.skip("no real Synthea bulk sample beside the repository (set HDP_SYNTHEA_SAMPLE)")
-        for path in sample.glob("*.ndjson"):
+        for _, path in sample_files(sample):  # the exporter's own log.ndjson is no delivery
             shutil.copy(path, landing / path.name)
     else:
         _write_generated(landing)

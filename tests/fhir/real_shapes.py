@@ -43,9 +43,26 @@ def sample_dir() -> Path | None:
     return next((p for p in candidates if p is not None and p.is_dir()), None)
 
 
-def sample_resources(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every resource of every non-blank line of a bulk export's ``*.ndjson`` files."""
+def sample_files(directory: Path) -> list[tuple[str, Path]]:
+    """(resource type, file) of a bulk export's ``<ResourceType>[.n].ndjson`` files. Other
+    ``*.ndjson`` files hold no resources: the public samples carry the exporter's own
+    ``log.ndjson`` beside them."""
+    from fhir.resources import get_fhir_model_class
+
+    files = []
     for path in sorted(directory.glob("*.ndjson")):
+        rtype = path.name.split(".", 1)[0]
+        try:
+            get_fhir_model_class(rtype)
+        except ValueError:
+            continue
+        files.append((rtype, path))
+    return files
+
+
+def sample_resources(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every resource of every non-blank line of a bulk export's resource files."""
+    for _, path in sample_files(directory):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():

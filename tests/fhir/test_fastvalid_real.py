@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from real_shapes import sample_dir
+from real_shapes import sample_dir, sample_files
 
 from pipelines.fhir import fastvalid
 from pipelines.fhir import validation as v
@@ -40,8 +40,7 @@ def real_lines() -> list[tuple[str, bytes]]:
     """(file's resource type, line) of every non-blank line of the real sample."""
     assert SAMPLE is not None
     out = []
-    for path in sorted(SAMPLE.glob("*.ndjson")):
-        rtype = path.name.split(".", 1)[0]
+    for rtype, path in sample_files(SAMPLE):
         out.extend((rtype, line) for line in path.read_bytes().splitlines() if line.strip())
     return out
 
