@@ -552,9 +552,9 @@ def test_round_applies_to_the_pooled_value():
     # rounding at the nodes first would give round((2 * 50.04 + 50.02) / 3, 2) from 50.04 and 50.02 alike;
     # the pooled mean 50.0333... rounds to 50.03
     assert row["mean"] == 50.03
-    assert row["round_variance_pop_hba1c_mmol_mol_6"] == round(statistics.pvariance([50.04, 50.04, 50.02]), 6)
+    assert row["round_var_pop_hba1c_mmol_mol_6"] == round(statistics.pvariance([50.04, 50.04, 50.02]), 6)
     assert row["n"] == 3 and isinstance(row["n"], int)
-    assert merged.schema.names == ["sex", "mean", "round_variance_pop_hba1c_mmol_mol_6", "n", NODES_IN_CELL]
+    assert merged.schema.names == ["sex", "mean", "round_var_pop_hba1c_mmol_mol_6", "n", NODES_IN_CELL]
 
 
 def test_a_query_without_keys_merges_to_one_total():
