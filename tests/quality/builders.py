@@ -16,6 +16,7 @@ import duckdb
 from pipelines import quarantine
 from pipelines.fhir.ingest import VIEWS_DIR
 from pipelines.fhir.viewdef import load_view
+from pipelines.outcomes.sql import score_sql, survey_positive_sql
 from privacy.policy import load_pseudonymise_policy
 
 EXTRACT = date(2024, 6, 30)
@@ -325,6 +326,31 @@ def build_region_raw(db: Path, *, n: int = 60, defects: bool = True) -> dict[str
     return keys
 
 
+def add_derived_columns(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """(Re)compute research ``table``'s derived columns (policy actions ``eq5d`` and ``survey``)
+    from its kept columns with the project's own SQL (pipelines.outcomes.sql), appended in policy
+    order as pseudonymisation writes them; the kept columns have their raw names."""
+    rule = next(r for r in load_pseudonymise_policy().tables if r.name == table)
+    derived = {}
+    for c in rule.columns:
+        if c.action == "eq5d":
+            dims = [f'"{d}"' for d in c.dimensions]
+            derived[c.name] = score_sql(c.score or "", dims, value_set=c.value_set, levels=c.levels)
+        elif c.action == "survey":
+            derived[c.name] = survey_positive_sql(f'"{c.answer}"', c.dimension or "", c.survey or "")
+    kept = [
+        f'"{c}"'
+        for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND database_name = current_database() "
+            "ORDER BY column_index",
+            [table],
+        ).fetchall()
+        if c not in derived
+    ]
+    exprs = ", ".join(f'{sql} AS "{name}"' for name, sql in derived.items())
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {', '.join(kept)}, {exprs} FROM {table}")
+
+
 def build_research(db: Path, raw_db: Path) -> None:
     """A research zone from a raw zone, the way pseudonymisation would shape it."""
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +373,7 @@ def build_research(db: Path, raw_db: Path) -> None:
             eq5d_mobility, eq5d_self_care, eq5d_usual_activities, eq5d_pain_discomfort, eq5d_anxiety_depression,
             eq_vas, prem_respect, prem_involvement, prem_information, prem_accessibility, prem_overall
             FROM raw.prom_response""")
+        add_derived_columns(con, "prom_response")
     if "fhir_patient" in tables:
         con.execute("""CREATE OR REPLACE TABLE patient AS SELECT pseud(personnummer) AS person_id,
             year(birth_date) AS birth_year, 'K' AS sex, 'personnummer' AS id_type, '03' AS county,
@@ -365,6 +392,7 @@ def build_research(db: Path, raw_db: Path) -> None:
         con.execute(f"""CREATE OR REPLACE TABLE eq5d_response AS SELECT {pid} AS person_id,
             pseud(encounter_id) AS encounter_id, authored, mobility, self_care, usual_activities, pain_discomfort,
             anxiety_depression, eq_vas FROM raw.fhir_eq5d_response t""")
+        add_derived_columns(con, "eq5d_response")
         for rule in load_pseudonymise_policy().tables:
             if rule.source in _VIEW_ONLY_TABLES and rule.source in tables:
                 kept = ", ".join(c.name for c in rule.columns if c.action == "keep")
