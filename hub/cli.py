@@ -24,6 +24,10 @@ def main() -> None:
     """The federation's hub (health data access body)."""
 
 
+#: seconds a stopping hub gives the requests still running (uploads of parts included)
+GRACEFUL_SHUTDOWN_S = 10
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8700, show_default=True)
@@ -42,6 +46,10 @@ def serve(host: str, port: int) -> None:
         workers=1,
         log_level="warning",
         access_log=False,
+        # on SIGTERM, requests still running after this many seconds are cut off: a node's long
+        # poll holds nothing that is lost (its messages stay queued until acknowledged), and an
+        # operator stopping the hub should not wait out every open poll
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 

@@ -76,6 +76,11 @@ def federation_router(hub: Hub, wakeups: Wakeups, queries: FederatedQueries) -> 
                 remaining = deadline - asyncio.get_running_loop().time()
                 if pending or remaining <= 0:
                     break
+                if await request.is_disconnected():
+                    # the node went away (stopped, crashed): nothing to answer, and a handler left
+                    # waiting out its poll would hold up the hub's own shutdown by as long. What was
+                    # pending stays queued until a poll acknowledges it.
+                    return Response(status_code=204)
                 # woken at once by this process; a message another process queued (an operator's
                 # command, a second worker) is picked up within the re-check interval
                 await woken(event, min(remaining, RECHECK_S))

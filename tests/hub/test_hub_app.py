@@ -326,3 +326,37 @@ def test_a_federated_query_needs_a_researcher_with_the_permit(hub):
     assert (
         hub.post(f"/federation/v1/permits/{request_id}/query", content=b"{").json()["error"] == "request.body"
     )
+
+
+def test_a_long_poll_whose_node_went_away_ends_and_does_not_hold_up_the_hubs_shutdown(hub):
+    """A node stopped or crashed mid-poll: the hub's handler notices within its re-check interval
+    instead of waiting out the poll, so stopping the hub right after its nodes is quick."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from hub.routes import RECHECK_S
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(hub.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    poll = sign(hub.nodes["ndr"], "poll", {}, recipient="hub", permit=None)
+    with socket.create_connection(("127.0.0.1", port)) as node:
+        node.sendall(
+            f"GET /federation/v1/inbox?wait=30 HTTP/1.1\r\nHost: hub\r\nX-HDP-Message: {poll}\r\n\r\n".encode()
+        )
+        time.sleep(0.5)  # the poll is waiting: nothing is pending for ndr
+    # the node is gone; the hub is told to stop (as SIGTERM would) and waits for open requests
+    server.should_exit = True
+    thread.join(timeout=RECHECK_S + 6)
+    assert not thread.is_alive(), "the hub waited out a poll whose node had gone"
