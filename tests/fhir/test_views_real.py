@@ -332,7 +332,9 @@ def test_conditional_references_give_no_key_and_no_error():
 @needs_sample
 def test_real_sample_conditional_references_give_no_key(sample):
     resources, rows = sample
-    assert _check_conditional_references(resources, rows) > 0
+    checked = _check_conditional_references(resources, rows)
+    # every conditional reference was checked (a partial sample may hold none)
+    assert checked > 0 or not any("?identifier=" in json.dumps(r) for r in resources)
     # the person-linked views find the patient of every resource that names one
     by_key = {(r["resourceType"], r["id"]): r for r in resources}
     for name, view in PLAN.views.items():
@@ -431,9 +433,11 @@ def _address_answer() -> tuple[dict[str, Any], str]:
 
 def _check_no_free_text(resources: list[dict[str, Any]], rows: dict[str, list[tuple]]) -> set[str]:
     free = set().union(*(_free_text_values(r) for r in resources))
-    # the lines do carry free text: a narrative, a base64 note
+    # the lines do carry free text: a narrative, and a base64 note where notes were delivered (a
+    # partial sample may lack DocumentReference)
     assert any(v.startswith("<div") for v in free)
-    assert any(len(v) > 500 for v in free)
+    if any(r["resourceType"] == "DocumentReference" for r in resources):
+        assert any(len(v) > 500 for v in free)
     leaked = {
         (name, v) for name, rs in rows.items() for row in rs for v in row if isinstance(v, str) and v in free
     }
