@@ -170,6 +170,19 @@ def _expr(rule: ReleaseRule, col: str, dtype: pa.DataType, joins: list[str], i: 
     raise AssertionError(f"unhandled action {a}")
 
 
+def _rare_combination(columns: list[str], min_count: int, joins: list[str], j: int) -> str:
+    """SQL condition: the row's values in ``columns`` (as delivered to the release, before any rule)
+    are held by fewer than ``min_count`` distinct persons of the release table. A row with all of
+    them NULL says nothing and is left alone."""
+    keys = ", ".join(f"{_q(c)} AS v{n}" for n, c in enumerate(columns))
+    on = " AND ".join(f"t.{_q(c)} IS NOT DISTINCT FROM g{j}.v{n}" for n, c in enumerate(columns))
+    joins.append(
+        f"LEFT JOIN (SELECT {keys}, count(DISTINCT person_id) AS n FROM _src GROUP BY ALL) g{j} ON {on}"
+    )
+    all_null = " AND ".join(f"t.{_q(c)} IS NULL" for c in columns)
+    return f"(g{j}.n < {int(min_count)} AND NOT ({all_null}))"
+
+
 def apply_release_policy(
     table: pa.Table,
     *,
@@ -181,14 +194,20 @@ def apply_release_policy(
     """Generalise one release table's quasi-identifiers as the release policy says.
 
     ``table`` must carry the release's ``person_id`` (the release-domain pseudonym) when a
-    ``shift`` or ``top_code`` rule applies. Row and column order are kept; dropped columns disappear.
+    ``shift`` or ``top_code`` rule or a combination (:class:`privacy.policy.ReleaseCombination`)
+    applies. Row and column order are kept; dropped columns disappear.
     Describe what was applied in the manifest with :func:`describe_release_policy`.
     """
     policy = policy or load_release_policy()
     rules = {
         col: policy.rule_for(table_name, col) for col in table.column_names if col not in NEVER_GENERALISED
     }
-    needs_person = any(r.action in ("shift", "top_code") for r in rules.values())
+    combinations = [
+        (combo, [c for c in combo.columns if c in rules])
+        for combo in policy.combinations_for(table_name)
+        if any(c in rules for c in combo.columns)
+    ]
+    needs_person = bool(combinations) or any(r.action in ("shift", "top_code") for r in rules.values())
     if needs_person and "person_id" not in table.column_names:
         raise ValueError(f"{table_name}: the release policy needs person_id to shift dates / count persons")
     con = duckdb.connect()
@@ -213,18 +232,27 @@ def apply_release_policy(
                     }
                 ),
             )
-        select, joins = [], ["(SELECT *, row_number() OVER () AS _rn FROM _src) t"]
-        for i, col in enumerate(table.column_names):
-            if col in NEVER_GENERALISED:
-                select.append(f"t.{_q(col)} AS {_q(col)}")
-                continue
-            expr = _expr(rules[col], col, table.schema.field(col).type, joins, i)
-            if expr is not None:
-                select.append(f"{expr} AS {_q(col)}")
+        joins = ["(SELECT *, row_number() OVER () AS _rn FROM _src) t"]
+        exprs: dict[str, str | None] = {
+            col: f"t.{_q(col)}"
+            if col in NEVER_GENERALISED
+            else _expr(rules[col], col, table.schema.field(col).type, joins, i)
+            for i, col in enumerate(table.column_names)
+        }
+        for n, (combo, carried) in enumerate(combinations):
+            rare = _rare_combination(carried, combo.min_count, joins, n)
+            for col in carried:
+                rule, expr = rules[col], exprs[col]
+                if expr is None:
+                    continue
+                label = rule.param("label") if rule.action == "top_code" else None
+                instead = "'" + str(label).replace("'", "''") + "'" if label is not None else "NULL"
+                exprs[col] = f"CASE WHEN {rare} THEN {instead} ELSE {expr} END"
+        select = [f"{expr} AS {_q(col)}" for col, expr in exprs.items() if expr is not None]
         seen: list[str] = []
-        for j in joins:
-            if j not in seen:
-                seen.append(j)
+        for join in joins:
+            if join not in seen:
+                seen.append(join)
         return con.sql(f"SELECT {', '.join(select)} FROM {' '.join(seen)} ORDER BY t._rn").to_arrow_table()
     finally:
         con.close()

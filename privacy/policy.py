@@ -286,11 +286,35 @@ class ReleaseRule:
 
 
 @dataclass(frozen=True)
+class ReleaseCombination:
+    """Columns of one table that together single a person out, and are protected together.
+
+    Each column may be harmless alone, but released side by side (or one being a function of the
+    others, as an EQ-5D index is of the five dimensions) they spell out a combination. A release
+    row whose combination of the carried columns is held by fewer than ``min_count`` distinct
+    persons has every one of them suppressed: ``label`` for a column whose own rule is a
+    ``top_code`` with that label, NULL for the rest."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    min_count: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "combination": f"{self.table}.{self.name}",
+            "columns": list(self.columns),
+            "min_count": self.min_count,
+        }
+
+
+@dataclass(frozen=True)
 class ReleasePolicy:
     version: int
     default_action: str
     rules: tuple[ReleaseRule, ...]
     path: str
+    combinations: tuple[ReleaseCombination, ...] = ()
 
     def rule_for(self, table: str, column: str) -> ReleaseRule:
         exact = {r.variable: r for r in self.rules}
@@ -300,6 +324,9 @@ class ReleasePolicy:
             or ReleaseRule(variable=f"{table}.{column}", action=self.default_action)
         )
 
+    def combinations_for(self, table: str) -> tuple[ReleaseCombination, ...]:
+        return tuple(c for c in self.combinations if c.table == table)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able description for the release manifest."""
         return {
@@ -307,6 +334,7 @@ class ReleasePolicy:
             "version": self.version,
             "default_action": self.default_action,
             "rules": [{"variable": r.variable, "action": r.action, **dict(r.params)} for r in self.rules],
+            "combinations": [c.describe() for c in self.combinations],
         }
 
 
@@ -335,5 +363,21 @@ def load_release_policy(path: Path | None = None) -> ReleasePolicy:
         # every table of the release; several ranges would give one person several offsets.
         raise PolicyError(f"release policy uses several shift ranges {sorted(ranges)}; use one max_days")
     return ReleasePolicy(
-        version=int(doc["version"]), default_action=default, rules=tuple(rules), path=str(path)
+        version=int(doc["version"]),
+        default_action=default,
+        rules=tuple(rules),
+        path=str(path),
+        combinations=tuple(_release_combination(k, v) for k, v in doc.get("combinations", {}).items()),
     )
+
+
+def _release_combination(key: str, spec: dict[str, Any]) -> ReleaseCombination:
+    table, _, name = key.partition(".")
+    columns = spec.get("columns")
+    if not table or not name or "*" in table:
+        raise PolicyError(f"release policy: combination {key!r} must be 'table.name'")
+    if not isinstance(columns, list) or len(columns) < 2 or not all(isinstance(c, str) for c in columns):
+        raise PolicyError(f"release policy: combination {key} needs two or more columns")
+    if not isinstance(spec.get("min_count"), int) or spec["min_count"] < 2:
+        raise PolicyError(f"release policy: combination {key} needs min_count >= 2")
+    return ReleaseCombination(name=name, table=table, columns=tuple(columns), min_count=spec["min_count"])
