@@ -36,6 +36,7 @@ from pipelines.fhir.viewdef import compile_view
 from pipelines.fhir.viewsql import Unsupported, compile_view_sql
 from pipelines.outcomes.valuesets import load_value_set
 from pipelines.pseudonymise import pseudonymise_holder
+from tests.zone_files import read_rows
 
 EXAMPLES = Path(__file__).parent / "eq5d_examples"
 SPEC = load_spec()
@@ -244,20 +245,14 @@ def test_the_data_file_is_checked():
 SCORES = ["eq5d_profile", "eq5d_level_sum", "eq5d_index_se_5l_tto_2020", "eq5d_index_se_5l_vas_2020"]
 
 
-def _read(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_every_fhir_variant_scores_like_the_register_csv_row(hdp_home, kek_env):  # noqa: F811
     # The register path: one PROM CSV row (NDR) with the same answers.
     build_ndr(hdp_home, prom_rows=[(ANNA, "2024-03-01", *LEVELS, VAS, "5", "4", "5", "3", "4")])
     ndr = pseudonymise_holder("ndr", settings=hdp_home)
     assert ndr.tables["prom_response"] == 1
-    register = _read(hdp_home.research_db("ndr"), f"SELECT {', '.join(SCORES)}, eq_vas FROM prom_response")
+    register = read_rows(
+        hdp_home.research_db("ndr"), f"SELECT {', '.join(SCORES)}, eq_vas FROM prom_response"
+    )
     assert len(register) == 1
 
     # The FHIR path: one response per questionnaire (versioned canonicals among them), flattened
@@ -283,7 +278,7 @@ def test_every_fhir_variant_scores_like_the_register_csv_row(hdp_home, kek_env):
         con.close()
     region = pseudonymise_holder("region_uppsala", settings=hdp_home)
     assert region.tables["eq5d_response"] == len(BY_NAME)
-    fhir = _read(
+    fhir = read_rows(
         hdp_home.research_db("region_uppsala"), f"SELECT {', '.join(SCORES)}, eq_vas FROM eq5d_response"
     )
 

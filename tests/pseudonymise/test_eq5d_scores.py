@@ -15,6 +15,7 @@ from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from privacy.policy import PolicyError, load_pseudonymise_policy
 from pseudonymise.raw_fixtures import ANNA, BERTIL, CESAR, build_ndr, build_region
 from tests.fhir.view_harness import eq5d_view_rows
+from tests.zone_files import read_rows
 
 SCORES = ["eq5d_profile", "eq5d_level_sum", "eq5d_index_se_5l_tto_2020", "eq5d_index_se_5l_vas_2020"]
 TTO, VAS = load_value_set("se_5l_tto_2020"), load_value_set("se_5l_vas_2020")
@@ -25,14 +26,6 @@ ANSWERS = {
     "anna": ("2024-03-01", (2, 1, 3, 4, 1)),
     "bertil": ("2024-04-02", (5, 5, None, 1, 2)),
 }
-
-
-def _read(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _prom_row(pnr, date, dims):
@@ -80,11 +73,11 @@ def test_register_and_fhir_give_the_same_scores_and_a_missing_dimension_gives_nu
     assert region.tables["eq5d_response"] == 2
 
     cols = ", ".join(SCORES)
-    prom = _read(
+    prom = read_rows(
         hdp_home.research_db("ndr"),
         f"SELECT CAST(visit_date AS VARCHAR), {cols} FROM prom_response ORDER BY visit_date",
     )
-    fhir = _read(
+    fhir = read_rows(
         hdp_home.research_db("region_uppsala"),
         f"SELECT left(authored, 10), {cols} FROM eq5d_response ORDER BY authored",
     )
@@ -98,11 +91,11 @@ def test_register_and_fhir_give_the_same_scores_and_a_missing_dimension_gives_nu
     assert prom[:2] == fhir  # register and FHIR: the same scores for the same answers
     assert prom[2] == ("2024-05-03", *nothing)
     # the dimensions themselves are kept as delivered
-    assert _read(
+    assert read_rows(
         hdp_home.research_db("ndr"), "SELECT count(*) FROM prom_response WHERE eq5d_mobility = 5"
     ) == [(1,)]
     types = dict(
-        _read(
+        read_rows(
             hdp_home.research_db("region_uppsala"),
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = 'eq5d_response' AND column_name LIKE 'eq5d_%'",
@@ -185,7 +178,7 @@ def test_unknown_value_set_stops_the_run_before_data_moves(hdp_home, kek_env, tm
     with pytest.raises(PseudonymiseError, match="prom_response, column x"):
         pseudonymise_holder("ndr", settings=hdp_home, policy=policy)
     assert not hdp_home.research_db("ndr").exists()
-    tables = {t for (t,) in _read(hdp_home.raw_db("ndr"), "SELECT table_name FROM duckdb_tables()")}
+    tables = {t for (t,) in read_rows(hdp_home.raw_db("ndr"), "SELECT table_name FROM duckdb_tables()")}
     assert "quarantine" not in tables and "person_link" not in tables  # nothing was written
 
 
@@ -255,7 +248,7 @@ def test_mii_coded_response_gives_the_same_scores_after_pseudonymisation(hdp_hom
     finally:
         con.close()
     pseudonymise_holder("region_uppsala", settings=hdp_home)
-    got = _read(
+    got = read_rows(
         hdp_home.research_db("region_uppsala"),
         f"SELECT {', '.join(SCORES)} FROM eq5d_response ORDER BY authored",
     )

@@ -16,6 +16,7 @@ from privacy.domains import holder_domain
 from privacy.identifiers import PATIENT_ID_SYSTEM, namespaced, scheme_from_config
 from privacy.keys import KeyStore
 from pseudonymise.raw_fixtures import ANNA, BERTIL, build_ndr, pnr, write_delivery
+from tests.zone_files import read_rows
 
 SSN = "http://hl7.org/fhir/sid/us-ssn"
 MR_SYSTEM = "http://hospital.smarthealthit.org"
@@ -35,14 +36,6 @@ REGION_CONFIG = {
 }
 RESERVE = "19450829K088"  # Inera's VGR example
 INTERIM = "19900402T458"  # Luhn-valid with the letter as 1
-
-
-def _read(path, sql, params=None):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _hmac(settings, holder: str, message: str) -> str:
@@ -165,7 +158,7 @@ def test_every_patient_is_linked_by_its_best_identifier_and_no_row_lacks_a_perso
     }
     assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
 
-    kinds = sorted(_read(db, "SELECT id_type, birth_year, sex FROM patient"), key=str)
+    kinds = sorted(read_rows(db, "SELECT id_type, birth_year, sex FROM patient"), key=str)
     assert kinds == sorted(
         [
             ("personnummer", 1950, "F"),  # from the number
@@ -177,7 +170,9 @@ def test_every_patient_is_linked_by_its_best_identifier_and_no_row_lacks_a_perso
         ],
         key=str,
     )
-    link = dict(_read(hdp_home.raw_db("region_uppsala"), "SELECT personnummer, person_id FROM person_link"))
+    link = dict(
+        read_rows(hdp_home.raw_db("region_uppsala"), "SELECT personnummer, person_id FROM person_link")
+    )
     h = "region_uppsala"
     expected = {
         ANNA: "p-nat",
@@ -200,7 +195,7 @@ def test_every_patient_is_linked_by_its_best_identifier_and_no_row_lacks_a_perso
         ).hexdigest()
     )
     # each encounter carries its patient's person
-    enc = {p for (p,) in _read(db, "SELECT person_id FROM encounter")}
+    enc = {p for (p,) in read_rows(db, "SELECT person_id FROM encounter")}
     assert enc == {link[i] for i in expected}
 
 
@@ -208,7 +203,7 @@ def test_the_choice_does_not_depend_on_the_order_of_identifiers(hdp_home, kek_en
     syn = PATIENTS["p-syn"]
     build_region(hdp_home, patients={"p-syn": (None, list(reversed(syn[1])), syn[2], syn[3])})
     pseudonymise_holder("region_uppsala", settings=hdp_home, identifiers=_scheme())
-    (identifier,) = _read(hdp_home.raw_db("region_uppsala"), "SELECT personnummer FROM person_link")[0]
+    (identifier,) = read_rows(hdp_home.raw_db("region_uppsala"), "SELECT personnummer FROM person_link")[0]
     assert identifier == namespaced("foreign", "999-94-5397", holder="region_uppsala", system=SSN)
 
 
@@ -224,7 +219,7 @@ def test_without_the_logical_id_fallback_a_patient_without_identifiers_is_quaran
         "person.unresolved": 1,
     }
     assert _no_null_person(hdp_home.research_db("region_uppsala")) == {"patient": 1, "encounter": 1}
-    q = _read(
+    q = read_rows(
         hdp_home.raw_db("region_uppsala"), "SELECT record_key, detail FROM quarantine ORDER BY record_key"
     )
     assert [k for k, _ in q] == ["Encounter/e-dangling", "Encounter/e-p-bare", "Patient/p-bare"]
@@ -237,7 +232,7 @@ def test_the_repositorys_region_configuration_links_a_synthea_patient(hdp_home, 
     result = pseudonymise_holder("region_uppsala", settings=hdp_home)
     assert result.persons == 3
     assert sorted(
-        r[0] for r in _read(hdp_home.research_db("region_uppsala"), "SELECT id_type FROM patient")
+        r[0] for r in read_rows(hdp_home.research_db("region_uppsala"), "SELECT id_type FROM patient")
     ) == [
         "foreign",
         "local",
@@ -292,7 +287,7 @@ def test_register_rows_with_reserve_and_interim_numbers_link(hdp_home, kek_env, 
     }
     db = hdp_home.research_db("ndr")
     assert _no_null_person(db) == {"register_visit": 4, "prom_response": 2}
-    visits = _read(
+    visits = read_rows(
         db, "SELECT day(visit_date), person_id, id_type, birth_year, sex FROM register_visit ORDER BY 1"
     )
     assert [(d, t, y, s) for d, _, t, y, s in visits] == [
@@ -304,7 +299,7 @@ def test_register_rows_with_reserve_and_interim_numbers_link(hdp_home, kek_env, 
     person = {d: p for d, p, *_ in visits}
     assert person[2] == person[3] == _hmac(hdp_home, "ndr", namespaced("reservnummer", reserve, holder="ndr"))
     assert person[4] == _hmac(hdp_home, "ndr", namespaced("reservnummer", SLL, holder="ndr"))
-    prom = dict(_read(db, "SELECT eq_vas, person_id FROM prom_response"))
+    prom = dict(read_rows(db, "SELECT eq_vas, person_id FROM prom_response"))
     assert prom[70] == person[2]  # linked across the register's sources
 
     monkeypatch.setenv("HDP_ACCEPT_INTERIM_NUMBERS", "true")
@@ -313,7 +308,7 @@ def test_register_rows_with_reserve_and_interim_numbers_link(hdp_home, kek_env, 
     get_settings.cache_clear()
     result = pseudonymise_holder("ndr", settings=get_settings())
     assert "identifier.interim_not_accepted" not in result.quarantined_by_reason
-    interim = _read(db, "SELECT id_type, person_id FROM register_visit WHERE day(visit_date) = 5")
+    interim = read_rows(db, "SELECT id_type, person_id FROM register_visit WHERE day(visit_date) = 5")
     assert interim == [("interim", _hmac(hdp_home, "ndr", namespaced("interim", INTERIM, holder="ndr")))]
 
 
@@ -349,7 +344,7 @@ def test_a_patient_under_a_wrong_kind_system_is_not_national(hdp_home, kek_env, 
         hdp_home, holder, patients={"p": (None, [_identifier(SSN, number, code="SS")], "male", None)}
     )
     pseudonymise_holder(holder, settings=hdp_home, identifiers=_scheme(holder))
-    (identifier,) = _read(hdp_home.raw_db(holder), "SELECT personnummer FROM person_link")[0]
+    (identifier,) = read_rows(hdp_home.raw_db(holder), "SELECT personnummer FROM person_link")[0]
     assert identifier == namespaced("foreign", number, holder=holder, system=SSN)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pyarrow as pa
 import pytest
 
@@ -15,17 +14,10 @@ from pipelines.outcomes.survey import PREM_DEFAULT, survey_shares
 from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from privacy.policy import PolicyError, load_pseudonymise_policy
 from pseudonymise.raw_fixtures import ANNA, BERTIL, CESAR, build_ndr
+from tests.zone_files import read_rows
 
 FLAGS = [f"{d.column}_positive" for d in PREM_DEFAULT.dimensions]
 ANSWERS = [d.column for d in PREM_DEFAULT.dimensions]
-
-
-def _read(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _policy_with(tmp_path, column: dict, table: str = "prom_response"):
@@ -45,14 +37,14 @@ def test_the_research_zone_carries_one_flag_per_dimension_and_its_mean_is_the_sh
     build_ndr(hdp_home, prom_rows=rows)
     pseudonymise_holder("ndr", settings=hdp_home)
     db = hdp_home.research_db("ndr")
-    got = _read(db, f"SELECT {', '.join(FLAGS)} FROM prom_response ORDER BY visit_date")
+    got = read_rows(db, f"SELECT {', '.join(FLAGS)} FROM prom_response ORDER BY visit_date")
     assert got == [
         (1, 1, 1, 0, 1),
         (0, None, None, None, 1),  # "ej aktuellt" in any case, NULL: out of the denominator
         (None, None, 0, 1, 0),  # blank and "7": no answer, unknown answer
     ]
     types = dict(
-        _read(
+        read_rows(
             db,
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = 'prom_response' AND column_name LIKE 'prem_%_positive'",
@@ -60,12 +52,12 @@ def test_the_research_zone_carries_one_flag_per_dimension_and_its_mean_is_the_sh
     )
     assert types == dict.fromkeys(FLAGS, "INTEGER")
     # the answers themselves are kept as delivered
-    answers = _read(db, f"SELECT {', '.join(ANSWERS)} FROM prom_response ORDER BY visit_date")
+    answers = read_rows(db, f"SELECT {', '.join(ANSWERS)} FROM prom_response ORDER BY visit_date")
     assert answers[1][1] == "ej aktuellt" and answers[2][1] == "7"
     # the mean of each flag over the research table is survey_shares' share of positive answers
     table = pa.table({c: pa.array([a[i] for a in answers], pa.string()) for i, c in enumerate(ANSWERS)})
     shares = {r["dimension"]: r["share_positive"] for r in survey_shares(table).to_pylist()}
-    means = _read(db, f"SELECT {', '.join(f'avg({f})' for f in FLAGS)} FROM prom_response")[0]
+    means = read_rows(db, f"SELECT {', '.join(f'avg({f})' for f in FLAGS)} FROM prom_response")[0]
     assert dict(zip([d.name for d in PREM_DEFAULT.dimensions], means, strict=True)) == shares
 
 
@@ -86,8 +78,8 @@ def test_an_answer_column_not_delivered_gives_integer_nulls(hdp_home, kek_env, t
     path.write_text(json.dumps(doc), encoding="utf-8")
     pseudonymise_holder("ndr", settings=hdp_home, policy=load_pseudonymise_policy(path))
     db = hdp_home.research_db("ndr")
-    assert _read(db, "SELECT DISTINCT prem_extra_positive FROM prom_response") == [(None,)]
-    assert _read(
+    assert read_rows(db, "SELECT DISTINCT prem_extra_positive FROM prom_response") == [(None,)]
+    assert read_rows(
         db,
         "SELECT data_type FROM information_schema.columns WHERE column_name = 'prem_extra_positive'",
     ) == [("INTEGER",)]
@@ -146,5 +138,5 @@ def test_an_unknown_survey_or_dimension_stops_the_run_before_data_moves(hdp_home
     with pytest.raises(PseudonymiseError, match="prom_response, column x"):
         pseudonymise_holder("ndr", settings=hdp_home, policy=policy)
     assert not hdp_home.research_db("ndr").exists()
-    tables = {t for (t,) in _read(hdp_home.raw_db("ndr"), "SELECT table_name FROM duckdb_tables()")}
+    tables = {t for (t,) in read_rows(hdp_home.raw_db("ndr"), "SELECT table_name FROM duckdb_tables()")}
     assert "quarantine" not in tables and "person_link" not in tables  # nothing was written

@@ -14,6 +14,7 @@ from pipelines.pseudonymise import PseudonymiseError, pseudonymise_holder
 from pipelines.release_identity import release_person_map
 from privacy.keys import KeyStore
 from pseudonymise.raw_fixtures import ANNA, BAD_DATE, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
+from tests.zone_files import read_rows
 
 RESEARCH = {
     "register_visit": [
@@ -65,14 +66,6 @@ RESEARCH = {
 }
 
 
-def _read(path, sql, params=None):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
-
 def _columns(path):
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -103,7 +96,7 @@ def test_ndr_research_zone_contract(hdp_home, kek_env):
     assert result.persons == 3
     cols = _columns(hdp_home.research_db("ndr"))
     assert cols == {t: RESEARCH[t] for t in ("register_visit", "prom_response")}
-    rows = _read(
+    rows = read_rows(
         hdp_home.research_db("ndr"),
         "SELECT person_id, birth_year, sex, id_type, county FROM register_visit ORDER BY visit_date",
     )
@@ -113,14 +106,14 @@ def test_ndr_research_zone_contract(hdp_home, kek_env):
     assert anna1[1:] == (1950, "F", "personnummer", "03")
     assert bertil[1:] == (1981, "M", "personnummer", "12")
     assert cesar[1:] == (1970, "M", "samordningsnummer", None)  # 99999: unknown county, not a guess
-    prom = dict(_read(hdp_home.research_db("ndr"), "SELECT eq_vas, person_id FROM prom_response"))
+    prom = dict(read_rows(hdp_home.research_db("ndr"), "SELECT eq_vas, person_id FROM prom_response"))
     assert prom[80] == anna1[0] and prom[65] == bertil[0]  # linked across sources
 
 
 def test_quarantine_keeps_originals_with_reason_and_position(hdp_home, kek_env):
     build_ndr(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)
-    q = _read(
+    q = read_rows(
         hdp_home.raw_db("ndr"),
         """SELECT stage, holder, source, source_file, line_no, reason_code, detail,
         CAST(original AS VARCHAR) FROM quarantine ORDER BY line_no""",
@@ -138,15 +131,15 @@ def test_quarantine_keeps_originals_with_reason_and_position(hdp_home, kek_env):
 def test_person_link_and_rerun_is_identical(hdp_home, kek_env):
     build_ndr(hdp_home)
     first = pseudonymise_holder("ndr", settings=hdp_home)
-    link1 = sorted(_read(hdp_home.raw_db("ndr"), "SELECT * FROM person_link"))
-    data1 = sorted(_read(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str)
+    link1 = sorted(read_rows(hdp_home.raw_db("ndr"), "SELECT * FROM person_link"))
+    data1 = sorted(read_rows(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str)
     second = pseudonymise_holder("ndr", settings=hdp_home)
     assert first == second
-    assert sorted(_read(hdp_home.raw_db("ndr"), "SELECT * FROM person_link")) == link1
-    assert sorted(_read(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str) == data1
+    assert sorted(read_rows(hdp_home.raw_db("ndr"), "SELECT * FROM person_link")) == link1
+    assert sorted(read_rows(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str) == data1
     assert {p for _, p in link1} == {ANNA, BERTIL, CESAR}
     assert (
-        _read(hdp_home.raw_db("ndr"), "SELECT count(*) FROM quarantine")[0][0] == 3
+        read_rows(hdp_home.raw_db("ndr"), "SELECT count(*) FROM quarantine")[0][0] == 3
     )  # replaced, not doubled
     assert not list(hdp_home.research_db("ndr").parent.glob(".*tmp*"))
 
@@ -157,25 +150,25 @@ def test_region_fhir_tables(hdp_home, kek_env):
     db = hdp_home.research_db("region_uppsala")
     cols = _columns(db)
     assert cols == {t: RESEARCH[t] for t in ("patient", "encounter", "condition", "observation")}
-    patients = _read(
+    patients = read_rows(
         db, "SELECT birth_year, sex, id_type, county, deceased_year FROM patient ORDER BY birth_year"
     )
     assert patients == [(1950, "F", "personnummer", "03", None), (1981, "M", "personnummer", "03", 2025)]
-    enc = _read(db, "SELECT person_id, encounter_id FROM encounter")
+    enc = read_rows(db, "SELECT person_id, encounter_id FROM encounter")
     assert len(enc) == 2  # the dangling one and the one of the quarantined patient are quarantined
     assert not [p for p, _ in enc if p is None]
     assert result.unresolved_person_rows == 2
     assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
     assert all(len(e) == 64 for _, e in enc) and "e1" not in {e for _, e in enc}
     # condition/observation encounter ids join to encounter's pseudonyms
-    joined = _read(
+    joined = read_rows(
         db,
         """SELECT count(*) FROM condition c JOIN encounter e USING (encounter_id)
                           WHERE c.person_id = e.person_id""",
     )
     assert joined == [(1,)]
-    assert _read(db, "SELECT count(*) FROM condition WHERE encounter_id IS NULL") == [(1,)]
-    q = _read(
+    assert read_rows(db, "SELECT count(*) FROM condition WHERE encounter_id IS NULL") == [(1,)]
+    q = read_rows(
         hdp_home.raw_db("region_uppsala"),
         "SELECT source, record_key, reason_code, source_file, line_no FROM quarantine ORDER BY record_key",
     )
@@ -196,8 +189,8 @@ def test_same_person_differs_between_holders(hdp_home, kek_env):
     build_region(hdp_home)
     pseudonymise_holder("ndr", settings=hdp_home)
     pseudonymise_holder("region_uppsala", settings=hdp_home)
-    ndr = {p for (p,) in _read(hdp_home.research_db("ndr"), "SELECT person_id FROM register_visit")}
-    reg = {p for (p,) in _read(hdp_home.research_db("region_uppsala"), "SELECT person_id FROM patient")}
+    ndr = {p for (p,) in read_rows(hdp_home.research_db("ndr"), "SELECT person_id FROM register_visit")}
+    reg = {p for (p,) in read_rows(hdp_home.research_db("region_uppsala"), "SELECT person_id FROM patient")}
     assert ndr and reg and not (ndr & reg)  # holder domains are separate
 
 
@@ -290,7 +283,7 @@ def test_null_identifier_among_valid_ones_is_quarantined(hdp_home, kek_env):
     result = pseudonymise_holder("ndr", settings=hdp_home)
     assert result.quarantined_by_reason == {"identifier.missing": 1}
     assert result.tables == {"register_visit": 1, "prom_response": 0}
-    assert _read(hdp_home.raw_db("ndr"), "SELECT line_no FROM quarantine") == [(3,)]
+    assert read_rows(hdp_home.raw_db("ndr"), "SELECT line_no FROM quarantine") == [(3,)]
 
 
 def test_all_valid_identifiers_quarantine_nothing(hdp_home, kek_env):

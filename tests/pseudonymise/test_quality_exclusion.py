@@ -7,16 +7,9 @@ import duckdb
 from pipelines.pseudonymise import pseudonymise_holder
 from pipelines.quality.gate import run_gate
 from pseudonymise.raw_fixtures import ANNA, BAD_SUM, BERTIL, CESAR, build_ndr, build_region
+from tests.zone_files import read_rows
 
 OUT_OF_RANGE_HBA1C = 900.0  # plausibility check register.hba1c_mmol_mol.range quarantines it
-
-
-def _read(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _ndr_rows():
@@ -58,7 +51,7 @@ def _ndr_rows():
 def test_quality_quarantined_rows_do_not_reach_research_zone(hdp_home, kek_env):
     build_ndr(hdp_home, register_rows=_ndr_rows())
     run_gate("raw", holder_id="ndr", run_id="test-raw", settings=hdp_home, render_docs=False)
-    flagged = _read(
+    flagged = read_rows(
         hdp_home.raw_db("ndr"),
         """SELECT DISTINCT source_file, line_no FROM quarantine
         WHERE stage = 'quality' AND check_id = 'register.hba1c_mmol_mol.range' ORDER BY line_no""",
@@ -67,10 +60,10 @@ def test_quality_quarantined_rows_do_not_reach_research_zone(hdp_home, kek_env):
 
     result = pseudonymise_holder("ndr", settings=hdp_home)
     db = hdp_home.research_db("ndr")
-    assert _read(db, f"SELECT count(*) FROM register_visit WHERE hba1c_mmol_mol = {OUT_OF_RANGE_HBA1C}") == [
-        (0,)
-    ]
-    assert sorted(_read(db, "SELECT visit_date::VARCHAR, hba1c_mmol_mol FROM register_visit")) == [
+    assert read_rows(
+        db, f"SELECT count(*) FROM register_visit WHERE hba1c_mmol_mol = {OUT_OF_RANGE_HBA1C}"
+    ) == [(0,)]
+    assert sorted(read_rows(db, "SELECT visit_date::VARCHAR, hba1c_mmol_mol FROM register_visit")) == [
         ("2024-03-01", 52.0),
         ("2024-06-03", 48.0),
     ]
@@ -81,7 +74,7 @@ def test_quality_quarantined_rows_do_not_reach_research_zone(hdp_home, kek_env):
     assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
     # person_link: only persons whose rows reach the research zone (Bertil's only register row
     # is excluded, but his PROM row is kept; Cesar keeps one register row)
-    link = {p for (p,) in _read(hdp_home.raw_db("ndr"), "SELECT personnummer FROM person_link")}
+    link = {p for (p,) in read_rows(hdp_home.raw_db("ndr"), "SELECT personnummer FROM person_link")}
     assert link == {ANNA, BERTIL, CESAR} and result.persons == 3
 
 
@@ -89,7 +82,7 @@ def test_person_only_in_excluded_rows_is_not_linked(hdp_home, kek_env):
     build_ndr(hdp_home, register_rows=_ndr_rows()[:2], prom_rows=[])
     run_gate("raw", holder_id="ndr", run_id="test-raw", settings=hdp_home, render_docs=False)
     result = pseudonymise_holder("ndr", settings=hdp_home)
-    link = {p for (p,) in _read(hdp_home.raw_db("ndr"), "SELECT personnummer FROM person_link")}
+    link = {p for (p,) in read_rows(hdp_home.raw_db("ndr"), "SELECT personnummer FROM person_link")}
     assert link == {ANNA} and result.persons == 1
     assert result.excluded_by_quality == {"register_visit": 1, "prom_response": 0}
 
@@ -98,10 +91,10 @@ def test_rerun_after_gate_is_identical(hdp_home, kek_env):
     build_ndr(hdp_home, register_rows=_ndr_rows())
     run_gate("raw", holder_id="ndr", run_id="test-raw", settings=hdp_home, render_docs=False)
     first = pseudonymise_holder("ndr", settings=hdp_home)
-    rows1 = sorted(_read(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str)
+    rows1 = sorted(read_rows(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str)
     second = pseudonymise_holder("ndr", settings=hdp_home)
     assert first == second
-    assert sorted(_read(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str) == rows1
+    assert sorted(read_rows(hdp_home.research_db("ndr"), "SELECT * FROM register_visit"), key=str) == rows1
 
 
 def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
@@ -116,7 +109,7 @@ def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
     run_gate("raw", holder_id="region_uppsala", run_id="test-raw", settings=hdp_home, render_docs=False)
     keys = {
         k
-        for (k,) in _read(
+        for (k,) in read_rows(
             hdp_home.raw_db("region_uppsala"), "SELECT record_key FROM quarantine WHERE stage = 'quality'"
         )
     }
@@ -127,5 +120,5 @@ def test_fhir_rows_quarantined_by_record_key_are_excluded(hdp_home, kek_env):
     # e3 names no patient, e4's patient was quarantined: quarantined here, never written without a person
     assert result.unresolved_person_rows == 2
     db = hdp_home.research_db("region_uppsala")
-    assert _read(db, "SELECT count(*) FROM encounter WHERE person_id IS NULL") == [(0,)]
+    assert read_rows(db, "SELECT count(*) FROM encounter WHERE person_id IS NULL") == [(0,)]
     assert result.rows_in == result.rows_out + result.quarantined + sum(result.excluded_by_quality.values())
