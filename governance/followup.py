@@ -13,6 +13,9 @@ code, requests outside office hours, requests at or after the permit's end. Find
 to follow up: many refusals, office-hours access, access after a permit ended, attempts by a
 user the permit does not name, a volume far above the other users'. Thresholds and office
 hours are those of the operator report (``hdp.audit.ReportThresholds``).
+Each finding carries ``detail``, an English sentence (what the API and the CLI print), and
+``params``, the values the sentence is made of (:data:`DETAILS`), which the web page words in its
+language.
 
 The report holds user names, release and permit ids, counts, reason codes and times only: it
 is built from an allow-list of entry fields, so no query text (masked or keyed), no result hash
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,39 +274,75 @@ def follow_up(
     }
 
 
+#: The English sentence of each kind of finding over its ``params`` (what the API and the CLI
+#: print as ``detail``). The web page words the same params from its catalogues
+#: (``followup_detail_<kind>``, same placeholders) through :func:`detail_fields`, so the sentence
+#: and the page's can never disagree on a number.
+DETAILS = {
+    "not_on_permit": "{requests} requests for data by a user the permit does not name",
+    "after_permit_end": "{requests} requests at or after the permit ended ({permit_ends})",
+    "refusals": "{refused} of {requests} requests refused ({reasons})",
+    "off_hours": "{off_hours} of {requests} requests outside {start_hour}-{end_hour} local time or at weekends",
+    "volume": "{rows} rows vs median {median_rows} per user and release",
+}
+
+
+def detail_fields(
+    params: Mapping[str, Any], *, number: Callable[[int], str] = str, reason: str = "{reason} x{count}"
+) -> dict[str, str]:
+    """A finding's params as the texts its sentence shows: counts through ``number`` (the web page
+    formats them for its locale), hours as two digits (``07``), the refusal reasons as
+    ``reason`` per code joined by commas (codes are identifiers, shown as they are), dates as
+    their ISO text."""
+    out = {}
+    for key, value in params.items():
+        if key == "reasons":
+            out[key] = ", ".join(reason.format(reason=code, count=number(n)) for code, n in value)
+        elif key.endswith("_hour"):
+            out[key] = f"{value:02d}"
+        elif isinstance(value, int):
+            out[key] = number(value)
+        else:
+            out[key] = str(value)
+    return out
+
+
 def _findings(
     rows: Sequence[Activity], scope: Mapping[str, ReleaseFacts], th: ReportThresholds
-) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
 
-    def finding(kind: str, a: Activity, detail: str) -> None:
-        out.append({"kind": kind, "user": a.user, "release_id": a.release_id, "detail": detail})
+    def finding(kind: str, a: Activity, **params: Any) -> None:
+        detail = DETAILS[kind].format(**detail_fields(params))
+        out.append(
+            {"kind": kind, "user": a.user, "release_id": a.release_id, "detail": detail, "params": params}
+        )
 
     median_rows = statistics.median([a.rows for a in rows]) if rows else 0
     for a in rows:
         facts = scope[a.release_id]
         if a.user not in facts.users and a.data_requests:
-            finding(
-                "not_on_permit", a, f"{a.data_requests} requests for data by a user the permit does not name"
-            )
+            finding("not_on_permit", a, requests=a.data_requests)
         if a.after_permit_end:
             finding(
-                "after_permit_end",
-                a,
-                f"{a.after_permit_end} requests at or after the permit ended ({facts.ends_at:%Y-%m-%d})",
+                "after_permit_end", a, requests=a.after_permit_end, permit_ends=f"{facts.ends_at:%Y-%m-%d}"
             )
         if a.refused >= th.min_refusals and a.refused / max(a.requests, 1) >= th.refusal_share:
-            reasons = ", ".join(f"{r} x{n}" for r, n in a.reasons.most_common())
-            finding("refusals", a, f"{a.refused} of {a.requests} requests refused ({reasons})")
+            reasons = [[code, n] for code, n in a.reasons.most_common()]
+            finding("refusals", a, refused=a.refused, requests=a.requests, reasons=reasons)
         if a.off_hours:
             finding(
                 "off_hours",
                 a,
-                f"{a.off_hours} of {a.requests} requests outside {th.work_start_hour:02d}-"
-                f"{th.work_end_hour:02d} local time or at weekends",
+                off_hours=a.off_hours,
+                requests=a.requests,
+                start_hour=th.work_start_hour,
+                end_hour=th.work_end_hour,
             )
         if a.rows >= th.min_volume_rows and a.rows > th.volume_factor * max(median_rows, 1):
-            finding("volume", a, f"{a.rows} rows vs median {median_rows:.0f} per user and release")
+            # rounded as the sentence always showed it (half to even): the median of an even
+            # number of users can be x.5
+            finding("volume", a, rows=a.rows, median_rows=round(median_rows))
     return out
 
 

@@ -27,7 +27,9 @@ from fastapi.responses import HTMLResponse, Response
 from access.errors import Refusal
 from access.routes_followup import holder_follow_up, may_follow_up
 from access.service import AccessService
+from access.web.i18n import format_number
 from access.web.pages import PageKit
+from governance.followup import detail_fields
 from hdp.settings import holders
 
 #: The period a report covers when none is asked for (as the API's default).
@@ -45,6 +47,12 @@ FINDING_KEYS = {
     "off_hours": "followup_finding_off_hours",
     "volume": "followup_finding_volume",
 }
+#: The catalogue's sentence for each kind's detail, over the finding's ``params`` (the same
+#: placeholders as ``governance.followup.DETAILS``, which words the API's and the CLI's English
+#: ``detail``); a kind without one shows the report's English detail.
+DETAIL_KEYS = {kind: f"followup_detail_{kind}" for kind in FINDING_KEYS}
+#: One refusal reason and its count in a detail, as the signals table shows them (code × count).
+REASON = "{reason} × {count}"
 
 
 def _when(value: str | None) -> datetime | None:
@@ -60,9 +68,20 @@ class Finding:
     detail: str
 
 
-def page_report(report: Mapping[str, Any], t: Callable[..., str]) -> dict[str, Any]:
-    """The report as the template shows it: times as datetimes, findings with their label in
-    the page's language (the finding's detail stays as the report words it)."""
+def page_detail(finding: Mapping[str, Any], t: Callable[..., str], lang: str) -> str:
+    """A finding's detail in the page's language from its params, counts formatted for the locale
+    (``5 000`` / ``5,000``); the report's English detail for a kind the catalogues do not word
+    (or a finding without params)."""
+    key = DETAIL_KEYS.get(finding["kind"])
+    if key is None or "params" not in finding:
+        return str(finding["detail"])
+    fields = detail_fields(finding["params"], number=lambda n: format_number(n, lang), reason=REASON)
+    return t(key, **fields)
+
+
+def page_report(report: Mapping[str, Any], t: Callable[..., str], lang: str) -> dict[str, Any]:
+    """The report as the template shows it: times as datetimes, findings with their label and
+    detail in the page's language (``lang``, whose translator ``t`` is)."""
     return {
         **report,
         "since": _when(report["since"]),
@@ -76,7 +95,7 @@ def page_report(report: Mapping[str, Any], t: Callable[..., str]) -> dict[str, A
                 label=t(FINDING_KEYS[f["kind"]]) if f["kind"] in FINDING_KEYS else f["kind"],
                 user=f["user"],
                 release_id=f["release_id"],
-                detail=f["detail"],
+                detail=page_detail(f, t, lang),
             )
             for f in report["findings"]
         ],
@@ -136,7 +155,7 @@ class FollowUpPages:
             context["error"] = p.t("followup_invalid", message=exc.message)
             return self.web.render(p, "followup.html", status=422, **context)
         names = dict(context["holders"])
-        context["report"] = page_report(report, p.t)
+        context["report"] = page_report(report, p.t, p.lang)
         context["holder_name"] = names.get(form["holder"], form["holder"])
         return self.web.render(p, "followup.html", **context)
 

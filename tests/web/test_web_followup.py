@@ -4,8 +4,11 @@ for who may see which holder, the period as the API reads it, and the steward's 
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -153,7 +156,145 @@ def test_page_report_labels_findings_and_reads_times():
             {"kind": "new_kind", "user": "u", "release_id": "r", "detail": "x"},
         ],
     }
-    shown = page_report(report, translator("sv"))
+    shown = page_report(report, translator("sv"), "sv")
     assert shown["since"].year == 2026 and shown["activity"][0]["last"] is None
     assert shown["releases"][0]["permit_ends"].day == 24
     assert [f.label for f in shown["findings"]] == ["Åtkomst utanför kontorstid", "new_kind"]
+
+
+# A report with every kind of finding, from the pure report over audit entries (counts above a
+# thousand, so that the locale's digit grouping shows): a Tuesday 10:00 and 23:30 in Stockholm,
+# a Saturday noon, and a Thursday after the old permit ended.
+TUE_10 = datetime(2026, 11, 17, 9, 0, tzinfo=UTC)
+TUE_2330 = datetime(2026, 11, 17, 22, 30, tzinfo=UTC)
+SAT_12 = datetime(2026, 11, 21, 11, 0, tzinfo=UTC)
+OLD = "rel_fu_old"
+
+
+def every_kind_report() -> dict:
+    from governance.followup import ReleaseFacts, follow_up
+
+    releases = {
+        RELEASE: ReleaseFacts(
+            RELEASE, 1, ("ndr",), frozenset({"alice", "bob"}), TUE_10 + timedelta(days=30), "active"
+        ),
+        OLD: ReleaseFacts(OLD, 2, ("ndr",), frozenset({"dave"}), TUE_10 + timedelta(hours=20), "expired"),
+    }
+
+    def e(ts, event, user, release=RELEASE, decision="allowed", **fields):
+        return {
+            "ts": ts.isoformat(),
+            "event": event,
+            "user": user,
+            "release_id": release,
+            "decision": decision,
+            **fields,
+        }
+
+    entries = [
+        e(TUE_10, "access.query", "alice", rows=150_012),  # far above the others' rows
+        e(TUE_2330, "access.query", "bob", rows=3),
+        *(
+            e(SAT_12, "access.query", "bob", decision="refused", reason="aggregate.cell_too_small")
+            for _ in range(1_200)
+        ),
+        *(e(SAT_12, "access.query", "bob", decision="refused", reason="sql.syntax") for _ in range(300)),
+        *(e(TUE_10, "access.schema", "carol", decision="refused", reason="permit.none") for _ in range(2)),
+        *(e(TUE_10 + timedelta(days=2), "access.query", "dave", OLD, rows=1) for _ in range(3)),
+    ]
+    report = follow_up(
+        entries, releases, holder="ndr", since=TUE_10 - timedelta(days=1), until=TUE_10 + timedelta(days=7)
+    )
+    return {"generated_at": TUE_10.isoformat(), "logs": [], **report}
+
+
+#: The English detail the API and the CLI print, as they printed it before the page worded it.
+ENGLISH = {
+    "not_on_permit": "2 requests for data by a user the permit does not name",
+    "after_permit_end": "3 requests at or after the permit ended (2026-11-18)",
+    "refusals": "1500 of 1501 requests refused (aggregate.cell_too_small x1200, sql.syntax x300)",
+    "off_hours": "1501 of 1501 requests outside 07-19 local time or at weekends",
+    "volume": "150012 rows vs median 3 per user and release",
+}
+SWEDISH = {
+    "not_on_permit": "2 förfrågningar om data av en användare som tillståndet inte nämner",
+    "after_permit_end": "3 förfrågningar vid eller efter att tillståndet upphörde (2026-11-18)",
+    "refusals": "1 500 av 1 501 förfrågningar avvisades (aggregate.cell_too_small × 1 200, sql.syntax × 300)",
+    "off_hours": "1 501 av 1 501 förfrågningar utanför 07–19 lokal tid eller på helger",
+    "volume": "150 012 rader mot median 3 per användare och uttag",
+}
+ENGLISH_PAGE = {
+    "not_on_permit": "2 requests for data by a user the permit does not name",
+    "after_permit_end": "3 requests at or after the permit ended (2026-11-18)",
+    "refusals": "1,500 of 1,501 requests refused (aggregate.cell_too_small × 1,200, sql.syntax × 300)",
+    "off_hours": "1,501 of 1,501 requests outside 07–19 local time or at weekends",
+    "volume": "150,012 rows vs median 3 per user and release",
+}
+
+
+def shown_details(page: str) -> dict[str, str]:
+    """Finding kind -> its detail cell on the page (Babel groups Swedish digits with a no-break space)."""
+    table = re.search(r'data-testid="followup-findings">(.*?)</table>', page, re.S).group(1)
+    cells = re.findall(r'<tr data-kind="(\w+)">.*?<td data-col="detail">([^<]*)</td></tr>', table, re.S)
+    return {kind: html.unescape(text).replace("\u00a0", " ") for kind, text in cells}
+
+
+def test_the_report_keeps_its_english_detail_and_carries_the_params():
+    report = every_kind_report()
+    assert {f["kind"]: f["detail"] for f in report["findings"]} == ENGLISH
+    params = {f["kind"]: f["params"] for f in report["findings"]}
+    assert params["refusals"] == {
+        "refused": 1_500,
+        "requests": 1_501,
+        "reasons": [["aggregate.cell_too_small", 1_200], ["sql.syntax", 300]],
+    }
+    assert params["after_permit_end"] == {"requests": 3, "permit_ends": "2026-11-18"}
+    assert params["off_hours"] == {"off_hours": 1_501, "requests": 1_501, "start_hour": 7, "end_hour": 19}
+    assert params["volume"] == {"rows": 150_012, "median_rows": 3}
+    assert params["not_on_permit"] == {"requests": 2}
+    assert json.loads(json.dumps(report)) == report  # what the API and the CLI's --format json send
+
+
+def test_the_cli_table_prints_the_english_detail(monkeypatch, capsys):
+    from edge.commands.followup import print_report
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per finding
+    print_report(every_kind_report())
+    out = capsys.readouterr().out
+    for detail in ENGLISH.values():
+        assert detail in out
+    assert "förfrågningar" not in out and "×" not in out
+
+
+@pytest.mark.parametrize(("lang", "expected"), [("sv", SWEDISH), ("en", ENGLISH_PAGE)])
+def test_the_page_words_each_finding_in_its_language(app, airlock, monkeypatch, lang, expected):
+    import access.web.followup as page_module
+
+    monkeypatch.setattr(page_module, "holder_follow_up", lambda *args, **kw: every_kind_report())
+    page = browser(app, airlock.tokens["s-ndr"], lang=lang).get("/web/follow-up")
+    assert page.status_code == 200
+    assert shown_details(page.text) == expected
+
+
+def test_the_page_words_the_real_reports_findings(app, airlock):
+    """Over the real audit log and API: the API's detail stays English, the Swedish page words the
+    same numbers in Swedish."""
+    from fastapi.testclient import TestClient
+
+    alice, carol = browser(app, airlock.tokens["alice"]), browser(app, airlock.tokens["carol"])
+    for _ in range(3):
+        assert query(alice, f"SELECT * FROM patient WHERE pnr = '{PNR}'").status_code in (400, 403)
+    assert carol.get(f"/web/workspace/{RELEASE}").status_code == 403
+    r = TestClient(app).get(
+        "/audit/follow-up?holder=ndr&since=30d",
+        headers={"Authorization": f"Bearer {airlock.tokens['s-ndr']}"},
+    )
+    api = {(f["kind"], f["user"]): f for f in r.json()["findings"]}
+    assert api["not_on_permit", "carol"]["detail"] == "1 requests for data by a user the permit does not name"
+    refused = api["refusals", "alice"]
+    ((code, count),) = refused["params"]["reasons"]
+    total = refused["params"]["requests"]
+    assert count == 3 and refused["detail"] == f"3 of {total} requests refused ({code} x3)"
+    sv = shown_details(browser(app, airlock.tokens["s-ndr"], lang="sv").get("/web/follow-up").text)
+    assert sv["not_on_permit"] == "1 förfrågningar om data av en användare som tillståndet inte nämner"
+    assert sv["refusals"] == f"3 av {total} förfrågningar avvisades ({code} × 3)"
