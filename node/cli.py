@@ -66,6 +66,38 @@ def identity(output: Path | None) -> None:
     click.echo(doc)
 
 
+@main.command("key-figures-guard")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def key_figures_guard(fmt: str) -> None:
+    """Show the PROM key figures' differencing guard: open or closed (and why), and per year how
+    many versions of each cell family this node has published. Exit status 2 when the guard or a
+    year is closed (its cells go out withheld): restore both guard files from the same backup."""
+    import sys
+
+    from pipelines.outcomes.differencing import NOT_STARTED, guard_status
+
+    settings = _node_settings()
+    assert settings.node_holder is not None
+    status = guard_status(settings.restricted / "federation", settings.node_holder)
+    if fmt == "json":
+        click.echo(json.dumps(status, indent=2))
+    else:
+        state = "open" if status["open"] else f"closed ({status['reason']})"
+        click.echo(f"key figures guard of {status['holder']}: {state}")
+        for p in status["periods"]:
+            if not p["verified"]:
+                click.echo(f"  {p['period']}: withheld ({p['reason']})")
+                continue
+            versions = ", ".join(
+                f"{name} {f['versions']}" + (" (no more versions)" if f["full"] else "")
+                for name, f in p["families"].items()
+            )
+            click.echo(f"  {p['period']}: versions published: {versions}")
+    closed = not status["open"] and status["reason"] != NOT_STARTED
+    if closed or not all(p["verified"] for p in status["periods"]):
+        sys.exit(2)
+
+
 @main.command("opt-out")
 @click.option("--personnummer", required=True, help="'-' reads it from stdin (keeps it out of shell history)")
 @click.option(

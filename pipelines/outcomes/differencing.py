@@ -489,6 +489,36 @@ def _entry_json(entry: Mapping[str, FamilyState], keys: Keys) -> dict[str, str]:
     return {"families": text, "mac": keys.mac(text)}
 
 
+#: :func:`guard_status`: the guard has never run in this directory (it starts at the first publication)
+NOT_STARTED = "keyfigures.guard.not_started"
+
+
+def guard_status(directory: Path, holder: str) -> dict[str, Any]:
+    """What the guard in ``directory`` holds, for the node's operator: whether it is open (and if
+    not, the reason code every cell is withheld with), and per period each family's number of
+    published versions and whether the period's MAC verifies. Reads only: creates no file, takes
+    no lock. Holds no figure, no person and no key material, so it may be printed and logged."""
+    store = GuardStore(directory)
+    if not store.key_path.exists() and not store.state_path.exists():
+        return {"holder": holder, "open": False, "reason": NOT_STARTED, "periods": []}
+    keys, raw_periods, closed = store.open(holder)
+    if keys is None:
+        return {"holder": holder, "open": False, "reason": closed, "periods": []}
+    periods = []
+    for period in sorted(raw_periods):
+        try:
+            entry = _load_entry(raw_periods[period], keys)
+        except ValueError:
+            periods.append({"period": period, "verified": False, "reason": PERIOD_CORRUPT, "families": {}})
+            continue
+        families = {
+            name: {"versions": len(state.versions), "full": len(state.versions) >= MAX_VERSIONS}
+            for name, state in sorted(entry.items())
+        }
+        periods.append({"period": period, "verified": True, "reason": None, "families": families})
+    return {"holder": holder, "open": True, "reason": None, "periods": periods}
+
+
 def guard_key_figures(
     kf: KeyFigures, contributions: Mapping[str, Contributions], directory: Path
 ) -> KeyFigures:

@@ -387,3 +387,64 @@ def test_the_audit_rank_is_exact_on_a_dependent_matrix():
     for p in guard._PRIMES:
         assert guard._rank_mod(m, p) == 2
         assert guard._rank_mod(np.eye(4, dtype=np.int64), p) == 4
+
+
+# ----------------------------------------------------------------------------- the operator's view
+
+
+def test_the_status_tells_the_operator_what_the_guard_holds_and_changes_nothing(node):
+    zone, guard_dir = node
+    assert guard.guard_status(guard_dir, "ndr")["reason"] == guard.NOT_STARTED
+    assert not list(guard_dir.iterdir()), "the status starts no guard"
+    _publish_node(zone, guard_dir)
+    _research_zone(zone, 30, late=6)
+    _publish_node(zone, guard_dir)
+    before = {p.name: p.read_bytes() for p in guard_dir.iterdir()}
+    status = guard.guard_status(guard_dir, "ndr")
+    assert status["open"] and status["reason"] is None
+    (period,) = status["periods"]
+    assert period["period"] == "2024" and period["verified"]
+    assert period["families"]["responders"] == {"versions": 2, "full": False}
+    assert {p.name: p.read_bytes() for p in guard_dir.iterdir()} == before
+    text = json.dumps(status)
+    assert "person-" not in text and "0.3" not in text  # no person, no figure
+
+
+def test_the_status_names_a_closed_guard_and_a_damaged_year(tmp_path, node):
+    zone, guard_dir = node
+    _publish_node(zone, guard_dir)
+    state = json.loads((guard_dir / guard.STATE_FILE).read_text())
+    state["periods"]["2024"]["mac"] = "0" * len(state["periods"]["2024"]["mac"])
+    (guard_dir / guard.STATE_FILE).write_text(json.dumps(state))
+    (period,) = guard.guard_status(guard_dir, "ndr")["periods"]
+    assert not period["verified"] and period["reason"] == guard.PERIOD_CORRUPT
+    (guard_dir / guard.KEY_FILE).unlink()
+    status = guard.guard_status(guard_dir, "ndr")
+    assert not status["open"] and status["reason"] == guard.KEY_MISSING
+
+
+def test_hdp_node_key_figures_guard_prints_the_status_and_fails_when_closed(hdp_home, monkeypatch):
+    from click.testing import CliRunner
+
+    from hdp.settings import get_settings
+    from node.cli import main
+
+    monkeypatch.setenv("HDP_FEDERATION_ROLE", "node")
+    monkeypatch.setenv("HDP_NODE_HOLDER", "ndr")
+    get_settings.cache_clear()
+    guard_dir = get_settings().ensure_restricted(get_settings().restricted / "federation")
+    zone = hdp_home.home / "zone.duckdb"
+    _research_zone(zone, 30)
+    runner = CliRunner()
+    started = runner.invoke(main, ["key-figures-guard"])
+    assert started.exit_code == 0 and guard.NOT_STARTED in started.output
+    _publish_node(zone, guard_dir)
+    shown = runner.invoke(main, ["key-figures-guard"])
+    assert shown.exit_code == 0, shown.output
+    assert "ndr: open" in shown.output and "2024: versions published: " in shown.output
+    as_json = json.loads(runner.invoke(main, ["key-figures-guard", "--format", "json"]).output)
+    assert as_json["periods"][0]["families"]["responders"]["versions"] == 1
+    (guard_dir / guard.STATE_FILE).unlink()
+    closed = runner.invoke(main, ["key-figures-guard"])
+    assert closed.exit_code == 2 and guard.STATE_MISSING in closed.output
+    get_settings.cache_clear()
