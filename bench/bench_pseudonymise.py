@@ -94,60 +94,68 @@ print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rows": len(out)}))
 """
 
 
-#: The floor: copying the raw table's non-identifying columns into a new DuckDB file, as the
-#: stage's final write does, with no validation and no pseudonym at all. No design that writes
-#: the research table with DuckDB can be faster, so ``naive / floor`` bounds the ratio.
-FLOOR_CHILD = r"""
-import json, sys, time
+#: The start and end the two copy children share: argv[1] is the raw zone's file, argv[2] a fresh
+#: directory the child works in; the clock starts after the non-identifying columns are listed and
+#: counts the CPU of the child's own children (the clean writer) too.
+_COPY_START = r"""
+import json, resource, sys, time
+from pathlib import Path
 import duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
-con.execute("SET preserve_insertion_order = false")
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+raw, work = sys.argv[1], Path(sys.argv[2])
+con = duckdb.connect(raw, read_only=True)
 cols = [r[0] for r in con.execute("DESCRIBE register_visit").fetchall()
         if r[0] not in ("personnummer", "first_name", "family_name")]
 con.close()
-t0, c0 = time.perf_counter(), time.process_time()
-con = duckdb.connect(sys.argv[2])
-con.execute("SET preserve_insertion_order = false")
-con.execute("SET enable_progress_bar = false")  # as in the stage's processes
-con.execute(f"ATTACH '{sys.argv[1]}' AS raw (READ_ONLY)")
-con.execute(f"CREATE TABLE copy AS SELECT {', '.join(cols)} FROM raw.register_visit")
-con.execute("CHECKPOINT")
-elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
+"""
+_COPY_END = r"""
+elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0 + children_cpu() - k0
 print(json.dumps({"elapsed": elapsed, "cpu": cpu}))
 """
 
+#: The floor: copying the raw table's non-identifying columns into a new DuckDB file, as the
+#: stage's final write does, with no validation and no pseudonym at all. No design that writes
+#: the research table with DuckDB can be faster, so ``naive / floor`` bounds the ratio.
+FLOOR_CHILD = (
+    _COPY_START
+    + r"""
+con = duckdb.connect(str(work / "floor.duckdb"))
+con.execute("SET preserve_insertion_order = false")
+con.execute("SET enable_progress_bar = false")  # as in the stage's processes
+con.execute(f"ATTACH '{raw}' AS raw (READ_ONLY)")
+con.execute(f"CREATE TABLE copy AS SELECT {', '.join(cols)} FROM raw.register_visit")
+con.execute("CHECKPOINT")
+con.close()
+"""
+    + _COPY_END
+)
 
 #: The barrier floor: the same copy as the floor, but through the hand-over the privacy rule
 #: imposes on any design (pipelines/clean_writer.py): the rows go to Parquet in the restricted
 #: zone, and a fresh process that never held an identifier writes the DuckDB file from it. Still
 #: no validation, no pseudonym. ``barrier / floor`` is what the hand-over alone costs, the part
 #: of ``floor_ratio`` no change to pseudonymisation itself can remove.
-BARRIER_CHILD = r"""
-import json, resource, sys, time
-from pathlib import Path
-import duckdb
-from pipelines.clean_writer import TableSource, write_duckdb
-from pipelines.pseudonymise import _STAGING_PARQUET
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-raw, out, staging = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-con = duckdb.connect(raw, read_only=True)
-cols = [r[0] for r in con.execute("DESCRIBE register_visit").fetchall()
-        if r[0] not in ("personnummer", "first_name", "family_name")]
-con.close()
-t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
+BARRIER_CHILD = (
+    # imported before the clock starts, as the floor's duckdb is
+    "from pipelines.clean_writer import TableSource, write_duckdb\n"
+    "from pipelines.pseudonymise import _STAGING_PARQUET\n"
+    + _COPY_START
+    + r"""
 con = duckdb.connect()
 con.execute("SET preserve_insertion_order = false")
 con.execute("SET enable_progress_bar = false")
 con.execute(f"ATTACH '{raw}' AS raw (READ_ONLY)")
-parquet = staging / "copy.parquet"
+parquet = work / "copy.parquet"
 con.execute(f"COPY (SELECT {', '.join(cols)} FROM raw.register_visit) TO '{parquet}' ({_STAGING_PARQUET})")
 con.close()
-write_duckdb(out, [TableSource("copy", parquet)], temp_directory=staging, preserve_insertion_order=False)
-elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0 + children_cpu() - k0
-print(json.dumps({"elapsed": elapsed, "cpu": cpu}))
+write_duckdb(work / "barrier.duckdb", [TableSource("copy", parquet)], temp_directory=work,
+             preserve_insertion_order=False)
 """
+    + _COPY_END
+)
 
 
 def make_identifiers(persons: int, seed: int) -> np.ndarray:
@@ -296,41 +304,19 @@ def run_naive(pristine: Path) -> dict:
     return child
 
 
-def run_floor(pristine: Path, tmp: Path) -> dict:
-    out = tmp / "floor.duckdb"
-    out.unlink(missing_ok=True)
+def run_copy(child_code: str, label: str, pristine: Path, tmp: Path) -> dict:
+    """One copy child (:data:`FLOOR_CHILD` or :data:`BARRIER_CHILD`) in a fresh work directory."""
+    work = tmp / "copy"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     load = _load()
     child = _child(
-        FLOOR_CHILD,
-        [str(pristine / "restricted" / "ndr" / "raw.duckdb"), str(out)],
+        child_code,
+        [str(pristine / "restricted" / "ndr" / "raw.duckdb"), str(work)],
         {**os.environ, "PYTHONPATH": str(REPO)},
     )
-    out.unlink(missing_ok=True)
-    print(
-        f"  floor (copy without pseudonyms): {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s); load {load}",
-        flush=True,
-    )
-    return child
-
-
-def run_barrier(pristine: Path, tmp: Path) -> dict:
-    out, staging = tmp / "barrier.duckdb", tmp / "barrier-staging"
-    out.unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    load = _load()
-    child = _child(
-        BARRIER_CHILD,
-        [str(pristine / "restricted" / "ndr" / "raw.duckdb"), str(out), str(staging)],
-        {**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    out.unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    print(
-        f"  barrier floor (the same copy through the clean writer's hand-over): {child['elapsed']:.2f} s "
-        f"(cpu {child['cpu']:.2f} s); load {load}",
-        flush=True,
-    )
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"  {label}: {child['elapsed']:.2f} s (cpu {child['cpu']:.2f} s); load {load}", flush=True)
     return child
 
 
@@ -361,8 +347,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 naives.append(run_naive(pristine))
                 stages.append(run_stage(pristine, tmp))
-            floors.append(run_floor(pristine, tmp))
-            barriers.append(run_barrier(pristine, tmp))
+            floors.append(run_copy(FLOOR_CHILD, "floor (copy without pseudonyms)", pristine, tmp))
+            barriers.append(
+                run_copy(
+                    BARRIER_CHILD,
+                    "barrier floor (the same copy through the clean writer's hand-over)",
+                    pristine,
+                    tmp,
+                )
+            )
     stage_s = statistics.median(s["elapsed"] for s in stages)
     naive_s = statistics.median(n["elapsed"] for n in naives)
     stage_cpu = statistics.median(s["cpu"] for s in stages)
